@@ -1,0 +1,127 @@
+# pop3bridge — the one build entry.  GNU make; every library through pkg-config.
+#
+#   make            build/pop3bridge
+#   make test       unit tests (plain and ASan+UBSan), fuzz smoke run, integration tests
+#   make deps       install every Debian package the build, tests, demo and bench need
+#   make fuzz       build and run the libFuzzer targets (FUZZ_SECONDS each, default 60)
+#   make bench      benchmarks (see tests/bench/)
+#   make clean
+
+CC      ?= cc
+ifeq ($(origin CC),default)
+CC := cc
+endif
+BUILD   ?= build
+PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT     ?= -O2 -g
+SAN     ?=
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(SAN) $(LDFLAGS)
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+ALL_CFLAGS += -DPOP3BRIDGE_VERSION='"$(VERSION)"'
+
+SRCS      := $(wildcard bridge/*.c)
+LIB_SRCS  := $(filter-out bridge/main.c,$(SRCS))
+LIB_OBJS  := $(LIB_SRCS:bridge/%.c=$(BUILD)/obj/%.o)
+LIB       := $(BUILD)/libpop3bridge.a
+BIN       := $(BUILD)/pop3bridge
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+.PHONY: all test unit unit-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
+all: $(BIN)
+
+$(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/main.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/obj/main.o $(LIB) $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(wildcard tests/unit/*.h) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(ALL_LDFLAGS)
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIB) | $(BUILD)/tools
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS) $(ALL_LDFLAGS)
+
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/tools:
+	mkdir -p $@
+
+tools: $(TOOL_BINS)
+
+-include $(wildcard $(BUILD)/obj/*.d)
+
+# ---- tests -----------------------------------------------------------------
+unit: $(UNIT_BINS)
+	@tests/run-unit $(UNIT_BINS)
+
+unit-asan:
+	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+fuzz:
+	$(MAKE) --no-print-directory CC=clang BUILD=build/fuzz OPT="-O1 -g" \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" fuzz-build
+	@tests/run-fuzz build/fuzz $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	$(MAKE) --no-print-directory CC=clang BUILD=build/fuzz OPT="-O1 -g" \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" fuzz-build
+	@tests/run-fuzz build/fuzz $(FUZZ_SMOKE_SECONDS)
+
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzzers/%)
+fuzz-build: $(FUZZ_BINS)
+$(BUILD)/fuzzers/%: tests/fuzz/%.c $(LIB)
+	@mkdir -p $(BUILD)/fuzzers
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(PKG_LIBS)
+
+integration: $(BIN) tools
+	@tests/integration/run
+
+check-clang:
+	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all tools
+
+test: all tools
+	@tests/run-all
+
+bench: all tools
+	@tests/bench/run
+
+demo: all tools
+	@config/demo.sh
+
+DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
+    libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libsqlite3-dev sqlite3 \
+    libgmime-3.0-dev libgsasl-dev libcmocka-dev \
+    dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
+    valgrind mpop hyperfine wrk
+deps:
+	@missing=$$(for p in $(DEPS_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "all Debian packages present"; fi
+
+PREFIX ?= /usr/local
+install: $(BIN)
+	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pop3bridge
+	mkdir -p $(DESTDIR)$(PREFIX)/share/pop3bridge
+	cp -r web openapi.yaml config $(DESTDIR)$(PREFIX)/share/pop3bridge/
+
+clean:
+	rm -rf build

@@ -1,0 +1,120 @@
+/*
+ * net — one buffered client connection, plain TCP or TLS (OpenSSL).
+ *
+ * Follows RFC 8314 (implicit TLS), RFC 2595 (STARTTLS upgrade is done by the
+ * caller's protocol, then net_start_tls()), RFC 6125 (host name checks).
+ *
+ * Security defaults: TLS >= 1.2, certificate chain verified against the
+ * system store (or opts.ca_file), host name (or IP address) verified, SNI
+ * sent for host names.  With opts.fingerprint set, the pin replaces chain and
+ * name verification (as mpop's tls_fingerprint): the leaf certificate's
+ * SHA-256 must match, nothing else is trusted.
+ *
+ * Deadlines: connect must finish within timeout_ms.  Every wait for input or
+ * output has a deadline of timeout_ms from net_wait_begin(), pushed forward by
+ * timeout_ms each time NET_MIN_PROGRESS more bytes arrive, so a peer that
+ * drips bytes cannot hold a connection open.  The optional session deadline
+ * (absolute, monotonic ms) bounds everything.
+ *
+ * I/O model: the socket is non-blocking.  Output is queued (net_queue) and
+ * written whenever the socket is writable, including while waiting for input
+ * in net_fill(), so pipelined commands and replies can never deadlock with
+ * both sides' buffers full.
+ *
+ * The process must ignore SIGPIPE (main does).
+ * Not thread-safe; one thread uses one struct net at a time.
+ */
+#ifndef POP3BRIDGE_NET_H
+#define POP3BRIDGE_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define NET_MIN_PROGRESS 1024          /* bytes per timeout window while waiting */
+#define NET_IN_BUF (256 * 1024)        /* input buffer; also the longest line */
+#define NET_OUT_MAX (4 * 1024 * 1024)  /* queued output cap -> ERR_LIMIT */
+
+struct net_opts {
+    const char *host;           /* DNS name or literal IPv4/IPv6 address */
+    unsigned port;
+    bool tls;                   /* TLS handshake right after connect (implicit TLS) */
+    const char *ca_file;        /* PEM trust anchors; NULL = system default store */
+    const char *fingerprint;    /* NULL, or "sha256:<64 hex>" (':' separators allowed) */
+    int timeout_ms;             /* connect and each wait; <= 0 means 30000 */
+    int64_t session_deadline;   /* absolute net_now_ms() value; 0 = none */
+};
+
+struct net_tls_info {
+    char version[16];     /* "TLSv1.3" */
+    char cipher[64];      /* "TLS_AES_256_GCM_SHA384" */
+    bool verified;        /* chain+name verified, or pin matched */
+    char verify[16];      /* "chain" or "fingerprint" */
+    char peer[256];       /* leaf subject, one line (RFC 2253) */
+    char fingerprint[72]; /* "sha256:<64 lowercase hex>" of the leaf certificate */
+};
+
+struct net;
+
+/* Monotonic clock in milliseconds. */
+int64_t net_now_ms(void);
+
+/* Resolve, connect (trying every address, each within the remaining connect
+ * deadline), and with opts->tls do the TLS handshake and verification.
+ * Returns NULL with e set: ERR_CONN (DNS, refused, unreachable), ERR_TIMEOUT,
+ * ERR_TLS (handshake, "certificate verify failed: <reason> (host H)",
+ * "certificate fingerprint mismatch: got sha256:... (host H)"), ERR_USAGE (bad
+ * fingerprint syntax, unreadable CA file). */
+struct net *net_connect(const struct net_opts *opts, struct err *e);
+
+/* Upgrade an established plain connection to TLS (after the protocol's
+ * STARTTLS command was accepted), with the same verification as above.  Any
+ * input already buffered is a protocol error (ERR_PROTO: data before TLS
+ * handshake), which defeats STARTTLS command injection. */
+int net_start_tls(struct net *n, struct err *e);
+
+bool net_is_tls(const struct net *n);
+/* NULL without TLS.  Owned by n. */
+const struct net_tls_info *net_tls_info(const struct net *n);
+
+/* Send TLS close_notify (best effort, without waiting), close, free, *n=NULL.
+ * NULL-safe. */
+void net_close(struct net **n);
+
+/* Arm the wait deadline: now + timeout_ms, progress counter reset.  Called by
+ * the protocol layer when it starts waiting for a reply. */
+void net_wait_begin(struct net *n);
+
+/* Append to the output queue (nothing is written yet).  ERR_LIMIT if the queue
+ * would exceed NET_OUT_MAX. */
+int net_queue(struct net *n, const void *data, size_t len, struct err *e);
+/* Write queued output until none is left (waiting within the deadline). */
+int net_flush(struct net *n, struct err *e);
+/* Bytes still queued. */
+size_t net_pending_out(const struct net *n);
+
+/* Wait until more input arrives, writing queued output meanwhile when the
+ * socket is writable.  Returns the number of new bytes (> 0), or -1 with e set:
+ * ERR_CONN "connection closed by server" on EOF, ERR_TIMEOUT, ERR_TLS, ERR_LIMIT
+ * if the input buffer is full (the caller did not consume). */
+int net_fill(struct net *n, struct err *e);
+
+/* Unconsumed input, valid until the next net_fill/net_consume/net_read_line. */
+const char *net_data(const struct net *n, size_t *len);
+void net_consume(struct net *n, size_t count);
+
+/* Next line from the input, calling net_fill as needed.  *line points into the
+ * buffer (valid until the next input call), *len excludes the line ending
+ * ("\r\n" or a bare "\n").  The line is consumed.  A line longer than `max`
+ * octets (max <= NET_IN_BUF) without an ending: ERR_LIMIT "reply line longer
+ * than <max> octets".  A NUL byte in the line: ERR_PROTO. */
+int net_read_line(struct net *n, size_t max, const char **line, size_t *len,
+                  struct err *e);
+
+/* Total bytes received / sent on this connection (after TLS decryption). */
+uint64_t net_bytes_in(const struct net *n);
+uint64_t net_bytes_out(const struct net *n);
+
+#endif
