@@ -93,7 +93,8 @@ void err_prefix(struct err *e, const char *fmt, ...)
     va_end(ap);
     char old[ERR_MSG_MAX];
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
+    if (snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old) >= (int)sizeof e->msg)
+        memcpy(e->msg + sizeof e->msg - 4, "...", 4); /* keep the truncation visible */
 }
 
 const char *err_kind_name(enum err_kind kind)
@@ -149,10 +150,11 @@ void err_format(const struct err *e, char *buf, size_t size)
     if (!size)
         return;
     const char *k = err_kind_name(e->kind);
-    if (e->server[0])
-        snprintf(buf, size, "%s: %s: server said \"%s\"", k, e->msg, e->server);
-    else
-        snprintf(buf, size, "%s: %s", k, e->msg);
+    int n = e->server[0]
+                ? snprintf(buf, size, "%s: %s: server said \"%s\"", k, e->msg, e->server)
+                : snprintf(buf, size, "%s: %s", k, e->msg);
+    if (n >= (int)size && size > 4)
+        memcpy(buf + size - 4, "...", 4);
     /* "TLS: ..." reads better than "tls: ..."; other kinds are capitalised */
     if (buf[0] >= 'a' && buf[0] <= 'z')
         buf[0] = (char)(buf[0] - 'a' + 'A');
