@@ -638,17 +638,46 @@ static bool get_enum(struct ctx *c, const cJSON *v, const char *path, const char
     return false;
 }
 
+/* Remove "." and ".." components and repeated slashes of an absolute path,
+ * in place, without touching the file system ("/.." stays "/"). */
+static void normalize_path(char *p)
+{
+    char *out = p + 1, *in = p + 1;
+    while (*in) {
+        size_t n = strcspn(in, "/");
+        if (n == 0 || (n == 1 && in[0] == '.')) {
+            /* skip */
+        } else if (n == 2 && in[0] == '.' && in[1] == '.') {
+            if (out > p + 1) {
+                out--; /* the '/' ending the previous component */
+                while (out > p + 1 && out[-1] != '/')
+                    out--;
+            }
+        } else {
+            memmove(out, in, n);
+            out += n;
+            if (in[n])
+                *out++ = '/';
+        }
+        in += n;
+        if (*in)
+            in++;
+    }
+    if (out > p + 1 && out[-1] == '/')
+        out--;
+    *out = '\0';
+}
+
 /* Resolve a path against the configuration file's directory. */
 static char *resolve_path(struct ctx *c, const char *p, const char *path)
 {
-    if (p[0] == '/')
-        return strdup(p);
     char buf[PATH_MAX];
-    int r = snprintf(buf, sizeof buf, "%s/%s", c->dir, p);
+    int r = snprintf(buf, sizeof buf, "%s%s%s", p[0] == '/' ? "" : c->dir, p[0] == '/' ? "" : "/", p);
     if (r < 0 || (size_t)r >= sizeof buf) {
         problem(c, path, "the path is longer than PATH_MAX (%d) once made absolute", PATH_MAX);
         return NULL;
     }
+    normalize_path(buf);
     return strdup(buf);
 }
 
@@ -1385,6 +1414,11 @@ __attribute__((format(printf, 4, 5))) static void problem_at(struct ctx *c, cons
 static int strip_comments(struct ctx *c, char *buf, size_t len)
 {
     size_t depth = 0;
+    const char *nul = memchr(buf, '\0', len);
+    if (nul) {
+        problem_at(c, buf, (size_t)(nul - buf), "the file contains a NUL byte");
+        return -1;
+    }
     for (size_t i = 0; i < len; i++) {
         char ch = buf[i];
         if (ch == '"') {
@@ -1946,7 +1980,9 @@ struct config *config_load(const char *path, struct config_diag *d)
         return NULL;
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 1);
+    /* len + 1: cJSON's "require_null_terminated" wants the NUL inside the
+     * length; strip_comments() refused NUL bytes in the text itself. */
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
     if (!root) {
         size_t off = (end && end >= text && end <= text + len) ? (size_t)(end - text) : 0;
         char near[32], sh[SHOW_MAX + 8];
@@ -1956,7 +1992,7 @@ struct config *config_load(const char *path, struct config_diag *d)
             k++;
         }
         near[k] = '\0';
-        if (off >= len || k == 0)
+        if (off >= len || text[off] == '\0' || k == 0)
             problem_at(&c, text, off, "invalid JSON near the end of the file");
         else
             problem_at(&c, text, off, "invalid JSON near %s", show(near, sh, sizeof sh));
