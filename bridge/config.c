@@ -933,8 +933,9 @@ static void parse_objarray(struct ctx *c, const struct opt *o, void *base, const
             for (size_t b = 0; na && b < a; b++) {
                 const char *nb = *AT(arr + b * t->size, t->opts[k].off, char *);
                 if (nb && strcmp(na, nb) == 0) {
-                    path_index(sub, sizeof sub, path, a);
-                    path_key(sub, sizeof sub, sub, t->opts[k].name);
+                    char elem[PATH_KEY_MAX];
+                    path_index(elem, sizeof elem, path, a);
+                    path_key(sub, sizeof sub, elem, t->opts[k].name);
                     path_index(other, sizeof other, path, b);
                     problem(c, sub, "%s is already used by %s", show(na, sh, sizeof sh), other);
                     break;
@@ -1358,8 +1359,9 @@ static void check_root(struct ctx *c, void *obj, const char *path)
             a->webhook_index[k] = w;
             if (w < cfg->webhook_count)
                 continue;
-            path_index(sub, sizeof sub, "accounts", i);
-            path_key(sub, sizeof sub, sub, "webhooks");
+            char elem[PATH_KEY_MAX];
+            path_index(elem, sizeof elem, "accounts", i);
+            path_key(sub, sizeof sub, elem, "webhooks");
             path_index(item, sizeof item, sub, k);
             const char *near = closest(a->webhooks[k], names, nn);
             if (near)
@@ -1995,7 +1997,12 @@ struct config *config_load(const char *path, struct config_diag *d)
         if (off >= len || text[off] == '\0' || k == 0)
             problem_at(&c, text, off, "invalid JSON near the end of the file");
         else
-            problem_at(&c, text, off, "invalid JSON near %s", show(near, sh, sizeof sh));
+        {
+            show(near, sh, sizeof sh);
+            size_t sl = strlen(sh);
+            sh[0] = sh[sl - 1] = '\'';
+            problem_at(&c, text, off, "invalid JSON near %s", sh);
+        }
         OPENSSL_cleanse(text, len);
         free(text);
         return NULL;
