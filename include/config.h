@@ -28,6 +28,10 @@
  *  - Webhook secrets follow Standard Webhooks: "whsec_" + base64 of a
  *    24..64-byte key; the decoded key is kept in config_webhook.key.
  *
+ * A *_command runs in a child process (fork + /bin/sh -c, stdin /dev/null,
+ * its own process group, killed with SIGKILL at secret_command_timeout), so
+ * the caller must not set SIGCHLD to SIG_IGN.
+ *
  * Ownership: config_load() returns a struct config that the caller owns and
  * releases with config_free(); every pointer inside it stays valid until
  * then.  A config is read-only once loaded and may be shared by threads.
