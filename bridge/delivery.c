@@ -219,9 +219,9 @@ static void submit(struct delivery *d, struct cfgref *ref, const struct store_de
         .timeout_ms = wh->timeout_ms,
         .done = on_done,
     };
-    if (webhook_sender_submit(d->sender, &req, j) < 0) {
+    if (webhook_sender_submit(d->sender, &req, j, &e) < 0) {
         char error[600];
-        snprintf(error, sizeof error, "the request could not be made (bad URL or header?)");
+        err_format(&e, error, sizeof error);
         cfgref_put(j->cfg);
         free(j);
         record(d, dl, started, 0, error, "rejected", STORE_D_FAILED,

@@ -4,10 +4,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
+#include "daemon.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "pop3bridge %s — a bridge from POP3 mailboxes to the web\n\n", POP3BRIDGE_VERSION);
+    fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
+          "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
+          out);
     cli_usage_pop3(out);
 }
 
@@ -23,6 +28,10 @@ int main(int argc, char **argv)
         return cli_probe(argc - 1, argv + 1);
     if (strcmp(cmd, "fetch") == 0)
         return cli_fetch(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return daemon_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "check-config") == 0)
+        return config_check_main(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -16,11 +16,12 @@
 #include "delivery.h"
 #include "error.h"
 #include "poller.h"
+#include "store.h"
 
 struct rt_account {
     char name[CONFIG_NAME_MAX + 1];
     char state[32];           /* idle | polling | backoff | auth_error | error */
-    char last_error[512];     /* "" if the last poll succeeded */
+    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
     enum err_kind last_error_kind;
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;
