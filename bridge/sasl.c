@@ -588,9 +588,9 @@ static int step_gsasl(struct sasl *s, const unsigned char *in, size_t n, struct 
     if (mech_is_scram(s->m) && s->gsteps == 1 && scram_check_iter(s, in, n, e) < 0)
         return -1;
     if (mech_is_scram(s->m) && s->gsteps == 2 && n >= 2 && in[0] == 'e' && in[1] == '=') {
-        char why[96];
-        err_sanitize(why, sizeof why, (const char *)in + 2, n - 2);
-        return err_set(e, ERR_AUTH, "%s: server reported error \"%s\"", name, why);
+        err_set(e, ERR_AUTH, "%s: server-final message reports an error", name);
+        err_set_server(e, (const char *)in + 2, n - 2); /* sanitised there */
+        return -1;
     }
     char *out = NULL;
     size_t out_len = 0;

@@ -99,7 +99,8 @@ struct sasl *sasl_new(const char *mech, const struct sasl_creds *c, struct err *
  * set and *resp_b64 NULL:
  *   ERR_AUTH   SCRAM server-final signature mismatch ("server signature did
  *              not verify": the server is not who it claims), a SCRAM e=
- *              server error, a server nonce that does not extend ours;
+ *              server error (its text, sanitised, in e->server), a server
+ *              nonce that does not extend ours;
  *   ERR_PROTO  invalid base64, a malformed challenge, a challenge where none
  *              may come (after SASL_DONE, or non-empty before a client-first
  *              mechanism's initial response);

@@ -488,7 +488,12 @@ static void scram_bad_server(void **state)
         /* the server reports an error instead of its signature */
         s = scram_to_final(v, "pencil");
         step_expect_str(s, v->server_first, SASL_MORE, v->client_final);
-        step_fails_raw(s, "e=invalid-proof", ERR_AUTH, "pencil");
+        char *b64e = sasl_b64_encode("e=invalid-proof", 15);
+        err_clear(&e);
+        assert_int_equal(sasl_step(s, b64e, &resp, &e), -1);
+        free(b64e);
+        assert_int_equal(e.kind, ERR_AUTH);
+        assert_string_equal(e.server, "invalid-proof");
         sasl_free(&s);
 
         /* a server-final with neither v= nor e= */
