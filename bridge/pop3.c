@@ -557,9 +557,10 @@ static int login_sasl(struct pop3 *p, size_t mi, struct err *e)
     char *held = NULL; /* a first response waiting for the server's "+" */
     char cmd[CMD_MAX];
     bool sent = false;
+    int last = SASL_MORE; /* what the mechanism said last */
     if (sasl_mech_client_first(name)) {
         char *first;
-        if (sasl_step(s, NULL, &first, e) < 0)
+        if ((last = sasl_step(s, NULL, &first, e)) < 0)
             goto out;
         size_t fl = strlen(first);
         if (mechs[mi].mech != POP3_MECH_XOAUTH2 && strlen(name) + fl + 6 <= AUTH_INITIAL_MAX) {
@@ -585,6 +586,14 @@ static int login_sasl(struct pop3 *p, size_t mi, struct err *e)
         if (st < 0)
             goto out;
         if (st == POP3_ST_OK) {
+            if (last != SASL_DONE) {
+                /* SCRAM is mutual: a server that accepts without proving it
+                 * knows the password is not the one we meant to talk to */
+                err_set(e, ERR_AUTH, "%s: the server accepted the login before the mechanism "
+                                     "finished (no server proof); refusing the session", what);
+                broken(p);
+                goto out;
+            }
             rc = 0;
             break;
         }
@@ -619,9 +628,9 @@ static int login_sasl(struct pop3 *p, size_t mi, struct err *e)
             goto out;
         }
         char *resp;
-        int more = sasl_step(s, challenge, &resp, e);
+        last = sasl_step(s, challenge, &resp, e);
         free(challenge);
-        if (more < 0) {
+        if (last < 0) {
             /* RFC 5034 §4: "*" cancels; the server answers -ERR */
             struct err ignore;
             if (send_sasl_line(p, "*", &ignore) == 0)
