@@ -41,7 +41,7 @@
  * Attachments are every leaf part that is not taken as text or html, plus
  * every message/rfc822 part (whose own parts are not looked into; its decoded
  * bytes are the attached message as GMime writes it back: the same header
- * fields and body, line ends of the header as LF).  An attachment's id is its MIME part
+ * fields and body, with LF line ends in the header).  An attachment's id is its MIME part
  * number (RFC 3501 §6.4.5): "1" for a single-part message, "2", "2.1" ...
  * inside multiparts, depth first; the same message always gives the same ids,
  * and message_attachment() takes them.  `disposition` is "attachment" or
