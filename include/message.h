@@ -35,24 +35,26 @@
  *                             listed as inline attachments.
  *   attachments               [{id, filename, content_type, size, sha256,
  *                             content_id, disposition, content | url}]
- *   raw_url                   <public_url>/api/v1/messages/<id>/raw
+ *   raw_url                   <public_url>/api/v1/messages/<id>/raw (the id
+ *                             percent-encoded); null without public_url or id
  *   parse_errors              what was wrong, as strings (never a secret)
  *
  * Attachments are every leaf part that is not taken as text or html, plus
  * every message/rfc822 part (whose own parts are not looked into; its decoded
  * bytes are the attached message as GMime writes it back: the same header
- * fields and body, with LF line ends in the header).  An attachment's id is its MIME part
- * number (RFC 3501 §6.4.5): "1" for a single-part message, "2", "2.1" ...
- * inside multiparts, depth first; the same message always gives the same ids,
- * and message_attachment() takes them.  `disposition` is "attachment" or
- * "inline" (RFC 2183: unknown types are "attachment"; without the header, a
- * part with a file name is an "attachment", one without is "inline");
- * `content_type` is "type/subtype" in lower case; `filename` and
- * `content_id` (without angle brackets) are null when absent; `size` and
- * `sha256` are of the decoded bytes, which are hashed while streaming and
- * never held whole in memory unless they are inlined: `content` (base64) when
- * size <= inline_max, else `url` (<public_url>/api/v1/messages/<id>/
- * attachments/<attachment id>).
+ * fields and body, with LF line ends in the header).  An attachment's id is
+ * its MIME part number (RFC 3501 §6.4.5): "1" for a single-part message, "2",
+ * "2.1" ... inside multiparts, depth first; the same message always gives the
+ * same ids, and message_attachment() takes them.  `disposition` is
+ * "attachment" or "inline" (RFC 2183: unknown types are "attachment"; without
+ * the header, a part with a file name is an "attachment", one without is
+ * "inline"); `content_type` is "type/subtype" in lower case; `filename`
+ * (RFC 2231 and RFC 2047 decoded) and `content_id` (without angle brackets)
+ * are null when absent; `size` and `sha256` are of the decoded bytes, which
+ * are hashed while streaming and never held whole in memory unless they are
+ * inlined: `content` (base64) when size <= inline_max, else `url`
+ * (<public_url>/api/v1/messages/<id>/attachments/<attachment id>; null
+ * without public_url or id).
  *
  * Charsets: a declared charset GMime or iconv knows is converted to UTF-8;
  * an unknown one is read as windows-1252 (a superset of ISO-8859-1 in its
