@@ -242,7 +242,8 @@ static const char *warning_text(GMimeParserWarning w)
     case GMIME_WARN_DUPLICATED_HEADER: return "header field repeated";
     case GMIME_WARN_DUPLICATED_PARAMETER: return "parameter repeated";
     case GMIME_WARN_UNENCODED_8BIT_HEADER: return "header with unencoded 8-bit characters";
-    case GMIME_WARN_INVALID_CONTENT_TYPE: return "invalid Content-Type, taken as application/octet-stream";
+    case GMIME_WARN_INVALID_CONTENT_TYPE:
+        return "invalid Content-Type, taken as application/octet-stream";
     case GMIME_WARN_INVALID_RFC2047_HEADER_VALUE: return "invalid RFC 2047 encoded header value";
     case GMIME_WARN_MALFORMED_MULTIPART: return "malformed multipart (no parts or no end boundary)";
     case GMIME_WARN_TRUNCATED_MESSAGE: return "message truncated";
@@ -902,7 +903,8 @@ static void walk(struct ctx *c, GMimeObject *obj, const char *path, int depth)
 
 /* ---- headers and addresses --------------------------------------------------------- */
 
-static void addresses(struct ctx *c, InternetAddressList *l, cJSON *arr, int depth, const char *what)
+static void addresses(struct ctx *c, InternetAddressList *l, cJSON *arr, int depth,
+                      const char *what)
 {
     if (!l)
         return;
