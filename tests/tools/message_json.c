@@ -66,7 +66,9 @@ int main(int argc, char **argv)
         int fd = open_file(argv[1]);
         if (fd < 0)
             return 1;
-        struct message_opts o = {.id = "42", .uidl = "uidl-1", .received_at = "2023-11-14T10:00:00Z",
+        struct message_opts o = {.id = "42",
+                                 .uidl = "uidl-1",
+                                 .received_at = "2023-11-14T10:00:00Z",
                                  .public_url = argc > 3 ? argv[3] : "http://127.0.0.1:8025",
                                  .inline_max = argc > 2 ? strtoull(argv[2], NULL, 10) : 262144};
         cJSON *m = message_to_json_fd(fd, &o, &e);
