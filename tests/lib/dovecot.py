@@ -13,7 +13,8 @@
 Everything lives in a fresh temporary directory (world-searchable, because
 Dovecot's mail processes must reach the Maildirs): its own config, base_dir,
 logs, passwd-file and Maildirs; /etc/dovecot is never read.  Ports are free
-ephemeral ports on 127.0.0.1, so several instances can run at once.  Run as
+ephemeral ports on 127.0.0.1 (and ::1 if the machine has it), so several
+instances can run at once.  Run as
 root, the mail belongs to `nobody` (Dovecot refuses uid 0 for mail access).
 
 The master runs in the foreground (-F) in its own process group, with a
@@ -42,11 +43,30 @@ STOP_GRACE = 2.0       # SIGTERM, then SIGKILL for the whole process group
 STOP_TIMEOUT = 5.0
 
 
-def free_port():
-    """An ephemeral port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port(ipv6=False):
+    """An ephemeral port that is free on 127.0.0.1 (and ::1) right now."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if not ipv6:
+                return port
+            try:
+                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
+                    s6.bind(("::1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
 
 def port_answers(port, timeout=0.5):
@@ -102,6 +122,9 @@ class Dovecot:
         self.tls_port = None
         self.users = {}
         self._seq = 0
+        # also on ::1 when the machine has it, so "localhost" works whichever
+        # address it resolves to first
+        self.ipv6 = has_ipv6_loopback()
         if os.geteuid() == 0:
             pw = pwd.getpwnam(os.environ.get("POP3BRIDGE_TEST_MAIL_USER", "nobody"))
             self.mail_uid, self.mail_gid = pw.pw_uid, pw.pw_gid
@@ -125,7 +148,7 @@ class Dovecot:
         self.passwd_dir = os.path.join(self.dir, "auth")
         last = None
         for _attempt in range(3):  # a port may be taken between probe and bind
-            self.port, self.tls_port = free_port(), free_port()
+            self.port, self.tls_port = free_port(self.ipv6), free_port(self.ipv6)
             if self.port == self.tls_port:
                 continue
             try:
@@ -160,7 +183,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 instance_name = p3btest-{inst}
 protocols = pop3
-listen = 127.0.0.1
+listen = {listen}
 log_path = {d}/log/dovecot.log
 info_log_path = {d}/log/dovecot.log
 debug_log_path = {d}/log/dovecot.log
@@ -205,7 +228,7 @@ service anvil {{
     mode = 0
   }}
 {anvil}}}
-""".format(d=d, inst=os.path.basename(d), greeting=GREETING, users=users, uid=self.mail_uid,
+""".format(d=d, listen="127.0.0.1, ::1" if self.ipv6 else "127.0.0.1", inst=os.path.basename(d), greeting=GREETING, users=users, uid=self.mail_uid,
                   gid=self.mail_gid, cert=cert, key=key, dh=self.pki.dh, mechs=self.mechanisms,
                   port=self.port, tls_port=self.tls_port, chroot=chroot,
                   anvil="" if root else "  chroot =\n")

@@ -23,10 +23,15 @@ Steps (plain tuples, made by the functions below):
                                read len(regexes) lines before replying to any
                                (a client that does not pipeline never sends
                                them: recorded as an error after `within`)
-    respond(rules, until, max_lines=100)
+    expect_alone(regex, reply=None, quiet=0.3)
+                               like expect, and the client must then send
+                               nothing more for `quiet` s before the reply
+                               (it does not pipeline)
+    respond(rules, until=None, count=None, max_lines=100)
                                a tiny POP3 responder: answer each line with the
                                reply of the first (regex, reply) rule matching,
-                               until a line matches `until` (answered too)
+                               until a line matches `until` (answered too) or
+                               `count` lines were answered
     drip(data, delay)          send one byte at a time, `delay` seconds apart;
                                stops early if the client closes
     flood(line, count)         send line count times (large blocks)
@@ -66,8 +71,12 @@ def expect_batch(regexes, within=3.0):
     return ("expect_batch", list(regexes), within)
 
 
-def respond(rules, until, max_lines=100):
-    return ("respond", list(rules), until, max_lines)
+def respond(rules, until=None, count=None, max_lines=100):
+    return ("respond", list(rules), until, count, max_lines)
+
+
+def expect_alone(regex, reply=None, quiet=0.3):
+    return ("expect_alone", regex, reply, quiet)
 
 
 def drip(data, delay):
@@ -197,6 +206,7 @@ class ScriptedServer:
                 getattr(self, "_step_" + step[0])(*step[1:])
             self._drain(self.linger)
         except _ClientClosed:
+            self._take_lines()
             self.client_closed = True
             self.events.append(("closed by client", time.monotonic()))
         except _ServerClosed:
@@ -264,8 +274,8 @@ class ScriptedServer:
         return s
 
     def _client_gone(self, wait):
-        """Wait up to `wait` s; True if the client closed meanwhile.  Data
-        it sends is recorded."""
+        """Wait up to `wait` s for the client; True if it closed meanwhile.
+        Whatever it sends is buffered for the following steps."""
         buffered = isinstance(self._conn, ssl.SSLSocket) and self._conn.pending() > 0
         if not buffered:
             r, _, _ = select.select([self._conn], [], [], max(0.0, wait))
@@ -282,10 +292,12 @@ class ScriptedServer:
             return True
         self.raw += data
         self._buf += data
+        return False
+
+    def _take_lines(self):
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             self.commands.append(line.rstrip(b"\r").decode("latin-1"))
-        return False
 
     # ---- steps --------------------------------------------------------------------
 
@@ -311,8 +323,20 @@ class ScriptedServer:
             if not re.fullmatch(rx, line):
                 raise _ScriptError("expected a line matching /%s/, got %r" % (rx, line))
 
-    def _step_respond(self, rules, until, max_lines):
-        for _ in range(max_lines):
+    def _step_expect_alone(self, regex, reply, quiet):
+        self._step_expect(regex, None)
+        end = time.monotonic() + quiet
+        while not self._buf and time.monotonic() < end:
+            if self._client_gone(end - time.monotonic()):
+                raise _ClientClosed()
+        if self._buf:
+            raise _ScriptError("client sent %r after %r without waiting for the reply (pipelined)"
+                               % (bytes(self._buf[:80]), self.commands[-1]))
+        if reply is not None:
+            self._send(reply)
+
+    def _step_respond(self, rules, until, count, max_lines):
+        for i in range(count or max_lines):
             line = self._line()
             if line is None:
                 raise _ScriptError("responder: no command came")
@@ -323,9 +347,10 @@ class ScriptedServer:
             else:
                 self._send(b"-ERR unexpected command\r\n")
                 raise _ScriptError("responder: unexpected command %r" % line)
-            if re.fullmatch(until, line):
+            if until is not None and re.fullmatch(until, line):
                 return
-        raise _ScriptError("responder: more than %d commands" % max_lines)
+        if count is None:
+            raise _ScriptError("responder: more than %d commands" % max_lines)
 
     def _step_drip(self, data, delay):
         for i in range(len(data)):
@@ -366,7 +391,10 @@ class ScriptedServer:
 
     def _drain(self, linger):
         end = time.monotonic() + linger
-        while time.monotonic() < end:
-            if self._client_gone(min(0.2, end - time.monotonic())):
-                self.client_closed = True
-                return
+        try:
+            while time.monotonic() < end:
+                if self._client_gone(min(0.2, end - time.monotonic())):
+                    self.client_closed = True
+                    return
+        finally:
+            self._take_lines()
