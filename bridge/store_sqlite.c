@@ -525,28 +525,33 @@ static int make_dirs(const char *dir, struct err *e)
     return 0;
 }
 
+static int newer_schema(struct store *st, int version, struct err *e)
+{
+    return err_set(e, ERR_INTERNAL,
+                   "store: %s has schema version %d, newer than this build supports (%d);"
+                   " run a newer pop3bridge",
+                   st->path, version, STORE_SCHEMA_VERSION);
+}
+
 static int migrate(struct store *st, struct err *e)
 {
+    /* the common case, an up-to-date schema, needs no write lock: opening a
+     * handle never waits for another handle's open batch */
+    int version = store_schema_version(st, e);
+    if (version < 0)
+        return -1;
+    if (version == STORE_SCHEMA_VERSION)
+        return 0;
+    if (version > STORE_SCHEMA_VERSION)
+        return newer_schema(st, version, e);
     if (exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
         return -1;
-    sqlite3_stmt *s = NULL;
-    int version = -1;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-        version = sqlite3_column_int(s, 0);
-    if (version < 0) {
-        dberr(st, e, "read schema version");
-        sqlite3_finalize(s);
+    version = store_schema_version(st, e); /* again, under the lock */
+    if (version < 0 || version > STORE_SCHEMA_VERSION) {
+        if (version > STORE_SCHEMA_VERSION)
+            newer_schema(st, version, e);
         exec(st, "ROLLBACK", NULL, "migrate");
         return -1;
-    }
-    sqlite3_finalize(s);
-    if (version > STORE_SCHEMA_VERSION) {
-        exec(st, "ROLLBACK", NULL, "migrate");
-        return err_set(e, ERR_INTERNAL,
-                       "store: %s has schema version %d, newer than this build supports (%d);"
-                       " run a newer pop3bridge",
-                       st->path, version, STORE_SCHEMA_VERSION);
     }
     for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
         char set[64];
