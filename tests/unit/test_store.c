@@ -1239,7 +1239,7 @@ static void list_paging(void **state)
     assert_int_equal(store_batch_begin(st, &e), 0);
     for (int a = 0; a < 3; a++)
         for (int i = 0; i < 25; i++) {
-            char acc[8], uidl[16];
+            char acc[16], uidl[16];
             snprintf(acc, sizeof acc, "acc%d", a);
             snprintf(uidl, sizeof uidl, "u%d", i);
             put_ok(st, acc, uidl, wh, 2, T0);
@@ -1273,7 +1273,7 @@ static void list_paging(void **state)
         assert_int_equal(c->ids[i], 150 - i); /* no gaps */
     /* filters */
     for (int a = 0; a < 3; a++) {
-        char acc[8];
+        char acc[16];
         snprintf(acc, sizeof acc, "acc%d", a);
         for (int s = 0; s < 4; s++) {
             enum store_dstatus st_s = (enum store_dstatus)s;
@@ -1372,7 +1372,7 @@ static void retention_purge(void **state)
     assert_int_equal(purged, 0);
     /* the max bound */
     for (int i = 0; i < 5; i++) {
-        char u[8];
+        char u[16];
         snprintf(u, sizeof u, "b%d", i);
         put_ok(st, "acc", u, wh, 1, T0);
     }
