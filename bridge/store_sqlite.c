@@ -123,6 +123,12 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
     " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
     " d.last_http_status, d.last_error FROM deliveries d JOIN messages m ON m.id = d.message_id "
 
+#define D_DUE_COLS                                                                      \
+    "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
+    " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
+    " d.last_http_status, d.last_error FROM deliveries d INDEXED BY deliveries_due"     \
+    " JOIN messages m ON m.id = d.message_id "
+
 enum sid {
     S_UIDLS_EACH,
     S_UIDL_GET,
@@ -207,7 +213,8 @@ static const char *const sql_text[S_COUNT] = {
                   " body_purged_at, subject, from_addr, message_id_hdr, date_hdr"
                   " FROM messages WHERE id = ?1",
     [S_BODY_LEN] = "SELECT length(raw) FROM bodies WHERE message_id = ?1",
-    [S_DUE] = D_COLS "WHERE d.status IN (0, 2) AND d.claimed_at IS NULL"
+    /* the partial index keeps "oldest due first" a range scan, not a sort */
+    [S_DUE] = D_DUE_COLS "WHERE d.status IN (0, 2) AND d.claimed_at IS NULL"
                      " AND d.next_attempt_at <= ?1"
                      " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
                      " ORDER BY d.next_attempt_at, d.id LIMIT ?2",
