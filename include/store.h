@@ -44,6 +44,23 @@
  * Strings in errors are ours; no message content, header or secret is ever
  * copied into an error.
  *
+ * How the bridge uses it:
+ *   start-up   store_open in main; store_delivery_release_claims once.
+ *   poller     store_uidls_each -> diff with UIDL listing -> for each new
+ *              message: store_msg_begin/_write.../_finish inside
+ *              store_batch_begin/_commit (only after commit: DELE allowed);
+ *              "start: new" first poll: store_uidls_record_ignored;
+ *              store_uidls_deletable -> DELE -> QUIT +OK ->
+ *              store_uidls_mark_deleted; store_uidls_forget_vanished with
+ *              the full listing; store_account_set for the visible state.
+ *   delivery   store_delivery_claim_due -> store_msg_get/_stream -> POST ->
+ *              store_delivery_record; 410: store_webhook_disable;
+ *              SIGHUP: store_webhooks_enable_all; periodically
+ *              store_purge_bodies.
+ *   API        store_msg_get, store_body_open/_read/_close,
+ *              store_delivery_list/_get/_retry, store_account_get/_counts,
+ *              store_uidl_get, store_delivery_counts (metrics).
+ *
  * Memory: every struct filled by the store is caller-owned plain data with
  * fixed-size, NUL-terminated string fields; strings passed to callbacks are
  * valid only during the callback.  Every _free/_close/_abort accepts NULL.
@@ -88,7 +105,9 @@ struct store_body; /* a reader of one stored message body */
 
 /* Open (creating if needed) <state_dir>/pop3bridge.db.  state_dir is created
  * with mode 0700 if missing (missing parents too).  Runs pending schema
- * migrations, each in a transaction, in order.
+ * migrations, in order, in one write transaction (the version is re-read
+ * under the lock, so concurrent opens migrate once).  With a current schema
+ * no write lock is taken, so opening never waits for another handle's batch.
  * Errors: ERR_USAGE (state_dir NULL/empty), ERR_LIMIT (path too long),
  * ERR_INTERNAL (cannot create state_dir, not a directory, cannot open, file
  * is not a database or is corrupt, schema newer than STORE_SCHEMA_VERSION,
@@ -98,7 +117,8 @@ struct store *store_open(const char *state_dir, struct err *e);
 /* Close the connection; an open batch is rolled back.  NULL is a no-op. */
 void store_close(struct store *st);
 
-/* The schema version of the open database (== STORE_SCHEMA_VERSION). */
+/* The schema version of the open database (== STORE_SCHEMA_VERSION), or -1
+ * with *e set (ERR_INTERNAL). */
 int store_schema_version(struct store *st, struct err *e);
 
 /* ---- batching ---------------------------------------------------------- */
@@ -156,8 +176,10 @@ int store_uidls_deletable(struct store *st, const char *account, bool delete_del
                           int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
                           struct err *e);
 
-/* After QUIT answered +OK: mark these UIDLs deleted (unknown ones are
- * skipped).  One transaction. */
+/* After QUIT answered +OK: mark these UIDLs deleted, whatever their state
+ * (unknown ones are skipped).  One transaction.  A message deleted from the
+ * server before delivery (through the API) keeps its pending deliveries and
+ * body; its UIDL is not forgotten until they are delivered. */
 int store_uidls_mark_deleted(struct store *st, const char *account,
                              const char *const *uidls, size_t n, struct err *e);
 
@@ -189,7 +211,9 @@ struct store_msg_result {
 /* Start writing the raw message for account/uidl.  Bytes are spooled in
  * memory up to STORE_SPOOL_MEM_MAX, beyond that to an unlinked temp file in
  * state_dir; size and SHA-256 are computed on the way.  Nothing touches the
- * database until finish.  Errors: ERR_USAGE, ERR_LIMIT (name/uidl length). */
+ * database until finish (a UIDL already known is refused there).
+ * Errors: ERR_USAGE (empty name/UIDL), ERR_LIMIT (name/UIDL length),
+ * ERR_INTERNAL (out of memory, SHA-256 unavailable). */
 int store_msg_begin(struct store *st, const char *account, const char *uidl,
                     struct store_msg **out, struct err *e);
 
@@ -310,8 +334,9 @@ struct store_attempt {
  * released.  When every delivery of the message is delivered, the message
  * gets delivered_at = now-of-attempt-end and its UIDL (if still "stored")
  * becomes "delivered".  STORE_NOTFOUND for an unknown id.  Errors: ERR_USAGE
- * (status pending, delivery already delivered), ERR_LIMIT (outcome too
- * long), ERR_INTERNAL. */
+ * (new status pending; the delivery is not pending or failed, e.g. already
+ * delivered or dead), ERR_LIMIT (outcome over STORE_OUTCOME_MAX),
+ * ERR_INTERNAL. */
 int store_delivery_record(struct store *st, int64_t id, const struct store_attempt *a,
                           enum store_dstatus status, int64_t next_attempt_at, struct err *e);
 
@@ -354,7 +379,8 @@ int store_delivery_counts(struct store *st, struct store_queue_counts *out, stru
 /* ---- webhooks ---------------------------------------------------------- */
 
 /* Disable a webhook (it answered 410 Gone): its deliveries are not handed
- * out until store_webhooks_enable_all (config reload).  reason may be NULL. */
+ * out until store_webhooks_enable_all (config reload).  reason may be NULL.
+ * Disabling again keeps the first time and reason. */
 int store_webhook_disable(struct store *st, const char *webhook, const char *reason,
                           int64_t now, struct err *e);
 int store_webhooks_enable_all(struct store *st, struct err *e);
