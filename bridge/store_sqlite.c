@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #define PATH_BYTES 4096
+#define WAL_RETRY_MS 10 /* wait step while another opener switches to WAL */
 
 /* ---- schema ------------------------------------------------------------ */
 
@@ -621,11 +622,21 @@ struct store *store_open(const char *state_dir, struct err *e)
         goto fail;
     }
     conn_setup(st->db);
-    /* journal_mode answers with the mode in force: it must say "wal" */
+    /* journal_mode answers with the mode in force: it must say "wal".
+     * Switching a fresh file to WAL needs an exclusive lock and does not
+     * always go through the busy handler, so wait here, bounded. */
     sqlite3_stmt *s = NULL;
     rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
-    if (rc == SQLITE_OK)
+    for (int tries = 0; rc == SQLITE_OK; tries++) {
         rc = sqlite3_step(s);
+        int base = rc & 0xff;
+        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) ||
+            tries >= STORE_BUSY_TIMEOUT_MS / WAL_RETRY_MS)
+            break;
+        sqlite3_reset(s);
+        sqlite3_sleep(WAL_RETRY_MS);
+        rc = SQLITE_OK;
+    }
     if (rc != SQLITE_ROW) {
         err_set(e, ERR_INTERNAL, "store: cannot open %s: %s", st->path, sqlite3_errmsg(st->db));
         sqlite3_finalize(s);

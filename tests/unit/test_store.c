@@ -1600,6 +1600,35 @@ static void concurrent_threads(void **state)
     free(sh);
 }
 
+static void *open_thread(void *arg)
+{
+    struct err e;
+    struct store *st = store_open(arg, &e);
+    if (!st)
+        fprintf(stderr, "open: %s\n", e.msg);
+    int v = st ? store_schema_version(st, &e) : -1;
+    store_close(st);
+    return (void *)(intptr_t)v;
+}
+
+/* Several threads opening a fresh database at once: one migrates, all work. */
+static void concurrent_first_open(void **state)
+{
+    struct fx *fx = *state;
+    for (int round = 0; round < 20; round++) {
+        char dir[96];
+        snprintf(dir, sizeof dir, "%s/r%d", fx->dir, round);
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, open_thread, dir), 0);
+        for (int i = 0; i < 4; i++) {
+            void *v;
+            pthread_join(th[i], &v);
+            assert_int_equal((intptr_t)v, STORE_SCHEMA_VERSION);
+        }
+    }
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1612,7 +1641,7 @@ int main(void)
         T(claims_released_on_reopen), T(webhook_disable), T(deletable_policy),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
-        T(ids),                 T(concurrent_threads),
+        T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
