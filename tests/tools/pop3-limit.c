@@ -42,6 +42,7 @@
 #define LIMIT_RETR_CMD_MAX 24            /* "RETR 4294967295\r\n" and some */
 #define LIMIT_MESSAGES_MAX 10000000L     /* STAT count accepted */
 #define LIMIT_CAPA_LINES_MAX 1000
+#define LIMIT_LABEL_MAX 32               /* "RETR n" in messages */
 #define LIMIT_TIMEOUT_DEFAULT 60L        /* seconds per network wait */
 #define LIMIT_TIMEOUT_MAX 3600L
 
@@ -363,8 +364,10 @@ int main(int argc, char **argv)
     unsigned long long body_octets = 0;
     long got = 0;
     for (long k = 1; k <= count; k++) {
-        char what[LIMIT_RETR_CMD_MAX];
-        snprintf(what, sizeof what, "RETR %ld", k); /* cannot truncate: k <= LIMIT_MESSAGES_MAX */
+        char what[LIMIT_LABEL_MAX];
+        n = snprintf(what, sizeof what, "RETR %ld", k);
+        if (n < 0 || (size_t)n >= sizeof what)
+            fail("internal: label of RETR %ld too long", k);
         status(&c, what);
         body(&c, &body_octets, ULLONG_MAX, what);
         got++;
