@@ -113,6 +113,9 @@ static const char *const migrations[] = {
     "  name TEXT PRIMARY KEY,"
     "  reason TEXT NOT NULL,"
     "  since INTEGER NOT NULL);",
+    /* 2: messages too large to retrieve are stored as their header */
+    "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';"
+    "ALTER TABLE messages ADD COLUMN declared_size INTEGER NOT NULL DEFAULT 0;",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -180,6 +183,7 @@ enum sid {
     S_SAVEPOINT,
     S_RELEASE,
     S_ROLLBACK_TO,
+    S_NEXT_DUE,
     S_COUNT
 };
 
@@ -202,8 +206,8 @@ static const char *const sql_text[S_COUNT] = {
                  " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
                  "   WHERE d.message_id = uidls.message_id AND d.status <> 1))",
     [S_MSG_INS] = "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
-                  " from_addr, message_id_hdr, date_hdr, delivered_at)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                  " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [S_BODY_INS] = "INSERT INTO bodies(message_id, raw) VALUES (?1, ?2)",
     [S_UIDL_INS_STORED] = "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -211,8 +215,11 @@ static const char *const sql_text[S_COUNT] = {
                     " next_attempt_at, created_at, updated_at)"
                     " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
     [S_MSG_GET] = "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"
-                  " body_purged_at, subject, from_addr, message_id_hdr, date_hdr"
-                  " FROM messages WHERE id = ?1",
+                  " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"
+                  " declared_size FROM messages WHERE id = ?1",
+    [S_NEXT_DUE] = "SELECT min(next_attempt_at) FROM deliveries"
+                   " WHERE status IN (0, 2) AND claimed_at IS NULL"
+                   " AND webhook NOT IN (SELECT name FROM webhooks_disabled)",
     [S_BODY_LEN] = "SELECT length(raw) FROM bodies WHERE message_id = ?1",
     /* the partial index keeps "oldest due first" a range scan, not a sort */
     [S_DUE] = D_DUE_COLS "WHERE d.status IN (0, 2) AND d.claimed_at IS NULL"
@@ -1119,6 +1126,8 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
         bind_trunc(s, 8, meta->message_id, STORE_META_MAX);
         bind_trunc(s, 9, meta->date, STORE_META_MAX);
     }
+    bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
+    sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
     if (n_webhooks == 0)
         sqlite3_bind_int64(s, 10, now);
     if (run(st, s, e, op) < 0)
@@ -1248,6 +1257,8 @@ int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, stru
         col_copy(s, 9, out->from, sizeof out->from);
         col_copy(s, 10, out->message_id, sizeof out->message_id);
         col_copy(s, 11, out->date, sizeof out->date);
+        col_copy(s, 12, out->kind, sizeof out->kind);
+        out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {
@@ -1739,6 +1750,21 @@ int store_delivery_counts(struct store *st, struct store_queue_counts *out, stru
         }
     }
     int r = rc == SQLITE_DONE ? 0 : dberr(st, e, "count deliveries");
+    done(s);
+    return r;
+}
+
+int store_delivery_next_due(struct store *st, int64_t *at, struct err *e)
+{
+    *at = 0;
+    sqlite3_stmt *s = S(st, S_NEXT_DUE, e);
+    if (!s)
+        return -1;
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *at = sqlite3_column_int64(s, 0); /* NULL (none) reads as 0 */
+    else
+        r = dberr(st, e, "next due delivery");
     done(s);
     return r;
 }

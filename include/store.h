@@ -95,7 +95,7 @@
 #define STORE_SPOOL_MEM_MAX (1u << 20) /* larger messages spool to a temp file */
 #define STORE_IO_CHUNK (64u << 10)    /* blob I/O and stream chunk size */
 #define STORE_BUSY_TIMEOUT_MS 10000   /* wait for another writer at most this */
-#define STORE_SCHEMA_VERSION 1        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 2        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -194,12 +194,21 @@ int store_uidls_forget_vanished(struct store *st, const char *account,
 
 /* ---- storing a message (poller) ---------------------------------------- */
 
-/* Summary fields taken from the parsed headers; any may be NULL. */
+/* What a stored message is: the message itself, or only the header of one
+ * too large to retrieve (TOP n 0), with the size the server gave. */
+#define STORE_KIND_MESSAGE "message"
+#define STORE_KIND_TOO_LARGE "too_large"
+#define STORE_KIND_MAX 15
+
+/* Summary fields taken from the parsed headers; any may be NULL.  kind NULL
+ * means STORE_KIND_MESSAGE; declared_size is kept for too_large. */
 struct store_msg_meta {
     const char *subject;
     const char *from;
     const char *message_id;
     const char *date;
+    const char *kind;
+    uint64_t declared_size;
 };
 
 struct store_msg_result {
@@ -251,6 +260,8 @@ struct store_msg_info {
     char from[STORE_META_MAX + 1];
     char message_id[STORE_META_MAX + 1];
     char date[STORE_META_MAX + 1];
+    char kind[STORE_KIND_MAX + 1];     /* STORE_KIND_MESSAGE or STORE_KIND_TOO_LARGE */
+    uint64_t declared_size;            /* too_large: the size LIST gave */
 };
 
 /* Metadata of message id; STORE_NOTFOUND if there is no such message. */
@@ -369,6 +380,10 @@ typedef int (*store_delivery_cb)(void *ctx, const struct store_delivery *d, stru
 int store_delivery_list(struct store *st, const enum store_dstatus *status,
                         const char *account, size_t limit, const char *cursor,
                         store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e);
+
+/* When the next delivery falls due (pending or failed, not claimed, webhook
+ * enabled): *at gets its next_attempt_at, or 0 when there is none. */
+int store_delivery_next_due(struct store *st, int64_t *at, struct err *e);
 
 struct store_queue_counts {
     int64_t pending, failed, delivered, dead;
