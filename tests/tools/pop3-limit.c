@@ -6,7 +6,10 @@
  * Implicit TLS (RFC 8314; TLS >= 1.2, the chain verified against FILE or the system store,
  * the host name or IP address checked), then the least a client can do to read a whole
  * mailbox (RFC 1939, RFC 2449): CAPA; USER, PASS, STAT and UIDL in one write; then RETR 1..N
- * and QUIT in one write.  Replies are parsed line by line just enough to find each message's
+ * in one write; QUIT once the last message has arrived.  (QUIT waits for the last message
+ * because Dovecot ends the session as soon as it has processed QUIT, and then sometimes
+ * drops the end of the output its TLS layer had not sent yet: the last message is cut off.)
+ * Replies are parsed line by line just enough to find each message's
  * end, counted and dropped.  Reading and writing are interleaved on a non-blocking socket,
  * so the big command write can never deadlock against the replies.  It stores nothing: its
  * time is what the server and the network allow, the "limit" a real client is measured
@@ -348,7 +351,7 @@ int main(int argc, char **argv)
         fail("UIDL lists %llu messages, STAT %ld", uidls, count);
     double t_login = now();
 
-    size_t cap = (size_t)count * LIMIT_RETR_CMD_MAX + 8, len = 0;
+    size_t cap = (size_t)count * LIMIT_RETR_CMD_MAX + 1, len = 0;
     char *batch = malloc(cap);
     if (!batch)
         fail("out of memory");
@@ -358,8 +361,10 @@ int main(int argc, char **argv)
             fail("internal: RETR batch overflow");
         len += (size_t)n;
     }
-    memcpy(batch + len, "QUIT\r\n", 6);
-    queue(&c, batch, len + 6);
+    if (len > 0)
+        queue(&c, batch, len);
+    else
+        free(batch);
 
     unsigned long long body_octets = 0;
     long got = 0;
@@ -372,6 +377,7 @@ int main(int argc, char **argv)
         body(&c, &body_octets, ULLONG_MAX, what);
         got++;
     }
+    queue(&c, dup_or_die("QUIT\r\n", 6), 6);
     status(&c, "QUIT");
     double t1 = now();
     SSL_free(c.ssl);
