@@ -177,7 +177,7 @@ struct webhook_request {
     int64_t timestamp;               /* webhook-timestamp; 0: now */
     /* Called exactly once per accepted request, from webhook_sender_run() or
      * webhook_sender_free().  r is valid only during the call.  The callback
-     * may submit new requests, but must not free the sender. */
+     * may submit new requests, but must not run or free the sender. */
     void (*done)(void *user, const struct webhook_result *r);
 };
 
@@ -200,7 +200,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
 /* Drive the transfers: start queued requests while slots are free, wait at
  * most timeout_ms (0: do not wait) for network activity, and call the done
  * callback of every request that finished.  Returns how many finished, or -1
- * with e (ERR_INTERNAL: curl multi failure). */
+ * with e: ERR_INTERNAL (curl multi failure), ERR_USAGE (called from a done
+ * callback). */
 int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e);
 
 /* Make a webhook_sender_run() that is waiting return early.  Any thread. */
