@@ -1,10 +1,45 @@
-/* pop3bridge — command line entry. */
+/* pop3bridge — command line entry: dispatches to the subcommands. */
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "daemon.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "pop3bridge %s — a bridge from POP3 mailboxes to the web\n\n", POP3BRIDGE_VERSION);
+    fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
+          "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
+          out);
+    cli_usage_pop3(out);
+}
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "usage: pop3bridge probe|fetch ... (work in progress)\n");
-    return 64;
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "probe") == 0)
+        return cli_probe(argc - 1, argv + 1);
+    if (strcmp(cmd, "fetch") == 0)
+        return cli_fetch(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return daemon_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "check-config") == 0)
+        return config_check_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("pop3bridge %s\n", POP3BRIDGE_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "pop3bridge: Usage: unknown command \"%s\" (see pop3bridge --help)\n", cmd);
+    return CLI_EXIT_USAGE;
 }

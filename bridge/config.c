@@ -1,0 +1,2207 @@
+/*
+ * config — the configuration file; see include/config.h.
+ *
+ * One table per kind of object (the file, "api", an API token, a webhook, an
+ * account, an account's "oauth2") lists every key with its type, the field it
+ * fills, its default (as JSON text, parsed by the same code as the file) and
+ * its bounds.  The same tables drive parsing, the messages, the summary,
+ * config_print_keys(), secret resolution and config_free().  What one key
+ * cannot say alone (port depends on tls, names must be unique, an account's
+ * webhooks must exist...) is checked by the table's `check` function.
+ */
+#include "config.h"
+
+#include "units.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define SHOW_MAX 48          /* characters of a value quoted in a message */
+#define PATH_KEY_MAX 256     /* a key path such as accounts[12].oauth2.token_env */
+#define SUGGEST_DIST_MAX 2   /* edit distance for "did you mean" */
+#define NAME_KEY_MAX 64      /* longest key name in the tables, for suggestions */
+
+_Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_tls) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_start) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_auth) == sizeof(int), "enum stored as int");
+
+/* ---- the tables ----------------------------------------------------------- */
+
+enum opt_type {
+    T_STRING,   /* char *                                                   */
+    T_NAME,     /* char *, [A-Za-z0-9._-]{1,64}, unique among its siblings   */
+    T_PATH,     /* char *, resolved against the file's directory            */
+    T_ENUM,     /* int (an enum), one of `values`                           */
+    T_DURATION, /* int64_t milliseconds, "30s"                              */
+    T_SIZE,     /* uint64_t bytes, "256KiB" or an integer                   */
+    T_INT,      /* int                                                      */
+    T_BOOL,     /* bool                                                     */
+    T_STRLIST,  /* char ** + size_t count                                   */
+    T_NAMELIST, /* char ** + size_t count, each a name                      */
+    T_ENUMLIST, /* int * + size_t count                                     */
+    T_DURLIST,  /* int64_t * + size_t count                                 */
+    T_HEADERS,  /* struct config_header * + size_t count, from an object    */
+    T_SECRET,   /* struct config_secret: where the secret comes from        */
+    T_REFUSED,  /* a literal secret: always an error                        */
+    T_OBJECT,   /* an embedded struct described by `sub`                    */
+    T_OBJARRAY, /* an array of structs described by `sub` + size_t count    */
+};
+
+static const char *const type_names[] = {
+    [T_STRING] = "string",   [T_NAME] = "name",           [T_PATH] = "path",
+    [T_ENUM] = "enum",       [T_DURATION] = "duration",   [T_SIZE] = "size",
+    [T_INT] = "int",         [T_BOOL] = "bool",           [T_STRLIST] = "string-list",
+    [T_NAMELIST] = "name-list", [T_ENUMLIST] = "enum-list", [T_DURLIST] = "duration-list",
+    [T_HEADERS] = "object",  [T_SECRET] = "secret-source", [T_REFUSED] = "refused",
+    [T_OBJECT] = "object",   [T_OBJARRAY] = "object-list",
+};
+
+#define F_REQUIRED 1u
+#define NO_OFF ((size_t)-1)
+
+struct ctx;
+struct table;
+
+struct opt {
+    const char *name;
+    enum opt_type type;
+    unsigned flags;
+    size_t off;                     /* the field */
+    size_t count_off;               /* lists: the size_t count */
+    const char *def;                /* default as JSON text; NULL = none */
+    int64_t min, max;               /* int, duration (ms), size, string length */
+    size_t max_items;               /* lists */
+    const char *const *values;      /* T_ENUM, T_ENUMLIST; NULL-terminated */
+    enum config_secret_source src;  /* T_SECRET */
+    const char *hint;               /* T_REFUSED: what to write instead */
+    const struct table *sub;        /* T_OBJECT, T_OBJARRAY */
+};
+
+struct table {
+    const char *label;              /* how the summary names one */
+    const struct opt *opts;
+    size_t n;
+    size_t size;                    /* element size (T_OBJARRAY) */
+    size_t present_off;             /* bool set when given (T_OBJECT), or NO_OFF */
+    void (*check)(struct ctx *c, void *obj, const char *path);
+};
+
+#define MS_S 1000LL
+#define MS_M (60 * MS_S)
+#define MS_H (60 * MS_M)
+#define MS_D (24 * MS_H)
+#define KIB 1024LL
+#define MIB (1024 * KIB)
+#define GIB (1024 * MIB)
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const tls_modes[] = {"implicit", "starttls", "none", NULL};
+static const char *const start_modes[] = {"new", "all", NULL};
+static const char *const after_modes[] = {"keep", "delete", NULL};
+static const char *const auth_names[] = {"user",        "apop",          "plain",
+                                         "login",       "cram-md5",      "scram-sha-1",
+                                         "scram-sha-256", "xoauth2",     "oauthbearer", NULL};
+
+static void check_root(struct ctx *c, void *obj, const char *path);
+static void check_api(struct ctx *c, void *obj, const char *path);
+static void check_token(struct ctx *c, void *obj, const char *path);
+static void check_webhook(struct ctx *c, void *obj, const char *path);
+static void check_account(struct ctx *c, void *obj, const char *path);
+static void check_oauth2(struct ctx *c, void *obj, const char *path);
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define FIELD(s, f) .off = offsetof(struct s, f)
+#define LIST(s, f, c) .off = offsetof(struct s, f), .count_off = offsetof(struct s, c)
+
+static const struct opt token_opts[] = {
+    {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_token, name)},
+    {.name = "token_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, FIELD(config_token, token)},
+    {.name = "token_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE, FIELD(config_token, token)},
+    {.name = "token", .type = T_REFUSED, .hint = "token_env or token_file", FIELD(config_token, token)},
+};
+static const struct table token_table = {"token", token_opts, COUNT(token_opts),
+                                         sizeof(struct config_token), NO_OFF, check_token};
+
+static const struct opt api_opts[] = {
+    {.name = "listen", .type = T_STRING, .def = "\"127.0.0.1:8025\"", .min = 1, .max = 300,
+     FIELD(config_api, listen)},
+    {.name = "public_url", .type = T_STRING, .min = 1, .max = 2048, FIELD(config_api, public_url)},
+    {.name = "tokens", .type = T_OBJARRAY, .sub = &token_table, .max_items = CONFIG_TOKENS_MAX,
+     LIST(config_api, tokens, token_count)},
+    {.name = "cors_origins", .type = T_STRLIST, .min = 1, .max = 300, .max_items = CONFIG_LIST_MAX,
+     LIST(config_api, cors_origins, cors_origin_count)},
+    {.name = "sessions_per_account", .type = T_INT, .def = "4", .min = 1, .max = 64,
+     FIELD(config_api, sessions_per_account)},
+    {.name = "sessions_total", .type = T_INT, .def = "64", .min = 1, .max = 4096,
+     FIELD(config_api, sessions_total)},
+    {.name = "session_idle_timeout", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = MS_D,
+     FIELD(config_api, session_idle_timeout_ms)},
+    {.name = "max_request_body", .type = T_SIZE, .def = "\"1MiB\"", .min = KIB, .max = 64 * MIB,
+     FIELD(config_api, max_request_body)},
+    {.name = "max_url_length", .type = T_INT, .def = "8192", .min = 256, .max = 65536,
+     FIELD(config_api, max_url_length)},
+    {.name = "request_timeout", .type = T_DURATION, .def = "\"30s\"", .min = MS_S, .max = MS_H,
+     FIELD(config_api, request_timeout_ms)},
+    {.name = "max_connections", .type = T_INT, .def = "256", .min = 1, .max = 10000,
+     FIELD(config_api, max_connections)},
+    {.name = "threads", .type = T_INT, .def = "4", .min = 1, .max = 64, FIELD(config_api, threads)},
+};
+static const struct table api_table = {"api", api_opts, COUNT(api_opts), sizeof(struct config_api),
+                                       NO_OFF, check_api};
+
+static const struct opt webhook_opts[] = {
+    {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
+    {.name = "url", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 2048,
+     FIELD(config_webhook, url)},
+    {.name = "secret_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, FIELD(config_webhook, secret)},
+    {.name = "secret_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE, FIELD(config_webhook, secret)},
+    {.name = "secret", .type = T_REFUSED, .hint = "secret_env or secret_file",
+     FIELD(config_webhook, secret)},
+    {.name = "timeout", .type = T_DURATION, .def = "\"15s\"", .min = MS_S, .max = 10 * MS_M,
+     FIELD(config_webhook, timeout_ms)},
+    {.name = "retry_schedule", .type = T_DURLIST,
+     .def = "[\"5s\",\"30s\",\"2m\",\"10m\",\"30m\",\"1h\",\"2h\",\"4h\",\"8h\",\"16h\"]",
+     .min = MS_S, .max = 7 * MS_D, .max_items = CONFIG_RETRY_MAX,
+     LIST(config_webhook, retry_ms, retry_count)},
+    {.name = "inline_attachments_max", .type = T_SIZE, .def = "\"256KiB\"", .min = 0, .max = 16 * MIB,
+     FIELD(config_webhook, inline_attachments_max)},
+    {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
+     LIST(config_webhook, headers, header_count)},
+};
+static const struct table webhook_table = {"webhook", webhook_opts, COUNT(webhook_opts),
+                                           sizeof(struct config_webhook), NO_OFF, check_webhook};
+
+static const struct opt oauth2_opts[] = {
+    {.name = "token_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, FIELD(config_oauth2, token)},
+    {.name = "token_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE, FIELD(config_oauth2, token)},
+    {.name = "token_command", .type = T_SECRET, .src = CONFIG_SECRET_COMMAND,
+     FIELD(config_oauth2, token)},
+    {.name = "token", .type = T_REFUSED, .hint = "token_env, token_file or token_command",
+     FIELD(config_oauth2, token)},
+};
+static const struct table oauth2_table = {"oauth2", oauth2_opts, COUNT(oauth2_opts),
+                                          sizeof(struct config_oauth2),
+                                          offsetof(struct config_oauth2, present), check_oauth2};
+
+static const struct opt account_opts[] = {
+    {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_account, name)},
+    {.name = "host", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 253,
+     FIELD(config_account, host)},
+    {.name = "port", .type = T_INT, .min = 1, .max = 65535, FIELD(config_account, port)},
+    {.name = "tls", .type = T_ENUM, .def = "\"implicit\"", .values = tls_modes,
+     FIELD(config_account, tls)},
+    {.name = "username", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 255,
+     FIELD(config_account, username)},
+    {.name = "password_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config_account, password)},
+    {.name = "password_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config_account, password)},
+    {.name = "password_command", .type = T_SECRET, .src = CONFIG_SECRET_COMMAND,
+     FIELD(config_account, password)},
+    {.name = "password", .type = T_REFUSED, .hint = "password_env, password_file or password_command",
+     FIELD(config_account, password)},
+    {.name = "oauth2", .type = T_OBJECT, .sub = &oauth2_table, FIELD(config_account, oauth2)},
+    {.name = "auth", .type = T_ENUMLIST, .values = auth_names, .max_items = CONFIG_LIST_MAX,
+     LIST(config_account, auth, auth_count)},
+    {.name = "ca_file", .type = T_PATH, .min = 1, .max = PATH_MAX, FIELD(config_account, ca_file)},
+    {.name = "fingerprint", .type = T_STRING, .min = 1, .max = 100, FIELD(config_account, fingerprint)},
+    {.name = "allow_plaintext", .type = T_BOOL, .def = "false", FIELD(config_account, allow_plaintext)},
+    {.name = "timeout", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 10 * MS_M,
+     FIELD(config_account, timeout_ms)},
+    {.name = "poll_interval", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 7 * MS_D,
+     FIELD(config_account, poll_interval_ms)},
+    {.name = "start", .type = T_ENUM, .def = "\"new\"", .values = start_modes,
+     FIELD(config_account, start)},
+    {.name = "after_delivery", .type = T_ENUM, .def = "\"keep\"", .values = after_modes,
+     FIELD(config_account, after_delivery)},
+    {.name = "delete_after", .type = T_DURATION, .min = MS_M, .max = 3650 * MS_D,
+     FIELD(config_account, delete_after_ms)},
+    {.name = "max_message_size", .type = T_SIZE, .def = "\"25MiB\"", .min = KIB, .max = 4 * GIB,
+     FIELD(config_account, max_message_size)},
+    {.name = "max_messages_per_poll", .type = T_INT, .def = "500", .min = 1, .max = 100000,
+     FIELD(config_account, max_messages_per_poll)},
+    {.name = "webhooks", .type = T_NAMELIST, .max_items = CONFIG_LIST_MAX,
+     LIST(config_account, webhooks, webhook_count)},
+};
+static const struct table account_table = {"account", account_opts, COUNT(account_opts),
+                                           sizeof(struct config_account), NO_OFF, check_account};
+
+static const struct opt root_opts[] = {
+    {.name = "state_dir", .type = T_PATH, .flags = F_REQUIRED, .min = 1, .max = PATH_MAX,
+     FIELD(config, state_dir)},
+    {.name = "log_level", .type = T_ENUM, .def = "\"info\"", .values = log_levels,
+     FIELD(config, log_level)},
+    {.name = "retention", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
+     FIELD(config, retention_ms)},
+    {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
+     .max = 5 * MS_M, FIELD(config, secret_command_timeout_ms)},
+    {.name = "api", .type = T_OBJECT, .sub = &api_table, FIELD(config, api)},
+    {.name = "webhooks", .type = T_OBJARRAY, .sub = &webhook_table, .max_items = CONFIG_WEBHOOKS_MAX,
+     LIST(config, webhooks, webhook_count)},
+    {.name = "accounts", .type = T_OBJARRAY, .sub = &account_table, .max_items = CONFIG_ACCOUNTS_MAX,
+     LIST(config, accounts, account_count)},
+};
+static const struct table root_table = {"config", root_opts, COUNT(root_opts), sizeof(struct config),
+                                        NO_OFF, check_root};
+
+/* ---- diagnostics ------------------------------------------------------------ */
+
+struct ctx {
+    struct config_diag *d;
+    const char *file;   /* as the user named it */
+    const char *dir;    /* absolute directory of the file */
+    struct config *cfg;
+    size_t errors;
+};
+
+#define AT(base, off, type) ((type *)(void *)((char *)(base) + (off)))
+
+static void diag_push(struct config_diag *d, const char *line)
+{
+    if (!d)
+        return;
+    if (d->count >= CONFIG_DIAG_MAX) {
+        d->dropped++;
+        return;
+    }
+    char **n = realloc(d->lines, (d->count + 1) * sizeof *n);
+    char *copy = strdup(line);
+    if (!n || !copy) {
+        free(copy);
+        if (n)
+            d->lines = n;
+        d->dropped++;
+        return;
+    }
+    d->lines = n;
+    d->lines[d->count++] = copy;
+}
+
+/* "FILE: path: message" (path may be ""). */
+__attribute__((format(printf, 3, 4))) static void problem(struct ctx *c, const char *path,
+                                                          const char *fmt, ...)
+{
+    char msg[CONFIG_DIAG_LINE_MAX], line[CONFIG_DIAG_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        snprintf(msg, sizeof msg, "(message could not be formatted)");
+    else if ((size_t)n >= sizeof msg)
+        memcpy(msg + sizeof msg - 4, "...", 4);
+    n = snprintf(line, sizeof line, "%s: %s%s%s", c->file, path, *path ? ": " : "", msg);
+    if (n >= 0 && (size_t)n >= sizeof line)
+        memcpy(line + sizeof line - 4, "...", 4);
+    c->errors++;
+    diag_push(c->d, line);
+}
+
+void config_diag_print(const struct config_diag *d, FILE *out)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->count; i++)
+        fprintf(out, "%s\n", d->lines[i]);
+    if (d->dropped)
+        fprintf(out, "... and %zu more problems not shown (limit CONFIG_DIAG_MAX=%d)\n", d->dropped,
+                CONFIG_DIAG_MAX);
+}
+
+void config_diag_free(struct config_diag *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->count; i++)
+        free(d->lines[i]);
+    free(d->lines);
+    d->lines = NULL;
+    d->count = 0;
+    d->dropped = 0;
+}
+
+/* A value quoted for a message: control characters replaced, length capped. */
+static const char *show(const char *s, char *buf, size_t size)
+{
+    size_t n = 0, i = 0;
+    if (size < 8)
+        return "";
+    buf[n++] = '"';
+    for (; s[i] && n + 5 < size && i < SHOW_MAX; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    if (s[i]) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n++] = '"';
+    buf[n] = '\0';
+    return buf;
+}
+
+static const char *json_type(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "something else";
+}
+
+/* Join a key path: "accounts[1]" + "poll_interval".  Key names from the file
+ * are sanitised and capped so a hostile key cannot garble the message. */
+static void path_key(char *out, size_t size, const char *parent, const char *key)
+{
+    char clean[SHOW_MAX + 4];
+    size_t n = 0, i = 0;
+    for (; key[i] && n < SHOW_MAX; i++) {
+        unsigned char ch = (unsigned char)key[i];
+        clean[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    if (key[i]) {
+        memcpy(clean + n, "...", 3);
+        n += 3;
+    }
+    clean[n] = '\0';
+    int r = snprintf(out, size, "%s%s%s", parent, *parent ? "." : "", clean);
+    if (r < 0 || (size_t)r >= size)
+        snprintf(out, size, "%s", "(key path too long)");
+}
+
+static void path_index(char *out, size_t size, const char *parent, size_t i)
+{
+    int r = snprintf(out, size, "%s[%zu]", parent, i);
+    if (r < 0 || (size_t)r >= size)
+        snprintf(out, size, "%s", "(key path too long)");
+}
+
+/* ---- "did you mean" ------------------------------------------------------ */
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > NAME_KEY_MAX || lb > NAME_KEY_MAX)
+        return SIZE_MAX;
+    size_t row[NAME_KEY_MAX + 1];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t cost = (a[i - 1] == b[j - 1]) ? 0 : 1;
+            size_t best = prev + cost;
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest candidate within SUGGEST_DIST_MAX (or equal ignoring case). */
+static const char *closest(const char *word, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t best_d = SUGGEST_DIST_MAX + 1;
+    size_t wl = strlen(word);
+    for (size_t i = 0; i < n; i++) {
+        if (!cands[i])
+            continue;
+        size_t d = strcasecmp(word, cands[i]) == 0 ? 0 : edit_distance(word, cands[i]);
+        size_t limit = wl <= 3 ? 1 : SUGGEST_DIST_MAX;
+        if (d <= limit && d < best_d) {
+            best = cands[i];
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+static const char *closest_opt(const char *word, const struct table *t)
+{
+    const char *names[64];
+    size_t n = 0;
+    for (size_t i = 0; i < t->n && n < COUNT(names); i++)
+        if (t->opts[i].type != T_REFUSED)
+            names[n++] = t->opts[i].name;
+    return closest(word, names, n);
+}
+
+static size_t count_values(const char *const *values)
+{
+    size_t n = 0;
+    while (values[n])
+        n++;
+    return n;
+}
+
+/* ---- scalar values ----------------------------------------------------------- */
+
+static bool is_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > CONFIG_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool is_env_name(const char *s)
+{
+    if (!*s || (*s >= '0' && *s <= '9') || strlen(s) > 255)
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* A string value within [min, max] bytes without control characters.
+ * max 0 means CONFIG_STRING_MAX. */
+static const char *get_string(struct ctx *c, const cJSON *v, const char *path, int64_t min,
+                              int64_t max)
+{
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        problem(c, path, "expected a string, got %s", json_type(v));
+        return NULL;
+    }
+    const char *s = v->valuestring;
+    size_t len = strlen(s);
+    if (max <= 0)
+        max = CONFIG_STRING_MAX;
+    if (min > 0 && len < (size_t)min) {
+        problem(c, path, "must not be empty");
+        return NULL;
+    }
+    if (len > (size_t)max) {
+        problem(c, path, "is %zu bytes long; the limit is %lld", len, (long long)max);
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f) {
+            problem(c, path, "contains a control character (byte %zu)", i + 1);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* A JSON number that is a whole number within [min, max]. */
+static bool get_integer(struct ctx *c, const cJSON *v, const char *path, int64_t min, int64_t max,
+                        int64_t *out)
+{
+    if (!cJSON_IsNumber(v)) {
+        problem(c, path, "expected an integer, got %s", json_type(v));
+        return false;
+    }
+    double d = v->valuedouble;
+    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || (double)(int64_t)d != d) {
+        problem(c, path, "expected a whole number, got %g", d);
+        return false;
+    }
+    int64_t x = (int64_t)d;
+    if (x < min || x > max) {
+        problem(c, path, "must be between %lld and %lld, got %lld", (long long)min, (long long)max,
+                (long long)x);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool get_duration(struct ctx *c, const cJSON *v, const char *path, int64_t min, int64_t max,
+                         int64_t *out)
+{
+    char why[128], b1[32], b2[32], sh[SHOW_MAX + 8];
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        problem(c, path, "expected a duration string such as \"30s\", got %s", json_type(v));
+        return false;
+    }
+    int64_t ms;
+    if (units_parse_duration_ms(v->valuestring, &ms, why, sizeof why) < 0) {
+        if (strstr(why, "too large"))
+            problem(c, path, "%s is too large a duration", show(v->valuestring, sh, sizeof sh));
+        else
+            problem(c, path, "%s is not a duration (use ms, s, m, h or d)",
+                    show(v->valuestring, sh, sizeof sh));
+        return false;
+    }
+    if (ms < min || ms > max) {
+        problem(c, path, "must be between %s and %s, got %s", units_format_duration(min, b1, sizeof b1),
+                units_format_duration(max, b2, sizeof b2), show(v->valuestring, sh, sizeof sh));
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+static bool get_size(struct ctx *c, const cJSON *v, const char *path, int64_t min, int64_t max,
+                     uint64_t *out)
+{
+    char why[128], b1[32], b2[32], b3[32], sh[SHOW_MAX + 8];
+    uint64_t x;
+    if (cJSON_IsNumber(v)) {
+        int64_t i;
+        if (!get_integer(c, v, path, 0, INT64_MAX, &i))
+            return false;
+        x = (uint64_t)i;
+    } else if (cJSON_IsString(v) && v->valuestring) {
+        if (units_parse_size(v->valuestring, &x, why, sizeof why) < 0) {
+            problem(c, path, "%s is not a size: %s", show(v->valuestring, sh, sizeof sh), why);
+            return false;
+        }
+    } else {
+        problem(c, path, "expected a size such as \"256KiB\" or a number of bytes, got %s",
+                json_type(v));
+        return false;
+    }
+    if (x < (uint64_t)min || x > (uint64_t)max) {
+        problem(c, path, "must be between %s and %s, got %s",
+                units_format_size((uint64_t)min, b1, sizeof b1),
+                units_format_size((uint64_t)max, b2, sizeof b2), units_format_size(x, b3, sizeof b3));
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool get_enum(struct ctx *c, const cJSON *v, const char *path, const char *const *values,
+                     int *out)
+{
+    char sh[SHOW_MAX + 8], list[256];
+    const char *s = get_string(c, v, path, 0, 0);
+    if (!s)
+        return false;
+    size_t n = count_values(values);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, values[i]) == 0) {
+            *out = (int)i;
+            return true;
+        }
+    }
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        int r = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", values[i]);
+        if (r < 0 || (size_t)r >= sizeof list - used)
+            break;
+        used += (size_t)r;
+    }
+    const char *near = closest(s, values, n);
+    if (near)
+        problem(c, path, "%s is not one of: %s (did you mean \"%s\"?)", show(s, sh, sizeof sh), list,
+                near);
+    else
+        problem(c, path, "%s is not one of: %s", show(s, sh, sizeof sh), list);
+    return false;
+}
+
+/* Remove "." and ".." components and repeated slashes of an absolute path,
+ * in place, without touching the file system ("/.." stays "/"). */
+static void normalize_path(char *p)
+{
+    char *out = p + 1, *in = p + 1;
+    while (*in) {
+        size_t n = strcspn(in, "/");
+        if (n == 0 || (n == 1 && in[0] == '.')) {
+            /* skip */
+        } else if (n == 2 && in[0] == '.' && in[1] == '.') {
+            if (out > p + 1) {
+                out--; /* the '/' ending the previous component */
+                while (out > p + 1 && out[-1] != '/')
+                    out--;
+            }
+        } else {
+            memmove(out, in, n);
+            out += n;
+            if (in[n])
+                *out++ = '/';
+        }
+        in += n;
+        if (*in)
+            in++;
+    }
+    if (out > p + 1 && out[-1] == '/')
+        out--;
+    *out = '\0';
+}
+
+/* Resolve a path against the configuration file's directory. */
+static char *resolve_path(struct ctx *c, const char *p, const char *path)
+{
+    char buf[PATH_MAX];
+    int r = snprintf(buf, sizeof buf, "%s%s%s", p[0] == '/' ? "" : c->dir, p[0] == '/' ? "" : "/", p);
+    if (r < 0 || (size_t)r >= sizeof buf) {
+        problem(c, path, "the path is longer than PATH_MAX (%d) once made absolute", PATH_MAX);
+        return NULL;
+    }
+    normalize_path(buf);
+    return strdup(buf);
+}
+
+/* ---- parsing ------------------------------------------------------------------ */
+
+static void parse_table(struct ctx *c, const struct table *t, void *base, const cJSON *obj,
+                        const char *path);
+
+static void set_string(char **field, const char *s)
+{
+    free(*field);
+    *field = s ? strdup(s) : NULL;
+}
+
+static const char *secret_alternatives(const struct table *t, size_t off, char *buf, size_t size)
+{
+    size_t used = 0, k = 0, total = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < t->n; i++)
+        if (t->opts[i].type == T_SECRET && t->opts[i].off == off)
+            total++;
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        if (o->type != T_SECRET || o->off != off)
+            continue;
+        k++;
+        const char *sep = k == 1 ? "" : (k == total ? " or " : ", ");
+        int r = snprintf(buf + used, size - used, "%s%s", sep, o->name);
+        if (r < 0 || (size_t)r >= size - used)
+            break;
+        used += (size_t)r;
+    }
+    return buf;
+}
+
+static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
+                         const cJSON *v, const char *path)
+{
+    struct config_secret *sec = AT(base, o->off, struct config_secret);
+    char alts[128], sh[SHOW_MAX + 8];
+    const char *s = get_string(c, v, path, 1, o->src == CONFIG_SECRET_FILE ? PATH_MAX : 0);
+    if (!s)
+        return;
+    if (sec->source != CONFIG_SECRET_NONE) {
+        problem(c, path, "give only one of %s", secret_alternatives(t, o->off, alts, sizeof alts));
+        return;
+    }
+    char *ref = NULL;
+    switch (o->src) {
+    case CONFIG_SECRET_ENV:
+        if (!is_env_name(s)) {
+            problem(c, path, "%s is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                    show(s, sh, sizeof sh));
+            return;
+        }
+        ref = strdup(s);
+        break;
+    case CONFIG_SECRET_FILE:
+        ref = resolve_path(c, s, path);
+        if (!ref)
+            return;
+        break;
+    case CONFIG_SECRET_COMMAND:
+    case CONFIG_SECRET_NONE:
+        ref = strdup(s);
+        break;
+    }
+    if (!ref) {
+        problem(c, path, "out of memory");
+        return;
+    }
+    sec->source = o->src;
+    sec->ref = ref;
+}
+
+static void parse_headers(struct ctx *c, const struct opt *o, void *base, const cJSON *v,
+                          const char *path)
+{
+    static const char *const reserved[] = {"content-type", "content-length", "host", "user-agent",
+                                           "webhook-id", "webhook-timestamp", "webhook-signature",
+                                           "transfer-encoding", "connection", "expect", NULL};
+    static const char *const credentials[] = {"authorization", "proxy-authorization", "cookie", NULL};
+    char sub[PATH_KEY_MAX];
+    if (!cJSON_IsObject(v)) {
+        problem(c, path, "expected an object of header names to values, got %s", json_type(v));
+        return;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(v);
+    if (n > o->max_items) {
+        problem(c, path, "has %zu headers; the limit is %zu (CONFIG_HEADERS_MAX)", n, o->max_items);
+        return;
+    }
+    struct config_header *h = n ? calloc(n, sizeof *h) : NULL;
+    if (n && !h) {
+        problem(c, path, "out of memory");
+        return;
+    }
+    size_t k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        const char *name = it->string ? it->string : "";
+        path_key(sub, sizeof sub, path, name);
+        bool ok = *name != '\0' && strlen(name) <= 100;
+        for (const char *p = name; *p && ok; p++)
+            ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                 strchr("!#$%&'*+-.^_`|~", *p) != NULL;
+        if (!ok) {
+            problem(c, sub, "is not a valid HTTP header name");
+            continue;
+        }
+        bool bad = false;
+        for (size_t i = 0; reserved[i] && !bad; i++)
+            if (strcasecmp(name, reserved[i]) == 0) {
+                problem(c, sub, "is set by the bridge itself and cannot be configured");
+                bad = true;
+            }
+        for (size_t i = 0; credentials[i] && !bad; i++)
+            if (strcasecmp(name, credentials[i]) == 0) {
+                problem(c, sub, "would put a credential in the file; receivers authenticate "
+                                "deliveries by their webhook-signature");
+                bad = true;
+            }
+        for (size_t i = 0; i < k && !bad; i++)
+            if (strcasecmp(name, h[i].name) == 0) {
+                problem(c, sub, "is given twice");
+                bad = true;
+            }
+        const char *val = get_string(c, it, sub, o->min, o->max);
+        if (bad || !val)
+            continue;
+        h[k].name = strdup(name);
+        h[k].value = strdup(val);
+        if (!h[k].name || !h[k].value) {
+            free(h[k].name);
+            free(h[k].value);
+            problem(c, sub, "out of memory");
+            continue;
+        }
+        k++;
+    }
+    *AT(base, o->off, struct config_header *) = h;
+    *AT(base, o->count_off, size_t) = k;
+}
+
+/* Lists of strings, names, enum values or durations. */
+static void parse_list(struct ctx *c, const struct opt *o, void *base, const cJSON *v,
+                       const char *path)
+{
+    char sub[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    if (!cJSON_IsArray(v)) {
+        problem(c, path, "expected an array, got %s", json_type(v));
+        return;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(v);
+    if (n > o->max_items) {
+        problem(c, path, "has %zu items; the limit is %zu", n, o->max_items);
+        return;
+    }
+    size_t elem = o->type == T_ENUMLIST ? sizeof(int)
+                  : o->type == T_DURLIST ? sizeof(int64_t)
+                                         : sizeof(char *);
+    void *arr = n ? calloc(n, elem) : NULL;
+    if (n && !arr) {
+        problem(c, path, "out of memory");
+        return;
+    }
+    size_t k = 0, i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        path_index(sub, sizeof sub, path, i++);
+        if (o->type == T_ENUMLIST) {
+            int e;
+            if (!get_enum(c, it, sub, o->values, &e))
+                continue;
+            int *ints = arr;
+            bool dup = false;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = ints[j] == e;
+            if (dup) {
+                problem(c, sub, "\"%s\" is listed twice", o->values[e]);
+                continue;
+            }
+            ints[k++] = e;
+        } else if (o->type == T_DURLIST) {
+            int64_t ms;
+            if (get_duration(c, it, sub, o->min, o->max, &ms))
+                ((int64_t *)arr)[k++] = ms;
+        } else {
+            const char *s = get_string(c, it, sub, o->type == T_NAMELIST ? 1 : o->min, o->max);
+            if (!s)
+                continue;
+            if (o->type == T_NAMELIST && !is_name(s)) {
+                problem(c, sub, "%s is not a valid name ([A-Za-z0-9._-], 1 to %d characters)",
+                        show(s, sh, sizeof sh), CONFIG_NAME_MAX);
+                continue;
+            }
+            char **strs = arr;
+            bool dup = false;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = strcmp(strs[j], s) == 0;
+            if (dup) {
+                problem(c, sub, "%s is listed twice", show(s, sh, sizeof sh));
+                continue;
+            }
+            if (!(strs[k] = strdup(s))) {
+                problem(c, sub, "out of memory");
+                continue;
+            }
+            k++;
+        }
+    }
+    *AT(base, o->off, void *) = arr;
+    *AT(base, o->count_off, size_t) = k;
+}
+
+static void parse_objarray(struct ctx *c, const struct opt *o, void *base, const cJSON *v,
+                           const char *path)
+{
+    char sub[PATH_KEY_MAX], other[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    const struct table *t = o->sub;
+    if (!cJSON_IsArray(v)) {
+        problem(c, path, "expected an array of objects, got %s", json_type(v));
+        return;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(v);
+    if (n > o->max_items) {
+        problem(c, path, "has %zu entries; the limit is %zu", n, o->max_items);
+        return;
+    }
+    char *arr = n ? calloc(n, t->size) : NULL;
+    if (n && !arr) {
+        problem(c, path, "out of memory");
+        return;
+    }
+    *AT(base, o->off, void *) = arr;
+    *AT(base, o->count_off, size_t) = n;
+    size_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        path_index(sub, sizeof sub, path, i);
+        parse_table(c, t, arr + i * t->size, it, sub);
+        i++;
+    }
+    /* names unique among the entries */
+    for (size_t k = 0; k < t->n; k++) {
+        if (t->opts[k].type != T_NAME)
+            continue;
+        for (size_t a = 1; a < n; a++) {
+            const char *na = *AT(arr + a * t->size, t->opts[k].off, char *);
+            for (size_t b = 0; na && b < a; b++) {
+                const char *nb = *AT(arr + b * t->size, t->opts[k].off, char *);
+                if (nb && strcmp(na, nb) == 0) {
+                    char elem[PATH_KEY_MAX];
+                    path_index(elem, sizeof elem, path, a);
+                    path_key(sub, sizeof sub, elem, t->opts[k].name);
+                    path_index(other, sizeof other, path, b);
+                    problem(c, sub, "%s is already used by %s", show(na, sh, sizeof sh), other);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void parse_opt(struct ctx *c, const struct table *t, const struct opt *o, void *base,
+                      const cJSON *v, const char *path)
+{
+    char sh[SHOW_MAX + 8];
+    switch (o->type) {
+    case T_STRING:
+    case T_NAME:
+    case T_PATH: {
+        const char *s = get_string(c, v, path, o->type == T_NAME ? 1 : o->min, o->max);
+        if (!s)
+            return;
+        if (o->type == T_NAME && !is_name(s)) {
+            problem(c, path, "%s is not a valid name ([A-Za-z0-9._-], 1 to %d characters)",
+                    show(s, sh, sizeof sh), CONFIG_NAME_MAX);
+            return;
+        }
+        char **field = AT(base, o->off, char *);
+        if (o->type == T_PATH) {
+            free(*field);
+            *field = resolve_path(c, s, path);
+        } else {
+            set_string(field, s);
+        }
+        return;
+    }
+    case T_ENUM: {
+        int e;
+        if (get_enum(c, v, path, o->values, &e))
+            *AT(base, o->off, int) = e;
+        return;
+    }
+    case T_DURATION:
+        get_duration(c, v, path, o->min, o->max, AT(base, o->off, int64_t));
+        return;
+    case T_SIZE:
+        get_size(c, v, path, o->min, o->max, AT(base, o->off, uint64_t));
+        return;
+    case T_INT: {
+        int64_t x;
+        if (get_integer(c, v, path, o->min, o->max, &x))
+            *AT(base, o->off, int) = (int)x;
+        return;
+    }
+    case T_BOOL:
+        if (!cJSON_IsBool(v))
+            problem(c, path, "expected true or false, got %s", json_type(v));
+        else
+            *AT(base, o->off, bool) = cJSON_IsTrue(v);
+        return;
+    case T_STRLIST:
+    case T_NAMELIST:
+    case T_ENUMLIST:
+    case T_DURLIST:
+        parse_list(c, o, base, v, path);
+        return;
+    case T_HEADERS:
+        parse_headers(c, o, base, v, path);
+        return;
+    case T_SECRET:
+        parse_secret(c, t, o, base, v, path);
+        return;
+    case T_REFUSED: {
+        char alts[128];
+        problem(c, path, "secrets are not accepted in the file itself; use %s",
+                o->hint ? o->hint : secret_alternatives(t, o->off, alts, sizeof alts));
+        return;
+    }
+    case T_OBJECT:
+        parse_table(c, o->sub, AT(base, o->off, char), v, path);
+        return;
+    case T_OBJARRAY:
+        parse_objarray(c, o, base, v, path);
+        return;
+    }
+}
+
+static void apply_default(struct ctx *c, const struct table *t, const struct opt *o, void *base,
+                          const char *path)
+{
+    if (o->type == T_OBJECT && o->sub->present_off == NO_OFF) {
+        parse_table(c, o->sub, AT(base, o->off, char), NULL, path);
+        return;
+    }
+    if (!o->def)
+        return;
+    cJSON *v = cJSON_Parse(o->def);
+    if (!v) {
+        problem(c, path, "internal error: the built-in default does not parse");
+        return;
+    }
+    parse_opt(c, t, o, base, v, path);
+    cJSON_Delete(v);
+}
+
+/* Fill `base` from the object `obj` (NULL: only defaults) by the table. */
+static void parse_table(struct ctx *c, const struct table *t, void *base, const cJSON *obj,
+                        const char *path)
+{
+    char sub[PATH_KEY_MAX];
+    bool seen[64] = {false};
+    bool wrong_type = obj && !cJSON_IsObject(obj);
+    if (wrong_type) {
+        problem(c, path, "expected an object, got %s", json_type(obj));
+        obj = NULL;
+    }
+    const cJSON *it;
+    if (obj) {
+        cJSON_ArrayForEach(it, obj)
+        {
+            const char *key = it->string ? it->string : "";
+            path_key(sub, sizeof sub, path, key);
+            size_t i = 0;
+            while (i < t->n && strcmp(t->opts[i].name, key) != 0)
+                i++;
+            if (i == t->n) {
+                const char *near = closest_opt(key, t);
+                if (near)
+                    problem(c, sub, "unknown key (did you mean \"%s\"?)", near);
+                else
+                    problem(c, sub, "unknown key");
+                continue;
+            }
+            if (seen[i]) {
+                problem(c, sub, "is given twice");
+                continue;
+            }
+            seen[i] = true;
+            parse_opt(c, t, &t->opts[i], base, it, sub);
+        }
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        if (seen[i])
+            continue;
+        path_key(sub, sizeof sub, path, t->opts[i].name);
+        if (t->opts[i].flags & F_REQUIRED) {
+            if (!wrong_type)
+                problem(c, sub, "is required but missing");
+        }
+        else
+            apply_default(c, t, &t->opts[i], base, sub);
+    }
+    if (obj && t->present_off != NO_OFF)
+        *AT(base, t->present_off, bool) = true;
+    if (t->check && !wrong_type && (obj || t->present_off == NO_OFF))
+        t->check(c, base, path);
+}
+
+/* ---- checks across keys ------------------------------------------------------------ */
+
+static bool starts_with_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* http(s)://authority[/...]; origin_only: nothing after the authority.
+ * Returns NULL when fine, else what is wrong. */
+static const char *url_problem(const char *u, bool origin_only)
+{
+    const char *rest;
+    if (starts_with_ci(u, "http://"))
+        rest = u + 7;
+    else if (starts_with_ci(u, "https://"))
+        rest = u + 8;
+    else
+        return "must start with http:// or https://";
+    size_t auth = strcspn(rest, "/?#");
+    if (auth == 0)
+        return "has no host after the scheme";
+    if (strchr(u, ' '))
+        return "must not contain spaces";
+    if (memchr(rest, '@', auth))
+        return "must not carry user information (user:password@)";
+    if (origin_only && rest[auth] != '\0')
+        return "an origin is scheme://host[:port], without a path";
+    return NULL;
+}
+
+static int parse_port(const char *s)
+{
+    if (!*s || strlen(s) > 5)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 1 || v > 65535 || *s < '0' || *s > '9')
+        return -1;
+    return (int)v;
+}
+
+static void check_api(struct ctx *c, void *obj, const char *path)
+{
+    struct config_api *a = obj;
+    char sub[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    path_key(sub, sizeof sub, path, "listen");
+    if (a->listen) {
+        const char *s = a->listen, *colon;
+        char host[256];
+        size_t hl;
+        bool ok = true;
+        if (s[0] == '[') {
+            const char *close = strchr(s, ']');
+            colon = close ? close + 1 : NULL;
+            hl = close ? (size_t)(close - s - 1) : 0;
+            if (!close || *colon != ':' || hl == 0 || hl >= sizeof host) {
+                problem(c, sub, "%s is not [IPv6]:port", show(s, sh, sizeof sh));
+                ok = false;
+            } else {
+                memcpy(host, s + 1, hl);
+                host[hl] = '\0';
+                unsigned char addr[16];
+                if (inet_pton(AF_INET6, host, addr) != 1) {
+                    problem(c, sub, "%s is not an IPv6 address", show(host, sh, sizeof sh));
+                    ok = false;
+                }
+            }
+        } else {
+            colon = strrchr(s, ':');
+            hl = colon ? (size_t)(colon - s) : 0;
+            if (!colon || hl == 0 || hl >= sizeof host) {
+                problem(c, sub, "%s is not host:port (e.g. \"127.0.0.1:8025\", \"[::1]:8025\")",
+                        show(s, sh, sizeof sh));
+                ok = false;
+            } else {
+                memcpy(host, s, hl);
+                host[hl] = '\0';
+                for (const char *p = host; *p && ok; p++)
+                    ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                         (*p >= '0' && *p <= '9') || *p == '.' || *p == '-';
+                if (!ok)
+                    problem(c, sub, "%s: the host is not a name or IPv4 address (IPv6 goes in "
+                                    "brackets: \"[::1]:8025\")",
+                            show(s, sh, sizeof sh));
+            }
+        }
+        if (ok) {
+            a->listen_port = parse_port(colon + 1);
+            if (a->listen_port < 0) {
+                problem(c, sub, "the port in %s must be 1 to 65535", show(s, sh, sizeof sh));
+            } else {
+                free(a->listen_host);
+                a->listen_host = strdup(host);
+            }
+        }
+    }
+    path_key(sub, sizeof sub, path, "public_url");
+    if (a->public_url) {
+        const char *why = url_problem(a->public_url, false);
+        if (why)
+            problem(c, sub, "%s", why);
+        size_t n = strlen(a->public_url);
+        while (n > 0 && a->public_url[n - 1] == '/')
+            a->public_url[--n] = '\0';
+    } else if (a->listen) {
+        size_t n = strlen(a->listen) + 8;
+        a->public_url = malloc(n);
+        if (a->public_url)
+            snprintf(a->public_url, n, "http://%s", a->listen);
+    }
+    for (size_t i = 0; i < a->cors_origin_count; i++) {
+        const char *o = a->cors_origins[i];
+        char item[PATH_KEY_MAX];
+        path_key(sub, sizeof sub, path, "cors_origins");
+        path_index(item, sizeof item, sub, i);
+        if (strcmp(o, "*") == 0)
+            continue;
+        const char *why = url_problem(o, true);
+        if (why)
+            problem(c, item, "%s %s", show(o, sh, sizeof sh), why);
+    }
+    if (a->sessions_total < a->sessions_per_account) {
+        path_key(sub, sizeof sub, path, "sessions_total");
+        problem(c, sub, "(%d) is smaller than sessions_per_account (%d)", a->sessions_total,
+                a->sessions_per_account);
+    }
+}
+
+static void check_token(struct ctx *c, void *obj, const char *path)
+{
+    struct config_token *t = obj;
+    if (t->token.source == CONFIG_SECRET_NONE)
+        problem(c, path, "has no token: set token_env or token_file");
+}
+
+static void check_oauth2(struct ctx *c, void *obj, const char *path)
+{
+    struct config_oauth2 *o = obj;
+    if (o->token.source == CONFIG_SECRET_NONE)
+        problem(c, path, "has no token: set token_env, token_file or token_command");
+}
+
+static void check_webhook(struct ctx *c, void *obj, const char *path)
+{
+    struct config_webhook *w = obj;
+    char sub[PATH_KEY_MAX];
+    if (w->url) {
+        const char *why = url_problem(w->url, false);
+        path_key(sub, sizeof sub, path, "url");
+        if (why)
+            problem(c, sub, "%s", why);
+    }
+    if (w->secret.source == CONFIG_SECRET_NONE)
+        problem(c, path, "has no signing secret: set secret_env or secret_file");
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static bool is_plaintext_auth(enum config_auth m)
+{
+    return m == CONFIG_AUTH_USER || m == CONFIG_AUTH_PLAIN || m == CONFIG_AUTH_LOGIN ||
+           m == CONFIG_AUTH_XOAUTH2 || m == CONFIG_AUTH_OAUTHBEARER;
+}
+
+static void check_account(struct ctx *c, void *obj, const char *path)
+{
+    struct config_account *a = obj;
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX];
+    bool has_pw = a->password.source != CONFIG_SECRET_NONE;
+    bool has_oauth = a->oauth2.present;
+
+    if (a->port == 0)
+        a->port = a->tls == CONFIG_TLS_IMPLICIT ? 995 : 110;
+    if (has_pw && has_oauth)
+        problem(c, path, "give either a password (password_env, password_file or password_command) "
+                         "or oauth2, not both");
+    else if (!has_pw && !has_oauth)
+        problem(c, path, "has no credentials: set password_env, password_file, password_command "
+                         "or oauth2");
+    path_key(sub, sizeof sub, path, "auth");
+    bool all_plain = a->auth_count > 0;
+    for (size_t i = 0; i < a->auth_count; i++) {
+        enum config_auth m = a->auth[i];
+        bool oauth_mech = m == CONFIG_AUTH_XOAUTH2 || m == CONFIG_AUTH_OAUTHBEARER;
+        path_index(item, sizeof item, sub, i);
+        if (oauth_mech && has_pw && !has_oauth)
+            problem(c, item, "\"%s\" needs oauth2 credentials", auth_names[m]);
+        if (!oauth_mech && has_oauth && !has_pw)
+            problem(c, item, "\"%s\" needs a password", auth_names[m]);
+        all_plain = all_plain && is_plaintext_auth(m);
+    }
+    if (a->fingerprint) {
+        path_key(sub, sizeof sub, path, "fingerprint");
+        const char *f = a->fingerprint;
+        bool ok = strncasecmp(f, "sha256:", 7) == 0 && strlen(f) == 7 + 64;
+        for (size_t i = 0; ok && i < 32; i++) {
+            int hi = hexval(f[7 + 2 * i]), lo = hexval(f[8 + 2 * i]);
+            ok = hi >= 0 && lo >= 0;
+            if (ok)
+                a->fingerprint_sha256[i] = (unsigned char)(hi << 4 | lo);
+        }
+        if (!ok)
+            problem(c, sub, "must be \"sha256:\" followed by 64 hex digits (the SHA-256 of the "
+                            "server certificate)");
+    }
+    if (a->tls == CONFIG_TLS_NONE) {
+        if (a->fingerprint) {
+            path_key(sub, sizeof sub, path, "fingerprint");
+            problem(c, sub, "only applies with tls \"implicit\" or \"starttls\"");
+        }
+        if (a->ca_file) {
+            path_key(sub, sizeof sub, path, "ca_file");
+            problem(c, sub, "only applies with tls \"implicit\" or \"starttls\"");
+        }
+        if (!a->allow_plaintext && all_plain) {
+            path_key(sub, sizeof sub, path, "auth");
+            problem(c, sub, "every method listed sends the credentials in clear over tls \"none\"; "
+                            "set allow_plaintext: true to allow that");
+        }
+    }
+    if (a->delete_after_ms && a->after_delivery != CONFIG_AFTER_KEEP) {
+        path_key(sub, sizeof sub, path, "delete_after");
+        problem(c, sub, "only applies with after_delivery \"keep\"");
+    }
+    if (a->after_delivery == CONFIG_AFTER_DELETE && a->webhook_count == 0) {
+        path_key(sub, sizeof sub, path, "after_delivery");
+        problem(c, sub, "\"delete\" with no webhooks would delete mail nobody received");
+    }
+}
+
+/* After everything: an account's webhooks name configured webhooks. */
+static void check_root(struct ctx *c, void *obj, const char *path)
+{
+    struct config *cfg = obj;
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    const char *names[CONFIG_WEBHOOKS_MAX];
+    size_t nn = 0;
+    for (size_t w = 0; w < cfg->webhook_count && nn < COUNT(names); w++)
+        if (cfg->webhooks[w].name)
+            names[nn++] = cfg->webhooks[w].name;
+    for (size_t i = 0; i < cfg->account_count; i++) {
+        struct config_account *a = &cfg->accounts[i];
+        if (!a->webhook_count)
+            continue;
+        a->webhook_index = calloc(a->webhook_count, sizeof *a->webhook_index);
+        if (!a->webhook_index) {
+            problem(c, path, "out of memory");
+            return;
+        }
+        for (size_t k = 0; k < a->webhook_count; k++) {
+            size_t w = 0;
+            while (w < cfg->webhook_count &&
+                   !(cfg->webhooks[w].name && strcmp(cfg->webhooks[w].name, a->webhooks[k]) == 0))
+                w++;
+            a->webhook_index[k] = w;
+            if (w < cfg->webhook_count)
+                continue;
+            char elem[PATH_KEY_MAX];
+            path_index(elem, sizeof elem, "accounts", i);
+            path_key(sub, sizeof sub, elem, "webhooks");
+            path_index(item, sizeof item, sub, k);
+            const char *near = closest(a->webhooks[k], names, nn);
+            if (near)
+                problem(c, item, "no webhook is named %s (did you mean \"%s\"?)",
+                        show(a->webhooks[k], sh, sizeof sh), near);
+            else
+                problem(c, item, "no webhook is named %s", show(a->webhooks[k], sh, sizeof sh));
+        }
+    }
+}
+
+/* ---- reading the file ---------------------------------------------------------------- */
+
+static void offset_to_pos(const char *buf, size_t off, size_t *line, size_t *col)
+{
+    size_t l = 1, start = 0;
+    for (size_t i = 0; i < off; i++)
+        if (buf[i] == '\n') {
+            l++;
+            start = i + 1;
+        }
+    *line = l;
+    *col = off - start + 1;
+}
+
+__attribute__((format(printf, 4, 5))) static void problem_at(struct ctx *c, const char *buf,
+                                                             size_t off, const char *fmt, ...)
+{
+    char msg[CONFIG_DIAG_LINE_MAX], where[64];
+    size_t line, col;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        msg[0] = '\0';
+    offset_to_pos(buf, off, &line, &col);
+    n = snprintf(where, sizeof where, "%zu:%zu", line, col);
+    if (n < 0 || (size_t)n >= sizeof where)
+        where[0] = '\0';
+    /* problem() prints "FILE: path: msg"; here the position joins the file name */
+    char line_buf[CONFIG_DIAG_LINE_MAX];
+    n = snprintf(line_buf, sizeof line_buf, "%s:%s: %s", c->file, where, msg);
+    if (n >= 0 && (size_t)n >= sizeof line_buf)
+        memcpy(line_buf + sizeof line_buf - 4, "...", 4);
+    c->errors++;
+    diag_push(c->d, line_buf);
+}
+
+/* Blank out comments (keeping newlines, so positions stay true), refuse
+ * \u0000 in strings and nesting deeper than CONFIG_DEPTH_MAX.  0 or -1. */
+static int strip_comments(struct ctx *c, char *buf, size_t len)
+{
+    size_t depth = 0;
+    const char *nul = memchr(buf, '\0', len);
+    if (nul) {
+        problem_at(c, buf, (size_t)(nul - buf), "the file contains a NUL byte");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (ch == '"') {
+            size_t start = i;
+            for (i++; i < len && buf[i] != '"'; i++) {
+                if (buf[i] == '\\' && i + 1 < len) {
+                    if (buf[i + 1] == 'u' && i + 5 < len && memcmp(buf + i + 2, "0000", 4) == 0) {
+                        problem_at(c, buf, i, "\\u0000 is not allowed in a string");
+                        return -1;
+                    }
+                    i++;
+                }
+            }
+            if (i >= len) {
+                problem_at(c, buf, start, "invalid JSON: the string is not closed");
+                return -1;
+            }
+        } else if (ch == '/' && i + 1 < len && buf[i + 1] == '/') {
+            for (; i < len && buf[i] != '\n'; i++)
+                buf[i] = ' ';
+        } else if (ch == '/' && i + 1 < len && buf[i + 1] == '*') {
+            size_t start = i;
+            buf[i] = buf[i + 1] = ' ';
+            for (i += 2; i < len && !(buf[i] == '*' && i + 1 < len && buf[i + 1] == '/'); i++)
+                if (buf[i] != '\n')
+                    buf[i] = ' ';
+            if (i >= len) {
+                problem_at(c, buf, start, "the /* comment is not closed");
+                return -1;
+            }
+            buf[i] = buf[i + 1] = ' ';
+            i++;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > CONFIG_DEPTH_MAX) {
+                problem_at(c, buf, i, "nesting is deeper than %d levels (CONFIG_DEPTH_MAX)",
+                           CONFIG_DEPTH_MAX);
+                return -1;
+            }
+        } else if ((ch == '}' || ch == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+/* Read the whole file, at most CONFIG_FILE_MAX bytes. */
+static char *read_file(struct ctx *c, const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        problem(c, "", "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        problem(c, "", "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    char *buf = malloc(CONFIG_FILE_MAX + 1);
+    size_t n = 0;
+    if (!buf) {
+        problem(c, "", "out of memory");
+        close(fd);
+        return NULL;
+    }
+    for (;;) {
+        ssize_t r = read(fd, buf + n, CONFIG_FILE_MAX + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            problem(c, "", "cannot read: %s", strerror(errno));
+            free(buf);
+            close(fd);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > CONFIG_FILE_MAX) {
+            problem(c, "", "the file is larger than %d bytes (CONFIG_FILE_MAX)", CONFIG_FILE_MAX);
+            free(buf);
+            close(fd);
+            return NULL;
+        }
+    }
+    close(fd);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static char *dir_of(const char *path)
+{
+    char *tmp = strdup(path);
+    if (!tmp)
+        return NULL;
+    char *real = realpath(dirname(tmp), NULL);
+    free(tmp);
+    return real;
+}
+
+/* ---- secrets --------------------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void secret_wipe(struct config_secret *s)
+{
+    if (s->value) {
+        OPENSSL_cleanse(s->value, s->len);
+        free(s->value);
+    }
+    s->value = NULL;
+    s->len = 0;
+}
+
+/* Run `cmd` with /bin/sh -c in `cwd`, stdin /dev/null; collect stdout into
+ * out (at most CONFIG_COMMAND_OUTPUT_MAX bytes) within timeout_ms.  0 on
+ * success, else -1 with why. */
+static int run_command(const char *cmd, const char *cwd, int64_t timeout_ms, char *out,
+                       size_t *out_len, char *why, size_t why_size)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        snprintf(why, why_size, "cannot create a pipe: %s", strerror(errno));
+        return -1;
+    }
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    char *const argv[] = {"sh", "-c", (char *)cmd, NULL};
+    pid_t pid = devnull < 0 ? -1 : fork();
+    if (pid == 0) {
+        sigset_t none;
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        sigaction(SIGPIPE, &dfl, NULL);
+        setpgid(0, 0);
+        if (dup2(devnull, 0) < 0 || dup2(p[1], 1) < 0 || (cwd && chdir(cwd) < 0))
+            _exit(126);
+        execve("/bin/sh", argv, environ);
+        _exit(127);
+    }
+    int saved = errno;
+    close(p[1]);
+    if (devnull >= 0)
+        close(devnull);
+    if (pid < 0) {
+        close(p[0]);
+        snprintf(why, why_size, "cannot start it: %s", strerror(saved));
+        return -1;
+    }
+    setpgid(pid, pid); /* also here: whichever runs first */
+    int64_t deadline = now_ms() + timeout_ms;
+    size_t n = 0;
+    const char *fail = NULL;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            fail = "timed out";
+            break;
+        }
+        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+        int r = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            fail = "poll failed";
+            break;
+        }
+        if (r == 0)
+            continue;
+        char chunk[4096];
+        ssize_t got = read(p[0], chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break; /* EOF (or error): the command closed its output */
+        if (n + (size_t)got > CONFIG_COMMAND_OUTPUT_MAX) {
+            fail = "printed more than CONFIG_COMMAND_OUTPUT_MAX bytes";
+            OPENSSL_cleanse(chunk, sizeof chunk);
+            break;
+        }
+        memcpy(out + n, chunk, (size_t)got);
+        n += (size_t)got;
+        OPENSSL_cleanse(chunk, sizeof chunk);
+    }
+    close(p[0]);
+    /* wait for it, still within the deadline */
+    int status = 0;
+    pid_t w = 0;
+    while (!fail && (w = waitpid(pid, &status, WNOHANG)) == 0) {
+        if (now_ms() >= deadline) {
+            fail = "timed out";
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (fail || w < 0) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        snprintf(why, why_size, "%s", fail ? fail : "could not be waited for");
+        OPENSSL_cleanse(out, n);
+        return -1;
+    }
+    if (WIFSIGNALED(status)) {
+        snprintf(why, why_size, "was killed by signal %d", WTERMSIG(status));
+        OPENSSL_cleanse(out, n);
+        return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(why, why_size, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        OPENSSL_cleanse(out, n);
+        return -1;
+    }
+    *out_len = n;
+    return 0;
+}
+
+/* Keep the first line of buf[0..n) (without CR/LF) as the secret. */
+static int take_first_line(struct config_secret *s, const char *buf, size_t n)
+{
+    size_t k = 0;
+    while (k < n && buf[k] != '\n' && buf[k] != '\0')
+        k++;
+    if (k > 0 && buf[k - 1] == '\r')
+        k--;
+    if (k == 0)
+        return 1;
+    if (k > CONFIG_SECRET_MAX)
+        return 2;
+    for (size_t i = 0; i < k; i++)
+        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+            return 4;
+    s->value = malloc(k + 1);
+    if (!s->value)
+        return 3;
+    memcpy(s->value, buf, k);
+    s->value[k] = '\0';
+    s->len = k;
+    return 0;
+}
+
+static void resolve_one(struct ctx *c, struct config_secret *s, const char *path)
+{
+    static const char *const empties[] = {"", "is empty", "is longer than CONFIG_SECRET_MAX bytes",
+                                          "out of memory", "contains a control character"};
+    char why[160];
+    size_t n = 0;
+    int r;
+    secret_wipe(s);
+    if (s->source == CONFIG_SECRET_NONE)
+        return;
+    if (s->source == CONFIG_SECRET_ENV) {
+        const char *v = getenv(s->ref);
+        if (!v) {
+            problem(c, path, "environment variable %s is not set", s->ref);
+            return;
+        }
+        size_t vl = strlen(v);
+        r = take_first_line(s, v, vl);
+        if (r == 0 && s->len != vl) {
+            secret_wipe(s);
+            r = 4;
+        }
+        if (r)
+            problem(c, path, "environment variable %s %s", s->ref, empties[r]);
+        return;
+    }
+    char *buf = malloc(CONFIG_COMMAND_OUTPUT_MAX + 1);
+    if (!buf) {
+        problem(c, path, "out of memory");
+        return;
+    }
+    switch (s->source) {
+    case CONFIG_SECRET_NONE:
+    case CONFIG_SECRET_ENV:
+        break;
+    case CONFIG_SECRET_FILE: {
+        int fd = open(s->ref, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        struct stat st;
+        if (fd < 0) {
+            problem(c, path, "cannot open %s: %s", s->ref, strerror(errno));
+            break;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            problem(c, path, "%s is not a regular file", s->ref);
+            close(fd);
+            break;
+        }
+        bool read_failed = false;
+        for (;;) {
+            ssize_t got = read(fd, buf + n, CONFIG_SECRET_MAX + 2 - n);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0) {
+                problem(c, path, "cannot read %s: %s", s->ref, strerror(errno));
+                read_failed = true;
+                break;
+            }
+            if (got == 0 || (n += (size_t)got) >= CONFIG_SECRET_MAX + 2)
+                break;
+        }
+        close(fd);
+        if (read_failed)
+            break;
+        r = take_first_line(s, buf, n);
+        if (r)
+            problem(c, path, "the file %s %s", s->ref, empties[r]);
+        break;
+    }
+    case CONFIG_SECRET_COMMAND: {
+        int64_t t = c->cfg->secret_command_timeout_ms > 0 ? c->cfg->secret_command_timeout_ms
+                                                          : 10 * MS_S;
+        if (run_command(s->ref, c->dir, t, buf, &n, why, sizeof why) < 0) {
+            n = 0;
+            problem(c, path, "the command %s", why);
+            break;
+        }
+        r = take_first_line(s, buf, n);
+        if (r)
+            problem(c, path, "the command's output %s",
+                    r == 1 ? "has an empty first line" : empties[r]);
+        break;
+    }
+    }
+    OPENSSL_cleanse(buf, CONFIG_COMMAND_OUTPUT_MAX + 1);
+    free(buf);
+}
+
+typedef void (*visit_fn)(struct ctx *c, const struct opt *o, void *field, const char *path);
+
+/* Call fn for every option of every object reachable from base. */
+static void walk(struct ctx *c, const struct table *t, void *base, const char *path, visit_fn fn)
+{
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX];
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        path_key(sub, sizeof sub, path, o->name);
+        if (o->type == T_OBJECT) {
+            walk(c, o->sub, AT(base, o->off, char), sub, fn);
+        } else if (o->type == T_OBJARRAY) {
+            char *arr = *AT(base, o->off, char *);
+            size_t n = *AT(base, o->count_off, size_t);
+            for (size_t k = 0; arr && k < n; k++) {
+                path_index(item, sizeof item, sub, k);
+                walk(c, o->sub, arr + k * o->sub->size, item, fn);
+            }
+        }
+        fn(c, o, base, sub);
+    }
+}
+
+static void visit_resolve(struct ctx *c, const struct opt *o, void *base, const char *path)
+{
+    if (o->type != T_SECRET)
+        return;
+    struct config_secret *s = AT(base, o->off, struct config_secret);
+    if (s->source == o->src)
+        resolve_one(c, s, path);
+}
+
+/* Strict base64 (RFC 4648 §4); the padding may be left out.  Returns the
+ * decoded length, or -1. */
+static long b64_decode(const char *in, unsigned char *out, size_t out_size)
+{
+    size_t total = strlen(in), len = total, pad = 0, o = 0;
+    while (len > 0 && in[len - 1] == '=' && pad < 2) {
+        len--;
+        pad++;
+    }
+    if (len % 4 == 1 || (pad && (total % 4 != 0 || pad != (4 - len % 4) % 4)))
+        return -1;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '+'              ? 62
+                : ch == '/'              ? 63
+                                         : -1;
+        if (v < 0)
+            return -1;
+        acc = ((acc << 6) | (uint32_t)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o >= out_size)
+                return -1;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if (bits && (acc & ((1u << bits) - 1)))
+        return -1; /* non-zero leftover bits: not canonical */
+    return (long)o;
+}
+
+static void decode_webhook_keys(struct ctx *c, struct config *cfg)
+{
+    char path[PATH_KEY_MAX], sub[PATH_KEY_MAX];
+    for (size_t i = 0; i < cfg->webhook_count; i++) {
+        struct config_webhook *w = &cfg->webhooks[i];
+        if (w->key) {
+            OPENSSL_cleanse(w->key, w->key_len);
+            free(w->key);
+            w->key = NULL;
+            w->key_len = 0;
+        }
+        if (!w->secret.value)
+            continue;
+        path_index(path, sizeof path, "webhooks", i);
+        path_key(sub, sizeof sub, path,
+                 w->secret.source == CONFIG_SECRET_ENV ? "secret_env" : "secret_file");
+        if (strncmp(w->secret.value, "whsec_", 6) != 0) {
+            problem(c, sub, "the secret does not start with \"whsec_\" (Standard Webhooks)");
+            continue;
+        }
+        unsigned char key[CONFIG_WHSEC_MAX_BYTES + 3];
+        long n = b64_decode(w->secret.value + 6, key, sizeof key);
+        if (n < 0) {
+            problem(c, sub, "the part after \"whsec_\" is not valid base64");
+        } else if (n < CONFIG_WHSEC_MIN_BYTES || n > CONFIG_WHSEC_MAX_BYTES) {
+            problem(c, sub, "the secret decodes to %ld bytes; Standard Webhooks keys are %d to %d",
+                    n, CONFIG_WHSEC_MIN_BYTES, CONFIG_WHSEC_MAX_BYTES);
+        } else if ((w->key = malloc((size_t)n))) {
+            memcpy(w->key, key, (size_t)n);
+            w->key_len = (size_t)n;
+        }
+        OPENSSL_cleanse(key, sizeof key);
+    }
+}
+
+static int resolve_all(struct ctx *c)
+{
+    size_t before = c->errors;
+    walk(c, &root_table, c->cfg, "", visit_resolve);
+    decode_webhook_keys(c, c->cfg);
+    return (int)(c->errors - before);
+}
+
+int config_resolve_secrets(struct config *cfg, struct config_diag *d)
+{
+    if (!cfg)
+        return 0;
+    struct ctx c = {.d = d, .file = cfg->path, .dir = cfg->dir, .cfg = cfg};
+    return resolve_all(&c);
+}
+
+/* ---- free --------------------------------------------------------------------------------- */
+
+static void visit_free(struct ctx *c, const struct opt *o, void *base, const char *path)
+{
+    (void)c;
+    (void)path;
+    switch (o->type) {
+    case T_STRING:
+    case T_NAME:
+    case T_PATH:
+        free(*AT(base, o->off, char *));
+        *AT(base, o->off, char *) = NULL;
+        break;
+    case T_STRLIST:
+    case T_NAMELIST: {
+        char **l = *AT(base, o->off, char **);
+        for (size_t i = 0; l && i < *AT(base, o->count_off, size_t); i++)
+            free(l[i]);
+        free(l);
+        *AT(base, o->off, char **) = NULL;
+        break;
+    }
+    case T_ENUMLIST:
+    case T_DURLIST:
+        free(*AT(base, o->off, void *));
+        *AT(base, o->off, void *) = NULL;
+        break;
+    case T_HEADERS: {
+        struct config_header *h = *AT(base, o->off, struct config_header *);
+        for (size_t i = 0; h && i < *AT(base, o->count_off, size_t); i++) {
+            free(h[i].name);
+            free(h[i].value);
+        }
+        free(h);
+        *AT(base, o->off, void *) = NULL;
+        break;
+    }
+    case T_SECRET: {
+        struct config_secret *s = AT(base, o->off, struct config_secret);
+        if (s->source == o->src) {
+            secret_wipe(s);
+            free(s->ref);
+            s->ref = NULL;
+        }
+        break;
+    }
+    case T_OBJARRAY:
+        /* the elements were visited first (walk recurses before visiting) */
+        free(*AT(base, o->off, void *));
+        *AT(base, o->off, void *) = NULL;
+        break;
+    case T_ENUM:
+    case T_DURATION:
+    case T_SIZE:
+    case T_INT:
+    case T_BOOL:
+    case T_REFUSED:
+    case T_OBJECT:
+        break;
+    }
+}
+
+void config_free(struct config **pcfg)
+{
+    if (!pcfg || !*pcfg)
+        return;
+    struct config *cfg = *pcfg;
+    for (size_t i = 0; cfg->webhooks && i < cfg->webhook_count; i++) {
+        struct config_webhook *w = &cfg->webhooks[i];
+        if (w->key) {
+            OPENSSL_cleanse(w->key, w->key_len);
+            free(w->key);
+        }
+    }
+    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
+        free(cfg->accounts[i].webhook_index);
+    free(cfg->api.listen_host);
+    struct ctx c = {.cfg = cfg};
+    walk(&c, &root_table, cfg, "", visit_free);
+    free(cfg->path);
+    free(cfg->dir);
+    free(cfg);
+    *pcfg = NULL;
+}
+
+/* ---- load ---------------------------------------------------------------------------------- */
+
+struct config *config_load(const char *path, struct config_diag *d)
+{
+    struct ctx c = {.d = d, .file = path ? path : "(null)"};
+    if (!path) {
+        problem(&c, "", "no configuration file given");
+        return NULL;
+    }
+    size_t len;
+    char *text = read_file(&c, path, &len);
+    if (!text)
+        return NULL;
+    if (strip_comments(&c, text, len) < 0) {
+        OPENSSL_cleanse(text, len);
+        free(text);
+        return NULL;
+    }
+    const char *end = NULL;
+    /* len + 1: cJSON's "require_null_terminated" wants the NUL inside the
+     * length; strip_comments() refused NUL bytes in the text itself. */
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
+    if (!root) {
+        size_t off = (end && end >= text && end <= text + len) ? (size_t)(end - text) : 0;
+        char near[32], sh[SHOW_MAX + 8];
+        size_t k = 0;
+        while (k < 16 && off + k < len && text[off + k] != '\n' && text[off + k] != '\r') {
+            near[k] = text[off + k];
+            k++;
+        }
+        near[k] = '\0';
+        if (off >= len || text[off] == '\0' || k == 0)
+            problem_at(&c, text, off, "invalid JSON near the end of the file");
+        else
+        {
+            show(near, sh, sizeof sh);
+            size_t sl = strlen(sh);
+            sh[0] = sh[sl - 1] = '\'';
+            problem_at(&c, text, off, "invalid JSON near %s", sh);
+        }
+        OPENSSL_cleanse(text, len);
+        free(text);
+        return NULL;
+    }
+    OPENSSL_cleanse(text, len); /* a refused literal secret may be in it */
+    free(text);
+
+    struct config *cfg = calloc(1, sizeof *cfg);
+    char *dir = dir_of(path);
+    if (!cfg || !dir || !(cfg->path = strdup(path))) {
+        problem(&c, "", "cannot resolve the file's directory: %s", strerror(errno));
+        free(cfg);
+        free(dir);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cfg->dir = dir;
+    c.dir = dir;
+    c.cfg = cfg;
+    if (!cJSON_IsObject(root))
+        problem(&c, "", "the top level must be a JSON object, got %s", json_type(root));
+    else
+        parse_table(&c, &root_table, cfg, root, "");
+    cJSON_Delete(root);
+    resolve_all(&c);
+    if (c.errors) {
+        config_free(&cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* ---- summary ------------------------------------------------------------------------------ */
+
+static void print_value(FILE *out, const struct opt *o, void *base)
+{
+    char b[48];
+    switch (o->type) {
+    case T_STRING:
+    case T_NAME:
+    case T_PATH: {
+        const char *s = *AT(base, o->off, char *);
+        fprintf(out, "%s", s ? s : "-");
+        break;
+    }
+    case T_ENUM:
+        fprintf(out, "%s", o->values[*AT(base, o->off, int)]);
+        break;
+    case T_DURATION: {
+        int64_t v = *AT(base, o->off, int64_t);
+        fprintf(out, "%s", v ? units_format_duration(v, b, sizeof b) : "-");
+        break;
+    }
+    case T_SIZE:
+        fprintf(out, "%s", units_format_size(*AT(base, o->off, uint64_t), b, sizeof b));
+        break;
+    case T_INT:
+        fprintf(out, "%d", *AT(base, o->off, int));
+        break;
+    case T_BOOL:
+        fprintf(out, "%s", *AT(base, o->off, bool) ? "true" : "false");
+        break;
+    case T_STRLIST:
+    case T_NAMELIST:
+    case T_ENUMLIST:
+    case T_DURLIST:
+    case T_HEADERS: {
+        size_t n = *AT(base, o->count_off, size_t);
+        if (!n)
+            fprintf(out, "-");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                fputc(',', out);
+            if (o->type == T_ENUMLIST)
+                fprintf(out, "%s", o->values[(*AT(base, o->off, int *))[i]]);
+            else if (o->type == T_DURLIST)
+                fprintf(out, "%s",
+                        units_format_duration((*AT(base, o->off, int64_t *))[i], b, sizeof b));
+            else if (o->type == T_HEADERS) /* names only: values may be private */
+                fprintf(out, "%s", (*AT(base, o->off, struct config_header *))[i].name);
+            else
+                fprintf(out, "%s", (*AT(base, o->off, char **))[i]);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void print_object(FILE *out, const struct table *t, void *base, int indent)
+{
+    fprintf(out, "%*s%s", indent, "", t->label);
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        if (o->type == T_NAME) {
+            fprintf(out, " %s", *AT(base, o->off, char *));
+        }
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        if (o->type == T_NAME || o->type == T_REFUSED || o->type == T_OBJECT ||
+            o->type == T_OBJARRAY)
+            continue;
+        if (o->type == T_SECRET) {
+            const struct config_secret *s = AT(base, o->off, struct config_secret);
+            if (s->source != o->src)
+                continue;
+            /* the key name without its _env/_file/_command suffix */
+            size_t klen = strcspn(o->name, "_");
+            fprintf(out, " %.*s=%s%s", (int)klen, o->name,
+                    s->source == CONFIG_SECRET_ENV    ? "env:"
+                    : s->source == CONFIG_SECRET_FILE ? "file:"
+                                                      : "command",
+                    s->source == CONFIG_SECRET_COMMAND ? "" : s->ref);
+            continue;
+        }
+        if (o->type == T_ENUMLIST && *AT(base, o->count_off, size_t) == 0) {
+            fprintf(out, " %s=strongest-offered", o->name);
+            continue;
+        }
+        fprintf(out, " %s=", o->name);
+        print_value(out, o, base);
+    }
+    fputc('\n', out);
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        if (o->type == T_OBJECT) {
+            void *sub = AT(base, o->off, char);
+            if (o->sub->present_off == NO_OFF || *AT(sub, o->sub->present_off, bool))
+                print_object(out, o->sub, sub, indent + 2);
+        } else if (o->type == T_OBJARRAY) {
+            char *arr = *AT(base, o->off, char *);
+            size_t n = *AT(base, o->count_off, size_t);
+            for (size_t k = 0; k < n; k++)
+                print_object(out, o->sub, arr + k * o->sub->size, indent + 2);
+        }
+    }
+}
+
+void config_print_summary(const struct config *cfg, FILE *out)
+{
+    if (!cfg)
+        return;
+    fprintf(out, "%s: valid (%zu account%s, %zu webhook%s, %zu API token%s)\n", cfg->path,
+            cfg->account_count, cfg->account_count == 1 ? "" : "s", cfg->webhook_count,
+            cfg->webhook_count == 1 ? "" : "s", cfg->api.token_count,
+            cfg->api.token_count == 1 ? "" : "s");
+    print_object(out, &root_table, (void *)cfg, 0);
+}
+
+static void print_keys(FILE *out, const struct table *t, const char *prefix)
+{
+    char sub[PATH_KEY_MAX];
+    for (size_t i = 0; i < t->n; i++) {
+        const struct opt *o = &t->opts[i];
+        path_key(sub, sizeof sub, prefix, o->name);
+        fprintf(out, "%s %s%s%s%s\n", sub, type_names[o->type],
+                (o->flags & F_REQUIRED) ? " required" : "", o->def ? " default " : "",
+                o->def ? o->def : "");
+        if (o->type == T_OBJECT) {
+            print_keys(out, o->sub, sub);
+        } else if (o->type == T_OBJARRAY) {
+            int r = snprintf(sub, sizeof sub, "%s%s%s[]", prefix, *prefix ? "." : "", o->name);
+            if (r > 0 && (size_t)r < sizeof sub)
+                print_keys(out, o->sub, sub);
+        }
+    }
+}
+
+void config_print_keys(FILE *out)
+{
+    print_keys(out, &root_table, "");
+}
+
+/* ---- check-config ------------------------------------------------------------------------------ */
+
+int config_check_main(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        if (argc == 2 && (strcmp(argv[1], "--keys") == 0)) {
+            config_print_keys(stdout);
+            return 0;
+        }
+        fprintf(stderr, "usage: pop3bridge check-config FILE\n"
+                        "       pop3bridge check-config --keys   (list every key)\n");
+        return 2;
+    }
+    struct config_diag d = {0};
+    struct config *cfg = config_load(argv[1], &d);
+    if (!cfg) {
+        config_diag_print(&d, stderr);
+        fprintf(stderr, "%s: %zu problem%s\n", argv[1], d.count + d.dropped,
+                d.count + d.dropped == 1 ? "" : "s");
+        config_diag_free(&d);
+        return 1;
+    }
+    config_print_summary(cfg, stdout);
+    config_free(&cfg);
+    config_diag_free(&d);
+    return 0;
+}

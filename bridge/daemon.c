@@ -1,0 +1,487 @@
+/* daemon — `pop3bridge run`; see include/daemon.h. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cfgref.h"
+#include "config.h"
+#include "delivery.h"
+#include "log.h"
+#include "message.h"
+#include "poller.h"
+#include "runtime.h"
+#include "store.h"
+#include "webhook.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
+                          long login_delay_s, const char **state)
+{
+    int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
+    int64_t d;
+    if (e->kind == ERR_AUTH) {
+        *state = "auth_error"; /* retrying a refused login quickly risks a lockout */
+        d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
+    } else if (e->code == ERR_CODE_LOGIN_DELAY) {
+        *state = "backoff";
+        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
+    } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
+        *state = "backoff";
+        d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));
+    } else {
+        *state = "error";
+        d = MIN((int64_t)60000 << shift, (int64_t)3600000);
+    }
+    return d;
+}
+
+/* ---- accounts in memory --------------------------------------------------- */
+
+static int64_t now_ms(void) { return poller_now_ms(); }
+
+static struct runtime rt; /* the daemon's shared state (runtime.h) */
+
+static struct rt_account *find_acct(const char *name)
+{
+    for (size_t i = 0; i < rt.n_accounts; i++)
+        if (strcmp(rt.accounts[i].name, name) == 0)
+            return &rt.accounts[i];
+    return NULL;
+}
+
+static const struct config_account *cfg_account(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->account_count; i++)
+        if (strcmp(cfg->accounts[i].name, name) == 0)
+            return &cfg->accounts[i];
+    return NULL;
+}
+
+/* (Re)build the account table from cfg, keeping state of accounts that stay.
+ * Called with rt.lock held. */
+static int sync_accounts(const struct config *cfg, struct store *st)
+{
+    struct rt_account *v = calloc(cfg->account_count + 1, sizeof *v);
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < cfg->account_count; i++) {
+        const struct config_account *a = &cfg->accounts[i];
+        struct rt_account *old = find_acct(a->name);
+        if (old) {
+            v[i] = *old;
+        } else {
+            snprintf(v[i].name, sizeof v[i].name, "%s", a->name);
+            snprintf(v[i].state, sizeof v[i].state, "idle");
+            struct store_account_state s;
+            struct err e;
+            if (st && store_account_get(st, a->name, &s, &e) == 0) {
+                v[i].last_attempt_at = s.last_attempt_at;
+                v[i].last_success_at = s.last_success_at;
+                snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
+                if (s.backoff_until > now_ms())
+                    v[i].next_at = s.backoff_until;
+                if (strcmp(s.state, "auth_error") == 0 || strcmp(s.state, "backoff") == 0 ||
+                    strcmp(s.state, "error") == 0)
+                    snprintf(v[i].state, sizeof v[i].state, "%s", s.state);
+            }
+        }
+        v[i].present = true;
+    }
+    free(rt.accounts);
+    rt.accounts = v;
+    rt.n_accounts = cfg->account_count;
+    return 0;
+}
+
+static void save_state(struct store *st, const struct rt_account *a)
+{
+    struct store_account_state s = {0};
+    snprintf(s.state, sizeof s.state, "%s", a->state);
+    snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
+    s.last_attempt_at = a->last_attempt_at;
+    s.last_success_at = a->last_success_at;
+    s.backoff_until = strcmp(a->state, "idle") == 0 ? 0 : a->next_at;
+    struct err e;
+    if (store_account_set(st, a->name, &s, &e) < 0)
+        log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
+}
+
+/* ---- poll workers ------------------------------------------------------------ */
+
+static void notify_delivery(void *ctx)
+{
+    (void)ctx;
+    if (rt.delivery)
+        delivery_wakeup(rt.delivery);
+}
+
+/* Pick the next due account (lock held); NULL if none.  *wait_ms gets the
+ * time until the next one is due. */
+static struct rt_account *next_due(int64_t now, int64_t *wait_ms)
+{
+    struct rt_account *best = NULL;
+    *wait_ms = 1000;
+    for (size_t i = 0; i < rt.n_accounts; i++) {
+        struct rt_account *a = &rt.accounts[i];
+        if (a->running || (rt.once && a->polled_once))
+            continue;
+        int64_t due = a->requested ? 0 : a->next_at;
+        if (due <= now) {
+            if (!best || due < (best->requested ? 0 : best->next_at))
+                best = a;
+        } else if (due - now < *wait_ms) {
+            *wait_ms = due - now;
+        }
+    }
+    return best;
+}
+
+static bool once_polls_done(void)
+{
+    for (size_t i = 0; i < rt.n_accounts; i++)
+        if (!rt.accounts[i].polled_once || rt.accounts[i].running)
+            return false;
+    return true;
+}
+
+static void *poll_worker(void *arg)
+{
+    (void)arg;
+    struct err e;
+    struct cfgref *ref = cfgref_get(&rt.cfg);
+    struct store *st = store_open(ref->cfg->state_dir, &e);
+    cfgref_put(ref);
+    if (!st) {
+        log_error("store_open_failed", "error=%s", log_q(e.msg));
+        return NULL;
+    }
+    pthread_mutex_lock(&rt.lock);
+    while (!rt.stopping) {
+        int64_t wait;
+        struct rt_account *a = next_due(now_ms(), &wait);
+        if (!a) {
+            if (rt.once && once_polls_done())
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
+            continue;
+        }
+        char name[sizeof a->name];
+        snprintf(name, sizeof name, "%s", a->name);
+        a->running = true;
+        a->requested = false;
+        bool first = a->last_success_at == 0;
+        snprintf(a->state, sizeof a->state, "polling");
+        a->last_attempt_at = now_ms();
+        struct rt_account snapshot = *a;
+        pthread_mutex_unlock(&rt.lock);
+
+        save_state(st, &snapshot);
+        ref = cfgref_get(&rt.cfg);
+        const struct config_account *ca = cfg_account(ref->cfg, name);
+        struct poller_result res;
+        int rc = -1;
+        if (ca) {
+            log_debug("poll_start", "account=%s", name);
+            rc = poller_poll(st, ref->cfg, ca, first, notify_delivery, NULL, &res, &e);
+        }
+        int64_t interval = ca ? ca->poll_interval_ms : 60000;
+
+        pthread_mutex_lock(&rt.lock);
+        a = find_acct(name);
+        if (a && ca) {
+            a->running = false;
+            a->polled_once = true;
+            int64_t now = now_ms();
+            if (rc == 0) {
+                a->fails = 0;
+                a->last_success_at = now;
+                a->last_error[0] = '\0';
+                snprintf(a->state, sizeof a->state, "idle");
+                int64_t next = interval;
+                if (res.login_delay > 0 && res.login_delay * 1000 > next)
+                    next = res.login_delay * 1000; /* the server's minimum */
+                if (res.more)
+                    next = MIN(next, 1000); /* max_messages_per_poll left some */
+                a->next_at = now + next;
+                rt.polls_ok++;
+                log_info("poll_done",
+                         "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
+                         "deleted=%zu refused=%zu",
+                         name, res.listed, res.fetched, (unsigned long long)res.bytes,
+                         res.too_large, res.ignored, res.deleted, res.failed);
+            } else {
+                a->fails++;
+                const char *state;
+                int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
+                snprintf(a->state, sizeof a->state, "%s", state);
+                err_format(&e, a->last_error, sizeof a->last_error);
+                a->next_at = now + d;
+                a->last_error_kind = e.kind;
+                rt.polls_failed++;
+                log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
+                         state, (long long)(d / 1000), log_q(a->last_error));
+            }
+            if (rt.on_poll)
+                rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
+            snapshot = *a;
+            pthread_mutex_unlock(&rt.lock);
+            save_state(st, &snapshot);
+            pthread_mutex_lock(&rt.lock);
+        } else if (a) {
+            a->running = false;
+        }
+        cfgref_put(ref);
+        pthread_cond_broadcast(&rt.cond);
+    }
+    pthread_mutex_unlock(&rt.lock);
+    store_close(st);
+    return NULL;
+}
+
+/* ---- delivery thread ------------------------------------------------------------ */
+
+static void *delivery_thread(void *arg)
+{
+    struct store *st = arg;
+    struct err e;
+    int64_t last_purge = 0;
+    int64_t stop_deadline = 0;
+    for (;;) {
+        pthread_mutex_lock(&rt.lock);
+        bool stopping = rt.stopping;
+        bool once_done = rt.once && once_polls_done();
+        pthread_mutex_unlock(&rt.lock);
+        if (stopping && !stop_deadline)
+            stop_deadline = now_ms() + DAEMON_DRAIN_MS;
+        if (stopping && (delivery_in_flight(rt.delivery) == 0 || now_ms() > stop_deadline))
+            break;
+        struct cfgref *ref = stopping ? NULL : cfgref_get(&rt.cfg); /* draining: no new work */
+        if (delivery_step(rt.delivery, ref, 200, &e) < 0)
+            log_error("delivery_failed", "error=%s", log_q(e.msg));
+        if (ref && now_ms() - last_purge > DAEMON_PURGE_EVERY_MS) {
+            int64_t purged = 0;
+            last_purge = now_ms();
+            if (store_purge_bodies(st, ref->cfg->retention_ms, last_purge, 1000, &purged, &e) < 0)
+                log_error("purge_failed", "error=%s", log_q(e.msg));
+            else if (purged)
+                log_info("purged", "bodies=%lld", (long long)purged);
+        }
+        cfgref_put(ref);
+        if (once_done && delivery_in_flight(rt.delivery) == 0) {
+            int64_t next = 0;
+            if (store_delivery_next_due(st, &next, &e) < 0 || next == 0 ||
+                next > now_ms() + DAEMON_ONCE_WAIT_MS)
+                break;
+        }
+    }
+    pthread_mutex_lock(&rt.lock);
+    rt.delivery_done = true;
+    pthread_cond_broadcast(&rt.cond);
+    pthread_mutex_unlock(&rt.lock);
+    return NULL;
+}
+
+/* ---- reload ------------------------------------------------------------------------ */
+
+static void reload(const char *path, struct store *st)
+{
+    struct config_diag d = {0};
+    struct config *cfg = config_load(path, &d);
+    if (!cfg) {
+        for (size_t i = 0; i < d.count; i++)
+            log_error("config_invalid", "problem=%s", log_q(d.lines[i]));
+        log_error("reload_failed", "config=%s keeping=%s", log_q(path),
+                  log_q("the configuration loaded before"));
+        config_diag_free(&d);
+        return;
+    }
+    config_diag_free(&d);
+    struct cfgref *r = cfgref_new(cfg);
+    if (!r) {
+        config_free(&cfg);
+        return;
+    }
+    pthread_mutex_lock(&rt.lock);
+    if (strcmp(rt.cfg->cfg->state_dir, cfg->state_dir) != 0)
+        log_warn("reload_state_dir", "note=%s",
+                 log_q("state_dir changed: takes effect at the next start"));
+    sync_accounts(cfg, st);
+    log_set_level((enum log_level)cfg->log_level);
+    pthread_mutex_unlock(&rt.lock);
+    cfgref_swap(&rt.cfg, r);
+    struct err e;
+    if (store_webhooks_enable_all(st, &e) < 0)
+        log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
+    pthread_cond_broadcast(&rt.cond);
+    delivery_wakeup(rt.delivery);
+    if (rt.on_reload)
+        rt.on_reload();
+    log_info("reloaded", "accounts=%zu webhooks=%zu", cfg->account_count, cfg->webhook_count);
+}
+
+/* ---- main ----------------------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fputs("usage: pop3bridge run --config FILE [--once]\n"
+          "  runs until SIGTERM/SIGINT; SIGHUP reloads the configuration\n"
+          "  --once   poll every account once, deliver what is due, exit\n",
+          out);
+}
+
+int daemon_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"once", no_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    bool once = false;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': path = optarg; break;
+        case 'o': once = true; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            fprintf(stderr, "pop3bridge: Usage: unknown or incomplete option \"%s\"\n",
+                    argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct config_diag d = {0};
+    struct config *cfg = config_load(path, &d);
+    if (!cfg) {
+        config_diag_print(&d, stderr);
+        config_diag_free(&d);
+        return 2;
+    }
+    config_diag_free(&d);
+    log_set_level((enum log_level)cfg->log_level);
+
+    /* signals go to the main thread only: block them before threads exist */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    struct err e;
+    if (webhook_global_init(&e) < 0) {
+        fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
+        config_free(&cfg);
+        return 9;
+    }
+    struct store *st = store_open(cfg->state_dir, &e);
+    struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
+    if (!st || !dst) {
+        char line[600];
+        err_format(&e, line, sizeof line);
+        fprintf(stderr, "pop3bridge: %s\n", line);
+        store_close(st);
+        config_free(&cfg);
+        webhook_global_cleanup();
+        return 9;
+    }
+    pthread_mutex_init(&rt.lock, NULL);
+    pthread_cond_init(&rt.cond, NULL);
+    rt.once = once;
+    rt.cfg = cfgref_new(cfg);
+    snprintf(rt.config_path, sizeof rt.config_path, "%s", path);
+    sync_accounts(cfg, st);
+    if (store_webhooks_enable_all(st, &e) < 0)
+        log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
+    rt.delivery = delivery_new(dst, &e);
+    if (!rt.delivery) {
+        fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
+        return 9;
+    }
+    if (!once && runtime_start_services(&rt, &e) < 0) {
+        char line[600];
+        err_format(&e, line, sizeof line);
+        fprintf(stderr, "pop3bridge: %s\n", line);
+        return cfg->api.listen ? 3 : 9;
+    }
+    log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
+             cfg->account_count, cfg->webhook_count, once ? "yes" : "no");
+
+    size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
+    pthread_t workers[DAEMON_POLL_WORKERS], dthread;
+    for (size_t i = 0; i < nworkers; i++)
+        pthread_create(&workers[i], NULL, poll_worker, NULL);
+    pthread_create(&dthread, NULL, delivery_thread, dst);
+
+    struct timespec tick = {0, 50 * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            log_info("reload", "config=%s", log_q(path));
+            reload(path, st);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            log_info("stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
+            break;
+        }
+        pthread_mutex_lock(&rt.lock);
+        bool done = rt.once && rt.delivery_done;
+        pthread_mutex_unlock(&rt.lock);
+        if (done)
+            break;
+    }
+    pthread_mutex_lock(&rt.lock);
+    rt.stopping = true;
+    pthread_cond_broadcast(&rt.cond);
+    pthread_mutex_unlock(&rt.lock);
+    delivery_wakeup(rt.delivery);
+    for (size_t i = 0; i < nworkers; i++)
+        pthread_join(workers[i], NULL);
+    pthread_join(dthread, NULL);
+    runtime_stop_services(&rt);
+
+    struct delivery_stats ds;
+    delivery_stats(rt.delivery, &ds);
+    log_info("stopped", "polls_ok=%llu polls_failed=%llu delivered=%llu retried=%llu dead=%llu",
+             (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
+             (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
+             (unsigned long long)ds.dead);
+    int rc = rt.once && rt.polls_failed ? 1 : 0;
+    delivery_free(rt.delivery);
+    rt.delivery = NULL;
+    store_close(dst);
+    store_close(st);
+    cfgref_put(rt.cfg);
+    rt.cfg = NULL;
+    free(rt.accounts);
+    rt.accounts = NULL;
+    message_global_cleanup();
+    webhook_global_cleanup();
+    return rc;
+}

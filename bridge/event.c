@@ -1,0 +1,160 @@
+/* event — see include/event.h. */
+#include "event.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "message.h"
+
+char *event_time(int64_t ms, char *buf, size_t size)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    if (snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ms % 1000)) >= (int)size &&
+        size)
+        buf[size - 1] = '\0';
+    return buf;
+}
+
+struct membuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int mem_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct membuf *m = ctx;
+    if (m->len + len > m->cap) {
+        size_t cap = (m->len + len) * 2;
+        char *p = realloc(m->p, cap);
+        if (!p)
+            return err_set(e, ERR_INTERNAL, "out of memory reading a stored message");
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->len, data, len);
+    m->len += len;
+    return 0;
+}
+
+static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    int fd = *(int *)ctx;
+    const char *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int open_tmp(const char *dir, struct err *e)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+    return fd;
+}
+
+cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
+                     uint64_t inline_max, struct store_msg_info *info_out, struct err *e)
+{
+    struct store_msg_info info;
+    int r = store_msg_get(st, id, &info, e);
+    if (r < 0)
+        return NULL;
+    if (r == STORE_NOTFOUND || info.body_purged_at) {
+        err_set(e, ERR_USAGE, "no such message (or its body was purged)");
+        return NULL;
+    }
+    if (info_out)
+        *info_out = info;
+    char idbuf[STORE_ID_MAX], when[40];
+    struct message_opts o = {
+        .id = store_msg_id_format(id, idbuf),
+        .uidl = info.uidl,
+        .received_at = event_time(info.received_at, when, sizeof when),
+        .public_url = public_url,
+        .sha256_hex = info.sha256,
+        .inline_max = inline_max,
+    };
+    bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
+    cJSON *m = NULL;
+    if (info.size <= EVENT_MEM_MAX) {
+        struct membuf mb = {0};
+        r = store_msg_stream(st, id, mem_sink, &mb, e);
+        if (r == 0)
+            m = message_to_json(mb.p ? mb.p : "", mb.len, &o, e);
+        else if (r == STORE_NOTFOUND)
+            err_set(e, ERR_USAGE, "no such message (or its body was purged)");
+        free(mb.p);
+    } else {
+        int fd = open_tmp(tmp_dir, e);
+        if (fd < 0)
+            return NULL;
+        r = store_msg_stream(st, id, fd_sink, &fd, e);
+        if (r == 0)
+            m = message_to_json_fd(fd, &o, e);
+        else if (r == STORE_NOTFOUND)
+            err_set(e, ERR_USAGE, "no such message (or its body was purged)");
+        close(fd);
+    }
+    if (m && too_large) {
+        /* what is stored is the header only; describe the real message */
+        cJSON_ReplaceItemInObject(m, "size", cJSON_CreateNumber((double)info.declared_size));
+        cJSON_ReplaceItemInObject(m, "sha256", cJSON_CreateNull());
+        cJSON_ReplaceItemInObject(m, "raw_url", cJSON_CreateNull());
+        cJSON_AddTrueToObject(m, "too_large");
+    }
+    return m;
+}
+
+char *event_body(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
+                 uint64_t inline_max, size_t *len, struct err *e)
+{
+    struct store_msg_info info;
+    cJSON *m = event_message(st, tmp_dir, id, public_url, inline_max, &info, e);
+    if (!m)
+        return NULL;
+    char when[40];
+    cJSON *ev = cJSON_CreateObject();
+    cJSON *data = ev ? cJSON_CreateObject() : NULL;
+    if (!ev || !data) {
+        cJSON_Delete(ev);
+        cJSON_Delete(m);
+        err_set(e, ERR_INTERNAL, "out of memory building an event");
+        return NULL;
+    }
+    bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    cJSON_AddStringToObject(ev, "type", too_large ? "message.too_large" : "message.received");
+    cJSON_AddStringToObject(ev, "timestamp",
+                            event_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when,
+                                       sizeof when));
+    cJSON_AddStringToObject(data, "account", info.account);
+    cJSON_AddItemToObject(data, "message", m);
+    cJSON_AddItemToObject(ev, "data", data);
+    char *s = cJSON_PrintUnformatted(ev);
+    cJSON_Delete(ev);
+    if (!s) {
+        err_set(e, ERR_INTERNAL, "out of memory printing an event");
+        return NULL;
+    }
+    *len = strlen(s);
+    return s;
+}

@@ -1,0 +1,247 @@
+/* maildir — see include/maildir.h. */
+#include "maildir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define MAILDIR_PATH_MAX 4096
+
+struct maildir {
+    char *path;
+    char **keys;      /* sorted */
+    size_t n_keys, cap_keys;
+    int fd;           /* current tmp file, -1 if none */
+    char tmp[MAILDIR_PATH_MAX];
+    char name[512];
+    char host[128];
+    unsigned seq;
+    unsigned long long written;
+};
+
+static int sys_err(struct err *e, const char *what, const char *path)
+{
+    return err_set(e, ERR_INTERNAL, "%s %s: %s", what, path, strerror(errno));
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int add_key(struct maildir *md, const char *key)
+{
+    if (md->n_keys == md->cap_keys) {
+        size_t cap = md->cap_keys ? md->cap_keys * 2 : 256;
+        char **k = realloc(md->keys, cap * sizeof *k);
+        if (!k)
+            return -1;
+        md->keys = k;
+        md->cap_keys = cap;
+    }
+    md->keys[md->n_keys] = strndup(key, MAILDIR_KEY_LEN);
+    if (!md->keys[md->n_keys])
+        return -1;
+    md->n_keys++;
+    return 0;
+}
+
+static int index_dir(struct maildir *md, const char *sub, struct err *e)
+{
+    char dpath[MAILDIR_PATH_MAX];
+    if (snprintf(dpath, sizeof dpath, "%s/%s", md->path, sub) >= (int)sizeof dpath)
+        return err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
+    DIR *d = opendir(dpath);
+    if (!d)
+        return sys_err(e, "cannot read", dpath);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *u = strstr(de->d_name, ",U=");
+        if (!u || strspn(u + 3, "0123456789abcdef") < MAILDIR_KEY_LEN)
+            continue;
+        if (add_key(md, u + 3) < 0) {
+            closedir(d);
+            return err_set(e, ERR_INTERNAL, "out of memory");
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+static int mkdir_p(const char *path, struct err *e)
+{
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return sys_err(e, "cannot create", path);
+    return 0;
+}
+
+struct maildir *maildir_open(const char *path, struct err *e)
+{
+    struct maildir *md = calloc(1, sizeof *md);
+    if (!md || !(md->path = strdup(path))) {
+        free(md);
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    md->fd = -1;
+    size_t pl = strlen(md->path);
+    while (pl > 1 && md->path[pl - 1] == '/')
+        md->path[--pl] = '\0';
+    if (gethostname(md->host, sizeof md->host) < 0 || !md->host[0])
+        snprintf(md->host, sizeof md->host, "localhost");
+    md->host[sizeof md->host - 1] = '\0';
+    for (char *c = md->host; *c; c++)
+        if (*c == '/' || *c == ':' || *c == ',')
+            *c = '_';
+    static const char *subs[] = {"tmp", "new", "cur"};
+    char sub[MAILDIR_PATH_MAX];
+    if (mkdir_p(md->path, e) < 0)
+        goto fail;
+    for (size_t i = 0; i < 3; i++) {
+        if (snprintf(sub, sizeof sub, "%s/%s", md->path, subs[i]) >= (int)sizeof sub) {
+            err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
+            goto fail;
+        }
+        if (mkdir_p(sub, e) < 0)
+            goto fail;
+    }
+    if (index_dir(md, "new", e) < 0 || index_dir(md, "cur", e) < 0)
+        goto fail;
+    qsort(md->keys, md->n_keys, sizeof *md->keys, cmp_key);
+    return md;
+fail:
+    maildir_close(&md);
+    return NULL;
+}
+
+void maildir_close(struct maildir **mdp)
+{
+    if (!mdp || !*mdp)
+        return;
+    struct maildir *md = *mdp;
+    maildir_abort(md);
+    for (size_t i = 0; i < md->n_keys; i++)
+        free(md->keys[i]);
+    free(md->keys);
+    free(md->path);
+    free(md);
+    *mdp = NULL;
+}
+
+void maildir_key(const char *source, const char *uidl, char key[MAILDIR_KEY_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    EVP_DigestUpdate(c, source, strlen(source) + 1);
+    EVP_DigestUpdate(c, uidl, strlen(uidl));
+    EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < MAILDIR_KEY_LEN / 2; i++) {
+        key[2 * i] = hex[md[i] >> 4];
+        key[2 * i + 1] = hex[md[i] & 15];
+    }
+    key[MAILDIR_KEY_LEN] = '\0';
+}
+
+bool maildir_has(const struct maildir *md, const char *key)
+{
+    const char *k = key;
+    return md->n_keys && bsearch(&k, md->keys, md->n_keys, sizeof *md->keys, cmp_key) != NULL;
+}
+
+int maildir_begin(struct maildir *md, const char *key, struct err *e)
+{
+    maildir_abort(md);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    int n = snprintf(md->name, sizeof md->name, "%lld.M%06ldP%dQ%u.%s,U=%s", (long long)tv.tv_sec,
+                     (long)tv.tv_usec, (int)getpid(), ++md->seq, md->host, key);
+    if (n < 0 || (size_t)n >= sizeof md->name)
+        return err_set(e, ERR_INTERNAL, "Maildir file name too long");
+    if (snprintf(md->tmp, sizeof md->tmp, "%s/tmp/%s", md->path, md->name) >= (int)sizeof md->tmp)
+        return err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
+    md->fd = open(md->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (md->fd < 0)
+        return sys_err(e, "cannot create", md->tmp);
+    md->written = 0;
+    return 0;
+}
+
+int maildir_write(struct maildir *md, const void *buf, size_t len, struct err *e)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = write(md->fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return sys_err(e, "cannot write", md->tmp);
+        }
+        p += w;
+        len -= (size_t)w;
+        md->written += (unsigned long long)w;
+    }
+    return 0;
+}
+
+int maildir_commit(struct maildir *md, struct err *e)
+{
+    char dst[MAILDIR_PATH_MAX];
+    if (md->fd < 0)
+        return err_set(e, ERR_INTERNAL, "no message in progress");
+    if (fsync(md->fd) < 0) {
+        sys_err(e, "cannot fsync", md->tmp);
+        maildir_abort(md);
+        return -1;
+    }
+    if (close(md->fd) < 0) {
+        md->fd = -1;
+        sys_err(e, "cannot close", md->tmp);
+        unlink(md->tmp);
+        return -1;
+    }
+    md->fd = -1;
+    /* ",S=<size>" lets Dovecot and others skip a stat */
+    if (snprintf(dst, sizeof dst, "%s/new/%s,S=%llu", md->path, md->name, md->written) >=
+            (int)sizeof dst ||
+        rename(md->tmp, dst) < 0) {
+        sys_err(e, "cannot move into new/", md->tmp);
+        unlink(md->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+void maildir_abort(struct maildir *md)
+{
+    if (md->fd >= 0) {
+        close(md->fd);
+        md->fd = -1;
+        unlink(md->tmp);
+    }
+}
+
+int maildir_sync(struct maildir *md, struct err *e)
+{
+    char dpath[MAILDIR_PATH_MAX];
+    if (snprintf(dpath, sizeof dpath, "%s/new", md->path) >= (int)sizeof dpath)
+        return err_set(e, ERR_INTERNAL, "Maildir path too long");
+    int fd = open(dpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return sys_err(e, "cannot open", dpath);
+    int r = fsync(fd);
+    close(fd);
+    if (r < 0)
+        return sys_err(e, "cannot fsync", dpath);
+    return 0;
+}

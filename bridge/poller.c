@@ -1,0 +1,459 @@
+/* poller — one poll cycle of one account; see include/poller.h. */
+#include "poller.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "pop3.h"
+
+/* Received bytes may exceed LIST's figure a little (servers count differently);
+ * the engine's own cap sits this far above the account's limit. */
+#define SIZE_SLACK(max) ((max) / 8 + 65536)
+
+int64_t poller_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- known UIDLs: a sorted array of copies ------------------------------- */
+
+struct known {
+    char **v;
+    size_t n, cap;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int known_add(void *ctx, const char *uidl, enum store_uidl_state state, int64_t msg_id,
+                     struct err *e)
+{
+    (void)state;
+    (void)msg_id;
+    struct known *k = ctx;
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 1024;
+        char **v = realloc(k->v, cap * sizeof *v);
+        if (!v)
+            return err_set(e, ERR_INTERNAL, "out of memory for known UIDLs");
+        k->v = v;
+        k->cap = cap;
+    }
+    if (!(k->v[k->n] = strdup(uidl)))
+        return err_set(e, ERR_INTERNAL, "out of memory for known UIDLs");
+    k->n++;
+    return 0;
+}
+
+static bool known_has(const struct known *k, const char *uidl)
+{
+    return k->n && bsearch(&uidl, k->v, k->n, sizeof *k->v, cmp_str) != NULL;
+}
+
+static void known_free(struct known *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        free(k->v[i]);
+    free(k->v);
+    memset(k, 0, sizeof *k);
+}
+
+/* ---- storing messages as they stream in --------------------------------- */
+
+struct fetch {
+    struct store *st;
+    const struct config_account *a;
+    const struct pop3_listing *l;
+    const char *const *webhooks;
+    size_t n_webhooks;
+    bool too_large_mode;      /* these are TOP n 0 headers of too-large messages */
+    struct store_msg *m;      /* message being written */
+    bool batch_open;
+    size_t batch_msgs;
+    uint64_t batch_bytes;
+    int64_t batch_started;
+    poller_notify_fn notify;
+    void *notify_ctx;
+    struct poller_result *res;
+    uint32_t current;         /* message number being received */
+    uint64_t received;        /* bytes of the current message */
+};
+
+static int batch_commit(struct fetch *f, struct err *e)
+{
+    if (!f->batch_open)
+        return 0;
+    f->batch_open = false;
+    if (store_batch_commit(f->st, e) < 0)
+        return -1;
+    if (f->batch_msgs && f->notify)
+        f->notify(f->notify_ctx);
+    f->batch_msgs = 0;
+    f->batch_bytes = 0;
+    return 0;
+}
+
+static int sink_begin(void *ctx, uint32_t number, struct err *e)
+{
+    struct fetch *f = ctx;
+    if (!f->batch_open) {
+        if (store_batch_begin(f->st, e) < 0)
+            return -1;
+        f->batch_open = true;
+        f->batch_started = mono_ms();
+    }
+    f->received = 0;
+    f->current = number;
+    return store_msg_begin(f->st, f->a->name, f->l->entries[number - 1].uidl, &f->m, e);
+}
+
+static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
+{
+    struct fetch *f = ctx;
+    f->received += len;
+    if (!f->too_large_mode && f->received > f->a->max_message_size)
+        return err_set(e, ERR_LIMIT, "message %u is larger than max_message_size (%llu octets)",
+                       f->current, (unsigned long long)f->a->max_message_size);
+    return store_msg_write(f->m, buf, len, e);
+}
+
+static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
+{
+    struct fetch *f = ctx;
+    struct store_msg *m = f->m;
+    f->m = NULL;
+    struct store_msg_meta meta = {0};
+    if (f->too_large_mode) {
+        meta.kind = STORE_KIND_TOO_LARGE;
+        meta.declared_size = f->l->entries[number - 1].size;
+    }
+    struct store_msg_result r;
+    if (store_msg_finish(m, &meta, f->webhooks, f->n_webhooks, poller_now_ms(), &r, e) < 0)
+        return -1;
+    if (f->too_large_mode)
+        f->res->too_large++;
+    else
+        f->res->fetched++;
+    f->res->bytes += octets;
+    f->batch_msgs++;
+    f->batch_bytes += octets;
+    if (f->batch_msgs >= POLLER_BATCH_MESSAGES || f->batch_bytes >= POLLER_BATCH_BYTES ||
+        mono_ms() - f->batch_started >= POLLER_BATCH_MS)
+        return batch_commit(f, e);
+    return 0;
+}
+
+static int sink_failed(void *ctx, uint32_t number, const struct err *why)
+{
+    struct fetch *f = ctx;
+    store_msg_abort(f->m);
+    f->m = NULL;
+    f->res->failed++;
+    log_warn("retr_refused", "account=%s number=%u uidl=%s server=%s", f->a->name, number,
+             log_q(f->l->entries[number - 1].uidl), log_q(why->server));
+    return 0; /* the others may still come */
+}
+
+/* ---- the cycle ------------------------------------------------------------ */
+
+static void pop3_opts_from(const struct config_account *a, struct pop3_opts *o)
+{
+    static const enum pop3_mech map[] = {
+        [CONFIG_AUTH_USER] = POP3_MECH_USER,
+        [CONFIG_AUTH_APOP] = POP3_MECH_APOP,
+        [CONFIG_AUTH_PLAIN] = POP3_MECH_PLAIN,
+        [CONFIG_AUTH_LOGIN] = POP3_MECH_LOGIN,
+        [CONFIG_AUTH_CRAM_MD5] = POP3_MECH_CRAM_MD5,
+        [CONFIG_AUTH_SCRAM_SHA_1] = POP3_MECH_SCRAM_SHA_1,
+        [CONFIG_AUTH_SCRAM_SHA_256] = POP3_MECH_SCRAM_SHA_256,
+        [CONFIG_AUTH_XOAUTH2] = POP3_MECH_XOAUTH2,
+        [CONFIG_AUTH_OAUTHBEARER] = POP3_MECH_OAUTHBEARER,
+    };
+    memset(o, 0, sizeof *o);
+    o->host = a->host;
+    o->port = (unsigned)a->port;
+    o->tls = a->tls == CONFIG_TLS_IMPLICIT   ? POP3_TLS_IMPLICIT
+             : a->tls == CONFIG_TLS_STARTTLS ? POP3_TLS_STARTTLS
+                                             : POP3_TLS_NONE;
+    o->ca_file = a->ca_file;
+    o->fingerprint = a->fingerprint;
+    o->username = a->username;
+    o->password = a->password.value;
+    o->oauth2_token = a->oauth2.present ? a->oauth2.token.value : NULL;
+    for (size_t i = 0; i < a->auth_count && i < POP3_MECHS_MAX; i++)
+        o->mechs[o->n_mechs++] = map[a->auth[i]];
+    o->allow_plaintext = a->allow_plaintext;
+    o->timeout_ms = (int)(a->timeout_ms > 0 && a->timeout_ms < 86400000 ? a->timeout_ms : 30000);
+    o->max_message_size = a->max_message_size + SIZE_SLACK(a->max_message_size);
+}
+
+static int number_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int find_number(const struct pop3_listing *l, const struct pop3_entry **sorted,
+                       const char *uidl)
+{
+    size_t lo = 0, hi = l->count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(sorted[mid]->uidl, uidl);
+        if (c == 0)
+            return (int)sorted[mid]->number;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+static int cmp_entry_uidl(const void *a, const void *b)
+{
+    return strcmp((*(const struct pop3_entry *const *)a)->uidl,
+                  (*(const struct pop3_entry *const *)b)->uidl);
+}
+
+struct del_ctx {
+    const struct pop3_listing *l;
+    const struct pop3_entry **sorted;
+    uint32_t *nums;
+    char **uidls;
+    size_t n;
+};
+
+static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int64_t msg_id,
+                   struct err *e)
+{
+    (void)state;
+    (void)msg_id;
+    struct del_ctx *d = ctx;
+    int num = find_number(d->l, d->sorted, uidl);
+    if (num <= 0 || d->n >= d->l->count)
+        return 0; /* not on the server (any more) */
+    if (!(d->uidls[d->n] = strdup(uidl)))
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    d->nums[d->n++] = (uint32_t)num;
+    return 0;
+}
+
+static int one_session(struct store *st, const struct config *cfg, const struct config_account *a,
+                       bool first, poller_notify_fn notify, void *notify_ctx,
+                       struct poller_result *res, const char *force_large,
+                       char **over_limit, struct err *e)
+{
+    struct pop3_opts po;
+    pop3_opts_from(a, &po);
+    struct pop3 *p = NULL;
+    struct pop3_listing *l = NULL;
+    struct known k = {0};
+    uint32_t *fetch_nums = NULL, *large_nums = NULL;
+    const struct pop3_entry **sorted = NULL;
+    struct del_ctx dc = {0};
+    struct fetch f = {0};
+    int rc = -1;
+    (void)cfg;
+
+    p = pop3_open(&po, e);
+    if (!p)
+        goto out;
+    const struct pop3_capa *capa = pop3_capa(p);
+    res->login_delay = capa->login_delay;
+    if (pop3_listing(p, &l, e) < 0)
+        goto out;
+    if (!l->has_uidl) {
+        err_set(e, ERR_SERVER, "server does not support UIDL, which the bridge needs to tell "
+                               "new messages from old");
+        goto out;
+    }
+    res->listed = l->count;
+    if (store_uidls_each(st, a->name, known_add, &k, e) < 0)
+        goto out;
+    qsort(k.v, k.n, sizeof *k.v, cmp_str);
+
+    /* what is new */
+    fetch_nums = malloc(((size_t)l->count + 1) * sizeof *fetch_nums);
+    large_nums = malloc(((size_t)l->count + 1) * sizeof *large_nums);
+    if (!fetch_nums || !large_nums) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto out;
+    }
+    size_t n_fetch = 0, n_large = 0, n_new = 0;
+    const char **ignore = NULL;
+    if (first && a->start == CONFIG_START_NEW && k.n == 0) {
+        /* first poll with start: new — remember what is there, deliver nothing */
+        ignore = malloc(((size_t)l->count + 1) * sizeof *ignore);
+        if (!ignore) {
+            err_set(e, ERR_INTERNAL, "out of memory");
+            goto out;
+        }
+        for (uint32_t i = 0; i < l->count; i++)
+            ignore[i] = l->entries[i].uidl;
+        int r = store_uidls_record_ignored(st, a->name, ignore, l->count, poller_now_ms(), e);
+        free(ignore);
+        if (r < 0)
+            goto out;
+        res->ignored = l->count;
+    } else {
+        for (uint32_t i = 0; i < l->count; i++) {
+            const struct pop3_entry *en = &l->entries[i];
+            if (known_has(&k, en->uidl))
+                continue;
+            if (n_new >= (size_t)a->max_messages_per_poll) {
+                res->more = true;
+                break;
+            }
+            n_new++;
+            bool forced = force_large && strcmp(force_large, en->uidl) == 0;
+            if (forced || en->size > a->max_message_size)
+                large_nums[n_large++] = en->number;
+            else
+                fetch_nums[n_fetch++] = en->number;
+        }
+    }
+
+    f.st = st;
+    f.a = a;
+    f.l = l;
+    f.webhooks = (const char *const *)a->webhooks;
+    f.n_webhooks = a->webhook_count;
+    f.notify = notify;
+    f.notify_ctx = notify_ctx;
+    f.res = res;
+    struct pop3_sink sink = {
+        .begin = sink_begin, .data = sink_data, .end = sink_end, .failed = sink_failed,
+        .ctx = &f, .lf = false,
+    };
+    if (n_fetch && pop3_retr(p, fetch_nums, n_fetch, &sink, e) < 0) {
+        if (e->kind == ERR_LIMIT && f.m && f.current && !*over_limit)
+            *over_limit = strdup(l->entries[f.current - 1].uidl);
+        goto out;
+    }
+    /* too large: only the header (TOP n 0), delivered as message.too_large */
+    if (n_large) {
+        if (!capa->known || capa->top) {
+            f.too_large_mode = true;
+            for (size_t i = 0; i < n_large; i++)
+                if (pop3_top(p, large_nums[i], 0, &sink, e) < 0)
+                    goto out;
+        } else {
+            log_warn("too_large_skipped", "account=%s count=%zu reason=%s", a->name, n_large,
+                     log_q("server has no TOP"));
+        }
+    }
+    if (batch_commit(&f, e) < 0)
+        goto out;
+
+    /* deletions: what the policy allows, among what the server still lists */
+    bool del_delivered = a->after_delivery == CONFIG_AFTER_DELETE;
+    if (del_delivered || a->delete_after_ms > 0) {
+        sorted = malloc(((size_t)l->count + 1) * sizeof *sorted);
+        dc.nums = malloc(((size_t)l->count + 1) * sizeof *dc.nums);
+        dc.uidls = calloc((size_t)l->count + 1, sizeof *dc.uidls);
+        if (!sorted || !dc.nums || !dc.uidls) {
+            err_set(e, ERR_INTERNAL, "out of memory");
+            goto out;
+        }
+        for (uint32_t i = 0; i < l->count; i++)
+            sorted[i] = &l->entries[i];
+        qsort(sorted, l->count, sizeof *sorted, cmp_entry_uidl);
+        dc.l = l;
+        dc.sorted = sorted;
+        if (store_uidls_deletable(st, a->name, del_delivered, a->delete_after_ms,
+                                  poller_now_ms(), del_add, &dc, e) < 0)
+            goto out;
+        if (dc.n) {
+            uint32_t *nums = dc.nums;
+            qsort(nums, dc.n, sizeof *nums, number_cmp);
+            if (pop3_dele(p, nums, dc.n, e) < 0)
+                goto out;
+        }
+    }
+    if (pop3_quit(&p, e) < 0)
+        goto out; /* nothing may be assumed deleted */
+    if (dc.n) {
+        if (store_uidls_mark_deleted(st, a->name, (const char *const *)dc.uidls, dc.n, e) < 0)
+            goto out;
+        res->deleted = dc.n;
+    }
+    /* the seen-set stays bounded: forget what the server no longer has */
+    {
+        const char **listed = malloc(((size_t)l->count + 1) * sizeof *listed);
+        if (!listed) {
+            err_set(e, ERR_INTERNAL, "out of memory");
+            goto out;
+        }
+        for (uint32_t i = 0; i < l->count; i++)
+            listed[i] = l->entries[i].uidl;
+        /* messages deleted just now are no longer listed either */
+        int r = store_uidls_forget_vanished(st, a->name, listed, l->count, NULL, e);
+        free(listed);
+        if (r < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    store_msg_abort(f.m);
+    f.m = NULL;
+    if (f.batch_open) {
+        /* keep what was fully received: commit the batch even on error */
+        struct err ce;
+        if (batch_commit(&f, &ce) < 0)
+            log_error("store_commit_failed", "account=%s error=%s", a->name, log_q(ce.msg));
+    }
+    pop3_abort(&p);
+    for (size_t i = 0; i < dc.n; i++)
+        free(dc.uidls[i]);
+    free(dc.uidls);
+    free(dc.nums);
+    free(sorted);
+    free(fetch_nums);
+    free(large_nums);
+    known_free(&k);
+    pop3_listing_free(&l);
+    return rc;
+}
+
+int poller_poll(struct store *st, const struct config *cfg, const struct config_account *a,
+                bool first, poller_notify_fn notify, void *notify_ctx,
+                struct poller_result *res, struct err *e)
+{
+    memset(res, 0, sizeof *res);
+    res->login_delay = -1;
+    err_clear(e);
+    char *over = NULL;
+    int rc = one_session(st, cfg, a, first, notify, notify_ctx, res, NULL, &over, e);
+    if (rc < 0 && over) {
+        /* a message went over max_message_size while being received (LIST
+         * understated it): poll again at once, taking only its header */
+        log_warn("message_too_large", "account=%s uidl=%s limit=%llu", a->name, log_q(over),
+                 (unsigned long long)a->max_message_size);
+        struct poller_result again;
+        memset(&again, 0, sizeof again);
+        again.login_delay = -1;
+        char *ignored = NULL;
+        rc = one_session(st, cfg, a, false, notify, notify_ctx, &again, over, &ignored, e);
+        free(ignored);
+        again.fetched += res->fetched;
+        again.bytes += res->bytes;
+        *res = again;
+    }
+    free(over);
+    return rc;
+}

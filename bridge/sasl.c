@@ -1,0 +1,773 @@
+/* sasl — client SASL mechanisms for POP3 AUTH, APOP, base64; see include/sasl.h.
+ *
+ * PLAIN, LOGIN, CRAM-MD5 and SCRAM-SHA-* run inside libgsasl; we call
+ * gsasl_step() on the raw bytes (our own strict base64 on both sides) rather
+ * than gsasl_step64(), because gsasl_step64() frees the raw response — which
+ * for PLAIN and LOGIN is the clear password — without wiping it.
+ * XOAUTH2 and OAUTHBEARER are built here.  The state machine around both is
+ * the same: START -> RUNNING -> DONE, or OAUTH_SENT -> DONE for the OAuth
+ * mechanisms (one error report may follow the token), FAILED after any error.
+ */
+#include "sasl.h"
+
+#include <cjson/cJSON.h>
+#include <gsasl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SASL_SERVICE "pop" /* GSASL_SERVICE: the GSSAPI service name of POP3 */
+#define SASL_PORT_DIGITS 12
+
+enum mech_id {
+    MECH_PLAIN,
+    MECH_LOGIN,
+    MECH_CRAM_MD5,
+    MECH_SCRAM_SHA_1,
+    MECH_SCRAM_SHA_256,
+    MECH_XOAUTH2,
+    MECH_OAUTHBEARER,
+};
+
+enum cred_need { NEED_PASSWORD, NEED_TOKEN };
+
+static const struct mech {
+    const char *name;
+    enum mech_id id;
+    bool client_first;  /* sends an initial response */
+    bool by_gsasl;      /* libgsasl implements it */
+    bool takes_authzid; /* can carry an authorization identity */
+    enum cred_need need;
+} mechs[] = {
+    {"PLAIN", MECH_PLAIN, true, true, true, NEED_PASSWORD},
+    {"LOGIN", MECH_LOGIN, false, true, false, NEED_PASSWORD},
+    {"CRAM-MD5", MECH_CRAM_MD5, false, true, false, NEED_PASSWORD},
+    {"SCRAM-SHA-1", MECH_SCRAM_SHA_1, true, true, true, NEED_PASSWORD},
+    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, true, true, true, NEED_PASSWORD},
+    {"XOAUTH2", MECH_XOAUTH2, true, false, false, NEED_TOKEN},
+    {"OAUTHBEARER", MECH_OAUTHBEARER, true, false, true, NEED_TOKEN},
+};
+
+enum sasl_state {
+    ST_START,      /* nothing sent yet */
+    ST_RUNNING,    /* responses sent, the mechanism expects more */
+    ST_OAUTH_SENT, /* OAuth token sent; the server may still send an error report */
+    ST_DONE,       /* the client has said everything */
+    ST_FAILED,     /* an error ended the exchange */
+};
+
+struct sasl {
+    const struct mech *m;
+    enum sasl_state st;
+    unsigned gsteps;    /* gsasl_step calls made */
+    Gsasl_session *gs;  /* by_gsasl mechanisms */
+    char *token;        /* OAuth: copy of the token, wiped */
+    char *initial;      /* OAuth: the raw initial response, wiped */
+    size_t initial_len;
+    char *resp;         /* the last response, base64; wiped */
+    char detail[SASL_DETAIL_MAX];
+};
+
+/* ---- process-wide libgsasl handle --------------------------------------- */
+
+/* A mutex rather than pthread_once: sasl_global_cleanup() must be able to
+ * release the handle and a later sasl_new() to create a fresh one. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static Gsasl *g_ctx;
+
+static int gsasl_session_start(const char *mech, Gsasl_session **gs)
+{
+    int rc = GSASL_OK;
+    pthread_mutex_lock(&g_lock);
+    if (!g_ctx)
+        rc = gsasl_init(&g_ctx);
+    if (rc == GSASL_OK)
+        rc = gsasl_client_start(g_ctx, mech, gs);
+    else
+        g_ctx = NULL;
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+void sasl_global_cleanup(void)
+{
+    pthread_mutex_lock(&g_lock);
+    if (g_ctx)
+        gsasl_done(g_ctx);
+    g_ctx = NULL;
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void wipe_free_n(void *p, size_t n)
+{
+    if (!p)
+        return;
+    OPENSSL_cleanse(p, n);
+    free(p);
+}
+
+static void wipe_free(char *p)
+{
+    if (p)
+        wipe_free_n(p, strlen(p));
+}
+
+static const struct mech *mech_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++)
+        if (strcasecmp(name, mechs[i].name) == 0)
+            return &mechs[i];
+    return NULL;
+}
+
+static bool mech_is_scram(const struct mech *m)
+{
+    return m->id == MECH_SCRAM_SHA_1 || m->id == MECH_SCRAM_SHA_256;
+}
+
+bool sasl_mech_client_first(const char *mech)
+{
+    const struct mech *m = mech_find(mech);
+    return m && m->client_first;
+}
+
+bool sasl_mech_supported(const char *mech)
+{
+    return mech_find(mech) != NULL;
+}
+
+const char *sasl_mech_name(const struct sasl *s)
+{
+    return s ? s->m->name : "";
+}
+
+const char *sasl_error_detail(const struct sasl *s)
+{
+    return s ? s->detail : "";
+}
+
+/* ---- base64 (RFC 4648 §4) ------------------------------------------------- */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+char *sasl_b64_encode(const void *data, size_t len)
+{
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    const unsigned char *in = data;
+    size_t olen = (len + 2) / 3 * 4;
+    char *out = malloc(olen + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            w |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            w |= in[i + 2];
+        out[o++] = b64_alphabet[(w >> 18) & 63];
+        out[o++] = b64_alphabet[(w >> 12) & 63];
+        out[o++] = i + 1 < len ? b64_alphabet[(w >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? b64_alphabet[w & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Strict decode of n characters; -1 invalid, -2 out of memory. */
+static int b64_decode_n(const char *b64, size_t n, unsigned char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (n % 4 != 0)
+        return -1;
+    size_t pad = 0;
+    if (n > 0 && b64[n - 1] == '=') {
+        pad = 1;
+        if (b64[n - 2] == '=')
+            pad = 2;
+    }
+    size_t olen = n / 4 * 3 - pad;
+    unsigned char *o = malloc(olen + 1);
+    if (!o)
+        return -2;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        bool last = i + 4 == n;
+        size_t real = last ? 4 - pad : 4; /* characters that carry bits */
+        int v[4] = {0, 0, 0, 0};
+        for (size_t j = 0; j < real; j++) {
+            v[j] = b64_value((unsigned char)b64[i + j]);
+            if (v[j] < 0) {
+                free(o);
+                return -1;
+            }
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+                     (uint32_t)v[3];
+        /* the bits after the last whole byte must be zero (canonical form) */
+        if ((real == 2 && (w & 0xffff)) || (real == 3 && (w & 0xff))) {
+            free(o);
+            return -1;
+        }
+        o[k++] = (unsigned char)(w >> 16);
+        if (real >= 3)
+            o[k++] = (unsigned char)(w >> 8);
+        if (real == 4)
+            o[k++] = (unsigned char)w;
+    }
+    o[k] = '\0';
+    *out = o;
+    *out_len = k;
+    return 0;
+}
+
+int sasl_b64_decode(const char *b64, unsigned char **out, size_t *out_len)
+{
+    if (!out || !out_len)
+        return -1;
+    *out = NULL;
+    *out_len = 0;
+    if (!b64)
+        return -1;
+    return b64_decode_n(b64, strlen(b64), out, out_len);
+}
+
+/* ---- credentials ------------------------------------------------------------ */
+
+/* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
+static bool is_bearer_token(const char *t)
+{
+    size_t i = 0;
+    for (; t[i] && t[i] != '='; i++) {
+        char c = t[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'))
+            return false;
+    }
+    if (i == 0)
+        return false;
+    for (; t[i]; i++)
+        if (t[i] != '=')
+            return false;
+    return true;
+}
+
+static bool has_control(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || (unsigned char)*v == 0x7f)
+            return true;
+    return false;
+}
+
+/* A field's length and bytes.  what names the field, never its value. */
+static int check_field(const struct mech *m, const char *what, const char *v, bool no_ctl,
+                       struct err *e)
+{
+    if (!v)
+        return 0;
+    if (strnlen(v, SASL_CRED_MAX + 1) > SASL_CRED_MAX)
+        return err_set(e, ERR_USAGE, "%s: the %s is longer than %d bytes (SASL_CRED_MAX)",
+                       m->name, what, SASL_CRED_MAX);
+    if (no_ctl && has_control(v))
+        return err_set(e, ERR_USAGE, "%s: the %s contains a control character", m->name, what);
+    return 0;
+}
+
+static int check_creds(const struct mech *m, const struct sasl_creds *c, struct err *e)
+{
+    bool oauth = !m->by_gsasl;
+    if (!c->username || !c->username[0])
+        return err_set(e, ERR_USAGE, "%s needs a user name", m->name);
+    if (m->need == NEED_PASSWORD && !c->password)
+        return err_set(e, ERR_USAGE, "%s needs a password", m->name);
+    if (m->need == NEED_TOKEN && (!c->oauth2_token || !c->oauth2_token[0]))
+        return err_set(e, ERR_USAGE, "%s needs an OAuth 2.0 access token", m->name);
+    if (c->authzid && c->authzid[0] && !m->takes_authzid)
+        return err_set(e, ERR_USAGE, "%s cannot carry an authorization identity (authzid)",
+                       m->name);
+    if (check_field(m, "user name", c->username, oauth, e) < 0 ||
+        check_field(m, "password", c->password, false, e) < 0 ||
+        check_field(m, "authorization identity", c->authzid, oauth, e) < 0 ||
+        check_field(m, "host name", c->host, true, e) < 0)
+        return -1;
+    if (m->need == NEED_TOKEN) {
+        if (strnlen(c->oauth2_token, SASL_TOKEN_MAX + 1) > SASL_TOKEN_MAX)
+            return err_set(e, ERR_USAGE,
+                           "%s: the access token is longer than %d bytes (SASL_TOKEN_MAX)",
+                           m->name, SASL_TOKEN_MAX);
+        if (!is_bearer_token(c->oauth2_token))
+            return err_set(e, ERR_USAGE,
+                           "%s: the access token is not a bearer token (RFC 6750 b64token)",
+                           m->name);
+    }
+    return 0;
+}
+
+/* ---- session setup ------------------------------------------------------------ */
+
+static int start_gsasl(struct sasl *s, const struct sasl_creds *c, struct err *e)
+{
+    int rc = gsasl_session_start(s->m->name, &s->gs);
+    if (rc != GSASL_OK) {
+        s->gs = NULL;
+        return err_set(e, ERR_INTERNAL, "%s: libgsasl could not start the mechanism (%s)",
+                       s->m->name, gsasl_strerror_name(rc));
+    }
+    const struct {
+        Gsasl_property prop;
+        const char *value;
+    } props[] = {
+        {GSASL_AUTHID, c->username},
+        {GSASL_PASSWORD, c->password},
+        {GSASL_AUTHZID, c->authzid && c->authzid[0] ? c->authzid : NULL},
+        {GSASL_SERVICE, SASL_SERVICE},
+        {GSASL_HOSTNAME, c->host && c->host[0] ? c->host : NULL},
+    };
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++) {
+        if (!props[i].value)
+            continue;
+        rc = gsasl_property_set(s->gs, props[i].prop, props[i].value);
+        if (rc != GSASL_OK)
+            return err_set(e, ERR_INTERNAL, "%s: libgsasl could not store a property (%s)",
+                           s->m->name, gsasl_strerror_name(rc));
+    }
+    return 0;
+}
+
+/* An appending writer into a buffer sized in advance. */
+struct wbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void w_put(struct wbuf *w, const char *data, size_t n)
+{
+    if (w->len + n <= w->cap) {
+        memcpy(w->p + w->len, data, n);
+        w->len += n;
+    } else {
+        w->len = w->cap + 1; /* marks overflow; checked once at the end */
+    }
+}
+
+static void w_str(struct wbuf *w, const char *str)
+{
+    w_put(w, str, strlen(str));
+}
+
+/* RFC 5801 saslname: ',' -> "=2C", '=' -> "=3D". */
+static void w_saslname(struct wbuf *w, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == ',')
+            w_str(w, "=2C");
+        else if (*v == '=')
+            w_str(w, "=3D");
+        else
+            w_put(w, v, 1);
+    }
+}
+
+/* XOAUTH2:     user=<user>^Aauth=Bearer <token>^A^A
+ * OAUTHBEARER: n,a=<saslname>,^Ahost=<host>^Aport=<port>^Aauth=Bearer <token>^A^A
+ *              (RFC 7628 §3.1; host and port left out when unknown) */
+static int start_oauth(struct sasl *s, const struct sasl_creds *c, struct err *e)
+{
+    const char *who = c->authzid && c->authzid[0] ? c->authzid : c->username;
+    size_t cap = 64 + 3 * strlen(who) + strlen(c->username) + strlen(c->oauth2_token) +
+                 (c->host ? strlen(c->host) : 0) + SASL_PORT_DIGITS;
+    s->token = strdup(c->oauth2_token);
+    struct wbuf w = {malloc(cap), 0, cap};
+    if (!s->token || !w.p) {
+        free(w.p);
+        return err_set(e, ERR_INTERNAL, "%s: out of memory", s->m->name);
+    }
+    if (s->m->id == MECH_XOAUTH2) {
+        w_str(&w, "user=");
+        w_str(&w, c->username);
+        w_str(&w, "\001");
+    } else {
+        w_str(&w, "n,a=");
+        w_saslname(&w, who);
+        w_str(&w, ",\001");
+        if (c->host && c->host[0]) {
+            w_str(&w, "host=");
+            w_str(&w, c->host);
+            w_str(&w, "\001");
+        }
+        if (c->port) {
+            char port[SASL_PORT_DIGITS];
+            int n = snprintf(port, sizeof port, "%u", c->port);
+            if (n < 0 || (size_t)n >= sizeof port) {
+                wipe_free_n(w.p, cap);
+                return err_set(e, ERR_INTERNAL, "%s: port number does not fit", s->m->name);
+            }
+            w_str(&w, "port=");
+            w_str(&w, port);
+            w_str(&w, "\001");
+        }
+    }
+    w_str(&w, "auth=Bearer ");
+    w_str(&w, c->oauth2_token);
+    w_str(&w, "\001\001");
+    if (w.len > w.cap) {
+        wipe_free_n(w.p, cap);
+        return err_set(e, ERR_INTERNAL, "%s: initial response larger than computed", s->m->name);
+    }
+    s->initial = w.p;
+    s->initial_len = w.len;
+    return 0;
+}
+
+struct sasl *sasl_new(const char *mech, const struct sasl_creds *c, struct err *e)
+{
+    const struct mech *m = mech_find(mech);
+    if (!m) {
+        char name[GSASL_MAX_MECHANISM_SIZE + 8];
+        err_sanitize(name, sizeof name, mech ? mech : "(null)", mech ? strlen(mech) : 6);
+        err_set(e, ERR_USAGE, "unknown SASL mechanism \"%s\"", name);
+        return NULL;
+    }
+    if (!c) {
+        err_set(e, ERR_USAGE, "%s: no credentials given", m->name);
+        return NULL;
+    }
+    if (check_creds(m, c, e) < 0)
+        return NULL;
+    struct sasl *s = calloc(1, sizeof *s);
+    if (!s) {
+        err_set(e, ERR_INTERNAL, "%s: out of memory", m->name);
+        return NULL;
+    }
+    s->m = m;
+    s->st = ST_START;
+    if ((m->by_gsasl ? start_gsasl(s, c, e) : start_oauth(s, c, e)) < 0) {
+        sasl_free(&s);
+        return NULL;
+    }
+    return s;
+}
+
+void sasl_free(struct sasl **sp)
+{
+    if (!sp || !*sp)
+        return;
+    struct sasl *s = *sp;
+    if (s->gs) {
+        /* libgsasl frees its property copies without wiping them: wipe the
+         * secret ones in place first (the memory is the session's own). */
+        const Gsasl_property secret[] = {GSASL_PASSWORD, GSASL_SCRAM_SALTED_PASSWORD};
+        for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++) {
+            const char *p = gsasl_property_fast(s->gs, secret[i]);
+            if (p)
+                OPENSSL_cleanse((void *)(uintptr_t)p, strlen(p));
+        }
+        gsasl_finish(s->gs);
+    }
+    wipe_free(s->token);
+    wipe_free_n(s->initial, s->initial_len);
+    wipe_free(s->resp);
+    OPENSSL_cleanse(s, sizeof *s);
+    free(s);
+    *sp = NULL;
+}
+
+/* ---- stepping ------------------------------------------------------------------- */
+
+/* Keep our base64 of raw (n bytes) as the response. */
+static int set_resp(struct sasl *s, const void *raw, size_t n, struct err *e)
+{
+    s->resp = sasl_b64_encode(raw, n);
+    if (!s->resp)
+        return err_set(e, ERR_INTERNAL, "%s: out of memory", s->m->name);
+    return 0;
+}
+
+/* SCRAM server-first (RFC 5802 §7): refuse an iteration count above our cap
+ * before libgsasl spends the time on it.  Other checks are libgsasl's. */
+static int scram_check_iter(const struct sasl *s, const unsigned char *in, size_t n,
+                            struct err *e)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && in[j] != ',')
+            j++;
+        if (j - i >= 2 && in[i] == 'i' && in[i + 1] == '=') {
+            if (j - i == 2)
+                return err_set(e, ERR_PROTO, "%s: empty iteration count in server-first message",
+                               s->m->name);
+            unsigned long v = 0;
+            for (size_t k = i + 2; k < j; k++) {
+                if (in[k] < '0' || in[k] > '9')
+                    return err_set(e, ERR_PROTO,
+                                   "%s: iteration count in server-first message is not a number",
+                                   s->m->name);
+                v = v * 10 + (unsigned long)(in[k] - '0');
+                if (v > SASL_SCRAM_ITER_MAX)
+                    return err_set(e, ERR_LIMIT,
+                                   "%s: server asks for more than %d iterations "
+                                   "(SASL_SCRAM_ITER_MAX)",
+                                   s->m->name, SASL_SCRAM_ITER_MAX);
+            }
+            return 0;
+        }
+        i = j + 1;
+    }
+    return 0;
+}
+
+static int gsasl_fail(struct sasl *s, int rc, struct err *e)
+{
+    const char *n = s->m->name;
+    switch (rc) {
+    case GSASL_AUTHENTICATION_ERROR:
+        if (mech_is_scram(s->m) && s->gsteps == 2)
+            return err_set(e, ERR_AUTH, "%s: server nonce does not extend the client nonce", n);
+        if (mech_is_scram(s->m) && s->gsteps == 3)
+            return err_set(e, ERR_AUTH,
+                           "%s: server signature did not verify (the server is not who it "
+                           "claims to be)",
+                           n);
+        return err_set(e, ERR_AUTH, "%s: authentication failed in the client (step %u)", n,
+                       s->gsteps);
+    case GSASL_MECHANISM_PARSE_ERROR:
+        return err_set(e, ERR_PROTO, "%s: malformed server challenge (step %u)", n, s->gsteps);
+    case GSASL_BASE64_ERROR:
+        return err_set(e, ERR_PROTO, "%s: invalid base64 inside the server challenge", n);
+    case GSASL_MECHANISM_CALLED_TOO_MANY_TIMES:
+        return err_set(e, ERR_PROTO, "%s: unexpected challenge after the last step", n);
+    case GSASL_SASLPREP_ERROR:
+        return err_set(e, ERR_USAGE,
+                       "%s: the user name or password is not valid for SASLprep (RFC 4013)", n);
+    case GSASL_NO_AUTHID:
+    case GSASL_NO_PASSWORD:
+    case GSASL_NO_AUTHZID:
+        return err_set(e, ERR_USAGE, "%s: a credential is missing (%s)", n,
+                       gsasl_strerror_name(rc));
+    case GSASL_MALLOC_ERROR:
+        return err_set(e, ERR_INTERNAL, "%s: out of memory", n);
+    default:
+        return err_set(e, ERR_INTERNAL, "%s: libgsasl failed (%s)", n, gsasl_strerror_name(rc));
+    }
+}
+
+static int step_gsasl(struct sasl *s, const unsigned char *in, size_t n, struct err *e)
+{
+    const char *name = s->m->name;
+    if (s->m->id == MECH_CRAM_MD5 && n == 0)
+        return err_set(e, ERR_PROTO, "%s: empty server challenge", name);
+    if (mech_is_scram(s->m) && s->gsteps == 1 && scram_check_iter(s, in, n, e) < 0)
+        return -1;
+    if (mech_is_scram(s->m) && s->gsteps == 2 && n >= 2 && in[0] == 'e' && in[1] == '=') {
+        err_set(e, ERR_AUTH, "%s: server-final message reports an error", name);
+        err_set_server(e, (const char *)in + 2, n - 2); /* sanitised there */
+        return -1;
+    }
+    char *out = NULL;
+    size_t out_len = 0;
+    int rc = gsasl_step(s->gs, (const char *)in, n, &out, &out_len);
+    s->gsteps++;
+    if (rc != GSASL_OK && rc != GSASL_NEEDS_MORE)
+        return gsasl_fail(s, rc, e); /* out's contents are unspecified: not touched */
+    int r = set_resp(s, out ? out : "", out ? out_len : 0, e);
+    wipe_free_n(out, out_len);
+    if (r < 0)
+        return -1;
+    s->st = rc == GSASL_OK ? ST_DONE : ST_RUNNING;
+    return rc == GSASL_OK ? SASL_DONE : SASL_MORE;
+}
+
+/* The OAuth error report: keep "status=.. scope=.." or the sanitised text. */
+static void oauth_keep_detail(struct sasl *s, const unsigned char *in, size_t n)
+{
+    if (n == 0) {
+        snprintf(s->detail, sizeof s->detail, "%s", "empty error report");
+        return;
+    }
+    if (s->token && memmem(in, n, s->token, strlen(s->token))) {
+        snprintf(s->detail, sizeof s->detail, "%s",
+                 "error report withheld: it contains the access token");
+        return;
+    }
+    char raw[SASL_DETAIL_MAX * 2];
+    size_t raw_len = 0;
+    cJSON *j = cJSON_ParseWithLength((const char *)in, n);
+    cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "status");
+    cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "scope");
+    if (cJSON_IsObject(j) && (cJSON_IsString(st) || cJSON_IsNumber(st))) {
+        char num[32];
+        const char *status = cJSON_GetStringValue(st);
+        if (!status) {
+            int k = snprintf(num, sizeof num, "%.0f", cJSON_GetNumberValue(st));
+            status = k > 0 && (size_t)k < sizeof num ? num : "?";
+        }
+        const char *scope = cJSON_GetStringValue(sc);
+        int k = snprintf(raw, sizeof raw, "status=%s%s%s", status, scope ? " scope=" : "",
+                         scope ? scope : "");
+        /* raw holds more than detail can: a cut shows as "..." either way */
+        raw_len = k < 0 ? 0 : (size_t)k < sizeof raw ? (size_t)k : sizeof raw - 1;
+        err_sanitize(s->detail, sizeof s->detail, raw, raw_len);
+    } else {
+        err_sanitize(s->detail, sizeof s->detail, (const char *)in, n);
+    }
+    cJSON_Delete(j);
+}
+
+static int step_oauth(struct sasl *s, const unsigned char *in, size_t n, struct err *e)
+{
+    if (s->st == ST_START) {
+        if (set_resp(s, s->initial, s->initial_len, e) < 0)
+            return -1;
+        s->st = ST_OAUTH_SENT;
+        return SASL_DONE;
+    }
+    /* ST_OAUTH_SENT: the challenge is the server's error report */
+    oauth_keep_detail(s, in, n);
+    int r = s->m->id == MECH_OAUTHBEARER ? set_resp(s, "\001", 1, e) : set_resp(s, "", 0, e);
+    if (r < 0)
+        return -1;
+    s->st = ST_DONE;
+    return SASL_DONE;
+}
+
+static int step_checked(struct sasl *s, const char *challenge_b64, struct err *e)
+{
+    const char *name = s->m->name;
+    switch (s->st) {
+    case ST_FAILED:
+        return err_set(e, ERR_USAGE, "%s: the exchange already failed", name);
+    case ST_DONE:
+        return err_set(e, ERR_PROTO, "%s: server sent a challenge after the exchange completed",
+                       name);
+    case ST_START:
+        if (!challenge_b64 && !s->m->client_first)
+            return err_set(e, ERR_USAGE,
+                           "%s has no initial response: pass the server's first challenge",
+                           name);
+        break;
+    case ST_RUNNING:
+    case ST_OAUTH_SENT:
+        if (!challenge_b64)
+            return err_set(e, ERR_USAGE, "%s: a challenge is needed after the first step",
+                           name);
+        break;
+    }
+    unsigned char *in = NULL;
+    size_t n = 0;
+    if (challenge_b64) {
+        size_t len = strnlen(challenge_b64, SASL_CHALLENGE_MAX + 1);
+        if (len > SASL_CHALLENGE_MAX)
+            return err_set(e, ERR_LIMIT,
+                           "%s: server challenge longer than %d characters (SASL_CHALLENGE_MAX)",
+                           name, SASL_CHALLENGE_MAX);
+        int rc = b64_decode_n(challenge_b64, len, &in, &n);
+        if (rc == -2)
+            return err_set(e, ERR_INTERNAL, "%s: out of memory", name);
+        if (rc < 0)
+            return err_set(e, ERR_PROTO, "%s: server challenge is not valid base64", name);
+    }
+    int r;
+    if (s->st == ST_START && s->m->client_first && n > 0)
+        r = err_set(e, ERR_PROTO, "%s: non-empty server challenge before the initial response",
+                    name);
+    else
+        r = s->m->by_gsasl ? step_gsasl(s, in, n, e) : step_oauth(s, in, n, e);
+    free(in);
+    return r;
+}
+
+int sasl_step(struct sasl *s, const char *challenge_b64, char **resp_b64, struct err *e)
+{
+    if (resp_b64)
+        *resp_b64 = NULL;
+    if (!s || !resp_b64)
+        return err_set(e, ERR_USAGE, "sasl_step: NULL exchange or result pointer");
+    wipe_free(s->resp);
+    s->resp = NULL;
+    int r = step_checked(s, challenge_b64, e);
+    if (r < 0) {
+        s->st = ST_FAILED;
+        return -1;
+    }
+    *resp_b64 = s->resp;
+    return r;
+}
+
+/* ---- APOP (RFC 1939 §7) ------------------------------------------------------------ */
+
+int sasl_apop_digest(const char *ts, size_t ts_len, const char *password, char out[33],
+                     struct err *e)
+{
+    if (!out)
+        return err_set(e, ERR_USAGE, "APOP: no output buffer");
+    out[0] = '\0';
+    if (!password)
+        return err_set(e, ERR_USAGE, "APOP needs a password");
+    if (strnlen(password, SASL_CRED_MAX + 1) > SASL_CRED_MAX)
+        return err_set(e, ERR_USAGE, "APOP: the password is longer than %d bytes (SASL_CRED_MAX)",
+                       SASL_CRED_MAX);
+    if (!ts || ts_len < 3)
+        return err_set(e, ERR_PROTO, "APOP: timestamp missing or shorter than \"<x>\"");
+    if (ts_len > SASL_APOP_TS_MAX)
+        return err_set(e, ERR_PROTO,
+                       "APOP: timestamp of %zu bytes is longer than %d (SASL_APOP_TS_MAX)", ts_len,
+                       SASL_APOP_TS_MAX);
+    if (ts[0] != '<' || ts[ts_len - 1] != '>')
+        return err_set(e, ERR_PROTO, "APOP: timestamp is not enclosed in <>");
+    for (size_t i = 1; i + 1 < ts_len; i++) {
+        unsigned char c = (unsigned char)ts[i];
+        if (c <= 0x20 || c >= 0x7f || c == '<' || c == '>')
+            return err_set(e, ERR_PROTO,
+                           "APOP: timestamp byte %zu is not printable ASCII without spaces", i);
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const EVP_MD *md5 = EVP_md5();
+    bool ok = ctx && md5 && EVP_DigestInit_ex(ctx, md5, NULL) == 1 &&
+              EVP_DigestUpdate(ctx, ts, ts_len) == 1 &&
+              EVP_DigestUpdate(ctx, password, strlen(password)) == 1 &&
+              EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 16;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        OPENSSL_cleanse(md, sizeof md);
+        return err_set(e, ERR_INTERNAL, "APOP: MD5 is not available from OpenSSL");
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 16; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[32] = '\0';
+    OPENSSL_cleanse(md, sizeof md);
+    return 0;
+}

@@ -1,0 +1,234 @@
+/*
+ * config — loads and validates the bridge's configuration file into plain
+ * structs.
+ *
+ * The file is JSON (RFC 8259) with two additions: `// line` and
+ * `/ * block * /` comments.  config/example.json documents every key; the
+ * keys, their types, defaults and bounds live in one table per kind of
+ * object in bridge/config.c, which drives parsing, validation messages, the
+ * summary and config_print_keys().
+ *
+ *  - Durations are strings with a unit ("500ms", "30s", "5m", "2h", "7d");
+ *    sizes are strings ("256KiB", "25MiB") or integers (bytes); see units.h.
+ *  - Relative paths (state_dir, ca_file, *_file) are resolved against the
+ *    directory that holds the configuration file, not the current directory.
+ *    *_command secrets run with that directory as their working directory.
+ *  - Unknown keys, keys given twice, wrong types and out-of-range values are
+ *    errors.  Every problem is collected, not just the first, each as one
+ *    line "FILE: key.path: what is wrong" (or "FILE:LINE:COL: ..." for JSON
+ *    syntax errors), e.g.
+ *      demo.json: accounts[1].poll_interval: "5x" is not a duration (use ms, s, m, h or d)
+ *  - Secrets (POP3 passwords, OAuth2 tokens, webhook secrets, API tokens)
+ *    come only from environment variables (*_env), files (*_file) or
+ *    commands (*_command, run with /bin/sh -c; the first line of stdout).
+ *    A secret written into the JSON itself is refused.  Secrets are read
+ *    when the file is loaded, so a missing variable is reported then; they
+ *    never appear in a diagnostic or in the summary, and the memory holding
+ *    them is wiped (OPENSSL_cleanse) by config_free().
+ *  - Webhook secrets follow Standard Webhooks: "whsec_" + base64 of a
+ *    24..64-byte key; the decoded key is kept in config_webhook.key.
+ *
+ * A *_command runs in a child process (fork + /bin/sh -c, stdin /dev/null,
+ * its own process group, killed with SIGKILL at secret_command_timeout), so
+ * the caller must not set SIGCHLD to SIG_IGN.
+ *
+ * Ownership: config_load() returns a struct config that the caller owns and
+ * releases with config_free(); every pointer inside it stays valid until
+ * then.  A config is read-only once loaded and may be shared by threads.
+ * The diagnostics are owned by the caller's struct config_diag (start it
+ * zeroed: `struct config_diag d = {0};`) and released with
+ * config_diag_free().
+ */
+#ifndef POP3BRIDGE_CONFIG_H
+#define POP3BRIDGE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- limits (exceeding one is a diagnostic that names it) --------------- */
+#define CONFIG_FILE_MAX (1024 * 1024)        /* bytes in the configuration file */
+#define CONFIG_DEPTH_MAX 16                  /* nesting of objects and arrays */
+#define CONFIG_DIAG_MAX 100                  /* lines kept; the rest are counted */
+#define CONFIG_DIAG_LINE_MAX 512             /* one diagnostic line */
+#define CONFIG_NAME_MAX 64                   /* account/webhook/token names */
+#define CONFIG_STRING_MAX 4096               /* any other string value */
+#define CONFIG_ACCOUNTS_MAX 1000
+#define CONFIG_WEBHOOKS_MAX 100
+#define CONFIG_TOKENS_MAX 100
+#define CONFIG_LIST_MAX 64                   /* items in auth, cors_origins, account webhooks */
+#define CONFIG_RETRY_MAX 32                  /* items in retry_schedule */
+#define CONFIG_HEADERS_MAX 32                /* extra headers on a webhook */
+#define CONFIG_SECRET_MAX 8192               /* bytes of one secret (file or command output) */
+#define CONFIG_COMMAND_OUTPUT_MAX 65536      /* bytes a *_command may print */
+#define CONFIG_WHSEC_MIN_BYTES 24            /* Standard Webhooks key length bounds */
+#define CONFIG_WHSEC_MAX_BYTES 64
+
+/* ---- values ----------------------------------------------------------- */
+enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+enum config_tls { CONFIG_TLS_IMPLICIT, CONFIG_TLS_STARTTLS, CONFIG_TLS_NONE };
+enum config_start { CONFIG_START_NEW, CONFIG_START_ALL };
+enum config_after { CONFIG_AFTER_KEEP, CONFIG_AFTER_DELETE };
+
+/* POP3 authentication methods, in the order the names appear in the file. */
+enum config_auth {
+    CONFIG_AUTH_USER,          /* USER/PASS (RFC 1939) */
+    CONFIG_AUTH_APOP,          /* APOP (RFC 1939) */
+    CONFIG_AUTH_PLAIN,         /* SASL PLAIN (RFC 4616) */
+    CONFIG_AUTH_LOGIN,         /* SASL LOGIN */
+    CONFIG_AUTH_CRAM_MD5,      /* SASL CRAM-MD5 (RFC 2195) */
+    CONFIG_AUTH_SCRAM_SHA_1,   /* SASL SCRAM-SHA-1 (RFC 5802) */
+    CONFIG_AUTH_SCRAM_SHA_256, /* SASL SCRAM-SHA-256 (RFC 7677) */
+    CONFIG_AUTH_XOAUTH2,       /* SASL XOAUTH2 (needs oauth2) */
+    CONFIG_AUTH_OAUTHBEARER,   /* SASL OAUTHBEARER (RFC 7628, needs oauth2) */
+};
+
+enum config_secret_source {
+    CONFIG_SECRET_NONE,
+    CONFIG_SECRET_ENV,     /* ref = variable name */
+    CONFIG_SECRET_FILE,    /* ref = absolute path; first line, trailing CR/LF removed */
+    CONFIG_SECRET_COMMAND, /* ref = shell command; first line of its stdout */
+};
+
+struct config_secret {
+    enum config_secret_source source;
+    char *ref;    /* where it comes from (not secret); NULL when source is NONE */
+    char *value;  /* the secret, NUL-terminated; NULL until resolved; wiped on free */
+    size_t len;
+};
+
+struct config_header {
+    char *name;
+    char *value;
+};
+
+struct config_webhook {
+    char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
+    char *url;                    /* http:// or https:// */
+    struct config_secret secret;  /* "whsec_..." as given */
+    unsigned char *key;           /* base64-decoded part of the secret; wiped on free */
+    size_t key_len;
+    int64_t timeout_ms;           /* default 15s */
+    int64_t *retry_ms;            /* delays before retry 1, 2, ...; default 5s 30s 2m 10m 30m 1h 2h 4h 8h 16h */
+    size_t retry_count;
+    uint64_t inline_attachments_max; /* default 256KiB */
+    struct config_header *headers;   /* extra request headers */
+    size_t header_count;
+};
+
+struct config_oauth2 {
+    bool present;                 /* "oauth2" was given */
+    struct config_secret token;   /* bearer token: token_env / token_file / token_command */
+};
+
+struct config_account {
+    char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
+    char *host;
+    int port;                     /* default 995 with tls implicit, else 110 */
+    enum config_tls tls;          /* default implicit */
+    char *username;
+    struct config_secret password; /* password_env / password_file / password_command */
+    struct config_oauth2 oauth2;   /* exactly one of password or oauth2 */
+    enum config_auth *auth;        /* allowed methods in preference order; */
+    size_t auth_count;             /*   0 = strongest the server offers */
+    char *ca_file;                 /* NULL = system CA store */
+    char *fingerprint;             /* "sha256:<64 hex>" as given, or NULL */
+    unsigned char fingerprint_sha256[32]; /* decoded, valid when fingerprint != NULL */
+    bool allow_plaintext;          /* default false */
+    int64_t timeout_ms;            /* per network read/write; default 60s */
+    int64_t poll_interval_ms;      /* default 60s */
+    enum config_start start;       /* default new */
+    enum config_after after_delivery; /* default keep */
+    int64_t delete_after_ms;       /* 0 = not set (only with keep) */
+    uint64_t max_message_size;     /* default 25MiB */
+    int max_messages_per_poll;     /* default 500 */
+    char **webhooks;               /* names of the webhooks messages go to */
+    size_t webhook_count;
+    size_t *webhook_index;         /* the same, as indexes into config.webhooks */
+};
+
+struct config_token {
+    char *name;                    /* [A-Za-z0-9._-]{1,64}, unique */
+    struct config_secret token;    /* token_env / token_file */
+};
+
+struct config_api {
+    char *listen;                  /* "host:port", "[v6]:port"; default 127.0.0.1:8025 */
+    char *listen_host;             /* host part without brackets */
+    int listen_port;
+    char *public_url;              /* default "http://" + listen; no trailing '/' */
+    struct config_token *tokens;
+    size_t token_count;
+    char **cors_origins;           /* default none: CORS off */
+    size_t cors_origin_count;
+    int sessions_per_account;      /* default 4 */
+    int sessions_total;            /* default 64 */
+    int64_t session_idle_timeout_ms; /* default 60s */
+    uint64_t max_request_body;     /* default 1MiB */
+    int max_url_length;            /* default 8192 */
+    int64_t request_timeout_ms;    /* default 30s */
+    int max_connections;           /* default 256 */
+    int threads;                   /* default 4 */
+};
+
+struct config {
+    char *path;                    /* the file as given to config_load */
+    char *dir;                     /* its directory, absolute */
+    char *state_dir;               /* required; absolute */
+    enum config_log_level log_level; /* default info */
+    int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
+    int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
+    struct config_api api;
+    struct config_webhook *webhooks;
+    size_t webhook_count;
+    struct config_account *accounts;
+    size_t account_count;
+};
+
+/* Collected diagnostics: one formatted line each (no trailing newline). */
+struct config_diag {
+    char **lines;
+    size_t count;
+    size_t dropped;                /* lines not kept beyond CONFIG_DIAG_MAX */
+};
+
+/* Load, validate and resolve the secrets of the file at `path`.  Returns the
+ * configuration, or NULL if there was any problem; every problem is appended
+ * to `d` (which may be NULL to discard them).  Problems: the file cannot be
+ * read or is larger than CONFIG_FILE_MAX; a comment is not closed; nesting
+ * deeper than CONFIG_DEPTH_MAX; a JSON syntax error (with line and column);
+ * unknown or repeated keys; wrong types; bad values; inconsistent keys;
+ * a secret that cannot be resolved (see config_resolve_secrets). */
+struct config *config_load(const char *path, struct config_diag *d);
+
+/* (Re)read every secret of `cfg` from its env var, file or command, wiping
+ * the previous values, and decode the webhook keys.  Returns the number of
+ * problems appended to `d`: variable not set or empty, file unreadable,
+ * empty or larger than CONFIG_SECRET_MAX, command failing (non-zero exit,
+ * killed, over secret_command_timeout, more than CONFIG_COMMAND_OUTPUT_MAX
+ * bytes, empty), webhook secret not "whsec_" + valid base64 of the right
+ * length.  config_load() calls it; call it again to refresh tokens. */
+int config_resolve_secrets(struct config *cfg, struct config_diag *d);
+
+/* Release everything, wiping secrets; sets *cfg to NULL.  NULL is a no-op. */
+void config_free(struct config **cfg);
+
+/* A human summary without secrets (secrets are shown as env:NAME, file:PATH
+ * or "command"): what `pop3bridge check-config FILE` prints. */
+void config_print_summary(const struct config *cfg, FILE *out);
+
+/* Every key the file may hold, one per line with its type and default
+ * ("accounts[].poll_interval duration \"60s\""), from the tables. */
+void config_print_keys(FILE *out);
+
+/* Diagnostics: print one per line; release (d itself is not freed). */
+void config_diag_print(const struct config_diag *d, FILE *out);
+void config_diag_free(struct config_diag *d);
+
+/* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
+ * summary to stdout and returns 0 when valid; prints every problem to stderr
+ * and returns 1 when not; returns 2 on a usage error. */
+int config_check_main(int argc, char **argv);
+
+#endif

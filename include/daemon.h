@@ -1,0 +1,41 @@
+/*
+ * daemon — `pop3bridge run`: the scheduler, the poll workers, the delivery
+ * thread, signals and configuration reloads, and the HTTP API when the
+ * configuration has one.
+ *
+ *   pop3bridge run --config FILE [--once]
+ *
+ * SIGTERM/SIGINT: stop taking new polls, let running polls and in-flight
+ * deliveries finish (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
+ * configuration; if it is invalid the old one stays and every problem is
+ * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
+ * every account once, deliver what is due, waiting through retries due
+ * within DAEMON_ONCE_WAIT_MS, then exit (0 when every poll succeeded, 1
+ * otherwise).
+ *
+ * Account states (visible through the store and the API): idle, polling,
+ * backoff (temporary failure: connection, timeout, TLS, [IN-USE],
+ * [SYS/TEMP], [LOGIN-DELAY]), auth_error (login refused: longer backoff),
+ * error (anything else).  The backoff policy lives in daemon_backoff_ms().
+ */
+#ifndef POP3BRIDGE_DAEMON_H
+#define POP3BRIDGE_DAEMON_H
+
+#include <stdint.h>
+
+#include "error.h"
+
+#define DAEMON_POLL_WORKERS 4          /* accounts polled at once */
+#define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
+#define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
+#define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
+
+/* The delay before the next poll after a failure (fails >= 1 in a row), and
+ * the state name it puts the account in.  interval_ms is the account's poll
+ * interval, login_delay_s the server's LOGIN-DELAY (-1 if none). */
+int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
+                          long login_delay_s, const char **state);
+
+int daemon_main(int argc, char **argv);
+
+#endif

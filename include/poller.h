@@ -1,0 +1,66 @@
+/*
+ * poller — one poll cycle of one account:
+ *
+ *   connect, authenticate (pop3) → STAT/UIDL/LIST → compare with the store →
+ *   RETR the new ones, pipelined and streamed into the store, committed in
+ *   batches (message + UIDL seen + one pending delivery per webhook in one
+ *   transaction) → DELE what the account's policy allows (every delivery
+ *   done, or older than delete_after) → QUIT → record the deletions only
+ *   after QUIT's +OK → forget UIDLs the server no longer lists.
+ *
+ * Invariants kept here (ARCHITECTURE.md): nothing is DELEted before the batch
+ * holding it is durable and every delivery answered 2xx (or delete_after
+ * passed); a session that fails before QUIT deletes nothing.
+ *
+ * A message larger than max_message_size (by LIST) is not retrieved: its
+ * header (TOP n 0) is stored instead, marked too large, and delivered as a
+ * "message.too_large" event.  A message that turns out larger while being
+ * received (LIST understated it) breaks that session, with nothing deleted;
+ * the poll then runs once more at once and takes only its header.
+ *
+ * The store handle is used by the calling thread only.
+ */
+#ifndef POP3BRIDGE_POLLER_H
+#define POP3BRIDGE_POLLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+#include "store.h"
+
+#define POLLER_BATCH_MESSAGES 64            /* messages per durable commit */
+#define POLLER_BATCH_BYTES (8u << 20)       /* bytes per durable commit */
+#define POLLER_BATCH_MS 250                 /* longest a batch stays open */
+
+struct poller_result {
+    size_t listed;        /* messages on the server */
+    size_t fetched;       /* stored in this poll */
+    size_t too_large;     /* recorded as too large */
+    size_t ignored;       /* recorded without delivery (start: new) */
+    size_t deleted;       /* deleted from the server (QUIT +OK) */
+    size_t failed;        /* messages the server refused to give (-ERR on RETR) */
+    uint64_t bytes;       /* octets stored */
+    long login_delay;     /* seconds the server asks between logins; -1 none */
+    bool more;            /* max_messages_per_poll left some for the next poll */
+};
+
+/* Called after each durable commit (messages became deliverable). */
+typedef void (*poller_notify_fn)(void *ctx);
+
+/* Run one poll.  `first` is true when the account has never completed a
+ * poll (start: new then records what is there without delivering it).
+ * Returns 0, or -1 with e set: the pop3 categories (ERR_CONN, ERR_TIMEOUT,
+ * ERR_TLS, ERR_PROTO, ERR_SERVER with its code, ERR_AUTH, ERR_LIMIT) or
+ * ERR_INTERNAL from the store.  Whatever was committed before an error stays
+ * committed and is delivered; nothing was deleted. */
+int poller_poll(struct store *st, const struct config *cfg, const struct config_account *a,
+                bool first, poller_notify_fn notify, void *notify_ctx,
+                struct poller_result *res, struct err *e);
+
+/* Current wall-clock time in Unix milliseconds (the store's time base). */
+int64_t poller_now_ms(void);
+
+#endif

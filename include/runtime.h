@@ -1,0 +1,61 @@
+/*
+ * runtime — what the running daemon shares between its threads and with the
+ * HTTP API: the current configuration snapshot, the accounts' live states,
+ * the delivery worker, counters.  Guarded by `lock`; `cond` is signalled
+ * when an account's state or a request changes.
+ */
+#ifndef POP3BRIDGE_RUNTIME_H
+#define POP3BRIDGE_RUNTIME_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfgref.h"
+#include "delivery.h"
+#include "error.h"
+#include "poller.h"
+#include "store.h"
+
+struct rt_account {
+    char name[CONFIG_NAME_MAX + 1];
+    char state[32];           /* idle | polling | backoff | auth_error | error */
+    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
+    enum err_kind last_error_kind;
+    int64_t last_attempt_at;  /* Unix ms, 0 = never */
+    int64_t last_success_at;
+    int64_t next_at;          /* next poll due (Unix ms) */
+    int fails;                /* failed polls in a row */
+    bool running;             /* a worker is polling it now */
+    bool requested;           /* "poll now" was asked */
+    bool polled_once;         /* for --once */
+    bool present;
+};
+
+struct runtime {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt->cfg) */
+    char config_path[4096];
+    struct rt_account *accounts;
+    size_t n_accounts;
+    struct delivery *delivery;
+    bool once, stopping, delivery_done;
+    uint64_t polls_ok, polls_failed;
+    /* hooks for the API's metrics; called with lock held */
+    void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
+    void (*on_reload)(void);
+    void *services;           /* the HTTP API, when running */
+};
+
+/* Ask for a poll of `account` now.  0, or -1 if there is no such account. */
+int runtime_poll_now(struct runtime *rt, const char *account);
+/* A copy of one account's live state; 0, or -1 if there is no such account. */
+int runtime_account(struct runtime *rt, const char *account, struct rt_account *out);
+
+/* Start / stop the HTTP API when the configuration has one (api.listen). */
+int runtime_start_services(struct runtime *rt, struct err *e);
+void runtime_stop_services(struct runtime *rt);
+
+#endif
