@@ -64,7 +64,7 @@ tools: $(TOOL_BINS)
 -include $(wildcard $(BUILD)/obj/*.d)
 
 # ---- tests -----------------------------------------------------------------
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) tools
 	@tests/run-unit $(UNIT_BINS)
 
 unit-asan:
