@@ -6,6 +6,7 @@ import email.policy
 import hashlib
 import os
 import poplib
+import re
 import socket
 import ssl
 import time
@@ -41,6 +42,9 @@ def test_tls_ports_verify_with_the_test_ca():
     _user("h_tls")
     c = popref.connect(dc, "implicit")
     try:
+        # auth_mechanisms = apop makes Dovecot put an RFC 1939 timestamp in the greeting
+        assert re.fullmatch(rb"\+OK %s <[^<>@ ]+@[^<>@ ]+>" % re.escape(dovecot.GREETING.encode()),
+                            c.getwelcome()), c.getwelcome()
         harness.eq(c.sock.version() in ("TLSv1.2", "TLSv1.3"), True, "TLS version " + c.sock.version())
         der = c.sock.getpeercert(binary_form=True)
         harness.eq("sha256:" + hashlib.sha256(der).hexdigest(), dc.pki.fingerprint(), "server fingerprint")
