@@ -440,7 +440,7 @@ int daemon_main(int argc, char **argv)
         pthread_create(&workers[i], NULL, poll_worker, NULL);
     pthread_create(&dthread, NULL, delivery_thread, dst);
 
-    struct timespec tick = {0, 200 * 1000000L};
+    struct timespec tick = {0, 50 * 1000000L};
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {

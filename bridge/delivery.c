@@ -268,7 +268,16 @@ int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct er
             idle_wait(d, wait_ms);
         return 0;
     }
-    return webhook_sender_run(d->sender, wait_ms, e);
+    /* outcomes recorded by the callbacks share one durable commit; a crash
+     * before it only means those events go out again, with the same ids */
+    bool batch = store_batch_begin(d->st, e) == 0;
+    int n = webhook_sender_run(d->sender, wait_ms, e);
+    struct err ce;
+    if (batch && store_batch_commit(d->st, &ce) < 0) {
+        log_error("delivery_commit_failed", "error=%s", log_q(ce.msg));
+        store_batch_rollback(d->st);
+    }
+    return n;
 }
 
 size_t delivery_in_flight(const struct delivery *d)

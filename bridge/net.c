@@ -789,9 +789,10 @@ int net_flush(struct net *n, struct err *e)
             return -1;
         if (n->out_end == n->out_start)
             return 0;
-        /* Take input while waiting, so a server that writes before it reads
-         * cannot stall us while there is buffer room. */
-        in_compact(n);
+        /* Take input into the free tail while waiting, so a server that
+         * writes before it reads cannot stall us while there is room.  The
+         * buffered data is not moved: pointers from net_data() and
+         * net_read_line() stay valid across a flush. */
         long got = 0;
         if (n->in_end < NET_IN_BUF && !n->eof && (got = try_read(n, e)) < 0)
             return -1;

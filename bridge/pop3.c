@@ -1132,8 +1132,8 @@ static int run_batch(struct pop3 *p, enum batch_kind kind, const uint32_t *nums,
             while (sent < n && sent - done < window)
                 if (queue_batch_cmd(p, kind, nums[sent++], lines, e) < 0)
                     return -1;
-            if (flush(p, e) < 0)
-                return -1;
+            /* no flush: net_fill writes queued commands while it waits for
+             * replies, so neither side can block the other */
         }
         char what[32];
         snprintf(what, sizeof what, "%s %u", batch_name(kind), nums[done]);

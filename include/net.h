@@ -10,18 +10,22 @@
  * name verification (as mpop's tls_fingerprint): the leaf certificate's
  * SHA-256 must match, nothing else is trusted.
  *
- * Deadlines: connect must finish within timeout_ms.  Every wait for input or
- * output has a deadline of timeout_ms from net_wait_begin(), pushed forward by
- * timeout_ms each time NET_MIN_PROGRESS more bytes arrive, so a peer that
- * drips bytes cannot hold a connection open.  The optional session deadline
- * (absolute, monotonic ms) bounds everything.
+ * Deadlines: the TCP connect must finish within timeout_ms (all addresses
+ * together), and so must the TLS handshake.  Every wait for input has a
+ * deadline of timeout_ms from net_wait_begin(), pushed forward by timeout_ms
+ * each time NET_MIN_PROGRESS more bytes arrive, so a peer that drips bytes
+ * cannot hold a connection open.  net_flush() has its own deadline of the same
+ * shape, counting bytes sent.  The optional session deadline (absolute,
+ * monotonic ms) bounds everything.  Name resolution (getaddrinfo) cannot be
+ * bounded.
  *
  * I/O model: the socket is non-blocking.  Output is queued (net_queue) and
  * written whenever the socket is writable, including while waiting for input
  * in net_fill(), so pipelined commands and replies can never deadlock with
  * both sides' buffers full.
  *
- * The process must ignore SIGPIPE (main does).
+ * The process must ignore SIGPIPE (main does): plain writes use MSG_NOSIGNAL,
+ * but OpenSSL writes to the socket with plain send().
  * Not thread-safe; one thread uses one struct net at a time.
  */
 #ifndef POP3BRIDGE_NET_H
@@ -62,25 +66,32 @@ struct net;
 int64_t net_now_ms(void);
 
 /* Resolve, connect (trying every address, each within the remaining connect
- * deadline), and with opts->tls do the TLS handshake and verification.
- * Returns NULL with e set: ERR_CONN (DNS, refused, unreachable), ERR_TIMEOUT,
- * ERR_TLS (handshake, "certificate verify failed: <reason> (host H)",
+ * deadline), and with opts->tls do the TLS handshake and verification.  The
+ * wait deadline is armed on return (as by net_wait_begin).  opts's strings
+ * are copied.  A CA file is loaded here even without opts->tls, so a bad one
+ * is reported before a later STARTTLS.
+ * Returns NULL with e set: ERR_CONN (DNS, refused, unreachable:
+ * "connect to H:P: Connection refused"), ERR_TIMEOUT ("connect to H:P: timed
+ * out after 30 s", session limit), ERR_TLS (handshake "TLS handshake with H:P
+ * failed: <OpenSSL reason>", "certificate verify failed: <reason> (host H)",
  * "certificate fingerprint mismatch: got sha256:... (host H)"), ERR_USAGE (bad
- * fingerprint syntax, unreadable CA file). */
+ * host/port, bad fingerprint syntax, unreadable CA file), ERR_INTERNAL. */
 struct net *net_connect(const struct net_opts *opts, struct err *e);
 
 /* Upgrade an established plain connection to TLS (after the protocol's
  * STARTTLS command was accepted), with the same verification as above.  Any
  * input already buffered is a protocol error (ERR_PROTO: data before TLS
- * handshake), which defeats STARTTLS command injection. */
+ * handshake), which defeats STARTTLS command injection.  Output still queued,
+ * or a connection already using TLS: ERR_USAGE.  Otherwise as net_connect.
+ * Re-arms the wait deadline. */
 int net_start_tls(struct net *n, struct err *e);
 
 bool net_is_tls(const struct net *n);
 /* NULL without TLS.  Owned by n. */
 const struct net_tls_info *net_tls_info(const struct net *n);
 
-/* Send TLS close_notify (best effort, without waiting), close, free, *n=NULL.
- * NULL-safe. */
+/* Send TLS close_notify (best effort, without waiting; not after a TLS
+ * failure), close, free (queued output is dropped), *n=NULL.  NULL-safe. */
 void net_close(struct net **n);
 
 /* Arm the wait deadline: now + timeout_ms, progress counter reset.  Called by
@@ -90,26 +101,38 @@ void net_wait_begin(struct net *n);
 /* Append to the output queue (nothing is written yet).  ERR_LIMIT if the queue
  * would exceed NET_OUT_MAX. */
 int net_queue(struct net *n, const void *data, size_t len, struct err *e);
-/* Write queued output until none is left (waiting within the deadline). */
+/* Write queued output until none is left.  Its deadline is timeout_ms from
+ * the call, pushed forward per NET_MIN_PROGRESS bytes sent.  While it waits it
+ * also reads into the input buffer's free space (never moving buffered data,
+ * so pointers from net_data/net_read_line stay valid).  ERR_CONN (write
+ * failed), ERR_TLS, ERR_TIMEOUT ("could not send to H:P within 30 s",
+ * "server accepted fewer than 1024 bytes in 30 s (H:P)", session limit). */
 int net_flush(struct net *n, struct err *e);
 /* Bytes still queued. */
 size_t net_pending_out(const struct net *n);
 
 /* Wait until more input arrives, writing queued output meanwhile when the
  * socket is writable.  Returns the number of new bytes (> 0), or -1 with e set:
- * ERR_CONN "connection closed by server" on EOF, ERR_TIMEOUT, ERR_TLS, ERR_LIMIT
+ * ERR_CONN "connection closed by server (H:P)" on EOF (also a TLS EOF without
+ * close_notify; every later call gives it again) or a read/write failure,
+ * ERR_TIMEOUT ("no reply from H:P within 30 s", "server sent fewer than 1024
+ * bytes in 30 s (H:P)", "session time limit reached (H:P)"), ERR_TLS, ERR_LIMIT
  * if the input buffer is full (the caller did not consume). */
 int net_fill(struct net *n, struct err *e);
 
 /* Unconsumed input, valid until the next net_fill/net_consume/net_read_line. */
 const char *net_data(const struct net *n, size_t *len);
+/* Drop count bytes (at most what is buffered) from the front of the input. */
 void net_consume(struct net *n, size_t count);
 
 /* Next line from the input, calling net_fill as needed.  *line points into the
  * buffer (valid until the next input call), *len excludes the line ending
  * ("\r\n" or a bare "\n").  The line is consumed.  A line longer than `max`
  * octets (max <= NET_IN_BUF) without an ending: ERR_LIMIT "reply line longer
- * than <max> octets".  A NUL byte in the line: ERR_PROTO. */
+ * than <max> octets"; max is capped at NET_IN_BUF - 2 so the line and its CRLF
+ * fit the buffer.  On ERR_LIMIT nothing is consumed.  A NUL byte in the line:
+ * ERR_PROTO.  EOF after part of a line: ERR_CONN "connection closed by server
+ * in the middle of a line (H:P)".  Otherwise as net_fill. */
 int net_read_line(struct net *n, size_t max, const char **line, size_t *len,
                   struct err *e);
 

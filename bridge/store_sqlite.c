@@ -1,0 +1,1932 @@
+/*
+ * store_sqlite — the store (include/store.h) on SQLite.
+ *
+ * One sqlite3 connection per struct store, opened SQLITE_OPEN_NOMUTEX (a
+ * handle is used by one thread at a time); WAL lets readers and one writer
+ * work concurrently across handles.  Every write is a transaction begun with
+ * BEGIN IMMEDIATE, so a writer waits (busy timeout) for the lock up front
+ * instead of failing on a read-to-write upgrade.  Inside a batch, each call
+ * is a SAVEPOINT within the batch's transaction.
+ *
+ * Prepared statements are cached per handle (enum sid), prepared on first
+ * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
+ * so no statement keeps a read transaction open.
+ *
+ * Schema (version 1):
+ *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
+ *            backoff_until)
+ *   messages(id PK, account, uidl, size, sha256, received_at, subject,
+ *            from_addr, message_id_hdr, date_hdr, delivered_at,
+ *            body_purged_at)
+ *   bodies(message_id PK -> messages, raw BLOB)   -- purge deletes the row
+ *   uidls(account, uidl, state 0..3, message_id -> messages, seen_at)
+ *   deliveries(id PK, message_id -> messages, account, webhook, status 0..3,
+ *              attempts, next_attempt_at, created_at, updated_at,
+ *              delivered_at, last_http_status, last_error, claimed_at)
+ *   attempts(id PK, delivery_id -> deliveries, started_at, duration_ms,
+ *            http_status, error, outcome)
+ *   webhooks_disabled(name PK, reason, since)
+ * Integer states equal enum store_uidl_state / enum store_dstatus.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATH_BYTES 4096
+#define WAL_RETRY_MS 10 /* wait step while another opener switches to WAL */
+
+/* ---- schema ------------------------------------------------------------ */
+
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE accounts("
+    "  name TEXT PRIMARY KEY,"
+    "  state TEXT NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  last_attempt_at INTEGER NOT NULL DEFAULT 0,"
+    "  last_success_at INTEGER NOT NULL DEFAULT 0,"
+    "  backoff_until INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE messages("
+    "  id INTEGER PRIMARY KEY,"
+    "  account TEXT NOT NULL,"
+    "  uidl TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  received_at INTEGER NOT NULL,"
+    "  subject TEXT, from_addr TEXT, message_id_hdr TEXT, date_hdr TEXT,"
+    "  delivered_at INTEGER,"
+    "  body_purged_at INTEGER);"
+    "CREATE INDEX messages_account ON messages(account, body_purged_at);"
+    "CREATE INDEX messages_purgeable ON messages(delivered_at)"
+    "  WHERE body_purged_at IS NULL;"
+    "CREATE TABLE bodies("
+    "  message_id INTEGER PRIMARY KEY REFERENCES messages(id),"
+    "  raw BLOB NOT NULL);"
+    "CREATE TABLE uidls("
+    "  account TEXT NOT NULL,"
+    "  uidl TEXT NOT NULL,"
+    "  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 3),"
+    "  message_id INTEGER REFERENCES messages(id),"
+    "  seen_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (account, uidl)) WITHOUT ROWID;"
+    "CREATE INDEX uidls_message ON uidls(message_id) WHERE message_id IS NOT NULL;"
+    "CREATE TABLE deliveries("
+    "  id INTEGER PRIMARY KEY,"
+    "  message_id INTEGER NOT NULL REFERENCES messages(id),"
+    "  account TEXT NOT NULL,"
+    "  webhook TEXT NOT NULL,"
+    "  status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 3),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_at INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  delivered_at INTEGER NOT NULL DEFAULT 0,"
+    "  last_http_status INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  claimed_at INTEGER,"
+    "  UNIQUE (message_id, webhook));"
+    "CREATE INDEX deliveries_due ON deliveries(next_attempt_at, id)"
+    "  WHERE status IN (0, 2) AND claimed_at IS NULL;"
+    "CREATE INDEX deliveries_status ON deliveries(status, id);"
+    "CREATE INDEX deliveries_account ON deliveries(account, id);"
+    "CREATE INDEX deliveries_account_status ON deliveries(account, status, id);"
+    "CREATE TABLE attempts("
+    "  id INTEGER PRIMARY KEY,"
+    "  delivery_id INTEGER NOT NULL REFERENCES deliveries(id),"
+    "  started_at INTEGER NOT NULL,"
+    "  duration_ms INTEGER NOT NULL,"
+    "  http_status INTEGER NOT NULL,"
+    "  error TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL);"
+    "CREATE INDEX attempts_delivery ON attempts(delivery_id, id);"
+    "CREATE TABLE webhooks_disabled("
+    "  name TEXT PRIMARY KEY,"
+    "  reason TEXT NOT NULL,"
+    "  since INTEGER NOT NULL);",
+    /* 2: messages too large to retrieve are stored as their header */
+    "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';"
+    "ALTER TABLE messages ADD COLUMN declared_size INTEGER NOT NULL DEFAULT 0;",
+};
+#define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
+_Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
+
+/* ---- statements -------------------------------------------------------- */
+
+#define D_COLS                                                                          \
+    "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
+    " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
+    " d.last_http_status, d.last_error FROM deliveries d JOIN messages m ON m.id = d.message_id "
+
+#define D_DUE_COLS                                                                      \
+    "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
+    " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
+    " d.last_http_status, d.last_error FROM deliveries d INDEXED BY deliveries_due"     \
+    " JOIN messages m ON m.id = d.message_id "
+
+enum sid {
+    S_UIDLS_EACH,
+    S_UIDL_GET,
+    S_UIDL_INS_IGNORED,
+    S_DELETABLE,
+    S_MARK_DELETED,
+    S_LISTED_CLEAR,
+    S_LISTED_INS,
+    S_FORGET,
+    S_MSG_INS,
+    S_BODY_INS,
+    S_UIDL_INS_STORED,
+    S_DELIV_INS,
+    S_MSG_GET,
+    S_BODY_LEN,
+    S_DUE,
+    S_CLAIM,
+    S_RELEASE_ALL,
+    S_UNCLAIM,
+    S_DELIV_STATUS,
+    S_DELIV_UPDATE,
+    S_ATTEMPT_INS,
+    S_MSG_UNDELIVERED,
+    S_MSG_SET_DELIVERED,
+    S_UIDL_SET_DELIVERED,
+    S_RETRY,
+    S_DELIV_GET,
+    S_ATTEMPTS,
+    S_LIST_ALL,
+    S_LIST_S,
+    S_LIST_A,
+    S_LIST_SA,
+    S_COUNTS,
+    S_WH_DISABLE,
+    S_WH_ENABLE_ALL,
+    S_WH_GET,
+    S_ACC_GET,
+    S_ACC_SET,
+    S_ACC_STORED,
+    S_ACC_PENDING,
+    S_PURGE_CLEAR,
+    S_PURGE_SEL,
+    S_PURGE_BODIES,
+    S_PURGE_MARK,
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_SAVEPOINT,
+    S_RELEASE,
+    S_ROLLBACK_TO,
+    S_NEXT_DUE,
+    S_COUNT
+};
+
+static const char *const sql_text[S_COUNT] = {
+    [S_UIDLS_EACH] = "SELECT uidl, state, message_id FROM uidls WHERE account = ?1",
+    [S_UIDL_GET] = "SELECT state, message_id FROM uidls WHERE account = ?1 AND uidl = ?2",
+    [S_UIDL_INS_IGNORED] = "INSERT OR IGNORE INTO uidls(account, uidl, state, message_id, seen_at)"
+                           " VALUES (?1, ?2, 0, NULL, ?3)",
+    [S_DELETABLE] = "SELECT u.uidl, u.state, u.message_id FROM uidls u"
+                    " JOIN messages m ON m.id = u.message_id"
+                    " WHERE u.account = ?1 AND u.state = 2"
+                    " AND (?2 OR (?3 > 0 AND m.received_at <= ?4 - ?3))"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                    "   WHERE d.message_id = u.message_id AND d.status <> 1)",
+    [S_MARK_DELETED] = "UPDATE uidls SET state = 3 WHERE account = ?1 AND uidl = ?2",
+    [S_LISTED_CLEAR] = "DELETE FROM temp.listed",
+    [S_LISTED_INS] = "INSERT OR IGNORE INTO temp.listed(uidl) VALUES (?1)",
+    [S_FORGET] = "DELETE FROM uidls WHERE account = ?1 AND state <> 1"
+                 " AND uidl NOT IN (SELECT uidl FROM temp.listed)"
+                 " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
+                 "   WHERE d.message_id = uidls.message_id AND d.status <> 1))",
+    [S_MSG_INS] = "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
+                  " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    [S_BODY_INS] = "INSERT INTO bodies(message_id, raw) VALUES (?1, ?2)",
+    [S_UIDL_INS_STORED] = "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_DELIV_INS] = "INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
+                    " next_attempt_at, created_at, updated_at)"
+                    " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
+    [S_MSG_GET] = "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"
+                  " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"
+                  " declared_size FROM messages WHERE id = ?1",
+    [S_NEXT_DUE] = "SELECT min(next_attempt_at) FROM deliveries"
+                   " WHERE status IN (0, 2) AND claimed_at IS NULL"
+                   " AND webhook NOT IN (SELECT name FROM webhooks_disabled)",
+    [S_BODY_LEN] = "SELECT length(raw) FROM bodies WHERE message_id = ?1",
+    /* the partial index keeps "oldest due first" a range scan, not a sort */
+    [S_DUE] = D_DUE_COLS "WHERE d.status IN (0, 2) AND d.claimed_at IS NULL"
+                     " AND d.next_attempt_at <= ?1"
+                     " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
+                     " ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+    [S_CLAIM] = "UPDATE deliveries SET claimed_at = ?2 WHERE id = ?1 AND claimed_at IS NULL",
+    [S_RELEASE_ALL] = "UPDATE deliveries SET claimed_at = NULL WHERE claimed_at IS NOT NULL",
+    [S_UNCLAIM] = "UPDATE deliveries SET claimed_at = NULL WHERE id = ?1",
+    [S_DELIV_STATUS] = "SELECT status, message_id FROM deliveries WHERE id = ?1",
+    [S_DELIV_UPDATE] = "UPDATE deliveries SET status = ?2, attempts = attempts + 1,"
+                       " next_attempt_at = ?3, updated_at = ?4, delivered_at = ?5,"
+                       " last_http_status = ?6, last_error = ?7, claimed_at = NULL"
+                       " WHERE id = ?1",
+    [S_ATTEMPT_INS] = "INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
+                      " error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_MSG_UNDELIVERED] = "SELECT count(*) FROM deliveries WHERE message_id = ?1 AND status <> 1",
+    [S_MSG_SET_DELIVERED] = "UPDATE messages SET delivered_at = ?2"
+                            " WHERE id = ?1 AND delivered_at IS NULL",
+    [S_UIDL_SET_DELIVERED] = "UPDATE uidls SET state = 2 WHERE message_id = ?1 AND state = 1",
+    [S_RETRY] = "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2"
+                " WHERE id = ?1",
+    [S_DELIV_GET] = D_COLS "WHERE d.id = ?1",
+    [S_ATTEMPTS] = "SELECT started_at, duration_ms, http_status, error, outcome FROM attempts"
+                   " WHERE delivery_id = ?1 ORDER BY id",
+    [S_LIST_ALL] = D_COLS "WHERE d.id < :before ORDER BY d.id DESC LIMIT :limit",
+    [S_LIST_S] = D_COLS "WHERE d.status = :status AND d.id < :before"
+                        " ORDER BY d.id DESC LIMIT :limit",
+    [S_LIST_A] = D_COLS "WHERE d.account = :account AND d.id < :before"
+                        " ORDER BY d.id DESC LIMIT :limit",
+    [S_LIST_SA] = D_COLS "WHERE d.account = :account AND d.status = :status"
+                         " AND d.id < :before ORDER BY d.id DESC LIMIT :limit",
+    [S_COUNTS] = "SELECT status, count(*) FROM deliveries GROUP BY status",
+    [S_WH_DISABLE] = "INSERT INTO webhooks_disabled(name, reason, since) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT(name) DO NOTHING",
+    [S_WH_ENABLE_ALL] = "DELETE FROM webhooks_disabled",
+    [S_WH_GET] = "SELECT since FROM webhooks_disabled WHERE name = ?1",
+    [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
+                  " FROM accounts WHERE name = ?1",
+    [S_ACC_SET] = "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
+                  " last_success_at, backoff_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                  " ON CONFLICT(name) DO UPDATE SET state = excluded.state,"
+                  " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
+                  " last_success_at = excluded.last_success_at,"
+                  " backoff_until = excluded.backoff_until",
+    [S_ACC_STORED] = "SELECT count(*) FROM messages WHERE account = ?1 AND body_purged_at IS NULL",
+    [S_ACC_PENDING] = "SELECT count(*) FROM deliveries WHERE account = ?1 AND status IN (0, 2)",
+    [S_PURGE_CLEAR] = "DELETE FROM temp.purge",
+    [S_PURGE_SEL] = "INSERT INTO temp.purge(id) SELECT id FROM messages"
+                    " WHERE delivered_at IS NOT NULL AND delivered_at <= ?1"
+                    " AND body_purged_at IS NULL ORDER BY delivered_at LIMIT ?2",
+    [S_PURGE_BODIES] = "DELETE FROM bodies WHERE message_id IN (SELECT id FROM temp.purge)",
+    [S_PURGE_MARK] = "UPDATE messages SET body_purged_at = ?1"
+                     " WHERE id IN (SELECT id FROM temp.purge)",
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVEPOINT] = "SAVEPOINT w",
+    [S_RELEASE] = "RELEASE w",
+    [S_ROLLBACK_TO] = "ROLLBACK TO w",
+};
+
+struct store {
+    sqlite3 *db;
+    char path[PATH_BYTES];      /* the database file */
+    char dir[PATH_BYTES];       /* state_dir, for spool files */
+    sqlite3_stmt *stmt[S_COUNT];
+    bool batch;                 /* store_batch_begin called */
+    bool batch_tx;              /* the batch's transaction is open */
+    bool batch_lost;            /* the database rolled the batch back */
+};
+
+struct store_msg {
+    struct store *st;
+    char account[STORE_NAME_MAX + 1];
+    char uidl[STORE_UIDL_MAX + 1];
+    unsigned char *mem;
+    size_t mem_len, mem_cap;
+    int fd; /* spool file, -1 while in memory */
+    uint64_t size;
+    EVP_MD_CTX *sha;
+    bool failed;
+};
+
+struct store_body {
+    sqlite3 *db;
+    int64_t id;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int dberr(struct store *st, struct err *e, const char *op)
+{
+    return err_set(e, ERR_INTERNAL, "store: %s: %s", op, sqlite3_errmsg(st->db));
+}
+
+/* A cached statement, reset and with no bindings; NULL with *e on error. */
+static sqlite3_stmt *S(struct store *st, enum sid id, struct err *e)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    if (!s) {
+        if (sqlite3_prepare_v3(st->db, sql_text[id], -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) !=
+            SQLITE_OK) {
+            dberr(st, e, "prepare");
+            return NULL;
+        }
+        st->stmt[id] = s;
+    }
+    return s;
+}
+
+static void done(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* Step a statement that returns no rows; reset it.  0 or -1. */
+static int run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
+{
+    int rc = sqlite3_step(s);
+    int r = 0;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        r = dberr(st, e, op);
+    done(s);
+    return r;
+}
+
+static int run_id(struct store *st, enum sid id, struct err *e, const char *op)
+{
+    sqlite3_stmt *s = S(st, id, e);
+    return s ? run(st, s, e, op) : -1;
+}
+
+static int exec(struct store *st, const char *sql, struct err *e, const char *op)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(e, ERR_INTERNAL, "store: %s: %s", op, msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Bind at most max bytes of s, cut at a UTF-8 character boundary; NULL -> NULL. */
+static int bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max)
+{
+    if (!v)
+        return sqlite3_bind_null(s, i);
+    size_t n = strnlen(v, max + 1);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)v[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return sqlite3_bind_text(s, i, v, (int)n, SQLITE_STATIC);
+}
+
+static int bind_str(sqlite3_stmt *s, int i, const char *v)
+{
+    return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    size_t n = t ? (size_t)sqlite3_column_bytes(s, i) : 0;
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && (t[n] & 0xC0) == 0x80)
+            n--;
+    }
+    if (n)
+        memcpy(dst, t, n);
+    dst[n] = '\0';
+}
+
+static int check_name(const char *what, const char *v, struct err *e)
+{
+    if (!v || !*v)
+        return err_set(e, ERR_USAGE, "store: %s name is empty", what);
+    if (strlen(v) > STORE_NAME_MAX)
+        return err_set(e, ERR_LIMIT, "store: %s name is longer than STORE_NAME_MAX (%d bytes)",
+                       what, STORE_NAME_MAX);
+    return 0;
+}
+
+static int check_uidl(const char *v, struct err *e)
+{
+    if (!v || !*v)
+        return err_set(e, ERR_USAGE, "store: UIDL is empty");
+    if (strlen(v) > STORE_UIDL_MAX)
+        return err_set(e, ERR_LIMIT, "store: UIDL is longer than STORE_UIDL_MAX (%d bytes)",
+                       STORE_UIDL_MAX);
+    return 0;
+}
+
+/* Callback said stop: make sure an error is there. */
+static int cb_stop(struct err *e)
+{
+    if (e && e->kind == ERR_NONE)
+        err_set(e, ERR_USAGE, "store: stopped by the caller's callback");
+    return -1;
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+static int tx_begin(struct store *st, struct err *e, const char *op)
+{
+    if (!st->batch) {
+        return run_id(st, S_BEGIN, e, op);
+    }
+    if (st->batch_lost)
+        return err_set(e, ERR_INTERNAL,
+                       "store: %s: the batch was rolled back after an earlier error", op);
+    if (!st->batch_tx) {
+        if (run_id(st, S_BEGIN, e, op) < 0)
+            return -1;
+        st->batch_tx = true;
+    }
+    return run_id(st, S_SAVEPOINT, e, op);
+}
+
+static int tx_commit(struct store *st, struct err *e, const char *op)
+{
+    if (st->batch)
+        return run_id(st, S_RELEASE, e, op);
+    if (run_id(st, S_COMMIT, e, op) < 0) {
+        if (!sqlite3_get_autocommit(st->db))
+            run_id(st, S_ROLLBACK, NULL, op);
+        return -1;
+    }
+    return 0;
+}
+
+static void tx_rollback(struct store *st)
+{
+    if (sqlite3_get_autocommit(st->db)) {
+        /* nothing open: the database already rolled everything back */
+        if (st->batch && st->batch_tx) {
+            st->batch_lost = true;
+            st->batch_tx = false;
+        }
+        return;
+    }
+    if (st->batch) {
+        run_id(st, S_ROLLBACK_TO, NULL, "rollback");
+        run_id(st, S_RELEASE, NULL, "rollback");
+    } else {
+        run_id(st, S_ROLLBACK, NULL, "rollback");
+    }
+}
+
+int store_batch_begin(struct store *st, struct err *e)
+{
+    if (st->batch)
+        return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
+    st->batch = true;
+    st->batch_tx = false;
+    st->batch_lost = false;
+    return 0;
+}
+
+int store_batch_commit(struct store *st, struct err *e)
+{
+    if (!st->batch)
+        return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
+    bool lost = st->batch_lost, open = st->batch_tx;
+    st->batch = st->batch_tx = st->batch_lost = false;
+    if (lost)
+        return err_set(e, ERR_INTERNAL,
+                       "store: batch commit: the batch was rolled back after an earlier error");
+    if (!open)
+        return 0;
+    if (run_id(st, S_COMMIT, e, "batch commit") < 0) {
+        if (!sqlite3_get_autocommit(st->db))
+            run_id(st, S_ROLLBACK, NULL, "batch rollback");
+        return -1;
+    }
+    return 0;
+}
+
+void store_batch_rollback(struct store *st)
+{
+    if (!st || !st->batch)
+        return;
+    if (st->batch_tx && !sqlite3_get_autocommit(st->db))
+        run_id(st, S_ROLLBACK, NULL, "batch rollback");
+    st->batch = st->batch_tx = st->batch_lost = false;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static int make_dirs(const char *dir, struct err *e)
+{
+    char p[PATH_BYTES];
+    int n = snprintf(p, sizeof p, "%s", dir);
+    if (n < 0 || (size_t)n >= sizeof p)
+        return err_set(e, ERR_LIMIT, "store: state_dir is longer than %d bytes", PATH_BYTES - 1);
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+            return err_set(e, ERR_INTERNAL, "store: cannot create directory %s: %s", p,
+                           strerror(errno));
+        *c = '/';
+    }
+    if (mkdir(p, 0700) < 0 && errno != EEXIST)
+        return err_set(e, ERR_INTERNAL, "store: cannot create state_dir %s: %s", p,
+                       strerror(errno));
+    struct stat sb;
+    if (stat(p, &sb) < 0)
+        return err_set(e, ERR_INTERNAL, "store: state_dir %s: %s", p, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return err_set(e, ERR_INTERNAL, "store: state_dir %s is not a directory", p);
+    return 0;
+}
+
+static int newer_schema(struct store *st, int version, struct err *e)
+{
+    return err_set(e, ERR_INTERNAL,
+                   "store: %s has schema version %d, newer than this build supports (%d);"
+                   " run a newer pop3bridge",
+                   st->path, version, STORE_SCHEMA_VERSION);
+}
+
+static int migrate(struct store *st, struct err *e)
+{
+    /* the common case, an up-to-date schema, needs no write lock: opening a
+     * handle never waits for another handle's open batch */
+    int version = store_schema_version(st, e);
+    if (version < 0)
+        return -1;
+    if (version == STORE_SCHEMA_VERSION)
+        return 0;
+    if (version > STORE_SCHEMA_VERSION)
+        return newer_schema(st, version, e);
+    if (exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
+        return -1;
+    version = store_schema_version(st, e); /* again, under the lock */
+    if (version < 0 || version > STORE_SCHEMA_VERSION) {
+        if (version > STORE_SCHEMA_VERSION)
+            newer_schema(st, version, e);
+        exec(st, "ROLLBACK", NULL, "migrate");
+        return -1;
+    }
+    for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+        char set[64];
+        int n = snprintf(set, sizeof set, "PRAGMA user_version = %d", v + 1);
+        if (n < 0 || (size_t)n >= sizeof set || exec(st, migrations[v], e, "migrate") < 0 ||
+            exec(st, set, e, "migrate") < 0) {
+            if (e && e->kind == ERR_NONE)
+                err_set(e, ERR_INTERNAL, "store: migrate: bad version statement");
+            err_prefix(e, "schema version %d", v + 1);
+            exec(st, "ROLLBACK", NULL, "migrate");
+            return -1;
+        }
+    }
+    if (exec(st, "COMMIT", e, "migrate") < 0) {
+        exec(st, "ROLLBACK", NULL, "migrate");
+        return -1;
+    }
+    return 0;
+}
+
+static int conn_setup(sqlite3 *db)
+{
+    sqlite3_extended_result_codes(db, 1);
+    return sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+}
+
+struct store *store_open(const char *state_dir, struct err *e)
+{
+    if (!state_dir || !*state_dir) {
+        err_set(e, ERR_USAGE, "store: state_dir is empty");
+        return NULL;
+    }
+    if (!sqlite3_threadsafe()) {
+        err_set(e, ERR_INTERNAL, "store: SQLite was built without thread support");
+        return NULL;
+    }
+    struct store *st = calloc(1, sizeof *st);
+    if (!st) {
+        err_set(e, ERR_INTERNAL, "store: out of memory");
+        return NULL;
+    }
+    int n1 = snprintf(st->dir, sizeof st->dir, "%s", state_dir);
+    int n2 = snprintf(st->path, sizeof st->path, "%s/%s", state_dir, STORE_DB_FILE);
+    if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof st->dir || (size_t)n2 >= sizeof st->path) {
+        err_set(e, ERR_LIMIT, "store: state_dir is longer than %d bytes",
+                (int)(PATH_BYTES - sizeof STORE_DB_FILE - 1));
+        free(st);
+        return NULL;
+    }
+    if (make_dirs(state_dir, e) < 0) {
+        free(st);
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(st->path, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        err_set(e, ERR_INTERNAL, "store: cannot open %s: %s", st->path,
+                st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    conn_setup(st->db);
+    /* journal_mode answers with the mode in force: it must say "wal".
+     * Switching a fresh file to WAL needs an exclusive lock and does not
+     * always go through the busy handler, so wait here, bounded. */
+    sqlite3_stmt *s = NULL;
+    rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+    for (int tries = 0; rc == SQLITE_OK; tries++) {
+        rc = sqlite3_step(s);
+        int base = rc & 0xff;
+        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) ||
+            tries >= STORE_BUSY_TIMEOUT_MS / WAL_RETRY_MS)
+            break;
+        sqlite3_reset(s);
+        sqlite3_sleep(WAL_RETRY_MS);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        err_set(e, ERR_INTERNAL, "store: cannot open %s: %s", st->path, sqlite3_errmsg(st->db));
+        sqlite3_finalize(s);
+        goto fail;
+    }
+    const char *mode = (const char *)sqlite3_column_text(s, 0);
+    if (!mode || strcmp(mode, "wal") != 0) {
+        err_set(e, ERR_INTERNAL, "store: %s: cannot use WAL mode (got \"%s\")", st->path,
+                mode ? mode : "");
+        sqlite3_finalize(s);
+        goto fail;
+    }
+    sqlite3_finalize(s);
+    if (exec(st, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                 " PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
+             e, "configure") < 0)
+        goto fail;
+    if (migrate(st, e) < 0)
+        goto fail;
+    if (exec(st, "CREATE TEMP TABLE listed(uidl TEXT PRIMARY KEY) WITHOUT ROWID;"
+                 " CREATE TEMP TABLE purge(id INTEGER PRIMARY KEY);",
+             e, "open") < 0)
+        goto fail;
+    return st;
+fail:
+    if (e)
+        err_prefix(e, "store_open");
+    store_close(st);
+    return NULL;
+}
+
+void store_close(struct store *st)
+{
+    if (!st)
+        return;
+    store_batch_rollback(st);
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st);
+}
+
+int store_schema_version(struct store *st, struct err *e)
+{
+    sqlite3_stmt *s = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    else
+        dberr(st, e, "schema version");
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static const char *const uidl_state_names[] = {"ignored", "stored", "delivered", "deleted"};
+static const char *const dstatus_names[] = {"pending", "delivered", "failed", "dead"};
+
+const char *store_uidl_state_name(enum store_uidl_state s)
+{
+    return (unsigned)s < 4 ? uidl_state_names[s] : "unknown";
+}
+
+const char *store_dstatus_name(enum store_dstatus s)
+{
+    return (unsigned)s < 4 ? dstatus_names[s] : "unknown";
+}
+
+int store_dstatus_parse(const char *name, enum store_dstatus *out, struct err *e)
+{
+    for (int i = 0; name && i < 4; i++)
+        if (strcmp(name, dstatus_names[i]) == 0) {
+            *out = (enum store_dstatus)i;
+            return 0;
+        }
+    return err_set(e, ERR_USAGE,
+                   "store: unknown delivery status (want pending, delivered, failed or dead)");
+}
+
+/* ---- ids --------------------------------------------------------------- */
+
+static char *id_format(const char *prefix, int64_t id, char *buf)
+{
+    int n = snprintf(buf, STORE_ID_MAX, "%s%" PRId64, prefix, id);
+    if (n < 0 || n >= STORE_ID_MAX)
+        buf[0] = '\0'; /* cannot happen: 2 + 19 digits + NUL < STORE_ID_MAX */
+    return buf;
+}
+
+char *store_msg_id_format(int64_t id, char *buf)
+{
+    return id_format("m_", id, buf);
+}
+
+char *store_delivery_id_format(int64_t id, char *buf)
+{
+    return id_format("d_", id, buf);
+}
+
+/* prefix then a positive decimal without sign or leading zero. */
+static int id_parse(const char *s, const char *prefix, const char *what, int64_t *id,
+                    struct err *e)
+{
+    size_t pl = strlen(prefix);
+    if (!s || strncmp(s, prefix, pl) != 0)
+        return err_set(e, ERR_USAGE, "store: malformed %s", what);
+    const char *d = s + pl;
+    size_t n = strspn(d, "0123456789");
+    if (n == 0 || n > 19 || d[n] != '\0' || d[0] == '0')
+        return err_set(e, ERR_USAGE, "store: malformed %s", what);
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(d, &end, 10);
+    if (errno == ERANGE || end != d + n || v <= 0)
+        return err_set(e, ERR_USAGE, "store: %s out of range", what);
+    *id = (int64_t)v;
+    return 0;
+}
+
+int store_msg_id_parse(const char *s, int64_t *id, struct err *e)
+{
+    return id_parse(s, "m_", "message id", id, e);
+}
+
+int store_delivery_id_parse(const char *s, int64_t *id, struct err *e)
+{
+    return id_parse(s, "d_", "delivery id", id, e);
+}
+
+/* ---- UIDLs ------------------------------------------------------------- */
+
+static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void *ctx,
+                      struct err *e, const char *op)
+{
+    int rc, r = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *u = (const char *)sqlite3_column_text(s, 0);
+        if (cb(ctx, u ? u : "", (enum store_uidl_state)sqlite3_column_int(s, 1),
+               sqlite3_column_int64(s, 2), e) != 0) {
+            r = cb_stop(e);
+            break;
+        }
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = dberr(st, e, op);
+    done(s);
+    return r;
+}
+
+int store_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
+                     struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    err_clear(e);
+    sqlite3_stmt *s = S(st, S_UIDLS_EACH, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    return uidls_iter(st, s, cb, ctx, e, "list UIDLs");
+}
+
+int store_uidl_get(struct store *st, const char *account, const char *uidl,
+                   enum store_uidl_state *state, int64_t *msg_id, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_UIDL_GET, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, uidl);
+    int rc = sqlite3_step(s), r;
+    if (rc == SQLITE_ROW) {
+        *state = (enum store_uidl_state)sqlite3_column_int(s, 0);
+        if (msg_id)
+            *msg_id = sqlite3_column_int64(s, 1);
+        r = 0;
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get UIDL");
+    }
+    done(s);
+    return r;
+}
+
+static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
+{
+    if (n > STORE_UIDLS_MAX)
+        return err_set(e, ERR_LIMIT, "store: %zu UIDLs in one call, over STORE_UIDLS_MAX (%d)", n,
+                       STORE_UIDLS_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (check_uidl(uidls[i], e) < 0)
+            return -1;
+    return 0;
+}
+
+int store_uidls_record_ignored(struct store *st, const char *account,
+                               const char *const *uidls, size_t n, int64_t now,
+                               struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    const char *op = "record ignored UIDLs";
+    sqlite3_stmt *s = S(st, S_UIDL_INS_IGNORED, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        bind_str(s, 1, account);
+        bind_str(s, 2, uidls[i]);
+        sqlite3_bind_int64(s, 3, now);
+        if (run(st, s, e, op) < 0) {
+            tx_rollback(st);
+            return -1;
+        }
+    }
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+int store_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
+                          int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
+                          struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    err_clear(e);
+    sqlite3_stmt *s = S(st, S_DELETABLE, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    sqlite3_bind_int(s, 2, delete_delivered ? 1 : 0);
+    sqlite3_bind_int64(s, 3, delete_after_ms > 0 ? delete_after_ms : 0);
+    sqlite3_bind_int64(s, 4, now);
+    return uidls_iter(st, s, cb, ctx, e, "list deletable UIDLs");
+}
+
+int store_uidls_mark_deleted(struct store *st, const char *account,
+                             const char *const *uidls, size_t n, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    const char *op = "mark UIDLs deleted";
+    sqlite3_stmt *s = S(st, S_MARK_DELETED, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        bind_str(s, 1, account);
+        bind_str(s, 2, uidls[i]);
+        if (run(st, s, e, op) < 0) {
+            tx_rollback(st);
+            return -1;
+        }
+    }
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+int store_uidls_forget_vanished(struct store *st, const char *account,
+                                const char *const *listed, size_t n, int64_t *forgotten,
+                                struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_uidl_list(listed, n, e) < 0)
+        return -1;
+    const char *op = "forget vanished UIDLs";
+    sqlite3_stmt *ins = S(st, S_LISTED_INS, e), *del = S(st, S_FORGET, e);
+    if (!ins || !del || tx_begin(st, e, op) < 0)
+        return -1;
+    if (run_id(st, S_LISTED_CLEAR, e, op) < 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        bind_str(ins, 1, listed[i]);
+        if (run(st, ins, e, op) < 0)
+            goto fail;
+    }
+    bind_str(del, 1, account);
+    if (run(st, del, e, op) < 0)
+        goto fail;
+    int64_t count = sqlite3_changes64(st->db);
+    if (run_id(st, S_LISTED_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
+        goto fail;
+    if (forgotten)
+        *forgotten = count;
+    return 0;
+fail:
+    tx_rollback(st);
+    return -1;
+}
+
+/* ---- storing a message ------------------------------------------------- */
+
+int store_msg_begin(struct store *st, const char *account, const char *uidl,
+                    struct store_msg **out, struct err *e)
+{
+    *out = NULL;
+    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
+        return -1;
+    struct store_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    m->st = st;
+    m->fd = -1;
+    memcpy(m->account, account, strlen(account) + 1);
+    memcpy(m->uidl, uidl, strlen(uidl) + 1);
+    m->sha = EVP_MD_CTX_new();
+    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
+        store_msg_abort(m);
+        return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
+    }
+    *out = m;
+    return 0;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Move the in-memory spool to an unlinked temp file in state_dir. */
+static int spool_to_file(struct store_msg *m, struct err *e)
+{
+    char tmpl[PATH_BYTES];
+    int n = snprintf(tmpl, sizeof tmpl, "%s/.spool-XXXXXX", m->st->dir);
+    if (n < 0 || (size_t)n >= sizeof tmpl)
+        return err_set(e, ERR_LIMIT, "store: spool path too long");
+    int fd = mkostemp(tmpl, O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
+                       strerror(errno));
+    unlink(tmpl);
+    if (write_all(fd, m->mem, m->mem_len) < 0) {
+        int saved = errno;
+        close(fd);
+        return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
+                       strerror(saved));
+    }
+    free(m->mem);
+    m->mem = NULL;
+    m->mem_len = m->mem_cap = 0;
+    m->fd = fd;
+    return 0;
+}
+
+int store_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
+{
+    if (m->failed)
+        return err_set(e, ERR_USAGE, "store: message write after an earlier error");
+    if (len == 0)
+        return 0;
+    if (len > STORE_MSG_MAX || m->size + len > STORE_MSG_MAX) {
+        m->failed = true;
+        return err_set(e, ERR_LIMIT,
+                       "store: message for account %s is larger than STORE_MSG_MAX (%llu bytes)",
+                       m->account, (unsigned long long)STORE_MSG_MAX);
+    }
+    if (EVP_DigestUpdate(m->sha, data, len) != 1) {
+        m->failed = true;
+        return err_set(e, ERR_INTERNAL, "store: SHA-256 update failed");
+    }
+    if (m->fd < 0 && m->mem_len + len > STORE_SPOOL_MEM_MAX && spool_to_file(m, e) < 0) {
+        m->failed = true;
+        return -1;
+    }
+    if (m->fd >= 0) {
+        if (write_all(m->fd, data, len) < 0) {
+            m->failed = true;
+            return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
+                           m->st->dir, strerror(errno));
+        }
+    } else {
+        if (m->mem_len + len > m->mem_cap) {
+            size_t cap = m->mem_cap ? m->mem_cap : 16384;
+            while (cap < m->mem_len + len)
+                cap *= 2;
+            if (cap > STORE_SPOOL_MEM_MAX)
+                cap = STORE_SPOOL_MEM_MAX;
+            unsigned char *p = realloc(m->mem, cap);
+            if (!p) {
+                m->failed = true;
+                return err_set(e, ERR_INTERNAL, "store: out of memory");
+            }
+            m->mem = p;
+            m->mem_cap = cap;
+        }
+        memcpy(m->mem + m->mem_len, data, len);
+        m->mem_len += len;
+    }
+    m->size += len;
+    return 0;
+}
+
+void store_msg_abort(struct store_msg *m)
+{
+    if (!m)
+        return;
+    if (m->fd >= 0)
+        close(m->fd);
+    free(m->mem);
+    EVP_MD_CTX_free(m->sha);
+    free(m);
+}
+
+/* Copy the spool file into the zero-filled blob of message id. */
+static int body_from_file(struct store *st, struct store_msg *m, int64_t id, struct err *e)
+{
+    sqlite3_blob *b = NULL;
+    if (sqlite3_blob_open(st->db, "main", "bodies", "raw", id, 1, &b) != SQLITE_OK) {
+        dberr(st, e, "open body blob");
+        sqlite3_blob_close(b);
+        return -1;
+    }
+    unsigned char *buf = malloc(STORE_IO_CHUNK);
+    if (!buf) {
+        sqlite3_blob_close(b);
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    }
+    int r = 0;
+    uint64_t off = 0;
+    while (off < m->size) {
+        size_t want = m->size - off < STORE_IO_CHUNK ? (size_t)(m->size - off) : STORE_IO_CHUNK;
+        ssize_t got = pread(m->fd, buf, want, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            r = err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s", st->dir,
+                        got < 0 ? strerror(errno) : "unexpected end of file");
+            break;
+        }
+        if (sqlite3_blob_write(b, buf, (int)got, (int)off) != SQLITE_OK) {
+            r = dberr(st, e, "write body blob");
+            break;
+        }
+        off += (uint64_t)got;
+    }
+    free(buf);
+    if (sqlite3_blob_close(b) != SQLITE_OK && r == 0)
+        r = dberr(st, e, "close body blob");
+    return r;
+}
+
+static int finish_tx(struct store *st, struct store_msg *m, const struct store_msg_meta *meta,
+                     const char *const *webhooks, size_t n_webhooks, int64_t now,
+                     const char *sha_hex, int64_t *id_out, struct err *e)
+{
+    const char *op = "store message";
+    sqlite3_stmt *s = S(st, S_MSG_INS, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, m->account);
+    bind_str(s, 2, m->uidl);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)m->size);
+    bind_str(s, 4, sha_hex);
+    sqlite3_bind_int64(s, 5, now);
+    if (meta) {
+        bind_trunc(s, 6, meta->subject, STORE_META_MAX);
+        bind_trunc(s, 7, meta->from, STORE_META_MAX);
+        bind_trunc(s, 8, meta->message_id, STORE_META_MAX);
+        bind_trunc(s, 9, meta->date, STORE_META_MAX);
+    }
+    bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
+    sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
+    if (n_webhooks == 0)
+        sqlite3_bind_int64(s, 10, now);
+    if (run(st, s, e, op) < 0)
+        return -1;
+    int64_t id = sqlite3_last_insert_rowid(st->db);
+
+    if (!(s = S(st, S_BODY_INS, e)))
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    if (m->fd < 0)
+        sqlite3_bind_blob(s, 2, m->mem ? (const void *)m->mem : "", (int)m->mem_len,
+                          SQLITE_STATIC);
+    else
+        sqlite3_bind_zeroblob64(s, 2, m->size);
+    if (run(st, s, e, op) < 0)
+        return -1;
+    if (m->fd >= 0 && body_from_file(st, m, id, e) < 0)
+        return -1;
+
+    if (!(s = S(st, S_UIDL_INS_STORED, e)))
+        return -1;
+    bind_str(s, 1, m->account);
+    bind_str(s, 2, m->uidl);
+    sqlite3_bind_int(s, 3, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
+    sqlite3_bind_int64(s, 4, id);
+    sqlite3_bind_int64(s, 5, now);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
+        else
+            dberr(st, e, op);
+        done(s);
+        return -1;
+    }
+    done(s);
+
+    if (!(s = S(st, S_DELIV_INS, e)))
+        return -1;
+    for (size_t i = 0; i < n_webhooks; i++) {
+        sqlite3_bind_int64(s, 1, id);
+        bind_str(s, 2, m->account);
+        bind_str(s, 3, webhooks[i]);
+        sqlite3_bind_int64(s, 4, now);
+        if (run(st, s, e, op) < 0)
+            return -1;
+    }
+    *id_out = id;
+    return 0;
+}
+
+int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
+                     const char *const *webhooks, size_t n_webhooks, int64_t now,
+                     struct store_msg_result *res, struct err *e)
+{
+    struct store *st = m->st;
+    int r = -1;
+    if (m->failed) {
+        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
+        goto out;
+    }
+    if (n_webhooks > STORE_WEBHOOKS_MAX) {
+        err_set(e, ERR_LIMIT, "store: %zu webhooks for one message, over STORE_WEBHOOKS_MAX (%d)",
+                n_webhooks, STORE_WEBHOOKS_MAX);
+        goto out;
+    }
+    for (size_t i = 0; i < n_webhooks; i++) {
+        if (check_name("webhook", webhooks[i], e) < 0)
+            goto out;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(webhooks[i], webhooks[j]) == 0) {
+                err_set(e, ERR_USAGE, "store: webhook %s is listed twice", webhooks[i]);
+                goto out;
+            }
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
+        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
+        goto out;
+    }
+    char hex[STORE_SHA256_HEX + 1];
+    for (unsigned i = 0; i < 32; i++) {
+        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
+    }
+    hex[STORE_SHA256_HEX] = '\0';
+    int64_t id = 0;
+    if (tx_begin(st, e, "store message") < 0)
+        goto out;
+    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, e) < 0 ||
+        tx_commit(st, e, "store message") < 0) {
+        tx_rollback(st);
+        goto out;
+    }
+    if (res) {
+        res->id = id;
+        res->size = m->size;
+        memcpy(res->sha256, hex, sizeof hex);
+    }
+    r = 0;
+out:
+    store_msg_abort(m);
+    return r;
+}
+
+/* ---- reading a message ------------------------------------------------- */
+
+int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_MSG_GET, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        out->id = sqlite3_column_int64(s, 0);
+        col_copy(s, 1, out->account, sizeof out->account);
+        col_copy(s, 2, out->uidl, sizeof out->uidl);
+        out->size = (uint64_t)sqlite3_column_int64(s, 3);
+        col_copy(s, 4, out->sha256, sizeof out->sha256);
+        out->received_at = sqlite3_column_int64(s, 5);
+        out->delivered_at = sqlite3_column_int64(s, 6);
+        out->body_purged_at = sqlite3_column_int64(s, 7);
+        col_copy(s, 8, out->subject, sizeof out->subject);
+        col_copy(s, 9, out->from, sizeof out->from);
+        col_copy(s, 10, out->message_id, sizeof out->message_id);
+        col_copy(s, 11, out->date, sizeof out->date);
+        col_copy(s, 12, out->kind, sizeof out->kind);
+        out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get message");
+    }
+    done(s);
+    return r;
+}
+
+/* Length of the body of message id; STORE_NOTFOUND if none. */
+static int body_len(struct store *st, int64_t id, uint64_t *len, struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_BODY_LEN, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *len = (uint64_t)sqlite3_column_int64(s, 0);
+    else if (rc == SQLITE_DONE)
+        r = STORE_NOTFOUND;
+    else
+        r = dberr(st, e, "get body length");
+    done(s);
+    return r;
+}
+
+int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
+                     struct err *e)
+{
+    err_clear(e);
+    sqlite3_blob *b = NULL;
+    int rc = sqlite3_blob_open(st->db, "main", "bodies", "raw", id, 0, &b);
+    if (rc != SQLITE_OK) {
+        sqlite3_blob_close(b);
+        /* "no such rowid" is SQLITE_ERROR; tell it apart from real failures */
+        uint64_t len;
+        int r = body_len(st, id, &len, e);
+        if (r == STORE_NOTFOUND)
+            return STORE_NOTFOUND;
+        return r < 0 ? -1 : dberr(st, e, "open body blob");
+    }
+    unsigned char *buf = malloc(STORE_IO_CHUNK);
+    if (!buf) {
+        sqlite3_blob_close(b);
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    }
+    int total = sqlite3_blob_bytes(b), r = 0;
+    for (int off = 0; off < total;) {
+        int n = total - off < (int)STORE_IO_CHUNK ? total - off : (int)STORE_IO_CHUNK;
+        if (sqlite3_blob_read(b, buf, n, off) != SQLITE_OK) {
+            r = dberr(st, e, "read body blob");
+            break;
+        }
+        if (sink(ctx, buf, (size_t)n, e) != 0) {
+            r = cb_stop(e);
+            break;
+        }
+        off += n;
+    }
+    free(buf);
+    sqlite3_blob_close(b);
+    return r;
+}
+
+int store_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
+                    struct err *e)
+{
+    *out = NULL;
+    uint64_t len = 0;
+    int r = body_len(st, id, &len, e);
+    if (r != 0)
+        return r;
+    struct store_body *b = calloc(1, sizeof *b);
+    if (!b)
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    b->id = id;
+    if (sqlite3_open_v2(st->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        err_set(e, ERR_INTERNAL, "store: open body reader: %s",
+                b->db ? sqlite3_errmsg(b->db) : "out of memory");
+        store_body_close(b);
+        return -1;
+    }
+    conn_setup(b->db);
+    if (size)
+        *size = len;
+    *out = b;
+    return 0;
+}
+
+int store_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
+                    struct err *e)
+{
+    *got = 0;
+    sqlite3_blob *h = NULL;
+    if (sqlite3_blob_open(b->db, "main", "bodies", "raw", b->id, 0, &h) != SQLITE_OK) {
+        char idbuf[STORE_ID_MAX];
+        err_set(e, ERR_INTERNAL, "store: read body of %s: %s", store_msg_id_format(b->id, idbuf),
+                sqlite3_errmsg(b->db));
+        sqlite3_blob_close(h);
+        return -1;
+    }
+    uint64_t total = (uint64_t)sqlite3_blob_bytes(h);
+    int r = 0;
+    if (offset < total) {
+        uint64_t n = total - offset;
+        if (n > len)
+            n = len;
+        if (sqlite3_blob_read(h, buf, (int)n, (int)offset) != SQLITE_OK)
+            r = err_set(e, ERR_INTERNAL, "store: read body: %s", sqlite3_errmsg(b->db));
+        else
+            *got = (size_t)n;
+    }
+    sqlite3_blob_close(h);
+    return r;
+}
+
+void store_body_close(struct store_body *b)
+{
+    if (!b)
+        return;
+    sqlite3_close(b->db);
+    free(b);
+}
+
+/* ---- deliveries -------------------------------------------------------- */
+
+static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
+{
+    d->id = sqlite3_column_int64(s, 0);
+    d->msg_id = sqlite3_column_int64(s, 1);
+    col_copy(s, 2, d->account, sizeof d->account);
+    col_copy(s, 3, d->uidl, sizeof d->uidl);
+    col_copy(s, 4, d->webhook, sizeof d->webhook);
+    d->status = (enum store_dstatus)sqlite3_column_int(s, 5);
+    d->attempts = sqlite3_column_int(s, 6);
+    d->created_at = sqlite3_column_int64(s, 7);
+    d->updated_at = sqlite3_column_int64(s, 8);
+    d->next_attempt_at = sqlite3_column_int64(s, 9);
+    d->delivered_at = sqlite3_column_int64(s, 10);
+    d->last_http_status = sqlite3_column_int(s, 11);
+    col_copy(s, 12, d->last_error, sizeof d->last_error);
+}
+
+int store_delivery_claim_due(struct store *st, int64_t now, struct store_delivery *out,
+                             size_t max, size_t *n, struct err *e)
+{
+    *n = 0;
+    if (max == 0)
+        return 0;
+    if (max > STORE_DUE_MAX)
+        return err_set(e, ERR_LIMIT, "store: claim of %zu deliveries, over STORE_DUE_MAX (%d)",
+                       max, STORE_DUE_MAX);
+    const char *op = "claim due deliveries";
+    sqlite3_stmt *sel = S(st, S_DUE, e), *claim = S(st, S_CLAIM, e);
+    if (!sel || !claim || tx_begin(st, e, op) < 0)
+        return -1;
+    sqlite3_bind_int64(sel, 1, now);
+    sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
+    size_t k = 0;
+    int rc;
+    while (k < max && (rc = sqlite3_step(sel)) == SQLITE_ROW)
+        delivery_row(sel, &out[k++]);
+    if (k < max && rc != SQLITE_DONE) {
+        dberr(st, e, op);
+        done(sel);
+        tx_rollback(st);
+        return -1;
+    }
+    done(sel);
+    for (size_t i = 0; i < k; i++) {
+        sqlite3_bind_int64(claim, 1, out[i].id);
+        sqlite3_bind_int64(claim, 2, now);
+        if (run(st, claim, e, op) < 0) {
+            tx_rollback(st);
+            return -1;
+        }
+    }
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    *n = k;
+    return 0;
+}
+
+static int write1(struct store *st, enum sid id, int64_t arg, int64_t *changes, struct err *e,
+                  const char *op)
+{
+    sqlite3_stmt *s = S(st, id, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    if (id == S_UNCLAIM)
+        sqlite3_bind_int64(s, 1, arg);
+    if (run(st, s, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (changes)
+        *changes = c;
+    return 0;
+}
+
+int store_delivery_release_claims(struct store *st, int64_t *released, struct err *e)
+{
+    return write1(st, S_RELEASE_ALL, 0, released, e, "release claims");
+}
+
+int store_delivery_unclaim(struct store *st, int64_t id, struct err *e)
+{
+    int64_t c = 0;
+    if (write1(st, S_UNCLAIM, id, &c, e, "unclaim delivery") < 0)
+        return -1;
+    return c ? 0 : STORE_NOTFOUND;
+}
+
+/* Status and message of delivery id: 0, STORE_NOTFOUND or -1. */
+static int delivery_status(struct store *st, int64_t id, enum store_dstatus *status,
+                           int64_t *msg_id, struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_DELIV_STATUS, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        *status = (enum store_dstatus)sqlite3_column_int(s, 0);
+        *msg_id = sqlite3_column_int64(s, 1);
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get delivery status");
+    }
+    done(s);
+    return r;
+}
+
+static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct store_attempt *a,
+                     enum store_dstatus status, int64_t next_attempt_at, struct err *e)
+{
+    const char *op = "record delivery attempt";
+    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
+    sqlite3_stmt *s = S(st, S_DELIV_UPDATE, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int(s, 2, status);
+    sqlite3_bind_int64(s, 3, status == STORE_D_FAILED ? next_attempt_at : 0);
+    sqlite3_bind_int64(s, 4, end);
+    sqlite3_bind_int64(s, 5, status == STORE_D_DELIVERED ? end : 0);
+    sqlite3_bind_int(s, 6, a->http_status);
+    bind_trunc(s, 7, a->error ? a->error : "", STORE_ERROR_MAX);
+    if (run(st, s, e, op) < 0)
+        return -1;
+    if (!(s = S(st, S_ATTEMPT_INS, e)))
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, a->started_at);
+    sqlite3_bind_int64(s, 3, a->duration_ms);
+    sqlite3_bind_int(s, 4, a->http_status);
+    bind_trunc(s, 5, a->error ? a->error : "", STORE_ERROR_MAX);
+    bind_str(s, 6, a->outcome ? a->outcome : store_dstatus_name(status));
+    if (run(st, s, e, op) < 0)
+        return -1;
+    if (status != STORE_D_DELIVERED)
+        return 0;
+    if (!(s = S(st, S_MSG_UNDELIVERED, e)))
+        return -1;
+    sqlite3_bind_int64(s, 1, msg_id);
+    int rc = sqlite3_step(s);
+    int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    if (rc != SQLITE_ROW) {
+        dberr(st, e, op);
+        done(s);
+        return -1;
+    }
+    done(s);
+    if (left > 0)
+        return 0;
+    if (!(s = S(st, S_MSG_SET_DELIVERED, e)))
+        return -1;
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_int64(s, 2, end);
+    if (run(st, s, e, op) < 0 || !(s = S(st, S_UIDL_SET_DELIVERED, e)))
+        return -1;
+    sqlite3_bind_int64(s, 1, msg_id);
+    return run(st, s, e, op);
+}
+
+int store_delivery_record(struct store *st, int64_t id, const struct store_attempt *a,
+                          enum store_dstatus status, int64_t next_attempt_at, struct err *e)
+{
+    char idbuf[STORE_ID_MAX];
+    if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
+        return err_set(e, ERR_USAGE,
+                       "store: record delivery: new status must be delivered, failed or dead");
+    if (a->outcome && strlen(a->outcome) > STORE_OUTCOME_MAX)
+        return err_set(e, ERR_LIMIT,
+                       "store: record delivery: outcome longer than STORE_OUTCOME_MAX (%d bytes)",
+                       STORE_OUTCOME_MAX);
+    const char *op = "record delivery attempt";
+    if (tx_begin(st, e, op) < 0)
+        return -1;
+    enum store_dstatus cur;
+    int64_t msg_id = 0;
+    int r = delivery_status(st, id, &cur, &msg_id, e);
+    if (r == 0 && cur != STORE_D_PENDING && cur != STORE_D_FAILED)
+        r = err_set(e, ERR_USAGE, "store: record delivery %s: it is %s, not pending or failed",
+                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0)
+        r = record_tx(st, id, msg_id, a, status, next_attempt_at, e);
+    if (r == 0)
+        r = tx_commit(st, e, op);
+    if (r != 0)
+        tx_rollback(st);
+    return r;
+}
+
+int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
+{
+    char idbuf[STORE_ID_MAX];
+    const char *op = "retry delivery";
+    if (tx_begin(st, e, op) < 0)
+        return -1;
+    enum store_dstatus cur;
+    int64_t msg_id = 0;
+    uint64_t len;
+    int r = delivery_status(st, id, &cur, &msg_id, e);
+    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
+        r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
+                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0) {
+        int b = body_len(st, msg_id, &len, e);
+        if (b == STORE_NOTFOUND)
+            r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
+                        store_delivery_id_format(id, idbuf));
+        else
+            r = b;
+    }
+    if (r == 0) {
+        sqlite3_stmt *s = S(st, S_RETRY, e);
+        if (!s) {
+            r = -1;
+        } else {
+            sqlite3_bind_int64(s, 1, id);
+            sqlite3_bind_int64(s, 2, now);
+            r = run(st, s, e, op);
+        }
+    }
+    if (r == 0)
+        r = tx_commit(st, e, op);
+    if (r != 0)
+        tx_rollback(st);
+    return r;
+}
+
+int store_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
+                       store_attempt_cb cb, void *ctx, struct err *e)
+{
+    err_clear(e);
+    sqlite3_stmt *s = S(st, S_DELIV_GET, e), *a = S(st, S_ATTEMPTS, e);
+    if (!s || !a)
+        return -1;
+    /* one read transaction: the delivery and its attempts agree */
+    if (!st->batch && exec(st, "BEGIN", e, "get delivery") < 0)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        delivery_row(s, out);
+    else if (rc == SQLITE_DONE)
+        r = STORE_NOTFOUND;
+    else
+        r = dberr(st, e, "get delivery");
+    done(s);
+    if (r == 0 && cb) {
+        sqlite3_bind_int64(a, 1, id);
+        while ((rc = sqlite3_step(a)) == SQLITE_ROW) {
+            const char *er = (const char *)sqlite3_column_text(a, 3);
+            const char *oc = (const char *)sqlite3_column_text(a, 4);
+            struct store_attempt_row row = {
+                .started_at = sqlite3_column_int64(a, 0),
+                .duration_ms = sqlite3_column_int64(a, 1),
+                .http_status = sqlite3_column_int(a, 2),
+                .error = er ? er : "",
+                .outcome = oc ? oc : "",
+            };
+            if (cb(ctx, &row, e) != 0) {
+                r = cb_stop(e);
+                break;
+            }
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+            r = dberr(st, e, "get delivery attempts");
+        done(a);
+    }
+    if (!st->batch)
+        exec(st, "COMMIT", NULL, "get delivery");
+    return r;
+}
+
+static int cursor_parse(const char *c, int64_t *before, struct err *e)
+{
+    if (!c || !*c) {
+        *before = INT64_MAX;
+        return 0;
+    }
+    if (id_parse(c, "c", "cursor", before, e) < 0)
+        return err_set(e, ERR_USAGE, "store: malformed cursor");
+    return 0;
+}
+
+int store_delivery_list(struct store *st, const enum store_dstatus *status,
+                        const char *account, size_t limit, const char *cursor,
+                        store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
+{
+    next_cursor[0] = '\0';
+    err_clear(e);
+    if (limit < 1 || limit > STORE_LIST_MAX)
+        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
+    if (status && (unsigned)*status > STORE_D_DEAD)
+        return err_set(e, ERR_USAGE, "store: list: unknown status");
+    if (account && check_name("account", account, e) < 0)
+        return -1;
+    int64_t before;
+    if (cursor_parse(cursor, &before, e) < 0)
+        return -1;
+    enum sid id = status ? (account ? S_LIST_SA : S_LIST_S) : (account ? S_LIST_A : S_LIST_ALL);
+    sqlite3_stmt *s = S(st, id, e);
+    if (!s)
+        return -1;
+    if (status)
+        sqlite3_bind_int(s, sqlite3_bind_parameter_index(s, ":status"), *status);
+    if (account)
+        bind_str(s, sqlite3_bind_parameter_index(s, ":account"), account);
+    sqlite3_bind_int64(s, sqlite3_bind_parameter_index(s, ":before"), before);
+    /* one row more than asked tells whether there is a next page */
+    sqlite3_bind_int64(s, sqlite3_bind_parameter_index(s, ":limit"), (sqlite3_int64)limit + 1);
+    struct store_delivery d;
+    size_t k = 0;
+    int rc, r = 0;
+    int64_t last = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (k == limit) {
+            char tmp[STORE_CURSOR_MAX];
+            int n = snprintf(tmp, sizeof tmp, "c%" PRId64, last);
+            if (n > 0 && (size_t)n < sizeof tmp)
+                memcpy(next_cursor, tmp, (size_t)n + 1);
+            rc = SQLITE_DONE;
+            break;
+        }
+        memset(&d, 0, sizeof d);
+        delivery_row(s, &d);
+        last = d.id;
+        k++;
+        if (cb(ctx, &d, e) != 0) {
+            r = cb_stop(e);
+            next_cursor[0] = '\0';
+            break;
+        }
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = dberr(st, e, "list deliveries");
+    done(s);
+    return r;
+}
+
+int store_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s = S(st, S_COUNTS, e);
+    if (!s)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t c = sqlite3_column_int64(s, 1);
+        switch (sqlite3_column_int(s, 0)) {
+        case STORE_D_PENDING: out->pending = c; break;
+        case STORE_D_DELIVERED: out->delivered = c; break;
+        case STORE_D_FAILED: out->failed = c; break;
+        case STORE_D_DEAD: out->dead = c; break;
+        default: break;
+        }
+    }
+    int r = rc == SQLITE_DONE ? 0 : dberr(st, e, "count deliveries");
+    done(s);
+    return r;
+}
+
+int store_delivery_next_due(struct store *st, int64_t *at, struct err *e)
+{
+    *at = 0;
+    sqlite3_stmt *s = S(st, S_NEXT_DUE, e);
+    if (!s)
+        return -1;
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *at = sqlite3_column_int64(s, 0); /* NULL (none) reads as 0 */
+    else
+        r = dberr(st, e, "next due delivery");
+    done(s);
+    return r;
+}
+
+/* ---- webhooks ---------------------------------------------------------- */
+
+int store_webhook_disable(struct store *st, const char *webhook, const char *reason,
+                          int64_t now, struct err *e)
+{
+    if (check_name("webhook", webhook, e) < 0)
+        return -1;
+    const char *op = "disable webhook";
+    sqlite3_stmt *s = S(st, S_WH_DISABLE, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, webhook);
+    bind_trunc(s, 2, reason ? reason : "", STORE_ERROR_MAX);
+    sqlite3_bind_int64(s, 3, now);
+    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+int store_webhooks_enable_all(struct store *st, struct err *e)
+{
+    return write1(st, S_WH_ENABLE_ALL, 0, NULL, e, "enable webhooks");
+}
+
+int store_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
+                           int64_t *since, struct err *e)
+{
+    if (check_name("webhook", webhook, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_WH_GET, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, webhook);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+        *disabled = rc == SQLITE_ROW;
+        if (since)
+            *since = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    } else {
+        r = dberr(st, e, "get webhook state");
+    }
+    done(s);
+    return r;
+}
+
+/* ---- accounts ---------------------------------------------------------- */
+
+int store_account_get(struct store *st, const char *account, struct store_account_state *out,
+                      struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_ACC_GET, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        col_copy(s, 0, out->state, sizeof out->state);
+        col_copy(s, 1, out->last_error, sizeof out->last_error);
+        out->last_attempt_at = sqlite3_column_int64(s, 2);
+        out->last_success_at = sqlite3_column_int64(s, 3);
+        out->backoff_until = sqlite3_column_int64(s, 4);
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get account state");
+    }
+    done(s);
+    return r;
+}
+
+int store_account_set(struct store *st, const char *account,
+                      const struct store_account_state *in, struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    size_t sl = strnlen(in->state, sizeof in->state);
+    if (sl == 0)
+        return err_set(e, ERR_USAGE, "store: account state name is empty");
+    if (sl > STORE_STATE_MAX)
+        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
+                       STORE_STATE_MAX);
+    const char *op = "set account state";
+    sqlite3_stmt *s = S(st, S_ACC_SET, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    sqlite3_bind_text(s, 2, in->state, (int)sl, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, in->last_error, (int)strnlen(in->last_error, STORE_ERROR_MAX),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, in->last_attempt_at);
+    sqlite3_bind_int64(s, 5, in->last_success_at);
+    sqlite3_bind_int64(s, 6, in->backoff_until);
+    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+static int count1(struct store *st, enum sid id, const char *account, int64_t *out,
+                  struct err *e)
+{
+    sqlite3_stmt *s = S(st, id, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    int r = 0;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *out = sqlite3_column_int64(s, 0);
+    else
+        r = dberr(st, e, "count for account");
+    done(s);
+    return r;
+}
+
+int store_account_counts(struct store *st, const char *account,
+                         struct store_account_counts *out, struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    memset(out, 0, sizeof *out);
+    if (count1(st, S_ACC_STORED, account, &out->stored, e) < 0 ||
+        count1(st, S_ACC_PENDING, account, &out->pending_deliveries, e) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- retention --------------------------------------------------------- */
+
+int store_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                       int64_t *purged, struct err *e)
+{
+    if (retention_ms < 0)
+        return err_set(e, ERR_USAGE, "store: purge: negative retention");
+    const char *op = "purge bodies";
+    sqlite3_stmt *sel = S(st, S_PURGE_SEL, e), *del = S(st, S_PURGE_BODIES, e),
+                 *mark = S(st, S_PURGE_MARK, e);
+    if (!sel || !del || !mark || tx_begin(st, e, op) < 0)
+        return -1;
+    sqlite3_bind_int64(sel, 1, now - retention_ms);
+    sqlite3_bind_int64(sel, 2, max == 0 || max > INT64_MAX ? -1 : (sqlite3_int64)max);
+    sqlite3_bind_int64(mark, 1, now);
+    int64_t count = 0;
+    if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || run(st, sel, e, op) < 0)
+        goto fail;
+    count = sqlite3_changes64(st->db);
+    if (run(st, del, e, op) < 0 || run(st, mark, e, op) < 0 ||
+        run_id(st, S_PURGE_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
+        goto fail;
+    if (purged)
+        *purged = count;
+    return 0;
+fail:
+    tx_rollback(st);
+    return -1;
+}

@@ -1,0 +1,1027 @@
+/* webhook — signing, sending and classifying webhook POSTs; see include/webhook.h. */
+#include "webhook.h"
+
+#include <curl/curl.h>
+#include <limits.h>
+#include <math.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef POP3BRIDGE_VERSION
+#error "POP3BRIDGE_VERSION must be defined (the Makefile does)"
+#endif
+
+#define SHA256_LEN 32
+#define TS_DIGITS_MAX 19          /* int64_t in decimal */
+#define RETRY_AFTER_RAW_MAX 64    /* longest Retry-After header value kept */
+#define ID_HEX_DIGITS 32
+
+/* ---- process set-up ---------------------------------------------------- */
+
+int webhook_global_init(struct err *e)
+{
+    CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK)
+        return err_set(e, ERR_INTERNAL, "curl_global_init failed: %s", curl_easy_strerror(rc));
+    return 0;
+}
+
+void webhook_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+/* ---- base64 ------------------------------------------------------------ */
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Strict standard base64 (RFC 4648 section 4): whole quads, padding only at
+ * the end, unused bits zero.  0, or -1 with *bad_at set to the offending
+ * offset (len when the length is wrong, out_size exceeded: SIZE_MAX). */
+static int b64_decode_strict(const char *in, size_t len, unsigned char *out, size_t out_size,
+                             size_t *out_len, size_t *bad_at)
+{
+    size_t o = 0;
+    if (len == 0 || len % 4 != 0) {
+        *bad_at = len;
+        return -1;
+    }
+    for (size_t i = 0; i < len; i += 4) {
+        bool last = i + 4 == len;
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            unsigned char c = (unsigned char)in[i + (size_t)k];
+            if (c == '=' && last && k >= 2) {
+                /* "x=y=" is not valid: once padding starts it continues */
+                if (k == 2 && in[i + 3] != '=') {
+                    *bad_at = i + 2;
+                    return -1;
+                }
+                v[k] = 0;
+                pad++;
+                continue;
+            }
+            v[k] = b64_value(c);
+            if (v[k] < 0) {
+                *bad_at = i + (size_t)k;
+                return -1;
+            }
+        }
+        if ((pad == 2 && (v[1] & 0x0f) != 0) || (pad == 1 && (v[2] & 0x03) != 0)) {
+            *bad_at = i + 3 - (size_t)pad; /* stray bits in the last character */
+            return -1;
+        }
+        unsigned char b[3] = {
+            (unsigned char)(v[0] << 2 | v[1] >> 4),
+            (unsigned char)((v[1] & 0x0f) << 4 | v[2] >> 2),
+            (unsigned char)((v[2] & 0x03) << 6 | v[3]),
+        };
+        size_t nb = 3 - (size_t)pad;
+        if (o + nb > out_size) {
+            *bad_at = SIZE_MAX;
+            return -1;
+        }
+        memcpy(out + o, b, nb);
+        o += nb;
+    }
+    *out_len = o;
+    return 0;
+}
+
+/* ---- signing ----------------------------------------------------------- */
+
+int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_size,
+                          size_t *key_len, struct err *e)
+{
+    static const char prefix[] = WEBHOOK_SECRET_PREFIX;
+    const size_t plen = sizeof prefix - 1;
+    unsigned char tmp[WEBHOOK_KEY_MAX + 3]; /* room to detect "too long" */
+    size_t n = 0, bad = 0;
+
+    if (!secret || !key || !key_len)
+        return err_set(e, ERR_USAGE, "webhook secret: missing");
+    if (strncmp(secret, prefix, plen) != 0)
+        return err_set(e, ERR_USAGE, "webhook secret: must start with \"%s\"", prefix);
+    const char *b64 = secret + plen;
+    size_t blen = strlen(b64);
+    if (blen > (WEBHOOK_KEY_MAX + 2) / 3 * 4)
+        return err_set(e, ERR_USAGE, "webhook secret: key longer than %d bytes", WEBHOOK_KEY_MAX);
+    if (b64_decode_strict(b64, blen, tmp, sizeof tmp, &n, &bad) < 0) {
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        if (bad == blen)
+            return err_set(e, ERR_USAGE,
+                           "webhook secret: base64 part is %zu characters, not a non-zero "
+                           "multiple of 4",
+                           blen);
+        if (bad == SIZE_MAX)
+            return err_set(e, ERR_USAGE, "webhook secret: key longer than %d bytes",
+                           WEBHOOK_KEY_MAX);
+        return err_set(e, ERR_USAGE, "webhook secret: not valid base64 at character %zu",
+                       plen + bad + 1);
+    }
+    if (n < WEBHOOK_KEY_MIN || n > WEBHOOK_KEY_MAX) {
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        return err_set(e, ERR_USAGE, "webhook secret: key is %zu bytes, must be %d..%d", n,
+                       WEBHOOK_KEY_MIN, WEBHOOK_KEY_MAX);
+    }
+    if (n > key_size) {
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        return err_set(e, ERR_USAGE, "webhook secret: key is %zu bytes, buffer holds %zu", n,
+                       key_size);
+    }
+    memcpy(key, tmp, n);
+    OPENSSL_cleanse(tmp, sizeof tmp);
+    *key_len = n;
+    return 0;
+}
+
+static int hmac_sha256_sig(const unsigned char *key, size_t key_len, const char *id,
+                           const char *ts, const char *body, size_t body_len,
+                           unsigned char mac_out[SHA256_LEN])
+{
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = 0;
+    size_t outl = 0;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    if (ctx && EVP_MAC_init(ctx, key, key_len, params) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1 &&
+        (body_len == 0 || EVP_MAC_update(ctx, (const unsigned char *)body, body_len) == 1) &&
+        EVP_MAC_final(ctx, mac_out, &outl, SHA256_LEN) == 1 && outl == SHA256_LEN)
+        ok = 1;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return ok ? 0 : -1;
+}
+
+static int sign_ts_text(const unsigned char *key, size_t key_len, const char *id,
+                        const char *ts, const char *body, size_t body_len, char *out,
+                        size_t out_size)
+{
+    unsigned char mac[SHA256_LEN];
+    char b64[4 * ((SHA256_LEN + 2) / 3) + 1];
+    if (hmac_sha256_sig(key, key_len, id, ts, body, body_len, mac) < 0)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
+    OPENSSL_cleanse(mac, sizeof mac);
+    int n = snprintf(out, out_size, "v1,%s", b64);
+    if (n < 0 || (size_t)n >= out_size) {
+        if (out_size)
+            out[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+int webhook_sign(const unsigned char *key, size_t key_len, const char *id, int64_t ts,
+                 const char *body, size_t body_len, char *out, size_t out_size)
+{
+    char tsbuf[TS_DIGITS_MAX + 2];
+    if (!out || out_size == 0)
+        return -1;
+    out[0] = '\0';
+    if (!key || key_len == 0 || !id || (!body && body_len))
+        return -1;
+    int n = snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
+    if (n < 0 || (size_t)n >= sizeof tsbuf)
+        return -1;
+    return sign_ts_text(key, key_len, id, tsbuf, body ? body : "", body_len, out, out_size);
+}
+
+/* Strict decimal: digits only, no sign, fits int64_t. */
+static int parse_int64_digits(const char *s, size_t len, int64_t *out)
+{
+    int64_t v = 0;
+    if (len == 0 || len > TS_DIGITS_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
+                   const char *timestamp, const char *body, size_t body_len,
+                   const char *signatures, int64_t now, int64_t tolerance_s, struct err *e)
+{
+    char expect[WEBHOOK_SIG_SIZE];
+    int64_t ts;
+
+    if (!key || key_len == 0)
+        return err_set(e, ERR_USAGE, "webhook verify: no key");
+    if (!id || !*id)
+        return err_set(e, ERR_PROTO, "missing webhook-id header");
+    if (strlen(id) > WEBHOOK_ID_MAX)
+        return err_set(e, ERR_PROTO, "webhook-id longer than %d bytes", WEBHOOK_ID_MAX);
+    if (!timestamp || !*timestamp)
+        return err_set(e, ERR_PROTO, "missing webhook-timestamp header");
+    if (parse_int64_digits(timestamp, strlen(timestamp), &ts) < 0)
+        return err_set(e, ERR_PROTO, "malformed webhook-timestamp header");
+    if (!signatures || !*signatures)
+        return err_set(e, ERR_PROTO, "missing webhook-signature header");
+    if (strlen(signatures) > WEBHOOK_SIGNATURES_MAX)
+        return err_set(e, ERR_PROTO, "webhook-signature longer than %d bytes",
+                       WEBHOOK_SIGNATURES_MAX);
+    if (!body && body_len)
+        return err_set(e, ERR_USAGE, "webhook verify: no body");
+    if (tolerance_s < 0)
+        tolerance_s = 0;
+    if (ts < now && now - ts > tolerance_s)
+        return err_set(e, ERR_AUTH, "webhook-timestamp too old (%lld s)",
+                       (long long)(now - ts));
+    if (ts > now && ts - now > tolerance_s)
+        return err_set(e, ERR_AUTH, "webhook-timestamp too new (%lld s ahead)",
+                       (long long)(ts - now));
+    if (sign_ts_text(key, key_len, id, timestamp, body ? body : "", body_len, expect,
+                     sizeof expect) < 0)
+        return err_set(e, ERR_INTERNAL, "webhook verify: HMAC failed");
+
+    size_t elen = strlen(expect);
+    bool match = false;
+    const char *p = signatures;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *start = p;
+        while (*p && *p != ' ')
+            p++;
+        size_t len = (size_t)(p - start);
+        if (len == elen && CRYPTO_memcmp(start, expect, elen) == 0)
+            match = true;
+    }
+    OPENSSL_cleanse(expect, sizeof expect);
+    if (!match)
+        return err_set(e, ERR_AUTH, "no matching webhook signature");
+    return 0;
+}
+
+int webhook_id(const char *account, const char *uidl, const char *webhook, char *out,
+               size_t out_size)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_LEN];
+    unsigned int mdlen = 0;
+    if (!out || out_size < WEBHOOK_ID_SIZE) {
+        if (out && out_size)
+            out[0] = '\0';
+        return -1;
+    }
+    out[0] = '\0';
+    if (!account || !uidl || !webhook)
+        return -1;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, account, strlen(account) + 1) == 1 && /* with its NUL */
+             EVP_DigestUpdate(ctx, uidl, strlen(uidl) + 1) == 1 &&
+             EVP_DigestUpdate(ctx, webhook, strlen(webhook)) == 1 &&
+             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == SHA256_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    memcpy(out, "msg_", 4);
+    for (int i = 0; i < ID_HEX_DIGITS / 2; i++) {
+        out[4 + 2 * i] = hex[md[i] >> 4];
+        out[5 + 2 * i] = hex[md[i] & 0x0f];
+    }
+    out[4 + ID_HEX_DIGITS] = '\0';
+    return 0;
+}
+
+/* ---- outcomes and retries ---------------------------------------------- */
+
+enum webhook_outcome webhook_classify(const struct webhook_result *r)
+{
+    if (!r || r->aborted)
+        return WEBHOOK_RETRY;
+    if (r->err.kind != ERR_NONE)
+        return r->err.kind == ERR_USAGE ? WEBHOOK_REJECTED : WEBHOOK_RETRY;
+    int s = r->status;
+    if (s >= 200 && s <= 299)
+        return WEBHOOK_DELIVERED;
+    if (s == 410)
+        return WEBHOOK_DISABLED;
+    if (s == 0 || s == 408 || s == 429 || (s >= 500 && s <= 599))
+        return WEBHOOK_RETRY;
+    return WEBHOOK_REJECTED; /* 1xx, 3xx, other 4xx, nonsense codes */
+}
+
+const char *webhook_outcome_name(enum webhook_outcome o)
+{
+    switch (o) {
+    case WEBHOOK_DELIVERED:
+        return "delivered";
+    case WEBHOOK_DISABLED:
+        return "disabled";
+    case WEBHOOK_RETRY:
+        return "retry";
+    case WEBHOOK_REJECTED:
+        return "rejected";
+    }
+    return "unknown";
+}
+
+/* xorshift64*, one state per thread, seeded from getrandom(). */
+static double random_unit(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0) {
+        uint64_t seed = 0;
+        if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+            seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&seed;
+        state = seed ? seed : 0x9e3779b97f4a7c15ULL;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    uint64_t r = state * 0x2545f4914f6cdd1dULL;
+    return (double)(r >> 11) * 0x1.0p-53; /* [0, 1) */
+}
+
+int64_t webhook_next_delay_ms(const int64_t *schedule_ms, size_t n, unsigned attempt,
+                              int64_t retry_after_s, double jitter)
+{
+    if (!schedule_ms || attempt < 1 || attempt > n)
+        return -1;
+    int64_t base = schedule_ms[attempt - 1];
+    if (base < 0)
+        base = 0;
+    if (!(jitter > 0)) /* also NaN */
+        jitter = 0;
+    if (jitter > 1)
+        jitter = 1;
+    double d = (double)base * (1.0 + jitter * (2.0 * random_unit() - 1.0));
+    int64_t delay = d >= 9.0e18 ? INT64_MAX / 2 : (int64_t)llround(d);
+    if (retry_after_s >= 0) {
+        if (retry_after_s > WEBHOOK_RETRY_AFTER_MAX_S)
+            retry_after_s = WEBHOOK_RETRY_AFTER_MAX_S;
+        if (retry_after_s * 1000 > delay)
+            delay = retry_after_s * 1000;
+    }
+    return delay;
+}
+
+int64_t webhook_parse_retry_after(const char *value, int64_t now)
+{
+    char buf[RETRY_AFTER_RAW_MAX];
+    if (!value)
+        return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t len = strlen(value);
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, value, len);
+    buf[len] = '\0';
+
+    if (buf[0] >= '0' && buf[0] <= '9') {
+        int64_t v = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (buf[i] < '0' || buf[i] > '9')
+                return -1;
+            if (v < WEBHOOK_RETRY_AFTER_MAX_S) /* stop growing once clamped: no overflow */
+                v = v * 10 + (buf[i] - '0');
+        }
+        return v > WEBHOOK_RETRY_AFTER_MAX_S ? WEBHOOK_RETRY_AFTER_MAX_S : v;
+    }
+    /* every HTTP-date form starts with a day name */
+    if (!((buf[0] >= 'A' && buf[0] <= 'Z') || (buf[0] >= 'a' && buf[0] <= 'z')))
+        return -1;
+    time_t t = curl_getdate(buf, NULL);
+    if (t == (time_t)-1)
+        return -1;
+    int64_t delta = (int64_t)t - now;
+    if (delta < 0)
+        return 0;
+    return delta > WEBHOOK_RETRY_AFTER_MAX_S ? WEBHOOK_RETRY_AFTER_MAX_S : delta;
+}
+
+/* ---- custom headers ---------------------------------------------------- */
+
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+int webhook_header_check(const char *name, const char *value, struct err *e)
+{
+    static const char *const reserved[] = {
+        "Content-Type", "Content-Length", "Transfer-Encoding", "Host",
+        "User-Agent",   "Expect",         "Connection",
+    };
+    if (!name || !*name)
+        return err_set(e, ERR_USAGE, "webhook header: empty name");
+    size_t nlen = strlen(name);
+    if (nlen > WEBHOOK_HEADER_NAME_MAX)
+        return err_set(e, ERR_USAGE, "webhook header name longer than %d bytes",
+                       WEBHOOK_HEADER_NAME_MAX);
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)name[i])) {
+            char shown[WEBHOOK_HEADER_NAME_MAX + 4];
+            err_sanitize(shown, sizeof shown, name, nlen);
+            return err_set(e, ERR_USAGE,
+                           "webhook header \"%s\": name has a character not allowed in a "
+                           "header name at byte %zu",
+                           shown, i + 1);
+        }
+    if (strncasecmp(name, "webhook-", 8) == 0)
+        return err_set(e, ERR_USAGE, "webhook header \"%s\": webhook-* headers are set by the "
+                                     "bridge", name);
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strcasecmp(name, reserved[i]) == 0)
+            return err_set(e, ERR_USAGE, "webhook header \"%s\": set by the bridge itself",
+                           name);
+    if (!value)
+        return err_set(e, ERR_USAGE, "webhook header \"%s\": missing value", name);
+    size_t vlen = strlen(value);
+    if (vlen > WEBHOOK_HEADER_VALUE_MAX)
+        return err_set(e, ERR_USAGE, "webhook header \"%s\": value longer than %d bytes", name,
+                       WEBHOOK_HEADER_VALUE_MAX);
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return err_set(e, ERR_USAGE,
+                           "webhook header \"%s\": value has a control character (%s) at "
+                           "byte %zu",
+                           name, c == '\r' ? "CR" : c == '\n' ? "LF" : "not allowed", i + 1);
+    }
+    return 0;
+}
+
+/* ---- sender ------------------------------------------------------------ */
+
+struct xfer {
+    struct xfer *prev, *next;     /* queue or active list */
+    struct webhook_sender *s;
+    CURL *easy;
+    struct curl_slist *hdrs;      /* custom headers, then ours at start */
+    char *body;
+    size_t body_len;
+    char id[WEBHOOK_ID_MAX + 1];
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t key_len;
+    int64_t fixed_ts;             /* 0: now, at start */
+    int64_t started_ms;
+    void (*done)(void *user, const struct webhook_result *r);
+    void *user;
+    size_t keep_len;
+    char keep[WEBHOOK_RESPONSE_KEEP];
+    char retry_after[RETRY_AFTER_RAW_MAX];
+    bool retry_after_bad;          /* present but too long to keep */
+    char errbuf[CURL_ERROR_SIZE];
+    struct webhook_result res;
+};
+
+struct list {
+    struct xfer *head, *tail;
+    size_t n;
+};
+
+struct webhook_sender {
+    CURLM *multi;
+    size_t max_in_flight;
+    struct list queued;
+    struct list active;
+    bool closing;
+};
+
+static void list_push(struct list *l, struct xfer *x)
+{
+    x->next = NULL;
+    x->prev = l->tail;
+    if (l->tail)
+        l->tail->next = x;
+    else
+        l->head = x;
+    l->tail = x;
+    l->n++;
+}
+
+static void list_remove(struct list *l, struct xfer *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        l->head = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    else
+        l->tail = x->prev;
+    x->prev = x->next = NULL;
+    l->n--;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void xfer_free(struct xfer *x)
+{
+    if (!x)
+        return;
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->hdrs);
+    free(x->body);
+    OPENSSL_cleanse(x->key, sizeof x->key);
+    free(x);
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = size * nmemb;
+    size_t room = sizeof x->keep - x->keep_len;
+    size_t take = len < room ? len : room;
+    memcpy(x->keep + x->keep_len, p, take);
+    x->keep_len += take;
+    x->res.response_bytes += len; /* the rest is read and dropped */
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    static const char ra[] = "Retry-After:";
+    struct xfer *x = ud;
+    size_t len = size * nmemb;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* a new response (after a 1xx): forget the previous one's headers */
+        x->retry_after[0] = '\0';
+        x->retry_after_bad = false;
+    } else if (len >= sizeof ra - 1 && strncasecmp(p, ra, sizeof ra - 1) == 0) {
+        const char *v = p + sizeof ra - 1;
+        size_t vlen = len - (sizeof ra - 1);
+        while (vlen && (*v == ' ' || *v == '\t')) {
+            v++;
+            vlen--;
+        }
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ' ||
+                        v[vlen - 1] == '\t'))
+            vlen--;
+        if (vlen >= sizeof x->retry_after) {
+            x->retry_after[0] = '\0';
+            x->retry_after_bad = true;
+        } else {
+            memcpy(x->retry_after, v, vlen);
+            x->retry_after[vlen] = '\0';
+            x->retry_after_bad = false;
+        }
+    }
+    return len;
+}
+
+static enum err_kind curl_kind(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return ERR_TIMEOUT;
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return ERR_CONN;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED:
+        return ERR_TLS;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return ERR_USAGE;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP3:
+    case CURLE_BAD_CONTENT_ENCODING:
+        return ERR_PROTO;
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_FAILED_INIT:
+        return ERR_INTERNAL;
+    default:
+        return ERR_CONN;
+    }
+}
+
+/* Fill x->res and call done.  rc is curl's result; own_err, if set, wins. */
+static void complete(struct xfer *x, CURLcode rc)
+{
+    struct webhook_result *r = &x->res;
+    long code = 0;
+    if (x->easy && x->started_ms &&
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK)
+        r->status = (code > 0 && code < 1000) ? (int)code : 0;
+    if (r->err.kind == ERR_NONE && rc != CURLE_OK) {
+        char text[ERR_MSG_MAX - 32];
+        const char *src = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        err_sanitize(text, sizeof text, src, strlen(src));
+        err_set(&r->err, curl_kind(rc), "%s (curl error %d)", text, (int)rc);
+    }
+    r->retry_after_s = -1;
+    if ((r->status == 429 || r->status == 503) && x->retry_after[0] && !x->retry_after_bad)
+        r->retry_after_s = webhook_parse_retry_after(x->retry_after, (int64_t)time(NULL));
+    r->duration_ms = x->started_ms ? now_ms() - x->started_ms : 0;
+    err_sanitize(r->response, sizeof r->response, x->keep, x->keep_len);
+    if (r->response_bytes > x->keep_len && x->keep_len == sizeof x->keep) {
+        size_t l = strlen(r->response);
+        if (l + 4 <= sizeof r->response)
+            memcpy(r->response + l, "...", 4);
+    }
+    x->done(x->user, r);
+}
+
+static int append_header(struct curl_slist **l, const char *line)
+{
+    struct curl_slist *n = curl_slist_append(*l, line);
+    if (!n)
+        return -1;
+    *l = n;
+    return 0;
+}
+
+/* Sign now and hand the transfer to curl.  -1 with x->res.err set. */
+static int xfer_start(struct webhook_sender *s, struct xfer *x)
+{
+    char sig[WEBHOOK_SIG_SIZE];
+    char line[WEBHOOK_ID_MAX + WEBHOOK_SIG_SIZE + 32];
+    int64_t ts = x->fixed_ts > 0 ? x->fixed_ts : (int64_t)time(NULL);
+    x->res.timestamp = ts;
+    if (webhook_sign(x->key, x->key_len, x->id, ts, x->body, x->body_len, sig, sizeof sig) < 0)
+        return err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
+    OPENSSL_cleanse(x->key, sizeof x->key);
+    x->key_len = 0;
+    int n1 = snprintf(line, sizeof line, "webhook-id: %s", x->id);
+    if (n1 < 0 || (size_t)n1 >= sizeof line || append_header(&x->hdrs, line) < 0)
+        return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
+    int n2 = snprintf(line, sizeof line, "webhook-timestamp: %lld", (long long)ts);
+    if (n2 < 0 || (size_t)n2 >= sizeof line || append_header(&x->hdrs, line) < 0)
+        return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
+    int n3 = snprintf(line, sizeof line, "webhook-signature: %s", sig);
+    if (n3 < 0 || (size_t)n3 >= sizeof line || append_header(&x->hdrs, line) < 0)
+        return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
+    if (append_header(&x->hdrs, "Content-Type: application/json") < 0 ||
+        append_header(&x->hdrs, "Expect:") < 0 ||
+        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs) != CURLE_OK)
+        return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
+    x->started_ms = now_ms();
+    CURLMcode mc = curl_multi_add_handle(s->multi, x->easy);
+    if (mc != CURLM_OK) {
+        x->started_ms = 0;
+        return err_set(&x->res.err, ERR_INTERNAL, "curl_multi_add_handle: %s",
+                       curl_multi_strerror(mc));
+    }
+    list_push(&s->active, x);
+    return 0;
+}
+
+/* Start queued transfers while slots are free; failures complete at once. */
+static int start_queued(struct webhook_sender *s)
+{
+    int finished = 0;
+    while (s->queued.head && s->active.n < s->max_in_flight) {
+        struct xfer *x = s->queued.head;
+        list_remove(&s->queued, x);
+        if (xfer_start(s, x) < 0) {
+            complete(x, CURLE_OK);
+            xfer_free(x);
+            finished++;
+        }
+    }
+    return finished;
+}
+
+static int collect(struct webhook_sender *s)
+{
+    int finished = 0;
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(s->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = m->easy_handle;
+        CURLcode rc = m->data.result;
+        struct xfer *x = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+        curl_multi_remove_handle(s->multi, easy); /* m is invalid from here */
+        if (!x)
+            continue;
+        list_remove(&s->active, x);
+        complete(x, rc);
+        xfer_free(x);
+        finished++;
+    }
+    return finished;
+}
+
+struct webhook_sender *webhook_sender_new(int max_in_flight, struct err *e)
+{
+    if (max_in_flight < 1 || max_in_flight > WEBHOOK_IN_FLIGHT_MAX) {
+        err_set(e, ERR_USAGE, "webhook sender: max_in_flight %d not in 1..%d", max_in_flight,
+                WEBHOOK_IN_FLIGHT_MAX);
+        return NULL;
+    }
+    struct webhook_sender *s = calloc(1, sizeof *s);
+    if (!s) {
+        err_set(e, ERR_INTERNAL, "webhook sender: out of memory");
+        return NULL;
+    }
+    s->multi = curl_multi_init();
+    if (!s->multi) {
+        free(s);
+        err_set(e, ERR_INTERNAL, "webhook sender: curl_multi_init failed");
+        return NULL;
+    }
+    s->max_in_flight = (size_t)max_in_flight;
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_in_flight);
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)max_in_flight);
+    return s;
+}
+
+static bool url_ok(const char *url)
+{
+    size_t len = strlen(url);
+    if (len > WEBHOOK_URL_MAX)
+        return false;
+    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool id_ok(const char *id)
+{
+    size_t len = strlen(id);
+    if (len == 0 || len > WEBHOOK_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+#define SETOPT(x, opt, val)                                                  \
+    do {                                                                     \
+        if (curl_easy_setopt((x)->easy, opt, val) != CURLE_OK)               \
+            goto setopt_failed;                                              \
+    } while (0)
+
+int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request *req,
+                          void *user, struct err *e)
+{
+    struct xfer *x = NULL;
+    char *body = req ? req->body : NULL;
+
+    if (!s || !req) {
+        free(body);
+        return err_set(e, ERR_USAGE, "webhook submit: no sender or request");
+    }
+    if (s->closing) {
+        free(body);
+        return err_set(e, ERR_USAGE, "webhook submit: sender is shutting down");
+    }
+    if (!req->done || !req->url || !req->id || !req->key || (!body && req->body_len)) {
+        free(body);
+        return err_set(e, ERR_USAGE, "webhook submit: request lacks url, id, key, body or done");
+    }
+    if (!url_ok(req->url)) {
+        free(body);
+        return err_set(e, ERR_USAGE,
+                       "webhook submit: URL must be http:// or https://, without spaces or "
+                       "control characters, at most %d bytes",
+                       WEBHOOK_URL_MAX);
+    }
+    if (!id_ok(req->id)) {
+        free(body);
+        return err_set(e, ERR_USAGE,
+                       "webhook submit: webhook-id must be 1..%d printable characters",
+                       WEBHOOK_ID_MAX);
+    }
+    if (req->key_len < 1 || req->key_len > WEBHOOK_KEY_MAX) {
+        free(body);
+        return err_set(e, ERR_USAGE, "webhook submit: key is %zu bytes, must be 1..%d",
+                       req->key_len, WEBHOOK_KEY_MAX);
+    }
+    if (req->n_headers > WEBHOOK_HEADERS_MAX || (req->n_headers && !req->headers)) {
+        free(body);
+        return err_set(e, ERR_USAGE, "webhook submit: more than %d custom headers",
+                       WEBHOOK_HEADERS_MAX);
+    }
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (webhook_header_check(req->headers[i].name, req->headers[i].value, e) < 0) {
+            free(body);
+            return -1;
+        }
+    if (s->queued.n + s->active.n >= WEBHOOK_QUEUE_MAX) {
+        free(body);
+        return err_set(e, ERR_LIMIT, "webhook submit: %d requests already pending",
+                       WEBHOOK_QUEUE_MAX);
+    }
+
+    x = calloc(1, sizeof *x);
+    if (!x) {
+        free(body);
+        return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+    }
+    x->s = s;
+    x->body = body;
+    x->body_len = req->body_len;
+    if (!x->body && !(x->body = calloc(1, 1))) {
+        xfer_free(x);
+        return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+    }
+    memcpy(x->id, req->id, strlen(req->id) + 1);
+    memcpy(x->key, req->key, req->key_len);
+    x->key_len = req->key_len;
+    x->fixed_ts = req->timestamp;
+    x->done = req->done;
+    x->user = user;
+    x->res.retry_after_s = -1;
+
+    for (size_t i = 0; i < req->n_headers; i++) {
+        char line[WEBHOOK_HEADER_NAME_MAX + WEBHOOK_HEADER_VALUE_MAX + 4];
+        const struct webhook_header *h = &req->headers[i];
+        /* "Name;" is curl's way to send a header with an empty value */
+        int n = h->value[0] ? snprintf(line, sizeof line, "%s: %s", h->name, h->value)
+                            : snprintf(line, sizeof line, "%s;", h->name);
+        if (n < 0 || (size_t)n >= sizeof line || append_header(&x->hdrs, line) < 0) {
+            xfer_free(x);
+            return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+        }
+    }
+
+    int64_t total = req->timeout_ms > 0 ? req->timeout_ms : WEBHOOK_TIMEOUT_DEFAULT_MS;
+    int64_t conn = req->connect_timeout_ms > 0 ? req->connect_timeout_ms
+                                               : WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS;
+    if (total > LONG_MAX)
+        total = LONG_MAX;
+    if (conn > total)
+        conn = total;
+
+    x->easy = curl_easy_init();
+    if (!x->easy) {
+        xfer_free(x);
+        return err_set(e, ERR_INTERNAL, "webhook submit: curl_easy_init failed");
+    }
+    SETOPT(x, CURLOPT_PRIVATE, (char *)x);
+    SETOPT(x, CURLOPT_URL, req->url);
+    SETOPT(x, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(x, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SETOPT(x, CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(x, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(x, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    SETOPT(x, CURLOPT_POSTFIELDS, x->body);
+    SETOPT(x, CURLOPT_TIMEOUT_MS, (long)total);
+    SETOPT(x, CURLOPT_CONNECTTIMEOUT_MS, (long)conn);
+    SETOPT(x, CURLOPT_SSL_VERIFYPEER, 1L);
+    SETOPT(x, CURLOPT_SSL_VERIFYHOST, 2L);
+    SETOPT(x, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (req->ca_file)
+        SETOPT(x, CURLOPT_CAINFO, req->ca_file);
+    SETOPT(x, CURLOPT_PROXY, req->proxy ? req->proxy : ""); /* "": ignore *_proxy env */
+    SETOPT(x, CURLOPT_USERAGENT, "pop3bridge/" POP3BRIDGE_VERSION);
+    SETOPT(x, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(x, CURLOPT_WRITEDATA, x);
+    SETOPT(x, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(x, CURLOPT_HEADERDATA, x);
+    SETOPT(x, CURLOPT_ERRORBUFFER, x->errbuf);
+    list_push(&s->queued, x);
+    return 0;
+
+setopt_failed:
+    xfer_free(x);
+    return err_set(e, ERR_INTERNAL, "webhook submit: setting up curl failed");
+}
+
+int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e)
+{
+    int running = 0;
+    if (!s)
+        return err_set(e, ERR_USAGE, "webhook run: no sender");
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    int finished = start_queued(s);
+    CURLMcode mc = curl_multi_perform(s->multi, &running);
+    if (mc != CURLM_OK)
+        return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    finished += collect(s);
+    finished += start_queued(s);
+    if (finished == 0 && timeout_ms > 0) {
+        mc = curl_multi_poll(s->multi, NULL, 0, timeout_ms, NULL);
+        if (mc != CURLM_OK)
+            return err_set(e, ERR_INTERNAL, "curl_multi_poll: %s", curl_multi_strerror(mc));
+        mc = curl_multi_perform(s->multi, &running);
+        if (mc != CURLM_OK)
+            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
+                           curl_multi_strerror(mc));
+        finished += collect(s);
+        finished += start_queued(s);
+    }
+    if (s->queued.n == 0 && finished > 0) {
+        /* let transfers started just now begin connecting */
+        mc = curl_multi_perform(s->multi, &running);
+        if (mc != CURLM_OK)
+            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
+                           curl_multi_strerror(mc));
+    }
+    return finished;
+}
+
+void webhook_sender_wakeup(struct webhook_sender *s)
+{
+    if (s)
+        curl_multi_wakeup(s->multi);
+}
+
+size_t webhook_sender_in_flight(const struct webhook_sender *s)
+{
+    return s ? s->queued.n + s->active.n : 0;
+}
+
+size_t webhook_sender_active(const struct webhook_sender *s)
+{
+    return s ? s->active.n : 0;
+}
+
+static void abort_list(struct webhook_sender *s, struct list *l, bool active)
+{
+    struct xfer *x;
+    while ((x = l->head)) {
+        list_remove(l, x);
+        if (active)
+            curl_multi_remove_handle(s->multi, x->easy);
+        x->res.aborted = true;
+        err_set(&x->res.err, ERR_INTERNAL, "aborted: the sender was shut down");
+        complete(x, CURLE_OK);
+        xfer_free(x);
+    }
+}
+
+void webhook_sender_free(struct webhook_sender *s)
+{
+    if (!s)
+        return;
+    s->closing = true;
+    abort_list(s, &s->active, true);
+    abort_list(s, &s->queued, false);
+    curl_multi_cleanup(s->multi);
+    free(s);
+}

@@ -1,0 +1,166 @@
+/*
+ * message — a stored RFC 5322 message, parsed with GMime 3.2, as the JSON
+ * object that is the webhook event's `data.message` (and the API's message
+ * view), plus extraction of one attachment and the TOP view.
+ *
+ * Follows RFC 5322 (message format), RFC 2045/2046 (MIME, multiparts,
+ * quoted-printable and base64), RFC 2047 (encoded words in headers), RFC 2231
+ * (encoded and continued parameters: filename*=UTF-8''...), RFC 2183
+ * (Content-Disposition; an unknown disposition counts as "attachment"),
+ * RFC 2392 (Content-ID), RFC 3339 (dates), RFC 3501 §6.4.5 (part numbers).
+ *
+ * The object (field names are the contract, see openapi.yaml):
+ *   id, uidl, received_at     from the caller (null when not given)
+ *   size, sha256              octets of the raw message and their SHA-256 (hex)
+ *   date                      the Date header in UTC, "YYYY-MM-DDThh:mm:ssZ";
+ *                             null when missing or unparseable (a bad one adds a
+ *                             parse error)
+ *   subject                   RFC 2047-decoded, UTF-8; null when missing
+ *   message_id, in_reply_to   ids WITHOUT angle brackets ("abc@host"); null
+ *                             when missing; in_reply_to is the first id
+ *   references                array of ids without angle brackets, in order
+ *   from, sender              {name, address} (first mailbox, groups
+ *                             flattened) or null; name is null when absent
+ *   reply_to, to, cc          arrays of {name, address}; groups flattened
+ *   headers                   [{name, value}] of the top-level header, in
+ *                             order, values unfolded and RFC 2047-decoded
+ *                             (capped: MESSAGE_HEADERS_MAX entries,
+ *                             MESSAGE_HEADER_BYTES_MAX bytes in all)
+ *   text, html                the first text/plain (text/html) part that is
+ *                             not an attachment (no file name, disposition not
+ *                             "attachment"), outside attached messages,
+ *                             transfer-decoded and converted to UTF-8, line
+ *                             ends as stored; null when there is none (capped
+ *                             at MESSAGE_BODY_MAX).  Later such parts are
+ *                             listed as inline attachments.
+ *   attachments               [{id, filename, content_type, size, sha256,
+ *                             content_id, disposition, content | url}]
+ *   raw_url                   <public_url>/api/v1/messages/<id>/raw (the id
+ *                             percent-encoded); null without public_url or id
+ *   parse_errors              what was wrong, as strings (never a secret)
+ *
+ * Attachments are every leaf part that is not taken as text or html, plus
+ * every message/rfc822 part (whose own parts are not looked into; its decoded
+ * bytes are the attached message as GMime writes it back: the same header
+ * fields and body, with LF line ends in the header).  An attachment's id is
+ * its MIME part number (RFC 3501 §6.4.5): "1" for a single-part message, "2",
+ * "2.1" ... inside multiparts, depth first; the same message always gives the
+ * same ids, and message_attachment() takes them.  `disposition` is
+ * "attachment" or "inline" (RFC 2183: unknown types are "attachment"; without
+ * the header, a part with a file name is an "attachment", one without is
+ * "inline"); `content_type` is "type/subtype" in lower case; `filename`
+ * (RFC 2231 and RFC 2047 decoded) and `content_id` (without angle brackets)
+ * are null when absent; `size` and `sha256` are of the decoded bytes, which
+ * are hashed while streaming and never held whole in memory unless they are
+ * inlined: `content` (base64) when size <= inline_max, else `url`
+ * (<public_url>/api/v1/messages/<id>/attachments/<attachment id>; null
+ * without public_url or id).
+ *
+ * Charsets: a declared charset GMime or iconv knows is converted to UTF-8;
+ * an unknown one is read as windows-1252 (a superset of ISO-8859-1 in its
+ * printable range); a part without a charset is taken as UTF-8 if valid, else
+ * windows-1252.  Any byte sequence that still is not valid UTF-8, and every
+ * NUL, becomes U+FFFD.  Each fallback adds a parse error.  Every string in the
+ * returned object is valid UTF-8.
+ *
+ * A malformed message (no header, broken boundaries, bad base64, truncated,
+ * empty, binary) still gives an object, best effort, with parse_errors: input
+ * without any header is taken whole as `text`; a multipart whose boundary
+ * never appears gives its content as `text`; invalid base64 characters are
+ * skipped.  Header text in raw 8-bit is read as UTF-8 if valid, else as
+ * windows-1252 (GMime's fallback charsets).
+ *
+ * Threads: the calls are safe from several threads at once (each call has its
+ * own parser).  GMime is initialised once on first use.
+ */
+#ifndef POP3BRIDGE_MESSAGE_H
+#define POP3BRIDGE_MESSAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "error.h"
+
+#define MESSAGE_HEADERS_MAX 1000              /* header fields listed in `headers` */
+#define MESSAGE_HEADER_BYTES_MAX (256 * 1024) /* bytes of names + values in `headers` */
+#define MESSAGE_BODY_MAX (4 * 1024 * 1024)    /* bytes of `text`, and of `html` (UTF-8) */
+#define MESSAGE_ATTACHMENTS_MAX 1000          /* entries in `attachments` */
+#define MESSAGE_DEPTH_MAX 32                  /* multipart nesting we descend into */
+#define MESSAGE_PARSE_ERRORS_MAX 50           /* entries in `parse_errors` (+1 "more") */
+#define MESSAGE_ADDRESSES_MAX 1000            /* entries in each address array */
+#define MESSAGE_REFERENCES_MAX 500            /* entries in `references` */
+#define MESSAGE_TOP_BODY_MAX (1024 * 1024)    /* bytes of `body` in the TOP view */
+#define MESSAGE_ID_MAX 128                    /* attachment id length ("2.1.3") */
+#define MESSAGE_CT_MAX 128                    /* content type buffer in the info */
+#define MESSAGE_FILENAME_MAX 256              /* filename buffer in the info */
+
+struct message_opts {
+    const char *id;          /* stored message id (put in URLs percent-encoded); may be NULL */
+    const char *uidl;        /* may be NULL */
+    const char *received_at; /* RFC 3339, from the store; may be NULL */
+    const char *public_url;  /* api.public_url, e.g. "http://127.0.0.1:8025"; NULL: no URLs */
+    const char *sha256_hex;  /* of the raw message if the caller knows it; NULL: computed */
+    uint64_t inline_max;     /* attachments of at most this many decoded bytes are inlined */
+};
+
+/*
+ * The message object for `len` bytes at `raw` (which are copied into a GMime
+ * memory stream: meant for messages the store holds in memory; use the _fd
+ * call for large ones).  `o` may be NULL (all caller fields null, no URLs,
+ * nothing inlined).  Returns a new object the caller frees with cJSON_Delete.
+ * NULL only with ERR_INTERNAL (out of memory) or ERR_USAGE (raw NULL with
+ * len > 0).  Malformed input is never an error: see parse_errors.
+ */
+cJSON *message_to_json(const void *raw, size_t len, const struct message_opts *o,
+                       struct err *e);
+
+/*
+ * The same for the message that is the whole content of `fd` (from offset 0
+ * to its end), which must be seekable (a regular file): parts are read in
+ * place, attachments streamed, so memory stays modest whatever the size.
+ * The fd is not closed; its file offset is changed.
+ * Errors: ERR_USAGE (fd not seekable), ERR_INTERNAL (read error, no memory).
+ */
+cJSON *message_to_json_fd(int fd, const struct message_opts *o, struct err *e);
+
+/* Receives decoded attachment bytes; returns 0 to go on, non-zero to stop. */
+typedef int (*message_sink_fn)(void *ctx, const void *buf, size_t len);
+
+struct message_attachment_info {
+    char content_type[MESSAGE_CT_MAX];       /* "type/subtype", lower case */
+    char filename[MESSAGE_FILENAME_MAX];     /* UTF-8, cut on a character boundary; "" if none */
+    uint64_t size;                           /* decoded bytes written to the sink */
+};
+
+/*
+ * Writes the decoded bytes of attachment `att_id` (an id from the object's
+ * `attachments`) to `sink`, in chunks; fills `info` (may be NULL) before the
+ * first byte is written.  Returns 0, or -1 with:
+ *   ERR_USAGE     no attachment with that id in this message (HTTP 404)
+ *   ERR_CONN      the sink returned non-zero (e.g. the client went away)
+ *   ERR_INTERNAL  out of memory, read error
+ */
+int message_attachment(const void *raw, size_t len, const char *att_id,
+                       message_sink_fn sink, void *ctx,
+                       struct message_attachment_info *info, struct err *e);
+/* The same from a seekable fd (as message_to_json_fd). */
+int message_attachment_fd(int fd, const char *att_id, message_sink_fn sink, void *ctx,
+                          struct message_attachment_info *info, struct err *e);
+
+/*
+ * The TOP view for the API, from what POP3 TOP returned (the header, a blank
+ * line, the first lines of the body): {uidl, headers, subject, from, date,
+ * body}; the fields are as in the message object, `body` is the body lines
+ * as they came (not transfer-decoded), made valid UTF-8 and capped at
+ * MESSAGE_TOP_BODY_MAX.  Caller frees with cJSON_Delete.  NULL only with
+ * ERR_INTERNAL (out of memory) or ERR_USAGE (raw NULL with len > 0).
+ */
+cJSON *message_top_json(const void *raw, size_t len, const char *uidl, struct err *e);
+
+/* Releases GMime's global state; call once at process exit, after every
+ * other message_* call has returned; no message_* call may follow. */
+void message_global_cleanup(void);
+
+#endif

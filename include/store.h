@@ -1,0 +1,448 @@
+/*
+ * store — the bridge's durable state behind one interface.
+ *
+ * What it holds:
+ *   - per account, the UIDLs seen on the server and what became of each
+ *     (RFC 1939 "unique-id listing"; the store treats a UIDL as an opaque
+ *     byte string of 1..STORE_UIDL_MAX bytes);
+ *   - the raw messages (RFC 5322 bytes exactly as retrieved) with their size,
+ *     SHA-256 and a few summary header fields;
+ *   - the delivery outbox: one delivery per message and webhook, with every
+ *     attempt recorded;
+ *   - per-webhook "disabled" marks (410 Gone) and per-account runtime state.
+ *
+ * The implementation in bridge/store_sqlite.c keeps everything in one SQLite
+ * database, `<state_dir>/pop3bridge.db`, in WAL mode with synchronous=FULL,
+ * foreign keys on and a busy timeout.  Nothing here names SQLite: a
+ * PostgreSQL implementation can provide the same calls.
+ *
+ * Threads: a `struct store *` is one connection.  Open one handle per thread
+ * (poller threads, the delivery thread, each HTTP worker); a handle is used
+ * by one thread at a time.  Different handles may be used concurrently from
+ * different threads and processes: writers are serialised by the database
+ * (each write is a transaction taking the write lock up front, waiting at
+ * most STORE_BUSY_TIMEOUT_MS), readers never block writers.
+ *
+ * Times are Unix time in milliseconds (int64_t); 0 means "never"/"unset".
+ * The caller passes `now` so the store never reads a clock itself.
+ *
+ * Ids: messages and deliveries have stable positive int64 ids.  At the REST
+ * API level they are opaque strings "m_<n>" and "d_<n>"
+ * (store_msg_id_format/parse, store_delivery_id_format/parse).  List cursors
+ * are opaque strings too.
+ *
+ * Return values: 0 on success; -1 with *e filled on error.  Calls that look
+ * something up by id or name return STORE_NOTFOUND (1) when it does not
+ * exist, leaving *e untouched.  Error kinds:
+ *   ERR_INTERNAL  the database or the file system failed (message names the
+ *                 operation and carries SQLite's or the OS's text), or the
+ *                 database is corrupt, or its schema is newer than this build;
+ *   ERR_LIMIT     a named limit below was exceeded (what and which limit);
+ *   ERR_USAGE     the call itself is wrong: empty name, unknown status,
+ *                 retrying a delivered delivery, a UIDL already stored, a
+ *                 malformed id or cursor, nested batches, a callback's abort.
+ * Strings in errors are ours; no message content, header or secret is ever
+ * copied into an error.
+ *
+ * How the bridge uses it:
+ *   start-up   store_open in main; store_delivery_release_claims once.
+ *   poller     store_uidls_each -> diff with UIDL listing -> for each new
+ *              message: store_msg_begin/_write.../_finish inside
+ *              store_batch_begin/_commit (only after commit: DELE allowed);
+ *              "start: new" first poll: store_uidls_record_ignored;
+ *              store_uidls_deletable -> DELE -> QUIT +OK ->
+ *              store_uidls_mark_deleted; store_uidls_forget_vanished with
+ *              the full listing; store_account_set for the visible state.
+ *   delivery   store_delivery_claim_due -> store_msg_get/_stream -> POST ->
+ *              store_delivery_record; 410: store_webhook_disable;
+ *              SIGHUP: store_webhooks_enable_all; periodically
+ *              store_purge_bodies.
+ *   API        store_msg_get, store_body_open/_read/_close,
+ *              store_delivery_list/_get/_retry, store_account_get/_counts,
+ *              store_uidl_get, store_delivery_counts (metrics).
+ *
+ * Memory: every struct filled by the store is caller-owned plain data with
+ * fixed-size, NUL-terminated string fields; strings passed to callbacks are
+ * valid only during the callback.  Every _free/_close/_abort accepts NULL.
+ */
+#ifndef POP3BRIDGE_STORE_H
+#define POP3BRIDGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* ---- limits ------------------------------------------------------------ */
+#define STORE_NOTFOUND 1
+#define STORE_DB_FILE "pop3bridge.db"
+#define STORE_NAME_MAX 128            /* account and webhook names, bytes */
+#define STORE_UIDL_MAX 255            /* bytes (RFC 1939 says 70; be lenient) */
+#define STORE_META_MAX 998            /* summary header fields; longer values
+                                         are truncated at a UTF-8 boundary */
+#define STORE_ERROR_MAX 512           /* error texts kept; longer: truncated */
+#define STORE_STATE_MAX 31            /* account state names ("auth_error") */
+#define STORE_OUTCOME_MAX 31          /* attempt outcome names */
+#define STORE_SHA256_HEX 64
+#define STORE_ID_MAX 24               /* "m_9223372036854775807" + NUL fits */
+#define STORE_CURSOR_MAX 24
+#define STORE_WEBHOOKS_MAX 64         /* webhooks per message */
+#define STORE_LIST_MAX 1000           /* rows per store_delivery_list page */
+#define STORE_DUE_MAX 1000            /* rows per store_delivery_claim_due */
+#define STORE_UIDLS_MAX 1000000       /* UIDLs in one call (ignored / listed) */
+#define STORE_MSG_MAX (512ull << 20)  /* bytes in one stored message */
+#define STORE_SPOOL_MEM_MAX (1u << 20) /* larger messages spool to a temp file */
+#define STORE_IO_CHUNK (64u << 10)    /* blob I/O and stream chunk size */
+#define STORE_BUSY_TIMEOUT_MS 10000   /* wait for another writer at most this */
+#define STORE_SCHEMA_VERSION 2        /* newest schema this build knows */
+
+struct store;      /* one connection; see "Threads" above */
+struct store_msg;  /* a message being written (store_msg_begin..finish) */
+struct store_body; /* a reader of one stored message body */
+
+/* ---- opening ----------------------------------------------------------- */
+
+/* Open (creating if needed) <state_dir>/pop3bridge.db.  state_dir is created
+ * with mode 0700 if missing (missing parents too).  Runs pending schema
+ * migrations, in order, in one write transaction (the version is re-read
+ * under the lock, so concurrent opens migrate once).  With a current schema
+ * no write lock is taken, so opening never waits for another handle's batch.
+ * Errors: ERR_USAGE (state_dir NULL/empty), ERR_LIMIT (path too long),
+ * ERR_INTERNAL (cannot create state_dir, not a directory, cannot open, file
+ * is not a database or is corrupt, schema newer than STORE_SCHEMA_VERSION,
+ * WAL not supported by the file system). */
+struct store *store_open(const char *state_dir, struct err *e);
+
+/* Close the connection; an open batch is rolled back.  NULL is a no-op. */
+void store_close(struct store *st);
+
+/* The schema version of the open database (== STORE_SCHEMA_VERSION), or -1
+ * with *e set (ERR_INTERNAL). */
+int store_schema_version(struct store *st, struct err *e);
+
+/* ---- batching ---------------------------------------------------------- */
+
+/* Group many writes into one durable commit (one fsync).  Between begin and
+ * commit, every write call on this handle joins the batch; each call is
+ * still all-or-nothing on its own (a failing store_msg_finish rolls back only
+ * that message).  Nothing in a batch is durable, or visible to other
+ * handles, before store_batch_commit returns 0: the poller must not DELE or
+ * deliver anything from a batch before that.  The write lock is taken at the
+ * first write in the batch and held until commit, so commit often (e.g.
+ * every 64 messages or 250 ms).
+ * If the database had to roll the whole batch back (disk full, I/O error),
+ * later writes in the batch and the commit fail with ERR_INTERNAL.
+ * Errors: ERR_USAGE (batch already open / none open), ERR_INTERNAL. */
+int store_batch_begin(struct store *st, struct err *e);
+int store_batch_commit(struct store *st, struct err *e);
+void store_batch_rollback(struct store *st); /* no batch open: no-op */
+
+/* ---- UIDLs (poller) ---------------------------------------------------- */
+
+enum store_uidl_state {
+    STORE_UIDL_IGNORED = 0, /* recorded by "start: new", never delivered */
+    STORE_UIDL_STORED,      /* message stored, deliveries not all 2xx */
+    STORE_UIDL_DELIVERED,   /* every delivery answered 2xx */
+    STORE_UIDL_DELETED,     /* DELE + QUIT +OK done */
+};
+const char *store_uidl_state_name(enum store_uidl_state s); /* "ignored"... */
+
+/* Called once per UIDL; return 0 to go on, or -1 with *e set to stop (the
+ * store call then returns -1 with that error). */
+typedef int (*store_uidl_cb)(void *ctx, const char *uidl, enum store_uidl_state state,
+                             int64_t msg_id, struct err *e);
+
+/* Every UIDL known for the account (any order).  msg_id is 0 for ignored. */
+int store_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
+                     struct err *e);
+
+/* State of one UIDL; STORE_NOTFOUND if unknown.  msg_id may be NULL. */
+int store_uidl_get(struct store *st, const char *account, const char *uidl,
+                   enum store_uidl_state *state, int64_t *msg_id, struct err *e);
+
+/* Record n UIDLs as ignored in one transaction (those already known are
+ * left as they are).  Errors: ERR_LIMIT (n > STORE_UIDLS_MAX or a UIDL too
+ * long), ERR_USAGE (empty UIDL), ERR_INTERNAL. */
+int store_uidls_record_ignored(struct store *st, const char *account,
+                               const char *const *uidls, size_t n, int64_t now,
+                               struct err *e);
+
+/* UIDLs that may be DELEted from the server now: state delivered, and
+ * either delete_delivered (after_delivery: delete) or delete_after_ms > 0
+ * and the message was stored at least delete_after_ms before now.  Never a
+ * UIDL with an unfinished delivery, never an ignored one. */
+int store_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
+                          int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
+                          struct err *e);
+
+/* After QUIT answered +OK: mark these UIDLs deleted, whatever their state
+ * (unknown ones are skipped).  One transaction.  A message deleted from the
+ * server before delivery (through the API) keeps its pending deliveries and
+ * body; its UIDL is not forgotten until they are delivered. */
+int store_uidls_mark_deleted(struct store *st, const char *account,
+                             const char *const *uidls, size_t n, struct err *e);
+
+/* Given the complete UIDL listing the server just gave, forget the UIDLs it
+ * no longer lists — but only those whose messages have no unfinished
+ * delivery (ignored, delivered or deleted, and every delivery delivered).
+ * Call only with a complete, successful listing.  *forgotten (may be NULL)
+ * gets the count.  Stored messages and delivery history are kept. */
+int store_uidls_forget_vanished(struct store *st, const char *account,
+                                const char *const *listed, size_t n, int64_t *forgotten,
+                                struct err *e);
+
+/* ---- storing a message (poller) ---------------------------------------- */
+
+/* What a stored message is: the message itself, or only the header of one
+ * too large to retrieve (TOP n 0), with the size the server gave. */
+#define STORE_KIND_MESSAGE "message"
+#define STORE_KIND_TOO_LARGE "too_large"
+#define STORE_KIND_MAX 15
+
+/* Summary fields taken from the parsed headers; any may be NULL.  kind NULL
+ * means STORE_KIND_MESSAGE; declared_size is kept for too_large. */
+struct store_msg_meta {
+    const char *subject;
+    const char *from;
+    const char *message_id;
+    const char *date;
+    const char *kind;
+    uint64_t declared_size;
+};
+
+struct store_msg_result {
+    int64_t id;
+    uint64_t size;
+    char sha256[STORE_SHA256_HEX + 1]; /* lowercase hex of the raw bytes */
+};
+
+/* Start writing the raw message for account/uidl.  Bytes are spooled in
+ * memory up to STORE_SPOOL_MEM_MAX, beyond that to an unlinked temp file in
+ * state_dir; size and SHA-256 are computed on the way.  Nothing touches the
+ * database until finish (a UIDL already known is refused there).
+ * Errors: ERR_USAGE (empty name/UIDL), ERR_LIMIT (name/UIDL length),
+ * ERR_INTERNAL (out of memory, SHA-256 unavailable). */
+int store_msg_begin(struct store *st, const char *account, const char *uidl,
+                    struct store_msg **out, struct err *e);
+
+/* Append len bytes.  Errors: ERR_LIMIT (total over STORE_MSG_MAX),
+ * ERR_INTERNAL (temp file).  After an error only _abort is allowed. */
+int store_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e);
+
+/* In ONE transaction (or the open batch): the message and its body, its
+ * UIDL marked stored, and one pending delivery per webhook, due at `now`.
+ * With n_webhooks == 0 the message counts as delivered at once.  The body is
+ * written with incremental blob I/O in STORE_IO_CHUNK pieces.  meta may be
+ * NULL; res may be NULL.  Always consumes m (freed on success and error).
+ * Errors: ERR_USAGE (UIDL already known for the account, empty or repeated
+ * webhook name, earlier write error), ERR_LIMIT (n_webhooks >
+ * STORE_WEBHOOKS_MAX, webhook name too long), ERR_INTERNAL. */
+int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
+                     const char *const *webhooks, size_t n_webhooks, int64_t now,
+                     struct store_msg_result *res, struct err *e);
+
+/* Drop a message being written; nothing is stored.  NULL is a no-op. */
+void store_msg_abort(struct store_msg *m);
+
+/* ---- reading a message (delivery, API) --------------------------------- */
+
+struct store_msg_info {
+    int64_t id;
+    char account[STORE_NAME_MAX + 1];
+    char uidl[STORE_UIDL_MAX + 1];
+    uint64_t size;
+    char sha256[STORE_SHA256_HEX + 1];
+    int64_t received_at;    /* when it was stored */
+    int64_t delivered_at;   /* when its last delivery answered 2xx; 0 if not */
+    int64_t body_purged_at; /* 0 while the raw body is kept */
+    char subject[STORE_META_MAX + 1];
+    char from[STORE_META_MAX + 1];
+    char message_id[STORE_META_MAX + 1];
+    char date[STORE_META_MAX + 1];
+    char kind[STORE_KIND_MAX + 1];     /* STORE_KIND_MESSAGE or STORE_KIND_TOO_LARGE */
+    uint64_t declared_size;            /* too_large: the size LIST gave */
+};
+
+/* Metadata of message id; STORE_NOTFOUND if there is no such message. */
+int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e);
+
+/* A sink for raw bytes; return 0, or -1 with *e set to stop. */
+typedef int (*store_sink_cb)(void *ctx, const void *data, size_t len, struct err *e);
+
+/* Stream the raw body to sink in chunks of at most STORE_IO_CHUNK bytes.
+ * STORE_NOTFOUND if the message does not exist or its body was purged. */
+int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
+                     struct err *e);
+
+/* A positional reader of one body, for HTTP responses read at offsets from
+ * any thread: it has its own connection, independent of st (st may be
+ * closed or used elsewhere meanwhile).  No transaction is held between
+ * reads.  STORE_NOTFOUND if there is no such message or its body was purged.
+ * *size (may be NULL) gets the body length. */
+int store_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
+                    struct err *e);
+/* Read up to len bytes at offset; *got is 0 at or past the end.  Errors:
+ * ERR_INTERNAL (including a body purged while being read). */
+int store_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
+                    struct err *e);
+void store_body_close(struct store_body *b);
+
+/* ---- deliveries -------------------------------------------------------- */
+
+enum store_dstatus {
+    STORE_D_PENDING = 0, /* not tried yet, or reset for retry */
+    STORE_D_DELIVERED,   /* answered 2xx */
+    STORE_D_FAILED,      /* tried, will retry at next_attempt_at */
+    STORE_D_DEAD,        /* gave up after the last retry; can be retried */
+};
+const char *store_dstatus_name(enum store_dstatus s); /* "pending"... */
+/* 0 and *out set, or -1 (unknown name; *e ERR_USAGE). */
+int store_dstatus_parse(const char *name, enum store_dstatus *out, struct err *e);
+
+struct store_delivery {
+    int64_t id;
+    int64_t msg_id;
+    char account[STORE_NAME_MAX + 1];
+    char uidl[STORE_UIDL_MAX + 1];
+    char webhook[STORE_NAME_MAX + 1];
+    enum store_dstatus status;
+    int attempts;            /* attempts recorded so far */
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t next_attempt_at; /* meaningful for pending/failed */
+    int64_t delivered_at;    /* 0 unless delivered */
+    int last_http_status;    /* 0: none (no attempt, or no HTTP answer) */
+    char last_error[STORE_ERROR_MAX + 1];
+};
+
+/* Take up to max (<= STORE_DUE_MAX) due deliveries — status pending or
+ * failed, next_attempt_at <= now, webhook not disabled, not claimed — oldest
+ * next_attempt_at first, and claim them atomically: no other handle or
+ * process will get them until store_delivery_record or
+ * store_delivery_release_claims.  *n gets the count placed in out[]. */
+int store_delivery_claim_due(struct store *st, int64_t now, struct store_delivery *out,
+                             size_t max, size_t *n, struct err *e);
+
+/* Release every claim (call once at start-up, before delivery threads run:
+ * claims left by a crashed process become due again).  *released may be
+ * NULL. */
+int store_delivery_release_claims(struct store *st, int64_t *released, struct err *e);
+
+/* Release one claim without recording an attempt (shutdown while queued). */
+int store_delivery_unclaim(struct store *st, int64_t id, struct err *e);
+
+struct store_attempt {
+    int64_t started_at;
+    int64_t duration_ms;
+    int http_status;   /* 0: no HTTP answer */
+    const char *error; /* NULL or text (truncated to STORE_ERROR_MAX) */
+    const char *outcome; /* short name, e.g. "delivered", "retry", "gone" */
+};
+
+/* Record an attempt and set the new status, in one transaction:
+ * delivered (2xx), failed (retry at next_attempt_at) or dead.  The claim is
+ * released.  When every delivery of the message is delivered, the message
+ * gets delivered_at = now-of-attempt-end and its UIDL (if still "stored")
+ * becomes "delivered".  STORE_NOTFOUND for an unknown id.  Errors: ERR_USAGE
+ * (new status pending; the delivery is not pending or failed, e.g. already
+ * delivered or dead), ERR_LIMIT (outcome over STORE_OUTCOME_MAX),
+ * ERR_INTERNAL. */
+int store_delivery_record(struct store *st, int64_t id, const struct store_attempt *a,
+                          enum store_dstatus status, int64_t next_attempt_at, struct err *e);
+
+/* Reset a failed or dead delivery to pending, due at now.  A claim held by
+ * a worker stays (that worker's record wins).  STORE_NOTFOUND for an unknown
+ * id; ERR_USAGE if it is pending or delivered, or its body was purged. */
+int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e);
+
+/* One delivery; its attempts (oldest first) go to cb if cb is not NULL.
+ * STORE_NOTFOUND for an unknown id. */
+struct store_attempt_row {
+    int64_t started_at;
+    int64_t duration_ms;
+    int http_status;
+    const char *error;   /* "" if none */
+    const char *outcome;
+};
+typedef int (*store_attempt_cb)(void *ctx, const struct store_attempt_row *a, struct err *e);
+int store_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
+                       store_attempt_cb cb, void *ctx, struct err *e);
+
+/* A page of deliveries, newest first (id descending).  Filters: status (NULL
+ * = any), account (NULL = any).  limit 1..STORE_LIST_MAX.  cursor: NULL or
+ * "" for the first page, else a next_cursor from a previous page (same
+ * filters).  Rows go to cb; next_cursor (STORE_CURSOR_MAX bytes) gets ""
+ * when this was the last page.  Keyset paging: rows added meanwhile never
+ * cause duplicates or gaps among older rows.  Errors: ERR_USAGE (bad
+ * cursor, limit out of range). */
+typedef int (*store_delivery_cb)(void *ctx, const struct store_delivery *d, struct err *e);
+int store_delivery_list(struct store *st, const enum store_dstatus *status,
+                        const char *account, size_t limit, const char *cursor,
+                        store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e);
+
+/* When the next delivery falls due (pending or failed, not claimed, webhook
+ * enabled): *at gets its next_attempt_at, or 0 when there is none. */
+int store_delivery_next_due(struct store *st, int64_t *at, struct err *e);
+
+struct store_queue_counts {
+    int64_t pending, failed, delivered, dead;
+};
+/* Deliveries by status, over all accounts (metrics: queue depth). */
+int store_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e);
+
+/* ---- webhooks ---------------------------------------------------------- */
+
+/* Disable a webhook (it answered 410 Gone): its deliveries are not handed
+ * out until store_webhooks_enable_all (config reload).  reason may be NULL.
+ * Disabling again keeps the first time and reason. */
+int store_webhook_disable(struct store *st, const char *webhook, const char *reason,
+                          int64_t now, struct err *e);
+int store_webhooks_enable_all(struct store *st, struct err *e);
+/* *disabled set; *since (may be NULL) gets when, 0 if enabled. */
+int store_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
+                           int64_t *since, struct err *e);
+
+/* ---- accounts (API, poller) -------------------------------------------- */
+
+struct store_account_state {
+    char state[STORE_STATE_MAX + 1];        /* "idle", "polling", "backoff"... */
+    char last_error[STORE_ERROR_MAX + 1];   /* "" if none */
+    int64_t last_attempt_at;
+    int64_t last_success_at;
+    int64_t backoff_until;
+};
+/* STORE_NOTFOUND if nothing was ever saved for the account. */
+int store_account_get(struct store *st, const char *account, struct store_account_state *out,
+                      struct err *e);
+/* Save (insert or replace).  state must be 1..STORE_STATE_MAX bytes;
+ * last_error is truncated to STORE_ERROR_MAX. */
+int store_account_set(struct store *st, const char *account,
+                      const struct store_account_state *in, struct err *e);
+
+struct store_account_counts {
+    int64_t stored;             /* messages whose raw body is kept */
+    int64_t pending_deliveries; /* deliveries pending or failed (not dead) */
+};
+int store_account_counts(struct store *st, const char *account,
+                         struct store_account_counts *out, struct err *e);
+
+/* ---- retention --------------------------------------------------------- */
+
+/* Drop the raw bodies of messages delivered (every delivery 2xx) at least
+ * retention_ms before now; metadata, UIDL and delivery history stay, and the
+ * message gets body_purged_at = now.  At most `max` bodies per call (0 = no
+ * limit) so a purge never holds the write lock long.  *purged may be NULL. */
+int store_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                       int64_t *purged, struct err *e);
+
+/* ---- ids --------------------------------------------------------------- */
+
+/* "m_<n>" / "d_<n>" into buf (STORE_ID_MAX bytes); returns buf. */
+char *store_msg_id_format(int64_t id, char *buf);
+char *store_delivery_id_format(int64_t id, char *buf);
+/* Strict parse (no sign, no leading zero, in range): 0, or -1 (ERR_USAGE). */
+int store_msg_id_parse(const char *s, int64_t *id, struct err *e);
+int store_delivery_id_parse(const char *s, int64_t *id, struct err *e);
+
+#endif

@@ -1,0 +1,1647 @@
+/* Unit tests: the store (include/store.h) on real SQLite files in a temp dir. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define T0 1700000000000LL /* a fixed "now" in Unix ms */
+#define DAY_MS 86400000LL
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+struct fx {
+    char dir[64];
+    struct store *st;
+};
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+    if (!fx)
+        return -1;
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/store-test-XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    store_close(fx->st);
+    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+static struct store *open_ok(const char *dir)
+{
+    struct err e;
+    err_clear(&e);
+    struct store *st = store_open(dir, &e);
+    if (!st)
+        fail_msg("store_open(%s): %s", dir, e.msg);
+    return st;
+}
+
+static struct store *fx_open(void **state)
+{
+    struct fx *fx = *state;
+    fx->st = open_ok(fx->dir);
+    return fx->st;
+}
+
+static void sha_hex(const void *p, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned int l = 0;
+    assert_int_equal(EVP_Digest(p, n, md, &l, EVP_sha256(), NULL), 1);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void fill(unsigned char *p, size_t n, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = (unsigned char)x;
+    }
+}
+
+/* Store len bytes of p in chunks of `chunk` bytes; returns store_msg_finish's result. */
+static int put(struct store *st, const char *account, const char *uidl, const void *p, size_t len,
+               size_t chunk, const char *const *wh, size_t nwh, int64_t now,
+               struct store_msg_result *res, struct err *e)
+{
+    struct store_msg *m = NULL;
+    if (store_msg_begin(st, account, uidl, &m, e) < 0)
+        return -1;
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < chunk ? len - off : chunk;
+        if (store_msg_write(m, (const char *)p + off, n, e) < 0) {
+            store_msg_abort(m);
+            return -1;
+        }
+        off += n;
+    }
+    struct store_msg_meta meta = {.subject = "Hello", .from = "a@example.com",
+                                  .message_id = "<x@example.com>", .date = "Mon, 1 Jan 2024"};
+    return store_msg_finish(m, &meta, wh, nwh, now, res, e);
+}
+
+static int64_t put_ok(struct store *st, const char *account, const char *uidl,
+                      const char *const *wh, size_t nwh, int64_t now)
+{
+    char body[700];
+    int n = snprintf(body, sizeof body, "Subject: %s\r\n\r\nbody of %s\r\n", uidl, uidl);
+    struct err e;
+    struct store_msg_result r;
+    if (put(st, account, uidl, body, (size_t)n, 7, wh, nwh, now, &r, &e) != 0)
+        fail_msg("put %s/%s: %s", account, uidl, e.msg);
+    return r.id;
+}
+
+struct buf {
+    unsigned char *p;
+    size_t len, cap;
+    int fail_after; /* sink fails on this call number (1-based); 0 never */
+    int calls;
+};
+
+static int sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct buf *b = ctx;
+    if (b->fail_after && ++b->calls >= b->fail_after)
+        return err_set(e, ERR_CONN, "test sink refused");
+    if (b->len + len > b->cap) {
+        b->cap = (b->len + len) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+/* The UIDL's state, or -1 if unknown. */
+static int uidl_state(struct store *st, const char *acc, const char *uidl)
+{
+    enum store_uidl_state s = 99;
+    struct err e;
+    int r = store_uidl_get(st, acc, uidl, &s, NULL, &e);
+    if (r == STORE_NOTFOUND)
+        return -1;
+    assert_int_equal(r, 0);
+    return (int)s;
+}
+
+static int count_cb(void *ctx, const char *uidl, enum store_uidl_state s, int64_t id,
+                    struct err *e)
+{
+    (void)uidl;
+    (void)s;
+    (void)id;
+    (void)e;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_uidls(struct store *st, const char *acc)
+{
+    int n = 0;
+    struct err e;
+    assert_int_equal(store_uidls_each(st, acc, count_cb, &n, &e), 0);
+    return n;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- opening, schema ---------------------------------------------------- */
+
+static void open_migrate_reopen(void **state)
+{
+    struct fx *fx = *state;
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/a/b/state", fx->dir);
+    struct err e;
+    struct store *st = open_ok(dir);
+    assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
+    struct stat sb;
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    const char *wh[] = {"crm"};
+    int64_t id = put_ok(st, "acc", "u1", wh, 1, T0);
+    store_close(st);
+
+    /* journal mode is WAL, foreign keys hold, schema version recorded */
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_DB_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), STORE_SCHEMA_VERSION);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+
+    /* reopen: nothing migrated twice, data still there */
+    st = open_ok(dir);
+    assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, id, &info, &e), 0);
+    assert_string_equal(info.uidl, "u1");
+    assert_string_equal(info.subject, "Hello");
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_STORED);
+    store_close(st);
+    store_close(NULL);
+}
+
+static void newer_schema_refused(void **state)
+{
+    struct fx *fx = *state;
+    store_close(open_ok(fx->dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", fx->dir, STORE_DB_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct err e;
+    err_clear(&e);
+    assert_null(store_open(fx->dir, &e));
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "schema version 99"));
+    assert_non_null(strstr(e.msg, "newer"));
+}
+
+static void open_errors(void **state)
+{
+    struct fx *fx = *state;
+    struct err e;
+    /* empty */
+    assert_null(store_open("", &e));
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_null(store_open(NULL, &e));
+    /* state_dir below a regular file: cannot be created (even as root) */
+    char file[128], dir[160];
+    snprintf(file, sizeof file, "%s/plain", fx->dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(dir, sizeof dir, "%s/sub", file);
+    assert_null(store_open(dir, &e));
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "Not a directory"));
+    assert_null(store_open(file, &e));
+    assert_non_null(strstr(e.msg, "not a directory"));
+    /* too long */
+    char *longp = malloc(5000);
+    assert_non_null(longp);
+    memset(longp, 'x', 4999);
+    longp[0] = '/';
+    longp[4999] = '\0';
+    assert_null(store_open(longp, &e));
+    assert_int_equal(e.kind, ERR_LIMIT);
+    free(longp);
+    /* corrupt database file */
+    char cdir[128], cpath[160];
+    snprintf(cdir, sizeof cdir, "%s/corrupt", fx->dir);
+    assert_int_equal(mkdir(cdir, 0700), 0);
+    snprintf(cpath, sizeof cpath, "%s/%s", cdir, STORE_DB_FILE);
+    f = fopen(cpath, "w");
+    assert_non_null(f);
+    unsigned char junk[8192];
+    fill(junk, sizeof junk, 3);
+    fwrite(junk, 1, sizeof junk, f);
+    fclose(f);
+    err_clear(&e);
+    assert_null(store_open(cdir, &e));
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "not a database"));
+    assert_non_null(strstr(e.msg, cpath));
+    /* the database path is a directory */
+    char ddir[128], dpath[160];
+    snprintf(ddir, sizeof ddir, "%s/dbdir", fx->dir);
+    snprintf(dpath, sizeof dpath, "%s/%s", ddir, STORE_DB_FILE);
+    assert_int_equal(mkdir(ddir, 0700), 0);
+    assert_int_equal(mkdir(dpath, 0700), 0);
+    err_clear(&e);
+    assert_null(store_open(ddir, &e));
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "store_open"));
+}
+
+/* ---- storing and reading ------------------------------------------------ */
+
+static void roundtrip(struct store *st, const char *uidl, size_t len, size_t chunk)
+{
+    unsigned char *p = malloc(len ? len : 1);
+    assert_non_null(p);
+    fill(p, len, (uint32_t)len);
+    char want[65];
+    sha_hex(p, len, want);
+    struct err e;
+    struct store_msg_result r;
+    const char *wh[] = {"crm", "audit"};
+    if (put(st, "acc", uidl, p, len, chunk, wh, 2, T0, &r, &e) != 0)
+        fail_msg("put: %s", e.msg);
+    assert_string_equal(r.sha256, want);
+    assert_int_equal(r.size, len);
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, r.id, &info, &e), 0);
+    assert_string_equal(info.sha256, want);
+    assert_int_equal(info.size, len);
+    assert_int_equal(info.received_at, T0);
+    assert_int_equal(info.body_purged_at, 0);
+    /* streamed out */
+    struct buf b = {0};
+    assert_int_equal(store_msg_stream(st, r.id, sink, &b, &e), 0);
+    assert_int_equal(b.len, len);
+    if (len)
+        assert_memory_equal(b.p, p, len);
+    free(b.p);
+    /* positional reader at odd offsets */
+    struct store_body *br = NULL;
+    uint64_t size = 0;
+    assert_int_equal(store_body_open(st, r.id, &br, &size, &e), 0);
+    assert_int_equal(size, len);
+    unsigned char tmp[5003];
+    for (uint64_t off = 0; off < len; off += sizeof tmp) {
+        size_t got = 0;
+        assert_int_equal(store_body_read(br, off, tmp, sizeof tmp, &got, &e), 0);
+        size_t want_n = len - off < sizeof tmp ? len - off : sizeof tmp;
+        assert_int_equal(got, want_n);
+        assert_memory_equal(tmp, p + off, got);
+    }
+    size_t got = 7;
+    assert_int_equal(store_body_read(br, len + 10, tmp, sizeof tmp, &got, &e), 0);
+    assert_int_equal(got, 0);
+    store_body_close(br);
+    store_body_close(NULL);
+    free(p);
+}
+
+static void streamed_store(void **state)
+{
+    struct store *st = fx_open(state);
+    roundtrip(st, "small", 300 * 1024 + 17, 1);   /* byte by byte at first */
+    roundtrip(st, "odd", 300 * 1024 + 17, 4093);
+    roundtrip(st, "empty", 0, 10);
+    roundtrip(st, "at-limit", STORE_SPOOL_MEM_MAX, 65536);     /* last in-memory size */
+    roundtrip(st, "over-limit", STORE_SPOOL_MEM_MAX + 1, 65536); /* first spooled size */
+    struct err e;
+    enum store_uidl_state s;
+    int64_t id = 0;
+    assert_int_equal(store_uidl_get(st, "acc", "odd", &s, &id, &e), 0);
+    assert_int_equal(s, STORE_UIDL_STORED);
+    assert_true(id > 0);
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+    assert_int_equal(q.pending, 10);
+    assert_int_equal(q.delivered + q.failed + q.dead, 0);
+    /* unknown message */
+    struct store_msg_info info;
+    struct buf b = {0};
+    struct store_body *br = NULL;
+    assert_int_equal(store_msg_get(st, 9999, &info, &e), STORE_NOTFOUND);
+    assert_int_equal(store_msg_stream(st, 9999, sink, &b, &e), STORE_NOTFOUND);
+    assert_int_equal(store_body_open(st, 9999, &br, NULL, &e), STORE_NOTFOUND);
+    assert_null(br);
+}
+
+static void store_meta_and_errors(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    /* a long UTF-8 subject is cut at a character boundary */
+    char subj[2 * STORE_META_MAX + 3];
+    size_t k = 0;
+    subj[k++] = 'x';
+    while (k + 2 < sizeof subj) {
+        subj[k++] = (char)0xC3;
+        subj[k++] = (char)0xA9; /* é */
+    }
+    subj[k] = '\0';
+    struct store_msg *m = NULL;
+    assert_int_equal(store_msg_begin(st, "acc", "u1", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "x", 1, &e), 0);
+    struct store_msg_meta meta = {.subject = subj};
+    struct store_msg_result r;
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r, &e), 0);
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, r.id, &info, &e), 0);
+    size_t sl = strlen(info.subject);
+    assert_true(sl <= STORE_META_MAX && sl >= STORE_META_MAX - 1);
+    assert_int_equal((unsigned char)info.subject[sl - 1], 0xA9);
+    assert_string_equal(info.from, "");
+    /* same UIDL again: refused, nothing added */
+    assert_int_equal(put(st, "acc", "u1", "y", 1, 1, wh, 1, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_non_null(strstr(e.msg, "already known"));
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+    assert_int_equal(q.pending, 1);
+    /* but the same UIDL on another account is another message */
+    assert_int_equal(put(st, "other", "u1", "y", 1, 1, wh, 1, T0, NULL, &e), 0);
+    /* webhook list errors */
+    const char *dup[] = {"a", "a"};
+    assert_int_equal(put(st, "acc", "u2", "y", 1, 1, dup, 2, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    const char *empty[] = {""};
+    assert_int_equal(put(st, "acc", "u2", "y", 1, 1, empty, 1, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    const char *many[STORE_WEBHOOKS_MAX + 1];
+    for (int i = 0; i <= STORE_WEBHOOKS_MAX; i++)
+        many[i] = "w";
+    assert_int_equal(put(st, "acc", "u2", "y", 1, 1, many, STORE_WEBHOOKS_MAX + 1, T0, NULL, &e),
+                     -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(uidl_state(st, "acc", "u2"), -1);
+    /* names and UIDLs */
+    char longu[STORE_UIDL_MAX + 2];
+    memset(longu, 'u', sizeof longu - 1);
+    longu[sizeof longu - 1] = '\0';
+    assert_int_equal(store_msg_begin(st, "acc", longu, &m, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_null(m);
+    longu[STORE_UIDL_MAX] = '\0'; /* exactly the limit is fine */
+    assert_int_equal(put(st, "acc", longu, "z", 1, 1, wh, 1, T0, NULL, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", longu), STORE_UIDL_STORED);
+    assert_int_equal(store_msg_begin(st, "acc", "", &m, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_msg_begin(st, "", "u", &m, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    char longa[STORE_NAME_MAX + 2];
+    memset(longa, 'a', sizeof longa - 1);
+    longa[sizeof longa - 1] = '\0';
+    assert_int_equal(store_msg_begin(st, longa, "u", &m, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    /* abort stores nothing */
+    assert_int_equal(store_msg_begin(st, "acc", "aborted", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "abc", 3, &e), 0);
+    store_msg_abort(m);
+    store_msg_abort(NULL);
+    assert_int_equal(uidl_state(st, "acc", "aborted"), -1);
+    /* no webhooks: delivered at once */
+    int64_t id = put_ok(st, "acc", "nowh", NULL, 0, T0);
+    assert_int_equal(uidl_state(st, "acc", "nowh"), STORE_UIDL_DELIVERED);
+    assert_int_equal(store_msg_get(st, id, &info, &e), 0);
+    assert_int_equal(info.delivered_at, T0);
+}
+
+static void spool_failure(void **state)
+{
+    struct fx *fx = *state;
+    struct store *st = fx_open(state);
+    struct err e;
+    char moved[96];
+    snprintf(moved, sizeof moved, "%s-moved", fx->dir);
+    struct store_msg *m = NULL;
+    assert_int_equal(store_msg_begin(st, "acc", "big", &m, &e), 0);
+    /* the state_dir disappears: the spool file cannot be created */
+    assert_int_equal(rename(fx->dir, moved), 0);
+    unsigned char chunk[65536];
+    fill(chunk, sizeof chunk, 1);
+    int r = 0;
+    for (int i = 0; i < 20 && r == 0; i++)
+        r = store_msg_write(m, chunk, sizeof chunk, &e);
+    assert_int_equal(r, -1);
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "spool"));
+    assert_int_equal(store_msg_write(m, chunk, 1, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_msg_finish(m, NULL, NULL, 0, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(rename(moved, fx->dir), 0);
+    assert_int_equal(uidl_state(st, "acc", "big"), -1);
+}
+
+static int no_spool_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, ".spool-", 7) == 0)
+            n++;
+    closedir(d);
+    return n == 0;
+}
+
+static long maxrss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void large_message(void **state)
+{
+    struct fx *fx = *state;
+    struct store *st = fx_open(state);
+    const size_t total = 25u << 20, chunk = 65536;
+    unsigned char *buf = malloc(chunk);
+    assert_non_null(buf);
+    EVP_MD_CTX *ref = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ref, EVP_sha256(), NULL);
+    long rss0 = maxrss_kb();
+    int64_t t0 = now_ns();
+    struct err e;
+    struct store_msg *m = NULL;
+    assert_int_equal(store_msg_begin(st, "acc", "huge", &m, &e), 0);
+    for (size_t off = 0; off < total; off += chunk) {
+        fill(buf, chunk, (uint32_t)(off / chunk));
+        EVP_DigestUpdate(ref, buf, chunk);
+        assert_int_equal(store_msg_write(m, buf, chunk, &e), 0);
+        if (off == 4u << 20)
+            assert_true(no_spool_files(fx->dir)); /* spool file is unlinked at once */
+    }
+    const char *wh[] = {"crm"};
+    struct store_msg_result r;
+    if (store_msg_finish(m, NULL, wh, 1, T0, &r, &e) != 0)
+        fail_msg("finish: %s", e.msg);
+    int64_t t1 = now_ns();
+    unsigned char md[32];
+    unsigned int l;
+    EVP_DigestFinal_ex(ref, md, &l);
+    EVP_MD_CTX_free(ref);
+    char want[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(want + 2 * i, 3, "%02x", md[i]);
+    assert_string_equal(r.sha256, want);
+    assert_int_equal(r.size, total);
+    /* read back in chunks and hash again */
+    struct store_body *br = NULL;
+    uint64_t size = 0;
+    assert_int_equal(store_body_open(st, r.id, &br, &size, &e), 0);
+    assert_int_equal(size, total);
+    EVP_MD_CTX *back = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(back, EVP_sha256(), NULL);
+    uint64_t off = 0;
+    for (int guard = 0; guard < 10000; guard++) {
+        size_t got = 0;
+        assert_int_equal(store_body_read(br, off, buf, chunk, &got, &e), 0);
+        if (got == 0)
+            break;
+        unsigned char expect[65536];
+        fill(expect, chunk, (uint32_t)(off / chunk));
+        assert_memory_equal(buf, expect, got);
+        EVP_DigestUpdate(back, buf, got);
+        off += got;
+    }
+    store_body_close(br);
+    assert_int_equal(off, total);
+    EVP_DigestFinal_ex(back, md, &l);
+    EVP_MD_CTX_free(back);
+    char got_hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(got_hex + 2 * i, 3, "%02x", md[i]);
+    assert_string_equal(got_hex, want);
+    long peak = maxrss_kb(), grow = peak - rss0;
+    /* sanitizers and valgrind have their own memory overhead: print only */
+    const char *pre = getenv("LD_PRELOAD");
+    bool check = !SANITIZED && !(pre && strstr(pre, "vgpreload"));
+    printf("  [store] 25 MiB message: stored in %.0f ms; peak RSS %ld KiB, grew by %ld KiB%s\n",
+           (double)(t1 - t0) / 1e6, peak, grow, check ? "" : " (not checked in this build)");
+    if (check) { /* far less than the message itself */
+        assert_true(grow < 16 * 1024);
+        assert_true(peak < 48 * 1024);
+    }
+    assert_true(no_spool_files(fx->dir));
+    free(buf);
+}
+
+/* ---- batching and crashes ----------------------------------------------- */
+
+static void batch_speed(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm", "audit"};
+    unsigned char *p = malloc(20480);
+    assert_non_null(p);
+    fill(p, 20480, 9);
+    int64_t t0 = now_ns();
+    size_t bytes = 0;
+    const int n = 2000, per = 64;
+    for (int i = 0; i < n; i++) {
+        if (i % per == 0)
+            assert_int_equal(store_batch_begin(st, &e), 0);
+        char uidl[32];
+        snprintf(uidl, sizeof uidl, "uidl-%05d", i);
+        size_t len = 2048 + (size_t)(i * 7919) % (20480 - 2048);
+        bytes += len;
+        if (put(st, "bench", uidl, p, len, 16384, wh, 2, T0, NULL, &e) != 0)
+            fail_msg("put %d: %s", i, e.msg);
+        if (i % per == per - 1 || i == n - 1)
+            assert_int_equal(store_batch_commit(st, &e), 0);
+    }
+    int64_t t1 = now_ns();
+    printf("  [store] %d messages (%.1f MiB) with 2 deliveries each, %d per commit: %.0f ms\n", n,
+           (double)bytes / 1048576.0, per, (double)(t1 - t0) / 1e6);
+    struct store_account_counts c;
+    assert_int_equal(store_account_counts(st, "bench", &c, &e), 0);
+    assert_int_equal(c.stored, n);
+    assert_int_equal(c.pending_deliveries, 2 * n);
+    assert_int_equal(count_uidls(st, "bench"), n);
+    free(p);
+    /* misuse */
+    assert_int_equal(store_batch_commit(st, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_batch_begin(st, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    store_batch_rollback(st);
+    store_batch_rollback(st);
+}
+
+static void batch_partial_failure(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    put_ok(st, "acc", "a", wh, 1, T0);
+    assert_int_equal(put(st, "acc", "a", "dup", 3, 3, wh, 1, T0, NULL, &e), -1);
+    put_ok(st, "acc", "b", wh, 1, T0);
+    const char *ign[] = {"i1", "i2"};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", ign, 2, T0, &e), 0);
+    /* another handle sees nothing before commit */
+    struct fx *fx = *state;
+    struct store *other = open_ok(fx->dir);
+    assert_int_equal(count_uidls(other, "acc"), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    assert_int_equal(count_uidls(other, "acc"), 4);
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(other, &q, &e), 0);
+    assert_int_equal(q.pending, 2);
+    /* rollback drops the batch */
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    put_ok(st, "acc", "c", wh, 1, T0);
+    store_batch_rollback(st);
+    assert_int_equal(uidl_state(other, "acc", "c"), -1);
+    /* close with an open batch rolls back too */
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    put_ok(st, "acc", "d", wh, 1, T0);
+    store_close(st);
+    fx->st = NULL;
+    assert_int_equal(uidl_state(other, "acc", "d"), -1);
+    store_close(other);
+}
+
+static void crash_child(const char *dir, int commit)
+{
+    struct err e;
+    struct store *st = store_open(dir, &e);
+    if (!st)
+        _exit(2);
+    if (store_batch_begin(st, &e) < 0)
+        _exit(3);
+    const char *wh[] = {"crm"};
+    for (int i = 0; i < 10; i++) {
+        char uidl[16];
+        snprintf(uidl, sizeof uidl, "c%d-%d", commit, i);
+        struct store_msg *m;
+        if (store_msg_begin(st, "acc", uidl, &m, &e) < 0 || store_msg_write(m, uidl, 4, &e) < 0 ||
+            store_msg_finish(m, NULL, wh, 1, T0, NULL, &e) < 0)
+            _exit(4);
+    }
+    if (commit && store_batch_commit(st, &e) < 0)
+        _exit(5);
+    _exit(0); /* no close, no cleanup: as if killed */
+}
+
+static void crash_in_batch(void **state)
+{
+    struct fx *fx = *state;
+    store_close(open_ok(fx->dir)); /* create the schema before forking */
+    for (int commit = 0; commit <= 1; commit++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            crash_child(fx->dir, commit);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        struct store *st = open_ok(fx->dir);
+        struct err e;
+        struct store_queue_counts q;
+        assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+        assert_int_equal(count_uidls(st, "acc"), commit ? 10 : 0);
+        assert_int_equal(q.pending, commit ? 10 : 0);
+        if (commit)
+            assert_int_equal(uidl_state(st, "acc", "c1-9"), STORE_UIDL_STORED);
+        store_close(st);
+    }
+}
+
+/* ---- deliveries --------------------------------------------------------- */
+
+static struct store_attempt att(int64_t at, int http, const char *error, const char *outcome)
+{
+    struct store_attempt a = {.started_at = at, .duration_ms = 120, .http_status = http,
+                              .error = error, .outcome = outcome};
+    return a;
+}
+
+struct attempts {
+    int n;
+    int http[8];
+    char outcome[8][32];
+};
+
+static int attempt_cb(void *ctx, const struct store_attempt_row *a, struct err *e)
+{
+    (void)e;
+    struct attempts *x = ctx;
+    if (x->n < 8) {
+        x->http[x->n] = a->http_status;
+        snprintf(x->outcome[x->n], sizeof x->outcome[0], "%s", a->outcome);
+    }
+    x->n++;
+    return 0;
+}
+
+static void delivery_lifecycle(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a", "b"};
+    int64_t mid = put_ok(st, "acc", "u1", wh, 2, T0);
+    struct store_delivery d[8];
+    size_t n = 0;
+    assert_int_equal(store_delivery_claim_due(st, T0 - 1, d, 8, &n, &e), 0);
+    assert_int_equal(n, 0); /* not due yet */
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 8, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(d[0].msg_id, mid);
+    assert_string_equal(d[0].account, "acc");
+    assert_string_equal(d[0].uidl, "u1");
+    assert_int_equal(d[0].status, STORE_D_PENDING);
+    assert_int_equal(d[0].attempts, 0);
+    struct store_delivery da = strcmp(d[0].webhook, "a") == 0 ? d[0] : d[1];
+    struct store_delivery db = strcmp(d[0].webhook, "a") == 0 ? d[1] : d[0];
+    assert_string_equal(db.webhook, "b");
+    size_t n2 = 9;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 8, &n2, &e), 0);
+    assert_int_equal(n2, 0); /* claimed: not handed out twice */
+
+    struct store_attempt a1 = att(T0 + 10, 503, "Service Unavailable", "retry");
+    assert_int_equal(store_delivery_record(st, da.id, &a1, STORE_D_FAILED, T0 + 5000, &e), 0);
+    struct store_attempt b1 = att(T0 + 10, 200, NULL, "delivered");
+    assert_int_equal(store_delivery_record(st, db.id, &b1, STORE_D_DELIVERED, 0, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_STORED); /* a still open */
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, mid, &info, &e), 0);
+    assert_int_equal(info.delivered_at, 0);
+
+    assert_int_equal(store_delivery_claim_due(st, T0 + 4999, d, 8, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_delivery_claim_due(st, T0 + 5000, d, 8, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].id, da.id);
+    assert_int_equal(d[0].status, STORE_D_FAILED);
+    assert_int_equal(d[0].attempts, 1);
+    assert_int_equal(d[0].last_http_status, 503);
+    assert_string_equal(d[0].last_error, "Service Unavailable");
+    struct store_attempt a2 = att(T0 + 5000, 204, NULL, "delivered");
+    assert_int_equal(store_delivery_record(st, da.id, &a2, STORE_D_DELIVERED, 0, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_DELIVERED);
+    assert_int_equal(store_msg_get(st, mid, &info, &e), 0);
+    assert_int_equal(info.delivered_at, T0 + 5120);
+    /* a delivered delivery takes no more attempts */
+    assert_int_equal(store_delivery_record(st, da.id, &a2, STORE_D_DELIVERED, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_delivery one;
+    struct attempts x = {0};
+    assert_int_equal(store_delivery_get(st, da.id, &one, attempt_cb, &x, &e), 0);
+    assert_int_equal(one.status, STORE_D_DELIVERED);
+    assert_int_equal(one.attempts, 2);
+    assert_int_equal(one.delivered_at, T0 + 5120);
+    assert_int_equal(x.n, 2);
+    assert_int_equal(x.http[0], 503);
+    assert_string_equal(x.outcome[0], "retry");
+    assert_int_equal(x.http[1], 204);
+
+    /* to dead, with a long error truncated */
+    const char *wc[] = {"c"};
+    put_ok(st, "acc", "u2", wc, 1, T0);
+    char longerr[STORE_ERROR_MAX * 2];
+    memset(longerr, 'E', sizeof longerr - 1);
+    longerr[sizeof longerr - 1] = '\0';
+    int64_t t = T0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_delivery_claim_due(st, t, d, 8, &n, &e), 0);
+        assert_int_equal(n, 1);
+        struct store_attempt ax = att(t, 0, longerr, i < 2 ? "retry" : "dead");
+        assert_int_equal(
+            store_delivery_record(st, d[0].id, &ax, i < 2 ? STORE_D_FAILED : STORE_D_DEAD,
+                                  t + 1000, &e),
+            0);
+        t += 1000;
+    }
+    assert_int_equal(store_delivery_claim_due(st, t + DAY_MS, d, 8, &n, &e), 0);
+    assert_int_equal(n, 0);
+    struct attempts y = {0};
+    assert_int_equal(store_delivery_get(st, d[0].id, &one, attempt_cb, &y, &e), 0);
+    assert_int_equal(one.status, STORE_D_DEAD);
+    assert_int_equal(one.attempts, 3);
+    assert_int_equal(strlen(one.last_error), STORE_ERROR_MAX);
+    assert_int_equal(y.n, 3);
+    assert_string_equal(y.outcome[2], "dead");
+    assert_int_equal(uidl_state(st, "acc", "u2"), STORE_UIDL_STORED);
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+    assert_int_equal(q.delivered, 2);
+    assert_int_equal(q.dead, 1);
+    assert_int_equal(q.pending + q.failed, 0);
+    /* bad calls */
+    assert_int_equal(store_delivery_record(st, 9999, &a2, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND);
+    assert_int_equal(store_delivery_record(st, da.id, &a2, STORE_D_PENDING, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_attempt bad = att(T0, 0, NULL, "an outcome name that is far too long to keep");
+    assert_int_equal(store_delivery_record(st, d[0].id, &bad, STORE_D_FAILED, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_delivery_get(st, 9999, &one, NULL, NULL, &e), STORE_NOTFOUND);
+    assert_int_equal(store_delivery_claim_due(st, T0, d, STORE_DUE_MAX + 1, &n, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+}
+
+static void retry_dead(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    put_ok(st, "acc", "u1", wh, 1, T0);
+    struct store_delivery d[2];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    int64_t id = d[0].id;
+    /* pending: nothing to retry */
+    assert_int_equal(store_delivery_retry(st, id, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_attempt a = att(T0, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, id, &a, STORE_D_DEAD, 0, &e), 0);
+    assert_int_equal(store_delivery_claim_due(st, T0 + DAY_MS, d, 2, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_delivery_retry(st, id, T0 + DAY_MS, &e), 0);
+    struct store_delivery one;
+    assert_int_equal(store_delivery_get(st, id, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_PENDING);
+    assert_int_equal(one.next_attempt_at, T0 + DAY_MS);
+    assert_int_equal(one.attempts, 1); /* history kept */
+    assert_int_equal(store_delivery_claim_due(st, T0 + DAY_MS, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].id, id);
+    a = att(T0 + DAY_MS, 200, NULL, "delivered");
+    assert_int_equal(store_delivery_record(st, id, &a, STORE_D_DELIVERED, 0, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_DELIVERED);
+    assert_int_equal(store_delivery_retry(st, id, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_delivery_retry(st, 424242, T0, &e), STORE_NOTFOUND);
+}
+
+static void claims_released_on_reopen(void **state)
+{
+    struct fx *fx = *state;
+    struct store *st = open_ok(fx->dir);
+    struct err e;
+    const char *wh[] = {"a", "b", "c"};
+    put_ok(st, "acc", "u1", wh, 3, T0);
+    struct store_delivery d[4];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 2, &n, &e), 0);
+    assert_int_equal(n, 2); /* limit respected */
+    store_close(st);        /* "crash" with two claims held */
+    st = fx_open(state);
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1); /* the unclaimed third one only */
+    int64_t third = d[0].id;
+    int64_t released = 0;
+    assert_int_equal(store_delivery_release_claims(st, &released, &e), 0);
+    assert_int_equal(released, 3);
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(store_delivery_unclaim(st, third, &e), 0);
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].id, third);
+    assert_int_equal(store_delivery_unclaim(st, 999, &e), STORE_NOTFOUND);
+}
+
+static void webhook_disable(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"gone", "ok"};
+    put_ok(st, "acc", "u1", wh, 2, T0);
+    bool dis = true;
+    int64_t since = 5;
+    assert_int_equal(store_webhook_disabled(st, "gone", &dis, &since, &e), 0);
+    assert_false(dis);
+    assert_int_equal(since, 0);
+    assert_int_equal(store_webhook_disable(st, "gone", "410 Gone", T0, &e), 0);
+    assert_int_equal(store_webhook_disable(st, "gone", "again", T0 + 9, &e), 0);
+    assert_int_equal(store_webhook_disabled(st, "gone", &dis, &since, &e), 0);
+    assert_true(dis);
+    assert_int_equal(since, T0); /* first disable time kept */
+    struct store_delivery d[4];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].webhook, "ok");
+    assert_int_equal(store_webhooks_enable_all(st, &e), 0);
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].webhook, "gone");
+    assert_int_equal(store_webhook_disable(st, "", NULL, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* ---- UIDL policy -------------------------------------------------------- */
+
+struct names {
+    int n;
+    char v[16][32];
+};
+
+static int names_cb(void *ctx, const char *uidl, enum store_uidl_state s, int64_t id,
+                    struct err *e)
+{
+    (void)s;
+    (void)id;
+    (void)e;
+    struct names *x = ctx;
+    if (x->n < 16)
+        snprintf(x->v[x->n], sizeof x->v[0], "%s", uidl);
+    x->n++;
+    return 0;
+}
+
+static bool has(const struct names *x, const char *u)
+{
+    for (int i = 0; i < x->n && i < 16; i++)
+        if (strcmp(x->v[i], u) == 0)
+            return true;
+    return false;
+}
+
+static void deliver_all(struct store *st, int64_t at)
+{
+    struct store_delivery d[16];
+    size_t n;
+    struct err e;
+    assert_int_equal(store_delivery_claim_due(st, at, d, 16, &n, &e), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt a = att(at, 200, NULL, "delivered");
+        a.duration_ms = 0;
+        assert_int_equal(store_delivery_record(st, d[i].id, &a, STORE_D_DELIVERED, 0, &e), 0);
+    }
+}
+
+static void deletable_policy(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    const char *ign[] = {"i1"};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", ign, 1, T0, &e), 0);
+    put_ok(st, "acc", "old", wh, 1, T0);
+    deliver_all(st, T0);
+    put_ok(st, "acc", "new", wh, 1, T0 + 6 * DAY_MS);
+    deliver_all(st, T0 + 6 * DAY_MS);
+    put_ok(st, "acc", "open", wh, 1, T0); /* stays pending */
+    put_ok(st, "other", "old", wh, 1, T0);
+    struct names x = {0};
+    int64_t now = T0 + 8 * DAY_MS;
+    /* after_delivery: delete */
+    assert_int_equal(store_uidls_deletable(st, "acc", true, 0, now, names_cb, &x, &e), 0);
+    assert_int_equal(x.n, 2);
+    assert_true(has(&x, "old") && has(&x, "new"));
+    /* keep + delete_after 7d: only the one stored 8 days ago */
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_uidls_deletable(st, "acc", false, 7 * DAY_MS, now, names_cb, &x, &e),
+                     0);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.v[0], "old");
+    /* keep without delete_after: nothing */
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_uidls_deletable(st, "acc", false, 0, now, names_cb, &x, &e), 0);
+    assert_int_equal(x.n, 0);
+    /* an undelivered message is never deletable, however old */
+    memset(&x, 0, sizeof x);
+    assert_int_equal(
+        store_uidls_deletable(st, "acc", true, 1, now + 365 * DAY_MS, names_cb, &x, &e), 0);
+    assert_false(has(&x, "open"));
+    assert_false(has(&x, "i1"));
+    /* after QUIT +OK */
+    const char *gone[] = {"old", "unknown"};
+    assert_int_equal(store_uidls_mark_deleted(st, "acc", gone, 2, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", "old"), STORE_UIDL_DELETED);
+    assert_int_equal(uidl_state(st, "other", "old"), STORE_UIDL_STORED);
+    assert_int_equal(uidl_state(st, "acc", "unknown"), -1);
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_uidls_deletable(st, "acc", true, 0, now, names_cb, &x, &e), 0);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.v[0], "new");
+}
+
+static void forget_vanished(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    const char *ign[] = {"i1", "i2"};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", ign, 2, T0, &e), 0);
+    int64_t dmid = put_ok(st, "acc", "d1", wh, 1, T0);
+    put_ok(st, "acc", "x1", wh, 1, T0);
+    deliver_all(st, T0);
+    const char *x1[] = {"x1"};
+    assert_int_equal(store_uidls_mark_deleted(st, "acc", x1, 1, &e), 0);
+    put_ok(st, "acc", "s1", wh, 1, T0); /* pending */
+    put_ok(st, "acc", "api-deleted", wh, 1, T0);
+    const char *ad[] = {"api-deleted"};
+    assert_int_equal(store_uidls_mark_deleted(st, "acc", ad, 1, &e), 0); /* undelivered */
+    put_ok(st, "other", "i1", wh, 1, T0);
+    assert_int_equal(count_uidls(st, "acc"), 6);
+
+    const char *listed[] = {"i2"};
+    int64_t forgotten = -1;
+    assert_int_equal(store_uidls_forget_vanished(st, "acc", listed, 1, &forgotten, &e), 0);
+    assert_int_equal(forgotten, 3); /* i1, d1, x1 */
+    assert_int_equal(uidl_state(st, "acc", "i1"), -1);
+    assert_int_equal(uidl_state(st, "acc", "d1"), -1);
+    assert_int_equal(uidl_state(st, "acc", "x1"), -1);
+    assert_int_equal(uidl_state(st, "acc", "i2"), STORE_UIDL_IGNORED);
+    assert_int_equal(uidl_state(st, "acc", "s1"), STORE_UIDL_STORED);
+    assert_int_equal(uidl_state(st, "acc", "api-deleted"), STORE_UIDL_DELETED);
+    assert_int_equal(uidl_state(st, "other", "i1"), STORE_UIDL_STORED);
+    struct store_msg_info info; /* the message and its history stay */
+    assert_int_equal(store_msg_get(st, dmid, &info, &e), 0);
+
+    /* s1 goes dead: still not forgotten */
+    struct store_delivery d[4];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 3); /* s1, api-deleted, other's i1 */
+    int64_t dead[4];
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool mine = strcmp(d[i].account, "acc") == 0;
+        struct store_attempt a = att(T0, mine ? 500 : 200, NULL, NULL);
+        assert_int_equal(store_delivery_record(st, d[i].id, &a,
+                                               mine ? STORE_D_DEAD : STORE_D_DELIVERED, 0, &e),
+                         0);
+        if (mine)
+            dead[nd++] = d[i].id;
+    }
+    assert_int_equal(nd, 2);
+    assert_int_equal(store_uidls_forget_vanished(st, "acc", NULL, 0, &forgotten, &e), 0);
+    assert_int_equal(forgotten, 1); /* only i2 */
+    assert_int_equal(uidl_state(st, "acc", "s1"), STORE_UIDL_STORED);
+    assert_int_equal(uidl_state(st, "acc", "api-deleted"), STORE_UIDL_DELETED);
+    /* once delivered they go */
+    for (size_t i = 0; i < nd; i++)
+        assert_int_equal(store_delivery_retry(st, dead[i], T0 + 1, &e), 0);
+    deliver_all(st, T0 + 1);
+    assert_int_equal(store_uidls_forget_vanished(st, "acc", NULL, 0, &forgotten, &e), 0);
+    assert_int_equal(forgotten, 2);
+    assert_int_equal(count_uidls(st, "acc"), 0);
+    assert_int_equal(count_uidls(st, "other"), 1);
+}
+
+static void ignored_uidls(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    enum { N = 1000 };
+    char(*names)[16] = calloc(N, 16);
+    const char **list = calloc(N, sizeof *list);
+    assert_non_null(names);
+    assert_non_null(list);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], 16, "ig%d", i);
+        list[i] = names[i];
+    }
+    const char *wh[] = {"a"};
+    put_ok(st, "acc", "ig5", wh, 1, T0);
+    assert_int_equal(store_uidls_record_ignored(st, "acc", list, N, T0, &e), 0);
+    assert_int_equal(count_uidls(st, "acc"), N);
+    assert_int_equal(uidl_state(st, "acc", "ig5"), STORE_UIDL_STORED); /* left alone */
+    assert_int_equal(uidl_state(st, "acc", "ig999"), STORE_UIDL_IGNORED);
+    /* all or nothing: one bad UIDL, nothing recorded */
+    const char *bad[] = {"new1", ""};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", bad, 2, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(uidl_state(st, "acc", "new1"), -1);
+    assert_int_equal(store_uidls_record_ignored(st, "acc", list, STORE_UIDLS_MAX + 1, T0, &e),
+                     -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    free(names);
+    free(list);
+}
+
+static int stop_cb(void *ctx, const char *uidl, enum store_uidl_state s, int64_t id,
+                   struct err *e)
+{
+    (void)uidl;
+    (void)s;
+    (void)id;
+    int *n = ctx;
+    if (++*n == 2)
+        return err_set(e, ERR_CONN, "listener went away");
+    return 0;
+}
+
+static void callbacks_stop(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *ign[] = {"a", "b", "c"};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", ign, 3, T0, &e), 0);
+    int n = 0;
+    assert_int_equal(store_uidls_each(st, "acc", stop_cb, &n, &e), -1);
+    assert_int_equal(n, 2);
+    assert_int_equal(e.kind, ERR_CONN);
+    assert_string_equal(e.msg, "listener went away");
+    /* the handle is still usable (statement was reset) */
+    assert_int_equal(count_uidls(st, "acc"), 3);
+    /* a sink that fails mid-stream */
+    unsigned char *p = malloc(300000);
+    assert_non_null(p);
+    fill(p, 300000, 5);
+    const char *wh[] = {"a"};
+    struct store_msg_result r;
+    assert_int_equal(put(st, "acc", "m", p, 300000, 65536, wh, 1, T0, &r, &e), 0);
+    struct buf b = {.fail_after = 2};
+    assert_int_equal(store_msg_stream(st, r.id, sink, &b, &e), -1);
+    assert_int_equal(e.kind, ERR_CONN);
+    assert_int_equal(b.len, STORE_IO_CHUNK);
+    free(b.p);
+    free(p);
+    /* writes still work after the aborted read */
+    put_ok(st, "acc", "after", wh, 1, T0);
+}
+
+/* ---- listing ------------------------------------------------------------ */
+
+struct collect {
+    int n;
+    int64_t ids[4096];
+    int64_t prev;
+    bool order_ok;
+    const char *want_account;
+    int want_status; /* -1 any */
+    bool filter_ok;
+};
+
+static int collect_cb(void *ctx, const struct store_delivery *d, struct err *e)
+{
+    (void)e;
+    struct collect *c = ctx;
+    if (c->prev && d->id >= c->prev)
+        c->order_ok = false;
+    c->prev = d->id;
+    if (c->want_account && strcmp(d->account, c->want_account) != 0)
+        c->filter_ok = false;
+    if (c->want_status >= 0 && (int)d->status != c->want_status)
+        c->filter_ok = false;
+    if (c->n < 4096)
+        c->ids[c->n] = d->id;
+    c->n++;
+    return 0;
+}
+
+static int page_all(struct store *st, const enum store_dstatus *status, const char *account,
+                    size_t limit, struct collect *c, struct store *writer)
+{
+    char cursor[STORE_CURSOR_MAX] = "";
+    struct err e;
+    int pages = 0;
+    c->order_ok = c->filter_ok = true;
+    c->want_account = account;
+    c->want_status = status ? (int)*status : -1;
+    for (int guard = 0; guard < 1000; guard++) {
+        char next[STORE_CURSOR_MAX];
+        if (store_delivery_list(st, status, account, limit, cursor, collect_cb, c, next, &e) != 0)
+            fail_msg("list: %s", e.msg);
+        pages++;
+        if (writer && pages == 2) /* new rows arrive while paging */
+            put_ok(writer, "acc0", "late", (const char *[]){"w0"}, 1, T0);
+        if (!next[0])
+            return pages;
+        memcpy(cursor, next, sizeof cursor);
+    }
+    fail_msg("paging did not end");
+    return -1;
+}
+
+static void list_paging(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    /* 3 accounts x 25 messages x 2 webhooks; some delivered, some dead */
+    int per_acc_status[3][4] = {{0}};
+    const char *wh[] = {"w0", "w1"};
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    for (int a = 0; a < 3; a++)
+        for (int i = 0; i < 25; i++) {
+            char acc[16], uidl[16];
+            snprintf(acc, sizeof acc, "acc%d", a);
+            snprintf(uidl, sizeof uidl, "u%d", i);
+            put_ok(st, acc, uidl, wh, 2, T0);
+        }
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    struct store_delivery d[STORE_DUE_MAX];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, STORE_DUE_MAX, &n, &e), 0);
+    assert_int_equal(n, 150);
+    for (size_t i = 0; i < n; i++) {
+        int a = d[i].account[3] - '0';
+        enum store_dstatus s = (d[i].id % 3 == 0)   ? STORE_D_DELIVERED
+                               : (d[i].id % 3 == 1) ? STORE_D_DEAD
+                                                    : STORE_D_PENDING;
+        if (s != STORE_D_PENDING) {
+            struct store_attempt at = att(T0, s == STORE_D_DELIVERED ? 200 : 500, NULL, NULL);
+            assert_int_equal(store_delivery_record(st, d[i].id, &at, s, 0, &e), 0);
+        }
+        per_acc_status[a][s]++;
+    }
+    assert_int_equal(store_delivery_release_claims(st, NULL, &e), 0);
+
+    struct collect *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    /* everything, pages of 7 */
+    int pages = page_all(st, NULL, NULL, 7, c, NULL);
+    assert_int_equal(c->n, 150);
+    assert_int_equal(pages, (150 + 6) / 7);
+    assert_true(c->order_ok); /* strictly descending: no duplicates */
+    for (int i = 0; i < 150; i++)
+        assert_int_equal(c->ids[i], 150 - i); /* no gaps */
+    /* filters */
+    for (int a = 0; a < 3; a++) {
+        char acc[16];
+        snprintf(acc, sizeof acc, "acc%d", a);
+        for (int s = 0; s < 4; s++) {
+            enum store_dstatus st_s = (enum store_dstatus)s;
+            memset(c, 0, sizeof *c);
+            page_all(st, &st_s, acc, 4, c, NULL);
+            assert_int_equal(c->n, per_acc_status[a][s]);
+            assert_true(c->order_ok && c->filter_ok);
+        }
+        memset(c, 0, sizeof *c);
+        page_all(st, NULL, acc, 10, c, NULL);
+        assert_int_equal(c->n, 50);
+        assert_true(c->order_ok && c->filter_ok);
+    }
+    enum store_dstatus dead = STORE_D_DEAD;
+    memset(c, 0, sizeof *c);
+    page_all(st, &dead, NULL, 1000, c, NULL);
+    assert_int_equal(c->n, per_acc_status[0][3] + per_acc_status[1][3] + per_acc_status[2][3]);
+    /* a row added while paging does not disturb the pages of older rows */
+    memset(c, 0, sizeof *c);
+    page_all(st, NULL, NULL, 20, c, st);
+    assert_int_equal(c->n, 150);
+    assert_true(c->order_ok);
+    assert_int_equal(c->ids[0], 150);
+    assert_int_equal(c->ids[149], 1);
+    /* exact page boundary: the last full page says there is no next */
+    char next[STORE_CURSOR_MAX];
+    memset(c, 0, sizeof *c);
+    assert_int_equal(store_delivery_list(st, NULL, NULL, 151, NULL, collect_cb, c, next, &e), 0);
+    assert_int_equal(c->n, 151);
+    assert_string_equal(next, "");
+    /* bad input */
+    const char *bad[] = {"x", "c", "c0", "c-1", "c12a", "c99999999999999999999", "m_1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(store_delivery_list(st, NULL, NULL, 5, bad[i], collect_cb, c, next, &e),
+                         -1);
+        assert_int_equal(e.kind, ERR_USAGE);
+    }
+    assert_int_equal(store_delivery_list(st, NULL, NULL, 0, NULL, collect_cb, c, next, &e), -1);
+    assert_int_equal(store_delivery_list(st, NULL, NULL, STORE_LIST_MAX + 1, NULL, collect_cb, c,
+                                         next, &e),
+                     -1);
+    enum store_dstatus weird = (enum store_dstatus)7;
+    assert_int_equal(store_delivery_list(st, &weird, NULL, 5, NULL, collect_cb, c, next, &e), -1);
+    free(c);
+}
+
+/* ---- retention, accounts, ids ------------------------------------------- */
+
+static void retention_purge(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    int64_t m1 = put_ok(st, "acc", "m1", wh, 1, T0);
+    deliver_all(st, T0);
+    int64_t m2 = put_ok(st, "acc", "m2", wh, 1, T0 + 5 * DAY_MS);
+    deliver_all(st, T0 + 5 * DAY_MS);
+    int64_t m3 = put_ok(st, "acc", "m3", wh, 1, T0); /* never delivered */
+    int64_t m4 = put_ok(st, "acc", "m4", wh, 1, T0);
+    struct store_delivery d[2];
+    size_t n;
+    assert_int_equal(store_delivery_claim_due(st, T0, d, 2, &n, &e), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt a = att(T0, 500, NULL, "dead");
+        assert_int_equal(store_delivery_record(st, d[i].id, &a, STORE_D_DEAD, 0, &e), 0);
+    }
+    struct store_account_counts c;
+    assert_int_equal(store_account_counts(st, "acc", &c, &e), 0);
+    assert_int_equal(c.stored, 4);
+    int64_t purged = -1;
+    int64_t now = T0 + 8 * DAY_MS;
+    assert_int_equal(store_purge_bodies(st, 7 * DAY_MS, now, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, m1, &info, &e), 0);
+    assert_int_equal(info.body_purged_at, now);
+    assert_string_equal(info.uidl, "m1"); /* metadata stays */
+    struct buf b = {0};
+    struct store_body *br = NULL;
+    assert_int_equal(store_msg_stream(st, m1, sink, &b, &e), STORE_NOTFOUND);
+    assert_int_equal(store_body_open(st, m1, &br, NULL, &e), STORE_NOTFOUND);
+    assert_int_equal(store_msg_stream(st, m2, sink, &b, &e), 0);
+    assert_true(b.len > 0);
+    free(b.p);
+    assert_int_equal(store_account_counts(st, "acc", &c, &e), 0);
+    assert_int_equal(c.stored, 3);
+    /* dead and pending ones keep their bodies however old */
+    assert_int_equal(store_purge_bodies(st, 0, now + 365 * DAY_MS, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1); /* m2 */
+    assert_int_equal(store_msg_get(st, m3, &info, &e), 0);
+    assert_int_equal(info.body_purged_at, 0);
+    assert_int_equal(store_msg_get(st, m4, &info, &e), 0);
+    assert_int_equal(info.body_purged_at, 0);
+    assert_int_equal(store_purge_bodies(st, 0, now + 365 * DAY_MS, 0, &purged, &e), 0);
+    assert_int_equal(purged, 0);
+    /* the max bound */
+    for (int i = 0; i < 5; i++) {
+        char u[16];
+        snprintf(u, sizeof u, "b%d", i);
+        put_ok(st, "acc", u, wh, 1, T0);
+    }
+    deliver_all(st, T0);
+    assert_int_equal(store_purge_bodies(st, 0, now, 2, &purged, &e), 0);
+    assert_int_equal(purged, 2);
+    assert_int_equal(store_purge_bodies(st, 0, now, 0, &purged, &e), 0);
+    assert_int_equal(purged, 3);
+    assert_int_equal(store_purge_bodies(st, -1, now, 0, &purged, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    /* a purged message's body: retry refused */
+    assert_int_equal(store_msg_get(st, m2, &info, &e), 0);
+    assert_true(info.body_purged_at > 0);
+}
+
+static void account_state(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    struct store_account_state s;
+    assert_int_equal(store_account_get(st, "acc", &s, &e), STORE_NOTFOUND);
+    struct store_account_state in = {.state = "backoff", .last_error = "connection refused",
+                                     .last_attempt_at = T0, .last_success_at = T0 - 60000,
+                                     .backoff_until = T0 + 30000};
+    assert_int_equal(store_account_set(st, "acc", &in, &e), 0);
+    assert_int_equal(store_account_get(st, "acc", &s, &e), 0);
+    assert_string_equal(s.state, "backoff");
+    assert_string_equal(s.last_error, "connection refused");
+    assert_int_equal(s.last_attempt_at, T0);
+    assert_int_equal(s.last_success_at, T0 - 60000);
+    assert_int_equal(s.backoff_until, T0 + 30000);
+    struct store_account_state idle = {.state = "idle", .last_success_at = T0 + 1};
+    assert_int_equal(store_account_set(st, "acc", &idle, &e), 0);
+    store_close(st);
+    st = fx_open(state); /* a restart remembers */
+    assert_int_equal(store_account_get(st, "acc", &s, &e), 0);
+    assert_string_equal(s.state, "idle");
+    assert_string_equal(s.last_error, "");
+    assert_int_equal(s.last_success_at, T0 + 1);
+    struct store_account_state empty = {0};
+    assert_int_equal(store_account_set(st, "acc", &empty, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_account_state toolong;
+    memset(&toolong, 'x', sizeof toolong);
+    assert_int_equal(store_account_set(st, "acc", &toolong, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_account_get(st, "", &s, &e), -1);
+    struct store_account_counts c;
+    assert_int_equal(store_account_counts(st, "nobody", &c, &e), 0);
+    assert_int_equal(c.stored + c.pending_deliveries, 0);
+}
+
+static void ids(void **state)
+{
+    (void)state;
+    char buf[STORE_ID_MAX];
+    struct err e;
+    int64_t id = 0;
+    assert_string_equal(store_msg_id_format(42, buf), "m_42");
+    assert_int_equal(store_msg_id_parse(buf, &id, &e), 0);
+    assert_int_equal(id, 42);
+    assert_string_equal(store_delivery_id_format(INT64_MAX, buf), "d_9223372036854775807");
+    assert_int_equal(store_delivery_id_parse(buf, &id, &e), 0);
+    assert_int_equal(id, INT64_MAX);
+    const char *bad[] = {"", "m_", "m_0", "m_01", "m_-1", "m_+1", "m_1a", "m_ 1", "d_1", "M_1",
+                         "m_9223372036854775808", "m_99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        id = 7;
+        assert_int_equal(store_msg_id_parse(bad[i], &id, &e), -1);
+        assert_int_equal(e.kind, ERR_USAGE);
+        assert_int_equal(id, 7);
+    }
+    assert_int_equal(store_msg_id_parse(NULL, &id, &e), -1);
+    enum store_dstatus s;
+    assert_int_equal(store_dstatus_parse("dead", &s, &e), 0);
+    assert_int_equal(s, STORE_D_DEAD);
+    assert_int_equal(store_dstatus_parse("Dead", &s, &e), -1);
+    assert_int_equal(store_dstatus_parse(NULL, &s, &e), -1);
+    assert_string_equal(store_dstatus_name(STORE_D_FAILED), "failed");
+    assert_string_equal(store_uidl_state_name(STORE_UIDL_IGNORED), "ignored");
+    assert_string_equal(store_uidl_state_name((enum store_uidl_state)9), "unknown");
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+#define THR_MSGS 150
+
+struct shared {
+    const char *dir;
+    int seen[4 * THR_MSGS + 1]; /* deliveries handed out, by id */
+    pthread_mutex_t mu;
+    int delivered;
+    char fail[600];
+};
+
+static void thr_fail(struct shared *sh, const char *what, const struct err *e)
+{
+    pthread_mutex_lock(&sh->mu);
+    if (!sh->fail[0])
+        snprintf(sh->fail, sizeof sh->fail, "%s: %s", what, e ? e->msg : "");
+    pthread_mutex_unlock(&sh->mu);
+}
+
+struct thr {
+    struct shared *sh;
+    int no;
+};
+
+static void *poller_thread(void *arg)
+{
+    struct thr *t = arg;
+    struct err e;
+    struct store *st = store_open(t->sh->dir, &e);
+    if (!st) {
+        thr_fail(t->sh, "open", &e);
+        return NULL;
+    }
+    char acc[16];
+    snprintf(acc, sizeof acc, "acc%d", t->no);
+    const char *wh[] = {"w"};
+    for (int i = 0; i < THR_MSGS; i++) {
+        if (i % 16 == 0 && store_batch_begin(st, &e) < 0)
+            thr_fail(t->sh, "batch", &e);
+        char uidl[16], body[64];
+        snprintf(uidl, sizeof uidl, "u%d", i);
+        int n = snprintf(body, sizeof body, "Subject: %s %s\r\n\r\nx\r\n", acc, uidl);
+        struct store_msg *m;
+        if (store_msg_begin(st, acc, uidl, &m, &e) < 0 ||
+            store_msg_write(m, body, (size_t)n, &e) < 0 ||
+            store_msg_finish(m, NULL, wh, 1, T0, NULL, &e) < 0)
+            thr_fail(t->sh, "store", &e);
+        if ((i % 16 == 15 || i == THR_MSGS - 1) && store_batch_commit(st, &e) < 0)
+            thr_fail(t->sh, "commit", &e);
+    }
+    store_close(st);
+    return NULL;
+}
+
+static void *worker_thread(void *arg)
+{
+    struct thr *t = arg;
+    struct shared *sh = t->sh;
+    struct err e;
+    struct store *st = store_open(sh->dir, &e);
+    if (!st) {
+        thr_fail(sh, "open", &e);
+        return NULL;
+    }
+    struct store_delivery *d = calloc(32, sizeof *d);
+    int64_t deadline = now_ns() + 60LL * 1000000000;
+    while (now_ns() < deadline) {
+        pthread_mutex_lock(&sh->mu);
+        bool all = sh->delivered >= 2 * THR_MSGS || sh->fail[0];
+        pthread_mutex_unlock(&sh->mu);
+        if (all)
+            break;
+        size_t n = 0;
+        if (store_delivery_claim_due(st, T0, d, 32, &n, &e) < 0) {
+            thr_fail(sh, "claim", &e);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            pthread_mutex_lock(&sh->mu);
+            if (d[i].id > 0 && d[i].id <= 4 * THR_MSGS)
+                sh->seen[d[i].id]++;
+            sh->delivered++;
+            pthread_mutex_unlock(&sh->mu);
+            struct store_attempt a = att(T0, 200, NULL, "delivered");
+            if (store_delivery_record(st, d[i].id, &a, STORE_D_DELIVERED, 0, &e) < 0)
+                thr_fail(sh, "record", &e);
+        }
+        /* readers meanwhile: a listing page and the counts */
+        struct collect *c = calloc(1, sizeof *c);
+        char next[STORE_CURSOR_MAX];
+        struct store_queue_counts q;
+        if (store_delivery_list(st, NULL, NULL, 50, NULL, collect_cb, c, next, &e) < 0 ||
+            store_delivery_counts(st, &q, &e) < 0)
+            thr_fail(sh, "read", &e);
+        free(c);
+        if (n == 0)
+            usleep(1000);
+    }
+    free(d);
+    store_close(st);
+    return NULL;
+}
+
+static void concurrent_threads(void **state)
+{
+    struct fx *fx = *state;
+    store_close(open_ok(fx->dir));
+    struct shared *sh = calloc(1, sizeof *sh);
+    assert_non_null(sh);
+    sh->dir = fx->dir;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_t th[4];
+    struct thr args[4];
+    int64_t t0 = now_ns();
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct thr){sh, i};
+        assert_int_equal(
+            pthread_create(&th[i], NULL, i < 2 ? poller_thread : worker_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    printf("  [store] 2 pollers + 2 delivery workers, %d messages: %.0f ms\n", 2 * THR_MSGS,
+           (double)(now_ns() - t0) / 1e6);
+    if (sh->fail[0])
+        fail_msg("thread: %s", sh->fail);
+    assert_int_equal(sh->delivered, 2 * THR_MSGS);
+    for (int i = 1; i <= 2 * THR_MSGS; i++)
+        assert_int_equal(sh->seen[i], 1); /* each handed out exactly once */
+    struct store *st = fx_open(state);
+    struct err e;
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+    assert_int_equal(q.delivered, 2 * THR_MSGS);
+    assert_int_equal(q.pending + q.failed + q.dead, 0);
+    assert_int_equal(count_uidls(st, "acc0"), THR_MSGS);
+    assert_int_equal(count_uidls(st, "acc1"), THR_MSGS);
+    assert_int_equal(uidl_state(st, "acc1", "u7"), STORE_UIDL_DELIVERED);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh);
+}
+
+static void *open_thread(void *arg)
+{
+    struct err e;
+    struct store *st = store_open(arg, &e);
+    if (!st)
+        fprintf(stderr, "open: %s\n", e.msg);
+    int v = st ? store_schema_version(st, &e) : -1;
+    store_close(st);
+    return (void *)(intptr_t)v;
+}
+
+/* Several threads opening a fresh database at once: one migrates, all work. */
+static void concurrent_first_open(void **state)
+{
+    struct fx *fx = *state;
+    for (int round = 0; round < 20; round++) {
+        char dir[96];
+        snprintf(dir, sizeof dir, "%s/r%d", fx->dir, round);
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, open_thread, dir), 0);
+        for (int i = 0; i < 4; i++) {
+            void *v;
+            pthread_join(th[i], &v);
+            assert_int_equal((intptr_t)v, STORE_SCHEMA_VERSION);
+        }
+    }
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(open_migrate_reopen), T(newer_schema_refused), T(open_errors),
+        T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
+        T(large_message),       T(batch_speed),          T(batch_partial_failure),
+        T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
+        T(claims_released_on_reopen), T(webhook_disable), T(deletable_policy),
+        T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
+        T(list_paging),         T(retention_purge),      T(account_state),
+        T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
