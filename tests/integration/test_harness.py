@@ -6,6 +6,7 @@ import email.policy
 import hashlib
 import os
 import poplib
+import re
 import socket
 import ssl
 import time
@@ -15,8 +16,8 @@ import harness
 import mailgen
 import pki
 import popref
-from scripted_server import (ScriptedServer, close, drip, expect, expect_batch, flood, respond, send,
-                             sleep)
+from scripted_server import (ScriptedServer, close, drip, expect, expect_alone, expect_batch, flood, respond,
+                             send, sleep)
 
 TIMEOUT = 60
 dc = None
@@ -41,6 +42,9 @@ def test_tls_ports_verify_with_the_test_ca():
     _user("h_tls")
     c = popref.connect(dc, "implicit")
     try:
+        # auth_mechanisms = apop makes Dovecot put an RFC 1939 timestamp in the greeting
+        assert re.fullmatch(rb"\+OK %s <[^<>@ ]+@[^<>@ ]+>" % re.escape(dovecot.GREETING.encode()),
+                            c.getwelcome()), c.getwelcome()
         harness.eq(c.sock.version() in ("TLSv1.2", "TLSv1.3"), True, "TLS version " + c.sock.version())
         der = c.sock.getpeercert(binary_form=True)
         harness.eq("sha256:" + hashlib.sha256(der).hexdigest(), dc.pki.fingerprint(), "server fingerprint")
@@ -148,7 +152,7 @@ def test_log_shows_a_plaintext_login_attempt():
             pass
     finally:
         c.close()
-    dc.wait_log(r"h_plain", mark)
+    dc.wait_log(r"Disconnected.*user=<h_plain>", mark)   # the last line about that connection
     mark = dc.log_mark()
     c = popref.connect(dc, "none")
     c.quit()
@@ -215,6 +219,24 @@ def test_scripted_server_tls_drip_flood_and_bounds():
         s.sendall(b"RETR 1\r\n")
         srv.wait()
     assert srv.errors and "pipelined" in srv.errors[0], srv.errors
+    # expect_alone fails for a client that pipelines, passes for one that waits
+    srv = ScriptedServer([send(b"+OK\r\n"), expect_alone(r"STAT", b"+OK 0 0\r\n")], timeout=10).start()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.recv(10)
+        s.sendall(b"STAT\r\nQUIT\r\n")
+        srv.wait()
+    assert srv.errors and "pipelined" in srv.errors[0], srv.errors
+    srv = ScriptedServer([send(b"+OK\r\n"), expect_alone(r"STAT", b"+OK 0 0\r\n"),
+                          expect(r"QUIT", b"+OK\r\n")], timeout=10, linger=0.5).start()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"STAT\r\n")
+        harness.eq(f.readline(), b"+OK 0 0\r\n", "reply after waiting")
+        s.sendall(b"QUIT\r\n")
+        f.readline()
+    srv.wait()
+    harness.eq((srv.errors, srv.commands), ([], ["STAT", "QUIT"]), "expect_alone with a patient client")
     # nobody connects: the server ends by its own timeout
     t0 = time.monotonic()
     srv = ScriptedServer([send(b"+OK\r\n"), sleep(60)], timeout=1.5).start()

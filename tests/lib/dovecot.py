@@ -157,6 +157,9 @@ class Dovecot:
             except RuntimeError as exc:
                 last = exc
                 self._kill()
+                if self.ipv6:
+                    self.ipv6 = False   # ::1 exists but Dovecot cannot use it: 127.0.0.1 only
+                    continue
                 if "in use" not in str(exc):
                     break
         self.stop()

@@ -31,17 +31,24 @@ Steps (plain tuples, made by the functions below):
                                a tiny POP3 responder: answer each line with the
                                reply of the first (regex, reply) rule matching,
                                until a line matches `until` (answered too) or
-                               `count` lines were answered
+                               `count` lines were answered; alone=S: each
+                               command must come alone (as expect_alone)
     drip(data, delay)          send one byte at a time, `delay` seconds apart;
                                stops early if the client closes
     flood(line, count)         send line count times (large blocks)
     sleep(seconds)             wait (stops early if the client closes)
     starttls()                 upgrade the connection (server side of STLS)
     close()                    close the connection now
+    call(fn)                   fn(server) does its own exchange with
+                               server.read_line(within) and server.write(data);
+                               it may raise AssertionError (recorded in errors)
 
 After the last step the server keeps reading what the client still sends for
 up to `linger` seconds, until it closes, so `commands` shows everything,
 e.g. whether QUIT came last.  The whole session is bounded by `timeout`.
+
+port=P listens on a given port (e.g. the one an earlier server had: a client
+may key what it remembers by host and port).
 
 TLS uses the harness PKI (pki.py): the good server certificate by default.
 """
@@ -71,8 +78,8 @@ def expect_batch(regexes, within=3.0):
     return ("expect_batch", list(regexes), within)
 
 
-def respond(rules, until=None, count=None, max_lines=100):
-    return ("respond", list(rules), until, count, max_lines)
+def respond(rules, until=None, count=None, max_lines=100, alone=0):
+    return ("respond", list(rules), until, count, max_lines, alone)
 
 
 def expect_alone(regex, reply=None, quiet=0.3):
@@ -99,6 +106,10 @@ def close():
     return ("close",)
 
 
+def call(fn):
+    return ("call", fn)
+
+
 class _ClientClosed(Exception):
     pass
 
@@ -112,7 +123,7 @@ class _ServerClosed(Exception):
 
 
 class ScriptedServer:
-    def __init__(self, script, tls=False, cert=None, key=None, timeout=30.0, linger=3.0):
+    def __init__(self, script, tls=False, cert=None, key=None, timeout=30.0, linger=3.0, port=0):
         self.script = list(script)
         self.tls = tls                  # True: implicit TLS from the first byte
         p = pkimod.get()
@@ -120,7 +131,7 @@ class ScriptedServer:
         self.key = key or p.server_key
         self.timeout = timeout
         self.linger = linger
-        self.port = None
+        self.port = port                # 0: an ephemeral port
         self.commands = []              # client lines, str (latin-1), without line ending
         self.raw = bytearray()          # every byte the client sent (after TLS)
         self.sent = bytearray()         # every byte the server sent
@@ -140,7 +151,7 @@ class ScriptedServer:
     def start(self):
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lsock.bind(("127.0.0.1", 0))
+        self._lsock.bind(("127.0.0.1", self.port))
         self._lsock.listen(4)
         self.port = self._lsock.getsockname()[1]
         self._deadline = time.monotonic() + self.timeout
@@ -325,6 +336,11 @@ class ScriptedServer:
 
     def _step_expect_alone(self, regex, reply, quiet):
         self._step_expect(regex, None)
+        self._check_alone(quiet)
+        if reply is not None:
+            self._send(reply)
+
+    def _check_alone(self, quiet):
         end = time.monotonic() + quiet
         while not self._buf and time.monotonic() < end:
             if self._client_gone(end - time.monotonic()):
@@ -332,14 +348,14 @@ class ScriptedServer:
         if self._buf:
             raise _ScriptError("client sent %r after %r without waiting for the reply (pipelined)"
                                % (bytes(self._buf[:80]), self.commands[-1]))
-        if reply is not None:
-            self._send(reply)
 
-    def _step_respond(self, rules, until, count, max_lines):
+    def _step_respond(self, rules, until, count, max_lines, alone):
         for i in range(count or max_lines):
             line = self._line()
             if line is None:
                 raise _ScriptError("responder: no command came")
+            if alone:
+                self._check_alone(alone)
             for rx, reply in rules:
                 if re.fullmatch(rx, line):
                     self._send(reply)
@@ -379,6 +395,20 @@ class ScriptedServer:
         if self._buf:
             raise _ScriptError("client sent data before the TLS handshake: %r" % self._buf[:80])
         self._wrap_tls()
+
+    def _step_call(self, fn):
+        try:
+            fn(self)
+        except AssertionError as exc:
+            raise _ScriptError("call step: %s" % exc)
+
+    def read_line(self, within=None):
+        """For call steps: the next client line (str), or None on timeout."""
+        return self._line(within)
+
+    def write(self, data):
+        """For call steps: send bytes."""
+        self._send(data)
 
     def _step_close(self):
         try:
