@@ -521,7 +521,8 @@ struct webhook_sender {
     size_t max_in_flight;
     struct list queued;
     struct list active;
-    bool closing;
+    bool closing;                 /* in webhook_sender_free: submit refused */
+    bool running;                 /* in webhook_sender_run: no nesting */
 };
 
 static void list_push(struct list *l, struct xfer *x)
@@ -951,38 +952,38 @@ setopt_failed:
     return err_set(e, ERR_INTERNAL, "webhook submit: setting up curl failed");
 }
 
-int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e)
+static int run_once(struct webhook_sender *s, int timeout_ms, struct err *e)
 {
     int running = 0;
-    if (!s)
-        return err_set(e, ERR_USAGE, "webhook run: no sender");
-    if (timeout_ms < 0)
-        timeout_ms = 0;
     int finished = start_queued(s);
     CURLMcode mc = curl_multi_perform(s->multi, &running);
     if (mc != CURLM_OK)
         return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s", curl_multi_strerror(mc));
     finished += collect(s);
     finished += start_queued(s);
-    if (finished == 0 && timeout_ms > 0) {
-        mc = curl_multi_poll(s->multi, NULL, 0, timeout_ms, NULL);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_poll: %s", curl_multi_strerror(mc));
-        mc = curl_multi_perform(s->multi, &running);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
-                           curl_multi_strerror(mc));
-        finished += collect(s);
-        finished += start_queued(s);
-    }
-    if (s->queued.n == 0 && finished > 0) {
-        /* let transfers started just now begin connecting */
-        mc = curl_multi_perform(s->multi, &running);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
-                           curl_multi_strerror(mc));
-    }
+    if (finished > 0 || timeout_ms <= 0)
+        return finished;
+    mc = curl_multi_poll(s->multi, NULL, 0, timeout_ms, NULL);
+    if (mc != CURLM_OK)
+        return err_set(e, ERR_INTERNAL, "curl_multi_poll: %s", curl_multi_strerror(mc));
+    mc = curl_multi_perform(s->multi, &running);
+    if (mc != CURLM_OK)
+        return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    finished += collect(s);
+    finished += start_queued(s);
     return finished;
+}
+
+int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e)
+{
+    if (!s)
+        return err_set(e, ERR_USAGE, "webhook run: no sender");
+    if (s->running)
+        return err_set(e, ERR_USAGE, "webhook run: called from a done callback");
+    s->running = true;
+    int r = run_once(s, timeout_ms, e);
+    s->running = false;
+    return r;
 }
 
 void webhook_sender_wakeup(struct webhook_sender *s)

@@ -2,10 +2,12 @@
  * webhook-receiver — a real HTTP server on 127.0.0.1 that receives the
  * bridge's webhooks, for tests and the demo.
  *
- * It verifies each request as a Standard Webhooks consumer must (signature
- * over "{id}.{timestamp}.{body}", constant-time compare, several signatures
- * allowed, timestamp within 5 minutes) and can misbehave on request: fail
- * the first N requests, answer 410, answer slowly, cap the body size.
+ * With a secret it verifies each request as a Standard Webhooks consumer
+ * must (signature over "{id}.{timestamp}.{body}", constant-time compare,
+ * several signatures allowed, timestamp within 5 minutes; a failure is a 401,
+ * logged); without one it accepts every POST.  It can misbehave on request:
+ * fail the first N requests (500, or --fail-status, with --retry-after),
+ * answer 410, answer slowly, refuse bodies over --max-body with 413.
  *
  *   webhook-receiver [--port N] [--secret whsec_...] [--out DIR] [--print]
  *                    [--fail N] [--fail-status CODE] [--retry-after S]
@@ -15,7 +17,8 @@
  * each verified event is written atomically as DIR/<n>.json (the body, byte
  * for byte) and DIR/<n>.headers ("name: value" lines), n counting from 1;
  * the .headers file is in place before the .json appears.  With --print, one
- * line per verified event on stdout:  <webhook-id> from="..." subject="...".
+ * line per verified event on stdout:
+ *   <webhook-id> type=... account=... from="Name <addr>" subject="..."
  * Rejections and forced failures are logged on stderr, never the secret.
  * SIGTERM or SIGINT: stop accepting, finish, exit 0.
  */
