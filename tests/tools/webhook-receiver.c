@@ -248,34 +248,32 @@ static enum MHD_Result handle_event(struct MHD_Connection *c, struct rq *q)
         logx("request %ld: body over %llu bytes: 413", seq, (unsigned long long)opt.max_body);
         return answer(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n", false);
     }
+    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
+    char shown_id[WEBHOOK_ID_MAX + 4];
+    err_sanitize(shown_id, sizeof shown_id, id ? id : "-", strlen(id ? id : "-"));
     long left = atomic_load(&fail_left);
     while (left > 0 && !atomic_compare_exchange_weak(&fail_left, &left, left - 1))
         ;
     if (left > 0) {
-        logx("request %ld: failing on purpose with %d (%ld more)", seq, opt.fail_status,
-             left - 1);
+        logx("request %ld: failing on purpose with %d (%ld more) (webhook-id %s)", seq,
+             opt.fail_status, left - 1, shown_id);
         return answer(c, (unsigned)opt.fail_status, "failing on purpose\n", true);
     }
     if (opt.gone) {
-        logx("request %ld: answering 410 Gone", seq);
+        logx("request %ld: answering 410 Gone (webhook-id %s)", seq, shown_id);
         return answer(c, MHD_HTTP_GONE, "gone\n", false);
     }
-    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
     if (opt.have_key) {
         struct err e;
         const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-timestamp");
         const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-signature");
         if (webhook_verify(opt.key, opt.key_len, id, ts, q->buf ? q->buf : "", q->len, sig,
                            (int64_t)time(NULL), WEBHOOK_TOLERANCE_S, &e) < 0) {
-            char shown[WEBHOOK_ID_MAX + 4];
-            err_sanitize(shown, sizeof shown, id ? id : "-", strlen(id ? id : "-"));
-            logx("request %ld: rejected with 401: %s (webhook-id %s)", seq, e.msg, shown);
+            logx("request %ld: rejected with 401: %s (webhook-id %s)", seq, e.msg, shown_id);
             return answer(c, MHD_HTTP_UNAUTHORIZED, "signature verification failed\n", false);
         }
     }
     long n = atomic_fetch_add(&events_seen, 1) + 1;
-    char shown_id[WEBHOOK_ID_MAX + 4];
-    err_sanitize(shown_id, sizeof shown_id, id ? id : "-", strlen(id ? id : "-"));
     if (opt.out_dir) {
         struct hbuf h = {malloc(HEADERS_FILE_MAX), 0, false};
         char name[64];
