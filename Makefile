@@ -95,7 +95,7 @@ integration: $(BIN) tools
 ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 integration-asan:
 	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_SAN)" build/asan/pop3bridge
-	@POP3BRIDGE=build/asan/pop3bridge SUITE_TAG=-asan tests/integration/run test_pop3_cli test_pop3_scripted
+	@POP3BRIDGE=build/asan/pop3bridge SUITE_TAG=-asan tests/integration/run test_pop3_cli test_pop3_scripted test_bridge
 
 check-clang:
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all tools
@@ -106,7 +106,8 @@ test: all tools
 bench: all tools
 	@tests/bench/run
 
-demo: all tools
+# demo.sh installs what is missing (make deps) before it builds
+demo:
 	@config/demo.sh
 
 DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
