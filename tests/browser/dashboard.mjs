@@ -194,6 +194,16 @@ async function main() {
     check(stored >= plan.listing.length, 'stored count ' + cells[5] + ' >= ' + plan.listing.length);
     lastAttempt = await row.locator('td').nth(3).locator('time').getAttribute('datetime');
     check(lastAttempt, 'last attempt time shown');
+    if (plan.timezone) {
+      // shown in the browser's zone, not in UTC
+      const tz = await page.locator('#tz').textContent();
+      check(tz.includes(plan.timezone), 'the zone is named: ' + tz);
+      const local = new Date(lastAttempt).toLocaleTimeString('en-US', {
+        timeZone: plan.timezone, hour: '2-digit', minute: '2-digit', hour12: true,
+      }).replace(/ [AP]M$/, '');
+      const shown = await row.locator('td').nth(3).locator('time').textContent();
+      check(shown.includes(local), 'last attempt shown in local time ' + local + ': ' + shown);
+    }
     await shot(page, '03-accounts');
     return { cells };
   });
