@@ -1024,8 +1024,9 @@ static enum MHD_Result reply_message(struct req *r, const char *account, const c
     int64_t msg_id = 0;
     char idbuf[STORE_ID_MAX];
     struct store *st = store_get(r, &e);
+    enum store_uidl_state ustate; /* store_uidl_get writes it: it may not be NULL */
     if (st && uidl && *uidl)
-        store_uidl_get(st, account, uidl, NULL, &msg_id, &e);
+        store_uidl_get(st, account, uidl, &ustate, &msg_id, &e);
     struct message_opts o = {
         .id = msg_id > 0 ? store_msg_id_format(msg_id, idbuf) : NULL,
         .uidl = uidl && *uidl ? uidl : NULL,
