@@ -171,6 +171,7 @@ async function main() {
     check(/not accepted/.test(text), 'message says the token was not accepted: ' + text);
     check(await page.evaluate(() => !sessionStorage.getItem('pop3bridge.token')), 'a refused token is not kept');
     check(await page.locator('#nav').isHidden(), 'navigation stays hidden');
+    check(await page.locator('#sign-out').isHidden(), 'no Sign out button before signing in');
     await shot(page, '02-sign-in-wrong-token');
   });
 
@@ -422,6 +423,19 @@ async function main() {
   });
 
   // ---- sign out, and the whole run's checks -------------------------------
+  await step('a token the bridge stops accepting leads back to sign-in', async () => {
+    await page.goto(base + '#/accounts');
+    await page.locator('table.accounts').waitFor();
+    await page.evaluate(() => sessionStorage.setItem('pop3bridge.token', 'no-longer-valid'));
+    await page.click('#refresh');
+    await page.locator('#sign-in').waitFor();
+    check(/no longer accepts/.test(await page.locator('#sign-in-msg').textContent()), 'says why');
+    eq(await page.evaluate(() => sessionStorage.getItem('pop3bridge.token')), null, 'token removed');
+    await page.fill('#token', plan.token);
+    await page.press('#token', 'Enter');
+    await page.locator('table.accounts').waitFor();
+  });
+
   await step('sign out', async () => {
     await page.goto(base + '#/accounts');
     await page.locator('table.accounts').waitFor();

@@ -9,7 +9,7 @@
 //   #/api                               the API reference (openapi.yaml)
 
 import * as api from './api.js';
-import { h, add, fill, clear, errorBox, timeZoneName } from './dom.js';
+import { h, add, clear, errorBox, timeZoneName } from './dom.js';
 import { accountsView } from './views/accounts.js';
 import { mailboxView } from './views/mailbox.js';
 import { messageView } from './views/message.js';

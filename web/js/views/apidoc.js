@@ -2,7 +2,7 @@
 // shown as a readable page of its own (every string as text).
 
 import { load as loadYaml } from '../../vendor/js-yaml/js-yaml.esm.min.js';
-import { h, add, fill, clear, table, badge, emptyState, errorBox, loading } from '../dom.js';
+import { h, add, fill, table, badge, emptyState, errorBox, loading } from '../dom.js';
 
 const METHODS = ['get', 'post', 'put', 'patch', 'delete', 'head', 'options', 'trace'];
 const SPEC_MAX = 4 * 1024 * 1024; // characters of openapi.yaml we are willing to parse

@@ -5,7 +5,7 @@
 
 import * as api from '../api.js';
 import {
-  h, add, fill, clear, table, emptyState, errorBox, loading, fmtSize, fmtAddress, fmtAddresses, timeEl, toast,
+  h, add, fill, table, emptyState, errorBox, loading, fmtSize, fmtAddress, fmtAddresses, timeEl, toast,
   confirmDialog, withBusy,
 } from '../dom.js';
 
