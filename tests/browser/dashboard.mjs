@@ -447,8 +447,8 @@ async function main() {
   await step('no dialog, no page error, no token in any URL, nothing off this host', async () => {
     eq(result.dialogs, [], 'dialogs');
     eq(result.page_errors, [], 'page errors');
-    // expected: the frame's blocked loads, the wrong token's 401, no favicon
-    const own = result.console_errors.filter((c) => !c.url.startsWith('about:srcdoc') && !/favicon\.ico/.test(c.url) &&
+    // expected: the frame's blocked loads and the refused tokens' 401s
+    const own = result.console_errors.filter((c) => !c.url.startsWith('about:srcdoc') &&
       !/^Failed to load resource: .*status of 401/.test(c.text));
     eq(own, [], 'console errors of the dashboard');
     const withToken = result.requests.filter((r) => r.url.includes(plan.token) || r.url.includes(plan.bad_token));
