@@ -1024,9 +1024,9 @@ static enum MHD_Result reply_message(struct req *r, const char *account, const c
     int64_t msg_id = 0;
     char idbuf[STORE_ID_MAX];
     struct store *st = store_get(r, &e);
-    enum store_uidl_state ustate; /* store_uidl_get writes it: it may not be NULL */
-    if (st && uidl && *uidl)
-        store_uidl_get(st, account, uidl, &ustate, &msg_id, &e);
+    enum store_uidl_state ust;
+    if (st && uidl && *uidl && store_uidl_get(st, account, uidl, &ust, &msg_id, &e) != 0)
+        msg_id = 0;
     struct message_opts o = {
         .id = msg_id > 0 ? store_msg_id_format(msg_id, idbuf) : NULL,
         .uidl = uidl && *uidl ? uidl : NULL,
@@ -2147,8 +2147,8 @@ static int share_dir(char *out, size_t size)
     if (!slash)
         return -1;
     *slash = '\0';
-    const char *cands[] = {"%s/..", "%s/../share/pop3bridge"};
-    for (size_t i = 0; i < 2; i++) {
+    const char *cands[] = {"%s/..", "%s/../..", "%s/../share/pop3bridge"};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
         char d[API_PATH_MAX], f[API_PATH_MAX + 16], real[PATH_MAX];
         int k = snprintf(d, sizeof d, cands[i], exe);
         if (k < 0 || (size_t)k >= sizeof d)

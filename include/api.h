@@ -36,8 +36,9 @@
  * logged; session ids are logged shortened, request paths by their route.
  *
  * Where files are found (the "share directory"): the directory holding
- * openapi.yaml and web/ — <dir of the binary>/.. when that holds openapi.yaml
- * (running build/pop3bridge in the source tree), else
+ * openapi.yaml and web/ — the first of <dir of the binary>/.. and
+ * <dir of the binary>/../.. that holds openapi.yaml (running build/pop3bridge
+ * or build/<variant>/pop3bridge in the source tree), else
  * <dir of the binary>/../share/pop3bridge (make install's layout).
  * api.web_dir, when set, replaces <share>/web for the static files.
  * GET / serves index.html; other files only with a whitelisted extension
