@@ -170,7 +170,7 @@ static int sink_failed(void *ctx, uint32_t number, const struct err *why)
 
 /* ---- the cycle ------------------------------------------------------------ */
 
-static void pop3_opts_from(const struct config_account *a, struct pop3_opts *o)
+void poller_pop3_opts(const struct config_account *a, struct pop3_opts *o)
 {
     static const enum pop3_mech map[] = {
         [CONFIG_AUTH_USER] = POP3_MECH_USER,
@@ -259,7 +259,7 @@ static int one_session(struct store *st, const struct config *cfg, const struct 
                        char **over_limit, struct err *e)
 {
     struct pop3_opts po;
-    pop3_opts_from(a, &po);
+    poller_pop3_opts(a, &po);
     struct pop3 *p = NULL;
     struct pop3_listing *l = NULL;
     struct known k = {0};

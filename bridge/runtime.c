@@ -3,6 +3,9 @@
 
 #include <string.h>
 
+#include "api.h"
+#include "metrics.h"
+
 int runtime_poll_now(struct runtime *rt, const char *account)
 {
     int rc = -1;
@@ -36,12 +39,25 @@ int runtime_account(struct runtime *rt, const char *account, struct rt_account *
 
 int runtime_start_services(struct runtime *rt, struct err *e)
 {
-    (void)e;
-    rt->services = NULL; /* the HTTP API (api.h) starts here once it is built in */
+    rt->on_poll = metrics_on_poll;
+    if (rt->delivery)
+        delivery_set_observer(rt->delivery, metrics_on_delivery, NULL);
+    rt->services = api_start(rt, e);
+    if (!rt->services) {
+        rt->on_poll = NULL;
+        if (rt->delivery)
+            delivery_set_observer(rt->delivery, NULL, NULL);
+        return -1;
+    }
     return 0;
 }
 
 void runtime_stop_services(struct runtime *rt)
 {
+    struct api *a = rt->services;
+    api_stop(&a);
     rt->services = NULL;
+    rt->on_poll = NULL;
+    if (rt->delivery)
+        delivery_set_observer(rt->delivery, NULL, NULL);
 }

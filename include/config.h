@@ -170,6 +170,8 @@ struct config_api {
     int64_t request_timeout_ms;    /* default 30s */
     int max_connections;           /* default 256 */
     int threads;                   /* default 4 */
+    char *web_dir;                 /* the dashboard's files; NULL: found next to the
+                                      binary (see api.h); absolute */
 };
 
 struct config {

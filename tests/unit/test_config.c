@@ -125,6 +125,7 @@ static void minimal_defaults(void **state)
     assert_int_equal(cfg->api.request_timeout_ms, 30000);
     assert_int_equal(cfg->api.max_connections, 256);
     assert_int_equal(cfg->api.threads, 4);
+    assert_null(cfg->api.web_dir);
     assert_int_equal(cfg->webhook_count, 0);
     assert_int_equal(cfg->account_count, 1);
     const struct config_account *a = &cfg->accounts[0];
@@ -205,6 +206,8 @@ static void full_every_key(void **state)
     assert_int_equal(api->request_timeout_ms, 60000);
     assert_int_equal(api->max_connections, 50);
     assert_int_equal(api->threads, 2);
+    snprintf(want, sizeof want, "%s/web", dir); /* relative: resolved against the file */
+    assert_string_equal(api->web_dir, want);
 
     assert_int_equal(cfg->webhook_count, 2);
     const struct config_webhook *w = &cfg->webhooks[0];
