@@ -114,14 +114,20 @@ DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
     libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libsqlite3-dev sqlite3 \
     libgmime-3.0-dev libgsasl-dev libcmocka-dev \
     dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
-    valgrind mpop hyperfine wrk
+    valgrind mpop hyperfine wrk chromium nodejs
 deps:
 	@missing=$$(for p in $(DEPS_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "all Debian packages present"; fi
+	@# the browser tests' npm packages, pinned by tests/browser/package-lock.json
+	@if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; then \
+	    echo "installing the browser tests' npm packages"; tests/browser/install && \
+	    cp tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; \
+	else echo "browser test packages present"; fi
 
 PREFIX ?= /usr/local
 install: $(BIN)
