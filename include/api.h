@@ -67,7 +67,7 @@
 #define API_TOP_LINES_MAX 100000     /* largest ?lines */
 #define API_TOP_MAX (4u << 20)       /* bytes of a TOP reply kept */
 #define API_SPOOL_MEM_MAX (1u << 20) /* a retrieved message larger than this spools to a file */
-#define API_STORE_POOL 16            /* idle store handles kept */
+#define API_STORE_POOL 64            /* idle store handles kept */
 #define API_SESSION_WAIT_MS 10000    /* longest wait for a session another request uses */
 #define API_RETRY_AFTER_S 30         /* Retry-After for [SYS/TEMP] */
 #define API_LOGIN_DELAY_RETRY_S 60   /* Retry-After for [LOGIN-DELAY] */
