@@ -37,7 +37,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all test unit unit-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
+.PHONY: all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
 all: $(BIN)
 
 $(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
@@ -64,12 +64,11 @@ tools: $(TOOL_BINS)
 -include $(wildcard $(BUILD)/obj/*.d)
 
 # ---- tests -----------------------------------------------------------------
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) tools
 	@tests/run-unit $(UNIT_BINS)
 
 unit-asan:
-	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_SAN)" unit
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 20
@@ -92,6 +91,12 @@ $(BUILD)/fuzzers/%: tests/fuzz/%.c $(LIB)
 integration: $(BIN) tools
 	@tests/integration/run
 
+# the CLI and engine under ASan+UBSan, against the same real and scripted servers
+ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+integration-asan:
+	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_SAN)" build/asan/pop3bridge
+	@POP3BRIDGE=build/asan/pop3bridge SUITE_TAG=-asan tests/integration/run test_pop3_cli test_pop3_scripted test_bridge
+
 check-clang:
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all tools
 
@@ -101,7 +106,8 @@ test: all tools
 bench: all tools
 	@tests/bench/run
 
-demo: all tools
+# demo.sh installs what is missing (make deps) before it builds
+demo:
 	@config/demo.sh
 
 DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "maildir.h"
 #include "pop3.h"
 #include "units.h"
@@ -96,17 +97,6 @@ static void trace_stderr(void *ctx, char dir, const char *line, size_t len)
     fprintf(stderr, "%c: %s\n", dir, clean);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int pct_decode(const char *s, size_t len, char *out, size_t size)
 {
     size_t o = 0;
@@ -114,7 +104,8 @@ static int pct_decode(const char *s, size_t len, char *out, size_t size)
         char c = s[i];
         if (c == '%') {
             int h, l;
-            if (i + 2 >= len || (h = hexval(s[i + 1])) < 0 || (l = hexval(s[i + 2])) < 0)
+            if (i + 2 >= len || (h = codec_hex_value(s[i + 1])) < 0 ||
+                (l = codec_hex_value(s[i + 2])) < 0)
                 return -1;
             c = (char)(h * 16 + l);
             i += 2;

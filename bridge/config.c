@@ -11,6 +11,8 @@
  */
 #include "config.h"
 
+#include "codec.h"
+
 #include "units.h"
 
 #include <arpa/inet.h>
@@ -1250,17 +1252,6 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
         problem(c, path, "has no signing secret: set secret_env or secret_file");
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static bool is_plaintext_auth(enum config_auth m)
 {
     return m == CONFIG_AUTH_USER || m == CONFIG_AUTH_PLAIN || m == CONFIG_AUTH_LOGIN ||
@@ -1296,17 +1287,10 @@ static void check_account(struct ctx *c, void *obj, const char *path)
     }
     if (a->fingerprint) {
         path_key(sub, sizeof sub, path, "fingerprint");
-        const char *f = a->fingerprint;
-        bool ok = strncasecmp(f, "sha256:", 7) == 0 && strlen(f) == 7 + 64;
-        for (size_t i = 0; ok && i < 32; i++) {
-            int hi = hexval(f[7 + 2 * i]), lo = hexval(f[8 + 2 * i]);
-            ok = hi >= 0 && lo >= 0;
-            if (ok)
-                a->fingerprint_sha256[i] = (unsigned char)(hi << 4 | lo);
-        }
+        bool ok = codec_pin_parse(a->fingerprint, a->fingerprint_sha256) == 0;
         if (!ok)
-            problem(c, sub, "must be \"sha256:\" followed by 64 hex digits (the SHA-256 of the "
-                            "server certificate)");
+            problem(c, sub, "must be \"sha256:\" followed by 64 hex digits, optionally in "
+                            "':'-separated pairs (the SHA-256 of the server certificate)");
     }
     if (a->tls == CONFIG_TLS_NONE) {
         if (a->fingerprint) {
@@ -1791,43 +1775,6 @@ static void visit_resolve(struct ctx *c, const struct opt *o, void *base, const 
         resolve_one(c, s, path);
 }
 
-/* Strict base64 (RFC 4648 §4); the padding may be left out.  Returns the
- * decoded length, or -1. */
-static long b64_decode(const char *in, unsigned char *out, size_t out_size)
-{
-    size_t total = strlen(in), len = total, pad = 0, o = 0;
-    while (len > 0 && in[len - 1] == '=' && pad < 2) {
-        len--;
-        pad++;
-    }
-    if (len % 4 == 1 || (pad && (total % 4 != 0 || pad != (4 - len % 4) % 4)))
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = in[i];
-        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
-                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
-                : ch >= '0' && ch <= '9' ? ch - '0' + 52
-                : ch == '+'              ? 62
-                : ch == '/'              ? 63
-                                         : -1;
-        if (v < 0)
-            return -1;
-        acc = ((acc << 6) | (uint32_t)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= out_size)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    if (bits && (acc & ((1u << bits) - 1)))
-        return -1; /* non-zero leftover bits: not canonical */
-    return (long)o;
-}
-
 static void decode_webhook_keys(struct ctx *c, struct config *cfg)
 {
     char path[PATH_KEY_MAX], sub[PATH_KEY_MAX];
@@ -1849,15 +1796,18 @@ static void decode_webhook_keys(struct ctx *c, struct config *cfg)
             continue;
         }
         unsigned char key[CONFIG_WHSEC_MAX_BYTES + 3];
-        long n = b64_decode(w->secret.value + 6, key, sizeof key);
-        if (n < 0) {
+        const char *b64 = w->secret.value + 6;
+        size_t n = 0;
+        int rc = *b64 ? codec_b64_decode(b64, strlen(b64), key, sizeof key, &n, NULL) : -1;
+        if (rc == -1) {
             problem(c, sub, "the part after \"whsec_\" is not valid base64");
-        } else if (n < CONFIG_WHSEC_MIN_BYTES || n > CONFIG_WHSEC_MAX_BYTES) {
-            problem(c, sub, "the secret decodes to %ld bytes; Standard Webhooks keys are %d to %d",
-                    n, CONFIG_WHSEC_MIN_BYTES, CONFIG_WHSEC_MAX_BYTES);
-        } else if ((w->key = malloc((size_t)n))) {
-            memcpy(w->key, key, (size_t)n);
-            w->key_len = (size_t)n;
+        } else if (rc == -2 || n < CONFIG_WHSEC_MIN_BYTES || n > CONFIG_WHSEC_MAX_BYTES) {
+            problem(c, sub, "the secret decodes to %s%zu bytes; Standard Webhooks keys are %d to %d",
+                    rc == -2 ? "more than " : "", rc == -2 ? sizeof key : n,
+                    CONFIG_WHSEC_MIN_BYTES, CONFIG_WHSEC_MAX_BYTES);
+        } else if ((w->key = malloc(n))) {
+            memcpy(w->key, key, n);
+            w->key_len = n;
         }
         OPENSSL_cleanse(key, sizeof key);
     }

@@ -208,7 +208,8 @@ static void *poll_worker(void *arg)
         a = find_acct(name);
         if (a && ca) {
             a->running = false;
-            a->polled_once = true;
+            /* --once takes everything new, max_messages_per_poll at a time */
+            a->polled_once = !(rc == 0 && res.more);
             int64_t now = now_ms();
             if (rc == 0) {
                 a->fails = 0;

@@ -114,7 +114,8 @@ struct maildir *maildir_open(const char *path, struct err *e)
     }
     if (index_dir(md, "new", e) < 0 || index_dir(md, "cur", e) < 0)
         goto fail;
-    qsort(md->keys, md->n_keys, sizeof *md->keys, cmp_key);
+    if (md->n_keys)
+        qsort(md->keys, md->n_keys, sizeof *md->keys, cmp_key);
     return md;
 fail:
     maildir_close(&md);

@@ -1,6 +1,8 @@
 /* net — one buffered client connection, plain TCP or TLS; see include/net.h. */
 #include "net.h"
 
+#include "codec.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -143,17 +145,6 @@ static int wait_fd(struct net *n, short events, int64_t deadline, struct err *e)
 
 /* ---- fingerprint ---------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* "sha256:" + 64 hex digits, either contiguous or as 32 pairs separated by
  * single ':'; case-insensitive. */
 static int parse_fingerprint(const char *s, unsigned char pin[NET_PIN_LEN], struct err *e)
@@ -163,26 +154,11 @@ static int parse_fingerprint(const char *s, unsigned char pin[NET_PIN_LEN], stru
     err_sanitize(shown, sizeof shown, s, strlen(s));
     if (strncasecmp(s, prefix, sizeof prefix - 1) != 0)
         return err_set(e, ERR_USAGE, "bad fingerprint \"%s\": must start with sha256:", shown);
-    const char *p = s + sizeof prefix - 1;
-    size_t len = strlen(p);
-    bool colons;
-    if (len == 2 * NET_PIN_LEN)
-        colons = false;
-    else if (len == 3 * NET_PIN_LEN - 1)
-        colons = true;
-    else
+    if (codec_pin_parse(s, pin) < 0)
         return err_set(e, ERR_USAGE,
-                       "bad fingerprint \"%s\": expected sha256: and 64 hex digits", shown);
-    for (size_t i = 0; i < NET_PIN_LEN; i++) {
-        const char *q = p + i * (colons ? 3 : 2);
-        int hi = hexval(q[0]), lo = hexval(q[1]);
-        if (hi < 0 || lo < 0 || (colons && i + 1 < NET_PIN_LEN && q[2] != ':'))
-            return err_set(e, ERR_USAGE,
-                           "bad fingerprint \"%s\": expected sha256: and 64 hex digits "
-                           "(optionally in ':'-separated pairs)",
-                           shown);
-        pin[i] = (unsigned char)(hi << 4 | lo);
-    }
+                       "bad fingerprint \"%s\": expected sha256: and 64 hex digits "
+                       "(optionally in ':'-separated pairs)",
+                       shown);
     return 0;
 }
 

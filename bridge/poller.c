@@ -285,7 +285,8 @@ static int one_session(struct store *st, const struct config *cfg, const struct 
     res->listed = l->count;
     if (store_uidls_each(st, a->name, known_add, &k, e) < 0)
         goto out;
-    qsort(k.v, k.n, sizeof *k.v, cmp_str);
+    if (k.n)
+        qsort(k.v, k.n, sizeof *k.v, cmp_str); /* k.v is NULL when nothing is known yet */
 
     /* what is new */
     fetch_nums = malloc(((size_t)l->count + 1) * sizeof *fetch_nums);

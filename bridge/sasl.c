@@ -10,6 +10,8 @@
  */
 #include "sasl.h"
 
+#include "codec.h"
+
 #include <cjson/cJSON.h>
 #include <gsasl.h>
 #include <openssl/crypto.h>
@@ -155,109 +157,6 @@ const char *sasl_error_detail(const struct sasl *s)
     return s ? s->detail : "";
 }
 
-/* ---- base64 (RFC 4648 §4) ------------------------------------------------- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-char *sasl_b64_encode(const void *data, size_t len)
-{
-    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
-        return NULL;
-    const unsigned char *in = data;
-    size_t olen = (len + 2) / 3 * 4;
-    char *out = malloc(olen + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t w = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            w |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            w |= in[i + 2];
-        out[o++] = b64_alphabet[(w >> 18) & 63];
-        out[o++] = b64_alphabet[(w >> 12) & 63];
-        out[o++] = i + 1 < len ? b64_alphabet[(w >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? b64_alphabet[w & 63] : '=';
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* Strict decode of n characters; -1 invalid, -2 out of memory. */
-static int b64_decode_n(const char *b64, size_t n, unsigned char **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (n % 4 != 0)
-        return -1;
-    size_t pad = 0;
-    if (n > 0 && b64[n - 1] == '=') {
-        pad = 1;
-        if (b64[n - 2] == '=')
-            pad = 2;
-    }
-    size_t olen = n / 4 * 3 - pad;
-    unsigned char *o = malloc(olen + 1);
-    if (!o)
-        return -2;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        size_t real = last ? 4 - pad : 4; /* characters that carry bits */
-        int v[4] = {0, 0, 0, 0};
-        for (size_t j = 0; j < real; j++) {
-            v[j] = b64_value((unsigned char)b64[i + j]);
-            if (v[j] < 0) {
-                free(o);
-                return -1;
-            }
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
-        /* the bits after the last whole byte must be zero (canonical form) */
-        if ((real == 2 && (w & 0xffff)) || (real == 3 && (w & 0xff))) {
-            free(o);
-            return -1;
-        }
-        o[k++] = (unsigned char)(w >> 16);
-        if (real >= 3)
-            o[k++] = (unsigned char)(w >> 8);
-        if (real == 4)
-            o[k++] = (unsigned char)w;
-    }
-    o[k] = '\0';
-    *out = o;
-    *out_len = k;
-    return 0;
-}
-
-int sasl_b64_decode(const char *b64, unsigned char **out, size_t *out_len)
-{
-    if (!out || !out_len)
-        return -1;
-    *out = NULL;
-    *out_len = 0;
-    if (!b64)
-        return -1;
-    return b64_decode_n(b64, strlen(b64), out, out_len);
-}
 
 /* ---- credentials ------------------------------------------------------------ */
 
@@ -505,7 +404,7 @@ void sasl_free(struct sasl **sp)
 /* Keep our base64 of raw (n bytes) as the response. */
 static int set_resp(struct sasl *s, const void *raw, size_t n, struct err *e)
 {
-    s->resp = sasl_b64_encode(raw, n);
+    s->resp = codec_b64_encode(raw, n);
     if (!s->resp)
         return err_set(e, ERR_INTERNAL, "%s: out of memory", s->m->name);
     return 0;
@@ -689,7 +588,7 @@ static int step_checked(struct sasl *s, const char *challenge_b64, struct err *e
             return err_set(e, ERR_LIMIT,
                            "%s: server challenge longer than %d characters (SASL_CHALLENGE_MAX)",
                            name, SASL_CHALLENGE_MAX);
-        int rc = b64_decode_n(challenge_b64, len, &in, &n);
+        int rc = codec_b64_decode_alloc(challenge_b64, len, &in, &n);
         if (rc == -2)
             return err_set(e, ERR_INTERNAL, "%s: out of memory", name);
         if (rc < 0)

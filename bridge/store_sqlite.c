@@ -194,7 +194,7 @@ static const char *const sql_text[S_COUNT] = {
                            " VALUES (?1, ?2, 0, NULL, ?3)",
     [S_DELETABLE] = "SELECT u.uidl, u.state, u.message_id FROM uidls u"
                     " JOIN messages m ON m.id = u.message_id"
-                    " WHERE u.account = ?1 AND u.state = 2"
+                    " WHERE u.account = ?1 AND u.state = 2 AND m.kind = 'message'"
                     " AND (?2 OR (?3 > 0 AND m.received_at <= ?4 - ?3))"
                     " AND NOT EXISTS (SELECT 1 FROM deliveries d"
                     "   WHERE d.message_id = u.message_id AND d.status <> 1)",

@@ -1,6 +1,8 @@
 /* webhook — signing, sending and classifying webhook POSTs; see include/webhook.h. */
 #include "webhook.h"
 
+#include "codec.h"
+
 #include <curl/curl.h>
 #include <limits.h>
 #include <math.h>
@@ -40,77 +42,6 @@ void webhook_global_cleanup(void)
     curl_global_cleanup();
 }
 
-/* ---- base64 ------------------------------------------------------------ */
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Strict standard base64 (RFC 4648 section 4): whole quads, padding only at
- * the end, unused bits zero.  0, or -1 with *bad_at set to the offending
- * offset (len when the length is wrong, out_size exceeded: SIZE_MAX). */
-static int b64_decode_strict(const char *in, size_t len, unsigned char *out, size_t out_size,
-                             size_t *out_len, size_t *bad_at)
-{
-    size_t o = 0;
-    if (len == 0 || len % 4 != 0) {
-        *bad_at = len;
-        return -1;
-    }
-    for (size_t i = 0; i < len; i += 4) {
-        bool last = i + 4 == len;
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)in[i + (size_t)k];
-            if (c == '=' && last && k >= 2) {
-                /* "x=y=" is not valid: once padding starts it continues */
-                if (k == 2 && in[i + 3] != '=') {
-                    *bad_at = i + 2;
-                    return -1;
-                }
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            v[k] = b64_value(c);
-            if (v[k] < 0) {
-                *bad_at = i + (size_t)k;
-                return -1;
-            }
-        }
-        if ((pad == 2 && (v[1] & 0x0f) != 0) || (pad == 1 && (v[2] & 0x03) != 0)) {
-            *bad_at = i + 3 - (size_t)pad; /* stray bits in the last character */
-            return -1;
-        }
-        unsigned char b[3] = {
-            (unsigned char)(v[0] << 2 | v[1] >> 4),
-            (unsigned char)((v[1] & 0x0f) << 4 | v[2] >> 2),
-            (unsigned char)((v[2] & 0x03) << 6 | v[3]),
-        };
-        size_t nb = 3 - (size_t)pad;
-        if (o + nb > out_size) {
-            *bad_at = SIZE_MAX;
-            return -1;
-        }
-        memcpy(out + o, b, nb);
-        o += nb;
-    }
-    *out_len = o;
-    return 0;
-}
-
 /* ---- signing ----------------------------------------------------------- */
 
 int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_size,
@@ -129,7 +60,10 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_siz
     size_t blen = strlen(b64);
     if (blen > (WEBHOOK_KEY_MAX + 2) / 3 * 4)
         return err_set(e, ERR_USAGE, "webhook secret: key longer than %d bytes", WEBHOOK_KEY_MAX);
-    if (b64_decode_strict(b64, blen, tmp, sizeof tmp, &n, &bad) < 0) {
+    int rc = blen ? codec_b64_decode(b64, blen, tmp, sizeof tmp, &n, &bad) : -1;
+    if (rc == -2)
+        bad = SIZE_MAX; /* does not fit: too long */
+    if (rc < 0) {
         OPENSSL_cleanse(tmp, sizeof tmp);
         if (bad == blen)
             return err_set(e, ERR_USAGE,
@@ -521,7 +455,8 @@ struct webhook_sender {
     size_t max_in_flight;
     struct list queued;
     struct list active;
-    bool closing;
+    bool closing;                 /* in webhook_sender_free: submit refused */
+    bool running;                 /* in webhook_sender_run: no nesting */
 };
 
 static void list_push(struct list *l, struct xfer *x)
@@ -951,38 +886,38 @@ setopt_failed:
     return err_set(e, ERR_INTERNAL, "webhook submit: setting up curl failed");
 }
 
-int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e)
+static int run_once(struct webhook_sender *s, int timeout_ms, struct err *e)
 {
     int running = 0;
-    if (!s)
-        return err_set(e, ERR_USAGE, "webhook run: no sender");
-    if (timeout_ms < 0)
-        timeout_ms = 0;
     int finished = start_queued(s);
     CURLMcode mc = curl_multi_perform(s->multi, &running);
     if (mc != CURLM_OK)
         return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s", curl_multi_strerror(mc));
     finished += collect(s);
     finished += start_queued(s);
-    if (finished == 0 && timeout_ms > 0) {
-        mc = curl_multi_poll(s->multi, NULL, 0, timeout_ms, NULL);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_poll: %s", curl_multi_strerror(mc));
-        mc = curl_multi_perform(s->multi, &running);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
-                           curl_multi_strerror(mc));
-        finished += collect(s);
-        finished += start_queued(s);
-    }
-    if (s->queued.n == 0 && finished > 0) {
-        /* let transfers started just now begin connecting */
-        mc = curl_multi_perform(s->multi, &running);
-        if (mc != CURLM_OK)
-            return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s",
-                           curl_multi_strerror(mc));
-    }
+    if (finished > 0 || timeout_ms <= 0)
+        return finished;
+    mc = curl_multi_poll(s->multi, NULL, 0, timeout_ms, NULL);
+    if (mc != CURLM_OK)
+        return err_set(e, ERR_INTERNAL, "curl_multi_poll: %s", curl_multi_strerror(mc));
+    mc = curl_multi_perform(s->multi, &running);
+    if (mc != CURLM_OK)
+        return err_set(e, ERR_INTERNAL, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    finished += collect(s);
+    finished += start_queued(s);
     return finished;
+}
+
+int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e)
+{
+    if (!s)
+        return err_set(e, ERR_USAGE, "webhook run: no sender");
+    if (s->running)
+        return err_set(e, ERR_USAGE, "webhook run: called from a done callback");
+    s->running = true;
+    int r = run_once(s, timeout_ms, e);
+    s->running = false;
+    return r;
 }
 
 void webhook_sender_wakeup(struct webhook_sender *s)

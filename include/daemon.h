@@ -9,7 +9,8 @@
  * deliveries finish (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
  * configuration; if it is invalid the old one stays and every problem is
  * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
- * every account once, deliver what is due, waiting through retries due
+ * every account once (again at once while max_messages_per_poll left
+ * messages behind), deliver what is due, waiting through retries due
  * within DAEMON_ONCE_WAIT_MS, then exit (0 when every poll succeeded, 1
  * otherwise).
  *

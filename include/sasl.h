@@ -153,13 +153,4 @@ void sasl_global_cleanup(void);
 int sasl_apop_digest(const char *ts, size_t ts_len, const char *password, char out[33],
                      struct err *e);
 
-/* Base64 (RFC 4648 §4, "+/" alphabet, "=" padding).  Encode: a malloc'd,
- * NUL-terminated string the caller frees; NULL when out of memory.  Decode is
- * strict: no whitespace, length a multiple of 4, padding only at the end and
- * only as needed, unused bits zero.  *out is malloc'd (NUL-terminated for
- * convenience, not counted in *out_len), the caller frees it.  0 on success,
- * -1 for invalid input, -2 when out of memory (*out is then NULL). */
-char *sasl_b64_encode(const void *data, size_t len);
-int sasl_b64_decode(const char *b64, unsigned char **out, size_t *out_len);
-
 #endif

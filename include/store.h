@@ -171,7 +171,8 @@ int store_uidls_record_ignored(struct store *st, const char *account,
 /* UIDLs that may be DELEted from the server now: state delivered, and
  * either delete_delivered (after_delivery: delete) or delete_after_ms > 0
  * and the message was stored at least delete_after_ms before now.  Never a
- * UIDL with an unfinished delivery, never an ignored one. */
+ * UIDL with an unfinished delivery, never an ignored one, never one stored
+ * as STORE_KIND_TOO_LARGE (its body was never retrieved). */
 int store_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
                           int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
                           struct err *e);

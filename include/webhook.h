@@ -22,6 +22,20 @@
  * webhook_sender_wakeup(), which any thread may call.
  *
  * Secrets: keys and secrets never appear in errors, results or logs.
+ *
+ * Typical use by the delivery logic:
+ *
+ *     webhook_secret_decode(secret, key, sizeof key, &key_len, &e);   // at config load
+ *     webhook_header_check(name, value, &e);                           // at config load
+ *     s = webhook_sender_new(WEBHOOK_IN_FLIGHT_DEFAULT, &e);
+ *     webhook_id(account, uidl, webhook_name, id, sizeof id);
+ *     req = (struct webhook_request){ .url = url, .id = id, .key = key, .key_len = key_len,
+ *                                     .body = json, .body_len = len, .done = on_done, ... };
+ *     webhook_sender_submit(s, &req, delivery, &e);       // json is now the sender's
+ *     while (...) webhook_sender_run(s, 1000, &e);        // calls on_done(delivery, r)
+ *     on_done: switch (webhook_classify(r)) { DELIVERED: record 2xx; DISABLED: disable
+ *              the webhook; RETRY / REJECTED: d = webhook_next_delay_ms(schedule, n,
+ *              attempts, r->retry_after_s, WEBHOOK_JITTER_DEFAULT), d < 0 -> dead }
  */
 #ifndef POP3BRIDGE_WEBHOOK_H
 #define POP3BRIDGE_WEBHOOK_H
@@ -52,6 +66,7 @@
 #define WEBHOOK_RESPONSE_KEEP 1024        /* response body bytes kept; the rest is discarded */
 #define WEBHOOK_RETRY_AFTER_MAX_S 86400   /* larger Retry-After values are clamped to this */
 #define WEBHOOK_TOLERANCE_S 300           /* default timestamp tolerance when verifying */
+#define WEBHOOK_JITTER_DEFAULT 0.2        /* +-20% on each retry delay */
 
 /* ---- process set-up ---------------------------------------------------- */
 
@@ -177,7 +192,7 @@ struct webhook_request {
     int64_t timestamp;               /* webhook-timestamp; 0: now */
     /* Called exactly once per accepted request, from webhook_sender_run() or
      * webhook_sender_free().  r is valid only during the call.  The callback
-     * may submit new requests, but must not free the sender. */
+     * may submit new requests, but must not run or free the sender. */
     void (*done)(void *user, const struct webhook_result *r);
 };
 
@@ -200,7 +215,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
 /* Drive the transfers: start queued requests while slots are free, wait at
  * most timeout_ms (0: do not wait) for network activity, and call the done
  * callback of every request that finished.  Returns how many finished, or -1
- * with e (ERR_INTERNAL: curl multi failure). */
+ * with e: ERR_INTERNAL (curl multi failure), ERR_USAGE (called from a done
+ * callback). */
 int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e);
 
 /* Make a webhook_sender_run() that is waiting return early.  Any thread. */

@@ -77,6 +77,12 @@ def run(script, cmd="probe", extra=(), tls=True, maildir=None, user=USER, passwo
     except BaseException:
         srv.stop()
         raise
+    if not srv.accepted:
+        # the client is gone; if it never connected, do not wait for the server's timeout
+        try:
+            harness.wait_for(lambda: srv.accepted, 0.5, what="a connection")
+        except AssertionError:
+            srv.stop()
     srv.wait()
     return r, srv
 

@@ -1,6 +1,6 @@
 """dovecot -- a throwaway real Dovecot POP3 server for the integration tests.
 
-    dc = dovecot.Dovecot().start()      # or Dovecot(cert="wrong")
+    dc = dovecot.Dovecot().start()      # or Dovecot(cert="wrong"), Dovecot(ports=(plain, tls))
     dc.port, dc.tls_port                plain POP3 (STLS advertised) / implicit TLS
     dc.add_user("alice", "secret")      passwd-file, {PLAIN} so every mechanism works
                                         (users are new: no password changes)
@@ -111,8 +111,9 @@ class Message:
 
 
 class Dovecot:
-    def __init__(self, cert="server", mechanisms=MECHANISMS, name="dovecot"):
+    def __init__(self, cert="server", mechanisms=MECHANISMS, name="dovecot", ports=None):
         self.cert = cert            # "server" (good) or "wrong" (name mismatch)
+        self.fixed_ports = ports    # (plain, tls) to listen on instead of free ephemeral ones
         self.mechanisms = mechanisms
         self.name = name
         self.pki = pkimod.get()
@@ -148,7 +149,10 @@ class Dovecot:
         self.passwd_dir = os.path.join(self.dir, "auth")
         last = None
         for _attempt in range(3):  # a port may be taken between probe and bind
-            self.port, self.tls_port = free_port(self.ipv6), free_port(self.ipv6)
+            if self.fixed_ports:
+                self.port, self.tls_port = self.fixed_ports
+            else:
+                self.port, self.tls_port = free_port(self.ipv6), free_port(self.ipv6)
             if self.port == self.tls_port:
                 continue
             try:
@@ -160,7 +164,7 @@ class Dovecot:
                 if self.ipv6:
                     self.ipv6 = False   # ::1 exists but Dovecot cannot use it: 127.0.0.1 only
                     continue
-                if "in use" not in str(exc):
+                if "in use" not in str(exc) or self.fixed_ports:
                     break
         self.stop()
         raise last

@@ -2,10 +2,12 @@
  * webhook-receiver — a real HTTP server on 127.0.0.1 that receives the
  * bridge's webhooks, for tests and the demo.
  *
- * It verifies each request as a Standard Webhooks consumer must (signature
- * over "{id}.{timestamp}.{body}", constant-time compare, several signatures
- * allowed, timestamp within 5 minutes) and can misbehave on request: fail
- * the first N requests, answer 410, answer slowly, cap the body size.
+ * With a secret it verifies each request as a Standard Webhooks consumer
+ * must (signature over "{id}.{timestamp}.{body}", constant-time compare,
+ * several signatures allowed, timestamp within 5 minutes; a failure is a 401,
+ * logged); without one it accepts every POST.  It can misbehave on request:
+ * fail the first N requests (500, or --fail-status, with --retry-after),
+ * answer 410, answer slowly, refuse bodies over --max-body with 413.
  *
  *   webhook-receiver [--port N] [--secret whsec_...] [--out DIR] [--print]
  *                    [--fail N] [--fail-status CODE] [--retry-after S]
@@ -15,7 +17,8 @@
  * each verified event is written atomically as DIR/<n>.json (the body, byte
  * for byte) and DIR/<n>.headers ("name: value" lines), n counting from 1;
  * the .headers file is in place before the .json appears.  With --print, one
- * line per verified event on stdout:  <webhook-id> from="..." subject="...".
+ * line per verified event on stdout:
+ *   <webhook-id> type=... account=... from="Name <addr>" subject="..."
  * Rejections and forced failures are logged on stderr, never the secret.
  * SIGTERM or SIGINT: stop accepting, finish, exit 0.
  */
@@ -245,34 +248,32 @@ static enum MHD_Result handle_event(struct MHD_Connection *c, struct rq *q)
         logx("request %ld: body over %llu bytes: 413", seq, (unsigned long long)opt.max_body);
         return answer(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n", false);
     }
+    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
+    char shown_id[WEBHOOK_ID_MAX + 4];
+    err_sanitize(shown_id, sizeof shown_id, id ? id : "-", strlen(id ? id : "-"));
     long left = atomic_load(&fail_left);
     while (left > 0 && !atomic_compare_exchange_weak(&fail_left, &left, left - 1))
         ;
     if (left > 0) {
-        logx("request %ld: failing on purpose with %d (%ld more)", seq, opt.fail_status,
-             left - 1);
+        logx("request %ld: failing on purpose with %d (%ld more) (webhook-id %s)", seq,
+             opt.fail_status, left - 1, shown_id);
         return answer(c, (unsigned)opt.fail_status, "failing on purpose\n", true);
     }
     if (opt.gone) {
-        logx("request %ld: answering 410 Gone", seq);
+        logx("request %ld: answering 410 Gone (webhook-id %s)", seq, shown_id);
         return answer(c, MHD_HTTP_GONE, "gone\n", false);
     }
-    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
     if (opt.have_key) {
         struct err e;
         const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-timestamp");
         const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-signature");
         if (webhook_verify(opt.key, opt.key_len, id, ts, q->buf ? q->buf : "", q->len, sig,
                            (int64_t)time(NULL), WEBHOOK_TOLERANCE_S, &e) < 0) {
-            char shown[WEBHOOK_ID_MAX + 4];
-            err_sanitize(shown, sizeof shown, id ? id : "-", strlen(id ? id : "-"));
-            logx("request %ld: rejected with 401: %s (webhook-id %s)", seq, e.msg, shown);
+            logx("request %ld: rejected with 401: %s (webhook-id %s)", seq, e.msg, shown_id);
             return answer(c, MHD_HTTP_UNAUTHORIZED, "signature verification failed\n", false);
         }
     }
     long n = atomic_fetch_add(&events_seen, 1) + 1;
-    char shown_id[WEBHOOK_ID_MAX + 4];
-    err_sanitize(shown_id, sizeof shown_id, id ? id : "-", strlen(id ? id : "-"));
     if (opt.out_dir) {
         struct hbuf h = {malloc(HEADERS_FILE_MAX), 0, false};
         char name[64];

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "sasl.h"
 
 /* ---- deterministic SCRAM nonce ------------------------------------------ */
@@ -72,7 +73,7 @@ static struct sasl_creds creds(const char *user, const char *pw)
 static void step_expect(struct sasl *s, const char *raw, size_t raw_len, int want_rc,
                         const char *want, size_t want_len)
 {
-    char *b64 = raw ? sasl_b64_encode(raw, raw_len) : NULL;
+    char *b64 = raw ? codec_b64_encode(raw, raw_len) : NULL;
     if (raw)
         assert_non_null(b64);
     char *resp = NULL;
@@ -85,7 +86,7 @@ static void step_expect(struct sasl *s, const char *raw, size_t raw_len, int wan
     assert_non_null(resp);
     unsigned char *dec = NULL;
     size_t dec_len = 0;
-    assert_int_equal(sasl_b64_decode(resp, &dec, &dec_len), 0);
+    assert_int_equal(codec_b64_decode_alloc(resp, strlen(resp), &dec, &dec_len), 0);
     if (dec_len != want_len || memcmp(dec, want, want_len) != 0)
         fail_msg("response \"%.*s\" (%zu bytes), wanted \"%.*s\" (%zu bytes)", (int)dec_len,
                  (const char *)dec, dec_len, (int)want_len, want, want_len);
@@ -116,7 +117,7 @@ static void step_fails(struct sasl *s, const char *b64, enum err_kind kind, cons
 static void step_fails_raw(struct sasl *s, const char *raw, enum err_kind kind,
                            const char *secret)
 {
-    char *b64 = sasl_b64_encode(raw, strlen(raw));
+    char *b64 = codec_b64_encode(raw, strlen(raw));
     assert_non_null(b64);
     step_fails(s, b64, kind, secret);
     free(b64);
@@ -157,13 +158,13 @@ static void b64_rfc4648_vectors(void **state)
         {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        char *enc = sasl_b64_encode(v[i][0], strlen(v[i][0]));
+        char *enc = codec_b64_encode(v[i][0], strlen(v[i][0]));
         assert_non_null(enc);
         assert_string_equal(enc, v[i][1]);
         free(enc);
         unsigned char *dec = NULL;
         size_t n = 99;
-        assert_int_equal(sasl_b64_decode(v[i][1], &dec, &n), 0);
+        assert_int_equal(codec_b64_decode_alloc(v[i][1], strlen(v[i][1]), &dec, &n), 0);
         assert_int_equal(n, strlen(v[i][0]));
         assert_memory_equal(dec, v[i][0], n);
         assert_int_equal(dec[n], '\0');
@@ -181,12 +182,12 @@ static void b64_round_trip(void **state)
             x = x * 1103515245u + 12345u;
             buf[i] = (unsigned char)(x >> 16);
         }
-        char *enc = sasl_b64_encode(buf, len);
+        char *enc = codec_b64_encode(buf, len);
         assert_non_null(enc);
         assert_int_equal(strlen(enc), (len + 2) / 3 * 4);
         unsigned char *dec = NULL;
         size_t n = 0;
-        assert_int_equal(sasl_b64_decode(enc, &dec, &n), 0);
+        assert_int_equal(codec_b64_decode_alloc(enc, strlen(enc), &dec, &n), 0);
         assert_int_equal(n, len);
         if (len)
             assert_memory_equal(dec, buf, len);
@@ -219,15 +220,15 @@ static void b64_strict_rejects(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         unsigned char *dec = (unsigned char *)"x";
         size_t n = 7;
-        if (sasl_b64_decode(bad[i], &dec, &n) != -1)
+        if (codec_b64_decode_alloc(bad[i], strlen(bad[i]), &dec, &n) != -1)
             fail_msg("accepted invalid base64 \"%s\"", bad[i]);
         assert_null(dec);
         assert_int_equal(n, 0);
     }
     unsigned char *dec = NULL;
     size_t n = 0;
-    assert_int_equal(sasl_b64_decode(NULL, &dec, &n), -1);
-    assert_int_equal(sasl_b64_decode("Zm9v", NULL, &n), -1);
+    assert_int_equal(codec_b64_decode_alloc(NULL, 0, &dec, &n), -1);
+    assert_null(dec);
 }
 
 /* ---- APOP -------------------------------------------------------------------- */
@@ -432,14 +433,14 @@ static void scram_vector_run(const struct scram_vector *v)
     /* a wrong password gives a different proof, and the server's real
      * signature then does not verify for us either */
     s = scram_to_final(v, "pencil2");
-    char *b64 = sasl_b64_encode(v->server_first, strlen(v->server_first));
+    char *b64 = codec_b64_encode(v->server_first, strlen(v->server_first));
     char *resp = NULL;
     struct err e;
     assert_int_equal(sasl_step(s, b64, &resp, &e), SASL_MORE);
     free(b64);
     unsigned char *dec = NULL;
     size_t n = 0;
-    assert_int_equal(sasl_b64_decode(resp, &dec, &n), 0);
+    assert_int_equal(codec_b64_decode_alloc(resp, strlen(resp), &dec, &n), 0);
     assert_false(n == strlen(v->client_final) && memcmp(dec, v->client_final, n) == 0);
     free(dec);
     step_fails_raw(s, v->server_final, ERR_AUTH, "pencil");
@@ -474,7 +475,7 @@ static void scram_bad_server(void **state)
         char tampered[128];
         snprintf(tampered, sizeof tampered, "%s", v->server_final);
         tampered[2] = tampered[2] == 'A' ? 'B' : 'A';
-        char *b64 = sasl_b64_encode(tampered, strlen(tampered));
+        char *b64 = codec_b64_encode(tampered, strlen(tampered));
         char *resp = NULL;
         struct err e;
         err_clear(&e);
@@ -488,7 +489,7 @@ static void scram_bad_server(void **state)
         /* the server reports an error instead of its signature */
         s = scram_to_final(v, "pencil");
         step_expect_str(s, v->server_first, SASL_MORE, v->client_final);
-        char *b64e = sasl_b64_encode("e=invalid-proof", 15);
+        char *b64e = codec_b64_encode("e=invalid-proof", 15);
         err_clear(&e);
         assert_int_equal(sasl_step(s, b64e, &resp, &e), -1);
         free(b64e);
@@ -579,7 +580,7 @@ static int scram_against_server(const char *mech, const char *user, const char *
     assert_int_equal(sasl_step(s, NULL, &cresp, &e), SASL_MORE);
     unsigned char *dec = NULL;
     size_t n = 0;
-    assert_int_equal(sasl_b64_decode(cresp, &dec, &n), 0);
+    assert_int_equal(codec_b64_decode_alloc(cresp, strlen(cresp), &dec, &n), 0);
     snprintf(client_first, cf_size, "%s", (const char *)dec);
     free(dec);
 

@@ -1041,6 +1041,39 @@ static void deletable_policy(void **state)
     assert_string_equal(x.v[0], "new");
 }
 
+/* A message too large to retrieve is stored as its header; delivering its
+ * event must never make the real message deletable from the server. */
+static void too_large_never_deletable(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    struct store_msg *m;
+    const char hdr[] = "Subject: huge\r\n\r\n";
+    assert_int_equal(store_msg_begin(st, "acc", "big", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, hdr, sizeof hdr - 1, &e), 0);
+    struct store_msg_meta meta = {.kind = STORE_KIND_TOO_LARGE, .declared_size = 40u << 20};
+    struct store_msg_result r;
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r, &e), 0);
+    put_ok(st, "acc", "small", wh, 1, T0);
+    deliver_all(st, T0);
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, r.id, &info, &e), 0);
+    assert_string_equal(info.kind, STORE_KIND_TOO_LARGE);
+    assert_true(info.declared_size == (40u << 20));
+    assert_int_equal(info.size, sizeof hdr - 1);
+    assert_int_equal(uidl_state(st, "acc", "big"), STORE_UIDL_DELIVERED);
+    struct names x = {0};
+    assert_int_equal(store_uidls_deletable(st, "acc", true, 1, T0 + 365 * DAY_MS, names_cb, &x,
+                                           &e), 0);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.v[0], "small");
+    /* an ordinary message reads back as such */
+    int64_t next = 0;
+    assert_int_equal(store_delivery_next_due(st, &next, &e), 0);
+    assert_int_equal(next, 0); /* everything delivered: nothing due */
+}
+
 static void forget_vanished(void **state)
 {
     struct store *st = fx_open(state);
@@ -1639,6 +1672,7 @@ int main(void)
         T(large_message),       T(batch_speed),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(claims_released_on_reopen), T(webhook_disable), T(deletable_policy),
+        T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),

@@ -866,6 +866,7 @@ static void http_concurrency_bounded(void **state)
         assert_int_equal(seen[i], 1);
     assert_int_equal(srv->requests, 20);
     assert_true(srv->max_cur <= 8);
+    print_message("max concurrent at the server: %d\n", srv->max_cur);
     assert_true(srv->max_cur >= 2); /* really concurrent */
     srv_stop(srv);
 }
@@ -985,6 +986,73 @@ static void http_response_capped(void **state)
     assert_int_equal(r.response[0], '?');
     assert_string_equal(r.response + WEBHOOK_RESPONSE_KEEP, "...");
     srv_stop(srv);
+}
+
+struct nested {
+    struct webhook_sender *s;
+    int rc;
+    enum err_kind kind;
+    int calls;
+};
+
+static void on_done_nested(void *user, const struct webhook_result *r)
+{
+    (void)r;
+    struct nested *n = user;
+    struct err e;
+    err_clear(&e);
+    n->rc = webhook_sender_run(n->s, 0, &e);
+    n->kind = e.kind;
+    n->calls++;
+}
+
+static void run_not_reentrant(void **state)
+{
+    (void)state;
+    struct srv *srv = srv_start(200);
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char url[128];
+    struct webhook_request q;
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", srv->port);
+    fill_req(&q, url, key, klen, "{}");
+    q.done = on_done_nested;
+    struct nested n = {webhook_sender_new(1, &e), 0, ERR_NONE, 0};
+    assert_non_null(n.s);
+    assert_int_equal(webhook_sender_submit(n.s, &q, &n, &e), 0);
+    int64_t end = mono_ms() + WAIT_LIMIT_MS;
+    while (n.calls == 0 && mono_ms() < end)
+        assert_true(webhook_sender_run(n.s, 100, &e) >= 0);
+    assert_int_equal(n.calls, 1);
+    assert_int_equal(n.rc, -1);
+    assert_int_equal(n.kind, ERR_USAGE);
+    webhook_sender_free(n.s);
+    srv_stop(srv);
+}
+
+static void *wake_later(void *arg)
+{
+    usleep(100 * 1000);
+    webhook_sender_wakeup(arg);
+    return NULL;
+}
+
+static void wakeup_interrupts_run(void **state)
+{
+    (void)state;
+    struct err e;
+    struct webhook_sender *s = webhook_sender_new(1, &e);
+    assert_non_null(s);
+    pthread_t th;
+    int64_t t0 = mono_ms();
+    assert_int_equal(pthread_create(&th, NULL, wake_later, s), 0);
+    assert_int_equal(webhook_sender_run(s, 8000, &e), 0);
+    int64_t took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    assert_in_range(took, 50, 4000); /* woken, not the full 8 s */
+    webhook_sender_free(s);
 }
 
 /* ---- the receiver tool ------------------------------------------------- */
@@ -1248,6 +1316,8 @@ int main(void)
         cmocka_unit_test(submit_rejects),
         cmocka_unit_test(free_aborts_in_flight),
         cmocka_unit_test(http_response_capped),
+        cmocka_unit_test(run_not_reentrant),
+        cmocka_unit_test(wakeup_interrupts_run),
         cmocka_unit_test(receiver_tool),
         cmocka_unit_test(receiver_tool_failures),
     };

@@ -1,0 +1,467 @@
+"""The dashboard (web/) in a real browser against a real bridge and Dovecot.
+
+setup_module starts a throwaway Dovecot with one mailbox (a plain message,
+one whose subject is markup, one with an HTML part that tries to load a
+remote image and run a script, and one to delete), a webhook-receiver that
+answers the first request with 500 and later ones with 2xx, a small HTTP
+"trap" server standing for a remote host, and `pop3bridge run` with the API
+on a free port and web_dir = web/.  It waits until the first poll has
+stored every message and each delivery has been tried once (one failed).
+
+test_dashboard_in_chromium then runs tests/browser/dashboard.mjs (node,
+playwright-core, /usr/bin/chromium headless): sign in (and a wrong token),
+accounts, poll now, mailbox, preview, message, delete, deliveries, retry,
+API page, narrow window; screenshots of each page go to this test's output
+folder.  The later tests check the outcome from outside the browser: the
+message is gone from Dovecot, the retried delivery reached the receiver,
+nothing was loaded from the trap, the static files carry strict headers.
+
+Needs: node and the npm packages of tests/browser (tests/browser/install),
+chromium.  POP3BRIDGE_KEEP_SCREENSHOTS=DIR also copies the screenshots there.
+"""
+
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import dovecot
+import harness
+import mailgen
+import pki as pkimod
+
+TIMEOUT = 120
+SETUP_TIMEOUT = 120
+BROWSER_RUN_TIMEOUT = 300     # the node script bounds itself to 240 s
+START_TIMEOUT = 20.0          # bridge and receiver start-up
+FIRST_POLL_TIMEOUT = 45.0     # first poll stored everything, every delivery tried
+HTTP_TIMEOUT = 15.0
+
+BROWSER_DIR = os.path.join(harness.ROOT, "tests", "browser")
+WEB_DIR = os.path.join(harness.ROOT, "web")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+NODE = os.environ.get("NODE", "node")
+
+USER = "alice"
+ACCOUNT = "inbox"
+XSS_SUBJECT = "<img src=x onerror=alert(1)>"
+
+S = {}   # state shared by the tests of this module
+
+
+# ---- helpers ------------------------------------------------------------------
+
+class _Trap(http.server.BaseHTTPRequestHandler):
+    hits = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        _Trap.hits.append(self.path)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _spawn(argv, log_name, env, pipe_stdout=False):
+    """Start a helper in its own process group, stopped at cleanup.  Its
+    stderr (and stdout unless pipe_stdout) goes to log_name."""
+    log = open(os.path.join(S["dir"], log_name), "ab")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if pipe_stdout else log, stderr=log,
+                         env=env, cwd=harness.ROOT, start_new_session=True)
+    log.close()
+
+    def stop():
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+        if p.stdout:
+            p.stdout.close()
+    harness.register_cleanup(stop)
+    return p
+
+
+def _http(path, token=None, method="GET", accept="application/json"):
+    """(status, headers, body bytes) of one request to the bridge."""
+    req = urllib.request.Request(S["base"] + path.lstrip("/"), method=method)
+    req.add_header("Accept", accept)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def _api(path, method="GET"):
+    status, _, body = _http("api/v1/" + path.lstrip("/"), S["token"], method)
+    if status >= 300:
+        raise AssertionError("%s %s: HTTP %d %r" % (method, path, status, body[:500]))
+    return json.loads(body) if body else None
+
+
+def _html_message(marker, text_marker, remote_url):
+    boundary = "=_web_%s" % secrets.token_hex(8)
+    return ("From: HTML Sender <html@example.com>\nTo: alice@example.com\n"
+            "Subject: An HTML newsletter\nDate: Mon, 02 Jan 2023 10:00:00 +0000\n"
+            "Message-ID: <html-%s@example.com>\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/alternative; boundary=\"%s\"\n\n"
+            "--%s\nContent-Type: text/plain; charset=utf-8\n\n%s in plain text\n\n"
+            "--%s\nContent-Type: text/html; charset=utf-8\n\n"
+            "<html><head><style>p { color: #333 }</style></head><body>\n"
+            "<p style=\"font-weight:bold\">%s</p>\n"
+            "<img src=\"%s\" alt=\"tracker\">\n"
+            "<script>alert(3)</script>\n"
+            "<a href=\"http://127.0.0.1:1/click\">a link</a>\n"
+            "</body></html>\n--%s--\n"
+            % (boundary, boundary, boundary, text_marker, boundary, marker, remote_url, boundary)).encode()
+
+
+def _xss_message():
+    return ("From: Mallory <mallory@example.com>\nTo: alice@example.com\nSubject: %s\n"
+            "Date: Mon, 02 Jan 2023 09:00:00 +0000\nMessage-ID: <xss@example.com>\n"
+            "Content-Type: text/plain; charset=utf-8\n\n"
+            "<script>alert(2)</script> and <b>not bold</b>\n" % XSS_SUBJECT).encode()
+
+
+# ---- the bridge and its surroundings ------------------------------------------------
+
+def setup_module():
+    S.clear()
+    S["dir"] = tempfile.mkdtemp(prefix="p3b-web-")
+    harness.register_cleanup(lambda: shutil.rmtree(S["dir"], ignore_errors=True))
+    S["token"] = "web-" + secrets.token_urlsafe(24)
+    S["bad_token"] = "web-" + secrets.token_urlsafe(24)
+    password = "pw-" + secrets.token_hex(8)
+    whsec = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
+
+    # a "remote host" the HTML part points at: it must never be asked
+    _Trap.hits = []
+    trap = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trap)
+    threading.Thread(target=trap.serve_forever, daemon=True).start()
+    harness.register_cleanup(trap.shutdown)
+    S["remote_marker"] = "remote-" + secrets.token_hex(6)
+    remote_url = "http://127.0.0.1:%d/%s.png" % (trap.server_address[1], S["remote_marker"])
+
+    dc = dovecot.Dovecot(name="dovecot-web").start()
+    S["dc"] = dc
+    dc.add_user(USER, password)
+    S["html_marker"] = "Rendered HTML " + secrets.token_hex(4)
+    S["text_marker"] = "Plain part " + secrets.token_hex(4)
+    S["sources"] = {
+        "plain": mailgen.message(11, 3000, "plain"),
+        "xss": _xss_message(),
+        "html": _html_message(S["html_marker"], S["text_marker"], remote_url),
+        "delete": mailgen.message(12, 2000, "utf8"),
+    }
+    for key in ("plain", "xss", "html", "delete"):
+        dc.deliver(USER, S["sources"][key])
+
+    # the receiver: first request 500, then 2xx
+    S["events"] = os.path.join(S["dir"], "events")
+    os.makedirs(S["events"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    env["LC_ALL"] = "C"
+    env["WEBHOOK_SECRET"] = whsec
+    recv = _spawn([harness.tool("webhook-receiver"), "--port", "0", "--out", S["events"],
+                   "--fail", "1", "--fail-status", "500"], "receiver.log", env, pipe_stdout=True)
+    line = recv.stdout.readline().decode("utf-8", "replace")
+    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    if not m:
+        raise AssertionError("webhook-receiver did not start: %r" % line)
+    recv_port = int(m.group(1))
+
+    api_port = dovecot.free_port()
+    S["base"] = "http://127.0.0.1:%d/" % api_port
+    config = {
+        "state_dir": os.path.join(S["dir"], "state"),
+        "log_level": "debug",
+        "api": {
+            "listen": "127.0.0.1:%d" % api_port,
+            "tokens": [{"name": "web", "token_env": "WEB_TEST_TOKEN"}],
+            "web_dir": WEB_DIR,
+        },
+        "webhooks": [{
+            "name": "receiver",
+            "url": "http://127.0.0.1:%d/hooks/mail" % recv_port,
+            "secret_env": "WEB_TEST_WHSEC",
+            "retry_schedule": ["1h"],     # a failed delivery waits for the Retry button
+            "timeout": "10s",
+        }],
+        "accounts": [{
+            "name": ACCOUNT,
+            "host": "127.0.0.1",
+            "port": dc.tls_port,
+            "tls": "implicit",
+            "ca_file": pkimod.get().ca,
+            "username": USER,
+            "password_env": "WEB_TEST_PW",
+            "poll_interval": "1h",        # polls: at start, and "Poll now"
+            "start": "all",
+            "webhooks": ["receiver"],
+        }],
+    }
+    conf = os.path.join(S["dir"], "bridge.json")
+    with open(conf, "w") as f:
+        json.dump(config, f, indent=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    env.update(LC_ALL="C", WEB_TEST_TOKEN=S["token"], WEB_TEST_WHSEC=whsec, WEB_TEST_PW=password)
+    exe = harness.binary()
+    if not os.access(exe, os.X_OK):
+        raise AssertionError("binary under test not found: %s (run `make`)" % exe)
+    S["bridge"] = _spawn([exe, "run", "--config", conf], "bridge.log", env)
+
+    def healthy():
+        if S["bridge"].poll() is not None:
+            raise AssertionError("pop3bridge exited with %s: %s" % (S["bridge"].returncode, _log_tail("bridge.log")))
+        try:
+            return _http("healthz")[0] == 200
+        except OSError:
+            return False
+    harness.wait_for(healthy, START_TIMEOUT, 0.1, "the bridge's /healthz")
+
+    def first_poll_done():
+        acc = [a for a in _api("accounts")["accounts"] if a["name"] == ACCOUNT]
+        if not acc or not acc[0]["last_success_at"]:
+            return False
+        ds = _api("deliveries?account=%s&limit=100" % ACCOUNT)["deliveries"]
+        if len(ds) != len(S["sources"]) or any(d["status"] == "pending" for d in ds):
+            return False
+        return ds
+    ds = harness.wait_for(first_poll_done, FIRST_POLL_TIMEOUT, 0.25,
+                          "the first poll to store 4 messages and try each delivery once")
+    statuses = sorted(d["status"] for d in ds)
+    harness.eq(statuses, ["delivered", "delivered", "delivered", "failed"], "delivery statuses after the first poll")
+
+    # what Dovecot shows over POP3, and which UIDL is which message
+    listing = dc.expected_listing(USER)
+    by_data = {m.data: i for i, m in enumerate(dc.messages(USER))}
+    S["uidl"] = {key: listing[by_data[data]][1] for key, data in S["sources"].items()}
+    S["listing"] = listing
+    S["browser_done"] = False
+
+
+def _log_tail(name, n=3000):
+    try:
+        with open(os.path.join(S["dir"], name), errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return "(no log)"
+
+
+def _keep_logs(dest):
+    for name in ("bridge.log", "receiver.log"):
+        src = os.path.join(S["dir"], name)
+        if os.path.exists(src):
+            shutil.copy(src, os.path.join(dest, name))
+
+
+# ---- tests ---------------------------------------------------------------------
+
+def test_static_files_have_strict_headers():
+    for path, ctype in (("", "text/html"), ("index.html", "text/html"), ("app.css", "text/css"),
+                        ("js/app.js", "text/javascript"), ("js/views/message.js", "text/javascript"),
+                        ("vendor/js-yaml/js-yaml.esm.min.js", "text/javascript")):
+        status, headers, body = _http(path, accept="*/*")
+        harness.eq(status, 200, "GET /%s" % path)
+        if not headers.get("Content-Type", "").startswith(ctype):
+            raise AssertionError("GET /%s: Content-Type %r" % (path, headers.get("Content-Type")))
+        csp = headers.get("Content-Security-Policy", "")
+        for need in ("script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"):
+            if need not in csp:
+                raise AssertionError("GET /%s: CSP %r lacks %s" % (path, csp, need))
+        if "unsafe-inline" in csp or "unsafe-eval" in csp:
+            raise AssertionError("GET /%s: CSP allows unsafe code: %r" % (path, csp))
+        harness.eq(headers.get("X-Content-Type-Options"), "nosniff", "nosniff on /%s" % path)
+        with open(os.path.join(WEB_DIR, path or "index.html"), "rb") as f:
+            harness.eq(body, f.read(), "/%s is the file in web/" % path)
+    # the API refuses a missing or wrong token
+    harness.eq(_http("api/v1/accounts")[0], 401, "no token")
+    harness.eq(_http("api/v1/accounts", S["bad_token"])[0], 401, "wrong token")
+
+
+def test_web_files_are_strict_csp_compatible():
+    """No inline script or style, no event-handler attributes, no HTML
+    sinks in our JavaScript (vendored code is checked by its pin below)."""
+    inline_script = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
+    handler_attr = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
+    sinks = re.compile(r"\.innerHTML\b|\.outerHTML\b|insertAdjacentHTML|document\.write|\beval\s*\(|"
+                       r"new\s+Function\b|javascript:|setTimeout\(\s*['\"]|setInterval\(\s*['\"]")
+    checked = 0
+    for dirpath, dirnames, files in os.walk(WEB_DIR):
+        if os.path.relpath(dirpath, WEB_DIR).startswith("vendor"):
+            continue
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            rel = os.path.relpath(path, harness.ROOT)
+            if name.endswith(".html"):
+                checked += 1
+                if inline_script.search(text):
+                    raise AssertionError("%s: inline <script>" % rel)
+                if re.search(r"<style\b|\sstyle\s*=", text, re.I):
+                    raise AssertionError("%s: inline style" % rel)
+                if handler_attr.search(text):
+                    raise AssertionError("%s: event-handler attribute" % rel)
+                if re.search(r"\b(src|href)=\"(https?:)?//", text):
+                    raise AssertionError("%s: loads something from another host" % rel)
+            elif name.endswith(".js"):
+                checked += 1
+                m = sinks.search(text)
+                if m:
+                    raise AssertionError("%s: %r (content must go in as text)" % (rel, m.group(0)))
+                if re.search(r"\b(import|from)\s+['\"](https?:)?//", text):
+                    raise AssertionError("%s: imports from another host" % rel)
+            elif name.endswith(".css"):
+                checked += 1
+                if re.search(r"url\(\s*['\"]?(https?:)?//|@import", text):
+                    raise AssertionError("%s: loads something from another host" % rel)
+    if checked < 5:
+        raise AssertionError("only %d files checked in %s" % (checked, WEB_DIR))
+
+
+def test_vendored_js_yaml_matches_its_pin():
+    with open(os.path.join(BROWSER_DIR, "package.json")) as f:
+        pkg = json.load(f)
+    with open(os.path.join(BROWSER_DIR, "package-lock.json")) as f:
+        lock = json.load(f)
+    for name, ver in pkg["devDependencies"].items():
+        if not re.fullmatch(r"\d+\.\d+\.\d+", ver):
+            raise AssertionError("%s is not pinned to an exact version: %r" % (name, ver))
+        harness.eq(lock["packages"]["node_modules/" + name]["version"], ver, "package-lock version of " + name)
+    with open(os.path.join(WEB_DIR, "vendor", "js-yaml", "VERSION")) as f:
+        harness.eq(f.read().split()[0], "js-yaml@" + pkg["devDependencies"]["js-yaml"], "web/vendor/js-yaml/VERSION")
+    installed = os.path.join(BROWSER_DIR, "node_modules", "js-yaml", "dist", "browser", "js-yaml.esm.min.mjs")
+    if not os.path.exists(installed):
+        raise AssertionError("%s missing: run tests/browser/install" % os.path.relpath(installed, harness.ROOT))
+    with open(installed, "rb") as a, open(os.path.join(WEB_DIR, "vendor", "js-yaml", "js-yaml.esm.min.js"), "rb") as b:
+        if a.read() != b.read():
+            raise AssertionError("web/vendor/js-yaml/js-yaml.esm.min.js differs from the pinned npm package")
+
+
+@harness.timeout(BROWSER_RUN_TIMEOUT + 30)
+def test_dashboard_in_chromium():
+    if not os.access(CHROMIUM, os.X_OK):
+        raise AssertionError("%s not found (apt-get install chromium)" % CHROMIUM)
+    if shutil.which(NODE) is None:
+        raise AssertionError("node not found (apt-get install nodejs)")
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        raise AssertionError("tests/browser/node_modules/playwright-core missing: run tests/browser/install")
+    out = harness.out_dir()
+    _keep_logs(out)
+    plan = {
+        "base_url": S["base"], "token": S["token"], "bad_token": S["bad_token"], "out_dir": out,
+        "chromium": CHROMIUM, "timezone": "Asia/Tokyo", "account": ACCOUNT,
+        "listing": [list(x) for x in S["listing"]],
+        "xss_uidl": S["uidl"]["xss"], "xss_subject": XSS_SUBJECT,
+        "html_uidl": S["uidl"]["html"], "html_marker": S["html_marker"], "text_marker": S["text_marker"],
+        "remote_marker": S["remote_marker"], "delete_uidl": S["uidl"]["delete"],
+        "account_deliveries": len(S["sources"]),
+    }
+    plan_path = os.path.join(S["dir"], "plan.json")   # holds the token: not in the kept outputs
+    with open(plan_path, "w") as f:
+        json.dump(plan, f)
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    p = subprocess.Popen([NODE, os.path.join(BROWSER_DIR, "dashboard.mjs"), plan_path], cwd=harness.ROOT,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env, start_new_session=True)
+
+    def kill():
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    harness.register_cleanup(kill)
+    try:
+        text, _ = p.communicate(timeout=BROWSER_RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill()
+        text, _ = p.communicate()
+        raise AssertionError("the browser run did not finish in %ss: %s" % (BROWSER_RUN_TIMEOUT, text[-2000:]))
+    finally:
+        harness.unregister_cleanup(kill)
+    text = text.decode("utf-8", "replace")
+    with open(os.path.join(out, "browser.log"), "w") as f:
+        f.write(text)
+    _keep_logs(out)
+    keep = os.environ.get("POP3BRIDGE_KEEP_SCREENSHOTS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for name in os.listdir(out):
+            if name.endswith(".png"):
+                shutil.copy(os.path.join(out, name), os.path.join(keep, name))
+    if S["token"] in text or S["token"] in open(os.path.join(out, "requests.log")).read():
+        raise AssertionError("the token appears in the browser's output or request log")
+    try:
+        with open(os.path.join(out, "result.json")) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise AssertionError("no result from the browser run (%s): %s" % (exc, text[-2000:]))
+    failed = [s for s in result["steps"] if not s["ok"]]
+    if p.returncode != 0 or not result.get("ok") or failed:
+        why = failed[0]["name"] + ": " + failed[0]["detail"].splitlines()[0] if failed else text[-1500:]
+        raise AssertionError("browser run failed (exit %s) at %s" % (p.returncode, why))
+    shots = [n for n in os.listdir(out) if n.endswith(".png")]
+    if len(shots) < 15:
+        raise AssertionError("expected a screenshot of each page, got %d" % len(shots))
+    S["browser_done"] = True
+    S["browser_result"] = result
+
+
+def _after_browser():
+    if not S.get("browser_done"):
+        raise AssertionError("the browser run did not complete (see test_dashboard_in_chromium)")
+
+
+def test_deleted_message_is_gone_from_dovecot():
+    _after_browser()
+    left = [uidl for _, uidl, _ in S["dc"].expected_listing(USER)]
+    want = [S["uidl"][k] for k in ("plain", "xss", "html")]
+    harness.eq(sorted(left), sorted(want), "UIDLs left in Dovecot's Maildir")
+    datas = [m.data for m in S["dc"].messages(USER)]
+    if S["sources"]["delete"] in datas:
+        raise AssertionError("the deleted message's file is still in the Maildir")
+
+
+def test_retried_delivery_reached_the_receiver():
+    _after_browser()
+    ds = _api("deliveries?account=%s&limit=100" % ACCOUNT)["deliveries"]
+    harness.eq(sorted(d["status"] for d in ds), ["delivered"] * 4, "delivery statuses after Retry")
+    retried = [d for d in ds if d["attempt_count"] == 2]
+    harness.eq(len(retried), 1, "one delivery took two attempts")
+    detail = _api("deliveries/" + retried[0]["id"])
+    harness.eq([a["http_status"] for a in detail["attempts"]][:1], [500], "first attempt answered 500")
+    if not 200 <= detail["attempts"][-1]["http_status"] < 300:
+        raise AssertionError("last attempt not 2xx: %r" % detail["attempts"])
+    events = [n for n in os.listdir(S["events"]) if n.endswith(".json")]
+    uidls = set()
+    for n in events:
+        with open(os.path.join(S["events"], n)) as f:
+            uidls.add(json.load(f)["data"]["message"]["uidl"])
+    harness.eq(sorted(uidls), sorted(S["uidl"].values()), "UIDLs of the events the receiver verified")
+
+
+def test_nothing_loaded_from_the_remote_host_and_no_dialog():
+    _after_browser()
+    harness.eq(_Trap.hits, [], "requests that reached the remote host")
+    harness.eq(S["browser_result"]["dialogs"], [], "dialogs in the browser")
