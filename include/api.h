@@ -16,7 +16,9 @@
  * api.max_connections), so a slow POP3 server only holds the connection
  * waiting for it.  One-shot mailbox operations open their own POP3 session
  * and QUIT it; explicit sessions live in sessions.h.  Store handles come
- * from a small pool (one per request at a time).
+ * from a pool (one per request at a time, up to API_STORE_POOL kept idle).
+ * api.threads is therefore not used: the number of threads follows the
+ * connections, bounded by api.max_connections.
  *
  * Requests:
  *   - the raw request-target is parsed here, not by libmicrohttpd: a path of
