@@ -16,7 +16,9 @@
  * api.max_connections), so a slow POP3 server only holds the connection
  * waiting for it.  One-shot mailbox operations open their own POP3 session
  * and QUIT it; explicit sessions live in sessions.h.  Store handles come
- * from a small pool (one per request at a time).
+ * from a pool (one per request at a time, up to API_STORE_POOL kept idle).
+ * api.threads is therefore not used: the number of threads follows the
+ * connections, bounded by api.max_connections.
  *
  * Requests:
  *   - the raw request-target is parsed here, not by libmicrohttpd: a path of
@@ -67,7 +69,7 @@
 #define API_TOP_LINES_MAX 100000     /* largest ?lines */
 #define API_TOP_MAX (4u << 20)       /* bytes of a TOP reply kept */
 #define API_SPOOL_MEM_MAX (1u << 20) /* a retrieved message larger than this spools to a file */
-#define API_STORE_POOL 16            /* idle store handles kept */
+#define API_STORE_POOL 64            /* idle store handles kept */
 #define API_SESSION_WAIT_MS 10000    /* longest wait for a session another request uses */
 #define API_RETRY_AFTER_S 30         /* Retry-After for [SYS/TEMP] */
 #define API_LOGIN_DELAY_RETRY_S 60   /* Retry-After for [LOGIN-DELAY] */

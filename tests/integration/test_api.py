@@ -747,6 +747,21 @@ def test_cors():
     assert r.status in (401, 405) and "access-control-allow-origin" not in r.headers, r
 
 
+def test_port_taken_is_one_clear_line():
+    with open(S["config"]) as f:
+        cfg = json.load(f)
+    cfg["state_dir"] = os.path.join(harness.out_dir(), "state2")
+    path = os.path.join(harness.out_dir(), "second.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    env = {"API_TOKEN": TOKEN, "HOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+           "WRONG_PW": "x"}
+    env.update({"PW_" + a["name"].upper(): "x" for a in cfg["accounts"]})
+    r = harness.run_cli(["run", "--config", path], env=env, timeout=20)
+    line = harness.check_failure(r, 3, r"cannot listen on 127\.0\.0\.1:%d .*in use" % S["port"])
+    assert TOKEN not in line
+
+
 # ---- load -----------------------------------------------------------------------------
 
 @harness.timeout(90)
