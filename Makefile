@@ -105,6 +105,7 @@ test: all tools
 
 bench: all tools
 	@tests/bench/run
+	@tests/bench/api.sh
 
 # demo.sh installs what is missing (make deps) before it builds
 demo:

@@ -165,7 +165,6 @@ static const struct opt api_opts[] = {
      FIELD(config_api, request_timeout_ms)},
     {.name = "max_connections", .type = T_INT, .def = "256", .min = 1, .max = 10000,
      FIELD(config_api, max_connections)},
-    {.name = "threads", .type = T_INT, .def = "4", .min = 1, .max = 64, FIELD(config_api, threads)},
     {.name = "web_dir", .type = T_PATH, .min = 1, .max = PATH_MAX, FIELD(config_api, web_dir)},
 };
 static const struct table api_table = {"api", api_opts, COUNT(api_opts), sizeof(struct config_api),

@@ -17,8 +17,8 @@
  * waiting for it.  One-shot mailbox operations open their own POP3 session
  * and QUIT it; explicit sessions live in sessions.h.  Store handles come
  * from a pool (one per request at a time, up to API_STORE_POOL kept idle).
- * api.threads is therefore not used: the number of threads follows the
- * connections, bounded by api.max_connections.
+ * The number of threads follows the connections, bounded by
+ * api.max_connections.
  *
  * Requests:
  *   - the raw request-target is parsed here, not by libmicrohttpd: a path of

@@ -169,7 +169,6 @@ struct config_api {
     int max_url_length;            /* default 8192 */
     int64_t request_timeout_ms;    /* default 30s */
     int max_connections;           /* default 256 */
-    int threads;                   /* default 4 */
     char *web_dir;                 /* the dashboard's files; NULL: found next to the
                                       binary (see api.h); absolute */
 };

@@ -124,7 +124,6 @@ static void minimal_defaults(void **state)
     assert_int_equal(cfg->api.max_url_length, 8192);
     assert_int_equal(cfg->api.request_timeout_ms, 30000);
     assert_int_equal(cfg->api.max_connections, 256);
-    assert_int_equal(cfg->api.threads, 4);
     assert_null(cfg->api.web_dir);
     assert_int_equal(cfg->webhook_count, 0);
     assert_int_equal(cfg->account_count, 1);
@@ -205,7 +204,6 @@ static void full_every_key(void **state)
     assert_int_equal(api->max_url_length, 4096);
     assert_int_equal(api->request_timeout_ms, 60000);
     assert_int_equal(api->max_connections, 50);
-    assert_int_equal(api->threads, 2);
     snprintf(want, sizeof want, "%s/web", dir); /* relative: resolved against the file */
     assert_string_equal(api->web_dir, want);
 
