@@ -120,7 +120,8 @@ The pop3bridge demo is running:
   Dovecot   pop3s://demo@127.0.0.1:$TLS_PORT   mailbox "demo", CA build/demo/ca.pem, 4 sample messages
   bridge    build/pop3bridge run --config config/demo.json   (polls every 5 s)
             log: build/demo/bridge.log   state: build/demo/state/
-            API token (if you need it): build/demo/api-token
+  dashboard http://127.0.0.1:$API_PORT/   sign in with the token in build/demo/api-token
+            (REST API under http://127.0.0.1:$API_PORT/api/v1, described at /openapi.yaml)
   receiver  http://127.0.0.1:$RECEIVER_PORT/hooks/mail   prints each verified event below
 
 Drop a new message into the demo mailbox (from another terminal, in $root):
