@@ -29,12 +29,12 @@ int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
 {
     int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
     int64_t d;
-    if (e->kind == ERR_AUTH) {
+    if (e->code == ERR_CODE_LOGIN_DELAY) {
+        *state = "backoff"; /* the server's minimum between logins */
+        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
+    } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
         *state = "auth_error"; /* retrying a refused login quickly risks a lockout */
         d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
-    } else if (e->code == ERR_CODE_LOGIN_DELAY) {
-        *state = "backoff";
-        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
     } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
         *state = "backoff";
         d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));

@@ -1,0 +1,92 @@
+/* Unit tests: the daemon's backoff policy (the one place a poll failure
+ * becomes an account state and a delay). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "daemon.h"
+
+#define MIN_MS 60000LL
+
+static int64_t backoff(enum err_kind kind, enum err_code code, int fails, int64_t interval,
+                       long login_delay, const char **state)
+{
+    struct err e;
+    err_set(&e, kind, "x");
+    e.code = code;
+    return daemon_backoff_ms(&e, fails, interval, login_delay, state);
+}
+
+static void auth_failures_back_off_long(void **st)
+{
+    (void)st;
+    const char *state;
+    int64_t d1 = backoff(ERR_AUTH, ERR_CODE_AUTH, 1, MIN_MS, -1, &state);
+    assert_string_equal(state, "auth_error");
+    assert_true(d1 >= 15 * MIN_MS);
+    int64_t d2 = backoff(ERR_AUTH, ERR_CODE_NONE, 2, MIN_MS, -1, &state);
+    assert_true(d2 > d1);
+    int64_t dmax = backoff(ERR_AUTH, ERR_CODE_NONE, 50, MIN_MS, -1, &state);
+    assert_true(dmax <= 6 * 60 * MIN_MS); /* capped */
+}
+
+static void temporary_failures_back_off_and_grow(void **st)
+{
+    (void)st;
+    const char *state;
+    static const struct {
+        enum err_kind kind;
+        enum err_code code;
+    } temp[] = {{ERR_CONN, ERR_CODE_NONE},
+                {ERR_TIMEOUT, ERR_CODE_NONE},
+                {ERR_TLS, ERR_CODE_NONE},
+                {ERR_SERVER, ERR_CODE_IN_USE},
+                {ERR_SERVER, ERR_CODE_SYS_TEMP},
+                {ERR_AUTH, ERR_CODE_IN_USE}}; /* [IN-USE] at PASS is not a bad password */
+    for (size_t i = 0; i < sizeof temp / sizeof temp[0]; i++) {
+        int64_t d1 = backoff(temp[i].kind, temp[i].code, 1, MIN_MS, -1, &state);
+        assert_string_equal(state, "backoff");
+        int64_t d3 = backoff(temp[i].kind, temp[i].code, 3, MIN_MS, -1, &state);
+        assert_true(d1 > 0 && d3 > d1);
+        int64_t dmax = backoff(temp[i].kind, temp[i].code, 100, MIN_MS, -1, &state);
+        assert_true(dmax <= 15 * MIN_MS); /* never longer than max(interval, 15 min) */
+    }
+}
+
+static void login_delay_is_a_minimum(void **st)
+{
+    (void)st;
+    const char *state;
+    int64_t d = backoff(ERR_SERVER, ERR_CODE_LOGIN_DELAY, 1, MIN_MS, 900, &state);
+    assert_string_equal(state, "backoff");
+    assert_true(d >= 900 * 1000LL);
+    d = backoff(ERR_SERVER, ERR_CODE_LOGIN_DELAY, 1, 30 * MIN_MS, 900, &state);
+    assert_true(d >= 30 * MIN_MS); /* and never below the poll interval */
+}
+
+static void other_failures_are_errors(void **st)
+{
+    (void)st;
+    const char *state;
+    int64_t d = backoff(ERR_PROTO, ERR_CODE_NONE, 1, MIN_MS, -1, &state);
+    assert_string_equal(state, "error");
+    assert_true(d > 0);
+    backoff(ERR_SERVER, ERR_CODE_SYS_PERM, 1, MIN_MS, -1, &state);
+    assert_string_equal(state, "error");
+    int64_t dmax = backoff(ERR_INTERNAL, ERR_CODE_NONE, 1000, MIN_MS, -1, &state);
+    assert_true(dmax <= 60 * MIN_MS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(auth_failures_back_off_long),
+        cmocka_unit_test(temporary_failures_back_off_and_grow),
+        cmocka_unit_test(login_delay_is_a_minimum),
+        cmocka_unit_test(other_failures_are_errors),
+    };
+    return cmocka_run_group_tests_name("daemon", tests, NULL, NULL);
+}
