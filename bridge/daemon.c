@@ -200,7 +200,7 @@ static void *poll_worker(void *arg)
         int rc = -1;
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, ref->cfg, ca, first, notify_delivery, NULL, &res, &e);
+            rc = poller_poll(st, ca, first, notify_delivery, NULL, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
 

@@ -253,7 +253,7 @@ static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int
     return 0;
 }
 
-static int one_session(struct store *st, const struct config *cfg, const struct config_account *a,
+static int one_session(struct store *st, const struct config_account *a,
                        bool first, poller_notify_fn notify, void *notify_ctx,
                        struct poller_result *res, const char *force_large,
                        char **over_limit, struct err *e)
@@ -268,7 +268,6 @@ static int one_session(struct store *st, const struct config *cfg, const struct 
     struct del_ctx dc = {0};
     struct fetch f = {0};
     int rc = -1;
-    (void)cfg;
 
     p = pop3_open(&po, e);
     if (!p)
@@ -431,7 +430,7 @@ out:
     return rc;
 }
 
-int poller_poll(struct store *st, const struct config *cfg, const struct config_account *a,
+int poller_poll(struct store *st, const struct config_account *a,
                 bool first, poller_notify_fn notify, void *notify_ctx,
                 struct poller_result *res, struct err *e)
 {
@@ -439,7 +438,7 @@ int poller_poll(struct store *st, const struct config *cfg, const struct config_
     res->login_delay = -1;
     err_clear(e);
     char *over = NULL;
-    int rc = one_session(st, cfg, a, first, notify, notify_ctx, res, NULL, &over, e);
+    int rc = one_session(st, a, first, notify, notify_ctx, res, NULL, &over, e);
     if (rc < 0 && over) {
         /* a message went over max_message_size while being received (LIST
          * understated it): poll again at once, taking only its header */
@@ -449,7 +448,7 @@ int poller_poll(struct store *st, const struct config *cfg, const struct config_
         memset(&again, 0, sizeof again);
         again.login_delay = -1;
         char *ignored = NULL;
-        rc = one_session(st, cfg, a, false, notify, notify_ctx, &again, over, &ignored, e);
+        rc = one_session(st, a, false, notify, notify_ctx, &again, over, &ignored, e);
         free(ignored);
         again.fetched += res->fetched;
         again.bytes += res->bytes;

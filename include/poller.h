@@ -57,7 +57,7 @@ typedef void (*poller_notify_fn)(void *ctx);
  * ERR_TLS, ERR_PROTO, ERR_SERVER with its code, ERR_AUTH, ERR_LIMIT) or
  * ERR_INTERNAL from the store.  Whatever was committed before an error stays
  * committed and is delivered; nothing was deleted. */
-int poller_poll(struct store *st, const struct config *cfg, const struct config_account *a,
+int poller_poll(struct store *st, const struct config_account *a,
                 bool first, poller_notify_fn notify, void *notify_ctx,
                 struct poller_result *res, struct err *e);
 
