@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "event.h"
 #include "log.h"
 #include "message.h"
@@ -226,17 +227,6 @@ bool api_utf8_valid(const char *str, size_t len)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int api_pct_decode(const char *in, size_t len, char *out, size_t size, size_t *out_len,
                    const char **why)
 {
@@ -248,7 +238,7 @@ int api_pct_decode(const char *in, size_t len, char *out, size_t size, size_t *o
                 *why = "a \"%\" not followed by two hex digits";
                 return -1;
             }
-            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            int hi = codec_hex_value(in[i + 1]), lo = codec_hex_value(in[i + 2]);
             if (hi < 0 || lo < 0) {
                 *why = "a \"%\" not followed by two hex digits";
                 return -1;
@@ -1047,30 +1037,56 @@ static void top_sink(struct spool *s, struct pop3_sink *k)
     k->ctx = s;
 }
 
-static enum MHD_Result h_message(struct req *r)
+/* A one-shot session of the request's account (seg[3]), with the number of the
+ * message whose UIDL is seg[5].  0 with *pp open; -1 with *ret the reply already
+ * made (no such account or message, or the POP3 failure). */
+static int oneshot_at_uidl(struct req *r, const struct config_account **cap, struct pop3 **pp,
+                           uint32_t *num, enum MHD_Result *ret)
 {
     const struct config_account *ca = find_account(cfg_of(r), r->seg[3]);
-    if (!ca)
-        return no_account(r, r->seg[3]);
     const char *uidl = r->seg[5];
     struct err e;
     struct pop3_listing *l = NULL;
+    *pp = NULL;
+    if (!ca) {
+        *ret = no_account(r, r->seg[3]);
+        return -1;
+    }
     struct pop3 *p = oneshot_open(r, ca, &e);
-    if (!p)
-        return reply_err(r, "POP3 login", &e);
+    if (!p) {
+        *ret = reply_err(r, "POP3 login", &e);
+        return -1;
+    }
     if (pop3_listing(p, &l, &e) < 0) {
         pop3_abort(&p);
-        return reply_err(r, "listing", &e);
+        *ret = reply_err(r, "listing", &e);
+        return -1;
     }
     const struct pop3_entry *en = find_uidl(l, uidl);
     if (!en) {
         oneshot_close(&p);
         pop3_listing_free(&l);
-        return problem(r, 404, "not-found", "no message with UIDL \"%s\" in mailbox %s", uidl,
+        *ret = problem(r, 404, "not-found", "no message with UIDL \"%s\" in mailbox %s", uidl,
                        ca->name);
+        return -1;
     }
-    uint32_t num = en->number;
+    *num = en->number;
     pop3_listing_free(&l);
+    *cap = ca;
+    *pp = p;
+    return 0;
+}
+
+static enum MHD_Result h_message(struct req *r)
+{
+    const struct config_account *ca;
+    const char *uidl = r->seg[5];
+    struct err e;
+    struct pop3 *p;
+    uint32_t num;
+    enum MHD_Result ret;
+    if (oneshot_at_uidl(r, &ca, &p, &num, &ret) < 0)
+        return ret;
     struct spool s = {.dir = r->api->state_dir, .fd = -1};
     struct pop3_sink k;
     top_sink(&s, &k);
@@ -1109,28 +1125,14 @@ static enum MHD_Result h_message_top(struct req *r)
     if (parse_lines(r, &lines) < 0)
         return problem(r, 400, "bad-request", "lines must be a whole number from 0 to %d",
                        API_TOP_LINES_MAX);
-    const struct config_account *ca = find_account(cfg_of(r), r->seg[3]);
-    if (!ca)
-        return no_account(r, r->seg[3]);
+    const struct config_account *ca;
     const char *uidl = r->seg[5];
     struct err e;
-    struct pop3_listing *l = NULL;
-    struct pop3 *p = oneshot_open(r, ca, &e);
-    if (!p)
-        return reply_err(r, "POP3 login", &e);
-    if (pop3_listing(p, &l, &e) < 0) {
-        pop3_abort(&p);
-        return reply_err(r, "listing", &e);
-    }
-    const struct pop3_entry *en = find_uidl(l, uidl);
-    if (!en) {
-        oneshot_close(&p);
-        pop3_listing_free(&l);
-        return problem(r, 404, "not-found", "no message with UIDL \"%s\" in mailbox %s", uidl,
-                       ca->name);
-    }
-    uint32_t num = en->number;
-    pop3_listing_free(&l);
+    struct pop3 *p;
+    uint32_t num;
+    enum MHD_Result ret;
+    if (oneshot_at_uidl(r, &ca, &p, &num, &ret) < 0)
+        return ret;
     struct spool s = {.fd = -1, .max = API_TOP_MAX};
     struct pop3_sink k;
     top_sink(&s, &k);
@@ -1145,28 +1147,14 @@ static enum MHD_Result h_message_top(struct req *r)
 
 static enum MHD_Result h_message_delete(struct req *r)
 {
-    const struct config_account *ca = find_account(cfg_of(r), r->seg[3]);
-    if (!ca)
-        return no_account(r, r->seg[3]);
+    const struct config_account *ca;
     const char *uidl = r->seg[5];
     struct err e;
-    struct pop3_listing *l = NULL;
-    struct pop3 *p = oneshot_open(r, ca, &e);
-    if (!p)
-        return reply_err(r, "POP3 login", &e);
-    if (pop3_listing(p, &l, &e) < 0) {
-        pop3_abort(&p);
-        return reply_err(r, "listing", &e);
-    }
-    const struct pop3_entry *en = find_uidl(l, uidl);
-    if (!en) {
-        oneshot_close(&p);
-        pop3_listing_free(&l);
-        return problem(r, 404, "not-found", "no message with UIDL \"%s\" in mailbox %s", uidl,
-                       ca->name);
-    }
-    uint32_t num = en->number;
-    pop3_listing_free(&l);
+    struct pop3 *p;
+    uint32_t num;
+    enum MHD_Result ret;
+    if (oneshot_at_uidl(r, &ca, &p, &num, &ret) < 0)
+        return ret;
     if (pop3_dele(p, &num, 1, &e) < 0) {
         pop3_abort(&p); /* nothing deleted */
         return reply_err(r, "DELE", &e);
