@@ -24,6 +24,8 @@ struct maildir {
     char host[128];
     unsigned seq;
     unsigned long long written;
+    int tmp_fd, new_fd; /* tmp/ and new/, so each message costs no path walks */
+    int pid;
 };
 
 static int sys_err(struct err *e, const char *what, const char *path)
@@ -90,7 +92,7 @@ struct maildir *maildir_open(const char *path, struct err *e)
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
     }
-    md->fd = -1;
+    md->fd = md->tmp_fd = md->new_fd = -1;
     size_t pl = strlen(md->path);
     while (pl > 1 && md->path[pl - 1] == '/')
         md->path[--pl] = '\0';
@@ -114,6 +116,19 @@ struct maildir *maildir_open(const char *path, struct err *e)
     }
     if (index_dir(md, "new", e) < 0 || index_dir(md, "cur", e) < 0)
         goto fail;
+    static const char *const dirs[] = {"tmp", "new"};
+    int *fds[] = {&md->tmp_fd, &md->new_fd};
+    for (size_t i = 0; i < 2; i++) {
+        if (snprintf(sub, sizeof sub, "%s/%s", md->path, dirs[i]) >= (int)sizeof sub) {
+            err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
+            goto fail;
+        }
+        if ((*fds[i] = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            sys_err(e, "cannot open", sub);
+            goto fail;
+        }
+    }
+    md->pid = (int)getpid();
     if (md->n_keys)
         qsort(md->keys, md->n_keys, sizeof *md->keys, cmp_key);
     return md;
@@ -128,6 +143,10 @@ void maildir_close(struct maildir **mdp)
         return;
     struct maildir *md = *mdp;
     maildir_abort(md);
+    if (md->tmp_fd >= 0)
+        close(md->tmp_fd);
+    if (md->new_fd >= 0)
+        close(md->new_fd);
     for (size_t i = 0; i < md->n_keys; i++)
         free(md->keys[i]);
     free(md->keys);
@@ -166,12 +185,12 @@ int maildir_begin(struct maildir *md, const char *key, struct err *e)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     int n = snprintf(md->name, sizeof md->name, "%lld.M%06ldP%dQ%u.%s,U=%s", (long long)tv.tv_sec,
-                     (long)tv.tv_usec, (int)getpid(), ++md->seq, md->host, key);
+                     (long)tv.tv_usec, md->pid, ++md->seq, md->host, key);
     if (n < 0 || (size_t)n >= sizeof md->name)
         return err_set(e, ERR_INTERNAL, "Maildir file name too long");
     if (snprintf(md->tmp, sizeof md->tmp, "%s/tmp/%s", md->path, md->name) >= (int)sizeof md->tmp)
         return err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
-    md->fd = open(md->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    md->fd = openat(md->tmp_fd, md->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (md->fd < 0)
         return sys_err(e, "cannot create", md->tmp);
     md->written = 0;
@@ -208,16 +227,15 @@ int maildir_commit(struct maildir *md, struct err *e)
     if (close(md->fd) < 0) {
         md->fd = -1;
         sys_err(e, "cannot close", md->tmp);
-        unlink(md->tmp);
+        unlinkat(md->tmp_fd, md->name, 0);
         return -1;
     }
     md->fd = -1;
     /* ",S=<size>" lets Dovecot and others skip a stat */
-    if (snprintf(dst, sizeof dst, "%s/new/%s,S=%llu", md->path, md->name, md->written) >=
-            (int)sizeof dst ||
-        rename(md->tmp, dst) < 0) {
+    if (snprintf(dst, sizeof dst, "%s,S=%llu", md->name, md->written) >= (int)sizeof dst ||
+        renameat(md->tmp_fd, md->name, md->new_fd, dst) < 0) {
         sys_err(e, "cannot move into new/", md->tmp);
-        unlink(md->tmp);
+        unlinkat(md->tmp_fd, md->name, 0);
         return -1;
     }
     return 0;
@@ -228,21 +246,13 @@ void maildir_abort(struct maildir *md)
     if (md->fd >= 0) {
         close(md->fd);
         md->fd = -1;
-        unlink(md->tmp);
+        unlinkat(md->tmp_fd, md->name, 0);
     }
 }
 
 int maildir_sync(struct maildir *md, struct err *e)
 {
-    char dpath[MAILDIR_PATH_MAX];
-    if (snprintf(dpath, sizeof dpath, "%s/new", md->path) >= (int)sizeof dpath)
-        return err_set(e, ERR_INTERNAL, "Maildir path too long");
-    int fd = open(dpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return sys_err(e, "cannot open", dpath);
-    int r = fsync(fd);
-    close(fd);
-    if (r < 0)
-        return sys_err(e, "cannot fsync", dpath);
+    if (fsync(md->new_fd) < 0)
+        return err_set(e, ERR_INTERNAL, "cannot fsync %s/new: %s", md->path, strerror(errno));
     return 0;
 }
