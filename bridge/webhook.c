@@ -609,7 +609,11 @@ static void complete(struct xfer *x, CURLcode rc)
     if ((r->status == 429 || r->status == 503) && x->retry_after[0] && !x->retry_after_bad)
         r->retry_after_s = webhook_parse_retry_after(x->retry_after, (int64_t)time(NULL));
     r->duration_ms = x->started_ms ? now_ms() - x->started_ms : 0;
-    err_sanitize(r->response, sizeof r->response, x->keep, x->keep_len);
+    size_t keep = x->keep_len;
+    while (keep && (x->keep[keep - 1] == '\n' || x->keep[keep - 1] == '\r' ||
+                    x->keep[keep - 1] == ' ' || x->keep[keep - 1] == '\t'))
+        keep--; /* a body's closing line break is not part of its text */
+    err_sanitize(r->response, sizeof r->response, x->keep, keep);
     if (r->response_bytes > x->keep_len && x->keep_len == sizeof x->keep) {
         size_t l = strlen(r->response);
         if (l + 4 <= sizeof r->response)
