@@ -19,7 +19,6 @@ struct maildir {
     char **keys;      /* sorted */
     size_t n_keys, cap_keys;
     int fd;           /* current tmp file, -1 if none */
-    char tmp[MAILDIR_PATH_MAX];
     char name[512];
     char host[128];
     unsigned seq;
@@ -31,6 +30,13 @@ struct maildir {
 static int sys_err(struct err *e, const char *what, const char *path)
 {
     return err_set(e, ERR_INTERNAL, "%s %s: %s", what, path, strerror(errno));
+}
+
+/* An error about the message file being written in tmp/ (errno kept). */
+static int tmp_err(const struct maildir *md, struct err *e, const char *what)
+{
+    return err_set(e, ERR_INTERNAL, "%s %s/tmp/%s: %s", what, md->path, md->name,
+                   strerror(errno));
 }
 
 static int cmp_key(const void *a, const void *b)
@@ -188,11 +194,9 @@ int maildir_begin(struct maildir *md, const char *key, struct err *e)
                      (long)tv.tv_usec, md->pid, ++md->seq, md->host, key);
     if (n < 0 || (size_t)n >= sizeof md->name)
         return err_set(e, ERR_INTERNAL, "Maildir file name too long");
-    if (snprintf(md->tmp, sizeof md->tmp, "%s/tmp/%s", md->path, md->name) >= (int)sizeof md->tmp)
-        return err_set(e, ERR_INTERNAL, "Maildir path too long: %s", md->path);
     md->fd = openat(md->tmp_fd, md->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (md->fd < 0)
-        return sys_err(e, "cannot create", md->tmp);
+        return tmp_err(md, e, "cannot create");
     md->written = 0;
     return 0;
 }
@@ -205,7 +209,7 @@ int maildir_write(struct maildir *md, const void *buf, size_t len, struct err *e
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return sys_err(e, "cannot write", md->tmp);
+            return tmp_err(md, e, "cannot write");
         }
         p += w;
         len -= (size_t)w;
@@ -220,13 +224,13 @@ int maildir_commit(struct maildir *md, struct err *e)
     if (md->fd < 0)
         return err_set(e, ERR_INTERNAL, "no message in progress");
     if (fsync(md->fd) < 0) {
-        sys_err(e, "cannot fsync", md->tmp);
+        tmp_err(md, e, "cannot fsync");
         maildir_abort(md);
         return -1;
     }
     if (close(md->fd) < 0) {
         md->fd = -1;
-        sys_err(e, "cannot close", md->tmp);
+        tmp_err(md, e, "cannot close");
         unlinkat(md->tmp_fd, md->name, 0);
         return -1;
     }
@@ -234,7 +238,7 @@ int maildir_commit(struct maildir *md, struct err *e)
     /* ",S=<size>" lets Dovecot and others skip a stat */
     if (snprintf(dst, sizeof dst, "%s,S=%llu", md->name, md->written) >= (int)sizeof dst ||
         renameat(md->tmp_fd, md->name, md->new_fd, dst) < 0) {
-        sys_err(e, "cannot move into new/", md->tmp);
+        tmp_err(md, e, "cannot move into new/");
         unlinkat(md->tmp_fd, md->name, 0);
         return -1;
     }
