@@ -95,7 +95,6 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                     snprintf(v[i].state, sizeof v[i].state, "%s", s.state);
             }
         }
-        v[i].present = true;
     }
     free(rt.accounts);
     rt.accounts = v;
@@ -235,7 +234,6 @@ static void *poll_worker(void *arg)
                 snprintf(a->state, sizeof a->state, "%s", state);
                 err_format(&e, a->last_error, sizeof a->last_error);
                 a->next_at = now + d;
-                a->last_error_kind = e.kind;
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
                          state, (long long)(d / 1000), log_q(a->last_error));
@@ -333,8 +331,6 @@ static void reload(const char *path, struct store *st)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     pthread_cond_broadcast(&rt.cond);
     delivery_wakeup(rt.delivery);
-    if (rt.on_reload)
-        rt.on_reload();
     log_info("reloaded", "accounts=%zu webhooks=%zu", cfg->account_count, cfg->webhook_count);
 }
 

@@ -22,7 +22,6 @@ struct rt_account {
     char name[CONFIG_NAME_MAX + 1];
     char state[32];           /* idle | polling | backoff | auth_error | error */
     char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
-    enum err_kind last_error_kind;
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;
     int64_t next_at;          /* next poll due (Unix ms) */
@@ -30,7 +29,6 @@ struct rt_account {
     bool running;             /* a worker is polling it now */
     bool requested;           /* "poll now" was asked */
     bool polled_once;         /* for --once */
-    bool present;
 };
 
 struct runtime {
@@ -45,7 +43,6 @@ struct runtime {
     uint64_t polls_ok, polls_failed;
     /* hooks for the API's metrics; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
-    void (*on_reload)(void);
     void *services;           /* the HTTP API, when running */
 };
 
