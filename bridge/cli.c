@@ -426,7 +426,7 @@ int cli_probe(int argc, char **argv)
 
 struct fetch_ctx {
     struct maildir *md;
-    const struct pop3_listing *l;
+    char (*keys)[MAILDIR_KEY_LEN + 1]; /* per message number - 1 */
     char source[600];
     uint32_t *stored;       /* numbers stored in this run */
     size_t n_stored;
@@ -436,9 +436,7 @@ struct fetch_ctx {
 static int fetch_begin(void *ctx, uint32_t number, struct err *e)
 {
     struct fetch_ctx *f = ctx;
-    char key[MAILDIR_KEY_LEN + 1];
-    maildir_key(f->source, f->l->entries[number - 1].uidl, key);
-    return maildir_begin(f->md, key, e);
+    return maildir_begin(f->md, f->keys[number - 1], e);
 }
 
 static int fetch_data(void *ctx, const char *buf, size_t len, struct err *e)
@@ -478,27 +476,29 @@ int cli_fetch(int argc, char **argv)
                                 "already stored");
         goto fail;
     }
-    int n = snprintf(f.source, sizeof f.source, "%s@%s:%u", c.user, c.host, c.p.port);
-    (void)n;
-    f.l = l;
+    /* user and host are at most 255 bytes each (parse_url): this fits */
+    if (snprintf(f.source, sizeof f.source, "%s@%s:%u", c.user, c.host, c.p.port) >=
+        (int)sizeof f.source) {
+        err_set(&e, ERR_INTERNAL, "mailbox name too long");
+        goto fail;
+    }
+    f.keys = calloc((size_t)l->count + 1, sizeof *f.keys);
     want = calloc((size_t)l->count + 1, sizeof *want);
     dele = calloc((size_t)l->count + 1, sizeof *dele);
     too_big = calloc((size_t)l->count + 1, sizeof *too_big);
     f.stored = calloc((size_t)l->count + 1, sizeof *f.stored);
-    if (!want || !dele || !too_big || !f.stored) {
+    if (!f.keys || !want || !dele || !too_big || !f.stored) {
         err_set(&e, ERR_INTERNAL, "out of memory");
         goto fail;
     }
     size_t n_want = 0, n_present = 0, n_dele = 0, n_big = 0;
-    uint64_t max = c.p.max_message_size ? c.p.max_message_size : 100ULL * 1024 * 1024;
+    uint64_t max = c.p.max_message_size ? c.p.max_message_size : POP3_MAX_MESSAGE_DEFAULT;
     for (uint32_t i = 0; i < l->count; i++) {
-        char key[MAILDIR_KEY_LEN + 1];
-        maildir_key(f.source, l->entries[i].uidl, key);
-        if (maildir_has(f.md, key)) {
+        maildir_key(f.source, l->entries[i].uidl, f.keys[i]);
+        if (maildir_has(f.md, f.keys[i])) {
             n_present++;
             dele[n_dele++] = l->entries[i].number;
-        } else if (l->entries[i].size > max + max / 8 + 1024) {
-            /* LIST counts CRLF and stuffing: leave room before refusing on its word */
+        } else if (l->entries[i].size > max + POP3_LIST_SLACK(max)) {
             too_big[n_big++] = l->entries[i].number;
         } else {
             want[n_want++] = l->entries[i].number;
@@ -547,6 +547,7 @@ out:
     free(dele);
     free(too_big);
     free(f.stored);
+    free(f.keys);
     cli_opts_free(&c);
     return rc;
 }

@@ -9,9 +9,6 @@
 #include "log.h"
 #include "pop3.h"
 
-/* Received bytes may exceed LIST's figure a little (servers count differently);
- * the engine's own cap sits this far above the account's limit. */
-#define SIZE_SLACK(max) ((max) / 8 + 65536)
 
 int64_t poller_now_ms(void)
 {
@@ -198,7 +195,7 @@ void poller_pop3_opts(const struct config_account *a, struct pop3_opts *o)
         o->mechs[o->n_mechs++] = map[a->auth[i]];
     o->allow_plaintext = a->allow_plaintext;
     o->timeout_ms = (int)(a->timeout_ms > 0 && a->timeout_ms < 86400000 ? a->timeout_ms : 30000);
-    o->max_message_size = a->max_message_size + SIZE_SLACK(a->max_message_size);
+    o->max_message_size = a->max_message_size + POP3_LIST_SLACK(a->max_message_size);
 }
 
 static int number_cmp(const void *a, const void *b)

@@ -14,7 +14,6 @@
 
 #include "sasl.h"
 
-#define DEFAULT_MAX_MESSAGE (100ULL * 1024 * 1024)
 #define CMD_MAX 600 /* one command line we send (RFC 2449: AUTH <= 255 + framing) */
 #define AUTH_INITIAL_MAX 255 /* RFC 5034 §4: initial response fits in 255 octets */
 
@@ -149,8 +148,8 @@ static int broken(struct pop3 *p)
 static int queue_cmd(struct pop3 *p, const char *cmd, size_t len, const char *shown,
                      struct err *e)
 {
-    if (len + 2 > CMD_MAX && strncmp(cmd, "AUTH", 4) != 0 && shown == NULL)
-        return err_set(e, ERR_USAGE, "command too long (%zu octets)", len);
+    if (len >= CMD_MAX) /* callers build commands in CMD_MAX buffers */
+        return err_set(e, ERR_USAGE, "command longer than %d octets", CMD_MAX - 1);
     trace(p, 'C', shown ? shown : cmd, shown ? strlen(shown) : len);
     if (net_queue(p->net, cmd, len, e) < 0 || net_queue(p->net, "\r\n", 2, e) < 0)
         return broken(p);
@@ -350,7 +349,7 @@ struct pop3 *pop3_connect(const struct pop3_opts *o, struct err *e)
         p->o.port = o->tls == POP3_TLS_IMPLICIT ? 995 : 110;
     if (p->o.timeout_ms <= 0)
         p->o.timeout_ms = 30000;
-    p->max_message = o->max_message_size ? o->max_message_size : DEFAULT_MAX_MESSAGE;
+    p->max_message = o->max_message_size ? o->max_message_size : POP3_MAX_MESSAGE_DEFAULT;
     capa_reset(&p->capa);
 
     struct net_opts no = {

@@ -46,6 +46,10 @@
 #define POP3_GREETING_MAX 512       /* kept part of the greeting */
 #define POP3_WINDOW 512             /* commands outstanding when pipelining */
 #define POP3_SASL_MAX 16384         /* one SASL challenge line */
+#define POP3_MAX_MESSAGE_DEFAULT (100ULL * 1024 * 1024) /* max_message_size 0 */
+/* LIST counts CRLF line ends and dot-stuffing, and servers count differently:
+ * how far above a limit a LIST size may be before it is taken at its word. */
+#define POP3_LIST_SLACK(max) ((max) / 8 + 65536)
 
 enum pop3_tls {
     POP3_TLS_IMPLICIT = 0, /* TLS from the first byte (pop3s, port 995) */
