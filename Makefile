@@ -104,6 +104,7 @@ test: all tools
 	@tests/run-all
 
 bench: all tools
+	@build/tools/store-bench
 	@tests/bench/run
 	@tests/bench/api.sh
 

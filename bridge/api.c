@@ -789,7 +789,7 @@ static cJSON *account_json(struct req *r, const struct config_account *ca)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", ca->name);
-    cJSON_AddStringToObject(o, "state", live && ra.state[0] ? ra.state : "idle");
+    cJSON_AddStringToObject(o, "state", account_state_name(live ? ra.state : ACCOUNT_IDLE));
     cJSON_AddItemToObject(o, "last_attempt_at", time_or_null(live ? ra.last_attempt_at : 0));
     cJSON_AddItemToObject(o, "last_success_at", time_or_null(live ? ra.last_success_at : 0));
     cJSON_AddItemToObject(o, "last_error", str_or_null(live ? ra.last_error : NULL));

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cfgref.h"
 #include "config.h"
@@ -25,21 +26,21 @@
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, const char **state)
+                          long login_delay_s, enum account_state *state)
 {
     int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
     int64_t d;
     if (e->code == ERR_CODE_LOGIN_DELAY) {
-        *state = "backoff"; /* the server's minimum between logins */
+        *state = ACCOUNT_BACKOFF; /* the server's minimum between logins */
         d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
     } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
-        *state = "auth_error"; /* retrying a refused login quickly risks a lockout */
+        *state = ACCOUNT_AUTH_ERROR; /* retrying a refused login quickly risks a lockout */
         d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
     } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
-        *state = "backoff";
+        *state = ACCOUNT_BACKOFF;
         d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));
     } else {
-        *state = "error";
+        *state = ACCOUNT_ERROR;
         d = MIN((int64_t)60000 << shift, (int64_t)3600000);
     }
     return d;
@@ -81,7 +82,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
             v[i] = *old;
         } else {
             snprintf(v[i].name, sizeof v[i].name, "%s", a->name);
-            snprintf(v[i].state, sizeof v[i].state, "idle");
+            v[i].state = ACCOUNT_IDLE;
             struct store_account_state s;
             struct err e;
             if (st && store_account_get(st, a->name, &s, &e) == 0) {
@@ -90,9 +91,9 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
                 if (s.backoff_until > now_ms())
                     v[i].next_at = s.backoff_until;
-                if (strcmp(s.state, "auth_error") == 0 || strcmp(s.state, "backoff") == 0 ||
-                    strcmp(s.state, "error") == 0)
-                    snprintf(v[i].state, sizeof v[i].state, "%s", s.state);
+                enum account_state saved;
+                if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
+                    v[i].state = saved;
             }
         }
     }
@@ -105,11 +106,11 @@ static int sync_accounts(const struct config *cfg, struct store *st)
 static void save_state(struct store *st, const struct rt_account *a)
 {
     struct store_account_state s = {0};
-    snprintf(s.state, sizeof s.state, "%s", a->state);
+    snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
     snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
     s.last_attempt_at = a->last_attempt_at;
     s.last_success_at = a->last_success_at;
-    s.backoff_until = strcmp(a->state, "idle") == 0 ? 0 : a->next_at;
+    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->next_at;
     struct err e;
     if (store_account_set(st, a->name, &s, &e) < 0)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
@@ -187,7 +188,7 @@ static void *poll_worker(void *arg)
         a->running = true;
         a->requested = false;
         bool first = a->last_success_at == 0;
-        snprintf(a->state, sizeof a->state, "polling");
+        a->state = ACCOUNT_POLLING;
         a->last_attempt_at = now_ms();
         struct rt_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
@@ -214,7 +215,7 @@ static void *poll_worker(void *arg)
                 a->fails = 0;
                 a->last_success_at = now;
                 a->last_error[0] = '\0';
-                snprintf(a->state, sizeof a->state, "idle");
+                a->state = ACCOUNT_IDLE;
                 int64_t next = interval;
                 if (res.login_delay > 0 && res.login_delay * 1000 > next)
                     next = res.login_delay * 1000; /* the server's minimum */
@@ -229,14 +230,15 @@ static void *poll_worker(void *arg)
                          res.too_large, res.ignored, res.deleted, res.failed);
             } else {
                 a->fails++;
-                const char *state;
+                enum account_state state;
                 int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
-                snprintf(a->state, sizeof a->state, "%s", state);
+                a->state = state;
                 err_format(&e, a->last_error, sizeof a->last_error);
                 a->next_at = now + d;
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
-                         state, (long long)(d / 1000), log_q(a->last_error));
+                         account_state_name(state), (long long)(d / 1000),
+                         log_q(a->last_error));
             }
             if (rt.on_poll)
                 rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
@@ -286,7 +288,7 @@ static void *delivery_thread(void *arg)
         cfgref_put(ref);
         if (once_done && delivery_in_flight(rt.delivery) == 0) {
             int64_t next = 0;
-            if (store_delivery_next_due(st, &next, &e) < 0 || next == 0 ||
+            if (store_delivery_next_due(st, now_ms(), &next, &e) < 0 || next == 0 ||
                 next > now_ms() + DAEMON_ONCE_WAIT_MS)
                 break;
         }
@@ -332,6 +334,19 @@ static void reload(const char *path, struct store *st)
     pthread_cond_broadcast(&rt.cond);
     delivery_wakeup(rt.delivery);
     log_info("reloaded", "accounts=%zu webhooks=%zu", cfg->account_count, cfg->webhook_count);
+}
+
+/* This instance's id, the owner of its leases: the host name, stable
+ * across restarts so a restarted bridge takes its own leases back at once. */
+static void instance_id(char *out, size_t size)
+{
+    char host[256];
+    if (gethostname(host, sizeof host) < 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    size_t n = strnlen(host, size - 1); /* a longer name is cut: ids stay distinct enough */
+    memcpy(out, host, n);
+    out[n] = '\0';
 }
 
 /* ---- main ----------------------------------------------------------------------------- */
@@ -417,7 +432,9 @@ int daemon_main(int argc, char **argv)
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    rt.delivery = delivery_new(dst, &e);
+    char owner[STORE_OWNER_MAX + 1];
+    instance_id(owner, sizeof owner);
+    rt.delivery = delivery_new(dst, owner, &e);
     if (!rt.delivery) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         return 9;

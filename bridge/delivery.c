@@ -21,6 +21,8 @@ struct job {
 
 struct delivery {
     struct store *st;
+    char owner[STORE_OWNER_MAX + 1]; /* lease owner: this instance's id */
+    int64_t renewed_at;              /* last lease renewal (Unix ms) */
     struct webhook_sender *sender;
     struct delivery_stats stats;
     void (*observer)(void *ctx, const struct store_delivery *dl, const char *outcome,
@@ -38,14 +40,19 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct delivery *delivery_new(struct store *st, struct err *e)
+struct delivery *delivery_new(struct store *st, const char *owner, struct err *e)
 {
+    if (!owner || !*owner || strlen(owner) > STORE_OWNER_MAX) {
+        err_set(e, ERR_USAGE, "delivery: the lease owner must be 1 to %d bytes", STORE_OWNER_MAX);
+        return NULL;
+    }
     struct delivery *d = calloc(1, sizeof *d);
     if (!d) {
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
     }
     d->st = st;
+    snprintf(d->owner, sizeof d->owner, "%s", owner);
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
     d->sender = webhook_sender_new(DELIVERY_IN_FLIGHT, e);
@@ -56,12 +63,12 @@ struct delivery *delivery_new(struct store *st, struct err *e)
         return NULL;
     }
     int64_t released = 0;
-    if (store_delivery_release_claims(st, &released, e) < 0) {
+    if (store_delivery_release(st, d->owner, 0, &released, e) < 0) {
         delivery_free(d);
         return NULL;
     }
     if (released)
-        log_info("delivery_claims_released", "count=%lld", (long long)released);
+        log_info("delivery_leases_released", "count=%lld", (long long)released);
     return d;
 }
 
@@ -95,10 +102,12 @@ static void record(struct delivery *d, const struct store_delivery *dl, int64_t 
         .outcome = outcome,
     };
     struct err e;
-    int r = store_delivery_record(d->st, dl->id, &a, status, next_at, &e);
+    int r = store_delivery_record(d->st, d->owner, dl->id, &a, status, next_at, &e);
     if (r < 0)
         log_error("delivery_record_failed", "delivery=%lld error=%s", (long long)dl->id,
                   log_q(e.msg));
+    else if (r == STORE_LEASE_LOST)
+        log_warn("delivery_lease_lost", "delivery=%lld outcome=%s", (long long)dl->id, outcome);
     int64_t latency = status == STORE_D_DELIVERED ? end - dl->created_at : 0;
     if (status == STORE_D_DELIVERED) {
         d->stats.delivered++;
@@ -118,7 +127,7 @@ static void on_done(void *user, const struct webhook_result *r)
     struct delivery *d = j->d;
     if (r->aborted) {
         struct err e;
-        store_delivery_unclaim(d->st, j->dl.id, &e);
+        store_delivery_release(d->st, d->owner, j->dl.id, NULL, &e);
         goto out;
     }
     enum webhook_outcome oc = webhook_classify(r);
@@ -166,7 +175,7 @@ out:
     free(j);
 }
 
-/* Build and submit one claimed delivery; records failures itself. */
+/* Build and submit one leased delivery; records failures itself. */
 static void submit(struct delivery *d, struct cfgref *ref, const struct store_delivery *dl)
 {
     const struct config *cfg = ref->cfg;
@@ -192,7 +201,7 @@ static void submit(struct delivery *d, struct cfgref *ref, const struct store_de
     struct job *j = calloc(1, sizeof *j);
     if (!j) {
         free(body);
-        store_delivery_unclaim(d->st, dl->id, &e);
+        store_delivery_release(d->st, d->owner, dl->id, NULL, &e);
         return;
     }
     j->d = d;
@@ -258,10 +267,17 @@ int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct er
     if (ref && inflight < room / 2) {
         struct store_delivery batch[DELIVERY_IN_FLIGHT * 4];
         size_t n = 0;
-        if (store_delivery_claim_due(d->st, now_ms(), batch, room - inflight, &n, e) < 0)
+        if (store_delivery_lease_due(d->st, d->owner, NULL, now_ms(), DELIVERY_LEASE_MS, batch,
+                                     room - inflight, &n, e) < 0)
             return -1;
         for (size_t i = 0; i < n; i++)
             submit(d, ref, &batch[i]);
+    }
+    if (inflight && now_ms() - d->renewed_at >= DELIVERY_LEASE_MS / 4) {
+        struct err re;
+        if (store_delivery_renew(d->st, d->owner, now_ms(), DELIVERY_LEASE_MS, NULL, &re) < 0)
+            log_error("delivery_renew_failed", "error=%s", log_q(re.msg));
+        d->renewed_at = now_ms();
     }
     if (webhook_sender_in_flight(d->sender) == 0) {
         if (wait_ms > 0)
@@ -303,7 +319,7 @@ void delivery_free(struct delivery *d)
 {
     if (!d)
         return;
-    webhook_sender_free(d->sender); /* aborted jobs unclaim themselves */
+    webhook_sender_free(d->sender); /* aborted jobs release their leases */
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
     free(d);

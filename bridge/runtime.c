@@ -6,6 +6,29 @@
 #include "api.h"
 #include "metrics.h"
 
+static const char *const state_names[ACCOUNT_STATES] = {
+    [ACCOUNT_IDLE] = "idle",
+    [ACCOUNT_POLLING] = "polling",
+    [ACCOUNT_BACKOFF] = "backoff",
+    [ACCOUNT_AUTH_ERROR] = "auth_error",
+    [ACCOUNT_ERROR] = "error",
+};
+
+const char *account_state_name(enum account_state s)
+{
+    return (unsigned)s < ACCOUNT_STATES ? state_names[s] : "unknown";
+}
+
+int account_state_parse(const char *name, enum account_state *out)
+{
+    for (int i = 0; name && i < ACCOUNT_STATES; i++)
+        if (strcmp(name, state_names[i]) == 0) {
+            *out = (enum account_state)i;
+            return 0;
+        }
+    return -1;
+}
+
 int runtime_poll_now(struct runtime *rt, const char *account)
 {
     int rc = -1;

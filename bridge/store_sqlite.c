@@ -12,20 +12,23 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 1):
+ * Schema (version 3):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
- *            body_purged_at)
+ *            body_purged_at, kind, declared_size, event_key)
  *   bodies(message_id PK -> messages, raw BLOB)   -- purge deletes the row
  *   uidls(account, uidl, state 0..3, message_id -> messages, seen_at)
  *   deliveries(id PK, message_id -> messages, account, webhook, status 0..3,
  *              attempts, next_attempt_at, created_at, updated_at,
- *              delivered_at, last_http_status, last_error, claimed_at)
+ *              delivered_at, last_http_status, last_error, lease_owner,
+ *              lease_until)
  *   attempts(id PK, delivery_id -> deliveries, started_at, duration_ms,
  *            http_status, error, outcome)
  *   webhooks_disabled(name PK, reason, since)
+ *   instances(id PK, host, public_url, started_at, heartbeat_at)
+ * accounts also carry lease_owner, lease_until and next_poll_at.
  * Integer states equal enum store_uidl_state / enum store_dstatus.
  */
 #include "store.h"
@@ -35,6 +38,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,22 +120,45 @@ static const char *const migrations[] = {
     /* 2: messages too large to retrieve are stored as their header */
     "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';"
     "ALTER TABLE messages ADD COLUMN declared_size INTEGER NOT NULL DEFAULT 0;",
+    /* 3: leases (owner + expiry) instead of claims; a random event key per
+     * message for webhook-ids; the instances sharing the store */
+    "DROP INDEX deliveries_due;"
+    "ALTER TABLE deliveries DROP COLUMN claimed_at;"
+    "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX deliveries_due ON deliveries(next_attempt_at, id) WHERE status IN (0, 2);"
+    "CREATE INDEX deliveries_due_webhook ON deliveries(webhook, next_attempt_at, id)"
+    "  WHERE status IN (0, 2);"
+    "CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE lease_owner IS NOT NULL;"
+    "ALTER TABLE messages ADD COLUMN event_key TEXT;"
+    "ALTER TABLE accounts ADD COLUMN lease_owner TEXT;"
+    "ALTER TABLE accounts ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE accounts ADD COLUMN next_poll_at INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE instances("
+    "  id TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  public_url TEXT NOT NULL DEFAULT '',"
+    "  started_at INTEGER NOT NULL,"
+    "  heartbeat_at INTEGER NOT NULL);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 /* ---- statements -------------------------------------------------------- */
 
-#define D_COLS                                                                          \
+#define D_SELECT                                                                        \
     "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
     " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
-    " d.last_http_status, d.last_error FROM deliveries d JOIN messages m ON m.id = d.message_id "
-
-#define D_DUE_COLS                                                                      \
-    "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
-    " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
-    " d.last_http_status, d.last_error FROM deliveries d INDEXED BY deliveries_due"     \
-    " JOIN messages m ON m.id = d.message_id "
+    " d.last_http_status, d.last_error, m.event_key, d.lease_owner, d.lease_until"      \
+    " FROM deliveries d "
+#define D_COLS D_SELECT "JOIN messages m ON m.id = d.message_id "
+/* the partial indexes keep "oldest due first" a range scan, not a sort */
+#define D_DUE_COLS D_SELECT "INDEXED BY deliveries_due JOIN messages m ON m.id = d.message_id "
+#define D_DUE_WH_COLS                                                                   \
+    D_SELECT "INDEXED BY deliveries_due_webhook JOIN messages m ON m.id = d.message_id "
+#define D_DUE_WHERE                                                                     \
+    "d.status IN (0, 2) AND d.next_attempt_at <= ?1 AND d.lease_until <= ?1"            \
+    " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
 
 enum sid {
     S_UIDLS_EACH,
@@ -149,9 +176,11 @@ enum sid {
     S_MSG_GET,
     S_BODY_LEN,
     S_DUE,
-    S_CLAIM,
+    S_DUE_WH,
+    S_LEASE,
+    S_RENEW,
     S_RELEASE_ALL,
-    S_UNCLAIM,
+    S_RELEASE_ONE,
     S_DELIV_STATUS,
     S_DELIV_UPDATE,
     S_ATTEMPT_INS,
@@ -206,8 +235,8 @@ static const char *const sql_text[S_COUNT] = {
                  " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
                  "   WHERE d.message_id = uidls.message_id AND d.status <> 1))",
     [S_MSG_INS] = "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
-                  " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                  " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
+                  " event_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [S_BODY_INS] = "INSERT INTO bodies(message_id, raw) VALUES (?1, ?2)",
     [S_UIDL_INS_STORED] = "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -216,32 +245,35 @@ static const char *const sql_text[S_COUNT] = {
                     " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
     [S_MSG_GET] = "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"
                   " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"
-                  " declared_size FROM messages WHERE id = ?1",
-    [S_NEXT_DUE] = "SELECT min(next_attempt_at) FROM deliveries"
-                   " WHERE status IN (0, 2) AND claimed_at IS NULL"
+                  " declared_size, event_key FROM messages WHERE id = ?1",
+    [S_NEXT_DUE] = "SELECT min(max(next_attempt_at, CASE WHEN lease_until > ?1"
+                   " THEN lease_until ELSE 0 END)) FROM deliveries"
+                   " WHERE status IN (0, 2)"
                    " AND webhook NOT IN (SELECT name FROM webhooks_disabled)",
     [S_BODY_LEN] = "SELECT length(raw) FROM bodies WHERE message_id = ?1",
-    /* the partial index keeps "oldest due first" a range scan, not a sort */
-    [S_DUE] = D_DUE_COLS "WHERE d.status IN (0, 2) AND d.claimed_at IS NULL"
-                     " AND d.next_attempt_at <= ?1"
-                     " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
-                     " ORDER BY d.next_attempt_at, d.id LIMIT ?2",
-    [S_CLAIM] = "UPDATE deliveries SET claimed_at = ?2 WHERE id = ?1 AND claimed_at IS NULL",
-    [S_RELEASE_ALL] = "UPDATE deliveries SET claimed_at = NULL WHERE claimed_at IS NOT NULL",
-    [S_UNCLAIM] = "UPDATE deliveries SET claimed_at = NULL WHERE id = ?1",
-    [S_DELIV_STATUS] = "SELECT status, message_id FROM deliveries WHERE id = ?1",
+    [S_DUE] = D_DUE_COLS "WHERE " D_DUE_WHERE " ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+    [S_DUE_WH] = D_DUE_WH_COLS "WHERE d.webhook = ?3 AND " D_DUE_WHERE
+                               " ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+    [S_LEASE] = "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+    [S_RENEW] = "UPDATE deliveries SET lease_until = ?2 WHERE lease_owner = ?1",
+    [S_RELEASE_ALL] = "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
+                      " WHERE lease_owner = ?1",
+    [S_RELEASE_ONE] = "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
+                      " WHERE lease_owner = ?1 AND id = ?2",
+    [S_DELIV_STATUS] = "SELECT status, message_id, lease_owner, lease_until FROM deliveries"
+                       " WHERE id = ?1",
     [S_DELIV_UPDATE] = "UPDATE deliveries SET status = ?2, attempts = attempts + 1,"
                        " next_attempt_at = ?3, updated_at = ?4, delivered_at = ?5,"
-                       " last_http_status = ?6, last_error = ?7, claimed_at = NULL"
-                       " WHERE id = ?1",
+                       " last_http_status = ?6, last_error = ?7, lease_owner = NULL,"
+                       " lease_until = 0 WHERE id = ?1",
     [S_ATTEMPT_INS] = "INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
                       " error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [S_MSG_UNDELIVERED] = "SELECT count(*) FROM deliveries WHERE message_id = ?1 AND status <> 1",
     [S_MSG_SET_DELIVERED] = "UPDATE messages SET delivered_at = ?2"
                             " WHERE id = ?1 AND delivered_at IS NULL",
     [S_UIDL_SET_DELIVERED] = "UPDATE uidls SET state = 2 WHERE message_id = ?1 AND state = 1",
-    [S_RETRY] = "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2"
-                " WHERE id = ?1",
+    [S_RETRY] = "UPDATE deliveries SET status = 0, next_attempt_at = ?2, updated_at = ?2,"
+                " lease_owner = NULL, lease_until = 0 WHERE id = ?1",
     [S_DELIV_GET] = D_COLS "WHERE d.id = ?1",
     [S_ATTEMPTS] = "SELECT started_at, duration_ms, http_status, error, outcome FROM attempts"
                    " WHERE delivery_id = ?1 ORDER BY id",
@@ -1128,6 +1160,16 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     }
     bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
     sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
+    unsigned char rnd[STORE_KEY_HEX / 2];
+    char key[STORE_KEY_HEX + 1];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return err_set(e, ERR_INTERNAL, "store: no random bytes for the message's event key");
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        key[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
+        key[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
+    }
+    key[STORE_KEY_HEX] = '\0';
+    bind_str(s, 13, key);
     if (n_webhooks == 0)
         sqlite3_bind_int64(s, 10, now);
     if (run(st, s, e, op) < 0)
@@ -1259,6 +1301,7 @@ int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, stru
         col_copy(s, 11, out->date, sizeof out->date);
         col_copy(s, 12, out->kind, sizeof out->kind);
         out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
+        col_copy(s, 14, out->key, sizeof out->key);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {
@@ -1402,25 +1445,45 @@ static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
     d->delivered_at = sqlite3_column_int64(s, 10);
     d->last_http_status = sqlite3_column_int(s, 11);
     col_copy(s, 12, d->last_error, sizeof d->last_error);
+    col_copy(s, 13, d->msg_key, sizeof d->msg_key);
+    col_copy(s, 14, d->lease_owner, sizeof d->lease_owner);
+    d->lease_until = sqlite3_column_int64(s, 15);
 }
 
-int store_delivery_claim_due(struct store *st, int64_t now, struct store_delivery *out,
+static int check_owner(const char *owner, struct err *e)
+{
+    if (!owner || !*owner)
+        return err_set(e, ERR_USAGE, "store: lease owner is empty");
+    if (strlen(owner) > STORE_OWNER_MAX)
+        return err_set(e, ERR_LIMIT, "store: lease owner is longer than STORE_OWNER_MAX (%d bytes)",
+                       STORE_OWNER_MAX);
+    return 0;
+}
+
+int store_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
+                             int64_t now, int64_t lease_ms, struct store_delivery *out,
                              size_t max, size_t *n, struct err *e)
 {
     *n = 0;
+    if (check_owner(owner, e) < 0 || (webhook && check_name("webhook", webhook, e) < 0))
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
+    if (max > STORE_DUE_MAX)
+        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
+                       max, STORE_DUE_MAX);
     if (max == 0)
         return 0;
-    if (max > STORE_DUE_MAX)
-        return err_set(e, ERR_LIMIT, "store: claim of %zu deliveries, over STORE_DUE_MAX (%d)",
-                       max, STORE_DUE_MAX);
-    const char *op = "claim due deliveries";
-    sqlite3_stmt *sel = S(st, S_DUE, e), *claim = S(st, S_CLAIM, e);
-    if (!sel || !claim || tx_begin(st, e, op) < 0)
+    const char *op = "lease due deliveries";
+    sqlite3_stmt *sel = S(st, webhook ? S_DUE_WH : S_DUE, e), *lease = S(st, S_LEASE, e);
+    if (!sel || !lease || tx_begin(st, e, op) < 0)
         return -1;
     sqlite3_bind_int64(sel, 1, now);
     sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
+    if (webhook)
+        bind_str(sel, 3, webhook);
     size_t k = 0;
-    int rc;
+    int rc = SQLITE_DONE;
     while (k < max && (rc = sqlite3_step(sel)) == SQLITE_ROW)
         delivery_row(sel, &out[k++]);
     if (k < max && rc != SQLITE_DONE) {
@@ -1431,12 +1494,15 @@ int store_delivery_claim_due(struct store *st, int64_t now, struct store_deliver
     }
     done(sel);
     for (size_t i = 0; i < k; i++) {
-        sqlite3_bind_int64(claim, 1, out[i].id);
-        sqlite3_bind_int64(claim, 2, now);
-        if (run(st, claim, e, op) < 0) {
+        sqlite3_bind_int64(lease, 1, out[i].id);
+        bind_str(lease, 2, owner);
+        sqlite3_bind_int64(lease, 3, now + lease_ms);
+        if (run(st, lease, e, op) < 0) {
             tx_rollback(st);
             return -1;
         }
+        snprintf(out[i].lease_owner, sizeof out[i].lease_owner, "%s", owner);
+        out[i].lease_until = now + lease_ms;
     }
     if (tx_commit(st, e, op) < 0) {
         tx_rollback(st);
@@ -1446,14 +1512,11 @@ int store_delivery_claim_due(struct store *st, int64_t now, struct store_deliver
     return 0;
 }
 
-static int write1(struct store *st, enum sid id, int64_t arg, int64_t *changes, struct err *e,
-                  const char *op)
+static int write1(struct store *st, enum sid id, int64_t *changes, struct err *e, const char *op)
 {
     sqlite3_stmt *s = S(st, id, e);
     if (!s || tx_begin(st, e, op) < 0)
         return -1;
-    if (id == S_UNCLAIM)
-        sqlite3_bind_int64(s, 1, arg);
     if (run(st, s, e, op) < 0) {
         tx_rollback(st);
         return -1;
@@ -1468,22 +1531,51 @@ static int write1(struct store *st, enum sid id, int64_t arg, int64_t *changes, 
     return 0;
 }
 
-int store_delivery_release_claims(struct store *st, int64_t *released, struct err *e)
+/* One UPDATE of the leases owner holds (renew, release all or one). */
+static int lease_write(struct store *st, enum sid id, const char *owner, int64_t arg,
+                       int64_t *changes, struct err *e, const char *op)
 {
-    return write1(st, S_RELEASE_ALL, 0, released, e, "release claims");
-}
-
-int store_delivery_unclaim(struct store *st, int64_t id, struct err *e)
-{
-    int64_t c = 0;
-    if (write1(st, S_UNCLAIM, id, &c, e, "unclaim delivery") < 0)
+    if (check_owner(owner, e) < 0)
         return -1;
-    return c ? 0 : STORE_NOTFOUND;
+    sqlite3_stmt *s = S(st, id, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, owner);
+    if (id != S_RELEASE_ALL)
+        sqlite3_bind_int64(s, 2, arg);
+    if (run(st, s, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (changes)
+        *changes = c;
+    return 0;
 }
 
-/* Status and message of delivery id: 0, STORE_NOTFOUND or -1. */
+int store_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                         int64_t *renewed, struct err *e)
+{
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: renew leases: lease_ms must be positive");
+    return lease_write(st, S_RENEW, owner, now + lease_ms, renewed, e, "renew delivery leases");
+}
+
+int store_delivery_release(struct store *st, const char *owner, int64_t id, int64_t *released,
+                           struct err *e)
+{
+    return lease_write(st, id ? S_RELEASE_ONE : S_RELEASE_ALL, owner, id, released, e,
+                       "release delivery leases");
+}
+
+/* Status, message and lease of delivery id: 0, STORE_NOTFOUND or -1.
+ * owner (STORE_OWNER_MAX + 1 bytes) and until may be NULL. */
 static int delivery_status(struct store *st, int64_t id, enum store_dstatus *status,
-                           int64_t *msg_id, struct err *e)
+                           int64_t *msg_id, char *owner, int64_t *until, struct err *e)
 {
     sqlite3_stmt *s = S(st, S_DELIV_STATUS, e);
     if (!s)
@@ -1493,6 +1585,10 @@ static int delivery_status(struct store *st, int64_t id, enum store_dstatus *sta
     if (rc == SQLITE_ROW) {
         *status = (enum store_dstatus)sqlite3_column_int(s, 0);
         *msg_id = sqlite3_column_int64(s, 1);
+        if (owner)
+            col_copy(s, 2, owner, STORE_OWNER_MAX + 1);
+        if (until)
+            *until = sqlite3_column_int64(s, 3);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {
@@ -1500,6 +1596,22 @@ static int delivery_status(struct store *st, int64_t id, enum store_dstatus *sta
     }
     done(s);
     return r;
+}
+
+static int attempt_insert(struct store *st, int64_t id, const struct store_attempt *a,
+                          enum store_dstatus status, struct err *e)
+{
+    const char *op = "record delivery attempt";
+    sqlite3_stmt *s = S(st, S_ATTEMPT_INS, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, a->started_at);
+    sqlite3_bind_int64(s, 3, a->duration_ms);
+    sqlite3_bind_int(s, 4, a->http_status);
+    bind_trunc(s, 5, a->error ? a->error : "", STORE_ERROR_MAX);
+    bind_str(s, 6, a->outcome ? a->outcome : store_dstatus_name(status));
+    return run(st, s, e, op);
 }
 
 static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct store_attempt *a,
@@ -1517,17 +1629,7 @@ static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct 
     sqlite3_bind_int64(s, 5, status == STORE_D_DELIVERED ? end : 0);
     sqlite3_bind_int(s, 6, a->http_status);
     bind_trunc(s, 7, a->error ? a->error : "", STORE_ERROR_MAX);
-    if (run(st, s, e, op) < 0)
-        return -1;
-    if (!(s = S(st, S_ATTEMPT_INS, e)))
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int64(s, 2, a->started_at);
-    sqlite3_bind_int64(s, 3, a->duration_ms);
-    sqlite3_bind_int(s, 4, a->http_status);
-    bind_trunc(s, 5, a->error ? a->error : "", STORE_ERROR_MAX);
-    bind_str(s, 6, a->outcome ? a->outcome : store_dstatus_name(status));
-    if (run(st, s, e, op) < 0)
+    if (run(st, s, e, op) < 0 || attempt_insert(st, id, a, status, e) < 0)
         return -1;
     if (status != STORE_D_DELIVERED)
         return 0;
@@ -1554,10 +1656,12 @@ static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct 
     return run(st, s, e, op);
 }
 
-int store_delivery_record(struct store *st, int64_t id, const struct store_attempt *a,
-                          enum store_dstatus status, int64_t next_attempt_at, struct err *e)
+int store_delivery_record(struct store *st, const char *owner, int64_t id,
+                          const struct store_attempt *a, enum store_dstatus status,
+                          int64_t next_attempt_at, struct err *e)
 {
-    char idbuf[STORE_ID_MAX];
+    if (check_owner(owner, e) < 0)
+        return -1;
     if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
         return err_set(e, ERR_USAGE,
                        "store: record delivery: new status must be delivered, failed or dead");
@@ -1569,16 +1673,22 @@ int store_delivery_record(struct store *st, int64_t id, const struct store_attem
     if (tx_begin(st, e, op) < 0)
         return -1;
     enum store_dstatus cur;
-    int64_t msg_id = 0;
-    int r = delivery_status(st, id, &cur, &msg_id, e);
-    if (r == 0 && cur != STORE_D_PENDING && cur != STORE_D_FAILED)
-        r = err_set(e, ERR_USAGE, "store: record delivery %s: it is %s, not pending or failed",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0)
+    int64_t msg_id = 0, until = 0;
+    char holder[STORE_OWNER_MAX + 1] = "";
+    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
+    int r = delivery_status(st, id, &cur, &msg_id, holder, &until, e);
+    bool lost = r == 0 && ((cur != STORE_D_PENDING && cur != STORE_D_FAILED) ||
+                           (holder[0] && strcmp(holder, owner) != 0 && until > end));
+    if (r == 0 && lost) {
+        r = attempt_insert(st, id, a, status, e);
+        if (r == 0)
+            r = STORE_LEASE_LOST;
+    } else if (r == 0) {
         r = record_tx(st, id, msg_id, a, status, next_attempt_at, e);
-    if (r == 0)
-        r = tx_commit(st, e, op);
-    if (r != 0)
+    }
+    if (r >= 0 && r != STORE_NOTFOUND && tx_commit(st, e, op) < 0)
+        r = -1;
+    if (r < 0 || r == STORE_NOTFOUND)
         tx_rollback(st);
     return r;
 }
@@ -1592,7 +1702,7 @@ int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *
     enum store_dstatus cur;
     int64_t msg_id = 0;
     uint64_t len;
-    int r = delivery_status(st, id, &cur, &msg_id, e);
+    int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
     if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
         r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
                     store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
@@ -1754,12 +1864,13 @@ int store_delivery_counts(struct store *st, struct store_queue_counts *out, stru
     return r;
 }
 
-int store_delivery_next_due(struct store *st, int64_t *at, struct err *e)
+int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e)
 {
     *at = 0;
     sqlite3_stmt *s = S(st, S_NEXT_DUE, e);
     if (!s)
         return -1;
+    sqlite3_bind_int64(s, 1, now);
     int rc = sqlite3_step(s), r = 0;
     if (rc == SQLITE_ROW)
         *at = sqlite3_column_int64(s, 0); /* NULL (none) reads as 0 */
@@ -1792,7 +1903,7 @@ int store_webhook_disable(struct store *st, const char *webhook, const char *rea
 
 int store_webhooks_enable_all(struct store *st, struct err *e)
 {
-    return write1(st, S_WH_ENABLE_ALL, 0, NULL, e, "enable webhooks");
+    return write1(st, S_WH_ENABLE_ALL, NULL, e, "enable webhooks");
 }
 
 int store_webhook_disabled(struct store *st, const char *webhook, bool *disabled,

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "runtime.h"
 
 #define DAEMON_POLL_WORKERS 4          /* accounts polled at once */
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
@@ -32,10 +33,11 @@
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
 
 /* The delay before the next poll after a failure (fails >= 1 in a row), and
- * the state name it puts the account in.  interval_ms is the account's poll
- * interval, login_delay_s the server's LOGIN-DELAY (-1 if none). */
+ * the state it puts the account in (backoff, auth_error or error).
+ * interval_ms is the account's poll interval, login_delay_s the server's
+ * LOGIN-DELAY (-1 if none). */
 int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, const char **state);
+                          long login_delay_s, enum account_state *state);
 
 int daemon_main(int argc, char **argv);
 

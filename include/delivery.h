@@ -28,6 +28,8 @@
 
 #define DELIVERY_IN_FLIGHT 16    /* requests at once */
 #define DELIVERY_JITTER 0.2      /* +-20% on retry delays */
+#define DELIVERY_LEASE_MS (15 * 60 * 1000) /* a leased delivery is ours this long; renewed
+                                             every quarter of it while in flight */
 
 struct delivery_stats {
     uint64_t delivered, retried, dead, disabled;
@@ -37,10 +39,12 @@ struct delivery_stats {
 struct delivery;
 
 /* store: a handle for this thread (the delivery owns nothing of it).
- * Releases claims left by a crashed process.  NULL with e. */
-struct delivery *delivery_new(struct store *st, struct err *e);
+ * owner: this instance's id, the owner of the delivery leases it takes;
+ * the leases a previous run under the same id left are released at once.
+ * NULL with e. */
+struct delivery *delivery_new(struct store *st, const char *owner, struct err *e);
 
-/* Claim due deliveries while there is room, submit them with the given
+/* Lease due deliveries while there is room, submit them with the given
  * configuration, and drive transfers for up to wait_ms.  Returns the number
  * of deliveries that finished, or -1 with e. */
 int delivery_step(struct delivery *d, struct cfgref *cfg, int wait_ms, struct err *e);
@@ -56,7 +60,7 @@ void delivery_set_observer(struct delivery *d,
                                       const char *outcome, int http_status, int64_t latency_ms),
                            void *ctx);
 
-/* Abort what is in flight (its claims are released, nothing recorded), free. */
+/* Abort what is in flight (its leases are released, nothing recorded), free. */
 void delivery_free(struct delivery *d);
 
 #endif

@@ -18,9 +18,24 @@
 #include "poller.h"
 #include "store.h"
 
+/* An account's state, as the API and the store show it. */
+enum account_state {
+    ACCOUNT_IDLE = 0,   /* waiting for its next poll */
+    ACCOUNT_POLLING,    /* a poll is running */
+    ACCOUNT_BACKOFF,    /* a temporary failure: connection, timeout, TLS, [IN-USE],
+                           [SYS/TEMP], [LOGIN-DELAY] */
+    ACCOUNT_AUTH_ERROR, /* the login was refused: a longer backoff */
+    ACCOUNT_ERROR,      /* anything else */
+};
+#define ACCOUNT_STATES 5
+/* "idle", "polling", "backoff", "auth_error", "error"; "unknown" out of range. */
+const char *account_state_name(enum account_state s);
+/* 0 and *out set, or -1 for a name that is not one of the above. */
+int account_state_parse(const char *name, enum account_state *out);
+
 struct rt_account {
     char name[CONFIG_NAME_MAX + 1];
-    char state[32];           /* idle | polling | backoff | auth_error | error */
+    enum account_state state;
     char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;

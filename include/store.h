@@ -26,6 +26,13 @@
  * Times are Unix time in milliseconds (int64_t); 0 means "never"/"unset".
  * The caller passes `now` so the store never reads a clock itself.
  *
+ * Leases, not claims: work taken by a worker (a delivery being sent, later an
+ * account being polled) carries an owner — the taking instance's id, at most
+ * STORE_OWNER_MAX bytes — and an expiry (lease_until, Unix ms).  The owner
+ * renews its leases while it works; once a lease has expired anyone may take
+ * the work again.  Nothing waits for a restart.  An instance that starts
+ * under the id of a previous run releases that run's leases at once.
+ *
  * Ids: messages and deliveries have stable positive int64 ids.  At the REST
  * API level they are opaque strings "m_<n>" and "d_<n>"
  * (store_msg_id_format/parse, store_delivery_id_format/parse).  List cursors
@@ -45,7 +52,8 @@
  * copied into an error.
  *
  * How the bridge uses it:
- *   start-up   store_open in main; store_delivery_release_claims once.
+ *   start-up   store_open in main; store_delivery_release(owner, 0) once for
+ *              this instance's own id (leases a previous run of it held).
  *   poller     store_uidls_each -> diff with UIDL listing -> for each new
  *              message: store_msg_begin/_write.../_finish inside
  *              store_batch_begin/_commit (only after commit: DELE allowed);
@@ -53,8 +61,9 @@
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
  *              the full listing; store_account_set for the visible state.
- *   delivery   store_delivery_claim_due -> store_msg_get/_stream -> POST ->
- *              store_delivery_record; 410: store_webhook_disable;
+ *   delivery   store_delivery_lease_due (per webhook) -> store_msg_get/_stream
+ *              -> POST (store_delivery_renew meanwhile) -> store_delivery_record;
+ *              410: store_webhook_disable;
  *              SIGHUP: store_webhooks_enable_all; periodically
  *              store_purge_bodies.
  *   API        store_msg_get, store_body_open/_read/_close,
@@ -89,13 +98,16 @@
 #define STORE_CURSOR_MAX 24
 #define STORE_WEBHOOKS_MAX 64         /* webhooks per message */
 #define STORE_LIST_MAX 1000           /* rows per store_delivery_list page */
-#define STORE_DUE_MAX 1000            /* rows per store_delivery_claim_due */
+#define STORE_DUE_MAX 1000            /* rows per store_delivery_lease_due */
+#define STORE_OWNER_MAX 64            /* lease owner (an instance id), bytes */
+#define STORE_KEY_HEX 32              /* a message's event key: 128 random bits, hex */
+#define STORE_LEASE_LOST 2            /* record: another owner holds the lease now */
 #define STORE_UIDLS_MAX 1000000       /* UIDLs in one call (ignored / listed) */
 #define STORE_MSG_MAX (512ull << 20)  /* bytes in one stored message */
 #define STORE_SPOOL_MEM_MAX (1u << 20) /* larger messages spool to a temp file */
 #define STORE_IO_CHUNK (64u << 10)    /* blob I/O and stream chunk size */
 #define STORE_BUSY_TIMEOUT_MS 10000   /* wait for another writer at most this */
-#define STORE_SCHEMA_VERSION 2        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 3        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -263,6 +275,8 @@ struct store_msg_info {
     char date[STORE_META_MAX + 1];
     char kind[STORE_KIND_MAX + 1];     /* STORE_KIND_MESSAGE or STORE_KIND_TOO_LARGE */
     uint64_t declared_size;            /* too_large: the size LIST gave */
+    char key[STORE_KEY_HEX + 1];       /* the event key (random, given when it was stored;
+                                          "" for messages stored before schema 3) */
 };
 
 /* Metadata of message id; STORE_NOTFOUND if there is no such message. */
@@ -315,23 +329,37 @@ struct store_delivery {
     int64_t delivered_at;    /* 0 unless delivered */
     int last_http_status;    /* 0: none (no attempt, or no HTTP answer) */
     char last_error[STORE_ERROR_MAX + 1];
+    char msg_key[STORE_KEY_HEX + 1];       /* the message's event key ("" before schema 3):
+                                              the identity webhook-ids derive from */
+    char lease_owner[STORE_OWNER_MAX + 1]; /* "" when not leased */
+    int64_t lease_until;                   /* 0 when not leased */
 };
 
-/* Take up to max (<= STORE_DUE_MAX) due deliveries — status pending or
- * failed, next_attempt_at <= now, webhook not disabled, not claimed — oldest
- * next_attempt_at first, and claim them atomically: no other handle or
- * process will get them until store_delivery_record or
- * store_delivery_release_claims.  *n gets the count placed in out[]. */
-int store_delivery_claim_due(struct store *st, int64_t now, struct store_delivery *out,
+/* Lease up to max (<= STORE_DUE_MAX) due deliveries of `webhook` (NULL: of
+ * any webhook) to owner until now + lease_ms: status pending or failed,
+ * next_attempt_at <= now, webhook not disabled, and no live lease
+ * (lease_until <= now: never leased, released, or expired — an expired lease
+ * of any owner is taken back here).  Oldest next_attempt_at first.  Atomic:
+ * no other handle, thread or process gets them while the lease lasts.
+ * *n gets the count placed in out[].  Errors: ERR_USAGE (owner empty,
+ * lease_ms <= 0), ERR_LIMIT (max > STORE_DUE_MAX, owner or webhook too
+ * long), ERR_INTERNAL. */
+int store_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
+                             int64_t now, int64_t lease_ms, struct store_delivery *out,
                              size_t max, size_t *n, struct err *e);
 
-/* Release every claim (call once at start-up, before delivery threads run:
- * claims left by a crashed process become due again).  *released may be
- * NULL. */
-int store_delivery_release_claims(struct store *st, int64_t *released, struct err *e);
+/* Extend every delivery lease owner still holds to now + lease_ms (call
+ * well within lease_ms while the work goes on).  A lease taken over by
+ * another owner is not touched.  *renewed (may be NULL) gets the count. */
+int store_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                         int64_t *renewed, struct err *e);
 
-/* Release one claim without recording an attempt (shutdown while queued). */
-int store_delivery_unclaim(struct store *st, int64_t id, struct err *e);
+/* Release owner's lease on delivery id, or with id == 0 every lease owner
+ * holds (start-up: what a previous run under the same id held; shutdown:
+ * what was still queued), without recording an attempt: the deliveries are
+ * due again at once.  *released (may be NULL) gets the count. */
+int store_delivery_release(struct store *st, const char *owner, int64_t id, int64_t *released,
+                           struct err *e);
 
 struct store_attempt {
     int64_t started_at;
@@ -341,20 +369,28 @@ struct store_attempt {
     const char *outcome; /* short name, e.g. "delivered", "retry", "gone" */
 };
 
-/* Record an attempt and set the new status, in one transaction:
- * delivered (2xx), failed (retry at next_attempt_at) or dead.  The claim is
- * released.  When every delivery of the message is delivered, the message
- * gets delivered_at = now-of-attempt-end and its UIDL (if still "stored")
- * becomes "delivered".  STORE_NOTFOUND for an unknown id.  Errors: ERR_USAGE
- * (new status pending; the delivery is not pending or failed, e.g. already
- * delivered or dead), ERR_LIMIT (outcome over STORE_OUTCOME_MAX),
- * ERR_INTERNAL. */
-int store_delivery_record(struct store *st, int64_t id, const struct store_attempt *a,
-                          enum store_dstatus status, int64_t next_attempt_at, struct err *e);
+/* Record an attempt made under owner's lease and set the new status, in one
+ * transaction: delivered (2xx), failed (retry at next_attempt_at) or dead;
+ * the lease is released.  When every delivery of the message is delivered,
+ * the message gets delivered_at = now-of-attempt-end and its UIDL (if still
+ * "stored") becomes "delivered".
+ * If the lease was lost meanwhile — another owner holds a live lease on it,
+ * or it is no longer pending or failed (another owner finished it, or an
+ * operator's retry is under way) — the attempt is kept in the delivery's
+ * history but its status, counters and lease are left alone:
+ * STORE_LEASE_LOST.  A lease that expired without being taken over still
+ * counts as owner's.  STORE_NOTFOUND for an unknown id.  Errors: ERR_USAGE
+ * (new status pending, owner empty), ERR_LIMIT (outcome over
+ * STORE_OUTCOME_MAX, owner too long), ERR_INTERNAL. */
+int store_delivery_record(struct store *st, const char *owner, int64_t id,
+                          const struct store_attempt *a, enum store_dstatus status,
+                          int64_t next_attempt_at, struct err *e);
 
-/* Reset a failed or dead delivery to pending, due at now.  A claim held by
- * a worker stays (that worker's record wins).  STORE_NOTFOUND for an unknown
- * id; ERR_USAGE if it is pending or delivered, or its body was purged. */
+/* Reset a failed or dead delivery to pending, due at now, and drop any lease
+ * on it (an operator's retry never waits for a lease to expire; a worker
+ * still holding it records its outcome normally).  STORE_NOTFOUND for an
+ * unknown id; ERR_USAGE if it is pending or delivered, or its body was
+ * purged. */
 int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e);
 
 /* One delivery; its attempts (oldest first) go to cb if cb is not NULL.
@@ -382,9 +418,10 @@ int store_delivery_list(struct store *st, const enum store_dstatus *status,
                         const char *account, size_t limit, const char *cursor,
                         store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e);
 
-/* When the next delivery falls due (pending or failed, not claimed, webhook
- * enabled): *at gets its next_attempt_at, or 0 when there is none. */
-int store_delivery_next_due(struct store *st, int64_t *at, struct err *e);
+/* When the next delivery falls due (pending or failed, webhook enabled):
+ * *at gets the later of its next_attempt_at and its lease's expiry (a live
+ * lease at `now` counts), or 0 when there is none. */
+int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e);
 
 struct store_queue_counts {
     int64_t pending, failed, delivered, dead;
