@@ -38,7 +38,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
+.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
 all: $(BIN)
 
 $(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
@@ -61,6 +61,10 @@ $(BUILD)/obj $(BUILD)/tests $(BUILD)/tools:
 	mkdir -p $@
 
 tools: $(TOOL_BINS)
+
+# the binary and the tools (quiet when both are up to date)
+build-all: all tools
+	@:
 
 -include $(wildcard $(BUILD)/obj/*.d)
 
@@ -105,12 +109,12 @@ check-clang:
 # pkg-config flags above are read when make starts, before deps installs them
 test:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory all tools
+	@$(MAKE) --no-print-directory build-all
 	@tests/run-all
 
 bench:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory all tools
+	@$(MAKE) --no-print-directory build-all
 	@tests/bench/run
 	@tests/bench/api.sh
 
