@@ -1,10 +1,11 @@
 # pop3bridge — the one build entry.  GNU make; every library through pkg-config.
 #
 #   make            build/pop3bridge
-#   make test       unit tests (plain and ASan+UBSan), fuzz smoke run, integration tests
+#   make test       installs what is missing (make deps), builds, then every suite: unit
+#                   tests (plain and ASan+UBSan), fuzz smoke run, integration tests
 #   make deps       install every Debian package the build, tests, demo and bench need
 #   make fuzz       build and run the libFuzzer targets (FUZZ_SECONDS each, default 60)
-#   make bench      benchmarks (see tests/bench/)
+#   make bench      installs what is missing (make deps), builds, benchmarks (tests/bench/)
 #   make clean
 
 CC      ?= cc
@@ -37,7 +38,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
+.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
 all: $(BIN)
 
 $(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
@@ -60,6 +61,10 @@ $(BUILD)/obj $(BUILD)/tests $(BUILD)/tools:
 	mkdir -p $@
 
 tools: $(TOOL_BINS)
+
+# the binary and the tools (quiet when both are up to date)
+build-all: all tools
+	@:
 
 -include $(wildcard $(BUILD)/obj/*.d)
 
@@ -100,10 +105,16 @@ integration-asan:
 check-clang:
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all tools
 
-test: all tools
+# test and bench install what is missing first, then build in a new make: the
+# pkg-config flags above are read when make starts, before deps installs them
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build-all
 	@tests/run-all
 
-bench: all tools
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build-all
 	@build/tools/store-bench
 	@tests/bench/run
 	@tests/bench/api.sh
@@ -116,20 +127,25 @@ DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
     libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libsqlite3-dev sqlite3 \
     libgmime-3.0-dev libgsasl-dev libcmocka-dev \
     dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
-    valgrind mpop hyperfine wrk chromium nodejs
+    valgrind mpop hyperfine wrk chromium nodejs \
+    python3-pytest python3-pytest-timeout python3-jsonschema python3-yaml
+# Quiet when everything is present; installs only what is missing (as root).
 deps:
 	@missing=$$(for p in $(DEPS_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "make deps: missing Debian packages:" $$missing "-- run as root: sudo make deps" >&2; exit 1; \
+	    fi; \
 	    echo "installing:" $$missing; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "all Debian packages present"; fi
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
 	@# the browser tests' npm packages, pinned by tests/browser/package-lock.json
-	@if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; then \
+	@if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock 2>/dev/null; then \
 	    echo "installing the browser tests' npm packages"; tests/browser/install && \
 	    cp tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; \
-	else echo "browser test packages present"; fi
+	fi
 
 PREFIX ?= /usr/local
 install: $(BIN)

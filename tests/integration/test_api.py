@@ -343,13 +343,6 @@ def listing(user, dc=None):
 def test_openapi_lint_and_served():
     problems = SPEC.lint()
     assert not problems, "openapi.yaml lint: %s" % "; ".join(problems)
-    try:
-        import yaml  # Debian's python3-yaml, when present: the subset reader must agree
-    except ImportError:
-        yaml = None
-    if yaml is not None:
-        with open(SPEC.path) as f:
-            assert yaml.safe_load(f) == SPEC.doc, "tests/lib/yamlsub.py and PyYAML read openapi.yaml differently"
     r = expect(call("GET", "/openapi.yaml", token=None), 200)
     with open(SPEC.path, "rb") as f:
         assert r.body == f.read(), "/openapi.yaml is not the repository's file"

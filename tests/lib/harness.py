@@ -1,15 +1,17 @@
 """harness -- shared state and helpers of the integration tests.
 
-The runner (tests/integration/run) sets the run directory and the current
-test; tests use:
+The integration tests run on pytest; tests/integration/conftest.py sets the
+run directory and the current test, and turns the time limits into
+pytest-timeout's.  Tests use:
 
     harness.ROOT, harness.binary(), harness.tool(name)
     harness.out_dir()             tests/out/<run>/<module>/<test>/ (created)
-    harness.timeout(seconds)      decorator: this test's time limit
+    harness.timeout(seconds)      decorator: this test's time limit (else the
+                                  module's TIMEOUT, else DEFAULT_TEST_TIMEOUT)
     harness.run_cli(args, ...)    run build/pop3bridge, bounded in time
     harness.check_failure(r, code, prefix)   exit code + the one stderr line
-    harness.register_cleanup(fn)  called at exit, also after a failure or a
-                                  timeout (before the interpreter exits)
+    harness.register_cleanup(fn)  called when the module's tests are done (and
+                                  at exit), also after a failure or a timeout
 
 Everything here is Python 3 standard library only.
 """
@@ -28,11 +30,6 @@ DEFAULT_TEST_TIMEOUT = 60     # seconds, per test, unless @timeout(...) says oth
 DEFAULT_CLI_TIMEOUT = 60      # seconds, one pop3bridge run
 
 _state = {"run_dir": None, "module": None, "test": None}
-
-
-class TestTimeout(BaseException):
-    """Raised in the test's thread when its time is up.  A BaseException so
-    that a test's own `except Exception` cannot swallow it."""
 
 
 def set_run_dir(path):
@@ -65,7 +62,9 @@ def out_dir(*sub):
 
 
 def timeout(seconds):
-    """Decorator: the runner stops the test after `seconds`."""
+    """Decorator: the test is stopped after `seconds` (pytest-timeout raises
+    pytest's Failed in it, a BaseException that a test's own
+    `except Exception` cannot swallow)."""
     def mark(fn):
         fn.timeout = seconds
         return fn

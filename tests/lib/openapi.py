@@ -1,40 +1,112 @@
 """openapi -- openapi.yaml as the contract the integration tests check.
 
-    spec = openapi.Spec(path)                 # parsed with yamlsub (stdlib only)
+    spec = openapi.Spec(path)                 # read with PyYAML (python3-yaml)
     spec.lint()  -> [problems]                 # empty when the file is sound
     spec.check(method, path, status, ctype, body_bytes) -> [problems]
     openapi.validate(schema, value, spec.doc) -> [problems]
 
-The validator implements the JSON Schema keywords the file uses: type (also
-a list of types, "null" included), properties, required,
-additionalProperties (false or a schema), items, enum, const, oneOf, anyOf,
-$ref (to "#/..."), minimum, maximum, minLength, maxLength, pattern, and
-format "date-time" (loosely: RFC 3339 shape).  An unknown keyword in a
-schema is a lint problem, so the file cannot use something the validator
-silently ignores.
+Schemas are JSON Schema 2020-12 (what OpenAPI 3.1 uses), validated by
+python3-jsonschema's Draft202012Validator; a "$ref" such as
+"#/components/schemas/Problem" resolves into the document's components.
+Format "date-time" is checked (RFC 3339: date, time, offset or Z); other
+formats are not.
 
 check() finds the path template matching a concrete request path, the
 operation for the method, the response for the status (no "default": an
 undocumented status is a problem), the media type for the Content-Type, and
-validates a JSON body against its schema.  Python 3 standard library only.
+validates a JSON body against its schema.
+
+lint() checks the document itself: OpenAPI 3.1; info, paths, components,
+webhooks and the bearer security scheme present; plain JSON data (string
+keys, no YAML-only values such as unquoted dates; no key given twice, which
+YAML readers otherwise resolve silently); every $ref resolves; every schema
+is a valid 2020-12 schema using only known keywords (so a misspelt keyword
+is not silently ignored); every operation has a unique operationId,
+parameters with schemas, path parameters required and matching the
+template, responses with 3-digit codes and descriptions, problem+json for
+4xx/5xx; every example validates against its schema.
 """
 
+import datetime
 import json
 import re
 import urllib.parse
 
-import yamlsub
+import jsonschema
+import yaml
 
-KNOWN_KEYWORDS = {
-    "type", "properties", "required", "additionalProperties", "items", "enum", "const",
-    "oneOf", "anyOf", "$ref", "minimum", "maximum", "minLength", "maxLength", "pattern",
-    "format", "description", "contentMediaType", "contentEncoding",
-}
-DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+# JSON Schema 2020-12 keywords (core, applicator, unevaluated, validation,
+# meta-data, format, content) and OpenAPI 3.1's additions to the Schema
+# Object; "x-..." extensions are allowed too.
+SCHEMA_KEYWORDS = {
+    "$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary", "$comment",
+    "$defs", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas",
+    "prefixItems", "items", "contains", "properties", "patternProperties", "additionalProperties",
+    "propertyNames", "unevaluatedItems", "unevaluatedProperties", "type", "enum", "const",
+    "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength",
+    "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+    "maxProperties", "minProperties", "required", "dependentRequired", "title", "description",
+    "default", "deprecated", "readOnly", "writeOnly", "examples", "format", "contentEncoding",
+    "contentMediaType", "contentSchema", "discriminator", "xml", "externalDocs", "example",
+}
+# keywords whose value is a schema, a list of schemas, or a map of schemas
+_ONE = ("not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames",
+        "unevaluatedItems", "unevaluatedProperties", "contentSchema")
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
+_MAP = ("properties", "patternProperties", "dependentSchemas", "$defs")
+
+_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time")
+def _is_date_time(value):
+    if not isinstance(value, str):
+        return True
+    m = _DATE_TIME.match(value)
+    if not m:
+        return False
+    try:
+        datetime.date.fromisoformat(m.group(1))
+    except ValueError:
+        return False
+    return int(m.group(2)) < 24 and int(m.group(3)) < 60 and int(m.group(4)) <= 60   # 60: leap second
+
+
+# ---- reading ------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+
+def _mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            dup = key in seen
+        except TypeError:   # an unhashable key: the base constructor says so
+            break
+        if dup:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                "key %r given twice" % (key,), key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_file(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_Loader)  # noqa: S506 -- a SafeLoader
 
 
 def resolve(doc, ref):
+    """The node a local "#/..." JSON pointer names; KeyError if none."""
     if not ref.startswith("#/"):
         raise KeyError("only local $ref are supported: %r" % ref)
     node = doc
@@ -46,92 +118,60 @@ def resolve(doc, ref):
     return node
 
 
-def _type_ok(t, v):
-    if t == "null":
-        return v is None
-    if t == "boolean":
-        return isinstance(v, bool)
-    if t == "integer":
-        return isinstance(v, int) and not isinstance(v, bool) or (
-            isinstance(v, float) and v.is_integer())
-    if t == "number":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if t == "string":
-        return isinstance(v, str)
-    if t == "array":
-        return isinstance(v, list)
-    if t == "object":
-        return isinstance(v, dict)
-    raise ValueError("unknown type %r" % t)
+# ---- validating values ------------------------------------------------------------------
+
+_validators = {}
 
 
-def validate(schema, v, doc, where="$", depth=0):
-    """Problems (strings) of value v against schema; [] when valid."""
-    if depth > 64:
-        return ["%s: schema nesting too deep" % where]
-    if schema is True or schema == {}:
-        return []
-    if "$ref" in schema:
-        return validate(resolve(doc, schema["$ref"]), v, doc, where, depth + 1)
-    out = []
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_type_ok(t, v) for t in types):
-            return ["%s: %s is not of type %s" % (where, _show(v), "/".join(types))]
-    if "const" in schema and v != schema["const"]:
-        out.append("%s: %s is not %r" % (where, _show(v), schema["const"]))
-    if "enum" in schema and v not in schema["enum"]:
-        out.append("%s: %s is not one of %s" % (where, _show(v), schema["enum"]))
-    if isinstance(v, str):
-        if "minLength" in schema and len(v) < schema["minLength"]:
-            out.append("%s: shorter than %d" % (where, schema["minLength"]))
-        if "maxLength" in schema and len(v) > schema["maxLength"]:
-            out.append("%s: longer than %d" % (where, schema["maxLength"]))
-        if "pattern" in schema and not re.search(schema["pattern"], v):
-            out.append("%s: %s does not match %s" % (where, _show(v), schema["pattern"]))
-        if schema.get("format") == "date-time" and not DATE_TIME.match(v):
-            out.append("%s: %s is not a date-time" % (where, _show(v)))
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if "minimum" in schema and v < schema["minimum"]:
-            out.append("%s: %s < %s" % (where, v, schema["minimum"]))
-        if "maximum" in schema and v > schema["maximum"]:
-            out.append("%s: %s > %s" % (where, v, schema["maximum"]))
-    if isinstance(v, dict):
-        props = schema.get("properties", {})
-        for k in schema.get("required", []):
-            if k not in v:
-                out.append("%s: required property %r missing" % (where, k))
-        for k, item in v.items():
-            if k in props:
-                out.extend(validate(props[k], item, doc, "%s.%s" % (where, k), depth + 1))
-            elif "additionalProperties" in schema:
-                ap = schema["additionalProperties"]
-                if ap is False:
-                    out.append("%s: property %r is not allowed" % (where, k))
-                elif isinstance(ap, dict):
-                    out.extend(validate(ap, item, doc, "%s.%s" % (where, k), depth + 1))
-    if isinstance(v, list) and "items" in schema:
-        for i, item in enumerate(v):
-            out.extend(validate(schema["items"], item, doc, "%s[%d]" % (where, i), depth + 1))
-    if "anyOf" in schema:
-        if not any(not validate(s, v, doc, where, depth + 1) for s in schema["anyOf"]):
-            out.append("%s: %s matches none of anyOf" % (where, _show(v)))
-    if "oneOf" in schema:
-        n = sum(1 for s in schema["oneOf"] if not validate(s, v, doc, where, depth + 1))
-        if n != 1:
-            out.append("%s: %s matches %d of oneOf (must be exactly 1)" % (where, _show(v), n))
+def _validator(schema, doc):
+    """A Draft202012Validator for schema whose "#/components/..." refs resolve
+    into doc (the schema is validated as a root that also carries doc's
+    components)."""
+    key = (id(schema), id(doc))
+    hit = _validators.get(key)
+    if hit is None or hit[0] is not schema or hit[1] is not doc:
+        if isinstance(schema, bool):
+            root = schema
+        else:
+            root = dict(schema)
+            root.setdefault("components", doc.get("components", {}))
+        hit = (schema, doc, jsonschema.Draft202012Validator(root, format_checker=_FORMATS))
+        _validators[key] = hit
+    return hit[2]
+
+
+def _where(path, base="$"):
+    out = base
+    for p in path:
+        out += "[%d]" % p if isinstance(p, int) else ".%s" % p
     return out
 
 
-def _show(v):
-    s = json.dumps(v, ensure_ascii=False)
-    return s if len(s) <= 60 else s[:57] + "..."
+def _clip(s, n=300):
+    return s if len(s) <= n else s[:n - 3] + "..."
 
+
+def validate(schema, value, doc, where="$"):
+    """Problems (strings) of value against schema; [] when valid.  Each says
+    where in the value ("$.data.message.from"), what is wrong, and for a
+    failed oneOf/anyOf the closest branch's own complaint."""
+    out = []
+    errors = sorted(_validator(schema, doc).iter_errors(value), key=lambda e: list(map(str, e.path)))
+    for e in errors:
+        text = "%s: %s" % (_where(e.absolute_path, where), _clip(e.message))
+        if e.context:
+            best = jsonschema.exceptions.best_match(e.context)
+            text += " (closest: %s: %s)" % (_where(best.absolute_path, where), _clip(best.message, 200))
+        out.append(text)
+    return out
+
+
+# ---- the document -------------------------------------------------------------------------
 
 class Spec:
     def __init__(self, path):
         self.path = path
-        self.doc = yamlsub.load_file(path)
+        self.doc = load_file(path)
         self._templates = []
         for tpl in self.doc.get("paths", {}):
             segs = tpl.strip("/").split("/") if tpl != "/" else []
@@ -148,39 +188,87 @@ class Spec:
                 problems.append("%s: missing" % key)
         if "bearer" not in d.get("components", {}).get("securitySchemes", {}):
             problems.append("components.securitySchemes.bearer: missing")
-        op_ids = {}
-        # every $ref resolves; every schema uses only known keywords
-        def walk(node, where, in_schema):
+        self._lint_data(d, "", problems)
+        self._lint_refs(d, "", problems)
+        for where, schema in self._schemas():
+            self._lint_schema(schema, where, problems)
+        self._lint_operations(problems)
+        self._lint_examples(problems)
+        return problems
+
+    def _lint_data(self, node, where, problems):
+        """Plain JSON data: string keys, and str/number/bool/null leaves."""
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    problems.append("%s: key %r is a %s, not a string (quote it)"
+                                    % (where or "(top)", k, type(k).__name__))
+                self._lint_data(v, "%s.%s" % (where, k), problems)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                self._lint_data(v, "%s[%d]" % (where, i), problems)
+        elif not (node is None or isinstance(node, (str, int, float, bool))):
+            problems.append("%s: %r is a %s, not JSON data (quote it)" % (where, node, type(node).__name__))
+
+    def _lint_refs(self, node, where, problems):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref is not None:
+                try:
+                    resolve(self.doc, ref)
+                except KeyError as exc:
+                    problems.append("%s: %s" % (where, exc.args[0]))
+            for k, v in node.items():
+                self._lint_refs(v, "%s.%s" % (where, k), problems)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                self._lint_refs(v, "%s[%d]" % (where, i), problems)
+
+    def _schemas(self):
+        """(where, schema) for every named schema and every "schema" value
+        outside the schemas themselves."""
+        out = [(".components.schemas.%s" % k, v)
+               for k, v in self.doc.get("components", {}).get("schemas", {}).items()]
+
+        def walk(node, where):
             if isinstance(node, dict):
-                if "$ref" in node:
-                    try:
-                        resolve(d, node["$ref"])
-                    except KeyError as exc:
-                        problems.append("%s: %s" % (where, exc))
-                if in_schema:
-                    for k in node:
-                        if k not in KNOWN_KEYWORDS:
-                            problems.append("%s: schema keyword %r is not supported by the "
-                                            "test validator" % (where, k))
                 for k, v in node.items():
-                    child_schema = False
-                    if k == "schema" or (where.endswith(".components.schemas")):
-                        child_schema = True
-                    elif in_schema and k in ("items", "additionalProperties"):
-                        child_schema = isinstance(v, dict)
-                    elif in_schema and k == "properties":
-                        for pk, pv in v.items():
-                            walk(pv, "%s.properties.%s" % (where, pk), True)
-                        continue
-                    elif in_schema and k in ("oneOf", "anyOf"):
-                        for i, sv in enumerate(v):
-                            walk(sv, "%s.%s[%d]" % (where, k, i), True)
-                        continue
-                    walk(v, "%s.%s" % (where, k), child_schema)
+                    if k == "schema":
+                        out.append(("%s.schema" % where, v))
+                    elif not (where == ".components" and k == "schemas"):
+                        walk(v, "%s.%s" % (where, k))
             elif isinstance(node, list):
                 for i, v in enumerate(node):
-                    walk(v, "%s[%d]" % (where, i), in_schema)
-        walk(d, "", False)
+                    walk(v, "%s[%d]" % (where, i))
+        walk(self.doc, "")
+        return out
+
+    def _lint_schema(self, schema, where, problems, top=True):
+        if isinstance(schema, bool):
+            return
+        if not isinstance(schema, dict):
+            problems.append("%s: a schema must be an object or a boolean" % where)
+            return
+        if top:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.exceptions.SchemaError as exc:
+                problems.append("%s%s: not a valid JSON Schema 2020-12 schema: %s"
+                                % (where, _where(exc.absolute_path, ""), _clip(exc.message)))
+        for k, v in schema.items():
+            if k not in SCHEMA_KEYWORDS and not k.startswith("x-"):
+                problems.append("%s: %r is not a JSON Schema 2020-12 or OpenAPI keyword" % (where, k))
+            elif k in _ONE:
+                self._lint_schema(v, "%s.%s" % (where, k), problems, False)
+            elif k in _LIST and isinstance(v, list):
+                for i, s in enumerate(v):
+                    self._lint_schema(s, "%s.%s[%d]" % (where, k, i), problems, False)
+            elif k in _MAP and isinstance(v, dict):
+                for name, s in v.items():
+                    self._lint_schema(s, "%s.%s.%s" % (where, k, name), problems, False)
+
+    def _lint_operations(self, problems):
+        op_ids = {}
 
         def check_op(where, op, path_params, template):
             oid = op.get("operationId")
@@ -191,17 +279,17 @@ class Spec:
             else:
                 op_ids[oid] = where
             params = list(path_params) + [self._deref(p) for p in op.get("parameters", [])]
-            declared = {p["name"] for p in params if p.get("in") == "path"}
+            declared = {p.get("name") for p in params if p.get("in") == "path"}
             for p in params:
                 if p.get("in") == "path" and not p.get("required"):
-                    problems.append("%s: path parameter %s must be required" % (where, p["name"]))
+                    problems.append("%s: path parameter %s must be required" % (where, p.get("name")))
                 if "schema" not in p:
                     problems.append("%s: parameter %s has no schema" % (where, p.get("name")))
             if template is not None:
                 used = set(re.findall(r"\{([^}]+)\}", template))
-                for n in used - declared:
+                for n in sorted(used - declared):
                     problems.append("%s: path parameter {%s} not declared" % (where, n))
-                for n in declared - used:
+                for n in sorted(declared - used):
                     problems.append("%s: parameter %s declared in path but not in the template"
                                     % (where, n))
             if not op.get("responses"):
@@ -213,20 +301,62 @@ class Spec:
                 if not resp.get("description"):
                     problems.append("%s: response %s has no description" % (where, code))
                 if template is not None and str(code).startswith(("4", "5")):
-                    ct = resp.get("content", {})
-                    if "application/problem+json" not in ct:
+                    if "application/problem+json" not in resp.get("content", {}):
                         problems.append("%s: error response %s is not problem+json" % (where, code))
 
-        for tpl, item in d.get("paths", {}).items():
+        for tpl, item in self.doc.get("paths", {}).items():
             path_params = [self._deref(p) for p in item.get("parameters", [])]
             for m in HTTP_METHODS:
                 if m in item:
                     check_op("paths.%s.%s" % (tpl, m), item[m], path_params, tpl)
-        for name, item in d.get("webhooks", {}).items():
+        for name, item in self.doc.get("webhooks", {}).items():
             for m in HTTP_METHODS:
                 if m in item:
                     check_op("webhooks.%s.%s" % (name, m), item[m], [], None)
-        return problems
+
+    def _lint_examples(self, problems):
+        """Every example (of a media type, a parameter or a schema) is valid
+        against the schema it illustrates."""
+        def check(schema, value, where):
+            for p in validate(schema, value, self.doc):
+                problems.append("%s: example does not match its schema: %s" % (where, p))
+
+        def walk(node, where):
+            if isinstance(node, dict):
+                schema = node.get("schema")
+                if schema is not None:
+                    if "example" in node:
+                        check(schema, node["example"], where + ".example")
+                    for name, ex in (node.get("examples") or {}).items():
+                        ex = self._deref(ex)
+                        if isinstance(ex, dict) and "value" in ex:
+                            check(schema, ex["value"], "%s.examples.%s" % (where, name))
+                for k, v in node.items():
+                    walk(v, "%s.%s" % (where, k))
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, "%s[%d]" % (where, i))
+        walk(self.doc, "")
+        for where, schema in self._schemas():
+            self._lint_schema_examples(schema, where, check)
+
+    def _lint_schema_examples(self, schema, where, check):
+        if not isinstance(schema, dict):
+            return
+        bare = {k: v for k, v in schema.items() if k not in ("examples", "example")}
+        for i, ex in enumerate(schema.get("examples", []) if isinstance(schema.get("examples"), list) else []):
+            check(bare, ex, "%s.examples[%d]" % (where, i))
+        if "example" in schema:
+            check(bare, schema["example"], where + ".example")
+        for k, v in schema.items():
+            if k in _ONE:
+                self._lint_schema_examples(v, "%s.%s" % (where, k), check)
+            elif k in _LIST and isinstance(v, list):
+                for i, s in enumerate(v):
+                    self._lint_schema_examples(s, "%s.%s[%d]" % (where, k, i), check)
+            elif k in _MAP and isinstance(v, dict):
+                for name, s in v.items():
+                    self._lint_schema_examples(s, "%s.%s.%s" % (where, k, name), check)
 
     def _deref(self, node):
         seen = 0

@@ -7,20 +7,15 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1055,230 +1050,6 @@ static void wakeup_interrupts_run(void **state)
     webhook_sender_free(s);
 }
 
-/* ---- the receiver tool ------------------------------------------------- */
-
-struct tool {
-    pid_t pid;
-    int out_fd;
-    unsigned port;
-};
-
-static const char *receiver_path(void)
-{
-    const char *p = getenv("WEBHOOK_RECEIVER");
-    if (p && *p)
-        return p;
-    return "build/tools/webhook-receiver";
-}
-
-/* Read one line from fd within the wait limit. */
-static int read_line(int fd, char *buf, size_t size)
-{
-    size_t n = 0;
-    int64_t end = mono_ms() + WAIT_LIMIT_MS;
-    while (n + 1 < size && mono_ms() < end) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t r = read(fd, buf + n, 1);
-        if (r <= 0)
-            break;
-        if (buf[n] == '\n') {
-            buf[n] = '\0';
-            return 0;
-        }
-        n++;
-    }
-    buf[n] = '\0';
-    return -1;
-}
-
-static void tool_start(struct tool *t, char *const argv[])
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    t->pid = fork();
-    assert_true(t->pid >= 0);
-    if (t->pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(p[1]);
-    t->out_fd = p[0];
-    char line[128];
-    assert_int_equal(read_line(t->out_fd, line, sizeof line), 0);
-    unsigned port = 0;
-    assert_int_equal(sscanf(line, "listening on 127.0.0.1:%u", &port), 1);
-    assert_true(port > 0 && port < 65536);
-    t->port = port;
-}
-
-static int tool_stop(struct tool *t)
-{
-    int status = -1;
-    kill(t->pid, SIGTERM);
-    int64_t end = mono_ms() + WAIT_LIMIT_MS;
-    while (mono_ms() < end) {
-        pid_t r = waitpid(t->pid, &status, WNOHANG);
-        if (r == t->pid)
-            break;
-        usleep(20 * 1000);
-    }
-    if (mono_ms() >= end) {
-        kill(t->pid, SIGKILL);
-        waitpid(t->pid, &status, 0);
-        fail_msg("webhook-receiver did not exit on SIGTERM");
-    }
-    close(t->out_fd);
-    return status;
-}
-
-static struct webhook_result post_to(unsigned port, const char *secret, const char *body)
-{
-    unsigned char key[WEBHOOK_KEY_MAX];
-    size_t klen;
-    char url[128];
-    struct collected c = {0};
-    struct tag t = {&c, 1};
-    struct webhook_request q;
-    struct err e;
-    assert_int_equal(webhook_secret_decode(secret, key, sizeof key, &klen, &e), 0);
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/hook", port);
-    fill_req(&q, url, key, klen, body);
-    struct webhook_sender *s = webhook_sender_new(1, &e);
-    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), 0);
-    drive(s, &c, 1, 1);
-    webhook_sender_free(s);
-    return c.r[0];
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    static char buf[65536];
-    *len = fread(buf, 1, sizeof buf - 1, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static void receiver_tool(void **state)
-{
-    (void)state;
-    const char *bin = receiver_path();
-    if (access(bin, X_OK) != 0) {
-        print_message("webhook-receiver not built (%s); run `make tools` first\n", bin);
-        skip();
-    }
-    char dir[] = "/tmp/webhook-test-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char *const argv[] = {(char *)bin, "--port", "0", "--secret", VEC_SECRET, "--out", dir,
-                          "--print", NULL};
-    struct tool t;
-    tool_start(&t, argv);
-
-    const char *body = "{\"type\":\"message.received\",\"data\":{\"account\":\"support\","
-                       "\"message\":{\"subject\":\"Hello there\",\"from\":{\"name\":\"Ann\","
-                       "\"address\":\"ann@example.org\"}}}}";
-    struct webhook_result r = post_to(t.port, VEC_SECRET, body);
-    assert_int_equal(r.err.kind, ERR_NONE);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(webhook_classify(&r), WEBHOOK_DELIVERED);
-    char line[512];
-    assert_int_equal(read_line(t.out_fd, line, sizeof line), 0);
-    assert_non_null(strstr(line, "msg_5386ace5417989c2b8f74a0438bf1a18"));
-    assert_non_null(strstr(line, "Hello there"));
-    assert_non_null(strstr(line, "ann@example.org"));
-
-    /* a different secret: refused with 401 and nothing written */
-    r = post_to(t.port, "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", body);
-    assert_int_equal(r.status, 401);
-    assert_int_equal(webhook_classify(&r), WEBHOOK_REJECTED);
-
-    int st = tool_stop(&t);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-
-    char path[256];
-    size_t len;
-    snprintf(path, sizeof path, "%s/1.json", dir);
-    char *got = slurp(path, &len);
-    assert_non_null(got);
-    assert_int_equal(len, strlen(body));
-    assert_memory_equal(got, body, len);
-    snprintf(path, sizeof path, "%s/1.headers", dir);
-    got = slurp(path, &len);
-    assert_non_null(got);
-    assert_non_null(strstr(got, "msg_5386ace5417989c2b8f74a0438bf1a18"));
-    assert_non_null(strstr(got, "webhook-signature"));
-    snprintf(path, sizeof path, "%s/2.json", dir);
-    assert_int_equal(access(path, F_OK), -1);
-
-    /* clean up the directory: only the files we expect are there */
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *de;
-    int files = 0;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        int pn = snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        assert_true(pn > 0 && (size_t)pn < sizeof path);
-        unlink(path);
-        files++;
-    }
-    closedir(d);
-    rmdir(dir);
-    assert_int_equal(files, 2);
-}
-
-static void receiver_tool_failures(void **state)
-{
-    (void)state;
-    const char *bin = receiver_path();
-    if (access(bin, X_OK) != 0)
-        skip();
-    char *const argv[] = {(char *)bin,   "--port", "0",   "--secret",    VEC_SECRET,
-                          "--fail",      "2",      "--fail-status", "503", "--retry-after",
-                          "9",           NULL};
-    struct tool t;
-    tool_start(&t, argv);
-    struct webhook_result r = post_to(t.port, VEC_SECRET, "{}");
-    assert_int_equal(r.status, 503);
-    assert_int_equal(r.retry_after_s, 9);
-    r = post_to(t.port, VEC_SECRET, "{}");
-    assert_int_equal(r.status, 503);
-    r = post_to(t.port, VEC_SECRET, "{}");
-    assert_int_equal(r.status, 200);
-    int st = tool_stop(&t);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-
-    char *const gone[] = {(char *)bin, "--port", "0", "--gone", NULL};
-    tool_start(&t, gone);
-    r = post_to(t.port, VEC_SECRET, "{}");
-    assert_int_equal(r.status, 410);
-    assert_int_equal(webhook_classify(&r), WEBHOOK_DISABLED);
-    st = tool_stop(&t);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-
-    char *const capped[] = {(char *)bin, "--port", "0", "--max-body", "100", NULL};
-    tool_start(&t, capped);
-    char big[200];
-    memset(big, 'a', sizeof big - 1);
-    big[sizeof big - 1] = '\0';
-    r = post_to(t.port, VEC_SECRET, big);
-    assert_int_equal(r.status, 413);
-    r = post_to(t.port, VEC_SECRET, "{}");
-    assert_int_equal(r.status, 200);
-    st = tool_stop(&t);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -1318,8 +1089,6 @@ int main(void)
         cmocka_unit_test(http_response_capped),
         cmocka_unit_test(run_not_reentrant),
         cmocka_unit_test(wakeup_interrupts_run),
-        cmocka_unit_test(receiver_tool),
-        cmocka_unit_test(receiver_tool_failures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
