@@ -12,7 +12,7 @@ ifeq ($(origin CC),default)
 CC := cc
 endif
 BUILD   ?= build
-PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl
+PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)

@@ -41,6 +41,7 @@ extern char **environ;
 #define NAME_KEY_MAX 64      /* longest key name in the tables, for suggestions */
 
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_start) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
@@ -116,6 +117,7 @@ struct table {
 #define GIB (1024 * MIB)
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", "journal", NULL};
 static const char *const tls_modes[] = {"implicit", "starttls", "none", NULL};
 static const char *const start_modes[] = {"new", "all", NULL};
 static const char *const after_modes[] = {"keep", "delete", NULL};
@@ -252,6 +254,8 @@ static const struct opt root_opts[] = {
      FIELD(config, state_dir)},
     {.name = "log_level", .type = T_ENUM, .def = "\"info\"", .values = log_levels,
      FIELD(config, log_level)},
+    {.name = "log_format", .type = T_ENUM, .def = "\"text\"", .values = log_formats,
+     FIELD(config, log_format)},
     {.name = "retention", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
      FIELD(config, retention_ms)},
     {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
@@ -715,6 +719,34 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
+/* A *_file path: "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
+ * names a credential that systemd passes with LoadCredential=, in the
+ * directory named by that variable; any other path is resolved as usual. */
+static char *credential_path(struct ctx *c, const char *p, const char *path)
+{
+    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
+    for (size_t i = 0; i < COUNT(forms); i++) {
+        size_t n = strlen(forms[i]);
+        if (strncmp(p, forms[i], n) != 0)
+            continue;
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir || dir[0] != '/') {
+            problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
+                                       : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
+                                         " for a service with LoadCredential=)");
+            return NULL;
+        }
+        char buf[PATH_MAX];
+        int r = snprintf(buf, sizeof buf, "%s/%s", dir, p + n);
+        if (r < 0 || (size_t)r >= sizeof buf) {
+            problem(c, path, "the path is longer than PATH_MAX (%d) once made absolute", PATH_MAX);
+            return NULL;
+        }
+        return resolve_path(c, buf, path);
+    }
+    return resolve_path(c, p, path);
+}
+
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
                          const cJSON *v, const char *path)
 {
@@ -738,7 +770,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = resolve_path(c, s, path);
+        ref = credential_path(c, s, path);
         if (!ref)
             return;
         break;

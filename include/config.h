@@ -67,6 +67,8 @@
 
 /* ---- values ----------------------------------------------------------- */
 enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+/* the same order as enum log_format (log.h) */
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON, CONFIG_LOG_JOURNAL };
 enum config_tls { CONFIG_TLS_IMPLICIT, CONFIG_TLS_STARTTLS, CONFIG_TLS_NONE };
 enum config_start { CONFIG_START_NEW, CONFIG_START_ALL };
 enum config_after { CONFIG_AFTER_KEEP, CONFIG_AFTER_DELETE };
@@ -178,6 +180,7 @@ struct config {
     char *dir;                     /* its directory, absolute */
     char *state_dir;               /* required; absolute */
     enum config_log_level log_level; /* default info */
+    enum config_log_format log_format; /* default text */
     int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
     int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
     struct config_api api;
