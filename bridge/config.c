@@ -719,32 +719,39 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
-/* A *_file path: "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
+/* A *_file path of "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
  * names a credential that systemd passes with LoadCredential=, in the
- * directory named by that variable; any other path is resolved as usual. */
-static char *credential_path(struct ctx *c, const char *p, const char *path)
+ * directory that variable names when the secret is read.  The length of the
+ * prefix, or 0 for any other path. */
+static size_t credential_prefix(const char *p)
 {
     static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
-    for (size_t i = 0; i < COUNT(forms); i++) {
-        size_t n = strlen(forms[i]);
-        if (strncmp(p, forms[i], n) != 0)
-            continue;
-        const char *dir = getenv("CREDENTIALS_DIRECTORY");
-        if (!dir || dir[0] != '/') {
-            problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
-                                       : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
-                                         " for a service with LoadCredential=)");
-            return NULL;
-        }
-        char buf[PATH_MAX];
-        int r = snprintf(buf, sizeof buf, "%s/%s", dir, p + n);
-        if (r < 0 || (size_t)r >= sizeof buf) {
-            problem(c, path, "the path is longer than PATH_MAX (%d) once made absolute", PATH_MAX);
-            return NULL;
-        }
-        return resolve_path(c, buf, path);
+    for (size_t i = 0; i < COUNT(forms); i++)
+        if (strncmp(p, forms[i], strlen(forms[i])) == 0 && p[strlen(forms[i])])
+            return strlen(forms[i]);
+    return 0;
+}
+
+/* The file a *_file secret is read from: the credential expanded, or ref. */
+static const char *secret_file(struct ctx *c, const char *ref, char *buf, size_t size,
+                               const char *path)
+{
+    size_t n = credential_prefix(ref);
+    if (!n)
+        return ref;
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (!dir || dir[0] != '/') {
+        problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
+                                   : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
+                                     " for a service with LoadCredential=)");
+        return NULL;
     }
-    return resolve_path(c, p, path);
+    int r = snprintf(buf, size, "%s/%s", dir, ref + n);
+    if (r < 0 || (size_t)r >= size) {
+        problem(c, path, "the path is longer than PATH_MAX (%d) once expanded", PATH_MAX);
+        return NULL;
+    }
+    return buf;
 }
 
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
@@ -770,7 +777,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = credential_path(c, s, path);
+        ref = credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
         if (!ref)
             return;
         break;
@@ -1723,14 +1730,18 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
     case CONFIG_SECRET_ENV:
         break;
     case CONFIG_SECRET_FILE: {
-        int fd = open(s->ref, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        char cred[PATH_MAX];
+        const char *file = secret_file(c, s->ref, cred, sizeof cred, path);
+        if (!file)
+            break;
+        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         struct stat st;
         if (fd < 0) {
-            problem(c, path, "cannot open %s: %s", s->ref, strerror(errno));
+            problem(c, path, "cannot open %s: %s", file, strerror(errno));
             break;
         }
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            problem(c, path, "%s is not a regular file", s->ref);
+            problem(c, path, "%s is not a regular file", file);
             close(fd);
             break;
         }
@@ -1740,7 +1751,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             if (got < 0 && errno == EINTR)
                 continue;
             if (got < 0) {
-                problem(c, path, "cannot read %s: %s", s->ref, strerror(errno));
+                problem(c, path, "cannot read %s: %s", file, strerror(errno));
                 read_failed = true;
                 break;
             }
@@ -1752,7 +1763,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             break;
         r = take_first_line(s, buf, n);
         if (r)
-            problem(c, path, "the file %s %s", s->ref, empties[r]);
+            problem(c, path, "the file %s %s", file, empties[r]);
         break;
     }
     case CONFIG_SECRET_COMMAND: {
@@ -1947,7 +1958,19 @@ void config_free(struct config **pcfg)
 
 /* ---- load ---------------------------------------------------------------------------------- */
 
+static struct config *load(const char *path, struct config_diag *d, bool secrets);
+
 struct config *config_load(const char *path, struct config_diag *d)
+{
+    return load(path, d, true);
+}
+
+struct config *config_load_layout(const char *path, struct config_diag *d)
+{
+    return load(path, d, false);
+}
+
+static struct config *load(const char *path, struct config_diag *d, bool secrets)
 {
     struct ctx c = {.d = d, .file = path ? path : "(null)"};
     if (!path) {
@@ -2009,7 +2032,8 @@ struct config *config_load(const char *path, struct config_diag *d)
     else
         parse_table(&c, &root_table, cfg, root, "");
     cJSON_Delete(root);
-    resolve_all(&c);
+    if (secrets)
+        resolve_all(&c);
     if (c.errors) {
         config_free(&cfg);
         return NULL;

@@ -206,6 +206,12 @@ struct config_diag {
  * a secret that cannot be resolved (see config_resolve_secrets). */
 struct config *config_load(const char *path, struct config_diag *d);
 
+/* The same, without reading any secret (every config_secret's value stays
+ * NULL, webhook keys undecoded): for commands that need only where things
+ * are, such as the state directory (`store`, `export`), run where the
+ * service's secrets are not at hand. */
+struct config *config_load_layout(const char *path, struct config_diag *d);
+
 /* (Re)read every secret of `cfg` from its env var, file or command, wiping
  * the previous values, and decode the webhook keys.  Returns the number of
  * problems appended to `d`: variable not set or empty, file unreadable,
