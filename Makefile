@@ -37,6 +37,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
+.PHONY: deb deb-lint
 .PHONY: all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
 all: $(BIN)
 
@@ -116,7 +117,8 @@ DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
     libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libsqlite3-dev sqlite3 \
     libgmime-3.0-dev libgsasl-dev libcmocka-dev \
     dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
-    valgrind mpop hyperfine wrk chromium nodejs
+    valgrind mpop hyperfine wrk chromium nodejs \
+    libsystemd-dev systemd debhelper dpkg-dev fakeroot lintian mandoc man-db adduser
 deps:
 	@missing=$$(for p in $(DEPS_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
@@ -130,6 +132,29 @@ deps:
 	    echo "installing the browser tests' npm packages"; tests/browser/install && \
 	    cp tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; \
 	else echo "browser test packages present"; fi
+
+# ---- the Debian package ------------------------------------------------------
+# config/debian is the debian/ directory; the build happens in a copy of the
+# sources under $(BUILD)/debtree, and the package lands in $(BUILD).
+DEB_VERSION := $(shell dpkg-parsechangelog -l config/debian/changelog -S Version 2>/dev/null)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_TREE    := $(BUILD)/debtree/pop3bridge-$(DEB_VERSION)
+DEB         := $(BUILD)/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb:
+	@test "$(DEB_VERSION)" = "$(VERSION)" || \
+	    { echo "config/debian/changelog says $(DEB_VERSION), VERSION says $(VERSION)"; exit 1; }
+	rm -rf $(BUILD)/debtree
+	mkdir -p $(DEB_TREE)
+	cp -R bridge include web config Makefile openapi.yaml VERSION README.md $(DEB_TREE)/
+	cp -R config/debian $(DEB_TREE)/debian
+	cd $(DEB_TREE) && dpkg-buildpackage --build=binary --no-sign -j2
+	cp $(BUILD)/debtree/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB)
+	@echo "built $(DEB)"
+
+# lintian on the package and its .changes: any error or warning fails
+deb-lint: deb
+	lintian --info --fail-on error,warning $(DEB) \
+	    $(BUILD)/debtree/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).changes
 
 PREFIX ?= /usr/local
 install: $(BIN)

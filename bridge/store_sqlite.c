@@ -2329,6 +2329,24 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     if (!st)
         goto out;
     store_close(st);
+    /* root restoring a service's state: the files stay the service user's */
+    struct stat dir_st;
+    if (geteuid() == 0 && stat(state_dir, &dir_st) == 0 && dir_st.st_uid != 0) {
+        static const char *const suffixes[] = {"", "-wal", "-shm"};
+        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+            char f[PATH_BYTES + 8];
+            snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
+            if (chown(f, dir_st.st_uid, dir_st.st_gid) < 0 && errno != ENOENT) {
+                err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", f,
+                        strerror(errno));
+                goto out;
+            }
+        }
+        if (fchown(lock_fd, dir_st.st_uid, dir_st.st_gid) < 0) {
+            err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", lock, strerror(errno));
+            goto out;
+        }
+    }
     if (schema_from)
         *schema_from = version;
     r = 0;

@@ -514,6 +514,8 @@ int store_backup(const char *state_dir, const char *out_path, uint64_t *bytes, s
  * content is replaced in one transaction (the backup API in the other
  * direction, under an exclusive lock, so nothing can open it meanwhile),
  * and it is migrated to STORE_SCHEMA_VERSION as store_open does.
+ * Run as root on a state_dir owned by another user, the database files and
+ * the lock file are given to that user.
  * *schema_from (may be NULL) gets the copy's schema version.  Everything the
  * state held is replaced: messages stored after the copy was made are no
  * longer known, and are fetched again as new.  Errors: ERR_USAGE (in_path
