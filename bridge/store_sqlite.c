@@ -2279,8 +2279,8 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
         r = errno == EWOULDBLOCK ? STORE_IN_USE : -1;
         err_set(e, r == STORE_IN_USE ? ERR_USAGE : ERR_INTERNAL,
-                "store: restore: a bridge is running on %s (it holds %s): stop it first",
-                state_dir, lock);
+                "store: restore: a bridge is running: it holds " STORE_LOCK_FILE
+                " in %s; stop it first", state_dir);
         goto out;
     }
     /* ... and any process using the database holds a lock on it: in exclusive
@@ -2300,8 +2300,8 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     sqlite3_free(msg);
     if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
         r = STORE_IN_USE;
-        err_set(e, ERR_USAGE, "store: restore: %s is open in another process (a bridge or a"
-                              " command working on it): stop it first", path);
+        err_set(e, ERR_USAGE, "store: restore: the database is open in another process (a"
+                              " bridge or a command working on it); stop it first: %s", path);
         goto out;
     }
     if (rc != SQLITE_OK) {
