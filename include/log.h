@@ -34,7 +34,7 @@ enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 enum log_format { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON, LOG_FORMAT_JOURNAL };
 
 #define LOG_LINE_MAX 2048 /* the fields' text; longer lines are cut, ending in "..." */
-#define LOG_FIELDS_MAX 64 /* fields read back for json/journal; the rest stay in MESSAGE */
+#define LOG_FIELDS_MAX 64 /* fields read back for json/journal (the journal's MESSAGE keeps all) */
 
 void log_set_level(enum log_level l);
 enum log_level log_get_level(void);
