@@ -13,7 +13,7 @@ ifeq ($(origin CC),default)
 CC := cc
 endif
 BUILD   ?= build
-PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl
+PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -38,6 +38,7 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
+.PHONY: deb deb-lint
 .PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
 all: $(BIN)
 
@@ -128,7 +129,8 @@ DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
     libgmime-3.0-dev libgsasl-dev libcmocka-dev \
     dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
     valgrind mpop hyperfine wrk chromium nodejs \
-    python3-pytest python3-pytest-timeout python3-jsonschema python3-yaml
+    python3-pytest python3-pytest-timeout python3-jsonschema python3-yaml \
+    libsystemd-dev systemd debhelper dpkg-dev fakeroot lintian mandoc man-db adduser
 # Quiet when everything is present; installs only what is missing (as root).
 deps:
 	@missing=$$(for p in $(DEPS_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -146,6 +148,29 @@ deps:
 	    echo "installing the browser tests' npm packages"; tests/browser/install && \
 	    cp tests/browser/package-lock.json tests/browser/node_modules/.installed-lock; \
 	fi
+
+# ---- the Debian package ------------------------------------------------------
+# config/debian is the debian/ directory; the build happens in a copy of the
+# sources under $(BUILD)/debtree, and the package lands in $(BUILD).
+DEB_VERSION := $(shell dpkg-parsechangelog -l config/debian/changelog -S Version 2>/dev/null)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_TREE    := $(BUILD)/debtree/pop3bridge-$(DEB_VERSION)
+DEB         := $(BUILD)/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb:
+	@test "$(DEB_VERSION)" = "$(VERSION)" || \
+	    { echo "config/debian/changelog says $(DEB_VERSION), VERSION says $(VERSION)"; exit 1; }
+	rm -rf $(BUILD)/debtree
+	mkdir -p $(DEB_TREE)
+	cp -R bridge include web config Makefile openapi.yaml VERSION README.md $(DEB_TREE)/
+	cp -R config/debian $(DEB_TREE)/debian
+	cd $(DEB_TREE) && dpkg-buildpackage --build=binary --no-sign -j2
+	cp $(BUILD)/debtree/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB)
+	@echo "built $(DEB)"
+
+# lintian on the package and its .changes: any error or warning fails
+deb-lint: deb
+	lintian --info --fail-on error,warning $(DEB) \
+	    $(BUILD)/debtree/pop3bridge_$(DEB_VERSION)_$(DEB_ARCH).changes
 
 PREFIX ?= /usr/local
 install: $(BIN)

@@ -41,6 +41,7 @@ extern char **environ;
 #define NAME_KEY_MAX 64      /* longest key name in the tables, for suggestions */
 
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_start) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
@@ -116,6 +117,7 @@ struct table {
 #define GIB (1024 * MIB)
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", "journal", NULL};
 static const char *const tls_modes[] = {"implicit", "starttls", "none", NULL};
 static const char *const start_modes[] = {"new", "all", NULL};
 static const char *const after_modes[] = {"keep", "delete", NULL};
@@ -252,6 +254,8 @@ static const struct opt root_opts[] = {
      FIELD(config, state_dir)},
     {.name = "log_level", .type = T_ENUM, .def = "\"info\"", .values = log_levels,
      FIELD(config, log_level)},
+    {.name = "log_format", .type = T_ENUM, .def = "\"text\"", .values = log_formats,
+     FIELD(config, log_format)},
     {.name = "retention", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
      FIELD(config, retention_ms)},
     {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
@@ -715,6 +719,41 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
+/* A *_file path of "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
+ * names a credential that systemd passes with LoadCredential=, in the
+ * directory that variable names when the secret is read.  The length of the
+ * prefix, or 0 for any other path. */
+static size_t credential_prefix(const char *p)
+{
+    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
+    for (size_t i = 0; i < COUNT(forms); i++)
+        if (strncmp(p, forms[i], strlen(forms[i])) == 0 && p[strlen(forms[i])])
+            return strlen(forms[i]);
+    return 0;
+}
+
+/* The file a *_file secret is read from: the credential expanded, or ref. */
+static const char *secret_file(struct ctx *c, const char *ref, char *buf, size_t size,
+                               const char *path)
+{
+    size_t n = credential_prefix(ref);
+    if (!n)
+        return ref;
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (!dir || dir[0] != '/') {
+        problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
+                                   : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
+                                     " for a service with LoadCredential=)");
+        return NULL;
+    }
+    int r = snprintf(buf, size, "%s/%s", dir, ref + n);
+    if (r < 0 || (size_t)r >= size) {
+        problem(c, path, "the path is longer than PATH_MAX (%d) once expanded", PATH_MAX);
+        return NULL;
+    }
+    return buf;
+}
+
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
                          const cJSON *v, const char *path)
 {
@@ -738,7 +777,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = resolve_path(c, s, path);
+        ref = credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
         if (!ref)
             return;
         break;
@@ -1691,14 +1730,18 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
     case CONFIG_SECRET_ENV:
         break;
     case CONFIG_SECRET_FILE: {
-        int fd = open(s->ref, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        char cred[PATH_MAX];
+        const char *file = secret_file(c, s->ref, cred, sizeof cred, path);
+        if (!file)
+            break;
+        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         struct stat st;
         if (fd < 0) {
-            problem(c, path, "cannot open %s: %s", s->ref, strerror(errno));
+            problem(c, path, "cannot open %s: %s", file, strerror(errno));
             break;
         }
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            problem(c, path, "%s is not a regular file", s->ref);
+            problem(c, path, "%s is not a regular file", file);
             close(fd);
             break;
         }
@@ -1708,7 +1751,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             if (got < 0 && errno == EINTR)
                 continue;
             if (got < 0) {
-                problem(c, path, "cannot read %s: %s", s->ref, strerror(errno));
+                problem(c, path, "cannot read %s: %s", file, strerror(errno));
                 read_failed = true;
                 break;
             }
@@ -1720,7 +1763,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             break;
         r = take_first_line(s, buf, n);
         if (r)
-            problem(c, path, "the file %s %s", s->ref, empties[r]);
+            problem(c, path, "the file %s %s", file, empties[r]);
         break;
     }
     case CONFIG_SECRET_COMMAND: {
@@ -1915,7 +1958,19 @@ void config_free(struct config **pcfg)
 
 /* ---- load ---------------------------------------------------------------------------------- */
 
+static struct config *load(const char *path, struct config_diag *d, bool secrets);
+
 struct config *config_load(const char *path, struct config_diag *d)
+{
+    return load(path, d, true);
+}
+
+struct config *config_load_layout(const char *path, struct config_diag *d)
+{
+    return load(path, d, false);
+}
+
+static struct config *load(const char *path, struct config_diag *d, bool secrets)
 {
     struct ctx c = {.d = d, .file = path ? path : "(null)"};
     if (!path) {
@@ -1977,7 +2032,8 @@ struct config *config_load(const char *path, struct config_diag *d)
     else
         parse_table(&c, &root_table, cfg, root, "");
     cJSON_Delete(root);
-    resolve_all(&c);
+    if (secrets)
+        resolve_all(&c);
     if (c.errors) {
         config_free(&cfg);
         return NULL;

@@ -17,6 +17,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "message.h"
+#include "notify.h"
 #include "poller.h"
 #include "runtime.h"
 #include "store.h"
@@ -326,6 +327,7 @@ static void reload(const char *path, struct store *st)
                  log_q("state_dir changed: takes effect at the next start"));
     sync_accounts(cfg, st);
     log_set_level((enum log_level)cfg->log_level);
+    log_set_format((enum log_format)cfg->log_format);
     pthread_mutex_unlock(&rt.lock);
     cfgref_swap(&rt.cfg, r);
     struct err e;
@@ -334,6 +336,39 @@ static void reload(const char *path, struct store *st)
     pthread_cond_broadcast(&rt.cond);
     delivery_wakeup(rt.delivery);
     log_info("reloaded", "accounts=%zu webhooks=%zu", cfg->account_count, cfg->webhook_count);
+}
+
+/* STATUS= for the service manager: the accounts' states and the deliveries
+ * waiting, at most every 2 s (a count of the outbox is a query). */
+static void report_status(struct store *st)
+{
+    static int64_t last;
+    if (!notify_enabled() || now_ms() - last < 2000)
+        return;
+    last = now_ms();
+    size_t by_state[ACCOUNT_STATES] = {0}, total;
+    pthread_mutex_lock(&rt.lock);
+    total = rt.n_accounts;
+    for (size_t i = 0; i < rt.n_accounts; i++)
+        if ((unsigned)rt.accounts[i].state < ACCOUNT_STATES)
+            by_state[rt.accounts[i].state]++;
+    pthread_mutex_unlock(&rt.lock);
+    char states[160] = "";
+    size_t o = 0;
+    for (int i = 0; i < ACCOUNT_STATES; i++) {
+        int n = by_state[i] ? snprintf(states + o, sizeof states - o, "%s%zu %s", o ? ", " : "",
+                                       by_state[i], account_state_name((enum account_state)i))
+                            : 0;
+        if (n > 0 && (size_t)n < sizeof states - o)
+            o += (size_t)n;
+    }
+    struct store_queue_counts q = {0};
+    struct err e;
+    if (store_delivery_counts(st, &q, &e) < 0)
+        q.pending = q.failed = -1;
+    notify_status("%zu account%s%s%s%s; deliveries: %lld pending, %lld failed", total,
+                  total == 1 ? "" : "s", o ? " (" : "", states, o ? ")" : "",
+                  (long long)q.pending, (long long)q.failed);
 }
 
 /* This instance's id, the owner of its leases: the host name, stable
@@ -398,6 +433,7 @@ int daemon_main(int argc, char **argv)
     }
     config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
+    log_set_format((enum log_format)cfg->log_format);
 
     /* signals go to the main thread only: block them before threads exist */
     sigset_t set;
@@ -447,6 +483,7 @@ int daemon_main(int argc, char **argv)
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
              cfg->account_count, cfg->webhook_count, once ? "yes" : "no");
+    notify_ready(); /* the store is open, the API listens, every account is scheduled */
 
     size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
     pthread_t workers[DAEMON_POLL_WORKERS], dthread;
@@ -459,7 +496,9 @@ int daemon_main(int argc, char **argv)
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             log_info("reload", "config=%s", log_q(path));
+            notify_reloading();
             reload(path, st);
+            notify_ready();
         } else if (sig == SIGTERM || sig == SIGINT) {
             log_info("stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
             break;
@@ -467,9 +506,12 @@ int daemon_main(int argc, char **argv)
         pthread_mutex_lock(&rt.lock);
         bool done = rt.once && rt.delivery_done;
         pthread_mutex_unlock(&rt.lock);
+        notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
+        report_status(st);
         if (done)
             break;
     }
+    notify_stopping();
     pthread_mutex_lock(&rt.lock);
     rt.stopping = true;
     pthread_cond_broadcast(&rt.cond);

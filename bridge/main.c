@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "admin.h"
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
@@ -13,6 +14,7 @@ static void usage(FILE *out)
     fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
           "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
           out);
+    admin_usage(out);
     cli_usage_pop3(out);
 }
 
@@ -30,6 +32,10 @@ int main(int argc, char **argv)
         return cli_fetch(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return daemon_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "store") == 0)
+        return admin_store_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return admin_export_main(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return config_check_main(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

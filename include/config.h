@@ -67,6 +67,8 @@
 
 /* ---- values ----------------------------------------------------------- */
 enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+/* the same order as enum log_format (log.h) */
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON, CONFIG_LOG_JOURNAL };
 enum config_tls { CONFIG_TLS_IMPLICIT, CONFIG_TLS_STARTTLS, CONFIG_TLS_NONE };
 enum config_start { CONFIG_START_NEW, CONFIG_START_ALL };
 enum config_after { CONFIG_AFTER_KEEP, CONFIG_AFTER_DELETE };
@@ -178,6 +180,7 @@ struct config {
     char *dir;                     /* its directory, absolute */
     char *state_dir;               /* required; absolute */
     enum config_log_level log_level; /* default info */
+    enum config_log_format log_format; /* default text */
     int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
     int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
     struct config_api api;
@@ -202,6 +205,12 @@ struct config_diag {
  * unknown or repeated keys; wrong types; bad values; inconsistent keys;
  * a secret that cannot be resolved (see config_resolve_secrets). */
 struct config *config_load(const char *path, struct config_diag *d);
+
+/* The same, without reading any secret (every config_secret's value stays
+ * NULL, webhook keys undecoded): for commands that need only where things
+ * are, such as the state directory (`store`, `export`), run where the
+ * service's secrets are not at hand. */
+struct config *config_load_layout(const char *path, struct config_diag *d);
 
 /* (Re)read every secret of `cfg` from its env var, file or command, wiping
  * the previous values, and decode the webhook keys.  Returns the number of

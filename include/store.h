@@ -483,4 +483,53 @@ char *store_delivery_id_format(int64_t id, char *buf);
 int store_msg_id_parse(const char *s, int64_t *id, struct err *e);
 int store_delivery_id_parse(const char *s, int64_t *id, struct err *e);
 
+/* ---- backup, restore and export (operator commands) --------------------- */
+
+#define STORE_LOCK_FILE "pop3bridge.lock" /* in state_dir: a running bridge holds
+                                             flock(LOCK_EX) on it */
+#define STORE_IN_USE 3                    /* store_restore: the state is in use */
+#define STORE_EXPORT_PAGE 256             /* message ids read per query in
+                                             store_msgs_each */
+
+/* Write a consistent copy of <state_dir>/STORE_DB_FILE to out_path while
+ * bridges and other handles go on using it: SQLite's online backup API,
+ * the whole database copied inside one read snapshot (writers are not
+ * blocked; the copy shows every transaction committed before it began,
+ * none after).  The copy is written to "<out_path>.tmp-<pid>" (mode 0600,
+ * whatever the umask), switched to a rollback journal so it is one
+ * self-contained file, fsync'd and renamed over out_path, and the
+ * directory fsync'd: out_path is the old file or the whole new copy, never
+ * a part.  *bytes (may be NULL) gets its size.  Nothing is migrated: the
+ * copy has the schema the state has.  Errors: ERR_USAGE (no database in
+ * state_dir), ERR_LIMIT (a path too long), ERR_INTERNAL (SQLite's or the
+ * file system's text, with the path). */
+int store_backup(const char *state_dir, const char *out_path, uint64_t *bytes, struct err *e);
+
+/* Put the copy at in_path back as <state_dir>/STORE_DB_FILE (state_dir is
+ * created 0700 if missing).  First in_path is checked: a database with
+ * pop3bridge's tables, a schema between 1 and STORE_SCHEMA_VERSION, and a
+ * clean PRAGMA quick_check.  Then, refusing with STORE_IN_USE (*e says why,
+ * ERR_USAGE) while a bridge runs on state_dir — its STORE_LOCK_FILE is
+ * locked, or any process has the database open — the database's whole
+ * content is replaced in one transaction (the backup API in the other
+ * direction, under an exclusive lock, so nothing can open it meanwhile),
+ * and it is migrated to STORE_SCHEMA_VERSION as store_open does.
+ * Run as root on a state_dir owned by another user, the database files and
+ * the lock file are given to that user.
+ * *schema_from (may be NULL) gets the copy's schema version.  Everything the
+ * state held is replaced: messages stored after the copy was made are no
+ * longer known, and are fetched again as new.  Errors: ERR_USAGE (in_path
+ * missing or not a pop3bridge state), ERR_LIMIT, ERR_INTERNAL. */
+int store_restore(const char *state_dir, const char *in_path, int *schema_from, struct err *e);
+
+/* Every message stored for `account` (any kind, purged or not), oldest
+ * first (id ascending), read STORE_EXPORT_PAGE ids per query so no read
+ * transaction is held while cb works (cb may call store_msg_stream on st).
+ * Messages stored meanwhile with a higher id are included.  cb returns 0 to
+ * go on or -1 with *e set to stop (then this returns -1).  Errors:
+ * ERR_USAGE, ERR_LIMIT (account name), ERR_INTERNAL. */
+typedef int (*store_msg_cb)(void *ctx, const struct store_msg_info *m, struct err *e);
+int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
+                    struct err *e);
+
 #endif

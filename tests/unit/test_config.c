@@ -763,6 +763,66 @@ static void check_main_exit_codes(void **state)
     assert_int_equal(r4, 2);
 }
 
+/* A *_file of "${CREDENTIALS_DIRECTORY}/NAME" reads a credential systemd passes
+ * with LoadCredential=; without the variable the key says what is missing. */
+static void credentials_directory(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_config_creds_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pw[sizeof dir + 8];
+    snprintf(pw, sizeof pw, "%s/pw", dir);
+    FILE *f = fopen(pw, "w");
+    assert_non_null(f);
+    fputs("from-credential\n", f);
+    fclose(f);
+    const char *json =
+        "{ \"state_dir\": \"/var/lib/pop3bridge\", \"accounts\": ["
+        " { \"name\": \"a\", \"host\": \"h\", \"username\": \"u\","
+        "   \"password_file\": \"${CREDENTIALS_DIRECTORY}/pw\" },"
+        " { \"name\": \"b\", \"host\": \"h\", \"username\": \"u\","
+        "   \"password_file\": \"$CREDENTIALS_DIRECTORY/pw\" } ] }";
+    char *path = temp_file(json, strlen(json));
+    struct config_diag d = {0};
+
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+    struct config *cfg = config_load(path, &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(cfg->accounts[i].password.value, "from-credential");
+        assert_string_equal(cfg->accounts[i].password.ref,
+                            i == 0 ? "${CREDENTIALS_DIRECTORY}/pw" : "$CREDENTIALS_DIRECTORY/pw");
+    }
+    config_free(&cfg);
+    config_diag_free(&d);
+
+    unsetenv("CREDENTIALS_DIRECTORY");
+    assert_null(config_load(path, &d));
+    EXPECT(&d, path, "accounts[0].password_file", "CREDENTIALS_DIRECTORY is not set");
+    EXPECT(&d, path, "accounts[1].password_file", "CREDENTIALS_DIRECTORY is not set");
+    config_diag_free(&d);
+    /* without reading secrets (store, export) the variable is not needed */
+    cfg = config_load_layout(path, &d);
+    assert_non_null(cfg);
+    assert_null(cfg->accounts[0].password.value);
+    assert_string_equal(cfg->state_dir, "/var/lib/pop3bridge");
+    config_free(&cfg);
+    config_diag_free(&d);
+
+    setenv("CREDENTIALS_DIRECTORY", "relative/dir", 1);
+    assert_null(config_load(path, &d));
+    EXPECT(&d, path, "accounts[0].password_file", "not an absolute path");
+    config_diag_free(&d);
+    unsetenv("CREDENTIALS_DIRECTORY");
+
+    unlink(pw);
+    rmdir(dir);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +847,7 @@ int main(void)
         cmocka_unit_test_setup(diag_cap, setup),
         cmocka_unit_test_setup(resolve_again, setup),
         cmocka_unit_test_setup(check_main_exit_codes, setup),
+        cmocka_unit_test_setup(credentials_directory, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
