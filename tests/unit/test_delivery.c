@@ -334,6 +334,11 @@ static bool two_requests(struct fx *fx)
     return rcv_count(fx->rcv) >= 2;
 }
 
+static bool three_delivered(struct fx *fx)
+{
+    return sql_int(fx, "SELECT count(*) FROM deliveries WHERE status = 1") == 3;
+}
+
 /* ---- the tests -------------------------------------------------------------- */
 
 static void delivers_with_event_ids(void **state)
@@ -353,9 +358,7 @@ static void delivers_with_event_ids(void **state)
              (long long)ids[2]);
     sql_exec(fx, sql);
     fx->d = new_delivery(fx, "A", 0);
-    step_until(fx, idle, "three deliveries");
-    while (rcv_count(fx->rcv) < 3)
-        step(fx->d, fx->ref);
+    step_until(fx, three_delivered, "three deliveries recorded");
     assert_int_equal(rcv_count(fx->rcv), 3);
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM deliveries WHERE status = 1"), 3);
     assert_int_equal(sql_int(fx, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"),
@@ -539,7 +542,7 @@ static void drain_releases_queued(void **state)
     configure(fx, "\"max_in_flight\": 1");
     fx->d = new_delivery(fx, "A", 0);
     for (int i = 0; i < 3; i++) {
-        char uidl[8];
+        char uidl[16];
         snprintf(uidl, sizeof uidl, "u%d", i);
         store_one(fx, uidl, NULL, 0);
     }
