@@ -106,6 +106,7 @@ test: all tools
 bench: all tools
 	@build/tools/store-bench
 	@tests/bench/run
+	@tests/bench/delivery.py
 	@tests/bench/api.sh
 
 # demo.sh installs what is missing (make deps) before it builds
