@@ -118,6 +118,7 @@ bench:
 	@$(MAKE) --no-print-directory build-all
 	@build/tools/store-bench
 	@tests/bench/run
+	@tests/bench/delivery.py
 	@tests/bench/api.sh
 
 # demo.sh installs what is missing (make deps) before it builds

@@ -188,6 +188,10 @@ static const struct opt webhook_opts[] = {
      LIST(config_webhook, retry_ms, retry_count)},
     {.name = "inline_attachments_max", .type = T_SIZE, .def = "\"256KiB\"", .min = 0, .max = 16 * MIB,
      FIELD(config_webhook, inline_attachments_max)},
+    {.name = "inline_total_max", .type = T_SIZE, .def = "\"1MiB\"", .min = 0, .max = 64 * MIB,
+     FIELD(config_webhook, inline_total_max)},
+    {.name = "max_in_flight", .type = T_INT, .def = "8", .min = 1, .max = 64,
+     FIELD(config_webhook, max_in_flight)},
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
 };

@@ -11,34 +11,92 @@
 #include "log.h"
 #include "webhook.h"
 
+#define SWEEP_PAGE 500         /* deliveries read per step while sweeping */
+#define SWEEP_NAMES 16         /* removed webhooks handled per sweep */
+#define SWEEP_LEASES 100       /* lease calls per removed webhook per sweep */
+#define UNRECORDED_RETRY_MS 1000
+
+/* One webhook's bookkeeping, by name. */
+struct hook {
+    char name[STORE_NAME_MAX + 1];
+    bool configured;     /* in the configuration last seen */
+    bool gone;           /* answered 410 since that configuration was seen */
+    size_t held;         /* its deliveries in the sender: waiting or running */
+    int64_t check_at;    /* (monotonic) ask the store for due ones from then on */
+    bool exhausted;      /* its last lease found fewer than asked for */
+};
+
 struct job {
     struct delivery *d;
+    struct job *next;               /* in the list of outcomes to record */
     struct store_delivery dl;
-    struct cfgref *cfg;             /* held while in flight */
+    struct cfgref *cfg;             /* held while the job lives (NULL: sweep) */
     const struct config_webhook *wh;
-    int64_t started;
+    int64_t started_at;             /* Unix ms: the attempt began (its event written) */
+    int64_t started_mono;
+    /* the outcome, recorded in the next group commit */
+    bool release;                   /* not attempted: give the lease back */
+    bool disable;                   /* 410: disable the webhook first */
+    enum store_dstatus status;
+    int64_t next_at;
+    int http_status;
+    int64_t duration_ms;
+    const char *outcome;
+    char error[600];
+    int result;                     /* what the store said */
+};
+
+struct sweep {
+    bool active;
+    int phase;                      /* 0: pending deliveries, 1: failed ones */
+    char cursor[STORE_CURSOR_MAX];
+    char names[SWEEP_NAMES][STORE_NAME_MAX + 1];
+    size_t n;
+    int64_t next_at;                /* monotonic */
 };
 
 struct delivery {
     struct store *st;
     char owner[STORE_OWNER_MAX + 1]; /* lease owner: this instance's id */
-    int64_t renewed_at;              /* last lease renewal (Unix ms) */
+    int64_t lease_ms;
+    int64_t renewed_at;              /* monotonic: last lease renewal */
     struct webhook_sender *sender;
     struct delivery_stats stats;
     void (*observer)(void *ctx, const struct store_delivery *dl, const char *outcome,
                      int http_status, int64_t latency_ms);
     void *observer_ctx;
-    pthread_mutex_t lock;   /* guards woken, for the idle wait */
-    pthread_cond_t cond;
+    pthread_mutex_t lock;            /* guards woken, for the idle wait */
+    pthread_cond_t cond;             /* on CLOCK_MONOTONIC */
     bool woken;
+    struct cfgref *seen;             /* the configuration hooks[] follows (held) */
+    struct hook *hooks;
+    size_t n_hooks, cap_hooks;
+    size_t turn;                     /* the hook asked first for more */
+    struct job *done_head, *done_tail; /* outcomes waiting for their commit */
+    size_t n_done;
+    int64_t first_done_at;           /* monotonic */
+    int64_t *unrecorded;             /* ids whose leases are to be released */
+    size_t n_unrecorded;
+    int64_t unrecorded_retry_at;     /* monotonic */
+    struct sweep sweep;
+    struct store_delivery *batch;    /* DELIVERY_LEASE_BATCH rows */
 };
 
-static int64_t now_ms(void)
+static int64_t wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- set-up ------------------------------------------------------------------------ */
 
 struct delivery *delivery_new(struct store *st, const char *owner, struct err *e)
 {
@@ -47,19 +105,27 @@ struct delivery *delivery_new(struct store *st, const char *owner, struct err *e
         return NULL;
     }
     struct delivery *d = calloc(1, sizeof *d);
-    if (!d) {
+    if (!d || !(d->batch = calloc(DELIVERY_LEASE_BATCH, sizeof *d->batch)) ||
+        !(d->unrecorded = calloc(DELIVERY_UNRECORDED_MAX, sizeof *d->unrecorded))) {
+        if (d)
+            free(d->batch);
+        free(d);
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
     }
     d->st = st;
     snprintf(d->owner, sizeof d->owner, "%s", owner);
+    d->lease_ms = DELIVERY_LEASE_MS;
+    d->renewed_at = mono_ms();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->cond, NULL);
+    pthread_cond_init(&d->cond, &ca);
+    pthread_condattr_destroy(&ca);
     d->sender = webhook_sender_new(DELIVERY_IN_FLIGHT, e);
     if (!d->sender) {
-        pthread_mutex_destroy(&d->lock);
-        pthread_cond_destroy(&d->cond);
-        free(d);
+        delivery_free(d);
         return NULL;
     }
     int64_t released = 0;
@@ -70,6 +136,11 @@ struct delivery *delivery_new(struct store *st, const char *owner, struct err *e
     if (released)
         log_info("delivery_leases_released", "count=%lld", (long long)released);
     return d;
+}
+
+void delivery_set_lease_ms(struct delivery *d, int64_t lease_ms)
+{
+    d->lease_ms = lease_ms < 100 ? 100 : lease_ms;
 }
 
 void delivery_set_observer(struct delivery *d,
@@ -89,130 +160,337 @@ static const struct config_webhook *find_webhook(const struct config *cfg, const
     return NULL;
 }
 
-static void record(struct delivery *d, const struct store_delivery *dl, int64_t started,
-                   int http_status, const char *error, const char *outcome,
-                   enum store_dstatus status, int64_t next_at)
+static struct hook *find_hook(struct delivery *d, const char *name)
 {
-    int64_t end = now_ms();
-    struct store_attempt a = {
-        .started_at = started,
-        .duration_ms = end - started,
-        .http_status = http_status,
-        .error = error && *error ? error : NULL,
-        .outcome = outcome,
-    };
-    struct err e;
-    int r = store_delivery_record(d->st, d->owner, dl->id, &a, status, next_at, &e);
-    if (r < 0)
-        log_error("delivery_record_failed", "delivery=%lld error=%s", (long long)dl->id,
-                  log_q(e.msg));
-    else if (r == STORE_LEASE_LOST)
-        log_warn("delivery_lease_lost", "delivery=%lld outcome=%s", (long long)dl->id, outcome);
-    int64_t latency = status == STORE_D_DELIVERED ? end - dl->created_at : 0;
-    if (status == STORE_D_DELIVERED) {
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (strcmp(d->hooks[i].name, name) == 0)
+            return &d->hooks[i];
+    return NULL;
+}
+
+/* A new configuration: one hook per webhook (kept with its counts when the
+ * name is known), plus the unconfigured ones still holding deliveries. */
+static void hooks_follow(struct delivery *d, struct cfgref *ref)
+{
+    if (d->seen == ref)
+        return;
+    const struct config *cfg = ref->cfg;
+    size_t keep = 0;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (d->hooks[i].held || find_webhook(cfg, d->hooks[i].name))
+            d->hooks[keep++] = d->hooks[i];
+    d->n_hooks = keep;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        d->hooks[i].configured = find_webhook(cfg, d->hooks[i].name) != NULL;
+        d->hooks[i].gone = false; /* a reload enables every webhook again */
+        d->hooks[i].check_at = 0;
+        d->hooks[i].exhausted = false;
+    }
+    for (size_t i = 0; i < cfg->webhook_count; i++) {
+        if (find_hook(d, cfg->webhooks[i].name))
+            continue;
+        if (d->n_hooks == d->cap_hooks) {
+            size_t cap = d->cap_hooks ? 2 * d->cap_hooks : 8;
+            struct hook *h = realloc(d->hooks, cap * sizeof *h);
+            if (!h) {
+                log_error("delivery_oom", "what=%s", log_q("webhook table"));
+                break;
+            }
+            d->hooks = h;
+            d->cap_hooks = cap;
+        }
+        struct hook *h = &d->hooks[d->n_hooks++];
+        memset(h, 0, sizeof *h);
+        snprintf(h->name, sizeof h->name, "%s", cfg->webhooks[i].name);
+        h->configured = true;
+    }
+    cfgref_put(d->seen);
+    d->seen = cfgref_hold(ref);
+    d->sweep.active = false;
+    d->sweep.next_at = 0; /* look for deliveries of removed webhooks now */
+}
+
+/* ---- outcomes ---------------------------------------------------------------------- */
+
+static void add_unrecorded(struct delivery *d, int64_t id)
+{
+    for (size_t i = 0; i < d->n_unrecorded; i++)
+        if (d->unrecorded[i] == id)
+            return;
+    if (d->n_unrecorded < DELIVERY_UNRECORDED_MAX)
+        d->unrecorded[d->n_unrecorded++] = id;
+}
+
+static void drop_unrecorded(struct delivery *d, int64_t id)
+{
+    for (size_t i = 0; i < d->n_unrecorded; i++)
+        if (d->unrecorded[i] == id) {
+            d->unrecorded[i] = d->unrecorded[--d->n_unrecorded];
+            return;
+        }
+}
+
+/* Release the leases of outcomes the store did not take, once it takes
+ * writes again (the deliveries go out again, with the same ids). */
+static void release_unrecorded(struct delivery *d, bool now)
+{
+    if (!d->n_unrecorded || (!now && mono_ms() < d->unrecorded_retry_at))
+        return;
+    size_t keep = 0;
+    for (size_t i = 0; i < d->n_unrecorded; i++) {
+        struct err e;
+        if (store_delivery_release(d->st, d->owner, d->unrecorded[i], NULL, &e) < 0) {
+            d->unrecorded[keep++] = d->unrecorded[i];
+            if (keep == 1)
+                log_warn("delivery_release_failed", "delivery=%lld error=%s",
+                         (long long)d->unrecorded[i], log_q(e.msg));
+        }
+    }
+    if (keep < d->n_unrecorded)
+        log_info("delivery_leases_released", "count=%zu reason=%s", d->n_unrecorded - keep,
+                 log_q("outcome not recorded"));
+    d->n_unrecorded = keep;
+    d->unrecorded_retry_at = mono_ms() + UNRECORDED_RETRY_MS;
+}
+
+static void queue_done(struct delivery *d, struct job *j)
+{
+    j->next = NULL;
+    if (d->done_tail)
+        d->done_tail->next = j;
+    else
+        d->done_head = j;
+    d->done_tail = j;
+    if (d->n_done++ == 0)
+        d->first_done_at = mono_ms();
+}
+
+/* What a recorded outcome means here: counters, the observer, the log. */
+static void account_for(struct delivery *d, const struct job *j, int64_t end)
+{
+    const struct store_delivery *dl = &j->dl;
+    int64_t latency = 0;
+    if (j->status == STORE_D_DELIVERED) {
+        latency = end - dl->created_at;
+        if (latency < 0)
+            latency = 0;
         d->stats.delivered++;
-        d->stats.latency_ms_sum += (uint64_t)(latency > 0 ? latency : 0);
-    } else if (status == STORE_D_DEAD) {
+        d->stats.latency_ms_sum += (uint64_t)latency;
+        log_debug("delivered", "delivery=%lld account=%s webhook=%s status=%d ms=%lld",
+                  (long long)dl->id, dl->account, dl->webhook, j->http_status,
+                  (long long)j->duration_ms);
+    } else if (j->status == STORE_D_DEAD) {
         d->stats.dead++;
+        log_warn("delivery_dead", "delivery=%lld account=%s webhook=%s attempts=%d error=%s",
+                 (long long)dl->id, dl->account, dl->webhook, dl->attempts + 1,
+                 log_q(j->error));
     } else {
         d->stats.retried++;
+        if (!j->disable)
+            log_info("delivery_retry",
+                     "delivery=%lld account=%s webhook=%s attempt=%d next_in_ms=%lld error=%s",
+                     (long long)dl->id, dl->account, dl->webhook, dl->attempts + 1,
+                     (long long)(j->next_at - end), log_q(j->error));
     }
     if (d->observer)
-        d->observer(d->observer_ctx, dl, outcome, http_status, latency);
+        d->observer(d->observer_ctx, dl, j->outcome, j->http_status, latency);
+}
+
+/* Record every finished outcome in one short transaction: no transfer is
+ * waited on while it is open. */
+static void flush(struct delivery *d)
+{
+    if (!d->n_done)
+        return;
+    struct err e;
+    bool batch = store_batch_begin(d->st, &e) == 0;
+    for (struct job *j = d->done_head; j; j = j->next) {
+        if (j->disable && store_webhook_disable(d->st, j->dl.webhook, "410 Gone", wall_ms(),
+                                                &e) < 0)
+            log_error("webhook_disable_failed", "webhook=%s error=%s", j->dl.webhook,
+                      log_q(e.msg));
+        if (j->release) {
+            j->result = store_delivery_release(d->st, d->owner, j->dl.id, NULL, &e);
+        } else {
+            struct store_attempt a = {
+                .started_at = j->started_at,
+                .duration_ms = j->duration_ms,
+                .http_status = j->http_status,
+                .error = j->error[0] ? j->error : NULL,
+                .outcome = j->outcome,
+            };
+            j->result =
+                store_delivery_record(d->st, d->owner, j->dl.id, &a, j->status, j->next_at, &e);
+        }
+        if (j->result < 0)
+            log_error(j->release ? "delivery_release_failed" : "delivery_record_failed",
+                      "delivery=%lld error=%s", (long long)j->dl.id, log_q(e.msg));
+    }
+    bool committed = true;
+    if (batch && store_batch_commit(d->st, &e) < 0) {
+        log_error("delivery_commit_failed", "outcomes=%zu error=%s", d->n_done, log_q(e.msg));
+        store_batch_rollback(d->st);
+        committed = false;
+    }
+    int64_t end = wall_ms();
+    struct job *j = d->done_head;
+    while (j) {
+        struct job *next = j->next;
+        if (!committed || j->result < 0) {
+            /* its lease is released later, or expires: it goes out again */
+            add_unrecorded(d, j->dl.id);
+            if (!j->release)
+                d->stats.unrecorded++;
+        } else if (j->result == STORE_LEASE_LOST) {
+            d->stats.lease_lost++;
+            log_warn("delivery_lease_lost", "delivery=%lld outcome=%s note=%s",
+                     (long long)j->dl.id, j->outcome,
+                     log_q("another worker holds it now; kept as history only"));
+        } else if (j->result == 0 && !j->release) {
+            if (j->disable) {
+                d->stats.disabled++;
+                log_warn("webhook_disabled", "webhook=%s reason=%s", j->dl.webhook,
+                         log_q("answered 410 Gone; re-enabled when the configuration is "
+                               "reloaded"));
+            }
+            account_for(d, j, end);
+        }
+        cfgref_put(j->cfg);
+        free(j);
+        j = next;
+    }
+    d->done_head = d->done_tail = NULL;
+    d->n_done = 0;
+    release_unrecorded(d, false);
+}
+
+static bool flush_due(const struct delivery *d)
+{
+    return d->n_done &&
+           (d->n_done >= DELIVERY_FLUSH_MAX || webhook_sender_in_flight(d->sender) == 0 ||
+            mono_ms() - d->first_done_at >= DELIVERY_FLUSH_MS);
+}
+
+/* The outcome of a failed attempt: retried per the schedule, or dead. */
+static void set_failed(struct job *j, const char *outcome, int64_t retry_after_s)
+{
+    int64_t delay = webhook_next_delay_ms(j->wh->retry_ms, j->wh->retry_count,
+                                          (unsigned)j->dl.attempts + 1, retry_after_s,
+                                          DELIVERY_JITTER);
+    if (delay < 0) {
+        j->status = STORE_D_DEAD;
+        j->outcome = "dead";
+    } else {
+        j->status = STORE_D_FAILED;
+        j->next_at = wall_ms() + delay;
+        j->outcome = outcome;
+    }
+}
+
+/* ---- one delivery ------------------------------------------------------------------- */
+
+static int sign_tap(void *ctx, const void *data, size_t len)
+{
+    return webhook_signer_update(ctx, data, len);
+}
+
+/* The sender is about to start the transfer: write and sign the event now. */
+static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t *len,
+                       struct err *e)
+{
+    struct job *j = user;
+    struct delivery *d = j->d;
+    struct hook *h = find_hook(d, j->dl.webhook);
+    if (h && h->gone) {
+        j->release = true; /* disabled meanwhile: not attempted */
+        return err_set(e, ERR_USAGE, "the webhook answered 410 Gone meanwhile");
+    }
+    const struct config *cfg = j->cfg->cfg;
+    j->started_at = wall_ms();
+    j->started_mono = mono_ms();
+    struct event_opts o = {
+        .public_url = cfg->api.public_url,
+        .inline_max = j->wh->inline_total_max ? j->wh->inline_attachments_max : 0,
+        .inline_total_max = j->wh->inline_total_max ? j->wh->inline_total_max : 1,
+        .now_ms = j->started_at,
+    };
+    return event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
 }
 
 static void on_done(void *user, const struct webhook_result *r)
 {
     struct job *j = user;
     struct delivery *d = j->d;
-    if (r->aborted) {
-        struct err e;
-        store_delivery_release(d->st, d->owner, j->dl.id, NULL, &e);
-        goto out;
+    struct hook *h = find_hook(d, j->dl.webhook);
+    if (h && h->held)
+        h->held--;
+    if (r->aborted || j->release) {
+        j->release = true;
+        queue_done(d, j);
+        return;
+    }
+    j->duration_ms = j->started_mono ? mono_ms() - j->started_mono : 0;
+    j->http_status = r->status;
+    if (r->prepare_failed) {
+        char text[500];
+        err_format(&r->err, text, sizeof text);
+        snprintf(j->error, sizeof j->error, "the event could not be written: %s", text);
+        if (r->err.kind == ERR_USAGE) { /* the message is gone: nothing to deliver, ever */
+            j->status = STORE_D_DEAD;
+            j->outcome = "dead";
+        } else {
+            set_failed(j, "error", -1);
+        }
+        queue_done(d, j);
+        return;
     }
     enum webhook_outcome oc = webhook_classify(r);
-    char error[600] = "";
     if (r->err.kind != ERR_NONE)
-        err_format(&r->err, error, sizeof error);
+        err_format(&r->err, j->error, sizeof j->error);
     else if (oc != WEBHOOK_DELIVERED && r->response[0])
-        snprintf(error, sizeof error, "HTTP %d: %.500s", r->status, r->response);
+        snprintf(j->error, sizeof j->error, "HTTP %d: %.500s", r->status, r->response);
     else if (oc != WEBHOOK_DELIVERED)
-        snprintf(error, sizeof error, "HTTP %d", r->status);
-    const char *name = webhook_outcome_name(oc);
+        snprintf(j->error, sizeof j->error, "HTTP %d", r->status);
+    j->outcome = webhook_outcome_name(oc);
     if (oc == WEBHOOK_DELIVERED) {
-        record(d, &j->dl, j->started, r->status, NULL, name, STORE_D_DELIVERED, 0);
-        log_debug("delivered", "delivery=%lld account=%s webhook=%s status=%d ms=%lld",
-                  (long long)j->dl.id, j->dl.account, j->dl.webhook, r->status,
-                  (long long)r->duration_ms);
+        j->status = STORE_D_DELIVERED;
     } else if (oc == WEBHOOK_DISABLED) {
-        struct err e;
-        if (store_webhook_disable(d->st, j->dl.webhook, "410 Gone", now_ms(), &e) < 0)
-            log_error("webhook_disable_failed", "webhook=%s error=%s", j->dl.webhook, log_q(e.msg));
-        d->stats.disabled++;
-        log_warn("webhook_disabled", "webhook=%s reason=%s", j->dl.webhook,
-                 log_q("answered 410 Gone; re-enabled when the configuration is reloaded"));
-        record(d, &j->dl, j->started, r->status, error, name, STORE_D_FAILED, now_ms());
+        /* due again at once, but not handed out until a reload enables it */
+        j->disable = true;
+        j->status = STORE_D_FAILED;
+        j->next_at = wall_ms();
+        if (h)
+            h->gone = true;
     } else {
-        int attempt = j->dl.attempts + 1;
-        int64_t delay = webhook_next_delay_ms(j->wh->retry_ms, j->wh->retry_count,
-                                              (unsigned)attempt, r->retry_after_s,
-                                              DELIVERY_JITTER);
-        if (delay < 0) {
-            record(d, &j->dl, j->started, r->status, error, "dead", STORE_D_DEAD, 0);
-            log_warn("delivery_dead", "delivery=%lld account=%s webhook=%s attempts=%d error=%s",
-                     (long long)j->dl.id, j->dl.account, j->dl.webhook, attempt, log_q(error));
-        } else {
-            record(d, &j->dl, j->started, r->status, error, name, STORE_D_FAILED,
-                   now_ms() + delay);
-            log_info("delivery_retry", "delivery=%lld account=%s webhook=%s attempt=%d "
-                     "next_in_ms=%lld error=%s",
-                     (long long)j->dl.id, j->dl.account, j->dl.webhook, attempt,
-                     (long long)delay, log_q(error));
-        }
+        set_failed(j, j->outcome, r->retry_after_s);
     }
-out:
-    cfgref_put(j->cfg);
-    free(j);
+    queue_done(d, j);
 }
 
-/* Build and submit one leased delivery; records failures itself. */
-static void submit(struct delivery *d, struct cfgref *ref, const struct store_delivery *dl)
+/* Queue one leased delivery in its webhook's queue. */
+static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
+                   const struct store_delivery *dl)
 {
-    const struct config *cfg = ref->cfg;
-    const struct config_webhook *wh = find_webhook(cfg, dl->webhook);
-    int64_t started = now_ms();
-    if (!wh) {
-        char error[300];
-        snprintf(error, sizeof error, "webhook \"%s\" is not in the configuration", dl->webhook);
-        record(d, dl, started, 0, error, "dead", STORE_D_DEAD, 0);
-        return;
-    }
-    struct err e;
-    size_t len = 0;
-    char *body = event_body(d->st, cfg->state_dir, dl->msg_id, cfg->api.public_url,
-                            wh->inline_attachments_max, &len, &e);
-    if (!body) {
-        /* the message is gone (purged): nothing to deliver, ever */
-        char error[600];
-        err_format(&e, error, sizeof error);
-        record(d, dl, started, 0, error, "dead", STORE_D_DEAD, 0);
-        return;
-    }
+    const struct config_webhook *wh = find_webhook(ref->cfg, dl->webhook);
     struct job *j = calloc(1, sizeof *j);
-    if (!j) {
-        free(body);
-        store_delivery_release(d->st, d->owner, dl->id, NULL, &e);
+    if (!j || !wh) {
+        struct err e;
+        free(j);
+        if (store_delivery_release(d->st, d->owner, dl->id, NULL, &e) < 0)
+            add_unrecorded(d, dl->id);
         return;
     }
+    drop_unrecorded(d, dl->id); /* leased again: ours, live */
     j->d = d;
     j->dl = *dl;
     j->cfg = cfgref_hold(ref);
     j->wh = wh;
-    j->started = started;
     char id[WEBHOOK_ID_SIZE];
-    webhook_id(dl->account, dl->uidl, dl->webhook, id, sizeof id);
+    int idr = dl->msg_key[0] ? webhook_event_id(dl->msg_key, dl->webhook, id, sizeof id)
+                             : webhook_id(dl->account, dl->uidl, dl->webhook, id, sizeof id);
     struct webhook_header hdrs[CONFIG_HEADERS_MAX];
-    for (size_t i = 0; i < wh->header_count && i < CONFIG_HEADERS_MAX; i++) {
+    size_t nh = wh->header_count < CONFIG_HEADERS_MAX ? wh->header_count : CONFIG_HEADERS_MAX;
+    for (size_t i = 0; i < nh; i++) {
         hdrs[i].name = wh->headers[i].name;
         hdrs[i].value = wh->headers[i].value;
     }
@@ -221,28 +499,166 @@ static void submit(struct delivery *d, struct cfgref *ref, const struct store_de
         .id = id,
         .key = wh->key,
         .key_len = wh->key_len,
-        .body = body,
-        .body_len = len,
+        .prepare = job_prepare,
+        .queue = wh->name,
+        .queue_max_in_flight = wh->max_in_flight,
         .headers = hdrs,
-        .n_headers = wh->header_count,
+        .n_headers = nh,
         .timeout_ms = wh->timeout_ms,
         .done = on_done,
     };
-    if (webhook_sender_submit(d->sender, &req, j, &e) < 0) {
-        char error[600];
-        err_format(&e, error, sizeof error);
-        cfgref_put(j->cfg);
-        free(j);
-        record(d, dl, started, 0, error, "rejected", STORE_D_FAILED,
-               now_ms() + (wh->retry_count ? wh->retry_ms[0] : 60000));
+    struct err e;
+    if (idr < 0)
+        err_set(&e, ERR_INTERNAL, "the webhook-id could not be computed");
+    if (idr < 0 || webhook_sender_submit(d->sender, &req, j, &e) < 0) {
+        j->started_at = wall_ms();
+        err_format(&e, j->error, sizeof j->error);
+        set_failed(j, "rejected", -1);
+        queue_done(d, j);
+        return;
     }
+    h->held++;
 }
+
+/* Lease more for every webhook whose queue runs low, taking turns. */
+static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
+{
+    int64_t now = mono_ms();
+    int64_t due_at = -1; /* when the next delivery falls due: asked once, when it matters */
+    for (size_t k = 0; k < d->n_hooks; k++) {
+        struct hook *h = &d->hooks[(d->turn + k) % d->n_hooks];
+        const struct config_webhook *wh = find_webhook(ref->cfg, h->name);
+        if (!h->configured || !wh || h->gone || now < h->check_at)
+            continue;
+        size_t ahead = 4 * (size_t)wh->max_in_flight;
+        if (ahead < DELIVERY_AHEAD_MIN)
+            ahead = DELIVERY_AHEAD_MIN;
+        if (h->held > ahead / 2)
+            continue;
+        if (h->exhausted) {
+            /* its last lease came back short: anything due since? */
+            if (due_at < 0 && store_delivery_next_due(d->st, wall_ms(), &due_at, e) < 0)
+                return -1;
+            int64_t wait = due_at ? due_at - wall_ms() : DELIVERY_RECHECK_MS;
+            if (wait > 0) {
+                h->check_at = now + (wait < DELIVERY_RECHECK_MS ? wait : DELIVERY_RECHECK_MS);
+                continue;
+            }
+        }
+        size_t held = webhook_sender_in_flight(d->sender);
+        size_t want = ahead - h->held, n = 0;
+        if (want > DELIVERY_LEASE_BATCH)
+            want = DELIVERY_LEASE_BATCH;
+        if (held + want > DELIVERY_HELD_MAX)
+            want = held < DELIVERY_HELD_MAX ? DELIVERY_HELD_MAX - held : 0;
+        if (want == 0)
+            break;
+        if (store_delivery_lease_due(d->st, d->owner, h->name, wall_ms(), d->lease_ms, d->batch,
+                                     want, &n, e) < 0)
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            submit(d, ref, h, &d->batch[i]);
+        h->exhausted = n < want;
+        h->check_at = h->exhausted ? now + DELIVERY_RECHECK_MS : 0;
+    }
+    if (d->n_hooks)
+        d->turn = (d->turn + 1) % d->n_hooks;
+    return 0;
+}
+
+/* ---- deliveries of webhooks no longer configured ---------------------------------------- */
+
+struct sweep_ctx {
+    struct delivery *d;
+    const struct config *cfg;
+};
+
+static int sweep_row(void *ctx, const struct store_delivery *dl, struct err *e)
+{
+    (void)e;
+    struct sweep_ctx *c = ctx;
+    struct sweep *s = &c->d->sweep;
+    if (find_webhook(c->cfg, dl->webhook))
+        return 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->names[i], dl->webhook) == 0)
+            return 0;
+    if (s->n < SWEEP_NAMES)
+        snprintf(s->names[s->n++], sizeof s->names[0], "%s", dl->webhook);
+    return 0;
+}
+
+/* Record dead, one page of the outbox per step, what no configured webhook
+ * will ever take. */
+static void sweep_step(struct delivery *d, struct cfgref *ref)
+{
+    struct sweep *s = &d->sweep;
+    if (!s->active) {
+        if (mono_ms() < s->next_at)
+            return;
+        memset(s, 0, sizeof *s);
+        s->active = true;
+    }
+    static const enum store_dstatus phases[] = {STORE_D_PENDING, STORE_D_FAILED};
+    struct sweep_ctx c = {d, ref->cfg};
+    char next[STORE_CURSOR_MAX] = "";
+    struct err e;
+    if (store_delivery_list(d->st, &phases[s->phase], NULL, SWEEP_PAGE, s->cursor, sweep_row, &c,
+                            next, &e) < 0) {
+        log_error("delivery_sweep_failed", "error=%s", log_q(e.msg));
+        s->active = false;
+        s->next_at = mono_ms() + DELIVERY_RECHECK_MS * 60;
+        return;
+    }
+    if (next[0]) {
+        memcpy(s->cursor, next, sizeof s->cursor);
+        return;
+    }
+    if (s->phase == 0) {
+        s->phase = 1;
+        s->cursor[0] = '\0';
+        return;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        for (int round = 0; round < SWEEP_LEASES; round++) {
+            size_t n = 0;
+            if (store_delivery_lease_due(d->st, d->owner, s->names[i], wall_ms(), d->lease_ms,
+                                         d->batch, DELIVERY_LEASE_BATCH, &n, &e) < 0) {
+                log_error("delivery_sweep_failed", "error=%s", log_q(e.msg));
+                break;
+            }
+            for (size_t k = 0; k < n; k++) {
+                struct job *j = calloc(1, sizeof *j);
+                if (!j) {
+                    add_unrecorded(d, d->batch[k].id);
+                    continue;
+                }
+                drop_unrecorded(d, d->batch[k].id);
+                j->d = d;
+                j->dl = d->batch[k];
+                j->started_at = wall_ms();
+                j->status = STORE_D_DEAD;
+                j->outcome = "dead";
+                snprintf(j->error, sizeof j->error,
+                         "webhook \"%s\" is not in the configuration", s->names[i]);
+                queue_done(d, j);
+            }
+            flush(d);
+            if (n < DELIVERY_LEASE_BATCH)
+                break;
+        }
+    }
+    s->active = false;
+    s->next_at = mono_ms() + DELIVERY_SWEEP_MS;
+}
+
+/* ---- the step ----------------------------------------------------------------------- */
 
 /* Nothing in flight: sleep until woken or wait_ms passed. */
 static void idle_wait(struct delivery *d, int wait_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += wait_ms / 1000;
     ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
@@ -253,52 +669,66 @@ static void idle_wait(struct delivery *d, int wait_ms)
     while (!d->woken)
         if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) != 0)
             break;
-    d->woken = false;
     pthread_mutex_unlock(&d->lock);
+}
+
+static void renew(struct delivery *d)
+{
+    if (webhook_sender_in_flight(d->sender) == 0 && d->n_done == 0)
+        return;
+    if (mono_ms() - d->renewed_at < d->lease_ms / 4)
+        return;
+    struct err e;
+    if (store_delivery_renew(d->st, d->owner, wall_ms(), d->lease_ms, NULL, &e) < 0)
+        log_error("delivery_renew_failed", "error=%s", log_q(e.msg));
+    d->renewed_at = mono_ms();
 }
 
 int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct err *e)
 {
-    size_t room = DELIVERY_IN_FLIGHT * 4;
-    size_t inflight = webhook_sender_in_flight(d->sender);
     pthread_mutex_lock(&d->lock);
+    bool woken = d->woken;
     d->woken = false;
     pthread_mutex_unlock(&d->lock);
-    if (ref && inflight < room / 2) {
-        struct store_delivery batch[DELIVERY_IN_FLIGHT * 4];
-        size_t n = 0;
-        if (store_delivery_lease_due(d->st, d->owner, NULL, now_ms(), DELIVERY_LEASE_MS, batch,
-                                     room - inflight, &n, e) < 0)
+    if (!ref) {
+        /* draining: what has not started goes back to the store */
+        if (webhook_sender_drop_queued(d->sender, e) < 0)
             return -1;
-        for (size_t i = 0; i < n; i++)
-            submit(d, ref, &batch[i]);
+        flush(d);
+    } else {
+        hooks_follow(d, ref);
+        if (woken)
+            for (size_t i = 0; i < d->n_hooks; i++) {
+                d->hooks[i].check_at = 0;
+                d->hooks[i].exhausted = false;
+            }
+        int r = lease_more(d, ref, e);
+        sweep_step(d, ref);
+        if (r < 0)
+            return -1;
     }
-    if (inflight && now_ms() - d->renewed_at >= DELIVERY_LEASE_MS / 4) {
-        struct err re;
-        if (store_delivery_renew(d->st, d->owner, now_ms(), DELIVERY_LEASE_MS, NULL, &re) < 0)
-            log_error("delivery_renew_failed", "error=%s", log_q(re.msg));
-        d->renewed_at = now_ms();
-    }
+    release_unrecorded(d, false);
+    renew(d);
     if (webhook_sender_in_flight(d->sender) == 0) {
-        if (wait_ms > 0)
+        flush(d);
+        if (wait_ms > 0 && !woken)
             idle_wait(d, wait_ms);
         return 0;
     }
-    /* outcomes recorded by the callbacks share one durable commit; a crash
-     * before it only means those events go out again, with the same ids */
-    bool batch = store_batch_begin(d->st, e) == 0;
-    int n = webhook_sender_run(d->sender, wait_ms, e);
-    struct err ce;
-    if (batch && store_batch_commit(d->st, &ce) < 0) {
-        log_error("delivery_commit_failed", "error=%s", log_q(ce.msg));
-        store_batch_rollback(d->st);
+    if (d->n_done) {
+        int64_t left = DELIVERY_FLUSH_MS - (mono_ms() - d->first_done_at);
+        if (left < wait_ms)
+            wait_ms = left > 0 ? (int)left : 0;
     }
+    int n = webhook_sender_run(d->sender, wait_ms, e);
+    if (flush_due(d))
+        flush(d);
     return n;
 }
 
 size_t delivery_in_flight(const struct delivery *d)
 {
-    return webhook_sender_in_flight(d->sender);
+    return webhook_sender_in_flight(d->sender) + d->n_done;
 }
 
 void delivery_wakeup(struct delivery *d)
@@ -319,8 +749,19 @@ void delivery_free(struct delivery *d)
 {
     if (!d)
         return;
-    webhook_sender_free(d->sender); /* aborted jobs release their leases */
+    webhook_sender_free(d->sender); /* aborted jobs come back to be released */
+    d->sender = NULL;
+    flush(d);
+    release_unrecorded(d, true);
+    struct err e;
+    int64_t released = 0;
+    if (d->st && store_delivery_release(d->st, d->owner, 0, &released, &e) < 0)
+        log_error("delivery_release_failed", "error=%s", log_q(e.msg));
+    cfgref_put(d->seen);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
+    free(d->hooks);
+    free(d->unrecorded);
+    free(d->batch);
     free(d);
 }

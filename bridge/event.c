@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonw.h"
 #include "message.h"
 
 char *event_time(int64_t ms, char *buf, size_t size)
@@ -62,16 +63,25 @@ static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
     return 0;
 }
 
+/* An unlinked file in dir, mode 0600: O_TMPFILE, or where the file system
+ * lacks it, a named file removed at once. */
 static int open_tmp(const char *dir, struct err *e)
 {
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        char path[4096];
+        int n = snprintf(path, sizeof path, "%s/.event-XXXXXX", dir);
+        if (n > 0 && (size_t)n < sizeof path && (fd = mkostemp(path, O_CLOEXEC)) >= 0)
+            unlink(path);
+    }
     if (fd < 0)
         err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir, strerror(errno));
     return fd;
 }
 
-cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
-                     uint64_t inline_max, struct store_msg_info *info_out, struct err *e)
+static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
+                          const char *public_url, uint64_t inline_max, uint64_t inline_total_max,
+                          struct store_msg_info *info_out, struct err *e)
 {
     struct store_msg_info info;
     int r = store_msg_get(st, id, &info, e);
@@ -91,6 +101,7 @@ cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const ch
         .public_url = public_url,
         .sha256_hex = info.sha256,
         .inline_max = inline_max,
+        .inline_total_max = inline_total_max,
     };
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     cJSON *m = NULL;
@@ -123,38 +134,91 @@ cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const ch
     return m;
 }
 
-char *event_body(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
-                 uint64_t inline_max, size_t *len, struct err *e)
+cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
+                     uint64_t inline_max, struct store_msg_info *info, struct err *e)
 {
+    return message_obj(st, tmp_dir, id, public_url, inline_max, MESSAGE_INLINE_TOTAL_DEFAULT,
+                       info, e);
+}
+
+struct spool_out {
+    int fd;
+    event_tap_fn tap;
+    void *tap_ctx;
+};
+
+static int spool_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct spool_out *o = ctx;
+    if (o->tap && o->tap(o->tap_ctx, data, len) != 0)
+        return err_set(e, ERR_INTERNAL, "writing the event: its reader (the signature) failed");
+    const char *p = data;
+    while (len) {
+        ssize_t w = write(o->fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
+                           strerror(errno));
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
+                event_tap_fn tap, void *tap_ctx, int *fd_out, uint64_t *len, struct err *e)
+{
+    *fd_out = -1;
+    *len = 0;
     struct store_msg_info info;
-    cJSON *m = event_message(st, tmp_dir, id, public_url, inline_max, &info, e);
+    cJSON *m = message_obj(st, tmp_dir, id, o->public_url, o->inline_max, o->inline_total_max,
+                           &info, e);
     if (!m)
-        return NULL;
+        return -1;
+    int rc = -1, fd = -1;
     char when[40];
     cJSON *ev = cJSON_CreateObject();
     cJSON *data = ev ? cJSON_CreateObject() : NULL;
     if (!ev || !data) {
-        cJSON_Delete(ev);
+        cJSON_Delete(data);
         cJSON_Delete(m);
         err_set(e, ERR_INTERNAL, "out of memory building an event");
-        return NULL;
+        goto out;
     }
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    cJSON_AddStringToObject(ev, "type", too_large ? "message.too_large" : "message.received");
-    cJSON_AddStringToObject(ev, "timestamp",
-                            event_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when,
-                                       sizeof when));
-    cJSON_AddStringToObject(data, "account", info.account);
-    cJSON_AddItemToObject(data, "message", m);
-    cJSON_AddItemToObject(ev, "data", data);
-    char *s = cJSON_PrintUnformatted(ev);
-    cJSON_Delete(ev);
-    if (!s) {
-        err_set(e, ERR_INTERNAL, "out of memory printing an event");
-        return NULL;
+    int64_t now = o->now_ms;
+    if (now <= 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     }
-    *len = strlen(s);
-    return s;
+    bool built = cJSON_AddStringToObject(ev, "type", too_large ? "message.too_large"
+                                                                 : "message.received") &&
+                 cJSON_AddStringToObject(ev, "timestamp", event_time(now, when, sizeof when)) &&
+                 cJSON_AddStringToObject(data, "account", info.account);
+    if (!built || !cJSON_AddItemToObject(data, "message", m)) {
+        cJSON_Delete(m);
+        built = false;
+    }
+    if (!built || !cJSON_AddItemToObject(ev, "data", data)) {
+        cJSON_Delete(data);
+        err_set(e, ERR_INTERNAL, "out of memory building an event");
+        goto out;
+    }
+    fd = open_tmp(tmp_dir, e);
+    if (fd < 0)
+        goto out;
+    struct spool_out so = {fd, tap, tap_ctx};
+    if (jsonw_write(ev, spool_sink, &so, len, e) < 0)
+        goto out;
+    *fd_out = fd;
+    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    cJSON_Delete(ev);
+    return rc;
 }

@@ -141,6 +141,7 @@ struct ctx {
     GString *text, *html;
     cJSON *atts;           /* attachments array (NULL when extracting) */
     int natts;
+    uint64_t inlined;      /* decoded bytes inlined so far, against inline_total_max */
     char base_url[MESSAGE_URL_MAX]; /* "<public_url>/api/v1/messages/<id>", "" if none */
     /* extracting one attachment */
     const char *want;
@@ -783,7 +784,12 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     add(c, a, "content_type", jstr(c, "content type", t));
     g_free(t);
 
-    struct att_acc acc = {EVP_MD_CTX_new(), 0, NULL, c->o->inline_max, false};
+    /* inlined only within both limits: its own size and the budget left */
+    uint64_t budget = c->o->inline_total_max ? c->o->inline_total_max
+                                             : MESSAGE_INLINE_TOTAL_DEFAULT;
+    uint64_t left = budget > c->inlined ? budget - c->inlined : 0;
+    uint64_t keep_max = c->o->inline_max < left ? c->o->inline_max : left;
+    struct att_acc acc = {EVP_MD_CTX_new(), 0, NULL, keep_max, false};
     if (!acc.md || EVP_DigestInit_ex(acc.md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(acc.md);
         c->oom = true;
@@ -810,7 +816,10 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
         add(c, a, "content", cJSON_CreateString(b64));
         g_free(b64);
         g_byte_array_free(acc.keep, TRUE);
-    } else if (c->base_url[0]) {
+        c->inlined += acc.size;
+        return;
+    }
+    if (c->base_url[0]) {
         char url[MESSAGE_URL_MAX];
         int n = snprintf(url, sizeof url, "%s/attachments/%s", c->base_url, path);
         add(c, a, "url", (n < 0 || (size_t)n >= sizeof url) ? cJSON_CreateNull()
@@ -818,6 +827,10 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     } else {
         add(c, a, "url", cJSON_CreateNull());
     }
+    /* which limit kept it out: its own size, or the message's budget */
+    add(c, a, "inline_limit",
+        cJSON_CreateString(acc.size > c->o->inline_max ? "inline_attachments_max"
+                                                       : "inline_total_max"));
 }
 
 /* ---- walking the MIME tree --------------------------------------------------------- */

@@ -4,6 +4,7 @@
 #include "codec.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <openssl/core_names.h>
@@ -92,40 +93,81 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_siz
     return 0;
 }
 
-static int hmac_sha256_sig(const unsigned char *key, size_t key_len, const char *id,
-                           const char *ts, const char *body, size_t body_len,
-                           unsigned char mac_out[SHA256_LEN])
+/* HMAC-SHA256 over "{id}.{timestamp}." and then the body, fed in pieces. */
+struct webhook_signer {
+    EVP_MAC *mac;
+    EVP_MAC_CTX *ctx;
+    uint64_t bytes; /* body bytes fed */
+    bool failed;
+};
+
+static struct webhook_signer *signer_open(const unsigned char *key, size_t key_len,
+                                          const char *id, const char *ts)
 {
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end(),
     };
-    int ok = 0;
-    size_t outl = 0;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    if (ctx && EVP_MAC_init(ctx, key, key_len, params) == 1 &&
-        EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
-        EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1 &&
-        EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) == 1 &&
-        EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1 &&
-        (body_len == 0 || EVP_MAC_update(ctx, (const unsigned char *)body, body_len) == 1) &&
-        EVP_MAC_final(ctx, mac_out, &outl, SHA256_LEN) == 1 && outl == SHA256_LEN)
-        ok = 1;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-    return ok ? 0 : -1;
+    if (!key || key_len == 0 || !id || !ts)
+        return NULL;
+    struct webhook_signer *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    g->ctx = g->mac ? EVP_MAC_CTX_new(g->mac) : NULL;
+    if (!g->ctx || EVP_MAC_init(g->ctx, key, key_len, params) != 1 ||
+        EVP_MAC_update(g->ctx, (const unsigned char *)id, strlen(id)) != 1 ||
+        EVP_MAC_update(g->ctx, (const unsigned char *)".", 1) != 1 ||
+        EVP_MAC_update(g->ctx, (const unsigned char *)ts, strlen(ts)) != 1 ||
+        EVP_MAC_update(g->ctx, (const unsigned char *)".", 1) != 1) {
+        webhook_signer_free(g);
+        return NULL;
+    }
+    return g;
 }
 
-static int sign_ts_text(const unsigned char *key, size_t key_len, const char *id,
-                        const char *ts, const char *body, size_t body_len, char *out,
-                        size_t out_size)
+struct webhook_signer *webhook_signer_new(const unsigned char *key, size_t key_len,
+                                          const char *id, int64_t ts)
+{
+    char tsbuf[TS_DIGITS_MAX + 2];
+    int n = snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
+    if (n < 0 || (size_t)n >= sizeof tsbuf)
+        return NULL;
+    return signer_open(key, key_len, id, tsbuf);
+}
+
+int webhook_signer_update(struct webhook_signer *g, const void *data, size_t len)
+{
+    if (!g || g->failed || (!data && len))
+        return -1;
+    if (len && EVP_MAC_update(g->ctx, data, len) != 1) {
+        g->failed = true;
+        return -1;
+    }
+    g->bytes += len;
+    return 0;
+}
+
+uint64_t webhook_signer_bytes(const struct webhook_signer *g)
+{
+    return g ? g->bytes : 0;
+}
+
+int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
 {
     unsigned char mac[SHA256_LEN];
     char b64[4 * ((SHA256_LEN + 2) / 3) + 1];
-    if (hmac_sha256_sig(key, key_len, id, ts, body, body_len, mac) < 0)
+    size_t outl = 0;
+    if (out && out_size)
+        out[0] = '\0';
+    if (!g || g->failed || !out || EVP_MAC_final(g->ctx, mac, &outl, sizeof mac) != 1 ||
+        outl != SHA256_LEN) {
+        if (g)
+            g->failed = true;
         return -1;
+    }
+    g->failed = true; /* a MAC is final once */
     EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
     OPENSSL_cleanse(mac, sizeof mac);
     int n = snprintf(out, out_size, "v1,%s", b64);
@@ -135,6 +177,30 @@ static int sign_ts_text(const unsigned char *key, size_t key_len, const char *id
         return -1;
     }
     return 0;
+}
+
+void webhook_signer_free(struct webhook_signer *g)
+{
+    if (!g)
+        return;
+    EVP_MAC_CTX_free(g->ctx); /* clears the key schedule */
+    EVP_MAC_free(g->mac);
+    free(g);
+}
+
+static int sign_ts_text(const unsigned char *key, size_t key_len, const char *id,
+                        const char *ts, const char *body, size_t body_len, char *out,
+                        size_t out_size)
+{
+    struct webhook_signer *g = signer_open(key, key_len, id, ts);
+    int r = g && webhook_signer_update(g, body, body_len) == 0 &&
+                    webhook_signer_final(g, out, out_size) == 0
+                ? 0
+                : -1;
+    webhook_signer_free(g);
+    if (r < 0 && out && out_size)
+        out[0] = '\0';
+    return r;
 }
 
 int webhook_sign(const unsigned char *key, size_t key_len, const char *id, int64_t ts,
@@ -225,8 +291,9 @@ int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
     return 0;
 }
 
-int webhook_id(const char *account, const char *uidl, const char *webhook, char *out,
-               size_t out_size)
+/* "msg_" + the first ID_HEX_DIGITS hex digits of SHA-256 over the parts,
+ * each but the last followed by its NUL. */
+static int id_of(const char *const *parts, size_t n, char *out, size_t out_size)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[SHA256_LEN];
@@ -237,14 +304,14 @@ int webhook_id(const char *account, const char *uidl, const char *webhook, char 
         return -1;
     }
     out[0] = '\0';
-    if (!account || !uidl || !webhook)
-        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!parts[i])
+            return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-             EVP_DigestUpdate(ctx, account, strlen(account) + 1) == 1 && /* with its NUL */
-             EVP_DigestUpdate(ctx, uidl, strlen(uidl) + 1) == 1 &&
-             EVP_DigestUpdate(ctx, webhook, strlen(webhook)) == 1 &&
-             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == SHA256_LEN;
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + (i + 1 < n)) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == SHA256_LEN;
     EVP_MD_CTX_free(ctx);
     if (!ok)
         return -1;
@@ -255,6 +322,24 @@ int webhook_id(const char *account, const char *uidl, const char *webhook, char 
     }
     out[4 + ID_HEX_DIGITS] = '\0';
     return 0;
+}
+
+int webhook_id(const char *account, const char *uidl, const char *webhook, char *out,
+               size_t out_size)
+{
+    const char *parts[] = {account, uidl, webhook};
+    return id_of(parts, 3, out, out_size);
+}
+
+int webhook_event_id(const char *event_key, const char *webhook, char *out, size_t out_size)
+{
+    const char *parts[] = {event_key, webhook};
+    if (event_key && !*event_key) {
+        if (out && out_size)
+            out[0] = '\0';
+        return -1;
+    }
+    return id_of(parts, 2, out, out_size);
 }
 
 /* ---- outcomes and retries ---------------------------------------------- */
@@ -424,12 +509,17 @@ int webhook_header_check(const char *name, const char *value, struct err *e)
 /* ---- sender ------------------------------------------------------------ */
 
 struct xfer {
-    struct xfer *prev, *next;     /* queue or active list */
+    struct xfer *prev, *next;     /* its queue's pending list, or the active list */
     struct webhook_sender *s;
+    size_t q;                     /* index of its queue */
     CURL *easy;
     struct curl_slist *hdrs;      /* custom headers, then ours at start */
-    char *body;
+    char *body;                   /* a body in memory, or NULL ... */
     size_t body_len;
+    int (*prepare)(void *user, struct webhook_signer *sig, int *fd, uint64_t *len,
+                   struct err *e); /* ... one written just before the start */
+    int fd;                       /* the prepared body's file, -1 */
+    uint64_t file_len, file_off;
     char id[WEBHOOK_ID_MAX + 1];
     unsigned char key[WEBHOOK_KEY_MAX];
     size_t key_len;
@@ -450,10 +540,21 @@ struct list {
     size_t n;
 };
 
+/* One queue: its requests wait in order; at most `limit` of them run. */
+struct queue {
+    bool used;
+    char name[WEBHOOK_QUEUE_NAME_MAX + 1];
+    struct list pending;
+    size_t active;
+    size_t limit;
+};
+
 struct webhook_sender {
     CURLM *multi;
     size_t max_in_flight;
-    struct list queued;
+    struct queue queues[WEBHOOK_QUEUES_MAX];
+    size_t turn;                  /* the queue asked first for the next free slot */
+    size_t pending;               /* requests waiting, in all queues */
     struct list active;
     bool closing;                 /* in webhook_sender_free: submit refused */
     bool running;                 /* in webhook_sender_run: no nesting */
@@ -500,8 +601,17 @@ static void xfer_free(struct xfer *x)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->hdrs);
     free(x->body);
+    if (x->fd >= 0)
+        close(x->fd);
     OPENSSL_cleanse(x->key, sizeof x->key);
     free(x);
+}
+
+/* A queue with nothing waiting and nothing running is forgotten. */
+static void queue_gc(struct queue *q)
+{
+    if (q->used && q->pending.n == 0 && q->active == 0)
+        q->used = false;
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -545,6 +655,38 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
         }
     }
     return len;
+}
+
+/* The prepared body, read from its file at the transfer's own offset. */
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct xfer *x = ud;
+    size_t want = size * nitems;
+    if (x->file_off >= x->file_len)
+        return 0;
+    if (want > x->file_len - x->file_off)
+        want = (size_t)(x->file_len - x->file_off);
+    ssize_t n;
+    do
+        n = pread(x->fd, buf, want, (off_t)x->file_off);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        err_set(&x->res.err, ERR_INTERNAL, "reading the request body from its file: %s",
+                n < 0 ? strerror(errno) : "it ended early");
+        return CURL_READFUNC_ABORT;
+    }
+    x->file_off += (uint64_t)n;
+    return (size_t)n;
+}
+
+/* curl rewinds when it sends the body again (a reused connection closed). */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    struct xfer *x = ud;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->file_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->file_off = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 static enum err_kind curl_kind(CURLcode rc)
@@ -631,6 +773,55 @@ static int append_header(struct curl_slist **l, const char *line)
     return 0;
 }
 
+/* The body is signed as it is written: from memory, or by the request's
+ * prepare callback into a file.  *sig gets the signature.  -1 with
+ * x->res.err set. */
+static int xfer_sign(struct xfer *x, int64_t ts, char *sig, size_t sig_size)
+{
+    struct webhook_signer *g = webhook_signer_new(x->key, x->key_len, x->id, ts);
+    OPENSSL_cleanse(x->key, sizeof x->key);
+    x->key_len = 0;
+    if (!g)
+        return err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
+    int r = 0;
+    if (x->prepare) {
+        int fd = -1;
+        uint64_t len = 0;
+        struct err pe;
+        err_clear(&pe);
+        if (x->prepare(x->user, g, &fd, &len, &pe) < 0) {
+            if (fd >= 0)
+                close(fd);
+            x->res.prepare_failed = true;
+            x->res.err = pe;
+            if (pe.kind == ERR_NONE)
+                err_set(&x->res.err, ERR_INTERNAL, "the request body could not be written");
+            r = -1;
+        } else if (fd < 0 || webhook_signer_bytes(g) != len) {
+            if (fd >= 0)
+                close(fd);
+            x->res.prepare_failed = true;
+            r = err_set(&x->res.err, ERR_INTERNAL,
+                        "the request body written (%llu bytes) is not the body signed "
+                        "(%llu bytes)",
+                        (unsigned long long)len, (unsigned long long)webhook_signer_bytes(g));
+        } else {
+            x->fd = fd;
+            x->file_len = len;
+            x->file_off = 0;
+            if (curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) !=
+                CURLE_OK)
+                r = err_set(&x->res.err, ERR_INTERNAL, "setting up curl failed");
+        }
+    } else if (webhook_signer_update(g, x->body, x->body_len) < 0) {
+        r = err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
+    }
+    if (r == 0 && webhook_signer_final(g, sig, sig_size) < 0)
+        r = err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
+    webhook_signer_free(g);
+    return r;
+}
+
 /* Sign now and hand the transfer to curl.  -1 with x->res.err set. */
 static int xfer_start(struct webhook_sender *s, struct xfer *x)
 {
@@ -638,10 +829,8 @@ static int xfer_start(struct webhook_sender *s, struct xfer *x)
     char line[WEBHOOK_ID_MAX + WEBHOOK_SIG_SIZE + 32];
     int64_t ts = x->fixed_ts > 0 ? x->fixed_ts : (int64_t)time(NULL);
     x->res.timestamp = ts;
-    if (webhook_sign(x->key, x->key_len, x->id, ts, x->body, x->body_len, sig, sizeof sig) < 0)
-        return err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
-    OPENSSL_cleanse(x->key, sizeof x->key);
-    x->key_len = 0;
+    if (xfer_sign(x, ts, sig, sizeof sig) < 0)
+        return -1;
     int n1 = snprintf(line, sizeof line, "webhook-id: %s", x->id);
     if (n1 < 0 || (size_t)n1 >= sizeof line || append_header(&x->hdrs, line) < 0)
         return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
@@ -663,19 +852,49 @@ static int xfer_start(struct webhook_sender *s, struct xfer *x)
                        curl_multi_strerror(mc));
     }
     list_push(&s->active, x);
+    s->queues[x->q].active++;
     return 0;
 }
 
-/* Start queued transfers while slots are free; failures complete at once. */
+/* The queue that gets the next free slot, or NULL.  Queues take turns; a
+ * queue running fewer than its fair share of the sender (max_in_flight over
+ * the queues that have work, rounded up) goes before one running more, so
+ * a queue whose receiver is slow can only hold the slots nobody else wants. */
+static struct queue *pick(struct webhook_sender *s)
+{
+    size_t busy = 0;
+    for (size_t i = 0; i < WEBHOOK_QUEUES_MAX; i++)
+        if (s->queues[i].used)
+            busy++;
+    if (!busy)
+        return NULL;
+    size_t share = (s->max_in_flight + busy - 1) / busy;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t k = 0; k < WEBHOOK_QUEUES_MAX; k++) {
+            size_t i = (s->turn + k) % WEBHOOK_QUEUES_MAX;
+            struct queue *q = &s->queues[i];
+            if (!q->used || !q->pending.n || q->active >= q->limit ||
+                (pass == 0 && q->active >= share))
+                continue;
+            s->turn = (i + 1) % WEBHOOK_QUEUES_MAX;
+            return q;
+        }
+    return NULL;
+}
+
+/* Start waiting transfers while slots are free; failures complete at once. */
 static int start_queued(struct webhook_sender *s)
 {
     int finished = 0;
-    while (s->queued.head && s->active.n < s->max_in_flight) {
-        struct xfer *x = s->queued.head;
-        list_remove(&s->queued, x);
+    struct queue *q;
+    while (s->active.n < s->max_in_flight && (q = pick(s))) {
+        struct xfer *x = q->pending.head;
+        list_remove(&q->pending, x);
+        s->pending--;
         if (xfer_start(s, x) < 0) {
             complete(x, CURLE_OK);
             xfer_free(x);
+            queue_gc(q);
             finished++;
         }
     }
@@ -697,9 +916,12 @@ static int collect(struct webhook_sender *s)
         curl_multi_remove_handle(s->multi, easy); /* m is invalid from here */
         if (!x)
             continue;
+        struct queue *q = &s->queues[x->q];
         list_remove(&s->active, x);
+        q->active--;
         complete(x, rc);
         xfer_free(x);
+        queue_gc(q);
         finished++;
     }
     return finished;
@@ -757,6 +979,32 @@ static bool id_ok(const char *id)
     return true;
 }
 
+/* The queue named `name` (made if new) with its limit set; NULL with e. */
+static struct queue *queue_get(struct webhook_sender *s, const char *name, int limit,
+                               struct err *e)
+{
+    struct queue *q = NULL, *free_slot = NULL;
+    for (size_t i = 0; i < WEBHOOK_QUEUES_MAX && !q; i++) {
+        if (s->queues[i].used && strcmp(s->queues[i].name, name) == 0)
+            q = &s->queues[i];
+        else if (!s->queues[i].used && !free_slot)
+            free_slot = &s->queues[i];
+    }
+    if (!q) {
+        if (!free_slot) {
+            err_set(e, ERR_LIMIT, "webhook submit: %d queues already have requests",
+                    WEBHOOK_QUEUES_MAX);
+            return NULL;
+        }
+        q = free_slot;
+        memset(q, 0, sizeof *q);
+        q->used = true;
+        memcpy(q->name, name, strlen(name) + 1);
+    }
+    q->limit = (size_t)limit;
+    return q;
+}
+
 #define SETOPT(x, opt, val)                                                  \
     do {                                                                     \
         if (curl_easy_setopt((x)->easy, opt, val) != CURLE_OK)               \
@@ -768,6 +1016,9 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
 {
     struct xfer *x = NULL;
     char *body = req ? req->body : NULL;
+    const char *qname = req && req->queue ? req->queue : "";
+    int qlimit = req && req->queue_max_in_flight ? req->queue_max_in_flight
+                                                 : WEBHOOK_IN_FLIGHT_DEFAULT;
 
     if (!s || !req) {
         free(body);
@@ -777,9 +1028,12 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         free(body);
         return err_set(e, ERR_USAGE, "webhook submit: sender is shutting down");
     }
-    if (!req->done || !req->url || !req->id || !req->key || (!body && req->body_len)) {
+    if (!req->done || !req->url || !req->id || !req->key || (!body && req->body_len) ||
+        (body && req->prepare)) {
         free(body);
-        return err_set(e, ERR_USAGE, "webhook submit: request lacks url, id, key, body or done");
+        return err_set(e, ERR_USAGE,
+                       "webhook submit: request lacks url, id, key or done, or has both a "
+                       "body and a prepare callback");
     }
     if (!url_ok(req->url)) {
         free(body);
@@ -799,6 +1053,13 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         return err_set(e, ERR_USAGE, "webhook submit: key is %zu bytes, must be 1..%d",
                        req->key_len, WEBHOOK_KEY_MAX);
     }
+    if (strlen(qname) > WEBHOOK_QUEUE_NAME_MAX || qlimit < 1 || qlimit > WEBHOOK_IN_FLIGHT_MAX) {
+        free(body);
+        return err_set(e, ERR_USAGE,
+                       "webhook submit: queue name over %d bytes, or its max_in_flight %d "
+                       "not in 1..%d",
+                       WEBHOOK_QUEUE_NAME_MAX, qlimit, WEBHOOK_IN_FLIGHT_MAX);
+    }
     if (req->n_headers > WEBHOOK_HEADERS_MAX || (req->n_headers && !req->headers)) {
         free(body);
         return err_set(e, ERR_USAGE, "webhook submit: more than %d custom headers",
@@ -809,7 +1070,7 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
             free(body);
             return -1;
         }
-    if (s->queued.n + s->active.n >= WEBHOOK_QUEUE_MAX) {
+    if (s->pending + s->active.n >= WEBHOOK_QUEUE_MAX) {
         free(body);
         return err_set(e, ERR_LIMIT, "webhook submit: %d requests already pending",
                        WEBHOOK_QUEUE_MAX);
@@ -821,9 +1082,11 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
     }
     x->s = s;
+    x->fd = -1;
     x->body = body;
     x->body_len = req->body_len;
-    if (!x->body && !(x->body = calloc(1, 1))) {
+    x->prepare = req->prepare;
+    if (!x->body && !x->prepare && !(x->body = calloc(1, 1))) {
         xfer_free(x);
         return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
     }
@@ -866,8 +1129,17 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     SETOPT(x, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SETOPT(x, CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(x, CURLOPT_NOSIGNAL, 1L);
-    SETOPT(x, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
-    SETOPT(x, CURLOPT_POSTFIELDS, x->body);
+    if (x->prepare) {
+        /* the length is set once the body exists, at the start */
+        SETOPT(x, CURLOPT_POST, 1L);
+        SETOPT(x, CURLOPT_READFUNCTION, on_read);
+        SETOPT(x, CURLOPT_READDATA, x);
+        SETOPT(x, CURLOPT_SEEKFUNCTION, on_seek);
+        SETOPT(x, CURLOPT_SEEKDATA, x);
+    } else {
+        SETOPT(x, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+        SETOPT(x, CURLOPT_POSTFIELDS, x->body);
+    }
     SETOPT(x, CURLOPT_TIMEOUT_MS, (long)total);
     SETOPT(x, CURLOPT_CONNECTTIMEOUT_MS, (long)conn);
     SETOPT(x, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -882,7 +1154,14 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     SETOPT(x, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(x, CURLOPT_HEADERDATA, x);
     SETOPT(x, CURLOPT_ERRORBUFFER, x->errbuf);
-    list_push(&s->queued, x);
+    struct queue *q = queue_get(s, qname, qlimit, e);
+    if (!q) {
+        xfer_free(x);
+        return -1;
+    }
+    x->q = (size_t)(q - s->queues);
+    list_push(&q->pending, x);
+    s->pending++;
     return 0;
 
 setopt_failed:
@@ -932,7 +1211,7 @@ void webhook_sender_wakeup(struct webhook_sender *s)
 
 size_t webhook_sender_in_flight(const struct webhook_sender *s)
 {
-    return s ? s->queued.n + s->active.n : 0;
+    return s ? s->pending + s->active.n : 0;
 }
 
 size_t webhook_sender_active(const struct webhook_sender *s)
@@ -940,18 +1219,37 @@ size_t webhook_sender_active(const struct webhook_sender *s)
     return s ? s->active.n : 0;
 }
 
-static void abort_list(struct webhook_sender *s, struct list *l, bool active)
+/* Complete every request still waiting in a queue, aborted. */
+static int drop_pending(struct webhook_sender *s, const char *why)
 {
-    struct xfer *x;
-    while ((x = l->head)) {
-        list_remove(l, x);
-        if (active)
-            curl_multi_remove_handle(s->multi, x->easy);
-        x->res.aborted = true;
-        err_set(&x->res.err, ERR_INTERNAL, "aborted: the sender was shut down");
-        complete(x, CURLE_OK);
-        xfer_free(x);
+    int n = 0;
+    for (size_t i = 0; i < WEBHOOK_QUEUES_MAX; i++) {
+        struct queue *q = &s->queues[i];
+        struct xfer *x;
+        while (q->used && (x = q->pending.head)) {
+            list_remove(&q->pending, x);
+            s->pending--;
+            x->res.aborted = true;
+            err_set(&x->res.err, ERR_INTERNAL, "%s", why);
+            complete(x, CURLE_OK);
+            xfer_free(x);
+            n++;
+        }
+        queue_gc(q);
     }
+    return n;
+}
+
+int webhook_sender_drop_queued(struct webhook_sender *s, struct err *e)
+{
+    if (!s)
+        return err_set(e, ERR_USAGE, "webhook drop: no sender");
+    if (s->running)
+        return err_set(e, ERR_USAGE, "webhook drop: called from a done callback");
+    s->running = true;
+    int n = drop_pending(s, "dropped: the request had not started");
+    s->running = false;
+    return n;
 }
 
 void webhook_sender_free(struct webhook_sender *s)
@@ -959,8 +1257,17 @@ void webhook_sender_free(struct webhook_sender *s)
     if (!s)
         return;
     s->closing = true;
-    abort_list(s, &s->active, true);
-    abort_list(s, &s->queued, false);
+    struct xfer *x;
+    while ((x = s->active.head)) {
+        list_remove(&s->active, x);
+        s->queues[x->q].active--;
+        curl_multi_remove_handle(s->multi, x->easy);
+        x->res.aborted = true;
+        err_set(&x->res.err, ERR_INTERNAL, "aborted: the sender was shut down");
+        complete(x, CURLE_OK);
+        xfer_free(x);
+    }
+    drop_pending(s, "aborted: the sender was shut down");
     curl_multi_cleanup(s->multi);
     free(s);
 }

@@ -115,6 +115,9 @@ struct config_webhook {
     int64_t *retry_ms;            /* delays before retry 1, 2, ...; default 5s 30s 2m 10m 30m 1h 2h 4h 8h 16h */
     size_t retry_count;
     uint64_t inline_attachments_max; /* default 256KiB */
+    uint64_t inline_total_max;    /* inlined bytes per event, all attachments; default 1MiB
+                                     (0: nothing inlined) */
+    int max_in_flight;            /* requests to this webhook at once; default 8 */
     struct config_header *headers;   /* extra request headers */
     size_t header_count;
 };

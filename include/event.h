@@ -3,7 +3,7 @@
  * message: the raw bytes come from the store, the parsing from message.h.
  *
  *   { "type": "message.received" | "message.too_large",
- *     "timestamp": "<RFC 3339, now>",
+ *     "timestamp": "<RFC 3339, when the event was written>",
  *     "data": { "account": "...", "message": { ...message.h's object... } } }
  *
  * A too-large message was stored as its header only (TOP n 0): its object
@@ -11,6 +11,13 @@
  * Small bodies are parsed from memory; large ones (over EVENT_MEM_MAX) are
  * spooled to an unlinked temporary file and parsed from there, so memory
  * stays modest.
+ *
+ * Memory: an event is written to a file (event_spool), never printed into
+ * memory; what it holds in memory while it is written is its tree, whose
+ * inlined attachments are bounded by the inline budget (message.h), text
+ * and html by MESSAGE_BODY_MAX.  Temporary files are made with O_TMPFILE in
+ * the directory given (the state directory: mode 0600, never linked, gone
+ * when closed).
  */
 #ifndef POP3BRIDGE_EVENT_H
 #define POP3BRIDGE_EVENT_H
@@ -23,16 +30,34 @@
 
 #define EVENT_MEM_MAX (1u << 20) /* bodies up to this are parsed in memory */
 
-/* The data.message object of stored message id.  info (may be NULL) gets the
- * store's metadata.  STORE_NOTFOUND-like: NULL with ERR_USAGE "no such
- * message" when it does not exist or its body was purged; ERR_INTERNAL. */
+struct event_opts {
+    const char *public_url;     /* api.public_url, for URLs; NULL: none */
+    uint64_t inline_max;        /* inline attachments of at most this many bytes... */
+    uint64_t inline_total_max;  /* ...within this budget per event; 0: the default
+                                   (MESSAGE_INLINE_TOTAL_DEFAULT) */
+    int64_t now_ms;             /* the event's timestamp (Unix ms); 0: now */
+};
+
+/* The data.message object of stored message id, inlining as webhooks do by
+ * default (inline_max per attachment, MESSAGE_INLINE_TOTAL_DEFAULT in all).
+ * info (may be NULL) gets the store's metadata.  NULL with ERR_USAGE "no
+ * such message" when it does not exist or its body was purged;
+ * ERR_INTERNAL. */
 cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
                      uint64_t inline_max, struct store_msg_info *info, struct err *e);
 
-/* The whole event, printed (unformatted); *len gets its length.  The caller
- * frees it with free().  NULL with e set as above. */
-char *event_body(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
-                 uint64_t inline_max, size_t *len, struct err *e);
+/* Receives each piece of an event as it is written (e.g. to sign it). */
+typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);
+
+/* Write the whole event for stored message id, unformatted JSON (the bytes
+ * cJSON_PrintUnformatted would give, see jsonw.h), to a new temporary file
+ * in tmp_dir, passing every byte, in order, to tap (may be NULL) as well.
+ * 0 with *fd (the file, read it with pread from offset 0; the caller closes
+ * it) and *len (its size), or -1 with e: ERR_USAGE "no such message" as
+ * above, ERR_INTERNAL (the file, the store, out of memory, tap returned
+ * non-zero). */
+int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
+                event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
 /* RFC 3339 UTC with milliseconds, from Unix ms; returns buf (>= 32 bytes). */
 char *event_time(int64_t ms, char *buf, size_t size);

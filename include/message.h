@@ -34,7 +34,8 @@
  *                             at MESSAGE_BODY_MAX).  Later such parts are
  *                             listed as inline attachments.
  *   attachments               [{id, filename, content_type, size, sha256,
- *                             content_id, disposition, content | url}]
+ *                             content_id, disposition, content | url +
+ *                             inline_limit}]
  *   raw_url                   <public_url>/api/v1/messages/<id>/raw (the id
  *                             percent-encoded); null without public_url or id
  *   parse_errors              what was wrong, as strings (never a secret)
@@ -52,9 +53,13 @@
  * (RFC 2231 and RFC 2047 decoded) and `content_id` (without angle brackets)
  * are null when absent; `size` and `sha256` are of the decoded bytes, which
  * are hashed while streaming and never held whole in memory unless they are
- * inlined: `content` (base64) when size <= inline_max, else `url`
+ * inlined: `content` (base64) when size <= inline_max and the message's
+ * inline budget (inline_total_max decoded bytes over all its attachments,
+ * spent in attachment order) still has room for it; else `url`
  * (<public_url>/api/v1/messages/<id>/attachments/<attachment id>; null
- * without public_url or id).
+ * without public_url or id) and `inline_limit`, the limit that kept it out:
+ * "inline_attachments_max" (its own size) or "inline_total_max" (the
+ * budget).
  *
  * Charsets: a declared charset GMime or iconv knows is converted to UTF-8;
  * an unknown one is read as windows-1252 (a superset of ISO-8859-1 in its
@@ -95,6 +100,7 @@
 #define MESSAGE_ID_MAX 128                    /* attachment id length ("2.1.3") */
 #define MESSAGE_CT_MAX 128                    /* content type buffer in the info */
 #define MESSAGE_FILENAME_MAX 256              /* filename buffer in the info */
+#define MESSAGE_INLINE_TOTAL_DEFAULT (1u << 20) /* inline budget when the opts give none */
 
 struct message_opts {
     const char *id;          /* stored message id (put in URLs percent-encoded); may be NULL */
@@ -103,6 +109,8 @@ struct message_opts {
     const char *public_url;  /* api.public_url, e.g. "http://127.0.0.1:8025"; NULL: no URLs */
     const char *sha256_hex;  /* of the raw message if the caller knows it; NULL: computed */
     uint64_t inline_max;     /* attachments of at most this many decoded bytes are inlined */
+    uint64_t inline_total_max; /* ...while the message's inlined bytes stay within this;
+                                  0: MESSAGE_INLINE_TOTAL_DEFAULT */
 };
 
 /*

@@ -23,16 +23,32 @@
  *
  * Secrets: keys and secrets never appear in errors, results or logs.
  *
+ * Bodies: a request carries its body in memory, or a prepare callback that
+ * the sender calls just before the transfer starts; it writes the body to a
+ * file of its own, passing every byte through the signer it is given
+ * (HMAC-SHA256 computed while the body is written, never from a second
+ * copy), and the sender streams the file to the receiver with libcurl's
+ * read callback.  So a body exists only while its transfer runs, and the
+ * memory a transfer takes does not depend on the body's size.
+ *
+ * Queues: every request joins a named queue (e.g. its webhook's), which has
+ * its own limit on transfers at once; the sender shares its own limit
+ * fairly among the queues that have work (see webhook_sender_submit), so a
+ * slow receiver delays only its own queue.
+ *
  * Typical use by the delivery logic:
  *
  *     webhook_secret_decode(secret, key, sizeof key, &key_len, &e);   // at config load
  *     webhook_header_check(name, value, &e);                           // at config load
- *     s = webhook_sender_new(WEBHOOK_IN_FLIGHT_DEFAULT, &e);
- *     webhook_id(account, uidl, webhook_name, id, sizeof id);
+ *     s = webhook_sender_new(64, &e);
+ *     webhook_event_id(event_key, webhook_name, id, sizeof id);
  *     req = (struct webhook_request){ .url = url, .id = id, .key = key, .key_len = key_len,
- *                                     .body = json, .body_len = len, .done = on_done, ... };
- *     webhook_sender_submit(s, &req, delivery, &e);       // json is now the sender's
- *     while (...) webhook_sender_run(s, 1000, &e);        // calls on_done(delivery, r)
+ *                                     .prepare = write_event, .queue = webhook_name,
+ *                                     .queue_max_in_flight = 8, .done = on_done, ... };
+ *     webhook_sender_submit(s, &req, delivery, &e);
+ *     while (...) webhook_sender_run(s, 1000, &e);        // calls write_event, on_done
+ *     write_event(delivery, sig, &fd, &len, &e): fd = a temporary file; for each piece
+ *              write(fd, piece) and webhook_signer_update(sig, piece); *len = bytes
  *     on_done: switch (webhook_classify(r)) { DELIVERED: record 2xx; DISABLED: disable
  *              the webhook; RETRY / REJECTED: d = webhook_next_delay_ms(schedule, n,
  *              attempts, r->retry_after_s, WEBHOOK_JITTER_DEFAULT), d < 0 -> dead }
@@ -61,6 +77,8 @@
 #define WEBHOOK_IN_FLIGHT_MAX 256         /* largest max_in_flight a sender accepts */
 #define WEBHOOK_IN_FLIGHT_DEFAULT 8
 #define WEBHOOK_QUEUE_MAX 4096            /* submitted, not yet completed, per sender */
+#define WEBHOOK_QUEUES_MAX 128            /* queues with requests at once, per sender */
+#define WEBHOOK_QUEUE_NAME_MAX 128        /* bytes of a queue's name */
 #define WEBHOOK_TIMEOUT_DEFAULT_MS 15000  /* whole request */
 #define WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS 10000
 #define WEBHOOK_RESPONSE_KEEP 1024        /* response body bytes kept; the rest is discarded */
@@ -90,6 +108,20 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_siz
 int webhook_sign(const unsigned char *key, size_t key_len, const char *id, int64_t ts,
                  const char *body, size_t body_len, char *out, size_t out_size);
 
+/* The same signature computed while the body is produced: a signer over
+ * "{id}.{ts}." is fed the body in pieces with webhook_signer_update (in
+ * order, any sizes), and webhook_signer_final writes what webhook_sign gives
+ * for the whole body.  new: NULL if an argument is missing or OpenSSL fails.
+ * update/final: 0, or -1 (OpenSSL failed, out too small, or final already
+ * called).  A signer is used by one thread; free accepts NULL. */
+struct webhook_signer;
+struct webhook_signer *webhook_signer_new(const unsigned char *key, size_t key_len,
+                                          const char *id, int64_t ts);
+int webhook_signer_update(struct webhook_signer *sig, const void *data, size_t len);
+uint64_t webhook_signer_bytes(const struct webhook_signer *sig); /* body bytes fed so far */
+int webhook_signer_final(struct webhook_signer *sig, char *out, size_t out_size);
+void webhook_signer_free(struct webhook_signer *sig);
+
 /* Verify a received request as a receiver must: `timestamp` is the decimal
  * webhook-timestamp header and must be within tolerance_s of now (both
  * directions); `signatures` is the webhook-signature header, one or more
@@ -101,10 +133,18 @@ int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
                    const char *timestamp, const char *body, size_t body_len,
                    const char *signatures, int64_t now, int64_t tolerance_s, struct err *e);
 
-/* The idempotency id for one message and one webhook: "msg_" followed by the
- * first 32 lowercase hex digits of SHA-256(account NUL uidl NUL webhook).  The
- * same inputs always give the same id (across retries and restarts).  0, or
- * -1 if an argument is NULL or out_size < WEBHOOK_ID_SIZE. */
+/* The idempotency id of one stored message for one webhook: "msg_" followed
+ * by the first 32 lowercase hex digits of SHA-256(event_key NUL webhook),
+ * where event_key is the random key the store gave the message.  Stable
+ * across retries and restarts, and new for a new message even when a server
+ * reuses an old one's UIDL (RFC 1939 allows that).  0, or -1 if an argument
+ * is NULL, the key is empty, or out_size < WEBHOOK_ID_SIZE. */
+int webhook_event_id(const char *event_key, const char *webhook, char *out, size_t out_size);
+
+/* The id of the first releases, for messages stored before event keys
+ * existed: "msg_" + the first 32 hex digits of SHA-256(account NUL uidl NUL
+ * webhook).  Same inputs, same id; a reused UIDL repeats it.  0, or -1 as
+ * above. */
 int webhook_id(const char *account, const char *uidl, const char *webhook, char *out,
                size_t out_size);
 
@@ -117,7 +157,10 @@ struct webhook_result {
                               * (URL or protocol refused), ERR_INTERNAL; msg is curl's
                               * text, sanitised.  status may be set as well when the
                               * failure came after the status line. */
-    bool aborted;            /* the sender was freed before the request finished */
+    bool aborted;            /* the sender was freed (or its queues dropped) before
+                              * the request finished */
+    bool prepare_failed;     /* the prepare callback failed (err is its error):
+                              * nothing was sent */
     int64_t retry_after_s;   /* Retry-After of a 429 or 503, clamped; -1 if none */
     int64_t duration_ms;     /* from start of the transfer to its end */
     int64_t timestamp;       /* the webhook-timestamp that was sent */
@@ -178,21 +221,36 @@ int webhook_header_check(const char *name, const char *value, struct err *e);
  * webhook_sender_submit() (strings are copied). */
 struct webhook_request {
     const char *url;                 /* http:// or https:// */
-    const char *id;                  /* webhook-id, e.g. from webhook_id() */
+    const char *id;                  /* webhook-id, e.g. from webhook_event_id() */
     const unsigned char *key;        /* signing key (webhook_secret_decode) */
     size_t key_len;
     char *body;                      /* malloc'd JSON; the sender owns it (see submit) */
     size_t body_len;
+    /* Or, with body NULL: called once, when the transfer is about to start
+     * (never from submit), to write the body into a file (*fd, read with
+     * pread from offset 0; the sender closes it), feeding every byte, in
+     * order, to sig; *len gets the byte count, which must equal what sig
+     * was fed.  0, or -1 with e: the request then completes at once with
+     * prepare_failed and that error, and nothing is sent. */
+    int (*prepare)(void *user, struct webhook_signer *sig, int *fd, uint64_t *len,
+                   struct err *e);
+    const char *queue;               /* the queue it joins (NULL: ""), at most
+                                      * WEBHOOK_QUEUE_NAME_MAX bytes */
+    int queue_max_in_flight;         /* that queue's limit, 1..WEBHOOK_IN_FLIGHT_MAX
+                                      * (0: WEBHOOK_IN_FLIGHT_DEFAULT); the latest
+                                      * request submitted to the queue sets it */
     const struct webhook_header *headers; /* custom headers, checked as webhook_header_check */
     size_t n_headers;
     int64_t timeout_ms;              /* whole request; <= 0: WEBHOOK_TIMEOUT_DEFAULT_MS */
     int64_t connect_timeout_ms;      /* <= 0: WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS */
     const char *ca_file;             /* PEM trust anchors; NULL: system store */
     const char *proxy;               /* NULL: no proxy (environment ignored) */
-    int64_t timestamp;               /* webhook-timestamp; 0: now */
-    /* Called exactly once per accepted request, from webhook_sender_run() or
-     * webhook_sender_free().  r is valid only during the call.  The callback
-     * may submit new requests, but must not run or free the sender. */
+    int64_t timestamp;               /* webhook-timestamp; 0: now, when the transfer
+                                      * starts (the body is signed then) */
+    /* Called exactly once per accepted request, from webhook_sender_run(),
+     * webhook_sender_drop_queued() or webhook_sender_free().  r is valid only
+     * during the call.  The callback may submit new requests, but must not
+     * run, drop or free the sender. */
     void (*done)(void *user, const struct webhook_result *r);
 };
 
@@ -203,16 +261,22 @@ struct webhook_sender;
  * ERR_INTERNAL (out of memory, curl). */
 struct webhook_sender *webhook_sender_new(int max_in_flight, struct err *e);
 
-/* Sign and queue one POST; it starts as soon as a slot is free.  The sender
- * takes ownership of req->body in every case: freed after the done callback,
- * or before this returns -1.  -1 with e: ERR_USAGE (missing field, URL not
- * http/https or too long, bad custom header, key length, sender shutting
- * down), ERR_LIMIT (WEBHOOK_QUEUE_MAX requests already pending),
- * ERR_INTERNAL (out of memory, curl, signing). */
+/* Queue one POST; it starts as soon as its queue and the sender have a free
+ * slot, and is signed then.  Within a queue requests start in order.  When
+ * slots are free the queues take turns; a queue running fewer transfers
+ * than its fair share (max_in_flight over the queues with requests, rounded
+ * up) gets the next free slot before any queue running more.  The sender
+ * takes ownership of req->body in every case: freed after the done
+ * callback, or before this returns -1.  -1 with e: ERR_USAGE (missing
+ * field, both body and prepare, URL not http/https or too long, bad custom
+ * header, key length, queue name or limit, sender shutting down), ERR_LIMIT
+ * (WEBHOOK_QUEUE_MAX requests already pending, or WEBHOOK_QUEUES_MAX queues
+ * in use), ERR_INTERNAL (out of memory, curl). */
 int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request *req,
                           void *user, struct err *e);
 
-/* Drive the transfers: start queued requests while slots are free, wait at
+/* Drive the transfers: start waiting requests while slots are free (their
+ * prepare callbacks run then), wait at
  * most timeout_ms (0: do not wait) for network activity, and call the done
  * callback of every request that finished.  Returns how many finished, or -1
  * with e: ERR_INTERNAL (curl multi failure), ERR_USAGE (called from a done
@@ -222,10 +286,15 @@ int webhook_sender_run(struct webhook_sender *s, int timeout_ms, struct err *e);
 /* Make a webhook_sender_run() that is waiting return early.  Any thread. */
 void webhook_sender_wakeup(struct webhook_sender *s);
 
-/* Requests accepted and not yet finished (running + queued). */
+/* Requests accepted and not yet finished (running + waiting). */
 size_t webhook_sender_in_flight(const struct webhook_sender *s);
 /* Requests running right now (<= max_in_flight). */
 size_t webhook_sender_active(const struct webhook_sender *s);
+
+/* Complete every request that has not started, in every queue, with
+ * aborted = true (running ones go on).  The count, or -1 with e: ERR_USAGE
+ * (no sender, or called from a done callback). */
+int webhook_sender_drop_queued(struct webhook_sender *s, struct err *e);
 
 /* Abort everything (each unfinished request's done callback runs once with
  * aborted = true, classified WEBHOOK_RETRY) and free.  NULL is a no-op. */

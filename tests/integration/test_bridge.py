@@ -182,7 +182,7 @@ def check_event(ev, data, case, uidl, webhook=HOOK, inline_max=256 * 1024):
     """Every field of one event against the message it carries."""
     where = "event %d (uidl %s)" % (ev.n, uidl)
     bridge.verify_signature(ev, case.secret)
-    harness.eq(ev.id, bridge.expected_id(ACCOUNT, uidl, webhook), where + " webhook-id")
+    harness.eq(ev.id, case.bridge.webhook_id(ACCOUNT, uidl, webhook), where + " webhook-id")
     harness.eq(ev.headers.get("content-type"), "application/json", where + " Content-Type")
     if not ev.headers.get("user-agent", "").startswith("pop3bridge/"):
         raise AssertionError("%s User-Agent %r" % (where, ev.headers.get("user-agent")))
@@ -374,7 +374,7 @@ def test_kill9_during_delivery_then_restart():
     events = c.rcv.events()
     for uidl, evs in by_uidl(events).items():
         ids = {e.id for e in evs}
-        harness.eq(ids, {bridge.expected_id(ACCOUNT, uidl, HOOK)}, "ids of the events for " + uidl)
+        harness.eq(ids, {c.bridge.webhook_id(ACCOUNT, uidl, HOOK)}, "ids of the events for " + uidl)
         for e in evs:
             bridge.verify_signature(e, c.secret)
     harness.eq(len(by_uidl(events)), n, "distinct messages delivered")
@@ -483,7 +483,7 @@ def test_too_large():
     ev_big = by_uidl(events)[listing[big]][0]
     check_event(by_uidl(events)[listing[small]][0], small, c, listing[small])
     bridge.verify_signature(ev_big, c.secret)
-    harness.eq(ev_big.id, bridge.expected_id(ACCOUNT, listing[big], HOOK), "webhook-id")
+    harness.eq(ev_big.id, c.bridge.webhook_id(ACCOUNT, listing[big], HOOK), "webhook-id")
     harness.eq(ev_big.json["type"], "message.too_large", "type")
     m = ev_big.message
     exp = expected_message(big)
@@ -574,7 +574,7 @@ def test_sighup_adds_webhook():
     harness.eq(len(ev2), 1, "events at the added webhook")
     harness.eq(ev2[0].message["uidl"], listing[second], "the added webhook got the new message")
     bridge.verify_signature(ev2[0], secret2)
-    harness.eq(ev2[0].id, bridge.expected_id(ACCOUNT, listing[second], "second"), "its webhook-id")
+    harness.eq(ev2[0].id, c.bridge.webhook_id(ACCOUNT, listing[second], "second"), "its webhook-id")
     harness.eq(sorted(e.message["uidl"] for e in c.rcv.events()), sorted(listing.values()),
                "the first webhook got both")
     # an invalid file on SIGHUP: the old configuration stays, the problem is logged

@@ -6,7 +6,9 @@
     b.run_once(timeout)           Result of `pop3bridge run --config F --once`
     b.start(); b.stop(); b.kill9()  the daemon, stderr in a file (b.log())
     b.db()                        the store, opened read-only with sqlite3
-    new_secret(), expected_id(account, uidl, webhook), verify_signature(event, secret)
+    b.webhook_id(account, uidl, webhook)  the id the stored message's events must carry
+    new_secret(), event_id(key, webhook), expected_id(account, uidl, webhook),
+    verify_signature(event, secret)
 
 Every run of the bridge is checked afterwards: none of the secrets it was
 given appears on its stdout or stderr.  Every process started here is
@@ -35,8 +37,16 @@ def new_secret(nbytes=32):
     return "whsec_" + base64.b64encode(os.urandom(nbytes)).decode()
 
 
+def event_id(key, webhook):
+    """The webhook-id the bridge must send for a stored message, computed
+    independently: "msg_" + the first 32 hex digits of SHA-256(the message's
+    event key NUL webhook)."""
+    h = hashlib.sha256(key.encode() + b"\0" + webhook.encode())
+    return "msg_" + h.hexdigest()[:32]
+
+
 def expected_id(account, uidl, webhook):
-    """The webhook-id the bridge must send, computed independently:
+    """The webhook-id of a message stored before event keys existed:
     "msg_" + the first 32 hex digits of SHA-256(account NUL uidl NUL webhook)."""
     h = hashlib.sha256(account.encode() + b"\0" + uidl.encode() + b"\0" + webhook.encode())
     return "msg_" + h.hexdigest()[:32]
@@ -266,6 +276,15 @@ class Bridge:
         """A read-only connection to the store (sqlite3)."""
         path = os.path.join(self.state_dir, "pop3bridge.db")
         return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+
+    def webhook_id(self, account, uidl, webhook):
+        """The webhook-id of the latest message stored for account/uidl."""
+        rows = self.query("SELECT event_key FROM messages WHERE account = ? AND uidl = ?"
+                          " ORDER BY id DESC LIMIT 1", account, uidl)
+        if not rows:
+            raise AssertionError("no stored message %s/%s" % (account, uidl))
+        key = rows[0][0]
+        return event_id(key, webhook) if key else expected_id(account, uidl, webhook)
 
     def query(self, sql, *args):
         con = self.db()

@@ -223,6 +223,8 @@ static void full_every_key(void **state)
     assert_int_equal(w->retry_ms[0], 1000);
     assert_int_equal(w->retry_ms[2], 3600000);
     assert_int_equal(w->inline_attachments_max, 1 << 20);
+    assert_int_equal(w->inline_total_max, 2 << 20);
+    assert_int_equal(w->max_in_flight, 3);
     assert_int_equal(w->header_count, 2);
     assert_string_equal(w->headers[0].name, "X-Tenant");
     assert_string_equal(w->headers[0].value, "acme");
@@ -231,6 +233,8 @@ static void full_every_key(void **state)
     assert_int_equal(w->retry_count, 0); /* [] given: no retries */
     assert_int_equal(w->timeout_ms, 15000);
     assert_int_equal(w->inline_attachments_max, 256 * 1024);
+    assert_int_equal(w->inline_total_max, 1 << 20);
+    assert_int_equal(w->max_in_flight, 8);
     assert_int_equal(w->key_len, 32);
 
     assert_int_equal(cfg->account_count, 3);
@@ -453,7 +457,9 @@ static void bad_durations_and_sizes(void **state)
     EXPECT(&d, f, "webhooks[0].timeout", "expected a duration string such as \"30s\", got a number");
     EXPECT(&d, f, "webhooks[0].retry_schedule[1]", "\"1w\" is not a duration");
     EXPECT(&d, f, "webhooks[0].inline_attachments_max", "\"1.5MiB\" is not a size");
-    assert_int_equal(d.count, 7);
+    EXPECT(&d, f, "webhooks[0].max_in_flight", "must be between 1 and 64, got 0");
+    EXPECT(&d, f, "webhooks[0].inline_total_max", "must be between 0B and 64MiB, got 65MiB");
+    assert_int_equal(d.count, 9);
     config_diag_free(&d);
 }
 

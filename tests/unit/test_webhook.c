@@ -365,7 +365,7 @@ static void header_check(void **state)
 
 /* ---- a small HTTP server for the sender tests --------------------------- */
 
-#define SRV_BODY_MAX (1 << 20)
+#define SRV_BODY_MAX (8 << 20)
 #define SRV_FIELD 512
 
 struct srv {
@@ -983,6 +983,362 @@ static void http_response_capped(void **state)
     srv_stop(srv);
 }
 
+/* ---- signing while writing, event ids ---------------------------------- */
+
+static void signer_in_pieces(void **state)
+{
+    (void)state;
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    vec_key(key, &klen);
+    const char *body = VEC_BODY;
+    size_t blen = strlen(body);
+    /* every way of cutting the body gives the published signature */
+    for (size_t piece = 1; piece <= blen; piece++) {
+        struct webhook_signer *g = webhook_signer_new(key, klen, VEC_ID, VEC_TS);
+        assert_non_null(g);
+        for (size_t off = 0; off < blen; off += piece) {
+            size_t n = blen - off < piece ? blen - off : piece;
+            assert_int_equal(webhook_signer_update(g, body + off, n), 0);
+        }
+        assert_int_equal(webhook_signer_bytes(g), blen);
+        char sig[WEBHOOK_SIG_SIZE];
+        assert_int_equal(webhook_signer_final(g, sig, sizeof sig), 0);
+        assert_string_equal(sig, VEC_SIG);
+        /* final once */
+        assert_int_equal(webhook_signer_final(g, sig, sizeof sig), -1);
+        assert_int_equal(webhook_signer_update(g, "x", 1), -1);
+        webhook_signer_free(g);
+    }
+    /* a large body: equal to webhook_sign over the whole */
+    size_t n = 3u << 20;
+    char *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)(i * 131 + 7);
+    char whole[WEBHOOK_SIG_SIZE], pieces[WEBHOOK_SIG_SIZE];
+    assert_int_equal(webhook_sign(key, klen, "msg_x", 1700000000, big, n, whole, sizeof whole), 0);
+    struct webhook_signer *g = webhook_signer_new(key, klen, "msg_x", 1700000000);
+    for (size_t off = 0; off < n; off += 65537)
+        assert_int_equal(webhook_signer_update(g, big + off, n - off < 65537 ? n - off : 65537),
+                         0);
+    assert_int_equal(webhook_signer_final(g, pieces, sizeof pieces), 0);
+    assert_string_equal(pieces, whole);
+    webhook_signer_free(g);
+    /* an empty body */
+    assert_int_equal(webhook_sign(key, klen, "msg_x", 5, "", 0, whole, sizeof whole), 0);
+    g = webhook_signer_new(key, klen, "msg_x", 5);
+    assert_int_equal(webhook_signer_final(g, pieces, sizeof pieces), 0);
+    assert_string_equal(pieces, whole);
+    webhook_signer_free(g);
+    free(big);
+    assert_null(webhook_signer_new(NULL, 0, "msg_x", 5));
+    assert_null(webhook_signer_new(key, klen, NULL, 5));
+    webhook_signer_free(NULL);
+}
+
+static void event_id_from_key(void **state)
+{
+    (void)state;
+    char a[WEBHOOK_ID_SIZE], b[WEBHOOK_ID_SIZE], legacy[WEBHOOK_ID_SIZE];
+    const char *key = "0123456789abcdef0123456789abcdef";
+    /* printf '0123456789abcdef0123456789abcdef\0crm' | sha256sum | cut -c1-32 */
+    assert_int_equal(webhook_event_id(key, "crm", a, sizeof a), 0);
+    assert_string_equal(a, "msg_29816a068f63aa674a0c72d8be3aadb7");
+    assert_int_equal(webhook_event_id(key, "crm", b, sizeof b), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(webhook_event_id("fedcba9876543210fedcba9876543210", "crm", b, sizeof b), 0);
+    assert_string_not_equal(a, b); /* a new message: a new id, whatever its UIDL */
+    assert_int_equal(webhook_event_id(key, "crm2", b, sizeof b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(webhook_id("support", "uidl-1", "crm", legacy, sizeof legacy), 0);
+    assert_string_not_equal(a, legacy);
+    assert_int_equal(webhook_event_id("", "crm", b, sizeof b), -1);
+    assert_int_equal(webhook_event_id(NULL, "crm", b, sizeof b), -1);
+    assert_int_equal(webhook_event_id(key, NULL, b, sizeof b), -1);
+    assert_int_equal(webhook_event_id(key, "crm", b, WEBHOOK_ID_SIZE - 1), -1);
+}
+
+/* ---- bodies written at the start --------------------------------------- */
+
+struct prep {
+    struct collected *c;
+    int tag;
+    const char *body;   /* written in pieces of `piece` bytes */
+    size_t len, piece;
+    int calls;
+    int64_t called_ms;
+    bool fail;          /* refuse with ERR_USAGE */
+    bool lie;           /* report one byte more than written */
+};
+
+static void on_prep_done(void *user, const struct webhook_result *r)
+{
+    struct prep *p = user;
+    struct tag t = {p->c, p->tag};
+    on_done(&t, r);
+}
+
+static int prep_body(void *user, struct webhook_signer *sig, int *fd, uint64_t *len,
+                     struct err *e)
+{
+    struct prep *p = user;
+    p->calls++;
+    p->called_ms = mono_ms();
+    if (p->fail)
+        return err_set(e, ERR_USAGE, "no such message");
+    int f = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    assert_true(f >= 0);
+    for (size_t off = 0; off < p->len; off += p->piece) {
+        size_t n = p->len - off < p->piece ? p->len - off : p->piece;
+        assert_int_equal(write(f, p->body + off, n), (ssize_t)n);
+        assert_int_equal(webhook_signer_update(sig, p->body + off, n), 0);
+    }
+    *fd = f;
+    *len = p->len + (p->lie ? 1 : 0);
+    return 0;
+}
+
+static void fill_prep_req(struct webhook_request *q, char *url, const unsigned char *key,
+                          size_t klen)
+{
+    memset(q, 0, sizeof *q);
+    q->url = url;
+    q->id = "msg_5386ace5417989c2b8f74a0438bf1a18";
+    q->key = key;
+    q->key_len = klen;
+    q->prepare = prep_body;
+    q->timeout_ms = 5000;
+    q->connect_timeout_ms = 2000;
+    q->done = on_prep_done;
+}
+
+static void http_prepared_body(void **state)
+{
+    (void)state;
+    struct srv *srv = srv_start(200);
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char url[128];
+    struct collected c = {0};
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/hooks/big", srv->port);
+    size_t n = 2u << 20; /* many times curl's upload buffer */
+    char *body = malloc(n);
+    assert_non_null(body);
+    for (size_t i = 0; i < n; i++)
+        body[i] = "{\"k\":\"v\"}x\n"[i % 11];
+    struct prep p = {&c, 1, body, n, 70001, 0, 0, false, false};
+    struct webhook_request q;
+    fill_prep_req(&q, url, key, klen);
+    q.timeout_ms = WAIT_LIMIT_MS; /* the test server is slow with large bodies under ASan */
+    struct webhook_sender *s = webhook_sender_new(4, &e);
+    assert_non_null(s);
+    assert_int_equal(webhook_sender_submit(s, &q, &p, &e), 0);
+    assert_int_equal(p.calls, 0); /* written only when the transfer starts */
+    drive(s, &c, 1, 4);
+    webhook_sender_free(s);
+    assert_int_equal(p.calls, 1);
+    assert_int_equal(c.r[0].err.kind, ERR_NONE);
+    assert_false(c.r[0].prepare_failed);
+    assert_int_equal(c.r[0].status, 200);
+    assert_int_equal(srv->body_len, n);
+    assert_memory_equal(srv->body, body, n);
+    assert_int_equal(webhook_verify(key, klen, srv->id, srv->ts, srv->body, srv->body_len,
+                                    srv->sig, (int64_t)time(NULL), 300, &e),
+                     0);
+    char ts[32];
+    snprintf(ts, sizeof ts, "%lld", (long long)c.r[0].timestamp);
+    assert_string_equal(srv->ts, ts);
+    srv_stop(srv);
+    free(body);
+}
+
+static void http_prepare_fails(void **state)
+{
+    (void)state;
+    struct srv *srv = srv_start(200);
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char url[128];
+    struct collected c = {0};
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", srv->port);
+    struct prep refuse = {&c, 1, "{}", 2, 2, 0, 0, true, false};
+    struct prep liar = {&c, 2, "{}", 2, 2, 0, 0, false, true};
+    struct webhook_request q;
+    struct webhook_sender *s = webhook_sender_new(2, &e);
+    fill_prep_req(&q, url, key, klen);
+    assert_int_equal(webhook_sender_submit(s, &q, &refuse, &e), 0);
+    assert_int_equal(webhook_sender_submit(s, &q, &liar, &e), 0);
+    drive(s, &c, 2, 2);
+    webhook_sender_free(s);
+    for (int i = 0; i < 2; i++) {
+        assert_true(c.r[i].prepare_failed);
+        assert_int_equal(c.r[i].status, 0);
+        assert_int_equal(c.r[i].err.kind, c.tags[i] == 1 ? ERR_USAGE : ERR_INTERNAL);
+    }
+    assert_int_equal(srv->requests, 0); /* nothing was sent */
+    /* a request with both a body and a prepare callback is refused */
+    fill_prep_req(&q, url, key, klen);
+    q.body = dup_body("{}");
+    q.body_len = 2;
+    s = webhook_sender_new(2, &e);
+    assert_int_equal(webhook_sender_submit(s, &q, &refuse, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    webhook_sender_free(s);
+    srv_stop(srv);
+}
+
+/* ---- queues -------------------------------------------------------------- */
+
+static void submit_to(struct webhook_sender *s, char *url, const unsigned char *key, size_t klen,
+                      const char *queue, int limit, struct tag *t)
+{
+    struct webhook_request q;
+    struct err e;
+    fill_req(&q, url, key, klen, "{}");
+    q.queue = queue;
+    q.queue_max_in_flight = limit;
+    assert_int_equal(webhook_sender_submit(s, &q, t, &e), 0);
+}
+
+/* A slow queue does not pace a fast one: each has its own limit, and the
+ * fast one is done long before the slow one. */
+static void queues_own_limits(void **state)
+{
+    (void)state;
+    struct srv *slow = srv_start(200), *fast = srv_start(200);
+    slow->delay_ms = 1500;
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char slow_url[128], fast_url[128];
+    struct collected c = {0};
+    struct tag tags[30];
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(slow_url, sizeof slow_url, "http://127.0.0.1:%u/", slow->port);
+    snprintf(fast_url, sizeof fast_url, "http://127.0.0.1:%u/", fast->port);
+    struct webhook_sender *s = webhook_sender_new(16, &e);
+    for (int i = 0; i < 30; i++) {
+        tags[i].c = &c;
+        tags[i].tag = i; /* 0..9 slow, 10..29 fast; the slow ones first */
+        if (i < 10)
+            submit_to(s, slow_url, key, klen, "slow", 2, &tags[i]);
+        else
+            submit_to(s, fast_url, key, klen, "fast", 4, &tags[i]);
+    }
+    int64_t end = mono_ms() + WAIT_LIMIT_MS;
+    int fast_done = 0, slow_done_then = -1;
+    while (mono_ms() < end && fast_done < 20) {
+        assert_true(webhook_sender_run(s, 50, &e) >= 0);
+        fast_done = 0;
+        for (int i = 0; i < c.n && i < MAX_RESULTS; i++)
+            fast_done += c.tags[i] >= 10;
+        if (fast_done == 20)
+            slow_done_then = c.n - fast_done;
+    }
+    assert_int_equal(fast_done, 20);
+    print_message("slow requests done when the fast queue was: %d of 10\n", slow_done_then);
+    assert_true(slow_done_then <= 2); /* 10 slow ones take 5 rounds of 1.5 s */
+    assert_true(slow->max_cur <= 2);
+    assert_true(fast->max_cur <= 4);
+    webhook_sender_free(s); /* aborts the slow rest */
+    assert_int_equal(c.n, 30);
+    srv_stop(slow);
+    srv_stop(fast);
+}
+
+/* When the sender is full, a queue below its fair share gets the next slot
+ * before a queue above it, whatever the order of submission. */
+static void queues_fair_share(void **state)
+{
+    (void)state;
+    struct srv *slow = srv_start(200), *fast = srv_start(200);
+    slow->delay_ms = 700;
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char slow_url[128], fast_url[128];
+    struct collected c = {0};
+    struct tag tags[16];
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(slow_url, sizeof slow_url, "http://127.0.0.1:%u/", slow->port);
+    snprintf(fast_url, sizeof fast_url, "http://127.0.0.1:%u/", fast->port);
+    struct webhook_sender *s = webhook_sender_new(4, &e);
+    /* the slow queue alone takes all 4 slots */
+    for (int i = 0; i < 8; i++) {
+        tags[i] = (struct tag){&c, i};
+        submit_to(s, slow_url, key, klen, "slow", 4, &tags[i]);
+    }
+    assert_true(webhook_sender_run(s, 0, &e) >= 0);
+    assert_int_equal(webhook_sender_active(s), 4);
+    for (int i = 8; i < 16; i++) {
+        tags[i] = (struct tag){&c, i};
+        submit_to(s, fast_url, key, klen, "fast", 4, &tags[i]);
+    }
+    /* from the first free slot on, the fast queue (below its share of 2)
+     * goes first; it needs no more than two slots to finish quickly */
+    int64_t end = mono_ms() + WAIT_LIMIT_MS;
+    int fast_done = 0, slow_done_then = -1;
+    while (mono_ms() < end && fast_done < 8) {
+        assert_true(webhook_sender_run(s, 50, &e) >= 0);
+        assert_true(webhook_sender_active(s) <= 4);
+        fast_done = 0;
+        for (int i = 0; i < c.n && i < MAX_RESULTS; i++)
+            fast_done += c.tags[i] >= 8;
+        if (fast_done == 8)
+            slow_done_then = c.n - fast_done;
+    }
+    assert_int_equal(fast_done, 8);
+    print_message("slow requests done when the fast queue was: %d of 8\n", slow_done_then);
+    assert_true(slow_done_then < 8); /* first come, first served would finish all 8 first */
+    assert_true(slow_done_then <= 6);
+    webhook_sender_free(s);
+    assert_int_equal(c.n, 16);
+    srv_stop(slow);
+    srv_stop(fast);
+}
+
+static void drop_queued_keeps_running(void **state)
+{
+    (void)state;
+    struct srv *srv = srv_start(200);
+    srv->delay_ms = 300;
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t klen;
+    char url[128];
+    struct collected c = {0};
+    struct tag tags[5];
+    struct err e;
+    vec_key(key, &klen);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", srv->port);
+    struct webhook_sender *s = webhook_sender_new(8, &e);
+    for (int i = 0; i < 5; i++) {
+        tags[i] = (struct tag){&c, i};
+        submit_to(s, url, key, klen, "one", 2, &tags[i]);
+    }
+    assert_true(webhook_sender_run(s, 0, &e) >= 0);
+    assert_int_equal(webhook_sender_active(s), 2);
+    assert_int_equal(webhook_sender_drop_queued(s, &e), 3);
+    assert_int_equal(c.n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_true(c.r[i].aborted);
+        assert_true(c.tags[i] >= 2); /* the waiting ones */
+    }
+    assert_int_equal(webhook_sender_in_flight(s), 2);
+    drive(s, &c, 5, 2);
+    assert_int_equal(c.r[3].status, 200);
+    assert_int_equal(c.r[4].status, 200);
+    assert_int_equal(webhook_sender_drop_queued(s, &e), 0);
+    assert_int_equal(webhook_sender_drop_queued(NULL, &e), -1);
+    webhook_sender_free(s);
+    assert_int_equal(srv->requests, 2);
+    srv_stop(srv);
+}
+
 struct nested {
     struct webhook_sender *s;
     int rc;
@@ -1076,6 +1432,13 @@ int main(void)
         cmocka_unit_test(backoff),
         cmocka_unit_test(retry_after_parse),
         cmocka_unit_test(header_check),
+        cmocka_unit_test(signer_in_pieces),
+        cmocka_unit_test(event_id_from_key),
+        cmocka_unit_test(http_prepared_body),
+        cmocka_unit_test(http_prepare_fails),
+        cmocka_unit_test(queues_own_limits),
+        cmocka_unit_test(queues_fair_share),
+        cmocka_unit_test(drop_queued_keeps_running),
         cmocka_unit_test(http_headers_exact),
         cmocka_unit_test(http_fixed_timestamp),
         cmocka_unit_test(http_statuses),
