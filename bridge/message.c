@@ -15,6 +15,8 @@
 #include <gmime/gmime.h>
 #include <openssl/evp.h>
 
+#include "reply.h"
+
 #define MESSAGE_CHUNK (64 * 1024)         /* read size while hashing and decoding */
 #define MESSAGE_PARTS_MAX 10000           /* MIME parts visited in one message */
 #define MESSAGE_ERROR_ITEM_MAX 80         /* bytes of message text quoted in a parse error */
@@ -1101,6 +1103,17 @@ static void add_str_or_null(struct ctx *c, cJSON *obj, const char *key, const ch
     add(c, obj, key, jstr(c, key, s));
 }
 
+/* text_reply: the new text of the text/plain body (the html one's structure
+ * helping), or of the html body alone; null without either. */
+static cJSON *text_reply_json(struct ctx *c)
+{
+    char *r = reply_text(c->text ? c->text->str : NULL, c->text ? c->text->len : 0,
+                         c->html ? c->html->str : NULL, c->html ? c->html->len : 0);
+    cJSON *j = r ? cJSON_CreateString(r) : cJSON_CreateNull();
+    g_free(r);
+    return j;
+}
+
 static GMimeMessage *parse(struct ctx *c, GMimeStream *stream)
 {
     GMimeParser *p = g_mime_parser_new_with_stream(stream);
@@ -1167,6 +1180,7 @@ static void fill(struct ctx *c, cJSON *m, GMimeMessage *msg)
     c->atts = NULL;
     add(c, m, "text", c->text ? cJSON_CreateString(c->text->str) : cJSON_CreateNull());
     add(c, m, "html", c->html ? cJSON_CreateString(c->html->str) : cJSON_CreateNull());
+    add(c, m, "text_reply", text_reply_json(c));
     add(c, m, "attachments", atts);
     if (c->base_url[0]) {
         char url[MESSAGE_URL_MAX];

@@ -33,6 +33,12 @@
  *                             ends as stored; null when there is none (capped
  *                             at MESSAGE_BODY_MAX).  Later such parts are
  *                             listed as inline attachments.
+ *   text_reply                the new text of a reply: `text` (or, without a
+ *                             text/plain part, the text of `html`) without the
+ *                             quoted history and the signature, the html
+ *                             structure telling where they begin (reply.h);
+ *                             "" when nothing new is left; null when the
+ *                             message has neither text nor html
  *   attachments               [{id, filename, content_type, size, sha256,
  *                             content_id, disposition, content | url}]
  *   raw_url                   <public_url>/api/v1/messages/<id>/raw (the id
