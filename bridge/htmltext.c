@@ -475,34 +475,26 @@ static void put_char(struct r *r, uint32_t cp)
     g_string_append_len(r->s, u, g_unichar_to_utf8(cp, u));
 }
 
-/* Text bytes (raw UTF-8, possibly invalid: fixed at the end). */
+/* Text bytes, UTF-8: each invalid or incomplete sequence becomes U+FFFD here,
+ * so that the limits count what is written. */
 static void put_bytes(struct r *r, const char *p, size_t n)
 {
-    if (r->drop || r->stop)
-        return;
     const char *end = p + n;
-    while (p < end && !r->stop) {
+    while (p < end && !r->drop && !r->stop) {
         unsigned char c = (unsigned char)*p;
         if (c < 0x80) {
             put_char(r, c);
             p++;
             continue;
         }
-        /* no-break space and the byte order mark have meaning here */
-        if (c == 0xC2 && p + 1 < end && (unsigned char)p[1] == 0xA0) {
-            put_char(r, 0xA0);
-            p += 2;
+        gunichar cp = g_utf8_get_char_validated(p, (gssize)(end - p));
+        if (cp == (gunichar)-1 || cp == (gunichar)-2) {
+            put_char(r, 0xFFFD);
+            p++;
             continue;
         }
-        if (c == 0xEF && p + 2 < end && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF) {
-            p += 3;
-            continue;
-        }
-        if (full(r, 1))
-            return;
-        content(r);
-        g_string_append_c(r->s, (char)c);
-        p++;
+        put_char(r, cp);
+        p = g_utf8_next_char(p);
     }
 }
 
