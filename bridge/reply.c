@@ -691,7 +691,7 @@ static enum htmltext_role classify(void *ctx, const struct htmltext_tag *t)
     static const char *const cut_ids[] = {
         "appendonsend", "divRplyFwdMsg", "mail-editor-reference-message-container",
         "OLK_SRC_BODY_SECTION", "zwchr", "Signature", "ms-outlook-mobile-signature",
-        "AppleMailSignature", "reply-intro"};
+        "AppleMailSignature"};
     for (size_t i = 0; i < sizeof cut_ids / sizeof cut_ids[0]; i++)
         if (named(id, cut_ids[i]))
             return HTMLTEXT_CUT;

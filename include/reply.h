@@ -13,7 +13,9 @@
  *     around the From:/Sent: block, hr tabindex="-1", div.OutlookMessageHeader,
  *     div#mail-editor-reference-message-container; also Yahoo's
  *     div.yahoo_quoted, Proton's div.protonmail_quote, GMX's div name=quote,
- *     Zimbra's #zwchr.  Outlook's copies of ids and classes ("x_...") count.
+ *     Zoho's div.zmail_extra, Zimbra's #zwchr, Thunderbird's
+ *     div.moz-forward-container.  Outlook's copies of ids and classes
+ *     ("x_...") count.
  *     Signatures: div.gmail_signature, .moz-signature, Outlook's
  *     div#Signature, Word's a name=_MailAutoSig and #ms-outlook-mobile-signature,
  *     #AppleMailSignature.
