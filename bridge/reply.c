@@ -35,9 +35,10 @@ struct pattern {
     const char *re;
 };
 
-/* An attribution names a date (a digit) or an address ('@'); it ends in a
- * colon.  The candidate text has its white space collapsed and '*' removed. */
-#define ATTR "^(?=.*[\\d@])"
+/* An attribution names a time ("10:15", "10.15") or an address ('@'); it ends
+ * in a colon.  The candidate text has its white space collapsed and '*'
+ * removed. */
+#define ATTR "^(?=.*(?:@|\\d{1,2}[:.]\\d{2}))"
 static const struct pattern patterns[] = {
     /* English: Gmail, Apple Mail, Thunderbird, K-9, Outlook for Mac */
     {K_ATTRIBUTION, 0, ATTR ".{1,300}\\b(?:wrote|writes)\\s?:$"},

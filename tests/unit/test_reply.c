@@ -144,9 +144,11 @@ static void attribution_shapes(void **state)
     /* not followed by quoted lines: the history is not quoted, it ends the reply */
     TEXT_GIVES("Short answer.\n\nOn Monday, March 4, 2024 at 10:15:00 AM GMT+1, J <j@example.com> wrote:\n\n Hi,\n old\n",
                "Short answer.");
-    /* without a date or an address it is just a sentence */
+    /* without a time or an address it is just a sentence */
     TEXT_GIVES("Here is what the customer wrote:\n\nthe parcel was late\n",
                "Here is what the customer wrote:\n\nthe parcel was late");
+    TEXT_GIVES("On 4 March the supplier wrote:\n\nthe parcel was late\n",
+               "On 4 March the supplier wrote:\n\nthe parcel was late");
     /* a line too long to be an attribution */
     GString *g = g_string_new("On 4 March ");
     for (int i = 0; i < REPLY_LINE_MAX; i++)
