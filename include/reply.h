@@ -32,8 +32,9 @@
  *       a écrit :", "El ... escribió:", "Il ... ha scritto:", "Em ...
  *       escreveu:", "Op ... schreef ...:", "... skrev ...:", "... kirjoitti
  *       ...:", "... napisał(a):", "2024年3月4日(月) ... :", "...のメール:",
- *       "... 写道：" ...), possibly wrapped over REPLY_WRAP_MAX lines, is
- *       dropped when quoted lines follow it, and ends the reply when none do;
+ *       "... 写道：" ...) that names a time ("10:15") or an address, possibly
+ *       wrapped over REPLY_WRAP_MAX lines, is dropped when quoted lines
+ *       follow it, and ends the reply when none do;
  *     - an Outlook header block (From:/Sent:/To:/Subject: and its
  *       translations: Von/Gesendet/An/Betreff, De/Envoyé/À/Objet,
  *       De/Enviado/Para/Asunto, Da/Inviato/A/Oggetto, Van/Verzonden/Aan/
