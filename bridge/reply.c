@@ -146,9 +146,6 @@ static void compile_all(void)
     pcre2_set_match_limit(match_ctx, REPLY_MATCH_LIMIT);
 }
 
-struct scan;
-static bool matches(struct scan *sc, enum kind kind, int field, const char *s, size_t n);
-
 /* ---- lines ------------------------------------------------------------------------ */
 
 struct line {
