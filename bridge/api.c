@@ -106,10 +106,7 @@ static const struct config *cfg_of(struct req *r) { return r->ref->cfg; }
 
 static const struct config_account *find_account(const struct config *cfg, const char *name)
 {
-    for (size_t i = 0; i < cfg->account_count; i++)
-        if (strcmp(cfg->accounts[i].name, name) == 0)
-            return &cfg->accounts[i];
-    return NULL;
+    return config_account_find(cfg, name);
 }
 
 /* Inline limit for a message of `account`: its first webhook's, else 256 KiB. */
@@ -1023,6 +1020,12 @@ static enum MHD_Result reply_message(struct req *r, const char *account, const c
         .public_url = cfg_of(r)->api.public_url,
         .inline_max = inline_max_for(cfg_of(r), account),
     };
+    const struct config_account *ca = find_account(cfg_of(r), account);
+    if (ca) {
+        o.trusted_authserv_ids = (const char *const *)ca->trusted_authserv_ids;
+        o.trusted_authserv_id_count = ca->trusted_authserv_id_count;
+        o.address = ca->address;
+    }
     cJSON *m = spool_json(s, &o, &e);
     spool_free(s);
     if (!m)
@@ -1426,8 +1429,12 @@ static enum MHD_Result h_stored(struct req *r)
     if (stored_info(r, &id, &info, &rc) < 0)
         return rc;
     struct err e;
-    cJSON *m = event_message(r->st, r->api->state_dir, id, cfg_of(r)->api.public_url,
-                             inline_max_for(cfg_of(r), info.account), NULL, &e);
+    struct event_opts eo = {
+        .public_url = cfg_of(r)->api.public_url,
+        .inline_max = inline_max_for(cfg_of(r), info.account),
+    };
+    event_opts_account(&eo, find_account(cfg_of(r), info.account));
+    cJSON *m = event_message(r->st, r->api->state_dir, id, &eo, NULL, &e);
     if (!m) {
         if (e.kind == ERR_USAGE)
             return problem(r, 404, "not-found", "no stored message %s", r->seg[3]);

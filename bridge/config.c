@@ -249,6 +249,10 @@ static const struct opt account_opts[] = {
      FIELD(config_account, max_messages_per_poll)},
     {.name = "webhooks", .type = T_NAMELIST, .max_items = CONFIG_LIST_MAX,
      LIST(config_account, webhooks, webhook_count)},
+    {.name = "address", .type = T_STRING, .min = 3, .max = CONFIG_ADDRESS_MAX,
+     FIELD(config_account, address)},
+    {.name = "trusted_authserv_ids", .type = T_STRLIST, .min = 1, .max = CONFIG_AUTHSERV_ID_MAX,
+     .max_items = CONFIG_LIST_MAX, LIST(config_account, trusted_authserv_ids, trusted_authserv_id_count)},
 };
 static const struct table account_table = {"account", account_opts, COUNT(account_opts),
                                            sizeof(struct config_account), NO_OFF, check_account};
@@ -1357,6 +1361,28 @@ static void check_account(struct ctx *c, void *obj, const char *path)
         path_key(sub, sizeof sub, path, "after_delivery");
         problem(c, sub, "\"delete\" with no webhooks would delete mail nobody received");
     }
+    if (a->address) {
+        const char *at = strrchr(a->address, '@');
+        bool spaces = strpbrk(a->address, " \t\r\n<>,;") != NULL;
+        if (!at || at == a->address || !at[1] || spaces) {
+            path_key(sub, sizeof sub, path, "address");
+            problem(c, sub, "\"%s\" is not an address (local-part@domain)", a->address);
+        }
+    } else if (a->username && strchr(a->username, '@') && !strpbrk(a->username, " \t\r\n<>,;")) {
+        a->address = strdup(a->username); /* the default: the username, when it is an address */
+        if (!a->address)
+            problem(c, path, "out of memory");
+    }
+    path_key(sub, sizeof sub, path, "trusted_authserv_ids");
+    for (size_t i = 0; i < a->trusted_authserv_id_count; i++) {
+        const char *id = a->trusted_authserv_ids[i];
+        for (const char *q = id; *q; q++)
+            if ((unsigned char)*q <= ' ' || strchr(";()\"", *q)) {
+                path_index(item, sizeof item, sub, i);
+                problem(c, item, "\"%s\" is not an authserv-id (a host name such as mx.example.com)", id);
+                break;
+            }
+    }
 }
 
 /* After everything: an account's webhooks name configured webhooks. */
@@ -1935,6 +1961,22 @@ static void visit_free(struct ctx *c, const struct opt *o, void *base, const cha
     case T_OBJECT:
         break;
     }
+}
+
+const struct config_account *config_account_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && name && i < cfg->account_count; i++)
+        if (strcmp(cfg->accounts[i].name, name) == 0)
+            return &cfg->accounts[i];
+    return NULL;
+}
+
+const struct config_webhook *config_webhook_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && name && i < cfg->webhook_count; i++)
+        if (strcmp(cfg->webhooks[i].name, name) == 0)
+            return &cfg->webhooks[i];
+    return NULL;
 }
 
 void config_free(struct config **pcfg)

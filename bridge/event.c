@@ -79,9 +79,16 @@ static int open_tmp(const char *dir, struct err *e)
     return fd;
 }
 
+void event_opts_account(struct event_opts *o, const struct config_account *a)
+{
+    o->trusted_authserv_ids = a ? (const char *const *)a->trusted_authserv_ids : NULL;
+    o->trusted_authserv_id_count = a ? a->trusted_authserv_id_count : 0;
+    o->address = a ? a->address : NULL;
+}
+
 static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
-                          const char *public_url, uint64_t inline_max, uint64_t inline_total_max,
-                          struct store_msg_info *info_out, struct err *e)
+                          const struct event_opts *eo, struct store_msg_info *info_out,
+                          struct err *e)
 {
     struct store_msg_info info;
     int r = store_msg_get(st, id, &info, e);
@@ -98,10 +105,14 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
         .received_at = event_time(info.received_at, when, sizeof when),
-        .public_url = public_url,
+        .public_url = eo->public_url,
         .sha256_hex = info.sha256,
-        .inline_max = inline_max,
-        .inline_total_max = inline_total_max,
+        .inline_max = eo->inline_max,
+        .inline_total_max = eo->inline_total_max ? eo->inline_total_max
+                                                 : MESSAGE_INLINE_TOTAL_DEFAULT,
+        .trusted_authserv_ids = eo->trusted_authserv_ids,
+        .trusted_authserv_id_count = eo->trusted_authserv_id_count,
+        .address = eo->address,
     };
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     cJSON *m = NULL;
@@ -134,11 +145,10 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     return m;
 }
 
-cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
-                     uint64_t inline_max, struct store_msg_info *info, struct err *e)
+cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
+                     struct store_msg_info *info, struct err *e)
 {
-    return message_obj(st, tmp_dir, id, public_url, inline_max, MESSAGE_INLINE_TOTAL_DEFAULT,
-                       info, e);
+    return message_obj(st, tmp_dir, id, o, info, e);
 }
 
 struct spool_out {
@@ -173,8 +183,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     *fd_out = -1;
     *len = 0;
     struct store_msg_info info;
-    cJSON *m = message_obj(st, tmp_dir, id, o->public_url, o->inline_max, o->inline_total_max,
-                           &info, e);
+    cJSON *m = message_obj(st, tmp_dir, id, o, &info, e);
     if (!m)
         return -1;
     int rc = -1, fd = -1;
@@ -194,8 +203,10 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         clock_gettime(CLOCK_REALTIME, &ts);
         now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     }
-    bool built = cJSON_AddStringToObject(ev, "type", too_large ? "message.too_large"
-                                                                 : "message.received") &&
+    const char *type = too_large                                     ? "message.too_large"
+                       : cJSON_IsObject(cJSON_GetObjectItem(m, "bounce")) ? "message.bounce"
+                                                                          : "message.received";
+    bool built = cJSON_AddStringToObject(ev, "type", type) &&
                  cJSON_AddStringToObject(ev, "timestamp", event_time(now, when, sizeof when)) &&
                  cJSON_AddStringToObject(data, "account", info.account);
     if (!built || !cJSON_AddItemToObject(data, "message", m)) {

@@ -15,6 +15,12 @@
 #include <gmime/gmime.h>
 #include <openssl/evp.h>
 
+#include "authres.h"
+#include "bounce.h"
+#include "mailclass.h"
+#include "reply.h"
+#include "subaddr.h"
+
 #define MESSAGE_CHUNK (64 * 1024)         /* read size while hashing and decoding */
 #define MESSAGE_PARTS_MAX 10000           /* MIME parts visited in one message */
 #define MESSAGE_ERROR_ITEM_MAX 80         /* bytes of message text quoted in a parse error */
@@ -1114,6 +1120,110 @@ static void add_str_or_null(struct ctx *c, cJSON *obj, const char *key, const ch
     add(c, obj, key, jstr(c, key, s));
 }
 
+/* text_reply: the new text of the text/plain body (the html one's structure
+ * helping), or of the html body alone; null without either. */
+static cJSON *text_reply_json(struct ctx *c)
+{
+    char *r = reply_text(c->text ? c->text->str : NULL, c->text ? c->text->len : 0,
+                         c->html ? c->html->str : NULL, c->html ? c->html->len : 0);
+    cJSON *j = r ? cJSON_CreateString(r) : cJSON_CreateNull();
+    g_free(r);
+    return j;
+}
+
+/* The raw values of the top-level header fields named `name`, top first. */
+static GPtrArray *header_values(GMimeMessage *msg, const char *name)
+{
+    GPtrArray *v = g_ptr_array_new();
+    GMimeHeaderList *hl = msg ? g_mime_object_get_header_list(GMIME_OBJECT(msg)) : NULL;
+    int n = hl ? g_mime_header_list_get_count(hl) : 0;
+    for (int i = 0; i < n && i < MESSAGE_HEADERS_MAX; i++) {
+        GMimeHeader *h = g_mime_header_list_get_header_at(hl, i);
+        const char *hn = g_mime_header_get_name(h);
+        const char *raw = g_mime_header_get_raw_value(h);
+        if (hn && raw && g_ascii_strcasecmp(hn, name) == 0)
+            g_ptr_array_add(v, (gpointer)raw);
+    }
+    return v;
+}
+
+static const char *first_value(GMimeMessage *msg, const char *name)
+{
+    GPtrArray *v = header_values(msg, name);
+    const char *first = v->len ? g_ptr_array_index(v, 0) : NULL;
+    g_ptr_array_free(v, TRUE);
+    return first;
+}
+
+/* The recipients' addresses, envelope first: Delivered-To, X-Original-To,
+ * To, Cc (groups flattened one level). */
+static GPtrArray *recipients(struct ctx *c, GMimeMessage *msg)
+{
+    static const char *const names[] = {"Delivered-To", "X-Original-To", "To", "Cc"};
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        GPtrArray *vals = header_values(msg, names[k]);
+        for (unsigned i = 0; i < vals->len && out->len < MESSAGE_ADDRESSES_MAX; i++) {
+            InternetAddressList *l = internet_address_list_parse(c->popts, g_ptr_array_index(vals, i));
+            int n = l ? internet_address_list_length(l) : 0;
+            for (int j = 0; j < n && out->len < MESSAGE_ADDRESSES_MAX; j++) {
+                InternetAddress *ia = internet_address_list_get_address(l, j);
+                InternetAddressList *members =
+                    INTERNET_ADDRESS_IS_GROUP(ia) ? internet_address_group_get_members(INTERNET_ADDRESS_GROUP(ia)) : NULL;
+                int m = members ? internet_address_list_length(members) : 1;
+                for (int q = 0; q < m && out->len < MESSAGE_ADDRESSES_MAX; q++) {
+                    InternetAddress *a = members ? internet_address_list_get_address(members, q) : ia;
+                    if (INTERNET_ADDRESS_IS_MAILBOX(a) && internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)))
+                        g_ptr_array_add(out, g_strdup(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a))));
+                }
+            }
+            if (l)
+                g_object_unref(l);
+        }
+        g_ptr_array_free(vals, TRUE);
+    }
+    return out;
+}
+
+/* authentication, spam, auto_reply, bounce, list, mailbox_hash (null
+ * without a header). */
+static void add_classification(struct ctx *c, cJSON *m, GMimeMessage *msg)
+{
+    GPtrArray *ar = header_values(msg, "Authentication-Results");
+    add(c, m, "authentication",
+        authres_json((const char *const *)ar->pdata, ar->len, c->o->trusted_authserv_ids,
+                     c->o->trusted_authserv_id_count));
+    g_ptr_array_free(ar, TRUE);
+    struct mailclass_headers h = {
+        .subject = msg ? g_mime_message_get_subject(msg) : NULL,
+        .auto_submitted = first_value(msg, "Auto-Submitted"),
+        .x_autoreply = first_value(msg, "X-Autoreply"),
+        .x_autorespond = first_value(msg, "X-Autorespond"),
+        .precedence = first_value(msg, "Precedence"),
+        .x_auto_response_suppress = first_value(msg, "X-Auto-Response-Suppress"),
+        .x_spam_status = first_value(msg, "X-Spam-Status"),
+        .x_spam_score = first_value(msg, "X-Spam-Score"),
+        .x_spam_flag = first_value(msg, "X-Spam-Flag"),
+        .list_id = first_value(msg, "List-Id"),
+        .list_unsubscribe = first_value(msg, "List-Unsubscribe"),
+        .list_unsubscribe_post = first_value(msg, "List-Unsubscribe-Post"),
+    };
+    add(c, m, "spam", mailclass_spam_json(&h));
+    const char *kind = mailclass_auto_reply(&h);
+    add(c, m, "auto_reply", kind ? cJSON_CreateString(kind) : cJSON_CreateNull());
+    add(c, m, "bounce",
+        bounce_json(msg, c->text ? c->text->str : NULL, c->html ? c->html->str : NULL));
+    add(c, m, "list", mailclass_list_json(&h));
+    char *hash = NULL;
+    if (msg && c->o->address) {
+        GPtrArray *rc = recipients(c, msg);
+        hash = subaddr_detail(c->o->address, (const char *const *)rc->pdata, rc->len);
+        g_ptr_array_free(rc, TRUE);
+    }
+    add(c, m, "mailbox_hash", hash ? cJSON_CreateString(hash) : cJSON_CreateNull());
+    g_free(hash);
+}
+
 static GMimeMessage *parse(struct ctx *c, GMimeStream *stream)
 {
     GMimeParser *p = g_mime_parser_new_with_stream(stream);
@@ -1180,6 +1290,8 @@ static void fill(struct ctx *c, cJSON *m, GMimeMessage *msg)
     c->atts = NULL;
     add(c, m, "text", c->text ? cJSON_CreateString(c->text->str) : cJSON_CreateNull());
     add(c, m, "html", c->html ? cJSON_CreateString(c->html->str) : cJSON_CreateNull());
+    add(c, m, "text_reply", text_reply_json(c));
+    add_classification(c, m, msg);
     add(c, m, "attachments", atts);
     if (c->base_url[0]) {
         char url[MESSAGE_URL_MAX];

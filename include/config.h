@@ -62,6 +62,8 @@
 #define CONFIG_HEADERS_MAX 32                /* extra headers on a webhook */
 #define CONFIG_SECRET_MAX 8192               /* bytes of one secret (file or command output) */
 #define CONFIG_COMMAND_OUTPUT_MAX 65536      /* bytes a *_command may print */
+#define CONFIG_ADDRESS_MAX 320               /* bytes of an account's address */
+#define CONFIG_AUTHSERV_ID_MAX 255           /* bytes of one trusted authserv-id */
 #define CONFIG_WHSEC_MIN_BYTES 24            /* Standard Webhooks key length bounds */
 #define CONFIG_WHSEC_MAX_BYTES 64
 
@@ -151,6 +153,10 @@ struct config_account {
     char **webhooks;               /* names of the webhooks messages go to */
     size_t webhook_count;
     size_t *webhook_index;         /* the same, as indexes into config.webhooks */
+    char *address;                 /* the mailbox's address (mailbox_hash); default:
+                                      the username when it is one, else NULL */
+    char **trusted_authserv_ids;   /* Authentication-Results written by these are */
+    size_t trusted_authserv_id_count; /* believed; default []: only the topmost one */
 };
 
 struct config_token {
@@ -226,6 +232,10 @@ int config_resolve_secrets(struct config *cfg, struct config_diag *d);
 
 /* Release everything, wiping secrets; sets *cfg to NULL.  NULL is a no-op. */
 void config_free(struct config **cfg);
+
+/* The account / webhook of that name in cfg, or NULL.  Borrowed from cfg. */
+const struct config_account *config_account_find(const struct config *cfg, const char *name);
+const struct config_webhook *config_webhook_find(const struct config *cfg, const char *name);
 
 /* A human summary without secrets (secrets are shown as env:NAME, file:PATH
  * or "command"): what `pop3bridge check-config FILE` prints. */

@@ -2,10 +2,12 @@
  * event — the webhook event (and the API's message view) for a stored
  * message: the raw bytes come from the store, the parsing from message.h.
  *
- *   { "type": "message.received" | "message.too_large",
+ *   { "type": "message.received" | "message.too_large" | "message.bounce",
  *     "timestamp": "<RFC 3339, when the event was written>",
  *     "data": { "account": "...", "message": { ...message.h's object... } } }
  *
+ * A message whose object has a non-null `bounce` (a delivery status
+ * notification, message.h) is a "message.bounce".
  * A too-large message was stored as its header only (TOP n 0): its object
  * has the size the server gave, sha256 and raw_url null, no text or html.
  * Small bodies are parsed from memory; large ones (over EVENT_MEM_MAX) are
@@ -25,6 +27,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "error.h"
 #include "store.h"
 
@@ -36,15 +39,22 @@ struct event_opts {
     uint64_t inline_total_max;  /* ...within this budget per event; 0: the default
                                    (MESSAGE_INLINE_TOTAL_DEFAULT) */
     int64_t now_ms;             /* the event's timestamp (Unix ms); 0: now */
+    const char *const *trusted_authserv_ids; /* the account's (message.h); may be NULL */
+    size_t trusted_authserv_id_count;
+    const char *address;        /* the account's address, for mailbox_hash; NULL: none */
 };
 
-/* The data.message object of stored message id, inlining as webhooks do by
- * default (inline_max per attachment, MESSAGE_INLINE_TOTAL_DEFAULT in all).
- * info (may be NULL) gets the store's metadata.  NULL with ERR_USAGE "no
- * such message" when it does not exist or its body was purged;
- * ERR_INTERNAL. */
-cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const char *public_url,
-                     uint64_t inline_max, struct store_msg_info *info, struct err *e);
+/* The account's part of the options (trusted authserv-ids, address); a is
+ * borrowed: keep the configuration alive while o is used.  a may be NULL. */
+void event_opts_account(struct event_opts *o, const struct config_account *a);
+
+/* The data.message object of stored message id, with o's URLs, inline
+ * limits (inline_total_max 0: MESSAGE_INLINE_TOTAL_DEFAULT) and account
+ * options (now_ms is not used).  info (may be NULL) gets the store's
+ * metadata.  NULL with ERR_USAGE "no such message" when it does not exist or
+ * its body was purged; ERR_INTERNAL. */
+cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
+                     struct store_msg_info *info, struct err *e);
 
 /* Receives each piece of an event as it is written (e.g. to sign it). */
 typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);

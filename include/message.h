@@ -33,6 +33,36 @@
  *                             ends as stored; null when there is none (capped
  *                             at MESSAGE_BODY_MAX).  Later such parts are
  *                             listed as inline attachments.
+ *   text_reply                the new text of a reply: `text` (or, without a
+ *                             text/plain part, the text of `html`) without the
+ *                             quoted history and the signature, the html
+ *                             structure telling where they begin (reply.h);
+ *                             "" when nothing new is left; null when the
+ *                             message has neither text nor html
+ *   authentication            {authserv_id, spf, dkim: [{domain, result}], dmarc,
+ *                             arc} from Authentication-Results (authres.h):
+ *                             only the topmost field, or, with
+ *                             opts->trusted_authserv_ids, the fields of the
+ *                             topmost trusted authserv-id; null without one
+ *   spam                      {score, flag, tests} from X-Spam-Status,
+ *                             X-Spam-Score, X-Spam-Flag (mailclass.h); null
+ *                             without them
+ *   auto_reply                null, or "vacation", "auto-replied",
+ *                             "auto-generated", "auto-notified" (mailclass.h)
+ *   bounce                    {recipient, action, status, diagnostic,
+ *                             reporting_mta, original_message_id} when the
+ *                             message is a delivery status notification
+ *                             (bounce.h), else null.  A non-null bounce is
+ *                             what makes the event "message.bounce" instead of
+ *                             "message.received" (the caller building the
+ *                             event looks at this field)
+ *   list                      {id, unsubscribe: [uris], unsubscribe_post} from
+ *                             List-Id, List-Unsubscribe, List-Unsubscribe-Post
+ *                             (mailclass.h); null without them
+ *   mailbox_hash              the "+detail" of the recipient (Delivered-To,
+ *                             X-Original-To, To, Cc) that is opts->address with
+ *                             one (subaddr.h); null without an address or a
+ *                             detail
  *   attachments               [{id, filename, content_type, size, sha256,
  *                             content_id, disposition, content | url +
  *                             inline_limit}]
@@ -111,6 +141,9 @@ struct message_opts {
     uint64_t inline_max;     /* attachments of at most this many decoded bytes are inlined */
     uint64_t inline_total_max; /* ...while the message's inlined bytes stay within this;
                                   0: MESSAGE_INLINE_TOTAL_DEFAULT */
+    const char *const *trusted_authserv_ids; /* the account's trusted_authserv_ids (authres.h) */
+    size_t trusted_authserv_id_count;        /*   0: only the topmost Authentication-Results */
+    const char *address;     /* the account's address, for mailbox_hash; NULL: none */
 };
 
 /*

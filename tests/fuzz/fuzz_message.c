@@ -1,6 +1,9 @@
 /* libFuzzer target: message_to_json, message_top_json and attachment
- * extraction over arbitrary input.  Must not crash or leak, and the printed
- * JSON must be valid UTF-8 (checked here by a validator of its own). */
+ * extraction over arbitrary input, with an account address and trusted
+ * authserv-ids so that every field of the object is computed (text_reply,
+ * authentication, spam, auto_reply, bounce, list, mailbox_hash).  Must not
+ * crash or leak, and the printed JSON must be valid UTF-8 (checked here by a
+ * validator of its own). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,10 +74,17 @@ static int count_sink(void *ctx, const void *buf, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct err e;
+    static const char *const trusted[] = {"mx.example.com", "example.org"};
     struct message_opts o = {.id = "f1", .uidl = "u", .public_url = "http://127.0.0.1",
-                             .inline_max = 64};
+                             .inline_max = 64, .trusted_authserv_ids = trusted,
+                             .trusted_authserv_id_count = 2, .address = "support@example.com"};
     cJSON *m = message_to_json(data, size, &o, &e);
     check(m);
+    static const char *const fields[] = {"text_reply", "authentication", "spam", "auto_reply",
+                                         "bounce", "list", "mailbox_hash"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(m, fields[i]))
+            abort();
     /* every listed attachment extracts to exactly its size */
     const cJSON *a;
     cJSON_ArrayForEach(a, cJSON_GetObjectItem(m, "attachments"))

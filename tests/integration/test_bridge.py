@@ -527,6 +527,62 @@ def test_malformed_mime():
         raise AssertionError("text of the broken multipart: %r" % m["text"])
 
 
+def _data(*parts):
+    with open(os.path.join(harness.ROOT, "tests", "data", *parts), "rb") as f:
+        return f.read()
+
+
+def test_event_reads_replies_bounces_lists():
+    """The fields read out of a message reach the receiver: text_reply,
+    authentication, bounce, list, spam, auto_reply."""
+    c = Case("readouts", address="readouts@example.com",
+             trusted_authserv_ids=["mx1.example.com"])
+    reply = _data("replies", "en-gmail-inline.eml")
+    outlook = _data("replies", "de-outlook-desktop.eml")
+    dsn = _data("bounces", "postfix-dsn.eml")
+    news = (b"From: Shop <news@shop.example>\nTo: readouts+deals@example.com\nSubject: Deals\n"
+            b"Date: Mon, 4 Mar 2024 10:00:00 +0000\nMessage-ID: <news-1@shop.example>\n"
+            b"X-Spam-Status: No, score=1.2 required=5.0 tests=HTML_MESSAGE,MIME_QP_LONG_LINE\n"
+            b"Precedence: bulk\nList-Id: Shop news <news.shop.example>\n"
+            b"List-Unsubscribe: <mailto:leave@shop.example>, <https://shop.example/u/1>\n"
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\nBuy now.\n")
+    datas = [reply, outlook, dsn, news]
+    c.deliver(*datas)
+    c.once()
+    listing = c.listing()
+    got = by_uidl(c.rcv.wait_events(len(datas), 30))
+    m = {d: got[listing[d]][0].message for d in datas}
+    types = {d: got[listing[d]][0].json["type"] for d in datas}
+    harness.eq(types[dsn], "message.bounce", "type of the bounce's event")
+    for d in (reply, outlook, news):
+        harness.eq(types[d], "message.received", "type of an ordinary message's event")
+    for d in (reply, outlook, dsn):
+        harness.eq(m[d]["mailbox_hash"], None, "mailbox_hash without a +tag")
+    harness.eq(m[news]["mailbox_hash"], "deals", "mailbox_hash of readouts+deals@")
+    for d, name in ((reply, "en-gmail-inline"), (outlook, "de-outlook-desktop")):
+        want = _data("replies", name + ".expected").decode().strip()
+        harness.eq(m[d]["text_reply"], want, name + " text_reply")
+    auth = m[reply]["authentication"]
+    harness.eq((auth["authserv_id"], auth["spf"], auth["dmarc"]), ("mx1.example.com", "pass", "pass"),
+               "authentication of the reply")
+    harness.eq(m[dsn]["bounce"], {"recipient": "nobody@customer.example", "action": "failed", "status": "5.1.1",
+                                  "diagnostic": "550 5.1.1 <nobody@customer.example>: Recipient address rejected: "
+                                                "User unknown in virtual mailbox table",
+                                  "reporting_mta": "mx1.example.org",
+                                  "original_message_id": "8f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b@example.org"},
+               "bounce")
+    harness.eq(m[dsn]["auto_reply"], "auto-replied", "auto_reply of the bounce")
+    harness.eq(m[news]["list"], {"id": "news.shop.example",
+                                 "unsubscribe": ["mailto:leave@shop.example", "https://shop.example/u/1"],
+                                 "unsubscribe_post": "List-Unsubscribe=One-Click"}, "list")
+    harness.eq(m[news]["spam"], {"score": 1.2, "flag": False, "tests": ["HTML_MESSAGE", "MIME_QP_LONG_LINE"]},
+               "spam")
+    harness.eq(m[news]["auto_reply"], "auto-generated", "auto_reply of a bulk message")
+    for d in (reply, outlook, news):
+        harness.eq(m[d]["bounce"], None, "bounce of a message that is not one")
+    harness.eq(m[reply]["list"], None, "list of a reply")
+
+
 @harness.timeout(240)
 def test_25mb_message():
     """A 25 MB message: delivered, its attachment as a url."""

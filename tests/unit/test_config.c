@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "config.h"
 
 #define DATA "tests/data/config/"
@@ -829,6 +831,60 @@ static void credentials_directory(void **state)
     free(path);
 }
 
+/* accounts[].address (default: the username when it is an address) and
+ * accounts[].trusted_authserv_ids (default []). */
+static struct config *load_account(const char *extra, struct config_diag *d)
+{
+    char *json = g_strdup_printf("{ \"state_dir\": \"/var/lib/pop3bridge\", \"accounts\": [ { \"name\": \"a\", "
+                                 "\"host\": \"pop.example.com\", \"password_env\": \"TEST_CFG_PW\", %s } ] }",
+                                 extra);
+    char *path = temp_file(json, strlen(json));
+    struct config *cfg = config_load(path, d);
+    unlink(path);
+    free(path);
+    g_free(json);
+    return cfg;
+}
+
+static void account_address_and_authserv_ids(void **state)
+{
+    (void)state;
+    struct config_diag d = {0};
+    struct config *cfg = load_account("\"username\": \"Support@Example.com\"", &d);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->accounts[0].address, "Support@Example.com");
+    assert_int_equal(cfg->accounts[0].trusted_authserv_id_count, 0);
+    config_free(&cfg);
+    cfg = load_account("\"username\": \"u12345\"", &d);
+    assert_non_null(cfg);
+    assert_null(cfg->accounts[0].address);
+    config_free(&cfg);
+    cfg = load_account("\"username\": \"u12345\", \"address\": \"help@example.com\", "
+                       "\"trusted_authserv_ids\": [\"mx.example.com\", \"mx2.example.com\"]",
+                       &d);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->accounts[0].address, "help@example.com");
+    assert_int_equal(cfg->accounts[0].trusted_authserv_id_count, 2);
+    assert_string_equal(cfg->accounts[0].trusted_authserv_ids[1], "mx2.example.com");
+    config_free(&cfg);
+    assert_int_equal(d.count, 0);
+    /* bad values, each named by its key path */
+    cfg = load_account("\"username\": \"u\", \"address\": \"not an address\", "
+                       "\"trusted_authserv_ids\": [\"mx.example.com\", \"a; b\", \"\"]",
+                       &d);
+    assert_null(cfg);
+    if (!diag_contains(&d, "accounts[0].address: \"not an address\" is not an address") ||
+        !diag_contains(&d, "accounts[0].trusted_authserv_ids[1]: \"a; b\" is not an authserv-id") ||
+        !diag_contains(&d, "accounts[0].trusted_authserv_ids[2]")) {
+        dump(&d);
+        fail_msg("diagnostics for address / trusted_authserv_ids");
+    }
+    config_diag_free(&d);
+    cfg = load_account("\"username\": \"u\", \"trusted_authserv_ids\": \"mx.example.com\"", &d);
+    assert_null(cfg);
+    config_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -854,6 +910,7 @@ int main(void)
         cmocka_unit_test_setup(resolve_again, setup),
         cmocka_unit_test_setup(check_main_exit_codes, setup),
         cmocka_unit_test_setup(credentials_directory, setup),
+        cmocka_unit_test_setup(account_address_and_authserv_ids, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,7 +145,8 @@ static void spool_equals_cjson(void **state)
 
     /* the same event, built as a tree and printed by cJSON */
     struct store_msg_info info;
-    cJSON *m = event_message(fx->st, fx->dir, id, "http://127.0.0.1:8025", 1024, &info, &e);
+    struct event_opts mo = {.public_url = "http://127.0.0.1:8025", .inline_max = 1024};
+    cJSON *m = event_message(fx->st, fx->dir, id, &mo, &info, &e);
     assert_non_null(m);
     char when[40];
     cJSON *ev = cJSON_CreateObject(), *data = cJSON_CreateObject();
@@ -326,6 +327,82 @@ static void tap_failure_stops(void **state)
     assert_int_equal(fd, -1);
 }
 
+/* The spooled event's parsed "type" and the account's options. */
+static cJSON *spool_parsed(struct fx *fx, int64_t id, const struct event_opts *o)
+{
+    int fd = -1;
+    uint64_t len = 0;
+    struct err e;
+    assert_int_equal(event_spool(fx->st, fx->dir, id, o, NULL, NULL, &fd, &len, &e), 0);
+    char *got = read_all(fd, len);
+    close(fd);
+    cJSON *ev = cJSON_Parse(got);
+    free(got);
+    assert_non_null(ev);
+    return ev;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    gchar *p = NULL;
+    gsize n = 0;
+    if (!g_file_get_contents(path, &p, &n, NULL))
+        fail_msg("cannot read %s", path);
+    *len = n;
+    return p;
+}
+
+/* A delivery status notification is a "message.bounce" with its bounce
+ * object; an ordinary message stays "message.received"; the account's
+ * address gives mailbox_hash and its trusted ids pick the
+ * Authentication-Results field. */
+static void event_types_and_account_options(void **state)
+{
+    struct fx *fx = *state;
+    size_t len;
+    char *raw = slurp("tests/data/bounces/postfix-dsn.eml", &len);
+    int64_t bid = store_raw(fx->st, "u-bounce", raw, len);
+    g_free(raw);
+    struct event_opts o = {.inline_max = 1024};
+    cJSON *ev = spool_parsed(fx, bid, &o);
+    assert_string_equal(cJSON_GetObjectItem(ev, "type")->valuestring, "message.bounce");
+    cJSON *msg = cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "data"), "message");
+    assert_true(cJSON_IsObject(cJSON_GetObjectItem(msg, "bounce")));
+    cJSON_Delete(ev);
+
+    static const char plain[] =
+        "From: a@example.org\r\n"
+        "To: support+billing@example.com\r\n"
+        "Authentication-Results: forged.example; spf=pass smtp.mailfrom=a@example.org\r\n"
+        "Authentication-Results: mx.example.com; spf=fail smtp.mailfrom=a@example.org\r\n"
+        "Subject: hi\r\n\r\nhello\r\n";
+    int64_t pid = store_raw(fx->st, "u-plain", plain, sizeof plain - 1);
+    ev = spool_parsed(fx, pid, &o);
+    assert_string_equal(cJSON_GetObjectItem(ev, "type")->valuestring, "message.received");
+    msg = cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "data"), "message");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(msg, "bounce")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(msg, "mailbox_hash")));
+    cJSON *auth = cJSON_GetObjectItem(msg, "authentication");
+    assert_string_equal(cJSON_GetObjectItem(auth, "authserv_id")->valuestring, "forged.example");
+    cJSON_Delete(ev);
+
+    char address[] = "support@example.com", trusted[] = "mx.example.com";
+    char *ids[] = {trusted};
+    struct config_account a = {.address = address, .trusted_authserv_ids = ids,
+                               .trusted_authserv_id_count = 1};
+    event_opts_account(&o, &a);
+    ev = spool_parsed(fx, pid, &o);
+    msg = cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "data"), "message");
+    assert_string_equal(cJSON_GetObjectItem(msg, "mailbox_hash")->valuestring, "billing");
+    auth = cJSON_GetObjectItem(msg, "authentication");
+    assert_string_equal(cJSON_GetObjectItem(auth, "authserv_id")->valuestring, "mx.example.com");
+    assert_string_equal(cJSON_GetObjectItem(auth, "spf")->valuestring, "fail");
+    cJSON_Delete(ev);
+    event_opts_account(&o, NULL);
+    assert_null(o.address);
+    assert_int_equal(o.trusted_authserv_id_count, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +410,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(inline_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_message, setup, teardown),
         cmocka_unit_test_setup_teardown(tap_failure_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(event_types_and_account_options, setup, teardown),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     message_global_cleanup();
