@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "oauth2_cli.h"
 
 static void usage(FILE *out)
 {
@@ -13,6 +14,7 @@ static void usage(FILE *out)
     fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
           "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
           out);
+    oauth2_cli_usage(out);
     cli_usage_pop3(out);
 }
 
@@ -32,6 +34,8 @@ int main(int argc, char **argv)
         return daemon_main(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return config_check_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "oauth2") == 0)
+        return oauth2_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -37,6 +37,9 @@ enum err_code {
     ERR_CODE_SYS_PERM,    /* [SYS/PERM]    permanent server problem */
     ERR_CODE_AUTH,        /* [AUTH]        credentials were wrong */
     ERR_CODE_OTHER,       /* some other bracketed code (see code_text) */
+    ERR_CODE_NO_GRANT,    /* ours, with ERR_AUTH: the account has no usable OAuth2 grant
+                             (never authorized, or revoked/expired); nothing is sent
+                             anywhere until `pop3bridge oauth2 login` stores one */
 };
 
 #define ERR_MSG_MAX 256
