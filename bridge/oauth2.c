@@ -96,6 +96,18 @@ const char *oauth2_state_name(enum oauth2_state s)
     return "unknown";
 }
 
+/* Whether the row's access token may still be handed out at now: at least
+ * OAUTH2_MIN_LEFT_MS left, or a quarter of its lifetime when that is less
+ * (a 20 s token is refreshed with 10 s left and still usable meanwhile). */
+static bool still_usable(const struct store_oauth2 *r, int64_t now)
+{
+    int64_t life = r->access_expires_at - r->access_issued_at;
+    int64_t min_left = OAUTH2_MIN_LEFT_MS;
+    if (life > 0 && life / 4 < min_left)
+        min_left = life / 4;
+    return r->access_expires_at - now >= min_left;
+}
+
 /* ---- sealing -------------------------------------------------------------------- */
 
 static size_t aad_of(const char *account, const char *field, char *out)
@@ -132,11 +144,14 @@ static int unseal(const struct config_account *a, const char *field, const unsig
         if (len >= 1 + SECRETBOX_KEY_ID_LEN)
             snprintf(theirs, sizeof theirs, "%02x%02x%02x%02x", sealed[1], sealed[2], sealed[3],
                      sealed[4]);
-        return err_set(e, ERR_USAGE,
-                       "account %s: its OAuth2 tokens were sealed under another secrets key "
-                       "(id %s; the configured key's id is %s): restore that key, or authorize "
-                       "again with `pop3bridge oauth2 login`",
-                       a->name, theirs, mine);
+        /* no usable grant under this key: like a missing one, nothing is sent */
+        err_set(e, ERR_AUTH,
+                "account %s: its OAuth2 tokens were sealed under another secrets key (id %s; "
+                "the configured key's id is %s): restore that key, or authorize again with "
+                "`pop3bridge oauth2 login`",
+                a->name, theirs, mine);
+        e->code = ERR_CODE_NO_GRANT;
+        return -1;
     }
     if (r < 0)
         return err_set(e, ERR_INTERNAL, "account %s: the stored OAuth2 %s token cannot be opened: %s",
@@ -381,7 +396,7 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
         if (load_access(w, e) < 0)
             goto out;
         bool force = rejected && w->have && strcmp(w->token, rejected) == 0;
-        bool usable = w->have && !force && w->row.access_expires_at - now >= OAUTH2_MIN_LEFT_MS;
+        bool usable = w->have && !force && still_usable(&w->row, now);
         bool due = !w->have || force ||
                    oauth2_refresh_due(w->row.access_issued_at, w->row.access_expires_at, now) ||
                    oauth2_keepalive_due(&w->row, now);
@@ -424,7 +439,7 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
             goto out;
         }
         force = rejected && w->have && strcmp(w->token, rejected) == 0;
-        usable = w->have && !force && w->row.access_expires_at - now >= OAUTH2_MIN_LEFT_MS;
+        usable = w->have && !force && still_usable(&w->row, now);
         due = !w->have || force ||
               oauth2_refresh_due(w->row.access_issued_at, w->row.access_expires_at, now) ||
               oauth2_keepalive_due(&w->row, now);

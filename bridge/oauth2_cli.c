@@ -108,6 +108,7 @@ struct listener {
     pthread_cond_t cond;
     const char *state;                  /* expected */
     bool done;
+    bool replied;                       /* the browser got its page (after done) */
     char code[OAUTH2_CODE_MAX + 1];     /* the authorization code, when done and no error */
     char error[64];                     /* the "error" the server sent back, or ours */
     char desc[200];
@@ -176,6 +177,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_BAD_REQUEST, ok ? page_ok : page_err);
 }
 
+/* A request finished (its page sent, or the connection gone). */
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    (void)req_cls;
+    (void)toe;
+    struct listener *l = cls;
+    pthread_mutex_lock(&l->mu);
+    if (l->done && !l->replied) {
+        l->replied = true;
+        pthread_cond_broadcast(&l->cond);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
 static int listener_start(struct listener *l, unsigned port, unsigned *bound, struct err *e)
 {
     pthread_mutex_init(&l->mu, NULL);
@@ -184,6 +201,7 @@ static int listener_start(struct listener *l, unsigned port, unsigned *bound, st
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     l->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
                             on_request, l, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
                             MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
                             MHD_OPTION_END);
     if (!l->d)
@@ -196,8 +214,18 @@ static int listener_start(struct listener *l, unsigned port, unsigned *bound, st
 
 static void listener_stop(struct listener *l)
 {
-    if (l->d)
+    if (l->d) {
+        /* let the browser have its page before the listener goes away */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        pthread_mutex_lock(&l->mu);
+        int w = 0;
+        while (l->done && !l->replied && w != ETIMEDOUT)
+            w = pthread_cond_timedwait(&l->cond, &l->mu, &until);
+        pthread_mutex_unlock(&l->mu);
         MHD_stop_daemon(l->d);
+    }
     l->d = NULL;
     pthread_cond_destroy(&l->cond);
     pthread_mutex_destroy(&l->mu);

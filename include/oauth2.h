@@ -26,7 +26,8 @@
  * One refresher per account at a time, across threads and instances: the
  * refresher holds the row's lease (OAUTH2_LEASE_MS, longer than one token
  * request may take); the others use the current access token while it
- * still has OAUTH2_MIN_LEFT_MS left, else wait for the refresher's result
+ * still has OAUTH2_MIN_LEFT_MS left (or a quarter of its lifetime, when
+ * that is less), else wait for the refresher's result
  * (polling the row every OAUTH2_WAIT_STEP_MS, for at most the lease's life,
  * then take the lease over).  The result is saved by compare-and-set on the
  * row's version: the rotated refresh token goes in the same statement as
@@ -63,7 +64,8 @@
 
 #define OAUTH2_REFRESH_BEFORE_MS (5 * 60 * 1000LL)
 #define OAUTH2_SHORT_LIFETIME_MS (10 * 60 * 1000LL)
-#define OAUTH2_MIN_LEFT_MS 10000LL         /* a token closer to expiry is not handed out */
+#define OAUTH2_MIN_LEFT_MS 10000LL         /* a token closer to expiry is not handed out
+                                              (a quarter of its life if less) */
 #define OAUTH2_LEASE_MS (OAUTH2_TIMEOUT_MS + 10000LL)
 #define OAUTH2_WAIT_STEP_MS 200
 #define OAUTH2_KEEPALIVE_MS (30 * 86400 * 1000LL)
@@ -98,17 +100,17 @@ int64_t oauth2_backoff_ms(int failures, long retry_after_s);
  * waiting for another refresher (at most OAUTH2_LEASE_MS and a little).
  * Wipe buf after use.  Errors:
  *   ERR_AUTH + ERR_CODE_NO_GRANT  never authorized, or the grant is invalid
- *                                 (message OAUTH2_REAUTHORIZE);
+ *                                 (message OAUTH2_REAUTHORIZE), or its tokens
+ *                                 were sealed under another secrets key (one
+ *                                 line naming both key ids: restore the key,
+ *                                 or authorize again);
  *   ERR_AUTH                      the token endpoint refused the client
  *                                 (invalid_client, invalid_scope...);
  *   ERR_CONN, ERR_TIMEOUT, ERR_TLS, ERR_SERVER, ERR_PROTO
  *                                 the token endpoint could not be used, and
  *                                 the stored access token has expired; also
  *                                 while backing off after such a failure;
- *   ERR_USAGE                     the tokens were sealed under another
- *                                 secrets key (one line naming both key ids:
- *                                 restore the key, or authorize again), no
- *                                 secrets key, not a provider account;
+ *   ERR_USAGE                     no secrets key, not a provider account;
  *   ERR_INTERNAL                  the store failed, damaged sealed data. */
 int oauth2_access_token(struct store *st, const struct config_account *a, const char *rejected,
                         char *buf, size_t size, struct err *e);
