@@ -285,6 +285,17 @@ def test_device_code_denied_and_slow_down():
     a.stop()
 
 
+def test_token_endpoint_tls_is_verified():
+    """The authorization server's certificate is verified: signed by a CA
+    the account does not trust, nothing is sent."""
+    c = Case("tls1", ca_file=AS.pki.other_ca)
+    n = len(AS.events())
+    r = c.cli("oauth2", "login", "--config", c.bridge.config_path, ACCOUNT)
+    harness.check_failure(r, 4, r"^pop3bridge: TLS: oauth2: device authorization endpoint: ")
+    harness.eq(len(AS.events()), n, "requests that reached the server")
+    c.no_secrets_anywhere()
+
+
 def _follow(url):
     """A browser: GET url at the authorization server, follow its redirect to
     the loopback listener; (status, page) of the listener."""
