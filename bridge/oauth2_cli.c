@@ -522,8 +522,13 @@ static int status(int argc, char **argv)
         char t1[32], t2[32];
         switch (s.state) {
         case OAUTH2_STATE_NONE:
-            printf("%s: not authorized (%s, %s)\n  run: pop3bridge oauth2 login --config %s %s\n",
-                   a->name, prov, flow, path, a->name);
+            if (a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS)
+                printf("%s: no token yet (%s, %s): one is requested when a poll needs it\n",
+                       a->name, prov, flow);
+            else
+                printf("%s: not authorized (%s, %s)\n  run: pop3bridge oauth2 login --config %s "
+                       "%s\n",
+                       a->name, prov, flow, path, a->name);
             continue;
         case OAUTH2_STATE_INVALID:
             printf("%s: %s (%s, %s)\n  run: pop3bridge oauth2 login --config %s %s\n", a->name,

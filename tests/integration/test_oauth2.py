@@ -63,7 +63,7 @@ class Case:
     """A mailbox user, a receiver, and a bridge whose account logs in with
     tokens from authorization server `a`."""
 
-    def __init__(self, user, a=None, dc=None, flow="device_code", poll="1h", api=False, **oauth2):
+    def __init__(self, user, a=None, dc=None, flow="device_code", poll="1h", **oauth2):
         self.a = a or AS
         self.dc = dc or DC
         self.user = user
@@ -83,11 +83,10 @@ class Case:
                     "webhooks": [{"name": HOOK, "url": self.rcv.url, "secret_env": "T_WHSEC",
                                   "retry_schedule": ["1s"] * 5}],
                     "accounts": [self.acct]}
-        self.api_port = None
-        if api:
-            self.api_port = dovecot.free_port()
-            self.cfg["api"] = {"listen": "127.0.0.1:%d" % self.api_port,
-                               "tokens": [{"name": "t", "token_env": "T_API_TOKEN"}]}
+        # always an API port of its own: the default one may be taken
+        self.api_port = dovecot.free_port()
+        self.cfg["api"] = {"listen": "127.0.0.1:%d" % self.api_port,
+                           "tokens": [{"name": "t", "token_env": "T_API_TOKEN"}]}
         env = {"T_SECRETS_KEY": self.key, "T_WHSEC": self.whsec, "T_API_TOKEN": self.api_token}
         if "client_secret_env" in o:
             env[o["client_secret_env"]] = CLIENT_SECRET
@@ -373,11 +372,14 @@ def test_client_credentials_basic_auth():
     dc = dovecot.Dovecot(name="dovecot-cc", oauth2=a.introspect_url).start()
     try:
         c = Case("cc1", a=a, dc=dc, flow="client_credentials", client_secret_env="T_CLIENT_SECRET")
+        assert "acct: no token yet (custom, client_credentials)" in c.status()
         c.deliver(1301)
         c.once()
         c.rcv.wait_events(1, 30)
         ev = a.events("client_credentials")
         harness.eq([(e["ok"], e["auth"]) for e in ev], [(True, "basic")], "token requests")
+        assert re.search(r"^acct: authorized \(custom, client_credentials\)\n  access token "
+                         r"expires: ", c.status(), re.M)
         r = c.cli("oauth2", "login", "--config", c.bridge.config_path, ACCOUNT)
         harness.check_ok(r)
         assert 'Account "acct" is authorized (custom, client_credentials)' in r.stdout, r.stdout
@@ -404,7 +406,7 @@ def test_short_tokens_refreshed_once_each():
     a = oauth2_server.AuthServer(name="oauth2-short", access_lifetime=20).start()
     dc = dovecot.Dovecot(name="dovecot-short", oauth2=a.introspect_url).start()
     try:
-        c = Case("short1", a=a, dc=dc, poll="2s", api=True)
+        c = Case("short1", a=a, dc=dc, poll="2s")
         code, _, err = c.login_device()
         harness.eq(code, 0, "login (stderr %r)" % err)
         c.bridge.start()
@@ -417,7 +419,7 @@ def test_short_tokens_refreshed_once_each():
         c.rcv.wait_events(sent, 30)
         status, acct = c.api("/api/v1/accounts/" + ACCOUNT)
         assert status == 200 and acct["state"] in ("idle", "polling"), acct
-        c.bridge.stop()
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
         log = c.bridge.log()
         harness.eq(poll_events(log, "poll_failed"), 0, "failed polls")
         assert poll_events(log, "poll_done") >= 20, "only %d polls in 90 s" % poll_events(log, "poll_done")
@@ -439,7 +441,7 @@ def test_short_tokens_refreshed_once_each():
         c.bridge.start()
         harness.wait_for(lambda: len(a.events("refresh_token")) > len(refs), 30,
                          what="a refresh after the restart")
-        c.bridge.stop()
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
         last = a.events("refresh_token")[len(refs)]
         harness.eq((last["ok"], last["n"], last["reuse"]), (True, n, False),
                    "the refresh after the restart")
@@ -480,7 +482,7 @@ def test_kill9_in_the_middle_of_a_refresh():
                          what="a refresh after the restart")
         c.deliver(1505)
         c.rcv.wait_events(5, 60)
-        c.bridge.stop()
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
         refs = a.events("refresh_token")
         bad = [e for e in refs if not e["ok"]]
         harness.eq(bad, [], "refused refreshes")
@@ -503,7 +505,7 @@ def test_revocation_auth_error_then_login_resumes():
     a = oauth2_server.AuthServer(name="oauth2-rev", access_lifetime=3600).start()
     dc = dovecot.Dovecot(name="dovecot-rev", oauth2=a.introspect_url).start()
     try:
-        c = Case("rev1", a=a, dc=dc, poll="2s", api=True)
+        c = Case("rev1", a=a, dc=dc, poll="2s")
         code, _, err = c.login_device()
         harness.eq(code, 0, "login (stderr %r)" % err)
         c.deliver(1601)
@@ -535,7 +537,7 @@ def test_revocation_auth_error_then_login_resumes():
         c.rcv.wait_events(2, 30)
         harness.wait_for(lambda: c.api("/api/v1/accounts/" + ACCOUNT)[1]["state"] in
                          ("idle", "polling"), 20, what="the account back to idle")
-        c.bridge.stop()
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
         c.no_secrets_anywhere()
     finally:
         dc.stop()
@@ -586,7 +588,7 @@ def test_token_endpoint_unavailable_retry_after():
         assert "http_status=503" in line and re.search(r"retry_in_s=4[45]\b", line), line
         assert "using=current_token" in line, line
         time.sleep(20)    # the token expires; polls go on failing, without asking
-        c.bridge.stop()
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
         after = [e for e in a.events() if e["kind"] == "refresh_token"]
         harness.eq(len(after), 1, "token requests (only the refused one)")
         log = c.bridge.log()
