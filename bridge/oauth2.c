@@ -282,6 +282,7 @@ static int refresh(struct work *w, bool usable, struct err *e)
     bool cc = a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS;
     struct oauth2_reply rep;
     enum oauth2_result res;
+    int64_t asked = wall_ms(); /* the token's life is counted from the request */
     if (!cc) {
         if (!w->row.refresh_len) {
             int r = store_oauth2_failed(w->st, a->name, w->row.version, true,
@@ -314,8 +315,8 @@ static int refresh(struct work *w, bool usable, struct err *e)
             .access_len = la,
             .refresh = lr ? w->sealed_r : NULL,
             .refresh_len = lr,
-            .issued_at = now,
-            .expires_at = now + w->fresh.expires_in_s * 1000,
+            .issued_at = asked,
+            .expires_at = asked + w->fresh.expires_in_s * 1000,
         };
         int r = store_oauth2_refreshed(w->st, a->name, w->row.version, &tk, now, e);
         if (r < 0)
