@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "secretbox.h"
 
 #include "units.h"
 
@@ -46,6 +47,8 @@ _Static_assert(sizeof(enum config_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_start) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_auth) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_oauth2_provider) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -121,6 +124,9 @@ static const char *const log_formats[] = {"text", "json", "journal", NULL};
 static const char *const tls_modes[] = {"implicit", "starttls", "none", NULL};
 static const char *const start_modes[] = {"new", "all", NULL};
 static const char *const after_modes[] = {"keep", "delete", NULL};
+static const char *const oauth2_providers[] = {"static", "microsoft", "google", "custom", NULL};
+static const char *const oauth2_flows[] = {"device_code", "authorization_code",
+                                           "client_credentials", NULL};
 static const char *const auth_names[] = {"user",        "apop",          "plain",
                                          "login",       "cram-md5",      "scram-sha-1",
                                          "scram-sha-256", "xoauth2",     "oauthbearer", NULL};
@@ -199,12 +205,34 @@ static const struct table webhook_table = {"webhook", webhook_opts, COUNT(webhoo
                                            sizeof(struct config_webhook), NO_OFF, check_webhook};
 
 static const struct opt oauth2_opts[] = {
+    {.name = "provider", .type = T_ENUM, .def = "\"static\"", .values = oauth2_providers,
+     FIELD(config_oauth2, provider)},
     {.name = "token_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, FIELD(config_oauth2, token)},
     {.name = "token_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE, FIELD(config_oauth2, token)},
     {.name = "token_command", .type = T_SECRET, .src = CONFIG_SECRET_COMMAND,
      FIELD(config_oauth2, token)},
     {.name = "token", .type = T_REFUSED, .hint = "token_env, token_file or token_command",
      FIELD(config_oauth2, token)},
+    {.name = "tenant", .type = T_STRING, .min = 1, .max = 128, FIELD(config_oauth2, tenant)},
+    {.name = "flow", .type = T_ENUM, .def = "\"device_code\"", .values = oauth2_flows,
+     FIELD(config_oauth2, flow)},
+    {.name = "client_id", .type = T_STRING, .min = 1, .max = 256, FIELD(config_oauth2, client_id)},
+    {.name = "client_secret_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config_oauth2, client_secret)},
+    {.name = "client_secret_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config_oauth2, client_secret)},
+    {.name = "client_secret_command", .type = T_SECRET, .src = CONFIG_SECRET_COMMAND,
+     FIELD(config_oauth2, client_secret)},
+    {.name = "client_secret", .type = T_REFUSED,
+     .hint = "client_secret_env, client_secret_file or client_secret_command",
+     FIELD(config_oauth2, client_secret)},
+    {.name = "scope", .type = T_STRING, .min = 1, .max = 1024, FIELD(config_oauth2, scope)},
+    {.name = "token_url", .type = T_STRING, .min = 1, .max = 2048, FIELD(config_oauth2, token_url)},
+    {.name = "device_authorization_url", .type = T_STRING, .min = 1, .max = 2048,
+     FIELD(config_oauth2, device_authorization_url)},
+    {.name = "authorization_url", .type = T_STRING, .min = 1, .max = 2048,
+     FIELD(config_oauth2, authorization_url)},
+    {.name = "ca_file", .type = T_PATH, .min = 1, .max = PATH_MAX, FIELD(config_oauth2, ca_file)},
 };
 static const struct table oauth2_table = {"oauth2", oauth2_opts, COUNT(oauth2_opts),
                                           sizeof(struct config_oauth2),
@@ -268,6 +296,12 @@ static const struct opt root_opts[] = {
      FIELD(config, retention_ms)},
     {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
      .max = 5 * MS_M, FIELD(config, secret_command_timeout_ms)},
+    {.name = "secrets_key_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config, secrets_key)},
+    {.name = "secrets_key_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config, secrets_key)},
+    {.name = "secrets_key", .type = T_REFUSED, .hint = "secrets_key_env or secrets_key_file",
+     FIELD(config, secrets_key)},
     {.name = "api", .type = T_OBJECT, .sub = &api_table, FIELD(config, api)},
     {.name = "webhooks", .type = T_OBJARRAY, .sub = &webhook_table, .max_items = CONFIG_WEBHOOKS_MAX,
      LIST(config, webhooks, webhook_count)},
@@ -1277,11 +1311,135 @@ static void check_token(struct ctx *c, void *obj, const char *path)
         problem(c, path, "has no token: set token_env or token_file");
 }
 
+static const char *secret_suffix(enum config_secret_source s)
+{
+    return s == CONFIG_SECRET_ENV ? "env" : s == CONFIG_SECRET_FILE ? "file" : "command";
+}
+
+/* A token endpoint's URL: https:// only.  NULL when fine, else what is wrong. */
+static const char *endpoint_problem(const char *u)
+{
+    const char *why = url_problem(u, false);
+    if (why)
+        return why;
+    if (!starts_with_ci(u, "https://"))
+        return "must start with https:// (authorization servers are reached over TLS only)";
+    return NULL;
+}
+
+static bool is_tenant(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '-'))
+            return false;
+    return true;
+}
+
 static void check_oauth2(struct ctx *c, void *obj, const char *path)
 {
     struct config_oauth2 *o = obj;
-    if (o->token.source == CONFIG_SECRET_NONE)
-        problem(c, path, "has no token: set token_env, token_file or token_command");
+    char sub[PATH_KEY_MAX], key[48];
+    const struct {
+        const char *name;
+        char **field;
+    } provider_keys[] = {
+        {"tenant", &o->tenant},
+        {"client_id", &o->client_id},
+        {"scope", &o->scope},
+        {"token_url", &o->token_url},
+        {"device_authorization_url", &o->device_authorization_url},
+        {"authorization_url", &o->authorization_url},
+        {"ca_file", &o->ca_file},
+    };
+    bool has_token = o->token.source != CONFIG_SECRET_NONE;
+    bool has_secret = o->client_secret.source != CONFIG_SECRET_NONE;
+
+    if (o->provider == CONFIG_OAUTH2_STATIC) {
+        if (!has_token)
+            problem(c, path, "has no token: set provider (microsoft, google or custom) with "
+                             "client_id, or token_env, token_file or token_command");
+        for (size_t i = 0; i < COUNT(provider_keys); i++)
+            if (*provider_keys[i].field) {
+                path_key(sub, sizeof sub, path, provider_keys[i].name);
+                problem(c, sub, "only applies with a provider (microsoft, google or custom)");
+            }
+        if (has_secret) {
+            snprintf(key, sizeof key, "client_secret_%s", secret_suffix(o->client_secret.source));
+            path_key(sub, sizeof sub, path, key);
+            problem(c, sub, "only applies with a provider (microsoft, google or custom)");
+        }
+        return;
+    }
+    const char *pname = oauth2_providers[o->provider];
+    if (has_token) {
+        snprintf(key, sizeof key, "token_%s", secret_suffix(o->token.source));
+        path_key(sub, sizeof sub, path, key);
+        problem(c, sub, "a static token does not go with provider \"%s\", whose tokens the "
+                        "bridge obtains and refreshes itself",
+                pname);
+    }
+    if (!o->client_id) {
+        path_key(sub, sizeof sub, path, "client_id");
+        problem(c, sub, "is required with provider \"%s\" (the application's id from its "
+                        "registration)",
+                pname);
+    }
+    path_key(sub, sizeof sub, path, "tenant");
+    if (o->provider != CONFIG_OAUTH2_MICROSOFT) {
+        if (o->tenant)
+            problem(c, sub, "only applies with provider \"microsoft\"");
+    } else {
+        if (!o->tenant && !(o->tenant = strdup("organizations")))
+            problem(c, sub, "out of memory");
+        if (o->tenant && !is_tenant(o->tenant))
+            problem(c, sub, "must be a tenant id or domain name ([A-Za-z0-9.-])");
+        else if (o->tenant && o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS &&
+                 (strcasecmp(o->tenant, "organizations") == 0 ||
+                  strcasecmp(o->tenant, "common") == 0 || strcasecmp(o->tenant, "consumers") == 0))
+            problem(c, sub, "flow client_credentials needs your own tenant (its id or domain, "
+                            "e.g. \"contoso.onmicrosoft.com\"), not \"%s\"",
+                    o->tenant);
+    }
+    path_key(sub, sizeof sub, path, "flow");
+    if (o->flow == CONFIG_FLOW_DEVICE_CODE && o->provider == CONFIG_OAUTH2_GOOGLE && !o->scope)
+        problem(c, sub, "Google's device flow does not grant Gmail's scope "
+                        "(https://mail.google.com/): set \"flow\": \"authorization_code\" with a "
+                        "\"Desktop app\" OAuth client");
+    if (o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS) {
+        if (o->provider == CONFIG_OAUTH2_GOOGLE)
+            problem(c, sub, "Gmail mailboxes have no client credentials flow; use device_code or "
+                            "authorization_code");
+        else if (!has_secret)
+            problem(c, sub, "client_credentials needs client_secret_env, client_secret_file or "
+                            "client_secret_command");
+    }
+    for (size_t i = 3; i < 6; i++) { /* the endpoints */
+        const char *u = *provider_keys[i].field;
+        path_key(sub, sizeof sub, path, provider_keys[i].name);
+        if (u && o->provider != CONFIG_OAUTH2_CUSTOM) {
+            problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
+            continue;
+        }
+        const char *why = u ? endpoint_problem(u) : NULL;
+        if (why)
+            problem(c, sub, "%s", why);
+    }
+    if (o->provider == CONFIG_OAUTH2_CUSTOM) {
+        if (!o->token_url) {
+            path_key(sub, sizeof sub, path, "token_url");
+            problem(c, sub, "is required with provider \"custom\"");
+        }
+        if (o->flow == CONFIG_FLOW_DEVICE_CODE && !o->device_authorization_url) {
+            path_key(sub, sizeof sub, path, "device_authorization_url");
+            problem(c, sub, "is required with provider \"custom\" and flow \"device_code\"");
+        }
+        if (o->flow == CONFIG_FLOW_AUTHORIZATION_CODE && !o->authorization_url) {
+            path_key(sub, sizeof sub, path, "authorization_url");
+            problem(c, sub, "is required with provider \"custom\" and flow "
+                            "\"authorization_code\"");
+        }
+    }
 }
 
 static void check_webhook(struct ctx *c, void *obj, const char *path)
@@ -1390,6 +1548,18 @@ static void check_root(struct ctx *c, void *obj, const char *path)
 {
     struct config *cfg = obj;
     char sub[PATH_KEY_MAX], item[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    for (size_t i = 0; i < cfg->account_count; i++) {
+        const struct config_oauth2 *o = &cfg->accounts[i].oauth2;
+        if (!o->present || o->provider == CONFIG_OAUTH2_STATIC ||
+            cfg->secrets_key.source != CONFIG_SECRET_NONE)
+            continue;
+        path_index(sub, sizeof sub, "accounts", i);
+        problem(c, "", "secrets_key_env or secrets_key_file is required: %s.oauth2 uses provider "
+                       "\"%s\", whose tokens are kept in the store encrypted under that key "
+                       "(64 hex digits: openssl rand -hex 32)",
+                sub, oauth2_providers[o->provider]);
+        break;
+    }
     const char *names[CONFIG_WEBHOOKS_MAX];
     size_t nn = 0;
     for (size_t w = 0; w < cfg->webhook_count && nn < COUNT(names); w++)
@@ -1885,11 +2055,35 @@ static void decode_webhook_keys(struct ctx *c, struct config *cfg)
     }
 }
 
+/* secrets_key: 64 hex digits into secrets_key_bytes; the provider-based
+ * oauth2 blocks point at it. */
+static void decode_secrets_key(struct ctx *c, struct config *cfg)
+{
+    OPENSSL_cleanse(cfg->secrets_key_bytes, sizeof cfg->secrets_key_bytes);
+    cfg->has_secrets_key = false;
+    const struct config_secret *s = &cfg->secrets_key;
+    if (s->value) {
+        struct err e;
+        if (secretbox_key_parse(s->value, s->len, cfg->secrets_key_bytes, &e) < 0)
+            problem(c, s->source == CONFIG_SECRET_ENV ? "secrets_key_env" : "secrets_key_file",
+                    "%s", e.msg);
+        else
+            cfg->has_secrets_key = true;
+    }
+    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++) {
+        struct config_oauth2 *o = &cfg->accounts[i].oauth2;
+        o->secrets_key = o->present && o->provider != CONFIG_OAUTH2_STATIC && cfg->has_secrets_key
+                             ? cfg->secrets_key_bytes
+                             : NULL;
+    }
+}
+
 static int resolve_all(struct ctx *c)
 {
     size_t before = c->errors;
     walk(c, &root_table, c->cfg, "", visit_resolve);
     decode_webhook_keys(c, c->cfg);
+    decode_secrets_key(c, c->cfg);
     return (int)(c->errors - before);
 }
 
@@ -1993,6 +2187,7 @@ void config_free(struct config **pcfg)
     }
     for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
         free(cfg->accounts[i].webhook_index);
+    OPENSSL_cleanse(cfg->secrets_key_bytes, sizeof cfg->secrets_key_bytes);
     free(cfg->api.listen_host);
     struct ctx c = {.cfg = cfg};
     walk(&c, &root_table, cfg, "", visit_free);
@@ -2164,7 +2359,7 @@ static void print_object(FILE *out, const struct table *t, void *base, int inden
             if (s->source != o->src)
                 continue;
             /* the key name without its _env/_file/_command suffix */
-            size_t klen = strcspn(o->name, "_");
+            size_t klen = strlen(o->name) - strlen(secret_suffix(s->source)) - 1;
             fprintf(out, " %.*s=%s%s", (int)klen, o->name,
                     s->source == CONFIG_SECRET_ENV    ? "env:"
                     : s->source == CONFIG_SECRET_FILE ? "file:"
@@ -2228,6 +2423,16 @@ static void print_keys(FILE *out, const struct table *t, const char *prefix)
 void config_print_keys(FILE *out)
 {
     print_keys(out, &root_table, "");
+}
+
+const char *config_oauth2_provider_name(enum config_oauth2_provider p)
+{
+    return (size_t)p < COUNT(oauth2_providers) - 1 ? oauth2_providers[p] : "unknown";
+}
+
+const char *config_oauth2_flow_name(enum config_oauth2_flow f)
+{
+    return (size_t)f < COUNT(oauth2_flows) - 1 ? oauth2_flows[f] : "unknown";
 }
 
 /* ---- check-config ------------------------------------------------------------------------------ */

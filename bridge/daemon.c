@@ -18,6 +18,7 @@
 #include "log.h"
 #include "message.h"
 #include "notify.h"
+#include "oauth2.h"
 #include "poller.h"
 #include "runtime.h"
 #include "store.h"
@@ -34,6 +35,9 @@ int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
     if (e->code == ERR_CODE_LOGIN_DELAY) {
         *state = ACCOUNT_BACKOFF; /* the server's minimum between logins */
         d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
+    } else if (e->code == ERR_CODE_NO_GRANT) {
+        *state = ACCOUNT_AUTH_ERROR; /* nothing is sent until `oauth2 login`: look each interval */
+        d = interval_ms;
     } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
         *state = ACCOUNT_AUTH_ERROR; /* retrying a refused login quickly risks a lockout */
         d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
@@ -485,6 +489,9 @@ int daemon_main(int argc, char **argv)
              cfg->account_count, cfg->webhook_count, once ? "yes" : "no");
     notify_ready(); /* the store is open, the API listens, every account is scheduled */
 
+    struct oauth2_keeper *keeper = once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
+    if (!once && !keeper)
+        log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
     size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
     pthread_t workers[DAEMON_POLL_WORKERS], dthread;
     for (size_t i = 0; i < nworkers; i++)
@@ -520,6 +527,7 @@ int daemon_main(int argc, char **argv)
     for (size_t i = 0; i < nworkers; i++)
         pthread_join(workers[i], NULL);
     pthread_join(dthread, NULL);
+    oauth2_keeper_stop(&keeper);
     runtime_stop_services(&rt);
 
     struct delivery_stats ds;

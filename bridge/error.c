@@ -124,6 +124,7 @@ const char *err_code_name(enum err_code code)
     case ERR_CODE_SYS_PERM: return "SYS/PERM";
     case ERR_CODE_AUTH: return "AUTH";
     case ERR_CODE_OTHER: return "other";
+    case ERR_CODE_NO_GRANT: return "NO-GRANT";
     }
     return "";
 }

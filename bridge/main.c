@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "oauth2_cli.h"
 
 static void usage(FILE *out)
 {
@@ -15,6 +16,7 @@ static void usage(FILE *out)
           "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
           out);
     admin_usage(out);
+    oauth2_cli_usage(out);
     cli_usage_pop3(out);
 }
 
@@ -38,6 +40,8 @@ int main(int argc, char **argv)
         return admin_export_main(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return config_check_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "oauth2") == 0)
+        return oauth2_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

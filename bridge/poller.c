@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "oauth2.h"
 #include "pop3.h"
 
 
@@ -250,13 +251,15 @@ static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int
     return 0;
 }
 
-static int one_session(struct store *st, const struct config_account *a,
+static int one_session(struct store *st, const struct config_account *a, const char *token,
                        bool first, poller_notify_fn notify, void *notify_ctx,
                        struct poller_result *res, const char *force_large,
                        char **over_limit, struct err *e)
 {
     struct pop3_opts po;
     poller_pop3_opts(a, &po);
+    if (token)
+        po.oauth2_token = token; /* an oauth2 provider account's current access token */
     struct pop3 *p = NULL;
     struct pop3_listing *l = NULL;
     struct known k = {0};
@@ -434,8 +437,23 @@ int poller_poll(struct store *st, const struct config_account *a,
     memset(res, 0, sizeof *res);
     res->login_delay = -1;
     err_clear(e);
-    char *over = NULL;
-    int rc = one_session(st, a, first, notify, notify_ctx, res, NULL, &over, e);
+    char *over = NULL, *tok = NULL;
+    if (oauth2_managed(a) && (!(tok = malloc(2 * OAUTH2_TOKEN_BUF)) ||
+                              oauth2_access_token(st, a, NULL, tok, OAUTH2_TOKEN_BUF, e) < 0)) {
+        if (!tok)
+            err_set(e, ERR_INTERNAL, "out of memory");
+        free(tok);
+        return -1;
+    }
+    const char *cur = tok;
+    int rc = one_session(st, a, cur, first, notify, notify_ctx, res, NULL, &over, e);
+    if (rc < 0 && tok && e->kind == ERR_AUTH && !err_is_temporary(e)) {
+        /* the server refused the token: refresh once more and retry once */
+        log_info("oauth2_token_refused", "account=%s", a->name);
+        char *again = tok + OAUTH2_TOKEN_BUF;
+        if (oauth2_access_token(st, a, tok, again, OAUTH2_TOKEN_BUF, e) == 0)
+            rc = one_session(st, a, cur = again, first, notify, notify_ctx, res, NULL, &over, e);
+    }
     if (rc < 0 && over) {
         /* a message went over max_message_size while being received (LIST
          * understated it): poll again at once, taking only its header */
@@ -445,12 +463,16 @@ int poller_poll(struct store *st, const struct config_account *a,
         memset(&again, 0, sizeof again);
         again.login_delay = -1;
         char *ignored = NULL;
-        rc = one_session(st, a, false, notify, notify_ctx, &again, over, &ignored, e);
+        rc = one_session(st, a, cur, false, notify, notify_ctx, &again, over, &ignored, e);
         free(ignored);
         again.fetched += res->fetched;
         again.bytes += res->bytes;
         *res = again;
     }
     free(over);
+    if (tok) {
+        OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
+        free(tok);
+    }
     return rc;
 }

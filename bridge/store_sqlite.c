@@ -12,7 +12,7 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 3):
+ * Schema (version 4):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
@@ -28,6 +28,10 @@
  *            http_status, error, outcome)
  *   webhooks_disabled(name PK, reason, since)
  *   instances(id PK, host, public_url, started_at, heartbeat_at)
+ *   oauth2_tokens(account PK, version, status 0..1, flow, error,
+ *            access_sealed, refresh_sealed, access_issued_at,
+ *            access_expires_at, authorized_at, refresh_used_at, retry_at,
+ *            failures, lease_owner, lease_until)      -- schema 4
  * accounts also carry lease_owner, lease_until and next_poll_at.
  * Integer states equal enum store_uidl_state / enum store_dstatus.
  */
@@ -37,6 +41,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sqlite3.h>
@@ -141,6 +146,24 @@ static const char *const migrations[] = {
     "  public_url TEXT NOT NULL DEFAULT '',"
     "  started_at INTEGER NOT NULL,"
     "  heartbeat_at INTEGER NOT NULL);",
+    /* 4: OAuth2 grants, their tokens sealed (opaque here), with a refresh
+     * lease and a version for compare-and-set */
+    "CREATE TABLE oauth2_tokens("
+    "  account TEXT PRIMARY KEY,"
+    "  version INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL DEFAULT 0 CHECK (status IN (0, 1)),"
+    "  flow TEXT NOT NULL,"
+    "  error TEXT NOT NULL DEFAULT '',"
+    "  access_sealed BLOB,"
+    "  refresh_sealed BLOB,"
+    "  access_issued_at INTEGER NOT NULL DEFAULT 0,"
+    "  access_expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  authorized_at INTEGER NOT NULL DEFAULT 0,"
+    "  refresh_used_at INTEGER NOT NULL DEFAULT 0,"
+    "  retry_at INTEGER NOT NULL DEFAULT 0,"
+    "  failures INTEGER NOT NULL DEFAULT 0,"
+    "  lease_owner TEXT,"
+    "  lease_until INTEGER NOT NULL DEFAULT 0);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -214,6 +237,13 @@ enum sid {
     S_RELEASE,
     S_ROLLBACK_TO,
     S_NEXT_DUE,
+    S_OA_GET,
+    S_OA_GRANT,
+    S_OA_CREATE,
+    S_OA_LEASE,
+    S_OA_REFRESHED,
+    S_OA_FAILED,
+    S_OA_RELEASE,
     S_COUNT
 };
 
@@ -307,6 +337,35 @@ static const char *const sql_text[S_COUNT] = {
     [S_PURGE_BODIES] = "DELETE FROM bodies WHERE message_id IN (SELECT id FROM temp.purge)",
     [S_PURGE_MARK] = "UPDATE messages SET body_purged_at = ?1"
                      " WHERE id IN (SELECT id FROM temp.purge)",
+    [S_OA_GET] = "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
+                 " access_issued_at, access_expires_at, authorized_at, refresh_used_at,"
+                 " retry_at, failures, lease_owner, lease_until"
+                 " FROM oauth2_tokens WHERE account = ?1",
+    [S_OA_GRANT] = "INSERT INTO oauth2_tokens(account, version, status, flow, error,"
+                   " access_sealed, refresh_sealed, access_issued_at, access_expires_at,"
+                   " authorized_at, refresh_used_at, retry_at, failures, lease_owner,"
+                   " lease_until) VALUES (?1, 1, 0, ?2, '', ?3, ?4, ?5, ?6, ?7, 0, 0, 0, NULL, 0)"
+                   " ON CONFLICT(account) DO UPDATE SET version = version + 1, status = 0,"
+                   " flow = excluded.flow, error = '', access_sealed = excluded.access_sealed,"
+                   " refresh_sealed = excluded.refresh_sealed,"
+                   " access_issued_at = excluded.access_issued_at,"
+                   " access_expires_at = excluded.access_expires_at,"
+                   " authorized_at = excluded.authorized_at, refresh_used_at = 0, retry_at = 0,"
+                   " failures = 0, lease_owner = NULL, lease_until = 0",
+    [S_OA_CREATE] = "INSERT INTO oauth2_tokens(account, version, flow) VALUES (?1, 1, ?2)",
+    [S_OA_LEASE] = "UPDATE oauth2_tokens SET lease_owner = ?2, lease_until = ?3"
+                   " WHERE account = ?1",
+    [S_OA_REFRESHED] = "UPDATE oauth2_tokens SET version = version + 1, access_sealed = ?3,"
+                       " refresh_sealed = coalesce(?4, refresh_sealed), access_issued_at = ?5,"
+                       " access_expires_at = ?6, refresh_used_at = ?7, error = '', failures = 0,"
+                       " retry_at = 0, lease_owner = NULL, lease_until = 0"
+                       " WHERE account = ?1 AND version = ?2",
+    [S_OA_FAILED] = "UPDATE oauth2_tokens SET version = version + 1,"
+                    " status = CASE WHEN ?3 THEN 1 ELSE status END, error = ?4,"
+                    " failures = failures + 1, retry_at = ?5, lease_owner = NULL, lease_until = 0"
+                    " WHERE account = ?1 AND version = ?2",
+    [S_OA_RELEASE] = "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
+                     " WHERE account = ?1 AND lease_owner = ?2",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -2010,6 +2069,251 @@ int store_account_counts(struct store *st, const char *account,
     if (count1(st, S_ACC_STORED, account, &out->stored, e) < 0 ||
         count1(st, S_ACC_PENDING, account, &out->pending_deliveries, e) < 0)
         return -1;
+    return 0;
+}
+
+/* ---- OAuth2 tokens ------------------------------------------------------ */
+
+static int check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e)
+{
+    if (p && len > STORE_SEALED_MAX)
+        return err_set(e, ERR_LIMIT, "store: sealed %s of %zu bytes, over STORE_SEALED_MAX (%d)",
+                       what, len, STORE_SEALED_MAX);
+    return 0;
+}
+
+static int check_flow(const char *flow, struct err *e)
+{
+    if (!flow || !*flow)
+        return err_set(e, ERR_USAGE, "store: OAuth2 flow name is empty");
+    if (strlen(flow) > STORE_FLOW_MAX)
+        return err_set(e, ERR_LIMIT, "store: OAuth2 flow name longer than STORE_FLOW_MAX (%d)",
+                       STORE_FLOW_MAX);
+    return 0;
+}
+
+static void blob_copy(sqlite3_stmt *s, int i, unsigned char *dst, size_t size, size_t *len)
+{
+    const void *b = sqlite3_column_blob(s, i);
+    size_t n = b ? (size_t)sqlite3_column_bytes(s, i) : 0;
+    if (n > size)
+        n = 0; /* cannot be stored (check_sealed): treat as none */
+    if (n)
+        memcpy(dst, b, n);
+    *len = n;
+}
+
+static int bind_blob(sqlite3_stmt *s, int i, const unsigned char *p, size_t len)
+{
+    return p ? sqlite3_bind_blob(s, i, p, (int)len, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Read the row (inside or outside a transaction): 0, STORE_NOTFOUND, -1. */
+static int oauth2_read(struct store *st, const char *account, struct store_oauth2 *out,
+                       struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_OA_GET, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        out->version = sqlite3_column_int64(s, 0);
+        out->status = sqlite3_column_int(s, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
+        col_copy(s, 2, out->flow, sizeof out->flow);
+        col_copy(s, 3, out->error, sizeof out->error);
+        blob_copy(s, 4, out->access, sizeof out->access, &out->access_len);
+        blob_copy(s, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
+        out->access_issued_at = sqlite3_column_int64(s, 6);
+        out->access_expires_at = sqlite3_column_int64(s, 7);
+        out->authorized_at = sqlite3_column_int64(s, 8);
+        out->refresh_used_at = sqlite3_column_int64(s, 9);
+        out->retry_at = sqlite3_column_int64(s, 10);
+        out->failures = sqlite3_column_int(s, 11);
+        col_copy(s, 12, out->lease_owner, sizeof out->lease_owner);
+        out->lease_until = sqlite3_column_int64(s, 13);
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get OAuth2 tokens");
+    }
+    done(s);
+    return r;
+}
+
+int store_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
+                     struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    return oauth2_read(st, account, out, e);
+}
+
+int store_oauth2_grant(struct store *st, const char *account, const char *flow,
+                       const struct store_oauth2_tokens *t, int64_t now, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
+        return -1;
+    if (!t || !t->access || !t->access_len)
+        return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
+    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+        return -1;
+    const char *op = "store OAuth2 grant";
+    sqlite3_stmt *s = S(st, S_OA_GRANT, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, flow);
+    bind_blob(s, 3, t->access, t->access_len);
+    bind_blob(s, 4, t->refresh, t->refresh_len);
+    sqlite3_bind_int64(s, 5, t->issued_at);
+    sqlite3_bind_int64(s, 6, t->expires_at);
+    sqlite3_bind_int64(s, 7, now);
+    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+int store_oauth2_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                       int64_t lease_ms, bool create, const char *flow,
+                       struct store_oauth2 *out, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
+    if (create && check_flow(flow, e) < 0)
+        return -1;
+    const char *op = "lease OAuth2 tokens";
+    sqlite3_stmt *ins = create ? S(st, S_OA_CREATE, e) : NULL, *lease = S(st, S_OA_LEASE, e);
+    if ((create && !ins) || !lease || tx_begin(st, e, op) < 0)
+        return -1;
+    int r = oauth2_read(st, account, out, e);
+    if (r == STORE_NOTFOUND && create) {
+        bind_str(ins, 1, account);
+        bind_str(ins, 2, flow);
+        if (run(st, ins, e, op) < 0)
+            goto fail;
+        r = oauth2_read(st, account, out, e);
+    }
+    if (r < 0 || r == STORE_NOTFOUND) {
+        if (r < 0)
+            goto fail;
+        tx_rollback(st);
+        return STORE_NOTFOUND;
+    }
+    if (out->status == STORE_OAUTH2_INVALID) {
+        tx_rollback(st);
+        return 0;
+    }
+    if (out->lease_until > now && strcmp(out->lease_owner, owner) != 0) {
+        tx_rollback(st);
+        return STORE_OAUTH2_BUSY;
+    }
+    bind_str(lease, 1, account);
+    bind_str(lease, 2, owner);
+    sqlite3_bind_int64(lease, 3, now + lease_ms);
+    if (run(st, lease, e, op) < 0 || tx_commit(st, e, op) < 0)
+        goto fail;
+    snprintf(out->lease_owner, sizeof out->lease_owner, "%s", owner);
+    out->lease_until = now + lease_ms;
+    return 0;
+fail:
+    tx_rollback(st);
+    return -1;
+}
+
+/* Run a compare-and-set UPDATE of one row: 0, STORE_LEASE_LOST (version
+ * changed), STORE_NOTFOUND (no row), -1. */
+static int oauth2_cas(struct store *st, sqlite3_stmt *s, const char *account, struct err *e,
+                      const char *op)
+{
+    if (tx_begin(st, e, op) < 0) {
+        done(s);
+        return -1;
+    }
+    if (run(st, s, e, op) < 0)
+        goto fail;
+    int64_t changed = sqlite3_changes64(st->db);
+    int r = 0;
+    if (changed == 0) {
+        struct store_oauth2 *row = malloc(sizeof *row);
+        if (!row) {
+            err_set(e, ERR_INTERNAL, "store: out of memory");
+            goto fail;
+        }
+        r = oauth2_read(st, account, row, e);
+        OPENSSL_cleanse(row, sizeof *row);
+        free(row);
+        if (r < 0)
+            goto fail;
+        r = r == STORE_NOTFOUND ? STORE_NOTFOUND : STORE_LEASE_LOST;
+    }
+    if (tx_commit(st, e, op) < 0)
+        goto fail;
+    return r;
+fail:
+    tx_rollback(st);
+    return -1;
+}
+
+int store_oauth2_refreshed(struct store *st, const char *account, int64_t version,
+                           const struct store_oauth2_tokens *t, int64_t now, struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    if (!t || !t->access || !t->access_len)
+        return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
+    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_OA_REFRESHED, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    sqlite3_bind_int64(s, 2, version);
+    bind_blob(s, 3, t->access, t->access_len);
+    bind_blob(s, 4, t->refresh, t->refresh_len);
+    sqlite3_bind_int64(s, 5, t->issued_at);
+    sqlite3_bind_int64(s, 6, t->expires_at);
+    sqlite3_bind_int64(s, 7, now);
+    return oauth2_cas(st, s, account, e, "save refreshed OAuth2 tokens");
+}
+
+int store_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
+                        const char *error, int64_t retry_at, struct err *e)
+{
+    if (check_name("account", account, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_OA_FAILED, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    sqlite3_bind_int64(s, 2, version);
+    sqlite3_bind_int(s, 3, invalid ? 1 : 0);
+    bind_trunc(s, 4, error ? error : "", STORE_ERROR_MAX);
+    sqlite3_bind_int64(s, 5, retry_at);
+    return oauth2_cas(st, s, account, e, "record failed OAuth2 refresh");
+}
+
+int store_oauth2_release(struct store *st, const char *account, const char *owner,
+                         struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+        return -1;
+    const char *op = "release OAuth2 lease";
+    sqlite3_stmt *s = S(st, S_OA_RELEASE, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, owner);
+    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
     return 0;
 }
 

@@ -18,7 +18,8 @@
  *    line "FILE: key.path: what is wrong" (or "FILE:LINE:COL: ..." for JSON
  *    syntax errors), e.g.
  *      demo.json: accounts[1].poll_interval: "5x" is not a duration (use ms, s, m, h or d)
- *  - Secrets (POP3 passwords, OAuth2 tokens, webhook secrets, API tokens)
+ *  - Secrets (POP3 passwords, OAuth2 tokens and client secrets, the secrets
+ *    key, webhook secrets, API tokens)
  *    come only from environment variables (*_env), files (*_file) or
  *    commands (*_command, run with /bin/sh -c; the first line of stdout).
  *    A secret written into the JSON itself is refused.  Secrets are read
@@ -27,6 +28,12 @@
  *    them is wiped (OPENSSL_cleanse) by config_free().
  *  - Webhook secrets follow Standard Webhooks: "whsec_" + base64 of a
  *    24..64-byte key; the decoded key is kept in config_webhook.key.
+ *  - An account's "oauth2" either names a static bearer token (token_env,
+ *    token_file, token_command) or a provider (microsoft, google, custom)
+ *    with client_id, flow and friends; then its tokens are kept in the
+ *    store, sealed under the top-level secrets key (secrets_key_env or
+ *    secrets_key_file: 64 hex digits, `openssl rand -hex 32`), which is then
+ *    required.  Token endpoints are https:// only.
  *
  * A *_command runs in a child process (fork + /bin/sh -c, stdin /dev/null,
  * its own process group, killed with SIGKILL at secret_command_timeout), so
@@ -124,9 +131,40 @@ struct config_webhook {
     size_t header_count;
 };
 
+/* Where an account's OAuth2 access tokens come from. */
+enum config_oauth2_provider {
+    CONFIG_OAUTH2_STATIC,      /* a bearer token from token_env/_file/_command, renewed by
+                                  someone else */
+    CONFIG_OAUTH2_MICROSOFT,   /* Microsoft identity platform (Microsoft 365, Outlook.com) */
+    CONFIG_OAUTH2_GOOGLE,      /* Google (Gmail) */
+    CONFIG_OAUTH2_CUSTOM,      /* any RFC 6749 server: token_url and friends given */
+};
+
+/* How the grant is obtained (`pop3bridge oauth2 login`). */
+enum config_oauth2_flow {
+    CONFIG_FLOW_DEVICE_CODE,        /* RFC 8628 device authorization */
+    CONFIG_FLOW_AUTHORIZATION_CODE, /* RFC 6749 §4.1 + PKCE (RFC 7636), loopback redirect */
+    CONFIG_FLOW_CLIENT_CREDENTIALS, /* RFC 6749 §4.4: app-only, no refresh token */
+};
+
+#define CONFIG_SECRETS_KEY_LEN 32    /* bytes of secrets_key (64 hex digits) */
+
 struct config_oauth2 {
     bool present;                 /* "oauth2" was given */
-    struct config_secret token;   /* bearer token: token_env / token_file / token_command */
+    enum config_oauth2_provider provider; /* default static */
+    struct config_secret token;   /* static: token_env / token_file / token_command */
+    /* provider-based (microsoft, google, custom): tokens live in the store,
+     * sealed with the configuration's secrets key (include/oauth2.h) */
+    char *tenant;                 /* microsoft only; default "organizations" */
+    enum config_oauth2_flow flow; /* default device_code */
+    char *client_id;              /* required with a provider */
+    struct config_secret client_secret; /* client_secret_env / _file / _command; optional */
+    char *scope;                  /* NULL: the provider's default for the flow */
+    char *token_url;              /* custom only (required there); https:// */
+    char *device_authorization_url; /* custom only; required for device_code */
+    char *authorization_url;      /* custom only; required for authorization_code */
+    char *ca_file;                /* trust anchors for the token endpoint; NULL: system */
+    const unsigned char *secrets_key; /* with a provider: config.secrets_key_bytes, else NULL */
 };
 
 struct config_account {
@@ -192,6 +230,10 @@ struct config {
     enum config_log_format log_format; /* default text */
     int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
     int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
+    struct config_secret secrets_key; /* secrets_key_env / secrets_key_file: 64 hex digits,
+                                         required once an account uses an oauth2 provider */
+    unsigned char secrets_key_bytes[CONFIG_SECRETS_KEY_LEN]; /* decoded; wiped on free */
+    bool has_secrets_key;
     struct config_api api;
     struct config_webhook *webhooks;
     size_t webhook_count;
@@ -244,6 +286,10 @@ void config_print_summary(const struct config *cfg, FILE *out);
 /* Every key the file may hold, one per line with its type and default
  * ("accounts[].poll_interval duration \"60s\""), from the tables. */
 void config_print_keys(FILE *out);
+
+/* The names the file uses: "static", "microsoft"...; "device_code"... */
+const char *config_oauth2_provider_name(enum config_oauth2_provider p);
+const char *config_oauth2_flow_name(enum config_oauth2_flow f);
 
 /* Diagnostics: print one per line; release (d itself is not freed). */
 void config_diag_print(const struct config_diag *d, FILE *out);

@@ -16,8 +16,11 @@
  *
  * Account states (visible through the store and the API): idle, polling,
  * backoff (temporary failure: connection, timeout, TLS, [IN-USE],
- * [SYS/TEMP], [LOGIN-DELAY]), auth_error (login refused: longer backoff),
- * error (anything else).  The backoff policy lives in daemon_backoff_ms().
+ * [SYS/TEMP], [LOGIN-DELAY]), auth_error (login refused: longer backoff;
+ * or no usable OAuth2 grant: looked at again each poll interval, without
+ * contacting anyone, so polling resumes soon after `oauth2 login`), error
+ * (anything else).  The backoff policy lives in daemon_backoff_ms().
+ * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
  */
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H

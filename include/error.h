@@ -37,6 +37,10 @@ enum err_code {
     ERR_CODE_SYS_PERM,    /* [SYS/PERM]    permanent server problem */
     ERR_CODE_AUTH,        /* [AUTH]        credentials were wrong */
     ERR_CODE_OTHER,       /* some other bracketed code (see code_text) */
+    ERR_CODE_NO_GRANT,    /* ours, with ERR_AUTH: the account has no usable OAuth2 grant
+                             (never authorized, revoked/expired, or sealed under another
+                             secrets key); nothing is sent anywhere until
+                             `pop3bridge oauth2 login` stores one (or the key is back) */
 };
 
 #define ERR_MSG_MAX 256

@@ -56,7 +56,10 @@ typedef void (*poller_notify_fn)(void *ctx);
  * Returns 0, or -1 with e set: the pop3 categories (ERR_CONN, ERR_TIMEOUT,
  * ERR_TLS, ERR_PROTO, ERR_SERVER with its code, ERR_AUTH, ERR_LIMIT) or
  * ERR_INTERNAL from the store.  Whatever was committed before an error stays
- * committed and is delivered; nothing was deleted. */
+ * committed and is delivered; nothing was deleted.
+ * An oauth2 provider account's access token comes from oauth2_access_token
+ * first (its errors end the poll); when the server refuses it, the token is
+ * refreshed once more and the session tried once again. */
 int poller_poll(struct store *st, const struct config_account *a,
                 bool first, poller_notify_fn notify, void *notify_ctx,
                 struct poller_result *res, struct err *e);

@@ -9,7 +9,10 @@
  *     SHA-256 and a few summary header fields;
  *   - the delivery outbox: one delivery per message and webhook, with every
  *     attempt recorded;
- *   - per-webhook "disabled" marks (410 Gone) and per-account runtime state.
+ *   - per-webhook "disabled" marks (410 Gone) and per-account runtime state;
+ *   - per account, its OAuth2 grant: access and refresh tokens as sealed,
+ *     opaque bytes (the store never sees a token in clear; oauth2.h seals
+ *     them), their times, a refresh lease and a version for compare-and-set.
  *
  * The implementation in bridge/store_sqlite.c keeps everything in one SQLite
  * database, `<state_dir>/pop3bridge.db`, in WAL mode with synchronous=FULL,
@@ -66,6 +69,9 @@
  *              410: store_webhook_disable;
  *              SIGHUP: store_webhooks_enable_all; periodically
  *              store_purge_bodies.
+ *   oauth2     store_oauth2_get -> (refresh due) store_oauth2_lease -> token
+ *              endpoint -> store_oauth2_refreshed or store_oauth2_failed;
+ *              `oauth2 login`: store_oauth2_grant.
  *   API        store_msg_get, store_body_open/_read/_close,
  *              store_delivery_list/_get/_retry, store_account_get/_counts,
  *              store_uidl_get, store_delivery_counts (metrics).
@@ -107,7 +113,10 @@
 #define STORE_SPOOL_MEM_MAX (1u << 20) /* larger messages spool to a temp file */
 #define STORE_IO_CHUNK (64u << 10)    /* blob I/O and stream chunk size */
 #define STORE_BUSY_TIMEOUT_MS 10000   /* wait for another writer at most this */
-#define STORE_SCHEMA_VERSION 3        /* newest schema this build knows */
+#define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
+#define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
+#define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
+#define STORE_SCHEMA_VERSION 4        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -464,6 +473,105 @@ struct store_account_counts {
 };
 int store_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e);
+
+/* ---- OAuth2 tokens (oauth2) ------------------------------------------- */
+
+/* One row per account authorized through a provider.  Tokens are sealed
+ * bytes the store does not interpret (at most STORE_SEALED_MAX each).
+ *
+ * One refresher per account at a time, across threads and instances: a
+ * refresher takes the row's lease (owner + expiry) with store_oauth2_lease,
+ * talks to the token endpoint without any transaction open, and saves the
+ * outcome with store_oauth2_refreshed / store_oauth2_failed.  The others see
+ * STORE_OAUTH2_BUSY and wait for its result (or use the current access token
+ * while it lasts).  Every write of tokens or status increments `version`;
+ * the saving calls take the version read under the lease and save only if
+ * it is unchanged (compare-and-set), so a newer grant (`oauth2 login`) or a
+ * newer refresh is never overwritten by an older one.  A rotated refresh
+ * token is saved in the same statement as the access token it came with. */
+
+enum store_oauth2_status {
+    STORE_OAUTH2_OK = 0,      /* usable grant */
+    STORE_OAUTH2_INVALID = 1, /* the token endpoint refused the grant (invalid_grant):
+                                 nothing is tried until a new grant is stored */
+};
+
+struct store_oauth2 {
+    int64_t version;                   /* > 0; +1 at every write of tokens or status */
+    enum store_oauth2_status status;
+    char flow[STORE_FLOW_MAX + 1];     /* the flow the grant came from */
+    char error[STORE_ERROR_MAX + 1];   /* why invalid, or the last failed refresh; "" */
+    unsigned char access[STORE_SEALED_MAX];  /* sealed access token */
+    size_t access_len;                 /* 0: none */
+    unsigned char refresh[STORE_SEALED_MAX]; /* sealed refresh token */
+    size_t refresh_len;                /* 0: none (client credentials) */
+    int64_t access_issued_at;          /* when the access token was obtained */
+    int64_t access_expires_at;         /* when it expires; 0 when there is none */
+    int64_t authorized_at;             /* when the grant was stored (login) */
+    int64_t refresh_used_at;           /* last successful refresh; 0: never */
+    int64_t retry_at;                  /* no refresh attempt before this (after a
+                                          failure); 0: none */
+    int failures;                      /* failed refreshes in a row */
+    char lease_owner[STORE_OWNER_MAX + 1]; /* "" when not leased */
+    int64_t lease_until;               /* 0 when not leased */
+};
+
+/* Tokens just obtained (sealed).  refresh NULL: none came (store_oauth2_grant)
+ * or the current one stays (store_oauth2_refreshed: no rotation). */
+struct store_oauth2_tokens {
+    const unsigned char *access;
+    size_t access_len;
+    const unsigned char *refresh;
+    size_t refresh_len;
+    int64_t issued_at, expires_at;
+};
+
+/* The account's row; STORE_NOTFOUND if it was never authorized. */
+int store_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
+                     struct err *e);
+
+/* A new grant (`oauth2 login`): replace the row's tokens and flow, status
+ * OK, error, failures, retry_at and lease cleared, authorized_at = now,
+ * version + 1 (1 for a new row).  One transaction.  Errors: ERR_USAGE (no
+ * access token, empty flow), ERR_LIMIT (a token over STORE_SEALED_MAX, flow
+ * over STORE_FLOW_MAX), ERR_INTERNAL. */
+int store_oauth2_grant(struct store *st, const char *account, const char *flow,
+                       const struct store_oauth2_tokens *t, int64_t now, struct err *e);
+
+/* Take the refresh lease for owner until now + lease_ms, in one transaction,
+ * and fill *out with the row as it is then (read it again: another
+ * refresher may have finished just before).  Returns 0 (taken; also when
+ * owner holds it already, or it expired), STORE_OAUTH2_BUSY (another owner
+ * holds a live lease: *out filled, nothing changed), or STORE_NOTFOUND (no
+ * row; with create, an empty row — no tokens, status OK, version 1, flow
+ * `flow` — is inserted and leased instead).  A row with status INVALID is
+ * not leased: 0 with *out showing the status.  Errors: ERR_USAGE (owner
+ * empty, lease_ms <= 0), ERR_LIMIT, ERR_INTERNAL. */
+int store_oauth2_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                       int64_t lease_ms, bool create, const char *flow,
+                       struct store_oauth2 *out, struct err *e);
+
+/* Save a refresh's result if the row's version is still `version`: the
+ * access token with its times, the rotated refresh token (if t->refresh) in
+ * the same statement, refresh_used_at = now, failures, retry_at and error
+ * cleared, the lease released, version + 1.  STORE_LEASE_LOST when the
+ * version changed (a newer grant or refresh was saved meanwhile: nothing is
+ * written; use the row as it is).  STORE_NOTFOUND if the row is gone. */
+int store_oauth2_refreshed(struct store *st, const char *account, int64_t version,
+                           const struct store_oauth2_tokens *t, int64_t now, struct err *e);
+
+/* Record a failed refresh if the version is still `version`: invalid sets
+ * status INVALID (no attempt until a new grant); otherwise failures + 1 and
+ * no attempt before retry_at.  error (truncated to STORE_ERROR_MAX) says
+ * why; the lease is released; version + 1.  STORE_LEASE_LOST when the
+ * version changed (nothing written), STORE_NOTFOUND if the row is gone. */
+int store_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
+                        const char *error, int64_t retry_at, struct err *e);
+
+/* Release owner's lease on the account's row without changing anything
+ * else (the refresh turned out not to be needed). */
+int store_oauth2_release(struct store *st, const char *account, const char *owner,
+                         struct err *e);
 
 /* ---- retention --------------------------------------------------------- */
 

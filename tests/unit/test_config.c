@@ -20,6 +20,7 @@
 #include "config.h"
 
 #define DATA "tests/data/config/"
+#define SECRETS_KEY "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
 #define WHSEC_32 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA="
 
 static void set_env(void)
@@ -327,12 +328,14 @@ static void shipped_configs(void **state)
     setenv("CRM_WEBHOOK_SECRET", WHSEC_32, 1);
     setenv("SUPPORT_PW", "p", 1);
     setenv("SALES_OAUTH_TOKEN", "oauth-token-value", 1);
+    setenv("POP3BRIDGE_SECRETS_KEY", SECRETS_KEY, 1);
     struct config *cfg = config_load("config/example.json", &d);
     if (!cfg)
         dump(&d);
     assert_non_null(cfg);
-    assert_int_equal(cfg->account_count, 2);
+    assert_int_equal(cfg->account_count, 3);
     assert_string_equal(cfg->accounts[1].oauth2.token.value, "oauth-token-value");
+    assert_int_equal(cfg->accounts[2].oauth2.provider, CONFIG_OAUTH2_MICROSOFT);
     config_free(&cfg);
 
     setenv("DEMO_POP3_PASSWORD", "demo", 1);
@@ -613,6 +616,104 @@ static void cross_key_checks(void **state)
     EXPECT(&d, f, "accounts[5].oauth2", "has no token");
     EXPECT(&d, f, "accounts[5].fingerprint", "64 hex digits");
     assert_int_equal(d.count, 20);
+    config_diag_free(&d);
+}
+
+static void oauth2_checks(void **state)
+{
+    (void)state;
+    struct config_diag d = {0};
+    const char *f = DATA "oauth2.json";
+    load_bad("oauth2.json", &d);
+    EXPECT(&d, f, "accounts[0].oauth2.client_id", "only applies with a provider");
+    EXPECT(&d, f, "accounts[0].oauth2.client_secret_env", "only applies with a provider");
+    EXPECT(&d, f, "accounts[1].oauth2.token_env", "does not go with provider \"microsoft\"");
+    EXPECT(&d, f, "accounts[2].oauth2.client_id", "is required with provider \"google\"");
+    EXPECT(&d, f, "accounts[3].oauth2.tenant", "only applies with provider \"microsoft\"");
+    EXPECT(&d, f, "accounts[4].oauth2.tenant", "needs your own tenant");
+    EXPECT(&d, f, "accounts[4].oauth2.flow", "client_credentials needs client_secret_env");
+    EXPECT(&d, f, "accounts[5].oauth2.flow", "no client credentials flow");
+    EXPECT(&d, f, "accounts[6].oauth2.device_authorization_url", "must start with https://");
+    EXPECT(&d, f, "accounts[6].oauth2.token_url", "is required with provider \"custom\"");
+    EXPECT(&d, f, "accounts[6].oauth2.authorization_url", "flow \"authorization_code\"");
+    EXPECT(&d, f, "accounts[7].oauth2.tenant", "tenant id or domain");
+    EXPECT(&d, f, "accounts[7].oauth2.token_url", "only applies with provider \"custom\"");
+    EXPECT(&d, f, "accounts[8].oauth2.flow", "Google's device flow");
+    EXPECT(&d, f, "accounts[9].oauth2.provider", "did you mean \"microsoft\"");
+    EXPECT(&d, f, "accounts[9].oauth2.client_secret", "use client_secret_env");
+    bool required = false;
+    for (size_t i = 0; i < d.count; i++)
+        required = required ||
+                   strstr(d.lines[i], DATA "oauth2.json: secrets_key_env or secrets_key_file is "
+                                       "required: accounts[1].oauth2 uses provider") == d.lines[i];
+    if (!required) {
+        dump(&d);
+        fail_msg("no problem about the missing secrets key");
+    }
+    config_diag_free(&d);
+}
+
+static void oauth2_good(void **state)
+{
+    (void)state;
+    struct config_diag d = {0};
+    setenv("TEST_CFG_SECRETS_KEY", SECRETS_KEY, 1);
+    setenv("TEST_CFG_CLIENT_SECRET", "client-secret-value", 1);
+    struct config *cfg = config_load(DATA "oauth2_good.json", &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    assert_true(cfg->has_secrets_key);
+    assert_int_equal(cfg->secrets_key_bytes[0], 0x00);
+    assert_int_equal(cfg->secrets_key_bytes[5], 0x55);
+    assert_int_equal(cfg->secrets_key_bytes[31], 0xff);
+    const struct config_oauth2 *m = &cfg->accounts[0].oauth2;
+    assert_int_equal(m->provider, CONFIG_OAUTH2_MICROSOFT);
+    assert_int_equal(m->flow, CONFIG_FLOW_DEVICE_CODE);
+    assert_string_equal(m->tenant, "organizations"); /* the default */
+    assert_string_equal(m->client_secret.value, "client-secret-value");
+    assert_ptr_equal(m->secrets_key, cfg->secrets_key_bytes);
+    assert_int_equal(cfg->accounts[1].oauth2.flow, CONFIG_FLOW_CLIENT_CREDENTIALS);
+    assert_int_equal(cfg->accounts[2].oauth2.provider, CONFIG_OAUTH2_GOOGLE);
+    assert_null(cfg->accounts[2].oauth2.tenant);
+    const struct config_oauth2 *c = &cfg->accounts[3].oauth2;
+    assert_string_equal(c->token_url, "https://idp.example/token");
+    assert_non_null(strstr(c->ca_file, "/tests/data/config/ca.pem"));
+    /* a static token is not the bridge's to keep: no key pointer */
+    assert_int_equal(cfg->accounts[4].oauth2.provider, CONFIG_OAUTH2_STATIC);
+    assert_null(cfg->accounts[4].oauth2.secrets_key);
+    assert_string_equal(config_oauth2_provider_name(CONFIG_OAUTH2_GOOGLE), "google");
+    assert_string_equal(config_oauth2_flow_name(CONFIG_FLOW_CLIENT_CREDENTIALS),
+                        "client_credentials");
+    /* the summary names where secrets come from, never their values */
+    char *out = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&out, &len);
+    config_print_summary(cfg, mf);
+    fclose(mf);
+    assert_non_null(strstr(out, "secrets_key=env:TEST_CFG_SECRETS_KEY"));
+    assert_non_null(strstr(out, "client_secret=env:TEST_CFG_CLIENT_SECRET"));
+    assert_null(strstr(out, "client-secret-value"));
+    assert_null(strstr(out, "00112233"));
+    assert_null(strstr(out, "AABBCCDDEEFF"));
+    free(out);
+    config_free(&cfg);
+    config_diag_free(&d);
+
+    /* a bad key: one line naming the key and what is wrong, never the value */
+    const char *bad[] = {"abc", SECRETS_KEY "00", "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"};
+    const char *why[] = {"not 3 characters", "not 66 characters", "character 1 is not one"};
+    for (size_t i = 0; i < 3; i++) {
+        setenv("TEST_CFG_SECRETS_KEY", bad[i], 1);
+        assert_null(config_load(DATA "oauth2_good.json", &d));
+        assert_int_equal(d.count, 1);
+        EXPECT(&d, DATA "oauth2_good.json", "secrets_key_env", why[i]);
+        assert_null(strstr(d.lines[0], bad[i]));
+        config_diag_free(&d);
+    }
+    unsetenv("TEST_CFG_SECRETS_KEY");
+    assert_null(config_load(DATA "oauth2_good.json", &d));
+    EXPECT(&d, DATA "oauth2_good.json", "secrets_key_env", "TEST_CFG_SECRETS_KEY is not set");
     config_diag_free(&d);
 }
 
@@ -904,6 +1005,8 @@ int main(void)
         cmocka_unit_test_setup(webhook_secret_format, setup),
         cmocka_unit_test_setup(secret_commands, setup),
         cmocka_unit_test_setup(cross_key_checks, setup),
+        cmocka_unit_test_setup(oauth2_checks, setup),
+        cmocka_unit_test_setup(oauth2_good, setup),
         cmocka_unit_test_setup(depth_cap, setup),
         cmocka_unit_test_setup(size_cap_and_unreadable, setup),
         cmocka_unit_test_setup(diag_cap, setup),

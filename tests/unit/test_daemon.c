@@ -33,6 +33,20 @@ static void auth_failures_back_off_long(void **st)
     assert_true(dmax <= 6 * 60 * MIN_MS); /* capped */
 }
 
+/* No OAuth2 grant: nothing is sent anywhere, so the account is looked at
+ * again each interval (polling resumes soon after `oauth2 login`), in
+ * auth_error, however many times it failed. */
+static void missing_grant_looks_each_interval(void **st)
+{
+    (void)st;
+    enum account_state state = ACCOUNT_IDLE;
+    for (int fails = 1; fails < 40; fails += 7) {
+        assert_int_equal(backoff(ERR_AUTH, ERR_CODE_NO_GRANT, fails, 2000, -1, &state), 2000);
+        assert_int_equal(state, ACCOUNT_AUTH_ERROR);
+    }
+    assert_int_equal(backoff(ERR_AUTH, ERR_CODE_NO_GRANT, 3, 5 * MIN_MS, -1, &state), 5 * MIN_MS);
+}
+
 static void temporary_failures_back_off_and_grow(void **st)
 {
     (void)st;
@@ -102,6 +116,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(auth_failures_back_off_long),
+        cmocka_unit_test(missing_grant_looks_each_interval),
         cmocka_unit_test(temporary_failures_back_off_and_grow),
         cmocka_unit_test(login_delay_is_a_minimum),
         cmocka_unit_test(other_failures_are_errors),

@@ -308,7 +308,7 @@ static void migrate_from_v2(void **state)
     sqlite3_close(db);
     struct store *st = open_ok(fx->dir);
     struct err e;
-    assert_int_equal(store_schema_version(st, &e), 3);
+    assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
     struct store_delivery d[2];
     size_t n = 0;
     assert_int_equal(lease_due(st, T0, d, 2, &n, &e), 0);
@@ -1786,6 +1786,203 @@ static void concurrent_threads(void **state)
     free(sh);
 }
 
+/* ---- OAuth2 tokens ------------------------------------------------------ */
+
+static struct store_oauth2_tokens toks(const char *access, const char *refresh, int64_t at,
+                                       int64_t life)
+{
+    struct store_oauth2_tokens t = {
+        .access = (const unsigned char *)access,
+        .access_len = access ? strlen(access) : 0,
+        .refresh = (const unsigned char *)refresh,
+        .refresh_len = refresh ? strlen(refresh) : 0,
+        .issued_at = at,
+        .expires_at = at + life,
+    };
+    return t;
+}
+
+static void oauth2_get(struct store *st, const char *acc, struct store_oauth2 *row)
+{
+    struct err e;
+    if (store_oauth2_get(st, acc, row, &e) != 0)
+        fail_msg("store_oauth2_get %s: %s", acc, e.msg);
+}
+
+static void oauth2_rows(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    static struct store_oauth2 row, other;
+    assert_int_equal(store_oauth2_get(st, "acc", &row, &e), STORE_NOTFOUND);
+    struct store_oauth2_tokens t = toks("A1", "R1", T0, 3600000);
+    assert_int_equal(store_oauth2_grant(st, "acc", "device_code", &t, T0, &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_int_equal(row.version, 1);
+    assert_int_equal(row.status, STORE_OAUTH2_OK);
+    assert_string_equal(row.flow, "device_code");
+    assert_int_equal(row.access_len, 2);
+    assert_memory_equal(row.access, "A1", 2);
+    assert_memory_equal(row.refresh, "R1", 2);
+    assert_int_equal(row.access_issued_at, T0);
+    assert_int_equal(row.access_expires_at, T0 + 3600000);
+    assert_int_equal(row.authorized_at, T0);
+    assert_int_equal(row.refresh_used_at, 0);
+    assert_string_equal(row.lease_owner, "");
+
+    /* lease: taken, then busy for another owner, ours again for the same */
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0 + 10, 30000, false, NULL, &row, &e), 0);
+    assert_string_equal(row.lease_owner, "o1");
+    assert_int_equal(row.lease_until, T0 + 30010);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o2", T0 + 20, 30000, false, NULL, &other, &e),
+                     STORE_OAUTH2_BUSY);
+    assert_string_equal(other.lease_owner, "o1");
+    assert_int_equal(other.version, 1);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0 + 30, 30000, false, NULL, &row, &e), 0);
+    /* the refresh result: access and rotated refresh together, version + 1 */
+    t = toks("A2", "R2", T0 + 100, 3600000);
+    assert_int_equal(store_oauth2_refreshed(st, "acc", 1, &t, T0 + 100, &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_int_equal(row.version, 2);
+    assert_memory_equal(row.access, "A2", 2);
+    assert_memory_equal(row.refresh, "R2", 2);
+    assert_int_equal(row.refresh_used_at, T0 + 100);
+    assert_string_equal(row.lease_owner, "");
+    assert_int_equal(row.lease_until, 0);
+    /* a stale save (version 1) changes nothing */
+    t = toks("A-stale", "R-stale", T0 + 200, 3600000);
+    assert_int_equal(store_oauth2_refreshed(st, "acc", 1, &t, T0 + 200, &e), STORE_LEASE_LOST);
+    oauth2_get(st, "acc", &row);
+    assert_memory_equal(row.access, "A2", 2);
+    assert_int_equal(row.version, 2);
+    /* no rotation: the refresh token stays */
+    t = toks("A3", NULL, T0 + 300, 600000);
+    assert_int_equal(store_oauth2_refreshed(st, "acc", 2, &t, T0 + 300, &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_memory_equal(row.access, "A3", 2);
+    assert_int_equal(row.refresh_len, 2);
+    assert_memory_equal(row.refresh, "R2", 2);
+
+    /* an expired lease is taken over */
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0, 1000, false, NULL, &row, &e), 0);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o2", T0 + 999, 1000, false, NULL, &row, &e),
+                     STORE_OAUTH2_BUSY);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o2", T0 + 1000, 1000, false, NULL, &row, &e),
+                     0);
+    assert_string_equal(row.lease_owner, "o2");
+    /* release by another owner does nothing; by the holder frees it */
+    assert_int_equal(store_oauth2_release(st, "acc", "o1", &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_string_equal(row.lease_owner, "o2");
+    assert_int_equal(store_oauth2_release(st, "acc", "o2", &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_string_equal(row.lease_owner, "");
+    assert_int_equal(row.version, 3); /* leases do not count as writes */
+
+    /* a temporary failure: failures + 1, retry_at, error */
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0, 30000, false, NULL, &row, &e), 0);
+    assert_int_equal(store_oauth2_failed(st, "acc", 3, false, "Connection: refused", T0 + 30000, &e),
+                     0);
+    oauth2_get(st, "acc", &row);
+    assert_int_equal(row.status, STORE_OAUTH2_OK);
+    assert_int_equal(row.failures, 1);
+    assert_int_equal(row.retry_at, T0 + 30000);
+    assert_string_equal(row.error, "Connection: refused");
+    assert_string_equal(row.lease_owner, "");
+    /* invalid_grant: the row is invalid and is not leased any more */
+    assert_int_equal(store_oauth2_failed(st, "acc", 4, true, "re-authorize", 0, &e), 0);
+    oauth2_get(st, "acc", &row);
+    assert_int_equal(row.status, STORE_OAUTH2_INVALID);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0, 30000, false, NULL, &row, &e), 0);
+    assert_int_equal(row.status, STORE_OAUTH2_INVALID);
+    assert_string_equal(row.lease_owner, "");
+    /* a stale failure does not mark a newer grant invalid */
+    t = toks("A9", "R9", T0 + 5000, 3600000);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o1", T0, 30000, false, NULL, &row, &e), 0);
+    assert_int_equal(store_oauth2_grant(st, "acc", "authorization_code", &t, T0 + 5000, &e), 0);
+    assert_int_equal(store_oauth2_failed(st, "acc", 5, true, "old news", 0, &e), STORE_LEASE_LOST);
+    oauth2_get(st, "acc", &row);
+    assert_int_equal(row.version, 6);
+    assert_int_equal(row.status, STORE_OAUTH2_OK);
+    assert_string_equal(row.flow, "authorization_code");
+    assert_string_equal(row.error, "");
+    assert_int_equal(row.failures, 0);
+    assert_int_equal(row.retry_at, 0);
+    assert_int_equal(row.authorized_at, T0 + 5000);
+    assert_string_equal(row.lease_owner, ""); /* a grant clears the lease */
+    assert_memory_equal(row.refresh, "R9", 2);
+
+    /* create: a client-credentials row appears leased, without tokens */
+    assert_int_equal(store_oauth2_lease(st, "app", "o1", T0, 30000, false, NULL, &row, &e),
+                     STORE_NOTFOUND);
+    assert_int_equal(store_oauth2_lease(st, "app", "o1", T0, 30000, true, "client_credentials",
+                                        &row, &e),
+                     0);
+    assert_int_equal(row.version, 1);
+    assert_int_equal(row.access_len, 0);
+    assert_int_equal(row.refresh_len, 0);
+    assert_string_equal(row.lease_owner, "o1");
+    t = toks("C1", NULL, T0, 3600000);
+    assert_int_equal(store_oauth2_refreshed(st, "app", 1, &t, T0, &e), 0);
+    oauth2_get(st, "app", &row);
+    assert_memory_equal(row.access, "C1", 2);
+    assert_int_equal(row.refresh_len, 0);
+    assert_int_equal(store_oauth2_refreshed(st, "gone", 1, &t, T0, &e), STORE_NOTFOUND);
+    assert_int_equal(store_oauth2_failed(st, "gone", 1, false, "x", 0, &e), STORE_NOTFOUND);
+
+    /* bad calls */
+    assert_int_equal(store_oauth2_grant(st, "acc", "", &t, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_oauth2_tokens none = {0};
+    assert_int_equal(store_oauth2_grant(st, "acc", "device_code", &none, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    static unsigned char big[STORE_SEALED_MAX + 1];
+    struct store_oauth2_tokens huge = {.access = big, .access_len = sizeof big};
+    assert_int_equal(store_oauth2_grant(st, "acc", "device_code", &huge, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_oauth2_lease(st, "acc", "", T0, 1, false, NULL, &row, &e), -1);
+    assert_int_equal(store_oauth2_lease(st, "acc", "o", T0, 0, false, NULL, &row, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    /* a long (sealed-size) token round-trips */
+    static unsigned char longtok[STORE_SEALED_MAX];
+    fill(longtok, sizeof longtok, 7);
+    struct store_oauth2_tokens lt = {.access = longtok, .access_len = sizeof longtok,
+                                     .refresh = longtok, .refresh_len = sizeof longtok};
+    assert_int_equal(store_oauth2_grant(st, "big", "device_code", &lt, T0, &e), 0);
+    oauth2_get(st, "big", &row);
+    assert_int_equal(row.access_len, STORE_SEALED_MAX);
+    assert_memory_equal(row.access, longtok, sizeof longtok);
+    assert_memory_equal(row.refresh, longtok, sizeof longtok);
+}
+
+/* Two handles (threads or instances) ask for the lease at once: exactly one
+ * gets it; the loser's save with the old version is refused. */
+static void oauth2_one_refresher(void **state)
+{
+    struct fx *fx = *state;
+    struct store *a = fx_open(state), *b = open_ok(fx->dir);
+    struct err e;
+    static struct store_oauth2 ra, rb;
+    struct store_oauth2_tokens t = toks("A1", "R1", T0, 1200000);
+    assert_int_equal(store_oauth2_grant(a, "acc", "device_code", &t, T0, &e), 0);
+    int x = store_oauth2_lease(a, "acc", "host:1:1", T0, 30000, false, NULL, &ra, &e);
+    int y = store_oauth2_lease(b, "acc", "host:2:1", T0, 30000, false, NULL, &rb, &e);
+    assert_int_equal(x, 0);
+    assert_int_equal(y, STORE_OAUTH2_BUSY);
+    /* a's lease expires while it is stuck; b takes over and saves first */
+    y = store_oauth2_lease(b, "acc", "host:2:1", T0 + 30000, 30000, false, NULL, &rb, &e);
+    assert_int_equal(y, 0);
+    t = toks("A-b", "R-b", T0 + 30001, 1200000);
+    assert_int_equal(store_oauth2_refreshed(b, "acc", rb.version, &t, T0 + 30001, &e), 0);
+    t = toks("A-a", "R-a", T0 + 30002, 1200000);
+    assert_int_equal(store_oauth2_refreshed(a, "acc", ra.version, &t, T0 + 30002, &e),
+                     STORE_LEASE_LOST);
+    oauth2_get(a, "acc", &ra);
+    assert_memory_equal(ra.access, "A-b", 3);
+    assert_memory_equal(ra.refresh, "R-b", 3);
+    store_close(b);
+}
+
 static void *open_thread(void *arg)
 {
     struct err e;
@@ -1829,6 +2026,7 @@ int main(void)
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
+        T(oauth2_rows),         T(oauth2_one_refresher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
