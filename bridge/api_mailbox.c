@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "clock.h"
 #include "log.h"
 #include "mailbox.h"
 
@@ -15,6 +16,7 @@ struct mb_call {
     struct api_work w; /* first */
     enum mb_op op;
     struct pop3_opts o;      /* strings borrowed from the request's configuration */
+    int64_t limit_ms;        /* the whole call, from its queueing: api.request_timeout */
     const char *account;     /* the same */
     const char *uidl;        /* the request's path parameter */
     unsigned lines;
@@ -38,6 +40,12 @@ static void call_free(void *p)
 static void call_work(struct api_work *w)
 {
     struct mb_call *c = (struct mb_call *)w;
+    /* the time spent waiting for a worker counts against the call's limit */
+    int64_t left = c->limit_ms - (clock_mono_ms() - w->job.queued_at);
+    if (left < 1)
+        left = 1;
+    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
+        c->o.session_timeout_ms = left;
     struct pop3_sink k;
     api_sink(&k, &c->s);
     switch (c->op) {
@@ -77,7 +85,8 @@ static void call_start(struct http_req *r, enum mb_op op, unsigned lines,
     c->account = ca->name;
     c->uidl = http_param(r, "uidl");
     c->lines = lines;
-    mailbox_opts(ca, api_request_timeout_ms(r), &c->o);
+    c->limit_ms = api_request_timeout_ms(r);
+    mailbox_opts(ca, c->limit_ms, &c->o);
     if (op == MB_TOP)
         spool_init(&c->s, NULL, API_TOP_MAX, API_TOP_MAX);
     else

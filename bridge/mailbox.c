@@ -186,7 +186,7 @@ static void *worker(void *arg)
         if (!m->head)
             m->tail = NULL;
         m->queued--;
-        bool cancelled = m->stopping || clock_mono_ms() - j->queued_at > m->queue_wait_ms;
+        bool cancelled = m->stopping || clock_mono_ms() - j->queued_at >= m->queue_wait_ms;
         m->running++;
         pthread_mutex_unlock(&m->mu);
         j->run(j, cancelled); /* may free j */

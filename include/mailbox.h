@@ -11,8 +11,9 @@
  * aborted without QUIT: nothing is deleted.
  *
  * The options come from pop3cfg (the poller's own mapping) with the whole
- * session limited (mailbox_opts): a one-shot call never outlives the HTTP
- * request that asked for it.
+ * session limited (mailbox_opts), so a one-shot call never outlives the HTTP
+ * request that asked for it; a job may shorten the limit further by the time
+ * it waited in line (queued_at).
  *
  * The worker pool: a fixed number of threads taking jobs from one queue in
  * order.  The HTTP layer hands a job over and suspends the connection, so a
@@ -88,7 +89,7 @@ int mailbox_dele(const struct pop3_opts *o, const char *uidl, const char **step,
 struct mailbox_job {
     void (*run)(struct mailbox_job *j, bool cancelled);
     struct mailbox_job *next; /* the service's */
-    int64_t queued_at;        /* the service's (monotonic ms) */
+    int64_t queued_at;        /* set by mailbox_submit (monotonic ms); run() may read it */
 };
 
 struct mailbox;
