@@ -575,6 +575,16 @@ int daemon_main(int argc, char **argv)
         char line[600];
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
+        delivery_free(rt.delivery);
+        rt.delivery = NULL;
+        store_close(dst);
+        store_close(st);
+        cfgref_put(rt.cfg);
+        rt.cfg = NULL;
+        free(rt.accounts);
+        rt.accounts = NULL;
+        message_global_cleanup();
+        webhook_global_cleanup();
         return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
