@@ -482,6 +482,21 @@ static void stop_api(struct api **a)
 
 /* ---- main ----------------------------------------------------------------------------- */
 
+/* Everything daemon_main() set up before the threads, released. */
+static void release(struct store *st, struct store *dst)
+{
+    delivery_free(rt.delivery);
+    rt.delivery = NULL;
+    store_close(dst);
+    store_close(st);
+    cfgref_put(rt.cfg);
+    rt.cfg = NULL;
+    free(rt.accounts);
+    rt.accounts = NULL;
+    message_global_cleanup();
+    webhook_global_cleanup();
+}
+
 static void usage(FILE *out)
 {
     fputs("usage: pop3bridge run --config FILE [--once]\n"
@@ -575,16 +590,7 @@ int daemon_main(int argc, char **argv)
         char line[600];
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
-        delivery_free(rt.delivery);
-        rt.delivery = NULL;
-        store_close(dst);
-        store_close(st);
-        cfgref_put(rt.cfg);
-        rt.cfg = NULL;
-        free(rt.accounts);
-        rt.accounts = NULL;
-        message_global_cleanup();
-        webhook_global_cleanup();
+        release(st, dst);
         return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
@@ -629,15 +635,6 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
     int rc = rt.once && rt.polls_failed ? 1 : 0;
-    delivery_free(rt.delivery);
-    rt.delivery = NULL;
-    store_close(dst);
-    store_close(st);
-    cfgref_put(rt.cfg);
-    rt.cfg = NULL;
-    free(rt.accounts);
-    rt.accounts = NULL;
-    message_global_cleanup();
-    webhook_global_cleanup();
+    release(st, dst);
     return rc;
 }
