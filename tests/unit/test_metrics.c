@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "poller.h"
 
 static void metrics_text(void **state)
 {
