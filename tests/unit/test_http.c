@@ -90,6 +90,17 @@ static void h_slow(struct http_req *r)
     pthread_detach(t);
 }
 
+/* Defers and resumes at once (what a handler does when no worker takes the
+ * work): the continuation still answers. */
+static void h_now(struct http_req *r)
+{
+    http_defer(r, slow_then);
+    http_resume(r);
+}
+
+/* Neither answers nor defers: the layer answers 500 itself. */
+static void h_mute(struct http_req *r) { (void)r; }
+
 static void h_static(struct http_req *r) { http_reply_empty(r, 204); }
 
 static const struct http_route routes[] = {
@@ -99,6 +110,8 @@ static const struct http_route routes[] = {
     {"DELETE", "/items/{item}", h_item, NULL, 0},
     {"GET", "/fail", h_fail, NULL, HTTP_ROUTE_PUBLIC},
     {"GET", "/slow", h_slow, NULL, HTTP_ROUTE_PUBLIC},
+    {"GET", "/now", h_now, NULL, HTTP_ROUTE_PUBLIC},
+    {"GET", "/mute", h_mute, NULL, HTTP_ROUTE_PUBLIC},
 };
 
 static struct http_server *start(unsigned per_client, int64_t read_timeout_ms)
@@ -303,6 +316,12 @@ static void deferred_does_not_hold_a_thread(void **state)
         assert_int_equal(r.status, 200);
     }
     int64_t took = clock_mono_ms() - t0;
+    request(http_port(s), "GET", "/now", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"slow\":true}");
+    request(http_port(s), "GET", "/mute", NULL, &r);
+    assert_int_equal(r.status, 500);
+    assert_non_null(strstr(r.body, "not answered"));
     for (int i = 0; i < 3; i++) {
         pthread_join(t[i], NULL);
         assert_int_equal(b[i].r.status, 200);
