@@ -573,7 +573,8 @@ static void no_route(struct http_req *r, bool under_api)
 static void dispatch(struct http_req *r)
 {
     const struct http_options *o = &r->srv->o;
-    conn_read_done(r->conn);
+    if (!r->body_too_large) /* a refused body may still be arriving: its deadline stays */
+        conn_read_done(r->conn);
     r->ref = o->config(o->app);
     if (check_target(r) < 0)
         return;
