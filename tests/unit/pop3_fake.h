@@ -3,9 +3,9 @@
  * a wall clock that jumps), where a real Dovecot cannot be steered.  The
  * mailbox behaviour itself is tested against Dovecot in tests/integration.
  *
- * One thread serves one connection at a time: greeting, CAPA (UIDL TOP
- * USER), USER, PASS, STAT, UIDL, LIST, RETR, TOP, DELE, RSET, NOOP, QUIT
- * (deletions committed only at QUIT).  delay_ms holds every reply after the
+ * A thread per connection: greeting, CAPA (UIDL TOP USER), USER, PASS,
+ * STAT, UIDL, LIST, RETR, TOP, DELE, RSET, NOOP, QUIT (deletions committed
+ * only at QUIT; the listing of a session is the one at its start).  delay_ms holds every reply after the
  * greeting; `silent` accepts and never answers. */
 #ifndef POP3_FAKE_H
 #define POP3_FAKE_H
@@ -31,8 +31,14 @@ struct fake_pop3 {
     int delay_ms;
     bool silent;
     atomic_bool stop;
-    atomic_int connections, quits, deleted;
+    atomic_int connections, quits, deleted, active;
+    pthread_mutex_t mu;             /* gone */
     bool gone[FAKE_MSGS + 1];       /* deleted at a QUIT */
+};
+
+struct fake_conn {
+    struct fake_pop3 *f;
+    int fd;
 };
 
 static const char *const fake_uidl[FAKE_MSGS + 1] = {"", "uid-one", "uid-two", "uid-three"};
@@ -43,7 +49,7 @@ static const char *const fake_msg[FAKE_MSGS + 1] = {
     "Subject: three\r\nFrom: c@example.com\r\n\r\nbody three\r\n",
 };
 
-static void fake_send(struct fake_pop3 *f, int fd, const char *s)
+static inline void fake_send(struct fake_pop3 *f, int fd, const char *s)
 {
     if (f->delay_ms)
         usleep((useconds_t)f->delay_ms * 1000);
@@ -58,7 +64,7 @@ static void fake_send(struct fake_pop3 *f, int fd, const char *s)
 }
 
 /* A line into buf (without CRLF); false at EOF, error or stop. */
-static bool fake_line(struct fake_pop3 *f, int fd, char *buf, size_t size)
+static inline bool fake_line(struct fake_pop3 *f, int fd, char *buf, size_t size)
 {
     size_t n = 0;
     while (!atomic_load(&f->stop)) {
@@ -80,7 +86,7 @@ static bool fake_line(struct fake_pop3 *f, int fd, char *buf, size_t size)
     return false;
 }
 
-static int fake_count(const struct fake_pop3 *f, size_t *octets)
+static inline int fake_count(const struct fake_pop3 *f, size_t *octets)
 {
     int n = 0;
     *octets = 0;
@@ -93,7 +99,7 @@ static int fake_count(const struct fake_pop3 *f, size_t *octets)
 }
 
 /* Message numbers are the positions among the messages not yet deleted. */
-static int fake_index(const struct fake_pop3 *f, int number)
+static inline int fake_index(const struct fake_pop3 *f, int number)
 {
     for (int i = 1, k = 0; i <= FAKE_MSGS; i++)
         if (!f->gone[i] && ++k == number)
@@ -101,7 +107,7 @@ static int fake_index(const struct fake_pop3 *f, int number)
     return 0;
 }
 
-static void fake_multi(struct fake_pop3 *f, int fd, bool uidl)
+static inline void fake_multi(struct fake_pop3 *f, int fd, bool uidl)
 {
     char out[1024] = "+OK\r\n", line[128];
     for (int i = 1, k = 0; i <= FAKE_MSGS; i++) {
@@ -117,7 +123,7 @@ static void fake_multi(struct fake_pop3 *f, int fd, bool uidl)
     fake_send(f, fd, out);
 }
 
-static void fake_body(struct fake_pop3 *f, int fd, int idx, int lines)
+static inline void fake_body(struct fake_pop3 *f, int fd, int idx, int lines)
 {
     char out[1024];
     const char *m = fake_msg[idx], *end = m + strlen(m);
@@ -133,10 +139,15 @@ static void fake_body(struct fake_pop3 *f, int fd, int idx, int lines)
     fake_send(f, fd, out);
 }
 
-static void fake_serve(struct fake_pop3 *f, int fd)
+static inline void fake_serve(struct fake_pop3 *f, int fd)
 {
     bool marked[FAKE_MSGS + 1] = {0};
     char line[256];
+    struct fake_pop3 view; /* the mailbox as this session sees it */
+    pthread_mutex_lock(&f->mu);
+    memcpy(view.gone, f->gone, sizeof view.gone);
+    pthread_mutex_unlock(&f->mu);
+    view.delay_ms = f->delay_ms;
     fake_send(f, fd, "+OK fake POP3 ready\r\n");
     while (fake_line(f, fd, line, sizeof line)) {
         int n = 0, k = -1;
@@ -148,27 +159,29 @@ static void fake_serve(struct fake_pop3 *f, int fd)
                    !strcmp(line, "NOOP")) {
             fake_send(f, fd, "+OK\r\n");
         } else if (strcmp(line, "STAT") == 0) {
-            n = fake_count(f, &octets);
+            n = fake_count(&view, &octets);
             snprintf(reply, sizeof reply, "+OK %d %zu\r\n", n, octets);
             fake_send(f, fd, reply);
         } else if (strcmp(line, "UIDL") == 0 || strcmp(line, "LIST") == 0) {
-            fake_multi(f, fd, line[0] == 'U');
+            fake_multi(&view, fd, line[0] == 'U');
         } else if ((sscanf(line, "RETR %d", &n) == 1 || sscanf(line, "TOP %d %d", &n, &k) == 2) &&
-                   fake_index(f, n) && !marked[fake_index(f, n)]) {
-            fake_body(f, fd, fake_index(f, n), k);
-        } else if (sscanf(line, "DELE %d", &n) == 1 && fake_index(f, n) &&
-                   !marked[fake_index(f, n)]) {
-            marked[fake_index(f, n)] = true;
+                   fake_index(&view, n) && !marked[fake_index(&view, n)]) {
+            fake_body(f, fd, fake_index(&view, n), k);
+        } else if (sscanf(line, "DELE %d", &n) == 1 && fake_index(&view, n) &&
+                   !marked[fake_index(&view, n)]) {
+            marked[fake_index(&view, n)] = true;
             fake_send(f, fd, "+OK marked\r\n");
         } else if (strcmp(line, "RSET") == 0) {
             memset(marked, 0, sizeof marked);
             fake_send(f, fd, "+OK\r\n");
         } else if (strcmp(line, "QUIT") == 0) {
+            pthread_mutex_lock(&f->mu);
             for (int i = 1; i <= FAKE_MSGS; i++)
-                if (marked[i]) {
+                if (marked[i] && !f->gone[i]) {
                     f->gone[i] = true;
                     atomic_fetch_add(&f->deleted, 1);
                 }
+            pthread_mutex_unlock(&f->mu);
             atomic_fetch_add(&f->quits, 1);
             fake_send(f, fd, "+OK bye\r\n");
             return;
@@ -178,7 +191,24 @@ static void fake_serve(struct fake_pop3 *f, int fd)
     }
 }
 
-static void *fake_main(void *arg)
+static inline void *fake_conn_main(void *arg)
+{
+    struct fake_conn *c = arg;
+    struct fake_pop3 *f = c->f;
+    if (f->silent) {
+        char ch;
+        while (!atomic_load(&f->stop) && recv(c->fd, &ch, 1, MSG_DONTWAIT) != 0)
+            usleep(20000);
+    } else {
+        fake_serve(f, c->fd);
+    }
+    close(c->fd);
+    free(c);
+    atomic_fetch_sub(&f->active, 1);
+    return NULL;
+}
+
+static inline void *fake_main(void *arg)
 {
     struct fake_pop3 *f = arg;
     while (!atomic_load(&f->stop)) {
@@ -189,21 +219,24 @@ static void *fake_main(void *arg)
         if (fd < 0)
             continue;
         atomic_fetch_add(&f->connections, 1);
-        if (f->silent) {
-            char c;
-            while (!atomic_load(&f->stop) && recv(fd, &c, 1, MSG_DONTWAIT) != 0)
-                usleep(20000);
-        } else {
-            fake_serve(f, fd);
+        struct fake_conn *c = malloc(sizeof *c);
+        pthread_t t;
+        atomic_fetch_add(&f->active, 1);
+        if (!c || (c->f = f, c->fd = fd, pthread_create(&t, NULL, fake_conn_main, c) != 0)) {
+            free(c);
+            close(fd);
+            atomic_fetch_sub(&f->active, 1);
+            continue;
         }
-        close(fd);
+        pthread_detach(t);
     }
     return NULL;
 }
 
-static void fake_start(struct fake_pop3 *f)
+static inline void fake_start(struct fake_pop3 *f)
 {
     memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
     f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
@@ -216,15 +249,18 @@ static void fake_start(struct fake_pop3 *f)
     f->port = ntohs(a.sin_port);
 }
 
-static void fake_stop(struct fake_pop3 *f)
+static inline void fake_stop(struct fake_pop3 *f)
 {
     atomic_store(&f->stop, true);
     pthread_join(f->th, NULL);
     close(f->lfd);
+    for (int i = 0; i < 500 && atomic_load(&f->active) > 0; i++)
+        usleep(10000); /* each connection ends within 100 ms of stop */
+    pthread_mutex_destroy(&f->mu);
 }
 
 /* Options for a plaintext USER/PASS login to f. */
-static struct pop3_opts fake_opts(const struct fake_pop3 *f)
+static inline struct pop3_opts fake_opts(const struct fake_pop3 *f)
 {
     struct pop3_opts o = {.host = "127.0.0.1", .port = f->port, .tls = POP3_TLS_NONE,
                           .username = "u", .password = "p", .allow_plaintext = true,

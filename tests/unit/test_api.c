@@ -1,7 +1,9 @@
-/* Unit tests: the API's error mapping and its route table (include/api.h).
- * The HTTP behaviour is tested end to end in tests/integration/test_api.py;
- * the HTTP layer in test_http*.c, sessions in test_sessions.c, the mailbox
- * service in test_mailbox.c, the metrics text in test_metrics.c. */
+/* Unit tests: the API's error mapping, its route table and its operations
+ * endpoints (bridge/api.c: /healthz, /readyz, /metrics, /openapi.yaml) over
+ * real HTTP with a runtime of the test's own (api_fixture.h).  The resources'
+ * handlers are in test_api_accounts.c, test_api_mailbox.c,
+ * test_api_sessions.c and test_api_store.c; the HTTP layer in test_http*.c;
+ * the whole bridge in tests/integration/test_api.py. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_fixture.h"
 #include "http_target.h"
 
 /* ---- the one status mapping ------------------------------------------------------------ */
@@ -142,12 +145,95 @@ static void route_table_shape(void **state)
     }
 }
 
+/* ---- the operations endpoints ------------------------------------------------------------ */
+
+static const char *const ONE_ACCOUNT =
+    "{\"name\": \"a\", \"host\": \"127.0.0.1\", \"username\": \"u\", \"password_env\": "
+    "\"FIX_PW\"}";
+
+/* /readyz needs no token; only a client with one learns why it is not
+ * ready (the store's error names files). */
+static void readyz(void **state)
+{
+    (void)state;
+    struct fixture f = {0};
+    assert_int_equal(fix_start(&f, "", ONE_ACCOUNT), 0);
+    /* the store cannot be opened: a file where its directory should be */
+    FILE *fp = fopen(f.state, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    struct fix_resp r;
+    fix_req(&f, "GET", "/readyz", NULL, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "\"detail\":\"not ready\""));
+    assert_null(strstr(r.body, f.dir));
+    assert_null(strstr(r.body, "store"));
+    fix_resp_free(&r);
+    fix_req(&f, "GET", "/readyz", "Authorization: Bearer wrong\r\n", &r);
+    assert_int_equal(r.status, 503);
+    assert_null(strstr(r.body, f.dir));
+    fix_resp_free(&r);
+    fix_req(&f, "GET", "/readyz", FIX_AUTH, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "the store is not usable"));
+    assert_non_null(strstr(r.body, f.dir));
+    fix_resp_free(&r);
+    unlink(f.state);
+    fix_req(&f, "GET", "/readyz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ready\"}");
+    fix_resp_free(&r);
+    f.stopping = true;
+    fix_req(&f, "GET", "/readyz", NULL, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "\"detail\":\"not ready\""));
+    fix_resp_free(&r);
+    fix_req(&f, "GET", "/readyz", FIX_AUTH, &r);
+    assert_non_null(strstr(r.body, "shutting down"));
+    fix_resp_free(&r);
+    fix_stop(&f);
+}
+
+static void health_metrics_document(void **state)
+{
+    (void)state;
+    struct fixture f = {0};
+    assert_int_equal(fix_start(&f, "", ONE_ACCOUNT), 0);
+    struct fix_resp r;
+    fix_req(&f, "GET", "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ok\"}");
+    fix_resp_free(&r);
+    fix_req(&f, "GET", "/metrics", NULL, &r);
+    assert_int_equal(r.status, 401);
+    fix_resp_free(&r);
+    fix_req(&f, "GET", "/metrics", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(fix_has(&r, "Content-Type: text/plain; version=0.0.4"));
+    assert_non_null(strstr(r.body, "pop3bridge_api_sessions_open 0\n"));
+    assert_non_null(strstr(r.body, "pop3bridge_delivery_queue{status=\"pending\"} 0\n"));
+    assert_non_null(strstr(r.body, "pop3bridge_http_requests_total{code=\"401\"}"));
+    fix_resp_free(&r);
+    /* the binary runs from build/tests: the document is the tree's */
+    fix_req(&f, "GET", "/openapi.yaml", NULL, &r);
+    if (r.status == 200) {
+        assert_non_null(strstr(r.body, "openapi: 3.1.0"));
+        assert_true(fix_has(&r, "Cache-Control: no-cache"));
+    } else {
+        assert_int_equal(r.status, 404); /* a variant's build directory */
+    }
+    fix_resp_free(&r);
+    fix_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_mapping),
         cmocka_unit_test(routes),
         cmocka_unit_test(route_table_shape),
+        cmocka_unit_test(readyz),
+        cmocka_unit_test(health_metrics_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
