@@ -90,7 +90,7 @@ static void deliveries(void **state)
     assert_non_null(strstr(r.body, "\"account\":\"a\",\"uidl\":\"u-1\",\"webhook\":\"hook\","
                                    "\"status\":\"pending\",\"attempt_count\":0"));
     assert_non_null(strstr(r.body, "\"next_cursor\":null"));
-    char did[STORE_ID_MAX];
+    char did[32];
     const char *p = strstr(r.body, "\"id\":\"d_");
     assert_non_null(p);
     assert_int_equal(sscanf(p, "\"id\":\"%31[^\"]", did), 1);
