@@ -12,11 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cfgref.h"
+#include "cli.h"
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "notify.h"
 #include "oauth2.h"
 #include "poller.h"
@@ -55,7 +58,36 @@ int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
 
 static int64_t now_ms(void) { return poller_now_ms(); }
 
-static struct runtime rt; /* the daemon's shared state (runtime.h) */
+struct rt_account {
+    char name[CONFIG_NAME_MAX + 1];
+    enum account_state state;
+    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
+    int64_t last_attempt_at;  /* Unix ms, 0 = never */
+    int64_t last_success_at;
+    int64_t next_at;          /* next poll due (Unix ms) */
+    int64_t not_before;       /* no poll before (Unix ms): backoff or LOGIN-DELAY, even
+                                 when one is requested */
+    int fails;                /* failed polls in a row */
+    bool running;             /* a worker is polling it now */
+    bool requested;           /* "poll now" was asked */
+    bool polled_once;         /* for --once */
+};
+
+/* What the daemon's threads share, guarded by `lock`; `cond` is signalled
+ * when an account's state or a request changes. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
+    char config_path[4096];
+    struct rt_account *accounts;
+    size_t n_accounts;
+    struct delivery *delivery;
+    bool once, stopping, delivery_done;
+    uint64_t polls_ok, polls_failed;
+    /* the API's metrics hook, when the API runs; called with lock held */
+    void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
+} rt;
 
 static struct rt_account *find_acct(const char *name)
 {
@@ -95,7 +127,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 v[i].last_success_at = s.last_success_at;
                 snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
                 if (s.backoff_until > now_ms())
-                    v[i].next_at = s.backoff_until;
+                    v[i].next_at = v[i].not_before = s.backoff_until;
                 enum account_state saved;
                 if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
                     v[i].state = saved;
@@ -140,9 +172,9 @@ static struct rt_account *next_due(int64_t now, int64_t *wait_ms)
         struct rt_account *a = &rt.accounts[i];
         if (a->running || (rt.once && a->polled_once))
             continue;
-        int64_t due = a->requested ? 0 : a->next_at;
+        int64_t due = a->requested ? a->not_before : a->next_at;
         if (due <= now) {
-            if (!best || due < (best->requested ? 0 : best->next_at))
+            if (!best || due < (best->requested ? best->not_before : best->next_at))
                 best = a;
         } else if (due - now < *wait_ms) {
             *wait_ms = due - now;
@@ -227,6 +259,7 @@ static void *poll_worker(void *arg)
                 if (res.more)
                     next = MIN(next, 1000); /* max_messages_per_poll left some */
                 a->next_at = now + next;
+                a->not_before = res.login_delay > 0 ? now + res.login_delay * 1000 : 0;
                 rt.polls_ok++;
                 log_info("poll_done",
                          "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
@@ -239,7 +272,7 @@ static void *poll_worker(void *arg)
                 int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
                 a->state = state;
                 err_format(&e, a->last_error, sizeof a->last_error);
-                a->next_at = now + d;
+                a->next_at = a->not_before = now + d;
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
                          account_state_name(state), (long long)(d / 1000),
@@ -388,7 +421,120 @@ static void instance_id(char *out, size_t size)
     out[n] = '\0';
 }
 
+/* ---- the runtime interface, for the HTTP API ------------------------------------------ */
+
+static bool rt_stopping(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&rt.lock);
+    bool stopping = rt.stopping;
+    pthread_mutex_unlock(&rt.lock);
+    return stopping;
+}
+
+static struct cfgref *rt_config(void *ctx)
+{
+    (void)ctx;
+    return cfgref_get(&rt.cfg);
+}
+
+static void rt_wake_delivery(void *ctx)
+{
+    (void)ctx;
+    if (rt.delivery)
+        delivery_wakeup(rt.delivery);
+}
+
+static int rt_account(void *ctx, const char *name, struct runtime_account *out)
+{
+    (void)ctx;
+    pthread_mutex_lock(&rt.lock);
+    const struct rt_account *a = find_acct(name);
+    if (a) {
+        out->state = a->state;
+        snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
+        out->last_attempt_at = a->last_attempt_at;
+        out->last_success_at = a->last_success_at;
+        out->next_at = a->next_at;
+    }
+    pthread_mutex_unlock(&rt.lock);
+    return a ? 0 : -1;
+}
+
+/* A poll now, unless the account's backoff or the server's LOGIN-DELAY
+ * forbids one yet. */
+static enum runtime_poll rt_poll_now(void *ctx, const char *name, int64_t *retry_after_s)
+{
+    (void)ctx;
+    enum runtime_poll r = RUNTIME_POLL_UNKNOWN;
+    pthread_mutex_lock(&rt.lock);
+    struct rt_account *a = find_acct(name);
+    int64_t now = now_ms();
+    if (a && a->not_before > now) {
+        *retry_after_s = (a->not_before - now + 999) / 1000;
+        r = RUNTIME_POLL_BACKOFF;
+    } else if (a) {
+        a->requested = true;
+        r = RUNTIME_POLL_QUEUED;
+        pthread_cond_broadcast(&rt.cond);
+    }
+    pthread_mutex_unlock(&rt.lock);
+    return r;
+}
+
+static const struct runtime_ops rt_ops = {
+    .stopping = rt_stopping,
+    .config = rt_config,
+    .wake_delivery = rt_wake_delivery,
+    .account = rt_account,
+    .poll_now = rt_poll_now,
+};
+static const struct runtime rt_iface = {&rt_ops, NULL};
+
+/* Start the HTTP API with its metrics hooks; NULL with e. */
+static struct api *start_api(struct err *e)
+{
+    pthread_mutex_lock(&rt.lock);
+    rt.on_poll = metrics_on_poll;
+    pthread_mutex_unlock(&rt.lock);
+    delivery_set_observer(rt.delivery, metrics_on_delivery, NULL);
+    struct api *a = api_start(&rt_iface, e);
+    if (!a) {
+        pthread_mutex_lock(&rt.lock);
+        rt.on_poll = NULL;
+        pthread_mutex_unlock(&rt.lock);
+        delivery_set_observer(rt.delivery, NULL, NULL);
+    }
+    return a;
+}
+
+static void stop_api(struct api **a)
+{
+    if (!*a)
+        return;
+    api_stop(a);
+    pthread_mutex_lock(&rt.lock);
+    rt.on_poll = NULL;
+    pthread_mutex_unlock(&rt.lock);
+    delivery_set_observer(rt.delivery, NULL, NULL);
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
+
+/* Everything daemon_main() set up before the threads, released. */
+static void release(struct store *st, struct store *dst)
+{
+    delivery_free(rt.delivery);
+    rt.delivery = NULL;
+    store_close(dst);
+    store_close(st);
+    cfgref_put(rt.cfg);
+    rt.cfg = NULL;
+    free(rt.accounts);
+    rt.accounts = NULL;
+    message_global_cleanup();
+    webhook_global_cleanup();
+}
 
 static void usage(FILE *out)
 {
@@ -479,11 +625,13 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         return 9;
     }
-    if (!once && runtime_start_services(&rt, &e) < 0) {
+    struct api *api = NULL;
+    if (!once && !(api = start_api(&e))) {
         char line[600];
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
-        return cfg->api.listen ? 3 : 9;
+        release(st, dst);
+        return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
              cfg->account_count, cfg->webhook_count, once ? "yes" : "no");
@@ -528,7 +676,7 @@ int daemon_main(int argc, char **argv)
         pthread_join(workers[i], NULL);
     pthread_join(dthread, NULL);
     oauth2_keeper_stop(&keeper);
-    runtime_stop_services(&rt);
+    stop_api(&api);
 
     struct delivery_stats ds;
     delivery_stats(rt.delivery, &ds);
@@ -537,15 +685,6 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
     int rc = rt.once && rt.polls_failed ? 1 : 0;
-    delivery_free(rt.delivery);
-    rt.delivery = NULL;
-    store_close(dst);
-    store_close(st);
-    cfgref_put(rt.cfg);
-    rt.cfg = NULL;
-    free(rt.accounts);
-    rt.accounts = NULL;
-    message_global_cleanup();
-    webhook_global_cleanup();
+    release(st, dst);
     return rc;
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "poller.h"
+
 #define LABELS_MAX 2
 
 struct series {

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "oauth2.h"
 #include "pop3.h"
+#include "pop3cfg.h"
 
 
 int64_t poller_now_ms(void)
@@ -168,37 +169,6 @@ static int sink_failed(void *ctx, uint32_t number, const struct err *why)
 
 /* ---- the cycle ------------------------------------------------------------ */
 
-void poller_pop3_opts(const struct config_account *a, struct pop3_opts *o)
-{
-    static const enum pop3_mech map[] = {
-        [CONFIG_AUTH_USER] = POP3_MECH_USER,
-        [CONFIG_AUTH_APOP] = POP3_MECH_APOP,
-        [CONFIG_AUTH_PLAIN] = POP3_MECH_PLAIN,
-        [CONFIG_AUTH_LOGIN] = POP3_MECH_LOGIN,
-        [CONFIG_AUTH_CRAM_MD5] = POP3_MECH_CRAM_MD5,
-        [CONFIG_AUTH_SCRAM_SHA_1] = POP3_MECH_SCRAM_SHA_1,
-        [CONFIG_AUTH_SCRAM_SHA_256] = POP3_MECH_SCRAM_SHA_256,
-        [CONFIG_AUTH_XOAUTH2] = POP3_MECH_XOAUTH2,
-        [CONFIG_AUTH_OAUTHBEARER] = POP3_MECH_OAUTHBEARER,
-    };
-    memset(o, 0, sizeof *o);
-    o->host = a->host;
-    o->port = (unsigned)a->port;
-    o->tls = a->tls == CONFIG_TLS_IMPLICIT   ? POP3_TLS_IMPLICIT
-             : a->tls == CONFIG_TLS_STARTTLS ? POP3_TLS_STARTTLS
-                                             : POP3_TLS_NONE;
-    o->ca_file = a->ca_file;
-    o->fingerprint = a->fingerprint;
-    o->username = a->username;
-    o->password = a->password.value;
-    o->oauth2_token = a->oauth2.present ? a->oauth2.token.value : NULL;
-    for (size_t i = 0; i < a->auth_count && i < POP3_MECHS_MAX; i++)
-        o->mechs[o->n_mechs++] = map[a->auth[i]];
-    o->allow_plaintext = a->allow_plaintext;
-    o->timeout_ms = (int)(a->timeout_ms > 0 && a->timeout_ms < 86400000 ? a->timeout_ms : 30000);
-    o->max_message_size = a->max_message_size + POP3_LIST_SLACK(a->max_message_size);
-}
-
 static int number_cmp(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -257,7 +227,7 @@ static int one_session(struct store *st, const struct config_account *a, const c
                        char **over_limit, struct err *e)
 {
     struct pop3_opts po;
-    poller_pop3_opts(a, &po);
+    pop3cfg_opts(a, &po);
     if (token)
         po.oauth2_token = token; /* an oauth2 provider account's current access token */
     struct pop3 *p = NULL;

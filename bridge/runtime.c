@@ -3,9 +3,6 @@
 
 #include <string.h>
 
-#include "api.h"
-#include "metrics.h"
-
 static const char *const state_names[ACCOUNT_STATES] = {
     [ACCOUNT_IDLE] = "idle",
     [ACCOUNT_POLLING] = "polling",
@@ -29,58 +26,23 @@ int account_state_parse(const char *name, enum account_state *out)
     return -1;
 }
 
-int runtime_poll_now(struct runtime *rt, const char *account)
+bool runtime_stopping(const struct runtime *rt) { return rt->ops->stopping(rt->ctx); }
+
+struct cfgref *runtime_config(const struct runtime *rt) { return rt->ops->config(rt->ctx); }
+
+void runtime_wake_delivery(const struct runtime *rt) { rt->ops->wake_delivery(rt->ctx); }
+
+int runtime_account(const struct runtime *rt, const char *name, struct runtime_account *out)
 {
-    int rc = -1;
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->n_accounts; i++) {
-        if (strcmp(rt->accounts[i].name, account) == 0) {
-            rt->accounts[i].requested = true;
-            rc = 0;
-            break;
-        }
-    }
-    pthread_cond_broadcast(&rt->cond);
-    pthread_mutex_unlock(&rt->lock);
-    return rc;
+    return rt->ops->account(rt->ctx, name, out);
 }
 
-int runtime_account(struct runtime *rt, const char *account, struct rt_account *out)
+enum runtime_poll runtime_poll_now(const struct runtime *rt, const char *name,
+                                   int64_t *retry_after_s)
 {
-    int rc = -1;
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->n_accounts; i++) {
-        if (strcmp(rt->accounts[i].name, account) == 0) {
-            *out = rt->accounts[i];
-            rc = 0;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&rt->lock);
-    return rc;
-}
-
-int runtime_start_services(struct runtime *rt, struct err *e)
-{
-    rt->on_poll = metrics_on_poll;
-    if (rt->delivery)
-        delivery_set_observer(rt->delivery, metrics_on_delivery, NULL);
-    rt->services = api_start(rt, e);
-    if (!rt->services) {
-        rt->on_poll = NULL;
-        if (rt->delivery)
-            delivery_set_observer(rt->delivery, NULL, NULL);
-        return -1;
-    }
-    return 0;
-}
-
-void runtime_stop_services(struct runtime *rt)
-{
-    struct api *a = rt->services;
-    api_stop(&a);
-    rt->services = NULL;
-    rt->on_poll = NULL;
-    if (rt->delivery)
-        delivery_set_observer(rt->delivery, NULL, NULL);
+    *retry_after_s = 0;
+    enum runtime_poll p = rt->ops->poll_now(rt->ctx, name, retry_after_s);
+    if (p == RUNTIME_POLL_BACKOFF && *retry_after_s < 1)
+        *retry_after_s = 1;
+    return p;
 }

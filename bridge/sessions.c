@@ -8,8 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
+#include "codec.h"
 #include "log.h"
 
 struct session {
@@ -20,7 +21,10 @@ struct session {
     struct pop3_listing *l;
     uint8_t *marked;          /* count + 1 entries, by message number */
     struct cfgref *ref;       /* keeps the strings of the POP3 options alive */
-    int64_t created_at, last_used, idle_ms;
+    int64_t created_at;       /* Unix ms */
+    int64_t last_used;        /* monotonic ms */
+    int64_t idle_ms;
+    int64_t deadline;         /* monotonic ms: the whole session's end; 0: none */
     bool opening;             /* slot reserved, still connecting: not findable */
     bool busy;                /* a request holds it */
     bool broken;              /* only abort remains */
@@ -34,22 +38,12 @@ struct sessions {
     pthread_t reaper;
 };
 
-static int64_t wall_ms(void)
+/* When x ends unless used again (monotonic ms): its idle time, or its
+ * whole-session deadline if that comes first. */
+static int64_t expiry(const struct session *x)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void deadline_in(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    int64_t idle_end = x->last_used + x->idle_ms;
+    return x->deadline && x->deadline < idle_end ? x->deadline : idle_end;
 }
 
 static void session_destroy(struct session *x, bool quit_done)
@@ -82,11 +76,11 @@ static void *reaper(void *arg)
     struct sessions *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
-        int64_t now = wall_ms(), wait = SESSIONS_REAP_MAX_MS;
+        int64_t now = clock_mono_ms(), wait = SESSIONS_REAP_MAX_MS;
         struct session *expired = NULL;
         for (struct session **pp = &s->head; *pp;) {
             struct session *x = *pp;
-            int64_t left = x->last_used + x->idle_ms - now;
+            int64_t left = expiry(x) - now;
             if (!x->opening && !x->busy && left <= 0) {
                 *pp = x->next;
                 x->next = expired;
@@ -102,15 +96,16 @@ static void *reaper(void *arg)
             while (expired) {
                 struct session *x = expired;
                 expired = x->next;
-                log_info("session_expired", "session=%.*s account=%s marked_kept=yes",
-                         SESSIONS_LOG_ID, x->id, x->account);
+                log_info("session_expired", "session=%.*s account=%s reason=%s marked_kept=yes",
+                         SESSIONS_LOG_ID, x->id, x->account,
+                         x->deadline && x->deadline <= now ? "session_timeout" : "idle");
                 session_destroy(x, false); /* no QUIT: nothing is deleted */
             }
             pthread_mutex_lock(&s->mu);
             continue;
         }
         struct timespec ts;
-        deadline_in(&ts, wait < 10 ? 10 : wait);
+        clock_deadline(&ts, wait < 10 ? 10 : wait);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);
@@ -125,8 +120,14 @@ struct sessions *sessions_new(struct err *e)
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    int rc = pthread_create(&s->reaper, NULL, reaper, s);
+    int rc = clock_cond_init(&s->cv);
+    if (rc != 0) {
+        err_set(e, ERR_INTERNAL, "cannot make a condition variable: %s", strerror(rc));
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    rc = pthread_create(&s->reaper, NULL, reaper, s);
     if (rc != 0) {
         err_set(e, ERR_INTERNAL, "cannot start the session reaper: %s", strerror(rc));
         pthread_cond_destroy(&s->cv);
@@ -160,16 +161,6 @@ void sessions_free(struct sessions **sp)
     free(s);
 }
 
-static void hex(const unsigned char *b, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static void fill_info(const struct session *x, struct session_info *out)
 {
     memset(out, 0, sizeof *out);
@@ -186,7 +177,7 @@ static void fill_info(const struct session *x, struct session_info *out)
         }
     }
     out->created_at = x->created_at;
-    out->expires_at = x->last_used + x->idle_ms;
+    out->expires_at = clock_wall_ms() + (expiry(x) - clock_mono_ms());
 }
 
 int sessions_open(struct sessions *s, const char *account, const struct pop3_opts *o,
@@ -204,11 +195,13 @@ int sessions_open(struct sessions *s, const char *account, const struct pop3_opt
         return err_set(e, ERR_INTERNAL, "no random bytes for a session id");
     }
     memcpy(x->id, "s_", 2);
-    hex(rnd, sizeof rnd, x->id + 2);
+    codec_hex_encode(rnd, sizeof rnd, x->id + 2);
     OPENSSL_cleanse(rnd, sizeof rnd);
     snprintf(x->account, sizeof x->account, "%s", account);
     x->opening = true;
-    x->idle_ms = lim->idle_ms > 0 ? lim->idle_ms : 60000;
+    x->idle_ms = lim->idle_ms > 0 ? lim->idle_ms : SESSIONS_IDLE_DEFAULT_MS;
+    if (o->session_timeout_ms > 0)
+        x->deadline = clock_mono_ms() + o->session_timeout_ms;
 
     /* reserve a slot under the limits */
     pthread_mutex_lock(&s->mu);
@@ -242,7 +235,8 @@ int sessions_open(struct sessions *s, const char *account, const struct pop3_opt
         return -1;
     }
     pthread_mutex_lock(&s->mu);
-    x->created_at = x->last_used = wall_ms();
+    x->created_at = clock_wall_ms();
+    x->last_used = clock_mono_ms();
     x->opening = false;
     fill_info(x, out);
     pthread_cond_broadcast(&s->cv); /* the reaper recomputes its wait */
@@ -266,7 +260,7 @@ static struct session *find_locked(struct sessions *s, const char *id)
 struct session *sessions_acquire(struct sessions *s, const char *id, int64_t wait_ms, int *why)
 {
     struct timespec until;
-    deadline_in(&until, wait_ms > 0 ? wait_ms : 0);
+    clock_deadline(&until, wait_ms);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         struct session *x = find_locked(s, id);
@@ -294,7 +288,7 @@ void sessions_release(struct sessions *s, struct session *x)
         return;
     pthread_mutex_lock(&s->mu);
     x->busy = false;
-    x->last_used = wall_ms();
+    x->last_used = clock_mono_ms();
     if (x->broken)
         unlink_locked(s, x);
     pthread_cond_broadcast(&s->cv);

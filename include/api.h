@@ -1,93 +1,77 @@
 /*
- * api — the REST API (/api/v1), health, metrics, the OpenAPI document and
- * the dashboard's static files, over HTTP/1.1 with libmicrohttpd.
+ * api — the bridge's REST API (/api/v1), health, readiness, metrics and the
+ * OpenAPI document, served by the HTTP layer (http.h) with the dashboard's
+ * static files (http_static.h).
  *
  * openapi.yaml at the top of the source tree is the contract: every route,
- * parameter, response and error below is described there.
+ * parameter, response and error is described there.
  *
- * Follows RFC 9110 (HTTP semantics: 404 vs 405 with Allow, 413, 414),
- * RFC 9457 (problem details: every error is application/problem+json with
- * type, title, status, detail), RFC 6750 (Bearer tokens), RFC 3986 (strict
- * percent-decoding of path segments and query values), RFC 3629 (UTF-8),
- * the W3C Fetch standard for CORS, and the Prometheus text format 0.0.4.
+ * The route table is made of the resources' tables:
+ *   api.c            /healthz, /readyz, /metrics, /openapi.yaml
+ *   api_accounts.c   /api/v1/accounts[/{account}[/poll]]
+ *   api_mailbox.c    /api/v1/accounts/{account}/mailbox, .../messages[/{uidl}[/top]]
+ *   api_sessions.c   /api/v1/accounts/{account}/sessions, /api/v1/sessions/...
+ *   api_store.c      /api/v1/messages/..., /api/v1/deliveries/...
  *
- * Threads: libmicrohttpd runs one thread per connection
- * (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, at most
- * api.max_connections), so a slow POP3 server only holds the connection
- * waiting for it.  One-shot mailbox operations open their own POP3 session
- * and QUIT it; explicit sessions live in sessions.h.  Store handles come
- * from a pool (one per request at a time, up to API_STORE_POOL kept idle).
- * The number of threads follows the connections, bounded by
- * api.max_connections.
+ * Where the work runs: store reads and writes on the HTTP pool's threads;
+ * everything that talks to a POP3 server (one-shot operations through the
+ * mailbox service, explicit sessions through sessions.h) on the mailbox
+ * service's workers, the connection suspended meanwhile (api_run), so a slow
+ * POP3 server never holds an HTTP thread and never delays the store
+ * endpoints.  When every worker is busy for longer than the request timeout,
+ * or the queue is full, the answer is 503 with Retry-After.
  *
- * Requests:
- *   - the raw request-target is parsed here, not by libmicrohttpd: a path of
- *     more than api.max_url_length bytes is 414; a raw or decoded "." or ".."
- *     segment, a bad %-escape, %00, control characters, invalid UTF-8, a
- *     repeated or unknown query parameter is 400;
- *   - /api/v1/... and /metrics need "Authorization: Bearer <token>" (a token
- *     of api.tokens, compared in constant time over SHA-256 digests): 401
- *     with WWW-Authenticate otherwise.  /healthz, /readyz, /openapi.yaml and
- *     the static files need none;
- *   - a body larger than api.max_request_body is refused with 413 before it
- *     is read (Content-Length), or as soon as it passes the limit (chunked);
- *   - CORS headers only for an Origin listed in api.cors_origins ("*" lists
- *     every origin); OPTIONS preflights for those answer 204.
- * Every response carries Content-Security-Policy, X-Content-Type-Options:
- * nosniff and Referrer-Policy: no-referrer.  Tokens and passwords are never
- * logged; session ids are logged shortened, request paths by their route.
+ * Store handles come from a pool (one per request at a time, at most
+ * API_STORE_POOL kept idle).
  *
- * Where files are found (the "share directory"): the directory holding
- * openapi.yaml and web/ — the first of <dir of the binary>/.. and
- * <dir of the binary>/../.. that holds openapi.yaml (running build/pop3bridge
- * or build/<variant>/pop3bridge in the source tree), else
- * <dir of the binary>/../share/pop3bridge (make install's layout).
- * api.web_dir, when set, replaces <share>/web for the static files.
- * GET / serves index.html; other files only with a whitelisted extension
- * (html css js mjs json map svg png jpg jpeg gif ico webp woff woff2 txt
- * webmanifest), names of [A-Za-z0-9._-] not starting with ".", no symlink
- * leaving the directory.
+ * /readyz needs no token; without one it answers only the status (200, or
+ * 503 "not ready"), with one it also says why it is not ready.
+ * POST .../poll never bypasses an account's backoff or the server's
+ * LOGIN-DELAY: 429 with Retry-After instead.
  *
- * The listen address, limits and connection settings are read at start;
- * tokens, CORS origins, accounts and public_url come from the current
+ * The listen address, limits, threads and connection settings are read at
+ * start; tokens, CORS origins, accounts and public_url come from the current
  * configuration snapshot for each request (a reload applies to them).
  */
 #ifndef POP3BRIDGE_API_H
 #define POP3BRIDGE_API_H
 
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "error.h"
+#include "http.h"
+#include "mailbox.h"
+#include "pop3.h"
+#include "runtime.h"
+#include "spool.h"
+#include "store.h"
 
 #define API_PREFIX "/api/v1"
-#define API_SEGMENTS_MAX 16          /* path segments */
-#define API_QUERY_MAX 16             /* query parameters */
 #define API_LIST_DEFAULT 50          /* deliveries per page without ?limit */
 #define API_LIST_MAX 1000            /* largest ?limit (STORE_LIST_MAX) */
 #define API_TOP_LINES_MAX 100000     /* largest ?lines */
 #define API_TOP_MAX (4u << 20)       /* bytes of a TOP reply kept */
-#define API_SPOOL_MEM_MAX (1u << 20) /* a retrieved message larger than this spools to a file */
 #define API_STORE_POOL 64            /* idle store handles kept */
 #define API_SESSION_WAIT_MS 10000    /* longest wait for a session another request uses */
 #define API_RETRY_AFTER_S 30         /* Retry-After for [SYS/TEMP] */
 #define API_LOGIN_DELAY_RETRY_S 60   /* Retry-After for [LOGIN-DELAY] */
-#define API_STATIC_FILE_MAX (32u << 20) /* largest static file served */
-#define API_PATH_MAX 4096            /* file system paths */
+#define API_BUSY_RETRY_S 5           /* Retry-After when the mailbox workers are busy */
+#define API_INLINE_DEFAULT (256u << 10) /* inline limit of an account without webhooks */
 
 struct api;
-struct runtime;
 
-/* Listen on rt's api.listen and serve.  NULL with e: ERR_CONN "cannot listen
- * on HOST:PORT: <reason>" (address in use, cannot be resolved...), or
- * ERR_INTERNAL. */
-struct api *api_start(struct runtime *rt, struct err *e);
-/* Stop accepting, let running requests end, abort every explicit session
- * (no QUIT), free; *a = NULL.  NULL-safe. */
+/* Listen on the configuration's api.listen and serve, with rt as the
+ * daemon's interface (borrowed: it must outlive the API).  NULL with e:
+ * ERR_CONN "cannot listen on HOST:PORT (api.listen): <reason>" (address in
+ * use, cannot be resolved...), or ERR_INTERNAL. */
+struct api *api_start(const struct runtime *rt, struct err *e);
+/* Stop: let the POP3 work in progress end and answer, stop serving, abort
+ * every explicit session (no QUIT), free; *a = NULL.  NULL-safe. */
 void api_stop(struct api **a);
-
-/* ---- pure pieces, exposed for tests ----------------------------------------------- */
 
 /* THE mapping from a POP3 (or store) error to an HTTP status:
  *   ERR_AUTH, ERR_SERVER [AUTH]            502  upstream refused the login
@@ -101,24 +85,63 @@ void api_stop(struct api **a);
  * *retry_after_s is 0 when no Retry-After applies. */
 int api_http_status(const struct err *e, int *retry_after_s);
 
-/* Strict percent-decoding of one path segment or query value (RFC 3986):
- * "%XX" with two hex digits; no %00, no raw or decoded control characters
- * (0x00-0x1F, 0x7F), no raw space; the result must be valid UTF-8.  Writes
- * a NUL-terminated string of at most size-1 bytes.  0, or -1 with a short
- * reason in *why (static string). */
-int api_pct_decode(const char *in, size_t len, char *out, size_t size, size_t *out_len,
-                   const char **why);
+/* The whole route table (for tests and for the fuzz target). */
+const struct http_route *api_routes(size_t *n);
 
-/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-bool api_utf8_valid(const char *s, size_t len);
+/* ---- for the resource handlers (api_*.c) ----------------------------------------------- */
 
-/* Content type for a static file name by its extension; NULL when the
- * extension is not on the whitelist. */
-const char *api_static_type(const char *name);
+const struct runtime *api_runtime(const struct http_req *r);
+struct sessions *api_sessions(const struct http_req *r);
+/* The directory for temporary files (the state directory). */
+const char *api_tmp_dir(const struct http_req *r);
+/* api.request_timeout as read at start. */
+int64_t api_request_timeout_ms(const struct http_req *r);
 
-/* Route lookup for a method and a raw path (no query): >= 0 the index of the
- * route; -404 no route for the path; -405 the path exists for other methods
- * (allow gets "GET, HEAD" etc.); -400 the path is malformed. */
-int api_route_lookup(const char *method, const char *raw_path, char *allow, size_t allow_size);
+/* The request's store handle (from the pool; given back when the request
+ * completes).  NULL with e when the store cannot be opened. */
+struct store *api_store(struct http_req *r, struct err *e);
+
+/* The account named by the {account} parameter; NULL after answering 404. */
+const struct config_account *api_account(struct http_req *r);
+/* Inline attachment limit for messages of `account`: its first webhook's,
+ * else API_INLINE_DEFAULT. */
+uint64_t api_inline_max(const struct config *cfg, const char *account);
+
+/* Answer a failed POP3 (or store) operation through api_http_status():
+ * detail "<what>: <the error>", slug by status (upstream, upstream-auth,
+ * in-use, login-delay, unavailable, upstream-timeout, internal). */
+void api_reply_err(struct http_req *r, const char *what, const struct err *e);
+
+/* Strict decimal in [min, max]: no sign, no leading zero, no spaces.  0 or -1. */
+int api_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* RFC 3339 time or null (ms <= 0); a string or null (NULL or ""). */
+cJSON *api_json_time(int64_t ms);
+cJSON *api_json_str(const char *s);
+
+/* A POP3 sink that writes a message body into s. */
+void api_sink(struct pop3_sink *k, struct spool *s);
+/* Answer with a retrieved message of `account` (its UIDL, "" if unknown):
+ * raw with Accept: message/rfc822 (sandboxed, from memory or streamed from
+ * the spool's file), else as JSON (message.h), with the stored message's id
+ * when the bridge stored it.  Consumes the spool. */
+void api_reply_message(struct http_req *r, const char *account, const char *uidl,
+                       struct spool *s);
+/* Answer with a TOP reply (message.h's top JSON).  Consumes the spool. */
+void api_reply_top(struct http_req *r, struct spool *s, const char *uidl);
+
+/* POP3 work for a request.  Embed it first in a larger struct; api_run()
+ * runs work() on a mailbox worker with the connection suspended, then
+ * reply() on an HTTP thread.  free_fn(the struct) when the request
+ * completes.  When no worker takes it (queue full, waited longer than the
+ * request timeout, stopping) work() does not run and the answer is 503 with
+ * Retry-After: API_BUSY_RETRY_S. */
+struct api_work {
+    struct mailbox_job job;
+    void (*work)(struct api_work *w);
+    void (*reply)(struct http_req *r, struct api_work *w);
+    bool cancelled;
+    struct http_req *r;
+};
+void api_run(struct http_req *r, struct api_work *w, void (*free_fn)(void *));
 
 #endif

@@ -216,8 +216,12 @@ struct config_api {
     int64_t session_idle_timeout_ms; /* default 60s */
     uint64_t max_request_body;     /* default 1MiB */
     int max_url_length;            /* default 8192 */
-    int64_t request_timeout_ms;    /* default 30s */
-    int max_connections;           /* default 256 */
+    int64_t request_timeout_ms;    /* default 30s: a one-shot POP3 call, a silent connection */
+    int64_t request_read_timeout_ms; /* default 10s: a whole request (head and body) */
+    int max_connections;           /* default 1024 */
+    int max_connections_per_client; /* default 64: from one client address */
+    int threads;                   /* default 4: HTTP threads */
+    int mailbox_workers;           /* default 16: the API's POP3 operations at once */
     char *web_dir;                 /* the dashboard's files; NULL: found next to the
                                       binary (see api.h); absolute */
 };

@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "poller.h"
+struct poller_result; /* poller.h */
 #include "store.h"
 
 #define METRICS_SERIES_MAX 4096   /* label combinations kept per family */

@@ -64,12 +64,6 @@ int poller_poll(struct store *st, const struct config_account *a,
                 bool first, poller_notify_fn notify, void *notify_ctx,
                 struct poller_result *res, struct err *e);
 
-/* The POP3 options for account a (host, TLS, credentials, mechanisms,
- * timeouts, message size limit with slack).  Every string in *o is borrowed
- * from a: keep the configuration alive while the session lives.  The one
- * mapping from configuration to pop3_opts, shared by the poller and the API. */
-void poller_pop3_opts(const struct config_account *a, struct pop3_opts *o);
-
 /* Current wall-clock time in Unix milliseconds (the store's time base). */
 int64_t poller_now_ms(void);
 

@@ -1,21 +1,22 @@
 /*
- * runtime — what the running daemon shares between its threads and with the
- * HTTP API: the current configuration snapshot, the accounts' live states,
- * the delivery worker, counters.  Guarded by `lock`; `cond` is signalled
- * when an account's state or a request changes.
+ * runtime — what the running daemon offers the HTTP API, as an interface of
+ * functions: whether it is stopping, its current configuration, waking the
+ * delivery worker, an account's live state, and asking for a poll now.
+ *
+ * The daemon implements the operations (struct runtime_ops) over its own
+ * state and hands a struct runtime to api_start(); the API calls only the
+ * functions below, never the daemon's locks or tables.  Every operation is
+ * thread-safe and returns at once (no network, no store).
+ *
+ * Also the account states as the API and the store name them.
  */
 #ifndef POP3BRIDGE_RUNTIME_H
 #define POP3BRIDGE_RUNTIME_H
 
-#include <pthread.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 
 #include "cfgref.h"
-#include "delivery.h"
-#include "error.h"
-#include "poller.h"
 #include "store.h"
 
 /* An account's state, as the API and the store show it. */
@@ -33,41 +34,50 @@ const char *account_state_name(enum account_state s);
 /* 0 and *out set, or -1 for a name that is not one of the above. */
 int account_state_parse(const char *name, enum account_state *out);
 
-struct rt_account {
-    char name[CONFIG_NAME_MAX + 1];
+/* One account's live state (a copy). */
+struct runtime_account {
     enum account_state state;
     char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
-    int64_t last_success_at;
+    int64_t last_success_at;  /* Unix ms, 0 = never */
     int64_t next_at;          /* next poll due (Unix ms) */
-    int fails;                /* failed polls in a row */
-    bool running;             /* a worker is polling it now */
-    bool requested;           /* "poll now" was asked */
-    bool polled_once;         /* for --once */
 };
 
+/* What a request for a poll now came to. */
+enum runtime_poll {
+    RUNTIME_POLL_QUEUED = 0, /* the poll runs as soon as a worker is free */
+    RUNTIME_POLL_UNKNOWN,    /* no such account */
+    RUNTIME_POLL_BACKOFF,    /* the account is backing off (after a failure, or the
+                                server's LOGIN-DELAY): nothing was queued */
+};
+
+struct runtime_ops {
+    bool (*stopping)(void *ctx);
+    struct cfgref *(*config)(void *ctx);
+    void (*wake_delivery)(void *ctx);
+    int (*account)(void *ctx, const char *name, struct runtime_account *out);
+    enum runtime_poll (*poll_now)(void *ctx, const char *name, int64_t *retry_after_s);
+};
+
+/* The daemon's side of the interface: its operations and their context. */
 struct runtime {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt->cfg) */
-    char config_path[4096];
-    struct rt_account *accounts;
-    size_t n_accounts;
-    struct delivery *delivery;
-    bool once, stopping, delivery_done;
-    uint64_t polls_ok, polls_failed;
-    /* hooks for the API's metrics; called with lock held */
-    void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
-    void *services;           /* the HTTP API, when running */
+    const struct runtime_ops *ops;
+    void *ctx;
 };
 
-/* Ask for a poll of `account` now.  0, or -1 if there is no such account. */
-int runtime_poll_now(struct runtime *rt, const char *account);
-/* A copy of one account's live state; 0, or -1 if there is no such account. */
-int runtime_account(struct runtime *rt, const char *account, struct rt_account *out);
-
-/* Start / stop the HTTP API when the configuration has one (api.listen). */
-int runtime_start_services(struct runtime *rt, struct err *e);
-void runtime_stop_services(struct runtime *rt);
+/* Whether the daemon is shutting down. */
+bool runtime_stopping(const struct runtime *rt);
+/* The current configuration snapshot with a new reference (cfgref_put() it);
+ * never NULL. */
+struct cfgref *runtime_config(const struct runtime *rt);
+/* Wake the delivery worker (a delivery became due). */
+void runtime_wake_delivery(const struct runtime *rt);
+/* A copy of one account's live state: 0, or -1 if there is no such account. */
+int runtime_account(const struct runtime *rt, const char *name, struct runtime_account *out);
+/* Ask for a poll of `name` now.  RUNTIME_POLL_BACKOFF sets *retry_after_s
+ * (>= 1) to the seconds until a poll is allowed again: a request for a poll
+ * never bypasses LOGIN-DELAY or a backoff. */
+enum runtime_poll runtime_poll_now(const struct runtime *rt, const char *name,
+                                   int64_t *retry_after_s);
 
 #endif

@@ -4,8 +4,13 @@
  *
  * POP3's own transaction (RFC 1939 §5, §6) over HTTP: a session logs in once
  * and keeps the maildrop locked; DELE only marks, RSET unmarks, QUIT commits
- * the deletions (UPDATE state).  A session not used for its idle timeout is
- * aborted WITHOUT QUIT by the reaper thread, so nothing it marked is deleted.
+ * the deletions (UPDATE state).  A session not used for its idle timeout, or
+ * alive past its whole-session deadline (the POP3 options' session_timeout_ms,
+ * when set: the account's limit on one POP3 session), is aborted WITHOUT QUIT
+ * by the reaper thread, so nothing it marked is deleted.  A command running
+ * at the deadline fails with ERR_TIMEOUT (the engine's own deadline) and
+ * breaks the session.  Every interval is measured on the monotonic clock: a
+ * wall-clock jump neither expires nor prolongs a session.
  *
  * Message numbers are the ones of the listing taken when the session opened:
  * RFC 1939 keeps them stable for the whole session (a marked message keeps
@@ -46,6 +51,7 @@
 #define SESSIONS_LOG_ID 10                            /* characters of an id in logs */
 #define SESSIONS_REAP_MAX_MS 1000                     /* the reaper looks at least this often */
 #define SESSIONS_NAME_MAX 128                         /* account name bytes */
+#define SESSIONS_IDLE_DEFAULT_MS 60000                /* idle timeout when none is given */
 
 enum {
     SESSIONS_NOTFOUND = 1, /* no session with that id (or it expired) */
@@ -69,7 +75,7 @@ struct session_info {
     uint32_t marked;       /* messages marked for deletion now */
     uint64_t marked_octets;
     int64_t created_at;    /* Unix ms */
-    int64_t expires_at;    /* Unix ms: aborted if not used before */
+    int64_t expires_at;    /* Unix ms: aborted if not used before (or at the deadline) */
 };
 
 struct sessions;
@@ -83,8 +89,9 @@ void sessions_free(struct sessions **s);
 
 /* Open a session for `account` with the POP3 options o (its strings borrowed
  * from the configuration held by `hold`, which the session keeps a reference
- * to until it ends).  Connects, logs in and takes the listing (STAT, UIDL,
- * LIST).  0 with *out filled; SESSIONS_FULL; -1 with e. */
+ * to until it ends; o->session_timeout_ms, when > 0, is the whole session's
+ * deadline).  Connects, logs in and takes the listing (STAT, UIDL, LIST).  0
+ * with *out filled; SESSIONS_FULL; -1 with e. */
 int sessions_open(struct sessions *s, const char *account, const struct pop3_opts *o,
                   struct cfgref *hold, const struct sessions_limits *lim,
                   struct session_info *out, struct err *e);

@@ -70,8 +70,7 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     port = dovecot.free_port()
     cfg = {"state_dir": os.path.join(out, "state"), "log_level": "warn",
-           "api": {"listen": "127.0.0.1:%d" % port, "tokens": [{"name": "b", "token_env": "BENCH_TOKEN"}],
-                   "max_connections": 512},
+           "api": {"listen": "127.0.0.1:%d" % port, "tokens": [{"name": "b", "token_env": "BENCH_TOKEN"}]},
            "webhooks": [{"name": "w", "url": "http://127.0.0.1:%d/" % rport, "secret_env": "BENCH_SECRET"}],
            "accounts": [{"name": "bench", "host": "127.0.0.1", "port": dc.port, "tls": "none",
                          "allow_plaintext": True, "username": "bench", "password_env": "BENCH_PW",

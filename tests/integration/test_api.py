@@ -7,7 +7,8 @@ to the receiver), `deadacct` (its webhook is a closed port: dead
 deliveries), `sess` and `sess2` (explicit sessions), `del` (one-shot
 DELETE), `c1`..`c8` (concurrency), `badpw`, `down`, `slow` and `locked`
 (error mappings; `locked` lives on a second Dovecot with
-pop3_lock_session).  What the API says is compared with what Dovecot holds
+pop3_lock_session), `ldelay` (a scripted server that asks for a
+LOGIN-DELAY, which Dovecot does not).  What the API says is compared with what Dovecot holds
 (Maildir files, and Python's poplib through popref), and every response is
 validated against openapi.yaml (tests/lib/openapi.py).
 """
@@ -32,6 +33,7 @@ import harness
 import mailgen
 import openapi
 import popref
+from scripted_server import ScriptedServer, respond, send
 
 TIMEOUT = 90
 TOKEN = "tok-" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
@@ -202,6 +204,14 @@ def setup_module():
     slow.bind(("127.0.0.1", 0))
     slow.listen(64)
     harness.register_cleanup(slow.close)
+    # one poll, after which the server asks for 15 minutes between logins
+    S["ldelay"] = ScriptedServer([
+        send(b"+OK scripted\r\n"),
+        respond([(r"CAPA", b"+OK\r\nUSER\r\nUIDL\r\nLOGIN-DELAY 900\r\n.\r\n"),
+                 (r"USER .*|PASS .*", b"+OK\r\n"), (r"STAT", b"+OK 0 0\r\n"),
+                 (r"UIDL|LIST", b"+OK\r\n.\r\n"), (r"QUIT", b"+OK bye\r\n")], until=r"QUIT"),
+    ], timeout=120, linger=1).start()
+    harness.register_cleanup(S["ldelay"].stop)
 
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     S["events_dir"] = os.path.join(out, "events")
@@ -248,6 +258,7 @@ def setup_module():
         acct("down", port=S["closed_port"]),
         acct("slow", port=slow.getsockname()[1], timeout="1s"),
         acct("locked", port=S["locked_dc"].port),
+        acct("ldelay", port=S["ldelay"].port),
     ]
     cfg = {
         "state_dir": os.path.join(out, "state"),
@@ -348,8 +359,12 @@ def test_openapi_lint_and_served():
         assert r.body == f.read(), "/openapi.yaml is not the repository's file"
     # every route of the table is in the document, and the reverse
     ops = {(m.upper(), p) for p, item in SPEC.doc["paths"].items() for m in item if m in openapi.HTTP_METHODS}
-    with open(os.path.join(harness.ROOT, "bridge", "api.c")) as f:
-        table = set(re.findall(r'\{"(GET|POST|DELETE)", "([^"]+)", h_', f.read()))
+    table = set()
+    for name in sorted(os.listdir(os.path.join(harness.ROOT, "bridge"))):
+        if name.startswith("api") and name.endswith(".c"):  # api.c and the resources' api_*.c
+            with open(os.path.join(harness.ROOT, "bridge", name)) as f:
+                table |= set(re.findall(r'\{"(GET|POST|DELETE)", "([^"]+)", h_', f.read()))
+    assert len(table) >= 27, "only %d routes found in bridge/api*.c" % len(table)
     assert table - ops == set(), "routes missing from openapi.yaml: %s" % sorted(table - ops)
     assert ops - table - {("GET", "/")} == set(), "openapi.yaml paths without a route: %s" % sorted(ops - table)
 
@@ -386,6 +401,25 @@ def test_accounts():
                      and call("GET", "/api/v1/accounts/main").json()["state"] == "idle", 10,
                      what="the requested poll")
     expect(call("POST", "/api/v1/accounts/nope/poll"), 404)
+
+
+def test_poll_respects_backoff_and_login_delay():
+    # badpw's login was refused: it backs off (15 min at first) and a poll
+    # request must not log in again meanwhile (a provider may lock it)
+    before = expect(call("GET", "/api/v1/accounts/badpw"), 200).json()
+    assert before["state"] == "auth_error", before
+    r = expect(call("POST", "/api/v1/accounts/badpw/poll"), 429)
+    assert 60 < int(r.headers["retry-after"]) <= 15 * 60, r.headers
+    p = r.json()
+    assert p["type"].endswith(":backoff") and "badpw" in p["detail"], p
+    # the server asked for LOGIN-DELAY 900 after ldelay's first poll
+    r = expect(call("POST", "/api/v1/accounts/ldelay/poll"), 429)
+    assert 800 < int(r.headers["retry-after"]) <= 900, r.headers
+    time.sleep(1.5)  # a poll, had one been queued, would have started by now
+    after = expect(call("GET", "/api/v1/accounts/badpw"), 200).json()
+    assert after["last_attempt_at"] == before["last_attempt_at"] and after["state"] == "auth_error", after
+    assert expect(call("GET", "/api/v1/accounts/ldelay"), 200).json()["state"] == "idle"
+    assert S["ldelay"].commands.count("PASS x") == 1, S["ldelay"].commands
 
 
 # ---- one-shot mailbox operations --------------------------------------------------------
@@ -738,6 +772,66 @@ def test_cors():
     pre["Origin"] = "http://evil.example"
     r = call("OPTIONS", "/api/v1/accounts", token=None, headers=pre, check=False)
     assert r.status in (401, 405) and "access-control-allow-origin" not in r.headers, r
+
+
+@harness.timeout(60)
+def test_readyz_says_why_only_with_a_token():
+    """/readyz needs no token, so without one it must not say why the store
+    is unusable: the reason names files.  A second bridge whose state_dir is
+    replaced by a plain file after start (its open handles keep working; a
+    new one cannot be opened)."""
+    out = harness.out_dir()
+    with open(S["config"]) as f:
+        cfg = json.load(f)
+    state = os.path.join(out, "state-ready")
+    cfg["state_dir"] = state
+    port = dovecot.free_port()
+    cfg["api"]["listen"] = "127.0.0.1:%d" % port
+    cfg["accounts"] = [a for a in cfg["accounts"] if a["name"] == "down"]
+    path = os.path.join(out, "ready.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    env.update({"API_TOKEN": TOKEN, "HOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+                "PW_DOWN": "x"})
+    log = open(os.path.join(out, "bridge.log"), "wb")
+    p = subprocess.Popen([harness.binary(), "run", "--config", path], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, cwd=harness.ROOT)
+    harness.register_cleanup(lambda: _stop(p))
+
+    def get(token):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        h = {"Authorization": "Bearer " + token} if token else {}
+        c.request("GET", "/readyz", headers=h)
+        r = c.getresponse()
+        resp = Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        c.close()
+        validate("GET", "/readyz", resp)
+        return resp
+
+    def up():
+        try:  # /healthz: no store handle is opened (and pooled) before the swap
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            ok = c.getresponse().status == 200
+            c.close()
+            return ok
+        except OSError:
+            return False
+    harness.wait_for(up, 15, what="the second bridge's /healthz")
+    os.rename(state, state + ".moved")
+    with open(state, "w") as f:
+        f.write("not a directory\n")
+    try:
+        r = expect(get(None), 503)
+        assert r.json()["detail"] == "not ready", r
+        assert state.encode() not in r.body and b"store" not in r.body, r
+        r = expect(get(TOKEN), 503)
+        assert "store" in r.json()["detail"] and state in r.json()["detail"], r
+    finally:
+        _stop(p)
+        os.unlink(state)
+        os.rename(state + ".moved", state)
 
 
 def test_port_taken_is_one_clear_line():

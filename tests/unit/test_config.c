@@ -126,7 +126,11 @@ static void minimal_defaults(void **state)
     assert_int_equal(cfg->api.max_request_body, 1 << 20);
     assert_int_equal(cfg->api.max_url_length, 8192);
     assert_int_equal(cfg->api.request_timeout_ms, 30000);
-    assert_int_equal(cfg->api.max_connections, 256);
+    assert_int_equal(cfg->api.max_connections, 1024);
+    assert_int_equal(cfg->api.max_connections_per_client, 64);
+    assert_int_equal(cfg->api.request_read_timeout_ms, 10000);
+    assert_int_equal(cfg->api.threads, 4);
+    assert_int_equal(cfg->api.mailbox_workers, 16);
     assert_null(cfg->api.web_dir);
     assert_int_equal(cfg->webhook_count, 0);
     assert_int_equal(cfg->account_count, 1);
@@ -207,6 +211,10 @@ static void full_every_key(void **state)
     assert_int_equal(api->max_url_length, 4096);
     assert_int_equal(api->request_timeout_ms, 60000);
     assert_int_equal(api->max_connections, 50);
+    assert_int_equal(api->max_connections_per_client, 8);
+    assert_int_equal(api->request_read_timeout_ms, 5000);
+    assert_int_equal(api->threads, 2);
+    assert_int_equal(api->mailbox_workers, 3);
     snprintf(want, sizeof want, "%s/web", dir); /* relative: resolved against the file */
     assert_string_equal(api->web_dir, want);
 

@@ -1,0 +1,228 @@
+/* api_mailbox — see include/api_mailbox.h. */
+#include "api_mailbox.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "clock.h"
+#include "log.h"
+#include "mailbox.h"
+
+enum mb_op { MB_INFO, MB_LISTING, MB_RETR, MB_TOP, MB_DELE };
+
+/* One one-shot call: what to do, and what came of it. */
+struct mb_call {
+    struct api_work w; /* first */
+    enum mb_op op;
+    struct pop3_opts o;      /* strings borrowed from the request's configuration */
+    int64_t limit_ms;        /* the whole call, from its queueing: api.request_timeout */
+    const char *account;     /* the same */
+    const char *uidl;        /* the request's path parameter */
+    unsigned lines;
+    int rc;
+    const char *step;
+    struct err e;
+    struct mailbox_info info;
+    struct pop3_listing *l;
+    struct spool s;
+};
+
+static void call_free(void *p)
+{
+    struct mb_call *c = p;
+    mailbox_info_free(&c->info);
+    mailbox_listing_free(&c->l);
+    spool_free(&c->s);
+    free(c);
+}
+
+static void call_work(struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    /* the time spent waiting for a worker counts against the call's limit */
+    int64_t left = c->limit_ms - (clock_mono_ms() - w->job.queued_at);
+    if (left < 1)
+        left = 1;
+    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
+        c->o.session_timeout_ms = left;
+    struct pop3_sink k;
+    api_sink(&k, &c->s);
+    switch (c->op) {
+    case MB_INFO: c->rc = mailbox_info(&c->o, &c->info, &c->step, &c->e); break;
+    case MB_LISTING: c->rc = mailbox_listing(&c->o, &c->l, &c->step, &c->e); break;
+    case MB_RETR: c->rc = mailbox_retr(&c->o, c->uidl, &k, &c->step, &c->e); break;
+    case MB_TOP: c->rc = mailbox_top(&c->o, c->uidl, c->lines, &k, &c->step, &c->e); break;
+    case MB_DELE: c->rc = mailbox_dele(&c->o, c->uidl, &c->step, &c->e); break;
+    }
+}
+
+/* The call's failure, if it failed: answered, true. */
+static bool call_failed(struct http_req *r, struct mb_call *c)
+{
+    if (c->rc == MAILBOX_NOMSG)
+        http_problem(r, 404, "not-found", "no message with UIDL \"%s\" in mailbox %s", c->uidl,
+                     c->account);
+    else if (c->rc != 0)
+        api_reply_err(r, c->step ? c->step : "POP3", &c->e);
+    return c->rc != 0;
+}
+
+/* Start a call of `op` for the request's account (and UIDL): it runs on a
+ * mailbox worker, then `reply` answers. */
+static void call_start(struct http_req *r, enum mb_op op, unsigned lines,
+                       void (*reply)(struct http_req *, struct api_work *))
+{
+    const struct config_account *ca = api_account(r);
+    if (!ca)
+        return;
+    struct mb_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_problem(r, 500, "internal", "out of memory");
+        return;
+    }
+    c->op = op;
+    c->account = ca->name;
+    c->uidl = http_param(r, "uidl");
+    c->lines = lines;
+    c->limit_ms = api_request_timeout_ms(r);
+    mailbox_opts(ca, c->limit_ms, &c->o);
+    if (op == MB_TOP)
+        spool_init(&c->s, NULL, API_TOP_MAX, API_TOP_MAX);
+    else
+        spool_init(&c->s, api_tmp_dir(r), SPOOL_MEM_DEFAULT, 0);
+    c->w.work = call_work;
+    c->w.reply = reply;
+    api_run(r, &c->w, call_free);
+}
+
+/* ---- GET .../mailbox ------------------------------------------------------------------- */
+
+static void reply_mailbox(struct http_req *r, struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    if (call_failed(r, c))
+        return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", c->info.count);
+    cJSON_AddNumberToObject(o, "octets", (double)c->info.octets);
+    cJSON *caps = cJSON_AddArrayToObject(o, "capabilities");
+    for (size_t i = 0; i < c->info.n_capa; i++)
+        cJSON_AddItemToArray(caps, cJSON_CreateString(c->info.capa[i]));
+    http_reply_json(r, 200, o);
+}
+
+static void h_mailbox(struct http_req *r) { call_start(r, MB_INFO, 0, reply_mailbox); }
+
+/* ---- GET .../messages ------------------------------------------------------------------- */
+
+/* One listed message with what the store knows of it; NULL on a store error. */
+static cJSON *listed_json(struct store *st, const char *account, const struct pop3_entry *en,
+                          bool has_uidl, struct err *e)
+{
+    enum store_uidl_state state = STORE_UIDL_IGNORED;
+    int64_t msg_id = 0;
+    int g = has_uidl ? store_uidl_get(st, account, en->uidl, &state, &msg_id, e)
+                     : STORE_NOTFOUND;
+    if (g < 0)
+        return NULL;
+    bool known = g == 0, stored = known && msg_id > 0;
+    bool delivered = known && state == STORE_UIDL_DELIVERED;
+    if (known && state == STORE_UIDL_DELETED && msg_id > 0) {
+        struct store_msg_info mi;
+        delivered = store_msg_get(st, msg_id, &mi, e) == 0 && mi.delivered_at > 0;
+    }
+    char id[STORE_ID_MAX];
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddNumberToObject(m, "number", en->number);
+    cJSON_AddItemToObject(m, "uidl", api_json_str(en->uidl));
+    cJSON_AddNumberToObject(m, "size", (double)en->size);
+    cJSON_AddBoolToObject(m, "stored", stored);
+    cJSON_AddBoolToObject(m, "delivered", delivered);
+    cJSON_AddItemToObject(m, "id", stored ? cJSON_CreateString(store_msg_id_format(msg_id, id))
+                                          : cJSON_CreateNull());
+    return m;
+}
+
+static void reply_messages(struct http_req *r, struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    if (call_failed(r, c))
+        return;
+    struct err e;
+    struct store *st = api_store(r, &e);
+    if (!st) {
+        http_problem(r, 500, "internal", "the store could not be opened: %s", e.msg);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "messages");
+    for (uint32_t i = 0; i < c->l->count; i++) {
+        cJSON *m = listed_json(st, c->account, &c->l->entries[i], c->l->has_uidl, &e);
+        if (!m) {
+            cJSON_Delete(root);
+            http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
+            return;
+        }
+        cJSON_AddItemToArray(arr, m);
+    }
+    http_reply_json(r, 200, root);
+}
+
+static void h_messages(struct http_req *r) { call_start(r, MB_LISTING, 0, reply_messages); }
+
+/* ---- one message by UIDL ---------------------------------------------------------------- */
+
+static void reply_message(struct http_req *r, struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    if (!call_failed(r, c))
+        api_reply_message(r, c->account, c->uidl, &c->s);
+}
+
+static void h_message(struct http_req *r) { call_start(r, MB_RETR, 0, reply_message); }
+
+static void reply_top(struct http_req *r, struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    if (!call_failed(r, c))
+        api_reply_top(r, &c->s, c->uidl);
+}
+
+static void h_message_top(struct http_req *r)
+{
+    const char *v = http_query(r, "lines");
+    uint64_t n = 0;
+    if (v && api_parse_u64(v, 0, API_TOP_LINES_MAX, &n) < 0) {
+        http_problem(r, 400, "bad-request", "lines must be a whole number from 0 to %d",
+                     API_TOP_LINES_MAX);
+        return;
+    }
+    call_start(r, MB_TOP, (unsigned)n, reply_top);
+}
+
+static void reply_deleted(struct http_req *r, struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    if (call_failed(r, c))
+        return;
+    struct err e;
+    struct store *st = api_store(r, &e);
+    const char *one[1] = {c->uidl};
+    if (!st || store_uidls_mark_deleted(st, c->account, one, 1, &e) < 0)
+        log_error("store_failed", "op=uidls_mark_deleted account=%s error=%s", c->account,
+                  log_q(e.msg));
+    log_info("api_deleted", "account=%s uidl=%s", c->account, log_q(c->uidl));
+    http_reply_empty(r, 204);
+}
+
+static void h_message_delete(struct http_req *r) { call_start(r, MB_DELE, 0, reply_deleted); }
+
+const struct http_route api_mailbox_routes[] = {
+    {"GET", "/api/v1/accounts/{account}/mailbox", h_mailbox, NULL, 0},
+    {"GET", "/api/v1/accounts/{account}/messages", h_messages, NULL, 0},
+    {"GET", "/api/v1/accounts/{account}/messages/{uidl}", h_message, NULL, 0},
+    {"DELETE", "/api/v1/accounts/{account}/messages/{uidl}", h_message_delete, NULL, 0},
+    {"GET", "/api/v1/accounts/{account}/messages/{uidl}/top", h_message_top, "lines", 0},
+};
+const size_t api_mailbox_nroutes = sizeof api_mailbox_routes / sizeof api_mailbox_routes[0];

@@ -1,0 +1,113 @@
+/*
+ * mailbox — the REST API's one-shot POP3 operations, and the bounded pool of
+ * worker threads on which all of the API's POP3 work runs.
+ *
+ * One-shot operations: "open, one operation, QUIT".  Each logs in (pop3.h),
+ * does one thing and ends the session.  A message is named by its UIDL (RFC
+ * 1939 §7): the session takes the listing and uses the number the UIDL has
+ * in it.  Reading operations QUIT and ignore QUIT's outcome (they changed
+ * nothing); mailbox_dele() reports success only after QUIT's +OK, since only
+ * QUIT commits a deletion (RFC 1939 §6).  A session that fails midway is
+ * aborted without QUIT: nothing is deleted.
+ *
+ * The options come from pop3cfg (the poller's own mapping) with the whole
+ * session limited (mailbox_opts), so a one-shot call never outlives the HTTP
+ * request that asked for it; a job may shorten the limit further by the time
+ * it waited in line (queued_at).
+ *
+ * The worker pool: a fixed number of threads taking jobs from one queue in
+ * order.  The HTTP layer hands a job over and suspends the connection, so a
+ * slow POP3 server holds a worker, never an HTTP thread.  The queue is
+ * bounded (queue_max jobs; more is MAILBOX_BUSY), and a job that waited
+ * longer than queue_wait_ms for a worker is not started: it runs with
+ * `cancelled` set, as do the jobs still queued when the service stops.
+ * Every submitted job runs exactly once, so whoever submits it can rely on
+ * its run() to finish the request.
+ *
+ * Return values of the one-shot calls: 0; MAILBOX_NOMSG when no message has
+ * that UIDL; -1 with e set to the POP3 engine's error (pop3.h: ERR_CONN,
+ * ERR_TIMEOUT, ERR_TLS, ERR_PROTO, ERR_SERVER with its code, ERR_AUTH,
+ * ERR_LIMIT) or ERR_INTERNAL (out of memory), and *step naming what failed:
+ * "POP3 login", "STAT", "listing", "RETR", "TOP", "DELE", or "QUIT (nothing
+ * may be assumed deleted)".  The one-shot calls are thread-safe and block:
+ * call them from a job.
+ */
+#ifndef POP3BRIDGE_MAILBOX_H
+#define POP3BRIDGE_MAILBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+#include "pop3.h"
+
+#define MAILBOX_WORKERS_MAX 256   /* threads of one pool */
+
+enum {
+    MAILBOX_NOMSG = 1, /* no message with that UIDL in the mailbox */
+    MAILBOX_BUSY,      /* the queue is full, or the service is stopping */
+};
+
+/* The options of a one-shot call for account a: pop3cfg_opts(), with the
+ * whole session limited to limit_ms (> 0) and to the account's own session
+ * limit, whichever is shorter.  Strings are borrowed from a. */
+void mailbox_opts(const struct config_account *a, int64_t limit_ms, struct pop3_opts *o);
+
+/* STAT and the server's CAPA lines (as after login).  *out is the caller's
+ * to free with mailbox_info_free(). */
+struct mailbox_info {
+    uint32_t count;
+    uint64_t octets;
+    char **capa;          /* n_capa malloc'd lines */
+    size_t n_capa;
+};
+int mailbox_info(const struct pop3_opts *o, struct mailbox_info *out, const char **step,
+                 struct err *e);
+void mailbox_info_free(struct mailbox_info *i);
+
+/* The listing (STAT, UIDL, LIST).  *out is malloc'd: mailbox_listing_free(). */
+int mailbox_listing(const struct pop3_opts *o, struct pop3_listing **out, const char **step,
+                    struct err *e);
+void mailbox_listing_free(struct pop3_listing **l);
+
+/* RETR / TOP the message with this UIDL to the sink. */
+int mailbox_retr(const struct pop3_opts *o, const char *uidl, const struct pop3_sink *sink,
+                 const char **step, struct err *e);
+int mailbox_top(const struct pop3_opts *o, const char *uidl, unsigned lines,
+                const struct pop3_sink *sink, const char **step, struct err *e);
+/* DELE the message with this UIDL and QUIT: 0 only when QUIT answered +OK
+ * (the message is deleted).  On -1 nothing may be assumed deleted. */
+int mailbox_dele(const struct pop3_opts *o, const char *uidl, const char **step,
+                 struct err *e);
+
+/* ---- the worker pool ------------------------------------------------------------------- */
+
+/* A unit of work.  The submitter owns it and keeps it alive until run()
+ * has been called (run may free it). */
+struct mailbox_job {
+    void (*run)(struct mailbox_job *j, bool cancelled);
+    struct mailbox_job *next; /* the service's */
+    int64_t queued_at;        /* set by mailbox_submit (monotonic ms); run() may read it */
+};
+
+struct mailbox;
+
+/* workers threads (1..MAILBOX_WORKERS_MAX), at most queue_max jobs waiting,
+ * each at most queue_wait_ms.  NULL with e (ERR_USAGE, ERR_INTERNAL: no
+ * thread). */
+struct mailbox *mailbox_new(unsigned workers, size_t queue_max, int64_t queue_wait_ms,
+                            struct err *e);
+/* Queue j: 0, or MAILBOX_BUSY (j was not taken and will not run). */
+int mailbox_submit(struct mailbox *m, struct mailbox_job *j);
+/* Take no more jobs, run the queued ones cancelled, wait for the running
+ * ones to end.  Idempotent. */
+void mailbox_stop(struct mailbox *m);
+/* Stop, join and free; *m = NULL.  NULL-safe. */
+void mailbox_free(struct mailbox **m);
+
+/* Jobs waiting, and jobs running now. */
+void mailbox_load(struct mailbox *m, size_t *queued, size_t *running);
+
+#endif

@@ -1,0 +1,222 @@
+/* api_fixture.h — the REST API (api_start) in the test process, over real
+ * loopback HTTP, with a runtime of the test's own instead of the daemon, a
+ * real store in a temporary state directory, and a configuration loaded
+ * from a file written here.  For the unit tests of the resource handlers
+ * (test_api_*.c); the whole bridge is tested in tests/integration. */
+#ifndef API_FIXTURE_H
+#define API_FIXTURE_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "cfgref.h"
+#include "config.h"
+#include "runtime.h"
+
+#define FIX_TOKEN "api-unit-test-token-42"
+#define FIX_AUTH "Authorization: Bearer " FIX_TOKEN "\r\n"
+#define FIX_ACCOUNTS_MAX 4
+
+/* The test's side of the runtime: accounts by name, with a state and a
+ * backoff; what the API asked for is counted. */
+struct fix_account {
+    const char *name;
+    enum account_state state;
+    int64_t backoff_s;    /* > 0: poll_now answers RUNTIME_POLL_BACKOFF */
+    int polls;            /* polls queued */
+};
+
+struct fixture {
+    char dir[64];
+    char state[96];
+    struct cfgref *ref;
+    struct runtime rt;
+    struct api *api;
+    int port;
+    bool stopping;
+    int wakes;
+    struct fix_account acc[FIX_ACCOUNTS_MAX];
+    size_t nacc;
+};
+
+static inline struct fix_account *fix_find(struct fixture *f, const char *name)
+{
+    for (size_t i = 0; i < f->nacc; i++)
+        if (strcmp(f->acc[i].name, name) == 0)
+            return &f->acc[i];
+    return NULL;
+}
+
+static inline bool fix_stopping(void *ctx) { return ((struct fixture *)ctx)->stopping; }
+static inline struct cfgref *fix_config(void *ctx)
+{
+    return cfgref_hold(((struct fixture *)ctx)->ref);
+}
+static inline void fix_wake(void *ctx) { ((struct fixture *)ctx)->wakes++; }
+
+static inline int fix_account(void *ctx, const char *name, struct runtime_account *out)
+{
+    struct fix_account *a = fix_find(ctx, name);
+    if (!a)
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->state = a->state;
+    if (a->state != ACCOUNT_IDLE)
+        snprintf(out->last_error, sizeof out->last_error, "Authentication: refused");
+    out->last_attempt_at = 1700000000000;
+    return 0;
+}
+
+static inline enum runtime_poll fix_poll(void *ctx, const char *name,
+                                         int64_t *retry_after_s)
+{
+    struct fix_account *a = fix_find(ctx, name);
+    if (!a)
+        return RUNTIME_POLL_UNKNOWN;
+    if (a->backoff_s > 0) {
+        *retry_after_s = a->backoff_s;
+        return RUNTIME_POLL_BACKOFF;
+    }
+    a->polls++;
+    return RUNTIME_POLL_QUEUED;
+}
+
+static const struct runtime_ops fix_ops = {fix_stopping, fix_config, fix_wake, fix_account,
+                                           fix_poll};
+
+static inline int fix_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &al) < 0)
+        abort();
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Start the API with `api_extra` (JSON members added to "api", may be "")
+ * and `accounts` (the JSON array's members).  0, or -1. */
+static inline int fix_start(struct fixture *f, const char *api_extra, const char *accounts)
+{
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_api.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->state, sizeof f->state, "%s/state", f->dir);
+    f->port = fix_free_port();
+    char path[128];
+    snprintf(path, sizeof path, "%s/config.json", f->dir);
+    FILE *fp = fopen(path, "w");
+    if (!fp)
+        return -1;
+    fprintf(fp,
+            "{\"state_dir\": \"%s\",\n"
+            " \"api\": {\"listen\": \"127.0.0.1:%d\", \"threads\": 2, \"mailbox_workers\": 2,\n"
+            "         \"tokens\": [{\"name\": \"t\", \"token_env\": \"FIX_TOKEN\"}]%s%s},\n"
+            " \"webhooks\": [{\"name\": \"hook\", \"url\": \"http://127.0.0.1:9/\",\n"
+            "                \"secret_env\": \"FIX_SECRET\", \"inline_attachments_max\": 16}],\n"
+            " \"accounts\": [%s]}\n",
+            f->state, f->port, api_extra[0] ? ", " : "", api_extra, accounts);
+    fclose(fp);
+    chmod(path, 0600);
+    setenv("FIX_TOKEN", FIX_TOKEN, 1);
+    setenv("FIX_PW", "p", 1);
+    setenv("FIX_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+    struct config_diag d = {0};
+    struct config *cfg = config_load(path, &d);
+    for (size_t i = 0; i < d.count; i++)
+        fprintf(stderr, "%s\n", d.lines[i]);
+    config_diag_free(&d);
+    unlink(path);
+    if (!cfg || !(f->ref = cfgref_new(cfg)))
+        return -1;
+    f->rt = (struct runtime){&fix_ops, f};
+    struct err e;
+    f->api = api_start(&f->rt, &e);
+    if (!f->api)
+        fprintf(stderr, "api_start: %s\n", e.msg);
+    return f->api ? 0 : -1;
+}
+
+static inline void fix_stop(struct fixture *f)
+{
+    api_stop(&f->api);
+    cfgref_put(f->ref);
+    f->ref = NULL;
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", f->dir);
+}
+
+/* ---- a small HTTP client --------------------------------------------------------------- */
+
+struct fix_resp {
+    int status;
+    char head[4096];
+    char *body;   /* malloc'd, NUL-terminated */
+    size_t len;
+};
+
+static inline void fix_resp_free(struct fix_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* One request ("Connection: close"), answered within 30 s. */
+static inline void fix_req(struct fixture *f, const char *method, const char *target,
+                    const char *headers, struct fix_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        abort();
+    char req[2048];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n",
+                     method, target, headers ? headers : "");
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        abort();
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap + 1);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (buf && poll(&p, 1, 30000) == 1) {
+        if (len == cap && !(buf = realloc(buf, (cap *= 2) + 1)))
+            break;
+        ssize_t k = recv(fd, buf + len, cap - len, 0);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    close(fd);
+    if (!buf)
+        abort();
+    buf[len] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sep && sscanf(buf, "HTTP/1.1 %d", &r->status) == 1) {
+        snprintf(r->head, sizeof r->head, "%.*s", (int)(sep - buf), buf);
+        r->len = len - (size_t)(sep + 4 - buf);
+        r->body = malloc(r->len + 1);
+        memcpy(r->body, sep + 4, r->len);
+        r->body[r->len] = '\0';
+    }
+    free(buf);
+}
+
+static inline bool fix_has(const struct fix_resp *r, const char *s)
+{
+    return strcasestr(r->head, s) != NULL;
+}
+
+#endif
