@@ -32,14 +32,6 @@ DEB = {}
 
 
 
-def schema_version():
-    """The newest schema this build knows (STORE_SCHEMA_VERSION in include/store.h)."""
-    with open(os.path.join(harness.ROOT, "include", "store.h")) as f:
-        m = re.search(r"#define STORE_SCHEMA_VERSION (\d+)", f.read())
-    if not m:
-        raise AssertionError("no STORE_SCHEMA_VERSION in include/store.h")
-    return int(m.group(1))
-
 def _run(argv, timeout=120, **kw):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=harness.ROOT, **kw)
 
@@ -334,7 +326,7 @@ def _scratch(work, old, new, v2_sql):
     row = con.execute("SELECT m.subject, b.raw FROM messages m JOIN bodies b ON b.message_id = m.id"
                       " WHERE m.uidl = 'u1'").fetchone()
     con.close()
-    if version != schema_version() or row != ("Old", b"ABC"):
+    if version != harness.schema_version() or row != ("Old", b"ABC"):
         raise SystemExit("after the upgrade: schema %r, message %r" % (version, row))
     mode(db, 0o600, "pop3bridge", "pop3bridge")
     p = sh(["setpriv", "--reuid", "pop3bridge", "--regid", "pop3bridge", "--init-groups",

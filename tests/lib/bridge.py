@@ -27,6 +27,7 @@ import sqlite3
 import subprocess
 import time
 
+import dovecot
 import harness
 
 STOP_TIMEOUT = 40.0    # the bridge drains in-flight work for up to 30 s
@@ -184,6 +185,9 @@ class Bridge:
         """(Re)write the file; state_dir defaults to this bridge's own."""
         config = dict(config)
         config.setdefault("state_dir", self.state_dir)
+        if "api" not in config:
+            # never the default port: other bridges (tests, a demo) may hold it
+            config["api"] = {"listen": "127.0.0.1:%d" % dovecot.free_port()}
         self.config = config
         with open(self.config_path + ".new", "w") as f:
             json.dump(config, f, indent=2)

@@ -26,6 +26,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
+def schema_version():
+    """The newest store schema this build knows (STORE_SCHEMA_VERSION in include/store.h)."""
+    with open(os.path.join(ROOT, "include", "store.h")) as f:
+        m = re.search(r"#define STORE_SCHEMA_VERSION (\d+)", f.read())
+    if not m:
+        raise AssertionError("no STORE_SCHEMA_VERSION in include/store.h")
+    return int(m.group(1))
+
 DEFAULT_TEST_TIMEOUT = 60     # seconds, per test, unless @timeout(...) says otherwise
 DEFAULT_CLI_TIMEOUT = 60      # seconds, one pop3bridge run
 
