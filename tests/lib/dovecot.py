@@ -11,6 +11,8 @@
     dc.messages("alice")                what Dovecot holds, in UID order
     dc.expected_listing("alice")        [(number, uidl, size)] as POP3 shows them
     dc.log_mark(); dc.log_since(mark)   Dovecot's log
+    dc.restart(down=0.5)                stop (open sessions die) and start again on the
+                                        same ports, users and mail, `down` s later
     dc.stop()                           SIGTERM, then SIGKILL; also at exit
 
 Everything lives in a fresh temporary directory (world-searchable, because
@@ -356,6 +358,26 @@ service anvil {{
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def restart(self, down=0.0):
+        """Stop the server as stop() does (SIGTERM, then SIGKILL for what is
+        left, open sessions included) and start it again after `down`
+        seconds on the same ports, with the same users, mail and UIDs."""
+        if self.dir is None:
+            raise RuntimeError("dovecot %s was never started" % self.name)
+        self._kill()
+        if down > 0:
+            time.sleep(down)
+        last = None
+        for _attempt in range(3):  # a port may still be held a moment after the kill
+            try:
+                self._spawn()
+                return self
+            except RuntimeError as exc:
+                last = exc
+                self._kill()
+                time.sleep(0.5)
+        raise last
 
     # ---- users and mail -----------------------------------------------------
 
