@@ -237,7 +237,8 @@ class MailThread(threading.Thread):
         next_large = now + rng.uniform(*LARGE_EVERY_S) / 2
         next_many = now + rng.uniform(*MANY_EVERY_S) / 2
         n = large = 0
-        while not self.stop_ev.is_set() and n < MAX_MESSAGES:
+        deadline = time.monotonic() + TIMEOUT
+        while not self.stop_ev.is_set() and n < MAX_MESSAGES and time.monotonic() < deadline:
             now = self.clock.now()
             if now >= next_large:
                 kind, data = "large", mailgen.message(SEED * 1000 + n, rng.randint(*LARGE_SIZE), "mixed")
