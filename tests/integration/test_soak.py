@@ -572,6 +572,10 @@ class Flappy:
             h.send_error(413)
             return
         body = h.rfile.read(n)
+        if len(body) != n:
+            self.answers["cut off"] += 1     # the bridge killed mid-request
+            h.close_connection = True
+            return
         wid, ts, sig = (h.headers.get("webhook-id"), h.headers.get("webhook-timestamp"),
                         h.headers.get("webhook-signature"))
         mac = base64.b64encode(hmac.new(self.key, ("%s.%s." % (wid, ts)).encode() + body,
