@@ -582,7 +582,7 @@ class Flappy:
                                         hashlib.sha256).digest()).decode()
         if not (wid and ts and sig and ts.isdigit()) or ("v1," + mac) not in sig.split(" ") \
                 or abs(int(ts) - time.time()) > 300:
-            self.bad.append(wid)
+            self.bad.append("%s (%d bytes, timestamp %s, mode %s)" % (wid, n, ts, mode))
             h.send_error(401)
             return
         if mode in ("timeout", "refused"):
@@ -988,8 +988,8 @@ def test_soak():
     if not prober.latencies:
         problems.append("no API request with a valid token was answered")
     if flappy.bad or "rejected with 401" in rcv_log:
-        problems.append("bad signatures: %d at flappy, %d at healthy" % (
-            len(flappy.bad), rcv_log.count("rejected with 401")))
+        problems.append("bad signatures: %d at flappy (%s), %d at healthy" % (
+            len(flappy.bad), "; ".join(flappy.bad[:3]) or "-", rcv_log.count("rejected with 401")))
 
     lat = sorted(prober.latencies)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
