@@ -742,7 +742,7 @@ def make_bridge(users, healthy, flappy, slow_link):
     for i, user in enumerate(users):
         env["T_PW_%d" % i] = DC.users[user]
         a = {"name": user, "host": "127.0.0.1", "username": user, "password_env": "T_PW_%d" % i,
-             "start": "all", "poll_interval": POLL_INTERVAL, "timeout": "10s",
+             "start": "all", "poll_interval": POLL_INTERVAL,
              "webhooks": ["healthy", "flappy"]}
         if i % 3 == 0:
             a.update(tls="implicit", port=DC.tls_port, ca_file=DC.pki.ca)
