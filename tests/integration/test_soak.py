@@ -101,11 +101,11 @@ RETRIES = ["1s", "1s", "2s", "2s"] + ["3s"] * 28                         # 32, t
 KILL_EVERY_S = (3.0, 15.0)        # the bridge's uptime before the next kill -9
 RESTART_AFTER_S = (0.0, 1.0)
 MAX_KILLS = SOAK_SECONDS
-# Dovecot restarts: in a short run once, at 65 to 80 % of the chaos (the
+# Dovecot restarts: in a short run once, at 45 to 60 % of the chaos (the
 # accounts work under every other fault before it, and the backlog it leaves
 # is drained under them); in a long run every 90 to 150 s, the first after 20
 # to 60 s; none in the chaos's last DOVECOT_QUIET_S.
-DOVECOT_SHORT_AT = (0.6, 0.75)
+DOVECOT_SHORT_AT = (0.45, 0.6)
 DOVECOT_FIRST_S = (20.0, 60.0)
 DOVECOT_EVERY_S = (90.0, 150.0)
 DOVECOT_QUIET_S = 8
