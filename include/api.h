@@ -92,6 +92,8 @@ const struct http_route *api_routes(size_t *n);
 
 const struct runtime *api_runtime(const struct http_req *r);
 struct sessions *api_sessions(const struct http_req *r);
+/* The cache of listed messages' summaries (mailbox.h), by account and UIDL. */
+struct mailbox_cache *api_summaries(const struct http_req *r);
 /* The directory for temporary files (the state directory). */
 const char *api_tmp_dir(const struct http_req *r);
 /* api.request_timeout as read at start. */
