@@ -13,6 +13,7 @@
 #include "api_mailbox.h"
 #include "api_sessions.h"
 #include "api_store.h"
+#include "api_stats.h"
 #include "event.h"
 #include "http_static.h"
 #include "log.h"
@@ -419,6 +420,7 @@ static void table_build(void)
     table_add(api_mailbox_routes, api_mailbox_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
     table_add(api_store_routes, api_store_nroutes);
+    table_add(api_stats_routes, api_stats_nroutes);
     table_add(ops_routes, sizeof ops_routes / sizeof ops_routes[0]);
 }
 

@@ -12,6 +12,7 @@
  *   api_mailbox.c    /api/v1/accounts/{account}/mailbox, .../messages[/{uidl}[/top]]
  *   api_sessions.c   /api/v1/accounts/{account}/sessions, /api/v1/sessions/...
  *   api_store.c      /api/v1/messages/..., /api/v1/deliveries/...
+ *   api_stats.c      /api/v1/webhooks, /api/v1/stats/hourly (dashboard figures)
  *
  * Where the work runs: store reads and writes on the HTTP pool's threads;
  * everything that talks to a POP3 server (one-shot operations through the
