@@ -122,7 +122,7 @@ static void bounded_accounts(void **state)
 
 struct writer {
     struct pollhist *h;
-    char name[8];
+    char name[16];
 };
 
 #define THREADS 4

@@ -2031,7 +2031,7 @@ static void webhook_stats_hourly(void **state)
     const char *wh[] = {"a", "b"};
     int64_t at[] = {now - 30 * H, now - 2 * H, now - 2 * H + 1000, now - 60000};
     for (int i = 0; i < 4; i++) {
-        char u[8];
+        char u[16];
         snprintf(u, sizeof u, "u%d", i);
         put_ok(st, "acc", u, wh, 2, at[i]);
     }
