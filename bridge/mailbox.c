@@ -236,6 +236,8 @@ int mailbox_listing_summaries(const struct pop3_opts *o, const char *account,
 {
     *out = NULL;
     *sums = NULL;
+    /* TOPs get at most half of the session's time: the listing must still be answered */
+    int64_t top_until = o->session_timeout_ms > 0 ? clock_mono_ms() + o->session_timeout_ms / 2 : 0;
     struct pop3 *p = pop3_open(o, e);
     if (!p) {
         *step = "POP3 login";
@@ -264,7 +266,7 @@ int mailbox_listing_summaries(const struct pop3_opts *o, const char *account,
             return failed(&p, "listing", step);
         }
         if (r == 1) {
-            if (!p || tops >= MAILBOX_TOP_PER_LISTING)
+            if (!p || tops >= MAILBOX_TOP_PER_LISTING || (top_until && clock_mono_ms() >= top_until))
                 continue;
             tops++;
             b.len = 0;

@@ -115,7 +115,7 @@ typedef int (*mailbox_summary_fn)(void *ctx, const char *uidl, struct mailbox_su
 /* The listing (as mailbox_listing) and each listed message's summary in
  * (*sums)[i] for entries[i]: from the cache, else from lookup (may be NULL),
  * else from TOP n 0 in the same session, at most MAILBOX_TOP_PER_LISTING of
- * them; what lookup and TOP gave is put in the cache (may be NULL).  A TOP
+ * them and none after half of o->session_timeout_ms; what lookup and TOP gave is put in the cache (may be NULL).  A TOP
  * the server refuses (-ERR) leaves that message without a summary; a TOP
  * that breaks the session ends the TOPs (the session is aborted: nothing was
  * changed), the listing is still answered.  *out and *sums are the caller's

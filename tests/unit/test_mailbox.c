@@ -154,6 +154,33 @@ static void listing_summaries(void **state)
     fake_stop(&f);
 }
 
+/* TOPs stop at half of the session's limit: a slow server still gets its
+ * listing answered, without the summaries it had no time for. */
+static void summaries_time_budget(void **state)
+{
+    (void)state;
+    struct fake_pop3 f;
+    fake_start(&f);
+    f.delay_ms = 100; /* every reply: the login and listing take >= 600 ms */
+    struct pop3_opts o = fake_opts(&f);
+    o.session_timeout_ms = 1400; /* TOPs only in the first 700 ms */
+    struct err e;
+    const char *step = NULL;
+    struct pop3_listing *l = NULL;
+    struct mailbox_summary *s = NULL;
+    int64_t t0 = clock_mono_ms();
+    assert_int_equal(mailbox_listing_summaries(&o, "acc", NULL, NULL, NULL, &l, &s, &step, &e), 0);
+    assert_true(clock_mono_ms() - t0 < 1400);
+    assert_int_equal(l->count, 3);
+    int known = 0;
+    for (uint32_t i = 0; i < l->count; i++)
+        known += s[i].known;
+    assert_true(known <= 1); /* at most the one TOP that began before 700 ms */
+    mailbox_listing_free(&l);
+    free(s);
+    fake_stop(&f);
+}
+
 /* The cache holds at most its size, the oldest entry giving way. */
 static void summary_cache(void **state)
 {
@@ -340,6 +367,7 @@ int main(void)
         cmocka_unit_test(oneshots),
         cmocka_unit_test(listing_summaries),
         cmocka_unit_test(summary_cache),
+        cmocka_unit_test(summaries_time_budget),
         cmocka_unit_test(session_limit),
         cmocka_unit_test(pool_runs_each_once),
         cmocka_unit_test(pool_bounds),
