@@ -12,7 +12,7 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 4):
+ * Schema (version 5):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
@@ -32,6 +32,8 @@
  *            access_sealed, refresh_sealed, access_issued_at,
  *            access_expires_at, authorized_at, refresh_used_at, retry_at,
  *            failures, lease_owner, lease_until)      -- schema 4
+ * Indexes on attempts(started_at) and messages(received_at) (schema 5) serve
+ * the dashboard's statistics.
  * accounts also carry lease_owner, lease_until and next_poll_at.
  * Integer states equal enum store_uidl_state / enum store_dstatus.
  */
@@ -164,6 +166,9 @@ static const char *const migrations[] = {
     "  failures INTEGER NOT NULL DEFAULT 0,"
     "  lease_owner TEXT,"
     "  lease_until INTEGER NOT NULL DEFAULT 0);",
+    /* 5: the dashboard's statistics read attempts and messages by time */
+    "CREATE INDEX attempts_started ON attempts(started_at);"
+    "CREATE INDEX messages_received ON messages(received_at);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");

@@ -117,7 +117,7 @@
 #define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
 #define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
 #define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
-#define STORE_SCHEMA_VERSION 4        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 5        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
