@@ -15,6 +15,7 @@
 #include "api.h"
 #include "cfgref.h"
 #include "cli.h"
+#include "committer.h"
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
@@ -83,6 +84,7 @@ static struct {
     struct rt_account *accounts;
     size_t n_accounts;
     struct delivery *delivery;
+    struct committer *committer;
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
     /* the API's metrics hook, when the API runs; called with lock held */
@@ -237,7 +239,7 @@ static void *poll_worker(void *arg)
         int rc = -1;
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, ca, first, notify_delivery, NULL, &res, &e);
+            rc = poller_poll(st, rt.committer, ca, first, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
 
@@ -256,8 +258,9 @@ static void *poll_worker(void *arg)
                 int64_t next = interval;
                 if (res.login_delay > 0 && res.login_delay * 1000 > next)
                     next = res.login_delay * 1000; /* the server's minimum */
-                if (res.more)
-                    next = MIN(next, 1000); /* max_messages_per_poll left some */
+                if (res.more) /* max_messages_per_poll left some: at once, unless
+                                 the server's LOGIN-DELAY says otherwise */
+                    next = res.login_delay > 0 ? res.login_delay * 1000 : 0;
                 a->next_at = now + next;
                 a->not_before = res.login_delay > 0 ? now + res.login_delay * 1000 : 0;
                 rt.polls_ok++;
@@ -524,6 +527,7 @@ static void stop_api(struct api **a)
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
+    committer_stop(&rt.committer);
     delivery_free(rt.delivery);
     rt.delivery = NULL;
     store_close(dst);
@@ -624,6 +628,12 @@ int daemon_main(int argc, char **argv)
     if (!rt.delivery) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         return 9;
+    }
+    rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
+    if (!rt.committer) {
+        fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
+        release(st, dst);
+        return CLI_EXIT_LOCAL;
     }
     struct api *api = NULL;
     if (!once && !(api = start_api(&e))) {

@@ -1150,6 +1150,8 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
     return 0;
 }
 
+uint64_t store_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
+
 void store_msg_abort(struct store_msg *m)
 {
     if (!m)
