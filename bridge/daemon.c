@@ -15,6 +15,7 @@
 #include "api.h"
 #include "cfgref.h"
 #include "cli.h"
+#include "clock.h"
 #include "committer.h"
 #include "config.h"
 #include "delivery.h"
@@ -72,6 +73,8 @@ struct rt_account {
     bool running;             /* a worker is polling it now */
     bool requested;           /* "poll now" was asked */
     bool polled_once;         /* for --once */
+    enum account_state saved_state; /* as last written to the store */
+    int64_t saved_at;         /* monotonic ms of that write; 0 never */
 };
 
 /* What the daemon's threads share, guarded by `lock`; `cond` is signalled
@@ -232,16 +235,18 @@ static void *poll_worker(void *arg)
         struct rt_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
 
-        save_state(st, &snapshot);
+        /* "polling" lives in memory only: a restart never resumes it */
         ref = cfgref_get(&rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
         struct poller_result res;
         int rc = -1;
+        int64_t started = clock_mono_ms();
         if (ca) {
             log_debug("poll_start", "account=%s", name);
             rc = poller_poll(st, rt.committer, ca, first, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
+        int64_t took_ms = clock_mono_ms() - started;
 
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
@@ -266,9 +271,9 @@ static void *poll_worker(void *arg)
                 rt.polls_ok++;
                 log_info("poll_done",
                          "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
-                         "deleted=%zu refused=%zu",
+                         "deleted=%zu refused=%zu ms=%lld",
                          name, res.listed, res.fetched, (unsigned long long)res.bytes,
-                         res.too_large, res.ignored, res.deleted, res.failed);
+                         res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
             } else {
                 a->fails++;
                 enum account_state state;
@@ -283,9 +288,18 @@ static void *poll_worker(void *arg)
             }
             if (rt.on_poll)
                 rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
+            /* a write only when something a restart needs changed, or
+             * now and then for the times shown */
+            bool save = a->state != a->saved_state || rc < 0 || first ||
+                        clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
+            if (save) {
+                a->saved_state = a->state;
+                a->saved_at = clock_mono_ms();
+            }
             snapshot = *a;
             pthread_mutex_unlock(&rt.lock);
-            save_state(st, &snapshot);
+            if (save)
+                save_state(st, &snapshot);
             pthread_mutex_lock(&rt.lock);
         } else if (a) {
             a->running = false;

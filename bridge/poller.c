@@ -226,7 +226,7 @@ static int one_session(struct store *st, struct committer *cm,
         err_set(e, ERR_INTERNAL, "out of memory");
         goto out;
     }
-    size_t n_fetch = 0, n_large = 0, n_new = 0;
+    size_t n_fetch = 0, n_large = 0, n_new = 0, known_listed = 0;
     const char **ignore = NULL;
     if (first && a->start == CONFIG_START_NEW && k.n == 0) {
         /* first poll with start: new — remember what is there, deliver nothing */
@@ -245,8 +245,10 @@ static int one_session(struct store *st, struct committer *cm,
     } else {
         for (uint32_t i = 0; i < l->count; i++) {
             const struct pop3_entry *en = &l->entries[i];
-            if (known_has(&k, en->uidl))
+            if (known_has(&k, en->uidl)) {
+                known_listed++;
                 continue;
+            }
             if (n_new >= (size_t)a->max_messages_per_poll) {
                 res->more = true;
                 break;
@@ -323,8 +325,9 @@ static int one_session(struct store *st, struct committer *cm,
             goto out;
         res->deleted = dc.n;
     }
-    /* the seen-set stays bounded: forget what the server no longer has */
-    {
+    /* the seen-set stays bounded: forget what the server no longer has
+     * (a write: only when a UIDL known before this poll is not listed) */
+    if (known_listed < k.n || dc.n) {
         const char **listed = malloc(((size_t)l->count + 1) * sizeof *listed);
         if (!listed) {
             err_set(e, ERR_INTERNAL, "out of memory");

@@ -30,10 +30,14 @@
 #include "error.h"
 #include "runtime.h"
 
-#define DAEMON_POLL_WORKERS 4          /* accounts polled at once */
+#define DAEMON_POLL_WORKERS 16         /* accounts polled at once (a poll mostly waits
+                                          on its server: login, TLS, replies) */
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
+#define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
+                                          written at most this often; a change of
+                                          state or error at once */
 
 /* The delay before the next poll after a failure (fails >= 1 in a row), and
  * the state it puts the account in (backoff, auth_error or error).
