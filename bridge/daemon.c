@@ -73,6 +73,8 @@ struct rt_account {
     bool running;             /* a worker is polling it now */
     bool requested;           /* "poll now" was asked */
     bool polled_once;         /* for --once */
+    int64_t lease_until;      /* our lease on it (Unix ms) as last taken or renewed;
+                                 0: not held, or not sure */
     enum account_state saved_state; /* as last written to the store */
     int64_t saved_at;         /* monotonic ms of that write; 0 never */
 };
@@ -88,6 +90,7 @@ static struct {
     size_t n_accounts;
     struct delivery *delivery;
     struct committer *committer;
+    char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
     /* the API's metrics hook, when the API runs; called with lock held */
@@ -196,6 +199,45 @@ static bool once_polls_done(void)
     return true;
 }
 
+/* Make sure this instance holds the account's lease before polling it
+ * (lock not held on entry).  True: go on polling, lock not held.  False:
+ * the account was put back (another instance holds it, or the store
+ * failed), lock held. */
+static bool take_lease(struct store *st, struct rt_account *a,
+                       const struct rt_account *snapshot, enum account_state before)
+{
+    int64_t now = now_ms();
+    if (snapshot->lease_until - now > DAEMON_ACCOUNT_LEASE_MS / 2)
+        return true; /* held, and renewed by the keeper */
+    struct err e;
+    int r = store_account_lease(st, snapshot->name, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &e);
+    pthread_mutex_lock(&rt.lock);
+    a = find_acct(snapshot->name);
+    if (r == 0) {
+        if (a)
+            a->lease_until = now + DAEMON_ACCOUNT_LEASE_MS;
+        pthread_mutex_unlock(&rt.lock);
+        return true;
+    }
+    if (r == STORE_LEASE_LOST)
+        log_debug("account_leased_elsewhere", "account=%s", snapshot->name);
+    else
+        log_error("store_failed", "op=account_lease account=%s error=%s", snapshot->name,
+                  log_q(e.msg));
+    if (a) {
+        struct cfgref *ref = cfgref_get(&rt.cfg);
+        const struct config_account *ca = cfg_account(ref->cfg, snapshot->name);
+        a->running = false;
+        a->lease_until = 0;
+        a->polled_once = true; /* --once: not ours to poll */
+        a->state = before;
+        a->next_at = now + (ca ? ca->poll_interval_ms : 60000);
+        cfgref_put(ref);
+    }
+    pthread_cond_broadcast(&rt.cond);
+    return false;
+}
+
 static void *poll_worker(void *arg)
 {
     (void)arg;
@@ -215,13 +257,7 @@ static void *poll_worker(void *arg)
             if (rt.once && once_polls_done())
                 break;
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            clock_deadline(&ts, wait); /* rt.cond follows CLOCK_MONOTONIC */
             pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
             continue;
         }
@@ -230,12 +266,15 @@ static void *poll_worker(void *arg)
         a->running = true;
         a->requested = false;
         bool first = a->last_success_at == 0;
+        enum account_state before = a->state;
         a->state = ACCOUNT_POLLING;
         a->last_attempt_at = now_ms();
         struct rt_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
+        if (!take_lease(st, a, &snapshot, before))
+            continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
         struct poller_result res;
@@ -309,6 +348,51 @@ static void *poll_worker(void *arg)
     }
     pthread_mutex_unlock(&rt.lock);
     store_close(st);
+    return NULL;
+}
+
+/* ---- the lease keeper ------------------------------------------------------------ */
+
+/* The one renewer of this instance's account leases: every quarter of
+ * DAEMON_ACCOUNT_LEASE_MS, all of them in one store call (its own handle).
+ * If fewer were renewed than it believes held (another instance took one
+ * after it had expired), every account is checked again before its next
+ * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
+static void *lease_keeper(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&rt.lock);
+    int64_t next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+    while (!rt.stopping) {
+        int64_t left = next - clock_mono_ms();
+        if (left > 0) {
+            struct timespec ts;
+            clock_deadline(&ts, left);
+            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
+            continue;
+        }
+        next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+        int64_t held = 0, renewed = 0;
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            held += rt.accounts[i].lease_until != 0;
+        pthread_mutex_unlock(&rt.lock);
+        int64_t now = now_ms();
+        struct err e;
+        int r = held ? store_account_renew(st, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &renewed,
+                                           &e)
+                     : 0;
+        if (r < 0)
+            log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));
+        else if (renewed < held)
+            log_warn("account_leases_lost", "held=%lld renewed=%lld", (long long)held,
+                     (long long)renewed);
+        pthread_mutex_lock(&rt.lock);
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            if (rt.accounts[i].lease_until)
+                rt.accounts[i].lease_until =
+                    r == 0 && renewed >= held ? now + DAEMON_ACCOUNT_LEASE_MS : 0;
+    }
+    pthread_mutex_unlock(&rt.lock);
     return NULL;
 }
 
@@ -579,17 +663,17 @@ int daemon_main(int argc, char **argv)
         switch (ch) {
         case 'c': path = optarg; break;
         case 'o': once = true; break;
-        case 'h': usage(stdout); return 0;
+        case 'h': usage(stdout); return CLI_EXIT_OK;
         default:
             fprintf(stderr, "pop3bridge: Usage: unknown or incomplete option \"%s\"\n",
                     argv[optind - 1]);
             usage(stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
     }
     if (!path || optind != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
 
     struct config_diag d = {0};
@@ -597,7 +681,7 @@ int daemon_main(int argc, char **argv)
     if (!cfg) {
         config_diag_print(&d, stderr);
         config_diag_free(&d);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
@@ -615,7 +699,7 @@ int daemon_main(int argc, char **argv)
     if (webhook_global_init(&e) < 0) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         config_free(&cfg);
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     struct store *st = store_open(cfg->state_dir, &e);
     struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
@@ -626,27 +710,34 @@ int daemon_main(int argc, char **argv)
         store_close(st);
         config_free(&cfg);
         webhook_global_cleanup();
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     pthread_mutex_init(&rt.lock, NULL);
-    pthread_cond_init(&rt.cond, NULL);
+    clock_cond_init(&rt.cond);
     rt.once = once;
     rt.cfg = cfgref_new(cfg);
     snprintf(rt.config_path, sizeof rt.config_path, "%s", path);
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    char owner[STORE_OWNER_MAX + 1];
-    instance_id(owner, sizeof owner);
-    rt.delivery = delivery_new(dst, owner, &e);
-    if (!rt.delivery) {
+    instance_id(rt.owner, sizeof rt.owner);
+    int64_t released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
+    else if (released)
+        log_info("account_leases_released", "count=%lld", (long long)released);
+    rt.delivery = delivery_new(dst, rt.owner, &e);
+    struct store *kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    if (!rt.delivery || !kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        return 9;
+        release(st, dst);
+        return CLI_EXIT_LOCAL;
     }
     rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
     if (!rt.committer) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         release(st, dst);
+        store_close(kst);
         return CLI_EXIT_LOCAL;
     }
     struct api *api = NULL;
@@ -655,6 +746,7 @@ int daemon_main(int argc, char **argv)
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
         release(st, dst);
+        store_close(kst);
         return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
@@ -664,14 +756,23 @@ int daemon_main(int argc, char **argv)
     struct oauth2_keeper *keeper = once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
     if (!once && !keeper)
         log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
-    size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
-    pthread_t workers[DAEMON_POLL_WORKERS], dthread;
-    for (size_t i = 0; i < nworkers; i++)
-        pthread_create(&workers[i], NULL, poll_worker, NULL);
-    pthread_create(&dthread, NULL, delivery_thread, dst);
+    size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
+    size_t nworkers = 0;
+    pthread_t workers[DAEMON_POLL_WORKERS], dthread, kthread;
+    bool dstarted = false, kstarted = false;
+    int terr = 0;
+    while (nworkers < want && (terr = pthread_create(&workers[nworkers], NULL, poll_worker, NULL)) == 0)
+        nworkers++;
+    if (terr == 0 && (terr = pthread_create(&dthread, NULL, delivery_thread, dst)) == 0)
+        dstarted = true;
+    if (terr == 0 && (terr = pthread_create(&kthread, NULL, lease_keeper, kst)) == 0)
+        kstarted = true;
+    if (terr != 0)
+        log_error("thread_failed", "error=%s note=%s", log_q(strerror(terr)),
+                  log_q("cannot start the bridge's threads: stopping"));
 
     struct timespec tick = {0, 50 * 1000000L};
-    for (;;) {
+    for (; terr == 0;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             log_info("reload", "config=%s", log_q(path));
@@ -698,7 +799,13 @@ int daemon_main(int argc, char **argv)
     delivery_wakeup(rt.delivery);
     for (size_t i = 0; i < nworkers; i++)
         pthread_join(workers[i], NULL);
-    pthread_join(dthread, NULL);
+    if (dstarted)
+        pthread_join(dthread, NULL);
+    if (kstarted)
+        pthread_join(kthread, NULL);
+    released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
 
@@ -708,7 +815,9 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = rt.once && rt.polls_failed ? 1 : 0;
+    int rc = terr != 0 ? CLI_EXIT_LOCAL
+             : rt.once && rt.polls_failed ? DAEMON_EXIT_POLLS_FAILED : CLI_EXIT_OK;
     release(st, dst);
+    store_close(kst);
     return rc;
 }

@@ -35,6 +35,10 @@
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
+#define DAEMON_ACCOUNT_LEASE_MS 60000  /* an account's lease: renewed every quarter of
+                                          it while the instance runs; another instance
+                                          takes it over this long after a crash */
+#define DAEMON_EXIT_POLLS_FAILED 1     /* --once: some poll failed */
 #define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
                                           written at most this often; a change of
                                           state or error at once */

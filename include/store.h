@@ -55,8 +55,13 @@
  * copied into an error.
  *
  * How the bridge uses it:
- *   start-up   store_open in main; store_delivery_release(owner, 0) once for
- *              this instance's own id (leases a previous run of it held).
+ *   start-up   store_open in main; store_delivery_release(owner, 0) and
+ *              store_account_release(owner) once for this instance's own id
+ *              (leases a previous run of it held).
+ *   scheduler  store_account_lease before an account's first poll (and
+ *              again whenever the instance is not sure it still holds it);
+ *              a keeper thread: store_account_renew every quarter of the
+ *              lease; at stop store_account_release.
  *   poller     store_uidls_each -> diff with UIDL listing -> for each new
  *              message: store_msg_begin/_write... while it is received,
  *              then on the committer's thread store_msg_finish of messages
@@ -477,6 +482,30 @@ int store_account_get(struct store *st, const char *account, struct store_accoun
  * last_error is truncated to STORE_ERROR_MAX. */
 int store_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e);
+
+/* Account leases: one poller per account at a time, across threads and
+ * instances (the row's lease_owner and lease_until).  An instance takes an
+ * account's lease before it polls it, keeps it while it runs (renewing all
+ * of its account leases in one call, well within lease_ms) and releases
+ * them when it stops; once a lease has expired anyone may take it.
+ *
+ * Take (or keep) the lease on `account` for owner until now + lease_ms: 0
+ * when taken — the account had no lease, owner held it, or it had expired
+ * (a row is created, state "idle", if there was none) — or
+ * STORE_LEASE_LOST when another owner holds a live lease (nothing
+ * changed).  Errors: ERR_USAGE (empty owner, lease_ms <= 0), ERR_LIMIT
+ * (account or owner too long), ERR_INTERNAL. */
+int store_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                        int64_t lease_ms, struct err *e);
+/* Extend every account lease owner holds to now + lease_ms; *renewed (may
+ * be NULL) gets the count.  A lease taken over by another owner is not
+ * touched (compare the count with the leases owner believes it holds). */
+int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                        int64_t *renewed, struct err *e);
+/* Release every account lease owner holds (shutdown; start-up, for what a
+ * previous run under the same id held).  *released may be NULL. */
+int store_account_release(struct store *st, const char *owner, int64_t *released,
+                          struct err *e);
 
 struct store_account_counts {
     int64_t stored;             /* messages whose raw body is kept */
