@@ -26,58 +26,17 @@
 #include "oauth2.h"
 #include "poller.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "store.h"
 #include "webhook.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
-int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, enum account_state *state)
-{
-    int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
-    int64_t d;
-    if (e->code == ERR_CODE_LOGIN_DELAY) {
-        *state = ACCOUNT_BACKOFF; /* the server's minimum between logins */
-        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
-    } else if (e->code == ERR_CODE_NO_GRANT) {
-        *state = ACCOUNT_AUTH_ERROR; /* nothing is sent until `oauth2 login`: look each interval */
-        d = interval_ms;
-    } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
-        *state = ACCOUNT_AUTH_ERROR; /* retrying a refused login quickly risks a lockout */
-        d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
-    } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
-        *state = ACCOUNT_BACKOFF;
-        d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));
-    } else {
-        *state = ACCOUNT_ERROR;
-        d = MIN((int64_t)60000 << shift, (int64_t)3600000);
-    }
-    return d;
-}
-
 /* ---- accounts in memory --------------------------------------------------- */
 
 static int64_t now_ms(void) { return poller_now_ms(); }
 
-struct rt_account {
-    char name[CONFIG_NAME_MAX + 1];
-    enum account_state state;
-    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
-    int64_t last_attempt_at;  /* Unix ms, 0 = never */
-    int64_t last_success_at;
-    int64_t next_at;          /* next poll due (Unix ms) */
-    int64_t not_before;       /* no poll before (Unix ms): backoff or LOGIN-DELAY, even
-                                 when one is requested */
-    int fails;                /* failed polls in a row */
-    bool running;             /* a worker is polling it now */
-    bool requested;           /* "poll now" was asked */
-    bool polled_once;         /* for --once */
-    int64_t lease_until;      /* our lease on it (Unix ms) as last taken or renewed;
-                                 0: not held, or not sure */
-    enum account_state saved_state; /* as last written to the store */
-    int64_t saved_at;         /* monotonic ms of that write; 0 never */
-};
 
 /* What the daemon's threads share, guarded by `lock`; `cond` is signalled
  * when an account's state or a request changes. */
@@ -86,7 +45,7 @@ static struct {
     pthread_cond_t cond;
     struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
     char config_path[4096];
-    struct rt_account *accounts;
+    struct sched_account *accounts;
     size_t n_accounts;
     struct delivery *delivery;
     struct committer *committer;
@@ -97,7 +56,7 @@ static struct {
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
 
-static struct rt_account *find_acct(const char *name)
+static struct sched_account *find_acct(const char *name)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
         if (strcmp(rt.accounts[i].name, name) == 0)
@@ -117,12 +76,12 @@ static const struct config_account *cfg_account(const struct config *cfg, const 
  * Called with rt.lock held. */
 static int sync_accounts(const struct config *cfg, struct store *st)
 {
-    struct rt_account *v = calloc(cfg->account_count + 1, sizeof *v);
+    struct sched_account *v = calloc(cfg->account_count + 1, sizeof *v);
     if (!v)
         return -1;
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
-        struct rt_account *old = find_acct(a->name);
+        struct sched_account *old = find_acct(a->name);
         if (old) {
             v[i] = *old;
         } else {
@@ -148,7 +107,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
     return 0;
 }
 
-static void save_state(struct store *st, const struct rt_account *a)
+static void save_state(struct store *st, const struct sched_account *a)
 {
     struct store_account_state s = {0};
     snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
@@ -170,27 +129,6 @@ static void notify_delivery(void *ctx)
         delivery_wakeup(rt.delivery);
 }
 
-/* Pick the next due account (lock held); NULL if none.  *wait_ms gets the
- * time until the next one is due. */
-static struct rt_account *next_due(int64_t now, int64_t *wait_ms)
-{
-    struct rt_account *best = NULL;
-    *wait_ms = 1000;
-    for (size_t i = 0; i < rt.n_accounts; i++) {
-        struct rt_account *a = &rt.accounts[i];
-        if (a->running || (rt.once && a->polled_once))
-            continue;
-        int64_t due = a->requested ? a->not_before : a->next_at;
-        if (due <= now) {
-            if (!best || due < (best->requested ? best->not_before : best->next_at))
-                best = a;
-        } else if (due - now < *wait_ms) {
-            *wait_ms = due - now;
-        }
-    }
-    return best;
-}
-
 static bool once_polls_done(void)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
@@ -203,8 +141,8 @@ static bool once_polls_done(void)
  * (lock not held on entry).  True: go on polling, lock not held.  False:
  * the account was put back (another instance holds it, or the store
  * failed), lock held. */
-static bool take_lease(struct store *st, struct rt_account *a,
-                       const struct rt_account *snapshot, enum account_state before)
+static bool take_lease(struct store *st, struct sched_account *a,
+                       const struct sched_account *snapshot, enum account_state before)
 {
     int64_t now = now_ms();
     if (snapshot->lease_until - now > DAEMON_ACCOUNT_LEASE_MS / 2)
@@ -252,7 +190,7 @@ static void *poll_worker(void *arg)
     pthread_mutex_lock(&rt.lock);
     while (!rt.stopping) {
         int64_t wait;
-        struct rt_account *a = next_due(now_ms(), &wait);
+        struct sched_account *a = sched_pick(rt.accounts, rt.n_accounts, now_ms(), rt.once, &wait);
         if (!a) {
             if (rt.once && once_polls_done())
                 break;
@@ -263,13 +201,10 @@ static void *poll_worker(void *arg)
         }
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
-        a->running = true;
-        a->requested = false;
         bool first = a->last_success_at == 0;
         enum account_state before = a->state;
-        a->state = ACCOUNT_POLLING;
-        a->last_attempt_at = now_ms();
-        struct rt_account snapshot = *a;
+        sched_begin(a, now_ms());
+        struct sched_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
@@ -290,23 +225,9 @@ static void *poll_worker(void *arg)
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
         if (a && ca) {
-            a->running = false;
-            /* --once takes everything new, max_messages_per_poll at a time */
-            a->polled_once = !(rc == 0 && res.more);
             int64_t now = now_ms();
             if (rc == 0) {
-                a->fails = 0;
-                a->last_success_at = now;
-                a->last_error[0] = '\0';
-                a->state = ACCOUNT_IDLE;
-                int64_t next = interval;
-                if (res.login_delay > 0 && res.login_delay * 1000 > next)
-                    next = res.login_delay * 1000; /* the server's minimum */
-                if (res.more) /* max_messages_per_poll left some: at once, unless
-                                 the server's LOGIN-DELAY says otherwise */
-                    next = res.login_delay > 0 ? res.login_delay * 1000 : 0;
-                a->next_at = now + next;
-                a->not_before = res.login_delay > 0 ? now + res.login_delay * 1000 : 0;
+                sched_succeeded(a, now, interval, res.login_delay, res.more);
                 rt.polls_ok++;
                 log_info("poll_done",
                          "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
@@ -314,15 +235,10 @@ static void *poll_worker(void *arg)
                          name, res.listed, res.fetched, (unsigned long long)res.bytes,
                          res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
             } else {
-                a->fails++;
-                enum account_state state;
-                int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
-                a->state = state;
-                err_format(&e, a->last_error, sizeof a->last_error);
-                a->next_at = a->not_before = now + d;
+                int64_t d = sched_failed(a, now, interval, res.login_delay, &e);
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
-                         account_state_name(state), (long long)(d / 1000),
+                         account_state_name(a->state), (long long)(d / 1000),
                          log_q(a->last_error));
             }
             if (rt.on_poll)
@@ -550,7 +466,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
 {
     (void)ctx;
     pthread_mutex_lock(&rt.lock);
-    const struct rt_account *a = find_acct(name);
+    const struct sched_account *a = find_acct(name);
     if (a) {
         out->state = a->state;
         snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
@@ -569,13 +485,10 @@ static enum runtime_poll rt_poll_now(void *ctx, const char *name, int64_t *retry
     (void)ctx;
     enum runtime_poll r = RUNTIME_POLL_UNKNOWN;
     pthread_mutex_lock(&rt.lock);
-    struct rt_account *a = find_acct(name);
-    int64_t now = now_ms();
-    if (a && a->not_before > now) {
-        *retry_after_s = (a->not_before - now + 999) / 1000;
+    struct sched_account *a = find_acct(name);
+    if (a && sched_request(a, now_ms(), retry_after_s) != 0) {
         r = RUNTIME_POLL_BACKOFF;
     } else if (a) {
-        a->requested = true;
         r = RUNTIME_POLL_QUEUED;
         pthread_cond_broadcast(&rt.cond);
     }

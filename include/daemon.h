@@ -19,7 +19,8 @@
  * [SYS/TEMP], [LOGIN-DELAY]), auth_error (login refused: longer backoff;
  * or no usable OAuth2 grant: looked at again each poll interval, without
  * contacting anyone, so polling resumes soon after `oauth2 login`), error
- * (anything else).  The backoff policy lives in daemon_backoff_ms().
+ * (anything else).  When each account is polled, and the backoff policy,
+ * live in the scheduler (scheduler.h).
  * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
  */
 #ifndef POP3BRIDGE_DAEMON_H
@@ -42,13 +43,6 @@
 #define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
                                           written at most this often; a change of
                                           state or error at once */
-
-/* The delay before the next poll after a failure (fails >= 1 in a row), and
- * the state it puts the account in (backoff, auth_error or error).
- * interval_ms is the account's poll interval, login_delay_s the server's
- * LOGIN-DELAY (-1 if none). */
-int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, enum account_state *state);
 
 int daemon_main(int argc, char **argv);
 
