@@ -271,6 +271,8 @@ static const struct opt account_opts[] = {
     {.name = "allow_plaintext", .type = T_BOOL, .def = "false", FIELD(config_account, allow_plaintext)},
     {.name = "timeout", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 10 * MS_M,
      FIELD(config_account, timeout_ms)},
+    {.name = "session_timeout", .type = T_DURATION, .def = "\"10m\"", .min = 10 * MS_S,
+     .max = 7 * MS_D, FIELD(config_account, session_timeout_ms)},
     {.name = "poll_interval", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 7 * MS_D,
      FIELD(config_account, poll_interval_ms)},
     {.name = "start", .type = T_ENUM, .def = "\"new\"", .values = start_modes,
@@ -1522,6 +1524,10 @@ static void check_account(struct ctx *c, void *obj, const char *path)
     if (a->delete_after_ms && a->after_delivery != CONFIG_AFTER_KEEP) {
         path_key(sub, sizeof sub, path, "delete_after");
         problem(c, sub, "only applies with after_delivery \"keep\"");
+    }
+    if (a->delete_after_ms && a->after_delivery == CONFIG_AFTER_KEEP && a->webhook_count == 0) {
+        path_key(sub, sizeof sub, path, "delete_after");
+        problem(c, sub, "with no webhooks would delete mail nobody received");
     }
     if (a->after_delivery == CONFIG_AFTER_DELETE && a->webhook_count == 0) {
         path_key(sub, sizeof sub, path, "after_delivery");

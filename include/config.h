@@ -182,6 +182,8 @@ struct config_account {
     unsigned char fingerprint_sha256[32]; /* decoded, valid when fingerprint != NULL */
     bool allow_plaintext;          /* default false */
     int64_t timeout_ms;            /* per network read/write; default 60s */
+    int64_t session_timeout_ms;    /* a whole POP3 session (a poll, an API call or
+                                      session); default 10m */
     int64_t poll_interval_ms;      /* default 60s */
     enum config_start start;       /* default new */
     enum config_after after_delivery; /* default keep */
