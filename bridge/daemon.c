@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ static struct {
     struct delivery *delivery;
     struct committer *committer;
     char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
+    int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
     /* the API's metrics hook, when the API runs; called with lock held */
@@ -217,7 +219,7 @@ static void *poll_worker(void *arg)
         int64_t started = clock_mono_ms();
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, rt.committer, ca, first, &res, &e);
+            rc = poller_poll(st, rt.committer, ca, first, rt.cancel_fd, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
         int64_t took_ms = clock_mono_ms() - started;
@@ -538,6 +540,9 @@ static void stop_api(struct api **a)
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
+    if (rt.cancel_fd > 0)
+        close(rt.cancel_fd);
+    rt.cancel_fd = 0;
     committer_stop(&rt.committer);
     delivery_free(rt.delivery);
     rt.delivery = NULL;
@@ -634,6 +639,12 @@ int daemon_main(int argc, char **argv)
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     instance_id(rt.owner, sizeof rt.owner);
+    rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rt.cancel_fd < 0) {
+        log_warn("eventfd_failed", "error=%s note=%s", log_q(strerror(errno)),
+                 log_q("polls in progress finish before a stop"));
+        rt.cancel_fd = 0;
+    }
     int64_t released = 0;
     if (store_account_release(st, rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
@@ -705,6 +716,11 @@ int daemon_main(int argc, char **argv)
             break;
     }
     notify_stopping();
+    if (rt.cancel_fd > 0) {
+        uint64_t one = 1; /* every poll still waiting on its server ends now */
+        if (write(rt.cancel_fd, &one, sizeof one) < 0)
+            log_warn("cancel_failed", "error=%s", log_q(strerror(errno)));
+    }
     pthread_mutex_lock(&rt.lock);
     rt.stopping = true;
     pthread_cond_broadcast(&rt.cond);

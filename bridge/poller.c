@@ -183,11 +183,12 @@ static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int
 
 static int one_session(struct store *st, struct committer *cm,
                        const struct config_account *a, const char *token, bool first,
-                       struct poller_result *res, const char *force_large,
+                       int cancel_fd, struct poller_result *res, const char *force_large,
                        char **over_limit, struct err *e)
 {
     struct pop3_opts po;
     pop3cfg_opts(a, &po);
+    po.cancel_fd = cancel_fd;
     if (token)
         po.oauth2_token = token; /* an oauth2 provider account's current access token */
     struct pop3 *p = NULL;
@@ -371,7 +372,7 @@ out:
 }
 
 int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
-                bool first, struct poller_result *res, struct err *e)
+                bool first, int cancel_fd, struct poller_result *res, struct err *e)
 {
     memset(res, 0, sizeof *res);
     res->login_delay = -1;
@@ -385,13 +386,13 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         return -1;
     }
     const char *cur = tok;
-    int rc = one_session(st, cm, a, cur, first, res, NULL, &over, e);
+    int rc = one_session(st, cm, a, cur, first, cancel_fd, res, NULL, &over, e);
     if (rc < 0 && tok && e->kind == ERR_AUTH && !err_is_temporary(e)) {
         /* the server refused the token: refresh once more and retry once */
         log_info("oauth2_token_refused", "account=%s", a->name);
         char *again = tok + OAUTH2_TOKEN_BUF;
         if (oauth2_access_token(st, a, tok, again, OAUTH2_TOKEN_BUF, e) == 0)
-            rc = one_session(st, cm, a, cur = again, first, res, NULL, &over, e);
+            rc = one_session(st, cm, a, cur = again, first, cancel_fd, res, NULL, &over, e);
     }
     if (rc < 0 && over) {
         /* a message went over max_message_size while being received (LIST
@@ -402,7 +403,7 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         memset(&again, 0, sizeof again);
         again.login_delay = -1;
         char *ignored = NULL;
-        rc = one_session(st, cm, a, cur, false, &again, over, &ignored, e);
+        rc = one_session(st, cm, a, cur, false, cancel_fd, &again, over, &ignored, e);
         free(ignored);
         again.fetched += res->fetched;
         again.bytes += res->bytes;

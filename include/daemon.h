@@ -5,8 +5,10 @@
  *
  *   pop3bridge run --config FILE [--once]
  *
- * SIGTERM/SIGINT: stop taking new polls, let running polls and in-flight
- * deliveries finish (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
+ * SIGTERM/SIGINT: stop taking new polls, cancel the polls in progress at
+ * once (their sessions end without QUIT: nothing is deleted; messages
+ * already received whole are committed), let in-flight deliveries finish
+ * (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
  * configuration; if it is invalid the old one stays and every problem is
  * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
  * every account once (again at once while max_messages_per_poll left

@@ -57,12 +57,14 @@ struct poller_result {
  * ERR_INTERNAL from the store.  Whatever was committed before an error stays
  * committed and is delivered; nothing was deleted.  Messages are committed
  * through cm (which tells the delivery worker); poller_poll returns only
- * once everything it handed over is committed or failed.
+ * once everything it handed over is committed or failed.  cancel_fd (> 0;
+ * 0 none) cancels the session when it becomes readable (pop3_opts): the
+ * poll ends at once with ERR_TIMEOUT, nothing deleted.
  * An oauth2 provider account's access token comes from oauth2_access_token
  * first (its errors end the poll); when the server refuses it, the token is
  * refreshed once more and the session tried once again. */
 int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
-                bool first, struct poller_result *res, struct err *e);
+                bool first, int cancel_fd, struct poller_result *res, struct err *e);
 
 /* Current wall-clock time in Unix milliseconds (the store's time base). */
 int64_t poller_now_ms(void);
