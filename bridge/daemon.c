@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -594,6 +595,9 @@ int daemon_main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
 
+    /* whatever the bridge creates (the database, its WAL, spool files) is
+     * for its own user only, even in a state_dir that exists with 0755 */
+    umask(077);
     struct config_diag d = {0};
     struct config *cfg = config_load(path, &d);
     if (!cfg) {

@@ -98,3 +98,30 @@ def test_sigterm_cancels_a_poll_in_progress():
     assert "session cancelled" in b.log(), b.log()[-2000:]
     assert "QUIT" not in srv.commands and not any(c.startswith("DELE") for c in srv.commands), \
         srv.commands
+
+
+def test_files_in_an_open_state_dir_are_private():
+    """A state_dir that exists with mode 0755: the database and its WAL are
+    still 0600 (umask 077 at start), not readable by every local user."""
+    import os
+    import stat
+    import dovecot
+    secret = bridge.new_secret()
+    rcv = Receiver(secret, name="receiver-umask").start()
+    srv_port = dovecot.free_port()  # nothing listens: the poll fails, the store is made
+    b = Bridge({"log_level": "debug",
+                "accounts": [{"name": "a", "host": "127.0.0.1", "port": srv_port, "tls": "none",
+                              "allow_plaintext": True, "auth": ["user"], "username": "u",
+                              "password_env": "T_PW", "webhooks": ["hook"]}],
+                "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "T_WHSEC"}]},
+               {"T_PW": "pw", "T_WHSEC": secret}, name="bridge-umask")
+    os.makedirs(b.state_dir, exist_ok=True)
+    os.chmod(b.state_dir, 0o755)
+    r = b.run_once(timeout=30)
+    rcv.stop()
+    assert r.code == 1, r.describe()
+    made = [n for n in os.listdir(b.state_dir) if n.startswith("pop3bridge.db")]
+    assert "pop3bridge.db" in made, made
+    for n in made:
+        mode = stat.S_IMODE(os.stat(os.path.join(b.state_dir, n)).st_mode)
+        assert mode & 0o077 == 0, "%s has mode %o" % (n, mode)
