@@ -2456,11 +2456,11 @@ int config_check_main(int argc, char **argv)
     if (argc != 2 || argv[1][0] == '-') {
         if (argc == 2 && (strcmp(argv[1], "--keys") == 0)) {
             config_print_keys(stdout);
-            return 0;
+            return CONFIG_EXIT_OK;
         }
         fprintf(stderr, "usage: pop3bridge check-config FILE\n"
                         "       pop3bridge check-config --keys   (list every key)\n");
-        return 2;
+        return CONFIG_EXIT_USAGE;
     }
     struct config_diag d = {0};
     struct config *cfg = config_load(argv[1], &d);
@@ -2469,10 +2469,10 @@ int config_check_main(int argc, char **argv)
         fprintf(stderr, "%s: %zu problem%s\n", argv[1], d.count + d.dropped,
                 d.count + d.dropped == 1 ? "" : "s");
         config_diag_free(&d);
-        return 1;
+        return CONFIG_EXIT_INVALID;
     }
     config_print_summary(cfg, stdout);
     config_free(&cfg);
     config_diag_free(&d);
-    return 0;
+    return CONFIG_EXIT_OK;
 }

@@ -302,8 +302,12 @@ void config_diag_print(const struct config_diag *d, FILE *out);
 void config_diag_free(struct config_diag *d);
 
 /* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
- * summary to stdout and returns 0 when valid; prints every problem to stderr
- * and returns 1 when not; returns 2 on a usage error. */
+ * summary to stdout and returns CONFIG_EXIT_OK when valid; prints every
+ * problem to stderr and returns CONFIG_EXIT_INVALID when not;
+ * CONFIG_EXIT_USAGE on a usage error (the same number as CLI_EXIT_USAGE). */
+#define CONFIG_EXIT_OK 0
+#define CONFIG_EXIT_INVALID 1
+#define CONFIG_EXIT_USAGE 2
 int config_check_main(int argc, char **argv);
 
 #endif
