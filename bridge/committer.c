@@ -98,6 +98,10 @@ static void commit_group(struct committer *c, struct job *group)
         lost = true;
         log_error("store_commit_failed", "messages=%zu error=%s", ok, log_q(ce.msg));
     }
+    /* deliveries are due: say so before the sessions learn their messages
+     * are durable */
+    if (ok && !lost && c->notify)
+        c->notify(c->notify_ctx);
     pthread_mutex_lock(&c->lock);
     for (struct job *j = group; j;) {
         struct job *next = j->next;
@@ -111,8 +115,6 @@ static void commit_group(struct committer *c, struct job *group)
     }
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
-    if (ok && !lost && c->notify)
-        c->notify(c->notify_ctx);
 }
 
 static void *run(void *arg)

@@ -185,7 +185,7 @@ static void bounded_queue(void **state)
 /* Two threads' sessions at once. */
 struct worker {
     struct committer *c;
-    char account[8];
+    char account[16];
     int rc;
 };
 
