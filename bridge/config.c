@@ -349,6 +349,8 @@ static const struct opt root_opts[] = {
      FIELD(config, retention_ms)},
     {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
      .max = 5 * MS_M, FIELD(config, secret_command_timeout_ms)},
+    {.name = "links_ttl", .type = T_DURATION, .def = "\"7d\"", .min = MS_M, .max = 365 * MS_D,
+     FIELD(config, links_ttl_ms)},
     {.name = "secrets_key_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
      FIELD(config, secrets_key)},
     {.name = "secrets_key_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,

@@ -262,6 +262,8 @@ struct config {
     enum config_log_format log_format; /* default text */
     int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
     int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
+    int64_t links_ttl_ms;          /* signed links (raw_url, attachment url) stay valid this
+                                      long; default 7d */
     struct config_secret secrets_key; /* secrets_key_env / secrets_key_file: 64 hex digits,
                                          required once an account uses an oauth2 provider */
     unsigned char secrets_key_bytes[CONFIG_SECRETS_KEY_LEN]; /* decoded; wiped on free */
