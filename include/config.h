@@ -27,7 +27,15 @@
  *    never appear in a diagnostic or in the summary, and the memory holding
  *    them is wiped (OPENSSL_cleanse) by config_free().
  *  - Webhook secrets follow Standard Webhooks: "whsec_" + base64 of a
- *    24..64-byte key; the decoded key is kept in config_webhook.key.
+ *    24..64-byte key; the decoded key is kept in config_webhook.key.  While
+ *    a secret is rotated, secret_env / secret_file may hold up to
+ *    CONFIG_WEBHOOK_SECRETS_MAX of them separated by spaces (config_webhook.
+ *    keys: each request is signed with every one).
+ *  - A webhook's credentials for its receiver (auth.basic, auth.bearer_*,
+ *    headers_env / headers_file: "Name: value" lines) are secrets too, and
+ *    only allowed with an https:// url unless allow_plaintext_credentials;
+ *    ca_file and client_cert_file / client_key_file (mutual TLS) apply to
+ *    https:// urls only, proxy (http://host:port, CONNECT) to both.
  *  - An account's "oauth2" either names a static bearer token (token_env,
  *    token_file, token_command) or a provider (microsoft, google, custom)
  *    with client_id, flow and friends; then its tokens are kept in the
