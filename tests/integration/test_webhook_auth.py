@@ -26,7 +26,7 @@ import dovecot
 import harness
 import mailgen
 import pki
-from bridge import Bridge
+from bridge import Bridge, Receiver
 from https_receiver import HttpsReceiver
 
 DC = None
@@ -152,6 +152,32 @@ def test_credentials_tls_and_proxy_reach_real_receivers():
     for h in hooks:
         harness.eq(st[h["name"]][0], 1, "delivery status of %s" % h["name"])
     b.check_no_secrets(b.query("SELECT group_concat(last_error, ' ') FROM deliveries")[0][0] or "")
+
+
+@harness.timeout(60)
+def test_rotation_with_the_stock_receiver():
+    """tests/tools/webhook-receiver, which verifies as Standard Webhooks
+    consumers do (any matching v1 signature), accepts the events with the
+    old secret and with the new one while the bridge holds both; one that
+    knows neither refuses them."""
+    old, new = bridge.new_secret(), bridge.new_secret()
+    with_old = Receiver(old, name="stock-old").start()
+    with_new = Receiver(new, name="stock-new").start()
+    stranger = Receiver(bridge.new_secret(), name="stock-none").start()
+    env = {"T_ROTATING": "%s %s" % (new, old)}
+    hooks = [{"name": r.name, "url": r.url, "secret_env": "T_ROTATING", "retry_schedule": ["1h"]}
+             for r in (with_old, with_new, stranger)]
+    b = bridge_for("rotation", hooks, env, messages=2)
+    b.run_once(timeout=50)
+    for r in (with_old, with_new):
+        evs = r.wait_events(2, 10)
+        for e in evs:
+            bridge.verify_signature(e, r.secret)
+            harness.eq(len(e.headers["webhook-signature"].split(" ")), 2, "signatures per request")
+    harness.eq(len(stranger.events()), 0, "events a receiver with neither secret accepted")
+    st = b.query("SELECT webhook, status, last_http_status FROM deliveries")
+    harness.eq(sorted((w, s, c) for w, s, c in st if w == "stock-none"),
+               [("stock-none", 2, 401)] * 2, "deliveries to the receiver with neither secret")
 
 
 @harness.timeout(60)
