@@ -8,6 +8,7 @@
 #include "api.h"
 #include "clock.h"
 #include "event.h"
+#include "filter.h"
 #include "log.h"
 #include "message.h"
 
@@ -388,6 +389,87 @@ static void h_delivery_retry(struct http_req *r)
     http_reply_json(r, 202, delivery_json(&d));
 }
 
+/* ---- webhook filters -------------------------------------------------------------------- */
+
+/* POST /api/v1/webhooks/{name}/match {"message_id": "m_<n>"}: would the
+ * stored message go to the webhook, and why (filter.h). */
+static void h_webhook_match(struct http_req *r)
+{
+    const struct config *cfg = http_cfg(r);
+    const char *name = http_param(r, "name");
+    const struct config_webhook *w = config_webhook_find(cfg, name);
+    if (!w) {
+        http_problem(r, 404, "not-found", "no webhook is named \"%s\"", name);
+        return;
+    }
+    cJSON *body = cJSON_ParseWithLength(http_body(r, NULL), strlen(http_body(r, NULL)));
+    const cJSON *mid = cJSON_GetObjectItemCaseSensitive(body, "message_id");
+    if (!cJSON_IsObject(body) || !cJSON_IsString(mid)) {
+        cJSON_Delete(body);
+        http_problem(r, 400, "bad-request",
+                     "the body must be a JSON object {\"message_id\": \"m_<n>\"}");
+        return;
+    }
+    struct err e;
+    int64_t id;
+    if (store_msg_id_parse(mid->valuestring, &id, &e) < 0) {
+        http_problem(r, 400, "bad-request", "message_id is not a message id (m_<n>)");
+        cJSON_Delete(body);
+        return;
+    }
+    cJSON_Delete(body);
+    char sid[STORE_ID_MAX];
+    store_msg_id_format(id, sid);
+    struct store *st = api_store(r, &e);
+    struct store_msg_info info;
+    int g = st ? store_msg_get(st, id, &info, &e) : -1;
+    if (g < 0) {
+        http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
+        return;
+    }
+    if (g == STORE_NOTFOUND) {
+        http_problem(r, 404, "not-found", "no stored message %s", sid);
+        return;
+    }
+    if (info.body_purged_at) {
+        http_problem(r, 410, "purged", "the raw message %s was purged after its retention time",
+                     sid);
+        return;
+    }
+    const struct config_account *a = config_account_find(cfg, info.account);
+    struct event_opts eo = {.public_url = NULL, .inline_max = 0, .inline_total_max = 0};
+    event_opts_account(&eo, a);
+    cJSON *m = event_message(st, api_tmp_dir(r), id, &eo, NULL, &e);
+    if (!m) {
+        http_problem(r, e.kind == ERR_USAGE ? 404 : 500, e.kind == ERR_USAGE ? "not-found" : "internal",
+                     "the message %s could not be read: %s", sid, e.msg);
+        return;
+    }
+    const char *type = filter_message_type(m, strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0);
+    cJSON *why = cJSON_CreateArray();
+    bool listed = false;
+    for (size_t i = 0; a && i < a->webhook_count && !listed; i++)
+        listed = strcmp(a->webhooks[i], name) == 0;
+    cJSON *acc = cJSON_CreateObject();
+    cJSON_AddStringToObject(acc, "condition", "account");
+    cJSON_AddBoolToObject(acc, "passed", listed);
+    char reason[CONFIG_NAME_MAX * 2 + 64];
+    snprintf(reason, sizeof reason, "account %s %s this webhook", info.account,
+             !a ? "is no longer configured; it does not list" : listed ? "lists" : "does not list");
+    cJSON_AddStringToObject(acc, "reason", reason);
+    cJSON_AddItemToArray(why, acc);
+    bool ok = filter_match(w, type, m, why) && listed;
+    cJSON_Delete(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "webhook", name);
+    cJSON_AddStringToObject(o, "message_id", sid);
+    cJSON_AddStringToObject(o, "type", type);
+    cJSON_AddBoolToObject(o, "matches", ok);
+    cJSON_AddBoolToObject(o, "has_filter", w->filter.present);
+    cJSON_AddItemToObject(o, "conditions", why);
+    http_reply_json(r, 200, o);
+}
+
 const struct http_route api_store_routes[] = {
     {"GET", "/api/v1/messages/{id}", h_stored, NULL, 0},
     {"GET", "/api/v1/messages/{id}/raw", h_stored_raw, NULL, 0},
@@ -395,5 +477,6 @@ const struct http_route api_store_routes[] = {
     {"GET", "/api/v1/deliveries", h_deliveries, "status,account,limit,cursor", 0},
     {"GET", "/api/v1/deliveries/{id}", h_delivery, NULL, 0},
     {"POST", "/api/v1/deliveries/{id}/retry", h_delivery_retry, NULL, 0},
+    {"POST", "/api/v1/webhooks/{name}/match", h_webhook_match, NULL, 0},
 };
 const size_t api_store_nroutes = sizeof api_store_routes / sizeof api_store_routes[0];

@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "filter.h"
 #include "secretbox.h"
 
 #include "units.h"
@@ -49,6 +50,8 @@ _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_auth) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_provider) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_event_type) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_tristate) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -61,6 +64,7 @@ enum opt_type {
     T_SIZE,     /* uint64_t bytes, "256KiB" or an integer                   */
     T_INT,      /* int                                                      */
     T_BOOL,     /* bool                                                     */
+    T_TRIBOOL,  /* int (enum config_tristate): true, false or left out      */
     T_STRLIST,  /* char ** + size_t count                                   */
     T_NAMELIST, /* char ** + size_t count, each a name                      */
     T_ENUMLIST, /* int * + size_t count                                     */
@@ -75,13 +79,14 @@ enum opt_type {
 static const char *const type_names[] = {
     [T_STRING] = "string",   [T_NAME] = "name",           [T_PATH] = "path",
     [T_ENUM] = "enum",       [T_DURATION] = "duration",   [T_SIZE] = "size",
-    [T_INT] = "int",         [T_BOOL] = "bool",           [T_STRLIST] = "string-list",
+    [T_INT] = "int",         [T_BOOL] = "bool",           [T_TRIBOOL] = "bool",           [T_STRLIST] = "string-list",
     [T_NAMELIST] = "name-list", [T_ENUMLIST] = "enum-list", [T_DURLIST] = "duration-list",
     [T_HEADERS] = "object",  [T_SECRET] = "secret-source", [T_REFUSED] = "refused",
     [T_OBJECT] = "object",   [T_OBJARRAY] = "object-list",
 };
 
 #define F_REQUIRED 1u
+#define F_ANY_HEADER 2u /* T_HEADERS: any field name (a filter), none reserved */
 #define NO_OFF ((size_t)-1)
 
 struct ctx;
@@ -135,6 +140,7 @@ static void check_root(struct ctx *c, void *obj, const char *path);
 static void check_api(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
+static void check_filter(struct ctx *c, void *obj, const char *path);
 static void check_account(struct ctx *c, void *obj, const char *path);
 static void check_oauth2(struct ctx *c, void *obj, const char *path);
 
@@ -186,6 +192,25 @@ static const struct opt api_opts[] = {
 static const struct table api_table = {"api", api_opts, COUNT(api_opts), sizeof(struct config_api),
                                        NO_OFF, check_api};
 
+static const struct opt filter_opts[] = {
+    {.name = "types", .type = T_ENUMLIST, .values = filter_event_types, .max_items = 8,
+     LIST(config_filter, types, type_count)},
+    {.name = "to", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, to, to_count)},
+    {.name = "from", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, from, from_count)},
+    {.name = "subject", .type = T_STRING, .min = 1, .max = FILTER_PATTERN_MAX,
+     FIELD(config_filter, subject)},
+    {.name = "headers", .type = T_HEADERS, .flags = F_ANY_HEADER, .max_items = CONFIG_HEADERS_MAX,
+     .min = 1, .max = FILTER_PATTERN_MAX, LIST(config_filter, headers, header_count)},
+    {.name = "has_attachments", .type = T_TRIBOOL, FIELD(config_filter, has_attachments)},
+    {.name = "exclude_auto_replies", .type = T_BOOL, .def = "false",
+     FIELD(config_filter, exclude_auto_replies)},
+};
+static const struct table filter_table = {"filter", filter_opts, COUNT(filter_opts),
+                                          sizeof(struct config_filter),
+                                          offsetof(struct config_filter, present), check_filter};
+
 static const struct opt webhook_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
     {.name = "url", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 2048,
@@ -208,6 +233,7 @@ static const struct opt webhook_opts[] = {
      FIELD(config_webhook, max_in_flight)},
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
+    {.name = "filter", .type = T_OBJECT, .sub = &filter_table, FIELD(config_webhook, filter)},
 };
 static const struct table webhook_table = {"webhook", webhook_opts, COUNT(webhook_opts),
                                            sizeof(struct config_webhook), NO_OFF, check_webhook};
@@ -880,13 +906,13 @@ static void parse_headers(struct ctx *c, const struct opt *o, void *base, const 
             problem(c, sub, "is not a valid HTTP header name");
             continue;
         }
-        bool bad = false;
-        for (size_t i = 0; reserved[i] && !bad; i++)
+        bool bad = false, any = (o->flags & F_ANY_HEADER) != 0;
+        for (size_t i = 0; reserved[i] && !bad && !any; i++)
             if (strcasecmp(name, reserved[i]) == 0) {
                 problem(c, sub, "is set by the bridge itself and cannot be configured");
                 bad = true;
             }
-        for (size_t i = 0; credentials[i] && !bad; i++)
+        for (size_t i = 0; credentials[i] && !bad && !any; i++)
             if (strcasecmp(name, credentials[i]) == 0) {
                 problem(c, sub, "would put a credential in the file; receivers authenticate "
                                 "deliveries by their webhook-signature");
@@ -1084,6 +1110,12 @@ static void parse_opt(struct ctx *c, const struct table *t, const struct opt *o,
             problem(c, path, "expected true or false, got %s", json_type(v));
         else
             *AT(base, o->off, bool) = cJSON_IsTrue(v);
+        return;
+    case T_TRIBOOL:
+        if (!cJSON_IsBool(v))
+            problem(c, path, "expected true or false, got %s", json_type(v));
+        else
+            *AT(base, o->off, int) = cJSON_IsTrue(v) ? CONFIG_TRUE : CONFIG_FALSE;
         return;
     case T_STRLIST:
     case T_NAMELIST:
@@ -1464,6 +1496,18 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
         problem(c, path, "has no signing secret: set secret_env or secret_file");
 }
 
+/* A webhook's filter: its patterns compiled once, here (filter.h). */
+static void check_filter(struct ctx *c, void *obj, const char *path)
+{
+    struct config_filter *f = obj;
+    struct filter_error fe;
+    char sub[PATH_KEY_MAX];
+    if (!(f->compiled = filter_compile(f, &fe))) {
+        path_key(sub, sizeof sub, path, fe.key);
+        problem(c, *fe.key ? sub : path, "%s", fe.msg);
+    }
+}
+
 static bool is_plaintext_auth(enum config_auth m)
 {
     return m == CONFIG_AUTH_USER || m == CONFIG_AUTH_PLAIN || m == CONFIG_AUTH_LOGIN ||
@@ -1578,7 +1622,8 @@ static void check_root(struct ctx *c, void *obj, const char *path)
         if (!a->webhook_count)
             continue;
         a->webhook_index = calloc(a->webhook_count, sizeof *a->webhook_index);
-        if (!a->webhook_index) {
+        a->webhook_cfg = calloc(a->webhook_count, sizeof *a->webhook_cfg);
+        if (!a->webhook_index || !a->webhook_cfg) {
             problem(c, path, "out of memory");
             return;
         }
@@ -1588,6 +1633,7 @@ static void check_root(struct ctx *c, void *obj, const char *path)
                    !(cfg->webhooks[w].name && strcmp(cfg->webhooks[w].name, a->webhooks[k]) == 0))
                 w++;
             a->webhook_index[k] = w;
+            a->webhook_cfg[k] = w < cfg->webhook_count ? &cfg->webhooks[w] : NULL;
             if (w < cfg->webhook_count)
                 continue;
             char elem[PATH_KEY_MAX];
@@ -2159,6 +2205,7 @@ static void visit_free(struct ctx *c, const struct opt *o, void *base, const cha
     case T_SIZE:
     case T_INT:
     case T_BOOL:
+    case T_TRIBOOL:
     case T_REFUSED:
     case T_OBJECT:
         break;
@@ -2192,9 +2239,13 @@ void config_free(struct config **pcfg)
             OPENSSL_cleanse(w->key, w->key_len);
             free(w->key);
         }
+        filter_free(w->filter.compiled);
+        w->filter.compiled = NULL;
     }
-    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
+    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++) {
         free(cfg->accounts[i].webhook_index);
+        free(cfg->accounts[i].webhook_cfg);
+    }
     OPENSSL_cleanse(cfg->secrets_key_bytes, sizeof cfg->secrets_key_bytes);
     free(cfg->api.listen_host);
     struct ctx c = {.cfg = cfg};
@@ -2320,6 +2371,11 @@ static void print_value(FILE *out, const struct opt *o, void *base)
     case T_BOOL:
         fprintf(out, "%s", *AT(base, o->off, bool) ? "true" : "false");
         break;
+    case T_TRIBOOL: {
+        int t = *AT(base, o->off, int);
+        fprintf(out, "%s", t == CONFIG_TRUE ? "true" : t == CONFIG_FALSE ? "false" : "-");
+        break;
+    }
     case T_STRLIST:
     case T_NAMELIST:
     case T_ENUMLIST:
@@ -2375,7 +2431,7 @@ static void print_object(FILE *out, const struct table *t, void *base, int inden
                     s->source == CONFIG_SECRET_COMMAND ? "" : s->ref);
             continue;
         }
-        if (o->type == T_ENUMLIST && *AT(base, o->count_off, size_t) == 0) {
+        if (o->values == auth_names && *AT(base, o->count_off, size_t) == 0) {
             fprintf(out, " %s=strongest-offered", o->name);
             continue;
         }

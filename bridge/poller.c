@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "filter.h"
 #include "log.h"
+#include "message.h"
 #include "oauth2.h"
 #include "pop3.h"
 #include "pop3cfg.h"
@@ -130,6 +132,30 @@ static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
     return store_msg_write(f->m, buf, len, e);
 }
 
+/* The account's webhooks this message goes to, by their filters (filter.h):
+ * the message is parsed from what the store holds before finish.  One that
+ * cannot be parsed goes wherever its type alone is wanted. */
+static size_t route(struct fetch *f, struct store_msg *m, const char **out)
+{
+    const void *mem;
+    size_t len;
+    int fd;
+    struct err pe;
+    cJSON *msg = NULL;
+    if (store_msg_peek(m, &mem, &len, &fd, &pe) == 0)
+        msg = fd >= 0 ? message_to_json_fd(fd, NULL, &pe) : message_to_json(mem, len, NULL, &pe);
+    if (!msg)
+        log_warn("filter_unparsed", "account=%s uidl=%s error=%s", f->a->name,
+                 log_q(f->l->entries[f->current - 1].uidl), log_q(pe.msg));
+    const char *type = filter_message_type(msg, f->too_large_mode);
+    size_t n = filter_route(f->a, type, msg, out, STORE_WEBHOOKS_MAX);
+    cJSON_Delete(msg);
+    if (n < f->n_webhooks)
+        log_debug("filter_routed", "account=%s uidl=%s type=%s webhooks=%zu of %zu", f->a->name,
+                  log_q(f->l->entries[f->current - 1].uidl), type, n, f->n_webhooks);
+    return n;
+}
+
 static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
 {
     struct fetch *f = ctx;
@@ -141,7 +167,14 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
         meta.declared_size = f->l->entries[number - 1].size;
     }
     struct store_msg_result r;
-    if (store_msg_finish(m, &meta, f->webhooks, f->n_webhooks, poller_now_ms(), &r, e) < 0)
+    const char *routed[STORE_WEBHOOKS_MAX];
+    const char *const *hooks = f->webhooks;
+    size_t n_hooks = f->n_webhooks;
+    if (filter_route_needs_message(f->a)) {
+        n_hooks = route(f, m, routed);
+        hooks = routed;
+    }
+    if (store_msg_finish(m, &meta, hooks, n_hooks, poller_now_ms(), &r, e) < 0)
         return -1;
     if (f->too_large_mode)
         f->res->too_large++;

@@ -1102,6 +1102,16 @@ static int spool_to_file(struct store_msg *m, struct err *e)
     return 0;
 }
 
+int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
+{
+    if (m->failed)
+        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
+    *mem = m->fd >= 0 ? NULL : m->mem;
+    *len = m->fd >= 0 ? (size_t)m->size : m->mem_len;
+    *fd = m->fd;
+    return 0;
+}
+
 int store_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
 {
     if (m->failed)

@@ -114,6 +114,36 @@ struct config_header {
     char *value;
 };
 
+/* Event types a webhook's filter may list (filter.h filter_event_types). */
+enum config_event_type {
+    CONFIG_EV_MESSAGE_RECEIVED,
+    CONFIG_EV_MESSAGE_BOUNCE,
+    CONFIG_EV_MESSAGE_TOO_LARGE,
+    CONFIG_EV_ACCOUNT_AUTH_ERROR,
+};
+
+/* A boolean that may be left out. */
+enum config_tristate { CONFIG_UNSET, CONFIG_FALSE, CONFIG_TRUE };
+
+struct filter; /* filter.h: a compiled filter */
+
+/* A webhook's routing filter (filter.h says what each condition means). */
+struct config_filter {
+    bool present;                 /* "filter" was given */
+    int *types;                   /* enum config_event_type; none: message.* events */
+    size_t type_count;
+    char **to;                    /* address globs: To, Cc, Delivered-To */
+    size_t to_count;
+    char **from;                  /* address globs: From */
+    size_t from_count;
+    char *subject;                /* PCRE2 pattern, or NULL */
+    struct config_header *headers; /* header name -> PCRE2 pattern of its value */
+    size_t header_count;
+    int has_attachments;          /* enum config_tristate */
+    bool exclude_auto_replies;    /* default false */
+    struct filter *compiled;      /* compiled at load when present; freed by config_free */
+};
+
 struct config_webhook {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *url;                    /* http:// or https:// */
@@ -129,6 +159,7 @@ struct config_webhook {
     int max_in_flight;            /* requests to this webhook at once; default 8 */
     struct config_header *headers;   /* extra request headers */
     size_t header_count;
+    struct config_filter filter;  /* which events it gets (filter.h) */
 };
 
 /* Where an account's OAuth2 access tokens come from. */
@@ -191,6 +222,7 @@ struct config_account {
     char **webhooks;               /* names of the webhooks messages go to */
     size_t webhook_count;
     size_t *webhook_index;         /* the same, as indexes into config.webhooks */
+    const struct config_webhook **webhook_cfg; /* the same, as the webhooks themselves */
     char *address;                 /* the mailbox's address (mailbox_hash); default:
                                       the username when it is one, else NULL */
     char **trusted_authserv_ids;   /* Authentication-Results written by these are */

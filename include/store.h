@@ -267,6 +267,14 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
 /* Drop a message being written; nothing is stored.  NULL is a no-op. */
 void store_msg_abort(struct store_msg *m);
 
+/* The bytes written so far, to look at before finish (routing filters):
+ * either in memory (*mem, *len; *fd = -1) or in the spool file (*fd, a
+ * regular file holding them from offset 0; *mem = NULL).  Both stay owned
+ * by m and valid until finish or abort; the caller may read the fd and move
+ * its offset (the store reads it with pread) but must not write or close
+ * it.  Errors: ERR_USAGE (after a write error). */
+int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e);
+
 /* ---- reading a message (delivery, API) --------------------------------- */
 
 struct store_msg_info {
