@@ -17,6 +17,8 @@
 #include "cli.h"
 #include "config.h"
 #include "delivery.h"
+#include "event.h"
+#include "filter.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
@@ -153,6 +155,45 @@ static void save_state(struct store *st, const struct rt_account *a)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
 }
 
+static void notify_delivery(void *ctx);
+
+/* An account that went into auth_error: one "account.auth_error" event to
+ * every webhook whose filter lists that type, once until a poll works again
+ * (store_account_event_once), through the outbox like any event. */
+static void auth_error_event(struct store *st, const struct config *cfg,
+                             const struct rt_account *a)
+{
+    static const char type[] = "account.auth_error";
+    const char *hooks[STORE_WEBHOOKS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->webhook_count && n < STORE_WEBHOOKS_MAX; i++)
+        if (filter_wants_type(&cfg->webhooks[i], type))
+            hooks[n++] = cfg->webhooks[i].name;
+    if (n == 0)
+        return;
+    char when[40];
+    /* the same shape as a message event's data: account is the name */
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "account", a->name);
+    cJSON_AddStringToObject(d, "state", account_state_name(a->state));
+    cJSON_AddStringToObject(d, "error", a->last_error);
+    cJSON_AddStringToObject(d, "since", event_time(a->last_attempt_at, when, sizeof when));
+    char *text = d ? cJSON_PrintUnformatted(d) : NULL;
+    cJSON_Delete(d);
+    struct err e;
+    int64_t id = 0;
+    if (!text)
+        log_error("event_failed", "account=%s type=%s error=\"out of memory\"", a->name, type);
+    else if (store_account_event_once(st, a->name, type, text, hooks, n, now_ms(), &id, &e) < 0)
+        log_error("event_failed", "account=%s type=%s error=%s", a->name, type, log_q(e.msg));
+    else if (id > 0) {
+        log_info("account_event", "account=%s type=%s event=%lld webhooks=%zu", a->name, type,
+                 (long long)id, n);
+        notify_delivery(NULL);
+    }
+    cJSON_free(text);
+}
+
 /* ---- poll workers ------------------------------------------------------------ */
 
 static void notify_delivery(void *ctx)
@@ -282,6 +323,8 @@ static void *poll_worker(void *arg)
                 rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
             snapshot = *a;
             pthread_mutex_unlock(&rt.lock);
+            if (rc != 0 && snapshot.state == ACCOUNT_AUTH_ERROR)
+                auth_error_event(st, ref->cfg, &snapshot);
             save_state(st, &snapshot);
             pthread_mutex_lock(&rt.lock);
         } else if (a) {

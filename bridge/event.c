@@ -233,3 +233,49 @@ out:
     cJSON_Delete(ev);
     return rc;
 }
+
+int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
+                       event_tap_fn tap, void *tap_ctx, int *fd_out, uint64_t *len, struct err *e)
+{
+    *fd_out = -1;
+    *len = 0;
+    struct store_event ev;
+    char *text = NULL;
+    int g = store_event_get(st, event_id, &ev, &text, e);
+    if (g == STORE_NOTFOUND)
+        return err_set(e, ERR_USAGE, "no such event");
+    if (g < 0)
+        return -1;
+    cJSON *data = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(data)) {
+        cJSON_Delete(data);
+        return err_set(e, ERR_USAGE, "the stored data of event %lld is not a JSON object",
+                       (long long)event_id);
+    }
+    int rc = -1, fd = -1;
+    char when[40];
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", ev.type) ||
+        !cJSON_AddStringToObject(o, "timestamp", event_time(now_ms, when, sizeof when)) ||
+        !cJSON_AddItemToObject(o, "data", data)) {
+        if (!cJSON_GetObjectItem(o, "data"))
+            cJSON_Delete(data);
+        err_set(e, ERR_INTERNAL, "out of memory building an event");
+        goto out;
+    }
+    fd = open_tmp(tmp_dir, e);
+    if (fd < 0)
+        goto out;
+    struct spool_out so = {fd, tap, tap_ctx};
+    if (jsonw_write(o, spool_sink, &so, len, e) < 0)
+        goto out;
+    *fd_out = fd;
+    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    cJSON_Delete(o);
+    return rc;
+}

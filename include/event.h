@@ -69,6 +69,13 @@ typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);
 int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                 event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
+/* The same for a stored event that is not a message (store_event_get):
+ *   { "type": "<its type>", "timestamp": "<now_ms>", "data": <its data> }
+ * ERR_USAGE "no such event" when it does not exist (or its data is not an
+ * object), ERR_INTERNAL. */
+int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
+                       event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
+
 /* RFC 3339 UTC with milliseconds, from Unix ms; returns buf (>= 32 bytes). */
 char *event_time(int64_t ms, char *buf, size_t size);
 

@@ -116,7 +116,10 @@
 #define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
 #define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
 #define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
-#define STORE_SCHEMA_VERSION 4        /* newest schema this build knows */
+#define STORE_EVENT_TYPE_MAX 31       /* event type names ("account.auth_error") */
+#define STORE_EVENT_DATA_MAX 65536    /* bytes of an event's data (JSON text) */
+#define STORE_RETRY_BULK_MAX 1000     /* deliveries one store_delivery_retry_bulk resets */
+#define STORE_SCHEMA_VERSION 5        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -327,6 +330,8 @@ enum store_dstatus {
     STORE_D_DELIVERED,   /* answered 2xx */
     STORE_D_FAILED,      /* tried, will retry at next_attempt_at */
     STORE_D_DEAD,        /* gave up after the last retry; can be retried */
+    STORE_D_DROPPED,     /* an operator gave it up (failed or dead before); kept, final:
+                            for the message it counts as done (schema 5) */
 };
 const char *store_dstatus_name(enum store_dstatus s); /* "pending"... */
 /* 0 and *out set, or -1 (unknown name; *e ERR_USAGE). */
@@ -350,6 +355,9 @@ struct store_delivery {
                                               the identity webhook-ids derive from */
     char lease_owner[STORE_OWNER_MAX + 1]; /* "" when not leased */
     int64_t lease_until;                   /* 0 when not leased */
+    int64_t event_id;        /* > 0: the delivery of an event that is not a message
+                                (msg_id 0, uidl ""; msg_key is the event's key) */
+    char event_type[STORE_EVENT_TYPE_MAX + 1]; /* its type; "" for a message */
 };
 
 /* Lease up to max (<= STORE_DUE_MAX) due deliveries of `webhook` (NULL: of
@@ -441,10 +449,64 @@ int store_delivery_list(struct store *st, const enum store_dstatus *status,
 int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e);
 
 struct store_queue_counts {
-    int64_t pending, failed, delivered, dead;
+    int64_t pending, failed, delivered, dead, dropped;
 };
 /* Deliveries by status, over all accounts (metrics: queue depth). */
 int store_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e);
+
+/* An operator gives a failed or dead delivery up: status dropped (never
+ * erased: its attempts stay), lease dropped; when it was the message's last
+ * one not delivered, the message counts as delivered (its UIDL may be
+ * deleted from the server by after_delivery/delete_after).  STORE_NOTFOUND
+ * for an unknown id; ERR_USAGE when it is pending, delivered or dropped. */
+int store_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e);
+
+/* Reset up to max (1..STORE_RETRY_BULK_MAX) deliveries of `status` (failed
+ * or dead) of `webhook` (NULL: any) to pending, due at now, leases dropped,
+ * oldest first, in one transaction; those whose message body was purged are
+ * left alone.  *retried (may be NULL) gets the count.  Errors: ERR_USAGE
+ * (another status), ERR_LIMIT (max), ERR_INTERNAL. */
+int store_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
+                              size_t max, int64_t now, int64_t *retried, struct err *e);
+
+/* ---- events that are not messages ------------------------------------------
+ *
+ * An event about an account (e.g. "account.auth_error") goes through the
+ * same outbox as messages: one delivery per webhook, leased, signed, retried
+ * and recorded alike.  The event's data object (JSON text, at most
+ * STORE_EVENT_DATA_MAX bytes) is kept with its type, time and a random key
+ * (webhook-ids derive from it, as from a message's). */
+struct store_event {
+    int64_t id;
+    char account[STORE_NAME_MAX + 1];
+    char type[STORE_EVENT_TYPE_MAX + 1];
+    int64_t created_at;
+    char key[STORE_KEY_HEX + 1];
+};
+
+/* Store an event and its deliveries (due at now) in one transaction.  *id
+ * (may be NULL) gets its id.  Errors: ERR_USAGE (empty names, a webhook
+ * named twice, bad type), ERR_LIMIT (data size, n_webhooks over
+ * STORE_WEBHOOKS_MAX), ERR_INTERNAL. */
+int store_event_add(struct store *st, const char *account, const char *type, const char *data,
+                    const char *const *webhooks, size_t n_webhooks, int64_t now,
+                    int64_t *id, struct err *e);
+
+/* Once per transition: in one transaction, store the event as
+ * store_event_add does unless an event of this type for this account was
+ * stored after the account's last successful poll (last_success_at of
+ * store_account_get; none saved: 0).  So an account that keeps failing gets
+ * one event, and one more after it worked again and fails anew.  *event_id
+ * (may be NULL) gets its id, or 0 when nothing was written.  Several
+ * instances racing: one of them writes it. */
+int store_account_event_once(struct store *st, const char *account, const char *type,
+                             const char *data, const char *const *webhooks, size_t n_webhooks,
+                             int64_t now, int64_t *event_id, struct err *e);
+
+/* Event id; *data (may be NULL) gets its data (JSON text, malloc'd: the
+ * caller frees it).  STORE_NOTFOUND if there is none. */
+int store_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
+                    struct err *e);
 
 /* ---- webhooks ---------------------------------------------------------- */
 
