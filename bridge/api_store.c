@@ -267,7 +267,7 @@ static int list_query(struct http_req *r, struct list_query *q)
     q->limit = API_LIST_DEFAULT;
     if (q->status && store_dstatus_parse(q->status, &q->ds, &e) < 0)
         http_problem(r, 400, "bad-request",
-                     "status must be pending, delivered, failed or dead, not \"%s\"", q->status);
+                     "status must be pending, delivered, failed, dead or dropped, not \"%s\"", q->status);
     else if (q->account && (!*q->account || strlen(q->account) > STORE_NAME_MAX))
         http_problem(r, 400, "bad-request", "account must be 1 to %d bytes", STORE_NAME_MAX);
     else if (limit && api_parse_u64(limit, 1, API_LIST_MAX, &q->limit) < 0)

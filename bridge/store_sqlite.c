@@ -2004,7 +2004,7 @@ int store_delivery_list(struct store *st, const enum store_dstatus *status,
     err_clear(e);
     if (limit < 1 || limit > STORE_LIST_MAX)
         return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DEAD)
+    if (status && (unsigned)*status > STORE_D_DROPPED)
         return err_set(e, ERR_USAGE, "store: list: unknown status");
     if (account && check_name("account", account, e) < 0)
         return -1;
