@@ -52,6 +52,7 @@ _Static_assert(sizeof(enum config_oauth2_provider) == sizeof(int), "enum stored 
 _Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_event_type) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_tristate) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_dedupe_by) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -272,6 +273,17 @@ static const struct table oauth2_table = {"oauth2", oauth2_opts, COUNT(oauth2_op
                                           sizeof(struct config_oauth2),
                                           offsetof(struct config_oauth2, present), check_oauth2};
 
+static const char *const dedupe_by[] = {"message_id", NULL};
+static const struct opt dedupe_opts[] = {
+    {.name = "by", .type = T_ENUM, .def = "\"message_id\"", .values = dedupe_by,
+     FIELD(config_dedupe, by)},
+    {.name = "window", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
+     FIELD(config_dedupe, window_ms)},
+};
+static const struct table dedupe_table = {"dedupe", dedupe_opts, COUNT(dedupe_opts),
+                                          sizeof(struct config_dedupe),
+                                          offsetof(struct config_dedupe, present), NULL};
+
 static const struct opt account_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_account, name)},
     {.name = "host", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 253,
@@ -315,6 +327,7 @@ static const struct opt account_opts[] = {
      FIELD(config_account, address)},
     {.name = "trusted_authserv_ids", .type = T_STRLIST, .min = 1, .max = CONFIG_AUTHSERV_ID_MAX,
      .max_items = CONFIG_LIST_MAX, LIST(config_account, trusted_authserv_ids, trusted_authserv_id_count)},
+    {.name = "dedupe", .type = T_OBJECT, .sub = &dedupe_table, FIELD(config_account, dedupe)},
 };
 static const struct table account_table = {"account", account_opts, COUNT(account_opts),
                                            sizeof(struct config_account), NO_OFF, check_account};

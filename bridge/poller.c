@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "filter.h"
 #include "log.h"
@@ -156,6 +157,30 @@ static size_t route(struct fetch *f, struct store_msg *m, const char **out)
     return n;
 }
 
+#define POLLER_DEDUPE_HEAD (64u << 10) /* header bytes searched for the Message-ID */
+
+/* De-duplication (the account's dedupe): the message's Message-ID into buf,
+ * from the first POLLER_DEDUPE_HEAD bytes the store holds; "" if none. */
+static void message_id_for_dedupe(struct store_msg *m, char *buf, size_t size)
+{
+    const void *mem;
+    size_t len;
+    int fd;
+    struct err pe;
+    buf[0] = '\0';
+    if (store_msg_peek(m, &mem, &len, &fd, &pe) < 0)
+        return;
+    if (fd < 0) {
+        message_id_of(mem, len < POLLER_DEDUPE_HEAD ? len : POLLER_DEDUPE_HEAD, buf, size);
+        return;
+    }
+    char *head = malloc(POLLER_DEDUPE_HEAD);
+    ssize_t got = head ? pread(fd, head, POLLER_DEDUPE_HEAD, 0) : -1;
+    if (got > 0)
+        message_id_of(head, (size_t)got, buf, size);
+    free(head);
+}
+
 static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
 {
     struct fetch *f = ctx;
@@ -165,6 +190,14 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
     if (f->too_large_mode) {
         meta.kind = STORE_KIND_TOO_LARGE;
         meta.declared_size = f->l->entries[number - 1].size;
+    }
+    char mid[STORE_META_MAX + 1];
+    if (f->a->dedupe.present && !f->too_large_mode) {
+        message_id_for_dedupe(m, mid, sizeof mid);
+        if (mid[0]) {
+            meta.message_id = mid;
+            meta.dedupe_window_ms = f->a->dedupe.window_ms;
+        }
     }
     struct store_msg_result r;
     const char *routed[STORE_WEBHOOKS_MAX];
@@ -176,6 +209,10 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
     }
     if (store_msg_finish(m, &meta, hooks, n_hooks, poller_now_ms(), &r, e) < 0)
         return -1;
+    if (r.duplicate_of)
+        log_info("duplicate", "account=%s uidl=%s message=m_%lld duplicate_of=m_%lld",
+                 f->a->name, log_q(f->l->entries[number - 1].uidl), (long long)r.id,
+                 (long long)r.duplicate_of);
     if (f->too_large_mode)
         f->res->too_large++;
     else

@@ -330,7 +330,8 @@ static const char *const sql_text[S_COUNT] = {
                  "   WHERE d.message_id = uidls.message_id AND d.status NOT IN (1, 4)))",
     [S_MSG_INS] = "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
                   " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
-                  " event_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                  " event_key, duplicate_of)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [S_BODY_INS] = "INSERT INTO bodies(message_id, raw) VALUES (?1, ?2)",
     [S_UIDL_INS_STORED] = "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -339,7 +340,7 @@ static const char *const sql_text[S_COUNT] = {
                     " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
     [S_MSG_GET] = "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"
                   " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"
-                  " declared_size, event_key FROM messages WHERE id = ?1",
+                  " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages WHERE id = ?1",
     [S_NEXT_DUE] = "SELECT min(max(next_attempt_at, CASE WHEN lease_until > ?1"
                    " THEN lease_until ELSE 0 END)) FROM deliveries"
                    " WHERE status IN (0, 2)"
@@ -1337,14 +1338,44 @@ static int body_from_file(struct store *st, struct store_msg *m, int64_t id, str
     return r;
 }
 
+/* The first message of account with this Message-ID stored since `since`
+ * (not itself a duplicate): its id, or 0. */
+static int find_duplicate(struct store *st, const char *account, const char *message_id,
+                          int64_t since, int64_t *dup, struct err *e)
+{
+    *dup = 0;
+    sqlite3_stmt *s = S(st, S_DUP_FIND, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    bind_trunc(s, 2, message_id, STORE_META_MAX); /* as it was stored */
+    sqlite3_bind_int64(s, 3, since);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *dup = sqlite3_column_int64(s, 0);
+    else if (rc != SQLITE_DONE)
+        r = dberr(st, e, "find duplicate");
+    done(s);
+    return r;
+}
+
 static int finish_tx(struct store *st, struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
-                     const char *sha_hex, int64_t *id_out, struct err *e)
+                     const char *sha_hex, int64_t *id_out, int64_t *dup_out, struct err *e)
 {
     const char *op = "store message";
+    int64_t dup = 0;
+    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
+        find_duplicate(st, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup, e) < 0)
+        return -1;
+    if (dup)
+        n_webhooks = 0; /* recorded, not delivered: done at once */
+    *dup_out = dup;
     sqlite3_stmt *s = S(st, S_MSG_INS, e);
     if (!s)
         return -1;
+    if (dup)
+        sqlite3_bind_int64(s, 14, dup);
     bind_str(s, 1, m->account);
     bind_str(s, 2, m->uidl);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)m->size);
@@ -1449,16 +1480,17 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
         hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
     }
     hex[STORE_SHA256_HEX] = '\0';
-    int64_t id = 0;
+    int64_t id = 0, dup = 0;
     if (tx_begin(st, e, "store message") < 0)
         goto out;
-    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, e) < 0 ||
+    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
         tx_commit(st, e, "store message") < 0) {
         tx_rollback(st);
         goto out;
     }
     if (res) {
         res->id = id;
+        res->duplicate_of = dup;
         res->size = m->size;
         memcpy(res->sha256, hex, sizeof hex);
     }
@@ -1494,6 +1526,7 @@ int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, stru
         col_copy(s, 12, out->kind, sizeof out->kind);
         out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
         col_copy(s, 14, out->key, sizeof out->key);
+        out->duplicate_of = sqlite3_column_int64(s, 15);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {

@@ -198,6 +198,14 @@ struct config_oauth2 {
     const unsigned char *secrets_key; /* with a provider: config.secrets_key_bytes, else NULL */
 };
 
+/* De-duplication of an account's messages (issue 12 §6). */
+enum config_dedupe_by { CONFIG_DEDUPE_MESSAGE_ID };
+struct config_dedupe {
+    bool present;                 /* "dedupe" was given */
+    enum config_dedupe_by by;     /* default message_id */
+    int64_t window_ms;            /* default 30d */
+};
+
 struct config_account {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *host;
@@ -227,6 +235,8 @@ struct config_account {
                                       the username when it is one, else NULL */
     char **trusted_authserv_ids;   /* Authentication-Results written by these are */
     size_t trusted_authserv_id_count; /* believed; default []: only the topmost one */
+    struct config_dedupe dedupe;   /* a Message-ID stored within the window again: recorded
+                                      as a duplicate, not delivered */
 };
 
 struct config_token {

@@ -234,10 +234,15 @@ struct store_msg_meta {
     const char *date;
     const char *kind;
     uint64_t declared_size;
+    int64_t dedupe_window_ms; /* > 0 with message_id: a message of the account with the
+                                 same message_id stored within this window before now
+                                 (itself no duplicate) makes this one a duplicate:
+                                 stored, with duplicate_of set, and no delivery */
 };
 
 struct store_msg_result {
     int64_t id;
+    int64_t duplicate_of;  /* the earlier message this one duplicates; 0: none */
     uint64_t size;
     char sha256[STORE_SHA256_HEX + 1]; /* lowercase hex of the raw bytes */
 };
@@ -260,6 +265,8 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
  * With n_webhooks == 0 the message counts as delivered at once.  The body is
  * written with incremental blob I/O in STORE_IO_CHUNK pieces.  meta may be
  * NULL; res may be NULL.  Always consumes m (freed on success and error).
+ * A duplicate (meta->dedupe_window_ms) gets no deliveries whatever webhooks
+ * says, and counts as delivered at once.
  * Errors: ERR_USAGE (UIDL already known for the account, empty or repeated
  * webhook name, earlier write error), ERR_LIMIT (n_webhooks >
  * STORE_WEBHOOKS_MAX, webhook name too long), ERR_INTERNAL. */
@@ -297,6 +304,8 @@ struct store_msg_info {
     uint64_t declared_size;            /* too_large: the size LIST gave */
     char key[STORE_KEY_HEX + 1];       /* the event key (random, given when it was stored;
                                           "" for messages stored before schema 3) */
+    int64_t duplicate_of;              /* de-duplication: the earlier message of the same
+                                          Message-ID; 0: none (schema 5) */
 };
 
 /* Metadata of message id; STORE_NOTFOUND if there is no such message. */

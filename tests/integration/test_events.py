@@ -270,3 +270,28 @@ def test_dead_deliveries_dropped_and_retried_in_bulk():
                    "the dropped one stays dropped")
     finally:
         harness.eq(b.stop(), 0, "exit code after SIGTERM")
+
+
+@harness.timeout(60)
+def test_dedupe_by_message_id():
+    rcv = Receiver(bridge.new_secret(), name="ev-dedupe").start()
+    pw = secrets.token_urlsafe(12)
+    DC.add_user("evdedupe", pw)
+    same = ("From: a@example.org\r\nTo: b@example.org\r\nSubject: %s\r\n"
+            "Message-ID: <same-%s@example.org>\r\n\r\nbody\r\n")
+    tag = secrets.token_hex(4)
+    DC.deliver("evdedupe", (same % ("first", tag)).encode())
+    DC.deliver("evdedupe", (same % ("again, re-listed", tag)).encode())
+    DC.deliver("evdedupe", mail("a@example.org", "b@example.org", "other"))
+    b, _, _ = make_bridge("ev-dedupe", "evdedupe", pw, [hook("h", rcv, "T_WH_H")],
+                          {"T_WH_H": rcv.secret},
+                          account_extra={"dedupe": {"by": "message_id", "window": "30d"}})
+    r = b.run_once(timeout=40)
+    harness.eq(r.code, 0, "run --once exit code")
+    harness.eq(sorted(e.message["subject"] for e in rcv.events()), ["first", "other"],
+               "events (the re-listed copy is not delivered)")
+    rows = b.query("SELECT uidl, duplicate_of FROM messages ORDER BY id")
+    harness.eq(len(rows), 3, "messages stored")
+    harness.eq([d is not None for _, d in rows].count(True), 1, "duplicates recorded")
+    if "event=duplicate" not in r.stderr:
+        raise AssertionError("no duplicate in the log: %r" % r.stderr[-1500:])

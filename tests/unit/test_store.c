@@ -1105,6 +1105,42 @@ static void account_events(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* Schema 5: a Message-ID already stored for the account within the window
+ * makes a message a duplicate: stored, not delivered. */
+static void dedupe_by_message_id(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    struct store_msg_meta meta = {.message_id = "same@host", .dedupe_window_ms = 30 * DAY_MS};
+    struct store_msg_result r1, r2, r3, r4;
+    struct store_msg *m;
+    assert_int_equal(store_msg_begin(st, "acc", "u1", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "x", 1, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r1, &e), 0);
+    assert_int_equal(r1.duplicate_of, 0);
+    /* re-listed under a new UIDL a day later: a duplicate of the first */
+    assert_int_equal(store_msg_begin(st, "acc", "u2", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "x", 1, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0 + DAY_MS, &r2, &e), 0);
+    assert_int_equal(r2.duplicate_of, r1.id);
+    assert_int_equal(uidl_state(st, "acc", "u2"), STORE_UIDL_DELIVERED); /* nothing to deliver */
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, r2.id, &info, &e), 0);
+    assert_int_equal(info.duplicate_of, r1.id);
+    /* another account, or past the window: not a duplicate */
+    assert_int_equal(store_msg_begin(st, "other", "u1", &m, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r3, &e), 0);
+    assert_int_equal(r3.duplicate_of, 0);
+    assert_int_equal(store_msg_begin(st, "acc", "u3", &m, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0 + 31 * DAY_MS, &r4, &e), 0);
+    assert_int_equal(r4.duplicate_of, 0);
+    /* one delivery each for u1, other/u1, u3; none for the duplicate */
+    struct store_queue_counts qc;
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.pending, 3);
+}
+
 static void leases(void **state)
 {
     struct fx *fx = *state;
@@ -2147,7 +2183,7 @@ static void concurrent_first_open(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(open_migrate_reopen), T(migrate_from_v2), T(drop_and_bulk_retry), T(account_events), T(newer_schema_refused), T(open_errors),
+        T(open_migrate_reopen), T(migrate_from_v2), T(drop_and_bulk_retry), T(account_events), T(dedupe_by_message_id), T(newer_schema_refused), T(open_errors),
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
