@@ -53,6 +53,7 @@ _Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as i
 _Static_assert(sizeof(enum config_event_type) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_tristate) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_dedupe_by) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_include) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -88,6 +89,7 @@ static const char *const type_names[] = {
 
 #define F_REQUIRED 1u
 #define F_ANY_HEADER 2u /* T_HEADERS: any field name (a filter), none reserved */
+#define F_OR_WORD 4u    /* T_STRLIST: or one of `values` alone, as a string */
 #define NO_OFF ((size_t)-1)
 
 struct ctx;
@@ -142,6 +144,7 @@ static void check_api(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
 static void check_filter(struct ctx *c, void *obj, const char *path);
+static void check_payload(struct ctx *c, void *obj, const char *path);
 static void check_account(struct ctx *c, void *obj, const char *path);
 static void check_oauth2(struct ctx *c, void *obj, const char *path);
 
@@ -212,6 +215,23 @@ static const struct table filter_table = {"filter", filter_opts, COUNT(filter_op
                                           sizeof(struct config_filter),
                                           offsetof(struct config_filter, present), check_filter};
 
+static const char *const include_names[] = {"text", "html", "headers", "attachments", "raw_url",
+                                            NULL};
+static const char *const header_words[] = {"all", "none", NULL};
+static const struct opt payload_opts[] = {
+    {.name = "include", .type = T_ENUMLIST, .values = include_names, .max_items = 5,
+     .def = "[\"text\",\"html\",\"headers\",\"attachments\",\"raw_url\"]",
+     LIST(config_payload, include, include_count)},
+    {.name = "text_max", .type = T_SIZE, .def = "0", .min = 0, .max = 4 * MIB,
+     FIELD(config_payload, text_max)},
+    {.name = "headers", .type = T_STRLIST, .flags = F_OR_WORD, .values = header_words,
+     .def = "\"all\"", .min = 1, .max = 100, .max_items = CONFIG_PAYLOAD_HEADERS_MAX,
+     LIST(config_payload, headers, header_count)},
+};
+static const struct table payload_table = {"payload", payload_opts, COUNT(payload_opts),
+                                           sizeof(struct config_payload),
+                                           offsetof(struct config_payload, present), check_payload};
+
 static const struct opt webhook_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
     {.name = "url", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 2048,
@@ -235,6 +255,7 @@ static const struct opt webhook_opts[] = {
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
     {.name = "filter", .type = T_OBJECT, .sub = &filter_table, FIELD(config_webhook, filter)},
+    {.name = "payload", .type = T_OBJECT, .sub = &payload_table, FIELD(config_webhook, payload)},
 };
 static const struct table webhook_table = {"webhook", webhook_opts, COUNT(webhook_opts),
                                            sizeof(struct config_webhook), NO_OFF, check_webhook};
@@ -958,6 +979,20 @@ static void parse_list(struct ctx *c, const struct opt *o, void *base, const cJS
                        const char *path)
 {
     char sub[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    if ((o->flags & F_OR_WORD) && cJSON_IsString(v)) {
+        int w;
+        if (!get_enum(c, v, path, o->values, &w))
+            return;
+        char **one = calloc(1, sizeof *one);
+        if (!one || !(one[0] = strdup(o->values[w]))) {
+            free(one);
+            problem(c, path, "out of memory");
+            return;
+        }
+        *AT(base, o->off, char **) = one;
+        *AT(base, o->count_off, size_t) = 1;
+        return;
+    }
     if (!cJSON_IsArray(v)) {
         problem(c, path, "expected an array, got %s", json_type(v));
         return;
@@ -1518,6 +1553,29 @@ static void check_filter(struct ctx *c, void *obj, const char *path)
     if (!(f->compiled = filter_compile(f, &fe))) {
         path_key(sub, sizeof sub, path, fe.key);
         problem(c, *fe.key ? sub : path, "%s", fe.msg);
+    }
+}
+
+/* A webhook's payload: "all" and "none" stand alone; names are header names. */
+static void check_payload(struct ctx *c, void *obj, const char *path)
+{
+    struct config_payload *p = obj;
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "headers");
+    for (size_t i = 0; i < p->header_count; i++) {
+        const char *n = p->headers[i];
+        path_index(item, sizeof item, sub, i);
+        bool word = strcmp(n, "all") == 0 || strcmp(n, "none") == 0;
+        if (word && p->header_count > 1) {
+            problem(c, item, "\"%s\" stands alone: \"headers\": \"%s\"", n, n);
+            continue;
+        }
+        bool ok = *n != '\0';
+        for (const char *q = n; *q && ok; q++)
+            ok = (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') ||
+                 strchr("!#$%&'*+-.^_`|~", *q) != NULL;
+        if (!ok)
+            problem(c, item, "is not a header name");
     }
 }
 

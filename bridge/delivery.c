@@ -413,6 +413,7 @@ static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t
         .inline_max = j->wh->inline_total_max ? j->wh->inline_attachments_max : 0,
         .inline_total_max = j->wh->inline_total_max ? j->wh->inline_total_max : 1,
         .now_ms = j->started_at,
+        .payload = &j->wh->payload,
     };
     if (j->dl.event_id > 0) /* an account event, not a message */
         return event_spool_stored(d->st, cfg->state_dir, j->dl.event_id, j->started_at, sign_tap,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -186,6 +187,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     cJSON *m = message_obj(st, tmp_dir, id, o, &info, e);
     if (!m)
         return -1;
+    event_shape(m, o->payload);
     int rc = -1, fd = -1;
     char when[40];
     cJSON *ev = cJSON_CreateObject();
@@ -278,4 +280,84 @@ out:
         close(fd);
     cJSON_Delete(o);
     return rc;
+}
+
+/* ---- payload shaping ---------------------------------------------------------------- */
+
+static bool included(const struct config_payload *p, enum config_include what)
+{
+    for (size_t i = 0; i < p->include_count; i++)
+        if (p->include[i] == (int)what)
+            return true;
+    return false;
+}
+
+static void set_field(cJSON *msg, const char *name, cJSON *v)
+{
+    if (!v)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(msg, name))
+        cJSON_ReplaceItemInObjectCaseSensitive(msg, name, v);
+    else
+        cJSON_Delete(v);
+}
+
+/* Cut a string field to max bytes on a character boundary; true if cut. */
+static bool cut(cJSON *msg, const char *name, uint64_t max)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(msg, name);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) <= max)
+        return false;
+    size_t n = (size_t)max;
+    while (n > 0 && ((unsigned char)v->valuestring[n] & 0xC0) == 0x80)
+        n--; /* the cut falls inside a character: before it */
+    char *s = strndup(v->valuestring, n);
+    if (!s)
+        return false;
+    set_field(msg, name, cJSON_CreateString(s));
+    free(s);
+    return true;
+}
+
+static bool header_wanted(const struct config_payload *p, const char *name)
+{
+    for (size_t i = 0; i < p->header_count; i++)
+        if (strcasecmp(p->headers[i], name) == 0)
+            return true;
+    return false;
+}
+
+void event_shape(cJSON *msg, const struct config_payload *p)
+{
+    if (!msg || !p || !p->present)
+        return;
+    if (!included(p, CONFIG_INC_TEXT))
+        set_field(msg, "text", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_HTML))
+        set_field(msg, "html", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_RAW_URL))
+        set_field(msg, "raw_url", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_ATTACHMENTS))
+        set_field(msg, "attachments", cJSON_CreateArray());
+    bool all = p->header_count == 1 && strcmp(p->headers[0], "all") == 0;
+    bool none = p->header_count == 1 && strcmp(p->headers[0], "none") == 0;
+    if (!included(p, CONFIG_INC_HEADERS) || none) {
+        set_field(msg, "headers", cJSON_CreateArray());
+    } else if (!all && p->header_count) {
+        cJSON *hs = cJSON_GetObjectItemCaseSensitive(msg, "headers");
+        cJSON *it = hs ? hs->child : NULL;
+        while (it) {
+            cJSON *next = it->next;
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (!cJSON_IsString(name) || !header_wanted(p, name->valuestring))
+                cJSON_Delete(cJSON_DetachItemViaPointer(hs, it));
+            it = next;
+        }
+    }
+    if (p->text_max > 0) {
+        bool t = cut(msg, "text", p->text_max);
+        bool h = cut(msg, "html", p->text_max);
+        if (t || h)
+            cJSON_AddBoolToObject(msg, "text_truncated", true);
+    }
 }

@@ -144,6 +144,25 @@ struct config_filter {
     struct filter *compiled;      /* compiled at load when present; freed by config_free */
 };
 
+/* What a webhook's events carry (issue 12 §3): payload.include names. */
+enum config_include {
+    CONFIG_INC_TEXT,
+    CONFIG_INC_HTML,
+    CONFIG_INC_HEADERS,
+    CONFIG_INC_ATTACHMENTS,
+    CONFIG_INC_RAW_URL,
+};
+#define CONFIG_PAYLOAD_HEADERS_MAX 64 /* names in payload.headers */
+
+struct config_payload {
+    bool present;                 /* "payload" was given; else everything, uncut */
+    int *include;                 /* enum config_include; default all five */
+    size_t include_count;
+    uint64_t text_max;            /* text and html cut to this many bytes; 0: not cut */
+    char **headers;               /* ["all"] (default), ["none"], or header names */
+    size_t header_count;
+};
+
 struct config_webhook {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *url;                    /* http:// or https:// */
@@ -160,6 +179,7 @@ struct config_webhook {
     struct config_header *headers;   /* extra request headers */
     size_t header_count;
     struct config_filter filter;  /* which events it gets (filter.h) */
+    struct config_payload payload; /* what they carry (event.h) */
 };
 
 /* Where an account's OAuth2 access tokens come from. */

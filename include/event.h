@@ -42,6 +42,8 @@ struct event_opts {
     const char *const *trusted_authserv_ids; /* the account's (message.h); may be NULL */
     size_t trusted_authserv_id_count;
     const char *address;        /* the account's address, for mailbox_hash; NULL: none */
+    const struct config_payload *payload; /* the webhook's payload shaping (event_spool
+                                             only); NULL or not present: everything */
 };
 
 /* The account's part of the options (trusted authserv-ids, address); a is
@@ -55,6 +57,16 @@ void event_opts_account(struct event_opts *o, const struct config_account *a);
  * its body was purged; ERR_INTERNAL. */
 cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                      struct store_msg_info *info, struct err *e);
+
+/* Payload shaping (a webhook's "payload", config.h), applied to a message
+ * object in place: a field left out of include becomes null (text, html,
+ * raw_url) or [] (headers, attachments); headers "none" empties the
+ * header list, a list of names keeps only those fields (any case); with
+ * text_max, text and html longer than that many bytes are cut (on a UTF-8
+ * character boundary) and the object gets "text_truncated": true.  The
+ * other fields (text_reply included) stay.  p NULL or not present: nothing
+ * changes. */
+void event_shape(cJSON *msg, const struct config_payload *p);
 
 /* Receives each piece of an event as it is written (e.g. to sign it). */
 typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);

@@ -295,3 +295,36 @@ def test_dedupe_by_message_id():
     harness.eq([d is not None for _, d in rows].count(True), 1, "duplicates recorded")
     if "event=duplicate" not in r.stderr:
         raise AssertionError("no duplicate in the log: %r" % r.stderr[-1500:])
+
+
+@harness.timeout(60)
+def test_payload_shaping():
+    small = Receiver(bridge.new_secret(), name="ev-small").start()
+    full = Receiver(bridge.new_secret(), name="ev-full").start()
+    pw = secrets.token_urlsafe(12)
+    DC.add_user("evshape", pw)
+    DC.deliver("evshape", mail("a@example.org", "b@example.org", "shaped", "X-Ticket: 42\r\n",
+                               body="0123456789" * 50 + "\r\n"))
+    hooks = [hook("small", small, "T_WH_SMALL",
+                  payload={"include": ["text", "headers"], "text_max": 100,
+                           "headers": ["subject", "X-Ticket"]}),
+             hook("full", full, "T_WH_FULL")]
+    b, _, _ = make_bridge("ev-shape", "evshape", pw, hooks,
+                          {"T_WH_SMALL": small.secret, "T_WH_FULL": full.secret})
+    harness.eq(b.run_once(timeout=40).code, 0, "run --once exit code")
+    s, f = small.events()[0], full.events()[0]
+    for ev, rcv in ((s, small), (f, full)):
+        bridge.verify_signature(ev, rcv.secret)
+        problems = openapi.validate({"$ref": "#/components/schemas/Event"}, ev.json, SPEC.doc)
+        if problems:
+            raise AssertionError("event does not match openapi.yaml: %s" % problems)
+    m = s.message
+    harness.eq((len(m["text"]), m["text_truncated"]), (100, True), "text cut")
+    harness.eq([h["name"] for h in m["headers"]], ["Subject", "X-Ticket"], "headers kept")
+    harness.eq((m["html"], m["raw_url"], m["attachments"]), (None, None, []), "left out")
+    harness.eq(m["subject"], "shaped", "subject")
+    if "text_truncated" in f.message or len(f.message["text"]) <= 100 or not f.message["raw_url"]:
+        raise AssertionError("the other webhook's event was shaped too: %r" % f.message)
+    if len(s.body) >= len(f.body):
+        raise AssertionError("the shaped event (%d bytes) is not smaller than the full one (%d)"
+                             % (len(s.body), len(f.body)))
