@@ -128,6 +128,9 @@ static void routes(void **state)
     assert_string_equal(allow, "GET, HEAD, DELETE");
     assert_true(lookup("POST", "/api/v1/webhooks/crm/match", allow, NULL, v, "name") >= 0);
     assert_string_equal(v, "crm");
+    assert_true(lookup("GET", "/api/v1/webhooks", allow, &pat, NULL, NULL) >= 0);
+    assert_true(lookup("GET", "/api/v1/stats/hourly", allow, &pat, NULL, NULL) >= 0);
+    assert_string_equal(pat, "/api/v1/stats/hourly");
 }
 
 /* The table passes the HTTP layer's check; /api/v1 and /metrics need a
@@ -138,7 +141,7 @@ static void route_table_shape(void **state)
     (void)state;
     size_t n, bad = 0;
     const struct http_route *r = api_routes(&n);
-    assert_int_equal(n, 30);
+    assert_int_equal(n, 32);
     assert_int_equal(http_route_check(r, n, &bad), 0);
     for (size_t i = 0; i < n; i++) {
         bool pub = (r[i].flags & HTTP_ROUTE_PUBLIC) != 0;
