@@ -468,3 +468,36 @@ size_t filter_route(const struct config_account *a, const char *type, const cJSO
     }
     return n;
 }
+
+cJSON *filter_to_json(const struct config_webhook *w)
+{
+    const struct config_filter *s = &w->filter;
+    if (!s->present)
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    if (s->type_count) {
+        cJSON *a = cJSON_AddArrayToObject(o, "types");
+        for (size_t i = 0; a && i < s->type_count; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(filter_event_types[s->types[i]]));
+    }
+    if (s->to_count)
+        cJSON_AddItemToObject(o, "to", cJSON_CreateStringArray((const char *const *)s->to,
+                                                               (int)s->to_count));
+    if (s->from_count)
+        cJSON_AddItemToObject(o, "from", cJSON_CreateStringArray((const char *const *)s->from,
+                                                                 (int)s->from_count));
+    if (s->subject)
+        cJSON_AddStringToObject(o, "subject", s->subject);
+    if (s->header_count) {
+        cJSON *h = cJSON_AddObjectToObject(o, "headers");
+        for (size_t i = 0; h && i < s->header_count; i++)
+            cJSON_AddStringToObject(h, s->headers[i].name, s->headers[i].value);
+    }
+    if (s->has_attachments != CONFIG_UNSET)
+        cJSON_AddBoolToObject(o, "has_attachments", s->has_attachments == CONFIG_TRUE);
+    if (s->exclude_auto_replies)
+        cJSON_AddBoolToObject(o, "exclude_auto_replies", true);
+    return o;
+}

@@ -109,6 +109,10 @@ bool filter_route_needs_message(const struct config_account *a);
 size_t filter_route(const struct config_account *a, const char *type, const cJSON *msg,
                     const char **names, size_t max);
 
+/* w's filter as configured (the keys given, header patterns included),
+ * for the API; NULL when it has none.  The caller owns it. */
+cJSON *filter_to_json(const struct config_webhook *w);
+
 /* Glob match of an address against a pattern (see above); exposed for
  * tests.  Bounded: O(len(p) * len(s)). */
 bool filter_glob(const char *pattern, const char *s);

@@ -149,6 +149,11 @@ def test_filters_route_messages_and_match_explains():
         by = {c["condition"]: c for c in ans["conditions"]}
         harness.eq((by["to"]["passed"], by["subject"]["passed"], by["headers.X-Priority"]["passed"]),
                    (False, True, True), "to fails, subject and header pass")
+        # the webhooks list shows each filter as configured
+        st, lst = api(port, token, "GET", "/api/v1/webhooks")
+        by_name = {w["name"]: w for w in lst["webhooks"]}
+        harness.eq(by_name["invoices"]["filter"]["subject"], "(?i)\\binvoice\\b", "filter shown")
+        harness.eq("filter" in by_name["every"], False, "no filter shown for the plain webhook")
         # errors: unknown webhook, bad body, unknown message
         harness.eq(api(port, token, "POST", "/api/v1/webhooks/nope/match", {"message_id": "m_1"})[0],
                    404, "unknown webhook")

@@ -173,6 +173,15 @@ static void matches_every_condition(void **state)
     cJSON_ArrayForEach(it, why)
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(it, "passed")));
     cJSON_Delete(why);
+    /* as the API shows it */
+    cJSON *shown = filter_to_json(f);
+    char *txt = cJSON_PrintUnformatted(shown);
+    assert_non_null(strstr(txt, "\"subject\":\"(?i)invoice\""));
+    assert_non_null(strstr(txt, "\"headers\":{\"X-Priority\":"));
+    assert_non_null(strstr(txt, "\"types\":[\"message.received\",\"message.bounce\"]"));
+    cJSON_free(txt);
+    cJSON_Delete(shown);
+    assert_null(filter_to_json(hook(cfg, "plain")));
     /* a type not listed */
     assert_false(filter_match(f, "message.too_large", m, NULL));
     assert_false(filter_match(f, "account.auth_error", NULL, NULL));
