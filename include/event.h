@@ -44,6 +44,9 @@ struct event_opts {
     const char *address;        /* the account's address, for mailbox_hash; NULL: none */
     const struct config_payload *payload; /* the webhook's payload shaping (event_spool
                                              only); NULL or not present: everything */
+    int64_t links_ttl_ms;       /* > 0 (with public_url): raw_url and attachment urls are
+                                   signed links (links.h) valid this long, under the
+                                   store's link key; 0: plain URLs */
 };
 
 /* The account's part of the options (trusted authserv-ids, address); a is
