@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "filter.h"
 #include "secretbox.h"
 
 #include "units.h"
@@ -50,6 +51,10 @@ _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_auth) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_provider) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_event_type) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_tristate) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_dedupe_by) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_include) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -62,6 +67,7 @@ enum opt_type {
     T_SIZE,     /* uint64_t bytes, "256KiB" or an integer                   */
     T_INT,      /* int                                                      */
     T_BOOL,     /* bool                                                     */
+    T_TRIBOOL,  /* int (enum config_tristate): true, false or left out      */
     T_STRLIST,  /* char ** + size_t count                                   */
     T_NAMELIST, /* char ** + size_t count, each a name                      */
     T_ENUMLIST, /* int * + size_t count                                     */
@@ -76,7 +82,7 @@ enum opt_type {
 static const char *const type_names[] = {
     [T_STRING] = "string",   [T_NAME] = "name",           [T_PATH] = "path",
     [T_ENUM] = "enum",       [T_DURATION] = "duration",   [T_SIZE] = "size",
-    [T_INT] = "int",         [T_BOOL] = "bool",           [T_STRLIST] = "string-list",
+    [T_INT] = "int",         [T_BOOL] = "bool",           [T_TRIBOOL] = "bool",           [T_STRLIST] = "string-list",
     [T_NAMELIST] = "name-list", [T_ENUMLIST] = "enum-list", [T_DURLIST] = "duration-list",
     [T_HEADERS] = "object",  [T_SECRET] = "secret-source", [T_REFUSED] = "refused",
     [T_OBJECT] = "object",   [T_OBJARRAY] = "object-list",
@@ -84,6 +90,8 @@ static const char *const type_names[] = {
 
 #define F_REQUIRED 1u
 #define F_MULTILINE 2u  /* T_SECRET: every line is kept, not only the first */
+#define F_ANY_HEADER 4u /* T_HEADERS: any field name (a filter), none reserved */
+#define F_OR_WORD 8u    /* T_STRLIST: or one of `values` alone, as a string */
 #define NO_OFF ((size_t)-1)
 
 struct ctx;
@@ -137,6 +145,8 @@ static void check_root(struct ctx *c, void *obj, const char *path);
 static void check_api(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
+static void check_filter(struct ctx *c, void *obj, const char *path);
+static void check_payload(struct ctx *c, void *obj, const char *path);
 static void check_webhook_auth(struct ctx *c, void *obj, const char *path);
 static void check_webhook_basic(struct ctx *c, void *obj, const char *path);
 static void check_account(struct ctx *c, void *obj, const char *path);
@@ -218,6 +228,42 @@ static const struct table webhook_auth_table = {
     "auth", webhook_auth_opts, COUNT(webhook_auth_opts), sizeof(struct config_webhook_auth),
     offsetof(struct config_webhook_auth, present), check_webhook_auth};
 
+static const struct opt filter_opts[] = {
+    {.name = "types", .type = T_ENUMLIST, .values = filter_event_types, .max_items = 8,
+     LIST(config_filter, types, type_count)},
+    {.name = "to", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, to, to_count)},
+    {.name = "from", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, from, from_count)},
+    {.name = "subject", .type = T_STRING, .min = 1, .max = FILTER_PATTERN_MAX,
+     FIELD(config_filter, subject)},
+    {.name = "headers", .type = T_HEADERS, .flags = F_ANY_HEADER, .max_items = CONFIG_HEADERS_MAX,
+     .min = 1, .max = FILTER_PATTERN_MAX, LIST(config_filter, headers, header_count)},
+    {.name = "has_attachments", .type = T_TRIBOOL, FIELD(config_filter, has_attachments)},
+    {.name = "exclude_auto_replies", .type = T_BOOL, .def = "false",
+     FIELD(config_filter, exclude_auto_replies)},
+};
+static const struct table filter_table = {"filter", filter_opts, COUNT(filter_opts),
+                                          sizeof(struct config_filter),
+                                          offsetof(struct config_filter, present), check_filter};
+
+static const char *const include_names[] = {"text", "html", "headers", "attachments", "raw_url",
+                                            NULL};
+static const char *const header_words[] = {"all", "none", NULL};
+static const struct opt payload_opts[] = {
+    {.name = "include", .type = T_ENUMLIST, .values = include_names, .max_items = 5,
+     .def = "[\"text\",\"html\",\"headers\",\"attachments\",\"raw_url\"]",
+     LIST(config_payload, include, include_count)},
+    {.name = "text_max", .type = T_SIZE, .def = "0", .min = 0, .max = 4 * MIB,
+     FIELD(config_payload, text_max)},
+    {.name = "headers", .type = T_STRLIST, .flags = F_OR_WORD, .values = header_words,
+     .def = "\"all\"", .min = 1, .max = 100, .max_items = CONFIG_PAYLOAD_HEADERS_MAX,
+     LIST(config_payload, headers, header_count)},
+};
+static const struct table payload_table = {"payload", payload_opts, COUNT(payload_opts),
+                                           sizeof(struct config_payload),
+                                           offsetof(struct config_payload, present), check_payload};
+
 static const struct opt webhook_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
     {.name = "url", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 2048,
@@ -240,6 +286,8 @@ static const struct opt webhook_opts[] = {
      FIELD(config_webhook, max_in_flight)},
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
+    {.name = "filter", .type = T_OBJECT, .sub = &filter_table, FIELD(config_webhook, filter)},
+    {.name = "payload", .type = T_OBJECT, .sub = &payload_table, FIELD(config_webhook, payload)},
     {.name = "auth", .type = T_OBJECT, .sub = &webhook_auth_table, FIELD(config_webhook, auth)},
     {.name = "headers_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, .flags = F_MULTILINE,
      FIELD(config_webhook, headers_secret)},
@@ -291,6 +339,17 @@ static const struct table oauth2_table = {"oauth2", oauth2_opts, COUNT(oauth2_op
                                           sizeof(struct config_oauth2),
                                           offsetof(struct config_oauth2, present), check_oauth2};
 
+static const char *const dedupe_by[] = {"message_id", NULL};
+static const struct opt dedupe_opts[] = {
+    {.name = "by", .type = T_ENUM, .def = "\"message_id\"", .values = dedupe_by,
+     FIELD(config_dedupe, by)},
+    {.name = "window", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
+     FIELD(config_dedupe, window_ms)},
+};
+static const struct table dedupe_table = {"dedupe", dedupe_opts, COUNT(dedupe_opts),
+                                          sizeof(struct config_dedupe),
+                                          offsetof(struct config_dedupe, present), NULL};
+
 static const struct opt account_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_account, name)},
     {.name = "host", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 253,
@@ -336,6 +395,7 @@ static const struct opt account_opts[] = {
      FIELD(config_account, address)},
     {.name = "trusted_authserv_ids", .type = T_STRLIST, .min = 1, .max = CONFIG_AUTHSERV_ID_MAX,
      .max_items = CONFIG_LIST_MAX, LIST(config_account, trusted_authserv_ids, trusted_authserv_id_count)},
+    {.name = "dedupe", .type = T_OBJECT, .sub = &dedupe_table, FIELD(config_account, dedupe)},
 };
 static const struct table account_table = {"account", account_opts, COUNT(account_opts),
                                            sizeof(struct config_account), NO_OFF, check_account};
@@ -929,13 +989,13 @@ static void parse_headers(struct ctx *c, const struct opt *o, void *base, const 
             problem(c, sub, "is not a valid HTTP header name");
             continue;
         }
-        bool bad = false;
-        for (size_t i = 0; reserved[i] && !bad; i++)
+        bool bad = false, any = (o->flags & F_ANY_HEADER) != 0;
+        for (size_t i = 0; reserved[i] && !bad && !any; i++)
             if (strcasecmp(name, reserved[i]) == 0) {
                 problem(c, sub, "is set by the bridge itself and cannot be configured");
                 bad = true;
             }
-        for (size_t i = 0; credentials[i] && !bad; i++)
+        for (size_t i = 0; credentials[i] && !bad && !any; i++)
             if (strcasecmp(name, credentials[i]) == 0) {
                 problem(c, sub, "would put a credential in the file; use auth (basic or "
                                 "bearer) or headers_env / headers_file");
@@ -968,6 +1028,20 @@ static void parse_list(struct ctx *c, const struct opt *o, void *base, const cJS
                        const char *path)
 {
     char sub[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    if ((o->flags & F_OR_WORD) && cJSON_IsString(v)) {
+        int w;
+        if (!get_enum(c, v, path, o->values, &w))
+            return;
+        char **one = calloc(1, sizeof *one);
+        if (!one || !(one[0] = strdup(o->values[w]))) {
+            free(one);
+            problem(c, path, "out of memory");
+            return;
+        }
+        *AT(base, o->off, char **) = one;
+        *AT(base, o->count_off, size_t) = 1;
+        return;
+    }
     if (!cJSON_IsArray(v)) {
         problem(c, path, "expected an array, got %s", json_type(v));
         return;
@@ -1133,6 +1207,12 @@ static void parse_opt(struct ctx *c, const struct table *t, const struct opt *o,
             problem(c, path, "expected true or false, got %s", json_type(v));
         else
             *AT(base, o->off, bool) = cJSON_IsTrue(v);
+        return;
+    case T_TRIBOOL:
+        if (!cJSON_IsBool(v))
+            problem(c, path, "expected true or false, got %s", json_type(v));
+        else
+            *AT(base, o->off, int) = cJSON_IsTrue(v) ? CONFIG_TRUE : CONFIG_FALSE;
         return;
     case T_STRLIST:
     case T_NAMELIST:
@@ -1578,6 +1658,41 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     check_webhook_transport(c, w, path);
 }
 
+/* A webhook's filter: its patterns compiled once, here (filter.h). */
+static void check_filter(struct ctx *c, void *obj, const char *path)
+{
+    struct config_filter *f = obj;
+    struct filter_error fe;
+    char sub[PATH_KEY_MAX];
+    if (!(f->compiled = filter_compile(f, &fe))) {
+        path_key(sub, sizeof sub, path, fe.key);
+        problem(c, *fe.key ? sub : path, "%s", fe.msg);
+    }
+}
+
+/* A webhook's payload: "all" and "none" stand alone; names are header names. */
+static void check_payload(struct ctx *c, void *obj, const char *path)
+{
+    struct config_payload *p = obj;
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "headers");
+    for (size_t i = 0; i < p->header_count; i++) {
+        const char *n = p->headers[i];
+        path_index(item, sizeof item, sub, i);
+        bool word = strcmp(n, "all") == 0 || strcmp(n, "none") == 0;
+        if (word && p->header_count > 1) {
+            problem(c, item, "\"%s\" stands alone: \"headers\": \"%s\"", n, n);
+            continue;
+        }
+        bool ok = *n != '\0';
+        for (const char *q = n; *q && ok; q++)
+            ok = (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') ||
+                 strchr("!#$%&'*+-.^_`|~", *q) != NULL;
+        if (!ok)
+            problem(c, item, "is not a header name");
+    }
+}
+
 static bool is_plaintext_auth(enum config_auth m)
 {
     return m == CONFIG_AUTH_USER || m == CONFIG_AUTH_PLAIN || m == CONFIG_AUTH_LOGIN ||
@@ -1696,7 +1811,8 @@ static void check_root(struct ctx *c, void *obj, const char *path)
         if (!a->webhook_count)
             continue;
         a->webhook_index = calloc(a->webhook_count, sizeof *a->webhook_index);
-        if (!a->webhook_index) {
+        a->webhook_cfg = calloc(a->webhook_count, sizeof *a->webhook_cfg);
+        if (!a->webhook_index || !a->webhook_cfg) {
             problem(c, path, "out of memory");
             return;
         }
@@ -1706,6 +1822,7 @@ static void check_root(struct ctx *c, void *obj, const char *path)
                    !(cfg->webhooks[w].name && strcmp(cfg->webhooks[w].name, a->webhooks[k]) == 0))
                 w++;
             a->webhook_index[k] = w;
+            a->webhook_cfg[k] = w < cfg->webhook_count ? &cfg->webhooks[w] : NULL;
             if (w < cfg->webhook_count)
                 continue;
             char elem[PATH_KEY_MAX];
@@ -2507,6 +2624,7 @@ static void visit_free(struct ctx *c, const struct opt *o, void *base, const cha
     case T_SIZE:
     case T_INT:
     case T_BOOL:
+    case T_TRIBOOL:
     case T_REFUSED:
     case T_OBJECT:
         break;
@@ -2535,11 +2653,16 @@ void config_free(struct config **pcfg)
         return;
     struct config *cfg = *pcfg;
     for (size_t i = 0; cfg->webhooks && i < cfg->webhook_count; i++) {
+        struct config_webhook *w = &cfg->webhooks[i];
+        filter_free(w->filter.compiled);
+        w->filter.compiled = NULL;
         webhook_keys_wipe(&cfg->webhooks[i]);
         secret_headers_wipe(&cfg->webhooks[i]);
     }
-    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
+    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++) {
         free(cfg->accounts[i].webhook_index);
+        free(cfg->accounts[i].webhook_cfg);
+    }
     OPENSSL_cleanse(cfg->secrets_key_bytes, sizeof cfg->secrets_key_bytes);
     free(cfg->api.listen_host);
     struct ctx c = {.cfg = cfg};
@@ -2665,6 +2788,11 @@ static void print_value(FILE *out, const struct opt *o, void *base)
     case T_BOOL:
         fprintf(out, "%s", *AT(base, o->off, bool) ? "true" : "false");
         break;
+    case T_TRIBOOL: {
+        int t = *AT(base, o->off, int);
+        fprintf(out, "%s", t == CONFIG_TRUE ? "true" : t == CONFIG_FALSE ? "false" : "-");
+        break;
+    }
     case T_STRLIST:
     case T_NAMELIST:
     case T_ENUMLIST:
@@ -2720,7 +2848,7 @@ static void print_object(FILE *out, const struct table *t, void *base, int inden
                     s->source == CONFIG_SECRET_COMMAND ? "" : s->ref);
             continue;
         }
-        if (o->type == T_ENUMLIST && *AT(base, o->count_off, size_t) == 0) {
+        if (o->values == auth_names && *AT(base, o->count_off, size_t) == 0) {
             fprintf(out, " %s=strongest-offered", o->name);
             continue;
         }

@@ -413,8 +413,12 @@ static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t
         .inline_max = j->wh->inline_total_max ? j->wh->inline_attachments_max : 0,
         .inline_total_max = j->wh->inline_total_max ? j->wh->inline_total_max : 1,
         .now_ms = j->started_at,
+        .payload = &j->wh->payload,
         .links_ttl_ms = cfg->links_ttl_ms,
     };
+    if (j->dl.event_id > 0) /* an account event, not a message */
+        return event_spool_stored(d->st, cfg->state_dir, j->dl.event_id, j->started_at, sign_tap,
+                                  sig, fd, len, e);
     event_opts_account(&o, config_account_find(cfg, j->dl.account));
     return event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -197,6 +198,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     cJSON *m = message_obj(st, tmp_dir, id, o, &info, e);
     if (!m)
         return -1;
+    event_shape(m, o->payload);
     int rc = -1, fd = -1;
     char when[40];
     cJSON *ev = cJSON_CreateObject();
@@ -243,4 +245,130 @@ out:
         close(fd);
     cJSON_Delete(ev);
     return rc;
+}
+
+int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
+                       event_tap_fn tap, void *tap_ctx, int *fd_out, uint64_t *len, struct err *e)
+{
+    *fd_out = -1;
+    *len = 0;
+    struct store_event ev;
+    char *text = NULL;
+    int g = store_event_get(st, event_id, &ev, &text, e);
+    if (g == STORE_NOTFOUND)
+        return err_set(e, ERR_USAGE, "no such event");
+    if (g < 0)
+        return -1;
+    cJSON *data = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(data)) {
+        cJSON_Delete(data);
+        return err_set(e, ERR_USAGE, "the stored data of event %lld is not a JSON object",
+                       (long long)event_id);
+    }
+    int rc = -1, fd = -1;
+    char when[40];
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", ev.type) ||
+        !cJSON_AddStringToObject(o, "timestamp", event_time(now_ms, when, sizeof when)) ||
+        !cJSON_AddItemToObject(o, "data", data)) {
+        if (!cJSON_GetObjectItem(o, "data"))
+            cJSON_Delete(data);
+        err_set(e, ERR_INTERNAL, "out of memory building an event");
+        goto out;
+    }
+    fd = open_tmp(tmp_dir, e);
+    if (fd < 0)
+        goto out;
+    struct spool_out so = {fd, tap, tap_ctx};
+    if (jsonw_write(o, spool_sink, &so, len, e) < 0)
+        goto out;
+    *fd_out = fd;
+    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ---- payload shaping ---------------------------------------------------------------- */
+
+static bool included(const struct config_payload *p, enum config_include what)
+{
+    for (size_t i = 0; i < p->include_count; i++)
+        if (p->include[i] == (int)what)
+            return true;
+    return false;
+}
+
+static void set_field(cJSON *msg, const char *name, cJSON *v)
+{
+    if (!v)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(msg, name))
+        cJSON_ReplaceItemInObjectCaseSensitive(msg, name, v);
+    else
+        cJSON_Delete(v);
+}
+
+/* Cut a string field to max bytes on a character boundary; true if cut. */
+static bool cut(cJSON *msg, const char *name, uint64_t max)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(msg, name);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) <= max)
+        return false;
+    size_t n = (size_t)max;
+    while (n > 0 && ((unsigned char)v->valuestring[n] & 0xC0) == 0x80)
+        n--; /* the cut falls inside a character: before it */
+    char *s = strndup(v->valuestring, n);
+    if (!s)
+        return false;
+    set_field(msg, name, cJSON_CreateString(s));
+    free(s);
+    return true;
+}
+
+static bool header_wanted(const struct config_payload *p, const char *name)
+{
+    for (size_t i = 0; i < p->header_count; i++)
+        if (strcasecmp(p->headers[i], name) == 0)
+            return true;
+    return false;
+}
+
+void event_shape(cJSON *msg, const struct config_payload *p)
+{
+    if (!msg || !p || !p->present)
+        return;
+    if (!included(p, CONFIG_INC_TEXT))
+        set_field(msg, "text", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_HTML))
+        set_field(msg, "html", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_RAW_URL))
+        set_field(msg, "raw_url", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_ATTACHMENTS))
+        set_field(msg, "attachments", cJSON_CreateArray());
+    bool all = p->header_count == 1 && strcmp(p->headers[0], "all") == 0;
+    bool none = p->header_count == 1 && strcmp(p->headers[0], "none") == 0;
+    if (!included(p, CONFIG_INC_HEADERS) || none) {
+        set_field(msg, "headers", cJSON_CreateArray());
+    } else if (!all && p->header_count) {
+        cJSON *hs = cJSON_GetObjectItemCaseSensitive(msg, "headers");
+        cJSON *it = hs ? hs->child : NULL;
+        while (it) {
+            cJSON *next = it->next;
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (!cJSON_IsString(name) || !header_wanted(p, name->valuestring))
+                cJSON_Delete(cJSON_DetachItemViaPointer(hs, it));
+            it = next;
+        }
+    }
+    if (p->text_max > 0) {
+        bool t = cut(msg, "text", p->text_max);
+        bool h = cut(msg, "html", p->text_max);
+        if (t || h)
+            cJSON_AddBoolToObject(msg, "text_truncated", true);
+    }
 }

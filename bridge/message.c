@@ -1626,3 +1626,57 @@ cJSON *message_top_json(const void *raw, size_t len, const char *uidl, struct er
     }
     return t;
 }
+
+/* ---- Message-ID without a parse -------------------------------------------------- */
+
+int message_id_of(const void *head, size_t len, char *out, size_t size)
+{
+    const char *p = head, *end = p + len;
+    if (size)
+        out[0] = '\0';
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        size_t n = (size_t)(line_end - p);
+        if (n && p[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            return 0; /* the blank line: the header ended without one */
+        if (n >= 11 && g_ascii_strncasecmp(p, "Message-ID:", 11) == 0) {
+            /* the value, with its continuation lines */
+            char val[1024];
+            size_t v = 0;
+            const char *q = p + 11;
+            for (;;) {
+                for (; q < p + n && v + 1 < sizeof val; q++)
+                    val[v++] = *q == '\t' ? ' ' : *q;
+                if (!eol || eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
+                    break;
+                p = eol + 1;
+                eol = memchr(p, '\n', (size_t)(end - p));
+                line_end = eol ? eol : end;
+                n = (size_t)(line_end - p);
+                if (n && p[n - 1] == '\r')
+                    n--;
+                q = p;
+            }
+            val[v] = '\0';
+            char *lt = strchr(val, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+            char *b = lt && gt ? lt + 1 : val, *e = lt && gt ? gt : val + v;
+            while (b < e && (*b == ' ' || *b == '\r'))
+                b++;
+            while (e > b && (e[-1] == ' ' || e[-1] == '\r'))
+                e--;
+            if (e == b || !size)
+                return 0;
+            size_t k = (size_t)(e - b) < size - 1 ? (size_t)(e - b) : size - 1;
+            memcpy(out, b, k);
+            out[k] = '\0';
+            return 1;
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return 0;
+}

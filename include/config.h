@@ -124,6 +124,55 @@ struct config_header {
     char *value;
 };
 
+/* Event types a webhook's filter may list (filter.h filter_event_types). */
+enum config_event_type {
+    CONFIG_EV_MESSAGE_RECEIVED,
+    CONFIG_EV_MESSAGE_BOUNCE,
+    CONFIG_EV_MESSAGE_TOO_LARGE,
+    CONFIG_EV_ACCOUNT_AUTH_ERROR,
+};
+
+/* A boolean that may be left out. */
+enum config_tristate { CONFIG_UNSET, CONFIG_FALSE, CONFIG_TRUE };
+
+struct filter; /* filter.h: a compiled filter */
+
+/* A webhook's routing filter (filter.h says what each condition means). */
+struct config_filter {
+    bool present;                 /* "filter" was given */
+    int *types;                   /* enum config_event_type; none: message.* events */
+    size_t type_count;
+    char **to;                    /* address globs: To, Cc, Delivered-To */
+    size_t to_count;
+    char **from;                  /* address globs: From */
+    size_t from_count;
+    char *subject;                /* PCRE2 pattern, or NULL */
+    struct config_header *headers; /* header name -> PCRE2 pattern of its value */
+    size_t header_count;
+    int has_attachments;          /* enum config_tristate */
+    bool exclude_auto_replies;    /* default false */
+    struct filter *compiled;      /* compiled at load when present; freed by config_free */
+};
+
+/* What a webhook's events carry (issue 12 §3): payload.include names. */
+enum config_include {
+    CONFIG_INC_TEXT,
+    CONFIG_INC_HTML,
+    CONFIG_INC_HEADERS,
+    CONFIG_INC_ATTACHMENTS,
+    CONFIG_INC_RAW_URL,
+};
+#define CONFIG_PAYLOAD_HEADERS_MAX 64 /* names in payload.headers */
+
+struct config_payload {
+    bool present;                 /* "payload" was given; else everything, uncut */
+    int *include;                 /* enum config_include; default all five */
+    size_t include_count;
+    uint64_t text_max;            /* text and html cut to this many bytes; 0: not cut */
+    char **headers;               /* ["all"] (default), ["none"], or header names */
+    size_t header_count;
+};
+
 /* A webhook's credentials for its receiver ("auth"): HTTP Basic or a bearer token. */
 struct config_webhook_basic {
     bool present;                 /* "basic" was given */
@@ -165,6 +214,8 @@ struct config_webhook {
     int max_in_flight;            /* requests to this webhook at once; default 8 */
     struct config_header *headers;   /* extra request headers */
     size_t header_count;
+    struct config_filter filter;  /* which events it gets (filter.h) */
+    struct config_payload payload; /* what they carry (event.h) */
 };
 
 /* Where an account's OAuth2 access tokens come from. */
@@ -203,6 +254,14 @@ struct config_oauth2 {
     const unsigned char *secrets_key; /* with a provider: config.secrets_key_bytes, else NULL */
 };
 
+/* De-duplication of an account's messages (issue 12 §6). */
+enum config_dedupe_by { CONFIG_DEDUPE_MESSAGE_ID };
+struct config_dedupe {
+    bool present;                 /* "dedupe" was given */
+    enum config_dedupe_by by;     /* default message_id */
+    int64_t window_ms;            /* default 30d */
+};
+
 struct config_account {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *host;
@@ -229,10 +288,13 @@ struct config_account {
     char **webhooks;               /* names of the webhooks messages go to */
     size_t webhook_count;
     size_t *webhook_index;         /* the same, as indexes into config.webhooks */
+    const struct config_webhook **webhook_cfg; /* the same, as the webhooks themselves */
     char *address;                 /* the mailbox's address (mailbox_hash); default:
                                       the username when it is one, else NULL */
     char **trusted_authserv_ids;   /* Authentication-Results written by these are */
     size_t trusted_authserv_id_count; /* believed; default []: only the topmost one */
+    struct config_dedupe dedupe;   /* a Message-ID stored within the window again: recorded
+                                      as a duplicate, not delivered */
 };
 
 struct config_token {

@@ -388,6 +388,29 @@ async function main() {
     await shot(page, '12-deliveries-empty');
   });
 
+  await step('deliveries: "Retry all dead" asks first, then retries in bulk', async () => {
+    // the status filter is "dead" (none): the button is there, behind a confirmation
+    await page.locator('#deliveries-retry-all').waitFor();
+    await page.click('#deliveries-retry-all');
+    await page.locator('dialog#confirm[open]').waitFor();
+    check(/Retry all dead/.test(await page.locator('#confirm-title').textContent()), 'the dialog names what it retries');
+    const bulkPosts = () => result.requests.filter((r) => r.method === 'POST' && /\/deliveries\/retry$/.test(r.url)).length;
+    const before = bulkPosts();
+    await page.click('#confirm-cancel');
+    await page.waitForTimeout(300);
+    eq(bulkPosts(), before, 'no bulk retry after Cancel');
+    await page.click('#deliveries-retry-all');
+    await page.locator('dialog#confirm[open]').waitFor();
+    const resp = page.waitForResponse((r) => r.request().method() === 'POST' && /\/deliveries\/retry$/.test(r.url()));
+    await page.click('#confirm-ok');
+    const r = await resp;
+    eq(r.status(), 202, 'bulk retry answer');
+    eq((await r.json()).retried, 0, 'nothing dead to retry');
+    await until(async () => /No dead deliveries to retry/.test((await page.locator('#toast').textContent()) || ''), STEP_TIMEOUT_MS, 'the toast');
+    await page.selectOption('#filter-status', '');
+    eq(await page.locator('#deliveries-retry-all').count(), 0, 'no bulk button without a retryable status');
+  });
+
   await step('a delivery\'s attempts, and Retry makes it delivered', async () => {
     await page.goto(base + '#/deliveries/' + encodeURIComponent(failedId));
     await page.locator('table.attempts').waitFor();
@@ -396,6 +419,15 @@ async function main() {
     check(/\d/.test(first[2]), 'attempt shows its duration: ' + first[2]);
     check(await page.locator('table.attempts tbody tr').first().locator('time').count() === 1, 'attempt shows when it started');
     await shot(page, '13-delivery-failed');
+    // Drop asks first; Cancel leaves it as it is
+    await page.click('#delivery-drop');
+    await page.locator('dialog#confirm[open]').waitFor();
+    check(/Drop delivery/.test(await page.locator('#confirm-title').textContent()), 'the dialog names the delivery');
+    await page.click('#confirm-cancel');
+    await page.waitForTimeout(300);
+    eq(result.requests.filter((x) => x.method === 'DELETE' && /\/deliveries\//.test(x.url)).length, 0,
+      'no DELETE after Cancel');
+    check(/failed/.test(await page.locator('#delivery-status').textContent()), 'still failed');
     const resp = page.waitForResponse((r) => r.request().method() === 'POST' && /\/retry$/.test(r.url()));
     await page.click('#delivery-retry');
     check((await resp).ok(), 'retry accepted');
