@@ -1,6 +1,8 @@
 /* maildir — see include/maildir.h. */
 #include "maildir.h"
 
+#include "codec.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -171,12 +173,7 @@ void maildir_key(const char *source, const char *uidl, char key[MAILDIR_KEY_LEN 
     EVP_DigestUpdate(c, uidl, strlen(uidl));
     EVP_DigestFinal_ex(c, md, &mdlen);
     EVP_MD_CTX_free(c);
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < MAILDIR_KEY_LEN / 2; i++) {
-        key[2 * i] = hex[md[i] >> 4];
-        key[2 * i + 1] = hex[md[i] & 15];
-    }
-    key[MAILDIR_KEY_LEN] = '\0';
+    codec_hex_encode(md, MAILDIR_KEY_LEN / 2, key);
 }
 
 bool maildir_has(const struct maildir *md, const char *key)

@@ -17,6 +17,7 @@
 
 #include "authres.h"
 #include "bounce.h"
+#include "codec.h"
 #include "mailclass.h"
 #include "reply.h"
 #include "subaddr.h"
@@ -695,16 +696,6 @@ static int att_stream(struct ctx *c, GMimeObject *obj, const char *path, chunk_f
     return 0;
 }
 
-static void hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static char *mime_type(GMimeObject *obj)
 {
     GMimeContentType *ct = g_mime_object_get_content_type(obj);
@@ -809,7 +800,7 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     if (acc.md_failed || EVP_DigestFinal_ex(acc.md, d, &dlen) != 1)
         c->oom = true;
     EVP_MD_CTX_free(acc.md);
-    hex(d, dlen, dhex);
+    codec_hex_encode(d, dlen, dhex);
     add(c, a, "size", cJSON_CreateNumber((double)acc.size));
     add(c, a, "sha256", cJSON_CreateString(dhex));
     const char *cid = g_mime_object_get_content_id(obj);
@@ -1378,7 +1369,7 @@ static int sha256_hex_mem(const void *raw, size_t len, char out[65])
     unsigned dlen = 0;
     if (EVP_Digest(raw, len, d, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32)
         return -1;
-    hex(d, dlen, out);
+    codec_hex_encode(d, dlen, out);
     return 0;
 }
 
@@ -1417,7 +1408,7 @@ static int sha256_hex_fd(int fd, char out[65], uint64_t *size, struct err *e)
     EVP_MD_CTX_free(md);
     g_free(buf);
     if (rc == 0) {
-        hex(d, dlen, out);
+        codec_hex_encode(d, dlen, out);
         *size = off;
     }
     return rc;

@@ -164,17 +164,9 @@ static int parse_fingerprint(const char *s, unsigned char pin[NET_PIN_LEN], stru
 
 static void format_fingerprint(const unsigned char *md, char *buf, size_t size)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    int r = snprintf(buf, size, "sha256:");
-    if (r < 0 || (size_t)r >= size)
-        return;
-    o = (size_t)r;
-    for (size_t i = 0; i < NET_PIN_LEN && o + 2 < size; i++) {
-        buf[o++] = hex[md[i] >> 4];
-        buf[o++] = hex[md[i] & 15];
-    }
-    buf[o] = '\0';
+    char hex[2 * NET_PIN_LEN + 1];
+    codec_hex_encode(md, NET_PIN_LEN, hex);
+    snprintf(buf, size, "sha256:%s", hex);
 }
 
 /* ---- connect ---------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "log.h"
 #include "secretbox.h"
 
@@ -142,8 +143,7 @@ static int unseal(const struct config_account *a, const char *field, const unsig
         char mine[9], theirs[9] = "?";
         secretbox_key_id(a->oauth2.secrets_key, mine);
         if (len >= 1 + SECRETBOX_KEY_ID_LEN)
-            snprintf(theirs, sizeof theirs, "%02x%02x%02x%02x", sealed[1], sealed[2], sealed[3],
-                     sealed[4]);
+            codec_hex_encode(sealed + 1, SECRETBOX_KEY_ID_LEN, theirs);
         /* no usable grant under this key: like a missing one, nothing is sent */
         err_set(e, ERR_AUTH,
                 "account %s: its OAuth2 tokens were sealed under another secrets key (id %s; "

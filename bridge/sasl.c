@@ -661,12 +661,7 @@ int sasl_apop_digest(const char *ts, size_t ts_len, const char *password, char o
         OPENSSL_cleanse(md, sizeof md);
         return err_set(e, ERR_INTERNAL, "APOP: MD5 is not available from OpenSSL");
     }
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 16; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[32] = '\0';
+    codec_hex_encode(md, 16, out);
     OPENSSL_cleanse(md, sizeof md);
     return 0;
 }

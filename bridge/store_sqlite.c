@@ -37,6 +37,8 @@
  */
 #include "store.h"
 
+#include "codec.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1224,11 +1226,7 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     char key[STORE_KEY_HEX + 1];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         return err_set(e, ERR_INTERNAL, "store: no random bytes for the message's event key");
-    for (size_t i = 0; i < sizeof rnd; i++) {
-        key[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-        key[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-    }
-    key[STORE_KEY_HEX] = '\0';
+    codec_hex_encode(rnd, sizeof rnd, key);
     bind_str(s, 13, key);
     if (n_webhooks == 0)
         sqlite3_bind_int64(s, 10, now);
@@ -1312,11 +1310,7 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
         goto out;
     }
     char hex[STORE_SHA256_HEX + 1];
-    for (unsigned i = 0; i < 32; i++) {
-        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
-        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
-    }
-    hex[STORE_SHA256_HEX] = '\0';
+    codec_hex_encode(md, 32, hex);
     int64_t id = 0;
     if (tx_begin(st, e, "store message") < 0)
         goto out;

@@ -295,7 +295,6 @@ int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
  * each but the last followed by its NUL. */
 static int id_of(const char *const *parts, size_t n, char *out, size_t out_size)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[SHA256_LEN];
     unsigned int mdlen = 0;
     if (!out || out_size < WEBHOOK_ID_SIZE) {
@@ -316,11 +315,7 @@ static int id_of(const char *const *parts, size_t n, char *out, size_t out_size)
     if (!ok)
         return -1;
     memcpy(out, "msg_", 4);
-    for (int i = 0; i < ID_HEX_DIGITS / 2; i++) {
-        out[4 + 2 * i] = hex[md[i] >> 4];
-        out[5 + 2 * i] = hex[md[i] & 0x0f];
-    }
-    out[4 + ID_HEX_DIGITS] = '\0';
+    codec_hex_encode(md, ID_HEX_DIGITS / 2, out + 4);
     return 0;
 }
 
