@@ -809,9 +809,9 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     add(c, a, "disposition",
         cJSON_CreateString(disposition_is_attachment(obj) ? "attachment" : "inline"));
     if (acc.keep) {
-        gchar *b64 = g_base64_encode(acc.keep->data, acc.keep->len);
-        add(c, a, "content", cJSON_CreateString(b64));
-        g_free(b64);
+        char *b64 = codec_b64_encode(acc.keep->data, acc.keep->len);
+        add(c, a, "content", b64 ? cJSON_CreateString(b64) : NULL);
+        free(b64);
         g_byte_array_free(acc.keep, TRUE);
         c->inlined += acc.size;
         return;

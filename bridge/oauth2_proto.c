@@ -142,23 +142,6 @@ void oauth2_proto_token_wipe(struct oauth2_token *t)
 
 /* ---- parsing ------------------------------------------------------------------- */
 
-/* RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
-static bool is_b64token(const char *t)
-{
-    size_t i = 0;
-    for (; t[i] && t[i] != '='; i++) {
-        unsigned char c = (unsigned char)t[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              strchr("-._~+/", c)))
-            return false;
-    }
-    if (i == 0)
-        return false;
-    for (; t[i]; i++)
-        if (t[i] != '=')
-            return false;
-    return true;
-}
 
 static cJSON *parse_object(const char *body, size_t len, struct err *e, const char *what)
 {
@@ -237,7 +220,7 @@ int oauth2_proto_parse_token(const char *body, size_t len, struct oauth2_token *
     int rc = -1;
     if (get_str(j, "access_token", true, t->access_token, sizeof t->access_token, e) < 0)
         goto out;
-    if (!is_b64token(t->access_token)) {
+    if (!codec_is_b64token(t->access_token)) {
         err_set(e, ERR_PROTO, "oauth2: access_token in the response is not a bearer token "
                               "(RFC 6750 b64token)");
         goto out;

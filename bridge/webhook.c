@@ -157,7 +157,7 @@ uint64_t webhook_signer_bytes(const struct webhook_signer *g)
 int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
 {
     unsigned char mac[SHA256_LEN];
-    char b64[4 * ((SHA256_LEN + 2) / 3) + 1];
+    char b64[CODEC_B64_SIZE(SHA256_LEN)];
     size_t outl = 0;
     if (out && out_size)
         out[0] = '\0';
@@ -168,7 +168,7 @@ int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
         return -1;
     }
     g->failed = true; /* a MAC is final once */
-    EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
+    codec_b64_encode_buf(mac, SHA256_LEN, b64, sizeof b64);
     OPENSSL_cleanse(mac, sizeof mac);
     int n = snprintf(out, out_size, "v1,%s", b64);
     if (n < 0 || (size_t)n >= out_size) {
