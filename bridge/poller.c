@@ -6,25 +6,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "oauth2.h"
 #include "pop3.h"
 #include "pop3cfg.h"
 
 
-int64_t poller_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t poller_now_ms(void) { return clock_wall_ms(); }
 
 /* ---- known UIDLs: a sorted array of copies ------------------------------- */
 
@@ -113,7 +102,7 @@ static int sink_begin(void *ctx, uint32_t number, struct err *e)
         if (store_batch_begin(f->st, e) < 0)
             return -1;
         f->batch_open = true;
-        f->batch_started = mono_ms();
+        f->batch_started = clock_mono_ms();
     }
     f->received = 0;
     f->current = number;
@@ -151,7 +140,7 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
     f->batch_msgs++;
     f->batch_bytes += octets;
     if (f->batch_msgs >= POLLER_BATCH_MESSAGES || f->batch_bytes >= POLLER_BATCH_BYTES ||
-        mono_ms() - f->batch_started >= POLLER_BATCH_MS)
+        clock_mono_ms() - f->batch_started >= POLLER_BATCH_MS)
         return batch_commit(f, e);
     return 0;
 }

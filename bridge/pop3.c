@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 
+#include "clock.h"
 #include "sasl.h"
 
 #define CMD_MAX 600 /* one command line we send (RFC 2449: AUTH <= 255 + framing) */
@@ -359,7 +360,7 @@ struct pop3 *pop3_connect(const struct pop3_opts *o, struct err *e)
         .ca_file = o->ca_file,
         .fingerprint = o->fingerprint,
         .timeout_ms = p->o.timeout_ms,
-        .session_deadline = o->session_timeout_ms > 0 ? net_now_ms() + o->session_timeout_ms : 0,
+        .session_deadline = o->session_timeout_ms > 0 ? clock_mono_ms() + o->session_timeout_ms : 0,
     };
     p->net = net_connect(&no, e);
     if (!p->net) {

@@ -1,6 +1,7 @@
 /* webhook — signing, sending and classifying webhook POSTs; see include/webhook.h. */
 #include "webhook.h"
 
+#include "clock.h"
 #include "codec.h"
 
 #include <curl/curl.h>
@@ -581,13 +582,6 @@ static void list_remove(struct list *l, struct xfer *x)
     l->n--;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void xfer_free(struct xfer *x)
 {
     if (!x)
@@ -745,7 +739,7 @@ static void complete(struct xfer *x, CURLcode rc)
     r->retry_after_s = -1;
     if ((r->status == 429 || r->status == 503) && x->retry_after[0] && !x->retry_after_bad)
         r->retry_after_s = webhook_parse_retry_after(x->retry_after, (int64_t)time(NULL));
-    r->duration_ms = x->started_ms ? now_ms() - x->started_ms : 0;
+    r->duration_ms = x->started_ms ? clock_mono_ms() - x->started_ms : 0;
     size_t keep = x->keep_len;
     while (keep && (x->keep[keep - 1] == '\n' || x->keep[keep - 1] == '\r' ||
                     x->keep[keep - 1] == ' ' || x->keep[keep - 1] == '\t'))
@@ -839,7 +833,7 @@ static int xfer_start(struct webhook_sender *s, struct xfer *x)
         append_header(&x->hdrs, "Expect:") < 0 ||
         curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs) != CURLE_OK)
         return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
-    x->started_ms = now_ms();
+    x->started_ms = clock_mono_ms();
     CURLMcode mc = curl_multi_add_handle(s->multi, x->easy);
     if (mc != CURLM_OK) {
         x->started_ms = 0;
