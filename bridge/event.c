@@ -9,21 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "jsonw.h"
 #include "message.h"
-
-char *event_time(int64_t ms, char *buf, size_t size)
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    if (snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (int)(ms % 1000)) >= (int)size &&
-        size)
-        buf[size - 1] = '\0';
-    return buf;
-}
 
 struct membuf {
     char *p;
@@ -100,11 +88,11 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     }
     if (info_out)
         *info_out = info;
-    char idbuf[STORE_ID_MAX], when[40];
+    char idbuf[STORE_ID_MAX], when[CLOCK_RFC3339_SIZE];
     struct message_opts o = {
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
-        .received_at = event_time(info.received_at, when, sizeof when),
+        .received_at = clock_rfc3339(info.received_at, 1, when, sizeof when),
         .public_url = eo->public_url,
         .sha256_hex = info.sha256,
         .inline_max = eo->inline_max,
@@ -187,7 +175,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     if (!m)
         return -1;
     int rc = -1, fd = -1;
-    char when[40];
+    char when[CLOCK_RFC3339_SIZE];
     cJSON *ev = cJSON_CreateObject();
     cJSON *data = ev ? cJSON_CreateObject() : NULL;
     if (!ev || !data) {
@@ -198,16 +186,13 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     }
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     int64_t now = o->now_ms;
-    if (now <= 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    }
+    if (now <= 0)
+        now = clock_wall_ms();
     const char *type = too_large                                     ? "message.too_large"
                        : cJSON_IsObject(cJSON_GetObjectItem(m, "bounce")) ? "message.bounce"
                                                                           : "message.received";
     bool built = cJSON_AddStringToObject(ev, "type", type) &&
-                 cJSON_AddStringToObject(ev, "timestamp", event_time(now, when, sizeof when)) &&
+                 cJSON_AddStringToObject(ev, "timestamp", clock_rfc3339(now, 1, when, sizeof when)) &&
                  cJSON_AddStringToObject(data, "account", info.account);
     if (!built || !cJSON_AddItemToObject(data, "message", m)) {
         cJSON_Delete(m);

@@ -1,6 +1,8 @@
 /* log — see include/log.h. */
 #include "log.h"
 
+#include "clock.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -276,13 +278,8 @@ void log_event(enum log_level l, const char *event, const char *fmt, ...)
     while (flen && fields[flen - 1] == ' ')
         fields[--flen] = '\0';
 
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    char ts[96];
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+    char ts[CLOCK_RFC3339_SIZE];
+    clock_rfc3339(clock_wall_ms(), 1, ts, sizeof ts);
 
     enum log_format f = log_get_format();
     if (f == LOG_FORMAT_JSON) {

@@ -17,6 +17,7 @@
 
 #include "authres.h"
 #include "bounce.h"
+#include "clock.h"
 #include "codec.h"
 #include "mailclass.h"
 #include "reply.h"
@@ -1057,15 +1058,10 @@ static cJSON *date_json(struct ctx *c, GMimeMessage *msg)
         perr(c, "Date header not understood: %s", q);
         return cJSON_CreateNull();
     }
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", g_date_time_get_year(utc),
-                     g_date_time_get_month(utc), g_date_time_get_day_of_month(utc),
-                     g_date_time_get_hour(utc), g_date_time_get_minute(utc),
-                     g_date_time_get_second(utc));
+    char buf[CLOCK_RFC3339_SIZE];
+    clock_rfc3339(g_date_time_to_unix(utc) * 1000, 0, buf, sizeof buf);
     g_date_time_unref(utc);
-    if (n < 0 || (size_t)n >= sizeof buf)
-        return cJSON_CreateNull();
-    return cJSON_CreateString(buf);
+    return buf[0] ? cJSON_CreateString(buf) : cJSON_CreateNull();
 }
 
 /* Message ids of a header field (without angle brackets), via GMime. */

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "config.h"
 #include "oauth2.h"
 #include "oauth2_proto.h"
@@ -24,28 +25,11 @@
 
 #define REDIRECT_MAX 64
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_s(int64_t s)
 {
     struct timespec ts = {(time_t)s, 0};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-}
-
-/* "2026-01-31T10:00:00Z" */
-static const char *iso_time(int64_t ms, char *buf, size_t size)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, size, "?");
-    return buf;
 }
 
 /* "in 52 min", "3 h ago" */
@@ -196,7 +180,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 static int listener_start(struct listener *l, unsigned port, unsigned *bound, struct err *e)
 {
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cond, NULL);
+    clock_cond_init(&l->cond);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     l->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
@@ -217,8 +201,7 @@ static void listener_stop(struct listener *l)
     if (l->d) {
         /* let the browser have its page before the listener goes away */
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 2;
+        clock_deadline(&until, 2000);
         pthread_mutex_lock(&l->mu);
         int w = 0;
         while (l->done && !l->replied && w != ETIMEDOUT)
@@ -251,7 +234,7 @@ static int flow_device(const struct oauth2_client *c, const char *account,
     printf("Waiting for the authorization (the code expires in %lld s)...\n",
            (long long)d->expires_in_s);
     fflush(stdout);
-    int64_t deadline = wall_ms() + d->expires_in_s * 1000;
+    int64_t deadline = clock_mono_ms() + d->expires_in_s * 1000;
     int64_t interval = d->interval_s;
     int temp = 0;
     for (;;) {
@@ -287,7 +270,7 @@ static int flow_device(const struct oauth2_client *c, const char *account,
         case OAUTH2_REFUSED:
             goto out;
         }
-        if (wall_ms() + interval * 1000 > deadline) {
+        if (clock_mono_ms() + interval * 1000 > deadline) {
             err_set(e, ERR_AUTH, "account %s: the code expired before it was approved; run "
                                  "oauth2 login again",
                     account);
@@ -325,8 +308,7 @@ static int flow_code(const struct oauth2_client *c, const char *account, unsigne
            account, url, redirect, (long long)wait_s);
     fflush(stdout);
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)wait_s;
+    clock_deadline(&until, wait_s * 1000);
     pthread_mutex_lock(&l.mu);
     int w = 0;
     while (!l.done && w != ETIMEDOUT)
@@ -442,15 +424,16 @@ static int login(int argc, char **argv)
         r = oauth2_proto_client_credentials(c, t, NULL, &e) == OAUTH2_OK ? 0 : -1;
         break;
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     if (r < 0 || oauth2_save_grant(st, a, t, now, &e) < 0) {
         code = cli_fail(&e);
         goto curl_out;
     }
-    char when[32];
+    char when[CLOCK_RFC3339_SIZE];
     printf("Account \"%s\" is authorized (%s, %s): the access token is valid until %s%s.\n", name,
            config_oauth2_provider_name(a->oauth2.provider),
-           config_oauth2_flow_name(a->oauth2.flow), iso_time(now + t->expires_in_s * 1000, when, sizeof when),
+           config_oauth2_flow_name(a->oauth2.flow),
+           clock_rfc3339(now + t->expires_in_s * 1000, 0, when, sizeof when),
            t->refresh_token[0] ? "; a refresh token is kept"
            : a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS ? ""
                                                              : "; NO refresh token came (add the "
@@ -502,7 +485,7 @@ static int status(int argc, char **argv)
         code = cli_fail(&e);
         goto out;
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
         if (!a->oauth2.present)
@@ -519,7 +502,7 @@ static int status(int argc, char **argv)
         }
         const char *prov = config_oauth2_provider_name(a->oauth2.provider);
         const char *flow = config_oauth2_flow_name(a->oauth2.flow);
-        char t1[32], t2[32];
+        char t1[CLOCK_RFC3339_SIZE], t2[32];
         switch (s.state) {
         case OAUTH2_STATE_NONE:
             if (a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS)
@@ -544,17 +527,18 @@ static int status(int argc, char **argv)
         }
         printf("%s: authorized (%s, %s)\n", a->name, prov, flow);
         if (s.access_expires_at)
-            printf("  access token expires:    %s (%s)\n", iso_time(s.access_expires_at, t1, sizeof t1),
+            printf("  access token expires:    %s (%s)\n",
+                   clock_rfc3339(s.access_expires_at, 0, t1, sizeof t1),
                    relative(s.access_expires_at, now, t2, sizeof t2));
         if (s.has_refresh_token) {
             if (s.refresh_used_at)
                 printf("  refresh token last used: %s (%s)\n",
-                       iso_time(s.refresh_used_at, t1, sizeof t1),
+                       clock_rfc3339(s.refresh_used_at, 0, t1, sizeof t1),
                        relative(s.refresh_used_at, now, t2, sizeof t2));
             else
                 printf("  refresh token last used: never\n");
         }
-        printf("  authorized at:           %s\n", iso_time(s.authorized_at, t1, sizeof t1));
+        printf("  authorized at:           %s\n", clock_rfc3339(s.authorized_at, 0, t1, sizeof t1));
         if (s.retry_at > now)
             printf("  last refresh failed (%d in a row), next attempt %s: %s\n", s.failures,
                    relative(s.retry_at, now, t2, sizeof t2), s.error);

@@ -69,7 +69,4 @@ typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);
 int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                 event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
-/* RFC 3339 UTC with milliseconds, from Unix ms; returns buf (>= 32 bytes). */
-char *event_time(int64_t ms, char *buf, size_t size);
-
 #endif
