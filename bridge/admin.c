@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "config.h"
 #include "maildir.h"
+#include "spool.h"
 #include "store.h"
 
 #define MBOX_BUF (64u << 10) /* bytes written to the mbox at a time */
@@ -122,17 +123,9 @@ struct mbox {
 
 static void mb_flush(struct mbox *m)
 {
-    size_t off = 0;
-    while (off < m->n && !m->failed) {
-        ssize_t w = write(m->fd, m->buf + off, m->n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            m->failed = true;
-            m->err = w < 0 ? errno : EIO;
-        } else {
-            off += (size_t)w;
-        }
+    if (!m->failed && spool_write_all(m->fd, m->buf, m->n) < 0) {
+        m->failed = true;
+        m->err = errno;
     }
     m->n = 0;
 }

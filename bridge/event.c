@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "jsonw.h"
 #include "message.h"
+#include "spool.h"
 
 struct membuf {
     char *p;
@@ -36,35 +37,9 @@ static int mem_sink(void *ctx, const void *data, size_t len, struct err *e)
 
 static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
 {
-    int fd = *(int *)ctx;
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(*(int *)ctx, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
     return 0;
-}
-
-/* An unlinked file in dir, mode 0600: O_TMPFILE, or where the file system
- * lacks it, a named file removed at once. */
-static int open_tmp(const char *dir, struct err *e)
-{
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
-        char path[4096];
-        int n = snprintf(path, sizeof path, "%s/.event-XXXXXX", dir);
-        if (n > 0 && (size_t)n < sizeof path && (fd = mkostemp(path, O_CLOEXEC)) >= 0)
-            unlink(path);
-    }
-    if (fd < 0)
-        err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-    return fd;
 }
 
 void event_opts_account(struct event_opts *o, const struct config_account *a)
@@ -113,7 +88,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
             err_set(e, ERR_USAGE, "no such message (or its body was purged)");
         free(mb.p);
     } else {
-        int fd = open_tmp(tmp_dir, e);
+        int fd = spool_tmpfile(tmp_dir, e);
         if (fd < 0)
             return NULL;
         r = store_msg_stream(st, id, fd_sink, &fd, e);
@@ -150,18 +125,9 @@ static int spool_sink(void *ctx, const void *data, size_t len, struct err *e)
     struct spool_out *o = ctx;
     if (o->tap && o->tap(o->tap_ctx, data, len) != 0)
         return err_set(e, ERR_INTERNAL, "writing the event: its reader (the signature) failed");
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(o->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
-                           strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(o->fd, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
+                       strerror(errno));
     return 0;
 }
 
@@ -203,7 +169,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = open_tmp(tmp_dir, e);
+    fd = spool_tmpfile(tmp_dir, e);
     if (fd < 0)
         goto out;
     struct spool_out so = {fd, tap, tap_ctx};

@@ -2,6 +2,7 @@
 #include "maildir.h"
 
 #include "codec.h"
+#include "spool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -200,18 +201,9 @@ int maildir_begin(struct maildir *md, const char *key, struct err *e)
 
 int maildir_write(struct maildir *md, const void *buf, size_t len, struct err *e)
 {
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(md->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return tmp_err(md, e, "cannot write");
-        }
-        p += w;
-        len -= (size_t)w;
-        md->written += (unsigned long long)w;
-    }
+    if (spool_write_all(md->fd, buf, len) < 0)
+        return tmp_err(md, e, "cannot write");
+    md->written += (unsigned long long)len;
     return 0;
 }
 

@@ -38,6 +38,7 @@
 #include "store.h"
 
 #include "codec.h"
+#include "spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1064,21 +1065,6 @@ int store_msg_begin(struct store *st, const char *account, const char *uidl,
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Move the in-memory spool to an unlinked temp file in state_dir. */
 static int spool_to_file(struct store_msg *m, struct err *e)
 {
@@ -1091,7 +1077,7 @@ static int spool_to_file(struct store_msg *m, struct err *e)
         return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
                        strerror(errno));
     unlink(tmpl);
-    if (write_all(fd, m->mem, m->mem_len) < 0) {
+    if (spool_write_all(fd, m->mem, m->mem_len) < 0) {
         int saved = errno;
         close(fd);
         return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
@@ -1125,7 +1111,7 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
         return -1;
     }
     if (m->fd >= 0) {
-        if (write_all(m->fd, data, len) < 0) {
+        if (spool_write_all(m->fd, data, len) < 0) {
             m->failed = true;
             return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
                            m->st->dir, strerror(errno));
