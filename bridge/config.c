@@ -13,6 +13,7 @@
 
 #include "codec.h"
 #include "secretbox.h"
+#include "secrets.h"
 
 #include "units.h"
 
@@ -23,14 +24,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <openssl/crypto.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -769,41 +767,6 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
-/* A *_file path of "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
- * names a credential that systemd passes with LoadCredential=, in the
- * directory that variable names when the secret is read.  The length of the
- * prefix, or 0 for any other path. */
-static size_t credential_prefix(const char *p)
-{
-    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
-    for (size_t i = 0; i < COUNT(forms); i++)
-        if (strncmp(p, forms[i], strlen(forms[i])) == 0 && p[strlen(forms[i])])
-            return strlen(forms[i]);
-    return 0;
-}
-
-/* The file a *_file secret is read from: the credential expanded, or ref. */
-static const char *secret_file(struct ctx *c, const char *ref, char *buf, size_t size,
-                               const char *path)
-{
-    size_t n = credential_prefix(ref);
-    if (!n)
-        return ref;
-    const char *dir = getenv("CREDENTIALS_DIRECTORY");
-    if (!dir || dir[0] != '/') {
-        problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
-                                   : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
-                                     " for a service with LoadCredential=)");
-        return NULL;
-    }
-    int r = snprintf(buf, size, "%s/%s", dir, ref + n);
-    if (r < 0 || (size_t)r >= size) {
-        problem(c, path, "the path is longer than PATH_MAX (%d) once expanded", PATH_MAX);
-        return NULL;
-    }
-    return buf;
-}
-
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
                          const cJSON *v, const char *path)
 {
@@ -827,7 +790,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
+        ref = secrets_credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
         if (!ref)
             return;
         break;
@@ -1756,13 +1719,6 @@ static char *dir_of(const char *path)
 
 /* ---- secrets --------------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void secret_wipe(struct config_secret *s)
 {
     if (s->value) {
@@ -1773,224 +1729,25 @@ static void secret_wipe(struct config_secret *s)
     s->len = 0;
 }
 
-/* Run `cmd` with /bin/sh -c in `cwd`, stdin /dev/null; collect stdout into
- * out (at most CONFIG_COMMAND_OUTPUT_MAX bytes) within timeout_ms.  0 on
- * success, else -1 with why. */
-static int run_command(const char *cmd, const char *cwd, int64_t timeout_ms, char *out,
-                       size_t *out_len, char *why, size_t why_size)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        snprintf(why, why_size, "cannot create a pipe: %s", strerror(errno));
-        return -1;
-    }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    char *const argv[] = {"sh", "-c", (char *)cmd, NULL};
-    pid_t pid = devnull < 0 ? -1 : fork();
-    if (pid == 0) {
-        sigset_t none;
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        sigaction(SIGPIPE, &dfl, NULL);
-        setpgid(0, 0);
-        if (dup2(devnull, 0) < 0 || dup2(p[1], 1) < 0 || (cwd && chdir(cwd) < 0))
-            _exit(126);
-        execve("/bin/sh", argv, environ);
-        _exit(127);
-    }
-    int saved = errno;
-    close(p[1]);
-    if (devnull >= 0)
-        close(devnull);
-    if (pid < 0) {
-        close(p[0]);
-        snprintf(why, why_size, "cannot start it: %s", strerror(saved));
-        return -1;
-    }
-    setpgid(pid, pid); /* also here: whichever runs first */
-    int64_t deadline = now_ms() + timeout_ms;
-    size_t n = 0;
-    const char *fail = NULL;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            fail = "timed out";
-            break;
-        }
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int r = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fail = "poll failed";
-            break;
-        }
-        if (r == 0)
-            continue;
-        char chunk[4096];
-        ssize_t got = read(p[0], chunk, sizeof chunk);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break; /* EOF (or error): the command closed its output */
-        if (n + (size_t)got > CONFIG_COMMAND_OUTPUT_MAX) {
-            fail = "printed more than CONFIG_COMMAND_OUTPUT_MAX bytes";
-            OPENSSL_cleanse(chunk, sizeof chunk);
-            break;
-        }
-        memcpy(out + n, chunk, (size_t)got);
-        n += (size_t)got;
-        OPENSSL_cleanse(chunk, sizeof chunk);
-    }
-    close(p[0]);
-    /* wait for it, still within the deadline */
-    int status = 0;
-    pid_t w = 0;
-    while (!fail && (w = waitpid(pid, &status, WNOHANG)) == 0) {
-        if (now_ms() >= deadline) {
-            fail = "timed out";
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    if (fail || w < 0) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        snprintf(why, why_size, "%s", fail ? fail : "could not be waited for");
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (WIFSIGNALED(status)) {
-        snprintf(why, why_size, "was killed by signal %d", WTERMSIG(status));
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(why, why_size, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    *out_len = n;
-    return 0;
-}
-
-/* Keep the first line of buf[0..n) (without CR/LF) as the secret. */
-static int take_first_line(struct config_secret *s, const char *buf, size_t n)
-{
-    size_t k = 0;
-    while (k < n && buf[k] != '\n' && buf[k] != '\0')
-        k++;
-    if (k > 0 && buf[k - 1] == '\r')
-        k--;
-    if (k == 0)
-        return 1;
-    if (k > CONFIG_SECRET_MAX)
-        return 2;
-    for (size_t i = 0; i < k; i++)
-        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
-            return 4;
-    s->value = malloc(k + 1);
-    if (!s->value)
-        return 3;
-    memcpy(s->value, buf, k);
-    s->value[k] = '\0';
-    s->len = k;
-    return 0;
-}
-
 static void resolve_one(struct ctx *c, struct config_secret *s, const char *path)
 {
-    static const char *const empties[] = {"", "is empty", "is longer than CONFIG_SECRET_MAX bytes",
-                                          "out of memory", "contains a control character"};
-    char why[160];
-    size_t n = 0;
-    int r;
+    static const enum secrets_source from[] = {
+        [CONFIG_SECRET_ENV] = SECRETS_ENV,
+        [CONFIG_SECRET_FILE] = SECRETS_FILE,
+        [CONFIG_SECRET_COMMAND] = SECRETS_COMMAND,
+    };
     secret_wipe(s);
     if (s->source == CONFIG_SECRET_NONE)
         return;
-    if (s->source == CONFIG_SECRET_ENV) {
-        const char *v = getenv(s->ref);
-        if (!v) {
-            problem(c, path, "environment variable %s is not set", s->ref);
-            return;
-        }
-        size_t vl = strlen(v);
-        r = take_first_line(s, v, vl);
-        if (r == 0 && s->len != vl) {
-            secret_wipe(s);
-            r = 4;
-        }
-        if (r)
-            problem(c, path, "environment variable %s %s", s->ref, empties[r]);
-        return;
-    }
-    char *buf = malloc(CONFIG_COMMAND_OUTPUT_MAX + 1);
-    if (!buf) {
-        problem(c, path, "out of memory");
-        return;
-    }
-    switch (s->source) {
-    case CONFIG_SECRET_NONE:
-    case CONFIG_SECRET_ENV:
-        break;
-    case CONFIG_SECRET_FILE: {
-        char cred[PATH_MAX];
-        const char *file = secret_file(c, s->ref, cred, sizeof cred, path);
-        if (!file)
-            break;
-        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        struct stat st;
-        if (fd < 0) {
-            problem(c, path, "cannot open %s: %s", file, strerror(errno));
-            break;
-        }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            problem(c, path, "%s is not a regular file", file);
-            close(fd);
-            break;
-        }
-        bool read_failed = false;
-        for (;;) {
-            ssize_t got = read(fd, buf + n, CONFIG_SECRET_MAX + 2 - n);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got < 0) {
-                problem(c, path, "cannot read %s: %s", file, strerror(errno));
-                read_failed = true;
-                break;
-            }
-            if (got == 0 || (n += (size_t)got) >= CONFIG_SECRET_MAX + 2)
-                break;
-        }
-        close(fd);
-        if (read_failed)
-            break;
-        r = take_first_line(s, buf, n);
-        if (r)
-            problem(c, path, "the file %s %s", file, empties[r]);
-        break;
-    }
-    case CONFIG_SECRET_COMMAND: {
-        int64_t t = c->cfg->secret_command_timeout_ms > 0 ? c->cfg->secret_command_timeout_ms
-                                                          : 10 * MS_S;
-        if (run_command(s->ref, c->dir, t, buf, &n, why, sizeof why) < 0) {
-            n = 0;
-            problem(c, path, "the command %s", why);
-            break;
-        }
-        r = take_first_line(s, buf, n);
-        if (r)
-            problem(c, path, "the command's output %s",
-                    r == 1 ? "has an empty first line" : empties[r]);
-        break;
-    }
-    }
-    OPENSSL_cleanse(buf, CONFIG_COMMAND_OUTPUT_MAX + 1);
-    free(buf);
+    struct secrets_req q = {
+        .source = from[s->source],
+        .ref = s->ref,
+        .cwd = c->dir,
+        .timeout_ms = c->cfg->secret_command_timeout_ms,
+    };
+    char why[SECRETS_WHY_MAX];
+    if (secrets_read(&q, &s->value, &s->len, why, sizeof why) < 0)
+        problem(c, path, "%s", why);
 }
 
 typedef void (*visit_fn)(struct ctx *c, const struct opt *o, void *field, const char *path);

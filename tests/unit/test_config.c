@@ -580,7 +580,7 @@ static void secret_commands(void **state)
     load_bad("command_fail.json", &d);
     EXPECT(&d, f, "accounts[0].password_command", "exited with status 3");
     EXPECT(&d, f, "accounts[1].password_command", "empty first line");
-    EXPECT(&d, f, "accounts[2].password_command", "more than CONFIG_COMMAND_OUTPUT_MAX bytes");
+    EXPECT(&d, f, "accounts[2].password_command", "more than SECRETS_OUTPUT_MAX (65536) bytes");
     assert_int_equal(d.count, 3); /* accounts[3] ("cat", relative path) is fine */
     assert_false(diag_contains(&d, "leaked-PW"));
     config_diag_free(&d);
