@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "maildir.h"
 #include "pop3.h"
+#include "secrets.h"
 #include "units.h"
 
 #define SECRET_FILE_MAX 65536 /* password / token file size */
@@ -182,16 +183,16 @@ static int parse_url(const char *url, struct cli_opts *c, bool *tls_set, struct 
 /* First line of a file, for passwords and tokens. */
 static char *read_secret_file(const char *path, const char *what, struct err *e)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        err_set(e, ERR_USAGE, "cannot read %s file %s: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    char *buf = calloc(1, SECRET_FILE_MAX + 1);
-    size_t n = buf ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
-    fclose(f);
+    char *buf = calloc(1, SECRET_FILE_MAX + 2);
     if (!buf) {
         err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    size_t n = 0;
+    if (secrets_read_file(path, false, buf, SECRET_FILE_MAX + 1, &n) < 0) {
+        err_set(e, ERR_USAGE, "cannot read %s file %s: %s", what, path, strerror(errno));
+        OPENSSL_cleanse(buf, n);
+        free(buf);
         return NULL;
     }
     if (n > SECRET_FILE_MAX) {
