@@ -12,6 +12,7 @@
 #include "maildir.h"
 #include "pop3.h"
 #include "secrets.h"
+#include "url.h"
 #include "units.h"
 
 #define SECRET_FILE_MAX 65536 /* password / token file size */
@@ -98,85 +99,22 @@ static void trace_stderr(void *ctx, char dir, const char *line, size_t len)
     fprintf(stderr, "%c: %s\n", dir, clean);
 }
 
-static int pct_decode(const char *s, size_t len, char *out, size_t size)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '%') {
-            int h, l;
-            if (i + 2 >= len || (h = codec_hex_value(s[i + 1])) < 0 ||
-                (l = codec_hex_value(s[i + 2])) < 0)
-                return -1;
-            c = (char)(h * 16 + l);
-            i += 2;
-        }
-        if (c == '\0' || c == '\r' || c == '\n' || o + 1 >= size)
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 static int parse_url(const char *url, struct cli_opts *c, bool *tls_set, struct err *e)
 {
-    const char *rest;
-    if (strncmp(url, "pop3s://", 8) == 0) {
-        rest = url + 8;
-        if (!*tls_set)
-            c->p.tls = POP3_TLS_IMPLICIT;
-    } else if (strncmp(url, "pop3://", 7) == 0) {
-        rest = url + 7;
-        if (!*tls_set)
-            c->p.tls = POP3_TLS_STARTTLS;
-    } else {
-        return err_set(e, ERR_USAGE, "URL must start with pop3s:// or pop3:// (got \"%.80s\")", url);
-    }
-    size_t rl = strlen(rest);
-    if (rl && rest[rl - 1] == '/')
-        rl--;
-    const char *at = NULL;
-    for (size_t i = 0; i < rl; i++)
-        if (rest[i] == '@')
-            at = rest + i; /* the last '@' separates user and host */
-    if (!at || at == rest)
-        return err_set(e, ERR_USAGE, "URL needs a user name: pop3s://USER@HOST[:PORT]");
-    if (pct_decode(rest, (size_t)(at - rest), c->user, sizeof c->user) < 0)
-        return err_set(e, ERR_USAGE, "bad user name in URL (percent-encoding or length)");
-    const char *h = at + 1, *end = rest + rl, *port = NULL;
-    size_t hl;
-    if (h < end && *h == '[') {
-        const char *rb = memchr(h, ']', (size_t)(end - h));
-        if (!rb)
-            return err_set(e, ERR_USAGE, "bad IPv6 address in URL (missing ']')");
-        hl = (size_t)(rb - h - 1);
-        h++;
-        if (rb + 1 < end) {
-            if (rb[1] != ':')
-                return err_set(e, ERR_USAGE, "bad URL after ']'");
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(h, ':', (size_t)(end - h));
-        hl = (size_t)((colon ? colon : end) - h);
-        if (colon)
-            port = colon + 1;
-    }
-    if (hl == 0 || hl >= sizeof c->host)
-        return err_set(e, ERR_USAGE, "URL needs a host: pop3s://USER@HOST[:PORT]");
-    memcpy(c->host, h, hl);
-    c->host[hl] = '\0';
-    if (strpbrk(c->host, "/?#@ "))
-        return err_set(e, ERR_USAGE, "bad host \"%s\" in URL", c->host);
-    if (port) {
-        uint64_t v;
-        if (pop3_parse_number(port, (size_t)(end - port), 1, 65535, &v) < 0)
-            return err_set(e, ERR_USAGE, "bad port in URL (1-65535)");
-        c->p.port = (unsigned)v;
-    }
+    struct url_pop3 u;
+    if (url_parse_pop3(url, &u, e) < 0)
+        return -1;
+    if (!*tls_set)
+        c->p.tls = u.tls ? POP3_TLS_IMPLICIT : POP3_TLS_STARTTLS;
+    _Static_assert(sizeof c->user == sizeof u.user && sizeof c->host == sizeof u.host,
+                   "the URL's parts fit");
+    memcpy(c->user, u.user, sizeof c->user);
+    memcpy(c->host, u.host, sizeof c->host);
+    if (u.port)
+        c->p.port = u.port;
     c->p.host = c->host;
     c->p.username = c->user;
+    OPENSSL_cleanse(&u, sizeof u);
     return 0;
 }
 

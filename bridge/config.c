@@ -16,6 +16,7 @@
 #include "secrets.h"
 
 #include "units.h"
+#include "url.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -1148,34 +1149,6 @@ static void parse_table(struct ctx *c, const struct table *t, void *base, const 
 
 /* ---- checks across keys ------------------------------------------------------------ */
 
-static bool starts_with_ci(const char *s, const char *prefix)
-{
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* http(s)://authority[/...]; origin_only: nothing after the authority.
- * Returns NULL when fine, else what is wrong. */
-static const char *url_problem(const char *u, bool origin_only)
-{
-    const char *rest;
-    if (starts_with_ci(u, "http://"))
-        rest = u + 7;
-    else if (starts_with_ci(u, "https://"))
-        rest = u + 8;
-    else
-        return "must start with http:// or https://";
-    size_t auth = strcspn(rest, "/?#");
-    if (auth == 0)
-        return "has no host after the scheme";
-    if (strchr(u, ' '))
-        return "must not contain spaces";
-    if (memchr(rest, '@', auth))
-        return "must not carry user information (user:password@)";
-    if (origin_only && rest[auth] != '\0')
-        return "an origin is scheme://host[:port], without a path";
-    return NULL;
-}
-
 static int parse_port(const char *s)
 {
     if (!*s || strlen(s) > 5)
@@ -1245,7 +1218,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
     }
     path_key(sub, sizeof sub, path, "public_url");
     if (a->public_url) {
-        const char *why = url_problem(a->public_url, false);
+        const char *why = url_http_problem(a->public_url, 0);
         if (why)
             problem(c, sub, "%s", why);
         size_t n = strlen(a->public_url);
@@ -1264,7 +1237,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
         path_index(item, sizeof item, sub, i);
         if (strcmp(o, "*") == 0)
             continue;
-        const char *why = url_problem(o, true);
+        const char *why = url_http_problem(o, URL_ORIGIN_ONLY);
         if (why)
             problem(c, item, "%s %s", show(o, sh, sizeof sh), why);
     }
@@ -1287,16 +1260,6 @@ static const char *secret_suffix(enum config_secret_source s)
     return s == CONFIG_SECRET_ENV ? "env" : s == CONFIG_SECRET_FILE ? "file" : "command";
 }
 
-/* A token endpoint's URL: https:// only.  NULL when fine, else what is wrong. */
-static const char *endpoint_problem(const char *u)
-{
-    const char *why = url_problem(u, false);
-    if (why)
-        return why;
-    if (!starts_with_ci(u, "https://"))
-        return "must start with https:// (authorization servers are reached over TLS only)";
-    return NULL;
-}
 
 static bool is_tenant(const char *s)
 {
@@ -1392,7 +1355,7 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
             problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
             continue;
         }
-        const char *why = u ? endpoint_problem(u) : NULL;
+        const char *why = u ? url_http_problem(u, URL_HTTPS_ONLY) : NULL;
         if (why)
             problem(c, sub, "%s", why);
     }
@@ -1418,7 +1381,7 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     struct config_webhook *w = obj;
     char sub[PATH_KEY_MAX];
     if (w->url) {
-        const char *why = url_problem(w->url, false);
+        const char *why = url_http_problem(w->url, 0);
         path_key(sub, sizeof sub, path, "url");
         if (why)
             problem(c, sub, "%s", why);

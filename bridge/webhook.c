@@ -3,6 +3,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "url.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -942,17 +943,7 @@ struct webhook_sender *webhook_sender_new(int max_in_flight, struct err *e)
 
 static bool url_ok(const char *url)
 {
-    size_t len = strlen(url);
-    if (len > WEBHOOK_URL_MAX)
-        return false;
-    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)url[i];
-        if (c <= 0x20 || c == 0x7f)
-            return false;
-    }
-    return true;
+    return strlen(url) <= WEBHOOK_URL_MAX && url_http_problem(url, 0) == NULL;
 }
 
 static bool id_ok(const char *id)
@@ -1027,8 +1018,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     if (!url_ok(req->url)) {
         free(body);
         return err_set(e, ERR_USAGE,
-                       "webhook submit: URL must be http:// or https://, without spaces or "
-                       "control characters, at most %d bytes",
+                       "webhook submit: URL must be http:// or https://, without spaces, "
+                       "control characters or user information, at most %d bytes",
                        WEBHOOK_URL_MAX);
     }
     if (!id_ok(req->id)) {
