@@ -3,6 +3,8 @@
 
 #include "clock.h"
 
+#include <glib.h>
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -112,33 +114,15 @@ static size_t split(const char *text, char *vals, struct field *f, size_t max)
 
 /* ---- json ----------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid. */
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid
+ * (as GLib decides: overlong forms, surrogates and code points past U+10FFFF
+ * are). */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    size_t len;
-    unsigned min;
-    unsigned c = p[0];
-    if (c < 0x80)
+    if (p[0] < 0x80)
         return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
+    gunichar c = g_utf8_get_char_validated((const gchar *)p, (gssize)n);
+    return c == (gunichar)-1 || c == (gunichar)-2 ? 0 : (size_t)g_utf8_skip[p[0]];
 }
 
 /* Append s (len bytes) as a JSON string; the caller sized b for the worst case. */

@@ -57,67 +57,24 @@ void message_global_cleanup(void)
 
 /* ---- UTF-8 ------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid
- * (overlong forms, surrogates, > U+10FFFF and NUL are invalid here). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c >= 0x01 && c <= 0x7f)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-static bool utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (!k)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
-/* Appends s as valid UTF-8: each invalid byte and each NUL becomes U+FFFD.
- * Returns the number of replacements. */
+/* Appends s as valid UTF-8 (as GLib validates it: no overlong forms,
+ * surrogates, code points past U+10FFFF or NULs): each invalid byte becomes
+ * U+FFFD.  Returns the number of replacements. */
 static size_t utf8_append(GString *out, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
     size_t bad = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (k) {
-            g_string_append_len(out, s + i, (gssize)k);
-            i += k;
-        } else {
-            g_string_append(out, "\xef\xbf\xbd");
-            bad++;
-            i++;
+    while (n > 0) {
+        const gchar *end;
+        if (g_utf8_validate_len(s, n, &end)) {
+            g_string_append_len(out, s, (gssize)n);
+            break;
         }
+        size_t k = (size_t)(end - s);
+        g_string_append_len(out, s, (gssize)k);
+        g_string_append(out, "\xef\xbf\xbd");
+        bad++;
+        s += k + 1;
+        n -= k + 1;
     }
     return bad;
 }
@@ -235,7 +192,7 @@ static cJSON *jstr(struct ctx *c, const char *what, const char *s)
     if (!s)
         return cJSON_CreateNull();
     size_t n = strlen(s);
-    if (utf8_valid(s, n))
+    if (g_utf8_validate_len(s, n, NULL))
         return cJSON_CreateString(s);
     GString *g = g_string_sized_new(n + 16);
     size_t bad = utf8_append(g, s, n);
@@ -585,7 +542,7 @@ static GString *text_to_utf8(struct ctx *c, const char *path, const char *cs, co
 {
     GString *out = g_string_sized_new(n + 16);
     if (!cs || !*cs || charset_is_utf8(cs)) {
-        if (utf8_valid(s, n)) {
+        if (g_utf8_validate_len(s, n, NULL)) {
             g_string_append_len(out, s, (gssize)n);
             return out;
         }
