@@ -43,16 +43,6 @@ static int fail(const struct err *e)
     return e->kind == ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_LOCAL;
 }
 
-/* The configuration, without its secrets; NULL after printing every problem. */
-static struct config *load(const char *path)
-{
-    struct config_diag d = {0};
-    struct config *cfg = config_load_layout(path, &d);
-    if (!cfg)
-        config_diag_print(&d, stderr);
-    config_diag_free(&d);
-    return cfg;
-}
 
 /* ---- store backup / restore ------------------------------------------------------- */
 
@@ -78,7 +68,7 @@ int admin_store_main(int argc, char **argv)
         return usage_error(backup ? "pop3bridge store backup --config FILE OUT"
                                   : "pop3bridge store restore --config FILE IN");
     const char *file = argv[1 + optind];
-    struct config *cfg = load(path);
+    struct config *cfg = config_load_or_print(path, true, stderr); /* no secrets */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};
@@ -382,7 +372,7 @@ int admin_export_main(int argc, char **argv)
     if (!path || optind != argc - 1 || !maildir == !mbox)
         return usage_error("pop3bridge export --config FILE ACCOUNT --maildir DIR | --mbox FILE");
     const char *account = argv[optind];
-    struct config *cfg = load(path);
+    struct config *cfg = config_load_or_print(path, true, stderr); /* no secrets */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};

@@ -394,6 +394,16 @@ void config_diag_free(struct config_diag *d)
     d->dropped = 0;
 }
 
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out)
+{
+    struct config_diag d = {0};
+    struct config *cfg = layout_only ? config_load_layout(path, &d) : config_load(path, &d);
+    if (!cfg)
+        config_diag_print(&d, out);
+    config_diag_free(&d);
+    return cfg;
+}
+
 /* A value quoted for a message: control characters replaced, length capped. */
 static const char *show(const char *s, char *buf, size_t size)
 {

@@ -574,14 +574,9 @@ int daemon_main(int argc, char **argv)
         return 2;
     }
 
-    struct config_diag d = {0};
-    struct config *cfg = config_load(path, &d);
-    if (!cfg) {
-        config_diag_print(&d, stderr);
-        config_diag_free(&d);
+    struct config *cfg = config_load_or_print(path, false, stderr);
+    if (!cfg)
         return 2;
-    }
-    config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
     log_set_format((enum log_format)cfg->log_format);
 

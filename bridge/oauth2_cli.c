@@ -74,16 +74,6 @@ __attribute__((format(printf, 1, 2))) static int usage_fail(const char *fmt, ...
     return CLI_EXIT_USAGE;
 }
 
-static struct config *load(const char *path)
-{
-    struct config_diag d = {0};
-    struct config *cfg = config_load(path, &d);
-    if (!cfg)
-        config_diag_print(&d, stderr);
-    config_diag_free(&d);
-    return cfg;
-}
-
 /* ---- the loopback redirect listener (RFC 8252 §7.3) ---------------------------- */
 
 struct listener {
@@ -376,7 +366,7 @@ static int login(int argc, char **argv)
     if (optind + 1 != argc)
         return usage_fail("oauth2 login needs exactly one ACCOUNT");
     const char *name = argv[optind];
-    struct config *cfg = load(path);
+    struct config *cfg = config_load_or_print(path, false, stderr);
     if (!cfg)
         return CLI_EXIT_USAGE;
     const struct config_account *a = NULL;
@@ -473,7 +463,7 @@ static int status(int argc, char **argv)
     }
     if (!path || optind != argc)
         return usage_fail("oauth2 status needs --config FILE and nothing else");
-    struct config *cfg = load(path);
+    struct config *cfg = config_load_or_print(path, false, stderr);
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e;

@@ -297,6 +297,10 @@ const char *config_oauth2_flow_name(enum config_oauth2_flow f);
 void config_diag_print(const struct config_diag *d, FILE *out);
 void config_diag_free(struct config_diag *d);
 
+/* config_load() (or, with layout_only, config_load_layout()) for a command:
+ * the configuration, or NULL after printing every problem to out. */
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out);
+
 /* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
  * summary to stdout and returns 0 when valid; prints every problem to stderr
  * and returns 1 when not; returns 2 on a usage error. */

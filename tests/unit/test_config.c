@@ -849,6 +849,31 @@ static void resolve_again(void **state)
     set_env();
 }
 
+/* config_load_or_print: the configuration, or NULL with every problem printed;
+ * the layout alone needs no secrets. */
+static void load_or_print(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    struct config *cfg = config_load_or_print(DATA "minimal.json", false, out);
+    assert_non_null(cfg);
+    config_free(&cfg);
+    assert_null(config_load_or_print(DATA "cross.json", false, out));
+    unsetenv("TEST_CFG_PW");
+    assert_null(config_load_or_print(DATA "minimal.json", false, out));
+    cfg = config_load_or_print(DATA "minimal.json", true, out);
+    assert_non_null(cfg);
+    config_free(&cfg);
+    fclose(out);
+    assert_non_null(strstr(text, DATA "cross.json: "));
+    assert_non_null(strstr(text, "accounts[0].password_env"));
+    free(text);
+    set_env();
+}
+
 static void check_main_exit_codes(void **state)
 {
     (void)state;
@@ -1019,6 +1044,7 @@ int main(void)
         cmocka_unit_test_setup(size_cap_and_unreadable, setup),
         cmocka_unit_test_setup(diag_cap, setup),
         cmocka_unit_test_setup(resolve_again, setup),
+        cmocka_unit_test_setup(load_or_print, setup),
         cmocka_unit_test_setup(check_main_exit_codes, setup),
         cmocka_unit_test_setup(credentials_directory, setup),
         cmocka_unit_test_setup(account_address_and_authserv_ids, setup),
