@@ -160,6 +160,83 @@ static void free_secret(char **s)
 enum { OPT_TLS = 256, OPT_PLAIN, OPT_AUTH, OPT_CA, OPT_FP, OPT_TIMEOUT, OPT_STIMEOUT, OPT_MAXSIZE,
        OPT_PWFILE, OPT_TOKFILE, OPT_DELETE, OPT_HELP };
 
+/* What the options say beyond struct cli_opts: whether --tls was given and
+ * where the secrets are. */
+struct parsed {
+    bool tls_set;
+    const char *pwfile, *tokfile;
+};
+
+/* One option ch with its argument arg.  0, 1 for --help, or -1 with e. */
+static int parse_option(int ch, const char *arg, bool fetch, struct cli_opts *c, struct parsed *o,
+                        struct err *e)
+{
+    uint64_t v;
+    char why[128];
+    switch (ch) {
+    case OPT_TLS:
+        o->tls_set = true;
+        if (strcmp(arg, "implicit") == 0)
+            c->p.tls = POP3_TLS_IMPLICIT;
+        else if (strcmp(arg, "starttls") == 0)
+            c->p.tls = POP3_TLS_STARTTLS;
+        else if (strcmp(arg, "none") == 0)
+            c->p.tls = POP3_TLS_NONE;
+        else
+            return err_set(e, ERR_USAGE, "--tls takes implicit, starttls or none");
+        return 0;
+    case OPT_PLAIN: c->p.allow_plaintext = true; return 0;
+    case OPT_AUTH: return pop3_mech_list_parse(arg, c->p.mechs, &c->p.n_mechs, e) < 0 ? -1 : 0;
+    case OPT_CA: c->p.ca_file = arg; return 0;
+    case OPT_FP: c->p.fingerprint = arg; return 0;
+    case OPT_TIMEOUT:
+    case OPT_STIMEOUT:
+        if (pop3_parse_number(arg, strlen(arg), 1, 86400, &v) < 0)
+            return err_set(e, ERR_USAGE, "--%s takes whole seconds from 1 to 86400",
+                           ch == OPT_TIMEOUT ? "timeout" : "session-timeout");
+        if (ch == OPT_TIMEOUT)
+            c->p.timeout_ms = (int)v * 1000;
+        else
+            c->p.session_timeout_ms = (int64_t)v * 1000;
+        return 0;
+    case OPT_MAXSIZE:
+        if (units_parse_size(arg, &v, why, sizeof why) < 0 || v == 0)
+            return err_set(e, ERR_USAGE, "--max-size: %s", v == 0 ? "must be above 0" : why);
+        c->p.max_message_size = v;
+        return 0;
+    case OPT_PWFILE: o->pwfile = arg; return 0;
+    case OPT_TOKFILE: o->tokfile = arg; return 0;
+    case OPT_DELETE:
+        if (!fetch)
+            return err_set(e, ERR_USAGE, "--delete is for fetch only");
+        c->do_delete = true;
+        return 0;
+    case 'v': c->verbose = true; return 0;
+    case OPT_HELP: return 1;
+    default: return -1;
+    }
+}
+
+/* The password (file, else $POP3BRIDGE_PASSWORD) and the OAuth2 token. */
+static int take_credentials(struct cli_opts *c, const struct parsed *o, struct err *e)
+{
+    if (o->pwfile) {
+        if (!(c->password = read_secret_file(o->pwfile, "password", e)))
+            return -1;
+    } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
+        c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));
+    }
+    if (o->tokfile && !(c->token = read_secret_file(o->tokfile, "OAuth2 token", e)))
+        return -1;
+    if (!c->password && !c->token)
+        return err_set(e, ERR_USAGE,
+                       "no password: use --password-file FILE or set POP3BRIDGE_PASSWORD "
+                       "(or --oauth2-token-file)");
+    c->p.password = c->password;
+    c->p.oauth2_token = c->token;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, struct err *e)
 {
     static const struct option longopts[] = {
@@ -178,63 +255,22 @@ static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, str
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    bool tls_set = false;
-    const char *pwfile = NULL, *tokfile = NULL;
-    uint64_t v;
-    char why[128];
+    struct parsed o = {false, NULL, NULL};
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+v", longopts, NULL)) != -1) {
-        switch (ch) {
-        case OPT_TLS:
-            tls_set = true;
-            if (strcmp(optarg, "implicit") == 0)
-                c->p.tls = POP3_TLS_IMPLICIT;
-            else if (strcmp(optarg, "starttls") == 0)
-                c->p.tls = POP3_TLS_STARTTLS;
-            else if (strcmp(optarg, "none") == 0)
-                c->p.tls = POP3_TLS_NONE;
-            else
-                return err_set(e, ERR_USAGE, "--tls takes implicit, starttls or none");
-            break;
-        case OPT_PLAIN: c->p.allow_plaintext = true; break;
-        case OPT_AUTH:
-            if (pop3_mech_list_parse(optarg, c->p.mechs, &c->p.n_mechs, e) < 0)
-                return -1;
-            break;
-        case OPT_CA: c->p.ca_file = optarg; break;
-        case OPT_FP: c->p.fingerprint = optarg; break;
-        case OPT_TIMEOUT:
-        case OPT_STIMEOUT:
-            if (pop3_parse_number(optarg, strlen(optarg), 1, 86400, &v) < 0)
-                return err_set(e, ERR_USAGE, "--%s takes whole seconds from 1 to 86400",
-                               ch == OPT_TIMEOUT ? "timeout" : "session-timeout");
-            if (ch == OPT_TIMEOUT)
-                c->p.timeout_ms = (int)v * 1000;
-            else
-                c->p.session_timeout_ms = (int64_t)v * 1000;
-            break;
-        case OPT_MAXSIZE:
-            if (units_parse_size(optarg, &v, why, sizeof why) < 0 || v == 0)
-                return err_set(e, ERR_USAGE, "--max-size: %s", v == 0 ? "must be above 0" : why);
-            c->p.max_message_size = v;
-            break;
-        case OPT_PWFILE: pwfile = optarg; break;
-        case OPT_TOKFILE: tokfile = optarg; break;
-        case OPT_DELETE:
-            if (!fetch)
-                return err_set(e, ERR_USAGE, "--delete is for fetch only");
-            c->do_delete = true;
-            break;
-        case 'v': c->verbose = true; break;
-        case OPT_HELP:
+        err_clear(e);
+        int r = parse_option(ch, optarg, fetch, c, &o, e);
+        if (r == 1) {
             cli_usage_pop3(stdout);
             exit(0);
-        default:
+        }
+        if (r < 0 && e->kind == ERR_NONE)
             return err_set(e, ERR_USAGE, "unknown or incomplete option \"%s\" (see --help)",
                            argv[optind - 1]);
-        }
+        if (r < 0)
+            return -1;
     }
     int want = fetch ? 2 : 1;
     if (argc - optind != want)
@@ -242,24 +278,12 @@ static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, str
                                                : "usage: pop3bridge probe [options] URL");
     if (strlen(argv[optind]) > URL_MAX)
         return err_set(e, ERR_USAGE, "URL longer than %d characters", URL_MAX);
-    if (parse_url(argv[optind], c, &tls_set, e) < 0)
+    if (parse_url(argv[optind], c, &o.tls_set, e) < 0)
         return -1;
     if (fetch)
         c->maildir = argv[optind + 1];
-    if (pwfile) {
-        if (!(c->password = read_secret_file(pwfile, "password", e)))
-            return -1;
-    } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
-        c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));
-    }
-    if (tokfile && !(c->token = read_secret_file(tokfile, "OAuth2 token", e)))
+    if (take_credentials(c, &o, e) < 0)
         return -1;
-    if (!c->password && !c->token)
-        return err_set(e, ERR_USAGE,
-                       "no password: use --password-file FILE or set POP3BRIDGE_PASSWORD "
-                       "(or --oauth2-token-file)");
-    c->p.password = c->password;
-    c->p.oauth2_token = c->token;
     if (c->verbose) {
         c->p.trace = trace_stderr;
         c->p.trace_ctx = NULL;
