@@ -327,7 +327,14 @@ out:
     return rc;
 }
 
-static int login(int argc, char **argv)
+/* What `oauth2 login` was asked. */
+struct login_args {
+    const char *path, *name;
+    long port, wait_s;
+};
+
+/* Parse login's options into *l.  -1 to go on, else the exit code. */
+static int login_args(int argc, char **argv, struct login_args *l)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -336,36 +343,76 @@ static int login(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL;
-    long port = 0, wait_s = OAUTH2_CLI_WAIT_S;
+    *l = (struct login_args){NULL, NULL, 0, OAUTH2_CLI_WAIT_S};
     int ch;
     char *end;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': path = optarg; break;
+        case 'c': l->path = optarg; break;
         case 'p':
             errno = 0;
-            port = strtol(optarg, &end, 10);
-            if (errno || *end || port < 1 || port > 65535)
+            l->port = strtol(optarg, &end, 10);
+            if (errno || *end || l->port < 1 || l->port > 65535)
                 return usage_fail("--port must be 1 to 65535, not \"%s\"", optarg);
             break;
         case 't':
             errno = 0;
-            wait_s = strtol(optarg, &end, 10);
-            if (errno || *end || wait_s < 1 || wait_s > 86400)
+            l->wait_s = strtol(optarg, &end, 10);
+            if (errno || *end || l->wait_s < 1 || l->wait_s > 86400)
                 return usage_fail("--timeout must be 1 to 86400 seconds, not \"%s\"", optarg);
             break;
         case 'h': oauth2_cli_usage(stdout); return 0;
         default: return usage_fail("unknown or incomplete option \"%s\"", argv[optind - 1]);
         }
     }
-    if (!path)
+    if (!l->path)
         return usage_fail("oauth2 login needs --config FILE");
     if (optind + 1 != argc)
         return usage_fail("oauth2 login needs exactly one ACCOUNT");
-    const char *name = argv[optind];
+    l->name = argv[optind];
+    return -1;
+}
+
+/* Run the account's flow, keep the grant, say so.  0, or -1 with e. */
+static int authorize(const struct login_args *l, const struct config_account *a, struct store *st,
+                     struct oauth2_client *c, struct oauth2_token *t, struct err *e)
+{
+    int r;
+    switch (a->oauth2.flow) {
+    case CONFIG_FLOW_DEVICE_CODE: r = flow_device(c, l->name, t, e); break;
+    case CONFIG_FLOW_AUTHORIZATION_CODE:
+        r = flow_code(c, l->name, (unsigned)l->port, l->wait_s, t, e);
+        break;
+    case CONFIG_FLOW_CLIENT_CREDENTIALS:
+    default:
+        r = oauth2_proto_client_credentials(c, t, NULL, e) == OAUTH2_OK ? 0 : -1;
+        break;
+    }
+    int64_t now = clock_wall_ms();
+    if (r < 0 || oauth2_save_grant(st, a, t, now, e) < 0)
+        return -1;
+    char when[CLOCK_RFC3339_SIZE];
+    printf("Account \"%s\" is authorized (%s, %s): the access token is valid until %s%s.\n",
+           l->name, config_oauth2_provider_name(a->oauth2.provider),
+           config_oauth2_flow_name(a->oauth2.flow),
+           clock_rfc3339(now + t->expires_in_s * 1000, 0, when, sizeof when),
+           t->refresh_token[0] ? "; a refresh token is kept"
+           : a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS ? ""
+                                                             : "; NO refresh token came (add the "
+                                                               "offline_access scope?)");
+    fflush(stdout);
+    return 0;
+}
+
+static int login(int argc, char **argv)
+{
+    struct login_args l;
+    int done = login_args(argc, argv, &l);
+    if (done >= 0)
+        return done;
+    const char *path = l.path, *name = l.name;
     struct config *cfg = config_load_or_print(path, false, stderr);
     if (!cfg)
         return CLI_EXIT_USAGE;
@@ -405,31 +452,7 @@ static int login(int argc, char **argv)
         code = cli_fail(&e);
         goto curl_out;
     }
-    int r;
-    switch (a->oauth2.flow) {
-    case CONFIG_FLOW_DEVICE_CODE: r = flow_device(c, name, t, &e); break;
-    case CONFIG_FLOW_AUTHORIZATION_CODE: r = flow_code(c, name, (unsigned)port, wait_s, t, &e); break;
-    case CONFIG_FLOW_CLIENT_CREDENTIALS:
-    default:
-        r = oauth2_proto_client_credentials(c, t, NULL, &e) == OAUTH2_OK ? 0 : -1;
-        break;
-    }
-    int64_t now = clock_wall_ms();
-    if (r < 0 || oauth2_save_grant(st, a, t, now, &e) < 0) {
-        code = cli_fail(&e);
-        goto curl_out;
-    }
-    char when[CLOCK_RFC3339_SIZE];
-    printf("Account \"%s\" is authorized (%s, %s): the access token is valid until %s%s.\n", name,
-           config_oauth2_provider_name(a->oauth2.provider),
-           config_oauth2_flow_name(a->oauth2.flow),
-           clock_rfc3339(now + t->expires_in_s * 1000, 0, when, sizeof when),
-           t->refresh_token[0] ? "; a refresh token is kept"
-           : a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS ? ""
-                                                             : "; NO refresh token came (add the "
-                                                               "offline_access scope?)");
-    fflush(stdout);
-    code = 0;
+    code = authorize(&l, a, st, c, t, &e) < 0 ? cli_fail(&e) : 0;
 curl_out:
     curl_global_cleanup();
 out:
