@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "codec.h"
+#include "url.h"
 
 #ifndef POP3BRIDGE_VERSION
 #define POP3BRIDGE_VERSION "0"
@@ -335,8 +336,7 @@ int oauth2_proto_parse_device(const char *body, size_t len, struct oauth2_device
             err_set(e, ERR_PROTO, "oauth2: verification_uri is not a plain URL");
             goto out;
         }
-    if (strncasecmp(d->verification_uri, "https://", 8) != 0 &&
-        strncasecmp(d->verification_uri, "http://", 7) != 0) {
+    if (url_http_problem(d->verification_uri, 0)) {
         err_set(e, ERR_PROTO, "oauth2: verification_uri is not an http(s) URL");
         goto out;
     }
