@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "capture.h"
 #include "cli.h"
 #include "store.h"
 
@@ -53,33 +54,6 @@ static int teardown(void **state_)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Run fn with stdout and stderr into out; its exit code. */
-static int run(int (*fn)(int, char **), char **argv, char *out, size_t size)
-{
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    fflush(stdout);
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int o = dup(1), e = dup(2);
-    dup2(fileno(tmp), 1);
-    dup2(fileno(tmp), 2);
-    int rc = fn(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(o, 1);
-    dup2(e, 2);
-    close(o);
-    close(e);
-    rewind(tmp);
-    size_t n = fread(out, 1, size - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
-    return rc;
-}
-
 static void usage(void **state_)
 {
     (void)state_;
@@ -90,13 +64,13 @@ static void usage(void **state_)
     char *no_target[] = {"export", "--config", cfg_path, "a", NULL};
     char *both[] = {"export", "--config", cfg_path, "a", "--maildir", "d", "--mbox", "m", NULL};
     char *bad_cfg[] = {"export", "--config", "/nonexistent.json", "a", "--mbox", "m", NULL};
-    assert_int_equal(run(admin_store_main, none, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_store_main, none, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "pop3bridge: Usage: "));
-    assert_int_equal(run(admin_store_main, bogus, out, sizeof out), CLI_EXIT_USAGE);
-    assert_int_equal(run(admin_store_main, no_cfg, out, sizeof out), CLI_EXIT_USAGE);
-    assert_int_equal(run(admin_export_main, no_target, out, sizeof out), CLI_EXIT_USAGE);
-    assert_int_equal(run(admin_export_main, both, out, sizeof out), CLI_EXIT_USAGE);
-    assert_int_equal(run(admin_export_main, bad_cfg, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_store_main, bogus, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_store_main, no_cfg, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_export_main, no_target, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_export_main, both, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_export_main, bad_cfg, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "/nonexistent.json"));
 }
 
@@ -106,7 +80,7 @@ static void backup_and_restore(void **state_)
     char out[4096], copy[160];
     snprintf(copy, sizeof copy, "%s/copy.db", dir);
     char *backup[] = {"store", "backup", "--config", cfg_path, copy, NULL};
-    if (run(admin_store_main, backup, out, sizeof out) != 0)
+    if (capture_run(admin_store_main, backup, out, sizeof out) != 0)
         fail_msg("backup: %s", out);
     assert_non_null(strstr(out, "written to"));
     struct stat st;
@@ -114,11 +88,11 @@ static void backup_and_restore(void **state_)
     assert_true(st.st_size > 0);
     assert_int_equal(st.st_mode & 077, 0); /* the state holds mail: 0600 */
     char *restore[] = {"store", "restore", "--config", cfg_path, copy, NULL};
-    if (run(admin_store_main, restore, out, sizeof out) != 0)
+    if (capture_run(admin_store_main, restore, out, sizeof out) != 0)
         fail_msg("restore: %s", out);
     assert_non_null(strstr(out, "restored into"));
     char *missing[] = {"store", "restore", "--config", cfg_path, "/nonexistent.db", NULL};
-    assert_int_not_equal(run(admin_store_main, missing, out, sizeof out), 0);
+    assert_int_not_equal(capture_run(admin_store_main, missing, out, sizeof out), 0);
 }
 
 static void export_nothing(void **state_)
@@ -127,13 +101,13 @@ static void export_nothing(void **state_)
     char out[4096], mbox[160];
     snprintf(mbox, sizeof mbox, "%s/a.mbox", dir);
     char *ex[] = {"export", "--config", cfg_path, "a", "--mbox", mbox, NULL};
-    if (run(admin_export_main, ex, out, sizeof out) != 0)
+    if (capture_run(admin_export_main, ex, out, sizeof out) != 0)
         fail_msg("export: %s", out);
     assert_non_null(strstr(out, "exported 0 messages of a"));
     /* an mbox is never overwritten */
-    assert_int_not_equal(run(admin_export_main, ex, out, sizeof out), 0);
+    assert_int_not_equal(capture_run(admin_export_main, ex, out, sizeof out), 0);
     char *nobody[] = {"export", "--config", cfg_path, "zz", "--mbox", mbox, NULL};
-    assert_int_equal(run(admin_export_main, nobody, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(admin_export_main, nobody, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "no account \"zz\""));
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "cli.h"
 
 static void exit_codes(void **state)
@@ -50,33 +51,6 @@ static void exit_codes(void **state)
     }
 }
 
-/* Run fn(argc, argv) with stdout and stderr into a buffer; its exit code. */
-static int run(int (*fn)(int, char **), char **argv, char *out, size_t size)
-{
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    fflush(stdout);
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int o = dup(1), e = dup(2);
-    dup2(fileno(tmp), 1);
-    dup2(fileno(tmp), 2);
-    int rc = fn(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(o, 1);
-    dup2(e, 2);
-    close(o);
-    close(e);
-    rewind(tmp);
-    size_t n = fread(out, 1, size - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
-    return rc;
-}
-
 static void usage_errors(void **state)
 {
     (void)state;
@@ -101,7 +75,8 @@ static void usage_errors(void **state)
         char *argv[6];
         memcpy(argv, v[i].args, sizeof argv);
         char out[4096];
-        int rc = run(strcmp(argv[0], "probe") == 0 ? cli_probe : cli_fetch, argv, out, sizeof out);
+        int (*fn)(int, char **) = strcmp(argv[0], "probe") == 0 ? cli_probe : cli_fetch;
+        int rc = capture_run(fn, argv, out, sizeof out);
         if (rc != CLI_EXIT_USAGE || !strstr(out, v[i].says))
             fail_msg("case %zu: exit %d, output \"%s\"", i, rc, out);
         /* the password never shows */
@@ -119,7 +94,7 @@ static void password_file_limits(void **state)
     close(fd);
     char *argv[] = {"probe", "--password-file", path, "pop3s://u@127.0.0.1:9", NULL};
     char out[4096];
-    assert_int_equal(run(cli_probe, argv, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(cli_probe, argv, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "is empty"));
     unlink(path);
 }

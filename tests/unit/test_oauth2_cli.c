@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "cli.h"
 #include "oauth2_cli.h"
 
@@ -52,32 +53,6 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static int run(char **argv, char *out, size_t size)
-{
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    fflush(stdout);
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int o = dup(1), e = dup(2);
-    dup2(fileno(tmp), 1);
-    dup2(fileno(tmp), 2);
-    int rc = oauth2_cli_main(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(o, 1);
-    dup2(e, 2);
-    close(o);
-    close(e);
-    rewind(tmp);
-    size_t n = fread(out, 1, size - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
-    return rc;
-}
-
 static void usage(void **state)
 {
     (void)state;
@@ -96,7 +71,7 @@ static void usage(void **state)
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         char out[4096];
-        int rc = run((char **)v[i].argv, out, sizeof out);
+        int rc = capture_run(oauth2_cli_main, (char **)v[i].argv, out, sizeof out);
         if (rc != CLI_EXIT_USAGE || !strstr(out, v[i].says))
             fail_msg("case %zu: exit %d, \"%s\"", i, rc, out);
     }
@@ -107,13 +82,13 @@ static void login_refused(void **state)
     (void)state;
     char out[4096];
     char *nobody[] = {"oauth2", "login", "--config", cfg_path, "zz", NULL};
-    assert_int_equal(run(nobody, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(oauth2_cli_main, nobody, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "has no account named \"zz\""));
     char *static_tok[] = {"oauth2", "login", "--config", cfg_path, "st", NULL};
-    assert_int_equal(run(static_tok, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(oauth2_cli_main, static_tok, out, sizeof out), CLI_EXIT_USAGE);
     assert_non_null(strstr(out, "account st has no oauth2 provider"));
     char *password[] = {"oauth2", "login", "--config", cfg_path, "pw", NULL};
-    assert_int_equal(run(password, out, sizeof out), CLI_EXIT_USAGE);
+    assert_int_equal(capture_run(oauth2_cli_main, password, out, sizeof out), CLI_EXIT_USAGE);
 }
 
 static void status_of_new_accounts(void **state)
@@ -121,7 +96,7 @@ static void status_of_new_accounts(void **state)
     (void)state;
     char out[4096];
     char *st[] = {"oauth2", "status", "--config", cfg_path, NULL};
-    if (run(st, out, sizeof out) != 0)
+    if (capture_run(oauth2_cli_main, st, out, sizeof out) != 0)
         fail_msg("status: %s", out);
     assert_non_null(strstr(out, "st: static token"));
     assert_non_null(strstr(out, "ms: not authorized (microsoft, "));

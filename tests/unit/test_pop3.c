@@ -123,6 +123,16 @@ static struct pop3_opts opts(const struct scripted *s, enum pop3_mech mech)
     return o;
 }
 
+/* Start the script and open a session on it with mech; NULL with e. */
+static struct pop3 *open_on(struct scripted *s, const char *const *script, enum pop3_mech mech,
+                            struct err *e)
+{
+    start(s, script);
+    struct pop3_opts o = opts(s, mech);
+    err_clear(e);
+    return pop3_open(&o, e);
+}
+
 #define LOGIN_USER(capa)                                                                        \
     "S:+OK ready", "C:CAPA", "S:+OK", "S:USER", "S:UIDL", capa, "S:.", "C:USER user", "S:+OK", \
         "C:PASS pw", "S:+OK logged in", "C:CAPA", "S:+OK", "S:USER", "S:UIDL", capa, "S:."
@@ -140,11 +150,8 @@ static void listing_sequential(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, sequential);
-    struct pop3_opts o = opts(&s, POP3_MECH_USER);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, sequential, POP3_MECH_USER, &e);
     if (!p)
         fail_msg("open: %s", e.msg);
     assert_false(pop3_pipelining(p));
@@ -174,11 +181,8 @@ static void listing_pipelined(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, pipelined);
-    struct pop3_opts o = opts(&s, POP3_MECH_USER);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, pipelined, POP3_MECH_USER, &e);
     if (!p)
         fail_msg("open: %s", e.msg);
     assert_true(pop3_pipelining(p));
@@ -204,11 +208,8 @@ static void listing_duplicate_uidl(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, duplicate);
-    struct pop3_opts o = opts(&s, POP3_MECH_USER);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, duplicate, POP3_MECH_USER, &e);
     assert_non_null(p);
     struct pop3_listing *l = NULL;
     assert_int_equal(pop3_listing(p, &l, &e), -1);
@@ -233,11 +234,8 @@ static void listing_uidl_refused(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, uidl_refused);
-    struct pop3_opts o = opts(&s, POP3_MECH_USER);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, uidl_refused, POP3_MECH_USER, &e);
     assert_non_null(p);
     struct pop3_listing *l = NULL;
     assert_int_equal(pop3_listing(p, &l, &e), -1);
@@ -263,11 +261,8 @@ static void sasl_plain_initial_response(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, plain);
-    struct pop3_opts o = opts(&s, POP3_MECH_PLAIN);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, plain, POP3_MECH_PLAIN, &e);
     if (!p)
         fail_msg("open: %s", e.msg);
     assert_int_equal(pop3_mech_used(p), POP3_MECH_PLAIN);
@@ -288,11 +283,8 @@ static void sasl_late_challenge_cancelled(void **state)
 {
     (void)state;
     struct scripted s;
-    start(&s, late_challenge);
-    struct pop3_opts o = opts(&s, POP3_MECH_LOGIN);
     struct err e;
-    err_clear(&e);
-    struct pop3 *p = pop3_open(&o, &e);
+    struct pop3 *p = open_on(&s, late_challenge, POP3_MECH_LOGIN, &e);
     assert_null(p);
     if (!strstr(e.msg, "AUTH LOGIN: ") || !strstr(e.msg, "after the exchange completed"))
         fail_msg("unexpected: %s", e.msg);
