@@ -69,6 +69,37 @@ static enum line_result first_line(const char *buf, size_t n, char **value, size
     return LINE_OK;
 }
 
+/* Keep all of buf[0..n) (trailing line breaks removed) as the secret: for
+ * secrets of several lines.  TAB, CR and LF are the only control characters
+ * allowed. */
+static enum line_result all_lines(const char *buf, size_t n, char **value, size_t *len)
+{
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0)
+        return LINE_EMPTY;
+    if (n > SECRETS_MAX)
+        return LINE_TOO_LONG;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)buf[i];
+        if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+            return LINE_CONTROL;
+    }
+    char *v = malloc(n + 1);
+    if (!v)
+        return LINE_NOMEM;
+    memcpy(v, buf, n);
+    v[n] = '\0';
+    *value = v;
+    *len = n;
+    return LINE_OK;
+}
+
+static enum line_result take(bool multiline, const char *buf, size_t n, char **value, size_t *len)
+{
+    return multiline ? all_lines(buf, n, value, len) : first_line(buf, n, value, len);
+}
+
 /* ---- files and credentials ------------------------------------------------------- */
 
 size_t secrets_credential_prefix(const char *p)
@@ -256,7 +287,8 @@ int secrets_run_command(const char *cmd, const char *cwd, int64_t timeout_ms, ch
 
 /* ---- one secret ------------------------------------------------------------------- */
 
-static int from_env(const char *name, char **value, size_t *len, char *why, size_t why_size)
+static int from_env(const char *name, bool multiline, char **value, size_t *len, char *why,
+                    size_t why_size)
 {
     const char *v = getenv(name);
     if (!v) {
@@ -264,8 +296,8 @@ static int from_env(const char *name, char **value, size_t *len, char *why, size
         return -1;
     }
     size_t vl = strlen(v);
-    enum line_result r = first_line(v, vl, value, len);
-    if (r == LINE_OK && *len != vl) { /* more than one line */
+    enum line_result r = take(multiline, v, vl, value, len);
+    if (r == LINE_OK && !multiline && *len != vl) { /* more than one line */
         secrets_free(value, *len);
         *len = 0;
         r = LINE_CONTROL;
@@ -276,8 +308,8 @@ static int from_env(const char *name, char **value, size_t *len, char *why, size
     return -1;
 }
 
-static int from_file(const char *ref, char *buf, char **value, size_t *len, char *why,
-                     size_t why_size)
+static int from_file(const char *ref, bool multiline, char *buf, char **value, size_t *len,
+                     char *why, size_t why_size)
 {
     char cred[PATH_MAX];
     const char *file = secrets_file_path(ref, cred, sizeof cred, why, why_size);
@@ -294,7 +326,7 @@ static int from_file(const char *ref, char *buf, char **value, size_t *len, char
                  strerror(errno));
         return -1;
     }
-    enum line_result r = first_line(buf, n, value, len);
+    enum line_result r = take(multiline, buf, n, value, len);
     if (r == LINE_OK)
         return 0;
     snprintf(why, why_size, "the file %s %s", file, line_problem[r]);
@@ -311,7 +343,7 @@ static int from_command(const struct secrets_req *q, char *buf, char **value, si
         snprintf(why, why_size, "the command %s", fail);
         return -1;
     }
-    enum line_result r = first_line(buf, n, value, len);
+    enum line_result r = take(q->multiline, buf, n, value, len);
     if (r == LINE_OK)
         return 0;
     snprintf(why, why_size, "the command's output %s",
@@ -331,7 +363,7 @@ int secrets_read(const struct secrets_req *q, char **value, size_t *len, char *w
         return -1;
     }
     if (q->source == SECRETS_ENV)
-        return from_env(q->ref, value, len, why, why_size);
+        return from_env(q->ref, q->multiline, value, len, why, why_size);
     if (q->source != SECRETS_FILE && q->source != SECRETS_COMMAND) {
         snprintf(why, why_size, "unknown secret source %d", (int)q->source);
         return -1;
@@ -341,7 +373,8 @@ int secrets_read(const struct secrets_req *q, char **value, size_t *len, char *w
         snprintf(why, why_size, "out of memory");
         return -1;
     }
-    int rc = q->source == SECRETS_FILE ? from_file(q->ref, buf, value, len, why, why_size)
+    int rc = q->source == SECRETS_FILE ? from_file(q->ref, q->multiline, buf, value, len, why,
+                                                   why_size)
                                        : from_command(q, buf, value, len, why, why_size);
     OPENSSL_cleanse(buf, SECRETS_OUTPUT_MAX + 1);
     free(buf);

@@ -10,7 +10,8 @@
  *     kept; it must exit 0 within its timeout and print at most
  *     SECRETS_OUTPUT_MAX bytes, else it is killed (the whole group).
  * A secret is the first line without its CR/LF: not empty, at most
- * SECRETS_MAX bytes, no control characters.
+ * SECRETS_MAX bytes, no control characters; or, for secrets of several lines
+ * (multiline), the whole text without its trailing line breaks.
  *
  * Who owns what: a value comes back malloc'd; wipe and free it with
  * secrets_free().  Every buffer that held secret bytes on the way is wiped.
@@ -45,6 +46,8 @@ struct secrets_req {
     const char *ref;
     const char *cwd;    /* a command's working directory; NULL: ours */
     int64_t timeout_ms; /* a command's deadline; <= 0: SECRETS_COMMAND_TIMEOUT_MS */
+    bool multiline;     /* keep every line (trailing line breaks removed; TAB, CR and
+                           LF the only control characters allowed), not the first */
 };
 
 /* Read the secret r names.  0 with *value (malloc'd, NUL-terminated) and
