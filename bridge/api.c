@@ -16,6 +16,7 @@
 #include "api_sessions.h"
 #include "api_store.h"
 #include "api_stats.h"
+#include "clock.h"
 #include "event.h"
 #include "http_static.h"
 #include "log.h"
@@ -149,8 +150,8 @@ cJSON *api_json_time(int64_t ms)
 {
     if (ms <= 0)
         return cJSON_CreateNull();
-    char buf[40];
-    return cJSON_CreateString(event_time(ms, buf, sizeof buf));
+    char buf[CLOCK_RFC3339_SIZE];
+    return cJSON_CreateString(clock_rfc3339(ms, 1, buf, sizeof buf));
 }
 
 cJSON *api_json_str(const char *s)

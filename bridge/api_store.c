@@ -601,9 +601,9 @@ static void h_links_rotate(struct http_req *r)
         return;
     }
     OPENSSL_cleanse(key, sizeof key);
-    char when[40];
+    char when[CLOCK_RFC3339_SIZE];
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "rotated_at", event_time(created * 1000, when, sizeof when));
+    cJSON_AddStringToObject(o, "rotated_at", clock_rfc3339(created * 1000, 1, when, sizeof when));
     log_info("links_rotated", "revoked=all");
     http_reply_json(r, 200, o);
 }

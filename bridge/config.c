@@ -14,8 +14,10 @@
 #include "codec.h"
 #include "filter.h"
 #include "secretbox.h"
+#include "secrets.h"
 
 #include "units.h"
+#include "url.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -24,14 +26,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <openssl/crypto.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -504,6 +503,16 @@ void config_diag_free(struct config_diag *d)
     d->dropped = 0;
 }
 
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out)
+{
+    struct config_diag d = {0};
+    struct config *cfg = layout_only ? config_load_layout(path, &d) : config_load(path, &d);
+    if (!cfg)
+        config_diag_print(&d, out);
+    config_diag_free(&d);
+    return cfg;
+}
+
 /* A value quoted for a message: control characters replaced, length capped. */
 static const char *show(const char *s, char *buf, size_t size)
 {
@@ -878,41 +887,6 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
-/* A *_file path of "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
- * names a credential that systemd passes with LoadCredential=, in the
- * directory that variable names when the secret is read.  The length of the
- * prefix, or 0 for any other path. */
-static size_t credential_prefix(const char *p)
-{
-    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
-    for (size_t i = 0; i < COUNT(forms); i++)
-        if (strncmp(p, forms[i], strlen(forms[i])) == 0 && p[strlen(forms[i])])
-            return strlen(forms[i]);
-    return 0;
-}
-
-/* The file a *_file secret is read from: the credential expanded, or ref. */
-static const char *secret_file(struct ctx *c, const char *ref, char *buf, size_t size,
-                               const char *path)
-{
-    size_t n = credential_prefix(ref);
-    if (!n)
-        return ref;
-    const char *dir = getenv("CREDENTIALS_DIRECTORY");
-    if (!dir || dir[0] != '/') {
-        problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
-                                   : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
-                                     " for a service with LoadCredential=)");
-        return NULL;
-    }
-    int r = snprintf(buf, size, "%s/%s", dir, ref + n);
-    if (r < 0 || (size_t)r >= size) {
-        problem(c, path, "the path is longer than PATH_MAX (%d) once expanded", PATH_MAX);
-        return NULL;
-    }
-    return buf;
-}
-
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
                          const cJSON *v, const char *path)
 {
@@ -936,7 +910,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
+        ref = secrets_credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
         if (!ref)
             return;
         break;
@@ -1314,34 +1288,6 @@ static void parse_table(struct ctx *c, const struct table *t, void *base, const 
 
 /* ---- checks across keys ------------------------------------------------------------ */
 
-static bool starts_with_ci(const char *s, const char *prefix)
-{
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* http(s)://authority[/...]; origin_only: nothing after the authority.
- * Returns NULL when fine, else what is wrong. */
-static const char *url_problem(const char *u, bool origin_only)
-{
-    const char *rest;
-    if (starts_with_ci(u, "http://"))
-        rest = u + 7;
-    else if (starts_with_ci(u, "https://"))
-        rest = u + 8;
-    else
-        return "must start with http:// or https://";
-    size_t auth = strcspn(rest, "/?#");
-    if (auth == 0)
-        return "has no host after the scheme";
-    if (strchr(u, ' '))
-        return "must not contain spaces";
-    if (memchr(rest, '@', auth))
-        return "must not carry user information (user:password@)";
-    if (origin_only && rest[auth] != '\0')
-        return "an origin is scheme://host[:port], without a path";
-    return NULL;
-}
-
 static int parse_port(const char *s)
 {
     if (!*s || strlen(s) > 5)
@@ -1411,7 +1357,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
     }
     path_key(sub, sizeof sub, path, "public_url");
     if (a->public_url) {
-        const char *why = url_problem(a->public_url, false);
+        const char *why = url_http_problem(a->public_url, 0);
         if (why)
             problem(c, sub, "%s", why);
         size_t n = strlen(a->public_url);
@@ -1430,7 +1376,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
         path_index(item, sizeof item, sub, i);
         if (strcmp(o, "*") == 0)
             continue;
-        const char *why = url_problem(o, true);
+        const char *why = url_http_problem(o, URL_ORIGIN_ONLY);
         if (why)
             problem(c, item, "%s %s", show(o, sh, sizeof sh), why);
     }
@@ -1453,16 +1399,6 @@ static const char *secret_suffix(enum config_secret_source s)
     return s == CONFIG_SECRET_ENV ? "env" : s == CONFIG_SECRET_FILE ? "file" : "command";
 }
 
-/* A token endpoint's URL: https:// only.  NULL when fine, else what is wrong. */
-static const char *endpoint_problem(const char *u)
-{
-    const char *why = url_problem(u, false);
-    if (why)
-        return why;
-    if (!starts_with_ci(u, "https://"))
-        return "must start with https:// (authorization servers are reached over TLS only)";
-    return NULL;
-}
 
 static bool is_tenant(const char *s)
 {
@@ -1558,7 +1494,7 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
             problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
             continue;
         }
-        const char *why = u ? endpoint_problem(u) : NULL;
+        const char *why = u ? url_http_problem(u, URL_HTTPS_ONLY) : NULL;
         if (why)
             problem(c, sub, "%s", why);
     }
@@ -1602,6 +1538,11 @@ static void check_webhook_basic(struct ctx *c, void *obj, const char *path)
         problem(c, path, "has no password: set password_env or password_file");
 }
 
+static bool starts_with_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
 /* Credentials, TLS files and the proxy of a webhook, against its URL. */
 static void check_webhook_transport(struct ctx *c, struct config_webhook *w, const char *path)
 {
@@ -1634,7 +1575,7 @@ static void check_webhook_transport(struct ctx *c, struct config_webhook *w, con
     }
     if (w->proxy) {
         path_key(sub, sizeof sub, path, "proxy");
-        const char *why = url_problem(w->proxy, true);
+        const char *why = url_http_problem(w->proxy, URL_ORIGIN_ONLY);
         if (why)
             problem(c, sub, "%s", why);
         else if (!starts_with_ci(w->proxy, "http://"))
@@ -1648,7 +1589,7 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     struct config_webhook *w = obj;
     char sub[PATH_KEY_MAX];
     if (w->url) {
-        const char *why = url_problem(w->url, false);
+        const char *why = url_http_problem(w->url, 0);
         path_key(sub, sizeof sub, path, "url");
         if (why)
             problem(c, sub, "%s", why);
@@ -1991,13 +1932,6 @@ static char *dir_of(const char *path)
 
 /* ---- secrets --------------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void secret_wipe(struct config_secret *s)
 {
     if (s->value) {
@@ -2008,254 +1942,26 @@ static void secret_wipe(struct config_secret *s)
     s->len = 0;
 }
 
-/* Run `cmd` with /bin/sh -c in `cwd`, stdin /dev/null; collect stdout into
- * out (at most CONFIG_COMMAND_OUTPUT_MAX bytes) within timeout_ms.  0 on
- * success, else -1 with why. */
-static int run_command(const char *cmd, const char *cwd, int64_t timeout_ms, char *out,
-                       size_t *out_len, char *why, size_t why_size)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        snprintf(why, why_size, "cannot create a pipe: %s", strerror(errno));
-        return -1;
-    }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    char *const argv[] = {"sh", "-c", (char *)cmd, NULL};
-    pid_t pid = devnull < 0 ? -1 : fork();
-    if (pid == 0) {
-        sigset_t none;
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        sigaction(SIGPIPE, &dfl, NULL);
-        setpgid(0, 0);
-        if (dup2(devnull, 0) < 0 || dup2(p[1], 1) < 0 || (cwd && chdir(cwd) < 0))
-            _exit(126);
-        execve("/bin/sh", argv, environ);
-        _exit(127);
-    }
-    int saved = errno;
-    close(p[1]);
-    if (devnull >= 0)
-        close(devnull);
-    if (pid < 0) {
-        close(p[0]);
-        snprintf(why, why_size, "cannot start it: %s", strerror(saved));
-        return -1;
-    }
-    setpgid(pid, pid); /* also here: whichever runs first */
-    int64_t deadline = now_ms() + timeout_ms;
-    size_t n = 0;
-    const char *fail = NULL;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            fail = "timed out";
-            break;
-        }
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int r = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fail = "poll failed";
-            break;
-        }
-        if (r == 0)
-            continue;
-        char chunk[4096];
-        ssize_t got = read(p[0], chunk, sizeof chunk);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break; /* EOF (or error): the command closed its output */
-        if (n + (size_t)got > CONFIG_COMMAND_OUTPUT_MAX) {
-            fail = "printed more than CONFIG_COMMAND_OUTPUT_MAX bytes";
-            OPENSSL_cleanse(chunk, sizeof chunk);
-            break;
-        }
-        memcpy(out + n, chunk, (size_t)got);
-        n += (size_t)got;
-        OPENSSL_cleanse(chunk, sizeof chunk);
-    }
-    close(p[0]);
-    /* wait for it, still within the deadline */
-    int status = 0;
-    pid_t w = 0;
-    while (!fail && (w = waitpid(pid, &status, WNOHANG)) == 0) {
-        if (now_ms() >= deadline) {
-            fail = "timed out";
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    if (fail || w < 0) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        snprintf(why, why_size, "%s", fail ? fail : "could not be waited for");
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (WIFSIGNALED(status)) {
-        snprintf(why, why_size, "was killed by signal %d", WTERMSIG(status));
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(why, why_size, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    *out_len = n;
-    return 0;
-}
-
-/* Keep the first line of buf[0..n) (without CR/LF) as the secret. */
-static int take_first_line(struct config_secret *s, const char *buf, size_t n)
-{
-    size_t k = 0;
-    while (k < n && buf[k] != '\n' && buf[k] != '\0')
-        k++;
-    if (k > 0 && buf[k - 1] == '\r')
-        k--;
-    if (k == 0)
-        return 1;
-    if (k > CONFIG_SECRET_MAX)
-        return 2;
-    for (size_t i = 0; i < k; i++)
-        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
-            return 4;
-    s->value = malloc(k + 1);
-    if (!s->value)
-        return 3;
-    memcpy(s->value, buf, k);
-    s->value[k] = '\0';
-    s->len = k;
-    return 0;
-}
-
-/* Keep all of buf[0..n) (trailing line breaks removed) as the secret: for
- * secrets of several lines (headers_env, headers_file).  TAB, CR and LF are
- * the only control characters allowed. */
-static int take_all(struct config_secret *s, const char *buf, size_t n)
-{
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (n == 0)
-        return 1;
-    if (n > CONFIG_SECRET_MAX)
-        return 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)buf[i];
-        if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
-            return 4;
-    }
-    s->value = malloc(n + 1);
-    if (!s->value)
-        return 3;
-    memcpy(s->value, buf, n);
-    s->value[n] = '\0';
-    s->len = n;
-    return 0;
-}
-
-static int take_secret(struct config_secret *s, const char *buf, size_t n, bool multiline)
-{
-    return multiline ? take_all(s, buf, n) : take_first_line(s, buf, n);
-}
-
 static void resolve_one(struct ctx *c, struct config_secret *s, const char *path, bool multiline)
 {
-    static const char *const empties[] = {"", "is empty", "is longer than CONFIG_SECRET_MAX bytes",
-                                          "out of memory", "contains a control character"};
-    char why[160];
-    size_t n = 0;
-    int r;
+    static const enum secrets_source from[] = {
+        [CONFIG_SECRET_ENV] = SECRETS_ENV,
+        [CONFIG_SECRET_FILE] = SECRETS_FILE,
+        [CONFIG_SECRET_COMMAND] = SECRETS_COMMAND,
+    };
     secret_wipe(s);
     if (s->source == CONFIG_SECRET_NONE)
         return;
-    if (s->source == CONFIG_SECRET_ENV) {
-        const char *v = getenv(s->ref);
-        if (!v) {
-            problem(c, path, "environment variable %s is not set", s->ref);
-            return;
-        }
-        size_t vl = strlen(v);
-        r = take_secret(s, v, vl, multiline);
-        if (r == 0 && !multiline && s->len != vl) {
-            secret_wipe(s);
-            r = 4;
-        }
-        if (r)
-            problem(c, path, "environment variable %s %s", s->ref, empties[r]);
-        return;
-    }
-    char *buf = malloc(CONFIG_COMMAND_OUTPUT_MAX + 1);
-    if (!buf) {
-        problem(c, path, "out of memory");
-        return;
-    }
-    switch (s->source) {
-    case CONFIG_SECRET_NONE:
-    case CONFIG_SECRET_ENV:
-        break;
-    case CONFIG_SECRET_FILE: {
-        char cred[PATH_MAX];
-        const char *file = secret_file(c, s->ref, cred, sizeof cred, path);
-        if (!file)
-            break;
-        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        struct stat st;
-        if (fd < 0) {
-            problem(c, path, "cannot open %s: %s", file, strerror(errno));
-            break;
-        }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            problem(c, path, "%s is not a regular file", file);
-            close(fd);
-            break;
-        }
-        bool read_failed = false;
-        for (;;) {
-            ssize_t got = read(fd, buf + n, CONFIG_SECRET_MAX + 2 - n);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got < 0) {
-                problem(c, path, "cannot read %s: %s", file, strerror(errno));
-                read_failed = true;
-                break;
-            }
-            if (got == 0 || (n += (size_t)got) >= CONFIG_SECRET_MAX + 2)
-                break;
-        }
-        close(fd);
-        if (read_failed)
-            break;
-        r = take_secret(s, buf, n, multiline);
-        if (r)
-            problem(c, path, "the file %s %s", file, empties[r]);
-        break;
-    }
-    case CONFIG_SECRET_COMMAND: {
-        int64_t t = c->cfg->secret_command_timeout_ms > 0 ? c->cfg->secret_command_timeout_ms
-                                                          : 10 * MS_S;
-        if (run_command(s->ref, c->dir, t, buf, &n, why, sizeof why) < 0) {
-            n = 0;
-            problem(c, path, "the command %s", why);
-            break;
-        }
-        r = take_secret(s, buf, n, multiline);
-        if (r)
-            problem(c, path, "the command's output %s",
-                    r == 1 ? "has an empty first line" : empties[r]);
-        break;
-    }
-    }
-    OPENSSL_cleanse(buf, CONFIG_COMMAND_OUTPUT_MAX + 1);
-    free(buf);
+    struct secrets_req q = {
+        .source = from[s->source],
+        .ref = s->ref,
+        .cwd = c->dir,
+        .timeout_ms = c->cfg->secret_command_timeout_ms,
+        .multiline = multiline,
+    };
+    char why[SECRETS_WHY_MAX];
+    if (secrets_read(&q, &s->value, &s->len, why, sizeof why) < 0)
+        problem(c, path, "%s", why);
 }
 
 typedef void (*visit_fn)(struct ctx *c, const struct opt *o, void *field, const char *path);

@@ -148,7 +148,7 @@ static void auth_error_event(struct store *st, const struct config *cfg, const c
     cJSON_AddStringToObject(d, "account", name);
     cJSON_AddStringToObject(d, "state", account_state_name(ACCOUNT_AUTH_ERROR));
     cJSON_AddStringToObject(d, "error", error);
-    cJSON_AddStringToObject(d, "since", event_time(since, when, sizeof when));
+    cJSON_AddStringToObject(d, "since", clock_rfc3339(since, 1, when, sizeof when));
     char *text = d ? cJSON_PrintUnformatted(d) : NULL;
     cJSON_Delete(d);
     struct err e;
@@ -647,14 +647,9 @@ int daemon_main(int argc, char **argv)
     /* whatever the bridge creates (the database, its WAL, spool files) is
      * for its own user only, even in a state_dir that exists with 0755 */
     umask(077);
-    struct config_diag d = {0};
-    struct config *cfg = config_load(path, &d);
-    if (!cfg) {
-        config_diag_print(&d, stderr);
-        config_diag_free(&d);
+    struct config *cfg = config_load_or_print(path, false, stderr);
+    if (!cfg)
         return CLI_EXIT_USAGE;
-    }
-    config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
     log_set_format((enum log_format)cfg->log_format);
 

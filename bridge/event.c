@@ -12,21 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "jsonw.h"
 #include "message.h"
-
-char *event_time(int64_t ms, char *buf, size_t size)
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    if (snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (int)(ms % 1000)) >= (int)size &&
-        size)
-        buf[size - 1] = '\0';
-    return buf;
-}
+#include "spool.h"
 
 struct membuf {
     char *p;
@@ -51,35 +40,9 @@ static int mem_sink(void *ctx, const void *data, size_t len, struct err *e)
 
 static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
 {
-    int fd = *(int *)ctx;
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(*(int *)ctx, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
     return 0;
-}
-
-/* An unlinked file in dir, mode 0600: O_TMPFILE, or where the file system
- * lacks it, a named file removed at once. */
-static int open_tmp(const char *dir, struct err *e)
-{
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
-        char path[4096];
-        int n = snprintf(path, sizeof path, "%s/.event-XXXXXX", dir);
-        if (n > 0 && (size_t)n < sizeof path && (fd = mkostemp(path, O_CLOEXEC)) >= 0)
-            unlink(path);
-    }
-    if (fd < 0)
-        err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-    return fd;
 }
 
 void event_opts_account(struct event_opts *o, const struct config_account *a)
@@ -103,7 +66,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     }
     if (info_out)
         *info_out = info;
-    char idbuf[STORE_ID_MAX], when[40];
+    char idbuf[STORE_ID_MAX], when[CLOCK_RFC3339_SIZE];
     unsigned char link_key[STORE_LINK_KEY_LEN];
     int64_t now_s = (int64_t)time(NULL);
     bool signed_links = eo->public_url && eo->links_ttl_ms > 0;
@@ -112,7 +75,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     struct message_opts o = {
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
-        .received_at = event_time(info.received_at, when, sizeof when),
+        .received_at = clock_rfc3339(info.received_at, 1, when, sizeof when),
         .public_url = eo->public_url,
         .sha256_hex = info.sha256,
         .inline_max = eo->inline_max,
@@ -136,7 +99,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
             err_set(e, ERR_USAGE, "no such message (or its body was purged)");
         free(mb.p);
     } else {
-        int fd = open_tmp(tmp_dir, e);
+        int fd = spool_tmpfile(tmp_dir, e);
         if (fd < 0)
             return NULL;
         r = store_msg_stream(st, id, fd_sink, &fd, e);
@@ -174,18 +137,9 @@ static int spool_sink(void *ctx, const void *data, size_t len, struct err *e)
     struct spool_out *o = ctx;
     if (o->tap && o->tap(o->tap_ctx, data, len) != 0)
         return err_set(e, ERR_INTERNAL, "writing the event: its reader (the signature) failed");
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(o->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
-                           strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(o->fd, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
+                       strerror(errno));
     return 0;
 }
 
@@ -200,7 +154,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         return -1;
     event_shape(m, o->payload);
     int rc = -1, fd = -1;
-    char when[40];
+    char when[CLOCK_RFC3339_SIZE];
     cJSON *ev = cJSON_CreateObject();
     cJSON *data = ev ? cJSON_CreateObject() : NULL;
     if (!ev || !data) {
@@ -211,16 +165,13 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     }
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     int64_t now = o->now_ms;
-    if (now <= 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    }
+    if (now <= 0)
+        now = clock_wall_ms();
     const char *type = too_large                                     ? "message.too_large"
                        : cJSON_IsObject(cJSON_GetObjectItem(m, "bounce")) ? "message.bounce"
                                                                           : "message.received";
     bool built = cJSON_AddStringToObject(ev, "type", type) &&
-                 cJSON_AddStringToObject(ev, "timestamp", event_time(now, when, sizeof when)) &&
+                 cJSON_AddStringToObject(ev, "timestamp", clock_rfc3339(now, 1, when, sizeof when)) &&
                  cJSON_AddStringToObject(data, "account", info.account);
     if (!built || !cJSON_AddItemToObject(data, "message", m)) {
         cJSON_Delete(m);
@@ -231,7 +182,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = open_tmp(tmp_dir, e);
+    fd = spool_tmpfile(tmp_dir, e);
     if (fd < 0)
         goto out;
     struct spool_out so = {fd, tap, tap_ctx};
@@ -270,14 +221,14 @@ int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, 
     char when[40];
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "type", ev.type) ||
-        !cJSON_AddStringToObject(o, "timestamp", event_time(now_ms, when, sizeof when)) ||
+        !cJSON_AddStringToObject(o, "timestamp", clock_rfc3339(now_ms, 1, when, sizeof when)) ||
         !cJSON_AddItemToObject(o, "data", data)) {
         if (!cJSON_GetObjectItem(o, "data"))
             cJSON_Delete(data);
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = open_tmp(tmp_dir, e);
+    fd = spool_tmpfile(tmp_dir, e);
     if (fd < 0)
         goto out;
     struct spool_out so = {fd, tap, tap_ctx};

@@ -41,6 +41,9 @@
  */
 #include "store.h"
 
+#include "codec.h"
+#include "spool.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1232,21 +1235,6 @@ int store_msg_begin(struct store *st, const char *account, const char *uidl,
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Move the in-memory spool to an unlinked temp file in state_dir. */
 static int spool_to_file(struct store_msg *m, struct err *e)
 {
@@ -1259,7 +1247,7 @@ static int spool_to_file(struct store_msg *m, struct err *e)
         return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
                        strerror(errno));
     unlink(tmpl);
-    if (write_all(fd, m->mem, m->mem_len) < 0) {
+    if (spool_write_all(fd, m->mem, m->mem_len) < 0) {
         int saved = errno;
         close(fd);
         return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
@@ -1278,11 +1266,7 @@ static int new_event_key(char *key, struct err *e)
     unsigned char rnd[STORE_KEY_HEX / 2];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
-    for (size_t i = 0; i < sizeof rnd; i++) {
-        key[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-        key[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-    }
-    key[STORE_KEY_HEX] = '\0';
+    codec_hex_encode(rnd, sizeof rnd, key);
     return 0;
 }
 
@@ -1317,7 +1301,7 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
         return -1;
     }
     if (m->fd >= 0) {
-        if (write_all(m->fd, data, len) < 0) {
+        if (spool_write_all(m->fd, data, len) < 0) {
             m->failed = true;
             return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
                            m->st->dir, strerror(errno));
@@ -1532,11 +1516,7 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
         goto out;
     }
     char hex[STORE_SHA256_HEX + 1];
-    for (unsigned i = 0; i < 32; i++) {
-        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
-        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
-    }
-    hex[STORE_SHA256_HEX] = '\0';
+    codec_hex_encode(md, 32, hex);
     int64_t id = 0, dup = 0;
     if (tx_begin(st, e, "store message") < 0)
         goto out;

@@ -75,8 +75,6 @@
 #define CONFIG_LIST_MAX 64                   /* items in auth, cors_origins, account webhooks */
 #define CONFIG_RETRY_MAX 32                  /* items in retry_schedule */
 #define CONFIG_HEADERS_MAX 32                /* extra headers on a webhook */
-#define CONFIG_SECRET_MAX 8192               /* bytes of one secret (file or command output) */
-#define CONFIG_COMMAND_OUTPUT_MAX 65536      /* bytes a *_command may print */
 #define CONFIG_ADDRESS_MAX 320               /* bytes of an account's address */
 #define CONFIG_AUTHSERV_ID_MAX 255           /* bytes of one trusted authserv-id */
 #define CONFIG_WHSEC_MIN_BYTES 24            /* Standard Webhooks key length bounds */
@@ -372,8 +370,8 @@ struct config *config_load_layout(const char *path, struct config_diag *d);
 /* (Re)read every secret of `cfg` from its env var, file or command, wiping
  * the previous values, and decode the webhook keys.  Returns the number of
  * problems appended to `d`: variable not set or empty, file unreadable,
- * empty or larger than CONFIG_SECRET_MAX, command failing (non-zero exit,
- * killed, over secret_command_timeout, more than CONFIG_COMMAND_OUTPUT_MAX
+ * empty or larger than SECRETS_MAX, command failing (non-zero exit,
+ * killed, over secret_command_timeout, more than SECRETS_OUTPUT_MAX
  * bytes, empty), webhook secret not "whsec_" + valid base64 of the right
  * length.  config_load() calls it; call it again to refresh tokens. */
 int config_resolve_secrets(struct config *cfg, struct config_diag *d);
@@ -400,6 +398,10 @@ const char *config_oauth2_flow_name(enum config_oauth2_flow f);
 /* Diagnostics: print one per line; release (d itself is not freed). */
 void config_diag_print(const struct config_diag *d, FILE *out);
 void config_diag_free(struct config_diag *d);
+
+/* config_load() (or, with layout_only, config_load_layout()) for a command:
+ * the configuration, or NULL after printing every problem to out. */
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out);
 
 /* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
  * summary to stdout and returns CONFIG_EXIT_OK when valid; prints every

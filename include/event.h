@@ -91,7 +91,4 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
 int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
                        event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
-/* RFC 3339 UTC with milliseconds, from Unix ms; returns buf (>= 32 bytes). */
-char *event_time(int64_t ms, char *buf, size_t size);
-
 #endif

@@ -15,6 +15,7 @@
 
 #include <glib.h>
 
+#include "clock.h"
 #include "event.h"
 #include "message.h"
 #include "webhook.h"
@@ -151,7 +152,7 @@ static void spool_equals_cjson(void **state)
     char when[40];
     cJSON *ev = cJSON_CreateObject(), *data = cJSON_CreateObject();
     cJSON_AddStringToObject(ev, "type", "message.received");
-    cJSON_AddStringToObject(ev, "timestamp", event_time(T0 + 1234, when, sizeof when));
+    cJSON_AddStringToObject(ev, "timestamp", clock_rfc3339(T0 + 1234, 1, when, sizeof when));
     cJSON_AddStringToObject(data, "account", "acct");
     cJSON_AddItemToObject(data, "message", m);
     cJSON_AddItemToObject(ev, "data", data);
