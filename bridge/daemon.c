@@ -272,7 +272,10 @@ static void *poll_worker(void *arg)
                 int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
                 a->state = state;
                 err_format(&e, a->last_error, sizeof a->last_error);
-                a->next_at = a->not_before = now + d;
+                a->next_at = now + d;
+                /* without a grant nothing was sent to any server: a poll
+                 * asked for (after an authorization) may run at once */
+                a->not_before = e.code == ERR_CODE_NO_GRANT ? 0 : a->next_at;
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
                          account_state_name(state), (long long)(d / 1000),

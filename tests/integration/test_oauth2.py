@@ -157,14 +157,27 @@ class Case:
         self.outputs += [stdout, stderr]
         return p.returncode, stdout, stderr
 
-    def api(self, path):
-        c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=10)
-        c.request("GET", path, headers={"Authorization": "Bearer " + self.api_token})
+    def api(self, path, method="GET", timeout=10):
+        c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
+        c.request(method, path, headers={"Authorization": "Bearer " + self.api_token})
         r = c.getresponse()
         body = r.read().decode()
         c.close()
         self.outputs.append(body)
         return r.status, json.loads(body) if body else None
+
+    def start_api(self):
+        """Start the bridge and wait until its API answers."""
+        self.bridge.start()
+
+        def up():
+            if not self.bridge.running():
+                raise AssertionError("the bridge exited: %s" % self.bridge.log()[-2000:])
+            try:
+                return self.api("/healthz")[0] == 200
+            except OSError:
+                return False
+        harness.wait_for(up, 15, 0.1, "the bridge's API")
 
     def no_secrets_anywhere(self, *more):
         """No token the authorization servers issued, no client secret, no
@@ -603,3 +616,91 @@ def test_token_endpoint_unavailable_retry_after():
     finally:
         dc.stop()
         a.stop()
+
+
+# ---- the REST API: device-code authorization, mailbox and sessions with tokens --------
+
+DEVICE = "/api/v1/accounts/%s/oauth2/device"
+
+
+def _device_end(c, what):
+    def ended():
+        st, d = c.api(DEVICE % ACCOUNT)
+        return st == 200 and d["state"] != "pending" and d
+    return harness.wait_for(ended, 15, 0.3, what)
+
+
+@harness.timeout(90)
+def test_api_device_flow_then_mailbox_and_session():
+    """POST .../oauth2/device starts a device authorization (the URL and code
+    to show, nothing secret), GET follows it while the token endpoint is
+    polled in the background; once the person approved, the grant is
+    stored, the account is polled, and the API's one-shot mailbox calls and
+    explicit sessions log in to Dovecot (passdb oauth2) with the account's
+    token.  A refusal ends as "denied"; accounts of other flows get 409."""
+    c = Case("apidev1", poll="1h")
+    c.acct["auth"] = ["xoauth2"]
+    other = dict(c.acct, name="code", oauth2=dict(c.acct["oauth2"], flow="authorization_code"))
+    c.cfg["accounts"].append(other)
+    c.bridge.write_config(c.cfg)
+    c.start_api()
+    st, acct = c.api("/api/v1/accounts/" + ACCOUNT)
+    harness.eq(st, 200, "GET account")
+    harness.eq((acct["oauth2"]["flow"], acct["oauth2"]["authorization"]), ("device_code", "none"),
+               "oauth2 before authorizing")
+    # not authorized: the mailbox says why, and nothing reaches Dovecot
+    st, prob = c.api("/api/v1/accounts/%s/messages" % ACCOUNT)
+    harness.eq(st, 502, "mailbox before authorizing")
+    assert "not authorized yet" in prob["detail"], prob
+    harness.eq(c.api(DEVICE % ACCOUNT)[0], 404, "GET before any start")
+    harness.eq(c.api(DEVICE % "nosuch", "POST")[0], 404, "unknown account")
+    st, prob = c.api(DEVICE % "code", "POST")
+    harness.eq(st, 409, "an authorization_code account")
+    assert "authorization_code" in prob["detail"], prob
+    n_dev = len(AS.events("device_authorization"))
+
+    st, d = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+    harness.eq(st, 201, "POST device (%r)" % d)
+    harness.eq((d["state"], d["verification_uri"], d["interval"]),
+               ("pending", AS.url("/activate"), 1), "the authorization")
+    assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", d["user_code"]), d
+    assert 590 <= d["expires_in"] <= 600, d
+    assert not any("device_code" in k for k in d), d
+    # a second POST while pending: the same code, no new request upstream
+    st, d2 = c.api(DEVICE % ACCOUNT, "POST")
+    harness.eq((st, d2["user_code"]), (200, d["user_code"]), "POST while pending")
+    harness.eq(len(AS.events("device_authorization")), n_dev + 1, "device authorization requests")
+    time.sleep(2.5)
+    harness.eq(c.api(DEVICE % ACCOUNT)[1]["state"], "pending", "state before approval")
+    assert any(e.get("error") == "authorization_pending" for e in AS.events("device_code"))
+
+    c.deliver(1801)
+    AS.approve(d["user_code"], "apidev1")
+    got = _device_end(c, "the authorization to end")
+    harness.eq((got["state"], got["error"], got["expires_in"]), ("authorized", None, 0), "ended")
+    harness.eq(c.api("/api/v1/accounts/" + ACCOUNT)[1]["oauth2"]["authorization"], "authorized",
+               "oauth2 after approval")
+    # the grant works: the requested poll delivers, the mailbox lists
+    c.rcv.wait_events(1, 30)
+    st, lst = c.api("/api/v1/accounts/%s/messages" % ACCOUNT, timeout=30)
+    harness.eq((st, len(lst["messages"])), (200, 1), "mailbox listing")
+    st, sess = c.api("/api/v1/accounts/%s/sessions" % ACCOUNT, "POST", timeout=30)
+    harness.eq((st, sess["count"]), (201, 1), "session open")
+    harness.eq(c.api("/api/v1/sessions/" + sess["id"], "DELETE")[0], 200, "session quit")
+    logins = re.findall(r"Login: user=<apidev1>, method=XOAUTH2", DC.log_since(0))
+    assert len(logins) >= 3, "XOAUTH2 logins of the poll, the listing and the session: %d" % len(logins)
+
+    # a new authorization, refused by the person
+    st, d3 = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+    harness.eq(st, 201, "POST after the last one ended")
+    assert d3["user_code"] != d["user_code"]
+    AS.deny(d3["user_code"])
+    got = _device_end(c, "the refusal")
+    harness.eq((got["state"], got["error"]), ("denied", "the authorization was denied"), "refused")
+    # the stored grant is untouched by a refused new one
+    harness.eq(c.api("/api/v1/accounts/%s/messages" % ACCOUNT, timeout=30)[0], 200, "listing")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    log = c.bridge.log()
+    assert "event=oauth2_device_authorized account=acct" in log
+    assert d["user_code"] not in log, "the user code is not logged"
+    c.no_secrets_anywhere()
