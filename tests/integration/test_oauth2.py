@@ -32,6 +32,7 @@ import dovecot
 import harness
 import mailgen
 import oauth2_server
+import openapi
 from bridge import Bridge, Receiver
 
 TIMEOUT = 90
@@ -39,6 +40,7 @@ ACCOUNT = "acct"
 HOOK = "hook"
 CLIENT_SECRET = "cs-" + secrets.token_urlsafe(16)
 REAUTH = "re-authorize: the refresh token was revoked or has expired"
+SPEC = openapi.Spec(os.path.join(harness.ROOT, "openapi.yaml"))
 
 AS = None      # the authorization server of the module (1 h tokens)
 DC = None      # Dovecot checking tokens against AS
@@ -161,9 +163,14 @@ class Case:
         c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
         c.request(method, path, headers={"Authorization": "Bearer " + self.api_token})
         r = c.getresponse()
-        body = r.read().decode()
+        raw = r.read()
+        body = raw.decode()
         c.close()
         self.outputs.append(body)
+        problems = SPEC.check(method, path, r.status, r.getheader("Content-Type", ""), raw)
+        if problems:
+            raise AssertionError("%s %s: the answer does not match openapi.yaml: %s"
+                                 % (method, path, "; ".join(problems[:5])))
         return r.status, json.loads(body) if body else None
 
     def start_api(self):
