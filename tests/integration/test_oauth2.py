@@ -711,3 +711,44 @@ def test_api_device_flow_then_mailbox_and_session():
     assert "event=oauth2_device_authorized account=acct" in log
     assert d["user_code"] not in log, "the user code is not logged"
     c.no_secrets_anywhere()
+
+
+@harness.timeout(90)
+def test_idle_grant_refreshed_by_the_keeper():
+    """Microsoft refresh tokens expire after 90 days unused: an account that
+    is not polled (here: polled once an hour, with a valid access token)
+    still has its refresh token used once it is 30 days old.  The grant's
+    times are moved 31 days back in the store while the bridge runs; the
+    keeper (first look 10 s after start) refreshes it, once, without a poll,
+    and the store records the refresh token's use."""
+    a = oauth2_server.AuthServer(name="oauth2-idle", access_lifetime=3600).start()
+    dc = dovecot.Dovecot(name="dovecot-idle", oauth2=a.introspect_url).start()
+    try:
+        c = Case("idle1", a=a, dc=dc, poll="1h")
+        code, _, err = c.login_device()
+        harness.eq(code, 0, "login (stderr %r)" % err)
+        c.start_api()
+        c.bridge.wait_log(r"event=poll_done account=acct", 20)
+        harness.eq(len(a.events("refresh_token")), 0, "refreshes of a fresh grant")
+        month = 31 * 86400 * 1000
+        path = os.path.join(c.bridge.state_dir, "pop3bridge.db")
+        con = __import__("sqlite3").connect(path, timeout=10)
+        with con:
+            n = con.execute("UPDATE oauth2_tokens SET authorized_at = authorized_at - ?, "
+                            "refresh_used_at = 0 WHERE account = ?", (month, ACCOUNT)).rowcount
+        con.close()
+        harness.eq(n, 1, "grant rows moved back")
+        c.bridge.wait_log(r"event=oauth2_refreshed account=acct", 30)
+        time.sleep(1)
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+        refs = a.events("refresh_token")
+        harness.eq([(e["ok"], e["n"]) for e in refs], [(True, 1)], "one keep-alive refresh")
+        log = c.bridge.log()
+        harness.eq(poll_events(log, "oauth2_keepalive"), 1, "oauth2_keepalive lines")
+        harness.eq(poll_events(log, "poll_done"), 1, "polls (the keeper refreshed, not a poll)")
+        st = c.status()
+        assert re.search(r"refresh token last used: \S+Z \(\d+ s ago\)", st), st
+        c.no_secrets_anywhere()
+    finally:
+        dc.stop()
+        a.stop()
