@@ -752,3 +752,35 @@ def test_idle_grant_refreshed_by_the_keeper():
     finally:
         dc.stop()
         a.stop()
+
+
+@harness.timeout(60)
+def test_api_device_code_expires():
+    """Nobody approves: the background polling stops at the code's expiry
+    (state expired, no request after it), and a new POST asks for a new
+    code."""
+    a = oauth2_server.AuthServer(name="oauth2-expiry", device_lifetime=4).start()
+    try:
+        c = Case("apiexp1", a=a, poll="1h")
+        c.start_api()
+        st, d = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+        harness.eq((st, d["state"], d["expires_in"]), (201, "pending", 4), "POST device")
+        got = _device_end(c, "the code to expire")
+        harness.eq((got["state"], got["error"]),
+                   ("expired", "the code expired before it was approved: start again"), "ended")
+        n = len(a.events("device_code"))
+        assert 2 <= n <= 4, "token requests while pending: %d" % n
+        time.sleep(2)
+        harness.eq(len(a.events("device_code")), n, "token requests after the expiry")
+        st, d2 = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+        harness.eq((st, d2["state"]), (201, "pending"), "a new start")
+        assert d2["user_code"] != d["user_code"]
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+        log = c.bridge.log()
+        assert "event=oauth2_device_ended account=acct state=expired" in log
+        # the pending one ends with the bridge, and says so
+        assert re.search(r'event=oauth2_device_ended account=acct state=error '
+                         r'error="the bridge stopped before the code was approved"', log)
+        c.no_secrets_anywhere()
+    finally:
+        a.stop()
