@@ -630,6 +630,12 @@ def test_token_endpoint_unavailable_retry_after():
 DEVICE = "/api/v1/accounts/%s/oauth2/device"
 
 
+def _forget_access_tokens(a, user):
+    with a.lock:
+        for t in [t for t, v in a._access.items() if a._grants[v["grant"]]["user"] == user]:
+            del a._access[t]
+
+
 def _device_end(c, what):
     def ended():
         st, d = c.api(DEVICE % ACCOUNT)
@@ -696,6 +702,20 @@ def test_api_device_flow_then_mailbox_and_session():
     harness.eq(c.api("/api/v1/sessions/" + sess["id"], "DELETE")[0], 200, "session quit")
     logins = re.findall(r"Login: user=<apidev1>, method=XOAUTH2", DC.log_since(0))
     assert len(logins) >= 3, "XOAUTH2 logins of the poll, the listing and the session: %d" % len(logins)
+    # the server forgets the account's access tokens (as after a password
+    # change): the listing's login is refused, the bridge refreshes once and
+    # tries again; so does a session's
+    for what, method, path, want in (
+            ("listing", "GET", "/api/v1/accounts/%s/messages" % ACCOUNT, 200),
+            ("session", "POST", "/api/v1/accounts/%s/sessions" % ACCOUNT, 201)):
+        _forget_access_tokens(AS, "apidev1")
+        n_ref = len(AS.events("refresh_token"))
+        st, body = c.api(path, method, timeout=30)
+        harness.eq(st, want, "%s with a refused token (%r)" % (what, body))
+        harness.eq([e["ok"] for e in AS.events("refresh_token")[n_ref:]], [True],
+                   "refreshes for the %s" % what)
+        if what == "session":
+            harness.eq(c.api("/api/v1/sessions/" + body["id"], "DELETE")[0], 200, "quit")
 
     # a new authorization, refused by the person
     st, d3 = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
