@@ -804,3 +804,22 @@ def test_api_device_code_expires():
         c.no_secrets_anywhere()
     finally:
         a.stop()
+
+
+@harness.timeout(60)
+def test_login_while_stopped_polls_at_restart():
+    """An account that failed for want of a grant is polled as soon as the
+    bridge starts again after `oauth2 login`, not one poll interval (1 h
+    here) after the failure."""
+    c = Case("restart1", poll="1h")
+    c.start_api()
+    c.bridge.wait_log(r"event=poll_failed account=acct state=auth_error", 20)
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    code, _, err = c.login_device()
+    harness.eq(code, 0, "login (stderr %r)" % err)
+    c.deliver(1901)
+    c.start_api()
+    c.rcv.wait_events(1, 30)
+    harness.eq(c.api("/api/v1/accounts/" + ACCOUNT)[1]["state"], "idle", "state after the restart")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    c.no_secrets_anywhere()

@@ -499,7 +499,7 @@ def test_nothing_loaded_from_the_remote_host_and_no_dialog():
     harness.eq(S["browser_result"]["dialogs"], [], "dialogs in the browser")
 
 
-def test_oauth2_account_connected_in_the_browser():
+def test_connected_account_in_the_browser():
     """The "Connect" walk-through in the browser ended with a stored grant:
     the authorization server saw one device authorization, approved at its
     verification page, and Dovecot let the account in with an XOAUTH2 token."""

@@ -57,6 +57,8 @@ export function connectPanel(onAuthorized) {
         h('p', null, 'Code: ', h('strong', null, h('code.mono', { id: 'oauth2-user-code' }, d.user_code))),
         h('p.detail', { id: 'oauth2-state', role: 'status' },
           'Waiting for the approval… (the code expires in ' + Math.max(0, Math.round(d.expires_in / 60)) + ' min)'));
+    } else if (d && d.state === 'starting') {
+      parts.push(h('p', { id: 'oauth2-state', role: 'status' }, 'Asking the provider for a code…'));
     } else if (d && d.state === 'authorized') {
       parts.push(h('p', { id: 'oauth2-state', role: 'status' },
         'Connected: the bridge keeps the account\'s tokens and polls it now.'));
@@ -66,13 +68,13 @@ export function connectPanel(onAuthorized) {
       parts.push(h('p', { id: 'oauth2-state', role: 'alert' }, why));
     }
     const actions = h('div.actions');
-    if (!d || (d.state !== 'pending' && d.state !== 'authorized')) {
+    if (!d || !['pending', 'starting', 'authorized'].includes(d.state)) {
       actions.append(h('button.btn.btn-primary', {
         type: 'button', id: 'oauth2-retry', onclick: (ev) => start(ev.currentTarget, name),
       }, 'Try again'));
     }
     actions.append(h('button.btn', { type: 'button', id: 'oauth2-close', onclick: close },
-      d && d.state === 'pending' ? 'Hide' : 'Close'));
+      d && (d.state === 'pending' || d.state === 'starting') ? 'Hide' : 'Close'));
     parts.push(actions);
     fill(el, parts);
   }
