@@ -24,6 +24,7 @@
  * Secrets: the device code and the tokens never leave this module (never in
  * an info, an error or a log line); the user code is what the person must
  * be shown, and is not logged either.  Log events: oauth2_device_started,
+ * oauth2_device_poll_failed (an unusable answer, polling goes on),
  * oauth2_device_authorized, oauth2_device_ended (state=denied|expired|error).
  *
  * Threads: every call is thread-safe.
