@@ -823,3 +823,28 @@ def test_login_while_stopped_polls_at_restart():
     harness.eq(c.api("/api/v1/accounts/" + ACCOUNT)[1]["state"], "idle", "state after the restart")
     harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
     c.no_secrets_anywhere()
+
+
+@harness.timeout(60)
+def test_api_device_authorizations_are_bounded():
+    """At most 8 device authorizations are polled at once: the ninth account
+    gets 429 with Retry-After, and asks nothing of the authorization server."""
+    c = Case("bound1", poll="1h")
+    names = ["acct%d" % i for i in range(9)]
+    c.cfg["accounts"] = [dict(c.acct, name=n) for n in names]
+    c.bridge.write_config(c.cfg)
+    c.start_api()
+    n_dev = len(AS.events("device_authorization"))
+    for n in names[:8]:
+        st, d = c.api(DEVICE % n, "POST", timeout=30)
+        harness.eq((st, d["state"]), (201, "pending"), "POST for %s" % n)
+    conn = http.client.HTTPConnection("127.0.0.1", c.api_port, timeout=30)
+    conn.request("POST", DEVICE % names[8], headers={"Authorization": "Bearer " + c.api_token})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    harness.eq((r.status, body["type"], r.getheader("Retry-After")),
+               (429, "urn:pop3bridge:problem:device-limit", "30"), "the ninth")
+    harness.eq(len(AS.events("device_authorization")), n_dev + 8, "device authorization requests")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    c.no_secrets_anywhere()
