@@ -14,6 +14,7 @@
 #include "api_oauth2.h"
 #include "api_sessions.h"
 #include "api_store.h"
+#include "api_stats.h"
 #include "event.h"
 #include "http_static.h"
 #include "log.h"
@@ -30,6 +31,7 @@ struct api {
     struct sessions *sessions;
     struct mailbox *mailbox;
     struct oauth2_devices *devices;
+    struct mailbox_cache *summaries; /* From/Subject/Date of listed messages */
     int64_t request_timeout_ms;
     char state_dir[HTTP_PATH_MAX];
     char web_dir[HTTP_PATH_MAX];     /* real path; "" when there is none */
@@ -54,6 +56,7 @@ static struct api *api_of(const struct http_req *r) { return http_app(r); }
 const struct runtime *api_runtime(const struct http_req *r) { return api_of(r)->rt; }
 struct sessions *api_sessions(const struct http_req *r) { return api_of(r)->sessions; }
 struct oauth2_devices *api_devices(const struct http_req *r) { return api_of(r)->devices; }
+struct mailbox_cache *api_summaries(const struct http_req *r) { return api_of(r)->summaries; }
 const char *api_tmp_dir(const struct http_req *r) { return api_of(r)->state_dir; }
 int64_t api_request_timeout_ms(const struct http_req *r) { return api_of(r)->request_timeout_ms; }
 
@@ -422,6 +425,7 @@ static void table_build(void)
     table_add(api_oauth2_routes, api_oauth2_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
     table_add(api_store_routes, api_store_nroutes);
+    table_add(api_stats_routes, api_stats_nroutes);
     table_add(ops_routes, sizeof ops_routes / sizeof ops_routes[0]);
 }
 
@@ -483,6 +487,7 @@ static void api_free(struct api *a)
 {
     mailbox_free(&a->mailbox);
     oauth2_devices_free(&a->devices);
+    mailbox_cache_free(&a->summaries);
     sessions_free(&a->sessions);
     for (size_t i = 0; i < a->npool; i++)
         store_close(a->pool[i]);
@@ -522,7 +527,10 @@ struct api *api_start(const struct runtime *rt, struct err *e)
                                            (size_t)cfg->api.max_connections,
                                            cfg->api.request_timeout_ms, e)
                              : NULL;
-    a->http = a->mailbox ? start_http(a, cfg, e) : NULL;
+    a->summaries = a->mailbox ? mailbox_cache_new(MAILBOX_CACHE_MAX) : NULL;
+    if (a->mailbox && !a->summaries)
+        err_set(e, ERR_INTERNAL, "out of memory for the message summary cache");
+    a->http = a->summaries ? start_http(a, cfg, e) : NULL;
     if (!a->http) {
         cfgref_put(ref);
         api_free(a);

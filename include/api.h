@@ -13,6 +13,7 @@
  *   api_sessions.c   /api/v1/accounts/{account}/sessions, /api/v1/sessions/...
  *   api_oauth2.c     /api/v1/accounts/{account}/oauth2/device
  *   api_store.c      /api/v1/messages/..., /api/v1/deliveries/...
+ *   api_stats.c      /api/v1/webhooks, /api/v1/stats/hourly (dashboard figures)
  *
  * Where the work runs: store reads and writes on the HTTP pool's threads;
  * everything that talks to a POP3 server (one-shot operations through the
@@ -96,6 +97,8 @@ struct sessions *api_sessions(const struct http_req *r);
 /* The device-code authorizations started through the API (oauth2_device.h). */
 struct oauth2_devices;
 struct oauth2_devices *api_devices(const struct http_req *r);
+/* The cache of listed messages' summaries (mailbox.h), by account and UIDL. */
+struct mailbox_cache *api_summaries(const struct http_req *r);
 /* The directory for temporary files (the state directory). */
 const char *api_tmp_dir(const struct http_req *r);
 /* api.request_timeout as read at start. */
