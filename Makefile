@@ -121,6 +121,7 @@ bench:
 	@tests/bench/run
 	@tests/bench/delivery.py
 	@tests/bench/api.sh
+	@tests/bench/load.py
 
 # demo.sh installs what is missing (make deps) before it builds
 demo:

@@ -9,12 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "cfgref.h"
 #include "cli.h"
+#include "clock.h"
+#include "committer.h"
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
@@ -24,54 +28,17 @@
 #include "oauth2.h"
 #include "poller.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "store.h"
 #include "webhook.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
-int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, enum account_state *state)
-{
-    int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
-    int64_t d;
-    if (e->code == ERR_CODE_LOGIN_DELAY) {
-        *state = ACCOUNT_BACKOFF; /* the server's minimum between logins */
-        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
-    } else if (e->code == ERR_CODE_NO_GRANT) {
-        *state = ACCOUNT_AUTH_ERROR; /* nothing is sent until `oauth2 login`: look each interval */
-        d = interval_ms;
-    } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
-        *state = ACCOUNT_AUTH_ERROR; /* retrying a refused login quickly risks a lockout */
-        d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
-    } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
-        *state = ACCOUNT_BACKOFF;
-        d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));
-    } else {
-        *state = ACCOUNT_ERROR;
-        d = MIN((int64_t)60000 << shift, (int64_t)3600000);
-    }
-    return d;
-}
-
 /* ---- accounts in memory --------------------------------------------------- */
 
 static int64_t now_ms(void) { return poller_now_ms(); }
 
-struct rt_account {
-    char name[CONFIG_NAME_MAX + 1];
-    enum account_state state;
-    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
-    int64_t last_attempt_at;  /* Unix ms, 0 = never */
-    int64_t last_success_at;
-    int64_t next_at;          /* next poll due (Unix ms) */
-    int64_t not_before;       /* no poll before (Unix ms): backoff or LOGIN-DELAY, even
-                                 when one is requested */
-    int fails;                /* failed polls in a row */
-    bool running;             /* a worker is polling it now */
-    bool requested;           /* "poll now" was asked */
-    bool polled_once;         /* for --once */
-};
 
 /* What the daemon's threads share, guarded by `lock`; `cond` is signalled
  * when an account's state or a request changes. */
@@ -80,16 +47,19 @@ static struct {
     pthread_cond_t cond;
     struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
     char config_path[4096];
-    struct rt_account *accounts;
+    struct sched_account *accounts;
     size_t n_accounts;
     struct delivery *delivery;
+    struct committer *committer;
+    char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
+    int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
     /* the API's metrics hook, when the API runs; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
 
-static struct rt_account *find_acct(const char *name)
+static struct sched_account *find_acct(const char *name)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
         if (strcmp(rt.accounts[i].name, name) == 0)
@@ -109,12 +79,12 @@ static const struct config_account *cfg_account(const struct config *cfg, const 
  * Called with rt.lock held. */
 static int sync_accounts(const struct config *cfg, struct store *st)
 {
-    struct rt_account *v = calloc(cfg->account_count + 1, sizeof *v);
+    struct sched_account *v = calloc(cfg->account_count + 1, sizeof *v);
     if (!v)
         return -1;
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
-        struct rt_account *old = find_acct(a->name);
+        struct sched_account *old = find_acct(a->name);
         if (old) {
             v[i] = *old;
         } else {
@@ -140,7 +110,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
     return 0;
 }
 
-static void save_state(struct store *st, const struct rt_account *a)
+static void save_state(struct store *st, const struct sched_account *a)
 {
     struct store_account_state s = {0};
     snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
@@ -164,33 +134,51 @@ static void notify_delivery(void *ctx)
         delivery_wakeup(rt.delivery);
 }
 
-/* Pick the next due account (lock held); NULL if none.  *wait_ms gets the
- * time until the next one is due. */
-static struct rt_account *next_due(int64_t now, int64_t *wait_ms)
-{
-    struct rt_account *best = NULL;
-    *wait_ms = 1000;
-    for (size_t i = 0; i < rt.n_accounts; i++) {
-        struct rt_account *a = &rt.accounts[i];
-        if (a->running || (rt.once && a->polled_once))
-            continue;
-        int64_t due = a->requested ? a->not_before : a->next_at;
-        if (due <= now) {
-            if (!best || due < (best->requested ? best->not_before : best->next_at))
-                best = a;
-        } else if (due - now < *wait_ms) {
-            *wait_ms = due - now;
-        }
-    }
-    return best;
-}
-
 static bool once_polls_done(void)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
         if (!rt.accounts[i].polled_once || rt.accounts[i].running)
             return false;
     return true;
+}
+
+/* Make sure this instance holds the account's lease before polling it
+ * (lock not held on entry).  True: go on polling, lock not held.  False:
+ * the account was put back (another instance holds it, or the store
+ * failed), lock held. */
+static bool take_lease(struct store *st, struct sched_account *a,
+                       const struct sched_account *snapshot, enum account_state before)
+{
+    int64_t now = now_ms();
+    if (snapshot->lease_until - now > DAEMON_ACCOUNT_LEASE_MS / 2)
+        return true; /* held, and renewed by the keeper */
+    struct err e;
+    int r = store_account_lease(st, snapshot->name, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &e);
+    pthread_mutex_lock(&rt.lock);
+    a = find_acct(snapshot->name);
+    if (r == 0) {
+        if (a)
+            a->lease_until = now + DAEMON_ACCOUNT_LEASE_MS;
+        pthread_mutex_unlock(&rt.lock);
+        return true;
+    }
+    if (r == STORE_LEASE_LOST)
+        log_debug("account_leased_elsewhere", "account=%s", snapshot->name);
+    else
+        log_error("store_failed", "op=account_lease account=%s error=%s", snapshot->name,
+                  log_q(e.msg));
+    if (a) {
+        struct cfgref *ref = cfgref_get(&rt.cfg);
+        const struct config_account *ca = cfg_account(ref->cfg, snapshot->name);
+        a->running = false;
+        a->lease_until = 0;
+        a->polled_once = true; /* --once: not ours to poll */
+        a->state = before;
+        a->next_at = now + (ca ? ca->poll_interval_ms : 60000);
+        cfgref_put(ref);
+    }
+    pthread_cond_broadcast(&rt.cond);
+    return false;
 }
 
 static void *poll_worker(void *arg)
@@ -207,87 +195,71 @@ static void *poll_worker(void *arg)
     pthread_mutex_lock(&rt.lock);
     while (!rt.stopping) {
         int64_t wait;
-        struct rt_account *a = next_due(now_ms(), &wait);
+        struct sched_account *a = sched_pick(rt.accounts, rt.n_accounts, now_ms(), rt.once, &wait);
         if (!a) {
             if (rt.once && once_polls_done())
                 break;
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            clock_deadline(&ts, wait); /* rt.cond follows CLOCK_MONOTONIC */
             pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
             continue;
         }
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
-        a->running = true;
-        a->requested = false;
         bool first = a->last_success_at == 0;
-        a->state = ACCOUNT_POLLING;
-        a->last_attempt_at = now_ms();
-        struct rt_account snapshot = *a;
+        enum account_state before = a->state;
+        sched_begin(a, now_ms());
+        struct sched_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
 
-        save_state(st, &snapshot);
+        /* "polling" lives in memory only: a restart never resumes it */
+        if (!take_lease(st, a, &snapshot, before))
+            continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
         struct poller_result res;
         int rc = -1;
+        int64_t started = clock_mono_ms();
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, ca, first, notify_delivery, NULL, &res, &e);
+            rc = poller_poll(st, rt.committer, ca, first, rt.cancel_fd, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
+        int64_t took_ms = clock_mono_ms() - started;
 
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
         if (a && ca) {
-            a->running = false;
-            /* --once takes everything new, max_messages_per_poll at a time */
-            a->polled_once = !(rc == 0 && res.more);
             int64_t now = now_ms();
             if (rc == 0) {
-                a->fails = 0;
-                a->last_success_at = now;
-                a->last_error[0] = '\0';
-                a->state = ACCOUNT_IDLE;
-                int64_t next = interval;
-                if (res.login_delay > 0 && res.login_delay * 1000 > next)
-                    next = res.login_delay * 1000; /* the server's minimum */
-                if (res.more)
-                    next = MIN(next, 1000); /* max_messages_per_poll left some */
-                a->next_at = now + next;
-                a->not_before = res.login_delay > 0 ? now + res.login_delay * 1000 : 0;
+                sched_succeeded(a, now, interval, res.login_delay, res.more);
                 rt.polls_ok++;
                 log_info("poll_done",
                          "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
-                         "deleted=%zu refused=%zu",
+                         "deleted=%zu refused=%zu ms=%lld",
                          name, res.listed, res.fetched, (unsigned long long)res.bytes,
-                         res.too_large, res.ignored, res.deleted, res.failed);
+                         res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
             } else {
-                a->fails++;
-                enum account_state state;
-                int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
-                a->state = state;
-                err_format(&e, a->last_error, sizeof a->last_error);
-                a->next_at = now + d;
-                /* without a grant nothing was sent to any server: a poll
-                 * asked for (after an authorization) may run at once */
-                a->not_before = e.code == ERR_CODE_NO_GRANT ? 0 : a->next_at;
+                int64_t d = sched_failed(a, now, interval, res.login_delay, &e);
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
-                         account_state_name(state), (long long)(d / 1000),
+                         account_state_name(a->state), (long long)(d / 1000),
                          log_q(a->last_error));
             }
             if (rt.on_poll)
                 rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
+            /* a write only when something a restart needs changed, or
+             * now and then for the times shown */
+            bool save = a->state != a->saved_state || rc < 0 || first ||
+                        clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
+            if (save) {
+                a->saved_state = a->state;
+                a->saved_at = clock_mono_ms();
+            }
             snapshot = *a;
             pthread_mutex_unlock(&rt.lock);
-            save_state(st, &snapshot);
+            if (save)
+                save_state(st, &snapshot);
             pthread_mutex_lock(&rt.lock);
         } else if (a) {
             a->running = false;
@@ -297,6 +269,51 @@ static void *poll_worker(void *arg)
     }
     pthread_mutex_unlock(&rt.lock);
     store_close(st);
+    return NULL;
+}
+
+/* ---- the lease keeper ------------------------------------------------------------ */
+
+/* The one renewer of this instance's account leases: every quarter of
+ * DAEMON_ACCOUNT_LEASE_MS, all of them in one store call (its own handle).
+ * If fewer were renewed than it believes held (another instance took one
+ * after it had expired), every account is checked again before its next
+ * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
+static void *lease_keeper(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&rt.lock);
+    int64_t next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+    while (!rt.stopping) {
+        int64_t left = next - clock_mono_ms();
+        if (left > 0) {
+            struct timespec ts;
+            clock_deadline(&ts, left);
+            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
+            continue;
+        }
+        next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+        int64_t held = 0, renewed = 0;
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            held += rt.accounts[i].lease_until != 0;
+        pthread_mutex_unlock(&rt.lock);
+        int64_t now = now_ms();
+        struct err e;
+        int r = held ? store_account_renew(st, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &renewed,
+                                           &e)
+                     : 0;
+        if (r < 0)
+            log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));
+        else if (renewed < held)
+            log_warn("account_leases_lost", "held=%lld renewed=%lld", (long long)held,
+                     (long long)renewed);
+        pthread_mutex_lock(&rt.lock);
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            if (rt.accounts[i].lease_until)
+                rt.accounts[i].lease_until =
+                    r == 0 && renewed >= held ? now + DAEMON_ACCOUNT_LEASE_MS : 0;
+    }
+    pthread_mutex_unlock(&rt.lock);
     return NULL;
 }
 
@@ -454,7 +471,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
 {
     (void)ctx;
     pthread_mutex_lock(&rt.lock);
-    const struct rt_account *a = find_acct(name);
+    const struct sched_account *a = find_acct(name);
     if (a) {
         out->state = a->state;
         snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
@@ -473,13 +490,10 @@ static enum runtime_poll rt_poll_now(void *ctx, const char *name, int64_t *retry
     (void)ctx;
     enum runtime_poll r = RUNTIME_POLL_UNKNOWN;
     pthread_mutex_lock(&rt.lock);
-    struct rt_account *a = find_acct(name);
-    int64_t now = now_ms();
-    if (a && a->not_before > now) {
-        *retry_after_s = (a->not_before - now + 999) / 1000;
+    struct sched_account *a = find_acct(name);
+    if (a && sched_request(a, now_ms(), retry_after_s) != 0) {
         r = RUNTIME_POLL_BACKOFF;
     } else if (a) {
-        a->requested = true;
         r = RUNTIME_POLL_QUEUED;
         pthread_cond_broadcast(&rt.cond);
     }
@@ -529,6 +543,10 @@ static void stop_api(struct api **a)
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
+    if (rt.cancel_fd > 0)
+        close(rt.cancel_fd);
+    rt.cancel_fd = 0;
+    committer_stop(&rt.committer);
     delivery_free(rt.delivery);
     rt.delivery = NULL;
     store_close(dst);
@@ -566,25 +584,28 @@ int daemon_main(int argc, char **argv)
         switch (ch) {
         case 'c': path = optarg; break;
         case 'o': once = true; break;
-        case 'h': usage(stdout); return 0;
+        case 'h': usage(stdout); return CLI_EXIT_OK;
         default:
             fprintf(stderr, "pop3bridge: Usage: unknown or incomplete option \"%s\"\n",
                     argv[optind - 1]);
             usage(stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
     }
     if (!path || optind != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
 
+    /* whatever the bridge creates (the database, its WAL, spool files) is
+     * for its own user only, even in a state_dir that exists with 0755 */
+    umask(077);
     struct config_diag d = {0};
     struct config *cfg = config_load(path, &d);
     if (!cfg) {
         config_diag_print(&d, stderr);
         config_diag_free(&d);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
@@ -602,7 +623,7 @@ int daemon_main(int argc, char **argv)
     if (webhook_global_init(&e) < 0) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         config_free(&cfg);
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     struct store *st = store_open(cfg->state_dir, &e);
     struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
@@ -613,22 +634,41 @@ int daemon_main(int argc, char **argv)
         store_close(st);
         config_free(&cfg);
         webhook_global_cleanup();
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     pthread_mutex_init(&rt.lock, NULL);
-    pthread_cond_init(&rt.cond, NULL);
+    clock_cond_init(&rt.cond);
     rt.once = once;
     rt.cfg = cfgref_new(cfg);
     snprintf(rt.config_path, sizeof rt.config_path, "%s", path);
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    char owner[STORE_OWNER_MAX + 1];
-    instance_id(owner, sizeof owner);
-    rt.delivery = delivery_new(dst, owner, &e);
-    if (!rt.delivery) {
+    instance_id(rt.owner, sizeof rt.owner);
+    rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rt.cancel_fd < 0) {
+        log_warn("eventfd_failed", "error=%s note=%s", log_q(strerror(errno)),
+                 log_q("polls in progress finish before a stop"));
+        rt.cancel_fd = 0;
+    }
+    int64_t released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
+    else if (released)
+        log_info("account_leases_released", "count=%lld", (long long)released);
+    rt.delivery = delivery_new(dst, rt.owner, &e);
+    struct store *kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    if (!rt.delivery || !kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        return 9;
+        release(st, dst);
+        return CLI_EXIT_LOCAL;
+    }
+    rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
+    if (!rt.committer) {
+        fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
+        release(st, dst);
+        store_close(kst);
+        return CLI_EXIT_LOCAL;
     }
     struct api *api = NULL;
     if (!once && !(api = start_api(&e))) {
@@ -636,6 +676,7 @@ int daemon_main(int argc, char **argv)
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
         release(st, dst);
+        store_close(kst);
         return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
@@ -645,14 +686,23 @@ int daemon_main(int argc, char **argv)
     struct oauth2_keeper *keeper = once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
     if (!once && !keeper)
         log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
-    size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
-    pthread_t workers[DAEMON_POLL_WORKERS], dthread;
-    for (size_t i = 0; i < nworkers; i++)
-        pthread_create(&workers[i], NULL, poll_worker, NULL);
-    pthread_create(&dthread, NULL, delivery_thread, dst);
+    size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
+    size_t nworkers = 0;
+    pthread_t workers[DAEMON_POLL_WORKERS], dthread, kthread;
+    bool dstarted = false, kstarted = false;
+    int terr = 0;
+    while (nworkers < want && (terr = pthread_create(&workers[nworkers], NULL, poll_worker, NULL)) == 0)
+        nworkers++;
+    if (terr == 0 && (terr = pthread_create(&dthread, NULL, delivery_thread, dst)) == 0)
+        dstarted = true;
+    if (terr == 0 && (terr = pthread_create(&kthread, NULL, lease_keeper, kst)) == 0)
+        kstarted = true;
+    if (terr != 0)
+        log_error("thread_failed", "error=%s note=%s", log_q(strerror(terr)),
+                  log_q("cannot start the bridge's threads: stopping"));
 
     struct timespec tick = {0, 50 * 1000000L};
-    for (;;) {
+    for (; terr == 0;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             log_info("reload", "config=%s", log_q(path));
@@ -672,6 +722,11 @@ int daemon_main(int argc, char **argv)
             break;
     }
     notify_stopping();
+    if (rt.cancel_fd > 0) {
+        uint64_t one = 1; /* every poll still waiting on its server ends now */
+        if (write(rt.cancel_fd, &one, sizeof one) < 0)
+            log_warn("cancel_failed", "error=%s", log_q(strerror(errno)));
+    }
     pthread_mutex_lock(&rt.lock);
     rt.stopping = true;
     pthread_cond_broadcast(&rt.cond);
@@ -679,7 +734,13 @@ int daemon_main(int argc, char **argv)
     delivery_wakeup(rt.delivery);
     for (size_t i = 0; i < nworkers; i++)
         pthread_join(workers[i], NULL);
-    pthread_join(dthread, NULL);
+    if (dstarted)
+        pthread_join(dthread, NULL);
+    if (kstarted)
+        pthread_join(kthread, NULL);
+    released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
 
@@ -689,7 +750,9 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = rt.once && rt.polls_failed ? 1 : 0;
+    int rc = terr != 0 ? CLI_EXIT_LOCAL
+             : rt.once && rt.polls_failed ? DAEMON_EXIT_POLLS_FAILED : CLI_EXIT_OK;
     release(st, dst);
+    store_close(kst);
     return rc;
 }

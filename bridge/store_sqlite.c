@@ -236,6 +236,9 @@ enum sid {
     S_WH_GET,
     S_ACC_GET,
     S_ACC_SET,
+    S_ACC_LEASE,
+    S_ACC_RENEW,
+    S_ACC_RELEASE_ALL,
     S_ACC_STORED,
     S_ACC_PENDING,
     S_PURGE_CLEAR,
@@ -351,6 +354,14 @@ static const char *const sql_text[S_COUNT] = {
                   " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
                   " last_success_at = excluded.last_success_at,"
                   " backoff_until = excluded.backoff_until",
+    [S_ACC_LEASE] = "INSERT INTO accounts(name, state, lease_owner, lease_until)"
+                    " VALUES (?1, 'idle', ?2, ?3) ON CONFLICT(name) DO UPDATE SET"
+                    " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                    " WHERE accounts.lease_owner IS NULL OR accounts.lease_owner = ?2"
+                    " OR accounts.lease_until <= ?4",
+    [S_ACC_RENEW] = "UPDATE accounts SET lease_until = ?2 WHERE lease_owner = ?1",
+    [S_ACC_RELEASE_ALL] = "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                          " WHERE lease_owner = ?1",
     [S_ACC_STORED] = "SELECT count(*) FROM messages WHERE account = ?1 AND body_purged_at IS NULL",
     [S_ACC_PENDING] = "SELECT count(*) FROM deliveries WHERE account = ?1 AND status IN (0, 2)",
     [S_PURGE_CLEAR] = "DELETE FROM temp.purge",
@@ -1192,6 +1203,8 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
     return 0;
 }
 
+uint64_t store_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
+
 void store_msg_abort(struct store_msg *m)
 {
     if (!m)
@@ -1643,7 +1656,7 @@ static int lease_write(struct store *st, enum sid id, const char *owner, int64_t
     if (!s || tx_begin(st, e, op) < 0)
         return -1;
     bind_str(s, 1, owner);
-    if (id != S_RELEASE_ALL)
+    if (id != S_RELEASE_ALL && id != S_ACC_RELEASE_ALL)
         sqlite3_bind_int64(s, 2, arg);
     if (run(st, s, e, op) < 0) {
         tx_rollback(st);
@@ -2157,6 +2170,48 @@ int store_account_set(struct store *st, const char *account,
         return -1;
     }
     return 0;
+}
+
+int store_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                        int64_t lease_ms, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
+    const char *op = "lease account";
+    sqlite3_stmt *s = S(st, S_ACC_LEASE, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, owner);
+    sqlite3_bind_int64(s, 3, now + lease_ms);
+    sqlite3_bind_int64(s, 4, now);
+    if (run(st, s, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return c ? 0 : STORE_LEASE_LOST;
+}
+
+int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                        int64_t *renewed, struct err *e)
+{
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: renew account leases: lease_ms must be positive");
+    return lease_write(st, S_ACC_RENEW, owner, now + lease_ms, renewed, e,
+                       "renew account leases");
+}
+
+int store_account_release(struct store *st, const char *owner, int64_t *released,
+                          struct err *e)
+{
+    return lease_write(st, S_ACC_RELEASE_ALL, owner, 0, released, e, "release account leases");
 }
 
 static int count1(struct store *st, enum sid id, const char *account, int64_t *out,

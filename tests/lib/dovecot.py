@@ -115,7 +115,11 @@ class Message:
 
 class Dovecot:
     def __init__(self, cert="server", mechanisms=MECHANISMS, name="dovecot", ports=None,
-                 oauth2=None):
+                 oauth2=None, login_processes="secure"):
+        # "secure": one login process per connection (Dovecot's default);
+        # "performance": a few long-lived login processes serve every
+        # connection (for many short sessions, e.g. hundreds of accounts)
+        self.login_processes = login_processes
         self.oauth2 = oauth2        # introspection URL: XOAUTH2/OAUTHBEARER through passdb oauth2
         self.cert = cert            # "server" (good) or "wrong" (name mismatch)
         self.fixed_ports = ports    # (plain, tls) to listen on instead of free ephemeral ones
@@ -251,8 +255,8 @@ service pop3-login {{
     port = {tls_port}
     ssl = yes
   }}
-{chroot}}}
-service anvil {{
+{login}{chroot}}}
+{pop3_service}service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
@@ -261,6 +265,10 @@ service anvil {{
                   gid=self.mail_gid, cert=cert, key=key, dh=self.pki.dh, mechs=mechs,
                   oauth2_passdb=oauth2_passdb,
                   port=self.port, tls_port=self.tls_port, chroot=chroot,
+                  login="  service_count = 0\n  process_min_avail = 2\n"
+                  if self.login_processes == "performance" else "",
+                  pop3_service="service pop3 {{\n  service_count = 1000\n  process_min_avail = 8\n}}\n"
+                  .format() if self.login_processes == "performance" else "",
                   anvil="" if root else "  chroot =\n")
 
     def _spawn(self):

@@ -975,6 +975,47 @@ static void retry_dead(void **state)
     assert_int_equal(store_delivery_retry(st, 424242, T0, &e), STORE_NOTFOUND);
 }
 
+/* Account leases: one owner at a time, renewed in one call, taken back by
+ * anyone once expired, released at stop; the visible state is untouched. */
+static void account_leases(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_int_equal(store_account_lease(st, "acc", "A", T0, LEASE, &e), 0); /* row created */
+    struct store_account_state as;
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "idle");
+    assert_int_equal(store_account_lease(st, "acc", "A", T0 + 1, LEASE, &e), 0); /* ours */
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + 2, LEASE, &e), STORE_LEASE_LOST);
+    /* the state written meanwhile keeps the lease */
+    struct store_account_state set = {.state = "backoff", .last_attempt_at = T0};
+    assert_int_equal(store_account_set(st, "acc", &set, &e), 0);
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + 3, LEASE, &e), STORE_LEASE_LOST);
+    /* renewed by A: still A's past the first expiry */
+    int64_t n = -1;
+    assert_int_equal(store_account_renew(st, "A", T0 + LEASE / 2, LEASE, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + LEASE + 5, LEASE, &e),
+                     STORE_LEASE_LOST);
+    /* A stops renewing: once expired, B takes it, and A's renewal misses it */
+    int64_t later = T0 + LEASE / 2 + LEASE;
+    assert_int_equal(store_account_lease(st, "acc", "B", later, LEASE, &e), 0);
+    assert_int_equal(store_account_renew(st, "A", later + 1, LEASE, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_account_lease(st, "acc", "A", later + 2, LEASE, &e), STORE_LEASE_LOST);
+    /* B releases at stop: A may take it at once */
+    assert_int_equal(store_account_release(st, "B", &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_account_lease(st, "acc", "A", later + 3, LEASE, &e), 0);
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "backoff");
+    /* bad calls */
+    assert_int_equal(store_account_lease(st, "acc", "", T0, LEASE, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_account_lease(st, "acc", "A", T0, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
 static void leases(void **state)
 {
     struct fx *fx = *state;
@@ -2126,7 +2167,7 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
+        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
