@@ -119,7 +119,9 @@ static void save_state(struct store *st, const struct sched_account *a)
     snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
     s.last_attempt_at = a->last_attempt_at;
     s.last_success_at = a->last_success_at;
-    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->next_at;
+    /* what forbids a poll (not_before): after a poll that failed for want of
+     * an OAuth2 grant, nothing, so a restart after `oauth2 login` polls at once */
+    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->not_before;
     struct err e;
     if (store_account_set(st, a->name, &s, &e) < 0)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));

@@ -691,6 +691,9 @@ int pop3_login(struct pop3 *p, struct err *e)
         return -1;
     p->mech = mechs[chosen].mech;
     p->state = ST_TRANSACTION;
+    /* the credentials are not kept past login: the caller may wipe them now */
+    p->o.password = NULL;
+    p->o.oauth2_token = NULL;
     tracef(p, 'S', "[logged in with %s]", pop3_mech_name(p->mech));
     /* capabilities may differ after login (RFC 2449 §5) */
     struct pop3_capa before = p->capa;

@@ -1,8 +1,10 @@
 // Accounts: state, last success, last error, stored and pending counts;
-// "Poll now"; refreshes by itself.
+// "Poll now"; "Connect" for an account that needs an OAuth2 authorization
+// (oauth2connect.js); refreshes by itself.
 
 import * as api from '../api.js';
 import { h, add, fill, clear, table, badge, emptyState, errorBox, loading, timeEl, toast, withBusy } from '../dom.js';
+import { connectPanel, needsAuthorization } from './oauth2connect.js';
 
 const REFRESH_MS = 5000;
 
@@ -23,6 +25,10 @@ export function accountsView(ctx) {
   const auto = h('input', { type: 'checkbox', id: 'auto-refresh', checked: true });
   const updated = h('span.muted', { id: 'accounts-updated' });
   const body = h('div', { id: 'accounts-body' }, loading('Loading accounts…'));
+  // OAuth2: once an account is connected, show its new state (and its poll)
+  const connect = connectPanel(() => {
+    for (const ms of [300, 2000, 5000]) setTimeout(() => { if (alive) load(); }, ms);
+  });
 
   add(ctx.main, 
     h('div.page-head', null,
@@ -31,6 +37,7 @@ export function accountsView(ctx) {
         h('label.inline', { for: 'auto-refresh' }, auto, ' Refresh every ' + REFRESH_MS / 1000 + ' s'),
         h('button.btn', { type: 'button', id: 'refresh', onclick: () => load() }, 'Refresh'),
         updated)),
+    connect.el,
     body);
 
   async function pollNow(btn, name) {
@@ -67,7 +74,7 @@ export function accountsView(ctx) {
       cells: [
         h('a', { href: '#/accounts/' + api.seg(a.name), dataset: { focusKey: 'open:' + a.name },
           'aria-label': 'Mailbox of ' + a.name }, a.name),
-        stateBadge(a.state),
+        [stateBadge(a.state), needsAuthorization(a) ? h('div.connect', null, connect.button(a)) : null],
         timeEl(a.last_success_at),
         timeEl(a.last_attempt_at),
         a.last_error ? h('span.error-text', null, a.last_error) : h('span.muted', null, '—'),
@@ -120,6 +127,7 @@ export function accountsView(ctx) {
     cleanup() {
       alive = false;
       clearInterval(timer);
+      connect.cleanup();
     },
   };
 }
