@@ -191,3 +191,20 @@ int codec_pin_parse(const char *s, unsigned char out[CODEC_PIN_LEN])
     }
     return 0;
 }
+
+int codec_int64_digits(const char *s, size_t len, int64_t *out)
+{
+    int64_t v = 0;
+    if (!s || len == 0 || len > CODEC_INT64_DIGITS_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}

@@ -143,6 +143,23 @@ static int spool_sink(void *ctx, const void *data, size_t len, struct err *e)
     return 0;
 }
 
+/* ev written as JSON into a new temporary file (through tap): *fd_out at
+ * its end, *len its octets. */
+static int write_event(const cJSON *ev, const char *tmp_dir, event_tap_fn tap, void *tap_ctx,
+                       int *fd_out, uint64_t *len, struct err *e)
+{
+    int fd = spool_tmpfile(tmp_dir, e);
+    if (fd < 0)
+        return -1;
+    struct spool_out so = {fd, tap, tap_ctx};
+    if (jsonw_write(ev, spool_sink, &so, len, e) < 0) {
+        close(fd);
+        return -1;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                 event_tap_fn tap, void *tap_ctx, int *fd_out, uint64_t *len, struct err *e)
 {
@@ -153,7 +170,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     if (!m)
         return -1;
     event_shape(m, o->payload);
-    int rc = -1, fd = -1;
+    int rc = -1;
     char when[CLOCK_RFC3339_SIZE];
     cJSON *ev = cJSON_CreateObject();
     cJSON *data = ev ? cJSON_CreateObject() : NULL;
@@ -182,18 +199,8 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = spool_tmpfile(tmp_dir, e);
-    if (fd < 0)
-        goto out;
-    struct spool_out so = {fd, tap, tap_ctx};
-    if (jsonw_write(ev, spool_sink, &so, len, e) < 0)
-        goto out;
-    *fd_out = fd;
-    fd = -1;
-    rc = 0;
+    rc = write_event(ev, tmp_dir, tap, tap_ctx, fd_out, len, e);
 out:
-    if (fd >= 0)
-        close(fd);
     cJSON_Delete(ev);
     return rc;
 }
@@ -217,7 +224,7 @@ int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, 
         return err_set(e, ERR_USAGE, "the stored data of event %lld is not a JSON object",
                        (long long)event_id);
     }
-    int rc = -1, fd = -1;
+    int rc = -1;
     char when[40];
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "type", ev.type) ||
@@ -228,18 +235,8 @@ int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, 
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = spool_tmpfile(tmp_dir, e);
-    if (fd < 0)
-        goto out;
-    struct spool_out so = {fd, tap, tap_ctx};
-    if (jsonw_write(o, spool_sink, &so, len, e) < 0)
-        goto out;
-    *fd_out = fd;
-    fd = -1;
-    rc = 0;
+    rc = write_event(o, tmp_dir, tap, tap_ctx, fd_out, len, e);
 out:
-    if (fd >= 0)
-        close(fd);
     cJSON_Delete(o);
     return rc;
 }

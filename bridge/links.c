@@ -53,22 +53,13 @@ int links_query(const unsigned char *key, size_t key_len, const char *path, int6
     return 0;
 }
 
+/* Strict decimal without a leading zero: the form links_sign writes. */
 static int parse_exp(const char *s, int64_t *out)
 {
     size_t len = s ? strlen(s) : 0;
-    int64_t v = 0;
-    if (len == 0 || len > LINKS_EXP_DIGITS_MAX || (len > 1 && s[0] == '0'))
+    if (len > LINKS_EXP_DIGITS_MAX || (len > 1 && s[0] == '0'))
         return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
+    return codec_int64_digits(s, len, out);
 }
 
 enum links_verdict links_verify(const unsigned char *key, size_t key_len, const char *path,

@@ -247,24 +247,6 @@ int webhook_sign(const unsigned char *key, size_t key_len, const char *id, int64
     return sign_ts_text(key, key_len, id, tsbuf, body ? body : "", body_len, out, out_size);
 }
 
-/* Strict decimal: digits only, no sign, fits int64_t. */
-static int parse_int64_digits(const char *s, size_t len, int64_t *out)
-{
-    int64_t v = 0;
-    if (len == 0 || len > TS_DIGITS_MAX)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
 int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
                    const char *timestamp, const char *body, size_t body_len,
                    const char *signatures, int64_t now, int64_t tolerance_s, struct err *e)
@@ -280,7 +262,7 @@ int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
         return err_set(e, ERR_PROTO, "webhook-id longer than %d bytes", WEBHOOK_ID_MAX);
     if (!timestamp || !*timestamp)
         return err_set(e, ERR_PROTO, "missing webhook-timestamp header");
-    if (parse_int64_digits(timestamp, strlen(timestamp), &ts) < 0)
+    if (codec_int64_digits(timestamp, strlen(timestamp), &ts) < 0)
         return err_set(e, ERR_PROTO, "malformed webhook-timestamp header");
     if (!signatures || !*signatures)
         return err_set(e, ERR_PROTO, "missing webhook-signature header");

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CODEC_PIN_LEN 32 /* bytes of a SHA-256 pin */
 
@@ -45,6 +46,11 @@ int codec_b64_decode_alloc(const char *in, size_t len, unsigned char **out, size
 
 /* "sha256:" (any case) followed by 64 hex digits, either contiguous or as 32
  * ':'-separated pairs.  0 with out filled, or -1. */
+/* Strict decimal: 1..CODEC_INT64_DIGITS_MAX digits, no sign, no space, fits
+ * int64_t.  0 and *out, or -1. */
+#define CODEC_INT64_DIGITS_MAX 19
+int codec_int64_digits(const char *s, size_t len, int64_t *out);
+
 int codec_pin_parse(const char *s, unsigned char out[CODEC_PIN_LEN]);
 
 #endif

@@ -108,6 +108,28 @@ static void pins(void **state)
     assert_int_equal(codec_pin_parse(NULL, p), -1);
 }
 
+/* Strict decimal: digits only, no sign or space, within int64_t. */
+static void int64_digits(void **state)
+{
+    (void)state;
+    int64_t v = -1;
+    assert_int_equal(codec_int64_digits("0", 1, &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(codec_int64_digits("9223372036854775807", 19, &v), 0);
+    assert_true(v == INT64_MAX);
+    v = 7;
+    assert_int_equal(codec_int64_digits("9223372036854775808", 19, &v), -1);
+    assert_int_equal(codec_int64_digits("12345678901234567890", 20, &v), -1);
+    assert_int_equal(codec_int64_digits("", 0, &v), -1);
+    assert_int_equal(codec_int64_digits("-1", 2, &v), -1);
+    assert_int_equal(codec_int64_digits("+1", 2, &v), -1);
+    assert_int_equal(codec_int64_digits(" 1", 2, &v), -1);
+    assert_int_equal(codec_int64_digits("12a", 3, &v), -1);
+    assert_int_equal(v, 7); /* untouched on failure */
+    assert_int_equal(codec_int64_digits("1234", 2, &v), 0); /* only len bytes count */
+    assert_int_equal(v, 12);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +139,7 @@ int main(void)
         cmocka_unit_test(b64_buf),
         cmocka_unit_test(b64token),
         cmocka_unit_test(pins),
+        cmocka_unit_test(int64_digits),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
