@@ -182,6 +182,7 @@ static struct {
     char *url, *password;
     unsigned max, open, n_idle;
     PGconn **idle;
+    pid_t pid;                  /* the process the connections belong to */
     char target[PG_TARGET_MAX]; /* "host=H port=P dbname=D" */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -250,6 +251,13 @@ static PGconn *pool_get(struct err *e)
 {
     pthread_mutex_lock(&pool.mu);
     int64_t deadline = mono_ms_now() + STORE_BUSY_TIMEOUT_MS;
+    if (pool.pid != getpid()) {
+        /* a forked child: the parent's connections are not ours to use, nor
+         * to close (closing would end the parent's sessions); forget them */
+        pool.pid = getpid();
+        pool.n_idle = 0;
+        pool.open = 0;
+    }
     for (;;) {
         if (!pool.on) {
             pthread_mutex_unlock(&pool.mu);
@@ -307,6 +315,11 @@ static void pool_put(PGconn *c)
         return;
     bool keep = PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
     pthread_mutex_lock(&pool.mu);
+    if (pool.pid != getpid()) {
+        pthread_mutex_unlock(&pool.mu);
+        PQfinish(c);
+        return;
+    }
     if (keep && pool.on && pool.n_idle < pool.max) {
         pool.idle[pool.n_idle++] = c;
         c = NULL;
@@ -636,11 +649,16 @@ static void pg_batch_rollback(struct store *st)
 
 static int pg_schema_version_c(struct store *st, PGconn *c, struct err *e)
 {
-    PGresult *r = pq_run(st, c,
-                         "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0"
-                         " ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END",
-                         NULL, 0, e, "schema version");
+    PGresult *r = pq_run(st, c, "SELECT to_regclass('schema_version') IS NOT NULL", NULL, 0, e,
+                         "schema version");
     if (!r)
+        return -1;
+    bool exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!exists)
+        return 0;
+    if (!(r = pq_run(st, c, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, 0, e,
+                     "schema version")))
         return -1;
     int v = (int)g64(r, 0, 0);
     PQclear(r);
@@ -777,6 +795,7 @@ int store_pg_setup(const struct store_target *t, struct err *e)
     pool.idle = calloc(n, sizeof *pool.idle);
     pool.max = n;
     pool.open = pool.n_idle = 0;
+    pool.pid = getpid();
     pool.on = pool.url && pool.idle && (!t->password || pool.password);
     pthread_mutex_unlock(&pool.mu);
     if (!pool.on) {
@@ -1025,7 +1044,7 @@ static int pg_uidls_deletable(struct store *st, const char *account, bool delete
                     "SELECT u.uidl, u.state, u.message_id FROM uidls u"
                     " JOIN messages m ON m.id = u.message_id"
                     " WHERE u.account = $1 AND u.state = 2 AND m.kind = 'message'"
-                    " AND ($2 = 1 OR ($3 > 0 AND m.received_at <= $4 - $3))"
+                    " AND ($2::int = 1 OR ($3::bigint > 0 AND m.received_at <= $4::bigint - $3::bigint))"
                     " AND NOT EXISTS (SELECT 1 FROM deliveries d"
                     "   WHERE d.message_id = u.message_id AND d.status <> 1)",
                     &q, 0, uidl_row, &u, e, "list deletable UIDLs");
@@ -1142,6 +1161,7 @@ static int pg_msg_write(struct store_msg *m, const void *data, size_t len, struc
     }
     if (spool_write(&m->sp, data, len, e) < 0) {
         m->failed = true;
+        err_prefix(e, "store: spool");
         return -1;
     }
     return 0;
@@ -1460,12 +1480,11 @@ static int pg_body_open(struct store *st, int64_t id, struct store_body **out, u
     return 0;
 }
 
-static int pg_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
-                        size_t *got, struct err *e)
+/* Up to len bytes at offset from the one chunk holding offset. */
+static int body_read_chunk(struct store_body *b, uint64_t offset, void *buf, size_t len,
+                           size_t *got, struct err *e)
 {
     *got = 0;
-    if (offset >= b->size || len == 0)
-        return 0;
     int64_t seq = (int64_t)(offset / b->chunk_size);
     if (seq != b->cached_seq) {
         PGconn *c = pool_get(e);
@@ -1505,6 +1524,21 @@ static int pg_body_read(struct store_body *b, uint64_t offset, void *buf, size_t
         n = len;
     memcpy(buf, b->chunk + in, n);
     *got = n;
+    return 0;
+}
+
+static int pg_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
+                        size_t *got, struct err *e)
+{
+    *got = 0;
+    while (*got < len && offset + *got < b->size) {
+        size_t n = 0;
+        if (body_read_chunk(b, offset + *got, (unsigned char *)buf + *got, len - *got, &n, e) < 0)
+            return -1;
+        if (n == 0)
+            break;
+        *got += n;
+    }
     return 0;
 }
 

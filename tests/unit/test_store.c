@@ -1,4 +1,8 @@
-/* Unit tests: the store (include/store.h) on real SQLite files in a temp dir. */
+/* Unit tests: the store (include/store.h), one suite for both backends: on
+ * real SQLite files in a temp dir, and, when POP3BRIDGE_TEST_PG_URL names a
+ * PostgreSQL database (tests/run-unit starts one: tests/lib/postgres.py), on
+ * PostgreSQL too, with a fresh schema for every test.  The password comes
+ * from POP3BRIDGE_TEST_PG_PASSWORD. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +23,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "store.h"
 
@@ -53,8 +59,62 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
     return remove(p);
 }
 
+/* PostgreSQL mode: the database's URL and password, else NULL. */
+static const char *pg_url, *pg_pw;
+
+/* Run sql on the test database directly (not through the store). */
+static int pg_exec(const char *sql)
+{
+    const char *keys[] = {"dbname", "password", NULL}, *vals[] = {pg_url, pg_pw, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    int rc = -1;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PQclear(PQexec(c, "SET client_min_messages = warning"));
+        PGresult *r = PQexec(c, sql);
+        rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -1;
+        if (rc < 0)
+            fprintf(stderr, "pg_exec: %s", PQerrorMessage(c));
+        PQclear(r);
+    } else {
+        fprintf(stderr, "pg_exec: %s", PQerrorMessage(c));
+    }
+    PQfinish(c);
+    return rc;
+}
+
+/* One number from sql, or -1. */
+static long long pg_value(const char *sql)
+{
+    const char *keys[] = {"dbname", "password", NULL}, *vals[] = {pg_url, pg_pw, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    long long v = -1;
+    PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static int pg_fresh(void)
+{
+    store_teardown();
+    if (pg_exec("DROP SCHEMA public CASCADE; CREATE SCHEMA public") < 0)
+        return -1;
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 8};
+    struct err e;
+    err_clear(&e);
+    if (store_setup(&t, &e) < 0) {
+        fprintf(stderr, "store_setup: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(void **state)
 {
+    if (pg_url && pg_fresh() < 0)
+        return -1;
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
@@ -71,6 +131,8 @@ static int teardown(void **state)
     store_close(fx->st);
     nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     free(fx);
+    if (pg_url)
+        store_teardown();
     return 0;
 }
 
@@ -2012,10 +2074,225 @@ static void concurrent_first_open(void **state)
     }
 }
 
+/* ---- account leases and instances (both backends) ------------------------ */
+
+static int count_leases(void *ctx, const char *account, const char *owner, int64_t until,
+                        struct err *e)
+{
+    (void)account;
+    (void)owner;
+    (void)until;
+    (void)e;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void account_leases(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    int64_t next = 0;
+    /* a new account is due at once; the row is created */
+    assert_int_equal(store_account_lease(st, "acc", "i1", T0, 1000, false, &next, &e), 0);
+    struct store_account_state as;
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "idle");
+    /* another owner: held until T0 + 1000 */
+    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 10, 1000, false, &next, &e),
+                     STORE_LEASE_LOST);
+    assert_int_equal(next, T0 + 1000);
+    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 10, 1000, true, &next, &e),
+                     STORE_LEASE_LOST); /* force never takes a live lease */
+    /* the owner renews it; the other still cannot take it */
+    int64_t renewed = 0;
+    assert_int_equal(store_account_renew(st, "i1", T0 + 900, 1000, &renewed, &e), 0);
+    assert_int_equal(renewed, 1);
+    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 1500, 1000, false, &next, &e),
+                     STORE_LEASE_LOST);
+    assert_int_equal(next, T0 + 1900);
+    /* expired: anyone takes it (the holder died) */
+    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 1900, 1000, false, &next, &e), 0);
+    /* released with the next poll time: not due before it, unless forced */
+    assert_int_equal(store_account_release(st, "acc", "i1", T0 + 5000, &e), 0); /* not i1's */
+    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, false, &next, &e),
+                     STORE_LEASE_LOST);
+    assert_int_equal(store_account_release(st, "acc", "i2", T0 + 5000, &e), 0);
+    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, false, &next, &e),
+                     STORE_LEASE_LOST);
+    assert_int_equal(next, T0 + 5000);
+    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, true, &next, &e), 0);
+    /* the live leases, then every lease of an owner released at once */
+    assert_int_equal(store_account_lease(st, "other", "i1", T0 + 2000, 1000, false, NULL, &e), 0);
+    int n = 0;
+    assert_int_equal(store_account_leases_each(st, T0 + 2001, count_leases, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_account_release(st, NULL, "i1", -1, &e), 0);
+    n = 0;
+    assert_int_equal(store_account_leases_each(st, T0 + 2001, count_leases, &n, &e), 0);
+    assert_int_equal(n, 0);
+    /* "other" kept its next_poll_at (0): due at once */
+    assert_int_equal(store_account_lease(st, "other", "i2", T0 + 2001, 1000, false, NULL, &e), 0);
+    /* argument errors */
+    assert_int_equal(store_account_lease(st, "acc", "", T0, 1000, false, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_account_lease(st, "acc", "i1", T0, 0, false, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+static int collect_instance(void *ctx, const struct store_instance *i, struct err *e)
+{
+    (void)e;
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s@%s;", i->id, i->public_url);
+    return 0;
+}
+
+static void instances(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    struct store_instance a = {.id = "i1", .host = "h1", .public_url = "http://127.0.0.1:1",
+                               .started_at = T0, .heartbeat_at = T0};
+    struct store_instance b = {.id = "i2", .host = "h2", .public_url = "",
+                               .started_at = T0 + 5, .heartbeat_at = T0 + 5};
+    assert_int_equal(store_instance_beat(st, &a, &e), 0);
+    assert_int_equal(store_instance_beat(st, &b, &e), 0);
+    a.heartbeat_at = T0 + 10000;
+    assert_int_equal(store_instance_beat(st, &a, &e), 0);
+    char seen[256] = "";
+    assert_int_equal(store_instances_each(st, T0, 0, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;i2@;");
+    seen[0] = '\0';
+    assert_int_equal(store_instances_each(st, T0 + 100, 0, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;"); /* i2's heartbeat is old */
+    struct store_instance got;
+    assert_int_equal(store_instance_get(st, "i2", &got, &e), 0);
+    assert_string_equal(got.host, "h2");
+    /* forgotten after forget_before; removed at shutdown */
+    seen[0] = '\0';
+    assert_int_equal(store_instances_each(st, 0, T0 + 100, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;");
+    assert_int_equal(store_instance_get(st, "i2", &got, &e), STORE_NOTFOUND);
+    assert_int_equal(store_instance_remove(st, "i1", &e), 0);
+    assert_int_equal(store_instance_get(st, "i1", &got, &e), STORE_NOTFOUND);
+    struct store_instance bad = {.id = ""};
+    assert_int_equal(store_instance_beat(st, &bad, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* ---- PostgreSQL only ------------------------------------------------------------- */
+
+/* The schema is versioned; a newer one is refused with one line that names
+ * the database but holds no secret. */
+static void pg_schema(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_string_equal(store_backend(), "postgresql");
+    assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    /* set up again on a current schema: nothing to migrate */
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    store_teardown();
+    assert_int_equal(pg_exec("UPDATE schema_version SET version = 99"), 0);
+    err_clear(&e);
+    assert_int_equal(store_setup(&t, &e), -1);
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "schema version 99, newer than this build supports"));
+    assert_non_null(strstr(e.msg, "dbname="));
+    assert_null(strchr(e.msg, '\n'));
+    assert_null(strstr(e.msg, pg_pw));
+    assert_string_equal(store_backend(), "sqlite");
+    /* a wrong password: refused, and neither password appears */
+    assert_int_equal(pg_exec("UPDATE schema_version SET version = 4"), 0);
+    struct store_target w = {.url = pg_url, .password = "wrong-secret-123", .pool = 2};
+    assert_int_equal(store_setup(&w, &e), -1);
+    assert_non_null(strstr(e.msg, "cannot connect to PostgreSQL"));
+    assert_null(strstr(e.msg, "wrong-secret-123"));
+    assert_null(strstr(e.msg, pg_pw));
+    /* not a PostgreSQL URL, a pool too large */
+    struct store_target u = {.url = "mysql://x", .pool = 2};
+    assert_int_equal(store_setup(&u, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_target p = {.url = pg_url, .password = pg_pw, .pool = STORE_POOL_MAX + 1};
+    assert_int_equal(store_setup(&p, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* Bodies are rows of STORE_IO_CHUNK bytes, and read back at any offset. */
+static void pg_body_chunks(void **state)
+{
+    struct store *st = fx_open(state);
+    const size_t len = 3 * STORE_IO_CHUNK + 123;
+    unsigned char *p = malloc(len), *back = malloc(len);
+    assert_non_null(p);
+    assert_non_null(back);
+    fill(p, len, 7);
+    struct err e;
+    struct store_msg_result r;
+    const char *wh[] = {"crm"};
+    assert_int_equal(put(st, "acc", "u1", p, len, 1000, wh, 1, T0, &r, &e), 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM body_chunks"), 4);
+    assert_int_equal(pg_value("SELECT max(length(data)) FROM body_chunks"), STORE_IO_CHUNK);
+    struct store_body *b = NULL;
+    uint64_t size = 0;
+    assert_int_equal(store_body_open(st, r.id, &b, &size, &e), 0);
+    assert_int_equal(size, len);
+    /* odd offsets and lengths across chunk boundaries */
+    size_t off = 0;
+    for (int guard = 0; guard < 1000 && off < len; guard++) {
+        size_t got = 0;
+        assert_int_equal(store_body_read(b, off, back + off, 7777, &got, &e), 0);
+        assert_true(got > 0);
+        off += got;
+    }
+    assert_int_equal(off, len);
+    assert_memory_equal(back, p, len);
+    size_t got = 1;
+    assert_int_equal(store_body_read(b, len, back, 10, &got, &e), 0);
+    assert_int_equal(got, 0);
+    store_body_close(b);
+    /* purged: the chunks go with the body */
+    assert_int_equal(pg_exec("UPDATE deliveries SET status = 1"), 0);
+    assert_int_equal(pg_exec("UPDATE messages SET delivered_at = 1"), 0);
+    int64_t purged = 0;
+    assert_int_equal(store_purge_bodies(st, 0, T0, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(pg_value("SELECT count(*) FROM body_chunks"), 0);
+    free(p);
+    free(back);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
 {
+    pg_url = getenv("POP3BRIDGE_TEST_PG_URL");
+    pg_pw = getenv("POP3BRIDGE_TEST_PG_PASSWORD");
+    if (pg_url && !*pg_url)
+        pg_url = NULL;
+    if (pg_url) {
+        /* the same suite on PostgreSQL, without the tests of SQLite's files */
+        const struct CMUnitTest pg_tests[] = {
+            T(pg_schema),           T(pg_body_chunks),
+            T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
+            T(large_message),       T(batch_many),          T(batch_partial_failure),
+            T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
+            T(leases), T(webhook_disable), T(deletable_policy),
+            T(too_large_never_deletable),
+            T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
+            T(list_paging),         T(retention_purge),      T(account_state),
+            T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
+            T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
+            T(instances),
+        };
+        return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         T(open_migrate_reopen), T(migrate_from_v2), T(newer_schema_refused), T(open_errors),
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
@@ -2026,7 +2303,8 @@ int main(void)
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
-        T(oauth2_rows),         T(oauth2_one_refresher),
+        T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
+        T(instances),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
