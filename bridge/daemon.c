@@ -85,6 +85,10 @@ static struct {
     struct delivery *delivery;
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
+    /* several instances on one store (PostgreSQL): account leases */
+    bool shared;
+    char owner[STORE_OWNER_MAX + 1]; /* this instance's id */
+    int64_t lease_ms;
     /* the API's metrics hook, when the API runs; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
@@ -191,10 +195,60 @@ static bool once_polls_done(void)
     return true;
 }
 
+/* Shared store: take the account's lease before polling it (rt.lock held,
+ * a->running set; the lock is dropped meanwhile).  The account, refreshed
+ * from what the last poller (maybe another instance) saved, or NULL when
+ * the lease was not taken: then it is scheduled again when the lease
+ * expires or the account falls due, with a little jitter. */
+static struct rt_account *lease_account(struct store *st, struct rt_account *a, const char *name,
+                                        unsigned *seed)
+{
+    bool forced = a->requested;
+    pthread_mutex_unlock(&rt.lock);
+    struct err e;
+    int64_t next = 0;
+    struct store_account_state s;
+    bool have = false;
+    int lr = store_account_lease(st, name, rt.owner, now_ms(), rt.lease_ms, forced, &next, &e);
+    if (lr == 0)
+        have = store_account_get(st, name, &s, &e) == 0;
+    else if (lr < 0)
+        log_warn("account_lease_failed", "account=%s error=%s", name, log_q(e.msg));
+    pthread_mutex_lock(&rt.lock);
+    a = find_acct(name);
+    if (!a) { /* removed by a reload meanwhile */
+        if (lr == 0) {
+            pthread_mutex_unlock(&rt.lock);
+            store_account_release(st, name, rt.owner, -1, &e);
+            pthread_mutex_lock(&rt.lock);
+        }
+        return NULL;
+    }
+    if (lr != 0) {
+        int64_t now = now_ms();
+        a->running = false;
+        a->requested = false;
+        a->next_at = (lr == STORE_LEASE_LOST ? MAX(next, now + 100)
+                                             : now + DAEMON_LEASE_ERROR_RETRY_MS) +
+                     rand_r(seed) % DAEMON_LEASE_JITTER_MS;
+        if (rt.once)
+            a->polled_once = true; /* another instance polls it */
+        pthread_cond_broadcast(&rt.cond);
+        return NULL;
+    }
+    if (have && s.last_success_at > a->last_success_at) {
+        /* polled by another instance since: not a first poll */
+        a->last_success_at = s.last_success_at;
+        a->fails = 0;
+    }
+    return a;
+}
+
 static void *poll_worker(void *arg)
 {
     (void)arg;
     struct err e;
+    unsigned seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)&e;
     struct cfgref *ref = cfgref_get(&rt.cfg);
     struct store *st = store_open(ref->cfg->state_dir, &e);
     cfgref_put(ref);
@@ -223,6 +277,8 @@ static void *poll_worker(void *arg)
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
         a->running = true;
+        if (rt.shared && !(a = lease_account(st, a, name, &seed)))
+            continue; /* another instance has it, or it is not due in the store */
         a->requested = false;
         bool first = a->last_success_at == 0;
         a->state = ACCOUNT_POLLING;
@@ -286,6 +342,14 @@ static void *poll_worker(void *arg)
             pthread_mutex_lock(&rt.lock);
         } else if (a) {
             a->running = false;
+        }
+        if (rt.shared) {
+            /* the lease goes back with when the account is due next */
+            int64_t due = a ? a->next_at : -1;
+            pthread_mutex_unlock(&rt.lock);
+            if (store_account_release(st, name, rt.owner, due, &e) < 0)
+                log_warn("account_release_failed", "account=%s error=%s", name, log_q(e.msg));
+            pthread_mutex_lock(&rt.lock);
         }
         cfgref_put(ref);
         pthread_cond_broadcast(&rt.cond);
@@ -408,17 +472,59 @@ static void report_status(struct store *st)
                   (long long)q.pending, (long long)q.failed);
 }
 
-/* This instance's id, the owner of its leases: the host name, stable
- * across restarts so a restarted bridge takes its own leases back at once. */
-static void instance_id(char *out, size_t size)
+static void host_name(char *host, size_t size)
 {
-    char host[256];
-    if (gethostname(host, sizeof host) < 0 || !host[0])
-        snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
-    size_t n = strnlen(host, size - 1); /* a longer name is cut: ids stay distinct enough */
-    memcpy(out, host, n);
-    out[n] = '\0';
+    if (gethostname(host, size) < 0 || !host[0])
+        snprintf(host, size, "localhost");
+    host[size - 1] = '\0';
+}
+
+/* This instance's id, the owner of its leases: stable across restarts so a
+ * restarted bridge takes its own leases back at once. */
+void daemon_instance_id(const struct config *cfg, char *out, size_t size)
+{
+    char host[256], id[STORE_OWNER_MAX + 1];
+    host_name(host, sizeof host);
+    if (cfg->store.instance_id)
+        snprintf(id, sizeof id, "%.64s", cfg->store.instance_id);
+    else if (cfg->store.url)
+        snprintf(id, sizeof id, "%.50s:%d", host, cfg->api.listen_port);
+    else
+        snprintf(id, sizeof id, "%.64s", host); /* a longer name is cut */
+    snprintf(out, size, "%s", id);
+}
+
+int daemon_store_setup(const struct config *cfg, struct err *e)
+{
+    struct store_target t = {
+        .url = cfg->store.url,
+        .password = cfg->store.password.value,
+        .pool = (unsigned)cfg->store.pool,
+    };
+    return store_setup(&t, e);
+}
+
+/* The heartbeat of a shared store: this instance's row, and its account
+ * leases renewed.  Every quarter of the lease (main thread). */
+static void heartbeat(struct store *st, int64_t started_at, bool force)
+{
+    static int64_t last;
+    int64_t now = now_ms();
+    if (!rt.shared || (!force && now - last < rt.lease_ms / 4))
+        return;
+    last = now;
+    struct store_instance in = {.started_at = started_at, .heartbeat_at = now};
+    snprintf(in.id, sizeof in.id, "%s", rt.owner);
+    host_name(in.host, sizeof in.host);
+    struct cfgref *ref = cfgref_get(&rt.cfg);
+    snprintf(in.public_url, sizeof in.public_url, "%s",
+             ref->cfg->api.public_url ? ref->cfg->api.public_url : "");
+    cfgref_put(ref);
+    struct err e;
+    int64_t renewed = 0;
+    if (store_instance_beat(st, &in, &e) < 0 ||
+        store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed, &e) < 0)
+        log_warn("heartbeat_failed", "error=%s", log_q(e.msg));
 }
 
 /* ---- the runtime interface, for the HTTP API ------------------------------------------ */
@@ -528,6 +634,7 @@ static void release(struct store *st, struct store *dst)
     rt.delivery = NULL;
     store_close(dst);
     store_close(st);
+    store_teardown();
     cfgref_put(rt.cfg);
     rt.cfg = NULL;
     free(rt.accounts);
@@ -599,6 +706,14 @@ int daemon_main(int argc, char **argv)
         config_free(&cfg);
         return 9;
     }
+    if (daemon_store_setup(cfg, &e) < 0) {
+        char line[600];
+        err_format(&e, line, sizeof line);
+        fprintf(stderr, "pop3bridge: %s\n", line);
+        config_free(&cfg);
+        webhook_global_cleanup();
+        return 9;
+    }
     struct store *st = store_open(cfg->state_dir, &e);
     struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
     if (!st || !dst) {
@@ -606,6 +721,7 @@ int daemon_main(int argc, char **argv)
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
         store_close(st);
+        store_teardown();
         config_free(&cfg);
         webhook_global_cleanup();
         return 9;
@@ -618,12 +734,24 @@ int daemon_main(int argc, char **argv)
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    char owner[STORE_OWNER_MAX + 1];
-    instance_id(owner, sizeof owner);
-    rt.delivery = delivery_new(dst, owner, &e);
+    daemon_instance_id(cfg, rt.owner, sizeof rt.owner);
+    rt.shared = cfg->store.url != NULL;
+    rt.lease_ms = cfg->store.lease_ms;
+    rt.delivery = delivery_new(dst, rt.owner, &e);
     if (!rt.delivery) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         return 9;
+    }
+    int64_t started_at = now_ms();
+    if (rt.shared) {
+        delivery_set_lease_ms(rt.delivery, rt.lease_ms);
+        /* what a previous run under this id held is free at once */
+        if (store_account_release(st, NULL, rt.owner, -1, &e) < 0)
+            log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
+        heartbeat(st, started_at, true);
+        log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
+                 store_backend(), log_q(store_target_name()), log_q(rt.owner),
+                 (long long)(rt.lease_ms / 1000));
     }
     struct api *api = NULL;
     if (!once && !(api = start_api(&e))) {
@@ -663,6 +791,7 @@ int daemon_main(int argc, char **argv)
         pthread_mutex_unlock(&rt.lock);
         notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
         report_status(st);
+        heartbeat(st, started_at, false);
         if (done)
             break;
     }
@@ -677,6 +806,11 @@ int daemon_main(int argc, char **argv)
     pthread_join(dthread, NULL);
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
+    if (rt.shared) {
+        if (store_account_release(st, NULL, rt.owner, -1, &e) < 0 ||
+            store_instance_remove(st, rt.owner, &e) < 0)
+            log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
+    }
 
     struct delivery_stats ds;
     delivery_stats(rt.delivery, &ds);

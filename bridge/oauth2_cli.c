@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "daemon.h"
 #include "oauth2.h"
 #include "oauth2_proto.h"
 #include "store.h"
@@ -97,6 +98,12 @@ static struct config *load(const char *path)
     if (!cfg)
         config_diag_print(&d, stderr);
     config_diag_free(&d);
+    struct err e;
+    err_clear(&e);
+    if (cfg && daemon_store_setup(cfg, &e) < 0) {
+        cli_fail(&e);
+        config_free(&cfg);
+    }
     return cfg;
 }
 

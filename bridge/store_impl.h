@@ -194,6 +194,11 @@ struct store *store_pg_open(const char *state_dir, struct err *e);
 int store_pg_setup(const struct store_target *t, struct err *e);
 void store_pg_teardown(void);
 const char *store_pg_target_name(void);
+/* A pooled connection (libpq's PGconn) for bridge/store_pg_import.c, and
+ * its return (a connection returned inside a transaction is closed). */
+struct pg_conn;
+struct pg_conn *store_pg_borrow(struct err *e);
+void store_pg_return(struct pg_conn *c);
 
 /* Shared argument checks (bridge/store.c): 0, or -1 with *e (ERR_USAGE for
  * empty, ERR_LIMIT for too long), worded as every backend words them. */

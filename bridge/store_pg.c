@@ -818,6 +818,16 @@ int store_pg_setup(const struct store_target *t, struct err *e)
     return 0;
 }
 
+struct pg_conn *store_pg_borrow(struct err *e)
+{
+    return pool_get(e);
+}
+
+void store_pg_return(struct pg_conn *c)
+{
+    pool_put(c);
+}
+
 const char *store_pg_target_name(void)
 {
     return pool.target;

@@ -21,10 +21,24 @@
  * contacting anyone, so polling resumes soon after `oauth2 login`), error
  * (anything else).  The backoff policy lives in daemon_backoff_ms().
  * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
+ *
+ * Several instances on one PostgreSQL store ("store" in the configuration):
+ * before a poll, an instance takes the account's lease (store.h); an
+ * account another live instance holds, or that is not due in the store, is
+ * looked at again when its lease expires or it falls due (plus up to
+ * DAEMON_LEASE_JITTER_MS, so polls spread over the instances).  After the
+ * poll the lease is given back with the account's next poll time.  Every
+ * quarter of store.lease the instance renews its account leases and writes
+ * its heartbeat (the instances table: GET /api/v1/instances); deliveries are
+ * leased for store.lease too.  A killed instance's accounts and deliveries
+ * are taken over once its leases expire: within one store.lease.  At start
+ * an instance gives back the leases a previous run under its id held; at a
+ * clean stop it gives back its own and removes its heartbeat row.
  */
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -34,6 +48,8 @@
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
+#define DAEMON_LEASE_JITTER_MS 300     /* random delay added when another instance has an account */
+#define DAEMON_LEASE_ERROR_RETRY_MS 5000 /* the store failed to lease an account: retry after */
 
 /* The delay before the next poll after a failure (fails >= 1 in a row), and
  * the state it puts the account in (backoff, auth_error or error).
@@ -41,6 +57,17 @@
  * LOGIN-DELAY (-1 if none). */
 int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
                           long login_delay_s, enum account_state *state);
+
+/* Choose the store backend the configuration names (store_setup): SQLite
+ * when it has no "store", else its PostgreSQL with the resolved password.
+ * For every command that opens the store.  0, or -1 with *e. */
+struct config;
+int daemon_store_setup(const struct config *cfg, struct err *e);
+
+/* This instance's lease owner name into out (STORE_OWNER_MAX + 1 bytes):
+ * store.instance_id, else the host name (":<api port>" after it with
+ * PostgreSQL, so instances on one host differ). */
+void daemon_instance_id(const struct config *cfg, char *out, size_t size);
 
 int daemon_main(int argc, char **argv);
 

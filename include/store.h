@@ -736,4 +736,24 @@ typedef int (*store_msg_cb)(void *ctx, const struct store_msg_info *m, struct er
 int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
                     struct err *e);
 
+/* ---- growing from SQLite to PostgreSQL (`pop3bridge store migrate`) ------ */
+
+struct store_migrate_counts {
+    int64_t rows;      /* rows copied, every table */
+    int64_t messages;  /* of which messages */
+    int64_t bytes;     /* body bytes copied */
+};
+/* Copy the SQLite state in state_dir (migrated to STORE_SCHEMA_VERSION
+ * first) into the PostgreSQL store chosen by store_setup, in one
+ * PostgreSQL transaction: every table's rows with their ids, event keys,
+ * UIDL states, deliveries (with their attempts) and OAuth2 rows, so nothing
+ * is fetched or delivered again; leases are cleared; bodies are copied
+ * STORE_IO_CHUNK bytes at a time.  Refused, changing nothing: with SQLite
+ * chosen, or when PostgreSQL already holds messages, UIDLs or deliveries
+ * (ERR_USAGE); while a bridge runs on state_dir (STORE_IN_USE, *e says
+ * why); when the SQLite state has a table this build does not know how to
+ * copy (ERR_INTERNAL, naming it).  *counts may be NULL. */
+int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *counts,
+                         struct err *e);
+
 #endif

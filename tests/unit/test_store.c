@@ -2268,6 +2268,107 @@ static void pg_body_chunks(void **state)
     free(back);
 }
 
+struct sink_buf {
+    unsigned char *p;
+    size_t len;
+};
+
+static int sink_append(void *ctx, const void *data, size_t len, struct err *e)
+{
+    (void)e;
+    struct sink_buf *b = ctx;
+    unsigned char *q = realloc(b->p, b->len + len);
+    if (!q)
+        return -1;
+    memcpy(q + b->len, data, len);
+    b->p = q;
+    b->len += len;
+    return 0;
+}
+
+/* An SQLite state with messages, deliveries in every status and ignored
+ * UIDLs, copied into PostgreSQL: the same ids, keys, states and bodies;
+ * only what was pending is handed out; a second copy is refused. */
+static void pg_migrate_from_sqlite(void **state)
+{
+    struct fx *fx = *state;
+    struct err e;
+    store_teardown(); /* SQLite */
+    struct store *sq = open_ok(fx->dir);
+    const char *wh[] = {"crm", "erp"};
+    const char *ign[] = {"seen1", "seen2"};
+    assert_int_equal(store_uidls_record_ignored(sq, "acc", ign, 2, T0, &e), 0);
+    int64_t ids[4];
+    ids[0] = put_ok(sq, "acc", "u-delivered", wh, 1, T0);
+    deliver_all(sq, T0);
+    ids[1] = put_ok(sq, "acc", "u-pending", wh, 2, T0 + 1);
+    ids[2] = put_ok(sq, "acc", "u-failed", wh, 1, T0 + 2);
+    ids[3] = put_ok(sq, "other", "u-dead", wh, 1, T0 + 3);
+    struct store_delivery d[8];
+    size_t n = 0;
+    /* u-failed: failed, retry later; u-dead: dead; leave u-pending's two pending */
+    assert_int_equal(lease_due(sq, T0 + 10, d, 8, &n, &e), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt a = att(T0 + 10, 500, "boom", "retry");
+        if (d[i].msg_id == ids[2])
+            assert_int_equal(store_delivery_record(sq, OWNER, d[i].id, &a, STORE_D_FAILED,
+                                                   T0 + DAY_MS, &e), 0);
+        else if (d[i].msg_id == ids[3])
+            assert_int_equal(store_delivery_record(sq, OWNER, d[i].id, &a, STORE_D_DEAD, 0, &e), 0);
+        else
+            assert_int_equal(store_delivery_release(sq, OWNER, d[i].id, NULL, &e), 0);
+    }
+    struct store_msg_info before[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_msg_get(sq, ids[i], &before[i], &e), 0);
+    struct store_queue_counts q0;
+    assert_int_equal(store_delivery_counts(sq, &q0, &e), 0);
+    store_close(sq);
+
+    assert_int_equal(pg_fresh(), 0);
+    struct store_migrate_counts c;
+    if (store_migrate_sqlite(fx->dir, &c, &e) != 0)
+        fail_msg("migrate: %s", e.msg);
+    assert_int_equal(c.messages, 4);
+    assert_true(c.bytes > 0);
+    struct store *st = fx_open(state);
+    for (int i = 0; i < 4; i++) {
+        struct store_msg_info m;
+        assert_int_equal(store_msg_get(st, ids[i], &m, &e), 0);
+        assert_string_equal(m.key, before[i].key);
+        assert_string_equal(m.uidl, before[i].uidl);
+        assert_string_equal(m.sha256, before[i].sha256);
+        assert_int_equal(m.delivered_at, before[i].delivered_at);
+        struct sink_buf b = {0};
+        assert_int_equal(store_msg_stream(st, ids[i], sink_append, &b, &e), 0);
+        assert_int_equal(b.len, m.size);
+        char hex[65];
+        sha_hex(b.p, b.len, hex);
+        assert_string_equal(hex, m.sha256);
+        free(b.p);
+    }
+    struct store_queue_counts q1;
+    assert_int_equal(store_delivery_counts(st, &q1, &e), 0);
+    assert_memory_equal(&q0, &q1, sizeof q0);
+    assert_int_equal(uidl_state(st, "acc", "seen1"), STORE_UIDL_IGNORED);
+    assert_int_equal(uidl_state(st, "acc", "u-delivered"), STORE_UIDL_DELIVERED);
+    assert_int_equal(uidl_state(st, "acc", "u-pending"), STORE_UIDL_STORED);
+    /* only the two pending go out now, with their message's key */
+    assert_int_equal(lease_due(st, T0 + 20, d, 8, &n, &e), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(d[i].msg_id, ids[1]);
+        assert_string_equal(d[i].msg_key, before[1].key);
+    }
+    /* a new message gets a new id above the copied ones */
+    int64_t next = put_ok(st, "acc", "u-new", wh, 1, T0 + 30);
+    assert_true(next > ids[3]);
+    /* not into a store that holds state */
+    assert_int_equal(store_migrate_sqlite(fx->dir, &c, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_non_null(strstr(e.msg, "already holds"));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -2279,7 +2380,7 @@ int main(void)
     if (pg_url) {
         /* the same suite on PostgreSQL, without the tests of SQLite's files */
         const struct CMUnitTest pg_tests[] = {
-            T(pg_schema),           T(pg_body_chunks),
+            T(pg_schema),           T(pg_body_chunks),      T(pg_migrate_from_sqlite),
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
