@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "api_accounts.h"
+#include "api_instances.h"
 #include "api_mailbox.h"
 #include "api_sessions.h"
 #include "api_store.h"
@@ -414,6 +415,7 @@ static void table_add(const struct http_route *v, size_t n)
 static void table_build(void)
 {
     table_add(api_accounts_routes, api_accounts_nroutes);
+    table_add(api_instances_routes, api_instances_nroutes);
     table_add(api_mailbox_routes, api_mailbox_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
     table_add(api_store_routes, api_store_nroutes);

@@ -510,7 +510,7 @@ static void heartbeat(struct store *st, int64_t started_at, bool force)
 {
     static int64_t last;
     int64_t now = now_ms();
-    if (!rt.shared || (!force && now - last < rt.lease_ms / 4))
+    if (!force && now - last < rt.lease_ms / 4)
         return;
     last = now;
     struct store_instance in = {.started_at = started_at, .heartbeat_at = now};
@@ -523,7 +523,7 @@ static void heartbeat(struct store *st, int64_t started_at, bool force)
     struct err e;
     int64_t renewed = 0;
     if (store_instance_beat(st, &in, &e) < 0 ||
-        store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed, &e) < 0)
+        (rt.shared && store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed, &e) < 0))
         log_warn("heartbeat_failed", "error=%s", log_q(e.msg));
 }
 
@@ -743,12 +743,12 @@ int daemon_main(int argc, char **argv)
         return 9;
     }
     int64_t started_at = now_ms();
+    heartbeat(st, started_at, true);
     if (rt.shared) {
         delivery_set_lease_ms(rt.delivery, rt.lease_ms);
         /* what a previous run under this id held is free at once */
         if (store_account_release(st, NULL, rt.owner, -1, &e) < 0)
             log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
-        heartbeat(st, started_at, true);
         log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
                  store_backend(), log_q(store_target_name()), log_q(rt.owner),
                  (long long)(rt.lease_ms / 1000));
@@ -806,11 +806,9 @@ int daemon_main(int argc, char **argv)
     pthread_join(dthread, NULL);
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
-    if (rt.shared) {
-        if (store_account_release(st, NULL, rt.owner, -1, &e) < 0 ||
-            store_instance_remove(st, rt.owner, &e) < 0)
-            log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
-    }
+    if ((rt.shared && store_account_release(st, NULL, rt.owner, -1, &e) < 0) ||
+        store_instance_remove(st, rt.owner, &e) < 0)
+        log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
 
     struct delivery_stats ds;
     delivery_stats(rt.delivery, &ds);

@@ -1,0 +1,344 @@
+"""Several bridge instances on one PostgreSQL (a real PostgreSQL 15 started
+here, tests/lib/postgres.py) and one real Dovecot.
+
+- Two instances share the accounts and the outbox: every message reaches
+  the receiver once, with its one webhook-id; both instances poll; mail
+  arriving during the run and after_delivery "delete" included;
+  /api/v1/instances on either instance lists both.
+- Failover: of three instances, one is killed with kill -9 in the middle of
+  a poll and another in the middle of a delivery batch; the survivor takes
+  their accounts and leased deliveries over within one lease period
+  (store.lease), every message is delivered, duplicates (a POST cut off
+  before it was recorded) carry the same webhook-id, nothing is deleted
+  before it is delivered, and Dovecot never had two sessions on one account
+  at once.
+- `store migrate --from sqlite:DIR` copies an SQLite state into PostgreSQL
+  and a bridge on it delivers only what was still due.
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import time
+import urllib.request
+
+import harness
+import dovecot
+import mailgen
+import popref
+import postgres
+import bridge
+from bridge import Bridge, Receiver
+
+TIMEOUT = 90
+DC = None
+PG = None
+LEASE_S = 3
+HOOK = "hook"
+
+
+def setup_module():
+    global DC, PG
+    DC = dovecot.Dovecot(name="dovecot-pg").start()
+    PG = postgres.Postgres().start()
+
+
+def teardown_module():
+    if DC:
+        DC.stop()
+    if PG:
+        PG.stop()
+
+
+def make_accounts(prefix, n, per, size=(1500, 6000), seed=0):
+    """n mailbox users with `per` messages each; [(account, user)], env."""
+    env, accounts = {}, []
+    for i in range(n):
+        user = "%s%02d" % (prefix, i)
+        pw = secrets.token_urlsafe(10)
+        DC.add_user(user, pw)
+        env["T_PW_%s" % user.upper()] = pw
+        for m in mailgen.mailbox(seed * 1000 + i, per, size[0], size[1]):
+            DC.deliver(user, m)
+        accounts.append({"name": user, "host": "127.0.0.1", "port": DC.tls_port,
+                         "tls": "implicit", "ca_file": DC.pki.ca, "username": user,
+                         "password_env": "T_PW_%s" % user.upper(), "start": "all",
+                         "poll_interval": "1s", "after_delivery": "delete",
+                         "webhooks": [HOOK]})
+    return accounts, env
+
+
+def instances(n, db, accounts, env, rcv, name):
+    """n bridges on database `db` with the same accounts; each its own API port."""
+    env = dict(env, T_PG_PW=PG.password, T_WHSEC=rcv.secret, T_API=secrets.token_urlsafe(16))
+    out = []
+    for k in range(n):
+        port = dovecot.free_port()
+        cfg = {
+            "log_level": "info",
+            "store": {"url": PG.db_url(db), "password_env": "T_PG_PW", "pool": 6,
+                      "lease": "%ds" % LEASE_S},
+            "api": {"listen": "127.0.0.1:%d" % port, "public_url": "http://127.0.0.1:%d" % port,
+                    "tokens": [{"name": "t", "token_env": "T_API"}]},
+            "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC",
+                          "retry_schedule": ["1s"]}],
+            "accounts": accounts,
+        }
+        out.append(Bridge(cfg, env, name="%s-%d" % (name, k)))
+    return out
+
+
+def api_get(b, path):
+    req = urllib.request.Request(b.config["api"]["public_url"] + path,
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"]})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def event_keys(db):
+    """(account, uidl) -> the stored message's event key."""
+    return {(a, u): k for a, u, k in PG.sql("SELECT account, uidl, event_key FROM messages", db=db)}
+
+
+def check_events(rcv, db, expected, allow_duplicates, added=None):
+    """Every expected (account, uidl) arrived, and per account `added` more
+    (mail that came during the run), each with the webhook-id its stored
+    event key gives; duplicates only when allowed, and then with the same
+    id.  Returns the number of duplicate events."""
+    keys = event_keys(db)
+    seen = {}
+    for ev in rcv.events():
+        bridge.verify_signature(ev, rcv.secret)
+        k = (ev.json["data"]["account"], ev.message["uidl"])
+        want = bridge.event_id(keys[k], HOOK)
+        harness.eq(ev.id, want, "webhook-id of %s/%s" % k)
+        seen.setdefault(k, []).append(ev.id)
+    missing = set(expected) - set(seen)
+    if missing:
+        raise AssertionError("%d messages never delivered, e.g. %s" % (len(missing), sorted(missing)[:3]))
+    extra = {}
+    for acc, _ in set(seen) - set(expected):
+        extra[acc] = extra.get(acc, 0) + 1
+    harness.eq(extra, {a: n for a, n in (added or {}).items() if n}, "messages added meanwhile, by account")
+    dups = sum(len(v) - 1 for v in seen.values())
+    if dups and not allow_duplicates:
+        raise AssertionError("%d messages delivered more than once" % dups)
+    return dups
+
+
+def expected_uidls(accounts, env):
+    """What the mailboxes hold now (a POP3 listing: no bridge may run)."""
+    out = set()
+    for a in accounts:
+        _, _, entries, _ = popref.listing(DC, a["name"], env[a["password_env"]])
+        out |= {(a["name"], u) for _, u, _ in entries}
+    return out
+
+
+def polled_accounts(b):
+    return set(re.findall(r"poll_done.*?account=([A-Za-z0-9._-]+)", b.log()))
+
+
+def check_one_session_at_a_time(log):
+    """Dovecot's log: per user, logins and disconnects never overlap."""
+    open_sessions, worst = {}, {}
+    for line in log.splitlines():
+        m = re.search(r"pop3-login: (?:Info: )?Login: user=<([^>]+)>", line)
+        if m:
+            u = m.group(1)
+            open_sessions[u] = open_sessions.get(u, 0) + 1
+            worst[u] = max(worst.get(u, 0), open_sessions[u])
+            continue
+        m = re.search(r"pop3\(([^)]+)\).*Disconnected", line)
+        if m:
+            u = m.group(1)
+            open_sessions[u] = open_sessions.get(u, 0) - 1
+    bad = {u: n for u, n in worst.items() if n > 1}
+    if bad:
+        raise AssertionError("accounts with two POP3 sessions at once: %s" % bad)
+    return len(worst)
+
+
+@harness.timeout(90)
+def test_two_instances_share_accounts_and_deliver_once():
+    db = "shared"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-shared").start()
+    accounts, env = make_accounts("sh", 8, 6, seed=1)
+    a, b = instances(2, db, accounts, env, rcv, "shared")
+    expected = expected_uidls(accounts, env)
+    mark = DC.log_mark()
+    t0 = time.monotonic()
+    a.start()
+    b.start()
+    rcv.wait_events(len(expected) // 2, 40)
+    # mail arriving meanwhile
+    added = {}
+    for i, acc in enumerate(accounts):
+        DC.deliver(acc["name"], mailgen.message(9000 + i, 2000))
+        added[acc["name"]] = 1
+    total = len(expected) + len(accounts)
+    rcv.wait_events(total, 40)
+    took = time.monotonic() - t0
+    harness.wait_for(lambda: all(not DC.messages(acc["name"]) for acc in accounts), 20,
+                     interval=0.2, what="every mailbox emptied after delivery")
+    check_events(rcv, db, expected, allow_duplicates=False, added=added)
+    pa, pb = polled_accounts(a), polled_accounts(b)
+    print("%d messages in %.1f s; instance 0 polled %d accounts, instance 1 %d"
+          % (total, took, len(pa), len(pb)))
+    if not pa or not pb:
+        raise AssertionError("one instance polled nothing: %d / %d accounts" % (len(pa), len(pb)))
+    # both instances answer the store endpoints and list each other
+    for x in (a, b):
+        status, body = api_get(x, "/api/v1/instances")
+        harness.eq(status, 200, "GET /api/v1/instances")
+        harness.eq(len(body["instances"]), 2, "instances listed")
+        urls = sorted(i["public_url"] for i in body["instances"])
+        harness.eq(urls, sorted([a.config["api"]["public_url"], b.config["api"]["public_url"]]),
+                   "instances' public_url")
+    harness.eq(PG.sql("SELECT status, count(*) FROM deliveries GROUP BY status", db=db),
+               [["1", str(total)]], "deliveries by status")
+    harness.eq(check_one_session_at_a_time(DC.log_since(mark)), len(accounts),
+               "accounts seen logging in to Dovecot")
+    harness.eq(a.stop(), 0, "instance 0 exit code")
+    harness.eq(b.stop(), 0, "instance 1 exit code")
+    harness.eq(PG.sql("SELECT count(*) FROM instances", db=db), [["0"]], "instances after stop")
+    harness.eq(PG.sql("SELECT count(*) FROM accounts WHERE lease_owner IS NOT NULL", db=db),
+               [["0"]], "account leases after stop")
+    rcv.stop()
+
+
+def instance_id(b):
+    return "%s:%d" % (os.uname().nodename[:50], int(b.config["api"]["listen"].rsplit(":", 1)[1]))
+
+
+@harness.timeout(120)
+def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
+    db = "failover"
+    PG.create_db(db)
+    # a receiver that answers after 400 ms: deliveries stay in flight a while
+    rcv = Receiver(bridge.new_secret(), name="rcv-failover", args=["--delay-ms", 400]).start()
+    accounts, env = make_accounts("fo", 10, 8, size=(20000, 60000), seed=2)
+    x, y, z = instances(3, db, accounts, env, rcv, "failover")
+    expected = expected_uidls(accounts, env)
+    mark = DC.log_mark()
+    for b in (x, y, z):
+        b.start()
+    # x: killed in the middle of a poll (holding an account's poll lease)
+    xid = instance_id(x)
+    held_x = []
+
+    def x_mid_poll():
+        try:
+            held_x[:] = [r[0] for r in PG.sql("SELECT name FROM accounts WHERE lease_owner = '%s'"
+                                              % xid, db=db)]
+        except Exception:   # the schema is not there yet
+            return False
+        return bool(held_x)
+    harness.wait_for(x_mid_poll, 30, interval=0.01, what="instance x in the middle of a poll")
+    x.kill9()
+    killed_x = time.time()
+    # y: killed while it holds leased deliveries (a batch in flight)
+    yid = instance_id(y)
+    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                                        " AND status IN (0, 2)" % yid, db=db)[0][0]) > 0,
+                     30, interval=0.01, what="instance y holding leased deliveries")
+    held_y = int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                        " AND status IN (0, 2)" % yid, db=db)[0][0])
+    y.kill9()
+    killed_y = time.time()
+    # new mail while only z runs
+    added = {}
+    for i, acc in enumerate(accounts[:5]):
+        DC.deliver(acc["name"], mailgen.message(7000 + i, 3000))
+        added[acc["name"]] = 1
+    total = len(expected) + len(added)
+    # x's accounts are polled again by z within a lease period (+ a poll interval)
+    took_accounts = None
+    if held_x:
+        names = ",".join("'%s'" % n for n in held_x)
+
+        def taken():
+            rows = PG.sql("SELECT count(*) FROM accounts WHERE name IN (%s)"
+                          " AND last_attempt_at > %d" % (names, int(killed_x * 1000)), db=db)
+            return int(rows[0][0]) == len(held_x)
+        harness.wait_for(taken, LEASE_S + 10, interval=0.05, what="x's accounts polled again")
+        took_accounts = time.time() - killed_x
+    # y's leased deliveries go out again once their lease expires
+    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                                        % yid, db=db)[0][0]) == 0,
+                     LEASE_S + 10, interval=0.05, what="y's delivery leases taken over")
+    took_deliveries = time.time() - killed_y
+    harness.wait_for(lambda: len({(e.json["data"]["account"], e.message["uidl"])
+                                  for e in rcv.events()}) >= total, 60, interval=0.2,
+                     what="%d distinct messages delivered" % total)
+    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE status <> 1",
+                                        db=db)[0][0]) == 0, 30, interval=0.2,
+                     what="every delivery delivered")
+    harness.wait_for(lambda: all(not DC.messages(acc["name"]) for acc in accounts), 30,
+                     interval=0.2, what="every mailbox emptied after delivery")
+    dups = check_events(rcv, db, expected, allow_duplicates=True, added=added)
+    sessions = check_one_session_at_a_time(DC.log_since(mark))
+    harness.eq(sessions, len(accounts), "accounts seen logging in to Dovecot")
+    print("x held %d accounts when killed: polled again after %s s; y held %d deliveries:"
+          " its leases taken over after %.1f s; %d messages, %d duplicate events (same id);"
+          " %d accounts seen in Dovecot's log" % (
+              len(held_x), "%.1f" % took_accounts if took_accounts is not None else "-",
+              held_y, took_deliveries, total, dups, sessions))
+    if took_accounts is not None and took_accounts > LEASE_S + 3:
+        raise AssertionError("x's accounts taken over after %.1f s, lease %d s" % (took_accounts, LEASE_S))
+    if took_deliveries > LEASE_S + 3:
+        raise AssertionError("y's deliveries taken over after %.1f s, lease %d s" % (took_deliveries, LEASE_S))
+    # each message is stored once: no UIDL was fetched twice into the store
+    harness.eq(PG.sql("SELECT count(*) FROM (SELECT account, uidl FROM messages"
+                      " GROUP BY account, uidl HAVING count(*) > 1) d", db=db), [["0"]],
+               "messages stored twice")
+    harness.eq(z.stop(), 0, "z exit code")
+    rcv.stop()
+
+
+@harness.timeout(90)
+def test_migrate_from_sqlite_delivers_nothing_again():
+    db = "migrated"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-migrate").start()
+    accounts, env = make_accounts("mg", 2, 5, seed=3)
+    for acc in accounts:
+        acc["after_delivery"] = "keep"
+    # an SQLite bridge first: everything delivered, then more mail, not yet fetched
+    sq_cfg = {"log_level": "info",
+              "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC"}],
+              "accounts": accounts}
+    sq = Bridge(sq_cfg, dict(env, T_WHSEC=rcv.secret), name="migrate-sqlite")
+    first = expected_uidls(accounts, env)
+    r = sq.run_once()
+    harness.check_ok(r)
+    rcv.wait_events(len(first), 30)
+    for i, acc in enumerate(accounts):
+        DC.deliver(acc["name"], mailgen.message(8000 + i, 2500))
+    everything = expected_uidls(accounts, env)
+    # copy into PostgreSQL
+    pgb, = instances(1, db, accounts, env, rcv, "migrate-pg")
+    r = harness.run_cli(["store", "migrate", "--config", pgb.config_path, "--from",
+                         "sqlite:" + sq.state_dir], env=pgb.secrets)
+    harness.check_ok(r)
+    pgb.check_no_secrets(r.stdout, r.stderr)
+    if "%d messages" % len(first) not in r.stdout:
+        raise AssertionError("migrate output: %r" % r.stdout)
+    harness.eq(PG.sql("SELECT count(*) FROM messages", db=db), [[str(len(first))]], "messages copied")
+    # a second migrate is refused: the store holds state now
+    r2 = harness.run_cli(["store", "migrate", "--config", pgb.config_path, "--from",
+                          "sqlite:" + sq.state_dir], env=pgb.secrets)
+    harness.check_failure(r2, [2], "already holds")
+    # the PostgreSQL bridge fetches only the new messages, delivers only them
+    pgb.start()
+    rcv.wait_events(len(everything), 30)
+    time.sleep(2)   # a re-delivery would show up now
+    check_events_mixed = rcv.events()
+    harness.eq(len(check_events_mixed), len(everything), "events: the old ones not again")
+    harness.eq(sorted((e.json["data"]["account"], e.message["uidl"]) for e in check_events_mixed),
+               sorted(everything), "delivered messages")
+    harness.eq(pgb.stop(), 0, "exit code")
+    rcv.stop()
