@@ -242,12 +242,15 @@ def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
     killed_x = time.time()
     # y: killed while it holds leased deliveries (a batch in flight)
     yid = instance_id(y)
-    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
-                                        " AND status IN (0, 2)" % yid, db=db)[0][0]) > 0,
-                     30, interval=0.01, what="instance y holding leased deliveries")
-    held_y = int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
-                        " AND status IN (0, 2)" % yid, db=db)[0][0])
+    held_y = [0]
+
+    def y_mid_batch():
+        held_y[0] = int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                               " AND status IN (0, 2)" % yid, db=db)[0][0])
+        return held_y[0] > 0
+    harness.wait_for(y_mid_batch, 30, interval=0.01, what="instance y holding leased deliveries")
     y.kill9()
+    held_y = held_y[0]
     killed_y = time.time()
     # new mail while only z runs
     added = {}

@@ -99,18 +99,23 @@ class Postgres:
                                          stderr=self._log, start_new_session=True, cwd=self.dir)
             atexit.register(self.stop)
             deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
+            ready = False
+            while time.monotonic() < deadline and not ready:
                 if self.proc.poll() is not None:
                     break
                 if os.path.exists(os.path.join(self.dir, ".s.PGSQL.%d" % self.port)):
                     try:
-                        self.sql("SELECT 1")
+                        self.sql("SELECT 1", db="postgres")
+                        ready = True
                         break
                     except subprocess.CalledProcessError:
                         pass
                 time.sleep(0.05)
-            if self.proc.poll() is None:
+            if ready:
                 break
+            if self.proc.poll() is None:
+                raise RuntimeError("postgres did not answer within %ss: %s"
+                                   % (START_TIMEOUT, self.log()[-2000:]))
             self._log.close()
             if attempt == 4:
                 raise RuntimeError("postgres did not start: %s" % self.log()[-2000:])
