@@ -502,6 +502,12 @@ struct api *api_start(const struct runtime *rt, struct err *e)
     snprintf(a->state_dir, sizeof a->state_dir, "%s", cfg->state_dir);
     find_files(a, cfg);
     a->sessions = sessions_new(e);
+    if (a->sessions && cfg->store.url) {
+        /* several instances: session ids say which one holds them (421) */
+        char id[CONFIG_INSTANCE_ID_MAX + 1];
+        config_instance_id(cfg, id, sizeof id);
+        sessions_set_origin(a->sessions, id);
+    }
     a->mailbox = a->sessions ? mailbox_new((unsigned)cfg->api.mailbox_workers,
                                            (size_t)cfg->api.max_connections,
                                            cfg->api.request_timeout_ms, e)

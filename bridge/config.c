@@ -2158,6 +2158,21 @@ int config_resolve_secrets(struct config *cfg, struct config_diag *d)
     return resolve_all(&c);
 }
 
+void config_instance_id(const struct config *cfg, char *out, size_t size)
+{
+    char host[256], id[CONFIG_INSTANCE_ID_MAX + 1];
+    if (gethostname(host, sizeof host) < 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    if (cfg->store.instance_id)
+        snprintf(id, sizeof id, "%.64s", cfg->store.instance_id);
+    else if (cfg->store.url)
+        snprintf(id, sizeof id, "%.50s:%d", host, cfg->api.listen_port);
+    else
+        snprintf(id, sizeof id, "%.64s", host); /* a longer name is cut */
+    snprintf(out, size, "%s", id);
+}
+
 int config_resolve_store_secret(struct config *cfg, struct config_diag *d)
 {
     if (!cfg || cfg->store.password.source == CONFIG_SECRET_NONE)

@@ -479,21 +479,6 @@ static void host_name(char *host, size_t size)
     host[size - 1] = '\0';
 }
 
-/* This instance's id, the owner of its leases: stable across restarts so a
- * restarted bridge takes its own leases back at once. */
-void daemon_instance_id(const struct config *cfg, char *out, size_t size)
-{
-    char host[256], id[STORE_OWNER_MAX + 1];
-    host_name(host, sizeof host);
-    if (cfg->store.instance_id)
-        snprintf(id, sizeof id, "%.64s", cfg->store.instance_id);
-    else if (cfg->store.url)
-        snprintf(id, sizeof id, "%.50s:%d", host, cfg->api.listen_port);
-    else
-        snprintf(id, sizeof id, "%.64s", host); /* a longer name is cut */
-    snprintf(out, size, "%s", id);
-}
-
 int daemon_store_setup(const struct config *cfg, struct err *e)
 {
     struct store_target t = {
@@ -734,7 +719,7 @@ int daemon_main(int argc, char **argv)
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    daemon_instance_id(cfg, rt.owner, sizeof rt.owner);
+    config_instance_id(cfg, rt.owner, sizeof rt.owner);
     rt.shared = cfg->store.url != NULL;
     rt.lease_ms = cfg->store.lease_ms;
     rt.delivery = delivery_new(dst, rt.owner, &e);

@@ -294,6 +294,14 @@ struct config *config_load_layout(const char *path, struct config_diag *d);
  * length.  config_load() calls it; call it again to refresh tokens. */
 int config_resolve_secrets(struct config *cfg, struct config_diag *d);
 
+#define CONFIG_INSTANCE_ID_MAX 64  /* bytes of an instance id */
+/* This instance's id, the owner of its leases, into out (at most
+ * CONFIG_INSTANCE_ID_MAX bytes + NUL): store.instance_id, else the host name,
+ * with ":<api port>" after it when the store is PostgreSQL (instances on one
+ * host differ).  Stable across restarts, so a restarted instance takes its
+ * own leases back at once. */
+void config_instance_id(const struct config *cfg, char *out, size_t size);
+
 /* Resolve only store.password (after config_load_layout: the commands that
  * open a PostgreSQL store).  The number of problems appended to `d`. */
 int config_resolve_store_secret(struct config *cfg, struct config_diag *d);

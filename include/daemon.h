@@ -64,11 +64,6 @@ int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
 struct config;
 int daemon_store_setup(const struct config *cfg, struct err *e);
 
-/* This instance's lease owner name into out (STORE_OWNER_MAX + 1 bytes):
- * store.instance_id, else the host name (":<api port>" after it with
- * PostgreSQL, so instances on one host differ). */
-void daemon_instance_id(const struct config *cfg, char *out, size_t size);
-
 int daemon_main(int argc, char **argv);
 
 #endif

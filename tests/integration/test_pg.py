@@ -22,6 +22,7 @@ import re
 import secrets
 import signal
 import time
+import urllib.error
 import urllib.request
 
 import harness
@@ -95,6 +96,18 @@ def api_get(b, path):
                                  headers={"Authorization": "Bearer " + b.secrets["T_API"]})
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, json.loads(r.read())
+
+
+def api_call(b, method, path):
+    """(status, parsed JSON body) of any answer, errors included."""
+    req = urllib.request.Request(b.config["api"]["public_url"] + path, method=method, data=b"" if method == "POST" else None,
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"]})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if body else {}
 
 
 def event_keys(db):
@@ -202,6 +215,19 @@ def test_two_instances_share_accounts_and_deliver_once():
                [["1", str(total)]], "deliveries by status")
     harness.eq(check_one_session_at_a_time(DC.log_since(mark)), len(accounts),
                "accounts seen logging in to Dovecot")
+    # an explicit session lives on the instance that opened it: the other
+    # answers 421 naming it
+    status, sess = api_call(a, "POST", "/api/v1/accounts/%s/sessions" % accounts[0]["name"])
+    harness.eq(status, 201, "session opened on instance 0")
+    status, prob = api_call(b, "GET", "/api/v1/sessions/" + sess["id"])
+    harness.eq(status, 421, "the session asked of instance 1")
+    if a.config["api"]["public_url"] not in prob.get("detail", ""):
+        raise AssertionError("421 does not name the owner's public_url: %r" % prob)
+    status, _ = api_call(a, "GET", "/api/v1/sessions/" + sess["id"])
+    harness.eq(status, 200, "the session asked of instance 0")
+    status, prob = api_call(b, "GET", "/api/v1/sessions/s_" + "0" * 32)
+    harness.eq(status, 404, "an unknown session on instance 1")
+    harness.eq(api_call(a, "DELETE", "/api/v1/sessions/" + sess["id"])[0], 200, "QUIT")
     harness.eq(a.stop(), 0, "instance 0 exit code")
     harness.eq(b.stop(), 0, "instance 1 exit code")
     harness.eq(PG.sql("SELECT count(*) FROM instances", db=db), [["0"]], "instances after stop")
