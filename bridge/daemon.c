@@ -344,8 +344,10 @@ static void *poll_worker(void *arg)
             a->running = false;
         }
         if (rt.shared) {
-            /* the lease goes back with when the account is due next */
-            int64_t due = a ? a->next_at : -1;
+            /* the lease goes back with when the account is due next (a
+             * reload may have rebuilt the table meanwhile: look it up again) */
+            const struct rt_account *cur = find_acct(name);
+            int64_t due = cur ? cur->next_at : -1;
             pthread_mutex_unlock(&rt.lock);
             if (store_account_release(st, name, rt.owner, due, &e) < 0)
                 log_warn("account_release_failed", "account=%s error=%s", name, log_q(e.msg));
