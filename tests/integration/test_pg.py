@@ -342,6 +342,8 @@ def test_rolling_restart_loses_and_doubles_nothing():
     expected = expected_uidls(accounts, env)
     for b in insts:
         b.start()
+    for b in insts:
+        b.wait_log(r"event=started", 30)
     added, n = {}, 0
     for round_ in range(2):
         for k, b in enumerate(insts):
@@ -352,7 +354,7 @@ def test_rolling_restart_loses_and_doubles_nothing():
                 n += 1
             harness.eq(b.stop(), 0, "exit code of a restarted instance")
             b.start()
-            time.sleep(0.5)
+            b.wait_log(r"event=started", 30, count=b.runs)   # up before the next one stops
     total = len(expected) + n
     harness.wait_for(lambda: len(rcv.events()) >= total, 40, interval=0.2,
                      what="%d events" % total)
