@@ -14,6 +14,7 @@
 #include "api_mailbox.h"
 #include "api_sessions.h"
 #include "api_store.h"
+#include "api_stats.h"
 #include "event.h"
 #include "http_static.h"
 #include "log.h"
@@ -28,6 +29,7 @@ struct api {
     struct http_server *http;
     struct sessions *sessions;
     struct mailbox *mailbox;
+    struct mailbox_cache *summaries; /* From/Subject/Date of listed messages */
     int64_t request_timeout_ms;
     char state_dir[HTTP_PATH_MAX];
     char web_dir[HTTP_PATH_MAX];     /* real path; "" when there is none */
@@ -51,6 +53,7 @@ static struct api *api_of(const struct http_req *r) { return http_app(r); }
 
 const struct runtime *api_runtime(const struct http_req *r) { return api_of(r)->rt; }
 struct sessions *api_sessions(const struct http_req *r) { return api_of(r)->sessions; }
+struct mailbox_cache *api_summaries(const struct http_req *r) { return api_of(r)->summaries; }
 const char *api_tmp_dir(const struct http_req *r) { return api_of(r)->state_dir; }
 int64_t api_request_timeout_ms(const struct http_req *r) { return api_of(r)->request_timeout_ms; }
 
@@ -419,6 +422,7 @@ static void table_build(void)
     table_add(api_mailbox_routes, api_mailbox_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
     table_add(api_store_routes, api_store_nroutes);
+    table_add(api_stats_routes, api_stats_nroutes);
     table_add(ops_routes, sizeof ops_routes / sizeof ops_routes[0]);
 }
 
@@ -479,6 +483,7 @@ static struct http_server *start_http(struct api *a, const struct config *cfg, s
 static void api_free(struct api *a)
 {
     mailbox_free(&a->mailbox);
+    mailbox_cache_free(&a->summaries);
     sessions_free(&a->sessions);
     for (size_t i = 0; i < a->npool; i++)
         store_close(a->pool[i]);
@@ -512,7 +517,10 @@ struct api *api_start(const struct runtime *rt, struct err *e)
                                            (size_t)cfg->api.max_connections,
                                            cfg->api.request_timeout_ms, e)
                              : NULL;
-    a->http = a->mailbox ? start_http(a, cfg, e) : NULL;
+    a->summaries = a->mailbox ? mailbox_cache_new(MAILBOX_CACHE_MAX) : NULL;
+    if (a->mailbox && !a->summaries)
+        err_set(e, ERR_INTERNAL, "out of memory for the message summary cache");
+    a->http = a->summaries ? start_http(a, cfg, e) : NULL;
     if (!a->http) {
         cfgref_put(ref);
         api_free(a);

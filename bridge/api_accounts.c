@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "pollhist.h"
 
 static cJSON *account_json(struct http_req *r, const struct config_account *ca)
 {
@@ -43,6 +44,50 @@ static void h_accounts(struct http_req *r)
     http_reply_json(r, 200, root);
 }
 
+/* The account's last POP3 session and recent polls, as the poller recorded
+ * them in this process (pollhist.h): last_session null before the first. */
+static void add_history(cJSON *o, const char *account)
+{
+    struct pollhist_session s;
+    struct pollhist_poll polls[POLLHIST_POLLS];
+    size_t n = 0;
+    bool known = pollhist_get(pollhist_default(), account, &s, polls, POLLHIST_POLLS, &n) == 0;
+    if (known && s.at > 0) {
+        cJSON *ls = cJSON_AddObjectToObject(o, "last_session");
+        cJSON_AddItemToObject(ls, "at", api_json_time(s.at));
+        cJSON *caps = cJSON_AddArrayToObject(ls, "capabilities");
+        for (size_t i = 0; i < s.n_capa; i++)
+            cJSON_AddItemToArray(caps, cJSON_CreateString(s.capa[i]));
+        if (s.tls) {
+            cJSON *t = cJSON_AddObjectToObject(ls, "tls");
+            cJSON_AddStringToObject(t, "version", s.tls_info.version);
+            cJSON_AddStringToObject(t, "cipher", s.tls_info.cipher);
+            cJSON_AddBoolToObject(t, "verified", s.tls_info.verified);
+            cJSON_AddStringToObject(t, "verify", s.tls_info.verify);
+            cJSON_AddStringToObject(t, "subject", s.tls_info.peer);
+            cJSON_AddStringToObject(t, "issuer", s.tls_info.issuer);
+            cJSON_AddItemToObject(t, "not_after", api_json_time(s.tls_info.not_after));
+            cJSON_AddStringToObject(t, "fingerprint", s.tls_info.fingerprint);
+        } else {
+            cJSON_AddNullToObject(ls, "tls");
+        }
+    } else {
+        cJSON_AddNullToObject(o, "last_session");
+    }
+    cJSON *arr = cJSON_AddArrayToObject(o, "polls");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddItemToObject(p, "at", api_json_time(polls[i].at));
+        cJSON_AddNumberToObject(p, "duration_ms", (double)polls[i].duration_ms);
+        cJSON_AddNumberToObject(p, "listed", polls[i].listed);
+        cJSON_AddNumberToObject(p, "new_messages", polls[i].new_messages);
+        cJSON_AddNumberToObject(p, "deleted", polls[i].deleted);
+        cJSON_AddStringToObject(p, "outcome", polls[i].ok ? "ok" : "failed");
+        cJSON_AddItemToObject(p, "error", api_json_str(polls[i].error));
+        cJSON_AddItemToArray(arr, p);
+    }
+}
+
 static void h_account(struct http_req *r)
 {
     const struct config_account *ca = api_account(r);
@@ -53,6 +98,7 @@ static void h_account(struct http_req *r)
         http_problem(r, 500, "internal", "the store could not be read");
         return;
     }
+    add_history(a, ca->name);
     http_reply_json(r, 200, a);
 }
 

@@ -9,7 +9,7 @@
 #include "log.h"
 #include "mailbox.h"
 
-enum mb_op { MB_INFO, MB_LISTING, MB_RETR, MB_TOP, MB_DELE };
+enum mb_op { MB_INFO, MB_LISTING, MB_SUMMARIES, MB_RETR, MB_TOP, MB_DELE };
 
 /* One one-shot call: what to do, and what came of it. */
 struct mb_call {
@@ -25,6 +25,9 @@ struct mb_call {
     struct err e;
     struct mailbox_info info;
     struct pop3_listing *l;
+    struct mailbox_summary *sums; /* MB_SUMMARIES: one per listed message */
+    struct store *st;             /* MB_SUMMARIES: the request's store handle */
+    struct mailbox_cache *cache;
     struct spool s;
 };
 
@@ -33,8 +36,84 @@ static void call_free(void *p)
     struct mb_call *c = p;
     mailbox_info_free(&c->info);
     mailbox_listing_free(&c->l);
+    free(c->sums);
     spool_free(&c->s);
     free(c);
+}
+
+/* ---- summaries from the store ----------------------------------------------------------- */
+
+/* The first MAILBOX_HEADER_MAX bytes of a stored body, then stop. */
+struct head {
+    char *p;
+    size_t len;
+    bool full;
+};
+
+static int head_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct head *h = ctx;
+    size_t room = MAILBOX_HEADER_MAX - h->len;
+    if (len > room)
+        len = room;
+    memcpy(h->p + h->len, data, len);
+    h->len += len;
+    if (h->len < MAILBOX_HEADER_MAX && !memmem(h->p, h->len, "\n\n", 2) &&
+        !memmem(h->p, h->len, "\r\n\r\n", 4))
+        return 0;
+    h->full = true;
+    return err_set(e, ERR_USAGE, "enough of the header read"); /* stops the stream */
+}
+
+/* Copy src into a summary field, cut at a UTF-8 boundary. */
+static void cut_copy(char dst[MAILBOX_FIELD_MAX + 1], const char *src)
+{
+    size_t n = strlen(src);
+    if (n > MAILBOX_FIELD_MAX) {
+        n = MAILBOX_FIELD_MAX;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* mailbox_summary_fn: the summary of a message the bridge stored, from its
+ * body's header (or, its body purged, from the fields kept with it). */
+static int stored_summary(void *ctx, const char *uidl, struct mailbox_summary *out,
+                          struct err *e)
+{
+    struct mb_call *c = ctx;
+    int64_t msg_id = 0;
+    enum store_uidl_state state;
+    int g = store_uidl_get(c->st, c->account, uidl, &state, &msg_id, e);
+    if (g < 0)
+        return -1;
+    if (g == STORE_NOTFOUND || msg_id <= 0)
+        return 1;
+    struct head h = {.p = malloc(MAILBOX_HEADER_MAX)};
+    if (!h.p)
+        return err_set(e, ERR_INTERNAL, "out of memory for a stored header");
+    struct err se;
+    int rc = store_msg_stream(c->st, msg_id, head_sink, &h, &se);
+    int r = 1;
+    if (rc == 0 || h.full) {
+        r = mailbox_summary_parse(h.p, h.len, out, e) < 0 ? -1 : 0;
+    } else if (rc == STORE_NOTFOUND) { /* purged: what was kept of it */
+        struct store_msg_info mi;
+        if (store_msg_get(c->st, msg_id, &mi, e) == 0 && (mi.subject[0] || mi.from[0])) {
+            memset(out, 0, sizeof *out);
+            out->known = true;
+            cut_copy(out->subject, mi.subject);
+            cut_copy(out->from_address, mi.from);
+            r = 0;
+        }
+    } else {
+        *e = se;
+        r = -1;
+    }
+    free(h.p);
+    return r;
 }
 
 static void call_work(struct api_work *w)
@@ -51,6 +130,10 @@ static void call_work(struct api_work *w)
     switch (c->op) {
     case MB_INFO: c->rc = mailbox_info(&c->o, &c->info, &c->step, &c->e); break;
     case MB_LISTING: c->rc = mailbox_listing(&c->o, &c->l, &c->step, &c->e); break;
+    case MB_SUMMARIES:
+        c->rc = mailbox_listing_summaries(&c->o, c->account, c->cache, stored_summary, c, &c->l,
+                                          &c->sums, &c->step, &c->e);
+        break;
     case MB_RETR: c->rc = mailbox_retr(&c->o, c->uidl, &k, &c->step, &c->e); break;
     case MB_TOP: c->rc = mailbox_top(&c->o, c->uidl, c->lines, &k, &c->step, &c->e); break;
     case MB_DELE: c->rc = mailbox_dele(&c->o, c->uidl, &c->step, &c->e); break;
@@ -91,6 +174,15 @@ static void call_start(struct http_req *r, enum mb_op op, unsigned lines,
         spool_init(&c->s, NULL, API_TOP_MAX, API_TOP_MAX);
     else
         spool_init(&c->s, api_tmp_dir(r), SPOOL_MEM_DEFAULT, 0);
+    if (op == MB_SUMMARIES) {
+        struct err e;
+        if (!(c->st = api_store(r, &e))) {
+            free(c);
+            http_problem(r, 500, "internal", "the store could not be opened: %s", e.msg);
+            return;
+        }
+        c->cache = api_summaries(r);
+    }
     c->w.work = call_work;
     c->w.reply = reply;
     api_run(r, &c->w, call_free);
@@ -118,7 +210,7 @@ static void h_mailbox(struct http_req *r) { call_start(r, MB_INFO, 0, reply_mail
 
 /* One listed message with what the store knows of it; NULL on a store error. */
 static cJSON *listed_json(struct store *st, const char *account, const struct pop3_entry *en,
-                          bool has_uidl, struct err *e)
+                          bool has_uidl, const struct mailbox_summary *sum, struct err *e)
 {
     enum store_uidl_state state = STORE_UIDL_IGNORED;
     int64_t msg_id = 0;
@@ -141,6 +233,17 @@ static cJSON *listed_json(struct store *st, const char *account, const struct po
     cJSON_AddBoolToObject(m, "delivered", delivered);
     cJSON_AddItemToObject(m, "id", stored ? cJSON_CreateString(store_msg_id_format(msg_id, id))
                                           : cJSON_CreateNull());
+    if (sum) { /* ?headers=1 */
+        if (sum->known && (sum->from_name[0] || sum->from_address[0])) {
+            cJSON *f = cJSON_AddObjectToObject(m, "from");
+            cJSON_AddItemToObject(f, "name", api_json_str(sum->from_name));
+            cJSON_AddItemToObject(f, "address", api_json_str(sum->from_address));
+        } else {
+            cJSON_AddNullToObject(m, "from");
+        }
+        cJSON_AddItemToObject(m, "subject", api_json_str(sum->known ? sum->subject : NULL));
+        cJSON_AddItemToObject(m, "date", api_json_str(sum->known ? sum->date : NULL));
+    }
     return m;
 }
 
@@ -158,7 +261,8 @@ static void reply_messages(struct http_req *r, struct api_work *w)
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(root, "messages");
     for (uint32_t i = 0; i < c->l->count; i++) {
-        cJSON *m = listed_json(st, c->account, &c->l->entries[i], c->l->has_uidl, &e);
+        cJSON *m = listed_json(st, c->account, &c->l->entries[i], c->l->has_uidl,
+                               c->sums ? &c->sums[i] : NULL, &e);
         if (!m) {
             cJSON_Delete(root);
             http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
@@ -169,7 +273,16 @@ static void reply_messages(struct http_req *r, struct api_work *w)
     http_reply_json(r, 200, root);
 }
 
-static void h_messages(struct http_req *r) { call_start(r, MB_LISTING, 0, reply_messages); }
+static void h_messages(struct http_req *r)
+{
+    const char *v = http_query(r, "headers");
+    uint64_t headers = 0;
+    if (v && api_parse_u64(v, 0, 1, &headers) < 0) {
+        http_problem(r, 400, "bad-request", "headers must be 0 or 1");
+        return;
+    }
+    call_start(r, headers ? MB_SUMMARIES : MB_LISTING, 0, reply_messages);
+}
 
 /* ---- one message by UIDL ---------------------------------------------------------------- */
 
@@ -220,7 +333,7 @@ static void h_message_delete(struct http_req *r) { call_start(r, MB_DELE, 0, rep
 
 const struct http_route api_mailbox_routes[] = {
     {"GET", "/api/v1/accounts/{account}/mailbox", h_mailbox, NULL, 0},
-    {"GET", "/api/v1/accounts/{account}/messages", h_messages, NULL, 0},
+    {"GET", "/api/v1/accounts/{account}/messages", h_messages, "headers", 0},
     {"GET", "/api/v1/accounts/{account}/messages/{uidl}", h_message, NULL, 0},
     {"DELETE", "/api/v1/accounts/{account}/messages/{uidl}", h_message_delete, NULL, 0},
     {"GET", "/api/v1/accounts/{account}/messages/{uidl}/top", h_message_top, "lines", 0},

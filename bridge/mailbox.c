@@ -1,12 +1,15 @@
 /* mailbox — see include/mailbox.h. */
 #include "mailbox.h"
 
+#include <glib.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "log.h"
+#include "message.h"
 #include "pop3cfg.h"
 
 /* ---- one-shot operations ---------------------------------------------------------------- */
@@ -86,6 +89,207 @@ int mailbox_listing(const struct pop3_opts *o, struct pop3_listing **out, const 
 }
 
 void mailbox_listing_free(struct pop3_listing **l) { pop3_listing_free(l); }
+
+/* ---- summaries ------------------------------------------------------------------------- */
+
+/* Copy a JSON string (or nothing) into a field, cut at a UTF-8 boundary. */
+static void field_copy(char *dst, const cJSON *v)
+{
+    dst[0] = '\0';
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return;
+    size_t n = strlen(v->valuestring);
+    if (n > MAILBOX_FIELD_MAX) {
+        n = MAILBOX_FIELD_MAX;
+        while (n > 0 && ((unsigned char)v->valuestring[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, v->valuestring, n);
+    dst[n] = '\0';
+}
+
+int mailbox_summary_parse(const void *raw, size_t len, struct mailbox_summary *out,
+                          struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *t = message_top_json(raw, len, NULL, e);
+    if (!t)
+        return -1;
+    const cJSON *from = cJSON_GetObjectItemCaseSensitive(t, "from");
+    field_copy(out->from_name, cJSON_GetObjectItemCaseSensitive(from, "name"));
+    field_copy(out->from_address, cJSON_GetObjectItemCaseSensitive(from, "address"));
+    field_copy(out->subject, cJSON_GetObjectItemCaseSensitive(t, "subject"));
+    field_copy(out->date, cJSON_GetObjectItemCaseSensitive(t, "date"));
+    out->known = true;
+    cJSON_Delete(t);
+    return 0;
+}
+
+struct mailbox_cache {
+    pthread_mutex_t mu;
+    GHashTable *map; /* "account\nuidl" -> struct mailbox_summary */
+    GQueue order;    /* the keys, oldest first */
+    size_t max;
+};
+
+struct mailbox_cache *mailbox_cache_new(size_t max)
+{
+    if (max < 1)
+        return NULL;
+    struct mailbox_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_queue_init(&c->order);
+    c->max = max;
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+void mailbox_cache_free(struct mailbox_cache **cp)
+{
+    if (!cp || !*cp)
+        return;
+    struct mailbox_cache *c = *cp;
+    *cp = NULL;
+    g_queue_clear(&c->order); /* the keys belong to the table */
+    g_hash_table_destroy(c->map);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static char *cache_key(const char *account, const char *uidl)
+{
+    return g_strdup_printf("%s\n%s", account, uidl);
+}
+
+bool mailbox_cache_get(struct mailbox_cache *c, const char *account, const char *uidl,
+                       struct mailbox_summary *out)
+{
+    if (!c)
+        return false;
+    char *k = cache_key(account, uidl);
+    pthread_mutex_lock(&c->mu);
+    const struct mailbox_summary *s = g_hash_table_lookup(c->map, k);
+    if (s)
+        *out = *s;
+    pthread_mutex_unlock(&c->mu);
+    g_free(k);
+    return s != NULL;
+}
+
+void mailbox_cache_put(struct mailbox_cache *c, const char *account, const char *uidl,
+                       const struct mailbox_summary *s)
+{
+    if (!c)
+        return;
+    char *k = cache_key(account, uidl);
+    struct mailbox_summary *v = g_memdup2(s, sizeof *s);
+    pthread_mutex_lock(&c->mu);
+    if (g_hash_table_contains(c->map, k)) {
+        g_hash_table_insert(c->map, k, v); /* keeps the queued key, frees k */
+    } else {
+        while (g_hash_table_size(c->map) >= c->max && !g_queue_is_empty(&c->order))
+            g_hash_table_remove(c->map, g_queue_pop_head(&c->order));
+        g_hash_table_insert(c->map, k, v);
+        g_queue_push_tail(&c->order, k);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+size_t mailbox_cache_count(struct mailbox_cache *c)
+{
+    if (!c)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    size_t n = g_hash_table_size(c->map);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+/* A TOP reply kept up to MAILBOX_HEADER_MAX bytes; the rest is skipped. */
+struct hdr_buf {
+    char *p;
+    size_t len;
+};
+
+static int hdr_data(void *ctx, const char *buf, size_t len, struct err *e)
+{
+    struct hdr_buf *b = ctx;
+    size_t room = MAILBOX_HEADER_MAX - b->len;
+    if (len > room)
+        len = room;
+    if (len) {
+        if (!b->p && !(b->p = malloc(MAILBOX_HEADER_MAX)))
+            return err_set(e, ERR_INTERNAL, "out of memory for a message header");
+        memcpy(b->p + b->len, buf, len);
+        b->len += len;
+    }
+    return 0;
+}
+
+int mailbox_listing_summaries(const struct pop3_opts *o, const char *account,
+                              struct mailbox_cache *cache, mailbox_summary_fn lookup,
+                              void *ctx, struct pop3_listing **out,
+                              struct mailbox_summary **sums, const char **step,
+                              struct err *e)
+{
+    *out = NULL;
+    *sums = NULL;
+    /* TOPs get at most half of the session's time: the listing must still be answered */
+    int64_t top_until = o->session_timeout_ms > 0 ? clock_mono_ms() + o->session_timeout_ms / 2 : 0;
+    struct pop3 *p = pop3_open(o, e);
+    if (!p) {
+        *step = "POP3 login";
+        return -1;
+    }
+    if (pop3_listing(p, out, e) < 0)
+        return failed(&p, "listing", step);
+    struct pop3_listing *l = *out;
+    struct mailbox_summary *s = calloc((size_t)l->count + 1, sizeof *s);
+    if (!s) {
+        err_set(e, ERR_INTERNAL, "out of memory for %u summaries", l->count);
+        mailbox_listing_free(out);
+        return failed(&p, "listing", step);
+    }
+    unsigned tops = 0;
+    struct hdr_buf b = {0};
+    for (uint32_t i = 0; l->has_uidl && i < l->count; i++) {
+        const struct pop3_entry *en = &l->entries[i];
+        if (!en->number || mailbox_cache_get(cache, account, en->uidl, &s[i]))
+            continue;
+        int r = lookup ? lookup(ctx, en->uidl, &s[i], e) : 1;
+        if (r < 0) {
+            free(s);
+            free(b.p);
+            mailbox_listing_free(out);
+            return failed(&p, "listing", step);
+        }
+        if (r == 1) {
+            if (!p || tops >= MAILBOX_TOP_PER_LISTING || (top_until && clock_mono_ms() >= top_until))
+                continue;
+            tops++;
+            b.len = 0;
+            struct pop3_sink k = {.data = hdr_data, .ctx = &b};
+            struct err te;
+            if (pop3_top(p, en->number, 0, &k, &te) < 0) {
+                log_debug("mailbox_top_failed", "uidl=%s error=%s", log_q(en->uidl),
+                          log_q(te.msg));
+                if (te.kind != ERR_SERVER)
+                    pop3_abort(&p); /* the session is not usable: no more TOPs */
+                continue;
+            }
+            struct err pe;
+            if (mailbox_summary_parse(b.p, b.len, &s[i], &pe) < 0)
+                continue;
+        }
+        mailbox_cache_put(cache, account, en->uidl, &s[i]);
+    }
+    free(b.p);
+    quit_quietly(&p);
+    *sums = s;
+    return 0;
+}
 
 /* Open a session and find the number of the message with this UIDL: 0 with
  * *pp open and *num set; MAILBOX_NOMSG (session closed); -1. */

@@ -341,6 +341,22 @@ static int tls_handshake_error(struct net *n, int ssl_err, struct err *e)
                    n->hostport);
 }
 
+/* A certificate name on one line (RFC 2253), sanitised; "" when it cannot be printed. */
+static void name_line(const X509_NAME *name, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio)
+        return;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+        char *p = NULL;
+        long len = BIO_get_mem_data(bio, &p);
+        if (p && len > 0)
+            err_sanitize(buf, size, p, (size_t)len);
+    }
+    BIO_free(bio);
+}
+
 static int tls_check_peer(struct net *n, struct err *e)
 {
     X509 *cert = SSL_get0_peer_certificate(n->ssl);
@@ -371,16 +387,11 @@ static int tls_check_peer(struct net *n, struct err *e)
     snprintf(ti->version, sizeof ti->version, "%s", SSL_get_version(n->ssl));
     const SSL_CIPHER *c = SSL_get_current_cipher(n->ssl);
     snprintf(ti->cipher, sizeof ti->cipher, "%s", c ? SSL_CIPHER_get_name(c) : "");
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio) {
-        if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
-            char *p = NULL;
-            long len = BIO_get_mem_data(bio, &p);
-            if (p && len > 0)
-                err_sanitize(ti->peer, sizeof ti->peer, p, (size_t)len);
-        }
-        BIO_free(bio);
-    }
+    name_line(X509_get_subject_name(cert), ti->peer, sizeof ti->peer);
+    name_line(X509_get_issuer_name(cert), ti->issuer, sizeof ti->issuer);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
+        ti->not_after = (int64_t)timegm(&tm) * 1000;
     ERR_clear_error();
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "oauth2.h"
+#include "pollhist.h"
 #include "pop3.h"
 #include "pop3cfg.h"
 
@@ -244,6 +245,8 @@ static int one_session(struct store *st, const struct config_account *a, const c
         goto out;
     const struct pop3_capa *capa = pop3_capa(p);
     res->login_delay = capa->login_delay;
+    pollhist_session(pollhist_default(), a->name, poller_now_ms(),
+                     (const char *const *)capa->lines, capa->n_lines, pop3_tls_info(p));
     if (pop3_listing(p, &l, e) < 0)
         goto out;
     if (!l->has_uidl) {
@@ -400,6 +403,21 @@ out:
     return rc;
 }
 
+/* The poll's line in the dashboard's history (pollhist.h); h->duration_ms
+ * holds the monotonic start. */
+static void record_poll(const char *account, struct pollhist_poll *h,
+                        const struct poller_result *res, int rc, const struct err *e)
+{
+    h->duration_ms = mono_ms() - h->duration_ms;
+    h->listed = (uint32_t)res->listed;
+    h->new_messages = (uint32_t)(res->fetched + res->too_large);
+    h->deleted = (uint32_t)res->deleted;
+    h->ok = rc == 0;
+    if (!h->ok)
+        err_format(e, h->error, sizeof h->error);
+    pollhist_poll(pollhist_default(), account, h);
+}
+
 int poller_poll(struct store *st, const struct config_account *a,
                 bool first, poller_notify_fn notify, void *notify_ctx,
                 struct poller_result *res, struct err *e)
@@ -407,6 +425,7 @@ int poller_poll(struct store *st, const struct config_account *a,
     memset(res, 0, sizeof *res);
     res->login_delay = -1;
     err_clear(e);
+    struct pollhist_poll hist = {.at = poller_now_ms(), .duration_ms = mono_ms()};
     char *over = NULL, *tok = NULL;
     if (oauth2_managed(a) && (!(tok = malloc(2 * OAUTH2_TOKEN_BUF)) ||
                               oauth2_access_token(st, a, NULL, tok, OAUTH2_TOKEN_BUF, e) < 0)) {
@@ -444,5 +463,6 @@ int poller_poll(struct store *st, const struct config_account *a,
         OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
         free(tok);
     }
+    record_poll(a->name, &hist, res, rc, e);
     return rc;
 }

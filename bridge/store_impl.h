@@ -162,6 +162,13 @@ struct store_hdr {
     X(int, instance_get,                                                                        \
       (struct store * st, const char *id, struct store_instance *out, struct err *e),           \
       (st, id, out, e))                                                                         \
+    X(int, webhook_stats,                                                                       \
+      (struct store * st, const char *webhook, int64_t now, struct store_webhook_stats *out,    \
+       struct err *e),                                                                          \
+      (st, webhook, now, out, e))                                                               \
+    X(int, stats_hourly,                                                                        \
+      (struct store * st, int64_t now, size_t hours, struct store_hour *out, struct err *e),    \
+      (st, now, hours, out, e))                                                                 \
     X(int, msgs_each,                                                                           \
       (struct store * st, const char *account, store_msg_cb cb, void *ctx, struct err *e),      \
       (st, account, cb, ctx, e))

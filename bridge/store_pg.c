@@ -24,7 +24,8 @@
  *
  * Schema: schema_version(version); migrations run under a transaction-level
  * advisory lock, so concurrent openers migrate once.  PostgreSQL support
- * begins at schema 4: versions 1 to 3 are empty steps here.
+ * begins at schema 4: versions 1 to 3 are empty steps here; later versions
+ * make the same change as SQLite's.
  *
  * Text: PostgreSQL text must be UTF-8 without NUL; header fields and error
  * texts that are not valid UTF-8 are stored with the invalid bytes replaced
@@ -168,6 +169,9 @@ static const char *const pg_migrations[] = {
     "  failures integer NOT NULL DEFAULT 0,"
     "  lease_owner text,"
     "  lease_until bigint NOT NULL DEFAULT 0);",
+    /* 5: the dashboard's statistics read attempts and messages by time */
+    "CREATE INDEX attempts_started ON attempts(started_at);"
+    "CREATE INDEX messages_received ON messages(received_at);",
 };
 #define PG_MIGRATIONS (sizeof pg_migrations / sizeof pg_migrations[0])
 _Static_assert(PG_MIGRATIONS == STORE_SCHEMA_VERSION,
@@ -2428,6 +2432,113 @@ static int pg_instance_get(struct store *st, const char *id, struct store_instan
         rv = 0;
     }
     PQclear(r);
+    return rv;
+}
+
+/* ---- statistics (dashboard) ------------------------------------------------ */
+
+static int pg_webhook_stats(struct store *st, const char *webhook, int64_t now,
+                            struct store_webhook_stats *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    out->p50_ms = out->p99_ms = -1;
+    if (store_check_name("webhook", webhook, e) < 0)
+        return -1;
+    PGconn *c = conn_get(st, e);
+    if (!c)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, webhook);
+    pq_i64(&q, now - STORE_HOUR_MS);
+    pq_i64(&q, now - STORE_DAY_MS);
+    pq_i64(&q, now);
+    /* counts of the hour and the day, and the day's nearest-rank p50/p99
+     * (percentile_disc is the nearest rank) in one statement */
+    PGresult *r = pq_run(st, c,
+                         "SELECT count(*) FILTER (WHERE a.started_at > $2),"
+                         " count(*) FILTER (WHERE a.started_at > $2"
+                         "   AND a.http_status BETWEEN 200 AND 299),"
+                         " count(*), count(*) FILTER (WHERE a.http_status BETWEEN 200 AND 299),"
+                         " percentile_disc(0.5) WITHIN GROUP (ORDER BY a.duration_ms),"
+                         " percentile_disc(0.99) WITHIN GROUP (ORDER BY a.duration_ms)"
+                         " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+                         " WHERE d.webhook = $1 AND a.started_at > $3 AND a.started_at <= $4",
+                         &q, 0, e, "a webhook's statistics");
+    int rv = -1;
+    if (r) {
+        out->attempts_hour = g64(r, 0, 0);
+        out->delivered_hour = g64(r, 0, 1);
+        out->attempts_day = g64(r, 0, 2);
+        out->delivered_day = g64(r, 0, 3);
+        if (out->attempts_day > 0) {
+            out->p50_ms = g64(r, 0, 4);
+            out->p99_ms = g64(r, 0, 5);
+        }
+        PQclear(r);
+        pq_text(&q, webhook);
+        r = pq_run(st, c,
+                   "SELECT a.started_at, a.http_status, a.error FROM attempts a"
+                   " JOIN deliveries d ON d.id = a.delivery_id WHERE d.webhook = $1"
+                   " AND NOT (a.http_status BETWEEN 200 AND 299) ORDER BY a.id DESC LIMIT 1",
+                   &q, 0, e, "read a webhook's last error");
+        if (r) {
+            if (PQntuples(r) > 0) {
+                out->last_error_at = g64(r, 0, 0);
+                out->last_error_status = (int)g64(r, 0, 1);
+                gstr(r, 0, 2, out->last_error, sizeof out->last_error);
+            }
+            PQclear(r);
+            rv = 0;
+        }
+    }
+    conn_put(st, c);
+    return rv;
+}
+
+static int pg_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
+                           struct err *e)
+{
+    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
+        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
+                       hours, STORE_STATS_HOURS_MAX);
+    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
+    memset(out, 0, hours * sizeof *out);
+    for (size_t i = 0; i < hours; i++)
+        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
+    PGconn *c = conn_get(st, e);
+    if (!c)
+        return -1;
+    static const char *const sql[2] = {
+        "SELECT received_at / 3600000, count(*), 0 FROM messages"
+        " WHERE received_at >= $1 AND received_at < $2 GROUP BY received_at / 3600000",
+        "SELECT started_at / 3600000, count(*), count(*) FILTER (WHERE http_status"
+        " BETWEEN 200 AND 299) FROM attempts"
+        " WHERE started_at >= $1 AND started_at < $2 GROUP BY started_at / 3600000",
+    };
+    int rv = 0;
+    for (int k = 0; k < 2 && rv == 0; k++) {
+        struct pq q = {0};
+        pq_i64(&q, first * STORE_HOUR_MS);
+        pq_i64(&q, (first + (int64_t)hours) * STORE_HOUR_MS);
+        PGresult *r = pq_run(st, c, sql[k], &q, 0, e, "count by hour");
+        if (!r) {
+            rv = -1;
+            break;
+        }
+        for (int i = 0; i < PQntuples(r); i++) {
+            int64_t h = g64(r, i, 0) - first;
+            if (h < 0 || h >= (int64_t)hours)
+                continue;
+            if (k == 0) {
+                out[h].received = g64(r, i, 1);
+            } else {
+                out[h].attempts = g64(r, i, 1);
+                out[h].delivered = g64(r, i, 2);
+            }
+        }
+        PQclear(r);
+    }
+    conn_put(st, c);
     return rv;
 }
 

@@ -12,7 +12,7 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 4):
+ * Schema (version 5):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
@@ -32,6 +32,8 @@
  *            access_sealed, refresh_sealed, access_issued_at,
  *            access_expires_at, authorized_at, refresh_used_at, retry_at,
  *            failures, lease_owner, lease_until)      -- schema 4
+ * Indexes on attempts(started_at) and messages(received_at) (schema 5) serve
+ * the dashboard's statistics.
  * accounts also carry lease_owner, lease_until and next_poll_at.
  * Integer states equal enum store_uidl_state / enum store_dstatus.
  */
@@ -165,6 +167,9 @@ static const char *const migrations[] = {
     "  failures INTEGER NOT NULL DEFAULT 0,"
     "  lease_owner TEXT,"
     "  lease_until INTEGER NOT NULL DEFAULT 0);",
+    /* 5: the dashboard's statistics read attempts and messages by time */
+    "CREATE INDEX attempts_started ON attempts(started_at);"
+    "CREATE INDEX messages_received ON messages(received_at);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -245,6 +250,11 @@ enum sid {
     S_OA_REFRESHED,
     S_OA_FAILED,
     S_OA_RELEASE,
+    S_WH_ATTEMPTS,
+    S_WH_LATENCY,
+    S_WH_LAST_ERROR,
+    S_HOURLY_MSGS,
+    S_HOURLY_ATTEMPTS,
     S_COUNT
 };
 
@@ -367,6 +377,25 @@ static const char *const sql_text[S_COUNT] = {
                     " WHERE account = ?1 AND version = ?2",
     [S_OA_RELEASE] = "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
                      " WHERE account = ?1 AND lease_owner = ?2",
+    /* statistics: plain SQL (integer division, CASE) that any SQL database runs */
+    [S_WH_ATTEMPTS] = "SELECT count(*), sum(CASE WHEN a.http_status BETWEEN 200 AND 299"
+                      " THEN 1 ELSE 0 END) FROM attempts a JOIN deliveries d"
+                      " ON d.id = a.delivery_id WHERE d.webhook = ?1 AND a.started_at > ?2"
+                      " AND a.started_at <= ?3",
+    [S_WH_LATENCY] = "SELECT a.duration_ms FROM attempts a JOIN deliveries d"
+                     " ON d.id = a.delivery_id WHERE d.webhook = ?1 AND a.started_at > ?2"
+                     " AND a.started_at <= ?3 ORDER BY a.duration_ms LIMIT 1 OFFSET ?4",
+    [S_WH_LAST_ERROR] = "SELECT a.started_at, a.http_status, a.error FROM attempts a"
+                        " JOIN deliveries d ON d.id = a.delivery_id WHERE d.webhook = ?1"
+                        " AND NOT (a.http_status BETWEEN 200 AND 299)"
+                        " ORDER BY a.id DESC LIMIT 1",
+    [S_HOURLY_MSGS] = "SELECT received_at / 3600000, count(*) FROM messages"
+                      " WHERE received_at >= ?1 AND received_at < ?2"
+                      " GROUP BY received_at / 3600000",
+    [S_HOURLY_ATTEMPTS] = "SELECT started_at / 3600000, count(*), sum(CASE WHEN http_status"
+                          " BETWEEN 200 AND 299 THEN 1 ELSE 0 END) FROM attempts"
+                          " WHERE started_at >= ?1 AND started_at < ?2"
+                          " GROUP BY started_at / 3600000",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -2089,6 +2118,128 @@ static int sq_account_counts(struct store *st, const char *account,
     memset(out, 0, sizeof *out);
     if (count1(st, S_ACC_STORED, account, &out->stored, e) < 0 ||
         count1(st, S_ACC_PENDING, account, &out->pending_deliveries, e) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+/* Attempts of webhook started in (from, to]: count and 2xx. */
+static int wh_attempts(struct store *st, const char *webhook, int64_t from, int64_t to,
+                       int64_t *all, int64_t *ok, struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_WH_ATTEMPTS, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, webhook);
+    sqlite3_bind_int64(s, 2, from);
+    sqlite3_bind_int64(s, 3, to);
+    int r = 0;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *all = sqlite3_column_int64(s, 0);
+        *ok = sqlite3_column_int64(s, 1); /* NULL (no rows) reads as 0 */
+    } else {
+        r = dberr(st, e, "count a webhook's attempts");
+    }
+    done(s);
+    return r;
+}
+
+/* The nearest-rank percentile pct (1..100) of n > 0 latencies in (from, to]. */
+static int wh_latency(struct store *st, const char *webhook, int64_t from, int64_t to, int64_t n,
+                      int pct, int64_t *out, struct err *e)
+{
+    int64_t rank = (n * pct + 99) / 100; /* ceil(n * pct / 100), 1..n */
+    sqlite3_stmt *s = S(st, S_WH_LATENCY, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, webhook);
+    sqlite3_bind_int64(s, 2, from);
+    sqlite3_bind_int64(s, 3, to);
+    sqlite3_bind_int64(s, 4, rank < 1 ? 0 : rank - 1);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(s, 0);
+    else if (rc == SQLITE_DONE)
+        *out = -1; /* rows went away meanwhile (a purge) */
+    else
+        r = dberr(st, e, "read a webhook's latency");
+    done(s);
+    return r;
+}
+
+static int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
+                        struct store_webhook_stats *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    out->p50_ms = out->p99_ms = -1;
+    if (check_name("webhook", webhook, e) < 0)
+        return -1;
+    if (wh_attempts(st, webhook, now - STORE_HOUR_MS, now, &out->attempts_hour,
+                    &out->delivered_hour, e) < 0 ||
+        wh_attempts(st, webhook, now - STORE_DAY_MS, now, &out->attempts_day,
+                    &out->delivered_day, e) < 0)
+        return -1;
+    if (out->attempts_day > 0 &&
+        (wh_latency(st, webhook, now - STORE_DAY_MS, now, out->attempts_day, 50, &out->p50_ms,
+                    e) < 0 ||
+         wh_latency(st, webhook, now - STORE_DAY_MS, now, out->attempts_day, 99, &out->p99_ms,
+                    e) < 0))
+        return -1;
+    sqlite3_stmt *s = S(st, S_WH_LAST_ERROR, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, webhook);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        out->last_error_at = sqlite3_column_int64(s, 0);
+        out->last_error_status = sqlite3_column_int(s, 1);
+        col_copy(s, 2, out->last_error, sizeof out->last_error);
+    } else if (rc != SQLITE_DONE) {
+        r = dberr(st, e, "read a webhook's last error");
+    }
+    done(s);
+    return r;
+}
+
+/* Add each row's counts (columns 1.., by hour in column 0) to the bucket of
+ * its hour: field offsets into struct store_hour. */
+static int hourly_add(struct store *st, enum sid id, int64_t first_hour, size_t hours,
+                      struct store_hour *out, const size_t *fields, int nfields, struct err *e)
+{
+    sqlite3_stmt *s = S(st, id, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, first_hour * STORE_HOUR_MS);
+    sqlite3_bind_int64(s, 2, (first_hour + (int64_t)hours) * STORE_HOUR_MS);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t h = sqlite3_column_int64(s, 0) - first_hour;
+        if (h < 0 || h >= (int64_t)hours)
+            continue;
+        for (int f = 0; f < nfields; f++)
+            *(int64_t *)((char *)&out[h] + fields[f]) = sqlite3_column_int64(s, f + 1);
+    }
+    int r = rc == SQLITE_DONE ? 0 : dberr(st, e, "count by hour");
+    done(s);
+    return r;
+}
+
+static int sq_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
+                       struct err *e)
+{
+    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
+        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
+                       hours, STORE_STATS_HOURS_MAX);
+    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
+    memset(out, 0, hours * sizeof *out);
+    for (size_t i = 0; i < hours; i++)
+        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
+    static const size_t msg_f[] = {offsetof(struct store_hour, received)};
+    static const size_t att_f[] = {offsetof(struct store_hour, attempts),
+                                   offsetof(struct store_hour, delivered)};
+    if (hourly_add(st, S_HOURLY_MSGS, first, hours, out, msg_f, 1, e) < 0 ||
+        hourly_add(st, S_HOURLY_ATTEMPTS, first, hours, out, att_f, 2, e) < 0)
         return -1;
     return 0;
 }

@@ -12,6 +12,7 @@
  *   api_mailbox.c    /api/v1/accounts/{account}/mailbox, .../messages[/{uidl}[/top]]
  *   api_sessions.c   /api/v1/accounts/{account}/sessions, /api/v1/sessions/...
  *   api_store.c      /api/v1/messages/..., /api/v1/deliveries/...
+ *   api_stats.c      /api/v1/webhooks, /api/v1/stats/hourly (dashboard figures)
  *
  * Where the work runs: store reads and writes on the HTTP pool's threads;
  * everything that talks to a POP3 server (one-shot operations through the
@@ -92,6 +93,8 @@ const struct http_route *api_routes(size_t *n);
 
 const struct runtime *api_runtime(const struct http_req *r);
 struct sessions *api_sessions(const struct http_req *r);
+/* The cache of listed messages' summaries (mailbox.h), by account and UIDL. */
+struct mailbox_cache *api_summaries(const struct http_req *r);
 /* The directory for temporary files (the state directory). */
 const char *api_tmp_dir(const struct http_req *r);
 /* api.request_timeout as read at start. */

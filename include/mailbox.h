@@ -72,6 +72,60 @@ int mailbox_listing(const struct pop3_opts *o, struct pop3_listing **out, const 
                     struct err *e);
 void mailbox_listing_free(struct pop3_listing **l);
 
+/* ---- the listing with each message's From, Subject and Date ----------------------------- */
+
+#define MAILBOX_FIELD_MAX 255            /* bytes kept of a name, address, subject, date */
+#define MAILBOX_CACHE_MAX 4096           /* summaries a cache keeps (all accounts) */
+#define MAILBOX_TOP_PER_LISTING 200      /* TOP n 0 round trips in one listing; the
+                                            messages past that get no summary */
+#define MAILBOX_HEADER_MAX (64u << 10)   /* bytes of a header read; the rest is skipped */
+
+/* A message's summary, decoded (RFC 2047) as in the message JSON (message.h):
+ * "" where the header is missing or not understood; date is RFC 3339 UTC. */
+struct mailbox_summary {
+    bool known;                                   /* false: no summary (see above) */
+    char from_name[MAILBOX_FIELD_MAX + 1];
+    char from_address[MAILBOX_FIELD_MAX + 1];
+    char subject[MAILBOX_FIELD_MAX + 1];
+    char date[MAILBOX_FIELD_MAX + 1];
+};
+
+/* The summary of a message header (what TOP n 0 gives, or a whole message:
+ * only the header is read).  0, or -1 with e (ERR_INTERNAL). */
+int mailbox_summary_parse(const void *raw, size_t len, struct mailbox_summary *out,
+                          struct err *e);
+
+/* Summaries by account and UIDL, at most `max` (FIFO: the oldest entry gives
+ * way).  A UIDL names one message for good (RFC 1939 §7), so an entry never
+ * goes stale.  Thread-safe. */
+struct mailbox_cache;
+struct mailbox_cache *mailbox_cache_new(size_t max); /* NULL: out of memory or max 0 */
+void mailbox_cache_free(struct mailbox_cache **c);    /* *c = NULL; NULL-safe */
+bool mailbox_cache_get(struct mailbox_cache *c, const char *account, const char *uidl,
+                       struct mailbox_summary *out);
+void mailbox_cache_put(struct mailbox_cache *c, const char *account, const char *uidl,
+                       const struct mailbox_summary *s);
+size_t mailbox_cache_count(struct mailbox_cache *c);
+
+/* Where else a summary may come from before asking the server (the store):
+ * 0 with *out filled, 1 when it has none, -1 with e to fail the listing. */
+typedef int (*mailbox_summary_fn)(void *ctx, const char *uidl, struct mailbox_summary *out,
+                                  struct err *e);
+
+/* The listing (as mailbox_listing) and each listed message's summary in
+ * (*sums)[i] for entries[i]: from the cache, else from lookup (may be NULL),
+ * else from TOP n 0 in the same session, at most MAILBOX_TOP_PER_LISTING of
+ * them and none after half of o->session_timeout_ms; what lookup and TOP gave is put in the cache (may be NULL).  A TOP
+ * the server refuses (-ERR) leaves that message without a summary; a TOP
+ * that breaks the session ends the TOPs (the session is aborted: nothing was
+ * changed), the listing is still answered.  *out and *sums are the caller's
+ * (mailbox_listing_free, free).  Errors as mailbox_listing, or lookup's. */
+int mailbox_listing_summaries(const struct pop3_opts *o, const char *account,
+                              struct mailbox_cache *cache, mailbox_summary_fn lookup,
+                              void *ctx, struct pop3_listing **out,
+                              struct mailbox_summary **sums, const char **step,
+                              struct err *e);
+
 /* RETR / TOP the message with this UIDL to the sink. */
 int mailbox_retr(const struct pop3_opts *o, const char *uidl, const struct pop3_sink *sink,
                  const char **step, struct err *e);

@@ -57,6 +57,8 @@ struct net_tls_info {
     bool verified;        /* chain+name verified, or pin matched */
     char verify[16];      /* "chain" or "fingerprint" */
     char peer[256];       /* leaf subject, one line (RFC 2253) */
+    char issuer[256];     /* leaf issuer, one line (RFC 2253) */
+    int64_t not_after;    /* leaf expiry, Unix ms; 0 if unreadable */
     char fingerprint[72]; /* "sha256:<64 lowercase hex>" of the leaf certificate */
 };
 

@@ -82,7 +82,8 @@
  *              `oauth2 login`: store_oauth2_grant.
  *   API        store_msg_get, store_body_open/_read/_close,
  *              store_delivery_list/_get/_retry, store_account_get/_counts,
- *              store_uidl_get, store_delivery_counts (metrics).
+ *              store_uidl_get, store_delivery_counts (metrics),
+ *              store_webhook_stats, store_stats_hourly (dashboard).
  *
  * Memory: every struct filled by the store is caller-owned plain data with
  * fixed-size, NUL-terminated string fields; strings passed to callbacks are
@@ -124,7 +125,7 @@
 #define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
 #define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
 #define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
-#define STORE_SCHEMA_VERSION 4        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 5        /* newest schema this build knows */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -568,6 +569,42 @@ int store_instances_each(struct store *st, int64_t live_since, int64_t forget_be
                          store_instance_cb cb, void *ctx, struct err *e);
 /* One instance; STORE_NOTFOUND if unknown. */
 int store_instance_get(struct store *st, const char *id, struct store_instance *out,
+                       struct err *e);
+
+/* ---- statistics (dashboard) ------------------------------------------- */
+
+/* Read-only summaries for the dashboard, computed from the attempts and
+ * messages kept (nothing is counted separately).  An attempt succeeded when
+ * its HTTP status is 2xx.  Times are Unix ms; hours are UTC hours (Unix ms
+ * divided by STORE_HOUR_MS). */
+#define STORE_HOUR_MS 3600000LL
+#define STORE_DAY_MS (24 * STORE_HOUR_MS)
+#define STORE_STATS_HOURS_MAX 168     /* hours in one store_stats_hourly call */
+
+struct store_webhook_stats {
+    int64_t attempts_hour, attempts_day;   /* attempts started in (now - 1 h, now] / 24 h */
+    int64_t delivered_hour, delivered_day; /* of those, answered 2xx */
+    int64_t p50_ms, p99_ms;   /* nearest-rank latency of the last 24 h's attempts; -1: none */
+    int64_t last_error_at;    /* the latest attempt that did not answer 2xx (any age); 0: none */
+    int last_error_status;    /* its HTTP status, 0 without an HTTP answer */
+    char last_error[STORE_ERROR_MAX + 1]; /* its error text; "" */
+};
+/* Delivery statistics of one webhook at `now`.  A webhook never attempted
+ * gets zeros and -1 latencies.  Errors: ERR_USAGE/ERR_LIMIT (name),
+ * ERR_INTERNAL. */
+int store_webhook_stats(struct store *st, const char *webhook, int64_t now,
+                        struct store_webhook_stats *out, struct err *e);
+
+struct store_hour {
+    int64_t start;     /* the hour's first Unix ms */
+    int64_t received;  /* messages stored in that hour (any account, any kind) */
+    int64_t attempts;  /* delivery attempts started in it (any webhook) */
+    int64_t delivered; /* of those, answered 2xx */
+};
+/* The `hours` (1..STORE_STATS_HOURS_MAX) whole UTC hours ending with the one
+ * holding `now`, oldest first, into out[hours] (hours with no traffic are
+ * zero).  Errors: ERR_USAGE (hours out of range), ERR_INTERNAL. */
+int store_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
                        struct err *e);
 
 /* ---- OAuth2 tokens (oauth2) ------------------------------------------- */

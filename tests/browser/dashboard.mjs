@@ -14,6 +14,11 @@
 //   html_uidl, html_marker        a message with an HTML part showing marker
 //   remote_marker   a string in the URL of a remote image in that HTML part
 //   delete_uidl     the message to delete
+//   headers         {uidl: {from, subject, date}} of messages whose From (display
+//                   name), Subject and Date (ISO) the mailbox list must show
+//   filter_text, filter_uidl      typed in the mailbox filter box: only that row stays
+//   webhook         the webhook; webhook_attempts, webhook_delivered: its attempts so far
+//   tls_name        a text in the server certificate's subject and issuer
 //
 // Prints one line per step ("ok <step>" / "FAIL <step>: why") and writes
 // result.json {ok, steps:[{name, ok, ms, detail}], dialogs, page_errors,
@@ -242,12 +247,33 @@ async function main() {
       got.push([Number(await r.getAttribute('data-number')), await r.getAttribute('data-uidl')]);
     }
     eq(got, plan.listing.map(([n, u]) => [n, u]), 'numbers and UIDLs as on the server');
-    const sizes = await page.locator('table.messages tbody tr td:nth-child(3) span').evaluateAll((els) => els.map((e) => e.title));
+    const sizes = await page.locator('table.messages tbody tr td[data-label="Size"] span').evaluateAll((els) => els.map((e) => e.title));
     eq(sizes, plan.listing.map(([, , s]) => s + ' octets'), 'sizes as on the server');
-    const bridge = await page.locator('table.messages tbody tr td:nth-child(4)').allTextContents();
+    for (const [uidl, want] of Object.entries(plan.headers || {})) {
+      const row = rowFor(page, 'messages', 'uidl', uidl);
+      eq((await row.locator('td[data-label="From"]').textContent()).trim(), want.from, 'From of ' + uidl);
+      eq(await row.locator('td[data-label="Subject"] .subject').textContent(), want.subject, 'Subject of ' + uidl);
+      eq(await row.locator('td[data-label="Date"] time').getAttribute('datetime'), want.date, 'Date of ' + uidl);
+    }
+    const froms = await page.locator('table.messages tbody tr td[data-label="From"]').allTextContents();
+    check(froms.every((t) => t.trim() && t.trim() !== '—'), 'every message shows a sender: ' + JSON.stringify(froms));
+    const bridge = await page.locator('table.messages tbody tr td[data-label="Bridge"]').allTextContents();
     check(bridge.every((t) => /stored/.test(t)), 'every message is marked stored: ' + JSON.stringify(bridge));
     await page.locator('#mailbox-stat', { hasText: 'STAT' }).waitFor();
     await shot(page, '05-mailbox');
+  });
+
+  await step('mailbox filter box', async () => {
+    const visible = () => page.locator('table.messages tbody tr:not([hidden])');
+    await page.fill('#mailbox-filter', plan.filter_text);
+    await until(async () => (await visible().count()) === 1, STEP_TIMEOUT_MS, 'one row left by the filter');
+    eq(await visible().first().getAttribute('data-uidl'), plan.filter_uidl, 'the row the filter keeps');
+    eq(await page.locator('#mailbox-filter-count').textContent(), '1 of ' + plan.listing.length + ' shown', 'filter count');
+    await shot(page, '05b-mailbox-filtered');
+    await page.fill('#mailbox-filter', 'no-such-text-' + Date.now());
+    await until(async () => (await visible().count()) === 0, STEP_TIMEOUT_MS, 'no row for a text nowhere');
+    await page.fill('#mailbox-filter', '');
+    await until(async () => (await visible().count()) === plan.listing.length, STEP_TIMEOUT_MS, 'every row back');
   });
 
   await step('preview (TOP) of the markup-subject message shows it as text', async () => {
@@ -392,6 +418,61 @@ async function main() {
     await page.locator('#message-fields').waitFor();
     check((await page.locator('#message-subject').textContent()).length > 0, 'subject shown');
     await shot(page, '15-stored-message');
+  });
+
+  // ---- webhooks ------------------------------------------------------------
+  await step('webhooks page: statistics and the traffic chart', async () => {
+    await page.click('a[data-nav="webhooks"]');
+    const row = rowFor(page, 'webhooks', 'webhook', plan.webhook);
+    await row.waitFor();
+    const stat = async (k) => (await row.locator('[data-stat="' + k + '"]').textContent()).trim();
+    eq(await stat('hour'), String(plan.webhook_attempts), 'attempts in the last hour');
+    eq(await stat('day'), String(plan.webhook_attempts), 'attempts in the last day');
+    const rate = plan.webhook_delivered / plan.webhook_attempts;
+    eq(await stat('success'), (rate * 100).toFixed(rate === 1 || rate === 0 ? 0 : 1) + ' %', 'success rate');
+    check(/^\d+(\.\d+)? m?s$/.test(await stat('p50')), 'p50 shown: ' + await stat('p50'));
+    check(/^\d+(\.\d+)? m?s$/.test(await stat('p99')), 'p99 shown: ' + await stat('p99'));
+    check(/HTTP 500/.test(await stat('error')), 'last error HTTP 500: ' + await stat('error'));
+    eq(await stat('filter'), 'all messages', 'no filter configured');
+    const chart = page.locator('svg#traffic-chart');
+    await chart.waitFor();
+    const bars = async (cls) => chart.locator('rect.' + cls).evaluateAll((els) => els.map((e) => ({
+      hour: e.getAttribute('data-hour'), count: Number(e.getAttribute('data-count')), height: Number(e.getAttribute('height')) })));
+    const recv = await bars('bar-received');
+    const att = await bars('bar-attempts');
+    const sum = (xs) => xs.reduce((s, x) => s + x.count, 0);
+    eq(sum(recv), plan.listing.length, 'messages received in the chart');
+    eq(sum(att), plan.webhook_attempts, 'delivery attempts in the chart');
+    const recent = Date.now() - 2 * 3600 * 1000;
+    check([...recv, ...att].every((b) => b.height > 0 && Date.parse(b.hour) >= recent - 3600 * 1000),
+      'bars only for the hours with traffic (the last two): ' + JSON.stringify([...recv, ...att]));
+    check(recv.length >= 1 && att.length >= 1, 'a bar of each kind');
+    check((await chart.locator('desc').textContent()).includes(plan.listing.length + ' messages received'), 'chart description');
+    await shot(page, '15b-webhooks');
+  });
+
+  // ---- account -------------------------------------------------------------
+  await step('account page: capabilities, TLS, poll history', async () => {
+    await page.goto(base + '#/accounts/' + encodeURIComponent(plan.account));
+    await page.click('#mailbox-account-link');
+    await page.locator('#account-capa').waitFor();
+    const capa = await page.locator('#account-capa li').allTextContents();
+    for (const c of ['UIDL', 'TOP']) check(capa.includes(c), c + ' among the capabilities: ' + JSON.stringify(capa));
+    check(/^TLSv1\.[23]$/.test(await page.locator('#tls-version').textContent()), 'TLS version');
+    check((await page.locator('#tls-subject').textContent()).includes(plan.tls_name), 'certificate subject');
+    check((await page.locator('#tls-issuer').textContent()).includes(plan.tls_name), 'certificate issuer');
+    const exp = await page.locator('#tls-expires time').getAttribute('datetime');
+    check(exp && Date.parse(exp) > Date.now(), 'certificate expiry in the future: ' + exp);
+    check(/idle/.test(await page.locator('#account-state-value').textContent()), 'state idle');
+    const polls = page.locator('table.polls tbody tr');
+    check(await polls.count() >= 2, 'the first poll and Poll now are listed');
+    const newest = await polls.first().locator('td').allTextContents();
+    const oldest = await polls.last().locator('td').allTextContents();
+    eq(await polls.first().getAttribute('data-outcome'), 'ok', 'newest poll ok');
+    eq(newest[3], '0', 'Poll now found nothing new');
+    eq(oldest[3], String(plan.listing.length), 'the first poll stored every message');
+    check(/\d/.test(newest[1]), 'poll duration shown: ' + newest[1]);
+    await shot(page, '15c-account');
   });
 
   // ---- API page ------------------------------------------------------------

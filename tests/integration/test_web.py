@@ -37,6 +37,7 @@ import urllib.request
 import dovecot
 import harness
 import mailgen
+import openapi
 import pki as pkimod
 
 TIMEOUT = 120
@@ -376,6 +377,16 @@ def test_dashboard_in_chromium():
         "html_uidl": S["uidl"]["html"], "html_marker": S["html_marker"], "text_marker": S["text_marker"],
         "remote_marker": S["remote_marker"], "delete_uidl": S["uidl"]["delete"],
         "account_deliveries": len(S["sources"]),
+        "headers": {
+            S["uidl"]["xss"]: {"from": "Mallory", "subject": XSS_SUBJECT, "date": "2023-01-02T09:00:00.000Z"},
+            S["uidl"]["html"]: {"from": "HTML Sender", "subject": "An HTML newsletter",
+                                "date": "2023-01-02T10:00:00.000Z"},
+        },
+        "filter_text": "newsletter", "filter_uidl": S["uidl"]["html"],
+        # 4 deliveries tried once (one answered 500), then the failed one retried
+        "webhook": "receiver", "webhook_attempts": len(S["sources"]) + 1,
+        "webhook_delivered": len(S["sources"]),
+        "tls_name": "pop3bridge tests",
     }
     plan_path = os.path.join(S["dir"], "plan.json")   # holds the token: not in the kept outputs
     with open(plan_path, "w") as f:
@@ -465,3 +476,57 @@ def test_nothing_loaded_from_the_remote_host_and_no_dialog():
     _after_browser()
     harness.eq(_Trap.hits, [], "requests that reached the remote host")
     harness.eq(S["browser_result"]["dialogs"], [], "dialogs in the browser")
+
+
+def test_listing_headers_come_from_top_for_mail_not_stored():
+    """GET .../messages?headers=1: a message the bridge has not stored (it
+    arrived after the last poll) gets From/Subject/Date from TOP n 0; the
+    stored ones from the store; the answer validates against openapi.yaml."""
+    _after_browser()
+    late = ("From: Late Sender <late@example.com>\nTo: alice@example.com\n"
+            "Subject: =?UTF-8?Q?Sp=C3=A4t?= arrival\nDate: Tue, 03 Jan 2023 08:30:00 +0100\n"
+            "Message-ID: <late@example.com>\n\nlate body\n").encode()
+    S["dc"].deliver(USER, late)
+    got = _api("accounts/%s/messages?headers=1" % ACCOUNT)["messages"]
+    fresh = [m for m in got if not m["stored"]]
+    harness.eq(len(fresh), 1, "messages not stored")
+    harness.eq(fresh[0]["from"], {"name": "Late Sender", "address": "late@example.com"}, "From via TOP")
+    harness.eq(fresh[0]["subject"], "Sp\u00e4t arrival", "Subject via TOP (RFC 2047 decoded)")
+    harness.eq(fresh[0]["date"], "2023-01-03T07:30:00Z", "Date via TOP, in UTC")
+    stored = {m["uidl"]: m for m in got if m["stored"]}
+    harness.eq(stored[S["uidl"]["html"]]["subject"], "An HTML newsletter", "Subject from the store")
+    plain = _api("accounts/%s/messages" % ACCOUNT)["messages"]
+    harness.eq(["subject" in m for m in plain], [False] * len(plain), "no headers without ?headers=1")
+    status, _, _ = _http("api/v1/accounts/%s/messages?headers=2" % ACCOUNT, S["token"])
+    harness.eq(status, 400, "headers=2")
+
+
+def test_dashboard_endpoints_match_openapi():
+    """The answers the new pages read validate against openapi.yaml, with the
+    figures of this run: the account's last session (TLS, CAPA) and polls,
+    the webhook's statistics and the hourly traffic."""
+    _after_browser()
+    spec = openapi.Spec(os.path.join(harness.ROOT, "openapi.yaml"))
+    bodies = {}
+    for path in ("/api/v1/accounts/%s" % ACCOUNT, "/api/v1/accounts/%s/messages?headers=1" % ACCOUNT,
+                 "/api/v1/webhooks", "/api/v1/stats/hourly?hours=48"):
+        status, headers, body = _http(path, S["token"])
+        problems = spec.check("GET", path, status, headers.get("Content-Type"), body)
+        if status != 200 or problems:
+            raise AssertionError("%s: HTTP %d %s" % (path, status, "; ".join(problems[:5])))
+        bodies[path.split("?")[0]] = json.loads(body)
+    acc = bodies["/api/v1/accounts/%s" % ACCOUNT]
+    tls = acc["last_session"]["tls"]
+    harness.eq(tls["verified"], True, "the last session's certificate was verified")
+    if "pop3bridge tests" not in tls["issuer"]:
+        raise AssertionError("issuer %r is not the test CA" % tls["issuer"])
+    if "UIDL" not in acc["last_session"]["capabilities"]:
+        raise AssertionError("CAPA without UIDL: %r" % acc["last_session"]["capabilities"])
+    harness.eq(acc["polls"][-1]["new_messages"], len(S["sources"]), "the first poll's new messages")
+    wh = bodies["/api/v1/webhooks"]["webhooks"][0]
+    harness.eq((wh["name"], wh["stats"]["attempts_last_day"], wh["stats"]["delivered_last_day"]),
+               ("receiver", len(S["sources"]) + 1, len(S["sources"])), "webhook statistics")
+    harness.eq(wh["stats"]["last_error"]["http_status"], 500, "the last error")
+    hours = bodies["/api/v1/stats/hourly"]["hours"]
+    harness.eq(len(hours), 48, "hours")
+    harness.eq(sum(x["received"] for x in hours), len(S["sources"]), "messages received by hour")

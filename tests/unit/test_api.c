@@ -120,6 +120,9 @@ static void routes(void **state)
     assert_int_equal(lookup("GET", "/api/v1/accounts/%zz", allow, NULL, NULL, NULL), -400);
     assert_int_equal(lookup("GET", "api/v1/accounts", allow, NULL, NULL, NULL), -400);
     assert_true(lookup("GET", "/healthz", allow, NULL, NULL, NULL) >= 0);
+    assert_true(lookup("GET", "/api/v1/webhooks", allow, &pat, NULL, NULL) >= 0);
+    assert_true(lookup("GET", "/api/v1/stats/hourly", allow, &pat, NULL, NULL) >= 0);
+    assert_string_equal(pat, "/api/v1/stats/hourly");
 }
 
 /* The table passes the HTTP layer's check; /api/v1 and /metrics need a
@@ -130,7 +133,7 @@ static void route_table_shape(void **state)
     (void)state;
     size_t n, bad = 0;
     const struct http_route *r = api_routes(&n);
-    assert_int_equal(n, 28);
+    assert_int_equal(n, 30);
     assert_int_equal(http_route_check(r, n, &bad), 0);
     for (size_t i = 0; i < n; i++) {
         bool pub = (r[i].flags & HTTP_ROUTE_PUBLIC) != 0;

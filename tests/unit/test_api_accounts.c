@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "api_fixture.h"
+#include "pollhist.h"
 
 static struct fixture F;
 
@@ -69,6 +70,43 @@ static void poll_now(void **state)
     fix_resp_free(&r);
 }
 
+/* GET .../{account} shows the last session and the polls the poller
+ * recorded (pollhist.h); before any, null and []. */
+static void session_and_polls(void **state)
+{
+    (void)state;
+    struct fix_resp r;
+    fix_req(&F, "GET", "/api/v1/accounts/c", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"last_session\":null,\"polls\":[]"));
+    fix_resp_free(&r);
+    struct net_tls_info ti = {.version = "TLSv1.3", .verified = true, .verify = "chain",
+                              .peer = "CN=localhost", .issuer = "CN=Test CA",
+                              .not_after = 1900000000000};
+    const char *capa[] = {"TOP", "UIDL", "SASL PLAIN"};
+    pollhist_session(pollhist_default(), "c", 1700000000000, capa, 3, &ti);
+    struct pollhist_poll p = {.at = 1700000000000, .duration_ms = 42, .listed = 5,
+                              .new_messages = 2, .ok = true};
+    pollhist_poll(pollhist_default(), "c", &p);
+    p.ok = false;
+    p.at += 60000;
+    snprintf(p.error, sizeof p.error, "Connection: refused");
+    pollhist_poll(pollhist_default(), "c", &p);
+    fix_req(&F, "GET", "/api/v1/accounts/c", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"capabilities\":[\"TOP\",\"UIDL\",\"SASL PLAIN\"]"));
+    assert_non_null(strstr(r.body, "\"version\":\"TLSv1.3\""));
+    assert_non_null(strstr(r.body, "\"subject\":\"CN=localhost\",\"issuer\":\"CN=Test CA\""));
+    assert_non_null(strstr(r.body, "\"not_after\":\"2030-03-17T17:46:40.000Z\""));
+    /* newest first */
+    assert_non_null(strstr(r.body, "\"polls\":[{\"at\":\"2023-11-14T22:14:20.000Z\","
+                                   "\"duration_ms\":42,\"listed\":5,\"new_messages\":2,"
+                                   "\"deleted\":0,\"outcome\":\"failed\","
+                                   "\"error\":\"Connection: refused\"},"));
+    assert_non_null(strstr(r.body, "\"outcome\":\"ok\",\"error\":null}]"));
+    fix_resp_free(&r);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -96,6 +134,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(listing_and_states),
         cmocka_unit_test(poll_now),
+        cmocka_unit_test(session_and_polls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

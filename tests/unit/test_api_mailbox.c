@@ -37,6 +37,49 @@ static void mailbox_and_listing(void **state)
     fix_resp_free(&r);
 }
 
+/* ?headers=1: a message the store has is summarised from its stored body
+ * (here it differs from the server's copy, to tell them apart), the others
+ * from TOP n 0; the summaries are cached; headers=2 is refused. */
+static void listing_with_headers(void **state)
+{
+    (void)state;
+    struct err e;
+    struct store *st = store_open(F.state, &e);
+    assert_non_null(st);
+    struct store_msg *m = NULL;
+    const char *stored = "From: Stored Sender <s@example.com>\r\nSubject: stored two\r\n"
+                         "Date: Mon, 2 Jan 2023 10:00:00 +0000\r\n\r\nbody\r\n";
+    assert_int_equal(store_msg_begin(st, "fake", "uid-two", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, stored, strlen(stored), &e), 0);
+    assert_int_equal(store_msg_finish(m, NULL, NULL, 0, 1700000000000, NULL, &e), 0);
+    store_close(st);
+    struct fix_resp r;
+    int before = atomic_load(&srv.connections);
+    fix_req(&F, "GET", "/api/v1/accounts/fake/messages?headers=1", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"uidl\":\"uid-one\",\"size\":"));
+    assert_non_null(strstr(r.body, "\"from\":{\"name\":null,\"address\":\"a@example.com\"},"
+                                   "\"subject\":\"one\",\"date\":null"));
+    assert_non_null(strstr(r.body, "\"stored\":true,\"delivered\":true,\"id\":\"m_"));
+    assert_non_null(strstr(r.body, "\"from\":{\"name\":\"Stored Sender\",\"address\":\"s@example.com\"},"
+                                   "\"subject\":\"stored two\",\"date\":\"2023-01-02T10:00:00Z\""));
+    assert_non_null(strstr(r.body, "\"subject\":\"three\""));
+    fix_resp_free(&r);
+    assert_int_equal(atomic_load(&srv.connections), before + 1); /* one session for all */
+    /* again: the same, from the cache */
+    fix_req(&F, "GET", "/api/v1/accounts/fake/messages?headers=1", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"subject\":\"stored two\""));
+    fix_resp_free(&r);
+    fix_req(&F, "GET", "/api/v1/accounts/fake/messages?headers=0", FIX_AUTH, &r);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "\"subject\""));
+    fix_resp_free(&r);
+    fix_req(&F, "GET", "/api/v1/accounts/fake/messages?headers=2", FIX_AUTH, &r);
+    assert_int_equal(r.status, 400);
+    fix_resp_free(&r);
+}
+
 static void message_raw_json_top(void **state)
 {
     (void)state;
@@ -130,6 +173,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mailbox_and_listing),
+        cmocka_unit_test(listing_with_headers),
         cmocka_unit_test(message_raw_json_top),
         cmocka_unit_test(silent_server),
         cmocka_unit_test(delete_commits_at_quit),

@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -84,6 +86,132 @@ static void oneshots(void **state)
     /* every session ended with QUIT */
     assert_int_equal(atomic_load(&f.quits), atomic_load(&f.connections));
     fake_stop(&f);
+}
+
+/* ---- the listing with summaries --------------------------------------------------------- */
+
+struct lookup_ctx {
+    int calls;
+    bool fail;
+};
+
+/* The "store" knows uid-two only. */
+static int lookup_two(void *ctx, const char *uidl, struct mailbox_summary *out, struct err *e)
+{
+    struct lookup_ctx *lc = ctx;
+    lc->calls++;
+    if (lc->fail)
+        return err_set(e, ERR_INTERNAL, "store failed");
+    if (strcmp(uidl, "uid-two") != 0)
+        return 1;
+    memset(out, 0, sizeof *out);
+    out->known = true;
+    snprintf(out->subject, sizeof out->subject, "from the store");
+    return 0;
+}
+
+static void listing_summaries(void **state)
+{
+    (void)state;
+    struct fake_pop3 f;
+    fake_start(&f);
+    struct pop3_opts o = fake_opts(&f);
+    struct err e;
+    const char *step = NULL;
+    struct mailbox_cache *c = mailbox_cache_new(16);
+    struct lookup_ctx lc = {0};
+    struct pop3_listing *l = NULL;
+    struct mailbox_summary *s = NULL;
+    assert_int_equal(mailbox_listing_summaries(&o, "acc", c, lookup_two, &lc, &l, &s, &step, &e),
+                     0);
+    assert_int_equal(l->count, 3);
+    assert_int_equal(lc.calls, 3);
+    assert_true(s[0].known);
+    assert_string_equal(s[0].subject, "one");          /* TOP n 0 */
+    assert_string_equal(s[0].from_address, "a@example.com");
+    assert_string_equal(s[1].subject, "from the store"); /* the lookup */
+    assert_string_equal(s[2].subject, "three");
+    assert_int_equal(mailbox_cache_count(c), 3);
+    mailbox_listing_free(&l);
+    free(s);
+    /* again: everything from the cache, no lookup */
+    assert_int_equal(mailbox_listing_summaries(&o, "acc", c, lookup_two, &lc, &l, &s, &step, &e),
+                     0);
+    assert_int_equal(lc.calls, 3);
+    assert_string_equal(s[2].subject, "three");
+    mailbox_listing_free(&l);
+    free(s);
+    /* another account has its own entries; a failing lookup fails the listing */
+    lc.fail = true;
+    assert_int_equal(mailbox_listing_summaries(&o, "other", c, lookup_two, &lc, &l, &s, &step, &e),
+                     -1);
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_null(l);
+    assert_null(s);
+    assert_int_equal(atomic_load(&f.quits) + 1, atomic_load(&f.connections)); /* aborted one */
+    mailbox_cache_free(&c);
+    assert_null(c);
+    fake_stop(&f);
+}
+
+/* TOPs stop at half of the session's limit: a slow server still gets its
+ * listing answered, without the summaries it had no time for. */
+static void summaries_time_budget(void **state)
+{
+    (void)state;
+    struct fake_pop3 f;
+    fake_start(&f);
+    f.delay_ms = 100; /* every reply: the login and listing take >= 600 ms */
+    struct pop3_opts o = fake_opts(&f);
+    o.session_timeout_ms = 1400; /* TOPs only in the first 700 ms */
+    struct err e;
+    const char *step = NULL;
+    struct pop3_listing *l = NULL;
+    struct mailbox_summary *s = NULL;
+    int64_t t0 = clock_mono_ms();
+    assert_int_equal(mailbox_listing_summaries(&o, "acc", NULL, NULL, NULL, &l, &s, &step, &e), 0);
+    assert_true(clock_mono_ms() - t0 < 1400);
+    assert_int_equal(l->count, 3);
+    int known = 0;
+    for (uint32_t i = 0; i < l->count; i++)
+        known += s[i].known;
+    assert_true(known <= 1); /* at most the one TOP that began before 700 ms */
+    mailbox_listing_free(&l);
+    free(s);
+    fake_stop(&f);
+}
+
+/* The cache holds at most its size, the oldest entry giving way. */
+static void summary_cache(void **state)
+{
+    (void)state;
+    assert_null(mailbox_cache_new(0));
+    struct mailbox_cache *c = mailbox_cache_new(2);
+    struct mailbox_summary a = {.known = true, .subject = "A"}, b = a, x = a, out;
+    snprintf(b.subject, sizeof b.subject, "B");
+    snprintf(x.subject, sizeof x.subject, "X");
+    mailbox_cache_put(c, "acc", "1", &a);
+    mailbox_cache_put(c, "acc", "2", &b);
+    mailbox_cache_put(c, "acc", "2", &x); /* replaced, not added */
+    assert_int_equal(mailbox_cache_count(c), 2);
+    assert_true(mailbox_cache_get(c, "acc", "2", &out));
+    assert_string_equal(out.subject, "X");
+    assert_false(mailbox_cache_get(c, "other", "2", &out));
+    mailbox_cache_put(c, "acc", "3", &a);
+    assert_int_equal(mailbox_cache_count(c), 2);
+    assert_false(mailbox_cache_get(c, "acc", "1", &out));
+    assert_true(mailbox_cache_get(c, "acc", "3", &out));
+    mailbox_cache_free(&c);
+    /* parsing: RFC 2047 subject, display name, date in UTC */
+    const char *hdr = "From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.org>\r\n"
+                      "Subject: =?UTF-8?B?w5xiZXJzaWNodA==?=\r\n"
+                      "Date: Tue, 1 Dec 2026 10:00:00 +0100\r\n\r\n";
+    struct mailbox_summary m;
+    assert_int_equal(mailbox_summary_parse(hdr, strlen(hdr), &m, &(struct err){0}), 0);
+    assert_string_equal(m.from_name, "J\xc3\xbcrgen");
+    assert_string_equal(m.from_address, "j@example.org");
+    assert_string_equal(m.subject, "\xc3\x9c" "bersicht");
+    assert_string_equal(m.date, "2026-12-01T09:00:00Z");
 }
 
 /* A server that accepts and never answers: the call ends at the whole
@@ -237,6 +365,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(oneshots),
+        cmocka_unit_test(listing_summaries),
+        cmocka_unit_test(summary_cache),
+        cmocka_unit_test(summaries_time_budget),
         cmocka_unit_test(session_limit),
         cmocka_unit_test(pool_runs_each_once),
         cmocka_unit_test(pool_bounds),

@@ -2367,6 +2367,83 @@ static void pg_migrate_from_sqlite(void **state)
     assert_int_equal(store_migrate_sqlite(fx->dir, &c, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
     assert_non_null(strstr(e.msg, "already holds"));
+/* Dashboard statistics: attempts per webhook in the last hour and day,
+ * success, nearest-rank latencies, the last error; traffic by UTC hour. */
+static void webhook_stats_hourly(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const int64_t H = STORE_HOUR_MS;
+    const int64_t now = (T0 / H) * H + 30 * 60000; /* half past an hour */
+    struct store_webhook_stats ws;
+    assert_int_equal(store_webhook_stats(st, "a", now, &ws, &e), 0);
+    assert_int_equal(ws.attempts_day, 0);
+    assert_int_equal(ws.p50_ms, -1);
+    assert_int_equal(ws.p99_ms, -1);
+    assert_int_equal(ws.last_error_at, 0);
+
+    /* messages stored 30 h ago, 2 h ago (x2) and now; webhooks a and b */
+    const char *wh[] = {"a", "b"};
+    int64_t at[] = {now - 30 * H, now - 2 * H, now - 2 * H + 1000, now - 60000};
+    for (int i = 0; i < 4; i++) {
+        char u[16];
+        snprintf(u, sizeof u, "u%d", i);
+        put_ok(st, "acc", u, wh, 2, at[i]);
+    }
+    /* attempts: for each message's delivery to a, one at its time; durations
+     * 100, 200, 300, 400; the one 2 h ago (second) failed with 503 */
+    for (int i = 0; i < 4; i++) {
+        struct store_delivery d[8];
+        size_t n = 0;
+        assert_int_equal(store_delivery_lease_due(st, OWNER, "a", at[i], LEASE, d, 8, &n, &e), 0);
+        assert_true(n >= 1);
+        struct store_attempt a = att(at[i], i == 1 ? 503 : 200, i == 1 ? "Service Unavailable"
+                                                                         : NULL,
+                                     i == 1 ? "retry" : "delivered");
+        a.duration_ms = 100 * (i + 1);
+        assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a,
+                                               i == 1 ? STORE_D_DEAD : STORE_D_DELIVERED, 0, &e),
+                         0);
+    }
+    assert_int_equal(store_webhook_stats(st, "a", now, &ws, &e), 0);
+    assert_int_equal(ws.attempts_hour, 1);
+    assert_int_equal(ws.delivered_hour, 1);
+    assert_int_equal(ws.attempts_day, 3); /* 30 h ago is out of the day */
+    assert_int_equal(ws.delivered_day, 2);
+    assert_int_equal(ws.p50_ms, 300);     /* of 200, 300, 400: rank ceil(1.5) = 2 */
+    assert_int_equal(ws.p99_ms, 400);
+    assert_int_equal(ws.last_error_at, at[1]);
+    assert_int_equal(ws.last_error_status, 503);
+    assert_string_equal(ws.last_error, "Service Unavailable");
+    assert_int_equal(store_webhook_stats(st, "b", now, &ws, &e), 0);
+    assert_int_equal(ws.attempts_day, 0); /* b was never attempted */
+    assert_int_equal(store_webhook_stats(st, "", now, &ws, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+
+    struct store_hour h[48];
+    assert_int_equal(store_stats_hourly(st, now, 48, h, &e), 0);
+    assert_int_equal(h[47].start, (now / H) * H);
+    assert_int_equal(h[0].start, (now / H - 47) * H);
+    int64_t recv = 0, att_n = 0;
+    for (int i = 0; i < 48; i++) {
+        recv += h[i].received;
+        att_n += h[i].attempts;
+    }
+    assert_int_equal(recv, 4);
+    assert_int_equal(att_n, 4);
+    assert_int_equal(h[47].received, 1);   /* now - 1 min */
+    assert_int_equal(h[47].delivered, 1);
+    assert_int_equal(h[45].received, 2);   /* 2 h ago */
+    assert_int_equal(h[45].attempts, 2);
+    assert_int_equal(h[45].delivered, 1);  /* one 503 */
+    assert_int_equal(h[17].received, 1);   /* 30 h ago */
+    assert_int_equal(h[46].received, 0);
+    /* a shorter window leaves older hours out */
+    assert_int_equal(store_stats_hourly(st, now, 1, h, &e), 0);
+    assert_int_equal(h[0].received, 1);
+    assert_int_equal(store_stats_hourly(st, now, 0, h, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_stats_hourly(st, now, STORE_STATS_HOURS_MAX + 1, h, &e), -1);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -2390,7 +2467,7 @@ int main(void)
             T(list_paging),         T(retention_purge),      T(account_state),
             T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
-            T(instances),
+            T(instances),           T(webhook_stats_hourly),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -2405,7 +2482,7 @@ int main(void)
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
         T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
-        T(instances),
+        T(instances),           T(webhook_stats_hourly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,10 +2,12 @@
 // or message content in them, only names and ids):
 //   #/accounts                          accounts
 //   #/accounts/{account}                that account's mailbox (live POP3)
+//   #/accounts/{account}/details        that account: CAPA, TLS, poll history
 //   #/accounts/{account}/messages/{uidl} one message, from the mailbox
 //   #/messages/{id}                     one stored message
 //   #/deliveries?status=&account=       deliveries
 //   #/deliveries/{id}                   one delivery and its attempts
+//   #/webhooks                          webhooks: statistics, traffic chart
 //   #/api                               the API reference (openapi.yaml)
 
 import * as api from './api.js';
@@ -15,6 +17,8 @@ import { mailboxView } from './views/mailbox.js';
 import { messageView } from './views/message.js';
 import { deliveriesView, deliveryView } from './views/deliveries.js';
 import { apiDocView } from './views/apidoc.js';
+import { accountView } from './views/account.js';
+import { webhooksView } from './views/webhooks.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -42,6 +46,8 @@ function route() {
   const [a, b, c, d] = parts;
   if (parts.length === 0 || (a === 'accounts' && parts.length === 1)) return { name: 'accounts' };
   if (a === 'accounts' && parts.length === 2) return { name: 'mailbox', account: b };
+  if (a === 'accounts' && parts.length === 3 && c === 'details') return { name: 'account', account: b };
+  if (a === 'webhooks' && parts.length === 1) return { name: 'webhooks' };
   if (a === 'accounts' && parts.length === 4 && c === 'messages') return { name: 'message', account: b, uidl: d };
   if (a === 'messages' && parts.length === 2) return { name: 'stored', id: b };
   if (a === 'deliveries' && parts.length === 1) {
@@ -53,7 +59,7 @@ function route() {
 }
 
 function setNav(name) {
-  const section = { accounts: 'accounts', mailbox: 'accounts', message: 'accounts', stored: 'deliveries',
+  const section = { accounts: 'accounts', mailbox: 'accounts', message: 'accounts', account: 'accounts', webhooks: 'webhooks', stored: 'deliveries',
     deliveries: 'deliveries', delivery: 'deliveries', api: 'api' }[name];
   for (const link of nav.querySelectorAll('a[data-nav]')) {
     if (link.dataset.nav === section) link.setAttribute('aria-current', 'page');
@@ -88,6 +94,8 @@ function render() {
     switch (r.name) {
       case 'accounts': current = accountsView(ctx); break;
       case 'mailbox': current = mailboxView(ctx, r.account); break;
+      case 'account': current = accountView(ctx, r.account); break;
+      case 'webhooks': current = webhooksView(ctx); break;
       case 'message': current = messageView(ctx, { account: r.account, uidl: r.uidl }); break;
       case 'stored': current = messageView(ctx, { id: r.id }); break;
       case 'deliveries': current = deliveriesView(ctx, { status: r.status, account: r.account }); break;

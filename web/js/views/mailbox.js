@@ -1,6 +1,7 @@
 // One account's mailbox, live through the API (each call is its own POP3
-// session): messages with number, UIDL, size, stored/delivered; a preview
-// from TOP; open; delete with a confirmation.
+// session): messages with From, Subject, Date (from the bridge's store, or
+// TOP n 0, through ?headers=1), size and stored/delivered; a filter box; a
+// preview from TOP; open; delete with a confirmation.
 
 import * as api from '../api.js';
 import {
@@ -27,6 +28,11 @@ export function mailboxView(ctx, account) {
   let alive = true;
   const base = '/accounts/' + api.seg(account);
   const stat = h('p.muted', { id: 'mailbox-stat' });
+  const filterInput = h('input', { id: 'mailbox-filter', type: 'search', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'From, subject or UIDL', oninput: () => applyFilter() });
+  const filterCount = h('span.muted', { id: 'mailbox-filter-count', 'aria-live': 'polite' });
+  const filterBox = h('div.filters', { role: 'search' },
+    h('label', { for: 'mailbox-filter' }, 'Filter '), filterInput, ' ', filterCount);
   const body = h('div', { id: 'mailbox-body' }, loading('Asking the mail server…'));
   const preview = h('section.preview', { id: 'preview', 'aria-live': 'polite', 'aria-label': 'Preview', hidden: true });
 
@@ -35,8 +41,10 @@ export function mailboxView(ctx, account) {
     h('div.page-head', null,
       h('h1', null, 'Mailbox: ', h('span', { id: 'mailbox-account' }, account)),
       h('div.page-tools', null,
+        h('a.btn', { href: '#/accounts/' + api.seg(account) + '/details', id: 'mailbox-account-link' }, 'Account details'),
         h('button.btn', { type: 'button', id: 'mailbox-refresh', onclick: (ev) => withBusy(ev.currentTarget, 'Refreshing…', load) }, 'Refresh'))),
     stat,
+    filterBox,
     h('div.split', null, body, preview));
 
   async function showPreview(m, btn) {
@@ -86,6 +94,23 @@ export function mailboxView(ctx, account) {
     }
   }
 
+  // The text a row is found by: sender, subject and UIDL.
+  function searchText(m) {
+    return [fmtAddress(m.from), m.subject || '', m.uidl || ''].join('\n').toLowerCase();
+  }
+
+  function applyFilter() {
+    const q = filterInput.value.trim().toLowerCase();
+    const rows = body.querySelectorAll('table.messages tbody tr');
+    let shown = 0;
+    for (const tr of rows) {
+      const hit = !q || (tr.dataset.search || '').includes(q);
+      tr.hidden = !hit;
+      if (hit) shown++;
+    }
+    filterCount.textContent = q ? shown + ' of ' + rows.length + ' shown' : '';
+  }
+
   function renderList(list) {
     clear(body);
     if (!list.length) {
@@ -93,14 +118,20 @@ export function mailboxView(ctx, account) {
       return;
     }
     const cols = [
-      { label: '#', cls: 'num' }, { label: 'UIDL', cls: 'mono' }, { label: 'Size', cls: 'num' },
+      { label: '#', cls: 'num' }, { label: 'From', cls: 'col-from' }, { label: 'Subject', cls: 'col-subject' },
+      { label: 'Date', cls: 'col-date' }, { label: 'Size', cls: 'num' },
       { label: 'Bridge' }, { label: 'Actions', cls: 'col-actions' },
     ];
     const rows = list.map((m) => ({
-      attrs: { dataset: { uidl: m.uidl, number: String(m.number) } },
+      attrs: { dataset: { uidl: m.uidl, number: String(m.number), search: searchText(m) } },
       cells: [
         String(m.number),
-        h('span.uidl', null, m.uidl),
+        h('span.from', { title: m.from && m.from.address ? m.from.address : '' },
+          m.from ? (m.from.name || m.from.address) : h('span.muted', null, '—')),
+        h('span.subject-cell', null,
+          h('span.subject', null, m.subject ?? h('span.muted', null, '(no subject)')),
+          h('span.uidl.muted', { title: 'UIDL' }, m.uidl)),
+        m.date ? timeEl(m.date, { relative: false }) : h('span.muted', null, '—'),
         h('span', { title: m.size + ' octets' }, fmtSize(m.size)),
         storedCell(m),
         h('div.row-actions', null,
@@ -113,11 +144,12 @@ export function mailboxView(ctx, account) {
       ],
     }));
     add(body, table('Messages on the server', cols, rows, { cls: 'messages' }));
+    applyFilter();
   }
 
   async function load() {
     try {
-      const res = await api.get(base + '/messages');
+      const res = await api.get(base + '/messages', { headers: 1 });
       if (!alive) return;
       const list = Array.isArray(res && res.messages) ? res.messages : [];
       renderList(list);

@@ -1,0 +1,154 @@
+/* pollhist — see include/pollhist.h. */
+#include "pollhist.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+struct slot {
+    char name[POLLHIST_NAME_MAX + 1];
+    uint64_t touched;                       /* h->clock at the last update */
+    struct pollhist_session session;
+    struct pollhist_poll polls[POLLHIST_POLLS]; /* ring */
+    size_t next, count;
+};
+
+struct pollhist {
+    pthread_mutex_t mu;
+    struct slot **slots; /* max of them, allocated when first used */
+    size_t max, used;
+    uint64_t clock;
+};
+
+struct pollhist *pollhist_new(size_t max_accounts)
+{
+    if (max_accounts < 1)
+        return NULL;
+    struct pollhist *h = calloc(1, sizeof *h);
+    if (!h || !(h->slots = calloc(max_accounts, sizeof *h->slots))) {
+        free(h);
+        return NULL;
+    }
+    h->max = max_accounts;
+    pthread_mutex_init(&h->mu, NULL);
+    return h;
+}
+
+void pollhist_free(struct pollhist **hp)
+{
+    if (!hp || !*hp)
+        return;
+    struct pollhist *h = *hp;
+    *hp = NULL;
+    for (size_t i = 0; i < h->used; i++)
+        free(h->slots[i]);
+    free(h->slots);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+static struct pollhist *the_default;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_make(void) { the_default = pollhist_new(POLLHIST_ACCOUNTS_MAX); }
+
+struct pollhist *pollhist_default(void)
+{
+    pthread_once(&default_once, default_make);
+    return the_default;
+}
+
+/* The account's slot, made (or taken over from the least recently updated
+ * account) when `make`; NULL.  Called with h->mu held. */
+static struct slot *find(struct pollhist *h, const char *account, bool make)
+{
+    if (!account || strlen(account) > POLLHIST_NAME_MAX)
+        return NULL;
+    for (size_t i = 0; i < h->used; i++)
+        if (strcmp(h->slots[i]->name, account) == 0)
+            return h->slots[i];
+    if (!make)
+        return NULL;
+    struct slot *s;
+    if (h->used < h->max) {
+        if (!(s = malloc(sizeof *s)))
+            return NULL;
+        h->slots[h->used++] = s;
+    } else {
+        s = h->slots[0];
+        for (size_t i = 1; i < h->used; i++)
+            if (h->slots[i]->touched < s->touched)
+                s = h->slots[i];
+    }
+    memset(s, 0, sizeof *s);
+    memcpy(s->name, account, strlen(account) + 1);
+    return s;
+}
+
+void pollhist_session(struct pollhist *h, const char *account, int64_t at,
+                      const char *const *capa, size_t n, const struct net_tls_info *tls)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    struct slot *s = find(h, account, true);
+    if (s) {
+        struct pollhist_session *ss = &s->session;
+        memset(ss, 0, sizeof *ss);
+        ss->at = at;
+        if (tls) {
+            ss->tls = true;
+            ss->tls_info = *tls;
+        }
+        for (size_t i = 0; capa && i < n && ss->n_capa < POLLHIST_CAPA_MAX; i++) {
+            if (!capa[i])
+                continue;
+            err_sanitize(ss->capa[ss->n_capa], sizeof ss->capa[0], capa[i], strlen(capa[i]));
+            ss->n_capa++;
+        }
+        s->touched = ++h->clock;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void pollhist_poll(struct pollhist *h, const char *account, const struct pollhist_poll *p)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    struct slot *s = find(h, account, true);
+    if (s) {
+        struct pollhist_poll *d = &s->polls[s->next];
+        *d = *p;
+        d->error[POLLHIST_ERROR_MAX] = '\0';
+        s->next = (s->next + 1) % POLLHIST_POLLS;
+        if (s->count < POLLHIST_POLLS)
+            s->count++;
+        s->touched = ++h->clock;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+int pollhist_get(struct pollhist *h, const char *account, struct pollhist_session *ss,
+                 struct pollhist_poll *out, size_t max, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!h)
+        return -1;
+    pthread_mutex_lock(&h->mu);
+    struct slot *s = find(h, account, false);
+    if (s) {
+        if (ss)
+            *ss = s->session;
+        size_t k = 0;
+        for (; out && k < max && k < s->count; k++)
+            out[k] = s->polls[(s->next + POLLHIST_POLLS - 1 - k) % POLLHIST_POLLS];
+        if (n)
+            *n = k;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return s ? 0 : -1;
+}
