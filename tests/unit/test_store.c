@@ -2367,6 +2367,8 @@ static void pg_migrate_from_sqlite(void **state)
     assert_int_equal(store_migrate_sqlite(fx->dir, &c, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
     assert_non_null(strstr(e.msg, "already holds"));
+}
+
 /* Dashboard statistics: attempts per webhook in the last hour and day,
  * success, nearest-rank latencies, the last error; traffic by UTC hour. */
 static void webhook_stats_hourly(void **state)
