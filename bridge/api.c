@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "api_accounts.h"
 #include "api_instances.h"
@@ -207,6 +209,14 @@ void api_reply_message(struct http_req *r, const char *account, const char *uidl
         .public_url = http_cfg(r)->api.public_url,
         .inline_max = api_inline_max(http_cfg(r), account),
     };
+    unsigned char link_key[STORE_LINK_KEY_LEN];
+    int64_t now_s = (int64_t)time(NULL);
+    if (o.id && o.public_url && http_cfg(r)->links_ttl_ms > 0 &&
+        store_link_key(st, link_key, NULL, now_s, &e) == 0) {
+        o.link_key = link_key; /* else plain URLs, which need a token */
+        o.link_key_len = sizeof link_key;
+        o.link_exp = now_s + http_cfg(r)->links_ttl_ms / 1000;
+    }
     const struct config_account *ca = config_account_find(http_cfg(r), account);
     if (ca) {
         o.trusted_authserv_ids = (const char *const *)ca->trusted_authserv_ids;
@@ -215,6 +225,7 @@ void api_reply_message(struct http_req *r, const char *account, const char *uidl
     }
     cJSON *m = s->fd >= 0 ? message_to_json_fd(s->fd, &o, &e)
                           : message_to_json(s->mem ? s->mem : "", s->len, &o, &e);
+    OPENSSL_cleanse(link_key, sizeof link_key);
     spool_free(s);
     if (!m) {
         http_problem(r, 500, "internal", "the message could not be parsed: %s", e.msg);
@@ -475,6 +486,7 @@ static struct http_server *start_http(struct api *a, const struct config *cfg, s
         .nroutes = n,
         .fallback = h_static,
         .config = current_config,
+        .link_verify = api_link_verify,
         .app = a,
     };
     return http_start(&o, e);

@@ -1,12 +1,14 @@
 /* api_store — see include/api_store.h. */
 #include "api_store.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "clock.h"
+#include "links.h"
 #include "event.h"
 #include "log.h"
 #include "message.h"
@@ -49,6 +51,7 @@ static void h_stored(struct http_req *r)
     struct event_opts eo = {
         .public_url = cfg->api.public_url,
         .inline_max = api_inline_max(cfg, info.account),
+        .links_ttl_ms = cfg->links_ttl_ms,
     };
     event_opts_account(&eo, config_account_find(cfg, info.account));
     cJSON *m = event_message(st, api_tmp_dir(r), id, &eo, NULL, &e);
@@ -388,10 +391,51 @@ static void h_delivery_retry(struct http_req *r)
     http_reply_json(r, 202, delivery_json(&d));
 }
 
+int api_link_verify(struct http_req *r, const char *path, const char *exp, const char *sig,
+                    char *why, size_t why_size)
+{
+    struct err e;
+    unsigned char key[STORE_LINK_KEY_LEN];
+    int64_t now = clock_wall_ms() / 1000;
+    struct store *st = api_store(r, &e);
+    if (!st || store_link_key(st, key, NULL, now, &e) < 0) {
+        snprintf(why, why_size, "the link could not be checked: %s", e.msg);
+        return -1;
+    }
+    enum links_verdict v = links_verify(key, sizeof key, path, exp, sig, now);
+    OPENSSL_cleanse(key, sizeof key);
+    if (v == LINKS_OK)
+        return 0;
+    snprintf(why, why_size, "%s", links_verdict_text(v));
+    return -1;
+}
+
+/* POST /api/v1/links/rotate: a new link key; every link signed before is refused. */
+static void h_links_rotate(struct http_req *r)
+{
+    struct err e;
+    struct store *st = api_store(r, &e);
+    int64_t now = clock_wall_ms() / 1000, created = 0;
+    unsigned char key[STORE_LINK_KEY_LEN];
+    if (!st || store_link_key_rotate(st, now, &e) < 0 ||
+        store_link_key(st, key, &created, now, &e) < 0) {
+        http_problem(r, 500, "internal", "the link key could not be rotated: %s", e.msg);
+        return;
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    char when[40];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "rotated_at", event_time(created * 1000, when, sizeof when));
+    log_info("links_rotated", "revoked=all");
+    http_reply_json(r, 200, o);
+}
+
 const struct http_route api_store_routes[] = {
     {"GET", "/api/v1/messages/{id}", h_stored, NULL, 0},
-    {"GET", "/api/v1/messages/{id}/raw", h_stored_raw, NULL, 0},
-    {"GET", "/api/v1/messages/{id}/attachments/{attachment_id}", h_attachment, NULL, 0},
+    {"GET", "/api/v1/messages/{id}/raw", h_stored_raw, "exp,sig", HTTP_ROUTE_SIGNED},
+    {"GET", "/api/v1/messages/{id}/attachments/{attachment_id}", h_attachment, "exp,sig",
+     HTTP_ROUTE_SIGNED},
+    {"POST", "/api/v1/links/rotate", h_links_rotate, NULL, 0},
     {"GET", "/api/v1/deliveries", h_deliveries, "status,account,limit,cursor", 0},
     {"GET", "/api/v1/deliveries/{id}", h_delivery, NULL, 0},
     {"POST", "/api/v1/deliveries/{id}/retry", h_delivery_retry, NULL, 0},

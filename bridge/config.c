@@ -40,6 +40,7 @@ extern char **environ;
 #define PATH_KEY_MAX 256     /* a key path such as accounts[12].oauth2.token_env */
 #define SUGGEST_DIST_MAX 2   /* edit distance for "did you mean" */
 #define NAME_KEY_MAX 64      /* longest key name in the tables, for suggestions */
+#define WEBHOOK_HEADER_NAME_MAX_CFG 100 /* a header name in headers / headers_file */
 
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum stored as int");
@@ -82,7 +83,8 @@ static const char *const type_names[] = {
 };
 
 #define F_REQUIRED 1u
-#define F_WORD_DEFAULTS 2u /* T_OBJECT: one of `values` as a string also means "all defaults" */
+#define F_WORD_DEFAULTS 4u /* T_OBJECT: one of `values` as a string also means "all defaults" */
+#define F_MULTILINE 2u  /* T_SECRET: every line is kept, not only the first */
 #define NO_OFF ((size_t)-1)
 
 struct ctx;
@@ -137,6 +139,8 @@ static void check_api(struct ctx *c, void *obj, const char *path);
 static void check_store(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
+static void check_webhook_auth(struct ctx *c, void *obj, const char *path);
+static void check_webhook_basic(struct ctx *c, void *obj, const char *path);
 static void check_account(struct ctx *c, void *obj, const char *path);
 static void check_oauth2(struct ctx *c, void *obj, const char *path);
 
@@ -205,6 +209,33 @@ static const struct opt store_opts[] = {
 static const struct table store_table = {"store", store_opts, COUNT(store_opts),
                                          sizeof(struct config_store), NO_OFF, check_store};
 static const char *const store_words[] = {"sqlite", NULL};
+static const struct opt webhook_basic_opts[] = {
+    {.name = "username", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 255,
+     FIELD(config_webhook_basic, username)},
+    {.name = "password_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config_webhook_basic, password)},
+    {.name = "password_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config_webhook_basic, password)},
+    {.name = "password", .type = T_REFUSED, .hint = "password_env or password_file",
+     FIELD(config_webhook_basic, password)},
+};
+static const struct table webhook_basic_table = {
+    "basic", webhook_basic_opts, COUNT(webhook_basic_opts), sizeof(struct config_webhook_basic),
+    offsetof(struct config_webhook_basic, present), check_webhook_basic};
+
+static const struct opt webhook_auth_opts[] = {
+    {.name = "basic", .type = T_OBJECT, .sub = &webhook_basic_table,
+     FIELD(config_webhook_auth, basic)},
+    {.name = "bearer_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config_webhook_auth, bearer)},
+    {.name = "bearer_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config_webhook_auth, bearer)},
+    {.name = "bearer", .type = T_REFUSED, .hint = "bearer_env or bearer_file",
+     FIELD(config_webhook_auth, bearer)},
+};
+static const struct table webhook_auth_table = {
+    "auth", webhook_auth_opts, COUNT(webhook_auth_opts), sizeof(struct config_webhook_auth),
+    offsetof(struct config_webhook_auth, present), check_webhook_auth};
 
 static const struct opt webhook_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
@@ -228,6 +259,19 @@ static const struct opt webhook_opts[] = {
      FIELD(config_webhook, max_in_flight)},
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
+    {.name = "auth", .type = T_OBJECT, .sub = &webhook_auth_table, FIELD(config_webhook, auth)},
+    {.name = "headers_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, .flags = F_MULTILINE,
+     FIELD(config_webhook, headers_secret)},
+    {.name = "headers_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE, .flags = F_MULTILINE,
+     FIELD(config_webhook, headers_secret)},
+    {.name = "allow_plaintext_credentials", .type = T_BOOL, .def = "false",
+     FIELD(config_webhook, allow_plaintext_credentials)},
+    {.name = "ca_file", .type = T_PATH, .min = 1, .max = PATH_MAX, FIELD(config_webhook, ca_file)},
+    {.name = "client_cert_file", .type = T_PATH, .min = 1, .max = PATH_MAX,
+     FIELD(config_webhook, client_cert_file)},
+    {.name = "client_key_file", .type = T_PATH, .min = 1, .max = PATH_MAX,
+     FIELD(config_webhook, client_key_file)},
+    {.name = "proxy", .type = T_STRING, .min = 1, .max = 2048, FIELD(config_webhook, proxy)},
 };
 static const struct table webhook_table = {"webhook", webhook_opts, COUNT(webhook_opts),
                                            sizeof(struct config_webhook), NO_OFF, check_webhook};
@@ -324,6 +368,8 @@ static const struct opt root_opts[] = {
      FIELD(config, retention_ms)},
     {.name = "secret_command_timeout", .type = T_DURATION, .def = "\"10s\"", .min = 100,
      .max = 5 * MS_M, FIELD(config, secret_command_timeout_ms)},
+    {.name = "links_ttl", .type = T_DURATION, .def = "\"7d\"", .min = MS_M, .max = 365 * MS_D,
+     FIELD(config, links_ttl_ms)},
     {.name = "secrets_key_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
      FIELD(config, secrets_key)},
     {.name = "secrets_key_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
@@ -910,8 +956,8 @@ static void parse_headers(struct ctx *c, const struct opt *o, void *base, const 
             }
         for (size_t i = 0; credentials[i] && !bad; i++)
             if (strcasecmp(name, credentials[i]) == 0) {
-                problem(c, sub, "would put a credential in the file; receivers authenticate "
-                                "deliveries by their webhook-signature");
+                problem(c, sub, "would put a credential in the file; use auth (basic or "
+                                "bearer) or headers_env / headers_file");
                 bad = true;
             }
         for (size_t i = 0; i < k && !bad; i++)
@@ -1505,6 +1551,70 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
     }
 }
 
+/* "auth": exactly one of basic or bearer. */
+static void check_webhook_auth(struct ctx *c, void *obj, const char *path)
+{
+    struct config_webhook_auth *a = obj;
+    bool bearer = a->bearer.source != CONFIG_SECRET_NONE;
+    if (a->basic.present && bearer)
+        problem(c, path, "give either basic or bearer_env/bearer_file, not both");
+    else if (!a->basic.present && !bearer)
+        problem(c, path, "needs basic or bearer_env/bearer_file");
+}
+
+static void check_webhook_basic(struct ctx *c, void *obj, const char *path)
+{
+    struct config_webhook_basic *b = obj;
+    char sub[PATH_KEY_MAX];
+    if (b->username && strchr(b->username, ':')) {
+        path_key(sub, sizeof sub, path, "username");
+        problem(c, sub, "must not contain ':' (RFC 7617)");
+    }
+    if (b->password.source == CONFIG_SECRET_NONE)
+        problem(c, path, "has no password: set password_env or password_file");
+}
+
+/* Credentials, TLS files and the proxy of a webhook, against its URL. */
+static void check_webhook_transport(struct ctx *c, struct config_webhook *w, const char *path)
+{
+    char sub[PATH_KEY_MAX];
+    bool https = w->url && starts_with_ci(w->url, "https://");
+    if (w->url && !https && !w->allow_plaintext_credentials) {
+        if (w->auth.present) {
+            path_key(sub, sizeof sub, path, "auth");
+            problem(c, sub, "credentials would be sent in clear to an http:// url; use https:// "
+                            "or set allow_plaintext_credentials: true");
+        }
+        if (w->headers_secret.source != CONFIG_SECRET_NONE) {
+            path_key(sub, sizeof sub, path,
+                     w->headers_secret.source == CONFIG_SECRET_ENV ? "headers_env"
+                                                                   : "headers_file");
+            problem(c, sub, "secret headers would be sent in clear to an http:// url; use "
+                            "https:// or set allow_plaintext_credentials: true");
+        }
+    }
+    const char *const tls_keys[] = {"ca_file", "client_cert_file", "client_key_file"};
+    const char *const tls_vals[] = {w->ca_file, w->client_cert_file, w->client_key_file};
+    for (size_t i = 0; w->url && !https && i < COUNT(tls_keys); i++)
+        if (tls_vals[i]) {
+            path_key(sub, sizeof sub, path, tls_keys[i]);
+            problem(c, sub, "only applies to an https:// url");
+        }
+    if (w->client_key_file && !w->client_cert_file) {
+        path_key(sub, sizeof sub, path, "client_key_file");
+        problem(c, sub, "needs client_cert_file");
+    }
+    if (w->proxy) {
+        path_key(sub, sizeof sub, path, "proxy");
+        const char *why = url_problem(w->proxy, true);
+        if (why)
+            problem(c, sub, "%s", why);
+        else if (!starts_with_ci(w->proxy, "http://"))
+            problem(c, sub, "must be an http:// proxy (the bridge tunnels through it with "
+                            "CONNECT)");
+    }
+}
+
 static void check_webhook(struct ctx *c, void *obj, const char *path)
 {
     struct config_webhook *w = obj;
@@ -1517,6 +1627,7 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     }
     if (w->secret.source == CONFIG_SECRET_NONE)
         problem(c, path, "has no signing secret: set secret_env or secret_file");
+    check_webhook_transport(c, w, path);
 }
 
 static bool is_plaintext_auth(enum config_auth m)
@@ -1957,7 +2068,37 @@ static int take_first_line(struct config_secret *s, const char *buf, size_t n)
     return 0;
 }
 
-static void resolve_one(struct ctx *c, struct config_secret *s, const char *path)
+/* Keep all of buf[0..n) (trailing line breaks removed) as the secret: for
+ * secrets of several lines (headers_env, headers_file).  TAB, CR and LF are
+ * the only control characters allowed. */
+static int take_all(struct config_secret *s, const char *buf, size_t n)
+{
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0)
+        return 1;
+    if (n > CONFIG_SECRET_MAX)
+        return 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)buf[i];
+        if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+            return 4;
+    }
+    s->value = malloc(n + 1);
+    if (!s->value)
+        return 3;
+    memcpy(s->value, buf, n);
+    s->value[n] = '\0';
+    s->len = n;
+    return 0;
+}
+
+static int take_secret(struct config_secret *s, const char *buf, size_t n, bool multiline)
+{
+    return multiline ? take_all(s, buf, n) : take_first_line(s, buf, n);
+}
+
+static void resolve_one(struct ctx *c, struct config_secret *s, const char *path, bool multiline)
 {
     static const char *const empties[] = {"", "is empty", "is longer than CONFIG_SECRET_MAX bytes",
                                           "out of memory", "contains a control character"};
@@ -1974,8 +2115,8 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             return;
         }
         size_t vl = strlen(v);
-        r = take_first_line(s, v, vl);
-        if (r == 0 && s->len != vl) {
+        r = take_secret(s, v, vl, multiline);
+        if (r == 0 && !multiline && s->len != vl) {
             secret_wipe(s);
             r = 4;
         }
@@ -2024,7 +2165,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
         close(fd);
         if (read_failed)
             break;
-        r = take_first_line(s, buf, n);
+        r = take_secret(s, buf, n, multiline);
         if (r)
             problem(c, path, "the file %s %s", file, empties[r]);
         break;
@@ -2037,7 +2178,7 @@ static void resolve_one(struct ctx *c, struct config_secret *s, const char *path
             problem(c, path, "the command %s", why);
             break;
         }
-        r = take_first_line(s, buf, n);
+        r = take_secret(s, buf, n, multiline);
         if (r)
             problem(c, path, "the command's output %s",
                     r == 1 ? "has an empty first line" : empties[r]);
@@ -2077,44 +2218,243 @@ static void visit_resolve(struct ctx *c, const struct opt *o, void *base, const 
         return;
     struct config_secret *s = AT(base, o->off, struct config_secret);
     if (s->source == o->src)
-        resolve_one(c, s, path);
+        resolve_one(c, s, path, (o->flags & F_MULTILINE) != 0);
 }
 
+static void webhook_keys_wipe(struct config_webhook *w)
+{
+    for (size_t k = 0; k < w->key_count; k++) {
+        OPENSSL_cleanse(w->keys[k], w->key_lens[k]);
+        free(w->keys[k]);
+        w->keys[k] = NULL;
+        w->key_lens[k] = 0;
+    }
+    w->key_count = 0;
+    w->key = NULL;
+    w->key_len = 0;
+}
+
+/* One "whsec_" secret of len bytes at s into the webhook's next key.  `nth`
+ * is "" or "secret 2 of 3: " for the messages, which never quote it. */
+static bool decode_one_whsec(struct ctx *c, struct config_webhook *w, const char *s, size_t len,
+                             const char *sub, const char *nth)
+{
+    if (len < 6 || strncmp(s, "whsec_", 6) != 0) {
+        problem(c, sub, "%sthe secret does not start with \"whsec_\" (Standard Webhooks)", nth);
+        return false;
+    }
+    unsigned char key[CONFIG_WHSEC_MAX_BYTES + 3];
+    const char *b64 = s + 6;
+    size_t n = 0;
+    bool ok = false;
+    int rc = len > 6 ? codec_b64_decode(b64, len - 6, key, sizeof key, &n, NULL) : -1;
+    if (rc == -1) {
+        problem(c, sub, "%sthe part after \"whsec_\" is not valid base64", nth);
+    } else if (rc == -2 || n < CONFIG_WHSEC_MIN_BYTES || n > CONFIG_WHSEC_MAX_BYTES) {
+        problem(c, sub, "%sthe secret decodes to %s%zu bytes; Standard Webhooks keys are %d to %d",
+                nth, rc == -2 ? "more than " : "", rc == -2 ? sizeof key : n,
+                CONFIG_WHSEC_MIN_BYTES, CONFIG_WHSEC_MAX_BYTES);
+    } else if ((w->keys[w->key_count] = malloc(n))) {
+        memcpy(w->keys[w->key_count], key, n);
+        w->key_lens[w->key_count++] = n;
+        ok = true;
+    } else {
+        problem(c, sub, "out of memory");
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    return ok;
+}
+
+/* secret_env / secret_file: one "whsec_" secret, or several separated by
+ * spaces while a secret is rotated; each request is signed with all. */
 static void decode_webhook_keys(struct ctx *c, struct config *cfg)
 {
-    char path[PATH_KEY_MAX], sub[PATH_KEY_MAX];
+    char path[PATH_KEY_MAX], sub[PATH_KEY_MAX], nth[48];
     for (size_t i = 0; i < cfg->webhook_count; i++) {
         struct config_webhook *w = &cfg->webhooks[i];
-        if (w->key) {
-            OPENSSL_cleanse(w->key, w->key_len);
-            free(w->key);
-            w->key = NULL;
-            w->key_len = 0;
-        }
+        webhook_keys_wipe(w);
         if (!w->secret.value)
             continue;
         path_index(path, sizeof path, "webhooks", i);
         path_key(sub, sizeof sub, path,
                  w->secret.source == CONFIG_SECRET_ENV ? "secret_env" : "secret_file");
-        if (strncmp(w->secret.value, "whsec_", 6) != 0) {
+        const char *v = w->secret.value;
+        size_t total = 0;
+        for (const char *p = v; *p;) {
+            p += strspn(p, " ");
+            if (*p)
+                total++;
+            p += strcspn(p, " ");
+        }
+        if (total == 0) {
             problem(c, sub, "the secret does not start with \"whsec_\" (Standard Webhooks)");
             continue;
         }
-        unsigned char key[CONFIG_WHSEC_MAX_BYTES + 3];
-        const char *b64 = w->secret.value + 6;
-        size_t n = 0;
-        int rc = *b64 ? codec_b64_decode(b64, strlen(b64), key, sizeof key, &n, NULL) : -1;
-        if (rc == -1) {
-            problem(c, sub, "the part after \"whsec_\" is not valid base64");
-        } else if (rc == -2 || n < CONFIG_WHSEC_MIN_BYTES || n > CONFIG_WHSEC_MAX_BYTES) {
-            problem(c, sub, "the secret decodes to %s%zu bytes; Standard Webhooks keys are %d to %d",
-                    rc == -2 ? "more than " : "", rc == -2 ? sizeof key : n,
-                    CONFIG_WHSEC_MIN_BYTES, CONFIG_WHSEC_MAX_BYTES);
-        } else if ((w->key = malloc(n))) {
-            memcpy(w->key, key, n);
-            w->key_len = n;
+        if (total > CONFIG_WEBHOOK_SECRETS_MAX) {
+            problem(c, sub, "holds %zu secrets; the limit is %d (CONFIG_WEBHOOK_SECRETS_MAX)",
+                    total, CONFIG_WEBHOOK_SECRETS_MAX);
+            continue;
         }
-        OPENSSL_cleanse(key, sizeof key);
+        bool ok = true;
+        size_t k = 0;
+        for (const char *p = v; *p;) {
+            p += strspn(p, " ");
+            size_t len = strcspn(p, " ");
+            if (!len)
+                break;
+            k++;
+            if (total > 1)
+                snprintf(nth, sizeof nth, "secret %zu of %zu: ", k, total);
+            else
+                nth[0] = '\0';
+            ok = decode_one_whsec(c, w, p, len, sub, nth) && ok;
+            p += len;
+        }
+        if (!ok) {
+            webhook_keys_wipe(w);
+            continue;
+        }
+        w->key = w->keys[0];
+        w->key_len = w->key_lens[0];
+    }
+}
+
+/* The "Name: value" lines of headers_env / headers_file into
+ * secret_headers.  Blank lines and lines starting with '#' are skipped.
+ * Messages give the line number, never a value. */
+static void parse_secret_headers(struct ctx *c, struct config_webhook *w, const char *sub)
+{
+    static const char *const reserved[] = {"content-type", "content-length", "host", "user-agent",
+                                           "transfer-encoding", "connection", "expect",
+                                           "proxy-authorization", NULL};
+    const char *v = w->headers_secret.value;
+    size_t cap = CONFIG_HEADERS_MAX, lineno = 0;
+    struct config_header *h = calloc(cap, sizeof *h);
+    size_t k = 0, before = c->errors;
+    if (!h) {
+        problem(c, sub, "out of memory");
+        return;
+    }
+    for (const char *p = v; p && *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        const char *next = eol ? eol + 1 : p + len;
+        lineno++;
+        if (len && p[len - 1] == '\r')
+            len--;
+        size_t lead = 0;
+        while (lead < len && (p[lead] == ' ' || p[lead] == '\t'))
+            lead++;
+        if (lead == len || p[lead] == '#') {
+            p = next;
+            continue;
+        }
+        const char *colon = memchr(p, ':', len);
+        size_t nlen = colon ? (size_t)(colon - p) : 0;
+        bool ok = nlen > 0 && nlen <= WEBHOOK_HEADER_NAME_MAX_CFG;
+        for (size_t i = 0; ok && i < nlen; i++)
+            ok = (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z') ||
+                 (p[i] >= '0' && p[i] <= '9') || strchr("!#$%&'*+-.^_`|~", p[i]) != NULL;
+        if (!ok) {
+            problem(c, sub, "line %zu is not \"Name: value\" with a valid header name", lineno);
+            p = next;
+            continue;
+        }
+        char name[WEBHOOK_HEADER_NAME_MAX_CFG + 1];
+        memcpy(name, p, nlen);
+        name[nlen] = '\0';
+        const char *val = colon + 1;
+        size_t vlen = len - nlen - 1;
+        while (vlen && (*val == ' ' || *val == '\t')) {
+            val++;
+            vlen--;
+        }
+        while (vlen && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+            vlen--;
+        bool bad = strncasecmp(name, "webhook-", 8) == 0;
+        for (size_t i = 0; reserved[i] && !bad; i++)
+            bad = strcasecmp(name, reserved[i]) == 0;
+        if (bad) {
+            problem(c, sub, "line %zu: %s is set by the bridge itself and cannot be configured",
+                    lineno, name);
+        } else if (w->auth.present && strcasecmp(name, "authorization") == 0) {
+            problem(c, sub, "line %zu: Authorization is already set by auth", lineno);
+            bad = true;
+        } else if (vlen > 1024) {
+            problem(c, sub, "line %zu: the value of %s is longer than 1024 bytes", lineno, name);
+            bad = true;
+        }
+        for (size_t i = 0; i < w->header_count && !bad; i++)
+            if (strcasecmp(name, w->headers[i].name) == 0) {
+                problem(c, sub, "line %zu: %s is also in headers", lineno, name);
+                bad = true;
+            }
+        for (size_t i = 0; i < k && !bad; i++)
+            if (strcasecmp(name, h[i].name) == 0) {
+                problem(c, sub, "line %zu: %s is given twice", lineno, name);
+                bad = true;
+            }
+        if (!bad && k + w->header_count >= CONFIG_HEADERS_MAX) {
+            problem(c, sub, "line %zu: more than %d headers with those in headers "
+                            "(CONFIG_HEADERS_MAX)", lineno, CONFIG_HEADERS_MAX);
+            bad = true;
+        }
+        if (!bad) {
+            h[k].name = strdup(name);
+            h[k].value = strndup(val, vlen);
+            if (!h[k].name || !h[k].value) {
+                free(h[k].name);
+                free(h[k].value);
+                problem(c, sub, "out of memory");
+            } else {
+                k++;
+            }
+        }
+        p = next;
+    }
+    if (k == 0 && c->errors == before)
+        problem(c, sub, "holds no header (one \"Name: value\" per line)");
+    w->secret_headers = h;
+    w->secret_header_count = k;
+}
+
+static void secret_headers_wipe(struct config_webhook *w)
+{
+    for (size_t i = 0; w->secret_headers && i < w->secret_header_count; i++) {
+        free(w->secret_headers[i].name);
+        if (w->secret_headers[i].value) {
+            OPENSSL_cleanse(w->secret_headers[i].value, strlen(w->secret_headers[i].value));
+            free(w->secret_headers[i].value);
+        }
+    }
+    free(w->secret_headers);
+    w->secret_headers = NULL;
+    w->secret_header_count = 0;
+}
+
+/* After the secrets are read: the secret headers parsed, and the TLS files
+ * readable (so check-config finds a wrong path before a delivery does). */
+static void decode_webhook_credentials(struct ctx *c, struct config *cfg)
+{
+    char path[PATH_KEY_MAX], sub[PATH_KEY_MAX];
+    for (size_t i = 0; i < cfg->webhook_count; i++) {
+        struct config_webhook *w = &cfg->webhooks[i];
+        secret_headers_wipe(w);
+        path_index(path, sizeof path, "webhooks", i);
+        if (w->headers_secret.value) {
+            path_key(sub, sizeof sub, path,
+                     w->headers_secret.source == CONFIG_SECRET_ENV ? "headers_env"
+                                                                   : "headers_file");
+            parse_secret_headers(c, w, sub);
+        }
+        const char *const keys[] = {"ca_file", "client_cert_file", "client_key_file"};
+        const char *const vals[] = {w->ca_file, w->client_cert_file, w->client_key_file};
+        for (size_t k = 0; k < COUNT(keys); k++) {
+            if (!vals[k] || access(vals[k], R_OK) == 0)
+                continue;
+            path_key(sub, sizeof sub, path, keys[k]);
+            problem(c, sub, "cannot read %s: %s", vals[k], strerror(errno));
+        }
     }
 }
 
@@ -2146,6 +2486,7 @@ static int resolve_all(struct ctx *c)
     size_t before = c->errors;
     walk(c, &root_table, c->cfg, "", visit_resolve);
     decode_webhook_keys(c, c->cfg);
+    decode_webhook_credentials(c, c->cfg);
     decode_secrets_key(c, c->cfg);
     return (int)(c->errors - before);
 }
@@ -2178,7 +2519,7 @@ int config_resolve_store_secret(struct config *cfg, struct config_diag *d)
     if (!cfg || cfg->store.password.source == CONFIG_SECRET_NONE)
         return 0;
     struct ctx c = {.d = d, .file = cfg->path, .dir = cfg->dir, .cfg = cfg};
-    resolve_one(&c, &cfg->store.password, "store.password");
+    resolve_one(&c, &cfg->store.password, "store.password", false);
     return (int)c.errors;
 }
 
@@ -2266,11 +2607,8 @@ void config_free(struct config **pcfg)
         return;
     struct config *cfg = *pcfg;
     for (size_t i = 0; cfg->webhooks && i < cfg->webhook_count; i++) {
-        struct config_webhook *w = &cfg->webhooks[i];
-        if (w->key) {
-            OPENSSL_cleanse(w->key, w->key_len);
-            free(w->key);
-        }
+        webhook_keys_wipe(&cfg->webhooks[i]);
+        secret_headers_wipe(&cfg->webhooks[i]);
     }
     for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
         free(cfg->accounts[i].webhook_index);

@@ -413,6 +413,7 @@ static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t
         .inline_max = j->wh->inline_total_max ? j->wh->inline_attachments_max : 0,
         .inline_total_max = j->wh->inline_total_max ? j->wh->inline_total_max : 1,
         .now_ms = j->started_at,
+        .links_ttl_ms = cfg->links_ttl_ms,
     };
     event_opts_account(&o, config_account_find(cfg, j->dl.account));
     return event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
@@ -495,11 +496,34 @@ static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
         hdrs[i].name = wh->headers[i].name;
         hdrs[i].value = wh->headers[i].value;
     }
+    struct webhook_key keys[CONFIG_WEBHOOK_SECRETS_MAX];
+    size_t nk = wh->key_count < CONFIG_WEBHOOK_SECRETS_MAX ? wh->key_count : 0;
+    for (size_t i = 0; i < nk; i++)
+        keys[i] = (struct webhook_key){wh->keys[i], wh->key_lens[i]};
+    struct webhook_header shdrs[CONFIG_HEADERS_MAX];
+    size_t ns = wh->secret_header_count < CONFIG_HEADERS_MAX ? wh->secret_header_count : 0;
+    for (size_t i = 0; i < ns; i++) {
+        shdrs[i].name = wh->secret_headers[i].name;
+        shdrs[i].value = wh->secret_headers[i].value;
+    }
+    const struct config_webhook_auth *au = &wh->auth;
     struct webhook_request req = {
         .url = wh->url,
         .id = id,
         .key = wh->key,
         .key_len = wh->key_len,
+        .keys = keys,
+        .n_keys = nk,
+        .ca_file = wh->ca_file,
+        .client_cert = wh->client_cert_file,
+        .client_key = wh->client_key_file,
+        .proxy = wh->proxy,
+        .basic_user = au->present && au->basic.present ? au->basic.username : NULL,
+        .basic_password = au->present && au->basic.present ? au->basic.password.value : NULL,
+        .bearer = au->present && !au->basic.present ? au->bearer.value : NULL,
+        .secret_headers = shdrs,
+        .n_secret_headers = ns,
+        .allow_plaintext_credentials = wh->allow_plaintext_credentials,
         .prepare = job_prepare,
         .queue = wh->name,
         .queue_max_in_flight = wh->max_in_flight,

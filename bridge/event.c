@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,11 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     if (info_out)
         *info_out = info;
     char idbuf[STORE_ID_MAX], when[40];
+    unsigned char link_key[STORE_LINK_KEY_LEN];
+    int64_t now_s = (int64_t)time(NULL);
+    bool signed_links = eo->public_url && eo->links_ttl_ms > 0;
+    if (signed_links && store_link_key(st, link_key, NULL, now_s, e) < 0)
+        return NULL;
     struct message_opts o = {
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
@@ -113,6 +120,9 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
         .trusted_authserv_ids = eo->trusted_authserv_ids,
         .trusted_authserv_id_count = eo->trusted_authserv_id_count,
         .address = eo->address,
+        .link_key = signed_links ? link_key : NULL,
+        .link_key_len = signed_links ? sizeof link_key : 0,
+        .link_exp = now_s + eo->links_ttl_ms / 1000,
     };
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     cJSON *m = NULL;
@@ -135,6 +145,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
             err_set(e, ERR_USAGE, "no such message (or its body was purged)");
         close(fd);
     }
+    OPENSSL_cleanse(link_key, sizeof link_key);
     if (m && too_large) {
         /* what is stored is the header only; describe the real message */
         cJSON_ReplaceItemInObject(m, "size", cJSON_CreateNumber((double)info.declared_size));

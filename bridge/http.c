@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 
+#define LINK_PATH_MAX 4096 /* a signed link's decoded path */
 #define API_SEGMENT "api" /* the first path segment under which every path needs a token */
 #define CSP_DEFAULT                                                                            \
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "         \
@@ -74,6 +75,7 @@ struct http_req {
     struct http_params params;
     struct cfgref *ref;
     bool authorized;
+    bool link_ok;                 /* a signed link let it in (HTTP_ROUTE_SIGNED) */
     /* the answer */
     bool replied;
     enum MHD_Result rc;
@@ -589,7 +591,23 @@ static void dispatch(struct http_req *r)
     bool under_api = r->t.nseg >= 1 && strcmp(r->t.seg[0], API_SEGMENT) == 0;
     int k = http_route_find(o->routes, o->nroutes, r->method, r->t.seg, r->t.nseg, &r->params,
                             r->allow, sizeof r->allow, &public);
-    if ((under_api || (k != HTTP_ROUTE_NOT_FOUND && !public)) && !r->authorized) {
+    if (k >= 0 && !r->authorized && (o->routes[k].flags & HTTP_ROUTE_SIGNED) && o->link_verify &&
+        (http_target_query(&r->t, "exp") || http_target_query(&r->t, "sig"))) {
+        char path[LINK_PATH_MAX], why[256] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < r->t.nseg && used < sizeof path; i++) {
+            int n = snprintf(path + used, sizeof path - used, "/%s", r->t.seg[i]);
+            used = n < 0 ? sizeof path : used + (size_t)n;
+        }
+        if (used >= sizeof path || o->link_verify(r, path, http_target_query(&r->t, "exp"),
+                                                  http_target_query(&r->t, "sig"), why,
+                                                  sizeof why) < 0) {
+            http_problem(r, 403, "link-refused", "%s", why[0] ? why : "the link is not valid");
+            return;
+        }
+        r->link_ok = true;
+    }
+    if ((under_api || (k != HTTP_ROUTE_NOT_FOUND && !public)) && !r->authorized && !r->link_ok) {
         r->www_auth = true;
         http_problem(r, 401, "unauthorized",
                      "a valid \"Authorization: Bearer <token>\" header is required");

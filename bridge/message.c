@@ -1,6 +1,8 @@
 /* message — RFC 5322 message (GMime) to the event's JSON; see include/message.h. */
 #include "message.h"
 
+#include "links.h"
+
 #include <errno.h>
 #include <iconv.h>
 #include <pthread.h>
@@ -162,6 +164,7 @@ struct ctx {
 static const struct message_opts no_opts;
 
 static void perr(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int link_query(struct ctx *c, const char *sub, char *q, size_t size);
 
 /* Adds one parse error (the formatted text is made valid UTF-8). */
 static void perr(struct ctx *c, const char *fmt, ...)
@@ -826,8 +829,11 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
         return;
     }
     if (c->base_url[0]) {
-        char url[MESSAGE_URL_MAX];
-        int n = snprintf(url, sizeof url, "%s/attachments/%s", c->base_url, path);
+        char url[MESSAGE_URL_MAX], q[LINKS_QUERY_MAX], sub[MESSAGE_ID_MAX + 16];
+        snprintf(sub, sizeof sub, "attachments/%s", path);
+        int n = link_query(c, sub, q, sizeof q) < 0
+                    ? -1
+                    : snprintf(url, sizeof url, "%s/attachments/%s%s", c->base_url, path, q);
         add(c, a, "url", (n < 0 || (size_t)n >= sizeof url) ? cJSON_CreateNull()
                                                               : cJSON_CreateString(url));
     } else {
@@ -1115,6 +1121,23 @@ static void set_base_url(struct ctx *c)
     g_string_free(g, TRUE);
 }
 
+/* The query that signs the link to <base>/<sub> (links.h), "" without a
+ * link key.  The signed path is the decoded one the API will see. */
+static int link_query(struct ctx *c, const char *sub, char *q, size_t size)
+{
+    q[0] = '\0';
+    if (!c->o->link_key)
+        return 0;
+    char path[LINKS_PATH_MAX];
+    int n = snprintf(path, sizeof path, "/api/v1/messages/%s/%s", c->o->id, sub);
+    if (n < 0 || (size_t)n >= sizeof path ||
+        links_query(c->o->link_key, c->o->link_key_len, path, c->o->link_exp, q, size) < 0) {
+        perr(c, "a link could not be signed: no URL");
+        return -1;
+    }
+    return 0;
+}
+
 static void add_str_or_null(struct ctx *c, cJSON *obj, const char *key, const char *s)
 {
     add(c, obj, key, jstr(c, key, s));
@@ -1294,8 +1317,10 @@ static void fill(struct ctx *c, cJSON *m, GMimeMessage *msg)
     add_classification(c, m, msg);
     add(c, m, "attachments", atts);
     if (c->base_url[0]) {
-        char url[MESSAGE_URL_MAX];
-        int n = snprintf(url, sizeof url, "%s/raw", c->base_url);
+        char url[MESSAGE_URL_MAX], q[LINKS_QUERY_MAX];
+        int n = link_query(c, "raw", q, sizeof q) < 0
+                    ? -1
+                    : snprintf(url, sizeof url, "%s/raw%s", c->base_url, q);
         add(c, m, "raw_url",
             (n < 0 || (size_t)n >= sizeof url) ? cJSON_CreateNull() : cJSON_CreateString(url));
     } else {

@@ -80,6 +80,8 @@ void store_batch_rollback(struct store *st)
 #define DISPATCH(ret, name, params, args)                                                      \
     ret store_##name params                                                                    \
     {                                                                                          \
+        if (!st)                                                                               \
+            return err_set(e, ERR_USAGE, "store: store_%s: no store", #name);                  \
         return OPS(st)->name args;                                                             \
     }
 STORE_CALLS(DISPATCH)

@@ -8,8 +8,8 @@
  * backend fills every entry: store.c refuses to open a backend whose table
  * has a hole, naming the missing call.
  *
- * STORE_CALLS lists the calls taking a struct store * first: (return type,
- * name, parameters, arguments).  Adding a store call = one line here, one
+ * STORE_CALLS lists the calls taking a struct store * first and a struct
+ * err * last: (return type, name, parameters, arguments).  Adding a store call = one line here, one
  * function per backend.
  */
 #ifndef POP3BRIDGE_STORE_IMPL_H
@@ -169,6 +169,11 @@ struct store_hdr {
     X(int, stats_hourly,                                                                        \
       (struct store * st, int64_t now, size_t hours, struct store_hour *out, struct err *e),    \
       (st, now, hours, out, e))                                                                 \
+    X(int, link_key,                                                                            \
+      (struct store * st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,           \
+       int64_t now, struct err *e),                                                             \
+      (st, key, created_at, now, e))                                                            \
+    X(int, link_key_rotate, (struct store * st, int64_t now, struct err * e), (st, now, e))     \
     X(int, msgs_each,                                                                           \
       (struct store * st, const char *account, store_msg_cb cb, void *ctx, struct err *e),      \
       (st, account, cb, ctx, e))

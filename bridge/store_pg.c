@@ -172,6 +172,12 @@ static const char *const pg_migrations[] = {
     /* 5: the dashboard's statistics read attempts and messages by time */
     "CREATE INDEX attempts_started ON attempts(started_at);"
     "CREATE INDEX messages_received ON messages(received_at);",
+    /* 6: the key that signs the links in events and answers, one per store
+     * so every instance sharing it agrees; replaced to revoke every link */
+    "CREATE TABLE link_key("
+    "  id integer PRIMARY KEY CHECK (id = 1),"
+    "  key bytea NOT NULL CHECK (length(key) = 32),"
+    "  created_at bigint NOT NULL);",
 };
 #define PG_MIGRATIONS (sizeof pg_migrations / sizeof pg_migrations[0])
 _Static_assert(PG_MIGRATIONS == STORE_SCHEMA_VERSION,
@@ -2433,6 +2439,89 @@ static int pg_instance_get(struct store *st, const char *id, struct store_instan
     }
     PQclear(r);
     return rv;
+}
+
+/* ---- the link key --------------------------------------------------------------- */
+
+/* 0 with *found, or -1. */
+static int link_key_read(struct store *st, PGconn *c, unsigned char *key, int64_t *created_at,
+                         bool *found, struct err *e)
+{
+    *found = false;
+    PGresult *r = pq_run(st, c, "SELECT key, created_at FROM link_key WHERE id = 1", NULL, 0, e,
+                         "get the link key");
+    if (!r)
+        return -1;
+    int rv = 0;
+    if (PQntuples(r) > 0) {
+        size_t n = 0;
+        unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 0), &n);
+        if (b && n == STORE_LINK_KEY_LEN) {
+            memcpy(key, b, n);
+            if (created_at)
+                *created_at = g64(r, 0, 1);
+            *found = true;
+        } else {
+            rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
+                         pool.target, STORE_LINK_KEY_LEN);
+        }
+        if (b) {
+            OPENSSL_cleanse(b, n);
+            PQfreemem(b);
+        }
+    }
+    PQclear(r);
+    return rv;
+}
+
+/* A new random key: only if there is none (rotate false), or replacing it. */
+static int link_key_write(struct store *st, bool rotate, int64_t now, struct err *e)
+{
+    unsigned char key[STORE_LINK_KEY_LEN];
+    const char *op = rotate ? "rotate the link key" : "create the link key";
+    if (RAND_bytes(key, sizeof key) != 1)
+        return err_set(e, ERR_INTERNAL, "store: %s: no random bytes", op);
+    struct pq q = {0};
+    pq_bin(&q, key, sizeof key);
+    pq_i64(&q, now);
+    int r = write1(st,
+                   rotate ? "INSERT INTO link_key(id, key, created_at) VALUES (1, $1, $2)"
+                            " ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
+                            " created_at = excluded.created_at"
+                          : "INSERT INTO link_key(id, key, created_at) VALUES (1, $1, $2)"
+                            " ON CONFLICT (id) DO NOTHING",
+                   &q, NULL, e, op);
+    OPENSSL_cleanse(key, sizeof key);
+    return r;
+}
+
+static int pg_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN],
+                       int64_t *created_at, int64_t now, struct err *e)
+{
+    if (!key)
+        return err_set(e, ERR_USAGE, "store: link key: no store or buffer");
+    bool found = false;
+    PGconn *c = conn_get(st, e);
+    int r = c ? link_key_read(st, c, key, created_at, &found, e) : -1;
+    conn_put(st, c);
+    if (r < 0)
+        return -1;
+    if (found)
+        return 0;
+    /* first use: whoever inserts first wins, everyone reads that one */
+    if (link_key_write(st, false, now, e) < 0)
+        return -1;
+    c = conn_get(st, e);
+    r = c ? link_key_read(st, c, key, created_at, &found, e) : -1;
+    conn_put(st, c);
+    if (r < 0)
+        return -1;
+    return found ? 0 : err_set(e, ERR_INTERNAL, "store: the link key vanished after it was made");
+}
+
+static int pg_link_key_rotate(struct store *st, int64_t now, struct err *e)
+{
+    return link_key_write(st, true, now, e);
 }
 
 /* ---- statistics (dashboard) ------------------------------------------------ */

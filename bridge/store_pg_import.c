@@ -34,7 +34,7 @@
 /* Copied in this order (foreign keys); bodies is copied apart. */
 static const char *const tables[] = {
     "accounts", "messages", "uidls", "deliveries", "attempts", "webhooks_disabled",
-    "oauth2_tokens",
+    "oauth2_tokens", "link_key",
 };
 /* Not copied: rebuilt by the instances (heartbeats) or by the copy itself. */
 static const char *const skipped[] = {"instances", "bodies"};
@@ -329,7 +329,7 @@ int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *cou
     }
     /* accounts rows the instances created (heartbeats, leases) give way */
     if (pg_cmd(&m, "DELETE FROM accounts; DELETE FROM webhooks_disabled;"
-                   " DELETE FROM oauth2_tokens", e, "clear") < 0)
+                   " DELETE FROM oauth2_tokens; DELETE FROM link_key", e, "clear") < 0)
         goto out;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         if (copy_table(&m, tables[i], e) < 0)

@@ -170,6 +170,13 @@ static const char *const migrations[] = {
     /* 5: the dashboard's statistics read attempts and messages by time */
     "CREATE INDEX attempts_started ON attempts(started_at);"
     "CREATE INDEX messages_received ON messages(received_at);",
+    /* 6: the key that signs the links in events and answers (raw_url,
+     * attachment url), one per store so every instance sharing it agrees;
+     * replaced to revoke every link */
+    "CREATE TABLE link_key("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  key BLOB NOT NULL CHECK (length(key) = 32),"
+    "  created_at INTEGER NOT NULL);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -255,6 +262,9 @@ enum sid {
     S_WH_LAST_ERROR,
     S_HOURLY_MSGS,
     S_HOURLY_ATTEMPTS,
+    S_LINK_GET,
+    S_LINK_CREATE,
+    S_LINK_SET,
     S_COUNT
 };
 
@@ -331,6 +341,9 @@ static const char *const sql_text[S_COUNT] = {
                      " ON CONFLICT(name) DO NOTHING",
     [S_WH_ENABLE_ALL] = "DELETE FROM webhooks_disabled",
     [S_WH_GET] = "SELECT since FROM webhooks_disabled WHERE name = ?1",
+    [S_LINK_GET] = "SELECT key, created_at FROM link_key WHERE id = 1",
+    [S_LINK_CREATE] = "INSERT OR IGNORE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
+    [S_LINK_SET] = "INSERT OR REPLACE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
     [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
                   " FROM accounts WHERE name = ?1",
     [S_ACC_SET] = "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
@@ -2035,6 +2048,79 @@ static int sq_webhook_disabled(struct store *st, const char *webhook, bool *disa
     }
     done(s);
     return r;
+}
+
+/* ---- link key ---------------------------------------------------------- */
+
+static int link_key_read(struct store *st, unsigned char *key, int64_t *created_at, bool *found,
+                         struct err *e)
+{
+    sqlite3_stmt *s = S(st, S_LINK_GET, e);
+    if (!s)
+        return -1;
+    int rc = sqlite3_step(s), r = 0;
+    *found = false;
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == STORE_LINK_KEY_LEN) {
+        memcpy(key, sqlite3_column_blob(s, 0), STORE_LINK_KEY_LEN);
+        if (created_at)
+            *created_at = sqlite3_column_int64(s, 1);
+        *found = true;
+    } else if (rc == SQLITE_ROW) {
+        r = err_set(e, ERR_INTERNAL, "store: the link key in %s is not %d bytes", st->path,
+                    STORE_LINK_KEY_LEN);
+    } else if (rc != SQLITE_DONE) {
+        r = dberr(st, e, "get the link key");
+    }
+    done(s);
+    return r;
+}
+
+/* Write a new random key: `which` is S_LINK_CREATE (only if none) or S_LINK_SET. */
+static int link_key_write(struct store *st, int which, int64_t now, struct err *e)
+{
+    unsigned char key[STORE_LINK_KEY_LEN];
+    const char *op = which == S_LINK_SET ? "rotate the link key" : "create the link key";
+    if (RAND_bytes(key, sizeof key) != 1)
+        return err_set(e, ERR_INTERNAL, "store: %s: no random bytes", op);
+    sqlite3_stmt *s = S(st, which, e);
+    if (!s || tx_begin(st, e, op) < 0) {
+        OPENSSL_cleanse(key, sizeof key);
+        return -1;
+    }
+    sqlite3_bind_blob(s, 1, key, sizeof key, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, now);
+    OPENSSL_cleanse(key, sizeof key);
+    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,
+                   int64_t now, struct err *e)
+{
+    bool found;
+    if (!st || !key)
+        return err_set(e, ERR_USAGE, "store: link key: no store or buffer");
+    if (link_key_read(st, key, created_at, &found, e) < 0)
+        return -1;
+    if (found)
+        return 0;
+    /* first use: whoever inserts first wins, everyone reads that one */
+    if (link_key_write(st, S_LINK_CREATE, now, e) < 0 ||
+        link_key_read(st, key, created_at, &found, e) < 0)
+        return -1;
+    if (!found)
+        return err_set(e, ERR_INTERNAL, "store: the link key vanished after it was made");
+    return 0;
+}
+
+static int sq_link_key_rotate(struct store *st, int64_t now, struct err *e)
+{
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: link key: no store");
+    return link_key_write(st, S_LINK_SET, now, e);
 }
 
 /* ---- accounts ---------------------------------------------------------- */

@@ -93,15 +93,17 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_siz
     return 0;
 }
 
-/* HMAC-SHA256 over "{id}.{timestamp}." and then the body, fed in pieces. */
+/* HMAC-SHA256 over "{id}.{timestamp}." and then the body, fed in pieces:
+ * one MAC per key (several while a secret is being rotated). */
 struct webhook_signer {
     EVP_MAC *mac;
-    EVP_MAC_CTX *ctx;
+    EVP_MAC_CTX *ctx[WEBHOOK_KEYS_MAX];
+    size_t n;
     uint64_t bytes; /* body bytes fed */
     bool failed;
 };
 
-static struct webhook_signer *signer_open(const unsigned char *key, size_t key_len,
+static struct webhook_signer *signer_open(const struct webhook_key *keys, size_t n_keys,
                                           const char *id, const char *ts)
 {
     char digest[] = "SHA256";
@@ -109,42 +111,59 @@ static struct webhook_signer *signer_open(const unsigned char *key, size_t key_l
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end(),
     };
-    if (!key || key_len == 0 || !id || !ts)
+    if (!keys || n_keys == 0 || n_keys > WEBHOOK_KEYS_MAX || !id || !ts)
         return NULL;
+    for (size_t i = 0; i < n_keys; i++)
+        if (!keys[i].key || keys[i].len == 0)
+            return NULL;
     struct webhook_signer *g = calloc(1, sizeof *g);
     if (!g)
         return NULL;
     g->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    g->ctx = g->mac ? EVP_MAC_CTX_new(g->mac) : NULL;
-    if (!g->ctx || EVP_MAC_init(g->ctx, key, key_len, params) != 1 ||
-        EVP_MAC_update(g->ctx, (const unsigned char *)id, strlen(id)) != 1 ||
-        EVP_MAC_update(g->ctx, (const unsigned char *)".", 1) != 1 ||
-        EVP_MAC_update(g->ctx, (const unsigned char *)ts, strlen(ts)) != 1 ||
-        EVP_MAC_update(g->ctx, (const unsigned char *)".", 1) != 1) {
+    bool ok = g->mac != NULL;
+    for (size_t i = 0; ok && i < n_keys; i++) {
+        EVP_MAC_CTX *c = EVP_MAC_CTX_new(g->mac);
+        if (c)
+            g->ctx[g->n++] = c;
+        ok = c && EVP_MAC_init(c, keys[i].key, keys[i].len, params) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)id, strlen(id)) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)".", 1) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)ts, strlen(ts)) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)".", 1) == 1;
+    }
+    if (!ok) {
         webhook_signer_free(g);
         return NULL;
     }
     return g;
 }
 
-struct webhook_signer *webhook_signer_new(const unsigned char *key, size_t key_len,
-                                          const char *id, int64_t ts)
+struct webhook_signer *webhook_signer_new_keys(const struct webhook_key *keys, size_t n_keys,
+                                               const char *id, int64_t ts)
 {
     char tsbuf[TS_DIGITS_MAX + 2];
     int n = snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)ts);
     if (n < 0 || (size_t)n >= sizeof tsbuf)
         return NULL;
-    return signer_open(key, key_len, id, tsbuf);
+    return signer_open(keys, n_keys, id, tsbuf);
+}
+
+struct webhook_signer *webhook_signer_new(const unsigned char *key, size_t key_len,
+                                          const char *id, int64_t ts)
+{
+    struct webhook_key k = {key, key_len};
+    return webhook_signer_new_keys(&k, 1, id, ts);
 }
 
 int webhook_signer_update(struct webhook_signer *g, const void *data, size_t len)
 {
     if (!g || g->failed || (!data && len))
         return -1;
-    if (len && EVP_MAC_update(g->ctx, data, len) != 1) {
-        g->failed = true;
-        return -1;
-    }
+    for (size_t i = 0; len && i < g->n; i++)
+        if (EVP_MAC_update(g->ctx[i], data, len) != 1) {
+            g->failed = true;
+            return -1;
+        }
     g->bytes += len;
     return 0;
 }
@@ -158,23 +177,29 @@ int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
 {
     unsigned char mac[SHA256_LEN];
     char b64[4 * ((SHA256_LEN + 2) / 3) + 1];
-    size_t outl = 0;
+    size_t used = 0;
     if (out && out_size)
         out[0] = '\0';
-    if (!g || g->failed || !out || EVP_MAC_final(g->ctx, mac, &outl, sizeof mac) != 1 ||
-        outl != SHA256_LEN) {
+    if (!g || g->failed || !out) {
         if (g)
             g->failed = true;
         return -1;
     }
     g->failed = true; /* a MAC is final once */
-    EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
-    OPENSSL_cleanse(mac, sizeof mac);
-    int n = snprintf(out, out_size, "v1,%s", b64);
-    if (n < 0 || (size_t)n >= out_size) {
-        if (out_size)
+    for (size_t i = 0; i < g->n; i++) {
+        size_t outl = 0;
+        if (EVP_MAC_final(g->ctx[i], mac, &outl, sizeof mac) != 1 || outl != SHA256_LEN) {
             out[0] = '\0';
-        return -1;
+            return -1;
+        }
+        EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
+        OPENSSL_cleanse(mac, sizeof mac);
+        int n = snprintf(out + used, out_size - used, "%sv1,%s", i ? " " : "", b64);
+        if (n < 0 || (size_t)n >= out_size - used) {
+            out[0] = '\0';
+            return -1;
+        }
+        used += (size_t)n;
     }
     return 0;
 }
@@ -183,7 +208,8 @@ void webhook_signer_free(struct webhook_signer *g)
 {
     if (!g)
         return;
-    EVP_MAC_CTX_free(g->ctx); /* clears the key schedule */
+    for (size_t i = 0; i < g->n; i++)
+        EVP_MAC_CTX_free(g->ctx[i]); /* clears the key schedule */
     EVP_MAC_free(g->mac);
     free(g);
 }
@@ -192,7 +218,8 @@ static int sign_ts_text(const unsigned char *key, size_t key_len, const char *id
                         const char *ts, const char *body, size_t body_len, char *out,
                         size_t out_size)
 {
-    struct webhook_signer *g = signer_open(key, key_len, id, ts);
+    struct webhook_key k = {key, key_len};
+    struct webhook_signer *g = signer_open(&k, 1, id, ts);
     int r = g && webhook_signer_update(g, body, body_len) == 0 &&
                     webhook_signer_final(g, out, out_size) == 0
                 ? 0
@@ -521,8 +548,9 @@ struct xfer {
     int fd;                       /* the prepared body's file, -1 */
     uint64_t file_len, file_off;
     char id[WEBHOOK_ID_MAX + 1];
-    unsigned char key[WEBHOOK_KEY_MAX];
-    size_t key_len;
+    unsigned char keys[WEBHOOK_KEYS_MAX][WEBHOOK_KEY_MAX];
+    size_t key_lens[WEBHOOK_KEYS_MAX];
+    size_t n_keys;
     int64_t fixed_ts;             /* 0: now, at start */
     int64_t started_ms;
     void (*done)(void *user, const struct webhook_result *r);
@@ -593,17 +621,26 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Header lines may hold credentials: wiped before they are freed. */
+static void headers_free(struct curl_slist *l)
+{
+    for (struct curl_slist *i = l; i; i = i->next)
+        if (i->data)
+            OPENSSL_cleanse(i->data, strlen(i->data));
+    curl_slist_free_all(l);
+}
+
 static void xfer_free(struct xfer *x)
 {
     if (!x)
         return;
     if (x->easy)
         curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->hdrs);
+    headers_free(x->hdrs);
     free(x->body);
     if (x->fd >= 0)
         close(x->fd);
-    OPENSSL_cleanse(x->key, sizeof x->key);
+    OPENSSL_cleanse(x->keys, sizeof x->keys);
     free(x);
 }
 
@@ -778,9 +815,12 @@ static int append_header(struct curl_slist **l, const char *line)
  * x->res.err set. */
 static int xfer_sign(struct xfer *x, int64_t ts, char *sig, size_t sig_size)
 {
-    struct webhook_signer *g = webhook_signer_new(x->key, x->key_len, x->id, ts);
-    OPENSSL_cleanse(x->key, sizeof x->key);
-    x->key_len = 0;
+    struct webhook_key keys[WEBHOOK_KEYS_MAX];
+    for (size_t i = 0; i < x->n_keys; i++)
+        keys[i] = (struct webhook_key){x->keys[i], x->key_lens[i]};
+    struct webhook_signer *g = webhook_signer_new_keys(keys, x->n_keys, x->id, ts);
+    OPENSSL_cleanse(x->keys, sizeof x->keys);
+    x->n_keys = 0;
     if (!g)
         return err_set(&x->res.err, ERR_INTERNAL, "signing the request failed");
     int r = 0;
@@ -825,8 +865,8 @@ static int xfer_sign(struct xfer *x, int64_t ts, char *sig, size_t sig_size)
 /* Sign now and hand the transfer to curl.  -1 with x->res.err set. */
 static int xfer_start(struct webhook_sender *s, struct xfer *x)
 {
-    char sig[WEBHOOK_SIG_SIZE];
-    char line[WEBHOOK_ID_MAX + WEBHOOK_SIG_SIZE + 32];
+    char sig[WEBHOOK_SIGS_SIZE];
+    char line[WEBHOOK_ID_MAX + WEBHOOK_SIGS_SIZE + 32];
     int64_t ts = x->fixed_ts > 0 ? x->fixed_ts : (int64_t)time(NULL);
     x->res.timestamp = ts;
     if (xfer_sign(x, ts, sig, sizeof sig) < 0)
@@ -1005,6 +1045,51 @@ static struct queue *queue_get(struct webhook_sender *s, const char *name, int l
     return q;
 }
 
+static bool credential_ok(const char *v)
+{
+    size_t len = strlen(v);
+    if (len > WEBHOOK_CREDENTIAL_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* The request's credentials: well-formed, and over https:// unless allowed.
+ * The messages name what is wrong, never a value. */
+static int credentials_check(const struct webhook_request *req, struct err *e)
+{
+    bool any = req->basic_user || req->basic_password || req->bearer || req->n_secret_headers;
+    if ((req->basic_user || req->basic_password) && req->bearer)
+        return err_set(e, ERR_USAGE, "webhook submit: both basic and bearer credentials");
+    if (req->basic_password && !req->basic_user)
+        return err_set(e, ERR_USAGE, "webhook submit: a basic password without a user name");
+    if (req->basic_user && strchr(req->basic_user, ':'))
+        return err_set(e, ERR_USAGE, "webhook submit: a basic user name must not contain ':'");
+    const char *const vals[] = {req->basic_user, req->basic_password, req->bearer};
+    const char *const what[] = {"basic user name", "basic password", "bearer token"};
+    for (size_t i = 0; i < 3; i++)
+        if (vals[i] && !credential_ok(vals[i]))
+            return err_set(e, ERR_USAGE,
+                           "webhook submit: the %s is over %d bytes or has a control character",
+                           what[i], WEBHOOK_CREDENTIAL_MAX);
+    if (req->n_secret_headers > WEBHOOK_HEADERS_MAX ||
+        req->n_headers + req->n_secret_headers > WEBHOOK_HEADERS_MAX ||
+        (req->n_secret_headers && !req->secret_headers))
+        return err_set(e, ERR_USAGE, "webhook submit: more than %d custom headers",
+                       WEBHOOK_HEADERS_MAX);
+    for (size_t i = 0; i < req->n_secret_headers; i++)
+        if (webhook_header_check(req->secret_headers[i].name, req->secret_headers[i].value, e) <
+            0)
+            return -1;
+    if (any && !req->allow_plaintext_credentials && strncasecmp(req->url, "https://", 8) != 0)
+        return err_set(e, ERR_USAGE,
+                       "webhook submit: credentials are sent only to https:// URLs (unless "
+                       "allow_plaintext_credentials)");
+    return 0;
+}
+
 #define SETOPT(x, opt, val)                                                  \
     do {                                                                     \
         if (curl_easy_setopt((x)->easy, opt, val) != CURLE_OK)               \
@@ -1028,7 +1113,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         free(body);
         return err_set(e, ERR_USAGE, "webhook submit: sender is shutting down");
     }
-    if (!req->done || !req->url || !req->id || !req->key || (!body && req->body_len) ||
+    if (!req->done || !req->url || !req->id || (!req->key && !req->n_keys) ||
+        (!body && req->body_len) ||
         (body && req->prepare)) {
         free(body);
         return err_set(e, ERR_USAGE,
@@ -1048,10 +1134,23 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
                        "webhook submit: webhook-id must be 1..%d printable characters",
                        WEBHOOK_ID_MAX);
     }
-    if (req->key_len < 1 || req->key_len > WEBHOOK_KEY_MAX) {
+    struct webhook_key one = {req->key, req->key_len};
+    const struct webhook_key *keys = req->n_keys ? req->keys : &one;
+    size_t n_keys = req->n_keys ? req->n_keys : 1;
+    if (!keys || n_keys > WEBHOOK_KEYS_MAX) {
         free(body);
-        return err_set(e, ERR_USAGE, "webhook submit: key is %zu bytes, must be 1..%d",
-                       req->key_len, WEBHOOK_KEY_MAX);
+        return err_set(e, ERR_USAGE, "webhook submit: %zu signing keys, must be 1..%d", n_keys,
+                       WEBHOOK_KEYS_MAX);
+    }
+    for (size_t i = 0; i < n_keys; i++)
+        if (!keys[i].key || keys[i].len < 1 || keys[i].len > WEBHOOK_KEY_MAX) {
+            free(body);
+            return err_set(e, ERR_USAGE, "webhook submit: key %zu is %zu bytes, must be 1..%d",
+                           i + 1, keys[i].key ? keys[i].len : 0, WEBHOOK_KEY_MAX);
+        }
+    if (credentials_check(req, e) < 0) {
+        free(body);
+        return -1;
     }
     if (strlen(qname) > WEBHOOK_QUEUE_NAME_MAX || qlimit < 1 || qlimit > WEBHOOK_IN_FLIGHT_MAX) {
         free(body);
@@ -1091,20 +1190,27 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
     }
     memcpy(x->id, req->id, strlen(req->id) + 1);
-    memcpy(x->key, req->key, req->key_len);
-    x->key_len = req->key_len;
+    for (size_t i = 0; i < n_keys; i++) {
+        memcpy(x->keys[i], keys[i].key, keys[i].len);
+        x->key_lens[i] = keys[i].len;
+    }
+    x->n_keys = n_keys;
     x->fixed_ts = req->timestamp;
     x->done = req->done;
     x->user = user;
     x->res.retry_after_s = -1;
 
-    for (size_t i = 0; i < req->n_headers; i++) {
+    for (size_t i = 0; i < req->n_headers + req->n_secret_headers; i++) {
         char line[WEBHOOK_HEADER_NAME_MAX + WEBHOOK_HEADER_VALUE_MAX + 4];
-        const struct webhook_header *h = &req->headers[i];
+        const struct webhook_header *h = i < req->n_headers
+                                             ? &req->headers[i]
+                                             : &req->secret_headers[i - req->n_headers];
         /* "Name;" is curl's way to send a header with an empty value */
         int n = h->value[0] ? snprintf(line, sizeof line, "%s: %s", h->name, h->value)
                             : snprintf(line, sizeof line, "%s;", h->name);
-        if (n < 0 || (size_t)n >= sizeof line || append_header(&x->hdrs, line) < 0) {
+        int r = n < 0 || (size_t)n >= sizeof line ? -1 : append_header(&x->hdrs, line);
+        OPENSSL_cleanse(line, sizeof line);
+        if (r < 0) {
             xfer_free(x);
             return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
         }
@@ -1147,7 +1253,26 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     SETOPT(x, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     if (req->ca_file)
         SETOPT(x, CURLOPT_CAINFO, req->ca_file);
+    if (req->client_cert) {
+        SETOPT(x, CURLOPT_SSLCERT, req->client_cert);
+        SETOPT(x, CURLOPT_SSLCERTTYPE, "PEM");
+        SETOPT(x, CURLOPT_SSLKEY, req->client_key ? req->client_key : req->client_cert);
+        SETOPT(x, CURLOPT_SSLKEYTYPE, "PEM");
+    }
     SETOPT(x, CURLOPT_PROXY, req->proxy ? req->proxy : ""); /* "": ignore *_proxy env */
+    SETOPT(x, CURLOPT_NOPROXY, "");                         /* and NO_PROXY too */
+    if (req->proxy) {
+        SETOPT(x, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
+        SETOPT(x, CURLOPT_HTTPPROXYTUNNEL, 1L); /* CONNECT, also for http:// */
+    }
+    if (req->basic_user) {
+        SETOPT(x, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        SETOPT(x, CURLOPT_USERNAME, req->basic_user);
+        SETOPT(x, CURLOPT_PASSWORD, req->basic_password ? req->basic_password : "");
+    } else if (req->bearer) {
+        SETOPT(x, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        SETOPT(x, CURLOPT_XOAUTH2_BEARER, req->bearer);
+    }
     SETOPT(x, CURLOPT_USERAGENT, "pop3bridge/" POP3BRIDGE_VERSION);
     SETOPT(x, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(x, CURLOPT_WRITEDATA, x);

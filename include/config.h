@@ -27,7 +27,15 @@
  *    never appear in a diagnostic or in the summary, and the memory holding
  *    them is wiped (OPENSSL_cleanse) by config_free().
  *  - Webhook secrets follow Standard Webhooks: "whsec_" + base64 of a
- *    24..64-byte key; the decoded key is kept in config_webhook.key.
+ *    24..64-byte key; the decoded key is kept in config_webhook.key.  While
+ *    a secret is rotated, secret_env / secret_file may hold up to
+ *    CONFIG_WEBHOOK_SECRETS_MAX of them separated by spaces (config_webhook.
+ *    keys: each request is signed with every one).
+ *  - A webhook's credentials for its receiver (auth.basic, auth.bearer_*,
+ *    headers_env / headers_file: "Name: value" lines) are secrets too, and
+ *    only allowed with an https:// url unless allow_plaintext_credentials;
+ *    ca_file and client_cert_file / client_key_file (mutual TLS) apply to
+ *    https:// urls only, proxy (http://host:port, CONNECT) to both.
  *  - An account's "oauth2" either names a static bearer token (token_env,
  *    token_file, token_command) or a provider (microsoft, google, custom)
  *    with client_id, flow and friends; then its tokens are kept in the
@@ -73,6 +81,8 @@
 #define CONFIG_AUTHSERV_ID_MAX 255           /* bytes of one trusted authserv-id */
 #define CONFIG_WHSEC_MIN_BYTES 24            /* Standard Webhooks key length bounds */
 #define CONFIG_WHSEC_MAX_BYTES 64
+#define CONFIG_WEBHOOK_SECRETS_MAX 4         /* "whsec_" secrets in one secret_env/_file,
+                                                space-separated (rotation); = WEBHOOK_KEYS_MAX */
 
 /* ---- values ----------------------------------------------------------- */
 enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
@@ -114,12 +124,38 @@ struct config_header {
     char *value;
 };
 
+/* A webhook's credentials for its receiver ("auth"): HTTP Basic or a bearer token. */
+struct config_webhook_basic {
+    bool present;                 /* "basic" was given */
+    char *username;               /* required; no ':' */
+    struct config_secret password; /* password_env / password_file; required */
+};
+
+struct config_webhook_auth {
+    bool present;                 /* "auth" was given: exactly one of basic or bearer */
+    struct config_webhook_basic basic;
+    struct config_secret bearer;  /* bearer_env / bearer_file */
+};
+
 struct config_webhook {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *url;                    /* http:// or https:// */
-    struct config_secret secret;  /* "whsec_..." as given */
-    unsigned char *key;           /* base64-decoded part of the secret; wiped on free */
+    struct config_secret secret;  /* "whsec_..." as given; during a rotation several,
+                                     space-separated (at most CONFIG_WEBHOOK_SECRETS_MAX) */
+    unsigned char *key;           /* the first secret's key: keys[0] */
     size_t key_len;
+    unsigned char *keys[CONFIG_WEBHOOK_SECRETS_MAX]; /* every secret's base64-decoded key, */
+    size_t key_lens[CONFIG_WEBHOOK_SECRETS_MAX];     /* in the order given; wiped on free */
+    size_t key_count;             /* each request carries one signature per key */
+    struct config_webhook_auth auth;
+    struct config_secret headers_secret; /* headers_env / headers_file: "Name: value" lines */
+    struct config_header *secret_headers; /* parsed from it; values wiped on free */
+    size_t secret_header_count;
+    bool allow_plaintext_credentials; /* default false: credentials only over https:// */
+    char *ca_file;                /* trust anchors for the receiver; NULL: system store */
+    char *client_cert_file;       /* PEM client certificate (mutual TLS), or NULL */
+    char *client_key_file;        /* its key; NULL: in client_cert_file */
+    char *proxy;                  /* "http://host:port" tunnelled with CONNECT; NULL: none */
     int64_t timeout_ms;           /* default 15s */
     int64_t *retry_ms;            /* delays before retry 1, 2, ...; default 5s 30s 2m 10m 30m 1h 2h 4h 8h 16h */
     size_t retry_count;
@@ -251,6 +287,8 @@ struct config {
     enum config_log_format log_format; /* default text */
     int64_t retention_ms;          /* raw messages kept this long after delivery; default 30d */
     int64_t secret_command_timeout_ms; /* limit for each *_command; default 10s */
+    int64_t links_ttl_ms;          /* signed links (raw_url, attachment url) stay valid this
+                                      long; default 7d */
     struct config_secret secrets_key; /* secrets_key_env / secrets_key_file: 64 hex digits,
                                          required once an account uses an oauth2 provider */
     unsigned char secrets_key_bytes[CONFIG_SECRETS_KEY_LEN]; /* decoded; wiped on free */

@@ -42,6 +42,9 @@ struct event_opts {
     const char *const *trusted_authserv_ids; /* the account's (message.h); may be NULL */
     size_t trusted_authserv_id_count;
     const char *address;        /* the account's address, for mailbox_hash; NULL: none */
+    int64_t links_ttl_ms;       /* > 0 (with public_url): raw_url and attachment urls are
+                                   signed links (links.h) valid this long, under the
+                                   store's link key; 0: plain URLs */
 };
 
 /* The account's part of the options (trusted authserv-ids, address); a is

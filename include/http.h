@@ -89,6 +89,13 @@ struct http_options {
      * api.cors_origins are read from it); never NULL. */
     struct cfgref *(*config)(void *app);
     void *app;                     /* given back by http_app() */
+    /* For HTTP_ROUTE_SIGNED routes requested without a valid token but with
+     * an exp or sig query parameter: 0 lets the request through, -1 refuses
+     * it with 403 and `why` (a problem+json detail, no secret).  path is the
+     * decoded path ("/api/v1/messages/m_1/raw").  NULL: such routes need a
+     * token like any other. */
+    int (*link_verify)(struct http_req *r, const char *path, const char *exp, const char *sig,
+                       char *why, size_t why_size);
 };
 
 struct http_server;

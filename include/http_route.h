@@ -33,6 +33,8 @@ typedef void (*http_handler)(struct http_req *r);
 
 enum {
     HTTP_ROUTE_PUBLIC = 1, /* served without a token */
+    HTTP_ROUTE_SIGNED = 2, /* served without a token when its exp and sig query parameters
+                            * pass http_options.link_verify (signed links) */
 };
 
 struct http_route {

@@ -144,6 +144,9 @@ struct message_opts {
     const char *const *trusted_authserv_ids; /* the account's trusted_authserv_ids (authres.h) */
     size_t trusted_authserv_id_count;        /*   0: only the topmost Authentication-Results */
     const char *address;     /* the account's address, for mailbox_hash; NULL: none */
+    const unsigned char *link_key; /* with public_url and id: raw_url and attachment urls */
+    size_t link_key_len;     /*   are signed links (links.h) valid until link_exp */
+    int64_t link_exp;        /*   (unix seconds); NULL: plain URLs (a token needed) */
 };
 
 /*

@@ -125,7 +125,8 @@
 #define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
 #define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
 #define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
-#define STORE_SCHEMA_VERSION 5        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 6        /* newest schema this build knows */
+#define STORE_LINK_KEY_LEN 32         /* bytes of the link key (links.h) */
 
 struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
@@ -163,6 +164,23 @@ const char *store_backend(void);
 /* PostgreSQL: "host=H port=P dbname=D" naming the target without secrets,
  * for logs ("" under SQLite). */
 const char *store_target_name(void);
+/* ---- the link key --------------------------------------------------------
+ *
+ * The HMAC key that signs the links in events and answers (raw_url,
+ * attachment url; include/links.h).  One per store, so every instance
+ * sharing it signs and accepts the same links. */
+
+/* Into key: the current link key, made from random bytes (created_at = now)
+ * on first use.  *created_at (may be NULL) gets when it was made.  0, or -1
+ * with e: ERR_USAGE (no store or buffer), ERR_INTERNAL (database, no random
+ * bytes, the database busy). */
+int store_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,
+                   int64_t now, struct err *e);
+
+/* Replace the link key with a new random one, made at `now`: every link
+ * signed before stops working at once, on every instance.  0, or -1 as
+ * above. */
+int store_link_key_rotate(struct store *st, int64_t now, struct err *e);
 
 /* ---- opening ----------------------------------------------------------- */
 

@@ -67,6 +67,9 @@
 #define WEBHOOK_KEY_MIN 24                /* decoded key bytes (Standard Webhooks) */
 #define WEBHOOK_KEY_MAX 64
 #define WEBHOOK_SIG_SIZE 64               /* "v1," + 44 base64 + NUL fits */
+#define WEBHOOK_KEYS_MAX 4                /* signing keys at once (secret rotation) */
+#define WEBHOOK_SIGS_SIZE (WEBHOOK_KEYS_MAX * WEBHOOK_SIG_SIZE) /* space-separated list */
+#define WEBHOOK_CREDENTIAL_MAX 4096       /* bytes of a user name, password or bearer token */
 #define WEBHOOK_ID_SIZE 40                /* "msg_" + 32 hex + NUL fits */
 #define WEBHOOK_ID_MAX 256                /* longest webhook-id accepted when verifying */
 #define WEBHOOK_SIGNATURES_MAX 4096       /* longest webhook-signature header verified */
@@ -108,6 +111,12 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t key_siz
 int webhook_sign(const unsigned char *key, size_t key_len, const char *id, int64_t ts,
                  const char *body, size_t body_len, char *out, size_t out_size);
 
+/* One signing key: the decoded part of a "whsec_" secret. */
+struct webhook_key {
+    const unsigned char *key;
+    size_t len;
+};
+
 /* The same signature computed while the body is produced: a signer over
  * "{id}.{ts}." is fed the body in pieces with webhook_signer_update (in
  * order, any sizes), and webhook_signer_final writes what webhook_sign gives
@@ -121,6 +130,15 @@ int webhook_signer_update(struct webhook_signer *sig, const void *data, size_t l
 uint64_t webhook_signer_bytes(const struct webhook_signer *sig); /* body bytes fed so far */
 int webhook_signer_final(struct webhook_signer *sig, char *out, size_t out_size);
 void webhook_signer_free(struct webhook_signer *sig);
+
+/* A signer with 1..WEBHOOK_KEYS_MAX keys, as while a secret is rotated:
+ * webhook_signer_final then writes one "v1,<base64>" per key, in the keys'
+ * order, separated by single spaces (the webhook-signature header of
+ * Standard Webhooks; WEBHOOK_SIGS_SIZE is enough).  A receiver that knows
+ * any one of the secrets verifies the request.  NULL as webhook_signer_new,
+ * also for n_keys out of range or an empty key. */
+struct webhook_signer *webhook_signer_new_keys(const struct webhook_key *keys, size_t n_keys,
+                                               const char *id, int64_t ts);
 
 /* Verify a received request as a receiver must: `timestamp` is the decimal
  * webhook-timestamp header and must be within tolerance_s of now (both
@@ -224,6 +242,8 @@ struct webhook_request {
     const char *id;                  /* webhook-id, e.g. from webhook_event_id() */
     const unsigned char *key;        /* signing key (webhook_secret_decode) */
     size_t key_len;
+    const struct webhook_key *keys;  /* or, with n_keys > 0 (key then unused): every key, */
+    size_t n_keys;                   /* one signature each, 1..WEBHOOK_KEYS_MAX */
     char *body;                      /* malloc'd JSON; the sender owns it (see submit) */
     size_t body_len;
     /* Or, with body NULL: called once, when the transfer is about to start
@@ -244,7 +264,20 @@ struct webhook_request {
     int64_t timeout_ms;              /* whole request; <= 0: WEBHOOK_TIMEOUT_DEFAULT_MS */
     int64_t connect_timeout_ms;      /* <= 0: WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS */
     const char *ca_file;             /* PEM trust anchors; NULL: system store */
-    const char *proxy;               /* NULL: no proxy (environment ignored) */
+    const char *client_cert;         /* PEM client certificate for mutual TLS; NULL: none */
+    const char *client_key;          /* its PEM private key; NULL: in client_cert's file */
+    const char *proxy;               /* "http://host:port": tunnel through it with CONNECT
+                                      * (also for http:// URLs); NULL: no proxy.  The
+                                      * environment (http_proxy, NO_PROXY...) is ignored. */
+    /* Credentials for the receiver, never for the proxy; at most
+     * WEBHOOK_CREDENTIAL_MAX bytes each, no control characters.  Sent only to
+     * https:// URLs unless allow_plaintext_credentials. */
+    const char *basic_user;          /* HTTP Basic (RFC 7617), with basic_password */
+    const char *basic_password;
+    const char *bearer;              /* "Authorization: Bearer" (RFC 6750) */
+    const struct webhook_header *secret_headers; /* headers whose values are secrets */
+    size_t n_secret_headers;         /* (checked as webhook_header_check) */
+    bool allow_plaintext_credentials;
     int64_t timestamp;               /* webhook-timestamp; 0: now, when the transfer
                                       * starts (the body is signed then) */
     /* Called exactly once per accepted request, from webhook_sender_run(),
@@ -269,7 +302,9 @@ struct webhook_sender *webhook_sender_new(int max_in_flight, struct err *e);
  * takes ownership of req->body in every case: freed after the done
  * callback, or before this returns -1.  -1 with e: ERR_USAGE (missing
  * field, both body and prepare, URL not http/https or too long, bad custom
- * header, key length, queue name or limit, sender shutting down), ERR_LIMIT
+ * header, key length or count, credentials over http:// without
+ * allow_plaintext_credentials, both basic and bearer, a credential too long or
+ * with a control character, queue name or limit, sender shutting down), ERR_LIMIT
  * (WEBHOOK_QUEUE_MAX requests already pending, or WEBHOOK_QUEUES_MAX queues
  * in use), ERR_INTERNAL (out of memory, curl). */
 int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request *req,

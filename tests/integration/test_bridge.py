@@ -31,6 +31,14 @@ ACCOUNT = "acct"
 HOOK = "hook"
 
 
+
+def signed_link(url, where):
+    """A signed link (?exp=<unix s>&sig=<64 hex>, valid for links_ttl) without its query."""
+    base, _, q = url.partition("?")
+    if not re.fullmatch(r"exp=\d+&sig=[0-9a-f]{64}", q):
+        raise AssertionError("%s: %r is not a signed link" % (where, url))
+    return base
+
 def setup_module():
     global DC
     DC = dovecot.Dovecot(name="dovecot-bridge").start()
@@ -212,9 +220,10 @@ def check_event(ev, data, case, uidl, webhook=HOOK, inline_max=256 * 1024):
                 raise AssertionError("%s: inlined attachment also has a url" % where)
         else:
             harness.eq(a.get("content"), None, where + " content of a large attachment")
-            harness.eq(a["url"], "%s/api/v1/messages/%s/attachments/%s" % (case.public_url, m["id"], x["id"]),
-                       where + " attachment url")
-    harness.eq(m["raw_url"], "%s/api/v1/messages/%s/raw" % (case.public_url, m["id"]), where + " raw_url")
+            harness.eq(signed_link(a["url"], where), "%s/api/v1/messages/%s/attachments/%s" % (
+                case.public_url, m["id"], x["id"]), where + " attachment url")
+    harness.eq(signed_link(m["raw_url"], where), "%s/api/v1/messages/%s/raw" % (case.public_url, m["id"]),
+               where + " raw_url")
     harness.eq(m["parse_errors"], [], where + " parse_errors")
     if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", m["received_at"] or ""):
         raise AssertionError("%s received_at %r is not RFC 3339 UTC" % (where, m["received_at"]))

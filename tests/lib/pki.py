@@ -6,6 +6,7 @@
     p.wrong_cert, p.wrong_key        signed by p.ca, names only wrong.invalid
     p.other_ca           an unrelated CA (for "unknown CA" tests)
     p.other_cert, p.other_key        localhost/127.0.0.1/::1, signed by other_ca
+    p.client_cert, p.client_key      a TLS client certificate (clientAuth), signed by p.ca
     p.dh                 ffdhe2048 parameters (Dovecot 2.3 wants ssl_dh)
     p.fingerprint(cert)  "sha256:<lowercase hex>" of the DER certificate
 
@@ -45,6 +46,8 @@ class PKI:
         self.wrong_key = os.path.join(d, "wrong.key")
         self.other_cert = os.path.join(d, "other.crt")
         self.other_key = os.path.join(d, "other.key")
+        self.client_cert = os.path.join(d, "client.crt")
+        self.client_key = os.path.join(d, "client.key")
         self.dh = os.path.join(d, "dh.pem")
 
     def _make_ca(self, cert, key, name):
@@ -55,7 +58,7 @@ class PKI:
                   "-addext", "keyUsage=critical,keyCertSign,cRLSign",
                   "-addext", "subjectKeyIdentifier=hash"], self.dir)
 
-    def _make_leaf(self, cert, key, cn, san, ca, ca_key):
+    def _make_leaf(self, cert, key, cn, san, ca, ca_key, eku="serverAuth"):
         csr = cert + ".csr"
         ext = cert + ".ext"
         _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -63,8 +66,8 @@ class PKI:
                  self.dir)
         with open(ext, "w") as f:
             f.write("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" % san)
+                    "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n"
+                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" % (san, eku))
         _openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
                   "-out", cert, "-days", "3650", "-sha256", "-extfile", ext], self.dir)
         os.unlink(csr)
@@ -79,13 +82,15 @@ class PKI:
                         self.ca, self.ca_key)
         self._make_leaf(self.other_cert, self.other_key, "localhost", local, self.other_ca,
                         self.other_ca_key)
+        self._make_leaf(self.client_cert, self.client_key, "pop3bridge test client",
+                        "DNS:client.invalid", self.ca, self.ca_key, eku="clientAuth")
         _openssl(["genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048",
                   "-out", self.dh], self.dir)
         for f in os.listdir(self.dir):
             os.chmod(os.path.join(self.dir, f), 0o600 if f.endswith(".key") else 0o644)
         # the chain must verify, or every TLS test would fail for the wrong reason
         for cert, ca in ((self.server_cert, self.ca), (self.wrong_cert, self.ca),
-                         (self.other_cert, self.other_ca)):
+                         (self.other_cert, self.other_ca), (self.client_cert, self.ca)):
             _openssl(["verify", "-CAfile", ca, cert], self.dir)
         return self
 

@@ -126,7 +126,8 @@ static void routes(void **state)
 }
 
 /* The table passes the HTTP layer's check; /api/v1 and /metrics need a
- * token, the health endpoints and the document do not; every route under
+ * token, the health endpoints and the document do not, the raw message and
+ * attachments also take a signed link; every route under
  * /api/v1 that names an account calls it {account}. */
 static void route_table_shape(void **state)
 {
@@ -142,6 +143,12 @@ static void route_table_shape(void **state)
                         strcmp(r[i].pattern, "/openapi.yaml") == 0;
         if (pub != want_pub)
             fail_msg("%s %s: public is %d", r[i].method, r[i].pattern, pub);
+        /* only the two link targets take signed links instead of a token */
+        bool sig = (r[i].flags & HTTP_ROUTE_SIGNED) != 0;
+        bool want_sig = strcmp(r[i].pattern, "/api/v1/messages/{id}/raw") == 0 ||
+                        strcmp(r[i].pattern, "/api/v1/messages/{id}/attachments/{attachment_id}") == 0;
+        if (sig != want_sig)
+            fail_msg("%s %s: signed is %d", r[i].method, r[i].pattern, sig);
         if (strncmp(r[i].pattern, "/api/v1/accounts/", 17) == 0 &&
             strncmp(r[i].pattern + 17, "{account}", 9) != 0)
             fail_msg("%s does not name its account {account}", r[i].pattern);

@@ -334,6 +334,8 @@ static void shipped_configs(void **state)
     setenv("POP3BRIDGE_API_TOKEN", "t1", 1);
     setenv("POP3BRIDGE_DASHBOARD_TOKEN", "t2", 1);
     setenv("CRM_WEBHOOK_SECRET", WHSEC_32, 1);
+    setenv("N8N_WEBHOOK_SECRET", WHSEC_32, 1);
+    setenv("N8N_PASSWORD", "n8n-password", 1);
     setenv("SUPPORT_PW", "p", 1);
     setenv("SALES_OAUTH_TOKEN", "oauth-token-value", 1);
     setenv("POP3BRIDGE_SECRETS_KEY", SECRETS_KEY, 1);
@@ -344,6 +346,9 @@ static void shipped_configs(void **state)
     assert_int_equal(cfg->account_count, 3);
     assert_string_equal(cfg->accounts[1].oauth2.token.value, "oauth-token-value");
     assert_int_equal(cfg->accounts[2].oauth2.provider, CONFIG_OAUTH2_MICROSOFT);
+    assert_int_equal(cfg->webhook_count, 2);
+    assert_string_equal(cfg->webhooks[1].auth.basic.password.value, "n8n-password");
+    assert_string_equal(cfg->webhooks[1].proxy, "http://proxy.internal.example:3128");
     config_free(&cfg);
 
     setenv("DEMO_POP3_PASSWORD", "demo", 1);
@@ -1016,6 +1021,113 @@ static struct config *load_account(const char *extra, struct config_diag *d)
     return cfg;
 }
 
+static struct config *load_webhook(const char *extra, struct config_diag *d)
+{
+    char *json = g_strdup_printf("{ \"state_dir\": \"/var/lib/pop3bridge\", \"webhooks\": [ { "
+                                 "\"name\": \"w\", \"secret_env\": \"TEST_CFG_WHSEC\", %s } ] }",
+                                 extra);
+    char *path = temp_file(json, strlen(json));
+    struct config *cfg = config_load(path, d);
+    unlink(path);
+    free(path);
+    g_free(json);
+    return cfg;
+}
+
+static void webhook_credentials_and_rotation(void **state)
+{
+    (void)state;
+    struct config_diag d = {0};
+    setenv("TEST_CFG_HEADERS", "# comment\nX-API-Key: k-123\r\n\nX-Tenant:acme  \n", 1);
+    setenv("TEST_CFG_WHSEC2", WHSEC_32 " whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwBBBBBBBBBBA=", 1);
+    struct config *cfg = load_webhook(
+        "\"url\": \"https://n8n.example/webhook/x\", \"auth\": {\"basic\": {\"username\": "
+        "\"bot\", \"password_env\": \"TEST_CFG_PW\"}}, \"headers_env\": \"TEST_CFG_HEADERS\", "
+        "\"proxy\": \"http://proxy.example:3128\"",
+        &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    const struct config_webhook *w = &cfg->webhooks[0];
+    assert_true(w->auth.present && w->auth.basic.present);
+    assert_string_equal(w->auth.basic.username, "bot");
+    assert_string_equal(w->auth.basic.password.value, "pw-from-env");
+    assert_int_equal(w->secret_header_count, 2);
+    assert_string_equal(w->secret_headers[0].name, "X-API-Key");
+    assert_string_equal(w->secret_headers[0].value, "k-123");
+    assert_string_equal(w->secret_headers[1].name, "X-Tenant");
+    assert_string_equal(w->secret_headers[1].value, "acme");
+    assert_string_equal(w->proxy, "http://proxy.example:3128");
+    assert_int_equal(w->key_count, 1);
+    assert_true(w->key == w->keys[0] && w->key_len == 32);
+    char *sum = summary_of(cfg);
+    assert_null(strstr(sum, "k-123"));
+    assert_null(strstr(sum, "pw-from-env"));
+    assert_non_null(strstr(sum, "headers=env:TEST_CFG_HEADERS"));
+    free(sum);
+    config_free(&cfg);
+
+    /* two secrets while rotating: two keys, in order */
+    cfg = load_webhook("\"url\": \"https://a.example/\", \"auth\": {\"bearer_env\": "
+                       "\"TEST_CFG_TOKEN\"}, \"secret_env\": \"TEST_CFG_WHSEC2\"",
+                       &d);
+    /* secret_env given twice in the object: the second is a duplicate key */
+    assert_null(cfg);
+    assert_true(diag_contains(&d, "webhooks[0].secret_env: is given twice"));
+    config_diag_free(&d);
+    setenv("TEST_CFG_WHSEC", WHSEC_32 "  whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwBBBBBBBBBBA=", 1);
+    cfg = load_webhook("\"url\": \"https://a.example/\", \"auth\": {\"bearer_env\": "
+                       "\"TEST_CFG_TOKEN\"}",
+                       &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    w = &cfg->webhooks[0];
+    assert_int_equal(w->key_count, 2);
+    assert_int_equal(w->key_lens[1], 32);
+    assert_memory_not_equal(w->keys[0], w->keys[1], 32);
+    assert_string_equal(w->auth.bearer.value, "token-from-env");
+    config_free(&cfg);
+
+    /* problems, each at its key path, never quoting a secret */
+    setenv("TEST_CFG_WHSEC", WHSEC_32 " whsec_!!", 1);
+    setenv("TEST_CFG_HEADERS", "X-API-Key: k-123\nContent-Type: text/plain\nno colon here\n"
+                               "x-api-key: again\nAuthorization: Token k-456\n", 1);
+    cfg = load_webhook("\"url\": \"http://a.example/\", \"auth\": {\"bearer_env\": "
+                       "\"TEST_CFG_TOKEN\"}, \"headers_env\": \"TEST_CFG_HEADERS\", "
+                       "\"client_cert_file\": \"/etc/c.pem\", \"proxy\": \"https://p.example:3128\"",
+                       &d);
+    assert_null(cfg);
+    if (!diag_contains(&d, "webhooks[0].auth: credentials would be sent in clear") ||
+        !diag_contains(&d, "webhooks[0].headers_env: secret headers would be sent in clear") ||
+        !diag_contains(&d, "webhooks[0].client_cert_file: only applies to an https:// url") ||
+        !diag_contains(&d, "webhooks[0].proxy: must be an http:// proxy") ||
+        !diag_contains(&d, "webhooks[0].secret_env: secret 2 of 2: the part after") ||
+        !diag_contains(&d, "webhooks[0].headers_env: line 2: Content-Type is set by the bridge") ||
+        !diag_contains(&d, "webhooks[0].headers_env: line 3 is not \"Name: value\"") ||
+        !diag_contains(&d, "webhooks[0].headers_env: line 4: x-api-key is given twice") ||
+        !diag_contains(&d, "webhooks[0].headers_env: line 5: Authorization is already set by auth")) {
+        dump(&d);
+        fail_msg("diagnostics for webhook credentials");
+    }
+    for (size_t i = 0; i < d.count; i++)
+        assert_null(strstr(d.lines[i], "k-123"));
+    config_diag_free(&d);
+    setenv("TEST_CFG_WHSEC", WHSEC_32, 1);
+    cfg = load_webhook("\"url\": \"http://a.example/\", \"allow_plaintext_credentials\": true, "
+                       "\"auth\": {\"basic\": {\"username\": \"a:b\"}}",
+                       &d);
+    assert_null(cfg);
+    if (!diag_contains(&d, "webhooks[0].auth.basic.username: must not contain ':'") ||
+        !diag_contains(&d, "webhooks[0].auth.basic: has no password")) {
+        dump(&d);
+        fail_msg("diagnostics for basic auth");
+    }
+    config_diag_free(&d);
+    unsetenv("TEST_CFG_HEADERS");
+    unsetenv("TEST_CFG_WHSEC2");
+}
+
 static void account_address_and_authserv_ids(void **state)
 {
     (void)state;
@@ -1084,6 +1196,7 @@ int main(void)
         cmocka_unit_test_setup(credentials_directory, setup),
         cmocka_unit_test_setup(account_address_and_authserv_ids, setup),
         cmocka_unit_test_setup(store_key, setup),
+        cmocka_unit_test_setup(webhook_credentials_and_rotation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

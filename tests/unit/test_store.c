@@ -1142,6 +1142,32 @@ static void leases(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* The link key: made once, the same for every connection to the store,
+ * replaced by a rotation. */
+static void link_key(void **state)
+{
+    struct fx *fx = *state;
+    struct store *st = fx_open(state);
+    struct err e;
+    unsigned char k1[STORE_LINK_KEY_LEN], k2[STORE_LINK_KEY_LEN], k3[STORE_LINK_KEY_LEN];
+    unsigned char zero[STORE_LINK_KEY_LEN] = {0};
+    int64_t at = 0;
+    assert_int_equal(store_link_key(st, k1, &at, 1000, &e), 0);
+    assert_int_equal(at, 1000);
+    assert_memory_not_equal(k1, zero, sizeof zero);
+    struct store *other = open_ok(fx->dir); /* another instance on the same store */
+    assert_int_equal(store_link_key(other, k2, &at, 2000, &e), 0);
+    assert_memory_equal(k1, k2, sizeof k1);
+    assert_int_equal(at, 1000);
+    assert_int_equal(store_link_key_rotate(other, 3000, &e), 0);
+    assert_int_equal(store_link_key(st, k3, &at, 4000, &e), 0);
+    assert_memory_not_equal(k1, k3, sizeof k1);
+    assert_int_equal(at, 3000);
+    store_close(other);
+    assert_int_equal(store_link_key(NULL, k1, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
 static void webhook_disable(void **state)
 {
     struct store *st = fx_open(state);
@@ -2463,7 +2489,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -2478,7 +2504,7 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(webhook_disable), T(deletable_policy),
+        T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),

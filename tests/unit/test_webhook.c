@@ -914,6 +914,48 @@ static void submit_rejects(void **state)
     q.done = NULL;
     assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
 
+    /* credentials: only to https:// unless allowed; never quoted in the error */
+    fill_req(&q, url, key, klen, "{}");
+    q.bearer = "tok-secret-1";
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_non_null(strstr(e.msg, "https://"));
+    assert_null(strstr(e.msg, "tok-secret-1"));
+    const struct webhook_header key_hdr[] = {{"X-API-Key", "k-secret-2"}};
+    fill_req(&q, url, key, klen, "{}");
+    q.secret_headers = key_hdr;
+    q.n_secret_headers = 1;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+    assert_null(strstr(e.msg, "k-secret-2"));
+    fill_req(&q, url, key, klen, "{}");
+    q.basic_user = "u";
+    q.basic_password = "p";
+    q.bearer = "t";
+    q.allow_plaintext_credentials = true;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1); /* both kinds */
+    fill_req(&q, url, key, klen, "{}");
+    q.basic_user = "a:b";
+    q.allow_plaintext_credentials = true;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+    fill_req(&q, url, key, klen, "{}");
+    q.bearer = "line\nbreak";
+    q.allow_plaintext_credentials = true;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+    assert_null(strstr(e.msg, "break"));
+    /* keys: 1..WEBHOOK_KEYS_MAX, none empty */
+    struct webhook_key many[WEBHOOK_KEYS_MAX + 1];
+    for (size_t i = 0; i <= WEBHOOK_KEYS_MAX; i++)
+        many[i] = (struct webhook_key){key, klen};
+    fill_req(&q, url, key, klen, "{}");
+    q.keys = many;
+    q.n_keys = WEBHOOK_KEYS_MAX + 1;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+    many[1].len = 0;
+    fill_req(&q, url, key, klen, "{}");
+    q.keys = many;
+    q.n_keys = 2;
+    assert_int_equal(webhook_sender_submit(s, &q, &t, &e), -1);
+
     assert_int_equal(webhook_sender_in_flight(s), 0);
     assert_int_equal(webhook_sender_run(s, 0, &e), 0);
     assert_int_equal(c.n, 0);
@@ -985,6 +1027,57 @@ static void http_response_capped(void **state)
 }
 
 /* ---- signing while writing, event ids ---------------------------------- */
+
+/* Rotation: one signature per key, space-separated, in order; a receiver
+ * with any one of the secrets verifies, one with neither does not. */
+static void signer_several_keys(void **state)
+{
+    (void)state;
+    unsigned char k1[WEBHOOK_KEY_MAX], k2[32], k3[32];
+    size_t l1;
+    vec_key(k1, &l1);
+    memset(k2, 0x42, sizeof k2);
+    memset(k3, 0x43, sizeof k3);
+    struct webhook_key keys[] = {{k1, l1}, {k2, sizeof k2}};
+    struct webhook_signer *g = webhook_signer_new_keys(keys, 2, VEC_ID, VEC_TS);
+    assert_non_null(g);
+    assert_int_equal(webhook_signer_update(g, VEC_BODY, 5), 0);
+    assert_int_equal(webhook_signer_update(g, VEC_BODY + 5, strlen(VEC_BODY) - 5), 0);
+    char sigs[WEBHOOK_SIGS_SIZE], one[WEBHOOK_SIG_SIZE], want[WEBHOOK_SIGS_SIZE];
+    assert_int_equal(webhook_signer_final(g, sigs, sizeof sigs), 0);
+    webhook_signer_free(g);
+    assert_int_equal(webhook_sign(k2, sizeof k2, VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), one,
+                                  sizeof one),
+                     0);
+    snprintf(want, sizeof want, "%s %s", VEC_SIG, one);
+    assert_string_equal(sigs, want);
+    struct err e;
+    assert_int_equal(webhook_verify(k1, l1, VEC_ID, "1614265330", VEC_BODY, strlen(VEC_BODY), sigs,
+                                    VEC_TS, 300, &e),
+                     0);
+    assert_int_equal(webhook_verify(k2, sizeof k2, VEC_ID, "1614265330", VEC_BODY,
+                                    strlen(VEC_BODY), sigs, VEC_TS, 300, &e),
+                     0);
+    assert_int_equal(webhook_verify(k3, sizeof k3, VEC_ID, "1614265330", VEC_BODY,
+                                    strlen(VEC_BODY), sigs, VEC_TS, 300, &e),
+                     -1);
+    assert_int_equal(e.kind, ERR_AUTH);
+    /* too small an output: refused, not cut after the first signature */
+    g = webhook_signer_new_keys(keys, 2, VEC_ID, VEC_TS);
+    assert_int_equal(webhook_signer_final(g, one, sizeof one), -1);
+    assert_string_equal(one, "");
+    webhook_signer_free(g);
+    /* key counts out of range, an empty key */
+    assert_null(webhook_signer_new_keys(keys, 0, VEC_ID, VEC_TS));
+    struct webhook_key five[WEBHOOK_KEYS_MAX + 1];
+    for (size_t i = 0; i <= WEBHOOK_KEYS_MAX; i++)
+        five[i] = keys[0];
+    assert_null(webhook_signer_new_keys(five, WEBHOOK_KEYS_MAX + 1, VEC_ID, VEC_TS));
+    assert_non_null(g = webhook_signer_new_keys(five, WEBHOOK_KEYS_MAX, VEC_ID, VEC_TS));
+    webhook_signer_free(g);
+    keys[1].len = 0;
+    assert_null(webhook_signer_new_keys(keys, 2, VEC_ID, VEC_TS));
+}
 
 static void signer_in_pieces(void **state)
 {
@@ -1434,6 +1527,7 @@ int main(void)
         cmocka_unit_test(retry_after_parse),
         cmocka_unit_test(header_check),
         cmocka_unit_test(signer_in_pieces),
+        cmocka_unit_test(signer_several_keys),
         cmocka_unit_test(event_id_from_key),
         cmocka_unit_test(http_prepared_body),
         cmocka_unit_test(http_prepare_fails),
