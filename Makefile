@@ -6,6 +6,8 @@
 #   make deps       install every Debian package the build, tests, demo and bench need
 #   make fuzz       build and run the libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench      installs what is missing (make deps), builds, benchmarks (tests/bench/)
+#   make soak       installs what is missing, builds, then the soak test for SOAK_SECONDS
+#                   (default 600; make test runs it for 60 s): every fault at once
 #   make clean
 
 CC      ?= cc
@@ -39,7 +41,7 @@ TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: deb deb-lint
-.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench deps clean demo tools check-clang install
+.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench soak deps clean demo tools check-clang install
 all: $(BIN)
 
 $(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
@@ -121,6 +123,14 @@ bench:
 	@tests/bench/run
 	@tests/bench/delivery.py
 	@tests/bench/api.sh
+	@tests/bench/load.py
+
+# tests/integration/test_soak.py at full length; the seed is printed, SOAK_SEED=N replays it
+SOAK_SECONDS ?= 600
+soak:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build-all
+	@SOAK_SECONDS=$(SOAK_SECONDS) tests/integration/run test_soak
 
 # demo.sh installs what is missing (make deps) before it builds
 demo:

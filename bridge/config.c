@@ -335,6 +335,8 @@ static const struct opt account_opts[] = {
     {.name = "allow_plaintext", .type = T_BOOL, .def = "false", FIELD(config_account, allow_plaintext)},
     {.name = "timeout", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 10 * MS_M,
      FIELD(config_account, timeout_ms)},
+    {.name = "session_timeout", .type = T_DURATION, .def = "\"10m\"", .min = 10 * MS_S,
+     .max = 7 * MS_D, FIELD(config_account, session_timeout_ms)},
     {.name = "poll_interval", .type = T_DURATION, .def = "\"60s\"", .min = MS_S, .max = 7 * MS_D,
      FIELD(config_account, poll_interval_ms)},
     {.name = "start", .type = T_ENUM, .def = "\"new\"", .values = start_modes,
@@ -1689,6 +1691,10 @@ static void check_account(struct ctx *c, void *obj, const char *path)
         path_key(sub, sizeof sub, path, "delete_after");
         problem(c, sub, "only applies with after_delivery \"keep\"");
     }
+    if (a->delete_after_ms && a->after_delivery == CONFIG_AFTER_KEEP && a->webhook_count == 0) {
+        path_key(sub, sizeof sub, path, "delete_after");
+        problem(c, sub, "with no webhooks would delete mail nobody received");
+    }
     if (a->after_delivery == CONFIG_AFTER_DELETE && a->webhook_count == 0) {
         path_key(sub, sizeof sub, path, "after_delivery");
         problem(c, sub, "\"delete\" with no webhooks would delete mail nobody received");
@@ -2867,11 +2873,11 @@ int config_check_main(int argc, char **argv)
     if (argc != 2 || argv[1][0] == '-') {
         if (argc == 2 && (strcmp(argv[1], "--keys") == 0)) {
             config_print_keys(stdout);
-            return 0;
+            return CONFIG_EXIT_OK;
         }
         fprintf(stderr, "usage: pop3bridge check-config FILE\n"
                         "       pop3bridge check-config --keys   (list every key)\n");
-        return 2;
+        return CONFIG_EXIT_USAGE;
     }
     struct config_diag d = {0};
     struct config *cfg = config_load(argv[1], &d);
@@ -2880,10 +2886,10 @@ int config_check_main(int argc, char **argv)
         fprintf(stderr, "%s: %zu problem%s\n", argv[1], d.count + d.dropped,
                 d.count + d.dropped == 1 ? "" : "s");
         config_diag_free(&d);
-        return 1;
+        return CONFIG_EXIT_INVALID;
     }
     config_print_summary(cfg, stdout);
     config_free(&cfg);
     config_diag_free(&d);
-    return 0;
+    return CONFIG_EXIT_OK;
 }

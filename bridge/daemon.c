@@ -9,12 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "cfgref.h"
 #include "cli.h"
+#include "clock.h"
+#include "committer.h"
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
@@ -24,54 +28,17 @@
 #include "oauth2.h"
 #include "poller.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "store.h"
 #include "webhook.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
-int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, enum account_state *state)
-{
-    int shift = fails < 1 ? 0 : fails - 1 > 10 ? 10 : fails - 1;
-    int64_t d;
-    if (e->code == ERR_CODE_LOGIN_DELAY) {
-        *state = ACCOUNT_BACKOFF; /* the server's minimum between logins */
-        d = MAX(interval_ms, login_delay_s > 0 ? login_delay_s * 1000 : 300000);
-    } else if (e->code == ERR_CODE_NO_GRANT) {
-        *state = ACCOUNT_AUTH_ERROR; /* nothing is sent until `oauth2 login`: look each interval */
-        d = interval_ms;
-    } else if (e->kind == ERR_AUTH && !err_is_temporary(e)) {
-        *state = ACCOUNT_AUTH_ERROR; /* retrying a refused login quickly risks a lockout */
-        d = MIN((int64_t)15 * 60000 << shift, (int64_t)6 * 3600000);
-    } else if (err_is_temporary(e) || e->kind == ERR_TLS) {
-        *state = ACCOUNT_BACKOFF;
-        d = MIN((int64_t)30000 << shift, MAX(interval_ms, (int64_t)15 * 60000));
-    } else {
-        *state = ACCOUNT_ERROR;
-        d = MIN((int64_t)60000 << shift, (int64_t)3600000);
-    }
-    return d;
-}
-
 /* ---- accounts in memory --------------------------------------------------- */
 
 static int64_t now_ms(void) { return poller_now_ms(); }
 
-struct rt_account {
-    char name[CONFIG_NAME_MAX + 1];
-    enum account_state state;
-    char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
-    int64_t last_attempt_at;  /* Unix ms, 0 = never */
-    int64_t last_success_at;
-    int64_t next_at;          /* next poll due (Unix ms) */
-    int64_t not_before;       /* no poll before (Unix ms): backoff or LOGIN-DELAY, even
-                                 when one is requested */
-    int fails;                /* failed polls in a row */
-    bool running;             /* a worker is polling it now */
-    bool requested;           /* "poll now" was asked */
-    bool polled_once;         /* for --once */
-};
 
 /* What the daemon's threads share, guarded by `lock`; `cond` is signalled
  * when an account's state or a request changes. */
@@ -80,20 +47,22 @@ static struct {
     pthread_cond_t cond;
     struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
     char config_path[4096];
-    struct rt_account *accounts;
+    struct sched_account *accounts;
     size_t n_accounts;
     struct delivery *delivery;
+    struct committer *committer;
+    char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
+    int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
-    /* several instances on one store (PostgreSQL): account leases */
+    /* several instances on one store (PostgreSQL) */
     bool shared;
-    char owner[STORE_OWNER_MAX + 1]; /* this instance's id */
-    int64_t lease_ms;
+    int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
     /* the API's metrics hook, when the API runs; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
 
-static struct rt_account *find_acct(const char *name)
+static struct sched_account *find_acct(const char *name)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
         if (strcmp(rt.accounts[i].name, name) == 0)
@@ -113,12 +82,12 @@ static const struct config_account *cfg_account(const struct config *cfg, const 
  * Called with rt.lock held. */
 static int sync_accounts(const struct config *cfg, struct store *st)
 {
-    struct rt_account *v = calloc(cfg->account_count + 1, sizeof *v);
+    struct sched_account *v = calloc(cfg->account_count + 1, sizeof *v);
     if (!v)
         return -1;
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
-        struct rt_account *old = find_acct(a->name);
+        struct sched_account *old = find_acct(a->name);
         if (old) {
             v[i] = *old;
         } else {
@@ -144,7 +113,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
     return 0;
 }
 
-static void save_state(struct store *st, const struct rt_account *a)
+static void save_state(struct store *st, const struct sched_account *a)
 {
     struct store_account_state s = {0};
     snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
@@ -166,27 +135,6 @@ static void notify_delivery(void *ctx)
         delivery_wakeup(rt.delivery);
 }
 
-/* Pick the next due account (lock held); NULL if none.  *wait_ms gets the
- * time until the next one is due. */
-static struct rt_account *next_due(int64_t now, int64_t *wait_ms)
-{
-    struct rt_account *best = NULL;
-    *wait_ms = 1000;
-    for (size_t i = 0; i < rt.n_accounts; i++) {
-        struct rt_account *a = &rt.accounts[i];
-        if (a->running || (rt.once && a->polled_once))
-            continue;
-        int64_t due = a->requested ? a->not_before : a->next_at;
-        if (due <= now) {
-            if (!best || due < (best->requested ? best->not_before : best->next_at))
-                best = a;
-        } else if (due - now < *wait_ms) {
-            *wait_ms = due - now;
-        }
-    }
-    return best;
-}
-
 static bool once_polls_done(void)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
@@ -195,60 +143,59 @@ static bool once_polls_done(void)
     return true;
 }
 
-/* Shared store: take the account's lease before polling it (rt.lock held,
- * a->running set; the lock is dropped meanwhile).  The account, refreshed
- * from what the last poller (maybe another instance) saved, or NULL when
- * the lease was not taken: then it is scheduled again when the lease
- * expires or the account falls due, with a little jitter. */
-static struct rt_account *lease_account(struct store *st, struct rt_account *a, const char *name,
-                                        unsigned *seed)
+/* Make sure this instance holds the account's lease before polling it
+ * (lock not held on entry).  True: go on polling, lock not held.  False:
+ * the account was put back (another instance holds it, or the store
+ * failed), lock held. */
+static bool take_lease(struct store *st, struct sched_account *a,
+                       const struct sched_account *snapshot, enum account_state before,
+                       bool *first)
 {
-    bool forced = a->requested;
-    pthread_mutex_unlock(&rt.lock);
+    int64_t now = now_ms();
+    if (snapshot->lease_until - now > rt.lease_ms / 2)
+        return true; /* held, and renewed by the keeper */
     struct err e;
-    int64_t next = 0;
-    struct store_account_state s;
-    bool have = false;
-    int lr = store_account_lease(st, name, rt.owner, now_ms(), rt.lease_ms, forced, &next, &e);
-    if (lr == 0)
-        have = store_account_get(st, name, &s, &e) == 0;
-    else if (lr < 0)
-        log_warn("account_lease_failed", "account=%s error=%s", name, log_q(e.msg));
+    int r = store_account_lease(st, snapshot->name, rt.owner, now, rt.lease_ms, &e);
+    /* taken over from another instance: what it saved says whether this is
+     * the account's first poll ("start": "new" must not ignore new mail) */
+    struct store_account_state saved;
+    bool have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
     pthread_mutex_lock(&rt.lock);
-    a = find_acct(name);
-    if (!a) { /* removed by a reload meanwhile */
-        if (lr == 0) {
-            pthread_mutex_unlock(&rt.lock);
-            store_account_release(st, name, rt.owner, -1, &e);
-            pthread_mutex_lock(&rt.lock);
+    a = find_acct(snapshot->name);
+    if (r == 0) {
+        if (a)
+            a->lease_until = now + rt.lease_ms;
+        if (have && saved.last_success_at > 0) {
+            *first = false;
+            if (a && saved.last_success_at > a->last_success_at)
+                a->last_success_at = saved.last_success_at;
         }
-        return NULL;
+        pthread_mutex_unlock(&rt.lock);
+        return true;
     }
-    if (lr != 0) {
-        int64_t now = now_ms();
+    if (r == STORE_LEASE_LOST)
+        log_debug("account_leased_elsewhere", "account=%s", snapshot->name);
+    else
+        log_error("store_failed", "op=account_lease account=%s error=%s", snapshot->name,
+                  log_q(e.msg));
+    if (a) {
+        struct cfgref *ref = cfgref_get(&rt.cfg);
+        const struct config_account *ca = cfg_account(ref->cfg, snapshot->name);
         a->running = false;
-        a->requested = false;
-        a->next_at = (lr == STORE_LEASE_LOST ? MAX(next, now + 100)
-                                             : now + DAEMON_LEASE_ERROR_RETRY_MS) +
-                     rand_r(seed) % DAEMON_LEASE_JITTER_MS;
-        if (rt.once)
-            a->polled_once = true; /* another instance polls it */
-        pthread_cond_broadcast(&rt.cond);
-        return NULL;
+        a->lease_until = 0;
+        a->polled_once = true; /* --once: not ours to poll */
+        a->state = before;
+        a->next_at = now + (ca ? ca->poll_interval_ms : 60000);
+        cfgref_put(ref);
     }
-    if (have && s.last_success_at > a->last_success_at) {
-        /* polled by another instance since: not a first poll */
-        a->last_success_at = s.last_success_at;
-        a->fails = 0;
-    }
-    return a;
+    pthread_cond_broadcast(&rt.cond);
+    return false;
 }
 
 static void *poll_worker(void *arg)
 {
     (void)arg;
     struct err e;
-    unsigned seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)&e;
     struct cfgref *ref = cfgref_get(&rt.cfg);
     struct store *st = store_open(ref->cfg->state_dir, &e);
     cfgref_put(ref);
@@ -259,105 +206,126 @@ static void *poll_worker(void *arg)
     pthread_mutex_lock(&rt.lock);
     while (!rt.stopping) {
         int64_t wait;
-        struct rt_account *a = next_due(now_ms(), &wait);
+        struct sched_account *a = sched_pick(rt.accounts, rt.n_accounts, now_ms(), rt.once, &wait);
         if (!a) {
             if (rt.once && once_polls_done())
                 break;
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            clock_deadline(&ts, wait); /* rt.cond follows CLOCK_MONOTONIC */
             pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
             continue;
         }
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
-        a->running = true;
-        if (rt.shared && !(a = lease_account(st, a, name, &seed)))
-            continue; /* another instance has it, or it is not due in the store */
-        a->requested = false;
         bool first = a->last_success_at == 0;
-        a->state = ACCOUNT_POLLING;
-        a->last_attempt_at = now_ms();
-        struct rt_account snapshot = *a;
+        enum account_state before = a->state;
+        sched_begin(a, now_ms());
+        struct sched_account snapshot = *a;
         pthread_mutex_unlock(&rt.lock);
 
-        save_state(st, &snapshot);
+        /* "polling" lives in memory only: a restart never resumes it */
+        if (!take_lease(st, a, &snapshot, before, &first))
+            continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
         struct poller_result res;
         int rc = -1;
+        int64_t started = clock_mono_ms();
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, ca, first, notify_delivery, NULL, &res, &e);
+            rc = poller_poll(st, rt.committer, ca, first, rt.cancel_fd, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
+        int64_t took_ms = clock_mono_ms() - started;
 
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
         if (a && ca) {
-            a->running = false;
-            /* --once takes everything new, max_messages_per_poll at a time */
-            a->polled_once = !(rc == 0 && res.more);
             int64_t now = now_ms();
             if (rc == 0) {
-                a->fails = 0;
-                a->last_success_at = now;
-                a->last_error[0] = '\0';
-                a->state = ACCOUNT_IDLE;
-                int64_t next = interval;
-                if (res.login_delay > 0 && res.login_delay * 1000 > next)
-                    next = res.login_delay * 1000; /* the server's minimum */
-                if (res.more)
-                    next = MIN(next, 1000); /* max_messages_per_poll left some */
-                a->next_at = now + next;
-                a->not_before = res.login_delay > 0 ? now + res.login_delay * 1000 : 0;
+                sched_succeeded(a, now, interval, res.login_delay, res.more);
                 rt.polls_ok++;
                 log_info("poll_done",
                          "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
-                         "deleted=%zu refused=%zu",
+                         "deleted=%zu refused=%zu ms=%lld",
                          name, res.listed, res.fetched, (unsigned long long)res.bytes,
-                         res.too_large, res.ignored, res.deleted, res.failed);
+                         res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
             } else {
-                a->fails++;
-                enum account_state state;
-                int64_t d = daemon_backoff_ms(&e, a->fails, interval, res.login_delay, &state);
-                a->state = state;
-                err_format(&e, a->last_error, sizeof a->last_error);
-                a->next_at = a->not_before = now + d;
+                int64_t d = sched_failed(a, now, interval, res.login_delay, &e);
                 rt.polls_failed++;
                 log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
-                         account_state_name(state), (long long)(d / 1000),
+                         account_state_name(a->state), (long long)(d / 1000),
                          log_q(a->last_error));
             }
             if (rt.on_poll)
                 rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
+            /* a write only when something a restart needs changed, or
+             * now and then for the times shown */
+            bool save = a->state != a->saved_state || rc < 0 || first ||
+                        clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
+            if (save) {
+                a->saved_state = a->state;
+                a->saved_at = clock_mono_ms();
+            }
             snapshot = *a;
             pthread_mutex_unlock(&rt.lock);
-            save_state(st, &snapshot);
+            if (save)
+                save_state(st, &snapshot);
             pthread_mutex_lock(&rt.lock);
         } else if (a) {
             a->running = false;
-        }
-        if (rt.shared) {
-            /* the lease goes back with when the account is due next (a
-             * reload may have rebuilt the table meanwhile: look it up again) */
-            const struct rt_account *cur = find_acct(name);
-            int64_t due = cur ? cur->next_at : -1;
-            pthread_mutex_unlock(&rt.lock);
-            if (store_account_release(st, name, rt.owner, due, &e) < 0)
-                log_warn("account_release_failed", "account=%s error=%s", name, log_q(e.msg));
-            pthread_mutex_lock(&rt.lock);
         }
         cfgref_put(ref);
         pthread_cond_broadcast(&rt.cond);
     }
     pthread_mutex_unlock(&rt.lock);
     store_close(st);
+    return NULL;
+}
+
+/* ---- the lease keeper ------------------------------------------------------------ */
+
+/* The one renewer of this instance's account leases: every quarter of
+ * the lease (rt.lease_ms: DAEMON_ACCOUNT_LEASE_MS, or store.lease with
+ * PostgreSQL), all of them in one store call (its own handle).
+ * If fewer were renewed than it believes held (another instance took one
+ * after it had expired), every account is checked again before its next
+ * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
+static void *lease_keeper(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&rt.lock);
+    int64_t next = clock_mono_ms() + rt.lease_ms / 4;
+    while (!rt.stopping) {
+        int64_t left = next - clock_mono_ms();
+        if (left > 0) {
+            struct timespec ts;
+            clock_deadline(&ts, left);
+            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
+            continue;
+        }
+        next = clock_mono_ms() + rt.lease_ms / 4;
+        int64_t held = 0, renewed = 0;
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            held += rt.accounts[i].lease_until != 0;
+        pthread_mutex_unlock(&rt.lock);
+        int64_t now = now_ms();
+        struct err e;
+        int r = held ? store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed,
+                                           &e)
+                     : 0;
+        if (r < 0)
+            log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));
+        else if (renewed < held)
+            log_warn("account_leases_lost", "held=%lld renewed=%lld", (long long)held,
+                     (long long)renewed);
+        pthread_mutex_lock(&rt.lock);
+        for (size_t i = 0; i < rt.n_accounts; i++)
+            if (rt.accounts[i].lease_until)
+                rt.accounts[i].lease_until =
+                    r == 0 && renewed >= held ? now + rt.lease_ms : 0;
+    }
+    pthread_mutex_unlock(&rt.lock);
     return NULL;
 }
 
@@ -508,9 +476,7 @@ static void heartbeat(struct store *st, int64_t started_at, bool force)
              ref->cfg->api.public_url ? ref->cfg->api.public_url : "");
     cfgref_put(ref);
     struct err e;
-    int64_t renewed = 0;
-    if (store_instance_beat(st, &in, &e) < 0 ||
-        (rt.shared && store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed, &e) < 0))
+    if (store_instance_beat(st, &in, &e) < 0)
         log_warn("heartbeat_failed", "error=%s", log_q(e.msg));
 }
 
@@ -542,7 +508,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
 {
     (void)ctx;
     pthread_mutex_lock(&rt.lock);
-    const struct rt_account *a = find_acct(name);
+    const struct sched_account *a = find_acct(name);
     if (a) {
         out->state = a->state;
         snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
@@ -561,13 +527,10 @@ static enum runtime_poll rt_poll_now(void *ctx, const char *name, int64_t *retry
     (void)ctx;
     enum runtime_poll r = RUNTIME_POLL_UNKNOWN;
     pthread_mutex_lock(&rt.lock);
-    struct rt_account *a = find_acct(name);
-    int64_t now = now_ms();
-    if (a && a->not_before > now) {
-        *retry_after_s = (a->not_before - now + 999) / 1000;
+    struct sched_account *a = find_acct(name);
+    if (a && sched_request(a, now_ms(), retry_after_s) != 0) {
         r = RUNTIME_POLL_BACKOFF;
     } else if (a) {
-        a->requested = true;
         r = RUNTIME_POLL_QUEUED;
         pthread_cond_broadcast(&rt.cond);
     }
@@ -617,6 +580,10 @@ static void stop_api(struct api **a)
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
+    if (rt.cancel_fd > 0)
+        close(rt.cancel_fd);
+    rt.cancel_fd = 0;
+    committer_stop(&rt.committer);
     delivery_free(rt.delivery);
     rt.delivery = NULL;
     store_close(dst);
@@ -655,25 +622,28 @@ int daemon_main(int argc, char **argv)
         switch (ch) {
         case 'c': path = optarg; break;
         case 'o': once = true; break;
-        case 'h': usage(stdout); return 0;
+        case 'h': usage(stdout); return CLI_EXIT_OK;
         default:
             fprintf(stderr, "pop3bridge: Usage: unknown or incomplete option \"%s\"\n",
                     argv[optind - 1]);
             usage(stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
     }
     if (!path || optind != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
 
+    /* whatever the bridge creates (the database, its WAL, spool files) is
+     * for its own user only, even in a state_dir that exists with 0755 */
+    umask(077);
     struct config_diag d = {0};
     struct config *cfg = config_load(path, &d);
     if (!cfg) {
         config_diag_print(&d, stderr);
         config_diag_free(&d);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
@@ -691,7 +661,7 @@ int daemon_main(int argc, char **argv)
     if (webhook_global_init(&e) < 0) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         config_free(&cfg);
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     if (daemon_store_setup(cfg, &e) < 0) {
         char line[600];
@@ -711,10 +681,10 @@ int daemon_main(int argc, char **argv)
         store_teardown();
         config_free(&cfg);
         webhook_global_cleanup();
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
     pthread_mutex_init(&rt.lock, NULL);
-    pthread_cond_init(&rt.cond, NULL);
+    clock_cond_init(&rt.cond);
     rt.once = once;
     rt.cfg = cfgref_new(cfg);
     snprintf(rt.config_path, sizeof rt.config_path, "%s", path);
@@ -723,19 +693,37 @@ int daemon_main(int argc, char **argv)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, rt.owner, sizeof rt.owner);
     rt.shared = cfg->store.url != NULL;
-    rt.lease_ms = cfg->store.lease_ms;
+    /* with PostgreSQL the failover time is the configuration's store.lease */
+    rt.lease_ms = rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
+    rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rt.cancel_fd < 0) {
+        log_warn("eventfd_failed", "error=%s note=%s", log_q(strerror(errno)),
+                 log_q("polls in progress finish before a stop"));
+        rt.cancel_fd = 0;
+    }
+    int64_t released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
+    else if (released)
+        log_info("account_leases_released", "count=%lld", (long long)released);
     rt.delivery = delivery_new(dst, rt.owner, &e);
-    if (!rt.delivery) {
+    struct store *kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    if (!rt.delivery || !kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        return 9;
+        release(st, dst);
+        return CLI_EXIT_LOCAL;
+    }
+    rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
+    if (!rt.committer) {
+        fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
+        release(st, dst);
+        store_close(kst);
+        return CLI_EXIT_LOCAL;
     }
     int64_t started_at = now_ms();
     heartbeat(st, started_at, true);
     if (rt.shared) {
         delivery_set_lease_ms(rt.delivery, rt.lease_ms);
-        /* what a previous run under this id held is free at once */
-        if (store_account_release(st, NULL, rt.owner, -1, &e) < 0)
-            log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
         log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
                  store_backend(), log_q(store_target_name()), log_q(rt.owner),
                  (long long)(rt.lease_ms / 1000));
@@ -746,6 +734,7 @@ int daemon_main(int argc, char **argv)
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
         release(st, dst);
+        store_close(kst);
         return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
     }
     log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
@@ -755,14 +744,23 @@ int daemon_main(int argc, char **argv)
     struct oauth2_keeper *keeper = once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
     if (!once && !keeper)
         log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
-    size_t nworkers = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
-    pthread_t workers[DAEMON_POLL_WORKERS], dthread;
-    for (size_t i = 0; i < nworkers; i++)
-        pthread_create(&workers[i], NULL, poll_worker, NULL);
-    pthread_create(&dthread, NULL, delivery_thread, dst);
+    size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
+    size_t nworkers = 0;
+    pthread_t workers[DAEMON_POLL_WORKERS], dthread, kthread;
+    bool dstarted = false, kstarted = false;
+    int terr = 0;
+    while (nworkers < want && (terr = pthread_create(&workers[nworkers], NULL, poll_worker, NULL)) == 0)
+        nworkers++;
+    if (terr == 0 && (terr = pthread_create(&dthread, NULL, delivery_thread, dst)) == 0)
+        dstarted = true;
+    if (terr == 0 && (terr = pthread_create(&kthread, NULL, lease_keeper, kst)) == 0)
+        kstarted = true;
+    if (terr != 0)
+        log_error("thread_failed", "error=%s note=%s", log_q(strerror(terr)),
+                  log_q("cannot start the bridge's threads: stopping"));
 
     struct timespec tick = {0, 50 * 1000000L};
-    for (;;) {
+    for (; terr == 0;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             log_info("reload", "config=%s", log_q(path));
@@ -783,6 +781,11 @@ int daemon_main(int argc, char **argv)
             break;
     }
     notify_stopping();
+    if (rt.cancel_fd > 0) {
+        uint64_t one = 1; /* every poll still waiting on its server ends now */
+        if (write(rt.cancel_fd, &one, sizeof one) < 0)
+            log_warn("cancel_failed", "error=%s", log_q(strerror(errno)));
+    }
     pthread_mutex_lock(&rt.lock);
     rt.stopping = true;
     pthread_cond_broadcast(&rt.cond);
@@ -790,11 +793,16 @@ int daemon_main(int argc, char **argv)
     delivery_wakeup(rt.delivery);
     for (size_t i = 0; i < nworkers; i++)
         pthread_join(workers[i], NULL);
-    pthread_join(dthread, NULL);
+    if (dstarted)
+        pthread_join(dthread, NULL);
+    if (kstarted)
+        pthread_join(kthread, NULL);
+    released = 0;
+    if (store_account_release(st, rt.owner, &released, &e) < 0)
+        log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
-    if ((rt.shared && store_account_release(st, NULL, rt.owner, -1, &e) < 0) ||
-        store_instance_remove(st, rt.owner, &e) < 0)
+    if (store_instance_remove(st, rt.owner, &e) < 0)
         log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
 
     struct delivery_stats ds;
@@ -803,7 +811,9 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = rt.once && rt.polls_failed ? 1 : 0;
+    int rc = terr != 0 ? CLI_EXIT_LOCAL
+             : rt.once && rt.polls_failed ? DAEMON_EXIT_POLLS_FAILED : CLI_EXIT_OK;
     release(st, dst);
+    store_close(kst);
     return rc;
 }

@@ -39,6 +39,8 @@ struct net {
     bool host_is_ip;
     int timeout_ms;
     int64_t session_deadline;
+    int cancel_fd;    /* > 0: readable means give up (net_opts.cancel_fd) */
+    bool cancelled;   /* it was: the session is over */
 
     /* TLS */
     SSL_CTX *ctx;
@@ -103,6 +105,8 @@ static bool session_over(const struct net *n, int64_t now)
 
 static int session_error(const struct net *n, struct err *e)
 {
+    if (n->cancelled)
+        return err_set(e, ERR_TIMEOUT, "session cancelled (%s)", n->hostport);
     return err_set(e, ERR_TIMEOUT, "session time limit reached (%s)", n->hostport);
 }
 
@@ -131,8 +135,14 @@ static int wait_fd(struct net *n, short events, int64_t deadline, struct err *e)
         int64_t left = deadline - net_now_ms();
         if (left <= 0)
             return 0;
-        struct pollfd p = {.fd = n->fd, .events = events};
-        int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        struct pollfd p[2] = {{.fd = n->fd, .events = events},
+                              {.fd = n->cancel_fd, .events = POLLIN}};
+        int r = poll(p, n->cancel_fd > 0 ? 2 : 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (r > 0 && n->cancel_fd > 0 && p[1].revents) {
+            n->cancelled = true;   /* the session is over: every wait ends at once */
+            n->session_deadline = 1;
+            return 0;
+        }
         if (r > 0)
             return 1;
         if (r == 0)
@@ -637,6 +647,7 @@ struct net *net_connect(const struct net_opts *opts, struct err *e)
     }
     n->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : NET_DEFAULT_TIMEOUT_MS;
     n->session_deadline = opts->session_deadline;
+    n->cancel_fd = opts->cancel_fd;
     if (opts->fingerprint) {
         if (parse_fingerprint(opts->fingerprint, n->pin, e) < 0)
             goto fail;

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+#include "committer.h"
 #include "log.h"
 #include "oauth2.h"
 #include "pollhist.h"
@@ -13,19 +15,7 @@
 #include "pop3cfg.h"
 
 
-int64_t poller_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t poller_now_ms(void) { return clock_wall_ms(); }
 
 /* ---- known UIDLs: a sorted array of copies ------------------------------- */
 
@@ -72,53 +62,29 @@ static void known_free(struct known *k)
     memset(k, 0, sizeof *k);
 }
 
-/* ---- storing messages as they stream in --------------------------------- */
+/* ---- receiving messages: each one spooled whole, then handed to the
+ * committer, which commits what is fully received in groups; no store
+ * transaction is open while this thread reads the network ---------------- */
 
 struct fetch {
-    struct store *st;
+    struct committer_session *cs;
     const struct config_account *a;
     const struct pop3_listing *l;
     const char *const *webhooks;
     size_t n_webhooks;
     bool too_large_mode;      /* these are TOP n 0 headers of too-large messages */
-    struct store_msg *m;      /* message being written */
-    bool batch_open;
-    size_t batch_msgs;
-    uint64_t batch_bytes;
-    int64_t batch_started;
-    poller_notify_fn notify;
-    void *notify_ctx;
+    struct store_msg *m;      /* message being received */
     struct poller_result *res;
     uint32_t current;         /* message number being received */
     uint64_t received;        /* bytes of the current message */
 };
 
-static int batch_commit(struct fetch *f, struct err *e)
-{
-    if (!f->batch_open)
-        return 0;
-    f->batch_open = false;
-    if (store_batch_commit(f->st, e) < 0)
-        return -1;
-    if (f->batch_msgs && f->notify)
-        f->notify(f->notify_ctx);
-    f->batch_msgs = 0;
-    f->batch_bytes = 0;
-    return 0;
-}
-
 static int sink_begin(void *ctx, uint32_t number, struct err *e)
 {
     struct fetch *f = ctx;
-    if (!f->batch_open) {
-        if (store_batch_begin(f->st, e) < 0)
-            return -1;
-        f->batch_open = true;
-        f->batch_started = mono_ms();
-    }
     f->received = 0;
     f->current = number;
-    return store_msg_begin(f->st, f->a->name, f->l->entries[number - 1].uidl, &f->m, e);
+    return committer_msg_begin(f->cs, f->a->name, f->l->entries[number - 1].uidl, &f->m, e);
 }
 
 static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
@@ -141,19 +107,13 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
         meta.kind = STORE_KIND_TOO_LARGE;
         meta.declared_size = f->l->entries[number - 1].size;
     }
-    struct store_msg_result r;
-    if (store_msg_finish(m, &meta, f->webhooks, f->n_webhooks, poller_now_ms(), &r, e) < 0)
+    if (committer_submit(f->cs, m, &meta, f->webhooks, f->n_webhooks, poller_now_ms(), e) < 0)
         return -1;
     if (f->too_large_mode)
         f->res->too_large++;
     else
         f->res->fetched++;
     f->res->bytes += octets;
-    f->batch_msgs++;
-    f->batch_bytes += octets;
-    if (f->batch_msgs >= POLLER_BATCH_MESSAGES || f->batch_bytes >= POLLER_BATCH_BYTES ||
-        mono_ms() - f->batch_started >= POLLER_BATCH_MS)
-        return batch_commit(f, e);
     return 0;
 }
 
@@ -222,13 +182,14 @@ static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int
     return 0;
 }
 
-static int one_session(struct store *st, const struct config_account *a, const char *token,
-                       bool first, poller_notify_fn notify, void *notify_ctx,
-                       struct poller_result *res, const char *force_large,
+static int one_session(struct store *st, struct committer *cm,
+                       const struct config_account *a, const char *token, bool first,
+                       int cancel_fd, struct poller_result *res, const char *force_large,
                        char **over_limit, struct err *e)
 {
     struct pop3_opts po;
     pop3cfg_opts(a, &po);
+    po.cancel_fd = cancel_fd;
     if (token)
         po.oauth2_token = token; /* an oauth2 provider account's current access token */
     struct pop3 *p = NULL;
@@ -238,6 +199,8 @@ static int one_session(struct store *st, const struct config_account *a, const c
     const struct pop3_entry **sorted = NULL;
     struct del_ctx dc = {0};
     struct fetch f = {0};
+    struct committer_session cs;
+    committer_session_init(&cs, cm);
     int rc = -1;
 
     p = pop3_open(&po, e);
@@ -267,7 +230,7 @@ static int one_session(struct store *st, const struct config_account *a, const c
         err_set(e, ERR_INTERNAL, "out of memory");
         goto out;
     }
-    size_t n_fetch = 0, n_large = 0, n_new = 0;
+    size_t n_fetch = 0, n_large = 0, n_new = 0, known_listed = 0;
     const char **ignore = NULL;
     if (first && a->start == CONFIG_START_NEW && k.n == 0) {
         /* first poll with start: new — remember what is there, deliver nothing */
@@ -286,8 +249,10 @@ static int one_session(struct store *st, const struct config_account *a, const c
     } else {
         for (uint32_t i = 0; i < l->count; i++) {
             const struct pop3_entry *en = &l->entries[i];
-            if (known_has(&k, en->uidl))
+            if (known_has(&k, en->uidl)) {
+                known_listed++;
                 continue;
+            }
             if (n_new >= (size_t)a->max_messages_per_poll) {
                 res->more = true;
                 break;
@@ -301,13 +266,11 @@ static int one_session(struct store *st, const struct config_account *a, const c
         }
     }
 
-    f.st = st;
+    f.cs = &cs;
     f.a = a;
     f.l = l;
     f.webhooks = (const char *const *)a->webhooks;
     f.n_webhooks = a->webhook_count;
-    f.notify = notify;
-    f.notify_ctx = notify_ctx;
     f.res = res;
     struct pop3_sink sink = {
         .begin = sink_begin, .data = sink_data, .end = sink_end, .failed = sink_failed,
@@ -330,7 +293,8 @@ static int one_session(struct store *st, const struct config_account *a, const c
                      log_q("server has no TOP"));
         }
     }
-    if (batch_commit(&f, e) < 0)
+    /* everything received is durable before anything may be deleted */
+    if (committer_wait(&cs, e) < 0)
         goto out;
 
     /* deletions: what the policy allows, among what the server still lists */
@@ -365,8 +329,9 @@ static int one_session(struct store *st, const struct config_account *a, const c
             goto out;
         res->deleted = dc.n;
     }
-    /* the seen-set stays bounded: forget what the server no longer has */
-    {
+    /* the seen-set stays bounded: forget what the server no longer has
+     * (a write: only when a UIDL known before this poll is not listed) */
+    if (known_listed < k.n || dc.n) {
         const char **listed = malloc(((size_t)l->count + 1) * sizeof *listed);
         if (!listed) {
             err_set(e, ERR_INTERNAL, "out of memory");
@@ -384,13 +349,19 @@ static int one_session(struct store *st, const struct config_account *a, const c
 out:
     store_msg_abort(f.m);
     f.m = NULL;
-    if (f.batch_open) {
-        /* keep what was fully received: commit the batch even on error */
+    pop3_abort(&p); /* without QUIT: nothing is deleted */
+    {
+        /* what was fully received is kept: wait for its commit even on error
+         * (the webhooks it borrows must outlive it) */
         struct err ce;
-        if (batch_commit(&f, &ce) < 0)
-            log_error("store_commit_failed", "account=%s error=%s", a->name, log_q(ce.msg));
+        if (committer_wait(&cs, &ce) < 0) {
+            if (rc == 0)
+                *e = ce;
+            else if (strcmp(ce.msg, e->msg) != 0)
+                log_error("store_commit_failed", "account=%s error=%s", a->name, log_q(ce.msg));
+            rc = -1;
+        }
     }
-    pop3_abort(&p);
     for (size_t i = 0; i < dc.n; i++)
         free(dc.uidls[i]);
     free(dc.uidls);
@@ -408,7 +379,7 @@ out:
 static void record_poll(const char *account, struct pollhist_poll *h,
                         const struct poller_result *res, int rc, const struct err *e)
 {
-    h->duration_ms = mono_ms() - h->duration_ms;
+    h->duration_ms = clock_mono_ms() - h->duration_ms;
     h->listed = (uint32_t)res->listed;
     h->new_messages = (uint32_t)(res->fetched + res->too_large);
     h->deleted = (uint32_t)res->deleted;
@@ -418,14 +389,13 @@ static void record_poll(const char *account, struct pollhist_poll *h,
     pollhist_poll(pollhist_default(), account, h);
 }
 
-int poller_poll(struct store *st, const struct config_account *a,
-                bool first, poller_notify_fn notify, void *notify_ctx,
-                struct poller_result *res, struct err *e)
+int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
+                bool first, int cancel_fd, struct poller_result *res, struct err *e)
 {
     memset(res, 0, sizeof *res);
     res->login_delay = -1;
     err_clear(e);
-    struct pollhist_poll hist = {.at = poller_now_ms(), .duration_ms = mono_ms()};
+    struct pollhist_poll hist = {.at = poller_now_ms(), .duration_ms = clock_mono_ms()};
     char *over = NULL, *tok = NULL;
     if (oauth2_managed(a) && (!(tok = malloc(2 * OAUTH2_TOKEN_BUF)) ||
                               oauth2_access_token(st, a, NULL, tok, OAUTH2_TOKEN_BUF, e) < 0)) {
@@ -435,13 +405,13 @@ int poller_poll(struct store *st, const struct config_account *a,
         return -1;
     }
     const char *cur = tok;
-    int rc = one_session(st, a, cur, first, notify, notify_ctx, res, NULL, &over, e);
+    int rc = one_session(st, cm, a, cur, first, cancel_fd, res, NULL, &over, e);
     if (rc < 0 && tok && e->kind == ERR_AUTH && !err_is_temporary(e)) {
         /* the server refused the token: refresh once more and retry once */
         log_info("oauth2_token_refused", "account=%s", a->name);
         char *again = tok + OAUTH2_TOKEN_BUF;
         if (oauth2_access_token(st, a, tok, again, OAUTH2_TOKEN_BUF, e) == 0)
-            rc = one_session(st, a, cur = again, first, notify, notify_ctx, res, NULL, &over, e);
+            rc = one_session(st, cm, a, cur = again, first, cancel_fd, res, NULL, &over, e);
     }
     if (rc < 0 && over) {
         /* a message went over max_message_size while being received (LIST
@@ -452,7 +422,7 @@ int poller_poll(struct store *st, const struct config_account *a,
         memset(&again, 0, sizeof again);
         again.login_delay = -1;
         char *ignored = NULL;
-        rc = one_session(st, a, cur, false, notify, notify_ctx, &again, over, &ignored, e);
+        rc = one_session(st, cm, a, cur, false, cancel_fd, &again, over, &ignored, e);
         free(ignored);
         again.fetched += res->fetched;
         again.bytes += res->bytes;

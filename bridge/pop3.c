@@ -360,6 +360,7 @@ struct pop3 *pop3_connect(const struct pop3_opts *o, struct err *e)
         .fingerprint = o->fingerprint,
         .timeout_ms = p->o.timeout_ms,
         .session_deadline = o->session_timeout_ms > 0 ? net_now_ms() + o->session_timeout_ms : 0,
+        .cancel_fd = o->cancel_fd,
     };
     p->net = net_connect(&no, e);
     if (!p->net) {

@@ -33,5 +33,6 @@ void pop3cfg_opts(const struct config_account *a, struct pop3_opts *o)
     o->timeout_ms = (int)(a->timeout_ms > 0 && a->timeout_ms < 86400000
                               ? a->timeout_ms
                               : POP3CFG_TIMEOUT_DEFAULT_MS);
+    o->session_timeout_ms = a->session_timeout_ms;
     o->max_message_size = a->max_message_size + POP3_LIST_SLACK(a->max_message_size);
 }

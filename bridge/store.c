@@ -23,6 +23,7 @@ static int ops_complete(const struct store_ops *o, struct err *e)
     STORE_CALLS(CHECK_OP)
 #undef CHECK_OP
     if (!o->close || !o->batch_rollback || !o->msg_write || !o->msg_finish || !o->msg_abort ||
+        !o->msg_size ||
         !o->body_read || !o->body_close)
         return err_set(e, ERR_INTERNAL, "store: the %s backend misses a message or body call",
                        o->backend);
@@ -97,6 +98,11 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      struct store_msg_result *res, struct err *e)
 {
     return OPS(m)->msg_finish(m, meta, webhooks, n_webhooks, now, res, e);
+}
+
+uint64_t store_msg_size(const struct store_msg *m)
+{
+    return m ? OPS(m)->msg_size(m) : 0;
 }
 
 void store_msg_abort(struct store_msg *m)

@@ -139,12 +139,11 @@ struct store_hdr {
       (st, retention_ms, now, max, purged, e))                                                  \
     X(int, account_lease,                                                                       \
       (struct store * st, const char *account, const char *owner, int64_t now,                  \
-       int64_t lease_ms, bool force, int64_t *next_at, struct err *e),                          \
-      (st, account, owner, now, lease_ms, force, next_at, e))                                   \
+       int64_t lease_ms, struct err *e),                                                        \
+      (st, account, owner, now, lease_ms, e))                                                   \
     X(int, account_release,                                                                     \
-      (struct store * st, const char *account, const char *owner, int64_t next_poll_at,         \
-       struct err *e),                                                                          \
-      (st, account, owner, next_poll_at, e))                                                    \
+      (struct store * st, const char *owner, int64_t *released, struct err *e),                 \
+      (st, owner, released, e))                                                                 \
     X(int, account_renew,                                                                       \
       (struct store * st, const char *owner, int64_t now, int64_t lease_ms, int64_t *renewed,   \
        struct err *e),                                                                          \
@@ -190,6 +189,7 @@ struct store_ops {
                       const char *const *webhooks, size_t n_webhooks, int64_t now,
                       struct store_msg_result *res, struct err *e);
     void (*msg_abort)(struct store_msg *m);
+    uint64_t (*msg_size)(const struct store_msg *m);
     int (*body_read)(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                      struct err *e);
     void (*body_close)(struct store_body *b);

@@ -1140,6 +1140,11 @@ static void pg_msg_abort(struct store_msg *m)
     free(m);
 }
 
+static uint64_t pg_msg_size(const struct store_msg *m)
+{
+    return m ? m->sp.size : 0;
+}
+
 static int pg_msg_begin(struct store *st, const char *account, const char *uidl,
                         struct store_msg **out, struct err *e)
 {
@@ -2225,71 +2230,41 @@ static int pg_account_counts(struct store *st, const char *account,
 }
 
 static int pg_account_lease(struct store *st, const char *account, const char *owner,
-                            int64_t now, int64_t lease_ms, bool force, int64_t *next_at,
-                            struct err *e)
+                            int64_t now, int64_t lease_ms, struct err *e)
 {
     if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     if (lease_ms <= 0)
         return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
-    const char *op = "lease account";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_text(&q, account);
-    PGresult *r = NULL;
-    if (pq_cmd(st, c,
-               "INSERT INTO accounts(name, state) VALUES ($1, 'idle') ON CONFLICT DO NOTHING", &q,
-               NULL, e, op) < 0)
-        goto fail;
-    pq_text(&q, account);
-    if (!(r = pq_run(st, c,
-                     "SELECT lease_owner, lease_until, next_poll_at FROM accounts"
-                     " WHERE name = $1 FOR UPDATE",
-                     &q, 0, e, op)))
-        goto fail;
-    char holder[STORE_OWNER_MAX + 1];
-    gstr(r, 0, 0, holder, sizeof holder);
-    int64_t until = g64(r, 0, 1), due = g64(r, 0, 2);
-    PQclear(r);
-    bool other = holder[0] && strcmp(holder, owner) != 0 && until > now;
-    if (other || (!force && due > now && strcmp(holder, owner) != 0)) {
-        tx_rollback(st, c);
-        if (next_at)
-            *next_at = other ? until : due;
-        return STORE_LEASE_LOST;
-    }
-    pq_text(&q, account);
     pq_text(&q, owner);
+    pq_i64(&q, now);
     pq_i64(&q, now + lease_ms);
-    if (pq_cmd(st, c, "UPDATE accounts SET lease_owner = $2, lease_until = $3 WHERE name = $1", &q,
-               NULL, e, op) < 0 ||
-        tx_commit(st, c, e, op) < 0)
-        goto fail;
-    if (next_at)
-        *next_at = now;
-    return 0;
-fail:
-    tx_rollback(st, c);
-    return -1;
+    /* one statement: the row made if missing, taken unless another owner
+     * holds a live lease (the row lock serialises concurrent takers) */
+    int64_t taken = 0;
+    if (write1(st,
+               "INSERT INTO accounts(name, state, lease_owner, lease_until)"
+               " VALUES ($1, 'idle', $2, $4) ON CONFLICT (name) DO UPDATE SET"
+               " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+               " WHERE accounts.lease_owner IS NULL OR accounts.lease_owner = excluded.lease_owner"
+               " OR accounts.lease_until <= $3::bigint",
+               &q, &taken, e, "lease account") < 0)
+        return -1;
+    return taken ? 0 : STORE_LEASE_LOST;
 }
 
-static int pg_account_release(struct store *st, const char *account, const char *owner,
-                              int64_t next_poll_at, struct err *e)
+static int pg_account_release(struct store *st, const char *owner, int64_t *released,
+                              struct err *e)
 {
-    if ((account && store_check_name("account", account, e) < 0) ||
-        store_check_owner(owner, e) < 0)
+    if (store_check_owner(owner, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, owner);
-    pq_text(&q, account);
-    pq_i64(&q, next_poll_at);
     return write1(st,
-                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0,"
-                  " next_poll_at = CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE next_poll_at END"
-                  " WHERE lease_owner = $1 AND ($2::text IS NULL OR name = $2)",
-                  &q, NULL, e, "release account lease");
+                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+                  &q, released, e, "release account leases");
 }
 
 static int pg_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
@@ -2929,6 +2904,7 @@ const struct store_ops store_pg_ops = {
     .msg_write = pg_msg_write,
     .msg_finish = pg_msg_finish,
     .msg_abort = pg_msg_abort,
+    .msg_size = pg_msg_size,
     .body_read = pg_body_read,
     .body_close = pg_body_close,
 };

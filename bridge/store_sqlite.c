@@ -237,6 +237,9 @@ enum sid {
     S_WH_GET,
     S_ACC_GET,
     S_ACC_SET,
+    S_ACC_LEASE,
+    S_ACC_RENEW,
+    S_ACC_RELEASE_ALL,
     S_ACC_STORED,
     S_ACC_PENDING,
     S_PURGE_CLEAR,
@@ -352,6 +355,14 @@ static const char *const sql_text[S_COUNT] = {
                   " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
                   " last_success_at = excluded.last_success_at,"
                   " backoff_until = excluded.backoff_until",
+    [S_ACC_LEASE] = "INSERT INTO accounts(name, state, lease_owner, lease_until)"
+                    " VALUES (?1, 'idle', ?2, ?3) ON CONFLICT(name) DO UPDATE SET"
+                    " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                    " WHERE accounts.lease_owner IS NULL OR accounts.lease_owner = ?2"
+                    " OR accounts.lease_until <= ?4",
+    [S_ACC_RENEW] = "UPDATE accounts SET lease_until = ?2 WHERE lease_owner = ?1",
+    [S_ACC_RELEASE_ALL] = "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                          " WHERE lease_owner = ?1",
     [S_ACC_STORED] = "SELECT count(*) FROM messages WHERE account = ?1 AND body_purged_at IS NULL",
     [S_ACC_PENDING] = "SELECT count(*) FROM deliveries WHERE account = ?1 AND status IN (0, 2)",
     [S_PURGE_CLEAR] = "DELETE FROM temp.purge",
@@ -427,6 +438,7 @@ static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                          const char *const *webhooks, size_t n_webhooks, int64_t now,
                          struct store_msg_result *res, struct err *e);
 static void sq_msg_abort(struct store_msg *m);
+static uint64_t sq_msg_size(const struct store_msg *m);
 static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
                         size_t *got, struct err *e);
 static void sq_body_close(struct store_body *b);
@@ -1212,6 +1224,8 @@ static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struc
     return 0;
 }
 
+static uint64_t sq_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
+
 static void sq_msg_abort(struct store_msg *m)
 {
     if (!m)
@@ -1664,7 +1678,7 @@ static int lease_write(struct store *st, enum sid id, const char *owner, int64_t
     if (!s || tx_begin(st, e, op) < 0)
         return -1;
     bind_str(s, 1, owner);
-    if (id != S_RELEASE_ALL)
+    if (id != S_RELEASE_ALL && id != S_ACC_RELEASE_ALL)
         sqlite3_bind_int64(s, 2, arg);
     if (run(st, s, e, op) < 0) {
         tx_rollback(st);
@@ -2178,6 +2192,48 @@ static int sq_account_set(struct store *st, const char *account,
         return -1;
     }
     return 0;
+}
+
+static int sq_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                        int64_t lease_ms, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
+    const char *op = "lease account";
+    sqlite3_stmt *s = S(st, S_ACC_LEASE, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, owner);
+    sqlite3_bind_int64(s, 3, now + lease_ms);
+    sqlite3_bind_int64(s, 4, now);
+    if (run(st, s, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    return c ? 0 : STORE_LEASE_LOST;
+}
+
+static int sq_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                        int64_t *renewed, struct err *e)
+{
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: renew account leases: lease_ms must be positive");
+    return lease_write(st, S_ACC_RENEW, owner, now + lease_ms, renewed, e,
+                       "renew account leases");
+}
+
+static int sq_account_release(struct store *st, const char *owner, int64_t *released,
+                          struct err *e)
+{
+    return lease_write(st, S_ACC_RELEASE_ALL, owner, 0, released, e, "release account leases");
 }
 
 static int count1(struct store *st, enum sid id, const char *account, int64_t *out,
@@ -3000,106 +3056,6 @@ static int write_once(struct store *st, sqlite3_stmt *s, int64_t *changes, struc
     return 0;
 }
 
-static int sq_account_lease(struct store *st, const char *account, const char *owner,
-                            int64_t now, int64_t lease_ms, bool force, int64_t *next_at,
-                            struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
-    const char *op = "lease account";
-    if (tx_begin(st, e, op) < 0)
-        return -1;
-    sqlite3_stmt *ins = prep(st, "INSERT OR IGNORE INTO accounts(name, state) VALUES (?1, 'idle')",
-                             e, op);
-    int r = -1;
-    if (ins) {
-        bind_str(ins, 1, account);
-        r = run(st, ins, e, op);
-        sqlite3_finalize(ins);
-    }
-    sqlite3_stmt *sel = r == 0 ? prep(st, "SELECT lease_owner, lease_until, next_poll_at"
-                                          " FROM accounts WHERE name = ?1", e, op)
-                               : NULL;
-    if (!sel) {
-        tx_rollback(st);
-        return -1;
-    }
-    bind_str(sel, 1, account);
-    if (sqlite3_step(sel) != SQLITE_ROW) {
-        dberr(st, e, op);
-        sqlite3_finalize(sel);
-        tx_rollback(st);
-        return -1;
-    }
-    char holder[STORE_OWNER_MAX + 1];
-    col_copy(sel, 0, holder, sizeof holder);
-    int64_t until = sqlite3_column_int64(sel, 1), due = sqlite3_column_int64(sel, 2);
-    sqlite3_finalize(sel);
-    bool other = holder[0] && strcmp(holder, owner) != 0 && until > now;
-    if (other || (!force && due > now && strcmp(holder, owner) != 0)) {
-        tx_rollback(st);
-        if (next_at)
-            *next_at = other ? until : due;
-        return STORE_LEASE_LOST;
-    }
-    sqlite3_stmt *up = prep(st, "UPDATE accounts SET lease_owner = ?2, lease_until = ?3"
-                                " WHERE name = ?1", e, op);
-    if (!up) {
-        tx_rollback(st);
-        return -1;
-    }
-    bind_str(up, 1, account);
-    bind_str(up, 2, owner);
-    sqlite3_bind_int64(up, 3, now + lease_ms);
-    r = run(st, up, e, op);
-    sqlite3_finalize(up);
-    if (r < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (next_at)
-        *next_at = now;
-    return 0;
-}
-
-static int sq_account_release(struct store *st, const char *account, const char *owner,
-                              int64_t next_poll_at, struct err *e)
-{
-    if ((account && check_name("account", account, e) < 0) || check_owner(owner, e) < 0)
-        return -1;
-    const char *op = "release account lease";
-    sqlite3_stmt *s = prep(st,
-                           "UPDATE accounts SET lease_owner = NULL, lease_until = 0,"
-                           " next_poll_at = CASE WHEN ?3 >= 0 THEN ?3 ELSE next_poll_at END"
-                           " WHERE lease_owner = ?1 AND (?2 IS NULL OR name = ?2)",
-                           e, op);
-    if (!s)
-        return -1;
-    bind_str(s, 1, owner);
-    if (account)
-        bind_str(s, 2, account);
-    sqlite3_bind_int64(s, 3, next_poll_at);
-    return write_once(st, s, NULL, e, op);
-}
-
-static int sq_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                            int64_t *renewed, struct err *e)
-{
-    if (check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: renew account leases: lease_ms must be positive");
-    const char *op = "renew account leases";
-    sqlite3_stmt *s = prep(st, "UPDATE accounts SET lease_until = ?2 WHERE lease_owner = ?1", e, op);
-    if (!s)
-        return -1;
-    bind_str(s, 1, owner);
-    sqlite3_bind_int64(s, 2, now + lease_ms);
-    return write_once(st, s, renewed, e, op);
-}
-
 static int sq_account_leases_each(struct store *st, int64_t now, store_lease_cb cb, void *ctx,
                                   struct err *e)
 {
@@ -3246,6 +3202,7 @@ const struct store_ops store_sqlite_ops = {
     .msg_write = sq_msg_write,
     .msg_finish = sq_msg_finish,
     .msg_abort = sq_msg_abort,
+    .msg_size = sq_msg_size,
     .body_read = sq_body_read,
     .body_close = sq_body_close,
 };

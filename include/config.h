@@ -218,6 +218,8 @@ struct config_account {
     unsigned char fingerprint_sha256[32]; /* decoded, valid when fingerprint != NULL */
     bool allow_plaintext;          /* default false */
     int64_t timeout_ms;            /* per network read/write; default 60s */
+    int64_t session_timeout_ms;    /* a whole POP3 session (a poll, an API call or
+                                      session); default 10m */
     int64_t poll_interval_ms;      /* default 60s */
     enum config_start start;       /* default new */
     enum config_after after_delivery; /* default keep */
@@ -368,8 +370,12 @@ void config_diag_print(const struct config_diag *d, FILE *out);
 void config_diag_free(struct config_diag *d);
 
 /* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
- * summary to stdout and returns 0 when valid; prints every problem to stderr
- * and returns 1 when not; returns 2 on a usage error. */
+ * summary to stdout and returns CONFIG_EXIT_OK when valid; prints every
+ * problem to stderr and returns CONFIG_EXIT_INVALID when not;
+ * CONFIG_EXIT_USAGE on a usage error (the same number as CLI_EXIT_USAGE). */
+#define CONFIG_EXIT_OK 0
+#define CONFIG_EXIT_INVALID 1
+#define CONFIG_EXIT_USAGE 2
 int config_check_main(int argc, char **argv);
 
 #endif

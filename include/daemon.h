@@ -5,8 +5,10 @@
  *
  *   pop3bridge run --config FILE [--once]
  *
- * SIGTERM/SIGINT: stop taking new polls, let running polls and in-flight
- * deliveries finish (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
+ * SIGTERM/SIGINT: stop taking new polls, cancel the polls in progress at
+ * once (their sessions end without QUIT: nothing is deleted; messages
+ * already received whole are committed), let in-flight deliveries finish
+ * (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
  * configuration; if it is invalid the old one stays and every problem is
  * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
  * every account once (again at once while max_messages_per_poll left
@@ -19,7 +21,8 @@
  * [SYS/TEMP], [LOGIN-DELAY]), auth_error (login refused: longer backoff;
  * or no usable OAuth2 grant: looked at again each poll interval, without
  * contacting anyone, so polling resumes soon after `oauth2 login`), error
- * (anything else).  The backoff policy lives in daemon_backoff_ms().
+ * (anything else).  When each account is polled, and the backoff policy,
+ * live in the scheduler (scheduler.h).
  * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
  *
  * Several instances on one PostgreSQL store ("store" in the configuration):
@@ -44,19 +47,18 @@
 #include "error.h"
 #include "runtime.h"
 
-#define DAEMON_POLL_WORKERS 4          /* accounts polled at once */
+#define DAEMON_POLL_WORKERS 16         /* accounts polled at once (a poll mostly waits
+                                          on its server: login, TLS, replies) */
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
-#define DAEMON_LEASE_JITTER_MS 300     /* random delay added when another instance has an account */
-#define DAEMON_LEASE_ERROR_RETRY_MS 5000 /* the store failed to lease an account: retry after */
-
-/* The delay before the next poll after a failure (fails >= 1 in a row), and
- * the state it puts the account in (backoff, auth_error or error).
- * interval_ms is the account's poll interval, login_delay_s the server's
- * LOGIN-DELAY (-1 if none). */
-int64_t daemon_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
-                          long login_delay_s, enum account_state *state);
+#define DAEMON_ACCOUNT_LEASE_MS 60000  /* an account's lease: renewed every quarter of
+                                          it while the instance runs; another instance
+                                          takes it over this long after a crash */
+#define DAEMON_EXIT_POLLS_FAILED 1     /* --once: some poll failed */
+#define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
+                                          written at most this often; a change of
+                                          state or error at once */
 
 /* Choose the store backend the configuration names (store_setup): SQLite
  * when it has no "store", else its PostgreSQL with the resolved password.

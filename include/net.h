@@ -49,6 +49,9 @@ struct net_opts {
     const char *fingerprint;    /* NULL, or "sha256:<64 hex>" (':' separators allowed) */
     int timeout_ms;             /* connect and each wait; <= 0 means 30000 */
     int64_t session_deadline;   /* absolute net_now_ms() value; 0 = none */
+    int cancel_fd;              /* > 0: a descriptor (e.g. an eventfd) that becomes
+                                   readable to cancel: every wait then ends at once
+                                   with ERR_TIMEOUT "session cancelled"; 0 = none */
 };
 
 struct net_tls_info {

@@ -2,15 +2,20 @@
  * poller — one poll cycle of one account:
  *
  *   connect, authenticate (pop3) → STAT/UIDL/LIST → compare with the store →
- *   RETR the new ones, pipelined and streamed into the store, committed in
- *   batches (message + UIDL seen + one pending delivery per webhook in one
- *   transaction) → DELE what the account's policy allows (every delivery
- *   done, or older than delete_after) → QUIT → record the deletions only
- *   after QUIT's +OK → forget UIDLs the server no longer lists.
+ *   RETR the new ones, pipelined, each streamed into a spooled store_msg and
+ *   handed whole to the committer (committer.h), which commits messages
+ *   already fully received in groups (message + UIDL seen + one pending
+ *   delivery per webhook) on its own thread → wait for those commits → DELE
+ *   what the account's policy allows (every delivery done, or older than
+ *   delete_after) → QUIT → record the deletions only after QUIT's +OK →
+ *   forget UIDLs the server no longer lists.
  *
- * Invariants kept here (ARCHITECTURE.md): nothing is DELEted before the batch
- * holding it is durable and every delivery answered 2xx (or delete_after
- * passed); a session that fails before QUIT deletes nothing.
+ * Invariants kept here (ARCHITECTURE.md): no store transaction is open while
+ * this thread reads or writes the network (each store call here is its own
+ * short transaction, and messages are committed by the committer once
+ * received); nothing is DELEted before the commit holding it is durable and
+ * every delivery answered 2xx (or delete_after passed); a session that fails
+ * before QUIT deletes nothing.
  *
  * A message larger than max_message_size (by LIST) is not retrieved: its
  * header (TOP n 0) is stored instead, marked too large, and delivered as a
@@ -27,14 +32,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "committer.h"
 #include "config.h"
 #include "error.h"
 #include "pop3.h"
 #include "store.h"
-
-#define POLLER_BATCH_MESSAGES 64            /* messages per durable commit */
-#define POLLER_BATCH_BYTES (8u << 20)       /* bytes per durable commit */
-#define POLLER_BATCH_MS 250                 /* longest a batch stays open */
 
 struct poller_result {
     size_t listed;        /* messages on the server */
@@ -48,21 +50,21 @@ struct poller_result {
     bool more;            /* max_messages_per_poll left some for the next poll */
 };
 
-/* Called after each durable commit (messages became deliverable). */
-typedef void (*poller_notify_fn)(void *ctx);
-
 /* Run one poll.  `first` is true when the account has never completed a
  * poll (start: new then records what is there without delivering it).
  * Returns 0, or -1 with e set: the pop3 categories (ERR_CONN, ERR_TIMEOUT,
  * ERR_TLS, ERR_PROTO, ERR_SERVER with its code, ERR_AUTH, ERR_LIMIT) or
  * ERR_INTERNAL from the store.  Whatever was committed before an error stays
- * committed and is delivered; nothing was deleted.
+ * committed and is delivered; nothing was deleted.  Messages are committed
+ * through cm (which tells the delivery worker); poller_poll returns only
+ * once everything it handed over is committed or failed.  cancel_fd (> 0;
+ * 0 none) cancels the session when it becomes readable (pop3_opts): the
+ * poll ends at once with ERR_TIMEOUT, nothing deleted.
  * An oauth2 provider account's access token comes from oauth2_access_token
  * first (its errors end the poll); when the server refuses it, the token is
  * refreshed once more and the session tried once again. */
-int poller_poll(struct store *st, const struct config_account *a,
-                bool first, poller_notify_fn notify, void *notify_ctx,
-                struct poller_result *res, struct err *e);
+int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
+                bool first, int cancel_fd, struct poller_result *res, struct err *e);
 
 /* Current wall-clock time in Unix milliseconds (the store's time base). */
 int64_t poller_now_ms(void);

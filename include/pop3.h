@@ -99,6 +99,7 @@ struct pop3_opts {
     bool allow_plaintext;          /* permit USER/PASS, PLAIN, LOGIN, bearer tokens without TLS */
     int timeout_ms;                /* each network wait; <= 0: 30000 */
     int64_t session_timeout_ms;    /* whole session; 0 = none */
+    int cancel_fd;                 /* > 0: readable cancels the session (net_opts) */
     uint64_t max_message_size;     /* octets received per message; 0 = 100 MiB */
     pop3_trace_fn trace;           /* NULL: no trace */
     void *trace_ctx;

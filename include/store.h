@@ -63,11 +63,18 @@
  * copied into an error.
  *
  * How the bridge uses it:
- *   start-up   store_open in main; store_delivery_release(owner, 0) once for
- *              this instance's own id (leases a previous run of it held).
+ *   start-up   store_open in main; store_delivery_release(owner, 0) and
+ *              store_account_release(owner) once for this instance's own id
+ *              (leases a previous run of it held).
+ *   scheduler  store_account_lease before an account's first poll (and
+ *              again whenever the instance is not sure it still holds it);
+ *              a keeper thread: store_account_renew every quarter of the
+ *              lease; at stop store_account_release.
  *   poller     store_uidls_each -> diff with UIDL listing -> for each new
- *              message: store_msg_begin/_write.../_finish inside
- *              store_batch_begin/_commit (only after commit: DELE allowed);
+ *              message: store_msg_begin/_write... while it is received,
+ *              then on the committer's thread store_msg_finish of messages
+ *              already fully received inside store_batch_begin/_commit
+ *              (only after commit: DELE allowed);
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
@@ -210,8 +217,11 @@ int store_schema_version(struct store *st, struct err *e);
  * that message).  Nothing in a batch is durable, or visible to other
  * handles, before store_batch_commit returns 0: the poller must not DELE or
  * deliver anything from a batch before that.  The write lock is taken at the
- * first write in the batch and held until commit, so commit often (e.g.
- * every 64 messages or 250 ms).
+ * first write in the batch and held until commit: a batch must never stay
+ * open across a network read or write, or a webhook POST (it would hold
+ * every other writer up for as long as the network takes).  Its users are
+ * the committer (messages already fully received, committer.h) and the
+ * delivery worker (outcomes already known).
  * If the database had to roll the whole batch back (disk full, I/O error),
  * later writes in the batch and the commit fail with ERR_INTERNAL.
  * Errors: ERR_USAGE (batch already open / none open), ERR_INTERNAL. */
@@ -302,7 +312,10 @@ struct store_msg_result {
 /* Start writing the raw message for account/uidl.  Bytes are spooled in
  * memory up to STORE_SPOOL_MEM_MAX, beyond that to an unlinked temp file in
  * state_dir; size and SHA-256 are computed on the way.  Nothing touches the
- * database until finish (a UIDL already known is refused there).
+ * database until finish (a UIDL already known is refused there): begin,
+ * write and abort never use st's connection (only its state_dir), so one
+ * thread may receive a message begun on st while the thread that owns st
+ * finishes others, and then finishes this one (committer.h).
  * Errors: ERR_USAGE (empty name/UIDL), ERR_LIMIT (name/UIDL length),
  * ERR_INTERNAL (out of memory, SHA-256 unavailable). */
 int store_msg_begin(struct store *st, const char *account, const char *uidl,
@@ -323,6 +336,9 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
 int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e);
+
+/* Octets written so far (0 for NULL). */
+uint64_t store_msg_size(const struct store_msg *m);
 
 /* Drop a message being written; nothing is stored.  NULL is a no-op. */
 void store_msg_abort(struct store_msg *m);
@@ -527,6 +543,30 @@ int store_account_get(struct store *st, const char *account, struct store_accoun
 int store_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e);
 
+/* Account leases: one poller per account at a time, across threads and
+ * instances (the row's lease_owner and lease_until).  An instance takes an
+ * account's lease before it polls it, keeps it while it runs (renewing all
+ * of its account leases in one call, well within lease_ms) and releases
+ * them when it stops; once a lease has expired anyone may take it.
+ *
+ * Take (or keep) the lease on `account` for owner until now + lease_ms: 0
+ * when taken — the account had no lease, owner held it, or it had expired
+ * (a row is created, state "idle", if there was none) — or
+ * STORE_LEASE_LOST when another owner holds a live lease (nothing
+ * changed).  Errors: ERR_USAGE (empty owner, lease_ms <= 0), ERR_LIMIT
+ * (account or owner too long), ERR_INTERNAL. */
+int store_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
+                        int64_t lease_ms, struct err *e);
+/* Extend every account lease owner holds to now + lease_ms; *renewed (may
+ * be NULL) gets the count.  A lease taken over by another owner is not
+ * touched (compare the count with the leases owner believes it holds). */
+int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+                        int64_t *renewed, struct err *e);
+/* Release every account lease owner holds (shutdown; start-up, for what a
+ * previous run under the same id held).  *released may be NULL. */
+int store_account_release(struct store *st, const char *owner, int64_t *released,
+                          struct err *e);
+
 struct store_account_counts {
     int64_t stored;             /* messages whose raw body is kept */
     int64_t pending_deliveries; /* deliveries pending or failed (not dead) */
@@ -534,33 +574,8 @@ struct store_account_counts {
 int store_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e);
 
-/* ---- account leases and instances (several instances, one store) ------- */
+/* ---- account leases seen by all, and instances (several instances) ------ */
 
-/* Each account is polled by one instance at a time: before a poll the
- * instance takes the account's lease (owner + expiry); it renews it while
- * it polls (store_account_renew, with its other leases) and gives it back
- * after the poll together with when the account is next due, so that any
- * live instance may take the next poll.  An expired lease is anyone's. */
-
-/* Take the poll lease of account for owner until now + lease_ms when nobody
- * else holds a live lease and the account is due (next_poll_at <= now, or
- * force: an operator asked for a poll).  The account's row is created if
- * missing (state "idle").  0: taken (also when owner held it already);
- * STORE_LEASE_LOST: another owner holds it or it is not due, *next_at (may
- * be NULL) gets when to ask again (its lease's expiry or next_poll_at).
- * Errors: ERR_USAGE (owner or account empty, lease_ms <= 0), ERR_LIMIT,
- * ERR_INTERNAL. */
-int store_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
-                        int64_t lease_ms, bool force, int64_t *next_at, struct err *e);
-/* Give back owner's lease on account (NULL: on every account owner holds,
- * as at start-up and shutdown); next_poll_at >= 0 records when the account
- * is due next, < 0 leaves it.  A lease owner no longer holds is left. */
-int store_account_release(struct store *st, const char *account, const char *owner,
-                          int64_t next_poll_at, struct err *e);
-/* Extend every account lease owner holds to now + lease_ms; *renewed (may
- * be NULL) gets the count. */
-int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                        int64_t *renewed, struct err *e);
 /* Every live account lease (lease_until > now): account, owner, expiry. */
 typedef int (*store_lease_cb)(void *ctx, const char *account, const char *owner,
                               int64_t lease_until, struct err *e);

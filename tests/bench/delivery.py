@@ -343,8 +343,7 @@ class Bench:
         for m in mailgen.mailbox(42, self.rate_n, 2048, 20480):
             self.dc.deliver(user, m, "cur")
         gone = self.receiver("rate-gone", ["--gone"])
-        cfg = self.config("rate", user, [self.hook("receiver", gone)],
-                          max_messages_per_poll=self.rate_n)
+        cfg = self.config("rate", user, [self.hook("receiver", gone)])
         self.run_once(cfg, "rate store")
         self.stop(gone["proc"])
         self.procs.remove(gone["proc"])

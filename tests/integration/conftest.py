@@ -21,6 +21,8 @@ the test function, fn.__name__ is its name).  What this file adds:
   - teardown_module() runs even when setup_module() failed half-way, and the
     cleanups a module registered with harness.register_cleanup() run after
     it (a module leaves nothing running);
+  - the lines a test gave harness.report() are printed at the end, in a
+    "reports" section, whether it passed or not;
   - harness.out_dir() is tests/out/<run>/<module>/<test>/ (<module>/ alone in
     setup_module); tests/out/<run>/ is removed when every test passed and kept
     (its path printed) otherwise;
@@ -202,6 +204,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = harness.report_lines()
+    if lines:
+        terminalreporter.section("reports")
+        for line in lines:
+            terminalreporter.write_line(line)
     d = _run["dir"]
     if _run["ran"] and (_run["failed"] or exitstatus != pytest.ExitCode.OK):
         terminalreporter.write_line("outputs kept in %s" % os.path.relpath(d, ROOT))

@@ -11,6 +11,8 @@
     dc.messages("alice")                what Dovecot holds, in UID order
     dc.expected_listing("alice")        [(number, uidl, size)] as POP3 shows them
     dc.log_mark(); dc.log_since(mark)   Dovecot's log
+    dc.restart(down=0.5)                stop (open sessions die) and start again on the
+                                        same ports, users and mail, `down` s later
     dc.stop()                           SIGTERM, then SIGKILL; also at exit
 
 Everything lives in a fresh temporary directory (world-searchable, because
@@ -115,7 +117,11 @@ class Message:
 
 class Dovecot:
     def __init__(self, cert="server", mechanisms=MECHANISMS, name="dovecot", ports=None,
-                 oauth2=None):
+                 oauth2=None, login_processes="secure"):
+        # "secure": one login process per connection (Dovecot's default);
+        # "performance": a few long-lived login processes serve every
+        # connection (for many short sessions, e.g. hundreds of accounts)
+        self.login_processes = login_processes
         self.oauth2 = oauth2        # introspection URL: XOAUTH2/OAUTHBEARER through passdb oauth2
         self.cert = cert            # "server" (good) or "wrong" (name mismatch)
         self.fixed_ports = ports    # (plain, tls) to listen on instead of free ephemeral ones
@@ -251,8 +257,8 @@ service pop3-login {{
     port = {tls_port}
     ssl = yes
   }}
-{chroot}}}
-service anvil {{
+{login}{chroot}}}
+{pop3_service}service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
@@ -261,6 +267,10 @@ service anvil {{
                   gid=self.mail_gid, cert=cert, key=key, dh=self.pki.dh, mechs=mechs,
                   oauth2_passdb=oauth2_passdb,
                   port=self.port, tls_port=self.tls_port, chroot=chroot,
+                  login="  service_count = 0\n  process_min_avail = 2\n"
+                  if self.login_processes == "performance" else "",
+                  pop3_service="service pop3 {{\n  service_count = 1000\n  process_min_avail = 8\n}}\n"
+                  .format() if self.login_processes == "performance" else "",
                   anvil="" if root else "  chroot =\n")
 
     def _spawn(self):
@@ -356,6 +366,26 @@ service anvil {{
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def restart(self, down=0.0):
+        """Stop the server as stop() does (SIGTERM, then SIGKILL for what is
+        left, open sessions included) and start it again after `down`
+        seconds on the same ports, with the same users, mail and UIDs."""
+        if self.dir is None:
+            raise RuntimeError("dovecot %s was never started" % self.name)
+        self._kill()
+        if down > 0:
+            time.sleep(down)
+        last = None
+        for _attempt in range(3):  # a port may still be held a moment after the kill
+            try:
+                self._spawn()
+                return self
+            except RuntimeError as exc:
+                last = exc
+                self._kill()
+                time.sleep(0.5)
+        raise last
 
     # ---- users and mail -----------------------------------------------------
 

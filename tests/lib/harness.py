@@ -12,6 +12,8 @@ pytest-timeout's.  Tests use:
     harness.check_failure(r, code, prefix)   exit code + the one stderr line
     harness.register_cleanup(fn)  called when the module's tests are done (and
                                   at exit), also after a failure or a timeout
+    harness.report(line)          a line printed at the end of the run, also when
+                                  the test passes (a soak's or a bench's summary)
 
 Everything here is Python 3 standard library only.
 """
@@ -78,6 +80,22 @@ def timeout(seconds):
         fn.timeout = seconds
         return fn
     return mark
+
+
+# ---- lines for the end of the run -----------------------------------------------
+
+_report = []
+
+
+def report(line):
+    """Keep `line` for the end of the run's output (conftest prints it, passed
+    or not) and print it now (shown with the test's output on a failure)."""
+    _report.append(line)
+    print(line, flush=True)
+
+
+def report_lines():
+    return list(_report)
 
 
 # ---- cleanup that survives failures, timeouts and signals -------------------

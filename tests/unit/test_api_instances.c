@@ -30,8 +30,8 @@ static void live_instances_and_their_accounts(void **state)
     assert_int_equal(store_instance_beat(st, &a, &e), 0);
     assert_int_equal(store_instance_beat(st, &b, &e), 0);
     assert_int_equal(store_instance_beat(st, &gone, &e), 0);
-    assert_int_equal(store_account_lease(st, "x", "host-a:1", now, 60000, false, NULL, &e), 0);
-    assert_int_equal(store_account_lease(st, "y", "host-a:1", now, 60000, false, NULL, &e), 0);
+    assert_int_equal(store_account_lease(st, "x", "host-a:1", now, 60000, &e), 0);
+    assert_int_equal(store_account_lease(st, "y", "host-a:1", now, 60000, &e), 0);
     store_close(st);
 
     struct fix_resp r;

@@ -628,7 +628,8 @@ static void cross_key_checks(void **state)
     EXPECT(&d, f, "accounts[4].auth[0]", "\"xoauth2\" needs oauth2 credentials");
     EXPECT(&d, f, "accounts[5].oauth2", "has no token");
     EXPECT(&d, f, "accounts[5].fingerprint", "64 hex digits");
-    assert_int_equal(d.count, 20);
+    EXPECT(&d, f, "accounts[6].delete_after", "no webhooks");
+    assert_int_equal(d.count, 21);
     config_diag_free(&d);
 }
 

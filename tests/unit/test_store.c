@@ -1037,6 +1037,47 @@ static void retry_dead(void **state)
     assert_int_equal(store_delivery_retry(st, 424242, T0, &e), STORE_NOTFOUND);
 }
 
+/* Account leases: one owner at a time, renewed in one call, taken back by
+ * anyone once expired, released at stop; the visible state is untouched. */
+static void account_leases(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_int_equal(store_account_lease(st, "acc", "A", T0, LEASE, &e), 0); /* row created */
+    struct store_account_state as;
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "idle");
+    assert_int_equal(store_account_lease(st, "acc", "A", T0 + 1, LEASE, &e), 0); /* ours */
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + 2, LEASE, &e), STORE_LEASE_LOST);
+    /* the state written meanwhile keeps the lease */
+    struct store_account_state set = {.state = "backoff", .last_attempt_at = T0};
+    assert_int_equal(store_account_set(st, "acc", &set, &e), 0);
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + 3, LEASE, &e), STORE_LEASE_LOST);
+    /* renewed by A: still A's past the first expiry */
+    int64_t n = -1;
+    assert_int_equal(store_account_renew(st, "A", T0 + LEASE / 2, LEASE, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_account_lease(st, "acc", "B", T0 + LEASE + 5, LEASE, &e),
+                     STORE_LEASE_LOST);
+    /* A stops renewing: once expired, B takes it, and A's renewal misses it */
+    int64_t later = T0 + LEASE / 2 + LEASE;
+    assert_int_equal(store_account_lease(st, "acc", "B", later, LEASE, &e), 0);
+    assert_int_equal(store_account_renew(st, "A", later + 1, LEASE, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_account_lease(st, "acc", "A", later + 2, LEASE, &e), STORE_LEASE_LOST);
+    /* B releases at stop: A may take it at once */
+    assert_int_equal(store_account_release(st, "B", &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_account_lease(st, "acc", "A", later + 3, LEASE, &e), 0);
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "backoff");
+    /* bad calls */
+    assert_int_equal(store_account_lease(st, "acc", "", T0, LEASE, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_account_lease(st, "acc", "A", T0, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
 static void leases(void **state)
 {
     struct fx *fx = *state;
@@ -2102,69 +2143,6 @@ static void concurrent_first_open(void **state)
 
 /* ---- account leases and instances (both backends) ------------------------ */
 
-static int count_leases(void *ctx, const char *account, const char *owner, int64_t until,
-                        struct err *e)
-{
-    (void)account;
-    (void)owner;
-    (void)until;
-    (void)e;
-    (*(int *)ctx)++;
-    return 0;
-}
-
-static void account_leases(void **state)
-{
-    struct store *st = fx_open(state);
-    struct err e;
-    int64_t next = 0;
-    /* a new account is due at once; the row is created */
-    assert_int_equal(store_account_lease(st, "acc", "i1", T0, 1000, false, &next, &e), 0);
-    struct store_account_state as;
-    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
-    assert_string_equal(as.state, "idle");
-    /* another owner: held until T0 + 1000 */
-    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 10, 1000, false, &next, &e),
-                     STORE_LEASE_LOST);
-    assert_int_equal(next, T0 + 1000);
-    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 10, 1000, true, &next, &e),
-                     STORE_LEASE_LOST); /* force never takes a live lease */
-    /* the owner renews it; the other still cannot take it */
-    int64_t renewed = 0;
-    assert_int_equal(store_account_renew(st, "i1", T0 + 900, 1000, &renewed, &e), 0);
-    assert_int_equal(renewed, 1);
-    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 1500, 1000, false, &next, &e),
-                     STORE_LEASE_LOST);
-    assert_int_equal(next, T0 + 1900);
-    /* expired: anyone takes it (the holder died) */
-    assert_int_equal(store_account_lease(st, "acc", "i2", T0 + 1900, 1000, false, &next, &e), 0);
-    /* released with the next poll time: not due before it, unless forced */
-    assert_int_equal(store_account_release(st, "acc", "i1", T0 + 5000, &e), 0); /* not i1's */
-    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, false, &next, &e),
-                     STORE_LEASE_LOST);
-    assert_int_equal(store_account_release(st, "acc", "i2", T0 + 5000, &e), 0);
-    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, false, &next, &e),
-                     STORE_LEASE_LOST);
-    assert_int_equal(next, T0 + 5000);
-    assert_int_equal(store_account_lease(st, "acc", "i1", T0 + 2000, 1000, true, &next, &e), 0);
-    /* the live leases, then every lease of an owner released at once */
-    assert_int_equal(store_account_lease(st, "other", "i1", T0 + 2000, 1000, false, NULL, &e), 0);
-    int n = 0;
-    assert_int_equal(store_account_leases_each(st, T0 + 2001, count_leases, &n, &e), 0);
-    assert_int_equal(n, 2);
-    assert_int_equal(store_account_release(st, NULL, "i1", -1, &e), 0);
-    n = 0;
-    assert_int_equal(store_account_leases_each(st, T0 + 2001, count_leases, &n, &e), 0);
-    assert_int_equal(n, 0);
-    /* "other" kept its next_poll_at (0): due at once */
-    assert_int_equal(store_account_lease(st, "other", "i2", T0 + 2001, 1000, false, NULL, &e), 0);
-    /* argument errors */
-    assert_int_equal(store_account_lease(st, "acc", "", T0, 1000, false, NULL, &e), -1);
-    assert_int_equal(e.kind, ERR_USAGE);
-    assert_int_equal(store_account_lease(st, "acc", "i1", T0, 0, false, NULL, &e), -1);
-    assert_int_equal(e.kind, ERR_USAGE);
-}
-
 static int collect_instance(void *ctx, const struct store_instance *i, struct err *e)
 {
     (void)e;
@@ -2504,12 +2482,12 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
+        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
-        T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
+        T(oauth2_rows),         T(oauth2_one_refresher),
         T(instances),           T(webhook_stats_hourly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
