@@ -254,18 +254,26 @@ def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
     mark = DC.log_mark()
     for b in (x, y, z):
         b.start()
-    # x: killed in the middle of a poll (holding an account's poll lease)
-    xid = instance_id(x)
+    # x: the first instance seen holding account leases (polling) is killed
     held_x = []
+    chosen = []
 
     def x_mid_poll():
-        try:
-            held_x[:] = [r[0] for r in PG.sql("SELECT name FROM accounts WHERE lease_owner = '%s'"
-                                              % xid, db=db)]
-        except Exception:   # the schema is not there yet
-            return False
-        return bool(held_x)
-    harness.wait_for(x_mid_poll, 30, interval=0.01, what="instance x in the middle of a poll")
+        for b in (x, y, z):
+            try:
+                rows = PG.sql("SELECT name FROM accounts WHERE lease_owner = '%s'"
+                              % instance_id(b), db=db)
+            except Exception:   # the schema is not there yet
+                return False
+            if rows:
+                held_x[:] = [r[0] for r in rows]
+                chosen[:] = [b]
+                return True
+        return False
+    harness.wait_for(x_mid_poll, 30, interval=0.01, what="an instance in the middle of a poll")
+    others = [b for b in (x, y, z) if b is not chosen[0]]
+    x, (y, z) = chosen[0], others
+    xid = instance_id(x)
     x.kill9()
     killed_x = time.time()
     # y: killed while it holds leased deliveries (a batch in flight)
@@ -282,9 +290,8 @@ def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
                 return True
         return False
     harness.wait_for(one_mid_batch, 30, interval=0.01, what="an instance holding leased deliveries")
-    held_y, y = held_y
-    if y is z:
-        y, z = z, y
+    held_y, victim = held_y
+    y, z = victim, (y if victim is z else z)
     yid = instance_id(y)
     y.kill9()
     killed_y = time.time()
