@@ -18,6 +18,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "maildir.h"
+#include "spool.h"
 #include "store.h"
 
 #define MBOX_BUF (64u << 10) /* bytes written to the mbox at a time */
@@ -46,16 +47,19 @@ static int fail(const struct err *e)
     return e->kind == ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_LOCAL;
 }
 
-/* The configuration, without its secrets; NULL after printing every problem. */
+/* The configuration, without its secrets but with the store's, its store
+ * backend set up; NULL after printing every problem. */
 static struct config *load(const char *path)
 {
-    struct config_diag d = {0};
-    struct config *cfg = config_load_layout(path, &d);
-    if (cfg && config_resolve_store_secret(cfg, &d) > 0)
-        config_free(&cfg);
-    if (!cfg)
-        config_diag_print(&d, stderr);
-    config_diag_free(&d);
+    struct config *cfg = config_load_or_print(path, true, stderr);
+    if (cfg) {
+        struct config_diag d = {0};
+        if (config_resolve_store_secret(cfg, &d) > 0) {
+            config_diag_print(&d, stderr);
+            config_free(&cfg);
+        }
+        config_diag_free(&d);
+    }
     struct err e;
     err_clear(&e);
     if (cfg && daemon_store_setup(cfg, &e) < 0) {
@@ -136,7 +140,7 @@ int admin_store_main(int argc, char **argv)
         return usage_error(backup ? "pop3bridge store backup --config FILE OUT"
                                   : "pop3bridge store restore --config FILE IN");
     const char *file = argv[1 + optind];
-    struct config *cfg = load(path);
+    struct config *cfg = load(path); /* no secrets but the store's */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};
@@ -186,17 +190,9 @@ struct mbox {
 
 static void mb_flush(struct mbox *m)
 {
-    size_t off = 0;
-    while (off < m->n && !m->failed) {
-        ssize_t w = write(m->fd, m->buf + off, m->n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            m->failed = true;
-            m->err = w < 0 ? errno : EIO;
-        } else {
-            off += (size_t)w;
-        }
+    if (!m->failed && spool_write_all(m->fd, m->buf, m->n) < 0) {
+        m->failed = true;
+        m->err = errno;
     }
     m->n = 0;
 }
@@ -453,7 +449,7 @@ int admin_export_main(int argc, char **argv)
     if (!path || optind != argc - 1 || !maildir == !mbox)
         return usage_error("pop3bridge export --config FILE ACCOUNT --maildir DIR | --mbox FILE");
     const char *account = argv[optind];
-    struct config *cfg = load(path);
+    struct config *cfg = load(path); /* no secrets but the store's */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};

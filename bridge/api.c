@@ -14,14 +14,17 @@
 #include "api_accounts.h"
 #include "api_instances.h"
 #include "api_mailbox.h"
+#include "api_oauth2.h"
 #include "api_sessions.h"
 #include "api_store.h"
 #include "api_stats.h"
+#include "clock.h"
 #include "event.h"
 #include "http_static.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "oauth2_device.h"
 #include "sessions.h"
 
 #define API_ROUTES_MAX 64
@@ -31,6 +34,7 @@ struct api {
     struct http_server *http;
     struct sessions *sessions;
     struct mailbox *mailbox;
+    struct oauth2_devices *devices;
     struct mailbox_cache *summaries; /* From/Subject/Date of listed messages */
     int64_t request_timeout_ms;
     char state_dir[HTTP_PATH_MAX];
@@ -55,6 +59,7 @@ static struct api *api_of(const struct http_req *r) { return http_app(r); }
 
 const struct runtime *api_runtime(const struct http_req *r) { return api_of(r)->rt; }
 struct sessions *api_sessions(const struct http_req *r) { return api_of(r)->sessions; }
+struct oauth2_devices *api_devices(const struct http_req *r) { return api_of(r)->devices; }
 struct mailbox_cache *api_summaries(const struct http_req *r) { return api_of(r)->summaries; }
 const char *api_tmp_dir(const struct http_req *r) { return api_of(r)->state_dir; }
 int64_t api_request_timeout_ms(const struct http_req *r) { return api_of(r)->request_timeout_ms; }
@@ -150,8 +155,8 @@ cJSON *api_json_time(int64_t ms)
 {
     if (ms <= 0)
         return cJSON_CreateNull();
-    char buf[40];
-    return cJSON_CreateString(event_time(ms, buf, sizeof buf));
+    char buf[CLOCK_RFC3339_SIZE];
+    return cJSON_CreateString(clock_rfc3339(ms, 1, buf, sizeof buf));
 }
 
 cJSON *api_json_str(const char *s)
@@ -431,6 +436,7 @@ static void table_build(void)
     table_add(api_accounts_routes, api_accounts_nroutes);
     table_add(api_instances_routes, api_instances_nroutes);
     table_add(api_mailbox_routes, api_mailbox_nroutes);
+    table_add(api_oauth2_routes, api_oauth2_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
     table_add(api_store_routes, api_store_nroutes);
     table_add(api_stats_routes, api_stats_nroutes);
@@ -495,12 +501,24 @@ static struct http_server *start_http(struct api *a, const struct config *cfg, s
 static void api_free(struct api *a)
 {
     mailbox_free(&a->mailbox);
+    oauth2_devices_free(&a->devices);
     mailbox_cache_free(&a->summaries);
     sessions_free(&a->sessions);
     for (size_t i = 0; i < a->npool; i++)
         store_close(a->pool[i]);
     pthread_mutex_destroy(&a->pool_mu);
     free(a);
+}
+
+/* A device-code authorization through the API was approved: poll the
+ * account soon (never bypassing a backoff: the next poll then picks it up). */
+static void device_authorized(void *ctx, const char *account)
+{
+    struct api *a = ctx;
+    int64_t retry_after = 0;
+    enum runtime_poll p = runtime_poll_now(a->rt, account, &retry_after);
+    log_info("oauth2_device_poll_requested", "account=%s queued=%s retry_after_s=%lld", account,
+             p == RUNTIME_POLL_QUEUED ? "yes" : "no", (long long)retry_after);
 }
 
 struct api *api_start(const struct runtime *rt, struct err *e)
@@ -525,7 +543,8 @@ struct api *api_start(const struct runtime *rt, struct err *e)
         config_instance_id(cfg, id, sizeof id);
         sessions_set_origin(a->sessions, id);
     }
-    a->mailbox = a->sessions ? mailbox_new((unsigned)cfg->api.mailbox_workers,
+    a->devices = a->sessions ? oauth2_devices_new(cfg->state_dir, device_authorized, a, e) : NULL;
+    a->mailbox = a->devices ? mailbox_new((unsigned)cfg->api.mailbox_workers,
                                            (size_t)cfg->api.max_connections,
                                            cfg->api.request_timeout_ms, e)
                              : NULL;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_oauth2.h"
 #include "pollhist.h"
 
 static cJSON *account_json(struct http_req *r, const struct config_account *ca)
@@ -16,6 +17,9 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     struct store *st = api_store(r, &e);
     if (!st || store_account_counts(st, ca->name, &cnt, &e) < 0)
         return NULL;
+    cJSON *oauth2 = api_oauth2_account_json(r, ca);
+    if (!oauth2)
+        return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", ca->name);
     cJSON_AddStringToObject(o, "state", account_state_name(live ? ra.state : ACCOUNT_IDLE));
@@ -24,6 +28,7 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     cJSON_AddItemToObject(o, "last_error", api_json_str(live ? ra.last_error : NULL));
     cJSON_AddNumberToObject(o, "stored", (double)cnt.stored);
     cJSON_AddNumberToObject(o, "pending_deliveries", (double)cnt.pending_deliveries);
+    cJSON_AddItemToObject(o, "oauth2", oauth2);
     return o;
 }
 

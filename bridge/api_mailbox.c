@@ -1,13 +1,16 @@
 /* api_mailbox — see include/api_mailbox.h. */
 #include "api_mailbox.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "api_oauth2.h"
 #include "clock.h"
 #include "log.h"
 #include "mailbox.h"
+#include "oauth2.h"
 
 enum mb_op { MB_INFO, MB_LISTING, MB_SUMMARIES, MB_RETR, MB_TOP, MB_DELE };
 
@@ -18,6 +21,7 @@ struct mb_call {
     struct pop3_opts o;      /* strings borrowed from the request's configuration */
     int64_t limit_ms;        /* the whole call, from its queueing: api.request_timeout */
     const char *account;     /* the same */
+    const struct config_account *a; /* the same */
     const char *uidl;        /* the request's path parameter */
     unsigned lines;
     int rc;
@@ -26,7 +30,8 @@ struct mb_call {
     struct mailbox_info info;
     struct pop3_listing *l;
     struct mailbox_summary *sums; /* MB_SUMMARIES: one per listed message */
-    struct store *st;             /* MB_SUMMARIES: the request's store handle */
+    struct store *st;             /* the request's store handle: MB_SUMMARIES, and an
+                                     OAuth2 account's token */
     struct mailbox_cache *cache;
     struct spool s;
 };
@@ -116,15 +121,8 @@ static int stored_summary(void *ctx, const char *uidl, struct mailbox_summary *o
     return r;
 }
 
-static void call_work(struct api_work *w)
+static void call_op(struct mb_call *c)
 {
-    struct mb_call *c = (struct mb_call *)w;
-    /* the time spent waiting for a worker counts against the call's limit */
-    int64_t left = c->limit_ms - (clock_mono_ms() - w->job.queued_at);
-    if (left < 1)
-        left = 1;
-    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
-        c->o.session_timeout_ms = left;
     struct pop3_sink k;
     api_sink(&k, &c->s);
     switch (c->op) {
@@ -137,6 +135,54 @@ static void call_work(struct api_work *w)
     case MB_RETR: c->rc = mailbox_retr(&c->o, c->uidl, &k, &c->step, &c->e); break;
     case MB_TOP: c->rc = mailbox_top(&c->o, c->uidl, c->lines, &k, &c->step, &c->e); break;
     case MB_DELE: c->rc = mailbox_dele(&c->o, c->uidl, &c->step, &c->e); break;
+    }
+}
+
+static void call_work(struct api_work *w)
+{
+    struct mb_call *c = (struct mb_call *)w;
+    /* the time spent waiting for a worker counts against the call's limit */
+    int64_t left = c->limit_ms - (clock_mono_ms() - w->job.queued_at);
+    if (left < 1)
+        left = 1;
+    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
+        c->o.session_timeout_ms = left;
+    char *tok = NULL;
+    if (oauth2_managed(c->a)) {
+        /* a provider account logs in with its current access token, as the poller does */
+        if (!(tok = malloc(2 * OAUTH2_TOKEN_BUF))) {
+            c->rc = -1;
+            c->step = "OAuth2 token";
+            err_set(&c->e, ERR_INTERNAL, "out of memory");
+            return;
+        }
+        if (api_oauth2_login_opts(c->st, c->a, NULL, &c->o, tok, &c->e) < 0) {
+            c->rc = -1;
+            c->step = "OAuth2 token";
+            goto out;
+        }
+    }
+    call_op(c);
+    if (c->rc < 0 && tok && c->step && strcmp(c->step, "POP3 login") == 0 &&
+        api_oauth2_refused(c->a, &c->e)) {
+        /* the server refused the token: a fresh one, and one more try (a
+         * refused login changed nothing) */
+        struct err e2;
+        if (api_oauth2_login_opts(c->st, c->a, tok, &c->o, tok + OAUTH2_TOKEN_BUF, &e2) == 0) {
+            mailbox_info_free(&c->info);
+            mailbox_listing_free(&c->l);
+            free(c->sums);
+            c->sums = NULL;
+            c->step = NULL;
+            err_clear(&c->e);
+            call_op(c);
+        }
+    }
+out:
+    c->o.oauth2_token = NULL;
+    if (tok) {
+        OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
+        free(tok);
     }
 }
 
@@ -166,6 +212,7 @@ static void call_start(struct http_req *r, enum mb_op op, unsigned lines,
     }
     c->op = op;
     c->account = ca->name;
+    c->a = ca;
     c->uidl = http_param(r, "uidl");
     c->lines = lines;
     c->limit_ms = api_request_timeout_ms(r);
@@ -174,14 +221,15 @@ static void call_start(struct http_req *r, enum mb_op op, unsigned lines,
         spool_init(&c->s, NULL, API_TOP_MAX, API_TOP_MAX);
     else
         spool_init(&c->s, api_tmp_dir(r), SPOOL_MEM_DEFAULT, 0);
-    if (op == MB_SUMMARIES) {
+    if (op == MB_SUMMARIES || oauth2_managed(ca)) {
         struct err e;
         if (!(c->st = api_store(r, &e))) {
             free(c);
             http_problem(r, 500, "internal", "the store could not be opened: %s", e.msg);
             return;
         }
-        c->cache = api_summaries(r);
+        if (op == MB_SUMMARIES)
+            c->cache = api_summaries(r);
     }
     c->w.work = call_work;
     c->w.reply = reply;

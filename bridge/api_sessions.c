@@ -1,13 +1,16 @@
 /* api_sessions — see include/api_sessions.h. */
 #include "api_sessions.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "api_oauth2.h"
 #include "clock.h"
 #include "log.h"
+#include "oauth2.h"
 #include "pop3cfg.h"
 #include "sessions.h"
 
@@ -25,6 +28,8 @@ struct sx_call {
     /* SX_OPEN */
     struct pop3_opts o;           /* strings borrowed from the request's configuration */
     const char *account;
+    const struct config_account *a; /* in hold */
+    struct store *st;             /* the request's, for an OAuth2 account's token; else NULL */
     struct cfgref *hold;
     struct sessions_limits lim;
     /* results */
@@ -105,11 +110,41 @@ static void run_command(struct sx_call *c, struct session *x)
     sessions_release(c->ss, x);
 }
 
+/* SX_OPEN: log in (a provider account with its current OAuth2 access
+ * token, as the poller does: once more with a fresh one if the server
+ * refused it) and take the listing. */
+static void open_work(struct sx_call *c)
+{
+    char *tok = NULL;
+    if (oauth2_managed(c->a)) {
+        if (!(tok = malloc(2 * OAUTH2_TOKEN_BUF))) {
+            c->rc = err_set(&c->e, ERR_INTERNAL, "out of memory");
+            return;
+        }
+        if (api_oauth2_login_opts(c->st, c->a, NULL, &c->o, tok, &c->e) < 0) {
+            c->rc = -1;
+            goto out;
+        }
+    }
+    c->rc = sessions_open(c->ss, c->account, &c->o, c->hold, &c->lim, &c->info, &c->e);
+    if (c->rc < 0 && tok && api_oauth2_refused(c->a, &c->e)) {
+        struct err e2;
+        if (api_oauth2_login_opts(c->st, c->a, tok, &c->o, tok + OAUTH2_TOKEN_BUF, &e2) == 0)
+            c->rc = sessions_open(c->ss, c->account, &c->o, c->hold, &c->lim, &c->info, &c->e);
+    }
+out:
+    c->o.oauth2_token = NULL; /* the session keeps no credential past login (pop3.h) */
+    if (tok) {
+        OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
+        free(tok);
+    }
+}
+
 static void call_work(struct api_work *w)
 {
     struct sx_call *c = (struct sx_call *)w;
     if (c->op == SX_OPEN) {
-        c->rc = sessions_open(c->ss, c->account, &c->o, c->hold, &c->lim, &c->info, &c->e);
+        open_work(c);
         return;
     }
     struct session *x = sessions_acquire(c->ss, c->id, c->wait_ms, &c->why);
@@ -265,6 +300,12 @@ static void h_session_open(struct http_req *r)
         return;
     const struct config_api *api = &http_cfg(r)->api;
     c->account = ca->name;
+    c->a = ca;
+    if (oauth2_managed(ca) && !(c->st = api_store(r, &c->e))) {
+        http_problem(r, 500, "internal", "the store could not be opened: %s", c->e.msg);
+        call_free(c);
+        return;
+    }
     c->hold = http_cfgref(r);
     pop3cfg_opts(ca, &c->o);
     c->lim = (struct sessions_limits){api->sessions_per_account, api->sessions_total,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "filter.h"
 #include "clock.h"
 
 /* One webhook's object; NULL with e on a store error. */
@@ -26,6 +27,9 @@ static cJSON *webhook_json(struct store *st, const struct config *cfg,
                 cJSON_AddItemToArray(accts, cJSON_CreateString(cfg->accounts[i].name));
     cJSON_AddBoolToObject(o, "disabled", disabled);
     cJSON_AddItemToObject(o, "disabled_since", api_json_time(since));
+    cJSON *filter = filter_to_json(w);
+    if (filter)
+        cJSON_AddItemToObject(o, "filter", filter);
     cJSON *t = cJSON_AddObjectToObject(o, "stats");
     cJSON_AddNumberToObject(t, "attempts_last_hour", (double)s.attempts_hour);
     cJSON_AddNumberToObject(t, "attempts_last_day", (double)s.attempts_day);

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "links.h"
 #include "event.h"
+#include "filter.h"
 #include "log.h"
 #include "message.h"
 
@@ -222,9 +223,13 @@ static cJSON *delivery_json(const struct store_delivery *d)
     char id[STORE_ID_MAX], mid[STORE_ID_MAX];
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", store_delivery_id_format(d->id, id));
-    cJSON_AddStringToObject(o, "message_id", store_msg_id_format(d->msg_id, mid));
+    /* an account event (event_type set) has no message and no UIDL */
+    bool ev = d->event_id > 0;
+    cJSON_AddItemToObject(o, "message_id",
+                          ev ? cJSON_CreateNull() : cJSON_CreateString(store_msg_id_format(d->msg_id, mid)));
+    cJSON_AddItemToObject(o, "event_type", ev ? cJSON_CreateString(d->event_type) : cJSON_CreateNull());
     cJSON_AddStringToObject(o, "account", d->account);
-    cJSON_AddStringToObject(o, "uidl", d->uidl);
+    cJSON_AddItemToObject(o, "uidl", ev ? cJSON_CreateNull() : cJSON_CreateString(d->uidl));
     cJSON_AddStringToObject(o, "webhook", d->webhook);
     cJSON_AddStringToObject(o, "status", store_dstatus_name(d->status));
     cJSON_AddNumberToObject(o, "attempt_count", d->attempts);
@@ -265,7 +270,7 @@ static int list_query(struct http_req *r, struct list_query *q)
     q->limit = API_LIST_DEFAULT;
     if (q->status && store_dstatus_parse(q->status, &q->ds, &e) < 0)
         http_problem(r, 400, "bad-request",
-                     "status must be pending, delivered, failed or dead, not \"%s\"", q->status);
+                     "status must be pending, delivered, failed, dead or dropped, not \"%s\"", q->status);
     else if (q->account && (!*q->account || strlen(q->account) > STORE_NAME_MAX))
         http_problem(r, 400, "bad-request", "account must be 1 to %d bytes", STORE_NAME_MAX);
     else if (limit && api_parse_u64(limit, 1, API_LIST_MAX, &q->limit) < 0)
@@ -391,6 +396,179 @@ static void h_delivery_retry(struct http_req *r)
     http_reply_json(r, 202, delivery_json(&d));
 }
 
+/* DELETE /api/v1/deliveries/{id}: an operator gives a failed or dead
+ * delivery up; it stays, as "dropped". */
+static void h_delivery_drop(struct http_req *r)
+{
+    int64_t id;
+    struct store *st;
+    struct err e;
+    if (delivery_of(r, &id, &st) < 0)
+        return;
+    const char *sid = http_param(r, "id");
+    int g = store_delivery_drop(st, id, clock_wall_ms(), &e);
+    if (g == STORE_NOTFOUND) {
+        http_problem(r, 404, "not-found", "no delivery %s", sid);
+        return;
+    }
+    if (g < 0 && e.kind == ERR_USAGE) {
+        http_problem(r, 409, "not-droppable", "delivery %s cannot be dropped: %s", sid, e.msg);
+        return;
+    }
+    if (g < 0) {
+        http_problem(r, 500, "internal", "the store could not be written: %s", e.msg);
+        return;
+    }
+    log_info("api_drop", "delivery=%s", sid);
+    struct store_delivery d;
+    if (store_delivery_get(st, id, &d, NULL, NULL, &e) != 0) {
+        http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
+        return;
+    }
+    http_reply_json(r, 200, delivery_json(&d));
+}
+
+/* POST /api/v1/deliveries/retry {"status": "dead"|"failed", "webhook": name,
+ * "limit": n}: retry in bulk, at most STORE_RETRY_BULK_MAX per call. */
+static void h_deliveries_retry(struct http_req *r)
+{
+    const char *text = http_body(r, NULL);
+    cJSON *body = *text ? cJSON_Parse(text) : cJSON_CreateObject(); /* none: the defaults */
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(body, "status");
+    const cJSON *webhook = cJSON_GetObjectItemCaseSensitive(body, "webhook");
+    const cJSON *limit = cJSON_GetObjectItemCaseSensitive(body, "limit");
+    enum store_dstatus ds = STORE_D_DEAD;
+    struct err e;
+    const char *bad = NULL;
+    if (!cJSON_IsObject(body))
+        bad = "the body must be a JSON object {\"status\": \"dead\", \"webhook\": \"...\", \"limit\": n}";
+    else if (status && (!cJSON_IsString(status) || store_dstatus_parse(status->valuestring, &ds, &e) < 0 ||
+                        (ds != STORE_D_DEAD && ds != STORE_D_FAILED)))
+        bad = "status must be \"dead\" or \"failed\"";
+    else if (webhook && !cJSON_IsString(webhook))
+        bad = "webhook must be a webhook's name";
+    else if (limit && (!cJSON_IsNumber(limit) || limit->valuedouble < 1 ||
+                       limit->valuedouble > STORE_RETRY_BULK_MAX ||
+                       limit->valuedouble != (double)(int)limit->valuedouble))
+        bad = "limit must be an integer from 1 to 1000 (STORE_RETRY_BULK_MAX)";
+    for (const cJSON *it = cJSON_IsObject(body) ? body->child : NULL; it && !bad; it = it->next)
+        if (strcmp(it->string, "status") && strcmp(it->string, "webhook") && strcmp(it->string, "limit"))
+            bad = "unknown key in the body (status, webhook, limit)";
+    if (bad) {
+        cJSON_Delete(body);
+        http_problem(r, 400, "bad-request", "%s", bad);
+        return;
+    }
+    char wh[CONFIG_NAME_MAX + 1] = "";
+    if (webhook) {
+        if (!config_webhook_find(http_cfg(r), webhook->valuestring)) {
+            http_problem(r, 404, "not-found", "no webhook is named \"%.64s\"", webhook->valuestring);
+            cJSON_Delete(body);
+            return;
+        }
+        snprintf(wh, sizeof wh, "%s", webhook->valuestring);
+    }
+    size_t max = limit ? (size_t)limit->valuedouble : STORE_RETRY_BULK_MAX;
+    cJSON_Delete(body);
+    struct store *st = api_store(r, &e);
+    int64_t n = 0;
+    if (!st || store_delivery_retry_bulk(st, wh[0] ? wh : NULL, ds, max, clock_wall_ms(), &n, &e) < 0) {
+        http_problem(r, 500, "internal", "the store could not be written: %s", e.msg);
+        return;
+    }
+    if (n > 0)
+        runtime_wake_delivery(api_runtime(r));
+    log_info("api_retry_bulk", "webhook=%s status=%s retried=%lld", wh[0] ? wh : "*",
+             store_dstatus_name(ds), (long long)n);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "retried", (double)n);
+    cJSON_AddStringToObject(o, "status", store_dstatus_name(ds));
+    cJSON_AddItemToObject(o, "webhook", wh[0] ? cJSON_CreateString(wh) : cJSON_CreateNull());
+    cJSON_AddBoolToObject(o, "more", (size_t)n == max);
+    http_reply_json(r, 202, o);
+}
+
+/* ---- webhook filters -------------------------------------------------------------------- */
+
+/* POST /api/v1/webhooks/{name}/match {"message_id": "m_<n>"}: would the
+ * stored message go to the webhook, and why (filter.h). */
+static void h_webhook_match(struct http_req *r)
+{
+    const struct config *cfg = http_cfg(r);
+    const char *name = http_param(r, "name");
+    const struct config_webhook *w = config_webhook_find(cfg, name);
+    if (!w) {
+        http_problem(r, 404, "not-found", "no webhook is named \"%s\"", name);
+        return;
+    }
+    cJSON *body = cJSON_ParseWithLength(http_body(r, NULL), strlen(http_body(r, NULL)));
+    const cJSON *mid = cJSON_GetObjectItemCaseSensitive(body, "message_id");
+    if (!cJSON_IsObject(body) || !cJSON_IsString(mid)) {
+        cJSON_Delete(body);
+        http_problem(r, 400, "bad-request",
+                     "the body must be a JSON object {\"message_id\": \"m_<n>\"}");
+        return;
+    }
+    struct err e;
+    int64_t id;
+    if (store_msg_id_parse(mid->valuestring, &id, &e) < 0) {
+        http_problem(r, 400, "bad-request", "message_id is not a message id (m_<n>)");
+        cJSON_Delete(body);
+        return;
+    }
+    cJSON_Delete(body);
+    char sid[STORE_ID_MAX];
+    store_msg_id_format(id, sid);
+    struct store *st = api_store(r, &e);
+    struct store_msg_info info;
+    int g = st ? store_msg_get(st, id, &info, &e) : -1;
+    if (g < 0) {
+        http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
+        return;
+    }
+    if (g == STORE_NOTFOUND) {
+        http_problem(r, 404, "not-found", "no stored message %s", sid);
+        return;
+    }
+    if (info.body_purged_at) {
+        http_problem(r, 410, "purged", "the raw message %s was purged after its retention time",
+                     sid);
+        return;
+    }
+    const struct config_account *a = config_account_find(cfg, info.account);
+    struct event_opts eo = {.public_url = NULL, .inline_max = 0, .inline_total_max = 0};
+    event_opts_account(&eo, a);
+    cJSON *m = event_message(st, api_tmp_dir(r), id, &eo, NULL, &e);
+    if (!m) {
+        http_problem(r, e.kind == ERR_USAGE ? 404 : 500, e.kind == ERR_USAGE ? "not-found" : "internal",
+                     "the message %s could not be read: %s", sid, e.msg);
+        return;
+    }
+    const char *type = filter_message_type(m, strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0);
+    cJSON *why = cJSON_CreateArray();
+    bool listed = false;
+    for (size_t i = 0; a && i < a->webhook_count && !listed; i++)
+        listed = strcmp(a->webhooks[i], name) == 0;
+    cJSON *acc = cJSON_CreateObject();
+    cJSON_AddStringToObject(acc, "condition", "account");
+    cJSON_AddBoolToObject(acc, "passed", listed);
+    char reason[CONFIG_NAME_MAX * 2 + 64];
+    snprintf(reason, sizeof reason, "account %s %s this webhook", info.account,
+             !a ? "is no longer configured; it does not list" : listed ? "lists" : "does not list");
+    cJSON_AddStringToObject(acc, "reason", reason);
+    cJSON_AddItemToArray(why, acc);
+    bool ok = filter_match(w, type, m, why) && listed;
+    cJSON_Delete(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "webhook", name);
+    cJSON_AddStringToObject(o, "message_id", sid);
+    cJSON_AddStringToObject(o, "type", type);
+    cJSON_AddBoolToObject(o, "matches", ok);
+    cJSON_AddBoolToObject(o, "has_filter", w->filter.present);
+    cJSON_AddItemToObject(o, "conditions", why);
+    http_reply_json(r, 200, o);
+}
+
 int api_link_verify(struct http_req *r, const char *path, const char *exp, const char *sig,
                     char *why, size_t why_size)
 {
@@ -423,9 +601,9 @@ static void h_links_rotate(struct http_req *r)
         return;
     }
     OPENSSL_cleanse(key, sizeof key);
-    char when[40];
+    char when[CLOCK_RFC3339_SIZE];
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "rotated_at", event_time(created * 1000, when, sizeof when));
+    cJSON_AddStringToObject(o, "rotated_at", clock_rfc3339(created * 1000, 1, when, sizeof when));
     log_info("links_rotated", "revoked=all");
     http_reply_json(r, 200, o);
 }
@@ -439,5 +617,8 @@ const struct http_route api_store_routes[] = {
     {"GET", "/api/v1/deliveries", h_deliveries, "status,account,limit,cursor", 0},
     {"GET", "/api/v1/deliveries/{id}", h_delivery, NULL, 0},
     {"POST", "/api/v1/deliveries/{id}/retry", h_delivery_retry, NULL, 0},
+    {"DELETE", "/api/v1/deliveries/{id}", h_delivery_drop, NULL, 0},
+    {"POST", "/api/v1/deliveries/retry", h_deliveries_retry, NULL, 0},
+    {"POST", "/api/v1/webhooks/{name}/match", h_webhook_match, NULL, 0},
 };
 const size_t api_store_nroutes = sizeof api_store_routes / sizeof api_store_routes[0];

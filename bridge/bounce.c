@@ -352,12 +352,140 @@ static bool is_copy_marker(const char *s)
     return false;
 }
 
+/* What the scan of a report's text has found so far. */
+struct scan {
+    bool format;  /* a known MTA's wording was seen */
+    bool delayed; /* it says "not yet", not "failed" */
+};
+
+/* Exim and Sendmail: a heading, then the address on the next non-blank
+ * line.  true when line i is such a heading. */
+static bool exim_sendmail(const struct lines *l, size_t i, struct bounce *b, struct scan *sc)
+{
+    const char *s = l->v[i];
+    if (find_ci(s, "The following address(es) failed:") ||
+        find_ci(s, "The address to which the message has not yet been delivered is:") ||
+        find_ci(s, "The addresses to which the message has not yet been delivered are:")) {
+        if (find_ci(s, "not yet been delivered"))
+            sc->delayed = true;
+        size_t j = next_nonblank(l, i + 1);
+        if (j < l->n && find_address(l->v[j], b->recipient)) {
+            join_until_blank(l, j + 1, b->diagnostic);
+            sc->format = true;
+        }
+        return true;
+    }
+    if (find_ci(s, "----- The following addresses had permanent fatal errors -----") ||
+        find_ci(s, "----- The following addresses had transient non-fatal errors -----")) {
+        if (find_ci(s, "transient"))
+            sc->delayed = true;
+        size_t j = next_nonblank(l, i + 1);
+        if (j < l->n && find_address(l->v[j], b->recipient)) {
+            sc->format = true;
+            const char *reason = j + 1 < l->n ? find_ci(l->v[j + 1], "(reason:") : NULL;
+            if (reason) {
+                const char *r = skip_ws(reason + 8);
+                const char *close = strrchr(r, ')');
+                set_if_empty(b->diagnostic, r, close ? (size_t)(close - r) : strlen(r));
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Exchange and Office 365, in the languages seen.  true when line i is one
+ * of their lines. */
+static bool exchange(const struct lines *l, size_t i, struct bounce *b, struct scan *sc)
+{
+    const char *s = l->v[i], *t = skip_ws(s);
+    if (find_ci(s, "Delivery has failed to these recipients or groups:") ||
+        find_ci(s, "Die Zustellung an folgende Empf") ||
+        find_ci(s, "La remise aux destinataires ou groupes suivants a")) {
+        size_t j = next_nonblank(l, i + 1);
+        if (j < l->n && find_address(l->v[j], b->recipient))
+            sc->format = true;
+        return true;
+    }
+    if (starts(t, "Generating server:")) {
+        set_if_empty(b->reporting_mta, skip_ws(t + 18), strlen(skip_ws(t + 18)));
+        sc->format = true;
+        return true;
+    }
+    if (t[0] == '#' && g_ascii_isdigit(t[1])) {
+        const char *end = strstr(t, "##");
+        set_if_empty(b->diagnostic, t + 1, end ? (size_t)(end - t - 1) : strlen(t + 1));
+        return true;
+    }
+    const char *rsr = find_ci(s, "Remote Server returned '");
+    if (rsr) {
+        const char *v = rsr + 24;
+        const char *q = strrchr(v, '\'');
+        set_if_empty(b->diagnostic, v, q && q > v ? (size_t)(q - v) : strlen(v));
+        sc->format = true;
+        return true;
+    }
+    const char *ymw = find_ci(s, "Your message to ");
+    if (ymw && find_ci(ymw, "couldn't be delivered")) {
+        find_address(ymw, b->recipient);
+        sc->format = true;
+        return true;
+    }
+    ymw = find_ci(s, "Your message wasn't delivered to ");
+    if (ymw) {
+        find_address(ymw, b->recipient);
+        sc->format = true;
+        return true;
+    }
+    return false;
+}
+
+/* Gmail.  true when line i is one of its headings. */
+static bool gmail(const struct lines *l, size_t i, struct bounce *b, struct scan *sc)
+{
+    const char *s = l->v[i];
+    if (find_ci(s, "Delivery to the following recipient failed permanently:") ||
+        find_ci(s, "Delivery to the following recipient has been delayed:") ||
+        find_ci(s, "Delivery to the following recipients failed")) {
+        if (find_ci(s, "delayed"))
+            sc->delayed = true;
+        size_t j = next_nonblank(l, i + 1);
+        if (j < l->n && find_address(l->v[j], b->recipient))
+            sc->format = true;
+        return true;
+    }
+    if (find_ci(s, "Technical details of permanent failure:") ||
+        find_ci(s, "Technical details of temporary failure:")) {
+        size_t j = next_nonblank(l, i + 1);
+        join_until_blank(l, j, b->diagnostic);
+        sc->format = true;
+        return true;
+    }
+    return false;
+}
+
+/* A status code from the diagnostic, else from the text before any
+ * returned copy. */
+static void status_fallback(const struct lines *l, struct bounce *b)
+{
+    if (!b->status[0] && b->diagnostic[0])
+        find_status(b->diagnostic, b->status);
+    if (b->status[0])
+        return;
+    GString *g = g_string_new(NULL);
+    for (size_t i = 0; i < l->n && !is_copy_marker(l->v[i]); i++)
+        g_string_append_printf(g, "%s\n", l->v[i]);
+    find_status(g->str, b->status);
+    g_string_free(g, TRUE);
+}
+
 int bounce_parse_text(const char *text, size_t len, struct bounce *b)
 {
     if (!text)
         return 0;
     struct lines l = split_lines(text, len);
-    bool format = false, delayed = false, copy = false;
+    struct scan sc = {false, false};
+    bool copy = false;
     for (size_t i = 0; i < l.n; i++) {
         const char *s = l.v[i];
         const char *t = skip_ws(s);
@@ -374,119 +502,26 @@ int bounce_parse_text(const char *text, size_t len, struct bounce *b)
         /* qmail */
         if (find_ci(s, "This is the qmail-send program at")) {
             host_after(s, "qmail-send program at", b->reporting_mta);
-            format = true;
+            sc.format = true;
         }
         /* Postfix */
-        if (find_ci(s, "This is the mail system at host") || find_ci(s, "This is the Postfix program at host")) {
+        if (find_ci(s, "This is the mail system at host") ||
+            find_ci(s, "This is the Postfix program at host")) {
             host_after(s, "at host", b->reporting_mta);
-            format = true;
+            sc.format = true;
         }
         if (angle_recipient(&l, i, b)) {
-            format = true;
+            sc.format = true;
             continue;
         }
-        /* Exim */
-        if (find_ci(s, "The following address(es) failed:") ||
-            find_ci(s, "The address to which the message has not yet been delivered is:") ||
-            find_ci(s, "The addresses to which the message has not yet been delivered are:")) {
-            if (find_ci(s, "not yet been delivered"))
-                delayed = true;
-            size_t j = next_nonblank(&l, i + 1);
-            if (j < l.n && find_address(l.v[j], b->recipient)) {
-                join_until_blank(&l, j + 1, b->diagnostic);
-                format = true;
-            }
+        if (exim_sendmail(&l, i, b, &sc) || exchange(&l, i, b, &sc) || gmail(&l, i, b, &sc))
             continue;
-        }
-        /* Sendmail */
-        if (find_ci(s, "----- The following addresses had permanent fatal errors -----") ||
-            find_ci(s, "----- The following addresses had transient non-fatal errors -----")) {
-            if (find_ci(s, "transient"))
-                delayed = true;
-            size_t j = next_nonblank(&l, i + 1);
-            if (j < l.n && find_address(l.v[j], b->recipient)) {
-                format = true;
-                const char *reason = j + 1 < l.n ? find_ci(l.v[j + 1], "(reason:") : NULL;
-                if (reason) {
-                    const char *r = skip_ws(reason + 8);
-                    const char *close = strrchr(r, ')');
-                    set_if_empty(b->diagnostic, r, close ? (size_t)(close - r) : strlen(r));
-                }
-            }
-            continue;
-        }
-        /* Exchange, Office 365 */
-        if (find_ci(s, "Delivery has failed to these recipients or groups:") ||
-            find_ci(s, "Die Zustellung an folgende Empf") ||
-            find_ci(s, "La remise aux destinataires ou groupes suivants a")) {
-            size_t j = next_nonblank(&l, i + 1);
-            if (j < l.n && find_address(l.v[j], b->recipient))
-                format = true;
-            continue;
-        }
-        if (starts(t, "Generating server:")) {
-            set_if_empty(b->reporting_mta, skip_ws(t + 18), strlen(skip_ws(t + 18)));
-            format = true;
-            continue;
-        }
-        if (t[0] == '#' && g_ascii_isdigit(t[1])) {
-            const char *end = strstr(t, "##");
-            set_if_empty(b->diagnostic, t + 1, end ? (size_t)(end - t - 1) : strlen(t + 1));
-            continue;
-        }
-        const char *rsr = find_ci(s, "Remote Server returned '");
-        if (rsr) {
-            const char *v = rsr + 24;
-            const char *q = strrchr(v, '\'');
-            set_if_empty(b->diagnostic, v, q && q > v ? (size_t)(q - v) : strlen(v));
-            format = true;
-            continue;
-        }
-        const char *ymw = find_ci(s, "Your message to ");
-        if (ymw && find_ci(ymw, "couldn't be delivered")) {
-            find_address(ymw, b->recipient);
-            format = true;
-            continue;
-        }
-        ymw = find_ci(s, "Your message wasn't delivered to ");
-        if (ymw) {
-            find_address(ymw, b->recipient);
-            format = true;
-            continue;
-        }
-        /* Gmail */
-        if (find_ci(s, "Delivery to the following recipient failed permanently:") ||
-            find_ci(s, "Delivery to the following recipient has been delayed:") ||
-            find_ci(s, "Delivery to the following recipients failed")) {
-            if (find_ci(s, "delayed"))
-                delayed = true;
-            size_t j = next_nonblank(&l, i + 1);
-            if (j < l.n && find_address(l.v[j], b->recipient))
-                format = true;
-            continue;
-        }
-        if (find_ci(s, "Technical details of permanent failure:") ||
-            find_ci(s, "Technical details of temporary failure:")) {
-            size_t j = next_nonblank(&l, i + 1);
-            join_until_blank(&l, j, b->diagnostic);
-            format = true;
-            continue;
-        }
     }
-    if (!b->status[0] && b->diagnostic[0])
-        find_status(b->diagnostic, b->status);
-    if (!b->status[0]) {
-        /* the text before any returned copy: a status code it gives */
-        GString *g = g_string_new(NULL);
-        for (size_t i = 0; i < l.n && !is_copy_marker(l.v[i]); i++)
-            g_string_append_printf(g, "%s\n", l.v[i]);
-        find_status(g->str, b->status);
-        g_string_free(g, TRUE);
-    }
-    if (format && !b->action[0])
-        g_strlcpy(b->action, delayed ? "delayed" : "failed", sizeof b->action);
+    status_fallback(&l, b);
+    if (sc.format && !b->action[0])
+        g_strlcpy(b->action, sc.delayed ? "delayed" : "failed", sizeof b->action);
     g_strfreev(l.v);
-    return format || b->recipient[0] || b->status[0] ? 1 : 0;
+    return sc.format || b->recipient[0] || b->status[0] ? 1 : 0;
 }
 
 /* ---- the MIME structure ------------------------------------------------------------------ */

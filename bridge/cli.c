@@ -11,6 +11,8 @@
 #include "codec.h"
 #include "maildir.h"
 #include "pop3.h"
+#include "secrets.h"
+#include "url.h"
 #include "units.h"
 
 #define SECRET_FILE_MAX 65536 /* password / token file size */
@@ -97,101 +99,38 @@ static void trace_stderr(void *ctx, char dir, const char *line, size_t len)
     fprintf(stderr, "%c: %s\n", dir, clean);
 }
 
-static int pct_decode(const char *s, size_t len, char *out, size_t size)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '%') {
-            int h, l;
-            if (i + 2 >= len || (h = codec_hex_value(s[i + 1])) < 0 ||
-                (l = codec_hex_value(s[i + 2])) < 0)
-                return -1;
-            c = (char)(h * 16 + l);
-            i += 2;
-        }
-        if (c == '\0' || c == '\r' || c == '\n' || o + 1 >= size)
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 static int parse_url(const char *url, struct cli_opts *c, bool *tls_set, struct err *e)
 {
-    const char *rest;
-    if (strncmp(url, "pop3s://", 8) == 0) {
-        rest = url + 8;
-        if (!*tls_set)
-            c->p.tls = POP3_TLS_IMPLICIT;
-    } else if (strncmp(url, "pop3://", 7) == 0) {
-        rest = url + 7;
-        if (!*tls_set)
-            c->p.tls = POP3_TLS_STARTTLS;
-    } else {
-        return err_set(e, ERR_USAGE, "URL must start with pop3s:// or pop3:// (got \"%.80s\")", url);
-    }
-    size_t rl = strlen(rest);
-    if (rl && rest[rl - 1] == '/')
-        rl--;
-    const char *at = NULL;
-    for (size_t i = 0; i < rl; i++)
-        if (rest[i] == '@')
-            at = rest + i; /* the last '@' separates user and host */
-    if (!at || at == rest)
-        return err_set(e, ERR_USAGE, "URL needs a user name: pop3s://USER@HOST[:PORT]");
-    if (pct_decode(rest, (size_t)(at - rest), c->user, sizeof c->user) < 0)
-        return err_set(e, ERR_USAGE, "bad user name in URL (percent-encoding or length)");
-    const char *h = at + 1, *end = rest + rl, *port = NULL;
-    size_t hl;
-    if (h < end && *h == '[') {
-        const char *rb = memchr(h, ']', (size_t)(end - h));
-        if (!rb)
-            return err_set(e, ERR_USAGE, "bad IPv6 address in URL (missing ']')");
-        hl = (size_t)(rb - h - 1);
-        h++;
-        if (rb + 1 < end) {
-            if (rb[1] != ':')
-                return err_set(e, ERR_USAGE, "bad URL after ']'");
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(h, ':', (size_t)(end - h));
-        hl = (size_t)((colon ? colon : end) - h);
-        if (colon)
-            port = colon + 1;
-    }
-    if (hl == 0 || hl >= sizeof c->host)
-        return err_set(e, ERR_USAGE, "URL needs a host: pop3s://USER@HOST[:PORT]");
-    memcpy(c->host, h, hl);
-    c->host[hl] = '\0';
-    if (strpbrk(c->host, "/?#@ "))
-        return err_set(e, ERR_USAGE, "bad host \"%s\" in URL", c->host);
-    if (port) {
-        uint64_t v;
-        if (pop3_parse_number(port, (size_t)(end - port), 1, 65535, &v) < 0)
-            return err_set(e, ERR_USAGE, "bad port in URL (1-65535)");
-        c->p.port = (unsigned)v;
-    }
+    struct url_pop3 u;
+    if (url_parse_pop3(url, &u, e) < 0)
+        return -1;
+    if (!*tls_set)
+        c->p.tls = u.tls ? POP3_TLS_IMPLICIT : POP3_TLS_STARTTLS;
+    _Static_assert(sizeof c->user == sizeof u.user && sizeof c->host == sizeof u.host,
+                   "the URL's parts fit");
+    memcpy(c->user, u.user, sizeof c->user);
+    memcpy(c->host, u.host, sizeof c->host);
+    if (u.port)
+        c->p.port = u.port;
     c->p.host = c->host;
     c->p.username = c->user;
+    OPENSSL_cleanse(&u, sizeof u);
     return 0;
 }
 
 /* First line of a file, for passwords and tokens. */
 static char *read_secret_file(const char *path, const char *what, struct err *e)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        err_set(e, ERR_USAGE, "cannot read %s file %s: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    char *buf = calloc(1, SECRET_FILE_MAX + 1);
-    size_t n = buf ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
-    fclose(f);
+    char *buf = calloc(1, SECRET_FILE_MAX + 2);
     if (!buf) {
         err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    size_t n = 0;
+    if (secrets_read_file(path, false, buf, SECRET_FILE_MAX + 1, &n) < 0) {
+        err_set(e, ERR_USAGE, "cannot read %s file %s: %s", what, path, strerror(errno));
+        OPENSSL_cleanse(buf, n);
+        free(buf);
         return NULL;
     }
     if (n > SECRET_FILE_MAX) {
@@ -221,6 +160,83 @@ static void free_secret(char **s)
 enum { OPT_TLS = 256, OPT_PLAIN, OPT_AUTH, OPT_CA, OPT_FP, OPT_TIMEOUT, OPT_STIMEOUT, OPT_MAXSIZE,
        OPT_PWFILE, OPT_TOKFILE, OPT_DELETE, OPT_HELP };
 
+/* What the options say beyond struct cli_opts: whether --tls was given and
+ * where the secrets are. */
+struct parsed {
+    bool tls_set;
+    const char *pwfile, *tokfile;
+};
+
+/* One option ch with its argument arg.  0, 1 for --help, or -1 with e. */
+static int parse_option(int ch, const char *arg, bool fetch, struct cli_opts *c, struct parsed *o,
+                        struct err *e)
+{
+    uint64_t v;
+    char why[128];
+    switch (ch) {
+    case OPT_TLS:
+        o->tls_set = true;
+        if (strcmp(arg, "implicit") == 0)
+            c->p.tls = POP3_TLS_IMPLICIT;
+        else if (strcmp(arg, "starttls") == 0)
+            c->p.tls = POP3_TLS_STARTTLS;
+        else if (strcmp(arg, "none") == 0)
+            c->p.tls = POP3_TLS_NONE;
+        else
+            return err_set(e, ERR_USAGE, "--tls takes implicit, starttls or none");
+        return 0;
+    case OPT_PLAIN: c->p.allow_plaintext = true; return 0;
+    case OPT_AUTH: return pop3_mech_list_parse(arg, c->p.mechs, &c->p.n_mechs, e) < 0 ? -1 : 0;
+    case OPT_CA: c->p.ca_file = arg; return 0;
+    case OPT_FP: c->p.fingerprint = arg; return 0;
+    case OPT_TIMEOUT:
+    case OPT_STIMEOUT:
+        if (pop3_parse_number(arg, strlen(arg), 1, 86400, &v) < 0)
+            return err_set(e, ERR_USAGE, "--%s takes whole seconds from 1 to 86400",
+                           ch == OPT_TIMEOUT ? "timeout" : "session-timeout");
+        if (ch == OPT_TIMEOUT)
+            c->p.timeout_ms = (int)v * 1000;
+        else
+            c->p.session_timeout_ms = (int64_t)v * 1000;
+        return 0;
+    case OPT_MAXSIZE:
+        if (units_parse_size(arg, &v, why, sizeof why) < 0 || v == 0)
+            return err_set(e, ERR_USAGE, "--max-size: %s", v == 0 ? "must be above 0" : why);
+        c->p.max_message_size = v;
+        return 0;
+    case OPT_PWFILE: o->pwfile = arg; return 0;
+    case OPT_TOKFILE: o->tokfile = arg; return 0;
+    case OPT_DELETE:
+        if (!fetch)
+            return err_set(e, ERR_USAGE, "--delete is for fetch only");
+        c->do_delete = true;
+        return 0;
+    case 'v': c->verbose = true; return 0;
+    case OPT_HELP: return 1;
+    default: return -1;
+    }
+}
+
+/* The password (file, else $POP3BRIDGE_PASSWORD) and the OAuth2 token. */
+static int take_credentials(struct cli_opts *c, const struct parsed *o, struct err *e)
+{
+    if (o->pwfile) {
+        if (!(c->password = read_secret_file(o->pwfile, "password", e)))
+            return -1;
+    } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
+        c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));
+    }
+    if (o->tokfile && !(c->token = read_secret_file(o->tokfile, "OAuth2 token", e)))
+        return -1;
+    if (!c->password && !c->token)
+        return err_set(e, ERR_USAGE,
+                       "no password: use --password-file FILE or set POP3BRIDGE_PASSWORD "
+                       "(or --oauth2-token-file)");
+    c->p.password = c->password;
+    c->p.oauth2_token = c->token;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, struct err *e)
 {
     static const struct option longopts[] = {
@@ -239,63 +255,22 @@ static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, str
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    bool tls_set = false;
-    const char *pwfile = NULL, *tokfile = NULL;
-    uint64_t v;
-    char why[128];
+    struct parsed o = {false, NULL, NULL};
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+v", longopts, NULL)) != -1) {
-        switch (ch) {
-        case OPT_TLS:
-            tls_set = true;
-            if (strcmp(optarg, "implicit") == 0)
-                c->p.tls = POP3_TLS_IMPLICIT;
-            else if (strcmp(optarg, "starttls") == 0)
-                c->p.tls = POP3_TLS_STARTTLS;
-            else if (strcmp(optarg, "none") == 0)
-                c->p.tls = POP3_TLS_NONE;
-            else
-                return err_set(e, ERR_USAGE, "--tls takes implicit, starttls or none");
-            break;
-        case OPT_PLAIN: c->p.allow_plaintext = true; break;
-        case OPT_AUTH:
-            if (pop3_mech_list_parse(optarg, c->p.mechs, &c->p.n_mechs, e) < 0)
-                return -1;
-            break;
-        case OPT_CA: c->p.ca_file = optarg; break;
-        case OPT_FP: c->p.fingerprint = optarg; break;
-        case OPT_TIMEOUT:
-        case OPT_STIMEOUT:
-            if (pop3_parse_number(optarg, strlen(optarg), 1, 86400, &v) < 0)
-                return err_set(e, ERR_USAGE, "--%s takes whole seconds from 1 to 86400",
-                               ch == OPT_TIMEOUT ? "timeout" : "session-timeout");
-            if (ch == OPT_TIMEOUT)
-                c->p.timeout_ms = (int)v * 1000;
-            else
-                c->p.session_timeout_ms = (int64_t)v * 1000;
-            break;
-        case OPT_MAXSIZE:
-            if (units_parse_size(optarg, &v, why, sizeof why) < 0 || v == 0)
-                return err_set(e, ERR_USAGE, "--max-size: %s", v == 0 ? "must be above 0" : why);
-            c->p.max_message_size = v;
-            break;
-        case OPT_PWFILE: pwfile = optarg; break;
-        case OPT_TOKFILE: tokfile = optarg; break;
-        case OPT_DELETE:
-            if (!fetch)
-                return err_set(e, ERR_USAGE, "--delete is for fetch only");
-            c->do_delete = true;
-            break;
-        case 'v': c->verbose = true; break;
-        case OPT_HELP:
+        err_clear(e);
+        int r = parse_option(ch, optarg, fetch, c, &o, e);
+        if (r == 1) {
             cli_usage_pop3(stdout);
             exit(0);
-        default:
+        }
+        if (r < 0 && e->kind == ERR_NONE)
             return err_set(e, ERR_USAGE, "unknown or incomplete option \"%s\" (see --help)",
                            argv[optind - 1]);
-        }
+        if (r < 0)
+            return -1;
     }
     int want = fetch ? 2 : 1;
     if (argc - optind != want)
@@ -303,24 +278,12 @@ static int parse_args(int argc, char **argv, bool fetch, struct cli_opts *c, str
                                                : "usage: pop3bridge probe [options] URL");
     if (strlen(argv[optind]) > URL_MAX)
         return err_set(e, ERR_USAGE, "URL longer than %d characters", URL_MAX);
-    if (parse_url(argv[optind], c, &tls_set, e) < 0)
+    if (parse_url(argv[optind], c, &o.tls_set, e) < 0)
         return -1;
     if (fetch)
         c->maildir = argv[optind + 1];
-    if (pwfile) {
-        if (!(c->password = read_secret_file(pwfile, "password", e)))
-            return -1;
-    } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
-        c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));
-    }
-    if (tokfile && !(c->token = read_secret_file(tokfile, "OAuth2 token", e)))
+    if (take_credentials(c, &o, e) < 0)
         return -1;
-    if (!c->password && !c->token)
-        return err_set(e, ERR_USAGE,
-                       "no password: use --password-file FILE or set POP3BRIDGE_PASSWORD "
-                       "(or --oauth2-token-file)");
-    c->p.password = c->password;
-    c->p.oauth2_token = c->token;
     if (c->verbose) {
         c->p.trace = trace_stderr;
         c->p.trace_ctx = NULL;

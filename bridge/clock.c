@@ -1,6 +1,8 @@
 /* clock — see include/clock.h. */
 #include "clock.h"
 
+#include <stdio.h>
+
 static int64_t ms_of(clockid_t id)
 {
     struct timespec ts;
@@ -10,7 +12,37 @@ static int64_t ms_of(clockid_t id)
 
 int64_t clock_mono_ms(void) { return ms_of(CLOCK_MONOTONIC); }
 
+int64_t clock_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t clock_wall_ms(void) { return ms_of(CLOCK_REALTIME); }
+
+char *clock_rfc3339(int64_t ms, int with_ms, char *buf, size_t size)
+{
+    if (!size)
+        return buf;
+    int64_t frac = ms % 1000;
+    if (frac < 0) /* before 1970: the second below, and what is left of it */
+        frac += 1000;
+    time_t s = (time_t)((ms - frac) / 1000);
+    struct tm tm;
+    if (!gmtime_r(&s, &tm)) {
+        buf[0] = '\0';
+        return buf;
+    }
+    int n = with_ms ? snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                               (int)frac)
+                    : snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n < 0)
+        buf[0] = '\0';
+    return buf;
+}
 
 int clock_cond_init(pthread_cond_t *c)
 {

@@ -50,10 +50,20 @@ char *codec_b64_encode(const void *data, size_t len)
 {
     if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
         return NULL;
+    char *out = malloc(CODEC_B64_SIZE(len));
+    if (out)
+        codec_b64_encode_buf(data, len, out, CODEC_B64_SIZE(len));
+    return out;
+}
+
+int codec_b64_encode_buf(const void *data, size_t len, char *out, size_t out_size)
+{
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3 || out_size < CODEC_B64_SIZE(len)) {
+        if (out && out_size)
+            out[0] = '\0';
+        return -1;
+    }
     const unsigned char *in = data;
-    char *out = malloc((len + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len; i += 3) {
         uint32_t w = (uint32_t)in[i] << 16;
@@ -67,7 +77,24 @@ char *codec_b64_encode(const void *data, size_t len)
         out[o++] = i + 2 < len ? b64_alphabet[w & 63] : '=';
     }
     out[o] = '\0';
-    return out;
+    return 0;
+}
+
+bool codec_is_b64token(const char *t)
+{
+    size_t i = 0;
+    for (; t[i] && t[i] != '='; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'))
+            return false;
+    }
+    if (i == 0)
+        return false;
+    for (; t[i]; i++)
+        if (t[i] != '=')
+            return false;
+    return true;
 }
 
 int codec_b64_decode(const char *in, size_t len, unsigned char *out, size_t out_size,

@@ -2,6 +2,7 @@
 #include "committer.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,8 @@ struct job {
     struct committer_session *s;
     struct store_msg *m;
     struct store_msg_meta meta;
-    const char *const *webhooks;
+    char message_id[STORE_META_MAX + 1];          /* meta.message_id, copied */
+    const char *webhooks[STORE_WEBHOOKS_MAX];     /* the names stay borrowed */
     size_t n_webhooks;
     int64_t now;
     uint64_t size;    /* octets of the message */
@@ -81,8 +83,12 @@ static void commit_group(struct committer *c, struct job *group)
     size_t ok = 0;
     for (struct job *j = group; j; j = j->next) {
         err_clear(&e);
-        int r = store_msg_finish(j->m, &j->meta, j->webhooks, j->n_webhooks, j->now, NULL, &e);
+        struct store_msg_result res;
+        int r = store_msg_finish(j->m, &j->meta, j->webhooks, j->n_webhooks, j->now, &res, &e);
         j->m = NULL;
+        if (r == 0 && res.duplicate_of)
+            log_info("duplicate", "message=m_%lld duplicate_of=m_%lld", (long long)res.id,
+                     (long long)res.duplicate_of);
         if (r < 0) {
             j->failed = true;
             pthread_mutex_lock(&c->lock);
@@ -211,7 +217,18 @@ int committer_submit(struct committer_session *s, struct store_msg *m,
     j->m = m;
     if (meta)
         j->meta = *meta;
-    j->webhooks = webhooks;
+    if (meta && meta->message_id) {
+        snprintf(j->message_id, sizeof j->message_id, "%s", meta->message_id);
+        j->meta.message_id = j->message_id;
+    }
+    if (n_webhooks > STORE_WEBHOOKS_MAX) {
+        store_msg_abort(m);
+        free(j);
+        return err_set(e, ERR_LIMIT, "committer: %zu webhooks for one message, at most %d",
+                       n_webhooks, STORE_WEBHOOKS_MAX);
+    }
+    for (size_t i = 0; i < n_webhooks; i++)
+        j->webhooks[i] = webhooks[i];
     j->n_webhooks = n_webhooks;
     j->now = now;
     j->size = store_msg_size(m);

@@ -12,9 +12,12 @@
 #include "config.h"
 
 #include "codec.h"
+#include "filter.h"
 #include "secretbox.h"
+#include "secrets.h"
 
 #include "units.h"
+#include "url.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -23,14 +26,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <openssl/crypto.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +50,10 @@ _Static_assert(sizeof(enum config_after) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_auth) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_provider) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum config_oauth2_flow) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_event_type) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_tristate) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_dedupe_by) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum config_include) == sizeof(int), "enum stored as int");
 
 /* ---- the tables ----------------------------------------------------------- */
 
@@ -62,6 +66,7 @@ enum opt_type {
     T_SIZE,     /* uint64_t bytes, "256KiB" or an integer                   */
     T_INT,      /* int                                                      */
     T_BOOL,     /* bool                                                     */
+    T_TRIBOOL,  /* int (enum config_tristate): true, false or left out      */
     T_STRLIST,  /* char ** + size_t count                                   */
     T_NAMELIST, /* char ** + size_t count, each a name                      */
     T_ENUMLIST, /* int * + size_t count                                     */
@@ -76,7 +81,7 @@ enum opt_type {
 static const char *const type_names[] = {
     [T_STRING] = "string",   [T_NAME] = "name",           [T_PATH] = "path",
     [T_ENUM] = "enum",       [T_DURATION] = "duration",   [T_SIZE] = "size",
-    [T_INT] = "int",         [T_BOOL] = "bool",           [T_STRLIST] = "string-list",
+    [T_INT] = "int",         [T_BOOL] = "bool",           [T_TRIBOOL] = "bool",           [T_STRLIST] = "string-list",
     [T_NAMELIST] = "name-list", [T_ENUMLIST] = "enum-list", [T_DURLIST] = "duration-list",
     [T_HEADERS] = "object",  [T_SECRET] = "secret-source", [T_REFUSED] = "refused",
     [T_OBJECT] = "object",   [T_OBJARRAY] = "object-list",
@@ -85,6 +90,8 @@ static const char *const type_names[] = {
 #define F_REQUIRED 1u
 #define F_WORD_DEFAULTS 4u /* T_OBJECT: one of `values` as a string also means "all defaults" */
 #define F_MULTILINE 2u  /* T_SECRET: every line is kept, not only the first */
+#define F_ANY_HEADER 4u /* T_HEADERS: any field name (a filter), none reserved */
+#define F_OR_WORD 8u    /* T_STRLIST: or one of `values` alone, as a string */
 #define NO_OFF ((size_t)-1)
 
 struct ctx;
@@ -139,6 +146,8 @@ static void check_api(struct ctx *c, void *obj, const char *path);
 static void check_store(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
+static void check_filter(struct ctx *c, void *obj, const char *path);
+static void check_payload(struct ctx *c, void *obj, const char *path);
 static void check_webhook_auth(struct ctx *c, void *obj, const char *path);
 static void check_webhook_basic(struct ctx *c, void *obj, const char *path);
 static void check_account(struct ctx *c, void *obj, const char *path);
@@ -237,6 +246,42 @@ static const struct table webhook_auth_table = {
     "auth", webhook_auth_opts, COUNT(webhook_auth_opts), sizeof(struct config_webhook_auth),
     offsetof(struct config_webhook_auth, present), check_webhook_auth};
 
+static const struct opt filter_opts[] = {
+    {.name = "types", .type = T_ENUMLIST, .values = filter_event_types, .max_items = 8,
+     LIST(config_filter, types, type_count)},
+    {.name = "to", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, to, to_count)},
+    {.name = "from", .type = T_STRLIST, .min = 1, .max = FILTER_PATTERN_MAX,
+     .max_items = FILTER_PATTERNS_MAX, LIST(config_filter, from, from_count)},
+    {.name = "subject", .type = T_STRING, .min = 1, .max = FILTER_PATTERN_MAX,
+     FIELD(config_filter, subject)},
+    {.name = "headers", .type = T_HEADERS, .flags = F_ANY_HEADER, .max_items = CONFIG_HEADERS_MAX,
+     .min = 1, .max = FILTER_PATTERN_MAX, LIST(config_filter, headers, header_count)},
+    {.name = "has_attachments", .type = T_TRIBOOL, FIELD(config_filter, has_attachments)},
+    {.name = "exclude_auto_replies", .type = T_BOOL, .def = "false",
+     FIELD(config_filter, exclude_auto_replies)},
+};
+static const struct table filter_table = {"filter", filter_opts, COUNT(filter_opts),
+                                          sizeof(struct config_filter),
+                                          offsetof(struct config_filter, present), check_filter};
+
+static const char *const include_names[] = {"text", "html", "headers", "attachments", "raw_url",
+                                            NULL};
+static const char *const header_words[] = {"all", "none", NULL};
+static const struct opt payload_opts[] = {
+    {.name = "include", .type = T_ENUMLIST, .values = include_names, .max_items = 5,
+     .def = "[\"text\",\"html\",\"headers\",\"attachments\",\"raw_url\"]",
+     LIST(config_payload, include, include_count)},
+    {.name = "text_max", .type = T_SIZE, .def = "0", .min = 0, .max = 4 * MIB,
+     FIELD(config_payload, text_max)},
+    {.name = "headers", .type = T_STRLIST, .flags = F_OR_WORD, .values = header_words,
+     .def = "\"all\"", .min = 1, .max = 100, .max_items = CONFIG_PAYLOAD_HEADERS_MAX,
+     LIST(config_payload, headers, header_count)},
+};
+static const struct table payload_table = {"payload", payload_opts, COUNT(payload_opts),
+                                           sizeof(struct config_payload),
+                                           offsetof(struct config_payload, present), check_payload};
+
 static const struct opt webhook_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_webhook, name)},
     {.name = "url", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 2048,
@@ -259,6 +304,8 @@ static const struct opt webhook_opts[] = {
      FIELD(config_webhook, max_in_flight)},
     {.name = "headers", .type = T_HEADERS, .max_items = CONFIG_HEADERS_MAX, .min = 0, .max = 1024,
      LIST(config_webhook, headers, header_count)},
+    {.name = "filter", .type = T_OBJECT, .sub = &filter_table, FIELD(config_webhook, filter)},
+    {.name = "payload", .type = T_OBJECT, .sub = &payload_table, FIELD(config_webhook, payload)},
     {.name = "auth", .type = T_OBJECT, .sub = &webhook_auth_table, FIELD(config_webhook, auth)},
     {.name = "headers_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV, .flags = F_MULTILINE,
      FIELD(config_webhook, headers_secret)},
@@ -310,6 +357,17 @@ static const struct table oauth2_table = {"oauth2", oauth2_opts, COUNT(oauth2_op
                                           sizeof(struct config_oauth2),
                                           offsetof(struct config_oauth2, present), check_oauth2};
 
+static const char *const dedupe_by[] = {"message_id", NULL};
+static const struct opt dedupe_opts[] = {
+    {.name = "by", .type = T_ENUM, .def = "\"message_id\"", .values = dedupe_by,
+     FIELD(config_dedupe, by)},
+    {.name = "window", .type = T_DURATION, .def = "\"30d\"", .min = MS_M, .max = 3650 * MS_D,
+     FIELD(config_dedupe, window_ms)},
+};
+static const struct table dedupe_table = {"dedupe", dedupe_opts, COUNT(dedupe_opts),
+                                          sizeof(struct config_dedupe),
+                                          offsetof(struct config_dedupe, present), NULL};
+
 static const struct opt account_opts[] = {
     {.name = "name", .type = T_NAME, .flags = F_REQUIRED, FIELD(config_account, name)},
     {.name = "host", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 253,
@@ -355,6 +413,7 @@ static const struct opt account_opts[] = {
      FIELD(config_account, address)},
     {.name = "trusted_authserv_ids", .type = T_STRLIST, .min = 1, .max = CONFIG_AUTHSERV_ID_MAX,
      .max_items = CONFIG_LIST_MAX, LIST(config_account, trusted_authserv_ids, trusted_authserv_id_count)},
+    {.name = "dedupe", .type = T_OBJECT, .sub = &dedupe_table, FIELD(config_account, dedupe)},
 };
 static const struct table account_table = {"account", account_opts, COUNT(account_opts),
                                            sizeof(struct config_account), NO_OFF, check_account};
@@ -463,6 +522,16 @@ void config_diag_free(struct config_diag *d)
     d->lines = NULL;
     d->count = 0;
     d->dropped = 0;
+}
+
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out)
+{
+    struct config_diag d = {0};
+    struct config *cfg = layout_only ? config_load_layout(path, &d) : config_load(path, &d);
+    if (!cfg)
+        config_diag_print(&d, out);
+    config_diag_free(&d);
+    return cfg;
 }
 
 /* A value quoted for a message: control characters replaced, length capped. */
@@ -839,41 +908,6 @@ static const char *secret_alternatives(const struct table *t, size_t off, char *
     return buf;
 }
 
-/* A *_file path of "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME")
- * names a credential that systemd passes with LoadCredential=, in the
- * directory that variable names when the secret is read.  The length of the
- * prefix, or 0 for any other path. */
-static size_t credential_prefix(const char *p)
-{
-    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
-    for (size_t i = 0; i < COUNT(forms); i++)
-        if (strncmp(p, forms[i], strlen(forms[i])) == 0 && p[strlen(forms[i])])
-            return strlen(forms[i]);
-    return 0;
-}
-
-/* The file a *_file secret is read from: the credential expanded, or ref. */
-static const char *secret_file(struct ctx *c, const char *ref, char *buf, size_t size,
-                               const char *path)
-{
-    size_t n = credential_prefix(ref);
-    if (!n)
-        return ref;
-    const char *dir = getenv("CREDENTIALS_DIRECTORY");
-    if (!dir || dir[0] != '/') {
-        problem(c, path, "%s", dir ? "CREDENTIALS_DIRECTORY is not an absolute path"
-                                   : "CREDENTIALS_DIRECTORY is not set (systemd sets it"
-                                     " for a service with LoadCredential=)");
-        return NULL;
-    }
-    int r = snprintf(buf, size, "%s/%s", dir, ref + n);
-    if (r < 0 || (size_t)r >= size) {
-        problem(c, path, "the path is longer than PATH_MAX (%d) once expanded", PATH_MAX);
-        return NULL;
-    }
-    return buf;
-}
-
 static void parse_secret(struct ctx *c, const struct table *t, const struct opt *o, void *base,
                          const cJSON *v, const char *path)
 {
@@ -897,7 +931,7 @@ static void parse_secret(struct ctx *c, const struct table *t, const struct opt 
         ref = strdup(s);
         break;
     case CONFIG_SECRET_FILE:
-        ref = credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
+        ref = secrets_credential_prefix(s) ? strdup(s) : resolve_path(c, s, path);
         if (!ref)
             return;
         break;
@@ -950,13 +984,13 @@ static void parse_headers(struct ctx *c, const struct opt *o, void *base, const 
             problem(c, sub, "is not a valid HTTP header name");
             continue;
         }
-        bool bad = false;
-        for (size_t i = 0; reserved[i] && !bad; i++)
+        bool bad = false, any = (o->flags & F_ANY_HEADER) != 0;
+        for (size_t i = 0; reserved[i] && !bad && !any; i++)
             if (strcasecmp(name, reserved[i]) == 0) {
                 problem(c, sub, "is set by the bridge itself and cannot be configured");
                 bad = true;
             }
-        for (size_t i = 0; credentials[i] && !bad; i++)
+        for (size_t i = 0; credentials[i] && !bad && !any; i++)
             if (strcasecmp(name, credentials[i]) == 0) {
                 problem(c, sub, "would put a credential in the file; use auth (basic or "
                                 "bearer) or headers_env / headers_file");
@@ -989,6 +1023,20 @@ static void parse_list(struct ctx *c, const struct opt *o, void *base, const cJS
                        const char *path)
 {
     char sub[PATH_KEY_MAX], sh[SHOW_MAX + 8];
+    if ((o->flags & F_OR_WORD) && cJSON_IsString(v)) {
+        int w;
+        if (!get_enum(c, v, path, o->values, &w))
+            return;
+        char **one = calloc(1, sizeof *one);
+        if (!one || !(one[0] = strdup(o->values[w]))) {
+            free(one);
+            problem(c, path, "out of memory");
+            return;
+        }
+        *AT(base, o->off, char **) = one;
+        *AT(base, o->count_off, size_t) = 1;
+        return;
+    }
     if (!cJSON_IsArray(v)) {
         problem(c, path, "expected an array, got %s", json_type(v));
         return;
@@ -1155,6 +1203,12 @@ static void parse_opt(struct ctx *c, const struct table *t, const struct opt *o,
         else
             *AT(base, o->off, bool) = cJSON_IsTrue(v);
         return;
+    case T_TRIBOOL:
+        if (!cJSON_IsBool(v))
+            problem(c, path, "expected true or false, got %s", json_type(v));
+        else
+            *AT(base, o->off, int) = cJSON_IsTrue(v) ? CONFIG_TRUE : CONFIG_FALSE;
+        return;
     case T_STRLIST:
     case T_NAMELIST:
     case T_ENUMLIST:
@@ -1261,34 +1315,6 @@ static void parse_table(struct ctx *c, const struct table *t, void *base, const 
 
 /* ---- checks across keys ------------------------------------------------------------ */
 
-static bool starts_with_ci(const char *s, const char *prefix)
-{
-    return strncasecmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* http(s)://authority[/...]; origin_only: nothing after the authority.
- * Returns NULL when fine, else what is wrong. */
-static const char *url_problem(const char *u, bool origin_only)
-{
-    const char *rest;
-    if (starts_with_ci(u, "http://"))
-        rest = u + 7;
-    else if (starts_with_ci(u, "https://"))
-        rest = u + 8;
-    else
-        return "must start with http:// or https://";
-    size_t auth = strcspn(rest, "/?#");
-    if (auth == 0)
-        return "has no host after the scheme";
-    if (strchr(u, ' '))
-        return "must not contain spaces";
-    if (memchr(rest, '@', auth))
-        return "must not carry user information (user:password@)";
-    if (origin_only && rest[auth] != '\0')
-        return "an origin is scheme://host[:port], without a path";
-    return NULL;
-}
-
 static int parse_port(const char *s)
 {
     if (!*s || strlen(s) > 5)
@@ -1385,7 +1411,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
     }
     path_key(sub, sizeof sub, path, "public_url");
     if (a->public_url) {
-        const char *why = url_problem(a->public_url, false);
+        const char *why = url_http_problem(a->public_url, 0);
         if (why)
             problem(c, sub, "%s", why);
         size_t n = strlen(a->public_url);
@@ -1404,7 +1430,7 @@ static void check_api(struct ctx *c, void *obj, const char *path)
         path_index(item, sizeof item, sub, i);
         if (strcmp(o, "*") == 0)
             continue;
-        const char *why = url_problem(o, true);
+        const char *why = url_http_problem(o, URL_ORIGIN_ONLY);
         if (why)
             problem(c, item, "%s %s", show(o, sh, sizeof sh), why);
     }
@@ -1427,16 +1453,6 @@ static const char *secret_suffix(enum config_secret_source s)
     return s == CONFIG_SECRET_ENV ? "env" : s == CONFIG_SECRET_FILE ? "file" : "command";
 }
 
-/* A token endpoint's URL: https:// only.  NULL when fine, else what is wrong. */
-static const char *endpoint_problem(const char *u)
-{
-    const char *why = url_problem(u, false);
-    if (why)
-        return why;
-    if (!starts_with_ci(u, "https://"))
-        return "must start with https:// (authorization servers are reached over TLS only)";
-    return NULL;
-}
 
 static bool is_tenant(const char *s)
 {
@@ -1532,7 +1548,7 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
             problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
             continue;
         }
-        const char *why = u ? endpoint_problem(u) : NULL;
+        const char *why = u ? url_http_problem(u, URL_HTTPS_ONLY) : NULL;
         if (why)
             problem(c, sub, "%s", why);
     }
@@ -1576,6 +1592,11 @@ static void check_webhook_basic(struct ctx *c, void *obj, const char *path)
         problem(c, path, "has no password: set password_env or password_file");
 }
 
+static bool starts_with_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
 /* Credentials, TLS files and the proxy of a webhook, against its URL. */
 static void check_webhook_transport(struct ctx *c, struct config_webhook *w, const char *path)
 {
@@ -1608,7 +1629,7 @@ static void check_webhook_transport(struct ctx *c, struct config_webhook *w, con
     }
     if (w->proxy) {
         path_key(sub, sizeof sub, path, "proxy");
-        const char *why = url_problem(w->proxy, true);
+        const char *why = url_http_problem(w->proxy, URL_ORIGIN_ONLY);
         if (why)
             problem(c, sub, "%s", why);
         else if (!starts_with_ci(w->proxy, "http://"))
@@ -1622,7 +1643,7 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     struct config_webhook *w = obj;
     char sub[PATH_KEY_MAX];
     if (w->url) {
-        const char *why = url_problem(w->url, false);
+        const char *why = url_http_problem(w->url, 0);
         path_key(sub, sizeof sub, path, "url");
         if (why)
             problem(c, sub, "%s", why);
@@ -1630,6 +1651,41 @@ static void check_webhook(struct ctx *c, void *obj, const char *path)
     if (w->secret.source == CONFIG_SECRET_NONE)
         problem(c, path, "has no signing secret: set secret_env or secret_file");
     check_webhook_transport(c, w, path);
+}
+
+/* A webhook's filter: its patterns compiled once, here (filter.h). */
+static void check_filter(struct ctx *c, void *obj, const char *path)
+{
+    struct config_filter *f = obj;
+    struct filter_error fe;
+    char sub[PATH_KEY_MAX];
+    if (!(f->compiled = filter_compile(f, &fe))) {
+        path_key(sub, sizeof sub, path, fe.key);
+        problem(c, *fe.key ? sub : path, "%s", fe.msg);
+    }
+}
+
+/* A webhook's payload: "all" and "none" stand alone; names are header names. */
+static void check_payload(struct ctx *c, void *obj, const char *path)
+{
+    struct config_payload *p = obj;
+    char sub[PATH_KEY_MAX], item[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "headers");
+    for (size_t i = 0; i < p->header_count; i++) {
+        const char *n = p->headers[i];
+        path_index(item, sizeof item, sub, i);
+        bool word = strcmp(n, "all") == 0 || strcmp(n, "none") == 0;
+        if (word && p->header_count > 1) {
+            problem(c, item, "\"%s\" stands alone: \"headers\": \"%s\"", n, n);
+            continue;
+        }
+        bool ok = *n != '\0';
+        for (const char *q = n; *q && ok; q++)
+            ok = (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') ||
+                 strchr("!#$%&'*+-.^_`|~", *q) != NULL;
+        if (!ok)
+            problem(c, item, "is not a header name");
+    }
 }
 
 static bool is_plaintext_auth(enum config_auth m)
@@ -1750,7 +1806,8 @@ static void check_root(struct ctx *c, void *obj, const char *path)
         if (!a->webhook_count)
             continue;
         a->webhook_index = calloc(a->webhook_count, sizeof *a->webhook_index);
-        if (!a->webhook_index) {
+        a->webhook_cfg = calloc(a->webhook_count, sizeof *a->webhook_cfg);
+        if (!a->webhook_index || !a->webhook_cfg) {
             problem(c, path, "out of memory");
             return;
         }
@@ -1760,6 +1817,7 @@ static void check_root(struct ctx *c, void *obj, const char *path)
                    !(cfg->webhooks[w].name && strcmp(cfg->webhooks[w].name, a->webhooks[k]) == 0))
                 w++;
             a->webhook_index[k] = w;
+            a->webhook_cfg[k] = w < cfg->webhook_count ? &cfg->webhooks[w] : NULL;
             if (w < cfg->webhook_count)
                 continue;
             char elem[PATH_KEY_MAX];
@@ -1928,13 +1986,6 @@ static char *dir_of(const char *path)
 
 /* ---- secrets --------------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void secret_wipe(struct config_secret *s)
 {
     if (s->value) {
@@ -1945,254 +1996,26 @@ static void secret_wipe(struct config_secret *s)
     s->len = 0;
 }
 
-/* Run `cmd` with /bin/sh -c in `cwd`, stdin /dev/null; collect stdout into
- * out (at most CONFIG_COMMAND_OUTPUT_MAX bytes) within timeout_ms.  0 on
- * success, else -1 with why. */
-static int run_command(const char *cmd, const char *cwd, int64_t timeout_ms, char *out,
-                       size_t *out_len, char *why, size_t why_size)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        snprintf(why, why_size, "cannot create a pipe: %s", strerror(errno));
-        return -1;
-    }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    char *const argv[] = {"sh", "-c", (char *)cmd, NULL};
-    pid_t pid = devnull < 0 ? -1 : fork();
-    if (pid == 0) {
-        sigset_t none;
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        sigaction(SIGPIPE, &dfl, NULL);
-        setpgid(0, 0);
-        if (dup2(devnull, 0) < 0 || dup2(p[1], 1) < 0 || (cwd && chdir(cwd) < 0))
-            _exit(126);
-        execve("/bin/sh", argv, environ);
-        _exit(127);
-    }
-    int saved = errno;
-    close(p[1]);
-    if (devnull >= 0)
-        close(devnull);
-    if (pid < 0) {
-        close(p[0]);
-        snprintf(why, why_size, "cannot start it: %s", strerror(saved));
-        return -1;
-    }
-    setpgid(pid, pid); /* also here: whichever runs first */
-    int64_t deadline = now_ms() + timeout_ms;
-    size_t n = 0;
-    const char *fail = NULL;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            fail = "timed out";
-            break;
-        }
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int r = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fail = "poll failed";
-            break;
-        }
-        if (r == 0)
-            continue;
-        char chunk[4096];
-        ssize_t got = read(p[0], chunk, sizeof chunk);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break; /* EOF (or error): the command closed its output */
-        if (n + (size_t)got > CONFIG_COMMAND_OUTPUT_MAX) {
-            fail = "printed more than CONFIG_COMMAND_OUTPUT_MAX bytes";
-            OPENSSL_cleanse(chunk, sizeof chunk);
-            break;
-        }
-        memcpy(out + n, chunk, (size_t)got);
-        n += (size_t)got;
-        OPENSSL_cleanse(chunk, sizeof chunk);
-    }
-    close(p[0]);
-    /* wait for it, still within the deadline */
-    int status = 0;
-    pid_t w = 0;
-    while (!fail && (w = waitpid(pid, &status, WNOHANG)) == 0) {
-        if (now_ms() >= deadline) {
-            fail = "timed out";
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    if (fail || w < 0) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        snprintf(why, why_size, "%s", fail ? fail : "could not be waited for");
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (WIFSIGNALED(status)) {
-        snprintf(why, why_size, "was killed by signal %d", WTERMSIG(status));
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(why, why_size, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        OPENSSL_cleanse(out, n);
-        return -1;
-    }
-    *out_len = n;
-    return 0;
-}
-
-/* Keep the first line of buf[0..n) (without CR/LF) as the secret. */
-static int take_first_line(struct config_secret *s, const char *buf, size_t n)
-{
-    size_t k = 0;
-    while (k < n && buf[k] != '\n' && buf[k] != '\0')
-        k++;
-    if (k > 0 && buf[k - 1] == '\r')
-        k--;
-    if (k == 0)
-        return 1;
-    if (k > CONFIG_SECRET_MAX)
-        return 2;
-    for (size_t i = 0; i < k; i++)
-        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
-            return 4;
-    s->value = malloc(k + 1);
-    if (!s->value)
-        return 3;
-    memcpy(s->value, buf, k);
-    s->value[k] = '\0';
-    s->len = k;
-    return 0;
-}
-
-/* Keep all of buf[0..n) (trailing line breaks removed) as the secret: for
- * secrets of several lines (headers_env, headers_file).  TAB, CR and LF are
- * the only control characters allowed. */
-static int take_all(struct config_secret *s, const char *buf, size_t n)
-{
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (n == 0)
-        return 1;
-    if (n > CONFIG_SECRET_MAX)
-        return 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)buf[i];
-        if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
-            return 4;
-    }
-    s->value = malloc(n + 1);
-    if (!s->value)
-        return 3;
-    memcpy(s->value, buf, n);
-    s->value[n] = '\0';
-    s->len = n;
-    return 0;
-}
-
-static int take_secret(struct config_secret *s, const char *buf, size_t n, bool multiline)
-{
-    return multiline ? take_all(s, buf, n) : take_first_line(s, buf, n);
-}
-
 static void resolve_one(struct ctx *c, struct config_secret *s, const char *path, bool multiline)
 {
-    static const char *const empties[] = {"", "is empty", "is longer than CONFIG_SECRET_MAX bytes",
-                                          "out of memory", "contains a control character"};
-    char why[160];
-    size_t n = 0;
-    int r;
+    static const enum secrets_source from[] = {
+        [CONFIG_SECRET_ENV] = SECRETS_ENV,
+        [CONFIG_SECRET_FILE] = SECRETS_FILE,
+        [CONFIG_SECRET_COMMAND] = SECRETS_COMMAND,
+    };
     secret_wipe(s);
     if (s->source == CONFIG_SECRET_NONE)
         return;
-    if (s->source == CONFIG_SECRET_ENV) {
-        const char *v = getenv(s->ref);
-        if (!v) {
-            problem(c, path, "environment variable %s is not set", s->ref);
-            return;
-        }
-        size_t vl = strlen(v);
-        r = take_secret(s, v, vl, multiline);
-        if (r == 0 && !multiline && s->len != vl) {
-            secret_wipe(s);
-            r = 4;
-        }
-        if (r)
-            problem(c, path, "environment variable %s %s", s->ref, empties[r]);
-        return;
-    }
-    char *buf = malloc(CONFIG_COMMAND_OUTPUT_MAX + 1);
-    if (!buf) {
-        problem(c, path, "out of memory");
-        return;
-    }
-    switch (s->source) {
-    case CONFIG_SECRET_NONE:
-    case CONFIG_SECRET_ENV:
-        break;
-    case CONFIG_SECRET_FILE: {
-        char cred[PATH_MAX];
-        const char *file = secret_file(c, s->ref, cred, sizeof cred, path);
-        if (!file)
-            break;
-        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        struct stat st;
-        if (fd < 0) {
-            problem(c, path, "cannot open %s: %s", file, strerror(errno));
-            break;
-        }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            problem(c, path, "%s is not a regular file", file);
-            close(fd);
-            break;
-        }
-        bool read_failed = false;
-        for (;;) {
-            ssize_t got = read(fd, buf + n, CONFIG_SECRET_MAX + 2 - n);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got < 0) {
-                problem(c, path, "cannot read %s: %s", file, strerror(errno));
-                read_failed = true;
-                break;
-            }
-            if (got == 0 || (n += (size_t)got) >= CONFIG_SECRET_MAX + 2)
-                break;
-        }
-        close(fd);
-        if (read_failed)
-            break;
-        r = take_secret(s, buf, n, multiline);
-        if (r)
-            problem(c, path, "the file %s %s", file, empties[r]);
-        break;
-    }
-    case CONFIG_SECRET_COMMAND: {
-        int64_t t = c->cfg->secret_command_timeout_ms > 0 ? c->cfg->secret_command_timeout_ms
-                                                          : 10 * MS_S;
-        if (run_command(s->ref, c->dir, t, buf, &n, why, sizeof why) < 0) {
-            n = 0;
-            problem(c, path, "the command %s", why);
-            break;
-        }
-        r = take_secret(s, buf, n, multiline);
-        if (r)
-            problem(c, path, "the command's output %s",
-                    r == 1 ? "has an empty first line" : empties[r]);
-        break;
-    }
-    }
-    OPENSSL_cleanse(buf, CONFIG_COMMAND_OUTPUT_MAX + 1);
-    free(buf);
+    struct secrets_req q = {
+        .source = from[s->source],
+        .ref = s->ref,
+        .cwd = c->dir,
+        .timeout_ms = c->cfg->secret_command_timeout_ms,
+        .multiline = multiline,
+    };
+    char why[SECRETS_WHY_MAX];
+    if (secrets_read(&q, &s->value, &s->len, why, sizeof why) < 0)
+        problem(c, path, "%s", why);
 }
 
 typedef void (*visit_fn)(struct ctx *c, const struct opt *o, void *field, const char *path);
@@ -2585,6 +2408,7 @@ static void visit_free(struct ctx *c, const struct opt *o, void *base, const cha
     case T_SIZE:
     case T_INT:
     case T_BOOL:
+    case T_TRIBOOL:
     case T_REFUSED:
     case T_OBJECT:
         break;
@@ -2613,11 +2437,16 @@ void config_free(struct config **pcfg)
         return;
     struct config *cfg = *pcfg;
     for (size_t i = 0; cfg->webhooks && i < cfg->webhook_count; i++) {
+        struct config_webhook *w = &cfg->webhooks[i];
+        filter_free(w->filter.compiled);
+        w->filter.compiled = NULL;
         webhook_keys_wipe(&cfg->webhooks[i]);
         secret_headers_wipe(&cfg->webhooks[i]);
     }
-    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++)
+    for (size_t i = 0; cfg->accounts && i < cfg->account_count; i++) {
         free(cfg->accounts[i].webhook_index);
+        free(cfg->accounts[i].webhook_cfg);
+    }
     OPENSSL_cleanse(cfg->secrets_key_bytes, sizeof cfg->secrets_key_bytes);
     free(cfg->api.listen_host);
     struct ctx c = {.cfg = cfg};
@@ -2743,6 +2572,11 @@ static void print_value(FILE *out, const struct opt *o, void *base)
     case T_BOOL:
         fprintf(out, "%s", *AT(base, o->off, bool) ? "true" : "false");
         break;
+    case T_TRIBOOL: {
+        int t = *AT(base, o->off, int);
+        fprintf(out, "%s", t == CONFIG_TRUE ? "true" : t == CONFIG_FALSE ? "false" : "-");
+        break;
+    }
     case T_STRLIST:
     case T_NAMELIST:
     case T_ENUMLIST:
@@ -2798,7 +2632,7 @@ static void print_object(FILE *out, const struct table *t, void *base, int inden
                     s->source == CONFIG_SECRET_COMMAND ? "" : s->ref);
             continue;
         }
-        if (o->type == T_ENUMLIST && *AT(base, o->count_off, size_t) == 0) {
+        if (o->values == auth_names && *AT(base, o->count_off, size_t) == 0) {
             fprintf(out, " %s=strongest-offered", o->name);
             continue;
         }

@@ -21,6 +21,8 @@
 #include "committer.h"
 #include "config.h"
 #include "delivery.h"
+#include "event.h"
+#include "filter.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
@@ -120,10 +122,52 @@ static void save_state(struct store *st, const struct sched_account *a)
     snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
     s.last_attempt_at = a->last_attempt_at;
     s.last_success_at = a->last_success_at;
-    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->next_at;
+    /* what forbids a poll (not_before): after a poll that failed for want of
+     * an OAuth2 grant, nothing, so a restart after `oauth2 login` polls at once */
+    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->not_before;
     struct err e;
     if (store_account_set(st, a->name, &s, &e) < 0)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
+}
+
+static void notify_delivery(void *ctx);
+
+/* An account that went into auth_error: one "account.auth_error" event to
+ * every webhook whose filter lists that type, once until a poll works again
+ * (store_account_event_once), through the outbox like any event. */
+static void auth_error_event(struct store *st, const struct config *cfg, const char *name,
+                             const struct err *why, int64_t since)
+{
+    static const char type[] = "account.auth_error";
+    const char *hooks[STORE_WEBHOOKS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->webhook_count && n < STORE_WEBHOOKS_MAX; i++)
+        if (filter_wants_type(&cfg->webhooks[i], type))
+            hooks[n++] = cfg->webhooks[i].name;
+    if (n == 0)
+        return;
+    char when[40], error[STORE_ERROR_MAX + 1];
+    err_format(why, error, sizeof error); /* as the account's last_error says it */
+    /* the same shape as a message event's data: account is the name */
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "account", name);
+    cJSON_AddStringToObject(d, "state", account_state_name(ACCOUNT_AUTH_ERROR));
+    cJSON_AddStringToObject(d, "error", error);
+    cJSON_AddStringToObject(d, "since", clock_rfc3339(since, 1, when, sizeof when));
+    char *text = d ? cJSON_PrintUnformatted(d) : NULL;
+    cJSON_Delete(d);
+    struct err e;
+    int64_t id = 0;
+    if (!text)
+        log_error("event_failed", "account=%s type=%s error=\"out of memory\"", name, type);
+    else if (store_account_event_once(st, name, type, text, hooks, n, now_ms(), &id, &e) < 0)
+        log_error("event_failed", "account=%s type=%s error=%s", name, type, log_q(e.msg));
+    else if (id > 0) {
+        log_info("account_event", "account=%s type=%s event=%lld webhooks=%zu", name, type,
+                 (long long)id, n);
+        notify_delivery(NULL);
+    }
+    cJSON_free(text);
 }
 
 /* ---- poll workers ------------------------------------------------------------ */
@@ -237,6 +281,13 @@ static void *poll_worker(void *arg)
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
         int64_t took_ms = clock_mono_ms() - started;
+        if (rc != 0 && ca) {
+            /* durable before the poll counts as done (run --once then delivers it) */
+            enum account_state next;
+            (void)sched_backoff_ms(&e, 1, interval, res.login_delay, &next);
+            if (next == ACCOUNT_AUTH_ERROR)
+                auth_error_event(st, ref->cfg, name, &e, snapshot.last_attempt_at);
+        }
 
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
@@ -638,14 +689,9 @@ int daemon_main(int argc, char **argv)
     /* whatever the bridge creates (the database, its WAL, spool files) is
      * for its own user only, even in a state_dir that exists with 0755 */
     umask(077);
-    struct config_diag d = {0};
-    struct config *cfg = config_load(path, &d);
-    if (!cfg) {
-        config_diag_print(&d, stderr);
-        config_diag_free(&d);
+    struct config *cfg = config_load_or_print(path, false, stderr);
+    if (!cfg)
         return CLI_EXIT_USAGE;
-    }
-    config_diag_free(&d);
     log_set_level((enum log_level)cfg->log_level);
     log_set_format((enum log_format)cfg->log_format);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "event.h"
 #include "log.h"
 #include "webhook.h"
@@ -82,20 +83,6 @@ struct delivery {
     struct store_delivery *batch;    /* DELIVERY_LEASE_BATCH rows */
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- set-up ------------------------------------------------------------------------ */
 
 struct delivery *delivery_new(struct store *st, const char *owner, struct err *e)
@@ -116,13 +103,9 @@ struct delivery *delivery_new(struct store *st, const char *owner, struct err *e
     d->st = st;
     snprintf(d->owner, sizeof d->owner, "%s", owner);
     d->lease_ms = DELIVERY_LEASE_MS;
-    d->renewed_at = mono_ms();
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    d->renewed_at = clock_mono_ms();
     pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&d->cond);
     d->sender = webhook_sender_new(DELIVERY_IN_FLIGHT, e);
     if (!d->sender) {
         delivery_free(d);
@@ -234,7 +217,7 @@ static void drop_unrecorded(struct delivery *d, int64_t id)
  * writes again (the deliveries go out again, with the same ids). */
 static void release_unrecorded(struct delivery *d, bool now)
 {
-    if (!d->n_unrecorded || (!now && mono_ms() < d->unrecorded_retry_at))
+    if (!d->n_unrecorded || (!now && clock_mono_ms() < d->unrecorded_retry_at))
         return;
     size_t keep = 0;
     for (size_t i = 0; i < d->n_unrecorded; i++) {
@@ -250,7 +233,7 @@ static void release_unrecorded(struct delivery *d, bool now)
         log_info("delivery_leases_released", "count=%zu reason=%s", d->n_unrecorded - keep,
                  log_q("outcome not recorded"));
     d->n_unrecorded = keep;
-    d->unrecorded_retry_at = mono_ms() + UNRECORDED_RETRY_MS;
+    d->unrecorded_retry_at = clock_mono_ms() + UNRECORDED_RETRY_MS;
 }
 
 static void queue_done(struct delivery *d, struct job *j)
@@ -262,7 +245,7 @@ static void queue_done(struct delivery *d, struct job *j)
         d->done_head = j;
     d->done_tail = j;
     if (d->n_done++ == 0)
-        d->first_done_at = mono_ms();
+        d->first_done_at = clock_mono_ms();
 }
 
 /* What a recorded outcome means here: counters, the observer, the log. */
@@ -305,7 +288,7 @@ static void flush(struct delivery *d)
     struct err e;
     bool batch = store_batch_begin(d->st, &e) == 0;
     for (struct job *j = d->done_head; j; j = j->next) {
-        if (j->disable && store_webhook_disable(d->st, j->dl.webhook, "410 Gone", wall_ms(),
+        if (j->disable && store_webhook_disable(d->st, j->dl.webhook, "410 Gone", clock_wall_ms(),
                                                 &e) < 0)
             log_error("webhook_disable_failed", "webhook=%s error=%s", j->dl.webhook,
                       log_q(e.msg));
@@ -332,7 +315,7 @@ static void flush(struct delivery *d)
         store_batch_rollback(d->st);
         committed = false;
     }
-    int64_t end = wall_ms();
+    int64_t end = clock_wall_ms();
     struct job *j = d->done_head;
     while (j) {
         struct job *next = j->next;
@@ -368,7 +351,7 @@ static bool flush_due(const struct delivery *d)
 {
     return d->n_done &&
            (d->n_done >= DELIVERY_FLUSH_MAX || webhook_sender_in_flight(d->sender) == 0 ||
-            mono_ms() - d->first_done_at >= DELIVERY_FLUSH_MS);
+            clock_mono_ms() - d->first_done_at >= DELIVERY_FLUSH_MS);
 }
 
 /* The outcome of a failed attempt: retried per the schedule, or dead. */
@@ -382,7 +365,7 @@ static void set_failed(struct job *j, const char *outcome, int64_t retry_after_s
         j->outcome = "dead";
     } else {
         j->status = STORE_D_FAILED;
-        j->next_at = wall_ms() + delay;
+        j->next_at = clock_wall_ms() + delay;
         j->outcome = outcome;
     }
 }
@@ -406,15 +389,19 @@ static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t
         return err_set(e, ERR_USAGE, "the webhook answered 410 Gone meanwhile");
     }
     const struct config *cfg = j->cfg->cfg;
-    j->started_at = wall_ms();
-    j->started_mono = mono_ms();
+    j->started_at = clock_wall_ms();
+    j->started_mono = clock_mono_ms();
     struct event_opts o = {
         .public_url = cfg->api.public_url,
         .inline_max = j->wh->inline_total_max ? j->wh->inline_attachments_max : 0,
         .inline_total_max = j->wh->inline_total_max ? j->wh->inline_total_max : 1,
         .now_ms = j->started_at,
+        .payload = &j->wh->payload,
         .links_ttl_ms = cfg->links_ttl_ms,
     };
+    if (j->dl.event_id > 0) /* an account event, not a message */
+        return event_spool_stored(d->st, cfg->state_dir, j->dl.event_id, j->started_at, sign_tap,
+                                  sig, fd, len, e);
     event_opts_account(&o, config_account_find(cfg, j->dl.account));
     return event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
 }
@@ -431,7 +418,7 @@ static void on_done(void *user, const struct webhook_result *r)
         queue_done(d, j);
         return;
     }
-    j->duration_ms = j->started_mono ? mono_ms() - j->started_mono : 0;
+    j->duration_ms = j->started_mono ? clock_mono_ms() - j->started_mono : 0;
     j->http_status = r->status;
     if (r->prepare_failed) {
         char text[500];
@@ -460,7 +447,7 @@ static void on_done(void *user, const struct webhook_result *r)
         /* due again at once, but not handed out until a reload enables it */
         j->disable = true;
         j->status = STORE_D_FAILED;
-        j->next_at = wall_ms();
+        j->next_at = clock_wall_ms();
         if (h)
             h->gone = true;
     } else {
@@ -536,7 +523,7 @@ static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
     if (idr < 0)
         err_set(&e, ERR_INTERNAL, "the webhook-id could not be computed");
     if (idr < 0 || webhook_sender_submit(d->sender, &req, j, &e) < 0) {
-        j->started_at = wall_ms();
+        j->started_at = clock_wall_ms();
         err_format(&e, j->error, sizeof j->error);
         set_failed(j, "rejected", -1);
         queue_done(d, j);
@@ -548,7 +535,7 @@ static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
 /* Lease more for every webhook whose queue runs low, taking turns. */
 static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     int64_t due_at = -1; /* when the next delivery falls due: asked once, when it matters */
     for (size_t k = 0; k < d->n_hooks; k++) {
         struct hook *h = &d->hooks[(d->turn + k) % d->n_hooks];
@@ -562,9 +549,9 @@ static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
             continue;
         if (h->exhausted) {
             /* its last lease came back short: anything due since? */
-            if (due_at < 0 && store_delivery_next_due(d->st, wall_ms(), &due_at, e) < 0)
+            if (due_at < 0 && store_delivery_next_due(d->st, clock_wall_ms(), &due_at, e) < 0)
                 return -1;
-            int64_t wait = due_at ? due_at - wall_ms() : DELIVERY_RECHECK_MS;
+            int64_t wait = due_at ? due_at - clock_wall_ms() : DELIVERY_RECHECK_MS;
             if (wait > 0) {
                 h->check_at = now + (wait < DELIVERY_RECHECK_MS ? wait : DELIVERY_RECHECK_MS);
                 continue;
@@ -578,7 +565,7 @@ static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
             want = held < DELIVERY_HELD_MAX ? DELIVERY_HELD_MAX - held : 0;
         if (want == 0)
             break;
-        if (store_delivery_lease_due(d->st, d->owner, h->name, wall_ms(), d->lease_ms, d->batch,
+        if (store_delivery_lease_due(d->st, d->owner, h->name, clock_wall_ms(), d->lease_ms, d->batch,
                                      want, &n, e) < 0)
             return -1;
         for (size_t i = 0; i < n; i++)
@@ -619,7 +606,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
 {
     struct sweep *s = &d->sweep;
     if (!s->active) {
-        if (mono_ms() < s->next_at)
+        if (clock_mono_ms() < s->next_at)
             return;
         memset(s, 0, sizeof *s);
         s->active = true;
@@ -632,7 +619,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
                             next, &e) < 0) {
         log_error("delivery_sweep_failed", "error=%s", log_q(e.msg));
         s->active = false;
-        s->next_at = mono_ms() + DELIVERY_RECHECK_MS * 60;
+        s->next_at = clock_mono_ms() + DELIVERY_RECHECK_MS * 60;
         return;
     }
     if (next[0]) {
@@ -647,7 +634,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
     for (size_t i = 0; i < s->n; i++) {
         for (int round = 0; round < SWEEP_LEASES; round++) {
             size_t n = 0;
-            if (store_delivery_lease_due(d->st, d->owner, s->names[i], wall_ms(), d->lease_ms,
+            if (store_delivery_lease_due(d->st, d->owner, s->names[i], clock_wall_ms(), d->lease_ms,
                                          d->batch, DELIVERY_LEASE_BATCH, &n, &e) < 0) {
                 log_error("delivery_sweep_failed", "error=%s", log_q(e.msg));
                 break;
@@ -661,7 +648,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
                 drop_unrecorded(d, d->batch[k].id);
                 j->d = d;
                 j->dl = d->batch[k];
-                j->started_at = wall_ms();
+                j->started_at = clock_wall_ms();
                 j->status = STORE_D_DEAD;
                 j->outcome = "dead";
                 snprintf(j->error, sizeof j->error,
@@ -674,7 +661,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
         }
     }
     s->active = false;
-    s->next_at = mono_ms() + DELIVERY_SWEEP_MS;
+    s->next_at = clock_mono_ms() + DELIVERY_SWEEP_MS;
 }
 
 /* ---- the step ----------------------------------------------------------------------- */
@@ -683,13 +670,7 @@ static void sweep_step(struct delivery *d, struct cfgref *ref)
 static void idle_wait(struct delivery *d, int wait_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += wait_ms / 1000;
-    ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    clock_deadline(&ts, wait_ms);
     pthread_mutex_lock(&d->lock);
     while (!d->woken)
         if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) != 0)
@@ -701,12 +682,12 @@ static void renew(struct delivery *d)
 {
     if (webhook_sender_in_flight(d->sender) == 0 && d->n_done == 0)
         return;
-    if (mono_ms() - d->renewed_at < d->lease_ms / 4)
+    if (clock_mono_ms() - d->renewed_at < d->lease_ms / 4)
         return;
     struct err e;
-    if (store_delivery_renew(d->st, d->owner, wall_ms(), d->lease_ms, NULL, &e) < 0)
+    if (store_delivery_renew(d->st, d->owner, clock_wall_ms(), d->lease_ms, NULL, &e) < 0)
         log_error("delivery_renew_failed", "error=%s", log_q(e.msg));
-    d->renewed_at = mono_ms();
+    d->renewed_at = clock_mono_ms();
 }
 
 int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct err *e)
@@ -741,7 +722,7 @@ int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct er
         return 0;
     }
     if (d->n_done) {
-        int64_t left = DELIVERY_FLUSH_MS - (mono_ms() - d->first_done_at);
+        int64_t left = DELIVERY_FLUSH_MS - (clock_mono_ms() - d->first_done_at);
         if (left < wait_ms)
             wait_ms = left > 0 ? (int)left : 0;
     }

@@ -8,24 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "jsonw.h"
 #include "message.h"
-
-char *event_time(int64_t ms, char *buf, size_t size)
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    if (snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (int)(ms % 1000)) >= (int)size &&
-        size)
-        buf[size - 1] = '\0';
-    return buf;
-}
+#include "spool.h"
 
 struct membuf {
     char *p;
@@ -50,35 +40,9 @@ static int mem_sink(void *ctx, const void *data, size_t len, struct err *e)
 
 static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
 {
-    int fd = *(int *)ctx;
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(*(int *)ctx, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "spooling a stored message: %s", strerror(errno));
     return 0;
-}
-
-/* An unlinked file in dir, mode 0600: O_TMPFILE, or where the file system
- * lacks it, a named file removed at once. */
-static int open_tmp(const char *dir, struct err *e)
-{
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
-        char path[4096];
-        int n = snprintf(path, sizeof path, "%s/.event-XXXXXX", dir);
-        if (n > 0 && (size_t)n < sizeof path && (fd = mkostemp(path, O_CLOEXEC)) >= 0)
-            unlink(path);
-    }
-    if (fd < 0)
-        err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-    return fd;
 }
 
 void event_opts_account(struct event_opts *o, const struct config_account *a)
@@ -102,7 +66,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     }
     if (info_out)
         *info_out = info;
-    char idbuf[STORE_ID_MAX], when[40];
+    char idbuf[STORE_ID_MAX], when[CLOCK_RFC3339_SIZE];
     unsigned char link_key[STORE_LINK_KEY_LEN];
     int64_t now_s = (int64_t)time(NULL);
     bool signed_links = eo->public_url && eo->links_ttl_ms > 0;
@@ -111,7 +75,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     struct message_opts o = {
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
-        .received_at = event_time(info.received_at, when, sizeof when),
+        .received_at = clock_rfc3339(info.received_at, 1, when, sizeof when),
         .public_url = eo->public_url,
         .sha256_hex = info.sha256,
         .inline_max = eo->inline_max,
@@ -135,7 +99,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
             err_set(e, ERR_USAGE, "no such message (or its body was purged)");
         free(mb.p);
     } else {
-        int fd = open_tmp(tmp_dir, e);
+        int fd = spool_tmpfile(tmp_dir, e);
         if (fd < 0)
             return NULL;
         r = store_msg_stream(st, id, fd_sink, &fd, e);
@@ -173,18 +137,9 @@ static int spool_sink(void *ctx, const void *data, size_t len, struct err *e)
     struct spool_out *o = ctx;
     if (o->tap && o->tap(o->tap_ctx, data, len) != 0)
         return err_set(e, ERR_INTERNAL, "writing the event: its reader (the signature) failed");
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(o->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
-                           strerror(errno));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    if (spool_write_all(o->fd, data, len) < 0)
+        return err_set(e, ERR_INTERNAL, "writing the event to a temporary file: %s",
+                       strerror(errno));
     return 0;
 }
 
@@ -197,8 +152,9 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     cJSON *m = message_obj(st, tmp_dir, id, o, &info, e);
     if (!m)
         return -1;
+    event_shape(m, o->payload);
     int rc = -1, fd = -1;
-    char when[40];
+    char when[CLOCK_RFC3339_SIZE];
     cJSON *ev = cJSON_CreateObject();
     cJSON *data = ev ? cJSON_CreateObject() : NULL;
     if (!ev || !data) {
@@ -209,16 +165,13 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
     }
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     int64_t now = o->now_ms;
-    if (now <= 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    }
+    if (now <= 0)
+        now = clock_wall_ms();
     const char *type = too_large                                     ? "message.too_large"
                        : cJSON_IsObject(cJSON_GetObjectItem(m, "bounce")) ? "message.bounce"
                                                                           : "message.received";
     bool built = cJSON_AddStringToObject(ev, "type", type) &&
-                 cJSON_AddStringToObject(ev, "timestamp", event_time(now, when, sizeof when)) &&
+                 cJSON_AddStringToObject(ev, "timestamp", clock_rfc3339(now, 1, when, sizeof when)) &&
                  cJSON_AddStringToObject(data, "account", info.account);
     if (!built || !cJSON_AddItemToObject(data, "message", m)) {
         cJSON_Delete(m);
@@ -229,7 +182,7 @@ int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct 
         err_set(e, ERR_INTERNAL, "out of memory building an event");
         goto out;
     }
-    fd = open_tmp(tmp_dir, e);
+    fd = spool_tmpfile(tmp_dir, e);
     if (fd < 0)
         goto out;
     struct spool_out so = {fd, tap, tap_ctx};
@@ -243,4 +196,130 @@ out:
         close(fd);
     cJSON_Delete(ev);
     return rc;
+}
+
+int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
+                       event_tap_fn tap, void *tap_ctx, int *fd_out, uint64_t *len, struct err *e)
+{
+    *fd_out = -1;
+    *len = 0;
+    struct store_event ev;
+    char *text = NULL;
+    int g = store_event_get(st, event_id, &ev, &text, e);
+    if (g == STORE_NOTFOUND)
+        return err_set(e, ERR_USAGE, "no such event");
+    if (g < 0)
+        return -1;
+    cJSON *data = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(data)) {
+        cJSON_Delete(data);
+        return err_set(e, ERR_USAGE, "the stored data of event %lld is not a JSON object",
+                       (long long)event_id);
+    }
+    int rc = -1, fd = -1;
+    char when[40];
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", ev.type) ||
+        !cJSON_AddStringToObject(o, "timestamp", clock_rfc3339(now_ms, 1, when, sizeof when)) ||
+        !cJSON_AddItemToObject(o, "data", data)) {
+        if (!cJSON_GetObjectItem(o, "data"))
+            cJSON_Delete(data);
+        err_set(e, ERR_INTERNAL, "out of memory building an event");
+        goto out;
+    }
+    fd = spool_tmpfile(tmp_dir, e);
+    if (fd < 0)
+        goto out;
+    struct spool_out so = {fd, tap, tap_ctx};
+    if (jsonw_write(o, spool_sink, &so, len, e) < 0)
+        goto out;
+    *fd_out = fd;
+    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ---- payload shaping ---------------------------------------------------------------- */
+
+static bool included(const struct config_payload *p, enum config_include what)
+{
+    for (size_t i = 0; i < p->include_count; i++)
+        if (p->include[i] == (int)what)
+            return true;
+    return false;
+}
+
+static void set_field(cJSON *msg, const char *name, cJSON *v)
+{
+    if (!v)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(msg, name))
+        cJSON_ReplaceItemInObjectCaseSensitive(msg, name, v);
+    else
+        cJSON_Delete(v);
+}
+
+/* Cut a string field to max bytes on a character boundary; true if cut. */
+static bool cut(cJSON *msg, const char *name, uint64_t max)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(msg, name);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) <= max)
+        return false;
+    size_t n = (size_t)max;
+    while (n > 0 && ((unsigned char)v->valuestring[n] & 0xC0) == 0x80)
+        n--; /* the cut falls inside a character: before it */
+    char *s = strndup(v->valuestring, n);
+    if (!s)
+        return false;
+    set_field(msg, name, cJSON_CreateString(s));
+    free(s);
+    return true;
+}
+
+static bool header_wanted(const struct config_payload *p, const char *name)
+{
+    for (size_t i = 0; i < p->header_count; i++)
+        if (strcasecmp(p->headers[i], name) == 0)
+            return true;
+    return false;
+}
+
+void event_shape(cJSON *msg, const struct config_payload *p)
+{
+    if (!msg || !p || !p->present)
+        return;
+    if (!included(p, CONFIG_INC_TEXT))
+        set_field(msg, "text", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_HTML))
+        set_field(msg, "html", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_RAW_URL))
+        set_field(msg, "raw_url", cJSON_CreateNull());
+    if (!included(p, CONFIG_INC_ATTACHMENTS))
+        set_field(msg, "attachments", cJSON_CreateArray());
+    bool all = p->header_count == 1 && strcmp(p->headers[0], "all") == 0;
+    bool none = p->header_count == 1 && strcmp(p->headers[0], "none") == 0;
+    if (!included(p, CONFIG_INC_HEADERS) || none) {
+        set_field(msg, "headers", cJSON_CreateArray());
+    } else if (!all && p->header_count) {
+        cJSON *hs = cJSON_GetObjectItemCaseSensitive(msg, "headers");
+        cJSON *it = hs ? hs->child : NULL;
+        while (it) {
+            cJSON *next = it->next;
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (!cJSON_IsString(name) || !header_wanted(p, name->valuestring))
+                cJSON_Delete(cJSON_DetachItemViaPointer(hs, it));
+            it = next;
+        }
+    }
+    if (p->text_max > 0) {
+        bool t = cut(msg, "text", p->text_max);
+        bool h = cut(msg, "html", p->text_max);
+        if (t || h)
+            cJSON_AddBoolToObject(msg, "text_truncated", true);
+    }
 }

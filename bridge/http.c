@@ -69,6 +69,8 @@ struct http_req {
     char *uri;                 /* the raw request-target; NULL when too long */
     bool uri_too_long, started, body_too_large;
     uint64_t body_len;
+    char *body;                /* the body read so far (at most max_body), NUL-terminated */
+    size_t body_cap;
     const char *method;
     struct http_target t;
     const struct http_route *route;
@@ -663,7 +665,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     (void)url;
     (void)version;
-    (void)upload_data;
     struct http_server *s = cls;
     struct http_req *r = *con_cls;
     if (!r)
@@ -685,10 +686,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_data_size) {
+        size_t had = (size_t)r->body_len;
         r->body_len += *upload_data_size;
-        if (r->body_len > s->o.max_body)
+        if (r->body_len > s->o.max_body) {
             r->body_too_large = true;
-        *upload_data_size = 0; /* bodies are not used by any route */
+        } else if (!r->body_too_large) {
+            if (r->body_len + 1 > r->body_cap) {
+                size_t cap = r->body_cap ? r->body_cap : 1024;
+                while (cap < r->body_len + 1)
+                    cap *= 2;
+                char *b = realloc(r->body, cap);
+                if (!b)
+                    return MHD_NO; /* out of memory: drop the connection */
+                r->body = b;
+                r->body_cap = cap;
+            }
+            memcpy(r->body + had, upload_data, *upload_data_size);
+            r->body[r->body_len] = '\0';
+        }
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (r->then) {
@@ -720,7 +736,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     for (size_t i = 0; i < r->nextra; i++)
         free(r->extra[i].value);
     free(r->uri);
+    free(r->body);
     free(r);
+}
+
+const char *http_body(const struct http_req *r, size_t *len)
+{
+    if (len)
+        *len = r->body ? (size_t)r->body_len : 0;
+    return r->body ? r->body : "";
 }
 
 static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)

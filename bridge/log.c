@@ -1,6 +1,10 @@
 /* log — see include/log.h. */
 #include "log.h"
 
+#include "clock.h"
+
+#include <glib.h>
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -110,33 +114,15 @@ static size_t split(const char *text, char *vals, struct field *f, size_t max)
 
 /* ---- json ----------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid. */
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid
+ * (as GLib decides: overlong forms, surrogates and code points past U+10FFFF
+ * are). */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    size_t len;
-    unsigned min;
-    unsigned c = p[0];
-    if (c < 0x80)
+    if (p[0] < 0x80)
         return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
+    gunichar c = g_utf8_get_char_validated((const gchar *)p, (gssize)n);
+    return c == (gunichar)-1 || c == (gunichar)-2 ? 0 : (size_t)g_utf8_skip[p[0]];
 }
 
 /* Append s (len bytes) as a JSON string; the caller sized b for the worst case. */
@@ -276,13 +262,8 @@ void log_event(enum log_level l, const char *event, const char *fmt, ...)
     while (flen && fields[flen - 1] == ' ')
         fields[--flen] = '\0';
 
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    char ts[96];
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+    char ts[CLOCK_RFC3339_SIZE];
+    clock_rfc3339(clock_wall_ms(), 1, ts, sizeof ts);
 
     enum log_format f = log_get_format();
     if (f == LOG_FORMAT_JSON) {

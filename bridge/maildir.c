@@ -1,6 +1,9 @@
 /* maildir — see include/maildir.h. */
 #include "maildir.h"
 
+#include "codec.h"
+#include "spool.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -171,12 +174,7 @@ void maildir_key(const char *source, const char *uidl, char key[MAILDIR_KEY_LEN 
     EVP_DigestUpdate(c, uidl, strlen(uidl));
     EVP_DigestFinal_ex(c, md, &mdlen);
     EVP_MD_CTX_free(c);
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < MAILDIR_KEY_LEN / 2; i++) {
-        key[2 * i] = hex[md[i] >> 4];
-        key[2 * i + 1] = hex[md[i] & 15];
-    }
-    key[MAILDIR_KEY_LEN] = '\0';
+    codec_hex_encode(md, MAILDIR_KEY_LEN / 2, key);
 }
 
 bool maildir_has(const struct maildir *md, const char *key)
@@ -203,18 +201,9 @@ int maildir_begin(struct maildir *md, const char *key, struct err *e)
 
 int maildir_write(struct maildir *md, const void *buf, size_t len, struct err *e)
 {
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(md->fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return tmp_err(md, e, "cannot write");
-        }
-        p += w;
-        len -= (size_t)w;
-        md->written += (unsigned long long)w;
-    }
+    if (spool_write_all(md->fd, buf, len) < 0)
+        return tmp_err(md, e, "cannot write");
+    md->written += (unsigned long long)len;
     return 0;
 }
 

@@ -19,6 +19,8 @@
 
 #include "authres.h"
 #include "bounce.h"
+#include "clock.h"
+#include "codec.h"
 #include "mailclass.h"
 #include "reply.h"
 #include "subaddr.h"
@@ -57,67 +59,24 @@ void message_global_cleanup(void)
 
 /* ---- UTF-8 ------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid
- * (overlong forms, surrogates, > U+10FFFF and NUL are invalid here). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c >= 0x01 && c <= 0x7f)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-static bool utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (!k)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
-/* Appends s as valid UTF-8: each invalid byte and each NUL becomes U+FFFD.
- * Returns the number of replacements. */
+/* Appends s as valid UTF-8 (as GLib validates it: no overlong forms,
+ * surrogates, code points past U+10FFFF or NULs): each invalid byte becomes
+ * U+FFFD.  Returns the number of replacements. */
 static size_t utf8_append(GString *out, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
     size_t bad = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
-        if (k) {
-            g_string_append_len(out, s + i, (gssize)k);
-            i += k;
-        } else {
-            g_string_append(out, "\xef\xbf\xbd");
-            bad++;
-            i++;
+    while (n > 0) {
+        const gchar *end;
+        if (g_utf8_validate_len(s, n, &end)) {
+            g_string_append_len(out, s, (gssize)n);
+            break;
         }
+        size_t k = (size_t)(end - s);
+        g_string_append_len(out, s, (gssize)k);
+        g_string_append(out, "\xef\xbf\xbd");
+        bad++;
+        s += k + 1;
+        n -= k + 1;
     }
     return bad;
 }
@@ -236,7 +195,7 @@ static cJSON *jstr(struct ctx *c, const char *what, const char *s)
     if (!s)
         return cJSON_CreateNull();
     size_t n = strlen(s);
-    if (utf8_valid(s, n))
+    if (g_utf8_validate_len(s, n, NULL))
         return cJSON_CreateString(s);
     GString *g = g_string_sized_new(n + 16);
     size_t bad = utf8_append(g, s, n);
@@ -586,7 +545,7 @@ static GString *text_to_utf8(struct ctx *c, const char *path, const char *cs, co
 {
     GString *out = g_string_sized_new(n + 16);
     if (!cs || !*cs || charset_is_utf8(cs)) {
-        if (utf8_valid(s, n)) {
+        if (g_utf8_validate_len(s, n, NULL)) {
             g_string_append_len(out, s, (gssize)n);
             return out;
         }
@@ -698,16 +657,6 @@ static int att_stream(struct ctx *c, GMimeObject *obj, const char *path, chunk_f
     return 0;
 }
 
-static void hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static char *mime_type(GMimeObject *obj)
 {
     GMimeContentType *ct = g_mime_object_get_content_type(obj);
@@ -812,7 +761,7 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     if (acc.md_failed || EVP_DigestFinal_ex(acc.md, d, &dlen) != 1)
         c->oom = true;
     EVP_MD_CTX_free(acc.md);
-    hex(d, dlen, dhex);
+    codec_hex_encode(d, dlen, dhex);
     add(c, a, "size", cJSON_CreateNumber((double)acc.size));
     add(c, a, "sha256", cJSON_CreateString(dhex));
     const char *cid = g_mime_object_get_content_id(obj);
@@ -821,9 +770,9 @@ static void attachment_add(struct ctx *c, GMimeObject *obj, const char *path)
     add(c, a, "disposition",
         cJSON_CreateString(disposition_is_attachment(obj) ? "attachment" : "inline"));
     if (acc.keep) {
-        gchar *b64 = g_base64_encode(acc.keep->data, acc.keep->len);
-        add(c, a, "content", cJSON_CreateString(b64));
-        g_free(b64);
+        char *b64 = codec_b64_encode(acc.keep->data, acc.keep->len);
+        add(c, a, "content", b64 ? cJSON_CreateString(b64) : NULL);
+        free(b64);
         g_byte_array_free(acc.keep, TRUE);
         c->inlined += acc.size;
         return;
@@ -1072,15 +1021,10 @@ static cJSON *date_json(struct ctx *c, GMimeMessage *msg)
         perr(c, "Date header not understood: %s", q);
         return cJSON_CreateNull();
     }
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", g_date_time_get_year(utc),
-                     g_date_time_get_month(utc), g_date_time_get_day_of_month(utc),
-                     g_date_time_get_hour(utc), g_date_time_get_minute(utc),
-                     g_date_time_get_second(utc));
+    char buf[CLOCK_RFC3339_SIZE];
+    clock_rfc3339(g_date_time_to_unix(utc) * 1000, 0, buf, sizeof buf);
     g_date_time_unref(utc);
-    if (n < 0 || (size_t)n >= sizeof buf)
-        return cJSON_CreateNull();
-    return cJSON_CreateString(buf);
+    return buf[0] ? cJSON_CreateString(buf) : cJSON_CreateNull();
 }
 
 /* Message ids of a header field (without angle brackets), via GMime. */
@@ -1403,7 +1347,7 @@ static int sha256_hex_mem(const void *raw, size_t len, char out[65])
     unsigned dlen = 0;
     if (EVP_Digest(raw, len, d, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32)
         return -1;
-    hex(d, dlen, out);
+    codec_hex_encode(d, dlen, out);
     return 0;
 }
 
@@ -1442,7 +1386,7 @@ static int sha256_hex_fd(int fd, char out[65], uint64_t *size, struct err *e)
     EVP_MD_CTX_free(md);
     g_free(buf);
     if (rc == 0) {
-        hex(d, dlen, out);
+        codec_hex_encode(d, dlen, out);
         *size = off;
     }
     return rc;
@@ -1625,4 +1569,58 @@ cJSON *message_top_json(const void *raw, size_t len, const char *uidl, struct er
         return NULL;
     }
     return t;
+}
+
+/* ---- Message-ID without a parse -------------------------------------------------- */
+
+int message_id_of(const void *head, size_t len, char *out, size_t size)
+{
+    const char *p = head, *end = p + len;
+    if (size)
+        out[0] = '\0';
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        size_t n = (size_t)(line_end - p);
+        if (n && p[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            return 0; /* the blank line: the header ended without one */
+        if (n >= 11 && g_ascii_strncasecmp(p, "Message-ID:", 11) == 0) {
+            /* the value, with its continuation lines */
+            char val[1024];
+            size_t v = 0;
+            const char *q = p + 11;
+            for (;;) {
+                for (; q < p + n && v + 1 < sizeof val; q++)
+                    val[v++] = *q == '\t' ? ' ' : *q;
+                if (!eol || eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
+                    break;
+                p = eol + 1;
+                eol = memchr(p, '\n', (size_t)(end - p));
+                line_end = eol ? eol : end;
+                n = (size_t)(line_end - p);
+                if (n && p[n - 1] == '\r')
+                    n--;
+                q = p;
+            }
+            val[v] = '\0';
+            char *lt = strchr(val, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+            char *b = lt && gt ? lt + 1 : val, *e = lt && gt ? gt : val + v;
+            while (b < e && (*b == ' ' || *b == '\r'))
+                b++;
+            while (e > b && (e[-1] == ' ' || e[-1] == '\r'))
+                e--;
+            if (e == b || !size)
+                return 0;
+            size_t k = (size_t)(e - b) < size - 1 ? (size_t)(e - b) : size - 1;
+            memcpy(out, b, k);
+            out[k] = '\0';
+            return 1;
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return 0;
 }

@@ -1,6 +1,7 @@
 /* net — one buffered client connection, plain TCP or TLS; see include/net.h. */
 #include "net.h"
 
+#include "clock.h"
 #include "codec.h"
 
 #include <arpa/inet.h>
@@ -73,13 +74,6 @@ struct net {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-int64_t net_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "30 s" or "300 ms" */
 static const char *fmt_ms(int ms, char *buf, size_t size)
 {
@@ -132,7 +126,7 @@ static void ssl_reason(char *buf, size_t size)
 static int wait_fd(struct net *n, short events, int64_t deadline, struct err *e)
 {
     for (;;) {
-        int64_t left = deadline - net_now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0)
             return 0;
         struct pollfd p[2] = {{.fd = n->fd, .events = events},
@@ -174,17 +168,9 @@ static int parse_fingerprint(const char *s, unsigned char pin[NET_PIN_LEN], stru
 
 static void format_fingerprint(const unsigned char *md, char *buf, size_t size)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    int r = snprintf(buf, size, "sha256:");
-    if (r < 0 || (size_t)r >= size)
-        return;
-    o = (size_t)r;
-    for (size_t i = 0; i < NET_PIN_LEN && o + 2 < size; i++) {
-        buf[o++] = hex[md[i] >> 4];
-        buf[o++] = hex[md[i] & 15];
-    }
-    buf[o] = '\0';
+    char hex[2 * NET_PIN_LEN + 1];
+    codec_hex_encode(md, NET_PIN_LEN, hex);
+    snprintf(buf, size, "sha256:%s", hex);
 }
 
 /* ---- connect ---------------------------------------------------------------- */
@@ -241,13 +227,13 @@ static int tcp_connect(struct net *n, unsigned port, struct err *e)
         return err_set(e, ERR_CONN, "cannot resolve %s: %s", n->host,
                        g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
 
-    int64_t start = net_now_ms();
+    int64_t start = clock_mono_ms();
     int64_t deadline = cap_session(n, start + n->timeout_ms);
     int last_errno = 0, tried = 0;
     bool timed_out = false;
     int rc = -1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        if (net_now_ms() >= deadline) {
+        if (clock_mono_ms() >= deadline) {
             timed_out = true;
             break;
         }
@@ -272,7 +258,7 @@ static int tcp_connect(struct net *n, unsigned port, struct err *e)
     }
     if (timed_out) {
         char t[32];
-        if (session_over(n, net_now_ms()))
+        if (session_over(n, clock_mono_ms()))
             return err_set(e, ERR_TIMEOUT, "connect to %s: session time limit reached",
                            n->hostport);
         return err_set(e, ERR_TIMEOUT, "connect to %s: timed out after %s", n->hostport,
@@ -431,7 +417,7 @@ static int tls_start(struct net *n, struct err *e)
         ERR_clear_error();
         return err_set(e, ERR_USAGE, "host name %s cannot be sent as SNI", n->host);
     }
-    int64_t deadline = cap_session(n, net_now_ms() + n->timeout_ms);
+    int64_t deadline = cap_session(n, clock_mono_ms() + n->timeout_ms);
     for (;;) {
         ERR_clear_error();
         int r = SSL_connect(n->ssl);
@@ -450,7 +436,7 @@ static int tls_start(struct net *n, struct err *e)
             return -1;
         if (w == 0) {
             n->tls_broken = true;
-            if (session_over(n, net_now_ms()))
+            if (session_over(n, clock_mono_ms()))
                 return session_error(n, e);
             char t[32];
             return err_set(e, ERR_TIMEOUT, "TLS handshake with %s: timed out after %s",
@@ -662,7 +648,7 @@ struct net *net_connect(const struct net_opts *opts, struct err *e)
      * traffic, also for a later STARTTLS. */
     if ((opts->tls || opts->ca_file) && tls_make_ctx(n, opts->ca_file, e) < 0)
         goto fail;
-    if (session_over(n, net_now_ms())) {
+    if (session_over(n, clock_mono_ms())) {
         session_error(n, e);
         goto fail;
     }
@@ -735,7 +721,7 @@ void net_wait_begin(struct net *n)
 {
     if (!n)
         return;
-    n->deadline = net_now_ms() + n->timeout_ms;
+    n->deadline = clock_mono_ms() + n->timeout_ms;
     n->wait_base_in = n->bytes_in;
     n->progress_base_in = n->bytes_in;
 }
@@ -780,7 +766,7 @@ size_t net_pending_out(const struct net *n)
 
 int net_flush(struct net *n, struct err *e)
 {
-    int64_t deadline = net_now_ms() + n->timeout_ms;
+    int64_t deadline = clock_mono_ms() + n->timeout_ms;
     uint64_t base = n->bytes_out, progress = n->bytes_out;
     for (;;) {
         if (try_write(n, e) < 0)
@@ -794,7 +780,7 @@ int net_flush(struct net *n, struct err *e)
         long got = 0;
         if (n->in_end < NET_IN_BUF && !n->eof && (got = try_read(n, e)) < 0)
             return -1;
-        int64_t now = net_now_ms();
+        int64_t now = clock_mono_ms();
         if (got > 0)
             note_input(n, now);
         if (n->bytes_out - progress >= NET_MIN_PROGRESS) {
@@ -836,7 +822,7 @@ int net_fill(struct net *n, struct err *e)
         long got = try_read(n, e);
         if (got < 0)
             return -1;
-        int64_t now = net_now_ms();
+        int64_t now = clock_mono_ms();
         if (got > 0) {
             note_input(n, now);
             return (int)got;

@@ -1,6 +1,8 @@
 /* notify — sd_notify(3) for Type=notify; see include/notify.h. */
 #include "notify.h"
 
+#include "clock.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -17,13 +19,6 @@ static int64_t watchdog_usec;   /* 0: off */
 static _Atomic int64_t last_ping_usec;
 static pthread_mutex_t status_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_status[NOTIFY_STATUS_MAX + 1];
-
-static int64_t mono_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void init(void)
 {
@@ -54,7 +49,7 @@ void notify_reloading(void)
     if (!on())
         return;
     char msg[80];
-    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%lld", (long long)mono_usec());
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%lld", (long long)clock_mono_us());
     sd_notify(0, msg);
 }
 
@@ -94,7 +89,7 @@ void notify_watchdog(void)
 {
     if (!on() || watchdog_usec == 0)
         return;
-    int64_t now = mono_usec();
+    int64_t now = clock_mono_us();
     int64_t last = atomic_load(&last_ping_usec);
     if (last && now - last < watchdog_usec / 2)
         return;

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "codec.h"
 #include "log.h"
 #include "secretbox.h"
 
@@ -18,13 +20,6 @@
 #define AAD_MAX (STORE_NAME_MAX + 16)
 
 _Static_assert(SEALED_BUF <= STORE_SEALED_MAX, "a sealed token fits in the store");
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int64_t ms)
 {
@@ -142,8 +137,7 @@ static int unseal(const struct config_account *a, const char *field, const unsig
         char mine[9], theirs[9] = "?";
         secretbox_key_id(a->oauth2.secrets_key, mine);
         if (len >= 1 + SECRETBOX_KEY_ID_LEN)
-            snprintf(theirs, sizeof theirs, "%02x%02x%02x%02x", sealed[1], sealed[2], sealed[3],
-                     sealed[4]);
+            codec_hex_encode(sealed + 1, SECRETBOX_KEY_ID_LEN, theirs);
         /* no usable grant under this key: like a missing one, nothing is sent */
         err_set(e, ERR_AUTH,
                 "account %s: its OAuth2 tokens were sealed under another secrets key (id %s; "
@@ -282,7 +276,7 @@ static int refresh(struct work *w, bool usable, struct err *e)
     bool cc = a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS;
     struct oauth2_reply rep;
     enum oauth2_result res;
-    int64_t asked = wall_ms(); /* the token's life is counted from the request */
+    int64_t asked = clock_wall_ms(); /* the token's life is counted from the request */
     if (!cc) {
         if (!w->row.refresh_len) {
             int r = store_oauth2_failed(w->st, a->name, w->row.version, true,
@@ -300,7 +294,7 @@ static int refresh(struct work *w, bool usable, struct err *e)
     } else {
         res = oauth2_proto_client_credentials(&w->client, &w->fresh, &rep, e);
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     if (res == OAUTH2_OK) {
         size_t la = 0, lr = 0;
         if (seal(a, "access", w->fresh.access_token, w->sealed_a, &la, e) < 0 ||
@@ -376,10 +370,10 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
     if (oauth2_proto_client(&a->oauth2, &w->client, e) < 0)
         goto out;
     bool cc = a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS;
-    int64_t deadline = wall_ms() + OAUTH2_LEASE_MS + 5000;
+    int64_t deadline = clock_wall_ms() + OAUTH2_LEASE_MS + 5000;
     int superseded = 0;
     for (;;) {
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         int r = store_oauth2_get(st, a->name, &w->row, e);
         if (r < 0)
             goto out;
@@ -495,7 +489,7 @@ static void keep_alive(struct oauth2_keeper *k, const struct config *cfg)
         if (stop)
             break;
         if (store_oauth2_get(k->st, a->name, row, &e) != 0 ||
-            !oauth2_keepalive_due(row, wall_ms()))
+            !oauth2_keepalive_due(row, clock_wall_ms()))
             continue;
         log_info("oauth2_keepalive", "account=%s", a->name);
         if (oauth2_access_token(k->st, a, NULL, buf, OAUTH2_TOKEN_BUF, &e) < 0) {
@@ -514,13 +508,13 @@ static void keep_alive(struct oauth2_keeper *k, const struct config *cfg)
 static void *keeper_main(void *arg)
 {
     struct oauth2_keeper *k = arg;
-    int64_t next = wall_ms() + KEEPER_FIRST_MS;
+    int64_t next = clock_mono_ms() + KEEPER_FIRST_MS;
     pthread_mutex_lock(&k->mu);
     while (!k->stop) {
-        int64_t now = wall_ms();
+        int64_t now = clock_mono_ms();
         if (now < next) {
-            int64_t at = next;
-            struct timespec ts = {at / 1000, (long)(at % 1000) * 1000000L};
+            struct timespec ts;
+            clock_deadline(&ts, next - now);
             pthread_cond_timedwait(&k->cond, &k->mu, &ts);
             continue;
         }
@@ -530,7 +524,7 @@ static void *keeper_main(void *arg)
             keep_alive(k, ref->cfg);
             cfgref_put(ref);
         }
-        next = wall_ms() + OAUTH2_KEEPER_PERIOD_MS;
+        next = clock_mono_ms() + OAUTH2_KEEPER_PERIOD_MS;
         pthread_mutex_lock(&k->mu);
     }
     pthread_mutex_unlock(&k->mu);
@@ -555,11 +549,7 @@ struct oauth2_keeper *oauth2_keeper_start(struct cfgref *const *cfg, struct err 
         return NULL;
     }
     pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_REALTIME);
-    pthread_cond_init(&k->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&k->cond);
     if (pthread_create(&k->thread, NULL, keeper_main, k) != 0) {
         err_set(e, ERR_INTERNAL, "oauth2 keeper: cannot start its thread");
         pthread_cond_destroy(&k->cond);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "config.h"
 #include "daemon.h"
 #include "oauth2.h"
@@ -25,28 +26,11 @@
 
 #define REDIRECT_MAX 64
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_s(int64_t s)
 {
     struct timespec ts = {(time_t)s, 0};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-}
-
-/* "2026-01-31T10:00:00Z" */
-static const char *iso_time(int64_t ms, char *buf, size_t size)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, size, "?");
-    return buf;
 }
 
 /* "in 52 min", "3 h ago" */
@@ -91,13 +75,11 @@ __attribute__((format(printf, 1, 2))) static int usage_fail(const char *fmt, ...
     return CLI_EXIT_USAGE;
 }
 
+/* The configuration with its store backend set up; NULL after printing
+ * every problem. */
 static struct config *load(const char *path)
 {
-    struct config_diag d = {0};
-    struct config *cfg = config_load(path, &d);
-    if (!cfg)
-        config_diag_print(&d, stderr);
-    config_diag_free(&d);
+    struct config *cfg = config_load_or_print(path, false, stderr);
     struct err e;
     err_clear(&e);
     if (cfg && daemon_store_setup(cfg, &e) < 0) {
@@ -203,7 +185,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 static int listener_start(struct listener *l, unsigned port, unsigned *bound, struct err *e)
 {
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cond, NULL);
+    clock_cond_init(&l->cond);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     l->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
@@ -224,8 +206,7 @@ static void listener_stop(struct listener *l)
     if (l->d) {
         /* let the browser have its page before the listener goes away */
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 2;
+        clock_deadline(&until, 2000);
         pthread_mutex_lock(&l->mu);
         int w = 0;
         while (l->done && !l->replied && w != ETIMEDOUT)
@@ -258,7 +239,7 @@ static int flow_device(const struct oauth2_client *c, const char *account,
     printf("Waiting for the authorization (the code expires in %lld s)...\n",
            (long long)d->expires_in_s);
     fflush(stdout);
-    int64_t deadline = wall_ms() + d->expires_in_s * 1000;
+    int64_t deadline = clock_mono_ms() + d->expires_in_s * 1000;
     int64_t interval = d->interval_s;
     int temp = 0;
     for (;;) {
@@ -294,7 +275,7 @@ static int flow_device(const struct oauth2_client *c, const char *account,
         case OAUTH2_REFUSED:
             goto out;
         }
-        if (wall_ms() + interval * 1000 > deadline) {
+        if (clock_mono_ms() + interval * 1000 > deadline) {
             err_set(e, ERR_AUTH, "account %s: the code expired before it was approved; run "
                                  "oauth2 login again",
                     account);
@@ -332,8 +313,7 @@ static int flow_code(const struct oauth2_client *c, const char *account, unsigne
            account, url, redirect, (long long)wait_s);
     fflush(stdout);
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)wait_s;
+    clock_deadline(&until, wait_s * 1000);
     pthread_mutex_lock(&l.mu);
     int w = 0;
     while (!l.done && w != ETIMEDOUT)
@@ -362,7 +342,14 @@ out:
     return rc;
 }
 
-static int login(int argc, char **argv)
+/* What `oauth2 login` was asked. */
+struct login_args {
+    const char *path, *name;
+    long port, wait_s;
+};
+
+/* Parse login's options into *l.  -1 to go on, else the exit code. */
+static int login_args(int argc, char **argv, struct login_args *l)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -371,36 +358,76 @@ static int login(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL;
-    long port = 0, wait_s = OAUTH2_CLI_WAIT_S;
+    *l = (struct login_args){NULL, NULL, 0, OAUTH2_CLI_WAIT_S};
     int ch;
     char *end;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': path = optarg; break;
+        case 'c': l->path = optarg; break;
         case 'p':
             errno = 0;
-            port = strtol(optarg, &end, 10);
-            if (errno || *end || port < 1 || port > 65535)
+            l->port = strtol(optarg, &end, 10);
+            if (errno || *end || l->port < 1 || l->port > 65535)
                 return usage_fail("--port must be 1 to 65535, not \"%s\"", optarg);
             break;
         case 't':
             errno = 0;
-            wait_s = strtol(optarg, &end, 10);
-            if (errno || *end || wait_s < 1 || wait_s > 86400)
+            l->wait_s = strtol(optarg, &end, 10);
+            if (errno || *end || l->wait_s < 1 || l->wait_s > 86400)
                 return usage_fail("--timeout must be 1 to 86400 seconds, not \"%s\"", optarg);
             break;
         case 'h': oauth2_cli_usage(stdout); return 0;
         default: return usage_fail("unknown or incomplete option \"%s\"", argv[optind - 1]);
         }
     }
-    if (!path)
+    if (!l->path)
         return usage_fail("oauth2 login needs --config FILE");
     if (optind + 1 != argc)
         return usage_fail("oauth2 login needs exactly one ACCOUNT");
-    const char *name = argv[optind];
+    l->name = argv[optind];
+    return -1;
+}
+
+/* Run the account's flow, keep the grant, say so.  0, or -1 with e. */
+static int authorize(const struct login_args *l, const struct config_account *a, struct store *st,
+                     struct oauth2_client *c, struct oauth2_token *t, struct err *e)
+{
+    int r;
+    switch (a->oauth2.flow) {
+    case CONFIG_FLOW_DEVICE_CODE: r = flow_device(c, l->name, t, e); break;
+    case CONFIG_FLOW_AUTHORIZATION_CODE:
+        r = flow_code(c, l->name, (unsigned)l->port, l->wait_s, t, e);
+        break;
+    case CONFIG_FLOW_CLIENT_CREDENTIALS:
+    default:
+        r = oauth2_proto_client_credentials(c, t, NULL, e) == OAUTH2_OK ? 0 : -1;
+        break;
+    }
+    int64_t now = clock_wall_ms();
+    if (r < 0 || oauth2_save_grant(st, a, t, now, e) < 0)
+        return -1;
+    char when[CLOCK_RFC3339_SIZE];
+    printf("Account \"%s\" is authorized (%s, %s): the access token is valid until %s%s.\n",
+           l->name, config_oauth2_provider_name(a->oauth2.provider),
+           config_oauth2_flow_name(a->oauth2.flow),
+           clock_rfc3339(now + t->expires_in_s * 1000, 0, when, sizeof when),
+           t->refresh_token[0] ? "; a refresh token is kept"
+           : a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS ? ""
+                                                             : "; NO refresh token came (add the "
+                                                               "offline_access scope?)");
+    fflush(stdout);
+    return 0;
+}
+
+static int login(int argc, char **argv)
+{
+    struct login_args l;
+    int done = login_args(argc, argv, &l);
+    if (done >= 0)
+        return done;
+    const char *path = l.path, *name = l.name;
     struct config *cfg = load(path);
     if (!cfg)
         return CLI_EXIT_USAGE;
@@ -440,30 +467,7 @@ static int login(int argc, char **argv)
         code = cli_fail(&e);
         goto curl_out;
     }
-    int r;
-    switch (a->oauth2.flow) {
-    case CONFIG_FLOW_DEVICE_CODE: r = flow_device(c, name, t, &e); break;
-    case CONFIG_FLOW_AUTHORIZATION_CODE: r = flow_code(c, name, (unsigned)port, wait_s, t, &e); break;
-    case CONFIG_FLOW_CLIENT_CREDENTIALS:
-    default:
-        r = oauth2_proto_client_credentials(c, t, NULL, &e) == OAUTH2_OK ? 0 : -1;
-        break;
-    }
-    int64_t now = wall_ms();
-    if (r < 0 || oauth2_save_grant(st, a, t, now, &e) < 0) {
-        code = cli_fail(&e);
-        goto curl_out;
-    }
-    char when[32];
-    printf("Account \"%s\" is authorized (%s, %s): the access token is valid until %s%s.\n", name,
-           config_oauth2_provider_name(a->oauth2.provider),
-           config_oauth2_flow_name(a->oauth2.flow), iso_time(now + t->expires_in_s * 1000, when, sizeof when),
-           t->refresh_token[0] ? "; a refresh token is kept"
-           : a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS ? ""
-                                                             : "; NO refresh token came (add the "
-                                                               "offline_access scope?)");
-    fflush(stdout);
-    code = 0;
+    code = authorize(&l, a, st, c, t, &e) < 0 ? cli_fail(&e) : 0;
 curl_out:
     curl_global_cleanup();
 out:
@@ -509,7 +513,7 @@ static int status(int argc, char **argv)
         code = cli_fail(&e);
         goto out;
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
         if (!a->oauth2.present)
@@ -526,7 +530,7 @@ static int status(int argc, char **argv)
         }
         const char *prov = config_oauth2_provider_name(a->oauth2.provider);
         const char *flow = config_oauth2_flow_name(a->oauth2.flow);
-        char t1[32], t2[32];
+        char t1[CLOCK_RFC3339_SIZE], t2[32];
         switch (s.state) {
         case OAUTH2_STATE_NONE:
             if (a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS)
@@ -551,17 +555,18 @@ static int status(int argc, char **argv)
         }
         printf("%s: authorized (%s, %s)\n", a->name, prov, flow);
         if (s.access_expires_at)
-            printf("  access token expires:    %s (%s)\n", iso_time(s.access_expires_at, t1, sizeof t1),
+            printf("  access token expires:    %s (%s)\n",
+                   clock_rfc3339(s.access_expires_at, 0, t1, sizeof t1),
                    relative(s.access_expires_at, now, t2, sizeof t2));
         if (s.has_refresh_token) {
             if (s.refresh_used_at)
                 printf("  refresh token last used: %s (%s)\n",
-                       iso_time(s.refresh_used_at, t1, sizeof t1),
+                       clock_rfc3339(s.refresh_used_at, 0, t1, sizeof t1),
                        relative(s.refresh_used_at, now, t2, sizeof t2));
             else
                 printf("  refresh token last used: never\n");
         }
-        printf("  authorized at:           %s\n", iso_time(s.authorized_at, t1, sizeof t1));
+        printf("  authorized at:           %s\n", clock_rfc3339(s.authorized_at, 0, t1, sizeof t1));
         if (s.retry_at > now)
             printf("  last refresh failed (%d in a row), next attempt %s: %s\n", s.failures,
                    relative(s.retry_at, now, t2, sizeof t2), s.error);

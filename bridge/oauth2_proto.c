@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "codec.h"
+#include "url.h"
 
 #ifndef POP3BRIDGE_VERSION
 #define POP3BRIDGE_VERSION "0"
@@ -142,23 +143,6 @@ void oauth2_proto_token_wipe(struct oauth2_token *t)
 
 /* ---- parsing ------------------------------------------------------------------- */
 
-/* RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
-static bool is_b64token(const char *t)
-{
-    size_t i = 0;
-    for (; t[i] && t[i] != '='; i++) {
-        unsigned char c = (unsigned char)t[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              strchr("-._~+/", c)))
-            return false;
-    }
-    if (i == 0)
-        return false;
-    for (; t[i]; i++)
-        if (t[i] != '=')
-            return false;
-    return true;
-}
 
 static cJSON *parse_object(const char *body, size_t len, struct err *e, const char *what)
 {
@@ -237,7 +221,7 @@ int oauth2_proto_parse_token(const char *body, size_t len, struct oauth2_token *
     int rc = -1;
     if (get_str(j, "access_token", true, t->access_token, sizeof t->access_token, e) < 0)
         goto out;
-    if (!is_b64token(t->access_token)) {
+    if (!codec_is_b64token(t->access_token)) {
         err_set(e, ERR_PROTO, "oauth2: access_token in the response is not a bearer token "
                               "(RFC 6750 b64token)");
         goto out;
@@ -352,8 +336,7 @@ int oauth2_proto_parse_device(const char *body, size_t len, struct oauth2_device
             err_set(e, ERR_PROTO, "oauth2: verification_uri is not a plain URL");
             goto out;
         }
-    if (strncasecmp(d->verification_uri, "https://", 8) != 0 &&
-        strncasecmp(d->verification_uri, "http://", 7) != 0) {
+    if (url_http_problem(d->verification_uri, 0)) {
         err_set(e, ERR_PROTO, "oauth2: verification_uri is not an http(s) URL");
         goto out;
     }
@@ -462,6 +445,52 @@ static enum oauth2_result transport_error(CURLcode rc, const char *url_what, str
  * handed to parse (token or device response). */
 typedef int (*parse_fn)(const char *body, size_t len, void *out, struct err *e);
 
+/* The request's options: HTTPS only, verified, no redirects or environment
+ * proxies, bounded in time.  false when libcurl refuses one. */
+static bool setup_request(CURL *h, const struct oauth2_client *c, const char *url,
+                          struct curl_slist *hdrs, const char *form, size_t used, struct body *b)
+{
+    return curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_PROXY, "") == CURLE_OK && /* environment proxies ignored */
+           curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) == CURLE_OK &&
+           (!c->ca_file || curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file) == CURLE_OK) &&
+           curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)OAUTH2_CONNECT_TIMEOUT_MS) ==
+               CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)OAUTH2_TIMEOUT_MS) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_USERAGENT, "pop3bridge/" POP3BRIDGE_VERSION) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_POSTFIELDS, form) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)used) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data) == CURLE_OK &&
+           curl_easy_setopt(h, CURLOPT_WRITEDATA, b) == CURLE_OK;
+}
+
+/* An answer other than 200: the RFC 6749 §5.2 error, classified. */
+static enum oauth2_result refused(long status, const struct body *b, const char *what,
+                                  struct oauth2_reply *r, struct err *e)
+{
+    char desc[DESC_MAX];
+    enum oauth2_result res = oauth2_proto_parse_error(b->p, b->len, r->error, desc, sizeof desc);
+    if (status == 429 || status >= 500)
+        res = OAUTH2_TEMPORARY;
+    else if (res == OAUTH2_TEMPORARY && status >= 300) /* no error object: a wrong URL? */
+        res = OAUTH2_REFUSED;
+    if (r->error[0])
+        err_set(e, res == OAUTH2_TEMPORARY ? ERR_SERVER : ERR_AUTH, "oauth2: the %s answered %ld %s",
+                what, status, r->error);
+    else
+        err_set(e, res == OAUTH2_TEMPORARY ? ERR_SERVER : ERR_AUTH, "oauth2: the %s answered HTTP %ld",
+                what, status);
+    if (desc[0])
+        err_set_server(e, desc, strlen(desc));
+    return res;
+}
+
 static enum oauth2_result post(const struct oauth2_client *c, const char *url, const char *what,
                                const struct param *params, size_t n_params, parse_fn parse,
                                void *out, struct oauth2_reply *r, struct err *e)
@@ -494,24 +523,7 @@ static enum oauth2_result post(const struct oauth2_client *c, const char *url, c
         err_set(e, ERR_INTERNAL, "oauth2: out of memory");
         goto out;
     }
-    if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK || /* environment proxies ignored */
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) != CURLE_OK ||
-        (c->ca_file && curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file) != CURLE_OK) ||
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)OAUTH2_CONNECT_TIMEOUT_MS) !=
-            CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)OAUTH2_TIMEOUT_MS) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_USERAGENT, "pop3bridge/" POP3BRIDGE_VERSION) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, form) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)used) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b) != CURLE_OK) {
+    if (!setup_request(h, c, url, hdrs, form, used, &b)) {
         err_set(e, ERR_INTERNAL, "oauth2: cannot set up the request");
         goto out;
     }
@@ -538,20 +550,7 @@ static enum oauth2_result post(const struct oauth2_client *c, const char *url, c
         res = OAUTH2_OK;
         goto out;
     }
-    char desc[DESC_MAX];
-    res = oauth2_proto_parse_error(b.p, b.len, r->error, desc, sizeof desc);
-    if (status == 429 || status >= 500)
-        res = OAUTH2_TEMPORARY;
-    else if (res == OAUTH2_TEMPORARY && status >= 300) /* no error object: a wrong URL? */
-        res = OAUTH2_REFUSED;
-    if (r->error[0])
-        err_set(e, res == OAUTH2_TEMPORARY ? ERR_SERVER : ERR_AUTH, "oauth2: the %s answered %ld %s",
-                what, status, r->error);
-    else
-        err_set(e, res == OAUTH2_TEMPORARY ? ERR_SERVER : ERR_AUTH, "oauth2: the %s answered HTTP %ld",
-                what, status);
-    if (desc[0])
-        err_set_server(e, desc, strlen(desc));
+    res = refused(status, &b, what, r, e);
 out:
     curl_slist_free_all(hdrs);
     if (h)

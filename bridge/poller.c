@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "committer.h"
+#include "filter.h"
 #include "log.h"
+#include "message.h"
 #include "oauth2.h"
 #include "pollhist.h"
 #include "pop3.h"
@@ -97,6 +100,54 @@ static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
     return store_msg_write(f->m, buf, len, e);
 }
 
+/* The account's webhooks this message goes to, by their filters (filter.h):
+ * the message is parsed from what the store holds before finish.  One that
+ * cannot be parsed goes wherever its type alone is wanted. */
+static size_t route(struct fetch *f, struct store_msg *m, const char **out)
+{
+    const void *mem;
+    size_t len;
+    int fd;
+    struct err pe;
+    cJSON *msg = NULL;
+    if (store_msg_peek(m, &mem, &len, &fd, &pe) == 0)
+        msg = fd >= 0 ? message_to_json_fd(fd, NULL, &pe) : message_to_json(mem, len, NULL, &pe);
+    if (!msg)
+        log_warn("filter_unparsed", "account=%s uidl=%s error=%s", f->a->name,
+                 log_q(f->l->entries[f->current - 1].uidl), log_q(pe.msg));
+    const char *type = filter_message_type(msg, f->too_large_mode);
+    size_t n = filter_route(f->a, type, msg, out, STORE_WEBHOOKS_MAX);
+    cJSON_Delete(msg);
+    if (n < f->n_webhooks)
+        log_debug("filter_routed", "account=%s uidl=%s type=%s webhooks=%zu of %zu", f->a->name,
+                  log_q(f->l->entries[f->current - 1].uidl), type, n, f->n_webhooks);
+    return n;
+}
+
+#define POLLER_DEDUPE_HEAD (64u << 10) /* header bytes searched for the Message-ID */
+
+/* De-duplication (the account's dedupe): the message's Message-ID into buf,
+ * from the first POLLER_DEDUPE_HEAD bytes the store holds; "" if none. */
+static void message_id_for_dedupe(struct store_msg *m, char *buf, size_t size)
+{
+    const void *mem;
+    size_t len;
+    int fd;
+    struct err pe;
+    buf[0] = '\0';
+    if (store_msg_peek(m, &mem, &len, &fd, &pe) < 0)
+        return;
+    if (fd < 0) {
+        message_id_of(mem, len < POLLER_DEDUPE_HEAD ? len : POLLER_DEDUPE_HEAD, buf, size);
+        return;
+    }
+    char *head = malloc(POLLER_DEDUPE_HEAD);
+    ssize_t got = head ? pread(fd, head, POLLER_DEDUPE_HEAD, 0) : -1;
+    if (got > 0)
+        message_id_of(head, (size_t)got, buf, size);
+    free(head);
+}
+
 static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
 {
     struct fetch *f = ctx;
@@ -107,7 +158,22 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
         meta.kind = STORE_KIND_TOO_LARGE;
         meta.declared_size = f->l->entries[number - 1].size;
     }
-    if (committer_submit(f->cs, m, &meta, f->webhooks, f->n_webhooks, poller_now_ms(), e) < 0)
+    char mid[STORE_META_MAX + 1];
+    if (f->a->dedupe.present && !f->too_large_mode) {
+        message_id_for_dedupe(m, mid, sizeof mid);
+        if (mid[0]) {
+            meta.message_id = mid;
+            meta.dedupe_window_ms = f->a->dedupe.window_ms;
+        }
+    }
+    const char *routed[STORE_WEBHOOKS_MAX];
+    const char *const *hooks = f->webhooks;
+    size_t n_hooks = f->n_webhooks;
+    if (filter_route_needs_message(f->a)) {
+        n_hooks = route(f, m, routed);
+        hooks = routed;
+    }
+    if (committer_submit(f->cs, m, &meta, hooks, n_hooks, poller_now_ms(), e) < 0)
         return -1;
     if (f->too_large_mode)
         f->res->too_large++;

@@ -1,6 +1,12 @@
 /*
  * pop3 — the POP3 client engine: session state machine, login, pipelined
  * batches, streaming bodies.  See include/pop3.h for the RFCs and contracts.
+ *
+ * One file of about 1,200 lines, on purpose: every command goes through the
+ * same static I/O helpers (queue, flush, read_status, broken), which keeps
+ * the session's state changes in one place.  What needs no session (status
+ * lines, numbers, UIDLs, CAPA lines, mechanism lists, the dot decoder) lives
+ * in pop3_proto.c.
  */
 #include "pop3.h"
 
@@ -12,6 +18,7 @@
 
 #include <openssl/crypto.h>
 
+#include "clock.h"
 #include "sasl.h"
 
 #define CMD_MAX 600 /* one command line we send (RFC 2449: AUTH <= 255 + framing) */
@@ -78,37 +85,6 @@ enum pop3_mech pop3_mech_parse(const char *name)
         if (strcasecmp(name, mechs[i].name) == 0)
             return mechs[i].mech;
     return POP3_MECH_NONE;
-}
-
-int pop3_mech_list_parse(const char *list, enum pop3_mech *out, size_t *n, struct err *e)
-{
-    *n = 0;
-    const char *p = list;
-    while (*p) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        char name[32];
-        if (len == 0 || len >= sizeof name)
-            return err_set(e, ERR_USAGE, "bad authentication mechanism list \"%s\"", list);
-        memcpy(name, p, len);
-        name[len] = '\0';
-        enum pop3_mech m = pop3_mech_parse(name);
-        if (m == POP3_MECH_NONE)
-            return err_set(e, ERR_USAGE,
-                           "unknown authentication mechanism \"%s\" (use user, apop, plain, "
-                           "login, cram-md5, scram-sha-1, scram-sha-256, xoauth2, oauthbearer)",
-                           name);
-        if (*n >= POP3_MECHS_MAX)
-            return err_set(e, ERR_USAGE, "too many authentication mechanisms (at most %d)",
-                           POP3_MECHS_MAX);
-        out[(*n)++] = m;
-        p += len;
-        if (*p == ',')
-            p++;
-    }
-    if (*n == 0)
-        return err_set(e, ERR_USAGE, "empty authentication mechanism list");
-    return 0;
 }
 
 /* ---- trace ----------------------------------------------------------------- */
@@ -359,7 +335,7 @@ struct pop3 *pop3_connect(const struct pop3_opts *o, struct err *e)
         .ca_file = o->ca_file,
         .fingerprint = o->fingerprint,
         .timeout_ms = p->o.timeout_ms,
-        .session_deadline = o->session_timeout_ms > 0 ? net_now_ms() + o->session_timeout_ms : 0,
+        .session_deadline = o->session_timeout_ms > 0 ? clock_mono_ms() + o->session_timeout_ms : 0,
         .cancel_fd = o->cancel_fd,
     };
     p->net = net_connect(&no, e);
@@ -534,6 +510,68 @@ static int send_sasl_line(struct pop3 *p, const char *resp, struct err *e)
     return flush(p, e);
 }
 
+#define SASL_ROUNDS_MAX 8 /* challenges one AUTH exchange may take */
+
+/* Send "AUTH mech", with the first response of a client-first mechanism
+ * when it fits in 255 octets (not XOAUTH2); a first response that does not
+ * go with the command is left in *held for the server's "+". */
+static int sasl_begin(struct pop3 *p, struct sasl *s, size_t mi, char **held, int *last,
+                      struct err *e)
+{
+    const char *name = mechs[mi].sasl;
+    char cmd[CMD_MAX];
+    bool sent = false;
+    if (sasl_mech_client_first(name)) {
+        char *first;
+        if ((*last = sasl_step(s, NULL, &first, e)) < 0)
+            return -1;
+        size_t fl = strlen(first);
+        if (mechs[mi].mech != POP3_MECH_XOAUTH2 && strlen(name) + fl + 6 <= AUTH_INITIAL_MAX) {
+            int n = snprintf(cmd, sizeof cmd, "AUTH %s %s", name, fl ? first : "=");
+            char shown[64];
+            snprintf(shown, sizeof shown, "AUTH %s ********", name);
+            int q = n < 0 ? -1 : queue_cmd(p, cmd, (size_t)n, shown, e);
+            OPENSSL_cleanse(cmd, sizeof cmd);
+            if (q < 0)
+                return -1;
+            sent = true;
+        } else {
+            *held = first;
+        }
+    }
+    if (!sent && queue_cmdf(p, e, "AUTH %s", name) < 0)
+        return -1;
+    return flush(p, e);
+}
+
+/* Answer the server's challenge t (tl octets) with the mechanism's next
+ * response; when the mechanism fails, cancel with "*" (RFC 5034 §4: the
+ * server answers -ERR). */
+static int sasl_answer(struct pop3 *p, struct sasl *s, const char *what, const char *t, size_t tl,
+                       int *last, struct err *e)
+{
+    if (tl > POP3_SASL_MAX) {
+        err_set(e, ERR_LIMIT, "%s challenge longer than %d octets", what, POP3_SASL_MAX);
+        return broken(p);
+    }
+    char *challenge = strndup(t, tl);
+    if (!challenge) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return broken(p);
+    }
+    char *resp;
+    *last = sasl_step(s, challenge, &resp, e);
+    free(challenge);
+    if (*last < 0) {
+        struct err ignore;
+        if (send_sasl_line(p, "*", &ignore) == 0)
+            read_status(p, what, &t, &tl, &ignore);
+        err_prefix(e, "%s", what);
+        return -1;
+    }
+    return send_sasl_line(p, resp, e);
+}
+
 /* RFC 5034 AUTH exchange.  Client-first mechanisms send their first response
  * with the command when it fits in 255 octets, otherwise after the server's
  * empty "+"; XOAUTH2 always goes in two steps (AUTH XOAUTH2, "+", token), the
@@ -554,30 +592,9 @@ static int login_sasl(struct pop3 *p, size_t mi, struct err *e)
     if (!s)
         return -1;
     int rc = -1;
-    char *held = NULL; /* a first response waiting for the server's "+" */
-    char cmd[CMD_MAX];
-    bool sent = false;
+    char *held = NULL;    /* a first response waiting for the server's "+" */
     int last = SASL_MORE; /* what the mechanism said last */
-    if (sasl_mech_client_first(name)) {
-        char *first;
-        if ((last = sasl_step(s, NULL, &first, e)) < 0)
-            goto out;
-        size_t fl = strlen(first);
-        if (mechs[mi].mech != POP3_MECH_XOAUTH2 && strlen(name) + fl + 6 <= AUTH_INITIAL_MAX) {
-            int n = snprintf(cmd, sizeof cmd, "AUTH %s %s", name, fl ? first : "=");
-            char shown[64];
-            snprintf(shown, sizeof shown, "AUTH %s ********", name);
-            if (n < 0 || queue_cmd(p, cmd, (size_t)n, shown, e) < 0)
-                goto out;
-            OPENSSL_cleanse(cmd, sizeof cmd);
-            sent = true;
-        } else {
-            held = first;
-        }
-    }
-    if (!sent && queue_cmdf(p, e, "AUTH %s", name) < 0)
-        goto out;
-    if (flush(p, e) < 0)
+    if (sasl_begin(p, s, mi, &held, &last, e) < 0)
         goto out;
     for (int rounds = 0;; rounds++) {
         const char *t;
@@ -604,41 +621,14 @@ static int login_sasl(struct pop3 *p, size_t mi, struct err *e)
                 err_sanitize(e->server, sizeof e->server, detail, strlen(detail));
             goto out;
         }
-        if (rounds >= 8) {
-            err_set(e, ERR_PROTO, "%s: more than 8 challenges", what);
+        if (rounds >= SASL_ROUNDS_MAX) {
+            err_set(e, ERR_PROTO, "%s: more than %d challenges", what, SASL_ROUNDS_MAX);
             broken(p);
             goto out;
         }
-        if (held) {
-            const char *r = held;
-            held = NULL;
-            if (send_sasl_line(p, r, e) < 0)
-                goto out;
-            continue;
-        }
-        if (tl > POP3_SASL_MAX) {
-            err_set(e, ERR_LIMIT, "%s challenge longer than %d octets", what, POP3_SASL_MAX);
-            broken(p);
-            goto out;
-        }
-        char *challenge = strndup(t, tl);
-        if (!challenge) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            broken(p);
-            goto out;
-        }
-        char *resp;
-        last = sasl_step(s, challenge, &resp, e);
-        free(challenge);
-        if (last < 0) {
-            /* RFC 5034 §4: "*" cancels; the server answers -ERR */
-            struct err ignore;
-            if (send_sasl_line(p, "*", &ignore) == 0)
-                read_status(p, what, &t, &tl, &ignore);
-            err_prefix(e, "%s", what);
-            goto out;
-        }
-        if (send_sasl_line(p, resp, e) < 0)
+        const char *r = held;
+        held = NULL;
+        if ((r ? send_sasl_line(p, r, e) : sasl_answer(p, s, what, t, tl, &last, e)) < 0)
             goto out;
     }
 out:
@@ -701,6 +691,9 @@ int pop3_login(struct pop3 *p, struct err *e)
         return -1;
     p->mech = mechs[chosen].mech;
     p->state = ST_TRANSACTION;
+    /* the credentials are not kept past login: the caller may wipe them now */
+    p->o.password = NULL;
+    p->o.oauth2_token = NULL;
     tracef(p, 'S', "[logged in with %s]", pop3_mech_name(p->mech));
     /* capabilities may differ after login (RFC 2449 §5) */
     struct pop3_capa before = p->capa;
@@ -930,6 +923,103 @@ static int read_listing_body(struct pop3 *p, struct pop3_listing *l, bool uidl, 
     return 0;
 }
 
+/* STAT (with UIDL and LIST queued behind it when pipelining), and room for
+ * its count of entries. */
+static int listing_stat(struct pop3 *p, struct pop3_listing *l, bool pipe, bool want_uidl,
+                        uint8_t **seen, struct err *e)
+{
+    const char *t;
+    size_t tl;
+    if (queue_cmd(p, "STAT", 4, NULL, e) < 0)
+        return -1;
+    if (pipe && ((want_uidl && queue_cmd(p, "UIDL", 4, NULL, e) < 0) ||
+                 queue_cmd(p, "LIST", 4, NULL, e) < 0))
+        return -1;
+    if (flush(p, e) < 0)
+        return -1;
+    int stat_rc = expect_ok(p, "STAT", &t, &tl, e);
+    if (stat_rc == 0 && parse_stat(t, tl, &l->count, &l->octets, e) < 0)
+        return broken(p);
+    if (stat_rc < 0 && (!pipe || p->state == ST_BROKEN))
+        return -1;
+    l->entries = calloc((size_t)l->count + 1, sizeof *l->entries);
+    *seen = calloc((size_t)l->count + 1, 1);
+    if (!l->entries || !*seen) {
+        err_set(e, ERR_INTERNAL, "out of memory for %u listing entries", l->count);
+        return broken(p);
+    }
+    /* pipelined UIDL/LIST replies must still be read to stay in step; a
+     * failed STAT leaves us nothing to check them against: give up */
+    return stat_rc < 0 ? broken(p) : 0;
+}
+
+/* UIDL.  0, -1, or 1 when the server refused it although it advertised it
+ * (e set; a pipelined LIST reply is still to be read). */
+static int listing_uidl(struct pop3 *p, struct pop3_listing *l, bool pipe, uint8_t *seen,
+                        struct err *e)
+{
+    const char *t;
+    size_t tl;
+    if (!pipe && (queue_cmd(p, "UIDL", 4, NULL, e) < 0 || flush(p, e) < 0))
+        return -1;
+    int st = read_status(p, "UIDL", &t, &tl, e);
+    if (st < 0)
+        return -1;
+    if (st == POP3_ST_OK) {
+        if (read_listing_body(p, l, true, seen, e) < 0)
+            return -1;
+        l->has_uidl = true;
+    } else if (st == POP3_ST_CONT) {
+        err_set(e, ERR_PROTO, "unexpected \"+\" reply to UIDL");
+        return broken(p);
+    } else if (p->capa.uidl) {
+        server_error(e, "UIDL", t, tl);
+        return 1;
+    }
+    return 0;
+}
+
+static int listing_list(struct pop3 *p, struct pop3_listing *l, bool pipe, uint8_t *seen,
+                        struct err *e)
+{
+    const char *t;
+    size_t tl;
+    if (!pipe && (queue_cmd(p, "LIST", 4, NULL, e) < 0 || flush(p, e) < 0))
+        return -1;
+    int st = read_status(p, "LIST", &t, &tl, e);
+    if (st < 0)
+        return -1;
+    if (st == POP3_ST_ERR) {
+        server_error(e, "LIST", t, tl);
+        return -1;
+    }
+    if (st != POP3_ST_OK) {
+        err_set(e, ERR_PROTO, "unexpected \"+\" reply to LIST");
+        return broken(p);
+    }
+    return read_listing_body(p, l, false, seen, e);
+}
+
+/* No UIDL used by two messages (mpop's pop3_uidl check). */
+static int listing_unique(const struct pop3_listing *l, struct err *e)
+{
+    if (!l->has_uidl || l->count < 2)
+        return 0;
+    struct pop3_entry **v = malloc((size_t)l->count * sizeof *v);
+    if (!v)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < l->count; i++)
+        v[i] = &l->entries[i];
+    qsort(v, l->count, sizeof *v, cmp_uidl);
+    int rc = 0;
+    for (uint32_t i = 1; i < l->count && rc == 0; i++)
+        if (strcmp(v[i - 1]->uidl, v[i]->uidl) == 0)
+            rc = err_set(e, ERR_PROTO, "UIDL \"%s\" is used by messages %u and %u", v[i]->uidl,
+                         v[i - 1]->number, v[i]->number);
+    free(v);
+    return rc;
+}
+
 int pop3_listing(struct pop3 *p, struct pop3_listing **out, struct err *e)
 {
     *out = NULL;
@@ -937,108 +1027,31 @@ int pop3_listing(struct pop3 *p, struct pop3_listing **out, struct err *e)
         return -1;
     bool pipe = p->capa.pipelining;
     bool want_uidl = !p->capa.known || p->capa.uidl;
-    const char *t;
-    size_t tl;
     struct pop3_listing *l = calloc(1, sizeof *l);
     uint8_t *seen = NULL;
     if (!l)
         return err_set(e, ERR_INTERNAL, "out of memory");
-    if (queue_cmd(p, "STAT", 4, NULL, e) < 0)
+    if (listing_stat(p, l, pipe, want_uidl, &seen, e) < 0)
         goto fail;
-    if (pipe && ((want_uidl && queue_cmd(p, "UIDL", 4, NULL, e) < 0) ||
-                 queue_cmd(p, "LIST", 4, NULL, e) < 0))
+    int u = want_uidl ? listing_uidl(p, l, pipe, seen, e) : 0;
+    if (u < 0)
         goto fail;
-    if (flush(p, e) < 0)
-        goto fail;
-    int stat_rc = expect_ok(p, "STAT", &t, &tl, e);
-    if (stat_rc == 0 && parse_stat(t, tl, &l->count, &l->octets, e) < 0) {
-        broken(p);
-        goto fail;
-    }
-    if (stat_rc < 0 && (!pipe || p->state == ST_BROKEN))
-        goto fail;
-    l->entries = calloc((size_t)l->count + 1, sizeof *l->entries);
-    seen = calloc((size_t)l->count + 1, 1);
-    if (!l->entries || !seen) {
-        err_set(e, ERR_INTERNAL, "out of memory for %u listing entries", l->count);
-        broken(p);
-        goto fail;
-    }
-    if (stat_rc < 0) {
-        /* pipelined UIDL/LIST replies must still be read to stay in step; a
-         * failed STAT leaves us nothing to check them against: give up */
-        broken(p);
-        goto fail;
-    }
-    /* UIDL */
-    if (want_uidl) {
-        if (!pipe && (queue_cmd(p, "UIDL", 4, NULL, e) < 0 || flush(p, e) < 0))
-            goto fail;
-        int st = read_status(p, "UIDL", &t, &tl, e);
-        if (st < 0)
-            goto fail;
-        if (st == POP3_ST_OK) {
-            if (read_listing_body(p, l, true, seen, e) < 0)
-                goto fail;
-            l->has_uidl = true;
-        } else if (st == POP3_ST_CONT) {
-            err_set(e, ERR_PROTO, "unexpected \"+\" reply to UIDL");
-            broken(p);
-            goto fail;
-        } else if (p->capa.uidl) {
-            server_error(e, "UIDL", t, tl);
-            goto drain_list;
-        }
-    }
-    /* LIST */
-    if (!pipe && (queue_cmd(p, "LIST", 4, NULL, e) < 0 || flush(p, e) < 0))
-        goto fail;
-    {
-        int st = read_status(p, "LIST", &t, &tl, e);
-        if (st < 0)
-            goto fail;
-        if (st != POP3_ST_OK) {
-            if (st == POP3_ST_ERR) {
-                server_error(e, "LIST", t, tl);
-            } else {
-                err_set(e, ERR_PROTO, "unexpected \"+\" reply to LIST");
+    if (u > 0) {
+        if (pipe) { /* stay in step: read the LIST reply already asked for */
+            const char *t;
+            size_t tl;
+            struct err ignore;
+            int st = read_status(p, "LIST", &t, &tl, &ignore);
+            if (st == POP3_ST_OK && read_listing_body(p, l, false, seen, &ignore) < 0)
                 broken(p);
-            }
-            goto fail;
         }
-        if (read_listing_body(p, l, false, seen, e) < 0)
-            goto fail;
+        goto fail;
     }
-    /* duplicate UIDLs */
-    if (l->has_uidl && l->count > 1) {
-        struct pop3_entry **v = malloc((size_t)l->count * sizeof *v);
-        if (!v) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            goto fail;
-        }
-        for (uint32_t i = 0; i < l->count; i++)
-            v[i] = &l->entries[i];
-        qsort(v, l->count, sizeof *v, cmp_uidl);
-        for (uint32_t i = 1; i < l->count; i++) {
-            if (strcmp(v[i - 1]->uidl, v[i]->uidl) == 0) {
-                err_set(e, ERR_PROTO, "UIDL \"%s\" is used by messages %u and %u", v[i]->uidl,
-                        v[i - 1]->number, v[i]->number);
-                free(v);
-                goto fail;
-            }
-        }
-        free(v);
-    }
+    if (listing_list(p, l, pipe, seen, e) < 0 || listing_unique(l, e) < 0)
+        goto fail;
     free(seen);
     *out = l;
     return 0;
-drain_list:
-    if (pipe) {
-        struct err ignore;
-        int st = read_status(p, "LIST", &t, &tl, &ignore);
-        if (st == POP3_ST_OK && read_listing_body(p, l, false, seen, &ignore) < 0)
-            broken(p);
-    }
 fail:
     free(seen);
     pop3_listing_free(&l);

@@ -1,6 +1,7 @@
 /*
  * pop3_proto — the pure parts of the POP3 engine: status lines, numbers,
- * UIDLs, CAPA lines, the APOP timestamp and the streaming dot decoder.
+ * UIDLs, CAPA lines, the APOP timestamp, mechanism lists and the streaming
+ * dot decoder.
  * No I/O; see include/pop3.h.
  */
 #include "pop3.h"
@@ -304,4 +305,35 @@ long pop3_dot_feed(struct pop3_dot *d, const char *in, size_t len, struct err *e
     if (d->done && dot_flush(d, e) < 0)
         return -1;
     return (long)i;
+}
+
+int pop3_mech_list_parse(const char *list, enum pop3_mech *out, size_t *n, struct err *e)
+{
+    *n = 0;
+    const char *p = list;
+    while (*p) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        char name[32];
+        if (len == 0 || len >= sizeof name)
+            return err_set(e, ERR_USAGE, "bad authentication mechanism list \"%s\"", list);
+        memcpy(name, p, len);
+        name[len] = '\0';
+        enum pop3_mech m = pop3_mech_parse(name);
+        if (m == POP3_MECH_NONE)
+            return err_set(e, ERR_USAGE,
+                           "unknown authentication mechanism \"%s\" (use user, apop, plain, "
+                           "login, cram-md5, scram-sha-1, scram-sha-256, xoauth2, oauthbearer)",
+                           name);
+        if (*n >= POP3_MECHS_MAX)
+            return err_set(e, ERR_USAGE, "too many authentication mechanisms (at most %d)",
+                           POP3_MECHS_MAX);
+        out[(*n)++] = m;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (*n == 0)
+        return err_set(e, ERR_USAGE, "empty authentication mechanism list");
+    return 0;
 }

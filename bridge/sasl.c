@@ -160,23 +160,6 @@ const char *sasl_error_detail(const struct sasl *s)
 
 /* ---- credentials ------------------------------------------------------------ */
 
-/* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
-static bool is_bearer_token(const char *t)
-{
-    size_t i = 0;
-    for (; t[i] && t[i] != '='; i++) {
-        char c = t[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'))
-            return false;
-    }
-    if (i == 0)
-        return false;
-    for (; t[i]; i++)
-        if (t[i] != '=')
-            return false;
-    return true;
-}
 
 static bool has_control(const char *v)
 {
@@ -222,7 +205,7 @@ static int check_creds(const struct mech *m, const struct sasl_creds *c, struct 
             return err_set(e, ERR_USAGE,
                            "%s: the access token is longer than %d bytes (SASL_TOKEN_MAX)",
                            m->name, SASL_TOKEN_MAX);
-        if (!is_bearer_token(c->oauth2_token))
+        if (!codec_is_b64token(c->oauth2_token))
             return err_set(e, ERR_USAGE,
                            "%s: the access token is not a bearer token (RFC 6750 b64token)",
                            m->name);
@@ -661,12 +644,7 @@ int sasl_apop_digest(const char *ts, size_t ts_len, const char *password, char o
         OPENSSL_cleanse(md, sizeof md);
         return err_set(e, ERR_INTERNAL, "APOP: MD5 is not available from OpenSSL");
     }
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 16; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[32] = '\0';
+    codec_hex_encode(md, 16, out);
     OPENSSL_cleanse(md, sizeof md);
     return 0;
 }

@@ -90,7 +90,10 @@ int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
     int64_t d = sched_backoff_ms(e, a->fails, interval_ms, login_delay_s, &state);
     a->state = state;
     err_format(e, a->last_error, sizeof a->last_error);
-    a->next_at = a->not_before = now + d;
+    a->next_at = now + d;
+    /* without a grant nothing was sent to any server: a poll asked for
+     * (after an authorization) may run at once */
+    a->not_before = e->code == ERR_CODE_NO_GRANT ? 0 : a->next_at;
     return d;
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +11,13 @@
 int spool_tmpfile(const char *dir, struct err *e)
 {
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        /* a file system without O_TMPFILE: a named file, removed at once */
+        char path[SPOOL_PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/.spool-XXXXXX", dir);
+        if (n > 0 && (size_t)n < sizeof path && (fd = mkostemp(path, O_CLOEXEC)) >= 0)
+            unlink(path);
+    }
     if (fd < 0)
         err_set(e, ERR_INTERNAL, "cannot create a temporary file in %s: %s", dir,
                 strerror(errno));
@@ -24,6 +32,10 @@ int spool_write_all(int fd, const void *data, size_t n)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
+            return -1;
+        }
+        if (w == 0) { /* no progress: give up rather than spin */
+            errno = EIO;
             return -1;
         }
         p += w;

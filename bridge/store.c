@@ -23,7 +23,7 @@ static int ops_complete(const struct store_ops *o, struct err *e)
     STORE_CALLS(CHECK_OP)
 #undef CHECK_OP
     if (!o->close || !o->batch_rollback || !o->msg_write || !o->msg_finish || !o->msg_abort ||
-        !o->msg_size ||
+        !o->msg_size || !o->msg_peek ||
         !o->body_read || !o->body_close)
         return err_set(e, ERR_INTERNAL, "store: the %s backend misses a message or body call",
                        o->backend);
@@ -103,6 +103,13 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
 uint64_t store_msg_size(const struct store_msg *m)
 {
     return m ? OPS(m)->msg_size(m) : 0;
+}
+
+int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
+{
+    if (!m)
+        return err_set(e, ERR_USAGE, "store: store_msg_peek: no message");
+    return OPS(m)->msg_peek(m, mem, len, fd, e);
 }
 
 void store_msg_abort(struct store_msg *m)

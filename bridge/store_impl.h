@@ -175,7 +175,26 @@ struct store_hdr {
     X(int, link_key_rotate, (struct store * st, int64_t now, struct err * e), (st, now, e))     \
     X(int, msgs_each,                                                                           \
       (struct store * st, const char *account, store_msg_cb cb, void *ctx, struct err *e),      \
-      (st, account, cb, ctx, e))
+      (st, account, cb, ctx, e))                                                                \
+    X(int, delivery_drop, (struct store * st, int64_t id, int64_t now, struct err *e),          \
+      (st, id, now, e))                                                                         \
+    X(int, delivery_retry_bulk,                                                                 \
+      (struct store * st, const char *webhook, enum store_dstatus status, size_t max,           \
+       int64_t now, int64_t *retried, struct err *e),                                           \
+      (st, webhook, status, max, now, retried, e))                                              \
+    X(int, event_add,                                                                           \
+      (struct store * st, const char *account, const char *type, const char *data,              \
+       const char *const *webhooks, size_t n_webhooks, int64_t now, int64_t *id,                \
+       struct err *e),                                                                          \
+      (st, account, type, data, webhooks, n_webhooks, now, id, e))                              \
+    X(int, account_event_once,                                                                  \
+      (struct store * st, const char *account, const char *type, const char *data,              \
+       const char *const *webhooks, size_t n_webhooks, int64_t now, int64_t *event_id,          \
+       struct err *e),                                                                          \
+      (st, account, type, data, webhooks, n_webhooks, now, event_id, e))                        \
+    X(int, event_get,                                                                           \
+      (struct store * st, int64_t id, struct store_event *out, char **data, struct err *e),     \
+      (st, id, out, data, e))
 
 #define STORE_OPS_FIELD(ret, name, params, args) ret(*name) params;
 
@@ -190,6 +209,7 @@ struct store_ops {
                       struct store_msg_result *res, struct err *e);
     void (*msg_abort)(struct store_msg *m);
     uint64_t (*msg_size)(const struct store_msg *m);
+    int (*msg_peek)(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e);
     int (*body_read)(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                      struct err *e);
     void (*body_close)(struct store_body *b);

@@ -33,14 +33,14 @@
 
 /* Copied in this order (foreign keys); bodies is copied apart. */
 static const char *const tables[] = {
-    "accounts", "messages", "uidls", "deliveries", "attempts", "webhooks_disabled",
+    "accounts", "messages", "uidls", "events", "deliveries", "attempts", "webhooks_disabled",
     "oauth2_tokens", "link_key",
 };
 /* Not copied: rebuilt by the instances (heartbeats) or by the copy itself. */
 static const char *const skipped[] = {"instances", "bodies"};
 
 /* identity columns whose sequence follows the copied ids */
-static const char *const identities[] = {"messages", "deliveries", "attempts"};
+static const char *const identities[] = {"messages", "events", "deliveries", "attempts"};
 
 struct imp {
     sqlite3 *db;

@@ -12,18 +12,20 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 5):
+ * Schema (version 6):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
- *            body_purged_at, kind, declared_size, event_key)
+ *            body_purged_at, kind, declared_size, event_key,
+ *            duplicate_of)                             -- duplicate_of: 6
  *   bodies(message_id PK -> messages, raw BLOB)   -- purge deletes the row
  *   uidls(account, uidl, state 0..3, message_id -> messages, seen_at)
- *   deliveries(id PK, message_id -> messages, account, webhook, status 0..3,
- *              attempts, next_attempt_at, created_at, updated_at,
- *              delivered_at, last_http_status, last_error, lease_owner,
- *              lease_until)
+ *   events(id PK, account, type, data, created_at, event_key)   -- schema 6
+ *   deliveries(id PK, message_id -> messages | event_id -> events (one of
+ *              the two), account, webhook, status 0..4, attempts,
+ *              next_attempt_at, created_at, updated_at, delivered_at,
+ *              last_http_status, last_error, lease_owner, lease_until)
  *   attempts(id PK, delivery_id -> deliveries, started_at, duration_ms,
  *            http_status, error, outcome)
  *   webhooks_disabled(name PK, reason, since)
@@ -39,6 +41,9 @@
  */
 #include "store.h"
 #include "store_impl.h"
+
+#include "codec.h"
+#include "spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -177,6 +182,58 @@ static const char *const migrations[] = {
     "  id INTEGER PRIMARY KEY CHECK (id = 1),"
     "  key BLOB NOT NULL CHECK (length(key) = 32),"
     "  created_at INTEGER NOT NULL);",
+    /* 7: events that are not messages (account.auth_error) in the outbox
+     * beside messages, and a fifth delivery status, dropped.  SQLite cannot
+     * change a column's constraints: deliveries is rebuilt with the same ids
+     * (migrate() turns foreign keys off meanwhile), so attempts keep their
+     * deliveries.  Messages get duplicate_of and an index on (account,
+     * Message-ID) for de-duplication. */
+    "CREATE TABLE events("
+    "  id INTEGER PRIMARY KEY,"
+    "  account TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  event_key TEXT NOT NULL);"
+    "CREATE INDEX events_account ON events(account, id);"
+    "CREATE TABLE deliveries_v7("
+    "  id INTEGER PRIMARY KEY,"
+    "  message_id INTEGER REFERENCES messages(id),"
+    "  event_id INTEGER REFERENCES events(id),"
+    "  account TEXT NOT NULL,"
+    "  webhook TEXT NOT NULL,"
+    "  status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 4),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_at INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  delivered_at INTEGER NOT NULL DEFAULT 0,"
+    "  last_http_status INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  lease_owner TEXT,"
+    "  lease_until INTEGER NOT NULL DEFAULT 0,"
+    "  CHECK ((message_id IS NULL) <> (event_id IS NULL)),"
+    "  UNIQUE (message_id, webhook),"
+    "  UNIQUE (event_id, webhook));"
+    "INSERT INTO deliveries_v7(id, message_id, account, webhook, status, attempts,"
+    "  next_attempt_at, created_at, updated_at, delivered_at, last_http_status, last_error,"
+    "  lease_owner, lease_until)"
+    "  SELECT id, message_id, account, webhook, status, attempts, next_attempt_at, created_at,"
+    "  updated_at, delivered_at, last_http_status, last_error, lease_owner, lease_until"
+    "  FROM deliveries;"
+    "DROP TABLE deliveries;"
+    "ALTER TABLE deliveries_v7 RENAME TO deliveries;"
+    "CREATE INDEX deliveries_due ON deliveries(next_attempt_at, id) WHERE status IN (0, 2);"
+    "CREATE INDEX deliveries_due_webhook ON deliveries(webhook, next_attempt_at, id)"
+    "  WHERE status IN (0, 2);"
+    "CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE lease_owner IS NOT NULL;"
+    "CREATE INDEX deliveries_status ON deliveries(status, id);"
+    "CREATE INDEX deliveries_account ON deliveries(account, id);"
+    "CREATE INDEX deliveries_account_status ON deliveries(account, status, id);"
+    "CREATE INDEX deliveries_webhook_status ON deliveries(webhook, status, id);"
+    "ALTER TABLE messages ADD COLUMN duplicate_of INTEGER;"
+    "CREATE INDEX messages_message_id ON messages(account, message_id_hdr)"
+    "  WHERE message_id_hdr IS NOT NULL;",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -184,15 +241,19 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
 /* ---- statements -------------------------------------------------------- */
 
 #define D_SELECT                                                                        \
-    "SELECT d.id, d.message_id, d.account, m.uidl, d.webhook, d.status, d.attempts,"    \
-    " d.created_at, d.updated_at, d.next_attempt_at, d.delivered_at,"                   \
-    " d.last_http_status, d.last_error, m.event_key, d.lease_owner, d.lease_until"      \
+    "SELECT d.id, coalesce(d.message_id, 0), d.account, coalesce(m.uidl, ''), d.webhook," \
+    " d.status, d.attempts, d.created_at, d.updated_at, d.next_attempt_at,"             \
+    " d.delivered_at, d.last_http_status, d.last_error,"                                \
+    " coalesce(m.event_key, ev.event_key), d.lease_owner, d.lease_until,"               \
+    " coalesce(d.event_id, 0), coalesce(ev.type, '')"                                   \
     " FROM deliveries d "
-#define D_COLS D_SELECT "JOIN messages m ON m.id = d.message_id "
+/* a delivery is of a message or of an event (schema 6) */
+#define D_JOINS                                                                         \
+    "LEFT JOIN messages m ON m.id = d.message_id LEFT JOIN events ev ON ev.id = d.event_id "
+#define D_COLS D_SELECT D_JOINS
 /* the partial indexes keep "oldest due first" a range scan, not a sort */
-#define D_DUE_COLS D_SELECT "INDEXED BY deliveries_due JOIN messages m ON m.id = d.message_id "
-#define D_DUE_WH_COLS                                                                   \
-    D_SELECT "INDEXED BY deliveries_due_webhook JOIN messages m ON m.id = d.message_id "
+#define D_DUE_COLS D_SELECT "INDEXED BY deliveries_due " D_JOINS
+#define D_DUE_WH_COLS D_SELECT "INDEXED BY deliveries_due_webhook " D_JOINS
 #define D_DUE_WHERE                                                                     \
     "d.status IN (0, 2) AND d.next_attempt_at <= ?1 AND d.lease_until <= ?1"            \
     " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
@@ -260,6 +321,13 @@ enum sid {
     S_OA_REFRESHED,
     S_OA_FAILED,
     S_OA_RELEASE,
+    S_EVENT_INS,
+    S_EVENT_DELIV_INS,
+    S_EVENT_GET,
+    S_DROP,
+    S_RETRY_BULK,
+    S_DUP_FIND,
+    S_EVENT_LAST,
     S_WH_ATTEMPTS,
     S_WH_LATENCY,
     S_WH_LAST_ERROR,
@@ -281,17 +349,18 @@ static const char *const sql_text[S_COUNT] = {
                     " WHERE u.account = ?1 AND u.state = 2 AND m.kind = 'message'"
                     " AND (?2 OR (?3 > 0 AND m.received_at <= ?4 - ?3))"
                     " AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                    "   WHERE d.message_id = u.message_id AND d.status <> 1)",
+                    "   WHERE d.message_id = u.message_id AND d.status NOT IN (1, 4))",
     [S_MARK_DELETED] = "UPDATE uidls SET state = 3 WHERE account = ?1 AND uidl = ?2",
     [S_LISTED_CLEAR] = "DELETE FROM temp.listed",
     [S_LISTED_INS] = "INSERT OR IGNORE INTO temp.listed(uidl) VALUES (?1)",
     [S_FORGET] = "DELETE FROM uidls WHERE account = ?1 AND state <> 1"
                  " AND uidl NOT IN (SELECT uidl FROM temp.listed)"
                  " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
-                 "   WHERE d.message_id = uidls.message_id AND d.status <> 1))",
+                 "   WHERE d.message_id = uidls.message_id AND d.status NOT IN (1, 4)))",
     [S_MSG_INS] = "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
                   " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
-                  " event_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                  " event_key, duplicate_of)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [S_BODY_INS] = "INSERT INTO bodies(message_id, raw) VALUES (?1, ?2)",
     [S_UIDL_INS_STORED] = "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -300,7 +369,7 @@ static const char *const sql_text[S_COUNT] = {
                     " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
     [S_MSG_GET] = "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"
                   " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"
-                  " declared_size, event_key FROM messages WHERE id = ?1",
+                  " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages WHERE id = ?1",
     [S_NEXT_DUE] = "SELECT min(max(next_attempt_at, CASE WHEN lease_until > ?1"
                    " THEN lease_until ELSE 0 END)) FROM deliveries"
                    " WHERE status IN (0, 2)"
@@ -315,7 +384,7 @@ static const char *const sql_text[S_COUNT] = {
                       " WHERE lease_owner = ?1",
     [S_RELEASE_ONE] = "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
                       " WHERE lease_owner = ?1 AND id = ?2",
-    [S_DELIV_STATUS] = "SELECT status, message_id, lease_owner, lease_until FROM deliveries"
+    [S_DELIV_STATUS] = "SELECT status, coalesce(message_id, 0), lease_owner, lease_until FROM deliveries"
                        " WHERE id = ?1",
     [S_DELIV_UPDATE] = "UPDATE deliveries SET status = ?2, attempts = attempts + 1,"
                        " next_attempt_at = ?3, updated_at = ?4, delivered_at = ?5,"
@@ -323,7 +392,8 @@ static const char *const sql_text[S_COUNT] = {
                        " lease_until = 0 WHERE id = ?1",
     [S_ATTEMPT_INS] = "INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
                       " error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [S_MSG_UNDELIVERED] = "SELECT count(*) FROM deliveries WHERE message_id = ?1 AND status <> 1",
+    [S_MSG_UNDELIVERED] = "SELECT count(*) FROM deliveries WHERE message_id = ?1"
+                          " AND status NOT IN (1, 4)",
     [S_MSG_SET_DELIVERED] = "UPDATE messages SET delivered_at = ?2"
                             " WHERE id = ?1 AND delivered_at IS NULL",
     [S_UIDL_SET_DELIVERED] = "UPDATE uidls SET state = 2 WHERE message_id = ?1 AND state = 1",
@@ -401,6 +471,24 @@ static const char *const sql_text[S_COUNT] = {
                     " WHERE account = ?1 AND version = ?2",
     [S_OA_RELEASE] = "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
                      " WHERE account = ?1 AND lease_owner = ?2",
+    [S_EVENT_INS] = "INSERT INTO events(account, type, data, created_at, event_key)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_EVENT_DELIV_INS] = "INSERT INTO deliveries(event_id, account, webhook, status, attempts,"
+                          " next_attempt_at, created_at, updated_at)"
+                          " VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?4)",
+    [S_EVENT_GET] = "SELECT account, type, data, created_at, event_key FROM events WHERE id = ?1",
+    [S_DROP] = "UPDATE deliveries SET status = 4, updated_at = ?2, next_attempt_at = 0,"
+               " lease_owner = NULL, lease_until = 0 WHERE id = ?1",
+    [S_RETRY_BULK] = "UPDATE deliveries SET status = 0, next_attempt_at = ?1, updated_at = ?1,"
+                     " lease_owner = NULL, lease_until = 0 WHERE id IN ("
+                     " SELECT d.id FROM deliveries d WHERE d.status = ?2"
+                     " AND (?3 IS NULL OR d.webhook = ?3)"
+                     " AND (d.message_id IS NULL OR EXISTS (SELECT 1 FROM bodies b"
+                     "   WHERE b.message_id = d.message_id))"
+                     " ORDER BY d.id LIMIT ?4)",
+    [S_DUP_FIND] = "SELECT id FROM messages WHERE account = ?1 AND message_id_hdr = ?2"
+                   " AND received_at >= ?3 AND duplicate_of IS NULL ORDER BY id LIMIT 1",
+    [S_EVENT_LAST] = "SELECT max(created_at) FROM events WHERE account = ?1 AND type = ?2",
     /* statistics: plain SQL (integer division, CASE) that any SQL database runs */
     [S_WH_ATTEMPTS] = "SELECT count(*), sum(CASE WHEN a.http_status BETWEEN 200 AND 299"
                       " THEN 1 ELSE 0 END) FROM attempts a JOIN deliveries d"
@@ -712,6 +800,24 @@ static int newer_schema(struct store *st, int version, struct err *e)
                    st->path, version, STORE_SCHEMA_VERSION);
 }
 
+/* PRAGMA foreign_key_check finds nothing: 0, else -1 (ERR_INTERNAL). */
+static int fk_check(struct store *st, struct err *e)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
+        return dberr(st, e, "migrate: foreign key check");
+    int rc = sqlite3_step(s);
+    char table[64] = "";
+    if (rc == SQLITE_ROW)
+        snprintf(table, sizeof table, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    if (rc == SQLITE_ROW)
+        return err_set(e, ERR_INTERNAL, "store: migrate: a row of %s lost its reference", table);
+    return rc == SQLITE_DONE ? 0 : dberr(st, e, "migrate: foreign key check");
+}
+
+static int migrate_locked(struct store *st, struct err *e);
+
 static int migrate(struct store *st, struct err *e)
 {
     /* the common case, an up-to-date schema, needs no write lock: opening a
@@ -723,9 +829,22 @@ static int migrate(struct store *st, struct err *e)
         return 0;
     if (version > STORE_SCHEMA_VERSION)
         return newer_schema(st, version, e);
+    /* a migration may rebuild a table others reference (schema 6): foreign
+     * keys are off meanwhile (the pragma is a no-op inside a transaction),
+     * and checked before the commit */
+    if (exec(st, "PRAGMA foreign_keys = OFF", e, "migrate") < 0)
+        return -1;
+    int rc = migrate_locked(st, e);
+    if (exec(st, "PRAGMA foreign_keys = ON", rc < 0 ? NULL : e, "migrate") < 0)
+        return -1;
+    return rc;
+}
+
+static int migrate_locked(struct store *st, struct err *e)
+{
     if (exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
         return -1;
-    version = sq_schema_version(st, e); /* again, under the lock */
+    int version = sq_schema_version(st, e); /* again, under the lock */
     if (version < 0 || version > STORE_SCHEMA_VERSION) {
         if (version > STORE_SCHEMA_VERSION)
             newer_schema(st, version, e);
@@ -744,7 +863,7 @@ static int migrate(struct store *st, struct err *e)
             return -1;
         }
     }
-    if (exec(st, "COMMIT", e, "migrate") < 0) {
+    if (fk_check(st, e) < 0 || exec(st, "COMMIT", e, "migrate") < 0) {
         exec(st, "ROLLBACK", NULL, "migrate");
         return -1;
     }
@@ -867,7 +986,8 @@ static int sq_schema_version(struct store *st, struct err *e)
 /* ---- names ------------------------------------------------------------- */
 
 static const char *const uidl_state_names[] = {"ignored", "stored", "delivered", "deleted"};
-static const char *const dstatus_names[] = {"pending", "delivered", "failed", "dead"};
+static const char *const dstatus_names[] = {"pending", "delivered", "failed", "dead", "dropped"};
+#define N_DSTATUS 5
 
 const char *store_uidl_state_name(enum store_uidl_state s)
 {
@@ -876,18 +996,18 @@ const char *store_uidl_state_name(enum store_uidl_state s)
 
 const char *store_dstatus_name(enum store_dstatus s)
 {
-    return (unsigned)s < 4 ? dstatus_names[s] : "unknown";
+    return (unsigned)s < N_DSTATUS ? dstatus_names[s] : "unknown";
 }
 
 int store_dstatus_parse(const char *name, enum store_dstatus *out, struct err *e)
 {
-    for (int i = 0; name && i < 4; i++)
+    for (int i = 0; name && i < N_DSTATUS; i++)
         if (strcmp(name, dstatus_names[i]) == 0) {
             *out = (enum store_dstatus)i;
             return 0;
         }
     return err_set(e, ERR_USAGE,
-                   "store: unknown delivery status (want pending, delivered, failed or dead)");
+                   "store: unknown delivery status (want pending, delivered, failed, dead or dropped)");
 }
 
 /* ---- ids --------------------------------------------------------------- */
@@ -1136,21 +1256,6 @@ static int sq_msg_begin(struct store *st, const char *account, const char *uidl,
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Move the in-memory spool to an unlinked temp file in state_dir. */
 static int spool_to_file(struct store_msg *m, struct err *e)
 {
@@ -1163,7 +1268,7 @@ static int spool_to_file(struct store_msg *m, struct err *e)
         return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
                        strerror(errno));
     unlink(tmpl);
-    if (write_all(fd, m->mem, m->mem_len) < 0) {
+    if (spool_write_all(fd, m->mem, m->mem_len) < 0) {
         int saved = errno;
         close(fd);
         return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
@@ -1173,6 +1278,26 @@ static int spool_to_file(struct store_msg *m, struct err *e)
     m->mem = NULL;
     m->mem_len = m->mem_cap = 0;
     m->fd = fd;
+    return 0;
+}
+
+/* A new random event key (STORE_KEY_HEX hex digits) into key. */
+static int new_event_key(char *key, struct err *e)
+{
+    unsigned char rnd[STORE_KEY_HEX / 2];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
+    codec_hex_encode(rnd, sizeof rnd, key);
+    return 0;
+}
+
+static int sq_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
+{
+    if (m->failed)
+        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
+    *mem = m->fd >= 0 ? NULL : m->mem;
+    *len = m->fd >= 0 ? (size_t)m->size : m->mem_len;
+    *fd = m->fd;
     return 0;
 }
 
@@ -1197,7 +1322,7 @@ static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struc
         return -1;
     }
     if (m->fd >= 0) {
-        if (write_all(m->fd, data, len) < 0) {
+        if (spool_write_all(m->fd, data, len) < 0) {
             m->failed = true;
             return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
                            m->st->dir, strerror(errno));
@@ -1275,14 +1400,44 @@ static int body_from_file(struct store *st, struct store_msg *m, int64_t id, str
     return r;
 }
 
+/* The first message of account with this Message-ID stored since `since`
+ * (not itself a duplicate): its id, or 0. */
+static int find_duplicate(struct store *st, const char *account, const char *message_id,
+                          int64_t since, int64_t *dup, struct err *e)
+{
+    *dup = 0;
+    sqlite3_stmt *s = S(st, S_DUP_FIND, e);
+    if (!s)
+        return -1;
+    bind_str(s, 1, account);
+    bind_trunc(s, 2, message_id, STORE_META_MAX); /* as it was stored */
+    sqlite3_bind_int64(s, 3, since);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        *dup = sqlite3_column_int64(s, 0);
+    else if (rc != SQLITE_DONE)
+        r = dberr(st, e, "find duplicate");
+    done(s);
+    return r;
+}
+
 static int finish_tx(struct store *st, struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
-                     const char *sha_hex, int64_t *id_out, struct err *e)
+                     const char *sha_hex, int64_t *id_out, int64_t *dup_out, struct err *e)
 {
     const char *op = "store message";
+    int64_t dup = 0;
+    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
+        find_duplicate(st, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup, e) < 0)
+        return -1;
+    if (dup)
+        n_webhooks = 0; /* recorded, not delivered: done at once */
+    *dup_out = dup;
     sqlite3_stmt *s = S(st, S_MSG_INS, e);
     if (!s)
         return -1;
+    if (dup)
+        sqlite3_bind_int64(s, 14, dup);
     bind_str(s, 1, m->account);
     bind_str(s, 2, m->uidl);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)m->size);
@@ -1296,15 +1451,9 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     }
     bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
     sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
-    unsigned char rnd[STORE_KEY_HEX / 2];
     char key[STORE_KEY_HEX + 1];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return err_set(e, ERR_INTERNAL, "store: no random bytes for the message's event key");
-    for (size_t i = 0; i < sizeof rnd; i++) {
-        key[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
-        key[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
-    }
-    key[STORE_KEY_HEX] = '\0';
+    if (new_event_key(key, e) < 0)
+        return -1;
     bind_str(s, 13, key);
     if (n_webhooks == 0)
         sqlite3_bind_int64(s, 10, now);
@@ -1388,21 +1537,18 @@ static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
         goto out;
     }
     char hex[STORE_SHA256_HEX + 1];
-    for (unsigned i = 0; i < 32; i++) {
-        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
-        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
-    }
-    hex[STORE_SHA256_HEX] = '\0';
-    int64_t id = 0;
+    codec_hex_encode(md, 32, hex);
+    int64_t id = 0, dup = 0;
     if (tx_begin(st, e, "store message") < 0)
         goto out;
-    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, e) < 0 ||
+    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
         tx_commit(st, e, "store message") < 0) {
         tx_rollback(st);
         goto out;
     }
     if (res) {
         res->id = id;
+        res->duplicate_of = dup;
         res->size = m->size;
         memcpy(res->sha256, hex, sizeof hex);
     }
@@ -1438,6 +1584,7 @@ static int sq_msg_get(struct store *st, int64_t id, struct store_msg_info *out, 
         col_copy(s, 12, out->kind, sizeof out->kind);
         out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
         col_copy(s, 14, out->key, sizeof out->key);
+        out->duplicate_of = sqlite3_column_int64(s, 15);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {
@@ -1585,6 +1732,8 @@ static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
     col_copy(s, 13, d->msg_key, sizeof d->msg_key);
     col_copy(s, 14, d->lease_owner, sizeof d->lease_owner);
     d->lease_until = sqlite3_column_int64(s, 15);
+    d->event_id = sqlite3_column_int64(s, 16);
+    col_copy(s, 17, d->event_type, sizeof d->event_type);
 }
 
 static int check_owner(const char *owner, struct err *e)
@@ -1751,6 +1900,9 @@ static int attempt_insert(struct store *st, int64_t id, const struct store_attem
     return run(st, s, e, op);
 }
 
+static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, struct err *e,
+                               const char *op);
+
 static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct store_attempt *a,
                      enum store_dstatus status, int64_t next_attempt_at, struct err *e)
 {
@@ -1769,6 +1921,18 @@ static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct 
     if (run(st, s, e, op) < 0 || attempt_insert(st, id, a, status, e) < 0)
         return -1;
     if (status != STORE_D_DELIVERED)
+        return 0;
+    return msg_maybe_delivered(st, msg_id, end, e, op);
+}
+
+/* When none of message msg_id's deliveries is left to do (each delivered
+ * or dropped): the message delivered at `end`, its UIDL "delivered".  An
+ * event's delivery (msg_id 0) has no message. */
+static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, struct err *e,
+                               const char *op)
+{
+    sqlite3_stmt *s;
+    if (msg_id <= 0)
         return 0;
     if (!(s = S(st, S_MSG_UNDELIVERED, e)))
         return -1;
@@ -1843,7 +2007,7 @@ static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
     if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
         r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
                     store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0) {
+    if (r == 0 && msg_id > 0) {
         int b = body_len(st, msg_id, &len, e);
         if (b == STORE_NOTFOUND)
             r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
@@ -1932,7 +2096,7 @@ static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
     err_clear(e);
     if (limit < 1 || limit > STORE_LIST_MAX)
         return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DEAD)
+    if (status && (unsigned)*status > STORE_D_DROPPED)
         return err_set(e, ERR_USAGE, "store: list: unknown status");
     if (account && check_name("account", account, e) < 0)
         return -1;
@@ -1993,6 +2157,7 @@ static int sq_delivery_counts(struct store *st, struct store_queue_counts *out, 
         case STORE_D_DELIVERED: out->delivered = c; break;
         case STORE_D_FAILED: out->failed = c; break;
         case STORE_D_DEAD: out->dead = c; break;
+        case STORE_D_DROPPED: out->dropped = c; break;
         default: break;
         }
     }
@@ -3191,6 +3356,227 @@ static int sq_instance_get(struct store *st, const char *id, struct store_instan
     return r;
 }
 
+/* ---- events that are not messages (schema 6) --------------------------------------- */
+
+static int check_webhooks(const char *const *webhooks, size_t n, struct err *e)
+{
+    if (n > STORE_WEBHOOKS_MAX)
+        return err_set(e, ERR_LIMIT, "store: %zu webhooks for one event, over STORE_WEBHOOKS_MAX (%d)",
+                       n, STORE_WEBHOOKS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (check_name("webhook", webhooks[i], e) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(webhooks[i], webhooks[j]) == 0)
+                return err_set(e, ERR_USAGE, "store: webhook %s is named twice", webhooks[i]);
+    }
+    return 0;
+}
+
+static int event_insert(struct store *st, const char *account, const char *type,
+                        const char *data, const char *const *webhooks, size_t n, int64_t now,
+                        int64_t *id_out, struct err *e)
+{
+    const char *op = "add event";
+    char key[STORE_KEY_HEX + 1];
+    sqlite3_stmt *s = S(st, S_EVENT_INS, e);
+    if (!s || new_event_key(key, e) < 0)
+        return -1;
+    bind_str(s, 1, account);
+    bind_str(s, 2, type);
+    bind_str(s, 3, data);
+    sqlite3_bind_int64(s, 4, now);
+    bind_str(s, 5, key);
+    if (run(st, s, e, op) < 0)
+        return -1;
+    int64_t id = sqlite3_last_insert_rowid(st->db);
+    if (!(s = S(st, S_EVENT_DELIV_INS, e)))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_bind_int64(s, 1, id);
+        bind_str(s, 2, account);
+        bind_str(s, 3, webhooks[i]);
+        sqlite3_bind_int64(s, 4, now);
+        if (run(st, s, e, op) < 0)
+            return -1;
+    }
+    *id_out = id;
+    return 0;
+}
+
+static int event_args(const char *account, const char *type, const char *data,
+                      const char *const *webhooks, size_t n, struct err *e)
+{
+    if (check_name("account", account, e) < 0 || check_webhooks(webhooks, n, e) < 0)
+        return -1;
+    if (!type || !*type || strlen(type) > STORE_EVENT_TYPE_MAX)
+        return err_set(e, ERR_USAGE, "store: an event type must be 1 to STORE_EVENT_TYPE_MAX (%d) bytes",
+                       STORE_EVENT_TYPE_MAX);
+    if (!data || strlen(data) > STORE_EVENT_DATA_MAX)
+        return err_set(e, ERR_LIMIT, "store: event data missing or over STORE_EVENT_DATA_MAX (%d bytes)",
+                       STORE_EVENT_DATA_MAX);
+    return 0;
+}
+
+static int sq_event_add(struct store *st, const char *account, const char *type, const char *data,
+                        const char *const *webhooks, size_t n_webhooks, int64_t now,
+                        int64_t *id, struct err *e)
+{
+    int64_t got = 0;
+    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0 ||
+        tx_begin(st, e, "add event") < 0)
+        return -1;
+    if (event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e) < 0 ||
+        tx_commit(st, e, "add event") < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (id)
+        *id = got;
+    return 0;
+}
+
+static int sq_account_event_once(struct store *st, const char *account, const char *type,
+                                 const char *data, const char *const *webhooks, size_t n_webhooks,
+                                 int64_t now, int64_t *event_id, struct err *e)
+{
+    const char *op = "add account event";
+    if (event_id)
+        *event_id = 0;
+    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
+        return -1;
+    if (tx_begin(st, e, op) < 0)
+        return -1;
+    /* read under the write lock: of several instances, one writes it */
+    struct store_account_state cur;
+    int g = sq_account_get(st, account, &cur, e);
+    int r = g < 0 ? -1 : 0;
+    int64_t since = g == 0 ? cur.last_success_at : 0, last = -1, got = 0;
+    sqlite3_stmt *s = r == 0 ? S(st, S_EVENT_LAST, e) : NULL;
+    if (r == 0 && !s)
+        r = -1;
+    if (s) {
+        bind_str(s, 1, account);
+        bind_str(s, 2, type);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+            last = sqlite3_column_int64(s, 0);
+        else if (rc != SQLITE_ROW)
+            r = dberr(st, e, op);
+        done(s);
+    }
+    if (r == 0 && last < since) /* none yet (-1), or none since the last success */
+        r = event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e);
+    if (r == 0 && tx_commit(st, e, op) < 0)
+        r = -1;
+    if (r < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (event_id)
+        *event_id = got;
+    return 0;
+}
+
+static int sq_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
+                        struct err *e)
+{
+    if (data)
+        *data = NULL;
+    sqlite3_stmt *s = S(st, S_EVENT_GET, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        out->id = id;
+        col_copy(s, 0, out->account, sizeof out->account);
+        col_copy(s, 1, out->type, sizeof out->type);
+        out->created_at = sqlite3_column_int64(s, 3);
+        col_copy(s, 4, out->key, sizeof out->key);
+        if (data) {
+            const char *t = (const char *)sqlite3_column_text(s, 2);
+            if (!(*data = strdup(t ? t : "{}")))
+                r = err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
+        }
+    } else if (rc == SQLITE_DONE) {
+        r = STORE_NOTFOUND;
+    } else {
+        r = dberr(st, e, "get event");
+    }
+    done(s);
+    return r;
+}
+
+/* ---- operators: drop, retry in bulk ------------------------------------------------ */
+
+static int sq_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
+{
+    char idbuf[STORE_ID_MAX];
+    const char *op = "drop delivery";
+    if (tx_begin(st, e, op) < 0)
+        return -1;
+    enum store_dstatus cur;
+    int64_t msg_id = 0;
+    int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
+    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
+        r = err_set(e, ERR_USAGE, "store: drop %s: it is %s; only failed or dead can be dropped",
+                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0) {
+        sqlite3_stmt *s = S(st, S_DROP, e);
+        if (!s) {
+            r = -1;
+        } else {
+            sqlite3_bind_int64(s, 1, id);
+            sqlite3_bind_int64(s, 2, now);
+            r = run(st, s, e, op);
+        }
+    }
+    if (r == 0)
+        r = msg_maybe_delivered(st, msg_id, now, e, op);
+    if (r == 0)
+        r = tx_commit(st, e, op);
+    if (r != 0)
+        tx_rollback(st);
+    return r;
+}
+
+static int sq_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
+                                  size_t max, int64_t now, int64_t *retried, struct err *e)
+{
+    const char *op = "retry deliveries";
+    if (retried)
+        *retried = 0;
+    if (status != STORE_D_FAILED && status != STORE_D_DEAD)
+        return err_set(e, ERR_USAGE, "store: only failed or dead deliveries can be retried");
+    if (max == 0 || max > STORE_RETRY_BULK_MAX)
+        return err_set(e, ERR_LIMIT, "store: retry up to 1..STORE_RETRY_BULK_MAX (%d) at once",
+                       STORE_RETRY_BULK_MAX);
+    if (webhook && check_name("webhook", webhook, e) < 0)
+        return -1;
+    sqlite3_stmt *s = S(st, S_RETRY_BULK, e);
+    if (!s || tx_begin(st, e, op) < 0)
+        return -1;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int(s, 2, status);
+    if (webhook)
+        bind_str(s, 3, webhook);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)max);
+    if (run(st, s, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    int64_t n = sqlite3_changes64(st->db);
+    if (tx_commit(st, e, op) < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (retried)
+        *retried = n;
+    return 0;
+}
+
 /* ---- the backend's table ------------------------------------------------------ */
 
 #define SQ_OP(ret, name, params, args) .name = sq_##name,
@@ -3203,6 +3589,7 @@ const struct store_ops store_sqlite_ops = {
     .msg_finish = sq_msg_finish,
     .msg_abort = sq_msg_abort,
     .msg_size = sq_msg_size,
+    .msg_peek = sq_msg_peek,
     .body_read = sq_body_read,
     .body_close = sq_body_close,
 };

@@ -1,7 +1,9 @@
 /* webhook — signing, sending and classifying webhook POSTs; see include/webhook.h. */
 #include "webhook.h"
 
+#include "clock.h"
 #include "codec.h"
+#include "url.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -176,7 +178,7 @@ uint64_t webhook_signer_bytes(const struct webhook_signer *g)
 int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
 {
     unsigned char mac[SHA256_LEN];
-    char b64[4 * ((SHA256_LEN + 2) / 3) + 1];
+    char b64[CODEC_B64_SIZE(SHA256_LEN)];
     size_t used = 0;
     if (out && out_size)
         out[0] = '\0';
@@ -192,7 +194,7 @@ int webhook_signer_final(struct webhook_signer *g, char *out, size_t out_size)
             out[0] = '\0';
             return -1;
         }
-        EVP_EncodeBlock((unsigned char *)b64, mac, SHA256_LEN);
+        codec_b64_encode_buf(mac, SHA256_LEN, b64, sizeof b64);
         OPENSSL_cleanse(mac, sizeof mac);
         int n = snprintf(out + used, out_size - used, "%sv1,%s", i ? " " : "", b64);
         if (n < 0 || (size_t)n >= out_size - used) {
@@ -322,7 +324,6 @@ int webhook_verify(const unsigned char *key, size_t key_len, const char *id,
  * each but the last followed by its NUL. */
 static int id_of(const char *const *parts, size_t n, char *out, size_t out_size)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[SHA256_LEN];
     unsigned int mdlen = 0;
     if (!out || out_size < WEBHOOK_ID_SIZE) {
@@ -343,11 +344,7 @@ static int id_of(const char *const *parts, size_t n, char *out, size_t out_size)
     if (!ok)
         return -1;
     memcpy(out, "msg_", 4);
-    for (int i = 0; i < ID_HEX_DIGITS / 2; i++) {
-        out[4 + 2 * i] = hex[md[i] >> 4];
-        out[5 + 2 * i] = hex[md[i] & 0x0f];
-    }
-    out[4 + ID_HEX_DIGITS] = '\0';
+    codec_hex_encode(md, ID_HEX_DIGITS / 2, out + 4);
     return 0;
 }
 
@@ -614,13 +611,6 @@ static void list_remove(struct list *l, struct xfer *x)
     l->n--;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Header lines may hold credentials: wiped before they are freed. */
 static void headers_free(struct curl_slist *l)
 {
@@ -787,7 +777,7 @@ static void complete(struct xfer *x, CURLcode rc)
     r->retry_after_s = -1;
     if ((r->status == 429 || r->status == 503) && x->retry_after[0] && !x->retry_after_bad)
         r->retry_after_s = webhook_parse_retry_after(x->retry_after, (int64_t)time(NULL));
-    r->duration_ms = x->started_ms ? now_ms() - x->started_ms : 0;
+    r->duration_ms = x->started_ms ? clock_mono_ms() - x->started_ms : 0;
     size_t keep = x->keep_len;
     while (keep && (x->keep[keep - 1] == '\n' || x->keep[keep - 1] == '\r' ||
                     x->keep[keep - 1] == ' ' || x->keep[keep - 1] == '\t'))
@@ -884,7 +874,7 @@ static int xfer_start(struct webhook_sender *s, struct xfer *x)
         append_header(&x->hdrs, "Expect:") < 0 ||
         curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs) != CURLE_OK)
         return err_set(&x->res.err, ERR_INTERNAL, "out of memory building headers");
-    x->started_ms = now_ms();
+    x->started_ms = clock_mono_ms();
     CURLMcode mc = curl_multi_add_handle(s->multi, x->easy);
     if (mc != CURLM_OK) {
         x->started_ms = 0;
@@ -993,17 +983,7 @@ struct webhook_sender *webhook_sender_new(int max_in_flight, struct err *e)
 
 static bool url_ok(const char *url)
 {
-    size_t len = strlen(url);
-    if (len > WEBHOOK_URL_MAX)
-        return false;
-    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)url[i];
-        if (c <= 0x20 || c == 0x7f)
-            return false;
-    }
-    return true;
+    return strlen(url) <= WEBHOOK_URL_MAX && url_http_problem(url, 0) == NULL;
 }
 
 static bool id_ok(const char *id)
@@ -1124,8 +1104,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     if (!url_ok(req->url)) {
         free(body);
         return err_set(e, ERR_USAGE,
-                       "webhook submit: URL must be http:// or https://, without spaces or "
-                       "control characters, at most %d bytes",
+                       "webhook submit: URL must be http:// or https://, without spaces, "
+                       "control characters or user information, at most %d bytes",
                        WEBHOOK_URL_MAX);
     }
     if (!id_ok(req->id)) {

@@ -11,6 +11,7 @@
  *   api_accounts.c   /api/v1/accounts[/{account}[/poll]]
  *   api_mailbox.c    /api/v1/accounts/{account}/mailbox, .../messages[/{uidl}[/top]]
  *   api_sessions.c   /api/v1/accounts/{account}/sessions, /api/v1/sessions/...
+ *   api_oauth2.c     /api/v1/accounts/{account}/oauth2/device
  *   api_store.c      /api/v1/messages/..., /api/v1/deliveries/...
  *   api_stats.c      /api/v1/webhooks, /api/v1/stats/hourly (dashboard figures)
  *
@@ -93,6 +94,9 @@ const struct http_route *api_routes(size_t *n);
 
 const struct runtime *api_runtime(const struct http_req *r);
 struct sessions *api_sessions(const struct http_req *r);
+/* The device-code authorizations started through the API (oauth2_device.h). */
+struct oauth2_devices;
+struct oauth2_devices *api_devices(const struct http_req *r);
 /* The cache of listed messages' summaries (mailbox.h), by account and UIDL. */
 struct mailbox_cache *api_summaries(const struct http_req *r);
 /* The directory for temporary files (the state directory). */

@@ -12,14 +12,23 @@
 #define POP3BRIDGE_CLOCK_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
 /* CLOCK_MONOTONIC in milliseconds (an arbitrary origin: only differences mean
  * anything). */
 int64_t clock_mono_ms(void);
+/* CLOCK_MONOTONIC in microseconds (sd_notify's MONOTONIC_USEC). */
+int64_t clock_mono_us(void);
 /* CLOCK_REALTIME in Unix milliseconds. */
 int64_t clock_wall_ms(void);
+
+/* RFC 3339 UTC time of Unix milliseconds ms: "2026-01-31T10:00:00.123Z" with
+ * milliseconds, "2026-01-31T10:00:00Z" without.  Into buf (size bytes; a
+ * shorter buffer gets a cut string, always NUL-terminated); returns buf. */
+#define CLOCK_RFC3339_SIZE 40
+char *clock_rfc3339(int64_t ms, int with_ms, char *buf, size_t size);
 
 /* Initialise *c for timed waits on CLOCK_MONOTONIC.  0, or the pthread error
  * number. */

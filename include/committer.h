@@ -73,10 +73,13 @@ int committer_msg_begin(struct committer_session *s, const char *account, const 
                         struct store_msg **out, struct err *e);
 
 /* Hand m over (always consumed), to be finished with meta, the webhooks and
- * `now` as store_msg_finish does.  meta's strings and the webhooks are
- * borrowed until committer_wait returns.  Waits while the queue is full.
+ * `now` as store_msg_finish does.  meta.message_id and the array of
+ * webhook names are copied; meta's other strings and the names themselves
+ * are borrowed until committer_wait returns.  A duplicate (meta's dedupe
+ * window) is logged as "duplicate".  Waits while the queue is full.
  * -1 with *e only when an earlier message of this session already failed
- * (m is dropped then). */
+ * (m is dropped then), or with ERR_LIMIT for more than STORE_WEBHOOKS_MAX
+ * webhooks. */
 int committer_submit(struct committer_session *s, struct store_msg *m,
                      const struct store_msg_meta *meta, const char *const *webhooks,
                      size_t n_webhooks, int64_t now, struct err *e);

@@ -75,8 +75,6 @@
 #define CONFIG_LIST_MAX 64                   /* items in auth, cors_origins, account webhooks */
 #define CONFIG_RETRY_MAX 32                  /* items in retry_schedule */
 #define CONFIG_HEADERS_MAX 32                /* extra headers on a webhook */
-#define CONFIG_SECRET_MAX 8192               /* bytes of one secret (file or command output) */
-#define CONFIG_COMMAND_OUTPUT_MAX 65536      /* bytes a *_command may print */
 #define CONFIG_ADDRESS_MAX 320               /* bytes of an account's address */
 #define CONFIG_AUTHSERV_ID_MAX 255           /* bytes of one trusted authserv-id */
 #define CONFIG_WHSEC_MIN_BYTES 24            /* Standard Webhooks key length bounds */
@@ -124,6 +122,55 @@ struct config_header {
     char *value;
 };
 
+/* Event types a webhook's filter may list (filter.h filter_event_types). */
+enum config_event_type {
+    CONFIG_EV_MESSAGE_RECEIVED,
+    CONFIG_EV_MESSAGE_BOUNCE,
+    CONFIG_EV_MESSAGE_TOO_LARGE,
+    CONFIG_EV_ACCOUNT_AUTH_ERROR,
+};
+
+/* A boolean that may be left out. */
+enum config_tristate { CONFIG_UNSET, CONFIG_FALSE, CONFIG_TRUE };
+
+struct filter; /* filter.h: a compiled filter */
+
+/* A webhook's routing filter (filter.h says what each condition means). */
+struct config_filter {
+    bool present;                 /* "filter" was given */
+    int *types;                   /* enum config_event_type; none: message.* events */
+    size_t type_count;
+    char **to;                    /* address globs: To, Cc, Delivered-To */
+    size_t to_count;
+    char **from;                  /* address globs: From */
+    size_t from_count;
+    char *subject;                /* PCRE2 pattern, or NULL */
+    struct config_header *headers; /* header name -> PCRE2 pattern of its value */
+    size_t header_count;
+    int has_attachments;          /* enum config_tristate */
+    bool exclude_auto_replies;    /* default false */
+    struct filter *compiled;      /* compiled at load when present; freed by config_free */
+};
+
+/* What a webhook's events carry (issue 12 §3): payload.include names. */
+enum config_include {
+    CONFIG_INC_TEXT,
+    CONFIG_INC_HTML,
+    CONFIG_INC_HEADERS,
+    CONFIG_INC_ATTACHMENTS,
+    CONFIG_INC_RAW_URL,
+};
+#define CONFIG_PAYLOAD_HEADERS_MAX 64 /* names in payload.headers */
+
+struct config_payload {
+    bool present;                 /* "payload" was given; else everything, uncut */
+    int *include;                 /* enum config_include; default all five */
+    size_t include_count;
+    uint64_t text_max;            /* text and html cut to this many bytes; 0: not cut */
+    char **headers;               /* ["all"] (default), ["none"], or header names */
+    size_t header_count;
+};
+
 /* A webhook's credentials for its receiver ("auth"): HTTP Basic or a bearer token. */
 struct config_webhook_basic {
     bool present;                 /* "basic" was given */
@@ -165,6 +212,8 @@ struct config_webhook {
     int max_in_flight;            /* requests to this webhook at once; default 8 */
     struct config_header *headers;   /* extra request headers */
     size_t header_count;
+    struct config_filter filter;  /* which events it gets (filter.h) */
+    struct config_payload payload; /* what they carry (event.h) */
 };
 
 /* Where an account's OAuth2 access tokens come from. */
@@ -203,6 +252,14 @@ struct config_oauth2 {
     const unsigned char *secrets_key; /* with a provider: config.secrets_key_bytes, else NULL */
 };
 
+/* De-duplication of an account's messages (issue 12 §6). */
+enum config_dedupe_by { CONFIG_DEDUPE_MESSAGE_ID };
+struct config_dedupe {
+    bool present;                 /* "dedupe" was given */
+    enum config_dedupe_by by;     /* default message_id */
+    int64_t window_ms;            /* default 30d */
+};
+
 struct config_account {
     char *name;                   /* [A-Za-z0-9._-]{1,64}, unique */
     char *host;
@@ -229,10 +286,13 @@ struct config_account {
     char **webhooks;               /* names of the webhooks messages go to */
     size_t webhook_count;
     size_t *webhook_index;         /* the same, as indexes into config.webhooks */
+    const struct config_webhook **webhook_cfg; /* the same, as the webhooks themselves */
     char *address;                 /* the mailbox's address (mailbox_hash); default:
                                       the username when it is one, else NULL */
     char **trusted_authserv_ids;   /* Authentication-Results written by these are */
     size_t trusted_authserv_id_count; /* believed; default []: only the topmost one */
+    struct config_dedupe dedupe;   /* a Message-ID stored within the window again: recorded
+                                      as a duplicate, not delivered */
 };
 
 struct config_token {
@@ -328,8 +388,8 @@ struct config *config_load_layout(const char *path, struct config_diag *d);
 /* (Re)read every secret of `cfg` from its env var, file or command, wiping
  * the previous values, and decode the webhook keys.  Returns the number of
  * problems appended to `d`: variable not set or empty, file unreadable,
- * empty or larger than CONFIG_SECRET_MAX, command failing (non-zero exit,
- * killed, over secret_command_timeout, more than CONFIG_COMMAND_OUTPUT_MAX
+ * empty or larger than SECRETS_MAX, command failing (non-zero exit,
+ * killed, over secret_command_timeout, more than SECRETS_OUTPUT_MAX
  * bytes, empty), webhook secret not "whsec_" + valid base64 of the right
  * length.  config_load() calls it; call it again to refresh tokens. */
 int config_resolve_secrets(struct config *cfg, struct config_diag *d);
@@ -368,6 +428,10 @@ const char *config_oauth2_flow_name(enum config_oauth2_flow f);
 /* Diagnostics: print one per line; release (d itself is not freed). */
 void config_diag_print(const struct config_diag *d, FILE *out);
 void config_diag_free(struct config_diag *d);
+
+/* config_load() (or, with layout_only, config_load_layout()) for a command:
+ * the configuration, or NULL after printing every problem to out. */
+struct config *config_load_or_print(const char *path, bool layout_only, FILE *out);
 
 /* `pop3bridge check-config FILE`: argv[0] is "check-config".  Prints the
  * summary to stdout and returns CONFIG_EXIT_OK when valid; prints every

@@ -42,6 +42,8 @@ struct event_opts {
     const char *const *trusted_authserv_ids; /* the account's (message.h); may be NULL */
     size_t trusted_authserv_id_count;
     const char *address;        /* the account's address, for mailbox_hash; NULL: none */
+    const struct config_payload *payload; /* the webhook's payload shaping (event_spool
+                                             only); NULL or not present: everything */
     int64_t links_ttl_ms;       /* > 0 (with public_url): raw_url and attachment urls are
                                    signed links (links.h) valid this long, under the
                                    store's link key; 0: plain URLs */
@@ -59,6 +61,16 @@ void event_opts_account(struct event_opts *o, const struct config_account *a);
 cJSON *event_message(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                      struct store_msg_info *info, struct err *e);
 
+/* Payload shaping (a webhook's "payload", config.h), applied to a message
+ * object in place: a field left out of include becomes null (text, html,
+ * raw_url) or [] (headers, attachments); headers "none" empties the
+ * header list, a list of names keeps only those fields (any case); with
+ * text_max, text and html longer than that many bytes are cut (on a UTF-8
+ * character boundary) and the object gets "text_truncated": true.  The
+ * other fields (text_reply included) stay.  p NULL or not present: nothing
+ * changes. */
+void event_shape(cJSON *msg, const struct config_payload *p);
+
 /* Receives each piece of an event as it is written (e.g. to sign it). */
 typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);
 
@@ -72,7 +84,11 @@ typedef int (*event_tap_fn)(void *ctx, const void *data, size_t len);
 int event_spool(struct store *st, const char *tmp_dir, int64_t id, const struct event_opts *o,
                 event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
-/* RFC 3339 UTC with milliseconds, from Unix ms; returns buf (>= 32 bytes). */
-char *event_time(int64_t ms, char *buf, size_t size);
+/* The same for a stored event that is not a message (store_event_get):
+ *   { "type": "<its type>", "timestamp": "<now_ms>", "data": <its data> }
+ * ERR_USAGE "no such event" when it does not exist (or its data is not an
+ * object), ERR_INTERNAL. */
+int event_spool_stored(struct store *st, const char *tmp_dir, int64_t event_id, int64_t now_ms,
+                       event_tap_fn tap, void *tap_ctx, int *fd, uint64_t *len, struct err *e);
 
 #endif

@@ -132,6 +132,10 @@ size_t http_segments(const struct http_req *r, const char *const **seg);
 const char *http_query(const struct http_req *r, const char *name);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_header(const struct http_req *r, const char *name);
+/* The request body (at most max_body bytes: a larger one is refused before
+ * the handler runs), NUL-terminated; "" when there is none.  *len (may be
+ * NULL) gets its length.  Valid until the request completes. */
+const char *http_body(const struct http_req *r, size_t *len);
 /* Whether the request carried a valid token (also on public routes). */
 bool http_authorized(const struct http_req *r);
 

@@ -203,6 +203,13 @@ int message_attachment_fd(int fd, const char *att_id, message_sink_fn sink, void
  */
 cJSON *message_top_json(const void *raw, size_t len, const char *uidl, struct err *e);
 
+/* The Message-ID of the message whose first `len` bytes are at head (the
+ * header is read up to its end or len, unfolded), without angle brackets,
+ * into out (size bytes, cut if longer).  Returns 1 when found, 0 when there
+ * is none (or it is empty).  No GMime: meant for the poller's
+ * de-duplication before a message is stored. */
+int message_id_of(const void *head, size_t len, char *out, size_t size);
+
 /* Releases GMime's global state; call once at process exit, after every
  * other message_* call has returned; no message_* call may follow. */
 void message_global_cleanup(void);

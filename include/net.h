@@ -48,7 +48,7 @@ struct net_opts {
     const char *ca_file;        /* PEM trust anchors; NULL = system default store */
     const char *fingerprint;    /* NULL, or "sha256:<64 hex>" (':' separators allowed) */
     int timeout_ms;             /* connect and each wait; <= 0 means 30000 */
-    int64_t session_deadline;   /* absolute net_now_ms() value; 0 = none */
+    int64_t session_deadline;   /* absolute clock_mono_ms() value; 0 = none */
     int cancel_fd;              /* > 0: a descriptor (e.g. an eventfd) that becomes
                                    readable to cancel: every wait then ends at once
                                    with ERR_TIMEOUT "session cancelled"; 0 = none */
@@ -66,9 +66,6 @@ struct net_tls_info {
 };
 
 struct net;
-
-/* Monotonic clock in milliseconds. */
-int64_t net_now_ms(void);
 
 /* Resolve, connect (trying every address, each within the remaining connect
  * deadline), and with opts->tls do the TLS handshake and verification.  The

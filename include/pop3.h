@@ -92,8 +92,8 @@ struct pop3_opts {
     const char *ca_file;           /* NULL: system trust store */
     const char *fingerprint;       /* "sha256:<hex>": pin, replaces CA checks */
     const char *username;
-    const char *password;          /* NULL if none */
-    const char *oauth2_token;      /* NULL if none */
+    const char *password;          /* NULL if none; only read until login ends */
+    const char *oauth2_token;      /* NULL if none; only read until login ends */
     enum pop3_mech mechs[POP3_MECHS_MAX]; /* explicit order; n_mechs 0 = automatic */
     size_t n_mechs;
     bool allow_plaintext;          /* permit USER/PASS, PLAIN, LOGIN, bearer tokens without TLS */

@@ -22,6 +22,7 @@
 #include "error.h"
 
 #define SPOOL_MEM_DEFAULT (1u << 20) /* bytes kept in memory before a file is used */
+#define SPOOL_PATH_MAX 4096           /* bytes of a temporary file's path (no O_TMPFILE) */
 
 struct spool {
     const char *dir;   /* directory of the temporary file (borrowed); NULL: memory only */
@@ -52,7 +53,8 @@ struct spool_content {
 };
 int spool_take(struct spool *s, struct spool_content *out, struct err *e);
 
-/* An unlinked temporary file (O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) in dir.
+/* An unlinked temporary file (O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) in dir;
+ * where the file system lacks O_TMPFILE, a named 0600 file removed at once.
  * The descriptor, or -1 with e ("cannot create a temporary file in DIR"). */
 int spool_tmpfile(const char *dir, struct err *e);
 /* Write all n bytes to fd, retrying after EINTR and short writes.  0, or -1

@@ -132,7 +132,10 @@
 #define STORE_SEALED_MAX 16448        /* bytes of one sealed OAuth2 token */
 #define STORE_FLOW_MAX 31             /* OAuth2 flow names ("client_credentials") */
 #define STORE_OAUTH2_BUSY 3           /* oauth2 lease: another owner is refreshing */
-#define STORE_SCHEMA_VERSION 6        /* newest schema this build knows */
+#define STORE_EVENT_TYPE_MAX 31       /* event type names ("account.auth_error") */
+#define STORE_EVENT_DATA_MAX 65536    /* bytes of an event's data (JSON text) */
+#define STORE_RETRY_BULK_MAX 1000     /* deliveries one store_delivery_retry_bulk resets */
+#define STORE_SCHEMA_VERSION 7        /* newest schema this build knows */
 #define STORE_LINK_KEY_LEN 32         /* bytes of the link key (links.h) */
 
 struct store;      /* one connection; see "Threads" above */
@@ -301,10 +304,15 @@ struct store_msg_meta {
     const char *date;
     const char *kind;
     uint64_t declared_size;
+    int64_t dedupe_window_ms; /* > 0 with message_id: a message of the account with the
+                                 same message_id stored within this window before now
+                                 (itself no duplicate) makes this one a duplicate:
+                                 stored, with duplicate_of set, and no delivery */
 };
 
 struct store_msg_result {
     int64_t id;
+    int64_t duplicate_of;  /* the earlier message this one duplicates; 0: none */
     uint64_t size;
     char sha256[STORE_SHA256_HEX + 1]; /* lowercase hex of the raw bytes */
 };
@@ -330,6 +338,8 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
  * With n_webhooks == 0 the message counts as delivered at once.  The body is
  * written with incremental blob I/O in STORE_IO_CHUNK pieces.  meta may be
  * NULL; res may be NULL.  Always consumes m (freed on success and error).
+ * A duplicate (meta->dedupe_window_ms) gets no deliveries whatever webhooks
+ * says, and counts as delivered at once.
  * Errors: ERR_USAGE (UIDL already known for the account, empty or repeated
  * webhook name, earlier write error), ERR_LIMIT (n_webhooks >
  * STORE_WEBHOOKS_MAX, webhook name too long), ERR_INTERNAL. */
@@ -342,6 +352,14 @@ uint64_t store_msg_size(const struct store_msg *m);
 
 /* Drop a message being written; nothing is stored.  NULL is a no-op. */
 void store_msg_abort(struct store_msg *m);
+
+/* The bytes written so far, to look at before finish (routing filters):
+ * either in memory (*mem, *len; *fd = -1) or in the spool file (*fd, a
+ * regular file holding them from offset 0; *mem = NULL).  Both stay owned
+ * by m and valid until finish or abort; the caller may read the fd and move
+ * its offset (the store reads it with pread) but must not write or close
+ * it.  Errors: ERR_USAGE (after a write error). */
+int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e);
 
 /* ---- reading a message (delivery, API) --------------------------------- */
 
@@ -362,6 +380,8 @@ struct store_msg_info {
     uint64_t declared_size;            /* too_large: the size LIST gave */
     char key[STORE_KEY_HEX + 1];       /* the event key (random, given when it was stored;
                                           "" for messages stored before schema 3) */
+    int64_t duplicate_of;              /* de-duplication: the earlier message of the same
+                                          Message-ID; 0: none (schema 6) */
 };
 
 /* Metadata of message id; STORE_NOTFOUND if there is no such message. */
@@ -395,6 +415,8 @@ enum store_dstatus {
     STORE_D_DELIVERED,   /* answered 2xx */
     STORE_D_FAILED,      /* tried, will retry at next_attempt_at */
     STORE_D_DEAD,        /* gave up after the last retry; can be retried */
+    STORE_D_DROPPED,     /* an operator gave it up (failed or dead before); kept, final:
+                            for the message it counts as done (schema 6) */
 };
 const char *store_dstatus_name(enum store_dstatus s); /* "pending"... */
 /* 0 and *out set, or -1 (unknown name; *e ERR_USAGE). */
@@ -418,6 +440,9 @@ struct store_delivery {
                                               the identity webhook-ids derive from */
     char lease_owner[STORE_OWNER_MAX + 1]; /* "" when not leased */
     int64_t lease_until;                   /* 0 when not leased */
+    int64_t event_id;        /* > 0: the delivery of an event that is not a message
+                                (msg_id 0, uidl ""; msg_key is the event's key) */
+    char event_type[STORE_EVENT_TYPE_MAX + 1]; /* its type; "" for a message */
 };
 
 /* Lease up to max (<= STORE_DUE_MAX) due deliveries of `webhook` (NULL: of
@@ -509,10 +534,64 @@ int store_delivery_list(struct store *st, const enum store_dstatus *status,
 int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e);
 
 struct store_queue_counts {
-    int64_t pending, failed, delivered, dead;
+    int64_t pending, failed, delivered, dead, dropped;
 };
 /* Deliveries by status, over all accounts (metrics: queue depth). */
 int store_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e);
+
+/* An operator gives a failed or dead delivery up: status dropped (never
+ * erased: its attempts stay), lease dropped; when it was the message's last
+ * one not delivered, the message counts as delivered (its UIDL may be
+ * deleted from the server by after_delivery/delete_after).  STORE_NOTFOUND
+ * for an unknown id; ERR_USAGE when it is pending, delivered or dropped. */
+int store_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e);
+
+/* Reset up to max (1..STORE_RETRY_BULK_MAX) deliveries of `status` (failed
+ * or dead) of `webhook` (NULL: any) to pending, due at now, leases dropped,
+ * oldest first, in one transaction; those whose message body was purged are
+ * left alone.  *retried (may be NULL) gets the count.  Errors: ERR_USAGE
+ * (another status), ERR_LIMIT (max), ERR_INTERNAL. */
+int store_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
+                              size_t max, int64_t now, int64_t *retried, struct err *e);
+
+/* ---- events that are not messages ------------------------------------------
+ *
+ * An event about an account (e.g. "account.auth_error") goes through the
+ * same outbox as messages: one delivery per webhook, leased, signed, retried
+ * and recorded alike.  The event's data object (JSON text, at most
+ * STORE_EVENT_DATA_MAX bytes) is kept with its type, time and a random key
+ * (webhook-ids derive from it, as from a message's). */
+struct store_event {
+    int64_t id;
+    char account[STORE_NAME_MAX + 1];
+    char type[STORE_EVENT_TYPE_MAX + 1];
+    int64_t created_at;
+    char key[STORE_KEY_HEX + 1];
+};
+
+/* Store an event and its deliveries (due at now) in one transaction.  *id
+ * (may be NULL) gets its id.  Errors: ERR_USAGE (empty names, a webhook
+ * named twice, bad type), ERR_LIMIT (data size, n_webhooks over
+ * STORE_WEBHOOKS_MAX), ERR_INTERNAL. */
+int store_event_add(struct store *st, const char *account, const char *type, const char *data,
+                    const char *const *webhooks, size_t n_webhooks, int64_t now,
+                    int64_t *id, struct err *e);
+
+/* Once per transition: in one transaction, store the event as
+ * store_event_add does unless an event of this type for this account was
+ * stored after the account's last successful poll (last_success_at of
+ * store_account_get; none saved: 0).  So an account that keeps failing gets
+ * one event, and one more after it worked again and fails anew.  *event_id
+ * (may be NULL) gets its id, or 0 when nothing was written.  Several
+ * instances racing: one of them writes it. */
+int store_account_event_once(struct store *st, const char *account, const char *type,
+                             const char *data, const char *const *webhooks, size_t n_webhooks,
+                             int64_t now, int64_t *event_id, struct err *e);
+
+/* Event id; *data (may be NULL) gets its data (JSON text, malloc'd: the
+ * caller frees it).  STORE_NOTFOUND if there is none. */
+int store_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
+                    struct err *e);
 
 /* ---- webhooks ---------------------------------------------------------- */
 

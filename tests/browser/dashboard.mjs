@@ -14,6 +14,10 @@
 //   html_uidl, html_marker        a message with an HTML part showing marker
 //   remote_marker   a string in the URL of a remote image in that HTML part
 //   delete_uidl     the message to delete
+//   oauth2_account  (optional) an account to connect with "Connect" (OAuth2
+//                   device code); oauth2_verification_uri the page the
+//                   dashboard must show, oauth2_ca the CA of its server: the
+//                   script enters the shown code there, as the person would
 //   headers         {uidl: {from, subject, date}} of messages whose From (display
 //                   name), Subject and Date (ISO) the mailbox list must show
 //   filter_text, filter_uidl      typed in the mailbox filter box: only that row stays
@@ -26,6 +30,7 @@
 // wait is bounded (STEP_TIMEOUT_MS); the whole run is bounded by RUN_TIMEOUT_MS.
 
 import fs from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -113,6 +118,66 @@ async function step(name, fn) {
 
 function rowFor(page, table, attr, value) {
   return page.locator('table.' + table + ' tbody tr[data-' + attr + '="' + value.replace(/"/g, '\\"') + '"]');
+}
+
+// The person at the verification page: enters the code the dashboard showed.
+function enterCode(pageUrl, code) {
+  const u = new URL(pageUrl);
+  u.searchParams.set('user_code', code);
+  return new Promise((resolve, reject) => {
+    const req = https.get(u, { ca: fs.readFileSync(plan.oauth2_ca), timeout: STEP_TIMEOUT_MS }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('timeout', () => req.destroy(new Error('the verification page did not answer')));
+    req.on('error', reject);
+  });
+}
+
+// ---- OAuth2: "Connect" walks through the device-code flow ----------------
+async function oauth2Steps(page) {
+  const name = plan.oauth2_account;
+  const row = () => rowFor(page, 'accounts', 'account', name);
+  let code = null;
+  await step('an OAuth2 account without a grant offers Connect', async () => {
+    await page.goto(base + '#/accounts');
+    await row().waitFor();
+    await until(async () => /auth error/.test(await row().locator('td').nth(1).textContent()), STEP_TIMEOUT_MS, 'state auth error');
+    check(await row().locator('button[data-action="connect"]').count() === 1, 'a Connect button');
+    check(await rowFor(page, 'accounts', 'account', plan.account).locator('button[data-action="connect"]').count() === 0,
+      'no Connect button on a password account');
+  });
+
+  await step('Connect shows the page and the code', async () => {
+    const resp = page.waitForResponse((r) => r.request().method() === 'POST' && /\/oauth2\/device$/.test(r.url()));
+    await row().locator('button[data-action="connect"]').click();
+    eq((await resp).status(), 201, 'POST oauth2/device status');
+    const panel = page.locator('#oauth2-connect');
+    await panel.locator('#oauth2-user-code').waitFor();
+    eq(await panel.locator('#oauth2-verification-uri').textContent(), plan.oauth2_verification_uri, 'the page shown');
+    eq(await panel.locator('#oauth2-verification-uri').getAttribute('href'), plan.oauth2_verification_uri, 'the link');
+    code = (await panel.locator('#oauth2-user-code').textContent()).trim();
+    check(/^[0-9A-F]{4}-[0-9A-F]{4}$/.test(code), 'a user code: ' + code);
+    check(/Waiting for the approval/.test(await panel.locator('#oauth2-state').textContent()), 'says it waits');
+    // the table refreshes under it: the panel stays
+    await page.click('#refresh');
+    await page.waitForTimeout(300);
+    check(await panel.isVisible(), 'the panel survives a refresh of the table');
+    await shot(page, '05a-oauth2-connect');
+  });
+
+  await step('approved at the page: connected, polled, Connect gone', async () => {
+    eq(await enterCode(plan.oauth2_verification_uri, code), 200, 'the verification page');
+    const panel = page.locator('#oauth2-connect');
+    await until(async () => /Connected/.test(await panel.locator('#oauth2-state').textContent()), STEP_TIMEOUT_MS, 'the dashboard to see the approval');
+    await page.locator('#toast', { hasText: 'Account ' + name + ' is connected' }).waitFor();
+    await until(async () => /idle/.test(await row().locator('td').nth(1).textContent()) &&
+      (await row().locator('button[data-action="connect"]').count()) === 0, STEP_TIMEOUT_MS, 'the account idle without Connect');
+    check(!/never/.test(await row().locator('td').nth(2).textContent()), 'a last success is shown');
+    await shot(page, '05b-oauth2-connected');
+    await page.click('#oauth2-close');
+    check(await panel.isHidden(), 'Close hides the panel');
+  });
 }
 
 async function main() {
@@ -235,6 +300,8 @@ async function main() {
     }, STEP_TIMEOUT_MS, 'the last attempt time to move after Poll now (auto refresh)');
     await shot(page, '04-accounts-after-poll');
   });
+
+  if (plan.oauth2_account) await oauth2Steps(page);
 
   // ---- mailbox -----------------------------------------------------------
   await step('open the mailbox', async () => {
@@ -388,6 +455,29 @@ async function main() {
     await shot(page, '12-deliveries-empty');
   });
 
+  await step('deliveries: "Retry all dead" asks first, then retries in bulk', async () => {
+    // the status filter is "dead" (none): the button is there, behind a confirmation
+    await page.locator('#deliveries-retry-all').waitFor();
+    await page.click('#deliveries-retry-all');
+    await page.locator('dialog#confirm[open]').waitFor();
+    check(/Retry all dead/.test(await page.locator('#confirm-title').textContent()), 'the dialog names what it retries');
+    const bulkPosts = () => result.requests.filter((r) => r.method === 'POST' && /\/deliveries\/retry$/.test(r.url)).length;
+    const before = bulkPosts();
+    await page.click('#confirm-cancel');
+    await page.waitForTimeout(300);
+    eq(bulkPosts(), before, 'no bulk retry after Cancel');
+    await page.click('#deliveries-retry-all');
+    await page.locator('dialog#confirm[open]').waitFor();
+    const resp = page.waitForResponse((r) => r.request().method() === 'POST' && /\/deliveries\/retry$/.test(r.url()));
+    await page.click('#confirm-ok');
+    const r = await resp;
+    eq(r.status(), 202, 'bulk retry answer');
+    eq((await r.json()).retried, 0, 'nothing dead to retry');
+    await until(async () => /No dead deliveries to retry/.test((await page.locator('#toast').textContent()) || ''), STEP_TIMEOUT_MS, 'the toast');
+    await page.selectOption('#filter-status', '');
+    eq(await page.locator('#deliveries-retry-all').count(), 0, 'no bulk button without a retryable status');
+  });
+
   await step('a delivery\'s attempts, and Retry makes it delivered', async () => {
     await page.goto(base + '#/deliveries/' + encodeURIComponent(failedId));
     await page.locator('table.attempts').waitFor();
@@ -396,6 +486,15 @@ async function main() {
     check(/\d/.test(first[2]), 'attempt shows its duration: ' + first[2]);
     check(await page.locator('table.attempts tbody tr').first().locator('time').count() === 1, 'attempt shows when it started');
     await shot(page, '13-delivery-failed');
+    // Drop asks first; Cancel leaves it as it is
+    await page.click('#delivery-drop');
+    await page.locator('dialog#confirm[open]').waitFor();
+    check(/Drop delivery/.test(await page.locator('#confirm-title').textContent()), 'the dialog names the delivery');
+    await page.click('#confirm-cancel');
+    await page.waitForTimeout(300);
+    eq(result.requests.filter((x) => x.method === 'DELETE' && /\/deliveries\//.test(x.url)).length, 0,
+      'no DELETE after Cancel');
+    check(/failed/.test(await page.locator('#delivery-status').textContent()), 'still failed');
     const resp = page.waitForResponse((r) => r.request().method() === 'POST' && /\/retry$/.test(r.url()));
     await page.click('#delivery-retry');
     check((await resp).ok(), 'retry accepted');

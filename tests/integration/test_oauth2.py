@@ -32,6 +32,7 @@ import dovecot
 import harness
 import mailgen
 import oauth2_server
+import openapi
 from bridge import Bridge, Receiver
 
 TIMEOUT = 90
@@ -39,6 +40,7 @@ ACCOUNT = "acct"
 HOOK = "hook"
 CLIENT_SECRET = "cs-" + secrets.token_urlsafe(16)
 REAUTH = "re-authorize: the refresh token was revoked or has expired"
+SPEC = openapi.Spec(os.path.join(harness.ROOT, "openapi.yaml"))
 
 AS = None      # the authorization server of the module (1 h tokens)
 DC = None      # Dovecot checking tokens against AS
@@ -157,14 +159,32 @@ class Case:
         self.outputs += [stdout, stderr]
         return p.returncode, stdout, stderr
 
-    def api(self, path):
-        c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=10)
-        c.request("GET", path, headers={"Authorization": "Bearer " + self.api_token})
+    def api(self, path, method="GET", timeout=10):
+        c = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
+        c.request(method, path, headers={"Authorization": "Bearer " + self.api_token})
         r = c.getresponse()
-        body = r.read().decode()
+        raw = r.read()
+        body = raw.decode()
         c.close()
         self.outputs.append(body)
+        problems = SPEC.check(method, path, r.status, r.getheader("Content-Type", ""), raw)
+        if problems:
+            raise AssertionError("%s %s: the answer does not match openapi.yaml: %s"
+                                 % (method, path, "; ".join(problems[:5])))
         return r.status, json.loads(body) if body else None
+
+    def start_api(self):
+        """Start the bridge and wait until its API answers."""
+        self.bridge.start()
+
+        def up():
+            if not self.bridge.running():
+                raise AssertionError("the bridge exited: %s" % self.bridge.log()[-2000:])
+            try:
+                return self.api("/healthz")[0] == 200
+            except OSError:
+                return False
+        harness.wait_for(up, 15, 0.1, "the bridge's API")
 
     def no_secrets_anywhere(self, *more):
         """No token the authorization servers issued, no client secret, no
@@ -603,3 +623,228 @@ def test_token_endpoint_unavailable_retry_after():
     finally:
         dc.stop()
         a.stop()
+
+
+# ---- the REST API: device-code authorization, mailbox and sessions with tokens --------
+
+DEVICE = "/api/v1/accounts/%s/oauth2/device"
+
+
+def _forget_access_tokens(a, user):
+    with a.lock:
+        for t in [t for t, v in a._access.items() if a._grants[v["grant"]]["user"] == user]:
+            del a._access[t]
+
+
+def _device_end(c, what):
+    def ended():
+        st, d = c.api(DEVICE % ACCOUNT)
+        return st == 200 and d["state"] != "pending" and d
+    return harness.wait_for(ended, 15, 0.3, what)
+
+
+@harness.timeout(90)
+def test_api_device_flow_then_mailbox_and_session():
+    """POST .../oauth2/device starts a device authorization (the URL and code
+    to show, nothing secret), GET follows it while the token endpoint is
+    polled in the background; once the person approved, the grant is
+    stored, the account is polled, and the API's one-shot mailbox calls and
+    explicit sessions log in to Dovecot (passdb oauth2) with the account's
+    token.  A refusal ends as "denied"; accounts of other flows get 409."""
+    c = Case("apidev1", poll="1h")
+    c.acct["auth"] = ["xoauth2"]
+    other = dict(c.acct, name="code", oauth2=dict(c.acct["oauth2"], flow="authorization_code"))
+    c.cfg["accounts"].append(other)
+    c.bridge.write_config(c.cfg)
+    c.start_api()
+    st, acct = c.api("/api/v1/accounts/" + ACCOUNT)
+    harness.eq(st, 200, "GET account")
+    harness.eq((acct["oauth2"]["flow"], acct["oauth2"]["authorization"]), ("device_code", "none"),
+               "oauth2 before authorizing")
+    # not authorized: the mailbox says why, and nothing reaches Dovecot
+    st, prob = c.api("/api/v1/accounts/%s/messages" % ACCOUNT)
+    harness.eq(st, 502, "mailbox before authorizing")
+    assert "not authorized yet" in prob["detail"], prob
+    harness.eq(c.api(DEVICE % ACCOUNT)[0], 404, "GET before any start")
+    harness.eq(c.api(DEVICE % "nosuch", "POST")[0], 404, "unknown account")
+    st, prob = c.api(DEVICE % "code", "POST")
+    harness.eq(st, 409, "an authorization_code account")
+    assert "authorization_code" in prob["detail"], prob
+    n_dev = len(AS.events("device_authorization"))
+
+    st, d = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+    harness.eq(st, 201, "POST device (%r)" % d)
+    harness.eq((d["state"], d["verification_uri"], d["interval"]),
+               ("pending", AS.url("/activate"), 1), "the authorization")
+    assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", d["user_code"]), d
+    assert 590 <= d["expires_in"] <= 600, d
+    assert not any("device_code" in k for k in d), d
+    # a second POST while pending: the same code, no new request upstream
+    st, d2 = c.api(DEVICE % ACCOUNT, "POST")
+    harness.eq((st, d2["user_code"]), (200, d["user_code"]), "POST while pending")
+    harness.eq(len(AS.events("device_authorization")), n_dev + 1, "device authorization requests")
+    time.sleep(2.5)
+    harness.eq(c.api(DEVICE % ACCOUNT)[1]["state"], "pending", "state before approval")
+    assert any(e.get("error") == "authorization_pending" for e in AS.events("device_code"))
+
+    c.deliver(1801)
+    AS.approve(d["user_code"], "apidev1")
+    got = _device_end(c, "the authorization to end")
+    harness.eq((got["state"], got["error"], got["expires_in"]), ("authorized", None, 0), "ended")
+    harness.eq(c.api("/api/v1/accounts/" + ACCOUNT)[1]["oauth2"]["authorization"], "authorized",
+               "oauth2 after approval")
+    # the grant works: the requested poll delivers, the mailbox lists
+    c.rcv.wait_events(1, 30)
+    st, lst = c.api("/api/v1/accounts/%s/messages" % ACCOUNT, timeout=30)
+    harness.eq((st, len(lst["messages"])), (200, 1), "mailbox listing")
+    st, sess = c.api("/api/v1/accounts/%s/sessions" % ACCOUNT, "POST", timeout=30)
+    harness.eq((st, sess["count"]), (201, 1), "session open")
+    harness.eq(c.api("/api/v1/sessions/" + sess["id"], "DELETE")[0], 200, "session quit")
+    logins = re.findall(r"Login: user=<apidev1>, method=XOAUTH2", DC.log_since(0))
+    assert len(logins) >= 3, "XOAUTH2 logins of the poll, the listing and the session: %d" % len(logins)
+    # the server forgets the account's access tokens (as after a password
+    # change): the listing's login is refused, the bridge refreshes once and
+    # tries again; so does a session's
+    for what, method, path, want in (
+            ("listing", "GET", "/api/v1/accounts/%s/messages" % ACCOUNT, 200),
+            ("session", "POST", "/api/v1/accounts/%s/sessions" % ACCOUNT, 201)):
+        _forget_access_tokens(AS, "apidev1")
+        n_ref = len(AS.events("refresh_token"))
+        st, body = c.api(path, method, timeout=30)
+        harness.eq(st, want, "%s with a refused token (%r)" % (what, body))
+        harness.eq([e["ok"] for e in AS.events("refresh_token")[n_ref:]], [True],
+                   "refreshes for the %s" % what)
+        if what == "session":
+            harness.eq(c.api("/api/v1/sessions/" + body["id"], "DELETE")[0], 200, "quit")
+
+    # a new authorization, refused by the person
+    st, d3 = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+    harness.eq(st, 201, "POST after the last one ended")
+    assert d3["user_code"] != d["user_code"]
+    AS.deny(d3["user_code"])
+    got = _device_end(c, "the refusal")
+    harness.eq((got["state"], got["error"]), ("denied", "the authorization was denied"), "refused")
+    # the stored grant is untouched by a refused new one
+    harness.eq(c.api("/api/v1/accounts/%s/messages" % ACCOUNT, timeout=30)[0], 200, "listing")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    log = c.bridge.log()
+    assert "event=oauth2_device_authorized account=acct" in log
+    assert d["user_code"] not in log, "the user code is not logged"
+    c.no_secrets_anywhere()
+
+
+@harness.timeout(90)
+def test_idle_grant_refreshed_by_the_keeper():
+    """Microsoft refresh tokens expire after 90 days unused: an account that
+    is not polled (here: polled once an hour, with a valid access token)
+    still has its refresh token used once it is 30 days old.  The grant's
+    times are moved 31 days back in the store while the bridge runs; the
+    keeper (first look 10 s after start) refreshes it, once, without a poll,
+    and the store records the refresh token's use."""
+    a = oauth2_server.AuthServer(name="oauth2-idle", access_lifetime=3600).start()
+    dc = dovecot.Dovecot(name="dovecot-idle", oauth2=a.introspect_url).start()
+    try:
+        c = Case("idle1", a=a, dc=dc, poll="1h")
+        code, _, err = c.login_device()
+        harness.eq(code, 0, "login (stderr %r)" % err)
+        c.start_api()
+        c.bridge.wait_log(r"event=poll_done account=acct", 20)
+        harness.eq(len(a.events("refresh_token")), 0, "refreshes of a fresh grant")
+        month = 31 * 86400 * 1000
+        path = os.path.join(c.bridge.state_dir, "pop3bridge.db")
+        con = __import__("sqlite3").connect(path, timeout=10)
+        with con:
+            n = con.execute("UPDATE oauth2_tokens SET authorized_at = authorized_at - ?, "
+                            "refresh_used_at = 0 WHERE account = ?", (month, ACCOUNT)).rowcount
+        con.close()
+        harness.eq(n, 1, "grant rows moved back")
+        c.bridge.wait_log(r"event=oauth2_refreshed account=acct", 30)
+        time.sleep(1)
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+        refs = a.events("refresh_token")
+        harness.eq([(e["ok"], e["n"]) for e in refs], [(True, 1)], "one keep-alive refresh")
+        log = c.bridge.log()
+        harness.eq(poll_events(log, "oauth2_keepalive"), 1, "oauth2_keepalive lines")
+        harness.eq(poll_events(log, "poll_done"), 1, "polls (the keeper refreshed, not a poll)")
+        st = c.status()
+        assert re.search(r"refresh token last used: \S+Z \(\d+ s ago\)", st), st
+        c.no_secrets_anywhere()
+    finally:
+        dc.stop()
+        a.stop()
+
+
+@harness.timeout(60)
+def test_api_device_code_expires():
+    """Nobody approves: the background polling stops at the code's expiry
+    (state expired, no request after it), and a new POST asks for a new
+    code."""
+    a = oauth2_server.AuthServer(name="oauth2-expiry", device_lifetime=4).start()
+    try:
+        c = Case("apiexp1", a=a, poll="1h")
+        c.start_api()
+        st, d = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+        harness.eq((st, d["state"], d["expires_in"]), (201, "pending", 4), "POST device")
+        got = _device_end(c, "the code to expire")
+        harness.eq((got["state"], got["error"]),
+                   ("expired", "the code expired before it was approved: start again"), "ended")
+        n = len(a.events("device_code"))
+        assert 2 <= n <= 4, "token requests while pending: %d" % n
+        time.sleep(2)
+        harness.eq(len(a.events("device_code")), n, "token requests after the expiry")
+        st, d2 = c.api(DEVICE % ACCOUNT, "POST", timeout=30)
+        harness.eq((st, d2["state"]), (201, "pending"), "a new start")
+        assert d2["user_code"] != d["user_code"]
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+        log = c.bridge.log()
+        assert "event=oauth2_device_ended account=acct state=expired" in log
+        # the pending one ends with the bridge, and says so
+        assert re.search(r'event=oauth2_device_ended account=acct state=error '
+                         r'error="the bridge stopped before the code was approved"', log)
+        c.no_secrets_anywhere()
+    finally:
+        a.stop()
+
+
+@harness.timeout(60)
+def test_login_while_stopped_polls_at_restart():
+    """An account that failed for want of a grant is polled as soon as the
+    bridge starts again after `oauth2 login`, not one poll interval (1 h
+    here) after the failure."""
+    c = Case("restart1", poll="1h")
+    c.start_api()
+    c.bridge.wait_log(r"event=poll_failed account=acct state=auth_error", 20)
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    code, _, err = c.login_device()
+    harness.eq(code, 0, "login (stderr %r)" % err)
+    c.deliver(1901)
+    c.start_api()
+    c.rcv.wait_events(1, 30)
+    harness.eq(c.api("/api/v1/accounts/" + ACCOUNT)[1]["state"], "idle", "state after the restart")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    c.no_secrets_anywhere()
+
+
+@harness.timeout(60)
+def test_api_device_authorizations_are_bounded():
+    """At most 8 device authorizations are polled at once: the ninth account
+    gets 429 with Retry-After, and asks nothing of the authorization server."""
+    c = Case("bound1", poll="1h")
+    names = ["acct%d" % i for i in range(9)]
+    c.cfg["accounts"] = [dict(c.acct, name=n) for n in names]
+    c.bridge.write_config(c.cfg)
+    c.start_api()
+    n_dev = len(AS.events("device_authorization"))
+    for n in names[:8]:
+        st, d = c.api(DEVICE % n, "POST", timeout=30)
+        harness.eq((st, d["state"]), (201, "pending"), "POST for %s" % n)
+    conn = http.client.HTTPConnection("127.0.0.1", c.api_port, timeout=30)
+    conn.request("POST", DEVICE % names[8], headers={"Authorization": "Bearer " + c.api_token})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    harness.eq((r.status, body["type"], r.getheader("Retry-After")),
+               (429, "urn:pop3bridge:problem:device-limit", "30"), "the ninth")
+    harness.eq(len(AS.events("device_authorization")), n_dev + 8, "device authorization requests")
+    harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+    c.no_secrets_anywhere()

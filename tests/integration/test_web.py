@@ -7,10 +7,15 @@ answers the first request with 500 and later ones with 2xx, a small HTTP
 "trap" server standing for a remote host, and `pop3bridge run` with the API
 on a free port and web_dir = web/.  It waits until the first poll has
 stored every message and each delivery has been tried once (one failed).
+A second account ("m365") reaches another mailbox of that Dovecot with
+OAuth2 tokens (XOAUTH2, passdb oauth2 against tests/lib/oauth2_server.py);
+it has no grant at start.
 
 test_dashboard_in_chromium then runs tests/browser/dashboard.mjs (node,
 playwright-core, /usr/bin/chromium headless): sign in (and a wrong token),
-accounts, poll now, mailbox, preview, message, delete, deliveries, retry,
+accounts, poll now, "Connect" of the OAuth2 account (the device code shown,
+entered at the authorization server's verification page, the account
+connected and polled), mailbox, preview, message, delete, deliveries, retry,
 API page, narrow window; screenshots of each page go to this test's output
 folder.  The later tests check the outcome from outside the browser: the
 message is gone from Dovecot, the retried delivery reached the receiver,
@@ -37,6 +42,7 @@ import urllib.request
 import dovecot
 import harness
 import mailgen
+import oauth2_server
 import openapi
 import pki as pkimod
 
@@ -54,6 +60,8 @@ NODE = os.environ.get("NODE", "node")
 
 USER = "alice"
 ACCOUNT = "inbox"
+OAUTH2_USER = "bob"           # a mailbox reached with OAuth2 tokens (passdb oauth2)
+OAUTH2_ACCOUNT = "m365"       # its account: device code, connected through the dashboard
 XSS_SUBJECT = "<img src=x onerror=alert(1)>"
 
 S = {}   # state shared by the tests of this module
@@ -162,9 +170,15 @@ def setup_module():
     S["remote_marker"] = "remote-" + secrets.token_hex(6)
     remote_url = "http://127.0.0.1:%d/%s.png" % (trap.server_address[1], S["remote_marker"])
 
-    dc = dovecot.Dovecot(name="dovecot-web").start()
+    # an authorization server for the OAuth2 account; Dovecot checks its tokens
+    auth = oauth2_server.AuthServer(name="oauth2-web").start()
+    harness.register_cleanup(auth.stop)
+    auth.activate_as = OAUTH2_USER
+    S["auth"] = auth
+    dc = dovecot.Dovecot(name="dovecot-web", oauth2=auth.introspect_url).start()
     S["dc"] = dc
     dc.add_user(USER, password)
+    dc.add_user(OAUTH2_USER, "pw-" + secrets.token_hex(8))   # its password is never used
     S["html_marker"] = "Rendered HTML " + secrets.token_hex(4)
     S["text_marker"] = "Plain part " + secrets.token_hex(4)
     S["sources"] = {
@@ -218,13 +232,29 @@ def setup_module():
             "poll_interval": "1h",        # polls: at start, and "Poll now"
             "start": "all",
             "webhooks": ["receiver"],
+        }, {
+            "name": OAUTH2_ACCOUNT,
+            "host": "127.0.0.1",
+            "port": dc.tls_port,
+            "tls": "implicit",
+            "ca_file": pkimod.get().ca,
+            "username": OAUTH2_USER,
+            "auth": ["xoauth2"],
+            "oauth2": {"provider": "custom", "flow": "device_code", "client_id": auth.client_id,
+                       "token_url": auth.token_url, "device_authorization_url": auth.device_url,
+                       "ca_file": auth.pki.ca, "scope": "pop"},
+            "poll_interval": "1h",        # not authorized at start: polled once connected
+            "start": "all",
+            "webhooks": ["receiver"],
         }],
+        "secrets_key_env": "WEB_TEST_SECRETS_KEY",
     }
     conf = os.path.join(S["dir"], "bridge.json")
     with open(conf, "w") as f:
         json.dump(config, f, indent=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
-    env.update(LC_ALL="C", WEB_TEST_TOKEN=S["token"], WEB_TEST_WHSEC=whsec, WEB_TEST_PW=password)
+    env.update(LC_ALL="C", WEB_TEST_TOKEN=S["token"], WEB_TEST_WHSEC=whsec, WEB_TEST_PW=password,
+               WEB_TEST_SECRETS_KEY=secrets.token_hex(32))
     exe = harness.binary()
     if not os.access(exe, os.X_OK):
         raise AssertionError("binary under test not found: %s (run `make`)" % exe)
@@ -377,6 +407,8 @@ def test_dashboard_in_chromium():
         "html_uidl": S["uidl"]["html"], "html_marker": S["html_marker"], "text_marker": S["text_marker"],
         "remote_marker": S["remote_marker"], "delete_uidl": S["uidl"]["delete"],
         "account_deliveries": len(S["sources"]),
+        "oauth2_account": OAUTH2_ACCOUNT, "oauth2_verification_uri": S["auth"].url("/activate"),
+        "oauth2_ca": S["auth"].pki.ca,
         "headers": {
             S["uidl"]["xss"]: {"from": "Mallory", "subject": XSS_SUBJECT, "date": "2023-01-02T09:00:00.000Z"},
             S["uidl"]["html"]: {"from": "HTML Sender", "subject": "An HTML newsletter",
@@ -476,6 +508,25 @@ def test_nothing_loaded_from_the_remote_host_and_no_dialog():
     _after_browser()
     harness.eq(_Trap.hits, [], "requests that reached the remote host")
     harness.eq(S["browser_result"]["dialogs"], [], "dialogs in the browser")
+
+
+def test_connected_account_in_the_browser():
+    """The "Connect" walk-through in the browser ended with a stored grant:
+    the authorization server saw one device authorization, approved at its
+    verification page, and Dovecot let the account in with an XOAUTH2 token."""
+    _after_browser()
+    a = S["auth"]
+    harness.eq([e["ok"] for e in a.events("device_authorization")], [True], "device authorizations")
+    harness.eq([e["user"] for e in a.events("activate")], [OAUTH2_USER], "approvals at the page")
+    harness.eq([e["ok"] for e in a.events("device_code") if e["ok"]], [True], "grants")
+    acc = _api("accounts/" + OAUTH2_ACCOUNT)
+    harness.eq((acc["state"], acc["oauth2"]["authorization"]), ("idle", "authorized"), "the account")
+    if not re.search(r"Login: user=<%s>, method=XOAUTH2" % OAUTH2_USER, S["dc"].log_since(0)):
+        raise AssertionError("no XOAUTH2 login of %s in Dovecot's log" % OAUTH2_USER)
+    log = _log_tail("bridge.log", 10 ** 7)
+    with a.lock:
+        secrets_seen = [t for t in list(a._access) + list(a._refresh) + list(a._devices) if t in log]
+    harness.eq(secrets_seen, [], "tokens or device codes in the bridge's log")
 
 
 def test_listing_headers_come_from_top_for_mail_not_stored():

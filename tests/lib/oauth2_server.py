@@ -6,6 +6,9 @@ test process.
     a.token_url, a.device_url, a.authorize_url, a.introspect_url, a.revoke_url
     a.approve(user_code, user) / a.deny(user_code)      the person at the browser
     a.authorize_as = "alice"                            who approves /authorize
+    a.activate_as = "bob"                               who approves a user code entered
+                                                        at the verification page (GET
+                                                        /activate?user_code=...)
     a.issue(user) -> (access, refresh)                  a grant made directly
     a.revoke_user(user)                                 every token of the user
     a.active(token)                                     what introspection says
@@ -117,9 +120,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         a = self.server.owner
         u = urllib.parse.urlsplit(self.path)
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
+        if u.path == "/activate":
+            status, text = a._activate(q)
+            return self._send(status, body=text.encode())
         if u.path != "/authorize":
             return self._send(404, {"error": "not_found"})
-        q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
         status, location, text = a._authorize(q)
         if location:
             self.send_response(302)
@@ -143,6 +149,7 @@ class AuthServer:
         self.user_for_clients = user_for_clients  # the mailbox client-credentials tokens open
         self.name = name
         self.authorize_as = None                  # /authorize approves as this user (None: denies)
+        self.activate_as = None                   # /activate approves as this user (None: refuses)
         self.token_delay = 0.0                    # seconds every refresh_token request waits
         self.refresh_started = threading.Event()  # set when a refresh_token request arrives
         self.refresh_started_at = 0.0
@@ -435,6 +442,19 @@ class AuthServer:
         with self.lock:
             d = self._find_device(user_code)
             d["status"], d["user"] = "approved", user
+
+    def _activate(self, q):
+        """The verification page: the person entered user_code and signed in
+        as activate_as."""
+        if not self.activate_as:
+            return 403, "nobody signs in here"
+        try:
+            self.approve(q.get("user_code", ""), self.activate_as)
+        except KeyError:
+            return 400, "unknown code"
+        with self.lock:
+            self._event(kind="activate", ok=True, user=self.activate_as)
+        return 200, "approved"
 
     def deny(self, user_code):
         with self.lock:

@@ -104,9 +104,11 @@ static inline int fix_free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* Start the API with `api_extra` (JSON members added to "api", may be "")
- * and `accounts` (the JSON array's members).  0, or -1. */
-static inline int fix_start(struct fixture *f, const char *api_extra, const char *accounts)
+/* Start the API with `api_extra` (JSON members added to "api", may be ""),
+ * `accounts` (the JSON array's members) and `top_extra` (top-level members,
+ * may be "").  0, or -1. */
+static inline int fix_start_top(struct fixture *f, const char *api_extra, const char *accounts,
+                                const char *top_extra)
 {
     snprintf(f->dir, sizeof f->dir, "/tmp/test_api.XXXXXX");
     if (!mkdtemp(f->dir))
@@ -124,8 +126,9 @@ static inline int fix_start(struct fixture *f, const char *api_extra, const char
             "         \"tokens\": [{\"name\": \"t\", \"token_env\": \"FIX_TOKEN\"}]%s%s},\n"
             " \"webhooks\": [{\"name\": \"hook\", \"url\": \"http://127.0.0.1:9/\",\n"
             "                \"secret_env\": \"FIX_SECRET\", \"inline_attachments_max\": 16}],\n"
-            " \"accounts\": [%s]}\n",
-            f->state, f->port, api_extra[0] ? ", " : "", api_extra, accounts);
+            " \"accounts\": [%s]%s%s}\n",
+            f->state, f->port, api_extra[0] ? ", " : "", api_extra, accounts,
+            top_extra[0] ? ",\n " : "", top_extra);
     fclose(fp);
     chmod(path, 0600);
     setenv("FIX_TOKEN", FIX_TOKEN, 1);
@@ -145,6 +148,11 @@ static inline int fix_start(struct fixture *f, const char *api_extra, const char
     if (!f->api)
         fprintf(stderr, "api_start: %s\n", e.msg);
     return f->api ? 0 : -1;
+}
+
+static inline int fix_start(struct fixture *f, const char *api_extra, const char *accounts)
+{
+    return fix_start_top(f, api_extra, accounts, "");
 }
 
 static inline void fix_stop(struct fixture *f)

@@ -120,6 +120,14 @@ static void routes(void **state)
     assert_int_equal(lookup("GET", "/api/v1/accounts/%zz", allow, NULL, NULL, NULL), -400);
     assert_int_equal(lookup("GET", "api/v1/accounts", allow, NULL, NULL, NULL), -400);
     assert_true(lookup("GET", "/healthz", allow, NULL, NULL, NULL) >= 0);
+    /* the bulk retry is its own route beside a delivery's {id} */
+    assert_true(lookup("POST", "/api/v1/deliveries/retry", allow, NULL, NULL, NULL) >= 0);
+    assert_true(lookup("DELETE", "/api/v1/deliveries/d_1", allow, NULL, NULL, NULL) >= 0);
+    assert_int_equal(lookup("PUT", "/api/v1/deliveries/d_1", allow, NULL, NULL, NULL),
+                     HTTP_ROUTE_NO_METHOD);
+    assert_string_equal(allow, "GET, HEAD, DELETE");
+    assert_true(lookup("POST", "/api/v1/webhooks/crm/match", allow, NULL, v, "name") >= 0);
+    assert_string_equal(v, "crm");
     assert_true(lookup("GET", "/api/v1/webhooks", allow, &pat, NULL, NULL) >= 0);
     assert_true(lookup("GET", "/api/v1/stats/hourly", allow, &pat, NULL, NULL) >= 0);
     assert_string_equal(pat, "/api/v1/stats/hourly");
@@ -134,7 +142,7 @@ static void route_table_shape(void **state)
     (void)state;
     size_t n, bad = 0;
     const struct http_route *r = api_routes(&n);
-    assert_int_equal(n, 31);
+    assert_int_equal(n, 36);
     assert_int_equal(http_route_check(r, n, &bad), 0);
     for (size_t i = 0; i < n; i++) {
         bool pub = (r[i].flags & HTTP_ROUTE_PUBLIC) != 0;

@@ -24,6 +24,33 @@ static void clocks(void **state)
 }
 
 /* A timed wait on a monotonic condition variable ends at its deadline. */
+static void rfc3339(void **state)
+{
+    (void)state;
+    char b[CLOCK_RFC3339_SIZE];
+    assert_string_equal(clock_rfc3339(0, 1, b, sizeof b), "1970-01-01T00:00:00.000Z");
+    /* 2026-01-31T10:00:00Z is 1769853600 s */
+    assert_string_equal(clock_rfc3339(1769853600123LL, 1, b, sizeof b), "2026-01-31T10:00:00.123Z");
+    assert_string_equal(clock_rfc3339(1769853600999LL, 0, b, sizeof b), "2026-01-31T10:00:00Z");
+    /* a leap day, and the last millisecond of a year */
+    assert_string_equal(clock_rfc3339(951782400000LL, 0, b, sizeof b), "2000-02-29T00:00:00Z");
+    assert_string_equal(clock_rfc3339(946684799999LL, 1, b, sizeof b), "1999-12-31T23:59:59.999Z");
+    /* before 1970 the millisecond part still counts up from the second */
+    assert_string_equal(clock_rfc3339(-1, 1, b, sizeof b), "1969-12-31T23:59:59.999Z");
+    /* a short buffer gets a cut, terminated string */
+    char s[11];
+    assert_string_equal(clock_rfc3339(0, 1, s, sizeof s), "1970-01-01");
+}
+
+static void micros(void **state)
+{
+    (void)state;
+    int64_t us = clock_mono_us(), ms = clock_mono_ms();
+    assert_true(us > 0);
+    /* the same clock in two units: within a second of each other */
+    assert_true(us / 1000 - ms < 1000 && ms - us / 1000 < 1000);
+}
+
 static void timed_wait(void **state)
 {
     (void)state;
@@ -51,6 +78,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clocks),
+        cmocka_unit_test(rfc3339),
+        cmocka_unit_test(micros),
         cmocka_unit_test(timed_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,6 +58,31 @@ static void b64_strict(void **state)
     assert_int_equal(codec_b64_decode("Zm9v", 4, small, sizeof small, &n, NULL), -2);
 }
 
+static void b64_buf(void **state)
+{
+    (void)state;
+    char out[CODEC_B64_SIZE(6)];
+    assert_int_equal(sizeof out, 9);
+    assert_int_equal(codec_b64_encode_buf("foobar", 6, out, sizeof out), 0);
+    assert_string_equal(out, "Zm9vYmFy");
+    assert_int_equal(codec_b64_encode_buf("fooba", 5, out, sizeof out), 0);
+    assert_string_equal(out, "Zm9vYmE=");
+    /* one byte short: refused, and the buffer left empty */
+    assert_int_equal(codec_b64_encode_buf("foobar", 6, out, sizeof out - 1), -1);
+    assert_string_equal(out, "");
+}
+
+static void b64token(void **state)
+{
+    (void)state;
+    const char *good[] = {"a", "abc.DEF-123_~+/", "ya29.x==", "Zm9v=", NULL};
+    const char *bad[] = {"", "=", "==", "a b", "a=b", "a,b", "tok\n", "t\xc3\xa9", NULL};
+    for (int i = 0; good[i]; i++)
+        assert_true(codec_is_b64token(good[i]));
+    for (int i = 0; bad[i]; i++)
+        assert_false(codec_is_b64token(bad[i]));
+}
+
 static void pins(void **state)
 {
     (void)state;
@@ -89,6 +114,8 @@ int main(void)
         cmocka_unit_test(hex),
         cmocka_unit_test(b64_rfc4648),
         cmocka_unit_test(b64_strict),
+        cmocka_unit_test(b64_buf),
+        cmocka_unit_test(b64token),
         cmocka_unit_test(pins),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);

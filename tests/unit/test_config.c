@@ -585,7 +585,7 @@ static void secret_commands(void **state)
     load_bad("command_fail.json", &d);
     EXPECT(&d, f, "accounts[0].password_command", "exited with status 3");
     EXPECT(&d, f, "accounts[1].password_command", "empty first line");
-    EXPECT(&d, f, "accounts[2].password_command", "more than CONFIG_COMMAND_OUTPUT_MAX bytes");
+    EXPECT(&d, f, "accounts[2].password_command", "more than SECRETS_OUTPUT_MAX (65536) bytes");
     assert_int_equal(d.count, 3); /* accounts[3] ("cat", relative path) is fine */
     assert_false(diag_contains(&d, "leaked-PW"));
     config_diag_free(&d);
@@ -916,6 +916,31 @@ static void resolve_again(void **state)
     set_env();
 }
 
+/* config_load_or_print: the configuration, or NULL with every problem printed;
+ * the layout alone needs no secrets. */
+static void load_or_print(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    struct config *cfg = config_load_or_print(DATA "minimal.json", false, out);
+    assert_non_null(cfg);
+    config_free(&cfg);
+    assert_null(config_load_or_print(DATA "cross.json", false, out));
+    unsetenv("TEST_CFG_PW");
+    assert_null(config_load_or_print(DATA "minimal.json", false, out));
+    cfg = config_load_or_print(DATA "minimal.json", true, out);
+    assert_non_null(cfg);
+    config_free(&cfg);
+    fclose(out);
+    assert_non_null(strstr(text, DATA "cross.json: "));
+    assert_non_null(strstr(text, "accounts[0].password_env"));
+    free(text);
+    set_env();
+}
+
 static void check_main_exit_codes(void **state)
 {
     (void)state;
@@ -1193,6 +1218,7 @@ int main(void)
         cmocka_unit_test_setup(size_cap_and_unreadable, setup),
         cmocka_unit_test_setup(diag_cap, setup),
         cmocka_unit_test_setup(resolve_again, setup),
+        cmocka_unit_test_setup(load_or_print, setup),
         cmocka_unit_test_setup(check_main_exit_codes, setup),
         cmocka_unit_test_setup(credentials_directory, setup),
         cmocka_unit_test_setup(account_address_and_authserv_ids, setup),

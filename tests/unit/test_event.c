@@ -15,6 +15,7 @@
 
 #include <glib.h>
 
+#include "clock.h"
 #include "event.h"
 #include "message.h"
 #include "webhook.h"
@@ -151,7 +152,7 @@ static void spool_equals_cjson(void **state)
     char when[40];
     cJSON *ev = cJSON_CreateObject(), *data = cJSON_CreateObject();
     cJSON_AddStringToObject(ev, "type", "message.received");
-    cJSON_AddStringToObject(ev, "timestamp", event_time(T0 + 1234, when, sizeof when));
+    cJSON_AddStringToObject(ev, "timestamp", clock_rfc3339(T0 + 1234, 1, when, sizeof when));
     cJSON_AddStringToObject(data, "account", "acct");
     cJSON_AddItemToObject(data, "message", m);
     cJSON_AddItemToObject(ev, "data", data);
@@ -403,6 +404,63 @@ static void event_types_and_account_options(void **state)
     assert_int_equal(o.trusted_authserv_id_count, 0);
 }
 
+/* Payload shaping (event_shape): include, text_max, headers. */
+static void payload_shaping(void **state)
+{
+    (void)state;
+    static const char raw[] =
+        "From: a@b.c\r\nTo: d@e.f\r\nSubject: shaped\r\nX-Keep: 1\r\nX-Drop: 2\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "h\xc3\xa9llo w\xc3\xb6rld, a long enough text\r\n"
+        "--b\r\nContent-Type: application/octet-stream; name=x.bin\r\n\r\nxyz\r\n--b--\r\n";
+    struct err e;
+    struct message_opts mo = {.id = "m_1", .public_url = "http://127.0.0.1:1"};
+    cJSON *m = message_to_json(raw, sizeof raw - 1, &mo, &e);
+    assert_non_null(m);
+    /* not present: nothing changes */
+    struct config_payload off = {0};
+    char *before = cJSON_PrintUnformatted(m);
+    event_shape(m, &off);
+    event_shape(m, NULL);
+    char *after = cJSON_PrintUnformatted(m);
+    assert_string_equal(before, after);
+    cJSON_free(before);
+    cJSON_free(after);
+
+    int inc[] = {CONFIG_INC_TEXT, CONFIG_INC_HEADERS};
+    char *names[] = {"x-keep", "Subject"};
+    struct config_payload p = {.present = true, .include = inc, .include_count = 2,
+                               .text_max = 2, .headers = names, .header_count = 2};
+    event_shape(m, &p);
+    /* "h" + the first byte of "é" fits 2 bytes: cut before the character */
+    assert_string_equal(cJSON_GetObjectItem(m, "text")->valuestring, "h");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(m, "text_truncated")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "html")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "raw_url")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m, "attachments")), 0);
+    cJSON *hs = cJSON_GetObjectItem(m, "headers");
+    assert_int_equal(cJSON_GetArraySize(hs), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(hs, 0), "name")->valuestring, "Subject");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(hs, 1), "name")->valuestring, "X-Keep");
+    assert_string_equal(cJSON_GetObjectItem(m, "subject")->valuestring, "shaped"); /* kept */
+    cJSON_Delete(m);
+
+    /* headers "none", text short enough: no text_truncated */
+    m = message_to_json(raw, sizeof raw - 1, &mo, &e);
+    char *none[] = {"none"};
+    int all[] = {CONFIG_INC_TEXT, CONFIG_INC_HTML, CONFIG_INC_HEADERS, CONFIG_INC_ATTACHMENTS,
+                 CONFIG_INC_RAW_URL};
+    struct config_payload q = {.present = true, .include = all, .include_count = 5,
+                               .text_max = 1000, .headers = none, .header_count = 1};
+    event_shape(m, &q);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m, "headers")), 0);
+    assert_null(cJSON_GetObjectItem(m, "text_truncated"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m, "attachments")), 1);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(m, "raw_url")));
+    cJSON_Delete(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +469,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_message, setup, teardown),
         cmocka_unit_test_setup_teardown(tap_failure_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(event_types_and_account_options, setup, teardown),
+        cmocka_unit_test(payload_shaping),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     message_global_cleanup();

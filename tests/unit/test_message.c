@@ -1076,6 +1076,32 @@ static int teardown_all(void **state)
     return 0;
 }
 
+/* The poller's Message-ID look-up for de-duplication (no GMime). */
+static void message_id_without_parse(void **state)
+{
+    (void)state;
+    char out[64];
+    static const char a[] = "From: x@y\r\nmessage-id: <abc@host>\r\nSubject: s\r\n\r\nbody\r\n";
+    assert_int_equal(message_id_of(a, sizeof a - 1, out, sizeof out), 1);
+    assert_string_equal(out, "abc@host");
+    static const char folded[] = "Message-ID:\n\t<folded@host>\nTo: z\n\nb";
+    assert_int_equal(message_id_of(folded, sizeof folded - 1, out, sizeof out), 1);
+    assert_string_equal(out, "folded@host");
+    /* only in the body: not a header */
+    static const char body[] = "From: x\r\n\r\nMessage-ID: <no@no>\r\n";
+    assert_int_equal(message_id_of(body, sizeof body - 1, out, sizeof out), 0);
+    static const char empty[] = "Message-ID: <>\r\n\r\n";
+    assert_int_equal(message_id_of(empty, sizeof empty - 1, out, sizeof out), 0);
+    static const char bare[] = "Message-ID:  bare@host \r\n\r\n";
+    assert_int_equal(message_id_of(bare, sizeof bare - 1, out, sizeof out), 1);
+    assert_string_equal(out, "bare@host");
+    /* cut to the buffer; a header cut short by len is still read */
+    char small[5];
+    assert_int_equal(message_id_of(a, 40, small, sizeof small), 1);
+    assert_string_equal(small, "abc@");
+    assert_int_equal(message_id_of(a, 20, out, sizeof out), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1100,6 +1126,7 @@ int main(void)
         cmocka_unit_test(top_view),
         cmocka_unit_test(threads),
         cmocka_unit_test(big_message_memory),
+        cmocka_unit_test(message_id_without_parse),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

@@ -28,6 +28,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "clock.h"
 #include "net.h"
 
 #define SRV_IO_TIMEOUT_S 20   /* every server-side socket wait */
@@ -489,9 +490,9 @@ static void connect_timeout(void **state)
     assert_true(full);
     struct net_opts o = {.host = "127.0.0.1", .port = port, .timeout_ms = 400};
     struct err e = {0};
-    int64_t t0 = net_now_ms();
+    int64_t t0 = clock_mono_ms();
     struct net *n = net_connect(&o, &e);
-    int64_t took = net_now_ms() - t0;
+    int64_t took = clock_mono_ms() - t0;
     assert_null(n);
     assert_int_equal(e.kind, ERR_TIMEOUT);
     char want[80];
@@ -520,9 +521,9 @@ static void wait_timeout(void **state)
     struct net *n = net_connect(&o, &e);
     assert_non_null(n);
     net_wait_begin(n);
-    int64_t t0 = net_now_ms();
+    int64_t t0 = clock_mono_ms();
     assert_int_equal(net_fill(n, &e), -1);
-    int64_t took = net_now_ms() - t0;
+    int64_t took = clock_mono_ms() - t0;
     assert_int_equal(e.kind, ERR_TIMEOUT);
     char want[80];
     snprintf(want, sizeof want, "no reply from 127.0.0.1:%u within 300 ms", s.port);
@@ -556,9 +557,9 @@ static void drip_timeout(void **state)
     net_wait_begin(n);
     const char *line;
     size_t len;
-    int64_t t0 = net_now_ms();
+    int64_t t0 = clock_mono_ms();
     assert_int_equal(net_read_line(n, NET_IN_BUF, &line, &len, &e), -1);
-    int64_t took = net_now_ms() - t0;
+    int64_t took = clock_mono_ms() - t0;
     assert_int_equal(e.kind, ERR_TIMEOUT);
     char want[96];
     snprintf(want, sizeof want, "server sent fewer than 1024 bytes in 300 ms (127.0.0.1:%u)",
@@ -590,19 +591,19 @@ static void session_deadline(void **state)
     srv_start(&s, script_stream, NULL);
     struct net_opts o = opts_for(&s);
     o.timeout_ms = 400; /* each 400 ms window sees ~32 KiB: the wait never times out */
-    o.session_deadline = net_now_ms() + 1500;
+    o.session_deadline = clock_mono_ms() + 1500;
     struct err e = {0};
     struct net *n = net_connect(&o, &e);
     assert_non_null(n);
     net_wait_begin(n);
-    int64_t t0 = net_now_ms();
+    int64_t t0 = clock_mono_ms();
     int r = 0, rounds = 0;
     while (rounds++ < 1000 && (r = net_fill(n, &e)) > 0) {
         size_t len;
         net_data(n, &len);
         net_consume(n, len);
     }
-    int64_t took = net_now_ms() - t0;
+    int64_t took = clock_mono_ms() - t0;
     assert_int_equal(r, -1);
     assert_int_equal(e.kind, ERR_TIMEOUT);
     assert_non_null(strstr(e.msg, "session time limit"));
@@ -797,10 +798,10 @@ static void client_big(struct net *n)
     struct err e = {0};
     static unsigned char chunk[65536];
     uint64_t queued = 0, received = 0;
-    int64_t give_up = net_now_ms() + 120000;
+    int64_t give_up = clock_mono_ms() + 120000;
     net_wait_begin(n);
     while (received < BIG) {
-        assert_true(net_now_ms() < give_up);
+        assert_true(clock_mono_ms() < give_up);
         while (queued < BIG && net_pending_out(n) + sizeof chunk <= NET_OUT_MAX) {
             fill_pattern(chunk, sizeof chunk, queued);
             assert_int_equal(net_queue(n, chunk, sizeof chunk, &e), 0);
@@ -820,7 +821,7 @@ static void client_big(struct net *n)
     assert_true(net_bytes_out(n) > 0);
     assert_int_equal(net_bytes_out(n) + net_pending_out(n), queued);
     while (queued < BIG || net_pending_out(n) > 0) {
-        assert_true(net_now_ms() < give_up);
+        assert_true(clock_mono_ms() < give_up);
         while (queued < BIG && net_pending_out(n) + sizeof chunk <= NET_OUT_MAX) {
             fill_pattern(chunk, sizeof chunk, queued);
             assert_int_equal(net_queue(n, chunk, sizeof chunk, &e), 0);

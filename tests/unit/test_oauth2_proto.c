@@ -333,6 +333,7 @@ static void device_responses(void **state)
         "{\"device_code\":\"d\",\"user_code\":\"A\",\"verification_uri\":\"https://x\"}",
         "{\"device_code\":\"d\",\"user_code\":\"A B\",\"verification_uri\":\"https://x\",\"expires_in\":9}",
         "{\"device_code\":\"d\",\"user_code\":\"A\",\"verification_uri\":\"javascript:x\",\"expires_in\":9}",
+        "{\"device_code\":\"d\",\"user_code\":\"A\",\"verification_uri\":\"https://u:p@x\",\"expires_in\":9}",
         "{\"device_code\":\"d\",\"user_code\":\"A\",\"verification_uri\":\"https://x\",\"expires_in\":0}",
         "{\"device_code\":\"d\",\"user_code\":\"A\",\"verification_uri\":\"https://x\",\"expires_in\":9,"
         "\"interval\":0}",

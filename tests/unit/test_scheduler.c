@@ -217,6 +217,26 @@ static void failure_backs_off_and_request_waits(void **st)
     assert_ptr_equal(sched_pick(&a, 1, T0 + 2 * SCHED_TEMP_BASE_MS, false, &wait), &a);
 }
 
+/* A poll that failed for want of an OAuth2 grant sent nothing: the next one
+ * is due after the interval, but a poll asked for (after an authorization)
+ * runs at once. */
+static void no_grant_does_not_block_a_request(void **st)
+{
+    (void)st;
+    struct sched_account a = {0};
+    struct err e;
+    err_set(&e, ERR_AUTH, "account a: not authorized yet");
+    e.code = ERR_CODE_NO_GRANT;
+    sched_begin(&a, T0);
+    assert_int_equal(sched_failed(&a, T0, MIN_MS, -1, &e), MIN_MS);
+    assert_int_equal(a.state, ACCOUNT_AUTH_ERROR);
+    assert_int_equal(a.next_at, T0 + MIN_MS);
+    assert_int_equal(a.not_before, 0);
+    int64_t retry = 0;
+    assert_int_equal(sched_request(&a, T0 + 1, &retry), 0);
+    assert_true(a.requested);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +250,7 @@ int main(void)
         cmocka_unit_test(pick_longest_waiting_due),
         cmocka_unit_test(next_poll_after_success),
         cmocka_unit_test(failure_backs_off_and_request_waits),
+        cmocka_unit_test(no_grant_does_not_block_a_request),
     };
     return cmocka_run_group_tests_name("scheduler", tests, NULL, NULL);
 }

@@ -357,7 +357,16 @@ static const char v2_schema[] =
     "INSERT INTO uidls VALUES ('acc', 'u1', 1, 1, 5);"
     "INSERT INTO deliveries(message_id, account, webhook, status, attempts, next_attempt_at,"
     " created_at, updated_at, claimed_at) VALUES (1, 'acc', 'crm', 2, 1, 7, 5, 6, 8);"
+    "INSERT INTO attempts VALUES (1, 1, 6, 10, 500, 'boom', 'retry');"
     "PRAGMA user_version = 2;";
+
+static int count_attempt(void *ctx, const struct store_attempt_row *a, struct err *e)
+{
+    (void)e;
+    (void)a;
+    (*(int *)ctx)++;
+    return 0;
+}
 
 static void migrate_from_v2(void **state)
 {
@@ -378,6 +387,12 @@ static void migrate_from_v2(void **state)
     assert_string_equal(d[0].webhook, "crm");
     assert_string_equal(d[0].msg_key, ""); /* stored before event keys existed */
     assert_int_equal(d[0].attempts, 1);
+    /* schema 5 rebuilt deliveries with the same ids: the attempt still hangs on it */
+    int nat = 0;
+    struct store_delivery one;
+    assert_int_equal(store_delivery_get(st, d[0].id, &one, count_attempt, &nat, &e), 0);
+    assert_int_equal(nat, 1);
+    assert_int_equal(one.event_id, 0);
     struct store_msg_info info;
     assert_int_equal(store_msg_get(st, 1, &info, &e), 0);
     assert_string_equal(info.subject, "Old");
@@ -1076,6 +1091,157 @@ static void account_leases(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
     assert_int_equal(store_account_lease(st, "acc", "A", T0, 0, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* Schema 5: an operator drops a dead delivery (kept, final, the message then
+ * counts as delivered) and retries in bulk by webhook and status. */
+static void drop_and_bulk_retry(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a", "b"};
+    put_ok(st, "acc", "u1", wh, 2, T0);
+    put_ok(st, "acc", "u2", wh, 2, T0);
+    struct store_delivery d[8];
+    size_t n;
+    assert_int_equal(lease_due(st, T0, d, 8, &n, &e), 0);
+    assert_int_equal(n, 4);
+    int64_t a_u1 = 0, b_u1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt a = att(T0, 500, "boom", "dead");
+        assert_int_equal(store_delivery_record(st, OWNER, d[i].id, &a, STORE_D_DEAD, 0, &e), 0);
+        if (strcmp(d[i].uidl, "u1") == 0)
+            *(strcmp(d[i].webhook, "a") == 0 ? &a_u1 : &b_u1) = d[i].id;
+    }
+    /* drop a of u1: kept as dropped; u1 still waits for b */
+    assert_int_equal(store_delivery_drop(st, a_u1, T0 + 1, &e), 0);
+    struct store_delivery one;
+    assert_int_equal(store_delivery_get(st, a_u1, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_DROPPED);
+    assert_string_equal(store_dstatus_name(one.status), "dropped");
+    assert_int_equal(one.attempts, 1);
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_STORED);
+    /* dropped is final: neither dropped again nor retried */
+    assert_int_equal(store_delivery_drop(st, a_u1, T0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_delivery_retry(st, a_u1, T0, &e), -1);
+    assert_int_equal(store_delivery_drop(st, 424242, T0, &e), STORE_NOTFOUND);
+    /* dropping b of u1 too: the message is done, its UIDL delivered */
+    assert_int_equal(store_delivery_drop(st, b_u1, T0 + 2, &e), 0);
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_DELIVERED);
+    struct store_queue_counts qc;
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.dropped, 2);
+    assert_int_equal(qc.dead, 2);
+    /* bulk: only webhook b's dead ones (u2's), bounded by max */
+    int64_t got = -1;
+    assert_int_equal(store_delivery_retry_bulk(st, "b", STORE_D_DEAD, 1000, T0 + 3, &got, &e), 0);
+    assert_int_equal(got, 1);
+    assert_int_equal(store_delivery_retry_bulk(st, NULL, STORE_D_DEAD, 1000, T0 + 3, &got, &e), 0);
+    assert_int_equal(got, 1); /* a's of u2 */
+    assert_int_equal(store_delivery_retry_bulk(st, NULL, STORE_D_DEAD, 1000, T0 + 3, &got, &e), 0);
+    assert_int_equal(got, 0);
+    assert_int_equal(lease_due(st, T0 + 3, d, 8, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_delivery_retry_bulk(st, NULL, STORE_D_PENDING, 10, T0, &got, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_int_equal(store_delivery_retry_bulk(st, NULL, STORE_D_DEAD, STORE_RETRY_BULK_MAX + 1, T0,
+                                               &got, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    enum store_dstatus ds;
+    assert_int_equal(store_dstatus_parse("dropped", &ds, &e), 0);
+    assert_int_equal(ds, STORE_D_DROPPED);
+}
+
+/* Schema 5: events that are not messages go through the same outbox; one
+ * per fall into a state until a poll works again. */
+static void account_events(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"ops"};
+    int64_t id = 0;
+    assert_int_equal(store_account_event_once(st, "acc", "account.auth_error",
+                                              "{\"account\":\"acc\"}", wh, 1, T0, &id, &e), 0);
+    assert_true(id > 0);
+    /* failing again: nothing new */
+    int64_t again = -1;
+    assert_int_equal(store_account_event_once(st, "acc", "account.auth_error", "{}", wh, 1,
+                                              T0 + 1000, &again, &e), 0);
+    assert_int_equal(again, 0);
+    struct store_delivery d[4];
+    size_t n;
+    assert_int_equal(lease_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].event_id, id);
+    assert_int_equal(d[0].msg_id, 0);
+    assert_string_equal(d[0].event_type, "account.auth_error");
+    assert_string_equal(d[0].uidl, "");
+    assert_int_equal(strlen(d[0].msg_key), STORE_KEY_HEX); /* the event's own key */
+    struct store_event ev;
+    char *data = NULL;
+    assert_int_equal(store_event_get(st, id, &ev, &data, &e), 0);
+    assert_string_equal(ev.type, "account.auth_error");
+    assert_string_equal(ev.account, "acc");
+    assert_string_equal(data, "{\"account\":\"acc\"}");
+    free(data);
+    assert_int_equal(store_event_get(st, id + 100, &ev, NULL, &e), STORE_NOTFOUND);
+    /* recorded like any delivery; a dead one can be retried (no body needed) */
+    struct store_attempt a = att(T0, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a, STORE_D_DEAD, 0, &e), 0);
+    assert_int_equal(store_delivery_retry(st, d[0].id, T0 + 2, &e), 0);
+    /* the account worked again (last_success_at after the event), then fails anew */
+    struct store_account_state as = {.state = "idle", .last_success_at = T0 + 5000};
+    assert_int_equal(store_account_set(st, "acc", &as, &e), 0);
+    assert_int_equal(store_account_event_once(st, "acc", "account.auth_error", "{}", wh, 1,
+                                              T0 + 6000, &again, &e), 0);
+    assert_true(again > id);
+    /* the outbox listing shows both */
+    struct store_queue_counts qc;
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.pending, 2);
+    /* bad arguments */
+    assert_int_equal(store_event_add(st, "acc", "", "{}", wh, 1, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    const char *twice[] = {"x", "x"};
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", twice, 2, T0, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* Schema 5: a Message-ID already stored for the account within the window
+ * makes a message a duplicate: stored, not delivered. */
+static void dedupe_by_message_id(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a"};
+    struct store_msg_meta meta = {.message_id = "same@host", .dedupe_window_ms = 30 * DAY_MS};
+    struct store_msg_result r1, r2, r3, r4;
+    struct store_msg *m;
+    assert_int_equal(store_msg_begin(st, "acc", "u1", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "x", 1, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r1, &e), 0);
+    assert_int_equal(r1.duplicate_of, 0);
+    /* re-listed under a new UIDL a day later: a duplicate of the first */
+    assert_int_equal(store_msg_begin(st, "acc", "u2", &m, &e), 0);
+    assert_int_equal(store_msg_write(m, "x", 1, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0 + DAY_MS, &r2, &e), 0);
+    assert_int_equal(r2.duplicate_of, r1.id);
+    assert_int_equal(uidl_state(st, "acc", "u2"), STORE_UIDL_DELIVERED); /* nothing to deliver */
+    struct store_msg_info info;
+    assert_int_equal(store_msg_get(st, r2.id, &info, &e), 0);
+    assert_int_equal(info.duplicate_of, r1.id);
+    /* another account, or past the window: not a duplicate */
+    assert_int_equal(store_msg_begin(st, "other", "u1", &m, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0, &r3, &e), 0);
+    assert_int_equal(r3.duplicate_of, 0);
+    assert_int_equal(store_msg_begin(st, "acc", "u3", &m, &e), 0);
+    assert_int_equal(store_msg_finish(m, &meta, wh, 1, T0 + 31 * DAY_MS, &r4, &e), 0);
+    assert_int_equal(r4.duplicate_of, 0);
+    /* one delivery each for u1, other/u1, u3; none for the duplicate */
+    struct store_queue_counts qc;
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.pending, 3);
 }
 
 static void leases(void **state)
@@ -2473,12 +2639,13 @@ int main(void)
             T(list_paging),         T(retention_purge),      T(account_state),
             T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
-            T(instances),           T(webhook_stats_hourly),
+            T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
+            T(account_events),      T(dedupe_by_message_id),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
     const struct CMUnitTest tests[] = {
-        T(open_migrate_reopen), T(migrate_from_v2), T(newer_schema_refused), T(open_errors),
+        T(open_migrate_reopen), T(migrate_from_v2), T(drop_and_bulk_retry), T(account_events), T(dedupe_by_message_id), T(newer_schema_refused), T(open_errors),
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),

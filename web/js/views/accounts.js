@@ -1,9 +1,11 @@
 // Accounts: state, last success, last error, stored and pending counts;
-// "Poll now"; the bridge instances sharing the store and the accounts each
-// is polling; refreshes by itself.
+// "Poll now"; "Connect" for an account that needs an OAuth2 authorization
+// (oauth2connect.js); the bridge instances sharing the store and the
+// accounts each is polling; refreshes by itself.
 
 import * as api from '../api.js';
 import { h, add, fill, clear, table, badge, emptyState, errorBox, loading, timeEl, toast, withBusy } from '../dom.js';
+import { connectPanel, needsAuthorization } from './oauth2connect.js';
 
 const REFRESH_MS = 5000;
 
@@ -25,6 +27,10 @@ export function accountsView(ctx) {
   const updated = h('span.muted', { id: 'accounts-updated' });
   const body = h('div', { id: 'accounts-body' }, loading('Loading accounts…'));
   const instBody = h('div', { id: 'instances-body' });
+  // OAuth2: once an account is connected, show its new state (and its poll)
+  const connect = connectPanel(() => {
+    for (const ms of [300, 2000, 5000]) setTimeout(() => { if (alive) load(); }, ms);
+  });
 
   add(ctx.main, 
     h('div.page-head', null,
@@ -33,6 +39,7 @@ export function accountsView(ctx) {
         h('label.inline', { for: 'auto-refresh' }, auto, ' Refresh every ' + REFRESH_MS / 1000 + ' s'),
         h('button.btn', { type: 'button', id: 'refresh', onclick: () => load() }, 'Refresh'),
         updated)),
+    connect.el,
     body,
     h('section.instances', { 'aria-labelledby': 'instances-title' },
       h('h2', { id: 'instances-title' }, 'Instances'),
@@ -104,7 +111,7 @@ export function accountsView(ctx) {
       cells: [
         h('a', { href: '#/accounts/' + api.seg(a.name), dataset: { focusKey: 'open:' + a.name },
           'aria-label': 'Mailbox of ' + a.name }, a.name),
-        stateBadge(a.state),
+        [stateBadge(a.state), needsAuthorization(a) ? h('div.connect', null, connect.button(a)) : null],
         timeEl(a.last_success_at),
         timeEl(a.last_attempt_at),
         a.last_error ? h('span.error-text', null, a.last_error) : h('span.muted', null, '—'),
@@ -158,6 +165,7 @@ export function accountsView(ctx) {
     cleanup() {
       alive = false;
       clearInterval(timer);
+      connect.cleanup();
     },
   };
 }

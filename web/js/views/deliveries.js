@@ -1,11 +1,17 @@
 // Deliveries: filter by status and account, page through them, see one
-// delivery's attempts (HTTP status, error, timing), retry failed and dead ones.
+// delivery's attempts (HTTP status, error, timing), retry failed and dead ones
+// (one, or all of a status at once), drop one (kept, as "dropped"); the last
+// two behind a confirmation.
 
 import * as api from '../api.js';
-import { h, add, fill, clear, table, badge, emptyState, errorBox, loading, fmtMs, timeEl, toast, withBusy } from '../dom.js';
+import {
+  h, add, fill, clear, table, badge, emptyState, errorBox, loading, fmtMs, timeEl, toast, withBusy,
+  confirmDialog,
+} from '../dom.js';
 
-const STATUSES = ['pending', 'failed', 'dead', 'delivered'];
-const STATUS_KIND = { pending: 'info', failed: 'warn', dead: 'error', delivered: 'ok' };
+const STATUSES = ['pending', 'failed', 'dead', 'delivered', 'dropped'];
+const STATUS_KIND = { pending: 'info', failed: 'warn', dead: 'error', delivered: 'ok', dropped: 'neutral' };
+const BULK_MAX = 1000; // deliveries one bulk retry takes (the API's STORE_RETRY_BULK_MAX)
 const PAGE = 50;
 const REFRESH_MS = 10000;
 
@@ -49,6 +55,46 @@ async function retry(d, btn, after) {
   after();
 }
 
+function problemText(e) {
+  return e.detail || e.title || e.message;
+}
+
+// Drop one failed or dead delivery, after a confirmation.
+async function drop(d, btn, after) {
+  const ok = await confirmDialog('Drop delivery ' + d.id + '?',
+    'It will not be tried again. It stays listed, as "dropped", with its attempts; ' +
+    'if it was the message\'s last delivery, the message counts as delivered.', 'Drop');
+  if (!ok) return;
+  await withBusy(btn, 'Dropping…', async () => {
+    try {
+      await api.del('/deliveries/' + api.seg(d.id));
+      toast('Delivery ' + d.id + ' dropped.', 'ok');
+    } catch (e) {
+      toast('Could not drop ' + d.id + ': ' + problemText(e), 'error');
+    }
+  });
+  after();
+}
+
+// Retry every delivery of a status (failed or dead), after a confirmation.
+async function retryAll(status, btn, after) {
+  const ok = await confirmDialog('Retry all ' + status + ' deliveries?',
+    'Every ' + status + ' delivery (up to ' + BULK_MAX + ' at a time) is tried again now.',
+    'Retry all');
+  if (!ok) return;
+  await withBusy(btn, 'Retrying…', async () => {
+    try {
+      const res = await api.post('/deliveries/retry', { status });
+      const n = res && typeof res.retried === 'number' ? res.retried : 0;
+      toast(n ? n + ' ' + status + ' deliver' + (n === 1 ? 'y' : 'ies') + ' queued again' +
+        (res.more ? '; there are more: retry again.' : '.') : 'No ' + status + ' deliveries to retry.', 'ok');
+    } catch (e) {
+      toast('Could not retry the ' + status + ' deliveries: ' + problemText(e), 'error');
+    }
+  });
+  after();
+}
+
 export function deliveriesView(ctx, filter) {
   document.title = 'Deliveries · pop3bridge';
   let alive = true;
@@ -67,6 +113,17 @@ export function deliveriesView(ctx, filter) {
     h('div.field', null, h('label', { for: 'filter-status' }, 'Status'), statusSel),
     h('div.field', null, h('label', { for: 'filter-account' }, 'Account'), accountSel),
     h('button.btn', { type: 'button', id: 'deliveries-refresh', onclick: () => load(true) }, 'Refresh'));
+  // "Retry all" for the status shown, when it can be retried
+  const bulk = h('div.actions', { id: 'deliveries-bulk' });
+  function renderBulk() {
+    clear(bulk);
+    if (filter.status === 'failed' || filter.status === 'dead') {
+      add(bulk, h('button.btn', {
+        type: 'button', id: 'deliveries-retry-all',
+        onclick: (ev) => retryAll(filter.status, ev.currentTarget, () => load(true)),
+      }, 'Retry all ' + filter.status));
+    }
+  }
   const onFilter = () => {
     const q = new URLSearchParams();
     if (statusSel.value) q.set('status', statusSel.value);
@@ -74,6 +131,7 @@ export function deliveriesView(ctx, filter) {
     const qs = q.toString();
     history.replaceState(null, '', '#/deliveries' + (qs ? '?' + qs : ''));
     filter = { status: statusSel.value, account: accountSel.value };
+    renderBulk();
     load(true);
   };
   statusSel.addEventListener('change', onFilter);
@@ -82,7 +140,8 @@ export function deliveriesView(ctx, filter) {
 
   const body = h('div', { id: 'deliveries-body' }, loading('Loading deliveries…'));
   const more = h('div.actions');
-  add(ctx.main, h('div.page-head', null, h('h1', null, 'Deliveries')), form, body, more);
+  add(ctx.main, h('div.page-head', null, h('h1', null, 'Deliveries')), form, bulk, body, more);
+  renderBulk();
 
   // the account choices come from the configured accounts
   api.get('/accounts').then((res) => {
@@ -123,6 +182,10 @@ export function deliveriesView(ctx, filter) {
               type: 'button', dataset: { action: 'retry', focusKey: 'retry:' + d.id },
               'aria-label': 'Retry delivery ' + d.id, onclick: (ev) => retry(d, ev.currentTarget, () => load(true)),
             }, 'Retry') : null,
+            canRetry(d) ? h('button.btn.btn-small', {
+              type: 'button', dataset: { action: 'drop', focusKey: 'drop:' + d.id },
+              'aria-label': 'Drop delivery ' + d.id, onclick: (ev) => drop(d, ev.currentTarget, () => load(true)),
+            }, 'Drop') : null,
             h('a.btn.btn-small', { href: '#/deliveries/' + api.seg(d.id), 'aria-label': 'Details of delivery ' + d.id }, 'Details')),
         ],
       })), { cls: 'deliveries' }));
@@ -183,6 +246,7 @@ export function deliveryView(ctx, id) {
         h('dt', null, 'Status'), h('dd', { id: 'delivery-status' }, statusBadge(d.status)),
         h('dt', null, 'Account'), h('dd', null, h('a', { href: '#/accounts/' + api.seg(d.account) }, d.account)),
         h('dt', null, 'Webhook'), h('dd', null, d.webhook),
+        d.event_type ? [h('dt', null, 'Event'), h('dd.mono', null, d.event_type)] : null,
         h('dt', null, 'Message'), h('dd', null, typeof msgId === 'string'
           ? h('a.mono', { href: '#/messages/' + api.seg(msgId) }, msgId) : h('span.muted', null, '—'),
           d.uidl ? h('span.muted', null, ' (UIDL ', h('span.mono', null, d.uidl), ')') : null),
@@ -194,7 +258,9 @@ export function deliveryView(ctx, id) {
       canRetry(d) ? h('div.actions', null, h('button.btn.btn-primary', {
         type: 'button', id: 'delivery-retry',
         onclick: (ev) => retry(d, ev.currentTarget, () => { load(); setTimeout(load, 1500); }),
-      }, 'Retry now')) : null,
+      }, 'Retry now'), h('button.btn', {
+        type: 'button', id: 'delivery-drop', onclick: (ev) => drop(d, ev.currentTarget, load),
+      }, 'Drop')) : null,
       h('h2', null, 'Attempts (' + attempts.length + ')'),
       attempts.length
         ? table('Attempts', [{ label: '#', cls: 'num' }, { label: 'Started' }, { label: 'Took', cls: 'num' },
