@@ -2488,6 +2488,12 @@ static void pg_migrate_from_sqlite(void **state)
         else
             assert_int_equal(store_delivery_release(sq, OWNER, d[i].id, NULL, &e), 0);
     }
+    /* an account event (schema 7) waiting for its one webhook */
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(sq, "acc", "account.auth_error", "{\"n\":1}", wh, 1,
+                                     T0 + 11, &ev, &e), 0);
+    struct store_event ev_before;
+    assert_int_equal(store_event_get(sq, ev, &ev_before, NULL, &e), 0);
     struct store_msg_info before[4];
     for (int i = 0; i < 4; i++)
         assert_int_equal(store_msg_get(sq, ids[i], &before[i], &e), 0);
@@ -2523,13 +2529,32 @@ static void pg_migrate_from_sqlite(void **state)
     assert_int_equal(uidl_state(st, "acc", "seen1"), STORE_UIDL_IGNORED);
     assert_int_equal(uidl_state(st, "acc", "u-delivered"), STORE_UIDL_DELIVERED);
     assert_int_equal(uidl_state(st, "acc", "u-pending"), STORE_UIDL_STORED);
-    /* only the two pending go out now, with their message's key */
+    struct store_event ev_after;
+    char *data = NULL;
+    assert_int_equal(store_event_get(st, ev, &ev_after, &data, &e), 0);
+    assert_string_equal(ev_after.key, ev_before.key);
+    assert_string_equal(ev_after.type, "account.auth_error");
+    assert_string_equal(data, "{\"n\":1}");
+    free(data);
+    /* only the two pending and the event go out now, each with its key */
     assert_int_equal(lease_due(st, T0 + 20, d, 8, &n, &e), 0);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     for (size_t i = 0; i < n; i++) {
+        if (d[i].event_id) {
+            assert_int_equal(d[i].event_id, ev);
+            assert_int_equal(d[i].msg_id, 0);
+            assert_string_equal(d[i].msg_key, ev_before.key);
+            assert_string_equal(d[i].event_type, "account.auth_error");
+            continue;
+        }
         assert_int_equal(d[i].msg_id, ids[1]);
         assert_string_equal(d[i].msg_key, before[1].key);
     }
+    /* a new event too gets a new id above the copied ones */
+    int64_t ev_next = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0 + 30,
+                                     &ev_next, &e), 0);
+    assert_true(ev_next > ev);
     /* a new message gets a new id above the copied ones */
     int64_t next = put_ok(st, "acc", "u-new", wh, 1, T0 + 30);
     assert_true(next > ids[3]);
