@@ -16,6 +16,8 @@ here, tests/lib/postgres.py) and one real Dovecot.
   nothing.
 - `store migrate --from sqlite:DIR` copies an SQLite state into PostgreSQL
   and a bridge on it delivers only what was still due.
+- Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
+  by Message-ID, a dead delivery dropped and the others retried in bulk.
 """
 
 import json
@@ -424,3 +426,115 @@ def test_migrate_from_sqlite_delivers_nothing_again():
                sorted(everything), "delivered messages")
     harness.eq(pgb.stop(), 0, "exit code")
     rcv.stop()
+
+
+def api_json(b, method, path, body):
+    """(status, parsed JSON body) of a call with a JSON body."""
+    req = urllib.request.Request(b.config["api"]["public_url"] + path, method=method,
+                                 data=json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"],
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if body else {}
+
+
+@harness.timeout(60)
+def test_schema7_events_drop_retry_and_dedupe():
+    """Schema 7 on PostgreSQL: a refused login sends one account.auth_error
+    event, and no second one while the account keeps failing; a re-listed
+    Message-ID is stored as a duplicate, not delivered; a dead delivery is
+    dropped (and stays so), the others are retried in bulk."""
+    db = "schema7"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-s7").start()
+    ops = Receiver(bridge.new_secret(), name="rcv-s7-ops").start()
+    late = Receiver(bridge.new_secret(), name="rcv-s7-late").start()
+    closed = dovecot.free_port()   # nothing listens there: every attempt fails
+    DC.add_user("s7auth", secrets.token_urlsafe(12))
+    pw = secrets.token_urlsafe(12)
+    DC.add_user("s7dup", pw)
+    DC.add_user("s7dead", pw)
+    tag = secrets.token_hex(4)
+    msg = ("From: a@example.org\r\nTo: b@example.org\r\nSubject: %s\r\n"
+           "Message-ID: <%s-" + tag + "@example.org>\r\n\r\nbody\r\n")
+    DC.deliver("s7dup", (msg % ("first", "same")).encode())
+    DC.deliver("s7dup", (msg % ("again", "same")).encode())
+    DC.deliver("s7dup", (msg % ("other", "other")).encode())
+    for i in range(3):
+        DC.deliver("s7dead", (msg % ("dead %d" % i, "dead%d" % i)).encode())
+    base = {"host": "127.0.0.1", "port": DC.tls_port, "tls": "implicit", "ca_file": DC.pki.ca,
+            "start": "all", "poll_interval": "1h", "after_delivery": "keep"}
+    accounts = [dict(base, name="s7auth", username="s7auth", password_env="T_BAD",
+                     webhooks=[HOOK]),
+                dict(base, name="s7dup", username="s7dup", password_env="T_PW", webhooks=[HOOK],
+                     dedupe={"by": "message_id", "window": "30d"}),
+                dict(base, name="s7dead", username="s7dead", password_env="T_PW",
+                     webhooks=["dead"])]
+    b, = instances(1, db, accounts, {"T_BAD": "not-the-password", "T_PW": pw}, rcv, "schema7")
+    b.secrets.update(T_OPS=ops.secret, T_DEAD=late.secret)
+    cfg = dict(b.config)
+    cfg["webhooks"] = cfg["webhooks"] + [
+        {"name": "ops", "url": ops.url, "secret_env": "T_OPS", "retry_schedule": ["1s"],
+         "filter": {"types": ["account.auth_error"]}},
+        {"name": "dead", "url": "http://127.0.0.1:%d/x" % closed, "secret_env": "T_DEAD",
+         "retry_schedule": ["1s"]}]
+    b.write_config(cfg)
+    port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
+
+    def dead_count():
+        try:
+            return int(PG.sql("SELECT count(*) FROM deliveries WHERE status = 3", db=db)[0][0])
+        except Exception:
+            return -1
+
+    b.start()
+    try:
+        harness.wait_for(lambda: dovecot.port_answers(port), 20, what="the API")
+        ops.wait_events(1, 20)
+        rcv.wait_events(2, 20)
+        harness.wait_for(lambda: dead_count() == 3, 30, interval=0.2, what="three dead deliveries")
+        ids = [int(r[0]) for r in PG.sql("SELECT id FROM deliveries WHERE webhook = 'dead'"
+                                         " ORDER BY id", db=db)]
+        st, d = api_call(b, "DELETE", "/api/v1/deliveries/d_%d" % ids[0])
+        harness.eq((st, d.get("status")), (200, "dropped"), "DELETE answer")
+        harness.eq(api_call(b, "DELETE", "/api/v1/deliveries/d_%d" % ids[0])[0], 409,
+                   "dropping a dropped delivery")
+    finally:
+        harness.eq(b.stop(), 0, "exit code after SIGTERM")
+    # the account keeps failing (its backoff over), the dead webhook is back
+    PG.sql("UPDATE accounts SET backoff_until = 0", db=db)
+    cfg["webhooks"][-1]["url"] = late.url
+    b.write_config(cfg)
+    b.start()
+    try:
+        harness.wait_for(lambda: dovecot.port_answers(port), 20, what="the API after a restart")
+        def second_run_log():
+            with open(b.log_paths[-1], errors="replace") as f:
+                return f.read()
+        harness.wait_for(lambda: "state=auth_error" in second_run_log(), 20,
+                         what="the second refused login")
+        st, ans = api_json(b, "POST", "/api/v1/deliveries/retry", {"webhook": "dead"})
+        harness.eq((st, ans.get("retried")), (202, 2), "bulk retry (the dropped one left alone)")
+        late.wait_events(2, 20)
+        time.sleep(1)   # a second auth_error event or a third retried one would show now
+    finally:
+        harness.eq(b.stop(), 0, "exit code after SIGTERM")
+    harness.eq(len(ops.events()), 1, "auth_error events after two failing polls")
+    ev = ops.events()[0]
+    bridge.verify_signature(ev, ops.secret)
+    harness.eq((ev.json["type"], ev.json["data"]["account"]), ("account.auth_error", "s7auth"),
+               "the event")
+    harness.eq(sorted(e.message["subject"] for e in rcv.events()), ["first", "other"],
+               "messages delivered (the re-listed copy is not)")
+    harness.eq(len(late.events()), 2, "retried deliveries sent")
+    harness.eq(PG.sql("SELECT count(*) FROM messages WHERE duplicate_of IS NOT NULL", db=db),
+               [["1"]], "duplicates stored")
+    harness.eq(PG.sql("SELECT status, count(*) FROM deliveries WHERE webhook = 'dead'"
+                      " GROUP BY status ORDER BY status", db=db),
+               [["1", "2"], ["4", "1"]], "dead webhook's deliveries: two delivered, one dropped")
+    harness.eq(PG.sql("SELECT count(*) FROM deliveries WHERE event_id IS NOT NULL AND status = 1",
+                      db=db), [["1"]], "the event's delivery, delivered")
