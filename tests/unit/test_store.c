@@ -2438,6 +2438,66 @@ static void pg_body_chunks(void **state)
     free(back);
 }
 
+/* Migration 7 in place on a database at schema 6 holding a message, its
+ * dead delivery and an attempt: the ids and the history stay, and the new
+ * calls work on them. */
+static void pg_migrate_6_to_7(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    int64_t id = put_ok(st, "acc", "u1", wh, 1, T0);
+    struct store_delivery d[2];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    struct store_attempt a = att(T0, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a, STORE_D_DEAD, 0, &e), 0);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    /* back to the schema migrations 4 to 6 made */
+    assert_int_equal(pg_exec("ALTER TABLE deliveries DROP CONSTRAINT deliveries_message_or_event;"
+                             " ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_webhook_key;"
+                             " ALTER TABLE deliveries DROP COLUMN event_id; DROP TABLE events;"
+                             " ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;"
+                             " ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;"
+                             " ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check"
+                             "   CHECK (status BETWEEN 0 AND 3);"
+                             " DROP INDEX deliveries_webhook_status; DROP INDEX messages_message_id;"
+                             " ALTER TABLE messages DROP COLUMN duplicate_of;"
+                             " UPDATE schema_version SET version = 6"),
+                     0);
+    assert_int_equal(pg_value("SELECT count(*) FROM information_schema.tables"
+                              " WHERE table_name = 'events'"),
+                     0);
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), 7);
+    st = fx_open(state);
+    struct store_delivery got;
+    assert_int_equal(store_delivery_get(st, d[0].id, &got, NULL, NULL, &e), 0);
+    assert_int_equal(got.status, STORE_D_DEAD);
+    assert_int_equal(got.msg_id, id);
+    assert_int_equal(got.attempts, 1);
+    assert_int_equal(got.event_id, 0);
+    /* dropped: a status the old check refused; its message is done */
+    assert_int_equal(store_delivery_drop(st, d[0].id, T0 + 5, &e), 0);
+    struct store_msg_info m;
+    assert_int_equal(store_msg_get(st, id, &m, &e), 0);
+    assert_int_equal(m.delivered_at, T0 + 5);
+    assert_int_equal(m.duplicate_of, 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM attempts"), 1);
+    /* deliveries of events (no message) fit the migrated table */
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0 + 6, &ev,
+                                     &e), 0);
+    assert_int_equal(lease_due(st, T0 + 6, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].event_id, ev);
+    assert_true(d[0].id > got.id);
+}
+
 struct sink_buf {
     unsigned char *p;
     size_t len;
@@ -2665,7 +2725,7 @@ int main(void)
             T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
-            T(account_events),      T(dedupe_by_message_id),
+            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
