@@ -580,7 +580,9 @@ static void conn_put(struct store *st, PGconn *c)
 }
 
 /* Begin a write: a transaction on a pooled connection, or a savepoint in the
- * batch's transaction.  The connection, or NULL with *e. */
+ * batch's transaction.  The connection, or NULL with *e.  It ends with
+ * tx_commit, or tx_rollback (also after a tx_commit that failed: that one
+ * kept the connection). */
 static PGconn *tx_begin(struct store *st, struct err *e, const char *op)
 {
     if (st->batch) {
@@ -617,9 +619,10 @@ static int tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
         }
         return 0;
     }
-    int r = pq_cmd(st, c, "COMMIT", NULL, NULL, e, op);
-    pool_put(c); /* a failed COMMIT leaves nothing open; a broken link is closed */
-    return r;
+    if (pq_cmd(st, c, "COMMIT", NULL, NULL, e, op) < 0)
+        return -1; /* the connection stays the caller's: tx_rollback gives it back */
+    pool_put(c);
+    return 0;
 }
 
 static void tx_rollback(struct store *st, PGconn *c)
@@ -1964,8 +1967,7 @@ static int pg_delivery_record(struct store *st, const char *owner, int64_t id,
     }
     if (r >= 0 && r != STORE_NOTFOUND) {
         if (tx_commit(st, c, e, op) < 0) {
-            if (st->batch)
-                tx_rollback(st, c);
+            tx_rollback(st, c);
             return -1;
         }
         return r;
@@ -2005,10 +2007,10 @@ static int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
                    " lease_owner = NULL, lease_until = 0 WHERE id = $1",
                    &q, NULL, e, op);
     }
-    if (r == 0)
-        return tx_commit(st, c, e, op);
+    if (r == 0 && tx_commit(st, c, e, op) == 0)
+        return 0;
     tx_rollback(st, c);
-    return r;
+    return r == 0 ? -1 : r;
 }
 
 struct attempt_rows {
@@ -3089,9 +3091,8 @@ static int pg_event_add(struct store *st, const char *account, const char *type,
         tx_rollback(st, c);
         return -1;
     }
-    if (tx_commit(st, c, e, op) < 0) { /* gave the connection back, but a batch's */
-        if (st->batch)
-            tx_rollback(st, c);
+    if (tx_commit(st, c, e, op) < 0) {
+        tx_rollback(st, c);
         return -1;
     }
     if (id)
@@ -3141,9 +3142,8 @@ static int pg_account_event_once(struct store *st, const char *account, const ch
         tx_rollback(st, c);
         return -1;
     }
-    if (tx_commit(st, c, e, op) < 0) { /* gave the connection back, but a batch's */
-        if (st->batch)
-            tx_rollback(st, c);
+    if (tx_commit(st, c, e, op) < 0) {
+        tx_rollback(st, c);
         return -1;
     }
     if (event_id)
@@ -3210,10 +3210,10 @@ static int pg_delivery_drop(struct store *st, int64_t id, int64_t now, struct er
     }
     if (r == 0)
         r = msg_maybe_delivered(st, c, msg_id, now, e, op);
-    if (r == 0)
-        return tx_commit(st, c, e, op);
+    if (r == 0 && tx_commit(st, c, e, op) == 0)
+        return 0;
     tx_rollback(st, c);
-    return r;
+    return r == 0 ? -1 : r;
 }
 
 static int pg_delivery_retry_bulk(struct store *st, const char *webhook,

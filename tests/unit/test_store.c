@@ -2498,6 +2498,37 @@ static void pg_migrate_6_to_7(void **state)
     assert_true(d[0].id > got.id);
 }
 
+/* A COMMIT that fails (a deferred trigger refuses it) leaves the pool
+ * sound: the call fails with the server's reason, its connection goes back
+ * to the pool once (ASan: closed once at teardown), and the next calls
+ * work. */
+static void pg_commit_failure(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_int_equal(pg_exec("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                             " $$BEGIN RAISE EXCEPTION 'refused at commit'; END$$;"
+                             " CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON messages"
+                             " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"),
+                     0);
+    const char *wh[] = {"crm"};
+    for (int i = 0; i < 3; i++) {
+        char uidl[16];
+        snprintf(uidl, sizeof uidl, "u%d", i);
+        err_clear(&e);
+        assert_int_equal(put(st, "acc", uidl, "x", 1, 1, wh, 1, T0, NULL, &e), -1);
+        assert_non_null(strstr(e.msg, "refused at commit"));
+    }
+    assert_int_equal(pg_value("SELECT count(*) FROM messages"), 0);
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0, &ev, &e), 0);
+    assert_int_equal(pg_exec("DROP TRIGGER refuse ON messages"), 0);
+    assert_true(put_ok(st, "acc", "u0", wh, 1, T0) > 0);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+}
+
 struct sink_buf {
     unsigned char *p;
     size_t len;
@@ -2726,6 +2757,7 @@ int main(void)
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
+            T(pg_commit_failure),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
