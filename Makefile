@@ -15,7 +15,7 @@ ifeq ($(origin CC),default)
 CC := cc
 endif
 BUILD   ?= build
-PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 gmime-3.0 libgsasl libsystemd libpcre2-8
+PKGS    := openssl libcurl libmicrohttpd libcjson sqlite3 libpq gmime-3.0 libgsasl libsystemd libpcre2-8
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -138,7 +138,7 @@ demo:
 
 DEPS_APT := build-essential pkg-config clang libclang-rt-14-dev llvm \
     libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libsqlite3-dev sqlite3 \
-    libgmime-3.0-dev libgsasl-dev libpcre2-dev libcmocka-dev \
+    libgmime-3.0-dev libgsasl-dev libpcre2-dev libcmocka-dev libpq-dev postgresql-15 \
     dovecot-core dovecot-pop3d openssl ca-certificates python3 curl procps iproute2 \
     valgrind mpop hyperfine wrk chromium nodejs \
     python3-pytest python3-pytest-timeout python3-jsonschema python3-yaml \

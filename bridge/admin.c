@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "codec.h"
 #include "config.h"
+#include "daemon.h"
 #include "maildir.h"
 #include "spool.h"
 #include "store.h"
@@ -26,6 +27,9 @@ void admin_usage(FILE *out)
 {
     fputs("pop3bridge store backup --config FILE OUT    a consistent copy of the state, while it runs\n"
           "pop3bridge store restore --config FILE IN    put a copy back (the bridge stopped)\n"
+          "pop3bridge store migrate --config FILE --from sqlite:STATE_DIR\n"
+          "                                             copy an SQLite state into the configured\n"
+          "                                             PostgreSQL store (nothing is delivered again)\n"
           "pop3bridge export --config FILE ACCOUNT --maildir DIR | --mbox FILE\n"
           "                                             an account's stored messages\n",
           out);
@@ -43,8 +47,74 @@ static int fail(const struct err *e)
     return e->kind == ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_LOCAL;
 }
 
+/* The configuration, without its secrets but with the store's, its store
+ * backend set up; NULL after printing every problem. */
+static struct config *load(const char *path)
+{
+    struct config *cfg = config_load_or_print(path, true, stderr);
+    if (cfg) {
+        struct config_diag d = {0};
+        if (config_resolve_store_secret(cfg, &d) > 0) {
+            config_diag_print(&d, stderr);
+            config_free(&cfg);
+        }
+        config_diag_free(&d);
+    }
+    struct err e;
+    err_clear(&e);
+    if (cfg && daemon_store_setup(cfg, &e) < 0) {
+        fail(&e);
+        config_free(&cfg);
+    }
+    return cfg;
+}
 
 /* ---- store backup / restore ------------------------------------------------------- */
+
+/* store migrate --config FILE --from sqlite:DIR */
+static int store_migrate_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"from", required_argument, NULL, 'f'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *from = NULL;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "c:f:", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': path = optarg; break;
+        case 'f': from = optarg; break;
+        default: return usage_error("unknown or incomplete option");
+        }
+    }
+    if (!path || !from || optind != argc || strncmp(from, "sqlite:", 7) != 0 || !from[7])
+        return usage_error("pop3bridge store migrate --config FILE --from sqlite:STATE_DIR");
+    struct config *cfg = load(path);
+    if (!cfg)
+        return CLI_EXIT_USAGE;
+    struct err e = {0};
+    struct store_migrate_counts n = {0};
+    int rc = -1;
+    if (!cfg->store.url)
+        err_set(&e, ERR_USAGE, "store migrate: %s has no PostgreSQL \"store\" to migrate into",
+                path);
+    else
+        rc = store_migrate_sqlite(from + 7, &n, &e);
+    if (rc == 0)
+        printf("%s copied into %s: %lld rows, %lld messages, %llu body bytes\n", from + 7,
+               store_target_name(), (long long)n.rows, (long long)n.messages,
+               (unsigned long long)n.bytes);
+    config_free(&cfg);
+    store_teardown();
+    if (rc == STORE_IN_USE) {
+        fail(&e);
+        return ADMIN_EXIT_IN_USE;
+    }
+    return rc == 0 ? 0 : fail(&e);
+}
 
 int admin_store_main(int argc, char **argv)
 {
@@ -52,8 +122,10 @@ int admin_store_main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
+    if (argc >= 2 && strcmp(argv[1], "migrate") == 0)
+        return store_migrate_main(argc - 1, argv + 1);
     if (argc < 2 || (strcmp(argv[1], "backup") != 0 && strcmp(argv[1], "restore") != 0))
-        return usage_error("pop3bridge store backup|restore --config FILE PATH");
+        return usage_error("pop3bridge store backup|restore|migrate --config FILE ...");
     bool backup = strcmp(argv[1], "backup") == 0;
     const char *path = NULL;
     int ch;
@@ -68,12 +140,17 @@ int admin_store_main(int argc, char **argv)
         return usage_error(backup ? "pop3bridge store backup --config FILE OUT"
                                   : "pop3bridge store restore --config FILE IN");
     const char *file = argv[1 + optind];
-    struct config *cfg = config_load_or_print(path, true, stderr); /* no secrets */
+    struct config *cfg = load(path); /* no secrets but the store's */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};
     int rc;
-    if (backup) {
+    if (cfg->store.url) {
+        err_set(&e, ERR_USAGE, "store %s works on an SQLite state; this configuration's state is"
+                               " in PostgreSQL (%s): use pg_dump / pg_restore",
+                argv[1], store_target_name());
+        rc = -1;
+    } else if (backup) {
         uint64_t bytes = 0;
         rc = store_backup(cfg->state_dir, file, &bytes, &e);
         if (rc == 0)
@@ -372,7 +449,7 @@ int admin_export_main(int argc, char **argv)
     if (!path || optind != argc - 1 || !maildir == !mbox)
         return usage_error("pop3bridge export --config FILE ACCOUNT --maildir DIR | --mbox FILE");
     const char *account = argv[optind];
-    struct config *cfg = config_load_or_print(path, true, stderr); /* no secrets */
+    struct config *cfg = load(path); /* no secrets but the store's */
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e = {0};

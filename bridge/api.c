@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "api_accounts.h"
+#include "api_instances.h"
 #include "api_mailbox.h"
 #include "api_oauth2.h"
 #include "api_sessions.h"
@@ -433,6 +434,7 @@ static void table_add(const struct http_route *v, size_t n)
 static void table_build(void)
 {
     table_add(api_accounts_routes, api_accounts_nroutes);
+    table_add(api_instances_routes, api_instances_nroutes);
     table_add(api_mailbox_routes, api_mailbox_nroutes);
     table_add(api_oauth2_routes, api_oauth2_nroutes);
     table_add(api_sessions_routes, api_sessions_nroutes);
@@ -535,6 +537,12 @@ struct api *api_start(const struct runtime *rt, struct err *e)
     snprintf(a->state_dir, sizeof a->state_dir, "%s", cfg->state_dir);
     find_files(a, cfg);
     a->sessions = sessions_new(e);
+    if (a->sessions && cfg->store.url) {
+        /* several instances: session ids say which one holds them (421) */
+        char id[CONFIG_INSTANCE_ID_MAX + 1];
+        config_instance_id(cfg, id, sizeof id);
+        sessions_set_origin(a->sessions, id);
+    }
     a->devices = a->sessions ? oauth2_devices_new(cfg->state_dir, device_authorized, a, e) : NULL;
     a->mailbox = a->devices ? mailbox_new((unsigned)cfg->api.mailbox_workers,
                                            (size_t)cfg->api.max_connections,

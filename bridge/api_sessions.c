@@ -8,6 +8,7 @@
 
 #include "api.h"
 #include "api_oauth2.h"
+#include "clock.h"
 #include "log.h"
 #include "oauth2.h"
 #include "pop3cfg.h"
@@ -151,12 +152,55 @@ static void call_work(struct api_work *w)
         run_command(c, x);
 }
 
+struct owner_find {
+    const char *tag;
+    struct store_instance found;
+    bool have;
+};
+
+static int owner_match(void *ctx, const struct store_instance *i, struct err *e)
+{
+    (void)e;
+    struct owner_find *f = ctx;
+    char tag[SESSIONS_ORIGIN_HEX + 1];
+    sessions_origin_tag(i->id, tag);
+    if (!f->have && strcmp(tag, f->tag) == 0) {
+        f->found = *i;
+        f->have = true;
+    }
+    return 0;
+}
+
+/* A session this instance does not know: opened on another live instance?
+ * Then 421 naming that instance's api.public_url; answered, true. */
+static bool misdirected(struct http_req *r, struct sx_call *c)
+{
+    char tag[SESSIONS_ORIGIN_HEX + 1];
+    if (!sessions_foreign(c->ss, c->id, tag))
+        return false;
+    struct err e;
+    err_clear(&e);
+    struct store *st = api_store(r, &e);
+    struct owner_find f = {.tag = tag};
+    int64_t now = clock_wall_ms();
+    if (!st || store_instances_each(st, now - http_cfg(r)->store.lease_ms, 0, owner_match, &f,
+                                    &e) < 0 || !f.have)
+        return false;
+    http_problem(r, 421, "misdirected",
+                 "session %.*s... lives on instance %s: send its requests to %s",
+                 SESSIONS_LOG_ID, c->id, f.found.id,
+                 f.found.public_url[0] ? f.found.public_url : "(no api.public_url)");
+    return true;
+}
+
 /* The call's failure, if it failed: answered, true.  what names the command. */
 static bool call_failed(struct http_req *r, struct sx_call *c, const char *what)
 {
     if (c->why == SESSIONS_BUSY)
         http_problem(r, 409, "session-busy",
                      "the session is in use by another request; try again");
+    else if (c->why == SESSIONS_NOTFOUND && misdirected(r, c))
+        ;
     else if (c->why)
         http_problem(r, 404, "not-found", "no such session (it ended, or expired)");
     else if (c->rc == SESSIONS_NOMSG)

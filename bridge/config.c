@@ -88,6 +88,7 @@ static const char *const type_names[] = {
 };
 
 #define F_REQUIRED 1u
+#define F_WORD_DEFAULTS 4u /* T_OBJECT: one of `values` as a string also means "all defaults" */
 #define F_MULTILINE 2u  /* T_SECRET: every line is kept, not only the first */
 #define F_ANY_HEADER 4u /* T_HEADERS: any field name (a filter), none reserved */
 #define F_OR_WORD 8u    /* T_STRLIST: or one of `values` alone, as a string */
@@ -142,6 +143,7 @@ static const char *const auth_names[] = {"user",        "apop",          "plain"
 
 static void check_root(struct ctx *c, void *obj, const char *path);
 static void check_api(struct ctx *c, void *obj, const char *path);
+static void check_store(struct ctx *c, void *obj, const char *path);
 static void check_token(struct ctx *c, void *obj, const char *path);
 static void check_webhook(struct ctx *c, void *obj, const char *path);
 static void check_filter(struct ctx *c, void *obj, const char *path);
@@ -199,6 +201,23 @@ static const struct opt api_opts[] = {
 static const struct table api_table = {"api", api_opts, COUNT(api_opts), sizeof(struct config_api),
                                        NO_OFF, check_api};
 
+static const struct opt store_opts[] = {
+    {.name = "url", .type = T_STRING, .min = 14, .max = 1024, FIELD(config_store, url)},
+    {.name = "password_env", .type = T_SECRET, .src = CONFIG_SECRET_ENV,
+     FIELD(config_store, password)},
+    {.name = "password_file", .type = T_SECRET, .src = CONFIG_SECRET_FILE,
+     FIELD(config_store, password)},
+    {.name = "password", .type = T_REFUSED, .hint = "password_env or password_file",
+     FIELD(config_store, password)},
+    {.name = "pool", .type = T_INT, .def = "8", .min = 1, .max = 256, FIELD(config_store, pool)},
+    {.name = "lease", .type = T_DURATION, .def = "\"30s\"", .min = MS_S, .max = MS_H,
+     FIELD(config_store, lease_ms)},
+    {.name = "instance_id", .type = T_STRING, .min = 1, .max = 64,
+     FIELD(config_store, instance_id)},
+};
+static const struct table store_table = {"store", store_opts, COUNT(store_opts),
+                                         sizeof(struct config_store), NO_OFF, check_store};
+static const char *const store_words[] = {"sqlite", NULL};
 static const struct opt webhook_basic_opts[] = {
     {.name = "username", .type = T_STRING, .flags = F_REQUIRED, .min = 1, .max = 255,
      FIELD(config_webhook_basic, username)},
@@ -419,6 +438,8 @@ static const struct opt root_opts[] = {
     {.name = "secrets_key", .type = T_REFUSED, .hint = "secrets_key_env or secrets_key_file",
      FIELD(config, secrets_key)},
     {.name = "api", .type = T_OBJECT, .sub = &api_table, FIELD(config, api)},
+    {.name = "store", .type = T_OBJECT, .flags = F_WORD_DEFAULTS, .values = store_words,
+     .sub = &store_table, FIELD(config, store)},
     {.name = "webhooks", .type = T_OBJARRAY, .sub = &webhook_table, .max_items = CONFIG_WEBHOOKS_MAX,
      LIST(config, webhooks, webhook_count)},
     {.name = "accounts", .type = T_OBJARRAY, .sub = &account_table, .max_items = CONFIG_ACCOUNTS_MAX,
@@ -1207,6 +1228,12 @@ static void parse_opt(struct ctx *c, const struct table *t, const struct opt *o,
         return;
     }
     case T_OBJECT:
+        if ((o->flags & F_WORD_DEFAULTS) && cJSON_IsString(v)) {
+            int word;
+            if (get_enum(c, v, path, o->values, &word))
+                parse_table(c, o->sub, AT(base, o->off, char), NULL, path);
+            return;
+        }
         parse_table(c, o->sub, AT(base, o->off, char), v, path);
         return;
     case T_OBJARRAY:
@@ -1298,6 +1325,33 @@ static int parse_port(const char *s)
     if (errno || *end || v < 1 || v > 65535 || *s < '0' || *s > '9')
         return -1;
     return (int)v;
+}
+
+static void check_store(struct ctx *c, void *obj, const char *path)
+{
+    struct config_store *s = obj;
+    char sub[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "url");
+    if (!s->url) {
+        if (s->password.source != CONFIG_SECRET_NONE)
+            problem(c, sub, "password_env / password_file need a PostgreSQL url");
+        return;
+    }
+    const char *rest = NULL;
+    if (strncmp(s->url, "postgresql://", 13) == 0)
+        rest = s->url + 13;
+    else if (strncmp(s->url, "postgres://", 11) == 0)
+        rest = s->url + 11;
+    if (!rest) {
+        problem(c, sub, "expected a postgresql:// URL");
+        return;
+    }
+    /* user:password@ in the URL: the password would sit in the file */
+    size_t auth = strcspn(rest, "/?");
+    const char *at = memchr(rest, '@', auth);
+    if (at && memchr(rest, ':', (size_t)(at - rest)))
+        problem(c, sub, "the URL holds a password; use store.password_env or"
+                        " store.password_file");
 }
 
 static void check_api(struct ctx *c, void *obj, const char *path)
@@ -2272,6 +2326,30 @@ int config_resolve_secrets(struct config *cfg, struct config_diag *d)
         return 0;
     struct ctx c = {.d = d, .file = cfg->path, .dir = cfg->dir, .cfg = cfg};
     return resolve_all(&c);
+}
+
+void config_instance_id(const struct config *cfg, char *out, size_t size)
+{
+    char host[256], id[CONFIG_INSTANCE_ID_MAX + 1];
+    if (gethostname(host, sizeof host) < 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    if (cfg->store.instance_id)
+        snprintf(id, sizeof id, "%.64s", cfg->store.instance_id);
+    else if (cfg->store.url)
+        snprintf(id, sizeof id, "%.50s:%d", host, cfg->api.listen_port);
+    else
+        snprintf(id, sizeof id, "%.64s", host); /* a longer name is cut */
+    snprintf(out, size, "%s", id);
+}
+
+int config_resolve_store_secret(struct config *cfg, struct config_diag *d)
+{
+    if (!cfg || cfg->store.password.source == CONFIG_SECRET_NONE)
+        return 0;
+    struct ctx c = {.d = d, .file = cfg->path, .dir = cfg->dir, .cfg = cfg};
+    resolve_one(&c, &cfg->store.password, "store.password", false);
+    return (int)c.errors;
 }
 
 /* ---- free --------------------------------------------------------------------------------- */

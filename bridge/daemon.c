@@ -57,6 +57,9 @@ static struct {
     int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed;
+    /* several instances on one store (PostgreSQL) */
+    bool shared;
+    int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
     /* the API's metrics hook, when the API runs; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
@@ -189,18 +192,28 @@ static bool once_polls_done(void)
  * the account was put back (another instance holds it, or the store
  * failed), lock held. */
 static bool take_lease(struct store *st, struct sched_account *a,
-                       const struct sched_account *snapshot, enum account_state before)
+                       const struct sched_account *snapshot, enum account_state before,
+                       bool *first)
 {
     int64_t now = now_ms();
-    if (snapshot->lease_until - now > DAEMON_ACCOUNT_LEASE_MS / 2)
+    if (snapshot->lease_until - now > rt.lease_ms / 2)
         return true; /* held, and renewed by the keeper */
     struct err e;
-    int r = store_account_lease(st, snapshot->name, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &e);
+    int r = store_account_lease(st, snapshot->name, rt.owner, now, rt.lease_ms, &e);
+    /* taken over from another instance: what it saved says whether this is
+     * the account's first poll ("start": "new" must not ignore new mail) */
+    struct store_account_state saved;
+    bool have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
     pthread_mutex_lock(&rt.lock);
     a = find_acct(snapshot->name);
     if (r == 0) {
         if (a)
-            a->lease_until = now + DAEMON_ACCOUNT_LEASE_MS;
+            a->lease_until = now + rt.lease_ms;
+        if (have && saved.last_success_at > 0) {
+            *first = false;
+            if (a && saved.last_success_at > a->last_success_at)
+                a->last_success_at = saved.last_success_at;
+        }
         pthread_mutex_unlock(&rt.lock);
         return true;
     }
@@ -255,7 +268,7 @@ static void *poll_worker(void *arg)
         pthread_mutex_unlock(&rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
-        if (!take_lease(st, a, &snapshot, before))
+        if (!take_lease(st, a, &snapshot, before, &first))
             continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
@@ -324,7 +337,8 @@ static void *poll_worker(void *arg)
 /* ---- the lease keeper ------------------------------------------------------------ */
 
 /* The one renewer of this instance's account leases: every quarter of
- * DAEMON_ACCOUNT_LEASE_MS, all of them in one store call (its own handle).
+ * the lease (rt.lease_ms: DAEMON_ACCOUNT_LEASE_MS, or store.lease with
+ * PostgreSQL), all of them in one store call (its own handle).
  * If fewer were renewed than it believes held (another instance took one
  * after it had expired), every account is checked again before its next
  * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
@@ -332,7 +346,7 @@ static void *lease_keeper(void *arg)
 {
     struct store *st = arg;
     pthread_mutex_lock(&rt.lock);
-    int64_t next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+    int64_t next = clock_mono_ms() + rt.lease_ms / 4;
     while (!rt.stopping) {
         int64_t left = next - clock_mono_ms();
         if (left > 0) {
@@ -341,14 +355,14 @@ static void *lease_keeper(void *arg)
             pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
             continue;
         }
-        next = clock_mono_ms() + DAEMON_ACCOUNT_LEASE_MS / 4;
+        next = clock_mono_ms() + rt.lease_ms / 4;
         int64_t held = 0, renewed = 0;
         for (size_t i = 0; i < rt.n_accounts; i++)
             held += rt.accounts[i].lease_until != 0;
         pthread_mutex_unlock(&rt.lock);
         int64_t now = now_ms();
         struct err e;
-        int r = held ? store_account_renew(st, rt.owner, now, DAEMON_ACCOUNT_LEASE_MS, &renewed,
+        int r = held ? store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed,
                                            &e)
                      : 0;
         if (r < 0)
@@ -360,7 +374,7 @@ static void *lease_keeper(void *arg)
         for (size_t i = 0; i < rt.n_accounts; i++)
             if (rt.accounts[i].lease_until)
                 rt.accounts[i].lease_until =
-                    r == 0 && renewed >= held ? now + DAEMON_ACCOUNT_LEASE_MS : 0;
+                    r == 0 && renewed >= held ? now + rt.lease_ms : 0;
     }
     pthread_mutex_unlock(&rt.lock);
     return NULL;
@@ -479,17 +493,42 @@ static void report_status(struct store *st)
                   (long long)q.pending, (long long)q.failed);
 }
 
-/* This instance's id, the owner of its leases: the host name, stable
- * across restarts so a restarted bridge takes its own leases back at once. */
-static void instance_id(char *out, size_t size)
+static void host_name(char *host, size_t size)
 {
-    char host[256];
-    if (gethostname(host, sizeof host) < 0 || !host[0])
-        snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
-    size_t n = strnlen(host, size - 1); /* a longer name is cut: ids stay distinct enough */
-    memcpy(out, host, n);
-    out[n] = '\0';
+    if (gethostname(host, size) < 0 || !host[0])
+        snprintf(host, size, "localhost");
+    host[size - 1] = '\0';
+}
+
+int daemon_store_setup(const struct config *cfg, struct err *e)
+{
+    struct store_target t = {
+        .url = cfg->store.url,
+        .password = cfg->store.password.value,
+        .pool = (unsigned)cfg->store.pool,
+    };
+    return store_setup(&t, e);
+}
+
+/* The heartbeat of a shared store: this instance's row, and its account
+ * leases renewed.  Every quarter of the lease (main thread). */
+static void heartbeat(struct store *st, int64_t started_at, bool force)
+{
+    static int64_t last;
+    int64_t now = now_ms();
+    if (!force && now - last < rt.lease_ms / 4)
+        return;
+    last = now;
+    struct store_instance in = {.started_at = started_at, .heartbeat_at = now};
+    snprintf(in.id, sizeof in.id, "%s", rt.owner);
+    host_name(in.host, sizeof in.host);
+    struct cfgref *ref = cfgref_get(&rt.cfg);
+    snprintf(in.public_url, sizeof in.public_url, "%s",
+             ref->cfg->api.public_url ? ref->cfg->api.public_url : "");
+    cfgref_put(ref);
+    struct err e;
+    if (store_instance_beat(st, &in, &e) < 0)
+        log_warn("heartbeat_failed", "error=%s", log_q(e.msg));
 }
 
 /* ---- the runtime interface, for the HTTP API ------------------------------------------ */
@@ -600,6 +639,7 @@ static void release(struct store *st, struct store *dst)
     rt.delivery = NULL;
     store_close(dst);
     store_close(st);
+    store_teardown();
     cfgref_put(rt.cfg);
     rt.cfg = NULL;
     free(rt.accounts);
@@ -669,6 +709,14 @@ int daemon_main(int argc, char **argv)
         config_free(&cfg);
         return CLI_EXIT_LOCAL;
     }
+    if (daemon_store_setup(cfg, &e) < 0) {
+        char line[600];
+        err_format(&e, line, sizeof line);
+        fprintf(stderr, "pop3bridge: %s\n", line);
+        config_free(&cfg);
+        webhook_global_cleanup();
+        return 9;
+    }
     struct store *st = store_open(cfg->state_dir, &e);
     struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
     if (!st || !dst) {
@@ -676,6 +724,7 @@ int daemon_main(int argc, char **argv)
         err_format(&e, line, sizeof line);
         fprintf(stderr, "pop3bridge: %s\n", line);
         store_close(st);
+        store_teardown();
         config_free(&cfg);
         webhook_global_cleanup();
         return CLI_EXIT_LOCAL;
@@ -688,7 +737,10 @@ int daemon_main(int argc, char **argv)
     sync_accounts(cfg, st);
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    instance_id(rt.owner, sizeof rt.owner);
+    config_instance_id(cfg, rt.owner, sizeof rt.owner);
+    rt.shared = cfg->store.url != NULL;
+    /* with PostgreSQL the failover time is the configuration's store.lease */
+    rt.lease_ms = rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
     rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (rt.cancel_fd < 0) {
         log_warn("eventfd_failed", "error=%s note=%s", log_q(strerror(errno)),
@@ -713,6 +765,14 @@ int daemon_main(int argc, char **argv)
         release(st, dst);
         store_close(kst);
         return CLI_EXIT_LOCAL;
+    }
+    int64_t started_at = now_ms();
+    heartbeat(st, started_at, true);
+    if (rt.shared) {
+        delivery_set_lease_ms(rt.delivery, rt.lease_ms);
+        log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
+                 store_backend(), log_q(store_target_name()), log_q(rt.owner),
+                 (long long)(rt.lease_ms / 1000));
     }
     struct api *api = NULL;
     if (!once && !(api = start_api(&e))) {
@@ -762,6 +822,7 @@ int daemon_main(int argc, char **argv)
         pthread_mutex_unlock(&rt.lock);
         notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
         report_status(st);
+        heartbeat(st, started_at, false);
         if (done)
             break;
     }
@@ -787,6 +848,8 @@ int daemon_main(int argc, char **argv)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     oauth2_keeper_stop(&keeper);
     stop_api(&api);
+    if (store_instance_remove(st, rt.owner, &e) < 0)
+        log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
 
     struct delivery_stats ds;
     delivery_stats(rt.delivery, &ds);

@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "clock.h"
 #include "config.h"
+#include "daemon.h"
 #include "oauth2.h"
 #include "oauth2_proto.h"
 #include "store.h"
@@ -72,6 +73,20 @@ __attribute__((format(printf, 1, 2))) static int usage_fail(const char *fmt, ...
     va_end(ap);
     fprintf(stderr, "pop3bridge: Usage: %s (see pop3bridge oauth2 --help)\n", msg);
     return CLI_EXIT_USAGE;
+}
+
+/* The configuration with its store backend set up; NULL after printing
+ * every problem. */
+static struct config *load(const char *path)
+{
+    struct config *cfg = config_load_or_print(path, false, stderr);
+    struct err e;
+    err_clear(&e);
+    if (cfg && daemon_store_setup(cfg, &e) < 0) {
+        cli_fail(&e);
+        config_free(&cfg);
+    }
+    return cfg;
 }
 
 /* ---- the loopback redirect listener (RFC 8252 §7.3) ---------------------------- */
@@ -413,7 +428,7 @@ static int login(int argc, char **argv)
     if (done >= 0)
         return done;
     const char *path = l.path, *name = l.name;
-    struct config *cfg = config_load_or_print(path, false, stderr);
+    struct config *cfg = load(path);
     if (!cfg)
         return CLI_EXIT_USAGE;
     const struct config_account *a = NULL;
@@ -486,7 +501,7 @@ static int status(int argc, char **argv)
     }
     if (!path || optind != argc)
         return usage_fail("oauth2 status needs --config FILE and nothing else");
-    struct config *cfg = config_load_or_print(path, false, stderr);
+    struct config *cfg = load(path);
     if (!cfg)
         return CLI_EXIT_USAGE;
     struct err e;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ struct sessions {
     struct session *head;
     bool stop;
     pthread_t reaper;
+    char origin[SESSIONS_ORIGIN_HEX + 1]; /* "" or this instance's tag */
 };
 
 /* When x ends unless used again (monotonic ms): its idle time, or its
@@ -196,6 +198,8 @@ int sessions_open(struct sessions *s, const char *account, const struct pop3_opt
     }
     memcpy(x->id, "s_", 2);
     codec_hex_encode(rnd, sizeof rnd, x->id + 2);
+    if (s->origin[0])
+        memcpy(x->id + 2, s->origin, SESSIONS_ORIGIN_HEX); /* set before any open: no lock */
     OPENSSL_cleanse(rnd, sizeof rnd);
     snprintf(x->account, sizeof x->account, "%s", account);
     x->opening = true;
@@ -420,4 +424,31 @@ size_t sessions_count(struct sessions *s)
         n++;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+void sessions_origin_tag(const char *instance_id, char out[SESSIONS_ORIGIN_HEX + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(instance_id, strlen(instance_id), md, &n, EVP_sha256(), NULL) != 1 ||
+        n < SESSIONS_ORIGIN_HEX / 2)
+        memset(md, 0, sizeof md);
+    codec_hex_encode(md, SESSIONS_ORIGIN_HEX / 2, out);
+    out[SESSIONS_ORIGIN_HEX] = '\0';
+}
+
+void sessions_set_origin(struct sessions *s, const char *instance_id)
+{
+    sessions_origin_tag(instance_id, s->origin);
+}
+
+bool sessions_foreign(const struct sessions *s, const char *id,
+                      char tag[SESSIONS_ORIGIN_HEX + 1])
+{
+    if (!s->origin[0] || !id || strlen(id) != SESSIONS_ID_LEN || strncmp(id, "s_", 2) != 0 ||
+        strspn(id + 2, "0123456789abcdef") != 2 * SESSIONS_ID_BYTES)
+        return false;
+    memcpy(tag, id + 2, SESSIONS_ORIGIN_HEX);
+    tag[SESSIONS_ORIGIN_HEX] = '\0';
+    return strcmp(tag, s->origin) != 0;
 }

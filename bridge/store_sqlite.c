@@ -40,6 +40,7 @@
  * Integer states equal enum store_uidl_state / enum store_dstatus.
  */
 #include "store.h"
+#include "store_impl.h"
 
 #include "codec.h"
 #include "spool.h"
@@ -515,7 +516,23 @@ static const char *const sql_text[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO w",
 };
 
+/* the calls behind include/store.h (bridge/store.c dispatches to them) */
+#define SQ_DECL(ret, name, params, args) static ret sq_##name params;
+STORE_CALLS(SQ_DECL)
+static void sq_close(struct store *st);
+static void sq_batch_rollback(struct store *st);
+static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e);
+static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
+                         const char *const *webhooks, size_t n_webhooks, int64_t now,
+                         struct store_msg_result *res, struct err *e);
+static void sq_msg_abort(struct store_msg *m);
+static uint64_t sq_msg_size(const struct store_msg *m);
+static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
+                        size_t *got, struct err *e);
+static void sq_body_close(struct store_body *b);
+
 struct store {
+    struct store_hdr hdr;       /* first: store_sqlite_ops */
     sqlite3 *db;
     char path[PATH_BYTES];      /* the database file */
     char dir[PATH_BYTES];       /* state_dir, for spool files */
@@ -526,6 +543,7 @@ struct store {
 };
 
 struct store_msg {
+    struct store_hdr hdr;
     struct store *st;
     char account[STORE_NAME_MAX + 1];
     char uidl[STORE_UIDL_MAX + 1];
@@ -538,6 +556,7 @@ struct store_msg {
 };
 
 struct store_body {
+    struct store_hdr hdr;
     sqlite3 *db;
     int64_t id;
 };
@@ -707,7 +726,7 @@ static void tx_rollback(struct store *st)
     }
 }
 
-int store_batch_begin(struct store *st, struct err *e)
+static int sq_batch_begin(struct store *st, struct err *e)
 {
     if (st->batch)
         return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
@@ -717,7 +736,7 @@ int store_batch_begin(struct store *st, struct err *e)
     return 0;
 }
 
-int store_batch_commit(struct store *st, struct err *e)
+static int sq_batch_commit(struct store *st, struct err *e)
 {
     if (!st->batch)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
@@ -736,7 +755,7 @@ int store_batch_commit(struct store *st, struct err *e)
     return 0;
 }
 
-void store_batch_rollback(struct store *st)
+static void sq_batch_rollback(struct store *st)
 {
     if (!st || !st->batch)
         return;
@@ -803,7 +822,7 @@ static int migrate(struct store *st, struct err *e)
 {
     /* the common case, an up-to-date schema, needs no write lock: opening a
      * handle never waits for another handle's open batch */
-    int version = store_schema_version(st, e);
+    int version = sq_schema_version(st, e);
     if (version < 0)
         return -1;
     if (version == STORE_SCHEMA_VERSION)
@@ -825,7 +844,7 @@ static int migrate_locked(struct store *st, struct err *e)
 {
     if (exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
         return -1;
-    int version = store_schema_version(st, e); /* again, under the lock */
+    int version = sq_schema_version(st, e); /* again, under the lock */
     if (version < 0 || version > STORE_SCHEMA_VERSION) {
         if (version > STORE_SCHEMA_VERSION)
             newer_schema(st, version, e);
@@ -857,7 +876,7 @@ static int conn_setup(sqlite3 *db)
     return sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
 }
 
-struct store *store_open(const char *state_dir, struct err *e)
+struct store *store_sqlite_open(const char *state_dir, struct err *e)
 {
     if (!state_dir || !*state_dir) {
         err_set(e, ERR_USAGE, "store: state_dir is empty");
@@ -872,6 +891,7 @@ struct store *store_open(const char *state_dir, struct err *e)
         err_set(e, ERR_INTERNAL, "store: out of memory");
         return NULL;
     }
+    st->hdr.ops = &store_sqlite_ops;
     int n1 = snprintf(st->dir, sizeof st->dir, "%s", state_dir);
     int n2 = snprintf(st->path, sizeof st->path, "%s/%s", state_dir, STORE_DB_FILE);
     if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof st->dir || (size_t)n2 >= sizeof st->path) {
@@ -935,22 +955,22 @@ struct store *store_open(const char *state_dir, struct err *e)
 fail:
     if (e)
         err_prefix(e, "store_open");
-    store_close(st);
+    sq_close(st);
     return NULL;
 }
 
-void store_close(struct store *st)
+static void sq_close(struct store *st)
 {
     if (!st)
         return;
-    store_batch_rollback(st);
+    sq_batch_rollback(st);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
     free(st);
 }
 
-int store_schema_version(struct store *st, struct err *e)
+static int sq_schema_version(struct store *st, struct err *e)
 {
     sqlite3_stmt *s = NULL;
     int v = -1;
@@ -1060,7 +1080,7 @@ static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void 
     return r;
 }
 
-int store_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
+static int sq_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
                      struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -1073,7 +1093,7 @@ int store_uidls_each(struct store *st, const char *account, store_uidl_cb cb, vo
     return uidls_iter(st, s, cb, ctx, e, "list UIDLs");
 }
 
-int store_uidl_get(struct store *st, const char *account, const char *uidl,
+static int sq_uidl_get(struct store *st, const char *account, const char *uidl,
                    enum store_uidl_state *state, int64_t *msg_id, struct err *e)
 {
     if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
@@ -1109,7 +1129,7 @@ static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
     return 0;
 }
 
-int store_uidls_record_ignored(struct store *st, const char *account,
+static int sq_uidls_record_ignored(struct store *st, const char *account,
                                const char *const *uidls, size_t n, int64_t now,
                                struct err *e)
 {
@@ -1137,7 +1157,7 @@ int store_uidls_record_ignored(struct store *st, const char *account,
     return 0;
 }
 
-int store_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
+static int sq_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
                           int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
                           struct err *e)
 {
@@ -1154,7 +1174,7 @@ int store_uidls_deletable(struct store *st, const char *account, bool delete_del
     return uidls_iter(st, s, cb, ctx, e, "list deletable UIDLs");
 }
 
-int store_uidls_mark_deleted(struct store *st, const char *account,
+static int sq_uidls_mark_deleted(struct store *st, const char *account,
                              const char *const *uidls, size_t n, struct err *e)
 {
     if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
@@ -1180,7 +1200,7 @@ int store_uidls_mark_deleted(struct store *st, const char *account,
     return 0;
 }
 
-int store_uidls_forget_vanished(struct store *st, const char *account,
+static int sq_uidls_forget_vanished(struct store *st, const char *account,
                                 const char *const *listed, size_t n, int64_t *forgotten,
                                 struct err *e)
 {
@@ -1213,7 +1233,7 @@ fail:
 
 /* ---- storing a message ------------------------------------------------- */
 
-int store_msg_begin(struct store *st, const char *account, const char *uidl,
+static int sq_msg_begin(struct store *st, const char *account, const char *uidl,
                     struct store_msg **out, struct err *e)
 {
     *out = NULL;
@@ -1222,13 +1242,14 @@ int store_msg_begin(struct store *st, const char *account, const char *uidl,
     struct store_msg *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(e, ERR_INTERNAL, "store: out of memory");
+    m->hdr.ops = &store_sqlite_ops;
     m->st = st;
     m->fd = -1;
     memcpy(m->account, account, strlen(account) + 1);
     memcpy(m->uidl, uidl, strlen(uidl) + 1);
     m->sha = EVP_MD_CTX_new();
     if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
-        store_msg_abort(m);
+        sq_msg_abort(m);
         return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
     }
     *out = m;
@@ -1270,7 +1291,7 @@ static int new_event_key(char *key, struct err *e)
     return 0;
 }
 
-int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
+static int sq_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
 {
     if (m->failed)
         return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
@@ -1280,7 +1301,7 @@ int store_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, 
     return 0;
 }
 
-int store_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
+static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
 {
     if (m->failed)
         return err_set(e, ERR_USAGE, "store: message write after an earlier error");
@@ -1328,9 +1349,9 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
     return 0;
 }
 
-uint64_t store_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
+static uint64_t sq_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
 
-void store_msg_abort(struct store_msg *m)
+static void sq_msg_abort(struct store_msg *m)
 {
     if (!m)
         return;
@@ -1485,7 +1506,7 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     return 0;
 }
 
-int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
+static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e)
 {
@@ -1533,13 +1554,13 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
     }
     r = 0;
 out:
-    store_msg_abort(m);
+    sq_msg_abort(m);
     return r;
 }
 
 /* ---- reading a message ------------------------------------------------- */
 
-int store_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
+static int sq_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
 {
     sqlite3_stmt *s = S(st, S_MSG_GET, e);
     if (!s)
@@ -1591,7 +1612,7 @@ static int body_len(struct store *st, int64_t id, uint64_t *len, struct err *e)
     return r;
 }
 
-int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
+static int sq_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
                      struct err *e)
 {
     err_clear(e);
@@ -1629,7 +1650,7 @@ int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx
     return r;
 }
 
-int store_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
+static int sq_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
                     struct err *e)
 {
     *out = NULL;
@@ -1640,12 +1661,13 @@ int store_body_open(struct store *st, int64_t id, struct store_body **out, uint6
     struct store_body *b = calloc(1, sizeof *b);
     if (!b)
         return err_set(e, ERR_INTERNAL, "store: out of memory");
+    b->hdr.ops = &store_sqlite_ops;
     b->id = id;
     if (sqlite3_open_v2(st->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         err_set(e, ERR_INTERNAL, "store: open body reader: %s",
                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
-        store_body_close(b);
+        sq_body_close(b);
         return -1;
     }
     conn_setup(b->db);
@@ -1655,7 +1677,7 @@ int store_body_open(struct store *st, int64_t id, struct store_body **out, uint6
     return 0;
 }
 
-int store_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
+static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                     struct err *e)
 {
     *got = 0;
@@ -1682,7 +1704,7 @@ int store_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len
     return r;
 }
 
-void store_body_close(struct store_body *b)
+static void sq_body_close(struct store_body *b)
 {
     if (!b)
         return;
@@ -1724,7 +1746,7 @@ static int check_owner(const char *owner, struct err *e)
     return 0;
 }
 
-int store_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
+static int sq_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
                              int64_t now, int64_t lease_ms, struct store_delivery *out,
                              size_t max, size_t *n, struct err *e)
 {
@@ -1821,7 +1843,7 @@ static int lease_write(struct store *st, enum sid id, const char *owner, int64_t
     return 0;
 }
 
-int store_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+static int sq_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
                          int64_t *renewed, struct err *e)
 {
     if (lease_ms <= 0)
@@ -1829,7 +1851,7 @@ int store_delivery_renew(struct store *st, const char *owner, int64_t now, int64
     return lease_write(st, S_RENEW, owner, now + lease_ms, renewed, e, "renew delivery leases");
 }
 
-int store_delivery_release(struct store *st, const char *owner, int64_t id, int64_t *released,
+static int sq_delivery_release(struct store *st, const char *owner, int64_t id, int64_t *released,
                            struct err *e)
 {
     return lease_write(st, id ? S_RELEASE_ONE : S_RELEASE_ALL, owner, id, released, e,
@@ -1935,7 +1957,7 @@ static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, st
     return run(st, s, e, op);
 }
 
-int store_delivery_record(struct store *st, const char *owner, int64_t id,
+static int sq_delivery_record(struct store *st, const char *owner, int64_t id,
                           const struct store_attempt *a, enum store_dstatus status,
                           int64_t next_attempt_at, struct err *e)
 {
@@ -1972,7 +1994,7 @@ int store_delivery_record(struct store *st, const char *owner, int64_t id,
     return r;
 }
 
-int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
+static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
 {
     char idbuf[STORE_ID_MAX];
     const char *op = "retry delivery";
@@ -2010,7 +2032,7 @@ int store_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *
     return r;
 }
 
-int store_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
+static int sq_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
                        store_attempt_cb cb, void *ctx, struct err *e)
 {
     err_clear(e);
@@ -2066,7 +2088,7 @@ static int cursor_parse(const char *c, int64_t *before, struct err *e)
     return 0;
 }
 
-int store_delivery_list(struct store *st, const enum store_dstatus *status,
+static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
                         const char *account, size_t limit, const char *cursor,
                         store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
 {
@@ -2121,7 +2143,7 @@ int store_delivery_list(struct store *st, const enum store_dstatus *status,
     return r;
 }
 
-int store_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e)
+static int sq_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *s = S(st, S_COUNTS, e);
@@ -2144,7 +2166,7 @@ int store_delivery_counts(struct store *st, struct store_queue_counts *out, stru
     return r;
 }
 
-int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e)
+static int sq_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e)
 {
     *at = 0;
     sqlite3_stmt *s = S(st, S_NEXT_DUE, e);
@@ -2162,7 +2184,7 @@ int store_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct e
 
 /* ---- webhooks ---------------------------------------------------------- */
 
-int store_webhook_disable(struct store *st, const char *webhook, const char *reason,
+static int sq_webhook_disable(struct store *st, const char *webhook, const char *reason,
                           int64_t now, struct err *e)
 {
     if (check_name("webhook", webhook, e) < 0)
@@ -2181,12 +2203,12 @@ int store_webhook_disable(struct store *st, const char *webhook, const char *rea
     return 0;
 }
 
-int store_webhooks_enable_all(struct store *st, struct err *e)
+static int sq_webhooks_enable_all(struct store *st, struct err *e)
 {
     return write1(st, S_WH_ENABLE_ALL, NULL, e, "enable webhooks");
 }
 
-int store_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
+static int sq_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
                            int64_t *since, struct err *e)
 {
     if (check_name("webhook", webhook, e) < 0)
@@ -2254,7 +2276,7 @@ static int link_key_write(struct store *st, int which, int64_t now, struct err *
     return 0;
 }
 
-int store_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,
+static int sq_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,
                    int64_t now, struct err *e)
 {
     bool found;
@@ -2273,7 +2295,7 @@ int store_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int6
     return 0;
 }
 
-int store_link_key_rotate(struct store *st, int64_t now, struct err *e)
+static int sq_link_key_rotate(struct store *st, int64_t now, struct err *e)
 {
     if (!st)
         return err_set(e, ERR_USAGE, "store: link key: no store");
@@ -2282,7 +2304,7 @@ int store_link_key_rotate(struct store *st, int64_t now, struct err *e)
 
 /* ---- accounts ---------------------------------------------------------- */
 
-int store_account_get(struct store *st, const char *account, struct store_account_state *out,
+static int sq_account_get(struct store *st, const char *account, struct store_account_state *out,
                       struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2308,7 +2330,7 @@ int store_account_get(struct store *st, const char *account, struct store_accoun
     return r;
 }
 
-int store_account_set(struct store *st, const char *account,
+static int sq_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2337,7 +2359,7 @@ int store_account_set(struct store *st, const char *account,
     return 0;
 }
 
-int store_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
+static int sq_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
                         int64_t lease_ms, struct err *e)
 {
     if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
@@ -2364,7 +2386,7 @@ int store_account_lease(struct store *st, const char *account, const char *owner
     return c ? 0 : STORE_LEASE_LOST;
 }
 
-int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
+static int sq_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
                         int64_t *renewed, struct err *e)
 {
     if (lease_ms <= 0)
@@ -2373,7 +2395,7 @@ int store_account_renew(struct store *st, const char *owner, int64_t now, int64_
                        "renew account leases");
 }
 
-int store_account_release(struct store *st, const char *owner, int64_t *released,
+static int sq_account_release(struct store *st, const char *owner, int64_t *released,
                           struct err *e)
 {
     return lease_write(st, S_ACC_RELEASE_ALL, owner, 0, released, e, "release account leases");
@@ -2395,7 +2417,7 @@ static int count1(struct store *st, enum sid id, const char *account, int64_t *o
     return r;
 }
 
-int store_account_counts(struct store *st, const char *account,
+static int sq_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2453,7 +2475,7 @@ static int wh_latency(struct store *st, const char *webhook, int64_t from, int64
     return r;
 }
 
-int store_webhook_stats(struct store *st, const char *webhook, int64_t now,
+static int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
                         struct store_webhook_stats *out, struct err *e)
 {
     memset(out, 0, sizeof *out);
@@ -2510,7 +2532,7 @@ static int hourly_add(struct store *st, enum sid id, int64_t first_hour, size_t 
     return r;
 }
 
-int store_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
+static int sq_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
                        struct err *e)
 {
     if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
@@ -2598,7 +2620,7 @@ static int oauth2_read(struct store *st, const char *account, struct store_oauth
     return r;
 }
 
-int store_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
+static int sq_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
                      struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2606,7 +2628,7 @@ int store_oauth2_get(struct store *st, const char *account, struct store_oauth2 
     return oauth2_read(st, account, out, e);
 }
 
-int store_oauth2_grant(struct store *st, const char *account, const char *flow,
+static int sq_oauth2_grant(struct store *st, const char *account, const char *flow,
                        const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
     if (check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
@@ -2634,7 +2656,7 @@ int store_oauth2_grant(struct store *st, const char *account, const char *flow,
     return 0;
 }
 
-int store_oauth2_lease(struct store *st, const char *account, const char *owner, int64_t now,
+static int sq_oauth2_lease(struct store *st, const char *account, const char *owner, int64_t now,
                        int64_t lease_ms, bool create, const char *flow,
                        struct store_oauth2 *out, struct err *e)
 {
@@ -2717,7 +2739,7 @@ fail:
     return -1;
 }
 
-int store_oauth2_refreshed(struct store *st, const char *account, int64_t version,
+static int sq_oauth2_refreshed(struct store *st, const char *account, int64_t version,
                            const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2740,7 +2762,7 @@ int store_oauth2_refreshed(struct store *st, const char *account, int64_t versio
     return oauth2_cas(st, s, account, e, "save refreshed OAuth2 tokens");
 }
 
-int store_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
+static int sq_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
                         const char *error, int64_t retry_at, struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -2756,7 +2778,7 @@ int store_oauth2_failed(struct store *st, const char *account, int64_t version, 
     return oauth2_cas(st, s, account, e, "record failed OAuth2 refresh");
 }
 
-int store_oauth2_release(struct store *st, const char *account, const char *owner,
+static int sq_oauth2_release(struct store *st, const char *account, const char *owner,
                          struct err *e)
 {
     if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
@@ -2776,7 +2798,7 @@ int store_oauth2_release(struct store *st, const char *account, const char *owne
 
 /* ---- retention --------------------------------------------------------- */
 
-int store_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+static int sq_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
                        int64_t *purged, struct err *e)
 {
     if (retention_ms < 0)
@@ -3086,10 +3108,10 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     }
     dst = NULL;
     /* WAL on, schema migrated, as a bridge would find it */
-    struct store *st = store_open(state_dir, e);
+    struct store *st = store_sqlite_open(state_dir, e);
     if (!st)
         goto out;
-    store_close(st);
+    sq_close(st);
     /* root restoring a service's state: the files stay the service user's */
     struct stat dir_st;
     if (geteuid() == 0 && stat(state_dir, &dir_st) == 0 && dir_st.st_uid != 0) {
@@ -3119,7 +3141,7 @@ out:
     return r;
 }
 
-int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
+static int sq_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
                     struct err *e)
 {
     if (check_name("account", account, e) < 0)
@@ -3148,7 +3170,7 @@ int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void
         }
         for (size_t i = 0; i < n && r == 0; i++) {
             struct store_msg_info m;
-            int g = store_msg_get(st, ids[i], &m, e);
+            int g = sq_msg_get(st, ids[i], &m, e);
             if (g < 0)
                 r = -1;
             else if (g == 0 && cb(ctx, &m, e) < 0)
@@ -3158,6 +3180,178 @@ int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void
             break;
         after = ids[n - 1];
     }
+    sqlite3_finalize(s);
+    return r;
+}
+
+/* ---- account leases and instances ----------------------------------------------- */
+
+/* Prepare sql (uncached: these run once per poll or heartbeat). */
+static sqlite3_stmt *prep(struct store *st, const char *sql, struct err *e, const char *op)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        dberr(st, e, op);
+        sqlite3_finalize(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Step a prepared one-off write inside its own transaction; finalize it. */
+static int write_once(struct store *st, sqlite3_stmt *s, int64_t *changes, struct err *e,
+                      const char *op)
+{
+    if (tx_begin(st, e, op) < 0) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    int rc = sqlite3_step(s);
+    int64_t c = sqlite3_changes64(st->db);
+    int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : dberr(st, e, op);
+    sqlite3_finalize(s);
+    if (r == 0)
+        r = tx_commit(st, e, op);
+    if (r < 0) {
+        tx_rollback(st);
+        return -1;
+    }
+    if (changes)
+        *changes = c;
+    return 0;
+}
+
+static int sq_account_leases_each(struct store *st, int64_t now, store_lease_cb cb, void *ctx,
+                                  struct err *e)
+{
+    err_clear(e);
+    const char *op = "list account leases";
+    sqlite3_stmt *s = prep(st, "SELECT name, lease_owner, lease_until FROM accounts"
+                               " WHERE lease_owner IS NOT NULL AND lease_until > ?1 ORDER BY name",
+                           e, op);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, now);
+    int rc, r = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *a = (const char *)sqlite3_column_text(s, 0);
+        const char *o = (const char *)sqlite3_column_text(s, 1);
+        if (cb(ctx, a ? a : "", o ? o : "", sqlite3_column_int64(s, 2), e) != 0) {
+            r = cb_stop(e);
+            break;
+        }
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = dberr(st, e, op);
+    sqlite3_finalize(s);
+    return r;
+}
+
+static int check_instance(const struct store_instance *in, struct err *e)
+{
+    if (check_owner(in->id, e) < 0)
+        return -1;
+    if (strnlen(in->host, sizeof in->host) > STORE_HOST_MAX ||
+        strnlen(in->public_url, sizeof in->public_url) > STORE_URL_MAX)
+        return err_set(e, ERR_LIMIT, "store: instance host or public_url is too long");
+    return 0;
+}
+
+static int sq_instance_beat(struct store *st, const struct store_instance *in, struct err *e)
+{
+    if (check_instance(in, e) < 0)
+        return -1;
+    const char *op = "instance heartbeat";
+    sqlite3_stmt *s = prep(st,
+                           "INSERT INTO instances(id, host, public_url, started_at, heartbeat_at)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET"
+                           " host = excluded.host, public_url = excluded.public_url,"
+                           " started_at = excluded.started_at,"
+                           " heartbeat_at = excluded.heartbeat_at",
+                           e, op);
+    if (!s)
+        return -1;
+    bind_str(s, 1, in->id);
+    bind_str(s, 2, in->host);
+    bind_str(s, 3, in->public_url);
+    sqlite3_bind_int64(s, 4, in->started_at);
+    sqlite3_bind_int64(s, 5, in->heartbeat_at);
+    return write_once(st, s, NULL, e, op);
+}
+
+static int sq_instance_remove(struct store *st, const char *id, struct err *e)
+{
+    if (check_owner(id, e) < 0)
+        return -1;
+    const char *op = "remove instance";
+    sqlite3_stmt *s = prep(st, "DELETE FROM instances WHERE id = ?1", e, op);
+    if (!s)
+        return -1;
+    bind_str(s, 1, id);
+    return write_once(st, s, NULL, e, op);
+}
+
+static void instance_row(sqlite3_stmt *s, struct store_instance *i)
+{
+    memset(i, 0, sizeof *i);
+    col_copy(s, 0, i->id, sizeof i->id);
+    col_copy(s, 1, i->host, sizeof i->host);
+    col_copy(s, 2, i->public_url, sizeof i->public_url);
+    i->started_at = sqlite3_column_int64(s, 3);
+    i->heartbeat_at = sqlite3_column_int64(s, 4);
+}
+
+#define INSTANCE_COLS "SELECT id, host, public_url, started_at, heartbeat_at FROM instances "
+
+static int sq_instances_each(struct store *st, int64_t live_since, int64_t forget_before,
+                             store_instance_cb cb, void *ctx, struct err *e)
+{
+    err_clear(e);
+    const char *op = "list instances";
+    if (forget_before > 0) {
+        sqlite3_stmt *d = prep(st, "DELETE FROM instances WHERE heartbeat_at < ?1", e, op);
+        if (!d)
+            return -1;
+        sqlite3_bind_int64(d, 1, forget_before);
+        if (write_once(st, d, NULL, e, op) < 0)
+            return -1;
+    }
+    sqlite3_stmt *s = prep(st, INSTANCE_COLS "WHERE heartbeat_at >= ?1 ORDER BY started_at, id",
+                           e, op);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, live_since);
+    int rc, r = 0;
+    struct store_instance i;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        instance_row(s, &i);
+        if (cb(ctx, &i, e) != 0) {
+            r = cb_stop(e);
+            break;
+        }
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = dberr(st, e, op);
+    sqlite3_finalize(s);
+    return r;
+}
+
+static int sq_instance_get(struct store *st, const char *id, struct store_instance *out,
+                           struct err *e)
+{
+    if (check_owner(id, e) < 0)
+        return -1;
+    sqlite3_stmt *s = prep(st, INSTANCE_COLS "WHERE id = ?1", e, "get instance");
+    if (!s)
+        return -1;
+    bind_str(s, 1, id);
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW)
+        instance_row(s, out);
+    else if (rc == SQLITE_DONE)
+        r = STORE_NOTFOUND;
+    else
+        r = dberr(st, e, "get instance");
     sqlite3_finalize(s);
     return r;
 }
@@ -3224,9 +3418,9 @@ static int event_args(const char *account, const char *type, const char *data,
     return 0;
 }
 
-int store_event_add(struct store *st, const char *account, const char *type, const char *data,
-                    const char *const *webhooks, size_t n_webhooks, int64_t now,
-                    int64_t *id, struct err *e)
+static int sq_event_add(struct store *st, const char *account, const char *type, const char *data,
+                        const char *const *webhooks, size_t n_webhooks, int64_t now,
+                        int64_t *id, struct err *e)
 {
     int64_t got = 0;
     if (event_args(account, type, data, webhooks, n_webhooks, e) < 0 ||
@@ -3242,9 +3436,9 @@ int store_event_add(struct store *st, const char *account, const char *type, con
     return 0;
 }
 
-int store_account_event_once(struct store *st, const char *account, const char *type,
-                             const char *data, const char *const *webhooks, size_t n_webhooks,
-                             int64_t now, int64_t *event_id, struct err *e)
+static int sq_account_event_once(struct store *st, const char *account, const char *type,
+                                 const char *data, const char *const *webhooks, size_t n_webhooks,
+                                 int64_t now, int64_t *event_id, struct err *e)
 {
     const char *op = "add account event";
     if (event_id)
@@ -3255,7 +3449,7 @@ int store_account_event_once(struct store *st, const char *account, const char *
         return -1;
     /* read under the write lock: of several instances, one writes it */
     struct store_account_state cur;
-    int g = store_account_get(st, account, &cur, e);
+    int g = sq_account_get(st, account, &cur, e);
     int r = g < 0 ? -1 : 0;
     int64_t since = g == 0 ? cur.last_success_at : 0, last = -1, got = 0;
     sqlite3_stmt *s = r == 0 ? S(st, S_EVENT_LAST, e) : NULL;
@@ -3284,8 +3478,8 @@ int store_account_event_once(struct store *st, const char *account, const char *
     return 0;
 }
 
-int store_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
-                    struct err *e)
+static int sq_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
+                        struct err *e)
 {
     if (data)
         *data = NULL;
@@ -3317,7 +3511,7 @@ int store_event_get(struct store *st, int64_t id, struct store_event *out, char 
 
 /* ---- operators: drop, retry in bulk ------------------------------------------------ */
 
-int store_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
+static int sq_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
 {
     char idbuf[STORE_ID_MAX];
     const char *op = "drop delivery";
@@ -3348,8 +3542,8 @@ int store_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e
     return r;
 }
 
-int store_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
-                              size_t max, int64_t now, int64_t *retried, struct err *e)
+static int sq_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
+                                  size_t max, int64_t now, int64_t *retried, struct err *e)
 {
     const char *op = "retry deliveries";
     if (retried)
@@ -3382,3 +3576,20 @@ int store_delivery_retry_bulk(struct store *st, const char *webhook, enum store_
         *retried = n;
     return 0;
 }
+
+/* ---- the backend's table ------------------------------------------------------ */
+
+#define SQ_OP(ret, name, params, args) .name = sq_##name,
+const struct store_ops store_sqlite_ops = {
+    .backend = "sqlite",
+    STORE_CALLS(SQ_OP)
+    .close = sq_close,
+    .batch_rollback = sq_batch_rollback,
+    .msg_write = sq_msg_write,
+    .msg_finish = sq_msg_finish,
+    .msg_abort = sq_msg_abort,
+    .msg_size = sq_msg_size,
+    .msg_peek = sq_msg_peek,
+    .body_read = sq_body_read,
+    .body_close = sq_body_close,
+};

@@ -324,6 +324,23 @@ struct config_api {
                                       binary (see api.h); absolute */
 };
 
+/* "store": where the state lives.  Absent, or the string "sqlite": SQLite
+ * under state_dir (url NULL).  An object: PostgreSQL, shared by several
+ * instances (see include/store.h). */
+struct config_store {
+    char *url;                     /* "postgresql://user@host:port/db?..." without a
+                                      password; NULL: SQLite */
+    struct config_secret password; /* password_env / password_file; optional (libpq's
+                                      PGPASSFILE also works) */
+    int pool;                      /* connections per instance; default 8 */
+    int64_t lease_ms;              /* accounts and deliveries an instance took stay its
+                                      own this long without renewal; default 30s
+                                      (PostgreSQL only) */
+    char *instance_id;             /* this instance's lease owner name; default: the
+                                      host name, and ":<api port>" after it with
+                                      PostgreSQL */
+};
+
 struct config {
     char *path;                    /* the file as given to config_load */
     char *dir;                     /* its directory, absolute */
@@ -339,6 +356,7 @@ struct config {
     unsigned char secrets_key_bytes[CONFIG_SECRETS_KEY_LEN]; /* decoded; wiped on free */
     bool has_secrets_key;
     struct config_api api;
+    struct config_store store;
     struct config_webhook *webhooks;
     size_t webhook_count;
     struct config_account *accounts;
@@ -375,6 +393,18 @@ struct config *config_load_layout(const char *path, struct config_diag *d);
  * bytes, empty), webhook secret not "whsec_" + valid base64 of the right
  * length.  config_load() calls it; call it again to refresh tokens. */
 int config_resolve_secrets(struct config *cfg, struct config_diag *d);
+
+#define CONFIG_INSTANCE_ID_MAX 64  /* bytes of an instance id */
+/* This instance's id, the owner of its leases, into out (at most
+ * CONFIG_INSTANCE_ID_MAX bytes + NUL): store.instance_id, else the host name,
+ * with ":<api port>" after it when the store is PostgreSQL (instances on one
+ * host differ).  Stable across restarts, so a restarted instance takes its
+ * own leases back at once. */
+void config_instance_id(const struct config *cfg, char *out, size_t size);
+
+/* Resolve only store.password (after config_load_layout: the commands that
+ * open a PostgreSQL store).  The number of problems appended to `d`. */
+int config_resolve_store_secret(struct config *cfg, struct config_diag *d);
 
 /* Release everything, wiping secrets; sets *cfg to NULL.  NULL is a no-op. */
 void config_free(struct config **cfg);

@@ -24,10 +24,24 @@
  * (anything else).  When each account is polled, and the backoff policy,
  * live in the scheduler (scheduler.h).
  * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
+ *
+ * Several instances on one PostgreSQL store ("store" in the configuration):
+ * before a poll, an instance takes the account's lease (store.h); an
+ * account another live instance holds, or that is not due in the store, is
+ * looked at again when its lease expires or it falls due (plus up to
+ * DAEMON_LEASE_JITTER_MS, so polls spread over the instances).  After the
+ * poll the lease is given back with the account's next poll time.  Every
+ * quarter of store.lease the instance renews its account leases and writes
+ * its heartbeat (the instances table: GET /api/v1/instances); deliveries are
+ * leased for store.lease too.  A killed instance's accounts and deliveries
+ * are taken over once its leases expire: within one store.lease.  At start
+ * an instance gives back the leases a previous run under its id held; at a
+ * clean stop it gives back its own and removes its heartbeat row.
  */
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -45,6 +59,12 @@
 #define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
                                           written at most this often; a change of
                                           state or error at once */
+
+/* Choose the store backend the configuration names (store_setup): SQLite
+ * when it has no "store", else its PostgreSQL with the resolved password.
+ * For every command that opens the store.  0, or -1 with *e. */
+struct config;
+int daemon_store_setup(const struct config *cfg, struct err *e);
 
 int daemon_main(int argc, char **argv);
 

@@ -19,7 +19,11 @@
  * Ids are "s_" + 32 lowercase hex digits from 128 random bits (OpenSSL's
  * RAND_bytes): knowing one is the capability to use the session (with a valid
  * API token).  Ids are compared in constant time and only their first
- * SESSIONS_LOG_ID characters are ever logged.
+ * SESSIONS_LOG_ID characters are ever logged.  With an origin set
+ * (sessions_set_origin: several instances share a store), the first
+ * SESSIONS_ORIGIN_HEX hex digits name the instance that opened the session
+ * (the start of SHA-256 of its id) and the other 96 bits are random, so an
+ * instance told about another's session can say which one holds it.
  *
  * One request uses a session at a time: sessions_acquire() waits (bounded)
  * while another request holds it.  Limits: sessions per account and in
@@ -52,6 +56,7 @@
 #define SESSIONS_REAP_MAX_MS 1000                     /* the reaper looks at least this often */
 #define SESSIONS_NAME_MAX 128                         /* account name bytes */
 #define SESSIONS_IDLE_DEFAULT_MS 60000                /* idle timeout when none is given */
+#define SESSIONS_ORIGIN_HEX 8                         /* hex digits naming the opening instance */
 
 enum {
     SESSIONS_NOTFOUND = 1, /* no session with that id (or it expired) */
@@ -86,6 +91,15 @@ struct sessions *sessions_new(struct err *e);
 /* Abort every session (no QUIT: nothing is deleted), stop the reaper, free;
  * *s = NULL.  NULL-safe.  No other call may be running. */
 void sessions_free(struct sessions **s);
+
+/* The origin tag of an instance id: SESSIONS_ORIGIN_HEX hex digits + NUL. */
+void sessions_origin_tag(const char *instance_id, char out[SESSIONS_ORIGIN_HEX + 1]);
+/* New ids start with instance_id's origin tag (call before the first open). */
+void sessions_set_origin(struct sessions *s, const char *instance_id);
+/* Whether id is well formed and was opened by another instance (its tag is
+ * not ours; never with no origin set); *tag gets its tag. */
+bool sessions_foreign(const struct sessions *s, const char *id,
+                      char tag[SESSIONS_ORIGIN_HEX + 1]);
 
 /* Open a session for `account` with the POP3 options o (its strings borrowed
  * from the configuration held by `hold`, which the session keeps a reference

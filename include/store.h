@@ -14,10 +14,18 @@
  *     opaque bytes (the store never sees a token in clear; oauth2.h seals
  *     them), their times, a refresh lease and a version for compare-and-set.
  *
- * The implementation in bridge/store_sqlite.c keeps everything in one SQLite
- * database, `<state_dir>/pop3bridge.db`, in WAL mode with synchronous=FULL,
- * foreign keys on and a busy timeout.  Nothing here names SQLite: a
- * PostgreSQL implementation can provide the same calls.
+ * Two backends provide every call (bridge/store.c dispatches through an ops
+ * table, bridge/store_impl.h):
+ *   - bridge/store_sqlite.c, the default, keeps everything in one SQLite
+ *     database, `<state_dir>/pop3bridge.db`, in WAL mode with
+ *     synchronous=FULL, foreign keys on and a busy timeout;
+ *   - bridge/store_pg.c keeps it in PostgreSQL (libpq), so that several
+ *     instances share one state: a process-wide pool of at most `pool`
+ *     connections (store_setup), each call borrowing one for its duration;
+ *     leases taken with SELECT ... FOR UPDATE SKIP LOCKED; message bodies in
+ *     rows of STORE_IO_CHUNK bytes, written and read one chunk at a time.
+ * Both keep a schema version and migrate it at open, and refuse a schema
+ * newer than STORE_SCHEMA_VERSION with one line.
  *
  * Threads: a `struct store *` is one connection.  Open one handle per thread
  * (poller threads, the delivery thread, each HTTP worker); a handle is used
@@ -134,6 +142,38 @@ struct store;      /* one connection; see "Threads" above */
 struct store_msg;  /* a message being written (store_msg_begin..finish) */
 struct store_body; /* a reader of one stored message body */
 
+/* ---- backend ----------------------------------------------------------- */
+
+#define STORE_POOL_DEFAULT 8     /* PostgreSQL connections per process */
+#define STORE_POOL_MAX 256
+#define STORE_URL_MAX 1024       /* bytes of a postgresql:// URL */
+
+/* Where the state lives, for the whole process.  url NULL or "": SQLite
+ * under each store_open's state_dir (the default).  Otherwise a libpq
+ * connection URI ("postgresql://user@host:5432/db?sslmode=verify-full");
+ * password NULL means the URL's own, PGPASSWORD or libpq's PGPASSFILE.  The
+ * URL and the password are copied, and never appear in errors or logs (an
+ * error names host, port and database). */
+struct store_target {
+    const char *url;
+    const char *password;
+    unsigned pool;             /* 1..STORE_POOL_MAX; 0: STORE_POOL_DEFAULT */
+};
+
+/* Choose the backend before the first store_open (and before threads start).
+ * For PostgreSQL, one connection is made at once (so a wrong URL, password or
+ * an unreachable server is reported here) and the schema is migrated.
+ * Errors: ERR_USAGE (URL too long or not postgresql://, pool out of range),
+ * ERR_INTERNAL (cannot connect: libpq's reason, without the password;
+ * schema newer than this build). */
+int store_setup(const struct store_target *t, struct err *e);
+/* Close the pool (every store handle must be closed); back to SQLite. */
+void store_teardown(void);
+/* "sqlite" or "postgresql": the backend store_open opens. */
+const char *store_backend(void);
+/* PostgreSQL: "host=H port=P dbname=D" naming the target without secrets,
+ * for logs ("" under SQLite). */
+const char *store_target_name(void);
 /* ---- the link key --------------------------------------------------------
  *
  * The HMAC key that signs the links in events and answers (raw_url,
@@ -613,6 +653,36 @@ struct store_account_counts {
 int store_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e);
 
+/* ---- account leases seen by all, and instances (several instances) ------ */
+
+/* Every live account lease (lease_until > now): account, owner, expiry. */
+typedef int (*store_lease_cb)(void *ctx, const char *account, const char *owner,
+                              int64_t lease_until, struct err *e);
+int store_account_leases_each(struct store *st, int64_t now, store_lease_cb cb, void *ctx,
+                              struct err *e);
+
+#define STORE_HOST_MAX 255
+struct store_instance {
+    char id[STORE_OWNER_MAX + 1];         /* the lease owner name */
+    char host[STORE_HOST_MAX + 1];
+    char public_url[STORE_URL_MAX + 1];   /* its API's public URL, "" if none */
+    int64_t started_at;
+    int64_t heartbeat_at;
+};
+/* Insert or refresh this instance's row (heartbeat).  Errors: ERR_USAGE
+ * (empty id), ERR_LIMIT (a field too long), ERR_INTERNAL. */
+int store_instance_beat(struct store *st, const struct store_instance *in, struct err *e);
+/* Remove an instance's row (clean shutdown). */
+int store_instance_remove(struct store *st, const char *id, struct err *e);
+/* Instances whose last heartbeat is at or after live_since, oldest start
+ * first; rows older than forget_before (0: none) are deleted first. */
+typedef int (*store_instance_cb)(void *ctx, const struct store_instance *i, struct err *e);
+int store_instances_each(struct store *st, int64_t live_since, int64_t forget_before,
+                         store_instance_cb cb, void *ctx, struct err *e);
+/* One instance; STORE_NOTFOUND if unknown. */
+int store_instance_get(struct store *st, const char *id, struct store_instance *out,
+                       struct err *e);
+
 /* ---- statistics (dashboard) ------------------------------------------- */
 
 /* Read-only summaries for the dashboard, computed from the attempts and
@@ -814,5 +884,25 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
 typedef int (*store_msg_cb)(void *ctx, const struct store_msg_info *m, struct err *e);
 int store_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
                     struct err *e);
+
+/* ---- growing from SQLite to PostgreSQL (`pop3bridge store migrate`) ------ */
+
+struct store_migrate_counts {
+    int64_t rows;      /* rows copied, every table */
+    int64_t messages;  /* of which messages */
+    int64_t bytes;     /* body bytes copied */
+};
+/* Copy the SQLite state in state_dir (migrated to STORE_SCHEMA_VERSION
+ * first) into the PostgreSQL store chosen by store_setup, in one
+ * PostgreSQL transaction: every table's rows with their ids, event keys,
+ * UIDL states, deliveries (with their attempts) and OAuth2 rows, so nothing
+ * is fetched or delivered again; leases are cleared; bodies are copied
+ * STORE_IO_CHUNK bytes at a time.  Refused, changing nothing: with SQLite
+ * chosen, or when PostgreSQL already holds messages, UIDLs or deliveries
+ * (ERR_USAGE); while a bridge runs on state_dir (STORE_IN_USE, *e says
+ * why); when the SQLite state has a table this build does not know how to
+ * copy (ERR_INTERNAL, naming it).  *counts may be NULL. */
+int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *counts,
+                         struct err *e);
 
 #endif

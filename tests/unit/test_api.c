@@ -142,7 +142,7 @@ static void route_table_shape(void **state)
     (void)state;
     size_t n, bad = 0;
     const struct http_route *r = api_routes(&n);
-    assert_int_equal(n, 35);
+    assert_int_equal(n, 36);
     assert_int_equal(http_route_check(r, n, &bad), 0);
     for (size_t i = 0; i < n; i++) {
         bool pub = (r[i].flags & HTTP_ROUTE_PUBLIC) != 0;

@@ -757,6 +757,67 @@ static char *temp_file(const char *content, size_t len)
     return path;
 }
 
+/* "store": absent or "sqlite" is SQLite; an object names PostgreSQL, never
+ * with a password in the file or the URL; the instance id follows it. */
+static void store_key(void **state)
+{
+    (void)state;
+    static const char *const ok_sqlite = "{\"state_dir\": \"/tmp/x\", \"store\": \"sqlite\"}";
+    static const char *const ok_pg =
+        "{\"state_dir\": \"/tmp/x\", \"api\": {\"listen\": \"127.0.0.1:9001\"},"
+        " \"store\": {\"url\": \"postgresql://u@db.example/b?sslmode=verify-full\","
+        " \"password_env\": \"T_STORE_PW\", \"pool\": 3, \"lease\": \"5s\"}}";
+    static const char *const bad =
+        "{\"state_dir\": \"/tmp/x\", \"store\": {\"url\": \"postgresql://u:hunter2@db/b\","
+        " \"password\": \"x\", \"pool\": 0}}";
+    static const char *const bad_word = "{\"state_dir\": \"/tmp/x\", \"store\": \"mysql\"}";
+    setenv("T_STORE_PW", "pg-secret", 1);
+    struct config_diag d = {0};
+    char *p = temp_file(ok_sqlite, strlen(ok_sqlite));
+    struct config *cfg = config_load(p, &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    assert_null(cfg->store.url);
+    char id[CONFIG_INSTANCE_ID_MAX + 1], host[256];
+    config_instance_id(cfg, id, sizeof id);
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    assert_true(strncmp(id, host, strlen(id)) == 0);
+    config_free(&cfg);
+    unlink(p);
+    free(p);
+    p = temp_file(ok_pg, strlen(ok_pg));
+    cfg = config_load(p, &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->store.url, "postgresql://u@db.example/b?sslmode=verify-full");
+    assert_string_equal(cfg->store.password.value, "pg-secret");
+    assert_int_equal(cfg->store.pool, 3);
+    assert_int_equal(cfg->store.lease_ms, 5000);
+    config_instance_id(cfg, id, sizeof id);
+    assert_non_null(strstr(id, ":9001"));
+    config_free(&cfg);
+    unlink(p);
+    free(p);
+    p = temp_file(bad, strlen(bad));
+    assert_null(config_load(p, &d));
+    assert_true(has_problem(&d, p, "store.url", "holds a password"));
+    assert_true(has_problem(&d, p, "store.password", "not accepted"));
+    assert_true(has_problem(&d, p, "store.pool", ""));
+    for (size_t i = 0; i < d.count; i++)
+        assert_null(strstr(d.lines[i], "hunter2"));
+    config_diag_free(&d);
+    unlink(p);
+    free(p);
+    p = temp_file(bad_word, strlen(bad_word));
+    assert_null(config_load(p, &d));
+    assert_true(has_problem(&d, p, "store", "sqlite"));
+    config_diag_free(&d);
+    unlink(p);
+    free(p);
+}
+
 static void size_cap_and_unreadable(void **state)
 {
     (void)state;
@@ -1161,6 +1222,7 @@ int main(void)
         cmocka_unit_test_setup(check_main_exit_codes, setup),
         cmocka_unit_test_setup(credentials_directory, setup),
         cmocka_unit_test_setup(account_address_and_authserv_ids, setup),
+        cmocka_unit_test_setup(store_key, setup),
         cmocka_unit_test_setup(webhook_credentials_and_rotation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,8 @@
-/* Unit tests: the store (include/store.h) on real SQLite files in a temp dir. */
+/* Unit tests: the store (include/store.h), one suite for both backends: on
+ * real SQLite files in a temp dir, and, when POP3BRIDGE_TEST_PG_URL names a
+ * PostgreSQL database (tests/run-unit starts one: tests/lib/postgres.py), on
+ * PostgreSQL too, with a fresh schema for every test.  The password comes
+ * from POP3BRIDGE_TEST_PG_PASSWORD. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +23,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "store.h"
 
@@ -53,8 +59,62 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
     return remove(p);
 }
 
+/* PostgreSQL mode: the database's URL and password, else NULL. */
+static const char *pg_url, *pg_pw;
+
+/* Run sql on the test database directly (not through the store). */
+static int pg_exec(const char *sql)
+{
+    const char *keys[] = {"dbname", "password", NULL}, *vals[] = {pg_url, pg_pw, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    int rc = -1;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PQclear(PQexec(c, "SET client_min_messages = warning"));
+        PGresult *r = PQexec(c, sql);
+        rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -1;
+        if (rc < 0)
+            fprintf(stderr, "pg_exec: %s", PQerrorMessage(c));
+        PQclear(r);
+    } else {
+        fprintf(stderr, "pg_exec: %s", PQerrorMessage(c));
+    }
+    PQfinish(c);
+    return rc;
+}
+
+/* One number from sql, or -1. */
+static long long pg_value(const char *sql)
+{
+    const char *keys[] = {"dbname", "password", NULL}, *vals[] = {pg_url, pg_pw, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    long long v = -1;
+    PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static int pg_fresh(void)
+{
+    store_teardown();
+    if (pg_exec("DROP SCHEMA public CASCADE; CREATE SCHEMA public") < 0)
+        return -1;
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 8};
+    struct err e;
+    err_clear(&e);
+    if (store_setup(&t, &e) < 0) {
+        fprintf(stderr, "store_setup: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(void **state)
 {
+    if (pg_url && pg_fresh() < 0)
+        return -1;
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
@@ -71,6 +131,8 @@ static int teardown(void **state)
     store_close(fx->st);
     nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     free(fx);
+    if (pg_url)
+        store_teardown();
     return 0;
 }
 
@@ -2245,6 +2307,354 @@ static void concurrent_first_open(void **state)
     }
 }
 
+/* ---- account leases and instances (both backends) ------------------------ */
+
+static int collect_instance(void *ctx, const struct store_instance *i, struct err *e)
+{
+    (void)e;
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s@%s;", i->id, i->public_url);
+    return 0;
+}
+
+static void instances(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    struct store_instance a = {.id = "i1", .host = "h1", .public_url = "http://127.0.0.1:1",
+                               .started_at = T0, .heartbeat_at = T0};
+    struct store_instance b = {.id = "i2", .host = "h2", .public_url = "",
+                               .started_at = T0 + 5, .heartbeat_at = T0 + 5};
+    assert_int_equal(store_instance_beat(st, &a, &e), 0);
+    assert_int_equal(store_instance_beat(st, &b, &e), 0);
+    a.heartbeat_at = T0 + 10000;
+    assert_int_equal(store_instance_beat(st, &a, &e), 0);
+    char seen[256] = "";
+    assert_int_equal(store_instances_each(st, T0, 0, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;i2@;");
+    seen[0] = '\0';
+    assert_int_equal(store_instances_each(st, T0 + 100, 0, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;"); /* i2's heartbeat is old */
+    struct store_instance got;
+    assert_int_equal(store_instance_get(st, "i2", &got, &e), 0);
+    assert_string_equal(got.host, "h2");
+    /* forgotten after forget_before; removed at shutdown */
+    seen[0] = '\0';
+    assert_int_equal(store_instances_each(st, 0, T0 + 100, collect_instance, seen, &e), 0);
+    assert_string_equal(seen, "i1@http://127.0.0.1:1;");
+    assert_int_equal(store_instance_get(st, "i2", &got, &e), STORE_NOTFOUND);
+    assert_int_equal(store_instance_remove(st, "i1", &e), 0);
+    assert_int_equal(store_instance_get(st, "i1", &got, &e), STORE_NOTFOUND);
+    struct store_instance bad = {.id = ""};
+    assert_int_equal(store_instance_beat(st, &bad, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* ---- PostgreSQL only ------------------------------------------------------------- */
+
+/* The schema is versioned; a newer one is refused with one line that names
+ * the database but holds no secret. */
+static void pg_schema(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_string_equal(store_backend(), "postgresql");
+    assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    /* set up again on a current schema: nothing to migrate */
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    store_teardown();
+    assert_int_equal(pg_exec("UPDATE schema_version SET version = 99"), 0);
+    err_clear(&e);
+    assert_int_equal(store_setup(&t, &e), -1);
+    assert_int_equal(e.kind, ERR_INTERNAL);
+    assert_non_null(strstr(e.msg, "schema version 99, newer than this build supports"));
+    assert_non_null(strstr(e.msg, "dbname="));
+    assert_null(strchr(e.msg, '\n'));
+    assert_null(strstr(e.msg, pg_pw));
+    assert_string_equal(store_backend(), "sqlite");
+    /* a wrong password: refused, and neither password appears */
+    assert_int_equal(pg_exec("UPDATE schema_version SET version = 4"), 0);
+    struct store_target w = {.url = pg_url, .password = "wrong-secret-123", .pool = 2};
+    assert_int_equal(store_setup(&w, &e), -1);
+    assert_non_null(strstr(e.msg, "cannot connect to PostgreSQL"));
+    assert_null(strstr(e.msg, "wrong-secret-123"));
+    assert_null(strstr(e.msg, pg_pw));
+    /* not a PostgreSQL URL, a pool too large */
+    struct store_target u = {.url = "mysql://x", .pool = 2};
+    assert_int_equal(store_setup(&u, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    struct store_target p = {.url = pg_url, .password = pg_pw, .pool = STORE_POOL_MAX + 1};
+    assert_int_equal(store_setup(&p, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* Bodies are rows of STORE_IO_CHUNK bytes, and read back at any offset. */
+static void pg_body_chunks(void **state)
+{
+    struct store *st = fx_open(state);
+    const size_t len = 3 * STORE_IO_CHUNK + 123;
+    unsigned char *p = malloc(len), *back = malloc(len);
+    assert_non_null(p);
+    assert_non_null(back);
+    fill(p, len, 7);
+    struct err e;
+    struct store_msg_result r;
+    const char *wh[] = {"crm"};
+    assert_int_equal(put(st, "acc", "u1", p, len, 1000, wh, 1, T0, &r, &e), 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM body_chunks"), 4);
+    assert_int_equal(pg_value("SELECT max(length(data)) FROM body_chunks"), STORE_IO_CHUNK);
+    struct store_body *b = NULL;
+    uint64_t size = 0;
+    assert_int_equal(store_body_open(st, r.id, &b, &size, &e), 0);
+    assert_int_equal(size, len);
+    /* odd offsets and lengths across chunk boundaries */
+    size_t off = 0;
+    for (int guard = 0; guard < 1000 && off < len; guard++) {
+        size_t got = 0;
+        assert_int_equal(store_body_read(b, off, back + off, 7777, &got, &e), 0);
+        assert_true(got > 0);
+        off += got;
+    }
+    assert_int_equal(off, len);
+    assert_memory_equal(back, p, len);
+    size_t got = 1;
+    assert_int_equal(store_body_read(b, len, back, 10, &got, &e), 0);
+    assert_int_equal(got, 0);
+    store_body_close(b);
+    /* purged: the chunks go with the body */
+    assert_int_equal(pg_exec("UPDATE deliveries SET status = 1"), 0);
+    assert_int_equal(pg_exec("UPDATE messages SET delivered_at = 1"), 0);
+    int64_t purged = 0;
+    assert_int_equal(store_purge_bodies(st, 0, T0, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(pg_value("SELECT count(*) FROM body_chunks"), 0);
+    free(p);
+    free(back);
+}
+
+/* Migration 7 in place on a database at schema 6 holding a message, its
+ * dead delivery and an attempt: the ids and the history stay, and the new
+ * calls work on them. */
+static void pg_migrate_6_to_7(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    int64_t id = put_ok(st, "acc", "u1", wh, 1, T0);
+    struct store_delivery d[2];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    struct store_attempt a = att(T0, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a, STORE_D_DEAD, 0, &e), 0);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    /* back to the schema migrations 4 to 6 made */
+    assert_int_equal(pg_exec("ALTER TABLE deliveries DROP CONSTRAINT deliveries_message_or_event;"
+                             " ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_webhook_key;"
+                             " ALTER TABLE deliveries DROP COLUMN event_id; DROP TABLE events;"
+                             " ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;"
+                             " ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;"
+                             " ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check"
+                             "   CHECK (status BETWEEN 0 AND 3);"
+                             " DROP INDEX deliveries_webhook_status; DROP INDEX messages_message_id;"
+                             " ALTER TABLE messages DROP COLUMN duplicate_of;"
+                             " UPDATE schema_version SET version = 6"),
+                     0);
+    assert_int_equal(pg_value("SELECT count(*) FROM information_schema.tables"
+                              " WHERE table_name = 'events'"),
+                     0);
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), 7);
+    st = fx_open(state);
+    struct store_delivery got;
+    assert_int_equal(store_delivery_get(st, d[0].id, &got, NULL, NULL, &e), 0);
+    assert_int_equal(got.status, STORE_D_DEAD);
+    assert_int_equal(got.msg_id, id);
+    assert_int_equal(got.attempts, 1);
+    assert_int_equal(got.event_id, 0);
+    /* dropped: a status the old check refused; its message is done */
+    assert_int_equal(store_delivery_drop(st, d[0].id, T0 + 5, &e), 0);
+    struct store_msg_info m;
+    assert_int_equal(store_msg_get(st, id, &m, &e), 0);
+    assert_int_equal(m.delivered_at, T0 + 5);
+    assert_int_equal(m.duplicate_of, 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM attempts"), 1);
+    /* deliveries of events (no message) fit the migrated table */
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0 + 6, &ev,
+                                     &e), 0);
+    assert_int_equal(lease_due(st, T0 + 6, d, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(d[0].event_id, ev);
+    assert_true(d[0].id > got.id);
+}
+
+/* A COMMIT that fails (a deferred trigger refuses it) leaves the pool
+ * sound: the call fails with the server's reason, its connection goes back
+ * to the pool once (ASan: closed once at teardown), and the next calls
+ * work. */
+static void pg_commit_failure(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_int_equal(pg_exec("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                             " $$BEGIN RAISE EXCEPTION 'refused at commit'; END$$;"
+                             " CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON messages"
+                             " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"),
+                     0);
+    const char *wh[] = {"crm"};
+    for (int i = 0; i < 3; i++) {
+        char uidl[16];
+        snprintf(uidl, sizeof uidl, "u%d", i);
+        err_clear(&e);
+        assert_int_equal(put(st, "acc", uidl, "x", 1, 1, wh, 1, T0, NULL, &e), -1);
+        assert_non_null(strstr(e.msg, "refused at commit"));
+    }
+    assert_int_equal(pg_value("SELECT count(*) FROM messages"), 0);
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0, &ev, &e), 0);
+    assert_int_equal(pg_exec("DROP TRIGGER refuse ON messages"), 0);
+    assert_true(put_ok(st, "acc", "u0", wh, 1, T0) > 0);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+}
+
+struct sink_buf {
+    unsigned char *p;
+    size_t len;
+};
+
+static int sink_append(void *ctx, const void *data, size_t len, struct err *e)
+{
+    (void)e;
+    struct sink_buf *b = ctx;
+    unsigned char *q = realloc(b->p, b->len + len);
+    if (!q)
+        return -1;
+    memcpy(q + b->len, data, len);
+    b->p = q;
+    b->len += len;
+    return 0;
+}
+
+/* An SQLite state with messages, deliveries in every status and ignored
+ * UIDLs, copied into PostgreSQL: the same ids, keys, states and bodies;
+ * only what was pending is handed out; a second copy is refused. */
+static void pg_migrate_from_sqlite(void **state)
+{
+    struct fx *fx = *state;
+    struct err e;
+    store_teardown(); /* SQLite */
+    struct store *sq = open_ok(fx->dir);
+    const char *wh[] = {"crm", "erp"};
+    const char *ign[] = {"seen1", "seen2"};
+    assert_int_equal(store_uidls_record_ignored(sq, "acc", ign, 2, T0, &e), 0);
+    int64_t ids[4];
+    ids[0] = put_ok(sq, "acc", "u-delivered", wh, 1, T0);
+    deliver_all(sq, T0);
+    ids[1] = put_ok(sq, "acc", "u-pending", wh, 2, T0 + 1);
+    ids[2] = put_ok(sq, "acc", "u-failed", wh, 1, T0 + 2);
+    ids[3] = put_ok(sq, "other", "u-dead", wh, 1, T0 + 3);
+    struct store_delivery d[8];
+    size_t n = 0;
+    /* u-failed: failed, retry later; u-dead: dead; leave u-pending's two pending */
+    assert_int_equal(lease_due(sq, T0 + 10, d, 8, &n, &e), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt a = att(T0 + 10, 500, "boom", "retry");
+        if (d[i].msg_id == ids[2])
+            assert_int_equal(store_delivery_record(sq, OWNER, d[i].id, &a, STORE_D_FAILED,
+                                                   T0 + DAY_MS, &e), 0);
+        else if (d[i].msg_id == ids[3])
+            assert_int_equal(store_delivery_record(sq, OWNER, d[i].id, &a, STORE_D_DEAD, 0, &e), 0);
+        else
+            assert_int_equal(store_delivery_release(sq, OWNER, d[i].id, NULL, &e), 0);
+    }
+    /* an account event (schema 7) waiting for its one webhook */
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(sq, "acc", "account.auth_error", "{\"n\":1}", wh, 1,
+                                     T0 + 11, &ev, &e), 0);
+    struct store_event ev_before;
+    assert_int_equal(store_event_get(sq, ev, &ev_before, NULL, &e), 0);
+    struct store_msg_info before[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_msg_get(sq, ids[i], &before[i], &e), 0);
+    struct store_queue_counts q0;
+    assert_int_equal(store_delivery_counts(sq, &q0, &e), 0);
+    store_close(sq);
+
+    assert_int_equal(pg_fresh(), 0);
+    struct store_migrate_counts c;
+    if (store_migrate_sqlite(fx->dir, &c, &e) != 0)
+        fail_msg("migrate: %s", e.msg);
+    assert_int_equal(c.messages, 4);
+    assert_true(c.bytes > 0);
+    struct store *st = fx_open(state);
+    for (int i = 0; i < 4; i++) {
+        struct store_msg_info m;
+        assert_int_equal(store_msg_get(st, ids[i], &m, &e), 0);
+        assert_string_equal(m.key, before[i].key);
+        assert_string_equal(m.uidl, before[i].uidl);
+        assert_string_equal(m.sha256, before[i].sha256);
+        assert_int_equal(m.delivered_at, before[i].delivered_at);
+        struct sink_buf b = {0};
+        assert_int_equal(store_msg_stream(st, ids[i], sink_append, &b, &e), 0);
+        assert_int_equal(b.len, m.size);
+        char hex[65];
+        sha_hex(b.p, b.len, hex);
+        assert_string_equal(hex, m.sha256);
+        free(b.p);
+    }
+    struct store_queue_counts q1;
+    assert_int_equal(store_delivery_counts(st, &q1, &e), 0);
+    assert_memory_equal(&q0, &q1, sizeof q0);
+    assert_int_equal(uidl_state(st, "acc", "seen1"), STORE_UIDL_IGNORED);
+    assert_int_equal(uidl_state(st, "acc", "u-delivered"), STORE_UIDL_DELIVERED);
+    assert_int_equal(uidl_state(st, "acc", "u-pending"), STORE_UIDL_STORED);
+    struct store_event ev_after;
+    char *data = NULL;
+    assert_int_equal(store_event_get(st, ev, &ev_after, &data, &e), 0);
+    assert_string_equal(ev_after.key, ev_before.key);
+    assert_string_equal(ev_after.type, "account.auth_error");
+    assert_string_equal(data, "{\"n\":1}");
+    free(data);
+    /* only the two pending and the event go out now, each with its key */
+    assert_int_equal(lease_due(st, T0 + 20, d, 8, &n, &e), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        if (d[i].event_id) {
+            assert_int_equal(d[i].event_id, ev);
+            assert_int_equal(d[i].msg_id, 0);
+            assert_string_equal(d[i].msg_key, ev_before.key);
+            assert_string_equal(d[i].event_type, "account.auth_error");
+            continue;
+        }
+        assert_int_equal(d[i].msg_id, ids[1]);
+        assert_string_equal(d[i].msg_key, before[1].key);
+    }
+    /* a new event too gets a new id above the copied ones */
+    int64_t ev_next = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0 + 30,
+                                     &ev_next, &e), 0);
+    assert_true(ev_next > ev);
+    /* a new message gets a new id above the copied ones */
+    int64_t next = put_ok(st, "acc", "u-new", wh, 1, T0 + 30);
+    assert_true(next > ids[3]);
+    /* not into a store that holds state */
+    assert_int_equal(store_migrate_sqlite(fx->dir, &c, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    assert_non_null(strstr(e.msg, "already holds"));
+}
+
 /* Dashboard statistics: attempts per webhook in the last hour and day,
  * success, nearest-rank latencies, the last error; traffic by UTC hour. */
 static void webhook_stats_hourly(void **state)
@@ -2328,6 +2738,29 @@ static void webhook_stats_hourly(void **state)
 
 int main(void)
 {
+    pg_url = getenv("POP3BRIDGE_TEST_PG_URL");
+    pg_pw = getenv("POP3BRIDGE_TEST_PG_PASSWORD");
+    if (pg_url && !*pg_url)
+        pg_url = NULL;
+    if (pg_url) {
+        /* the same suite on PostgreSQL, without the tests of SQLite's files */
+        const struct CMUnitTest pg_tests[] = {
+            T(pg_schema),           T(pg_body_chunks),      T(pg_migrate_from_sqlite),
+            T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
+            T(large_message),       T(batch_many),          T(batch_partial_failure),
+            T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
+            T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
+            T(too_large_never_deletable),
+            T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
+            T(list_paging),         T(retention_purge),      T(account_state),
+            T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
+            T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
+            T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
+            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
+            T(pg_commit_failure),
+        };
+        return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         T(open_migrate_reopen), T(migrate_from_v2), T(drop_and_bulk_retry), T(account_events), T(dedupe_by_message_id), T(newer_schema_refused), T(open_errors),
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
@@ -2338,7 +2771,8 @@ int main(void)
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
-        T(oauth2_rows),         T(oauth2_one_refresher), T(webhook_stats_hourly),
+        T(oauth2_rows),         T(oauth2_one_refresher),
+        T(instances),           T(webhook_stats_hourly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

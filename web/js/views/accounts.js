@@ -1,6 +1,7 @@
 // Accounts: state, last success, last error, stored and pending counts;
 // "Poll now"; "Connect" for an account that needs an OAuth2 authorization
-// (oauth2connect.js); refreshes by itself.
+// (oauth2connect.js); the bridge instances sharing the store and the
+// accounts each is polling; refreshes by itself.
 
 import * as api from '../api.js';
 import { h, add, fill, clear, table, badge, emptyState, errorBox, loading, timeEl, toast, withBusy } from '../dom.js';
@@ -25,6 +26,7 @@ export function accountsView(ctx) {
   const auto = h('input', { type: 'checkbox', id: 'auto-refresh', checked: true });
   const updated = h('span.muted', { id: 'accounts-updated' });
   const body = h('div', { id: 'accounts-body' }, loading('Loading accounts…'));
+  const instBody = h('div', { id: 'instances-body' });
   // OAuth2: once an account is connected, show its new state (and its poll)
   const connect = connectPanel(() => {
     for (const ms of [300, 2000, 5000]) setTimeout(() => { if (alive) load(); }, ms);
@@ -38,7 +40,42 @@ export function accountsView(ctx) {
         h('button.btn', { type: 'button', id: 'refresh', onclick: () => load() }, 'Refresh'),
         updated)),
     connect.el,
-    body);
+    body,
+    h('section.instances', { 'aria-labelledby': 'instances-title' },
+      h('h2', { id: 'instances-title' }, 'Instances'),
+      instBody));
+
+  function renderInstances(res) {
+    const list = Array.isArray(res && res.instances) ? res.instances : [];
+    clear(instBody);
+    if (!list.length) {
+      add(instBody, h('p.muted', null, 'No instance has written a heartbeat yet.'));
+      return;
+    }
+    const cols = [
+      { label: 'Instance' }, { label: 'Host' }, { label: 'API' }, { label: 'Started' },
+      { label: 'Last heartbeat' }, { label: 'Polling now', cls: 'col-wide' },
+    ];
+    const rows = list.map((i) => ({
+      attrs: { dataset: { instance: i.id } },
+      cells: [
+        i.id, i.host,
+        i.public_url ? h('span', null, i.public_url) : h('span.muted', null, '—'),
+        timeEl(i.started_at), timeEl(i.heartbeat_at),
+        i.accounts && i.accounts.length ? i.accounts.join(', ') : h('span.muted', null, '—'),
+      ],
+    }));
+    add(instBody, table('Instances (store: ' + (res.store || '?') + ')', cols, rows, { cls: 'instances' }));
+  }
+
+  async function loadInstances() {
+    try {
+      const res = await api.get('/instances');
+      if (alive) renderInstances(res);
+    } catch (e) {
+      if (alive) fill(instBody, errorBox(e, 'Could not load the instances'));
+    }
+  }
 
   async function pollNow(btn, name) {
     await withBusy(btn, 'Polling…', async () => {
@@ -101,6 +138,7 @@ export function accountsView(ctx) {
     if (inFlight || !alive) return;
     inFlight = true;
     try {
+      loadInstances();
       const res = await api.get('/accounts');
       if (!alive) return;
       renderAccounts(Array.isArray(res && res.accounts) ? res.accounts : []);

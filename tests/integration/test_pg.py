@@ -1,0 +1,540 @@
+"""Several bridge instances on one PostgreSQL (a real PostgreSQL 15 started
+here, tests/lib/postgres.py) and one real Dovecot.
+
+- Two instances share the accounts and the outbox: every message reaches
+  the receiver once, with its one webhook-id; both instances poll; mail
+  arriving during the run and after_delivery "delete" included;
+  /api/v1/instances on either instance lists both.
+- Failover: of three instances, one is killed with kill -9 in the middle of
+  a poll and another in the middle of a delivery batch; the survivor takes
+  their accounts and leased deliveries over within one lease period
+  (store.lease), every message is delivered, duplicates (a POST cut off
+  before it was recorded) carry the same webhook-id, nothing is deleted
+  before it is delivered, and Dovecot never had two sessions on one account
+  at once.
+- A rolling restart of three instances while mail flows loses and doubles
+  nothing.
+- `store migrate --from sqlite:DIR` copies an SQLite state into PostgreSQL
+  and a bridge on it delivers only what was still due.
+- Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
+  by Message-ID, a dead delivery dropped and the others retried in bulk.
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import harness
+import dovecot
+import mailgen
+import popref
+import postgres
+import bridge
+from bridge import Bridge, Receiver
+
+TIMEOUT = 90
+DC = None
+PG = None
+LEASE_S = 3
+HOOK = "hook"
+
+
+def setup_module():
+    global DC, PG
+    DC = dovecot.Dovecot(name="dovecot-pg").start()
+    PG = postgres.Postgres().start()
+
+
+def teardown_module():
+    if DC:
+        DC.stop()
+    if PG:
+        PG.stop()
+
+
+def make_accounts(prefix, n, per, size=(1500, 6000), seed=0):
+    """n mailbox users with `per` messages each; [(account, user)], env."""
+    env, accounts = {}, []
+    for i in range(n):
+        user = "%s%02d" % (prefix, i)
+        pw = secrets.token_urlsafe(10)
+        DC.add_user(user, pw)
+        env["T_PW_%s" % user.upper()] = pw
+        for m in mailgen.mailbox(seed * 1000 + i, per, size[0], size[1]):
+            DC.deliver(user, m)
+        accounts.append({"name": user, "host": "127.0.0.1", "port": DC.tls_port,
+                         "tls": "implicit", "ca_file": DC.pki.ca, "username": user,
+                         "password_env": "T_PW_%s" % user.upper(), "start": "all",
+                         "poll_interval": "1s", "after_delivery": "delete",
+                         "webhooks": [HOOK]})
+    return accounts, env
+
+
+def instances(n, db, accounts, env, rcv, name):
+    """n bridges on database `db` with the same accounts; each its own API port."""
+    env = dict(env, T_PG_PW=PG.password, T_WHSEC=rcv.secret, T_API=secrets.token_urlsafe(16))
+    out = []
+    for k in range(n):
+        port = dovecot.free_port()
+        cfg = {
+            "log_level": "info",
+            "store": {"url": PG.db_url(db), "password_env": "T_PG_PW", "pool": 6,
+                      "lease": "%ds" % LEASE_S},
+            "api": {"listen": "127.0.0.1:%d" % port, "public_url": "http://127.0.0.1:%d" % port,
+                    "tokens": [{"name": "t", "token_env": "T_API"}]},
+            "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC",
+                          "retry_schedule": ["1s"]}],
+            "accounts": accounts,
+        }
+        out.append(Bridge(cfg, env, name="%s-%d" % (name, k)))
+    return out
+
+
+def api_get(b, path):
+    req = urllib.request.Request(b.config["api"]["public_url"] + path,
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"]})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def api_call(b, method, path):
+    """(status, parsed JSON body) of any answer, errors included."""
+    req = urllib.request.Request(b.config["api"]["public_url"] + path, method=method, data=b"" if method == "POST" else None,
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"]})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if body else {}
+
+
+def event_keys(db):
+    """(account, uidl) -> the stored message's event key."""
+    return {(a, u): k for a, u, k in PG.sql("SELECT account, uidl, event_key FROM messages", db=db)}
+
+
+def check_events(rcv, db, expected, allow_duplicates, added=None):
+    """Every expected (account, uidl) arrived, and per account `added` more
+    (mail that came during the run), each with the webhook-id its stored
+    event key gives; duplicates only when allowed, and then with the same
+    id.  Returns the number of duplicate events."""
+    keys = event_keys(db)
+    seen = {}
+    for ev in rcv.events():
+        bridge.verify_signature(ev, rcv.secret)
+        k = (ev.json["data"]["account"], ev.message["uidl"])
+        want = bridge.event_id(keys[k], HOOK)
+        harness.eq(ev.id, want, "webhook-id of %s/%s" % k)
+        seen.setdefault(k, []).append(ev.id)
+    missing = set(expected) - set(seen)
+    if missing:
+        raise AssertionError("%d messages never delivered, e.g. %s" % (len(missing), sorted(missing)[:3]))
+    extra = {}
+    for acc, _ in set(seen) - set(expected):
+        extra[acc] = extra.get(acc, 0) + 1
+    harness.eq(extra, {a: n for a, n in (added or {}).items() if n}, "messages added meanwhile, by account")
+    dups = sum(len(v) - 1 for v in seen.values())
+    if dups and not allow_duplicates:
+        raise AssertionError("%d messages delivered more than once" % dups)
+    return dups
+
+
+def expected_uidls(accounts, env):
+    """What the mailboxes hold now (a POP3 listing: no bridge may run)."""
+    out = set()
+    for a in accounts:
+        _, _, entries, _ = popref.listing(DC, a["name"], env[a["password_env"]])
+        out |= {(a["name"], u) for _, u, _ in entries}
+    return out
+
+
+def polled_accounts(b):
+    return set(re.findall(r"poll_done.*?account=([A-Za-z0-9._-]+)", b.log()))
+
+
+def check_one_session_at_a_time(log):
+    """Dovecot's log: per user, logins and disconnects never overlap."""
+    open_sessions, worst = {}, {}
+    for line in log.splitlines():
+        m = re.search(r"pop3-login: (?:Info: )?Login: user=<([^>]+)>", line)
+        if m:
+            u = m.group(1)
+            open_sessions[u] = open_sessions.get(u, 0) + 1
+            worst[u] = max(worst.get(u, 0), open_sessions[u])
+            continue
+        m = re.search(r"pop3\(([^)]+)\).*Disconnected", line)
+        if m:
+            u = m.group(1)
+            open_sessions[u] = open_sessions.get(u, 0) - 1
+    bad = {u: n for u, n in worst.items() if n > 1}
+    if bad:
+        raise AssertionError("accounts with two POP3 sessions at once: %s" % bad)
+    return len(worst)
+
+
+@harness.timeout(90)
+def test_two_instances_share_accounts_and_deliver_once():
+    db = "shared"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-shared").start()
+    accounts, env = make_accounts("sh", 8, 6, seed=1)
+    a, b = instances(2, db, accounts, env, rcv, "shared")
+    expected = expected_uidls(accounts, env)
+    mark = DC.log_mark()
+    t0 = time.monotonic()
+    a.start()
+    b.start()
+    rcv.wait_events(len(expected) // 2, 40)
+    # mail arriving meanwhile
+    added = {}
+    for i, acc in enumerate(accounts):
+        DC.deliver(acc["name"], mailgen.message(9000 + i, 2000))
+        added[acc["name"]] = 1
+    total = len(expected) + len(accounts)
+    rcv.wait_events(total, 40)
+    took = time.monotonic() - t0
+    harness.wait_for(lambda: all(not DC.messages(acc["name"]) for acc in accounts), 20,
+                     interval=0.2, what="every mailbox emptied after delivery")
+    check_events(rcv, db, expected, allow_duplicates=False, added=added)
+    pa, pb = polled_accounts(a), polled_accounts(b)
+    print("%d messages in %.1f s; instance 0 polled %d accounts, instance 1 %d"
+          % (total, took, len(pa), len(pb)))
+    if not pa or not pb:
+        raise AssertionError("one instance polled nothing: %d / %d accounts" % (len(pa), len(pb)))
+    # both instances answer the store endpoints and list each other
+    for x in (a, b):
+        status, body = api_get(x, "/api/v1/instances")
+        harness.eq(status, 200, "GET /api/v1/instances")
+        harness.eq(len(body["instances"]), 2, "instances listed")
+        urls = sorted(i["public_url"] for i in body["instances"])
+        harness.eq(urls, sorted([a.config["api"]["public_url"], b.config["api"]["public_url"]]),
+                   "instances' public_url")
+    harness.eq(PG.sql("SELECT status, count(*) FROM deliveries GROUP BY status", db=db),
+               [["1", str(total)]], "deliveries by status")
+    harness.eq(check_one_session_at_a_time(DC.log_since(mark)), len(accounts),
+               "accounts seen logging in to Dovecot")
+    # an explicit session lives on the instance that opened it: the other
+    # answers 421 naming it
+    status, sess = api_call(a, "POST", "/api/v1/accounts/%s/sessions" % accounts[0]["name"])
+    harness.eq(status, 201, "session opened on instance 0")
+    status, prob = api_call(b, "GET", "/api/v1/sessions/" + sess["id"])
+    harness.eq(status, 421, "the session asked of instance 1")
+    if a.config["api"]["public_url"] not in prob.get("detail", ""):
+        raise AssertionError("421 does not name the owner's public_url: %r" % prob)
+    status, _ = api_call(a, "GET", "/api/v1/sessions/" + sess["id"])
+    harness.eq(status, 200, "the session asked of instance 0")
+    status, prob = api_call(b, "GET", "/api/v1/sessions/s_" + "0" * 32)
+    harness.eq(status, 404, "an unknown session on instance 1")
+    harness.eq(api_call(a, "DELETE", "/api/v1/sessions/" + sess["id"])[0], 200, "QUIT")
+    harness.eq(a.stop(), 0, "instance 0 exit code")
+    harness.eq(b.stop(), 0, "instance 1 exit code")
+    harness.eq(PG.sql("SELECT count(*) FROM instances", db=db), [["0"]], "instances after stop")
+    harness.eq(PG.sql("SELECT count(*) FROM accounts WHERE lease_owner IS NOT NULL", db=db),
+               [["0"]], "account leases after stop")
+    rcv.stop()
+
+
+def instance_id(b):
+    return "%s:%d" % (os.uname().nodename[:50], int(b.config["api"]["listen"].rsplit(":", 1)[1]))
+
+
+@harness.timeout(120)
+def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
+    db = "failover"
+    PG.create_db(db)
+    # a receiver that answers after 400 ms: deliveries stay in flight a while
+    rcv = Receiver(bridge.new_secret(), name="rcv-failover", args=["--delay-ms", 400]).start()
+    accounts, env = make_accounts("fo", 10, 8, size=(20000, 60000), seed=2)
+    x, y, z = instances(3, db, accounts, env, rcv, "failover")
+    expected = expected_uidls(accounts, env)
+    mark = DC.log_mark()
+    for b in (x, y, z):
+        b.start()
+    # x: the first instance seen holding account leases (polling) is killed
+    held_x = []
+    chosen = []
+
+    def x_mid_poll():
+        for b in (x, y, z):
+            try:
+                rows = PG.sql("SELECT name FROM accounts WHERE lease_owner = '%s'"
+                              % instance_id(b), db=db)
+            except Exception:   # the schema is not there yet
+                return False
+            if rows:
+                held_x[:] = [r[0] for r in rows]
+                chosen[:] = [b]
+                return True
+        return False
+    harness.wait_for(x_mid_poll, 30, interval=0.01, what="an instance in the middle of a poll")
+    others = [b for b in (x, y, z) if b is not chosen[0]]
+    x, (y, z) = chosen[0], others
+    xid = instance_id(x)
+    x.kill9()
+    killed_x = time.time()
+    # y: killed while it holds leased deliveries (a batch in flight)
+    # then whichever of y and z first holds leased deliveries (a batch in
+    # flight) is killed; the other survives
+    held_y = [0, None]
+
+    def one_mid_batch():
+        for b in (y, z):
+            n = int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                           " AND status IN (0, 2)" % instance_id(b), db=db)[0][0])
+            if n:
+                held_y[:] = [n, b]
+                return True
+        return False
+    harness.wait_for(one_mid_batch, 30, interval=0.01, what="an instance holding leased deliveries")
+    held_y, victim = held_y
+    y, z = victim, (y if victim is z else z)
+    yid = instance_id(y)
+    y.kill9()
+    killed_y = time.time()
+    # new mail while only z runs
+    added = {}
+    for i, acc in enumerate(accounts[:5]):
+        DC.deliver(acc["name"], mailgen.message(7000 + i, 3000))
+        added[acc["name"]] = 1
+    total = len(expected) + len(added)
+    # x's accounts are polled again by z within a lease period (+ a poll interval)
+    took_accounts = None
+    if held_x:
+        names = ",".join("'%s'" % n for n in held_x)
+
+        def taken():
+            rows = PG.sql("SELECT count(*) FROM accounts WHERE name IN (%s)"
+                          " AND last_attempt_at > %d" % (names, int(killed_x * 1000)), db=db)
+            return int(rows[0][0]) == len(held_x)
+        harness.wait_for(taken, LEASE_S + 10, interval=0.05, what="x's accounts polled again")
+        took_accounts = time.time() - killed_x
+    # y's leased deliveries go out again once their lease expires
+    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                                        % yid, db=db)[0][0]) == 0,
+                     LEASE_S + 10, interval=0.05, what="y's delivery leases taken over")
+    took_deliveries = time.time() - killed_y
+    harness.wait_for(lambda: len({(e.json["data"]["account"], e.message["uidl"])
+                                  for e in rcv.events()}) >= total, 60, interval=0.2,
+                     what="%d distinct messages delivered" % total)
+    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE status <> 1",
+                                        db=db)[0][0]) == 0, 30, interval=0.2,
+                     what="every delivery delivered")
+    harness.wait_for(lambda: all(not DC.messages(acc["name"]) for acc in accounts), 30,
+                     interval=0.2, what="every mailbox emptied after delivery")
+    dups = check_events(rcv, db, expected, allow_duplicates=True, added=added)
+    sessions = check_one_session_at_a_time(DC.log_since(mark))
+    harness.eq(sessions, len(accounts), "accounts seen logging in to Dovecot")
+    print("x held %d accounts when killed: polled again after %s s; y held %d deliveries:"
+          " its leases taken over after %.1f s; %d messages, %d duplicate events (same id);"
+          " %d accounts seen in Dovecot's log" % (
+              len(held_x), "%.1f" % took_accounts if took_accounts is not None else "-",
+              held_y, took_deliveries, total, dups, sessions))
+    if took_accounts is not None and took_accounts > LEASE_S + 3:
+        raise AssertionError("x's accounts taken over after %.1f s, lease %d s" % (took_accounts, LEASE_S))
+    if took_deliveries > LEASE_S + 3:
+        raise AssertionError("y's deliveries taken over after %.1f s, lease %d s" % (took_deliveries, LEASE_S))
+    # each message is stored once: no UIDL was fetched twice into the store
+    harness.eq(PG.sql("SELECT count(*) FROM (SELECT account, uidl FROM messages"
+                      " GROUP BY account, uidl HAVING count(*) > 1) d", db=db), [["0"]],
+               "messages stored twice")
+    harness.eq(z.stop(), 0, "z exit code")
+    rcv.stop()
+
+
+@harness.timeout(120)
+def test_rolling_restart_loses_and_doubles_nothing():
+    """Three instances restarted one after another (SIGTERM, start again)
+    while mail keeps arriving: every message delivered exactly once."""
+    db = "rolling"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-rolling").start()
+    accounts, env = make_accounts("rr", 6, 4, seed=4)
+    insts = instances(3, db, accounts, env, rcv, "rolling")
+    expected = expected_uidls(accounts, env)
+    for b in insts:
+        b.start()
+    for b in insts:
+        b.wait_log(r"event=started", 30)
+    added, n = {}, 0
+    for round_ in range(2):
+        for k, b in enumerate(insts):
+            # mail arrives, then this instance restarts while the others work
+            for i, acc in enumerate(accounts[k * 2:k * 2 + 2]):
+                DC.deliver(acc["name"], mailgen.message(6000 + n, 2500))
+                added[acc["name"]] = added.get(acc["name"], 0) + 1
+                n += 1
+            harness.eq(b.stop(), 0, "exit code of a restarted instance")
+            b.start()
+            b.wait_log(r"event=started", 30, count=b.runs)   # up before the next one stops
+    total = len(expected) + n
+    harness.wait_for(lambda: len(rcv.events()) >= total, 40, interval=0.2,
+                     what="%d events" % total)
+    time.sleep(1.5)   # a doubled delivery would arrive now
+    check_events(rcv, db, expected, allow_duplicates=False, added=added)
+    harness.eq(len(rcv.events()), total, "events: each message once")
+    for b in insts:
+        harness.eq(b.stop(), 0, "exit code")
+    rcv.stop()
+
+
+@harness.timeout(90)
+def test_migrate_from_sqlite_delivers_nothing_again():
+    db = "migrated"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-migrate").start()
+    accounts, env = make_accounts("mg", 2, 5, seed=3)
+    for acc in accounts:
+        acc["after_delivery"] = "keep"
+    # an SQLite bridge first: everything delivered, then more mail, not yet fetched
+    sq_cfg = {"log_level": "info",
+              "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC"}],
+              "accounts": accounts}
+    sq = Bridge(sq_cfg, dict(env, T_WHSEC=rcv.secret), name="migrate-sqlite")
+    first = expected_uidls(accounts, env)
+    r = sq.run_once()
+    harness.check_ok(r)
+    rcv.wait_events(len(first), 30)
+    for i, acc in enumerate(accounts):
+        DC.deliver(acc["name"], mailgen.message(8000 + i, 2500))
+    everything = expected_uidls(accounts, env)
+    # copy into PostgreSQL
+    pgb, = instances(1, db, accounts, env, rcv, "migrate-pg")
+    r = harness.run_cli(["store", "migrate", "--config", pgb.config_path, "--from",
+                         "sqlite:" + sq.state_dir], env=pgb.secrets)
+    harness.check_ok(r)
+    pgb.check_no_secrets(r.stdout, r.stderr)
+    if "%d messages" % len(first) not in r.stdout:
+        raise AssertionError("migrate output: %r" % r.stdout)
+    harness.eq(PG.sql("SELECT count(*) FROM messages", db=db), [[str(len(first))]], "messages copied")
+    # a second migrate is refused: the store holds state now
+    r2 = harness.run_cli(["store", "migrate", "--config", pgb.config_path, "--from",
+                          "sqlite:" + sq.state_dir], env=pgb.secrets)
+    harness.check_failure(r2, [2], "already holds")
+    # the PostgreSQL bridge fetches only the new messages, delivers only them
+    pgb.start()
+    rcv.wait_events(len(everything), 30)
+    time.sleep(2)   # a re-delivery would show up now
+    check_events_mixed = rcv.events()
+    harness.eq(len(check_events_mixed), len(everything), "events: the old ones not again")
+    harness.eq(sorted((e.json["data"]["account"], e.message["uidl"]) for e in check_events_mixed),
+               sorted(everything), "delivered messages")
+    harness.eq(pgb.stop(), 0, "exit code")
+    rcv.stop()
+
+
+def api_json(b, method, path, body):
+    """(status, parsed JSON body) of a call with a JSON body."""
+    req = urllib.request.Request(b.config["api"]["public_url"] + path, method=method,
+                                 data=json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + b.secrets["T_API"],
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if body else {}
+
+
+@harness.timeout(60)
+def test_schema7_events_drop_retry_and_dedupe():
+    """Schema 7 on PostgreSQL: a refused login sends one account.auth_error
+    event, and no second one while the account keeps failing; a re-listed
+    Message-ID is stored as a duplicate, not delivered; a dead delivery is
+    dropped (and stays so), the others are retried in bulk."""
+    db = "schema7"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-s7").start()
+    ops = Receiver(bridge.new_secret(), name="rcv-s7-ops").start()
+    late = Receiver(bridge.new_secret(), name="rcv-s7-late").start()
+    closed = dovecot.free_port()   # nothing listens there: every attempt fails
+    DC.add_user("s7auth", secrets.token_urlsafe(12))
+    pw = secrets.token_urlsafe(12)
+    DC.add_user("s7dup", pw)
+    DC.add_user("s7dead", pw)
+    tag = secrets.token_hex(4)
+    msg = ("From: a@example.org\r\nTo: b@example.org\r\nSubject: %s\r\n"
+           "Message-ID: <%s-" + tag + "@example.org>\r\n\r\nbody\r\n")
+    DC.deliver("s7dup", (msg % ("first", "same")).encode())
+    DC.deliver("s7dup", (msg % ("again", "same")).encode())
+    DC.deliver("s7dup", (msg % ("other", "other")).encode())
+    for i in range(3):
+        DC.deliver("s7dead", (msg % ("dead %d" % i, "dead%d" % i)).encode())
+    base = {"host": "127.0.0.1", "port": DC.tls_port, "tls": "implicit", "ca_file": DC.pki.ca,
+            "start": "all", "poll_interval": "1h", "after_delivery": "keep"}
+    accounts = [dict(base, name="s7auth", username="s7auth", password_env="T_BAD",
+                     webhooks=[HOOK]),
+                dict(base, name="s7dup", username="s7dup", password_env="T_PW", webhooks=[HOOK],
+                     dedupe={"by": "message_id", "window": "30d"}),
+                dict(base, name="s7dead", username="s7dead", password_env="T_PW",
+                     webhooks=["dead"])]
+    b, = instances(1, db, accounts, {"T_BAD": "not-the-password", "T_PW": pw}, rcv, "schema7")
+    b.secrets.update(T_OPS=ops.secret, T_DEAD=late.secret)
+    cfg = dict(b.config)
+    cfg["webhooks"] = cfg["webhooks"] + [
+        {"name": "ops", "url": ops.url, "secret_env": "T_OPS", "retry_schedule": ["1s"],
+         "filter": {"types": ["account.auth_error"]}},
+        {"name": "dead", "url": "http://127.0.0.1:%d/x" % closed, "secret_env": "T_DEAD",
+         "retry_schedule": ["1s"]}]
+    b.write_config(cfg)
+    port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
+
+    def dead_count():
+        try:
+            return int(PG.sql("SELECT count(*) FROM deliveries WHERE status = 3", db=db)[0][0])
+        except Exception:
+            return -1
+
+    b.start()
+    try:
+        harness.wait_for(lambda: dovecot.port_answers(port), 20, what="the API")
+        ops.wait_events(1, 20)
+        rcv.wait_events(2, 20)
+        harness.wait_for(lambda: dead_count() == 3, 30, interval=0.2, what="three dead deliveries")
+        ids = [int(r[0]) for r in PG.sql("SELECT id FROM deliveries WHERE webhook = 'dead'"
+                                         " ORDER BY id", db=db)]
+        st, d = api_call(b, "DELETE", "/api/v1/deliveries/d_%d" % ids[0])
+        harness.eq((st, d.get("status")), (200, "dropped"), "DELETE answer")
+        harness.eq(api_call(b, "DELETE", "/api/v1/deliveries/d_%d" % ids[0])[0], 409,
+                   "dropping a dropped delivery")
+    finally:
+        harness.eq(b.stop(), 0, "exit code after SIGTERM")
+    # the account keeps failing (its backoff over), the dead webhook is back
+    PG.sql("UPDATE accounts SET backoff_until = 0", db=db)
+    cfg["webhooks"][-1]["url"] = late.url
+    b.write_config(cfg)
+    b.start()
+    try:
+        harness.wait_for(lambda: dovecot.port_answers(port), 20, what="the API after a restart")
+        def second_run_log():
+            with open(b.log_paths[-1], errors="replace") as f:
+                return f.read()
+        harness.wait_for(lambda: "state=auth_error" in second_run_log(), 20,
+                         what="the second refused login")
+        st, ans = api_json(b, "POST", "/api/v1/deliveries/retry", {"webhook": "dead"})
+        harness.eq((st, ans.get("retried")), (202, 2), "bulk retry (the dropped one left alone)")
+        late.wait_events(2, 20)
+        time.sleep(1)   # a second auth_error event or a third retried one would show now
+    finally:
+        harness.eq(b.stop(), 0, "exit code after SIGTERM")
+    harness.eq(len(ops.events()), 1, "auth_error events after two failing polls")
+    ev = ops.events()[0]
+    bridge.verify_signature(ev, ops.secret)
+    harness.eq((ev.json["type"], ev.json["data"]["account"]), ("account.auth_error", "s7auth"),
+               "the event")
+    harness.eq(sorted(e.message["subject"] for e in rcv.events()), ["first", "other"],
+               "messages delivered (the re-listed copy is not)")
+    harness.eq(len(late.events()), 2, "retried deliveries sent")
+    harness.eq(PG.sql("SELECT count(*) FROM messages WHERE duplicate_of IS NOT NULL", db=db),
+               [["1"]], "duplicates stored")
+    harness.eq(PG.sql("SELECT status, count(*) FROM deliveries WHERE webhook = 'dead'"
+                      " GROUP BY status ORDER BY status", db=db),
+               [["1", "2"], ["4", "1"]], "dead webhook's deliveries: two delivered, one dropped")
+    harness.eq(PG.sql("SELECT count(*) FROM deliveries WHERE event_id IS NOT NULL AND status = 1",
+                      db=db), [["1"]], "the event's delivery, delivered")
