@@ -1052,111 +1052,100 @@ static int credentials_check(const struct webhook_request *req, struct err *e)
     return 0;
 }
 
-#define SETOPT(x, opt, val)                                                  \
-    do {                                                                     \
-        if (curl_easy_setopt((x)->easy, opt, val) != CURLE_OK)               \
-            goto setopt_failed;                                              \
-    } while (0)
-
-int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request *req,
-                          void *user, struct err *e)
+/* The request's signing keys: its array, or its one key in *one. */
+static const struct webhook_key *req_keys(const struct webhook_request *req,
+                                          struct webhook_key *one, size_t *n)
 {
-    struct xfer *x = NULL;
-    char *body = req ? req->body : NULL;
-    const char *qname = req && req->queue ? req->queue : "";
-    int qlimit = req && req->queue_max_in_flight ? req->queue_max_in_flight
-                                                 : WEBHOOK_IN_FLIGHT_DEFAULT;
+    one->key = req->key;
+    one->len = req->key_len;
+    *n = req->n_keys ? req->n_keys : 1;
+    return req->n_keys ? req->keys : one;
+}
 
-    if (!s || !req) {
-        free(body);
-        return err_set(e, ERR_USAGE, "webhook submit: no sender or request");
-    }
-    if (s->closing) {
-        free(body);
+static const char *req_queue(const struct webhook_request *req, int *limit)
+{
+    *limit = req->queue_max_in_flight ? req->queue_max_in_flight : WEBHOOK_IN_FLIGHT_DEFAULT;
+    return req->queue ? req->queue : "";
+}
+
+/* Step 1: the request checked: what it must have, its URL, id, keys,
+ * credentials, queue and headers, and room for it.  0, or -1 with e. */
+static int request_check(const struct webhook_sender *s, const struct webhook_request *req,
+                         struct err *e)
+{
+    if (s->closing)
         return err_set(e, ERR_USAGE, "webhook submit: sender is shutting down");
-    }
     if (!req->done || !req->url || !req->id || (!req->key && !req->n_keys) ||
-        (!body && req->body_len) ||
-        (body && req->prepare)) {
-        free(body);
+        (!req->body && req->body_len) || (req->body && req->prepare))
         return err_set(e, ERR_USAGE,
                        "webhook submit: request lacks url, id, key or done, or has both a "
                        "body and a prepare callback");
-    }
-    if (!url_ok(req->url)) {
-        free(body);
+    if (!url_ok(req->url))
         return err_set(e, ERR_USAGE,
                        "webhook submit: URL must be http:// or https://, without spaces, "
                        "control characters or user information, at most %d bytes",
                        WEBHOOK_URL_MAX);
-    }
-    if (!id_ok(req->id)) {
-        free(body);
+    if (!id_ok(req->id))
         return err_set(e, ERR_USAGE,
                        "webhook submit: webhook-id must be 1..%d printable characters",
                        WEBHOOK_ID_MAX);
-    }
-    struct webhook_key one = {req->key, req->key_len};
-    const struct webhook_key *keys = req->n_keys ? req->keys : &one;
-    size_t n_keys = req->n_keys ? req->n_keys : 1;
-    if (!keys || n_keys > WEBHOOK_KEYS_MAX) {
-        free(body);
+    struct webhook_key one;
+    size_t n_keys;
+    const struct webhook_key *keys = req_keys(req, &one, &n_keys);
+    if (!keys || n_keys > WEBHOOK_KEYS_MAX)
         return err_set(e, ERR_USAGE, "webhook submit: %zu signing keys, must be 1..%d", n_keys,
                        WEBHOOK_KEYS_MAX);
-    }
     for (size_t i = 0; i < n_keys; i++)
-        if (!keys[i].key || keys[i].len < 1 || keys[i].len > WEBHOOK_KEY_MAX) {
-            free(body);
+        if (!keys[i].key || keys[i].len < 1 || keys[i].len > WEBHOOK_KEY_MAX)
             return err_set(e, ERR_USAGE, "webhook submit: key %zu is %zu bytes, must be 1..%d",
                            i + 1, keys[i].key ? keys[i].len : 0, WEBHOOK_KEY_MAX);
-        }
-    if (credentials_check(req, e) < 0) {
-        free(body);
+    if (credentials_check(req, e) < 0)
         return -1;
-    }
-    if (strlen(qname) > WEBHOOK_QUEUE_NAME_MAX || qlimit < 1 || qlimit > WEBHOOK_IN_FLIGHT_MAX) {
-        free(body);
+    int qlimit;
+    const char *qname = req_queue(req, &qlimit);
+    if (strlen(qname) > WEBHOOK_QUEUE_NAME_MAX || qlimit < 1 || qlimit > WEBHOOK_IN_FLIGHT_MAX)
         return err_set(e, ERR_USAGE,
                        "webhook submit: queue name over %d bytes, or its max_in_flight %d "
                        "not in 1..%d",
                        WEBHOOK_QUEUE_NAME_MAX, qlimit, WEBHOOK_IN_FLIGHT_MAX);
-    }
-    if (req->n_headers > WEBHOOK_HEADERS_MAX || (req->n_headers && !req->headers)) {
-        free(body);
+    if (req->n_headers > WEBHOOK_HEADERS_MAX || (req->n_headers && !req->headers))
         return err_set(e, ERR_USAGE, "webhook submit: more than %d custom headers",
                        WEBHOOK_HEADERS_MAX);
-    }
     for (size_t i = 0; i < req->n_headers; i++)
-        if (webhook_header_check(req->headers[i].name, req->headers[i].value, e) < 0) {
-            free(body);
+        if (webhook_header_check(req->headers[i].name, req->headers[i].value, e) < 0)
             return -1;
-        }
-    if (s->pending + s->active.n >= WEBHOOK_QUEUE_MAX) {
-        free(body);
+    if (s->pending + s->active.n >= WEBHOOK_QUEUE_MAX)
         return err_set(e, ERR_LIMIT, "webhook submit: %d requests already pending",
                        WEBHOOK_QUEUE_MAX);
-    }
+    return 0;
+}
 
-    x = calloc(1, sizeof *x);
+/* Step 2: the transfer, which takes *body over (*body set to NULL): the
+ * id, keys, callbacks and custom headers copied.  NULL with e (*body
+ * still the caller's when the transfer could not even be allocated). */
+static struct xfer *xfer_new(struct webhook_sender *s, const struct webhook_request *req,
+                             char **body, void *user, struct err *e)
+{
+    struct xfer *x = calloc(1, sizeof *x);
     if (!x) {
-        free(body);
-        return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+        err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+        return NULL;
     }
     x->s = s;
     x->fd = -1;
-    x->body = body;
+    x->body = *body;
+    *body = NULL;
     x->body_len = req->body_len;
     x->prepare = req->prepare;
-    if (!x->body && !x->prepare && !(x->body = calloc(1, 1))) {
-        xfer_free(x);
-        return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
-    }
+    if (!x->body && !x->prepare && !(x->body = calloc(1, 1)))
+        goto oom;
     memcpy(x->id, req->id, strlen(req->id) + 1);
-    for (size_t i = 0; i < n_keys; i++) {
+    struct webhook_key one;
+    const struct webhook_key *keys = req_keys(req, &one, &x->n_keys);
+    for (size_t i = 0; i < x->n_keys; i++) {
         memcpy(x->keys[i], keys[i].key, keys[i].len);
         x->key_lens[i] = keys[i].len;
     }
-    x->n_keys = n_keys;
     x->fixed_ts = req->timestamp;
     x->done = req->done;
     x->user = user;
@@ -1172,12 +1161,27 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
                             : snprintf(line, sizeof line, "%s;", h->name);
         int r = n < 0 || (size_t)n >= sizeof line ? -1 : append_header(&x->hdrs, line);
         OPENSSL_cleanse(line, sizeof line);
-        if (r < 0) {
-            xfer_free(x);
-            return err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
-        }
+        if (r < 0)
+            goto oom;
     }
+    return x;
+oom:
+    xfer_free(x);
+    err_set(e, ERR_INTERNAL, "webhook submit: out of memory");
+    return NULL;
+}
 
+#define SETOPT(x, opt, val)                                                  \
+    do {                                                                     \
+        if (curl_easy_setopt((x)->easy, opt, val) != CURLE_OK)               \
+            goto setopt_failed;                                              \
+    } while (0)
+
+/* Step 3: the transfer's curl handle: the body (in memory, or read from
+ * the prepared file), timeouts, TLS, proxy, credentials and callbacks.
+ * 0, or -1 with e. */
+static int xfer_easy(struct xfer *x, const struct webhook_request *req, struct err *e)
+{
     int64_t total = req->timeout_ms > 0 ? req->timeout_ms : WEBHOOK_TIMEOUT_DEFAULT_MS;
     int64_t conn = req->connect_timeout_ms > 0 ? req->connect_timeout_ms
                                                : WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS;
@@ -1187,10 +1191,8 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
         conn = total;
 
     x->easy = curl_easy_init();
-    if (!x->easy) {
-        xfer_free(x);
+    if (!x->easy)
         return err_set(e, ERR_INTERNAL, "webhook submit: curl_easy_init failed");
-    }
     SETOPT(x, CURLOPT_PRIVATE, (char *)x);
     SETOPT(x, CURLOPT_URL, req->url);
     SETOPT(x, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1241,19 +1243,46 @@ int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request
     SETOPT(x, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(x, CURLOPT_HEADERDATA, x);
     SETOPT(x, CURLOPT_ERRORBUFFER, x->errbuf);
+    return 0;
+
+setopt_failed:
+    return err_set(e, ERR_INTERNAL, "webhook submit: setting up curl failed");
+}
+
+/* Step 4: the transfer at the end of its queue's pending list.  0, or -1
+ * with e (no queue left). */
+static int xfer_enqueue(struct webhook_sender *s, struct xfer *x,
+                        const struct webhook_request *req, struct err *e)
+{
+    int qlimit;
+    const char *qname = req_queue(req, &qlimit);
     struct queue *q = queue_get(s, qname, qlimit, e);
-    if (!q) {
-        xfer_free(x);
+    if (!q)
         return -1;
-    }
     x->q = (size_t)(q - s->queues);
     list_push(&q->pending, x);
     s->pending++;
     return 0;
+}
 
-setopt_failed:
+/* The body is this function's from its first line: given to the transfer
+ * (xfer_new), which is queued or freed with it; freed here otherwise. */
+int webhook_sender_submit(struct webhook_sender *s, const struct webhook_request *req,
+                          void *user, struct err *e)
+{
+    char *body = req ? req->body : NULL;
+    struct xfer *x = NULL;
+    int rc = -1;
+    if (!s || !req)
+        err_set(e, ERR_USAGE, "webhook submit: no sender or request");
+    else if (request_check(s, req, e) == 0 && (x = xfer_new(s, req, &body, user, e)) &&
+             xfer_easy(x, req, e) == 0 && xfer_enqueue(s, x, req, e) == 0) {
+        x = NULL; /* its queue's now */
+        rc = 0;
+    }
     xfer_free(x);
-    return err_set(e, ERR_INTERNAL, "webhook submit: setting up curl failed");
+    free(body);
+    return rc;
 }
 
 static int run_once(struct webhook_sender *s, int timeout_ms, struct err *e)
