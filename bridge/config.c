@@ -1463,14 +1463,17 @@ static bool is_tenant(const char *s)
     return true;
 }
 
-static void check_oauth2(struct ctx *c, void *obj, const char *path)
+/* An oauth2 key that names something only a provider uses, and where it is. */
+struct oauth2_key {
+    const char *name;
+    char **field;
+};
+
+/* Without a provider: a static token, and none of a provider's keys. */
+static void check_oauth2_static(struct ctx *c, struct config_oauth2 *o, const char *path)
 {
-    struct config_oauth2 *o = obj;
     char sub[PATH_KEY_MAX], key[48];
-    const struct {
-        const char *name;
-        char **field;
-    } provider_keys[] = {
+    const struct oauth2_key provider_keys[] = {
         {"tenant", &o->tenant},
         {"client_id", &o->client_id},
         {"scope", &o->scope},
@@ -1479,27 +1482,112 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
         {"authorization_url", &o->authorization_url},
         {"ca_file", &o->ca_file},
     };
-    bool has_token = o->token.source != CONFIG_SECRET_NONE;
-    bool has_secret = o->client_secret.source != CONFIG_SECRET_NONE;
-
-    if (o->provider == CONFIG_OAUTH2_STATIC) {
-        if (!has_token)
-            problem(c, path, "has no token: set provider (microsoft, google or custom) with "
-                             "client_id, or token_env, token_file or token_command");
-        for (size_t i = 0; i < COUNT(provider_keys); i++)
-            if (*provider_keys[i].field) {
-                path_key(sub, sizeof sub, path, provider_keys[i].name);
-                problem(c, sub, "only applies with a provider (microsoft, google or custom)");
-            }
-        if (has_secret) {
-            snprintf(key, sizeof key, "client_secret_%s", secret_suffix(o->client_secret.source));
-            path_key(sub, sizeof sub, path, key);
+    if (o->token.source == CONFIG_SECRET_NONE)
+        problem(c, path, "has no token: set provider (microsoft, google or custom) with "
+                         "client_id, or token_env, token_file or token_command");
+    for (size_t i = 0; i < COUNT(provider_keys); i++)
+        if (*provider_keys[i].field) {
+            path_key(sub, sizeof sub, path, provider_keys[i].name);
             problem(c, sub, "only applies with a provider (microsoft, google or custom)");
         }
+    if (o->client_secret.source != CONFIG_SECRET_NONE) {
+        snprintf(key, sizeof key, "client_secret_%s", secret_suffix(o->client_secret.source));
+        path_key(sub, sizeof sub, path, key);
+        problem(c, sub, "only applies with a provider (microsoft, google or custom)");
+    }
+}
+
+/* "tenant": Microsoft's only, "organizations" by default, one's own for
+ * client_credentials. */
+static void check_oauth2_tenant(struct ctx *c, struct config_oauth2 *o, const char *path)
+{
+    char sub[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "tenant");
+    if (o->provider != CONFIG_OAUTH2_MICROSOFT) {
+        if (o->tenant)
+            problem(c, sub, "only applies with provider \"microsoft\"");
         return;
     }
+    if (!o->tenant && !(o->tenant = strdup("organizations")))
+        problem(c, sub, "out of memory");
+    if (o->tenant && !is_tenant(o->tenant))
+        problem(c, sub, "must be a tenant id or domain name ([A-Za-z0-9.-])");
+    else if (o->tenant && o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS &&
+             (strcasecmp(o->tenant, "organizations") == 0 ||
+              strcasecmp(o->tenant, "common") == 0 || strcasecmp(o->tenant, "consumers") == 0))
+        problem(c, sub, "flow client_credentials needs your own tenant (its id or domain, "
+                        "e.g. \"contoso.onmicrosoft.com\"), not \"%s\"",
+                o->tenant);
+}
+
+/* "flow": what the provider offers, and a client secret for client_credentials. */
+static void check_oauth2_flow(struct ctx *c, struct config_oauth2 *o, const char *path)
+{
+    char sub[PATH_KEY_MAX];
+    path_key(sub, sizeof sub, path, "flow");
+    if (o->flow == CONFIG_FLOW_DEVICE_CODE && o->provider == CONFIG_OAUTH2_GOOGLE && !o->scope)
+        problem(c, sub, "Google's device flow does not grant Gmail's scope "
+                        "(https://mail.google.com/): set \"flow\": \"authorization_code\" with a "
+                        "\"Desktop app\" OAuth client");
+    if (o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS) {
+        if (o->provider == CONFIG_OAUTH2_GOOGLE)
+            problem(c, sub, "Gmail mailboxes have no client credentials flow; use device_code or "
+                            "authorization_code");
+        else if (o->client_secret.source == CONFIG_SECRET_NONE)
+            problem(c, sub, "client_credentials needs client_secret_env, client_secret_file or "
+                            "client_secret_command");
+    }
+}
+
+/* The endpoints: https:// URLs, given only with (and as needed by) provider "custom". */
+static void check_oauth2_endpoints(struct ctx *c, struct config_oauth2 *o, const char *path)
+{
+    char sub[PATH_KEY_MAX];
     const char *pname = oauth2_providers[o->provider];
-    if (has_token) {
+    const struct oauth2_key endpoints[] = {
+        {"token_url", &o->token_url},
+        {"device_authorization_url", &o->device_authorization_url},
+        {"authorization_url", &o->authorization_url},
+    };
+    for (size_t i = 0; i < COUNT(endpoints); i++) {
+        const char *u = *endpoints[i].field;
+        path_key(sub, sizeof sub, path, endpoints[i].name);
+        if (u && o->provider != CONFIG_OAUTH2_CUSTOM) {
+            problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
+            continue;
+        }
+        const char *why = u ? url_http_problem(u, URL_HTTPS_ONLY) : NULL;
+        if (why)
+            problem(c, sub, "%s", why);
+    }
+    if (o->provider != CONFIG_OAUTH2_CUSTOM)
+        return;
+    if (!o->token_url) {
+        path_key(sub, sizeof sub, path, "token_url");
+        problem(c, sub, "is required with provider \"custom\"");
+    }
+    if (o->flow == CONFIG_FLOW_DEVICE_CODE && !o->device_authorization_url) {
+        path_key(sub, sizeof sub, path, "device_authorization_url");
+        problem(c, sub, "is required with provider \"custom\" and flow \"device_code\"");
+    }
+    if (o->flow == CONFIG_FLOW_AUTHORIZATION_CODE && !o->authorization_url) {
+        path_key(sub, sizeof sub, path, "authorization_url");
+        problem(c, sub, "is required with provider \"custom\" and flow "
+                        "\"authorization_code\"");
+    }
+}
+
+/* An account's "oauth2": a static token, or a provider with what it needs. */
+static void check_oauth2(struct ctx *c, void *obj, const char *path)
+{
+    struct config_oauth2 *o = obj;
+    if (o->provider == CONFIG_OAUTH2_STATIC) {
+        check_oauth2_static(c, o, path);
+        return;
+    }
+    char sub[PATH_KEY_MAX], key[48];
+    const char *pname = oauth2_providers[o->provider];
+    if (o->token.source != CONFIG_SECRET_NONE) {
         snprintf(key, sizeof key, "token_%s", secret_suffix(o->token.source));
         path_key(sub, sizeof sub, path, key);
         problem(c, sub, "a static token does not go with provider \"%s\", whose tokens the "
@@ -1512,61 +1600,9 @@ static void check_oauth2(struct ctx *c, void *obj, const char *path)
                         "registration)",
                 pname);
     }
-    path_key(sub, sizeof sub, path, "tenant");
-    if (o->provider != CONFIG_OAUTH2_MICROSOFT) {
-        if (o->tenant)
-            problem(c, sub, "only applies with provider \"microsoft\"");
-    } else {
-        if (!o->tenant && !(o->tenant = strdup("organizations")))
-            problem(c, sub, "out of memory");
-        if (o->tenant && !is_tenant(o->tenant))
-            problem(c, sub, "must be a tenant id or domain name ([A-Za-z0-9.-])");
-        else if (o->tenant && o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS &&
-                 (strcasecmp(o->tenant, "organizations") == 0 ||
-                  strcasecmp(o->tenant, "common") == 0 || strcasecmp(o->tenant, "consumers") == 0))
-            problem(c, sub, "flow client_credentials needs your own tenant (its id or domain, "
-                            "e.g. \"contoso.onmicrosoft.com\"), not \"%s\"",
-                    o->tenant);
-    }
-    path_key(sub, sizeof sub, path, "flow");
-    if (o->flow == CONFIG_FLOW_DEVICE_CODE && o->provider == CONFIG_OAUTH2_GOOGLE && !o->scope)
-        problem(c, sub, "Google's device flow does not grant Gmail's scope "
-                        "(https://mail.google.com/): set \"flow\": \"authorization_code\" with a "
-                        "\"Desktop app\" OAuth client");
-    if (o->flow == CONFIG_FLOW_CLIENT_CREDENTIALS) {
-        if (o->provider == CONFIG_OAUTH2_GOOGLE)
-            problem(c, sub, "Gmail mailboxes have no client credentials flow; use device_code or "
-                            "authorization_code");
-        else if (!has_secret)
-            problem(c, sub, "client_credentials needs client_secret_env, client_secret_file or "
-                            "client_secret_command");
-    }
-    for (size_t i = 3; i < 6; i++) { /* the endpoints */
-        const char *u = *provider_keys[i].field;
-        path_key(sub, sizeof sub, path, provider_keys[i].name);
-        if (u && o->provider != CONFIG_OAUTH2_CUSTOM) {
-            problem(c, sub, "only applies with provider \"custom\" (\"%s\" has its own)", pname);
-            continue;
-        }
-        const char *why = u ? url_http_problem(u, URL_HTTPS_ONLY) : NULL;
-        if (why)
-            problem(c, sub, "%s", why);
-    }
-    if (o->provider == CONFIG_OAUTH2_CUSTOM) {
-        if (!o->token_url) {
-            path_key(sub, sizeof sub, path, "token_url");
-            problem(c, sub, "is required with provider \"custom\"");
-        }
-        if (o->flow == CONFIG_FLOW_DEVICE_CODE && !o->device_authorization_url) {
-            path_key(sub, sizeof sub, path, "device_authorization_url");
-            problem(c, sub, "is required with provider \"custom\" and flow \"device_code\"");
-        }
-        if (o->flow == CONFIG_FLOW_AUTHORIZATION_CODE && !o->authorization_url) {
-            path_key(sub, sizeof sub, path, "authorization_url");
-            problem(c, sub, "is required with provider \"custom\" and flow "
-                            "\"authorization_code\"");
-        }
-    }
+    check_oauth2_tenant(c, o, path);
+    check_oauth2_flow(c, o, path);
+    check_oauth2_endpoints(c, o, path);
 }
 
 /* "auth": exactly one of basic or bearer. */
