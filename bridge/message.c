@@ -1,4 +1,3 @@
-
 /* message — RFC 5322 message (GMime) to the event's JSON; see include/message.h. */
 #include "message.h"
 #include "message_impl.h"

@@ -1,4 +1,3 @@
-
 /* webhook — signing, ids, outcomes, retry delays and custom headers of webhook
  * POSTs; see include/webhook.h.  The sender is in webhook_sender.c. */
 #include "webhook.h"
