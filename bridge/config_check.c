@@ -583,4 +583,3 @@ void cfg_check_root(struct ctx *c, void *obj, const char *path)
         }
     }
 }
-

@@ -803,4 +803,3 @@ void cfg_parse_table(struct ctx *c, const struct table *t, void *base, const cJS
     if (t->check && !wrong_type && (obj || t->present_off == NO_OFF))
         t->check(c, base, path);
 }
-

@@ -378,4 +378,3 @@ int config_resolve_store_secret(struct config *cfg, struct config_diag *d)
     resolve_one(&c, &cfg->store.password, "store.password", false);
     return (int)c.errors;
 }
-

@@ -775,4 +775,3 @@ int message_id_of(const void *head, size_t len, char *out, size_t size)
     }
     return 0;
 }
-

@@ -832,4 +832,3 @@ void msg_walk(struct ctx *c, GMimeObject *obj, const char *path, int depth)
         msg_walk(c, g_mime_multipart_get_part(mp, i), sub, depth + 1);
     }
 }
-

@@ -901,4 +901,3 @@ void webhook_sender_free(struct webhook_sender *s)
     curl_multi_cleanup(s->multi);
     free(s);
 }
-
