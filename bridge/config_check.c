@@ -1,5 +1,6 @@
 /* config_check — what one key cannot say alone: the checks across keys, one
- * per table; see config_impl.h. */
+ * per table; see config_impl.h.
+ * Part of the config module: its tests are in tests/unit/test_config.c. */
 #include "config_impl.h"
 
 #include "config.h"

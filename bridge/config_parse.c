@@ -1,5 +1,6 @@
 /* config_parse — messages' helpers, "did you mean", scalar values and parsing
- * by table; see config_impl.h. */
+ * by table; see config_impl.h.
+ * Part of the config module: its tests are in tests/unit/test_config.c. */
 #include "config_impl.h"
 
 #include "config.h"

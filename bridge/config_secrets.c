@@ -1,5 +1,6 @@
 /* config_secrets — secrets resolved from env, file or command; webhook keys,
- * credentials and secret headers decoded; see config_impl.h. */
+ * credentials and secret headers decoded; see config_impl.h.
+ * Part of the config module: its tests are in tests/unit/test_config.c. */
 #include "config_impl.h"
 
 #include "config.h"

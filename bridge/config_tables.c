@@ -1,4 +1,5 @@
-/* config_tables — every key of every configuration object; see config_impl.h. */
+/* config_tables — every key of every configuration object; see config_impl.h.
+ * Part of the config module: its tests are in tests/unit/test_config.c. */
 #include "config_impl.h"
 
 #include "config.h"

@@ -1,5 +1,6 @@
 /* message_mime — the MIME side of a message: GMime set-up, the parse context,
- * decoding parts, text bodies, attachments, the MIME tree; see message_impl.h. */
+ * decoding parts, text bodies, attachments, the MIME tree; see message_impl.h.
+ * Part of the message module: its tests are in tests/unit/test_message.c. */
 #include "message_impl.h"
 #include "message.h"
 
