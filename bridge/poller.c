@@ -100,19 +100,33 @@ static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
     return store_msg_write(f->m, buf, len, e);
 }
 
-/* The account's webhooks this message goes to, by their filters (filter.h):
- * the message is parsed from what the store holds before finish.  One that
- * cannot be parsed goes wherever its type alone is wanted. */
-static size_t route(struct fetch *f, struct store_msg *m, const char **out)
+/* The message object the account's filters need (filter_route_needs),
+ * from what the store holds before finish: the header block alone, or with
+ * the MIME structure (has_attachments), and the full object only when the
+ * type (a bounce or not) decides.  NULL when it cannot be parsed (pe). */
+static cJSON *route_message(struct store_msg *m, unsigned needs, struct err *pe)
 {
     const void *mem;
     size_t len;
     int fd;
+    if (store_msg_peek(m, &mem, &len, &fd, pe) < 0)
+        return NULL;
+    if (needs & FILTER_NEEDS_TYPE)
+        return fd >= 0 ? message_to_json_fd(fd, NULL, pe) : message_to_json(mem, len, NULL, pe);
+    unsigned what = needs & FILTER_NEEDS_ATTACHMENTS ? MESSAGE_FILTER_ATTACHMENTS
+                                                     : MESSAGE_FILTER_HEADER;
+    return message_filter_json(fd >= 0 ? NULL : mem, len, fd, what, pe);
+}
+
+/* The account's webhooks this message goes to, by their filters (filter.h).
+ * One that cannot be parsed goes wherever its type alone is wanted. */
+static size_t route(struct fetch *f, struct store_msg *m, unsigned needs, const char **out)
+{
     struct err pe;
-    cJSON *msg = NULL;
-    if (store_msg_peek(m, &mem, &len, &fd, &pe) == 0)
-        msg = fd >= 0 ? message_to_json_fd(fd, NULL, &pe) : message_to_json(mem, len, NULL, &pe);
-    if (!msg)
+    err_clear(&pe);
+    bool parse = needs & (FILTER_NEEDS_HEADER | FILTER_NEEDS_ATTACHMENTS | FILTER_NEEDS_TYPE);
+    cJSON *msg = parse ? route_message(m, needs, &pe) : NULL;
+    if (parse && !msg)
         log_warn("filter_unparsed", "account=%s uidl=%s error=%s", f->a->name,
                  log_q(f->l->entries[f->current - 1].uidl), log_q(pe.msg));
     const char *type = filter_message_type(msg, f->too_large_mode);
@@ -169,8 +183,9 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
     const char *routed[STORE_WEBHOOKS_MAX];
     const char *const *hooks = f->webhooks;
     size_t n_hooks = f->n_webhooks;
-    if (filter_route_needs_message(f->a)) {
-        n_hooks = route(f, m, routed);
+    unsigned needs = filter_route_needs(f->a);
+    if (needs) {
+        n_hooks = route(f, m, needs, routed);
         hooks = routed;
     }
     if (committer_submit(f->cs, m, &meta, hooks, n_hooks, poller_now_ms(), e) < 0)
