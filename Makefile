@@ -120,6 +120,7 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build-all
 	@build/tools/store-bench
+	@build/tools/filter-bench
 	@tests/bench/run
 	@tests/bench/delivery.py
 	@tests/bench/api.sh

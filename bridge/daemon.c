@@ -56,7 +56,7 @@ static struct {
     char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
     int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
-    uint64_t polls_ok, polls_failed;
+    uint64_t polls_ok, polls_failed, polls_skipped;
     /* several instances on one store (PostgreSQL) */
     bool shared;
     int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
@@ -80,6 +80,29 @@ static const struct config_account *cfg_account(const struct config *cfg, const 
     return NULL;
 }
 
+/* --once and an account whose saved backoff (s->backoff_until) has not
+ * passed: true to poll it now all the same; false when the wait is the
+ * server's LOGIN-DELAY or a refused login's (auth_error): then the account
+ * is skipped (done for --once), said in a poll_skipped line with the time
+ * it may be polled. */
+static bool once_ignores_backoff(struct sched_account *a, const struct store_account_state *s)
+{
+    const char *reason = NULL;
+    if (a->state == ACCOUNT_AUTH_ERROR)
+        reason = "auth_error";
+    else if (a->state == ACCOUNT_IDLE || strstr(s->last_error, "\"[LOGIN-DELAY]"))
+        reason = "LOGIN-DELAY"; /* idle with a wait: the LOGIN-DELAY after a success */
+    if (!reason)
+        return true;
+    char when[40];
+    a->polled_once = true;
+    rt.polls_skipped++;
+    log_warn("poll_skipped", "account=%s reason=%s not_before=%s retry_in_s=%lld", a->name,
+             log_q(reason), clock_rfc3339(s->backoff_until, 0, when, sizeof when),
+             (long long)((s->backoff_until - now_ms() + 999) / 1000));
+    return false;
+}
+
 /* (Re)build the account table from cfg, keeping state of accounts that stay.
  * Called with rt.lock held. */
 static int sync_accounts(const struct config *cfg, struct store *st)
@@ -101,11 +124,11 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 v[i].last_attempt_at = s.last_attempt_at;
                 v[i].last_success_at = s.last_success_at;
                 snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
-                if (s.backoff_until > now_ms())
-                    v[i].next_at = v[i].not_before = s.backoff_until;
                 enum account_state saved;
                 if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
                     v[i].state = saved;
+                if (s.backoff_until > now_ms() && !(rt.once && once_ignores_backoff(&v[i], &s)))
+                    v[i].next_at = v[i].not_before = s.backoff_until;
             }
         }
     }
@@ -122,9 +145,11 @@ static void save_state(struct store *st, const struct sched_account *a)
     snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
     s.last_attempt_at = a->last_attempt_at;
     s.last_success_at = a->last_success_at;
-    /* what forbids a poll (not_before): after a poll that failed for want of
-     * an OAuth2 grant, nothing, so a restart after `oauth2 login` polls at once */
-    s.backoff_until = a->state == ACCOUNT_IDLE ? 0 : a->not_before;
+    /* what forbids a poll (not_before): a backoff, or the server's
+     * LOGIN-DELAY after a success (state idle); after a poll that failed for
+     * want of an OAuth2 grant, nothing, so a restart after `oauth2 login`
+     * polls at once */
+    s.backoff_until = a->not_before;
     struct err e;
     if (store_account_set(st, a->name, &s, &e) < 0)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
@@ -301,6 +326,16 @@ static void *poll_worker(void *arg)
                          "deleted=%zu refused=%zu ms=%lld",
                          name, res.listed, res.fetched, (unsigned long long)res.bytes,
                          res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
+            } else if (rt.stopping) {
+                /* cancelled by a stop: no failure, no backoff, nothing saved:
+                 * the next start polls it on schedule */
+                a->running = false;
+                a->state = before;
+                log_info("poll_cancelled", "account=%s ms=%lld error=%s", name,
+                         (long long)took_ms, log_q(e.msg));
+                cfgref_put(ref);
+                pthread_cond_broadcast(&rt.cond);
+                continue;
             } else {
                 int64_t d = sched_failed(a, now, interval, res.login_delay, &e);
                 rt.polls_failed++;
@@ -313,6 +348,7 @@ static void *poll_worker(void *arg)
             /* a write only when something a restart needs changed, or
              * now and then for the times shown */
             bool save = a->state != a->saved_state || rc < 0 || first ||
+                        (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
                         clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
             if (save) {
                 a->saved_state = a->state;
@@ -900,15 +936,16 @@ static int shut_down(struct run *r)
 {
     struct err e;
     notify_stopping();
+    /* stopping first: a poll that ends for the cancel below is known as cancelled */
+    pthread_mutex_lock(&rt.lock);
+    rt.stopping = true;
+    pthread_cond_broadcast(&rt.cond);
+    pthread_mutex_unlock(&rt.lock);
     if (rt.cancel_fd > 0) {
         uint64_t one = 1; /* every poll still waiting on its server ends now */
         if (write(rt.cancel_fd, &one, sizeof one) < 0)
             log_warn("cancel_failed", "error=%s", log_q(strerror(errno)));
     }
-    pthread_mutex_lock(&rt.lock);
-    rt.stopping = true;
-    pthread_cond_broadcast(&rt.cond);
-    pthread_mutex_unlock(&rt.lock);
     delivery_wakeup(rt.delivery);
     for (size_t i = 0; i < r->nworkers; i++)
         pthread_join(r->workers[i], NULL);
@@ -926,12 +963,17 @@ static int shut_down(struct run *r)
 
     struct delivery_stats ds;
     delivery_stats(rt.delivery, &ds);
-    log_info("stopped", "polls_ok=%llu polls_failed=%llu delivered=%llu retried=%llu dead=%llu",
+    log_info("stopped",
+             "polls_ok=%llu polls_failed=%llu polls_skipped=%llu delivered=%llu retried=%llu "
+             "dead=%llu",
              (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
+             (unsigned long long)rt.polls_skipped,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
     int rc = r->terr != 0 ? CLI_EXIT_LOCAL
-             : rt.once && rt.polls_failed ? DAEMON_EXIT_POLLS_FAILED : CLI_EXIT_OK;
+             : rt.once && rt.polls_failed  ? DAEMON_EXIT_POLLS_FAILED
+             : rt.once && rt.polls_skipped ? DAEMON_EXIT_POLLS_SKIPPED
+                                           : CLI_EXIT_OK;
     release(r->st, r->dst);
     store_close(r->kst);
     return rc;

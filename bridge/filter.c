@@ -453,6 +453,29 @@ bool filter_route_needs_message(const struct config_account *a)
     return false;
 }
 
+unsigned filter_route_needs(const struct config_account *a)
+{
+    unsigned needs = 0;
+    for (size_t i = 0; a->webhook_cfg && i < a->webhook_count; i++) {
+        const struct config_webhook *w = a->webhook_cfg[i];
+        if (!w || !w->filter.present)
+            continue;
+        const struct config_filter *s = &w->filter;
+        if (s->type_count)
+            needs |= FILTER_NEEDS_ROUTE;
+        /* the type decides only when one of received and bounce is listed
+         * without the other; then the bounce must be known */
+        if (s->type_count &&
+            list_has_type(s, "message.received") != list_has_type(s, "message.bounce"))
+            needs |= FILTER_NEEDS_TYPE;
+        if (s->has_attachments != CONFIG_UNSET)
+            needs |= FILTER_NEEDS_ATTACHMENTS;
+        if (filter_needs_message(w))
+            needs |= FILTER_NEEDS_HEADER;
+    }
+    return needs;
+}
+
 size_t filter_route(const struct config_account *a, const char *type, const cJSON *msg,
                     const char **names, size_t max)
 {

@@ -775,3 +775,159 @@ int message_id_of(const void *head, size_t len, char *out, size_t size)
     }
     return 0;
 }
+
+/* ---- what a webhook filter looks at -------------------------------------------------- */
+
+/* Where the header block of buf[0..len) ends (the offset after its blank
+ * line), or 0 when no blank line ends it there; scans from the line that
+ * starts at *line, and leaves there the start of the last line not seen
+ * whole.  Looks at nothing past the blank line. */
+static size_t header_scan(const char *buf, size_t len, size_t *line)
+{
+    size_t i = *line;
+    while (i < len) {
+        *line = i;
+        if (buf[i] == '\n')
+            return i + 1; /* an empty line ends the header */
+        if (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')
+            return i + 2;
+        const char *nl = memchr(buf + i, '\n', len - i);
+        if (!nl)
+            return 0;
+        i = (size_t)(nl - buf) + 1;
+    }
+    *line = i;
+    return 0;
+}
+
+/* The header block, read from fd in MESSAGE_CHUNK steps up to
+ * MESSAGE_FILTER_HEAD_MAX bytes: a new buffer and its length in *len.
+ * NULL with e cleared when it does not end within that; NULL with e set
+ * on a read error or without memory. */
+static char *head_of_fd(int fd, size_t *len, struct err *e)
+{
+    size_t cap = 0, have = 0, line = 0;
+    char *buf = NULL;
+    err_clear(e);
+    while (have < MESSAGE_FILTER_HEAD_MAX) {
+        if (have == cap) {
+            cap += MESSAGE_CHUNK;
+            char *nb = g_try_realloc(buf, cap);
+            if (!nb) {
+                g_free(buf);
+                err_set(e, ERR_INTERNAL, "message: out of memory");
+                return NULL;
+            }
+            buf = nb;
+        }
+        ssize_t n = pread(fd, buf + have, cap - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err_set(e, ERR_INTERNAL, "message: reading the stored message: %s", strerror(errno));
+            g_free(buf);
+            return NULL;
+        }
+        have += (size_t)n;
+        size_t end = header_scan(buf, have, &line);
+        if (end) {
+            *len = end;
+            return buf;
+        }
+        if (n == 0)
+            break; /* all of it is header: the whole message is parsed */
+    }
+    g_free(buf);
+    return NULL;
+}
+
+/* The filter's fields of a parsed message (NULL: none) into m. */
+static void filter_fill(struct ctx *c, cJSON *m, GMimeMessage *msg, unsigned what)
+{
+    add_str_or_null(c, m, "subject", msg ? g_mime_message_get_subject(msg) : NULL);
+    msg_add(c, m, "from", msg ? first_address(c, g_mime_message_get_from(msg), "From")
+                          : cJSON_CreateNull());
+    msg_add(c, m, "to", msg ? address_array(c, g_mime_message_get_to(msg), "To") : cJSON_CreateArray());
+    msg_add(c, m, "cc", msg ? address_array(c, g_mime_message_get_cc(msg), "Cc") : cJSON_CreateArray());
+    msg_add(c, m, "headers", msg ? header_array(c, msg) : cJSON_CreateArray());
+    struct mailclass_headers h = {
+        .subject = msg ? g_mime_message_get_subject(msg) : NULL,
+        .auto_submitted = first_value(msg, "Auto-Submitted"),
+        .x_autoreply = first_value(msg, "X-Autoreply"),
+        .x_autorespond = first_value(msg, "X-Autorespond"),
+        .precedence = first_value(msg, "Precedence"),
+        .x_auto_response_suppress = first_value(msg, "X-Auto-Response-Suppress"),
+    };
+    const char *kind = mailclass_auto_reply(&h);
+    msg_add(c, m, "auto_reply", kind ? cJSON_CreateString(kind) : cJSON_CreateNull());
+    if (!(what & MESSAGE_FILTER_ATTACHMENTS))
+        return;
+    c->atts = cJSON_CreateArray();
+    if (!c->atts) {
+        c->oom = true;
+        return;
+    }
+    if (msg)
+        msg_filter_walk(c, g_mime_message_get_mime_part(msg), 0);
+    msg_add(c, m, "attachments", c->atts);
+    c->atts = NULL;
+}
+
+static cJSON *filter_build(GMimeStream *stream, unsigned what, struct err *e)
+{
+    struct ctx c;
+    cJSON *m = NULL;
+    if (msg_ctx_init(&c, NULL, false) == 0 && (m = cJSON_CreateObject()) != NULL) {
+        GMimeMessage *msg = msg_parse(&c, stream);
+        filter_fill(&c, m, msg, what);
+        if (msg)
+            g_object_unref(msg);
+    }
+    bool oom = c.oom || !m;
+    msg_ctx_done(&c);
+    if (oom) {
+        cJSON_Delete(m);
+        err_set(e, ERR_INTERNAL, "message: out of memory");
+        return NULL;
+    }
+    return m;
+}
+
+cJSON *message_filter_json(const void *raw, size_t len, int fd, unsigned what, struct err *e)
+{
+    if (fd < 0 && !raw && len) {
+        err_set(e, ERR_USAGE, "message: no buffer given for %zu bytes", len);
+        return NULL;
+    }
+    msg_gmime_ensure();
+    GMimeStream *s = NULL;
+    char *head = NULL;
+    if (!(what & MESSAGE_FILTER_ATTACHMENTS)) {
+        /* the header block only; when it does not end within
+         * MESSAGE_FILTER_HEAD_MAX, the whole message (as the full object) */
+        size_t hl = 0;
+        if (fd >= 0) {
+            head = head_of_fd(fd, &hl, e);
+            if (!head && e->kind != ERR_NONE)
+                return NULL;
+        } else {
+            size_t line = 0;
+            hl = header_scan(raw ? raw : "",
+                             len < MESSAGE_FILTER_HEAD_MAX ? len : MESSAGE_FILTER_HEAD_MAX, &line);
+        }
+        if (head)
+            s = g_mime_stream_mem_new_with_buffer(head, hl);
+        else if (fd < 0 && hl)
+            s = g_mime_stream_mem_new_with_buffer(raw, hl);
+    }
+    if (!s && fd >= 0 && !(s = fd_stream(fd, e))) {
+        g_free(head);
+        return NULL;
+    }
+    if (!s)
+        s = g_mime_stream_mem_new_with_buffer(raw ? raw : "", len);
+    cJSON *m = filter_build(s, what, e);
+    g_object_unref(s);
+    g_free(head);
+    return m;
+}

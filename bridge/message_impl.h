@@ -87,5 +87,8 @@ GString *msg_text_to_utf8(struct ctx *c, const char *path, const char *cs, const
 size_t msg_utf8_append(GString *out, const char *s, size_t n);
 void msg_utf8_truncate(GString *s, size_t max);
 void msg_walk(struct ctx *c, GMimeObject *obj, const char *path, int depth);
+/* the attachment entries a filter looks at (disposition, filename) into
+ * c->atts, under msg_walk's bounds; no part is decoded */
+void msg_filter_walk(struct ctx *c, GMimeObject *obj, int depth);
 
 #endif

@@ -833,3 +833,53 @@ void msg_walk(struct ctx *c, GMimeObject *obj, const char *path, int depth)
         msg_walk(c, g_mime_multipart_get_part(mp, i), sub, depth + 1);
     }
 }
+
+/* An attachment entry as the full object would list it, with only what a
+ * filter looks at: disposition and filename.  Parts are not decoded. */
+static void filter_leaf(struct ctx *c, GMimeObject *obj)
+{
+    const char *fname = filename_of(obj);
+    bool att = disposition_is_attachment(obj);
+    bool body_candidate = GMIME_IS_PART(obj) && !att && !fname;
+    if (body_candidate && !c->have_text && is_type(obj, "text", "plain")) {
+        c->have_text = true;
+        return;
+    }
+    if (body_candidate && !c->have_html && is_type(obj, "text", "html")) {
+        c->have_html = true;
+        return;
+    }
+    if (c->natts >= MESSAGE_ATTACHMENTS_MAX)
+        return;
+    c->natts++;
+    cJSON *a = cJSON_CreateObject();
+    if (!a) {
+        c->oom = true;
+        return;
+    }
+    msg_add(c, a, "disposition", cJSON_CreateString(att ? "attachment" : "inline"));
+    msg_add(c, a, "filename", fname ? msg_jstr(c, "filename", fname) : cJSON_CreateNull());
+    msg_push(c, c->atts, a);
+}
+
+/* msg_walk() for filter_leaf, under the same bounds (parts, depth). */
+void msg_filter_walk(struct ctx *c, GMimeObject *obj, int depth)
+{
+    if (!obj || c->oom || ++c->parts_seen > MESSAGE_PARTS_MAX)
+        return;
+    if (!GMIME_IS_MULTIPART(obj)) {
+        filter_leaf(c, obj);
+        return;
+    }
+    if (depth >= MESSAGE_DEPTH_MAX)
+        return;
+    GMimeMultipart *mp = GMIME_MULTIPART(obj);
+    int n = g_mime_multipart_get_count(mp);
+    if (n == 0) {
+        const char *pro = g_mime_multipart_get_prologue(mp);
+        if (pro && *pro)
+            c->have_text = true; /* taken as the text, as the full object does */
+    }
+    for (int i = 0; i < n && !c->oom; i++)
+        msg_filter_walk(c, g_mime_multipart_get_part(mp, i), depth + 1);
+}

@@ -100,19 +100,33 @@ static int sink_data(void *ctx, const char *buf, size_t len, struct err *e)
     return store_msg_write(f->m, buf, len, e);
 }
 
-/* The account's webhooks this message goes to, by their filters (filter.h):
- * the message is parsed from what the store holds before finish.  One that
- * cannot be parsed goes wherever its type alone is wanted. */
-static size_t route(struct fetch *f, struct store_msg *m, const char **out)
+/* The message object the account's filters need (filter_route_needs),
+ * from what the store holds before finish: the header block alone, or with
+ * the MIME structure (has_attachments), and the full object only when the
+ * type (a bounce or not) decides.  NULL when it cannot be parsed (pe). */
+static cJSON *route_message(struct store_msg *m, unsigned needs, struct err *pe)
 {
     const void *mem;
     size_t len;
     int fd;
+    if (store_msg_peek(m, &mem, &len, &fd, pe) < 0)
+        return NULL;
+    if (needs & FILTER_NEEDS_TYPE)
+        return fd >= 0 ? message_to_json_fd(fd, NULL, pe) : message_to_json(mem, len, NULL, pe);
+    unsigned what = needs & FILTER_NEEDS_ATTACHMENTS ? MESSAGE_FILTER_ATTACHMENTS
+                                                     : MESSAGE_FILTER_HEADER;
+    return message_filter_json(fd >= 0 ? NULL : mem, len, fd, what, pe);
+}
+
+/* The account's webhooks this message goes to, by their filters (filter.h).
+ * One that cannot be parsed goes wherever its type alone is wanted. */
+static size_t route(struct fetch *f, struct store_msg *m, unsigned needs, const char **out)
+{
     struct err pe;
-    cJSON *msg = NULL;
-    if (store_msg_peek(m, &mem, &len, &fd, &pe) == 0)
-        msg = fd >= 0 ? message_to_json_fd(fd, NULL, &pe) : message_to_json(mem, len, NULL, &pe);
-    if (!msg)
+    err_clear(&pe);
+    bool parse = needs & (FILTER_NEEDS_HEADER | FILTER_NEEDS_ATTACHMENTS | FILTER_NEEDS_TYPE);
+    cJSON *msg = parse ? route_message(m, needs, &pe) : NULL;
+    if (parse && !msg)
         log_warn("filter_unparsed", "account=%s uidl=%s error=%s", f->a->name,
                  log_q(f->l->entries[f->current - 1].uidl), log_q(pe.msg));
     const char *type = filter_message_type(msg, f->too_large_mode);
@@ -169,8 +183,9 @@ static int sink_end(void *ctx, uint32_t number, uint64_t octets, struct err *e)
     const char *routed[STORE_WEBHOOKS_MAX];
     const char *const *hooks = f->webhooks;
     size_t n_hooks = f->n_webhooks;
-    if (filter_route_needs_message(f->a)) {
-        n_hooks = route(f, m, routed);
+    unsigned needs = filter_route_needs(f->a);
+    if (needs) {
+        n_hooks = route(f, m, needs, routed);
         hooks = routed;
     }
     if (committer_submit(f->cs, m, &meta, hooks, n_hooks, poller_now_ms(), e) < 0)
@@ -248,196 +263,244 @@ static int del_add(void *ctx, const char *uidl, enum store_uidl_state state, int
     return 0;
 }
 
+/* One POP3 session of a poll: what its steps share. */
+struct session {
+    struct store *st;
+    const struct config_account *a;
+    struct poller_result *res;
+    struct pop3 *p;
+    const struct pop3_capa *capa;
+    struct pop3_listing *l;
+    struct known k;               /* UIDLs the store knew before this poll, sorted */
+    uint32_t *fetch_nums, *large_nums;
+    size_t n_fetch, n_large;
+    size_t known_listed;          /* known UIDLs the server still lists */
+    const struct pop3_entry **sorted;
+    struct del_ctx dc;
+    struct fetch f;
+    struct committer_session cs;
+};
+
+/* Log in and list: the capabilities, the listing (with UIDL) and what the
+ * store already knows. */
+static int session_open(struct session *s, const char *token, int cancel_fd, struct err *e)
+{
+    struct pop3_opts po;
+    pop3cfg_opts(s->a, &po);
+    po.cancel_fd = cancel_fd;
+    if (token)
+        po.oauth2_token = token; /* an oauth2 provider account's current access token */
+    s->p = pop3_open(&po, e);
+    if (!s->p)
+        return -1;
+    s->capa = pop3_capa(s->p);
+    s->res->login_delay = s->capa->login_delay;
+    pollhist_session(pollhist_default(), s->a->name, poller_now_ms(),
+                     (const char *const *)s->capa->lines, s->capa->n_lines,
+                     pop3_tls_info(s->p));
+    if (pop3_listing(s->p, &s->l, e) < 0)
+        return -1;
+    if (!s->l->has_uidl)
+        return err_set(e, ERR_SERVER, "server does not support UIDL, which the bridge needs to "
+                                      "tell new messages from old");
+    s->res->listed = s->l->count;
+    if (store_uidls_each(s->st, s->a->name, known_add, &s->k, e) < 0)
+        return -1;
+    if (s->k.n) /* k.v is NULL when nothing is known yet */
+        qsort(s->k.v, s->k.n, sizeof *s->k.v, cmp_str);
+    return 0;
+}
+
+/* First poll with start: new — remember what is there, deliver nothing. */
+static int session_ignore_all(struct session *s, struct err *e)
+{
+    const struct pop3_listing *l = s->l;
+    const char **ignore = malloc(((size_t)l->count + 1) * sizeof *ignore);
+    if (!ignore)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < l->count; i++)
+        ignore[i] = l->entries[i].uidl;
+    int r = store_uidls_record_ignored(s->st, s->a->name, ignore, l->count, poller_now_ms(), e);
+    free(ignore);
+    if (r < 0)
+        return -1;
+    s->res->ignored = l->count;
+    return 0;
+}
+
+/* What is new: the numbers to RETR and those too large (TOP n 0), at most
+ * max_messages_per_poll of them; force_large: a UIDL to take as too large. */
+static int session_select(struct session *s, bool first, const char *force_large,
+                          struct err *e)
+{
+    const struct pop3_listing *l = s->l;
+    s->fetch_nums = malloc(((size_t)l->count + 1) * sizeof *s->fetch_nums);
+    s->large_nums = malloc(((size_t)l->count + 1) * sizeof *s->large_nums);
+    if (!s->fetch_nums || !s->large_nums)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    if (first && s->a->start == CONFIG_START_NEW && s->k.n == 0)
+        return session_ignore_all(s, e);
+    size_t n_new = 0;
+    for (uint32_t i = 0; i < l->count; i++) {
+        const struct pop3_entry *en = &l->entries[i];
+        if (known_has(&s->k, en->uidl)) {
+            s->known_listed++;
+            continue;
+        }
+        if (n_new >= (size_t)s->a->max_messages_per_poll) {
+            s->res->more = true;
+            break;
+        }
+        n_new++;
+        bool forced = force_large && strcmp(force_large, en->uidl) == 0;
+        if (forced || en->size > s->a->max_message_size)
+            s->large_nums[s->n_large++] = en->number;
+        else
+            s->fetch_nums[s->n_fetch++] = en->number;
+    }
+    return 0;
+}
+
+/* Receive what is new, each message handed to the committer; a message
+ * over max_message_size while received gives its UIDL in *over_limit.
+ * Everything received is durable when this returns 0. */
+static int session_receive(struct session *s, char **over_limit, struct err *e)
+{
+    struct fetch *f = &s->f;
+    f->cs = &s->cs;
+    f->a = s->a;
+    f->l = s->l;
+    f->webhooks = (const char *const *)s->a->webhooks;
+    f->n_webhooks = s->a->webhook_count;
+    f->res = s->res;
+    struct pop3_sink sink = {
+        .begin = sink_begin, .data = sink_data, .end = sink_end, .failed = sink_failed,
+        .ctx = f, .lf = false,
+    };
+    if (s->n_fetch && pop3_retr(s->p, s->fetch_nums, s->n_fetch, &sink, e) < 0) {
+        if (e->kind == ERR_LIMIT && f->m && f->current && !*over_limit)
+            *over_limit = strdup(s->l->entries[f->current - 1].uidl);
+        return -1;
+    }
+    /* too large: only the header (TOP n 0), delivered as message.too_large */
+    if (s->n_large) {
+        if (!s->capa->known || s->capa->top) {
+            f->too_large_mode = true;
+            for (size_t i = 0; i < s->n_large; i++)
+                if (pop3_top(s->p, s->large_nums[i], 0, &sink, e) < 0)
+                    return -1;
+        } else {
+            log_warn("too_large_skipped", "account=%s count=%zu reason=%s", s->a->name,
+                     s->n_large, log_q("server has no TOP"));
+        }
+    }
+    /* everything received is durable before anything may be deleted */
+    return committer_wait(&s->cs, e);
+}
+
+/* Deletions: what the policy allows, among what the server still lists,
+ * DELE'd (committed by QUIT in session_close) into s->dc. */
+static int session_delete(struct session *s, struct err *e)
+{
+    const struct config_account *a = s->a;
+    const struct pop3_listing *l = s->l;
+    bool del_delivered = a->after_delivery == CONFIG_AFTER_DELETE;
+    if (!del_delivered && a->delete_after_ms <= 0)
+        return 0;
+    struct del_ctx *dc = &s->dc;
+    s->sorted = malloc(((size_t)l->count + 1) * sizeof *s->sorted);
+    dc->nums = malloc(((size_t)l->count + 1) * sizeof *dc->nums);
+    dc->uidls = calloc((size_t)l->count + 1, sizeof *dc->uidls);
+    if (!s->sorted || !dc->nums || !dc->uidls)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < l->count; i++)
+        s->sorted[i] = &l->entries[i];
+    qsort(s->sorted, l->count, sizeof *s->sorted, cmp_entry_uidl);
+    dc->l = l;
+    dc->sorted = s->sorted;
+    if (store_uidls_deletable(s->st, a->name, del_delivered, a->delete_after_ms,
+                              poller_now_ms(), del_add, dc, e) < 0)
+        return -1;
+    if (!dc->n)
+        return 0;
+    qsort(dc->nums, dc->n, sizeof *dc->nums, number_cmp);
+    return pop3_dele(s->p, dc->nums, dc->n, e);
+}
+
+/* QUIT (which commits the deletions), then the store follows: deleted
+ * UIDLs marked, and the seen-set kept bounded by forgetting what the server
+ * no longer has (a write only when a UIDL known before this poll is not
+ * listed). */
+static int session_close(struct session *s, struct err *e)
+{
+    const struct pop3_listing *l = s->l;
+    if (pop3_quit(&s->p, e) < 0)
+        return -1; /* nothing may be assumed deleted */
+    if (s->dc.n) {
+        if (store_uidls_mark_deleted(s->st, s->a->name, (const char *const *)s->dc.uidls,
+                                     s->dc.n, e) < 0)
+            return -1;
+        s->res->deleted = s->dc.n;
+    }
+    if (s->known_listed == s->k.n && !s->dc.n)
+        return 0;
+    const char **listed = malloc(((size_t)l->count + 1) * sizeof *listed);
+    if (!listed)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < l->count; i++)
+        listed[i] = l->entries[i].uidl;
+    /* messages deleted just now are no longer listed either */
+    int r = store_uidls_forget_vanished(s->st, s->a->name, listed, l->count, NULL, e);
+    free(listed);
+    return r;
+}
+
+/* The end of a session, whatever its outcome: the connection dropped
+ * without QUIT if still open (nothing is deleted), what was fully received
+ * committed (the webhooks it borrows must outlive it), everything freed.
+ * Returns rc, or -1 when that commit failed. */
+static int session_end(struct session *s, int rc, struct err *e)
+{
+    store_msg_abort(s->f.m);
+    s->f.m = NULL;
+    pop3_abort(&s->p);
+    struct err ce;
+    if (committer_wait(&s->cs, &ce) < 0) {
+        if (rc == 0)
+            *e = ce;
+        else if (strcmp(ce.msg, e->msg) != 0)
+            log_error("store_commit_failed", "account=%s error=%s", s->a->name, log_q(ce.msg));
+        rc = -1;
+    }
+    for (size_t i = 0; i < s->dc.n; i++)
+        free(s->dc.uidls[i]);
+    free(s->dc.uidls);
+    free(s->dc.nums);
+    free(s->sorted);
+    free(s->fetch_nums);
+    free(s->large_nums);
+    known_free(&s->k);
+    pop3_listing_free(&s->l);
+    return rc;
+}
+
+/* One session: log in, list, receive what is new, delete what the policy
+ * allows, QUIT.  token: an OAuth2 access token or NULL; force_large: a UIDL
+ * to take as too large; *over_limit: see session_receive. */
 static int one_session(struct store *st, struct committer *cm,
                        const struct config_account *a, const char *token, bool first,
                        int cancel_fd, struct poller_result *res, const char *force_large,
                        char **over_limit, struct err *e)
 {
-    struct pop3_opts po;
-    pop3cfg_opts(a, &po);
-    po.cancel_fd = cancel_fd;
-    if (token)
-        po.oauth2_token = token; /* an oauth2 provider account's current access token */
-    struct pop3 *p = NULL;
-    struct pop3_listing *l = NULL;
-    struct known k = {0};
-    uint32_t *fetch_nums = NULL, *large_nums = NULL;
-    const struct pop3_entry **sorted = NULL;
-    struct del_ctx dc = {0};
-    struct fetch f = {0};
-    struct committer_session cs;
-    committer_session_init(&cs, cm);
+    struct session s = {.st = st, .a = a, .res = res};
+    committer_session_init(&s.cs, cm);
     int rc = -1;
-
-    p = pop3_open(&po, e);
-    if (!p)
-        goto out;
-    const struct pop3_capa *capa = pop3_capa(p);
-    res->login_delay = capa->login_delay;
-    pollhist_session(pollhist_default(), a->name, poller_now_ms(),
-                     (const char *const *)capa->lines, capa->n_lines, pop3_tls_info(p));
-    if (pop3_listing(p, &l, e) < 0)
-        goto out;
-    if (!l->has_uidl) {
-        err_set(e, ERR_SERVER, "server does not support UIDL, which the bridge needs to tell "
-                               "new messages from old");
-        goto out;
-    }
-    res->listed = l->count;
-    if (store_uidls_each(st, a->name, known_add, &k, e) < 0)
-        goto out;
-    if (k.n)
-        qsort(k.v, k.n, sizeof *k.v, cmp_str); /* k.v is NULL when nothing is known yet */
-
-    /* what is new */
-    fetch_nums = malloc(((size_t)l->count + 1) * sizeof *fetch_nums);
-    large_nums = malloc(((size_t)l->count + 1) * sizeof *large_nums);
-    if (!fetch_nums || !large_nums) {
-        err_set(e, ERR_INTERNAL, "out of memory");
-        goto out;
-    }
-    size_t n_fetch = 0, n_large = 0, n_new = 0, known_listed = 0;
-    const char **ignore = NULL;
-    if (first && a->start == CONFIG_START_NEW && k.n == 0) {
-        /* first poll with start: new — remember what is there, deliver nothing */
-        ignore = malloc(((size_t)l->count + 1) * sizeof *ignore);
-        if (!ignore) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            goto out;
-        }
-        for (uint32_t i = 0; i < l->count; i++)
-            ignore[i] = l->entries[i].uidl;
-        int r = store_uidls_record_ignored(st, a->name, ignore, l->count, poller_now_ms(), e);
-        free(ignore);
-        if (r < 0)
-            goto out;
-        res->ignored = l->count;
-    } else {
-        for (uint32_t i = 0; i < l->count; i++) {
-            const struct pop3_entry *en = &l->entries[i];
-            if (known_has(&k, en->uidl)) {
-                known_listed++;
-                continue;
-            }
-            if (n_new >= (size_t)a->max_messages_per_poll) {
-                res->more = true;
-                break;
-            }
-            n_new++;
-            bool forced = force_large && strcmp(force_large, en->uidl) == 0;
-            if (forced || en->size > a->max_message_size)
-                large_nums[n_large++] = en->number;
-            else
-                fetch_nums[n_fetch++] = en->number;
-        }
-    }
-
-    f.cs = &cs;
-    f.a = a;
-    f.l = l;
-    f.webhooks = (const char *const *)a->webhooks;
-    f.n_webhooks = a->webhook_count;
-    f.res = res;
-    struct pop3_sink sink = {
-        .begin = sink_begin, .data = sink_data, .end = sink_end, .failed = sink_failed,
-        .ctx = &f, .lf = false,
-    };
-    if (n_fetch && pop3_retr(p, fetch_nums, n_fetch, &sink, e) < 0) {
-        if (e->kind == ERR_LIMIT && f.m && f.current && !*over_limit)
-            *over_limit = strdup(l->entries[f.current - 1].uidl);
-        goto out;
-    }
-    /* too large: only the header (TOP n 0), delivered as message.too_large */
-    if (n_large) {
-        if (!capa->known || capa->top) {
-            f.too_large_mode = true;
-            for (size_t i = 0; i < n_large; i++)
-                if (pop3_top(p, large_nums[i], 0, &sink, e) < 0)
-                    goto out;
-        } else {
-            log_warn("too_large_skipped", "account=%s count=%zu reason=%s", a->name, n_large,
-                     log_q("server has no TOP"));
-        }
-    }
-    /* everything received is durable before anything may be deleted */
-    if (committer_wait(&cs, e) < 0)
-        goto out;
-
-    /* deletions: what the policy allows, among what the server still lists */
-    bool del_delivered = a->after_delivery == CONFIG_AFTER_DELETE;
-    if (del_delivered || a->delete_after_ms > 0) {
-        sorted = malloc(((size_t)l->count + 1) * sizeof *sorted);
-        dc.nums = malloc(((size_t)l->count + 1) * sizeof *dc.nums);
-        dc.uidls = calloc((size_t)l->count + 1, sizeof *dc.uidls);
-        if (!sorted || !dc.nums || !dc.uidls) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            goto out;
-        }
-        for (uint32_t i = 0; i < l->count; i++)
-            sorted[i] = &l->entries[i];
-        qsort(sorted, l->count, sizeof *sorted, cmp_entry_uidl);
-        dc.l = l;
-        dc.sorted = sorted;
-        if (store_uidls_deletable(st, a->name, del_delivered, a->delete_after_ms,
-                                  poller_now_ms(), del_add, &dc, e) < 0)
-            goto out;
-        if (dc.n) {
-            uint32_t *nums = dc.nums;
-            qsort(nums, dc.n, sizeof *nums, number_cmp);
-            if (pop3_dele(p, nums, dc.n, e) < 0)
-                goto out;
-        }
-    }
-    if (pop3_quit(&p, e) < 0)
-        goto out; /* nothing may be assumed deleted */
-    if (dc.n) {
-        if (store_uidls_mark_deleted(st, a->name, (const char *const *)dc.uidls, dc.n, e) < 0)
-            goto out;
-        res->deleted = dc.n;
-    }
-    /* the seen-set stays bounded: forget what the server no longer has
-     * (a write: only when a UIDL known before this poll is not listed) */
-    if (known_listed < k.n || dc.n) {
-        const char **listed = malloc(((size_t)l->count + 1) * sizeof *listed);
-        if (!listed) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            goto out;
-        }
-        for (uint32_t i = 0; i < l->count; i++)
-            listed[i] = l->entries[i].uidl;
-        /* messages deleted just now are no longer listed either */
-        int r = store_uidls_forget_vanished(st, a->name, listed, l->count, NULL, e);
-        free(listed);
-        if (r < 0)
-            goto out;
-    }
-    rc = 0;
-out:
-    store_msg_abort(f.m);
-    f.m = NULL;
-    pop3_abort(&p); /* without QUIT: nothing is deleted */
-    {
-        /* what was fully received is kept: wait for its commit even on error
-         * (the webhooks it borrows must outlive it) */
-        struct err ce;
-        if (committer_wait(&cs, &ce) < 0) {
-            if (rc == 0)
-                *e = ce;
-            else if (strcmp(ce.msg, e->msg) != 0)
-                log_error("store_commit_failed", "account=%s error=%s", a->name, log_q(ce.msg));
-            rc = -1;
-        }
-    }
-    for (size_t i = 0; i < dc.n; i++)
-        free(dc.uidls[i]);
-    free(dc.uidls);
-    free(dc.nums);
-    free(sorted);
-    free(fetch_nums);
-    free(large_nums);
-    known_free(&k);
-    pop3_listing_free(&l);
-    return rc;
+    if (session_open(&s, token, cancel_fd, e) == 0 &&
+        session_select(&s, first, force_large, e) == 0 &&
+        session_receive(&s, over_limit, e) == 0 && session_delete(&s, e) == 0 &&
+        session_close(&s, e) == 0)
+        rc = 0;
+    return session_end(&s, rc, e);
 }
 
 /* The poll's line in the dashboard's history (pollhist.h); h->duration_ms

@@ -25,7 +25,12 @@ int64_t sched_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
     }
     if (err_is_temporary(e) || e->kind == ERR_TLS) {
         *state = ACCOUNT_BACKOFF;
-        return MIN(SCHED_TEMP_BASE_MS << shift, MAX(interval_ms, SCHED_TEMP_CAP_MS));
+        /* the server not there (refused, reset: a restart): an account
+         * polled often looks again within its own interval */
+        int64_t base = e->kind == ERR_CONN
+                           ? MIN(SCHED_TEMP_BASE_MS, MAX(interval_ms, SCHED_CONN_BASE_MIN_MS))
+                           : SCHED_TEMP_BASE_MS;
+        return MIN(base << shift, MAX(interval_ms, SCHED_TEMP_CAP_MS));
     }
     *state = ACCOUNT_ERROR;
     return MIN(SCHED_ERROR_BASE_MS << shift, SCHED_ERROR_MAX_MS);

@@ -16,8 +16,13 @@
  * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
  * every account once (again at once while max_messages_per_poll left
  * messages behind), deliver what is due, waiting through retries due
- * within DAEMON_ONCE_WAIT_MS, then exit (0 when every poll succeeded, 1
- * otherwise).
+ * within DAEMON_ONCE_WAIT_MS, then exit (0 when every poll succeeded,
+ * DAEMON_EXIT_POLLS_FAILED when one failed, else DAEMON_EXIT_POLLS_SKIPPED
+ * when an account was skipped).  --once polls an account now even when its
+ * saved backoff has not passed, except for the server's LOGIN-DELAY and a
+ * refused login's backoff (auth_error): those accounts are skipped, each in
+ * a poll_skipped line with the time it may be polled.  A poll cancelled by
+ * a stop is logged as poll_cancelled: not a failure, no backoff saved.
  *
  * Account states (visible through the store and the API): idle, polling,
  * backoff (temporary failure: connection, timeout, TLS, [IN-USE],
@@ -59,6 +64,9 @@
                                           it while the instance runs; another instance
                                           takes it over this long after a crash */
 #define DAEMON_EXIT_POLLS_FAILED 1     /* --once: some poll failed */
+#define DAEMON_EXIT_POLLS_SKIPPED 7    /* --once: none failed, but an account was skipped
+                                          (LOGIN-DELAY or auth_error backoff not over;
+                                          CLI_EXIT_TEMP: try again later) */
 #define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
                                           written at most this often; a change of
                                           state or error at once */

@@ -101,6 +101,26 @@ const char *filter_message_type(const cJSON *msg, bool too_large);
  * that needs the parsed message (its types or its conditions). */
 bool filter_route_needs_message(const struct config_account *a);
 
+/* Routing at store time: what of the message the filters of account a's
+ * webhooks need (0: nothing, route by configuration alone):
+ *   FILTER_NEEDS_ROUTE        types: routed by the event type (filter_route
+ *                             with msg NULL when nothing else is needed)
+ *   FILTER_NEEDS_HEADER       to, from, subject, headers or
+ *                             exclude_auto_replies: the header block
+ *                             (message_filter_json, MESSAGE_FILTER_HEADER)
+ *   FILTER_NEEDS_ATTACHMENTS  has_attachments: the MIME structure
+ *                             (MESSAGE_FILTER_ATTACHMENTS)
+ *   FILTER_NEEDS_TYPE         types that list one of message.received and
+ *                             message.bounce without the other: whether the
+ *                             message is a bounce (the full message object)
+ * Without FILTER_NEEDS_TYPE the routing is the same whether the message is
+ * taken as message.received or message.bounce. */
+#define FILTER_NEEDS_HEADER 1u
+#define FILTER_NEEDS_ATTACHMENTS 2u
+#define FILTER_NEEDS_TYPE 4u
+#define FILTER_NEEDS_ROUTE 8u
+unsigned filter_route_needs(const struct config_account *a);
+
 /* The names of a's webhooks (borrowed from the configuration, in a's
  * order) that get an event of `type` about msg, into names[] (at most max);
  * returns the count.  msg may be NULL when the caller could not parse the

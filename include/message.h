@@ -210,6 +210,30 @@ cJSON *message_top_json(const void *raw, size_t len, const char *uidl, struct er
  * de-duplication before a message is stored. */
 int message_id_of(const void *head, size_t len, char *out, size_t size);
 
+/*
+ * What a webhook filter (filter.h) looks at, read as cheaply as it can be:
+ * an object with only subject, from, to, cc, headers and auto_reply, as in
+ * the full object; with MESSAGE_FILTER_ATTACHMENTS also `attachments`,
+ * one {disposition, filename} per entry the full object would list.
+ *   MESSAGE_FILTER_HEADER       only the header block is read: up to its
+ *                               blank line (at most MESSAGE_FILTER_HEAD_MAX
+ *                               bytes; a longer header block, or a message
+ *                               that is all header, is read whole); the
+ *                               body is never looked at
+ *   MESSAGE_FILTER_ATTACHMENTS  the MIME structure is parsed (the whole
+ *                               message is read once), but no part is
+ *                               decoded, converted or hashed
+ * No bounce (it needs the text): a caller that must tell message.bounce
+ * from message.received uses message_to_json.  From fd (>= 0, read with
+ * pread, seekable) or else len bytes at raw.  The caller frees the object
+ * with cJSON_Delete.  NULL only with ERR_INTERNAL (no memory, read error)
+ * or ERR_USAGE (raw NULL with len > 0, fd not seekable).
+ */
+#define MESSAGE_FILTER_HEADER 0u
+#define MESSAGE_FILTER_ATTACHMENTS 1u
+#define MESSAGE_FILTER_HEAD_MAX (1024 * 1024) /* bytes of header block read alone */
+cJSON *message_filter_json(const void *raw, size_t len, int fd, unsigned what, struct err *e);
+
 /* Releases GMime's global state; call once at process exit, after every
  * other message_* call has returned; no message_* call may follow. */
 void message_global_cleanup(void);

@@ -42,6 +42,9 @@
 #define SCHED_AUTH_MAX_MS (6 * 3600000LL)     /* refused login: longest delay */
 #define SCHED_TEMP_BASE_MS 30000LL            /* temporary failure: first delay */
 #define SCHED_TEMP_CAP_MS (15 * 60000LL)      /* ...up to this (or the interval if longer) */
+#define SCHED_CONN_BASE_MIN_MS 1000LL         /* connection refused/reset: first delay is
+                                                 min(SCHED_TEMP_BASE_MS, interval), not
+                                                 below this */
 #define SCHED_ERROR_BASE_MS 60000LL           /* other failures: first delay */
 #define SCHED_ERROR_MAX_MS 3600000LL          /* other failures: longest delay */
 #define SCHED_SHIFT_MAX 10                    /* doublings at most */

@@ -96,6 +96,11 @@ def test_sigterm_cancels_a_poll_in_progress():
     assert code == 0, b.log()[-2000:]
     assert took < 5.0, "the bridge took %.1f s to stop" % took
     assert "session cancelled" in b.log(), b.log()[-2000:]
+    # cancelled, not failed: no backoff saved, the next start polls on schedule
+    assert "event=poll_cancelled account=drip" in b.log(), b.log()[-2000:]
+    assert "event=poll_failed" not in b.log(), b.log()[-2000:]
+    rows = b.query("SELECT state, backoff_until FROM accounts")
+    assert all(st != "backoff" and until == 0 for st, until in rows), rows
     assert "QUIT" not in srv.commands and not any(c.startswith("DELE") for c in srv.commands), \
         srv.commands
 

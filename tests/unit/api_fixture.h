@@ -2,7 +2,15 @@
  * loopback HTTP, with a runtime of the test's own instead of the daemon, a
  * real store in a temporary state directory, and a configuration loaded
  * from a file written here.  For the unit tests of the resource handlers
- * (test_api_*.c); the whole bridge is tested in tests/integration. */
+ * (test_api_*.c); the whole bridge is tested in tests/integration.
+ *
+ * Include it after <cmocka.h>: the request helpers below check answers
+ * with cmocka's assertions.  A test file's group setup starts its fixture
+ * (fix_start, fix_start_top) and sets *state to it; fix_teardown stops it.
+ * Requests: fix_call (authorized, printf-style target, the status back),
+ * fix_expect (status and body fragments checked, the answer freed),
+ * fix_path (a target for fix_expect from a format);
+ * stored messages: fix_stored; accounts in the configuration: FIX_ACCOUNT. */
 #ifndef API_FIXTURE_H
 #define API_FIXTURE_H
 
@@ -16,14 +24,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <stdarg.h>
+
 #include "api.h"
 #include "cfgref.h"
 #include "config.h"
 #include "runtime.h"
+#include "store.h"
 
 #define FIX_TOKEN "api-unit-test-token-42"
 #define FIX_AUTH "Authorization: Bearer " FIX_TOKEN "\r\n"
 #define FIX_ACCOUNTS_MAX 4
+#define FIX_TARGET_MAX 512   /* a request target built by fix_call/fix_expect */
+#define FIX_HEADERS_MAX 1024 /* the request headers fix_call adds FIX_AUTH to */
+
+/* An account of the configuration (a JSON object for fix_start's list):
+ * name, on 127.0.0.1, user "u" with FIX_PW, plus `extra` members (a
+ * string literal starting with ", ", or ""). */
+#define FIX_ACCOUNT(name, extra)                                                          \
+    "{\"name\": \"" name "\", \"host\": \"127.0.0.1\", \"username\": \"u\", "             \
+    "\"password_env\": \"FIX_PW\"" extra "}"
 
 /* The test's side of the runtime: accounts by name, with a state and a
  * backoff; what the API asked for is counted. */
@@ -225,6 +245,103 @@ static inline void fix_req(struct fixture *f, const char *method, const char *ta
 static inline bool fix_has(const struct fix_resp *r, const char *s)
 {
     return strcasestr(r->head, s) != NULL;
+}
+
+static inline void fix_vcall(struct fixture *f, const char *method, const char *headers,
+                             struct fix_resp *r, const char *fmt, va_list ap)
+{
+    char target[FIX_TARGET_MAX], h[FIX_HEADERS_MAX];
+    int n = vsnprintf(target, sizeof target, fmt, ap);
+    if (n < 0 || (size_t)n >= sizeof target)
+        fail_msg("request target longer than %d bytes", FIX_TARGET_MAX - 1);
+    n = snprintf(h, sizeof h, FIX_AUTH "%s", headers ? headers : "");
+    if (n < 0 || (size_t)n >= sizeof h)
+        fail_msg("request headers longer than %d bytes", FIX_HEADERS_MAX - 1);
+    fix_req(f, method, target, h, r);
+}
+
+/* One authorized request (FIX_AUTH, then `headers` if not NULL) to the
+ * target made from fmt; the answer in *r (the caller frees it), its status
+ * returned. */
+__attribute__((format(printf, 5, 6))) static inline int
+fix_call(struct fixture *f, const char *method, const char *headers, struct fix_resp *r,
+         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fix_vcall(f, method, headers, r, fmt, ap);
+    va_end(ap);
+    return r->status;
+}
+
+/* A request target made from fmt into buf (FIX_TARGET_MAX bytes), for
+ * fix_expect; returns buf. */
+__attribute__((format(printf, 2, 3))) static inline const char *fix_path(char *buf,
+                                                                         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, FIX_TARGET_MAX, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= FIX_TARGET_MAX)
+        fail_msg("request target longer than %d bytes", FIX_TARGET_MAX - 1);
+    return buf;
+}
+
+/* One authorized request to `target` that must answer `status` with a body
+ * holding each of the NULL-terminated fragments that follow; the answer is
+ * freed.  A mismatch fails the test, saying what and where. */
+static inline void fix_expect(struct fixture *f, const char *method, const char *target,
+                              int status, ...)
+{
+    struct fix_resp r;
+    fix_call(f, method, NULL, &r, "%s", target);
+    if (r.status != status) {
+        print_error("%s %s: body %s\n", method, target, r.body ? r.body : "(none)");
+        fix_resp_free(&r);
+        fail_msg("%s %s answered %d, expected %d", method, target, r.status, status);
+    }
+    va_list ap;
+    va_start(ap, status);
+    for (const char *frag; (frag = va_arg(ap, const char *)) != NULL;) {
+        if (!r.body || !strstr(r.body, frag)) {
+            print_error("%s %s: body %s\n", method, target, r.body ? r.body : "(none)");
+            va_end(ap);
+            fix_resp_free(&r);
+            fail_msg("%s %s: the body has no %s", method, target, frag);
+        }
+    }
+    va_end(ap);
+    fix_resp_free(&r);
+}
+
+/* The group teardown: stops the fixture the setup put in *state. */
+static inline int fix_teardown(void **state)
+{
+    fix_stop(*state);
+    return 0;
+}
+
+/* A message of `len` bytes at raw stored for account/uidl in the
+ * fixture's store (its own handle, closed again), for the webhooks listed,
+ * received at `at`; its id, or -1 (said on stderr). */
+static inline int64_t fix_stored(struct fixture *f, const char *account, const char *uidl,
+                                 const char *raw, size_t len, const char *const *hooks,
+                                 size_t n_hooks, const struct store_msg_meta *meta, int64_t at)
+{
+    struct err e;
+    struct store *st = store_open(f->state, &e);
+    struct store_msg *m = NULL;
+    struct store_msg_result res;
+    if (!st || store_msg_begin(st, account, uidl, &m, &e) < 0 ||
+        store_msg_write(m, raw, len, &e) < 0 ||
+        store_msg_finish(m, meta, hooks, n_hooks, at, &res, &e) < 0) {
+        fprintf(stderr, "store (%s/%s): %s\n", account, uidl, e.msg);
+        store_close(st);
+        return -1;
+    }
+    store_close(st);
+    return res.id;
 }
 
 #endif

@@ -34,41 +34,32 @@ static void live_instances_and_their_accounts(void **state)
     assert_int_equal(store_account_lease(st, "y", "host-a:1", now, 60000, &e), 0);
     store_close(st);
 
+    fix_expect(&F, "GET", "/api/v1/instances", 200,
+               "{\"instances\":[{\"id\":\"host-a:1\",\"host\":\"host-a\","
+               "\"public_url\":\"http://127.0.0.1:1\"",
+               "\"accounts\":[\"x\",\"y\"]}",
+               "{\"id\":\"host-b:2\",\"host\":\"host-b\",\"public_url\":null",
+               "\"store\":\"sqlite\"", NULL);
     struct fix_resp r;
-    fix_req(&F, "GET", "/api/v1/instances", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "{\"instances\":[{\"id\":\"host-a:1\",\"host\":\"host-a\","
-                                   "\"public_url\":\"http://127.0.0.1:1\""));
-    assert_non_null(strstr(r.body, "\"accounts\":[\"x\",\"y\"]}"));
-    assert_non_null(strstr(r.body, "{\"id\":\"host-b:2\",\"host\":\"host-b\",\"public_url\":null"));
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/instances"), 200);
     assert_null(strstr(r.body, "host-c")); /* silent for longer than store.lease */
-    assert_non_null(strstr(r.body, "\"store\":\"sqlite\""));
     fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/instances", NULL, &r);
+    fix_req(&F, "GET", "/api/v1/instances", NULL, &r); /* no token */
     assert_int_equal(r.status, 401);
     fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/instances", FIX_AUTH, &r);
-    assert_int_equal(r.status, 405);
-    fix_resp_free(&r);
+    fix_expect(&F, "POST", "/api/v1/instances", 405, NULL);
 }
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F;
     return fix_start(&F, "", "");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    fix_stop(&F);
-    return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(live_instances_and_their_accounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(live_instances_and_their_accounts, setup, fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

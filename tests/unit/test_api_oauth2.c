@@ -26,44 +26,29 @@ static struct fixture F;
 static void account_summary(void **state)
 {
     (void)state;
-    struct fix_resp r;
-    fix_req(&F, "GET", "/api/v1/accounts/pw", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"oauth2\":null"));
-    fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/accounts/dev", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"oauth2\":{\"provider\":\"custom\",\"flow\":\"device_code\","
-                                   "\"authorization\":\"none\",\"access_expires_at\":null,"
-                                   "\"error\":null}"));
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/accounts/pw", 200, "\"oauth2\":null", NULL);
+    fix_expect(&F, "GET", "/api/v1/accounts/dev", 200,
+               "\"oauth2\":{\"provider\":\"custom\",\"flow\":\"device_code\","
+               "\"authorization\":\"none\",\"access_expires_at\":null,\"error\":null}",
+               NULL);
 }
 
 static void only_device_code_accounts(void **state)
 {
     (void)state;
+    fix_expect(&F, "POST", "/api/v1/accounts/nope/oauth2/device", 404, NULL);
+    fix_expect(&F, "POST", "/api/v1/accounts/pw/oauth2/device", 409,
+               "\"type\":\"urn:pop3bridge:problem:wrong-flow\"",
+               "account pw does not use an OAuth2 provider", NULL);
+    fix_expect(&F, "GET", "/api/v1/accounts/code/oauth2/device", 409,
+               "uses the OAuth2 flow authorization_code", NULL);
+    fix_expect(&F, "GET", "/api/v1/accounts/dev/oauth2/device", 404,
+               "no device authorization was started for account dev", NULL);
     struct fix_resp r;
-    fix_req(&F, "POST", "/api/v1/accounts/nope/oauth2/device", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/accounts/pw/oauth2/device", FIX_AUTH, &r);
-    assert_int_equal(r.status, 409);
-    assert_non_null(strstr(r.body, "\"type\":\"urn:pop3bridge:problem:wrong-flow\""));
-    assert_non_null(strstr(r.body, "account pw does not use an OAuth2 provider"));
-    fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/accounts/code/oauth2/device", FIX_AUTH, &r);
-    assert_int_equal(r.status, 409);
-    assert_non_null(strstr(r.body, "uses the OAuth2 flow authorization_code"));
-    fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/accounts/dev/oauth2/device", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    assert_non_null(strstr(r.body, "no device authorization was started for account dev"));
-    fix_resp_free(&r);
-    fix_req(&F, "DELETE", "/api/v1/accounts/dev/oauth2/device", FIX_AUTH, &r);
-    assert_int_equal(r.status, 405);
+    assert_int_equal(fix_call(&F, "DELETE", NULL, &r, "/api/v1/accounts/dev/oauth2/device"), 405);
     assert_true(fix_has(&r, "Allow: POST, GET, HEAD"));
     fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/accounts/dev/oauth2/device", NULL, &r);
+    fix_req(&F, "POST", "/api/v1/accounts/dev/oauth2/device", NULL, &r); /* no token */
     assert_int_equal(r.status, 401);
     fix_resp_free(&r);
 }
@@ -73,13 +58,9 @@ static void unreachable_server(void **state)
     (void)state;
     struct fix_resp r;
     for (int i = 0; i < 2; i++) { /* a failed start does not block the next one */
-        fix_req(&F, "POST", "/api/v1/accounts/dev/oauth2/device", FIX_AUTH, &r);
-        assert_int_equal(r.status, 502);
-        assert_non_null(strstr(r.body, "\"detail\":\"device authorization: "));
-        assert_non_null(strstr(r.body, "device authorization endpoint"));
-        fix_resp_free(&r);
-        fix_req(&F, "GET", "/api/v1/accounts/dev/oauth2/device", FIX_AUTH, &r);
-        assert_int_equal(r.status, 200);
+        fix_expect(&F, "POST", "/api/v1/accounts/dev/oauth2/device", 502,
+                   "\"detail\":\"device authorization: ", "device authorization endpoint", NULL);
+        assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/accounts/dev/oauth2/device"), 200);
         assert_non_null(strstr(r.body, "{\"account\":\"dev\",\"state\":\"error\","
                                        "\"verification_uri\":null,"));
         assert_non_null(strstr(r.body, "\"expires_in\":0"));
@@ -91,14 +72,13 @@ static void unreachable_server(void **state)
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     setenv("FIX_KEY", KEY_HEX, 1);
     F.acc[0] = (struct fix_account){.name = "dev", .state = ACCOUNT_AUTH_ERROR};
     F.nacc = 1;
     return fix_start_top(&F, "",
-                         "{\"name\": \"pw\", \"host\": \"127.0.0.1\", \"username\": \"u\", "
-                         "\"password_env\": \"FIX_PW\"},"
+                         FIX_ACCOUNT("pw", "") ","
                          "{\"name\": \"dev\", \"host\": \"127.0.0.1\", \"username\": \"u\", " OAUTH2(
                              "device_code") "},"
                          "{\"name\": \"code\", \"host\": \"127.0.0.1\", \"username\": \"u\", " OAUTH2(
@@ -108,8 +88,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    (void)state;
-    fix_stop(&F);
+    fix_teardown(state);
     curl_global_cleanup();
     return 0;
 }

@@ -17,120 +17,81 @@
 static struct fixture F;
 static struct fake_pop3 srv;
 
-/* POST .../sessions: the new session's id from the Location header. */
-static void open_session(char *id, size_t size)
+/* POST .../sessions: the new session's path ("/api/v1/sessions/<id>")
+ * from the Location header. */
+static void open_session(char *path, size_t size)
 {
     struct fix_resp r;
-    fix_req(&F, "POST", "/api/v1/accounts/fake/sessions", FIX_AUTH, &r);
-    assert_int_equal(r.status, 201);
+    assert_int_equal(fix_call(&F, "POST", NULL, &r, "/api/v1/accounts/fake/sessions"), 201);
     const char *loc = strcasestr(r.head, "Location: /api/v1/sessions/");
     assert_non_null(loc);
-    snprintf(id, size, "%.34s", loc + strlen("Location: /api/v1/sessions/"));
-    assert_int_equal(strlen(id), 34);
+    snprintf(path, size, "%.51s", loc + strlen("Location: "));
+    assert_int_equal(strlen(path), strlen("/api/v1/sessions/") + 34);
     assert_non_null(strstr(r.body, "\"account\":\"fake\",\"count\":"));
     fix_resp_free(&r);
-}
-
-static int req(const char *method, const char *id, const char *rest, const char *headers,
-               struct fix_resp *r)
-{
-    char target[256], h[256];
-    snprintf(target, sizeof target, "/api/v1/sessions/%s%s", id, rest);
-    snprintf(h, sizeof h, FIX_AUTH "%s", headers ? headers : "");
-    fix_req(&F, method, target, h, r);
-    return r->status;
 }
 
 static void commands_and_quit(void **state)
 {
     (void)state;
-    char id[40];
-    open_session(id, sizeof id);
+    char s[64], t[FIX_TARGET_MAX];
+    open_session(s, sizeof s);
     struct fix_resp r;
-    assert_int_equal(req("GET", id, "/messages", NULL, &r), 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "%s/messages", s), 200);
     assert_non_null(strstr(r.body, "{\"number\":3,\"uidl\":\"uid-three\""));
     assert_null(strstr(r.body, "\"marked\":true"));
     fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/1", "Accept: message/rfc822\r\n", &r), 200);
+    assert_int_equal(fix_call(&F, "GET", "Accept: message/rfc822\r\n", &r, "%s/messages/1", s),
+                     200);
     assert_string_equal(r.body, fake_msg[1]);
     fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/2", NULL, &r), 200);
-    assert_non_null(strstr(r.body, "\"subject\":\"two\""));
-    assert_non_null(strstr(r.body, "\"uidl\":\"uid-two\""));
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/3/top?lines=1", NULL, &r), 200);
-    assert_non_null(strstr(r.body, "body three"));
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", id, "/messages/2", NULL, &r), 204);
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", id, "/messages/2", NULL, &r), 409);
-    assert_non_null(strstr(r.body, "marked-deleted"));
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/2", NULL, &r), 409);
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/9", NULL, &r), 404);
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/0", NULL, &r), 400);
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "/messages/07", NULL, &r), 400);
-    fix_resp_free(&r);
-    assert_int_equal(req("POST", id, "/reset", NULL, &r), 200);
-    assert_non_null(strstr(r.body, "\"marked\":0"));
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", id, "/messages/3", NULL, &r), 204);
-    fix_resp_free(&r);
-    assert_int_equal(req("POST", id, "/noop", NULL, &r), 200);
-    assert_non_null(strstr(r.body, "\"marked\":1"));
-    fix_resp_free(&r);
-    assert_int_equal(req("GET", id, "", NULL, &r), 200);
-    assert_non_null(strstr(r.body, "\"expires_at\":\""));
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/2", s), 200, "\"subject\":\"two\"",
+               "\"uidl\":\"uid-two\"", NULL);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/3/top?lines=1", s), 200, "body three", NULL);
+    fix_expect(&F, "DELETE", fix_path(t, "%s/messages/2", s), 204, NULL);
+    fix_expect(&F, "DELETE", fix_path(t, "%s/messages/2", s), 409, "marked-deleted", NULL);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/2", s), 409, NULL);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/9", s), 404, NULL);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/0", s), 400, NULL);
+    fix_expect(&F, "GET", fix_path(t, "%s/messages/07", s), 400, NULL);
+    fix_expect(&F, "POST", fix_path(t, "%s/reset", s), 200, "\"marked\":0", NULL);
+    fix_expect(&F, "DELETE", fix_path(t, "%s/messages/3", s), 204, NULL);
+    fix_expect(&F, "POST", fix_path(t, "%s/noop", s), 200, "\"marked\":1", NULL);
+    fix_expect(&F, "GET", s, 200, "\"expires_at\":\"", NULL);
     assert_int_equal(atomic_load(&srv.deleted), 0); /* nothing before QUIT */
-    assert_int_equal(req("DELETE", id, "", NULL, &r), 200);
+    assert_int_equal(fix_call(&F, "DELETE", NULL, &r, "%s", s), 200);
     assert_string_equal(r.body, "{\"deleted\":1}");
     fix_resp_free(&r);
     assert_int_equal(atomic_load(&srv.deleted), 1);
-    assert_int_equal(req("GET", id, "", NULL, &r), 404);
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", id, "", NULL, &r), 404);
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", s, 404, NULL);
+    fix_expect(&F, "DELETE", s, 404, NULL);
 }
 
 static void limits_and_unknown(void **state)
 {
     (void)state;
-    char a[40], b[40];
+    char a[64], b[64];
     open_session(a, sizeof a);
     open_session(b, sizeof b);
     struct fix_resp r;
-    fix_req(&F, "POST", "/api/v1/accounts/fake/sessions", FIX_AUTH, &r);
-    assert_int_equal(r.status, 429);
+    assert_int_equal(fix_call(&F, "POST", NULL, &r, "/api/v1/accounts/fake/sessions"), 429);
     assert_true(fix_has(&r, "Retry-After: "));
     assert_non_null(strstr(r.body, "session limit reached (2 per account"));
     fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/sessions/s_00000000000000000000000000000000", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/sessions/nonsense/noop", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/accounts/nope/sessions", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", a, "", NULL, &r), 200);
-    fix_resp_free(&r);
-    assert_int_equal(req("DELETE", b, "", NULL, &r), 200);
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/sessions/s_00000000000000000000000000000000", 404, NULL);
+    fix_expect(&F, "POST", "/api/v1/sessions/nonsense/noop", 404, NULL);
+    fix_expect(&F, "POST", "/api/v1/accounts/nope/sessions", 404, NULL);
+    fix_expect(&F, "DELETE", a, 200, NULL);
+    fix_expect(&F, "DELETE", b, 200, NULL);
 }
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F;
     fake_start(&srv);
     char accounts[512];
     snprintf(accounts, sizeof accounts,
-             "{\"name\": \"fake\", \"host\": \"127.0.0.1\", \"port\": %u, \"tls\": \"none\", "
-             "\"allow_plaintext\": true, \"username\": \"u\", \"password_env\": \"FIX_PW\"}",
+             FIX_ACCOUNT("fake", ", \"port\": %u, \"tls\": \"none\", \"allow_plaintext\": true"),
              srv.port);
     return fix_start(&F, "\"sessions_per_account\": 2, \"session_idle_timeout\": \"30s\"",
                      accounts);
@@ -138,8 +99,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    (void)state;
-    fix_stop(&F);
+    fix_teardown(state);
     fake_stop(&srv);
     return 0;
 }

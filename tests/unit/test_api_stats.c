@@ -38,14 +38,10 @@ static void delivered(struct store *st, const char *uidl, int64_t at, int status
 static void webhooks_and_hourly(void **state)
 {
     (void)state;
-    struct fix_resp r;
-    fix_req(&F, "GET", "/api/v1/webhooks", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"name\":\"hook\",\"accounts\":[\"a\"],\"disabled\":false"));
-    assert_non_null(strstr(r.body, "\"attempts_last_day\":0"));
-    assert_non_null(strstr(r.body, "\"success_rate\":null,\"p50_ms\":null"));
-    assert_non_null(strstr(r.body, "\"last_error\":null"));
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/webhooks", 200,
+               "\"name\":\"hook\",\"accounts\":[\"a\"],\"disabled\":false",
+               "\"attempts_last_day\":0", "\"success_rate\":null,\"p50_ms\":null",
+               "\"last_error\":null", NULL);
 
     struct err e;
     struct store *st = store_open(F.state, &e);
@@ -56,16 +52,14 @@ static void webhooks_and_hourly(void **state)
     delivered(st, "u3", now - 500, 500, 900);
     store_close(st);
 
-    fix_req(&F, "GET", "/api/v1/webhooks", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"attempts_last_hour\":2,\"attempts_last_day\":3,"
-                                   "\"delivered_last_hour\":1,\"delivered_last_day\":2"));
-    assert_non_null(strstr(r.body, "\"p50_ms\":40,\"p99_ms\":900"));
-    assert_non_null(strstr(r.body, "\"http_status\":500,\"error\":\"HTTP 500 from receiver\""));
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/webhooks", 200,
+               "\"attempts_last_hour\":2,\"attempts_last_day\":3,"
+               "\"delivered_last_hour\":1,\"delivered_last_day\":2",
+               "\"p50_ms\":40,\"p99_ms\":900",
+               "\"http_status\":500,\"error\":\"HTTP 500 from receiver\"", NULL);
 
-    fix_req(&F, "GET", "/api/v1/stats/hourly?hours=5", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    struct fix_resp r;
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/stats/hourly?hours=%d", 5), 200);
     /* the last hour holds u2 and u3 (unless the hour turned in between) */
     const char *last = strrchr(r.body, '{');
     assert_non_null(last);
@@ -86,18 +80,13 @@ static void webhooks_and_hourly(void **state)
     cJSON_Delete(j);
     fix_resp_free(&r);
 
-    fix_req(&F, "GET", "/api/v1/stats/hourly", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/stats/hourly"), 200);
     j = cJSON_Parse(r.body);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "hours")), 48);
     cJSON_Delete(j);
     fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/stats/hourly?hours=0", FIX_AUTH, &r);
-    assert_int_equal(r.status, 400);
-    fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/stats/hourly?hours=169", FIX_AUTH, &r);
-    assert_int_equal(r.status, 400);
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/stats/hourly?hours=0", 400, NULL);
+    fix_expect(&F, "GET", "/api/v1/stats/hourly?hours=169", 400, NULL);
     fix_req(&F, "GET", "/api/v1/webhooks", NULL, &r);
     assert_int_equal(r.status, 401);
     fix_resp_free(&r);
@@ -105,19 +94,10 @@ static void webhooks_and_hourly(void **state)
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F;
     F.acc[0] = (struct fix_account){.name = "a", .state = ACCOUNT_IDLE};
     F.nacc = 1;
-    return fix_start(&F, "",
-                     "{\"name\": \"a\", \"host\": \"127.0.0.1\", \"username\": \"u\", "
-                     "\"password_env\": \"FIX_PW\", \"webhooks\": [\"hook\"]}");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    fix_stop(&F);
-    return 0;
+    return fix_start(&F, "", FIX_ACCOUNT("a", ", \"webhooks\": [\"hook\"]"));
 }
 
 int main(void)
@@ -125,5 +105,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(webhooks_and_hourly),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fix_teardown);
 }

@@ -31,11 +31,9 @@ static const char RAW[] =
 static void message_json_raw_attachment(void **state)
 {
     (void)state;
-    char path[64];
+    char path[FIX_TARGET_MAX];
     struct fix_resp r;
-    snprintf(path, sizeof path, "/api/v1/messages/%s", mid);
-    fix_req(&F, "GET", path, FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/messages/%s", mid), 200);
     assert_non_null(strstr(r.body, "\"subject\":\"stored one\""));
     assert_non_null(strstr(r.body, "\"uidl\":\"u-1\""));
     /* 32 bytes > the webhook's inline limit of 16: a URL under public_url */
@@ -45,17 +43,14 @@ static void message_json_raw_attachment(void **state)
     assert_int_equal(sscanf(strstr(url, "/api/v1/"), "%127[^\"]", att), 1);
     fix_resp_free(&r);
 
-    snprintf(path, sizeof path, "/api/v1/messages/%s/raw", mid);
-    fix_req(&F, "GET", path, FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/messages/%s/raw", mid), 200);
     assert_true(fix_has(&r, "Content-Type: message/rfc822"));
     assert_true(fix_has(&r, "Content-Security-Policy: sandbox"));
     assert_int_equal(r.len, sizeof RAW - 1);
     assert_memory_equal(r.body, RAW, sizeof RAW - 1);
     fix_resp_free(&r);
 
-    fix_req(&F, "GET", att, FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "%s", att), 200);
     assert_string_equal(r.body, "0123456789abcdef0123456789abcdef");
     assert_true(fix_has(&r, "Content-Type: application/octet-stream"));
     assert_true(fix_has(&r, "Content-Disposition: attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%201.bin"));
@@ -65,28 +60,19 @@ static void message_json_raw_attachment(void **state)
         "/api/v1/messages/m_999999", "/api/v1/messages/x", "/api/v1/messages/m_0",
         "/api/v1/messages/m_999999/raw",
     };
-    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
-        fix_req(&F, "GET", missing[i], FIX_AUTH, &r);
-        if (r.status != 404)
-            fail_msg("%s answered %d", missing[i], r.status);
-        fix_resp_free(&r);
-    }
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
+        fix_expect(&F, "GET", missing[i], 404, NULL);
     static const char *const bad_att[] = {"77", "1..2", ".1", "a"};
-    for (size_t i = 0; i < sizeof bad_att / sizeof bad_att[0]; i++) {
-        snprintf(path, sizeof path, "/api/v1/messages/%s/attachments/%s", mid, bad_att[i]);
-        fix_req(&F, "GET", path, FIX_AUTH, &r);
-        if (r.status != 404)
-            fail_msg("%s answered %d", path, r.status);
-        fix_resp_free(&r);
-    }
+    for (size_t i = 0; i < sizeof bad_att / sizeof bad_att[0]; i++)
+        fix_expect(&F, "GET", fix_path(path, "/api/v1/messages/%s/attachments/%s", mid, bad_att[i]),
+                   404, NULL);
 }
 
 static void deliveries(void **state)
 {
     (void)state;
     struct fix_resp r;
-    fix_req(&F, "GET", "/api/v1/deliveries", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/deliveries"), 200);
     assert_non_null(strstr(r.body, "\"account\":\"a\",\"uidl\":\"u-1\",\"webhook\":\"hook\","
                                    "\"status\":\"pending\",\"attempt_count\":0"));
     assert_non_null(strstr(r.body, "\"next_cursor\":null"));
@@ -95,69 +81,35 @@ static void deliveries(void **state)
     assert_non_null(p);
     assert_int_equal(sscanf(p, "\"id\":\"%31[^\"]", did), 1);
     fix_resp_free(&r);
-    fix_req(&F, "GET", "/api/v1/deliveries?status=dead&account=a&limit=1000", FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(fix_call(&F, "GET", NULL, &r, "/api/v1/deliveries?status=dead&account=a&limit=1000"),
+                     200);
     assert_string_equal(r.body, "{\"deliveries\":[],\"next_cursor\":null}");
     fix_resp_free(&r);
+    char t[FIX_TARGET_MAX];
     static const char *const bad[] = {"status=nope", "limit=0", "limit=1001", "limit=01",
                                       "limit=x", "cursor=", "account=", "foo=1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char t[64];
-        snprintf(t, sizeof t, "/api/v1/deliveries?%s", bad[i]);
-        fix_req(&F, "GET", t, FIX_AUTH, &r);
-        if (r.status != 400)
-            fail_msg("%s answered %d", t, r.status);
-        fix_resp_free(&r);
-    }
-    char path[64];
-    snprintf(path, sizeof path, "/api/v1/deliveries/%s", did);
-    fix_req(&F, "GET", path, FIX_AUTH, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"attempts\":[]"));
-    fix_resp_free(&r);
-    snprintf(path, sizeof path, "/api/v1/deliveries/%s/retry", did);
-    fix_req(&F, "POST", path, FIX_AUTH, &r);
-    assert_int_equal(r.status, 409); /* pending: nothing to retry */
-    assert_non_null(strstr(r.body, "not-retryable"));
-    fix_resp_free(&r);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        fix_expect(&F, "GET", fix_path(t, "/api/v1/deliveries?%s", bad[i]), 400, NULL);
+    fix_expect(&F, "GET", fix_path(t, "/api/v1/deliveries/%s", did), 200, "\"attempts\":[]", NULL);
+    /* pending: nothing to retry */
+    fix_expect(&F, "POST", fix_path(t, "/api/v1/deliveries/%s/retry", did), 409, "not-retryable",
+               NULL);
     assert_int_equal(F.wakes, 0);
-    fix_req(&F, "GET", "/api/v1/deliveries/d_999999", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
-    fix_req(&F, "POST", "/api/v1/deliveries/nope/retry", FIX_AUTH, &r);
-    assert_int_equal(r.status, 404);
-    fix_resp_free(&r);
+    fix_expect(&F, "GET", "/api/v1/deliveries/d_999999", 404, NULL);
+    fix_expect(&F, "POST", "/api/v1/deliveries/nope/retry", 404, NULL);
 }
 
 static int setup(void **state)
 {
-    (void)state;
-    if (fix_start(&F, "",
-                  "{\"name\": \"a\", \"host\": \"127.0.0.1\", \"username\": \"u\", "
-                  "\"password_env\": \"FIX_PW\", \"webhooks\": [\"hook\"]}") < 0)
+    *state = &F;
+    if (fix_start(&F, "", FIX_ACCOUNT("a", ", \"webhooks\": [\"hook\"]")) < 0)
         return -1;
-    struct err e;
-    struct store *st = store_open(F.state, &e);
-    struct store_msg *m = NULL;
-    struct store_msg_result res;
-    const char *hooks[] = {"hook"};
+    const char *const hooks[] = {"hook"};
     struct store_msg_meta meta = {.subject = "stored one", .from = "s@example.com"};
-    if (!st || store_msg_begin(st, "a", "u-1", &m, &e) < 0 ||
-        store_msg_write(m, RAW, sizeof RAW - 1, &e) < 0 ||
-        store_msg_finish(m, &meta, hooks, 1, clock_wall_ms(), &res, &e) < 0) {
-        fprintf(stderr, "store: %s\n", e.msg);
+    msg_id = fix_stored(&F, "a", "u-1", RAW, sizeof RAW - 1, hooks, 1, &meta, clock_wall_ms());
+    if (msg_id < 0)
         return -1;
-    }
-    store_close(st);
-    msg_id = res.id;
     store_msg_id_format(msg_id, mid);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    fix_stop(&F);
     return 0;
 }
 
@@ -167,5 +119,5 @@ int main(void)
         cmocka_unit_test(message_json_raw_attachment),
         cmocka_unit_test(deliveries),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fix_teardown);
 }

@@ -325,6 +325,37 @@ static void match_limit_is_a_no_match(void **state)
     config_free(&cfg);
 }
 
+/* What routing must read of a message, by the account's filters. */
+static void route_needs_by_condition(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *filter;
+        unsigned needs;
+    } cases[] = {
+        {"{\"subject\": \"^x\"}", FILTER_NEEDS_HEADER},
+        {"{\"headers\": {\"X-Prio\": \"1\"}}", FILTER_NEEDS_HEADER},
+        {"{\"to\": [\"*@x\"], \"from\": [\"*@y\"]}", FILTER_NEEDS_HEADER},
+        {"{\"exclude_auto_replies\": true}", FILTER_NEEDS_HEADER},
+        {"{\"exclude_auto_replies\": false}", 0},
+        {"{\"has_attachments\": true}", FILTER_NEEDS_HEADER | FILTER_NEEDS_ATTACHMENTS},
+        {"{\"types\": [\"account.auth_error\"]}", FILTER_NEEDS_ROUTE},
+        {"{\"types\": [\"message.received\", \"message.bounce\"], \"subject\": \"x\"}",
+         FILTER_NEEDS_ROUTE | FILTER_NEEDS_HEADER},
+        {"{\"types\": [\"message.bounce\"]}", FILTER_NEEDS_ROUTE | FILTER_NEEDS_TYPE},
+        {"{\"types\": [\"message.received\", \"message.too_large\"]}",
+         FILTER_NEEDS_ROUTE | FILTER_NEEDS_TYPE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config *cfg = load_ok(cases[i].filter);
+        unsigned got = filter_route_needs(config_account_find(cfg, "a"));
+        if (got != cases[i].needs)
+            fail_msg("%s: needs %#x, expected %#x", cases[i].filter, got, cases[i].needs);
+        assert_int_equal(got != 0, filter_route_needs_message(config_account_find(cfg, "a")));
+        config_free(&cfg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +363,7 @@ int main(void)
         cmocka_unit_test(matches_every_condition),
         cmocka_unit_test(to_looks_at_cc_and_delivered_to),
         cmocka_unit_test(types_default_and_routing),
+        cmocka_unit_test(route_needs_by_condition),
         cmocka_unit_test(bounce_type),
         cmocka_unit_test(bad_patterns_name_their_key),
         cmocka_unit_test(match_limit_is_a_no_match),

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1102,6 +1103,122 @@ static void message_id_without_parse(void **state)
     assert_int_equal(message_id_of(a, 20, out, sizeof out), 0);
 }
 
+/* ---- what a filter looks at (message_filter_json) ------------------------------ */
+
+static const char *const FILTER_FIXTURES[] = {
+    "alternative-qp.eml", "bad-base64.eml", "bad-date.eml", "broken-boundary.eml",
+    "cp1252.eml", "forwarded-crlf.eml", "forwarded.eml", "garbage.bin", "groups.eml",
+    "header-only.eml", "invalid-utf8-header.eml", "mixed-base64-crlf.eml", "mixed-base64.eml",
+    "no-date-no-from.eml", "plain-crlf.eml", "plain.eml", "related-nested-crlf.eml",
+    "related-nested.eml", "subject-b-folded.eml", "subject-iso2022jp.eml",
+    "subject-q-latin1.eml", "unknown-charset.eml", "xss-subject.eml"};
+
+static void same_item(const cJSON *full, const cJSON *part, const char *key, const char *name)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(full, key);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(part, key);
+    if (!a || !b || !cJSON_Compare(a, b, true)) {
+        char *x = a ? cJSON_PrintUnformatted(a) : NULL, *y = b ? cJSON_PrintUnformatted(b) : NULL;
+        print_error("%s: %s differs: full %s, filter %s\n", name, key, x ? x : "(none)",
+                    y ? y : "(none)");
+        cJSON_free(x);
+        cJSON_free(y);
+        fail();
+    }
+}
+
+/* The fields a filter reads are those of the full object, from memory and
+ * from a file, headers alone or with the MIME structure; the structure
+ * lists the same attachments (disposition, file name or none). */
+static void filter_fields_match_the_full_object(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"subject", "from", "to", "cc", "headers", "auto_reply"};
+    for (size_t i = 0; i < sizeof FILTER_FIXTURES / sizeof FILTER_FIXTURES[0]; i++) {
+        const char *name = FILTER_FIXTURES[i];
+        size_t len;
+        char *raw = load(name, &len);
+        struct err e;
+        cJSON *full = message_to_json(raw, len, NULL, &e);
+        assert_non_null(full);
+        char *path = fixture_path(name);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        for (int k = 0; k < 4; k++) {
+            unsigned what = k & 1 ? MESSAGE_FILTER_ATTACHMENTS : MESSAGE_FILTER_HEADER;
+            cJSON *f = k & 2 ? message_filter_json(NULL, 0, fd, what, &e)
+                             : message_filter_json(raw, len, -1, what, &e);
+            assert_non_null(f);
+            for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++)
+                same_item(full, f, keys[j], name);
+            assert_null(cJSON_GetObjectItemCaseSensitive(f, "text")); /* no body read */
+            const cJSON *fa = cJSON_GetObjectItemCaseSensitive(f, "attachments");
+            if (!(what & MESSAGE_FILTER_ATTACHMENTS)) {
+                assert_null(fa);
+            } else {
+                const cJSON *ta = cJSON_GetObjectItemCaseSensitive(full, "attachments");
+                assert_int_equal(cJSON_GetArraySize(fa), cJSON_GetArraySize(ta));
+                for (int n = 0; n < cJSON_GetArraySize(ta); n++) {
+                    const cJSON *x = cJSON_GetArrayItem(ta, n), *y = cJSON_GetArrayItem(fa, n);
+                    assert_string_equal(str(x, "disposition"), str(y, "disposition"));
+                    assert_int_equal(str(x, "filename") != NULL, str(y, "filename") != NULL);
+                }
+            }
+            cJSON_Delete(f);
+        }
+        close(fd);
+        g_free(path);
+        g_free(raw);
+        cJSON_Delete(full);
+    }
+}
+
+/* Headers only: nothing after the header's blank line is read; the body
+ * here lies in pages that cannot be read (the full parse faults on them). */
+static void filter_header_reads_no_body(void **state)
+{
+    (void)state;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 4 * page;
+    char *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(buf != MAP_FAILED);
+    static const char head[] = "From: Ann <ann@example.com>\r\nTo: b@example.com\r\n"
+                               "Subject: only the header\r\nAuto-Submitted: auto-replied\r\n\r\n";
+    memset(buf, 'x', page);
+    memcpy(buf, head, sizeof head - 1);
+    assert_int_equal(mprotect(buf + page, size - page, PROT_NONE), 0);
+    struct err e;
+    cJSON *f = message_filter_json(buf, size, -1, MESSAGE_FILTER_HEADER, &e);
+    assert_non_null(f);
+    assert_string_equal(str(f, "subject"), "only the header");
+    assert_string_equal(str(cJSON_GetObjectItemCaseSensitive(f, "from"), "address"),
+                        "ann@example.com");
+    assert_string_equal(str(f, "auto_reply"), "auto-replied");
+    cJSON_Delete(f);
+    munmap(buf, size);
+
+    /* from a file: a header block longer than MESSAGE_FILTER_HEAD_MAX is
+     * read whole (the field after it is still seen) */
+    char path[] = "/tmp/test_message_head.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    GString *g = g_string_new("From: a@example.com\r\n");
+    while (g->len <= MESSAGE_FILTER_HEAD_MAX)
+        g_string_append(g, "X-Filler: 0123456789012345678901234567890123456789012345678901234567\r\n");
+    g_string_append(g, "Subject: late\r\n\r\nbody\r\n");
+    assert_int_equal(write(fd, g->str, g->len), (ssize_t)g->len);
+    f = message_filter_json(NULL, 0, fd, MESSAGE_FILTER_HEADER, &e);
+    assert_non_null(f);
+    assert_string_equal(str(f, "subject"), "late");
+    cJSON_Delete(f);
+    f = message_filter_json(g->str, g->len, -1, MESSAGE_FILTER_HEADER, &e);
+    assert_non_null(f);
+    assert_string_equal(str(f, "subject"), "late");
+    cJSON_Delete(f);
+    g_string_free(g, TRUE);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1127,6 +1244,8 @@ int main(void)
         cmocka_unit_test(threads),
         cmocka_unit_test(big_message_memory),
         cmocka_unit_test(message_id_without_parse),
+        cmocka_unit_test(filter_fields_match_the_full_object),
+        cmocka_unit_test(filter_header_reads_no_body),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

@@ -132,6 +132,37 @@ static void exact_backoff_figures(void **st)
                      SCHED_LOGIN_DELAY_DEFAULT_MS);
 }
 
+/* A connection refused or reset (a server restart) on an account polled
+ * more often than SCHED_TEMP_BASE_MS: the first retry comes within its
+ * interval, then doubles; other temporary failures keep SCHED_TEMP_BASE_MS. */
+static void refused_connection_retries_within_a_short_interval(void **st)
+{
+    (void)st;
+    enum account_state state;
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 1, 5000, -1, &state), 5000);
+    assert_int_equal(state, ACCOUNT_BACKOFF);
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 2, 5000, -1, &state), 10000);
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 3, 5000, -1, &state), 20000);
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 99, 5000, -1, &state), SCHED_TEMP_CAP_MS);
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 1, 10, -1, &state),
+                     SCHED_CONN_BASE_MIN_MS);
+    /* an interval at or above the first step changes nothing */
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 1, SCHED_TEMP_BASE_MS, -1, &state),
+                     SCHED_TEMP_BASE_MS);
+    assert_int_equal(backoff(ERR_CONN, ERR_CODE_NONE, 1, 5 * MIN_MS, -1, &state),
+                     SCHED_TEMP_BASE_MS);
+    /* the server said "not now": its own word, not a restart */
+    assert_int_equal(backoff(ERR_SERVER, ERR_CODE_IN_USE, 1, 5000, -1, &state),
+                     SCHED_TEMP_BASE_MS);
+    assert_int_equal(backoff(ERR_TIMEOUT, ERR_CODE_NONE, 1, 5000, -1, &state),
+                     SCHED_TEMP_BASE_MS);
+    struct sched_account a = {0};
+    struct err e;
+    err_set(&e, ERR_CONN, "connection refused");
+    assert_int_equal(sched_failed(&a, 1000, 5000, -1, &e), 5000);
+    assert_int_equal(a.next_at, 6000);
+}
+
 #define T0 1700000000000LL
 
 static void pick_longest_waiting_due(void **st)
@@ -247,6 +278,7 @@ int main(void)
         cmocka_unit_test(other_failures_are_errors),
         cmocka_unit_test(account_state_names),
         cmocka_unit_test(exact_backoff_figures),
+        cmocka_unit_test(refused_connection_retries_within_a_short_interval),
         cmocka_unit_test(pick_longest_waiting_due),
         cmocka_unit_test(next_poll_after_success),
         cmocka_unit_test(failure_backs_off_and_request_waits),
