@@ -353,6 +353,13 @@ static int refresh(struct work *w, bool usable, struct err *e)
 int oauth2_access_token(struct store *st, const struct config_account *a, const char *rejected,
                         char *buf, size_t size, struct err *e)
 {
+    return oauth2_access_token_until(st, a, rejected, buf, size, 0, e);
+}
+
+int oauth2_access_token_until(struct store *st, const struct config_account *a,
+                              const char *rejected, char *buf, size_t size,
+                              int64_t until_mono_ms, struct err *e)
+{
     if (!oauth2_managed(a))
         return err_set(e, ERR_USAGE, "account %s: its oauth2 names no provider",
                        a ? a->name : "?");
@@ -421,7 +428,21 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
                         a->name, (long long)((OAUTH2_LEASE_MS + 5000) / 1000));
                 goto out;
             }
-            sleep_ms(OAUTH2_WAIT_STEP_MS);
+            int64_t step = OAUTH2_WAIT_STEP_MS;
+            if (until_mono_ms > 0) {
+                int64_t left = until_mono_ms - clock_mono_ms();
+                if (left <= 0) {
+                    err_set(e, ERR_TIMEOUT,
+                            "account %s: another refresh of its OAuth2 token is still running "
+                            "(its lease runs for %lld s more); try again shortly",
+                            a->name, (long long)((w->row.lease_until - now + 999) / 1000));
+                    e->code = ERR_CODE_REFRESH_WAIT;
+                    goto out;
+                }
+                if (left < step)
+                    step = left;
+            }
+            sleep_ms(step);
             continue;
         }
         /* the lease is ours, and w->row is the row as it is now */
