@@ -64,6 +64,8 @@ static struct {
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
 
+static bool rt_stopping(void *ctx);
+
 static struct sched_account *find_acct(const char *name)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
@@ -281,7 +283,7 @@ static void *poll_worker(void *arg)
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
         int64_t took_ms = clock_mono_ms() - started;
-        if (rc != 0 && ca) {
+        if (rc != 0 && ca && !rt_stopping(NULL)) {
             /* durable before the poll counts as done (run --once then delivers it) */
             enum account_state next;
             (void)sched_backoff_ms(&e, 1, interval, res.login_delay, &next);
@@ -291,7 +293,15 @@ static void *poll_worker(void *arg)
 
         pthread_mutex_lock(&rt.lock);
         a = find_acct(name);
-        if (a && ca) {
+        if (a && ca && rc != 0 && rt.stopping) {
+            /* cut short by the stop (cancel_fd): neither a success nor a
+             * failure; the account keeps its state and is polled after a restart */
+            char why[ERR_MSG_MAX + ERR_SERVER_MAX + 64];
+            err_format(&e, why, sizeof why);
+            log_info("poll_cancelled", "account=%s ms=%lld error=%s", name, (long long)took_ms,
+                     log_q(why));
+            a->running = false;
+        } else if (a && ca) {
             int64_t now = now_ms();
             if (rc == 0) {
                 sched_succeeded(a, now, interval, res.login_delay, res.more);
