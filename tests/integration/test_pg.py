@@ -696,7 +696,7 @@ def test_two_instances_refresh_each_oauth2_token_once():
 
         bad = [c for c in calls if c[0] != 200]
         harness.eq(bad[:3], [], "API mailbox calls that failed (%d of %d)" % (len(bad), len(calls)))
-        assert len(calls) >= 3 * OA_RUN, "only %d API calls in %d s" % (len(calls), OA_RUN)
+        assert len(calls) >= OA_RUN, "only %d API calls in %d s" % (len(calls), OA_RUN)
         harness.eq(len(re.findall(r"event=poll_failed", logs)), 0, "failed polls")
         polls = len(re.findall(r"event=poll_done account=%s\b" % busy, logs))
         assert polls >= OA_RUN // 2, "only %d polls of %s" % (polls, busy)
