@@ -699,7 +699,8 @@ def test_two_instances_refresh_each_oauth2_token_once():
         assert len(calls) >= OA_RUN, "only %d API calls in %d s" % (len(calls), OA_RUN)
         harness.eq(len(re.findall(r"event=poll_failed", logs)), 0, "failed polls")
         polls = len(re.findall(r"event=poll_done account=%s\b" % busy, logs))
-        assert polls >= OA_RUN // 2, "only %d polls of %s" % (polls, busy)
+        # one a second when idle; far fewer on a loaded machine: enough that it kept asking
+        assert polls >= OA_RUN // 8, "only %d polls of %s" % (polls, busy)
         everything = a.events("refresh_token")
         harness.eq([e for e in everything if not e["ok"] or e["reuse"]], [],
                    "refused or repeated refreshes, up to the stop")
