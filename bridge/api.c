@@ -269,7 +269,12 @@ int api_http_status(const struct err *e, int *retry_after_s)
     case ERR_TLS:
     case ERR_PROTO:
     case ERR_LIMIT: return 502;
-    case ERR_TIMEOUT: return 504;
+    case ERR_TIMEOUT:
+        if (e->code == ERR_CODE_REFRESH_WAIT) {
+            *retry_after_s = API_REFRESH_WAIT_RETRY_S;
+            return 503;
+        }
+        return 504;
     case ERR_NONE:
     case ERR_INTERNAL:
     case ERR_USAGE:
@@ -293,6 +298,8 @@ void api_reply_err(struct http_req *r, const char *what, const struct err *e)
             slug = slugs[i].slug;
     if (e->kind == ERR_AUTH || (e->kind == ERR_SERVER && e->code == ERR_CODE_AUTH))
         slug = "upstream-auth";
+    if (e->code == ERR_CODE_REFRESH_WAIT)
+        slug = "oauth2-refresh-wait";
     char line[ERR_MSG_MAX + ERR_SERVER_MAX + 64];
     err_format(e, line, sizeof line);
     http_problem_err(r, (unsigned)status, slug, e->kind == ERR_INTERNAL ? NULL : e, "%s: %s",

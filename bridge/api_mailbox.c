@@ -141,12 +141,9 @@ static void call_op(struct mb_call *c)
 static void call_work(struct api_work *w)
 {
     struct mb_call *c = (struct mb_call *)w;
-    /* the time spent waiting for a worker counts against the call's limit */
-    int64_t left = c->limit_ms - (clock_mono_ms() - w->job.queued_at);
-    if (left < 1)
-        left = 1;
-    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
-        c->o.session_timeout_ms = left;
+    /* the time spent waiting for a worker, and for another instance's
+     * refresh of an OAuth2 token, counts against the call's limit */
+    int64_t until = w->job.queued_at + c->limit_ms;
     char *tok = NULL;
     if (oauth2_managed(c->a)) {
         /* a provider account logs in with its current access token, as the poller does */
@@ -156,19 +153,25 @@ static void call_work(struct api_work *w)
             err_set(&c->e, ERR_INTERNAL, "out of memory");
             return;
         }
-        if (api_oauth2_login_opts(c->st, c->a, NULL, &c->o, tok, &c->e) < 0) {
+        if (api_oauth2_login_opts(c->st, c->a, NULL, until, &c->o, tok, &c->e) < 0) {
             c->rc = -1;
             c->step = "OAuth2 token";
             goto out;
         }
     }
+    int64_t left = until - clock_mono_ms();
+    if (left < 1)
+        left = 1;
+    if (c->o.session_timeout_ms <= 0 || c->o.session_timeout_ms > left)
+        c->o.session_timeout_ms = left;
     call_op(c);
     if (c->rc < 0 && tok && c->step && strcmp(c->step, "POP3 login") == 0 &&
         api_oauth2_refused(c->a, &c->e)) {
         /* the server refused the token: a fresh one, and one more try (a
          * refused login changed nothing) */
         struct err e2;
-        if (api_oauth2_login_opts(c->st, c->a, tok, &c->o, tok + OAUTH2_TOKEN_BUF, &e2) == 0) {
+        if (api_oauth2_login_opts(c->st, c->a, tok, until, &c->o, tok + OAUTH2_TOKEN_BUF,
+                                  &e2) == 0) {
             mailbox_info_free(&c->info);
             mailbox_listing_free(&c->l);
             free(c->sums);

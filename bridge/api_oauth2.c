@@ -14,14 +14,14 @@
 #define DEVICE_FULL_RETRY_S 30  /* Retry-After when too many are pending */
 
 int api_oauth2_login_opts(struct store *st, const struct config_account *a, const char *rejected,
-                          struct pop3_opts *o, char *tok, struct err *e)
+                          int64_t until_mono_ms, struct pop3_opts *o, char *tok, struct err *e)
 {
     if (!oauth2_managed(a))
         return 0;
     if (!st)
         return err_set(e, ERR_INTERNAL, "account %s: no store handle for its OAuth2 token",
                        a->name);
-    if (oauth2_access_token(st, a, rejected, tok, OAUTH2_TOKEN_BUF, e) < 0)
+    if (oauth2_access_token_until(st, a, rejected, tok, OAUTH2_TOKEN_BUF, until_mono_ms, e) < 0)
         return -1;
     o->oauth2_token = tok;
     return 0;

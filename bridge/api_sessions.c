@@ -25,6 +25,7 @@ struct sx_call {
     uint32_t number;
     unsigned lines;
     int64_t wait_ms;
+    int64_t limit_ms;             /* api.request_timeout, from the call's queueing */
     /* SX_OPEN */
     struct pop3_opts o;           /* strings borrowed from the request's configuration */
     const char *account;
@@ -115,13 +116,15 @@ static void run_command(struct sx_call *c, struct session *x)
  * refused it) and take the listing. */
 static void open_work(struct sx_call *c)
 {
+    /* waiting for another instance's token refresh counts against the request's time */
+    int64_t until = c->w.job.queued_at + c->limit_ms;
     char *tok = NULL;
     if (oauth2_managed(c->a)) {
         if (!(tok = malloc(2 * OAUTH2_TOKEN_BUF))) {
             c->rc = err_set(&c->e, ERR_INTERNAL, "out of memory");
             return;
         }
-        if (api_oauth2_login_opts(c->st, c->a, NULL, &c->o, tok, &c->e) < 0) {
+        if (api_oauth2_login_opts(c->st, c->a, NULL, until, &c->o, tok, &c->e) < 0) {
             c->rc = -1;
             goto out;
         }
@@ -129,7 +132,8 @@ static void open_work(struct sx_call *c)
     c->rc = sessions_open(c->ss, c->account, &c->o, c->hold, &c->lim, &c->info, &c->e);
     if (c->rc < 0 && tok && api_oauth2_refused(c->a, &c->e)) {
         struct err e2;
-        if (api_oauth2_login_opts(c->st, c->a, tok, &c->o, tok + OAUTH2_TOKEN_BUF, &e2) == 0)
+        if (api_oauth2_login_opts(c->st, c->a, tok, until, &c->o, tok + OAUTH2_TOKEN_BUF,
+                                  &e2) == 0)
             c->rc = sessions_open(c->ss, c->account, &c->o, c->hold, &c->lim, &c->info, &c->e);
     }
 out:
@@ -226,6 +230,7 @@ static struct sx_call *call_new(struct http_req *r, enum sx_op op)
     c->ss = api_sessions(r);
     c->id = http_param(r, "id");
     c->wait_ms = t < API_SESSION_WAIT_MS ? t : API_SESSION_WAIT_MS;
+    c->limit_ms = t;
     spool_init(&c->s, op == SX_TOP ? NULL : api_tmp_dir(r), op == SX_TOP ? API_TOP_MAX
                                                                            : SPOOL_MEM_DEFAULT,
                op == SX_TOP ? API_TOP_MAX : 0);

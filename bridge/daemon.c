@@ -64,6 +64,8 @@ static struct {
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
 
+static bool rt_stopping(void *ctx);
+
 static struct sched_account *find_acct(const char *name)
 {
     for (size_t i = 0; i < rt.n_accounts; i++)
@@ -306,7 +308,7 @@ static void *poll_worker(void *arg)
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
         int64_t took_ms = clock_mono_ms() - started;
-        if (rc != 0 && ca) {
+        if (rc != 0 && ca && !rt_stopping(NULL)) {
             /* durable before the poll counts as done (run --once then delivers it) */
             enum account_state next;
             (void)sched_backoff_ms(&e, 1, interval, res.login_delay, &next);

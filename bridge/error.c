@@ -125,6 +125,7 @@ const char *err_code_name(enum err_code code)
     case ERR_CODE_AUTH: return "AUTH";
     case ERR_CODE_OTHER: return "other";
     case ERR_CODE_NO_GRANT: return "NO-GRANT";
+    case ERR_CODE_REFRESH_WAIT: return "REFRESH-WAIT";
     }
     return "";
 }

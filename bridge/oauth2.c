@@ -405,9 +405,10 @@ static enum step read_row(struct work *w, bool cc, const char *rejected, int64_t
 }
 
 /* Step 2: the row's refresh lease, waited for (in OAUTH2_WAIT_STEP_MS
- * steps, until deadline) while another refresh holds it. */
-static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadline, bool usable,
-                           struct err *e)
+ * steps, until deadline, and until until_mono_ms when that is set) while
+ * another refresh holds it. */
+static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadline,
+                           int64_t until_mono_ms, bool usable, struct err *e)
 {
     const struct config_account *a = w->a;
     int r = store_oauth2_lease(w->st, a->name, w->owner, now, OAUTH2_LEASE_MS, cc,
@@ -426,7 +427,21 @@ static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadlin
                 a->name, (long long)((OAUTH2_LEASE_MS + 5000) / 1000));
         return STEP_FAILED;
     }
-    sleep_ms(OAUTH2_WAIT_STEP_MS);
+    int64_t step = OAUTH2_WAIT_STEP_MS;
+    if (until_mono_ms > 0) { /* the caller's own deadline (an API request's) */
+        int64_t left = until_mono_ms - clock_mono_ms();
+        if (left <= 0) {
+            err_set(e, ERR_TIMEOUT,
+                    "account %s: another refresh of its OAuth2 token is still running "
+                    "(its lease runs for %lld s more); try again shortly",
+                    a->name, (long long)((w->row.lease_until - now + 999) / 1000));
+            e->code = ERR_CODE_REFRESH_WAIT;
+            return STEP_FAILED;
+        }
+        if (left < step)
+            step = left;
+    }
+    sleep_ms(step);
     return STEP_AGAIN;
 }
 
@@ -463,6 +478,13 @@ static enum step refresh_leased(struct work *w, const char *rejected, int64_t no
 int oauth2_access_token(struct store *st, const struct config_account *a, const char *rejected,
                         char *buf, size_t size, struct err *e)
 {
+    return oauth2_access_token_until(st, a, rejected, buf, size, 0, e);
+}
+
+int oauth2_access_token_until(struct store *st, const struct config_account *a,
+                              const char *rejected, char *buf, size_t size,
+                              int64_t until_mono_ms, struct err *e)
+{
     if (!oauth2_managed(a))
         return err_set(e, ERR_USAGE, "account %s: its oauth2 names no provider",
                        a ? a->name : "?");
@@ -487,7 +509,7 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
         bool usable = false;
         s = read_row(w, cc, rejected, now, &usable, e);
         if (s == STEP_ON)
-            s = lease_row(w, cc, now, deadline, usable, e);
+            s = lease_row(w, cc, now, deadline, until_mono_ms, usable, e);
         if (s == STEP_ON)
             s = refresh_leased(w, rejected, now, &superseded, e);
     }

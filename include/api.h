@@ -62,6 +62,8 @@
 #define API_RETRY_AFTER_S 30         /* Retry-After for [SYS/TEMP] */
 #define API_LOGIN_DELAY_RETRY_S 60   /* Retry-After for [LOGIN-DELAY] */
 #define API_BUSY_RETRY_S 5           /* Retry-After when the mailbox workers are busy */
+#define API_REFRESH_WAIT_RETRY_S 2   /* Retry-After when the request's time ran out waiting for
+                                        another instance's OAuth2 token refresh */
 #define API_INLINE_DEFAULT (256u << 10) /* inline limit of an account without webhooks */
 
 struct api;
@@ -82,7 +84,10 @@ void api_stop(struct api **a);
  *   ERR_SERVER [SYS/TEMP]                  503  *retry_after_s = API_RETRY_AFTER_S
  *   ERR_SERVER other, ERR_CONN, ERR_TLS,
  *   ERR_PROTO, ERR_LIMIT                   502
- *   ERR_TIMEOUT                            504
+ *   ERR_TIMEOUT + ERR_CODE_REFRESH_WAIT    503  *retry_after_s = API_REFRESH_WAIT_RETRY_S
+ *                                               (api.request_timeout ran out waiting for
+ *                                               another refresh of an OAuth2 token)
+ *   ERR_TIMEOUT otherwise                  504
  *   ERR_INTERNAL, ERR_USAGE, ERR_NONE      500
  * *retry_after_s is 0 when no Retry-After applies. */
 int api_http_status(const struct err *e, int *retry_after_s);

@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "error.h"
@@ -46,9 +47,12 @@ extern const size_t api_oauth2_nroutes;
  * and o->oauth2_token.  Other accounts: nothing to do.  0, or -1 with *e
  * (oauth2_access_token's errors; ERR_AUTH + ERR_CODE_NO_GRANT when the
  * account must be authorized).  May block on the token endpoint: call it
- * on a mailbox worker.  st: the request's store handle. */
+ * on a mailbox worker.  st: the request's store handle.  until_mono_ms:
+ * the request's deadline (clock_mono_ms; 0 none): waiting for another
+ * instance's refresh stops there with ERR_TIMEOUT + ERR_CODE_REFRESH_WAIT
+ * (answered 503 with Retry-After, api_http_status). */
 int api_oauth2_login_opts(struct store *st, const struct config_account *a, const char *rejected,
-                          struct pop3_opts *o, char *tok, struct err *e);
+                          int64_t until_mono_ms, struct pop3_opts *o, char *tok, struct err *e);
 /* Whether a failed POP3 login of account a is worth one more try with a
  * fresh token: a provider account whose token the server refused. */
 bool api_oauth2_refused(const struct config_account *a, const struct err *e);

@@ -41,6 +41,9 @@ enum err_code {
                              (never authorized, revoked/expired, or sealed under another
                              secrets key); nothing is sent anywhere until
                              `pop3bridge oauth2 login` stores one (or the key is back) */
+    ERR_CODE_REFRESH_WAIT, /* ours, with ERR_TIMEOUT: the caller's deadline passed while
+                              another thread or instance refreshed the account's OAuth2
+                              token (oauth2_access_token_until); nothing was sent */
 };
 
 #define ERR_MSG_MAX 256

@@ -115,6 +115,17 @@ int64_t oauth2_backoff_ms(int failures, long retry_after_s);
 int oauth2_access_token(struct store *st, const struct config_account *a, const char *rejected,
                         char *buf, size_t size, struct err *e);
 
+/* The same, bounded for a caller with a deadline of its own (an API
+ * request: api.request_timeout): until_mono_ms is a clock_mono_ms() instant,
+ * 0 for none.  Waiting for another refresher stops there: ERR_TIMEOUT with
+ * code ERR_CODE_REFRESH_WAIT ("another refresh of its token is still
+ * running"; nothing changed, ask again shortly).  A refresh this caller
+ * started itself is not cut short (its rotated refresh token must be
+ * saved): it may end up to OAUTH2_TIMEOUT_MS after until_mono_ms. */
+int oauth2_access_token_until(struct store *st, const struct config_account *a,
+                              const char *rejected, char *buf, size_t size,
+                              int64_t until_mono_ms, struct err *e);
+
 /* Seal and store a new grant for account a (what `oauth2 login` obtained):
  * the access token, the refresh token if any, obtained at now.  Replaces
  * whatever the account had, valid or not. */

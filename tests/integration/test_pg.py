@@ -18,13 +18,25 @@ here, tests/lib/postgres.py) and one real Dovecot.
   and a bridge on it delivers only what was still due.
 - Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
   by Message-ID, a dead delivery dropped and the others retried in bulk.
+- OAuth2 (issue 11) across instances, with the loopback authorization
+  server (tests/lib/oauth2_server.py: refresh-token rotation) and a Dovecot
+  checking tokens by introspection: two instances on one store, one polling
+  an account while the other serves API mailbox calls for it without pause
+  and both keepers finding an idle grant due at the same moment, refresh
+  each token once (no refresh token used twice) and lose no poll or call;
+  and an API call waiting for another instance's refresh gives up when
+  api.request_timeout runs out (503, Retry-After) instead of ~35 s later.
 """
 
+import http.client
 import json
 import os
 import re
 import secrets
+import select
 import signal
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +44,8 @@ import urllib.request
 import harness
 import dovecot
 import mailgen
+import oauth2_server
+import openapi
 import popref
 import postgres
 import bridge
@@ -75,8 +89,9 @@ def make_accounts(prefix, n, per, size=(1500, 6000), seed=0):
     return accounts, env
 
 
-def instances(n, db, accounts, env, rcv, name):
-    """n bridges on database `db` with the same accounts; each its own API port."""
+def instances(n, db, accounts, env, rcv, name, **extra):
+    """n bridges on database `db` with the same accounts; each its own API port;
+    `extra`: more top-level configuration (api_extra: more "api" keys)."""
     env = dict(env, T_PG_PW=PG.password, T_WHSEC=rcv.secret, T_API=secrets.token_urlsafe(16))
     out = []
     for k in range(n):
@@ -91,6 +106,8 @@ def instances(n, db, accounts, env, rcv, name):
                           "retry_schedule": ["1s"]}],
             "accounts": accounts,
         }
+        cfg["api"].update(extra.get("api_extra", {}))
+        cfg.update({k: v for k, v in extra.items() if k != "api_extra"})
         out.append(Bridge(cfg, env, name="%s-%d" % (name, k)))
     return out
 
@@ -538,3 +555,257 @@ def test_schema7_events_drop_retry_and_dedupe():
                [["1", "2"], ["4", "1"]], "dead webhook's deliveries: two delivered, one dropped")
     harness.eq(PG.sql("SELECT count(*) FROM deliveries WHERE event_id IS NOT NULL AND status = 1",
                       db=db), [["1"]], "the event's delivery, delivered")
+
+
+# ---- OAuth2 across instances (issue 11) -------------------------------------------------
+
+OA_LIFE = 12     # access-token lifetime (s): refreshed with 6 s left, so every ~6 s
+OA_RUN = 40      # seconds of polls and API calls racing for the token
+OA_CALLERS = 3   # threads calling the API without pause
+MONTH_MS = 31 * 86400 * 1000
+SPEC = openapi.Spec(os.path.join(harness.ROOT, "openapi.yaml"))
+
+
+def oauth2_account(name, a, dco, poll):
+    dco.add_user(name, secrets.token_urlsafe(12))  # its password is never used
+    return {"name": name, "host": "127.0.0.1", "port": dco.tls_port, "ca_file": dco.pki.ca,
+            "username": name, "start": "all", "poll_interval": poll, "webhooks": [HOOK],
+            "oauth2": {"provider": "custom", "flow": "device_code", "client_id": a.client_id,
+                       "token_url": a.token_url, "device_authorization_url": a.device_url,
+                       "ca_file": a.pki.ca, "scope": "pop"}}
+
+
+def oauth2_login(b, account, a):
+    """`pop3bridge oauth2 login` of account by device code (into b's store),
+    the mailbox user of the same name approving the printed code."""
+    p = subprocess.Popen([harness.binary(), "oauth2", "login", "--config", b.config_path,
+                          account], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=b.env(), cwd=harness.ROOT,
+                         start_new_session=True)
+    try:
+        out, m = b"", None
+        deadline = time.monotonic() + 20
+        while m is None:
+            r, _, _ = select.select([p.stdout], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(p.stdout.fileno(), 4096) if r else b""
+            if not chunk:
+                raise AssertionError("oauth2 login of %s printed no code: %r" % (account, out))
+            out += chunk
+            m = re.search(rb"and enter the code: (\S+)\n", out)
+        a.approve(m.group(1).decode(), account)
+        _, err = p.communicate(timeout=40)
+        harness.eq(p.returncode, 0, "oauth2 login of %s (stderr %r)" % (account, err[-400:]))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def refreshes(a, user):
+    return [e for e in a.events("refresh_token") if e.get("user") == user]
+
+
+def no_token_in(a, texts):
+    with a.lock:
+        tokens = set(a._access) | set(a._refresh) | set(a._devices)
+    for t in tokens:
+        for text in texts:
+            if t in text:
+                raise AssertionError("a token (%s...) appears in the bridge's output" % t[:6])
+
+
+@harness.timeout(150)
+def test_two_instances_refresh_each_oauth2_token_once():
+    """Two instances on one store share an OAuth2 account with 12 s access
+    tokens and refresh-token rotation.  One polls it every second while the
+    other answers GET .../mailbox for it from three threads without pause,
+    for 40 s: at each refresh both instances need a token at the same
+    moment.  A second account, polled once an hour, has its grant made to
+    look 31 days unused, so both instances' keepers (first look 10 s after
+    start) find it due at once, its access token already expired (the wait
+    path).  The authorization server's log shows each refresh token used
+    exactly once, in order, about one refresh per half lifetime (a second
+    refresher would have used the same refresh token again: reuse); no poll
+    or API call failed; and after a restart the next refresh uses the newest
+    refresh token: the rotated one was persisted."""
+    a = oauth2_server.AuthServer(name="oauth2-pg", access_lifetime=OA_LIFE).start()
+    dco = dovecot.Dovecot(name="dovecot-pg-oauth2", oauth2=a.introspect_url).start()
+    rcv = Receiver(bridge.new_secret(), name="rcv-oauth2").start()
+    try:
+        db = "oauth2"
+        PG.create_db(db)
+        busy, idle = "oabusy", "oaidle"
+        accounts = [oauth2_account(busy, a, dco, "1s"), oauth2_account(idle, a, dco, "1h")]
+        x, y = instances(2, db, accounts, {"T_SECRETS_KEY": secrets.token_hex(32)}, rcv,
+                         "oauth2", secrets_key_env="T_SECRETS_KEY")
+        for user in (busy, idle):
+            oauth2_login(x, user, a)
+        harness.eq(a.events("refresh_token"), [], "refreshes before the start")
+        sent = 0
+        for _ in range(2):
+            dco.deliver(busy, mailgen.message(7000 + sent, 2000))
+            sent += 1
+        a.token_delay = 0.3   # each refresh stays in flight a while: a second one would overlap
+        t0 = time.monotonic()
+        x.start()
+        y.start()
+
+        def poller():
+            for b in (x, y):
+                if re.search(r"event=poll_done account=%s\b" % busy, b.log()):
+                    return b
+            return None
+        p = harness.wait_for(poller, 20, what="the first poll of %s" % busy)
+        q = y if p is x else x
+        harness.wait_for(lambda: any(re.search(r"event=poll_done account=%s\b" % idle, b.log())
+                                     for b in (x, y)), 20, what="the first poll of %s" % idle)
+        # the idle grant's refresh token now looks 31 days unused
+        PG.sql("UPDATE oauth2_tokens SET authorized_at = authorized_at - %d, refresh_used_at = 0"
+               " WHERE account = '%s'" % (MONTH_MS, idle), db=db)
+        assert time.monotonic() - t0 < 9, "the idle grant was moved back after the keepers looked"
+
+        calls, stop = [], threading.Event()
+
+        def caller():
+            path = "/api/v1/accounts/%s/mailbox" % busy
+            while not stop.is_set():
+                t = time.monotonic()
+                try:
+                    st, body = api_call(q, "GET", path)
+                except Exception as ex:  # noqa: BLE001 -- recorded, checked below
+                    st, body = None, repr(ex)
+                calls.append((st, time.monotonic() - t, None if st == 200 else body))
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(OA_CALLERS)]
+        for t in threads:
+            t.start()
+        run0 = time.monotonic()
+        while time.monotonic() - run0 < OA_RUN:
+            dco.deliver(busy, mailgen.message(7000 + sent, 2000))
+            sent += 1
+            time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        everything = a.events("refresh_token")
+        harness.eq([e for e in everything if not e["ok"] or e["reuse"]], [],
+                   "refused or repeated refreshes")
+        rcv.wait_events(sent, 30)
+        harness.eq(x.stop(), 0, "instance 0 exit code")
+        harness.eq(y.stop(), 0, "instance 1 exit code")
+        logs = x.log() + y.log()
+
+        bad = [c for c in calls if c[0] != 200]
+        harness.eq(bad[:3], [], "API mailbox calls that failed (%d of %d)" % (len(bad), len(calls)))
+        assert len(calls) >= OA_RUN, "only %d API calls in %d s" % (len(calls), OA_RUN)
+        harness.eq(len(re.findall(r"event=poll_failed", logs)), 0, "failed polls")
+        polls = len(re.findall(r"event=poll_done account=%s\b" % busy, logs))
+        # one a second when idle; far fewer on a loaded machine: enough that it kept asking
+        assert polls >= OA_RUN // 8, "only %d polls of %s" % (polls, busy)
+        everything = a.events("refresh_token")
+        harness.eq([e for e in everything if not e["ok"] or e["reuse"]], [],
+                   "refused or repeated refreshes, up to the stop")
+        refs = refreshes(a, busy)
+        harness.eq([e["n"] for e in refs], list(range(1, len(refs) + 1)),
+                   "refresh tokens of %s used, in order" % busy)
+        # one refresh per half lifetime: ~40 s / 6 s, and a few around the run
+        assert OA_RUN // OA_LIFE <= len(refs) <= 2 * (OA_RUN + 20) // OA_LIFE + 2, \
+            "%d refreshes of %s" % (len(refs), busy)
+        gaps = [b_["t"] - a_["t"] for a_, b_ in zip(refs, refs[1:])]
+        assert min(gaps) >= OA_LIFE / 4, "two refreshes %.2f s apart" % min(gaps)
+        harness.eq([(e["ok"], e["n"]) for e in refreshes(a, idle)], [(True, 1)],
+                   "the idle grant's keep-alive refreshes")
+        keepalives = len(re.findall(r"event=oauth2_keepalive account=%s\b" % idle, logs))
+        assert keepalives >= 1, "no keeper looked at %s" % idle
+        harness.eq(len(re.findall(r"event=oauth2_refreshed\b", logs)), len(everything),
+                   "refreshes the instances logged")
+        harness.eq(len(re.findall(r"oauth2_refresh_superseded", logs)), 0,
+                   "refresh results thrown away")
+        harness.eq(PG.sql("SELECT count(*) FROM oauth2_tokens WHERE lease_owner IS NOT NULL",
+                          db=db), [["0"]], "refresh leases left after the stop")
+        per = [len(re.findall(r"event=oauth2_refreshed account=%s\b" % busy, b.log()))
+               for b in (p, q)]
+        print("%d API calls (slowest %.2f s), %d polls, %d refreshes of %s (poller %d, API "
+              "instance %d; gaps %.1f-%.1f s), keeper looks at %s: %d, refreshes: 1"
+              % (len(calls), max(c[1] for c in calls), polls, len(refs), busy, per[0], per[1],
+                 min(gaps), max(gaps), idle, keepalives))
+
+        # the rotated refresh token was persisted: after a restart the next
+        # refresh uses the newest one
+        _, newest = a.current_refresh(busy)
+        p.start()
+        harness.wait_for(lambda: len(refreshes(a, busy)) > len(refs), 30,
+                         what="a refresh after the restart")
+        harness.eq(p.stop(), 0, "exit code after the restart")
+        last = refreshes(a, busy)[len(refs)]
+        harness.eq((last["ok"], last["n"], last["reuse"]), (True, newest, False),
+                   "the refresh after the restart")
+        no_token_in(a, [x.log(), y.log()])
+    finally:
+        a.token_delay = 0
+        rcv.stop()
+        dco.stop()
+        a.stop()
+
+
+def api_raw(b, path, timeout=30):
+    """(status, headers, raw body, seconds) of GET path."""
+    port = int(b.config["api"]["listen"].rsplit(":", 1)[1])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    t = time.monotonic()
+    c.request("GET", path, headers={"Authorization": "Bearer " + b.secrets["T_API"]})
+    r = c.getresponse()
+    raw = r.read()
+    took = time.monotonic() - t
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, raw, took
+
+
+@harness.timeout(90)
+def test_api_waiting_for_another_refresh_counts_against_request_timeout():
+    """Another instance holds the account's refresh lease (for 60 s) and the
+    stored access token is at its end: a GET .../mailbox on this instance
+    (api.request_timeout 3 s) waits for that refresh only until its own
+    time runs out, then answers 503 problem+json (oauth2-refresh-wait,
+    Retry-After) — not after the ~35 s the wait could last — and sends no
+    token request meanwhile.  Once the lease is gone the call succeeds."""
+    a = oauth2_server.AuthServer(name="oauth2-wait", access_lifetime=3600).start()
+    dco = dovecot.Dovecot(name="dovecot-pg-wait", oauth2=a.introspect_url).start()
+    rcv = Receiver(bridge.new_secret(), name="rcv-oauth2-wait").start()
+    try:
+        db = "oauth2wait"
+        PG.create_db(db)
+        name = "oawait"
+        [b] = instances(1, db, [oauth2_account(name, a, dco, "1h")],
+                        {"T_SECRETS_KEY": secrets.token_hex(32)}, rcv, "oauth2wait",
+                        secrets_key_env="T_SECRETS_KEY", api_extra={"request_timeout": "3s"})
+        oauth2_login(b, name, a)
+        b.start()
+        b.wait_log(r"event=poll_done account=%s\b" % name, 20)
+        now = int(time.time() * 1000)
+        PG.sql("UPDATE oauth2_tokens SET access_issued_at = %d, access_expires_at = %d,"
+               " lease_owner = 'elsewhere:1:1', lease_until = %d WHERE account = '%s'"
+               % (now - 3600 * 1000, now + 2000, now + 60000, name), db=db)
+        path = "/api/v1/accounts/%s/mailbox" % name
+        status, headers, raw, took = api_raw(b, path)
+        problems = SPEC.check("GET", path, status, headers.get("content-type", ""), raw)
+        harness.eq(problems, [], "the answer against openapi.yaml")
+        body = json.loads(raw)
+        harness.eq((status, body.get("type"), body.get("kind"), headers.get("retry-after")),
+                   (503, "urn:pop3bridge:problem:oauth2-refresh-wait", "timeout", "2"),
+                   "the answer while another instance refreshes (%r)" % body)
+        assert "another refresh" in body["detail"], body
+        assert 2.5 <= took <= 6, "answered after %.1f s (api.request_timeout 3 s)" % took
+        harness.eq(a.events("refresh_token"), [], "token requests while the lease was held")
+        # the other instance went away: its lease is let go
+        PG.sql("UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
+               " WHERE account = '%s'" % name, db=db)
+        status, _, raw, took = api_raw(b, path)
+        harness.eq(status, 200, "the call once the lease is gone (%r)" % raw[:300])
+        harness.eq([(e["ok"], e["n"]) for e in a.events("refresh_token")], [(True, 1)],
+                   "the refresh it made")
+        harness.eq(b.stop(), 0, "exit code")
+        no_token_in(a, [b.log()])
+    finally:
+        rcv.stop()
+        dco.stop()
+        a.stop()

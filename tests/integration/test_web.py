@@ -21,8 +21,15 @@ folder.  The later tests check the outcome from outside the browser: the
 message is gone from Dovecot, the retried delivery reached the receiver,
 nothing was loaded from the trap, the static files carry strict headers.
 
+test_instances_panel_on_postgresql runs tests/browser/instances.mjs: two
+instances on one real PostgreSQL (tests/lib/postgres.py) with four password
+accounts of that Dovecot; the accounts page lists both instances with their
+API URL, heartbeat and the accounts each polls; one is killed with kill -9
+and its row goes away once its heartbeat is older than store.lease, the
+survivor holding every account.
+
 Needs: node and the npm packages of tests/browser (tests/browser/install),
-chromium.  POP3BRIDGE_KEEP_SCREENSHOTS=DIR also copies the screenshots there.
+chromium, PostgreSQL 15 (the instances test).  POP3BRIDGE_KEEP_SCREENSHOTS=DIR also copies the screenshots there.
 """
 
 import http.server
@@ -45,6 +52,8 @@ import mailgen
 import oauth2_server
 import openapi
 import pki as pkimod
+import postgres
+from bridge import Bridge
 
 TIMEOUT = 120
 SETUP_TIMEOUT = 120
@@ -581,3 +590,119 @@ def test_dashboard_endpoints_match_openapi():
     hours = bodies["/api/v1/stats/hourly"]["hours"]
     harness.eq(len(hours), 48, "hours")
     harness.eq(sum(x["received"] for x in hours), len(S["sources"]), "messages received by hour")
+
+
+INSTANCES_LEASE_S = 3         # store.lease of the instances test: a dead instance leaves the panel after it
+INSTANCES_RUN_TIMEOUT = 150   # the node script bounds itself to 120 s
+
+
+def _browser_ready():
+    if not os.access(CHROMIUM, os.X_OK):
+        raise AssertionError("%s not found (apt-get install chromium)" % CHROMIUM)
+    if shutil.which(NODE) is None:
+        raise AssertionError("node not found (apt-get install nodejs)")
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        raise AssertionError("tests/browser/node_modules/playwright-core missing: run tests/browser/install")
+
+
+@harness.timeout(INSTANCES_RUN_TIMEOUT + 60)
+def test_instances_panel_on_postgresql():
+    """Two instances on one PostgreSQL store: the accounts page lists both
+    (API URL, a recent heartbeat, the accounts each polls, every account
+    once); after a kill -9 of one, its row goes away (its heartbeat older
+    than store.lease) and the survivor shows every account."""
+    _browser_ready()
+    if not postgres.available():
+        raise AssertionError("PostgreSQL 15 not found (apt-get install postgresql-15)")
+    pg = postgres.Postgres().start()
+    try:
+        pg.create_db("web")
+        names = ["inst%d" % i for i in range(4)]
+        env = {"T_PG_PW": pg.password, "T_API": S["token"]}
+        accounts = []
+        for n in names:
+            pw = "pw-" + secrets.token_hex(8)
+            S["dc"].add_user(n, pw)
+            env["T_PW_" + n.upper()] = pw
+            accounts.append({"name": n, "host": "127.0.0.1", "port": S["dc"].tls_port,
+                             "tls": "implicit", "ca_file": pkimod.get().ca, "username": n,
+                             "password_env": "T_PW_" + n.upper(), "poll_interval": "1s",
+                             "start": "all"})
+        bs = []
+        for k in range(2):
+            port = dovecot.free_port()
+            cfg = {"log_level": "info",
+                   "store": {"url": pg.db_url("web"), "password_env": "T_PG_PW",
+                             "lease": "%ds" % INSTANCES_LEASE_S},
+                   "api": {"listen": "127.0.0.1:%d" % port,
+                           "public_url": "http://127.0.0.1:%d" % port,
+                           "tokens": [{"name": "t", "token_env": "T_API"}], "web_dir": WEB_DIR},
+                   "accounts": accounts}
+            bs.append(Bridge(cfg, env, name="instances-%d" % k).start())
+        stays, killed = bs
+
+        def ids():
+            st, _, body = _http_at(stays, "api/v1/instances")
+            return st == 200 and len(json.loads(body)["instances"]) == 2
+        harness.wait_for(ids, START_TIMEOUT, 0.2, "both instances' heartbeats")
+
+        def inst_id(b):
+            return "%s:%s" % (os.uname().nodename[:50], b.config["api"]["listen"].rsplit(":", 1)[1])
+        out = harness.out_dir()
+        plan = {"base_url": stays.config["api"]["public_url"] + "/", "token": S["token"],
+                "out_dir": out, "chromium": CHROMIUM, "accounts": names,
+                "instances": [{"id": inst_id(b), "public_url": b.config["api"]["public_url"]}
+                              for b in bs]}
+        plan_path = os.path.join(out, "instances-plan.json")
+        with open(plan_path, "w") as f:
+            json.dump(plan, f)
+        p = subprocess.Popen([NODE, os.path.join(BROWSER_DIR, "instances.mjs"), plan_path],
+                             cwd=harness.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+
+        def kill():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        harness.register_cleanup(kill)
+        lines = []
+        deadline = time.monotonic() + INSTANCES_RUN_TIMEOUT
+        while True:
+            line = p.stdout.readline().decode("utf-8", "replace")
+            if not line or time.monotonic() > deadline:
+                kill()
+                raise AssertionError("the browser script ended before it was ready:\n" + "".join(lines))
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        killed.kill9()
+        killed_at = time.monotonic()
+        p.stdin.write(b"killed\n")
+        p.stdin.flush()
+        rest, _ = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+        harness.unregister_cleanup(kill)
+        text = "".join(lines) + rest.decode("utf-8", "replace")
+        print(text)
+        if p.returncode != 0:
+            raise AssertionError("instances.mjs failed (exit %d):\n%s" % (p.returncode, text))
+        with open(os.path.join(out, "result.json")) as f:
+            res = json.load(f)
+        gone = res["steps"][-1]["detail"]["seconds"]
+        print("the killed instance left the panel %.1f s after the kill (%.1f s measured here)"
+              % (gone, time.monotonic() - killed_at))
+        harness.eq(stays.stop(), 0, "the surviving instance's exit code")
+    finally:
+        pg.stop()
+
+
+def _http_at(b, path):
+    """(status, headers, body) of GET path on instance b, with the test token."""
+    req = urllib.request.Request(b.config["api"]["public_url"] + "/" + path,
+                                 headers={"Authorization": "Bearer " + S["token"]})
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+    except OSError:
+        return 0, {}, b""

@@ -49,6 +49,8 @@ static void error_mapping(void **state)
     assert_int_equal(status_of(ERR_LIMIT, ERR_CODE_NONE, &ra), 502);
     assert_int_equal(status_of(ERR_TIMEOUT, ERR_CODE_NONE, &ra), 504);
     assert_int_equal(ra, 0);
+    assert_int_equal(status_of(ERR_TIMEOUT, ERR_CODE_REFRESH_WAIT, &ra), 503);
+    assert_int_equal(ra, API_REFRESH_WAIT_RETRY_S);
     assert_int_equal(status_of(ERR_INTERNAL, ERR_CODE_NONE, &ra), 500);
     assert_int_equal(status_of(ERR_USAGE, ERR_CODE_NONE, &ra), 500);
 }

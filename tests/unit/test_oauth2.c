@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "oauth2.h"
 #include "secretbox.h"
 
@@ -323,6 +324,43 @@ static void busy_lease_uses_current_token(void **state)
     assert_int_equal(row.failures, 0);
 }
 
+/* Another owner is refreshing and the current token is at its end: a
+ * caller with a deadline waits only until then (ERR_TIMEOUT, code
+ * ERR_CODE_REFRESH_WAIT), sends nothing and leaves the lease alone; without
+ * a deadline it is the lease's business (not waited for here). */
+static void busy_lease_wait_bounded_by_deadline(void **state)
+{
+    struct fx *fx = *state;
+    struct err e;
+    static struct store_oauth2 row;
+    int64_t now = wall();
+    /* issued an hour ago, 5 s left: neither usable nor left to the holder for long */
+    assert_int_equal(oauth2_save_grant(fx->st, &fx->a, token("end", "r", 3600), now - 3595000, &e),
+                     0);
+    assert_int_equal(store_oauth2_lease(fx->st, "acct", "elsewhere:1:1", now, 60000, false, NULL,
+                                        &row, &e),
+                     0);
+    int64_t t0 = clock_mono_ms();
+    err_clear(&e);
+    assert_int_equal(oauth2_access_token_until(fx->st, &fx->a, NULL, buf, sizeof buf, t0 + 500, &e),
+                     -1);
+    int64_t took = clock_mono_ms() - t0;
+    assert_true(took >= 500 && took < 2000);
+    assert_int_equal(e.kind, ERR_TIMEOUT);
+    assert_int_equal(e.code, ERR_CODE_REFRESH_WAIT);
+    assert_non_null(strstr(e.msg, "another refresh"));
+    assert_null(strstr(e.msg, "end"));
+    assert_int_equal(store_oauth2_get(fx->st, "acct", &row, &e), 0);
+    assert_string_equal(row.lease_owner, "elsewhere:1:1");
+    assert_int_equal(row.failures, 0);
+    /* a deadline already past: at once */
+    t0 = clock_mono_ms();
+    assert_int_equal(oauth2_access_token_until(fx->st, &fx->a, NULL, buf, sizeof buf, t0 - 1, &e),
+                     -1);
+    assert_int_equal(e.code, ERR_CODE_REFRESH_WAIT);
+    assert_true(clock_mono_ms() - t0 < 500);
+}
+
 static void not_managed(void **state)
 {
     struct fx *fx = *state;
@@ -354,6 +392,7 @@ int main(void)
         T(invalid_grant_sends_nothing),
         T(unreachable_endpoint),
         T(busy_lease_uses_current_token),
+        T(busy_lease_wait_bounded_by_deadline),
         T(not_managed),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,193 @@
+// The instances panel of the accounts page (web/js/views/accounts.js) in
+// Debian's chromium through playwright-core, against two bridge instances
+// sharing one PostgreSQL store.
+//
+//   node tests/browser/instances.mjs PLAN.json
+//
+// PLAN (written by tests/integration/test_web.py):
+//   base_url        the dashboard of the instance that stays ("http://127.0.0.1:PORT/")
+//   token           a token it accepts
+//   out_dir         screenshots (<step>.png) and result.json
+//   chromium        the browser binary (default /usr/bin/chromium)
+//   instances       [{id, public_url}, ...]: the two instances; the second is
+//                   the one killed
+//   accounts        every account name (each is polled by one instance)
+//
+// Steps: both instances listed, with a recent heartbeat, their API URL, and
+// between them every account, each once; then the script prints "ready" and
+// waits for a line on stdin (the caller has killed the second instance with
+// kill -9): the killed instance's row goes away once its heartbeat is older
+// than store.lease, the survivor's heartbeat moves on, and it takes every
+// account over.  Prints "ok <step>" / "FAIL <step>: why"; exit status 0 when
+// every step passed.  Every wait is bounded (STEP_TIMEOUT_MS, KILL_WAIT_MS);
+// the whole run by RUN_TIMEOUT_MS.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const STEP_TIMEOUT_MS = 20000;
+const KILL_WAIT_MS = 30000;     // store.lease (3 s) + the page's refresh (5 s), with room
+const RUN_TIMEOUT_MS = 120000;
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+  '--no-first-run', '--disable-quic', '--disable-sync', '--disable-dev-shm-usage',
+];
+
+const plan = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const out = plan.out_dir;
+fs.mkdirSync(out, { recursive: true });
+const base = plan.base_url.endsWith('/') ? plan.base_url : plan.base_url + '/';
+const [stays, killed] = plan.instances;
+const result = { ok: false, steps: [], page_errors: [], console_errors: [] };
+const runTimer = setTimeout(() => {
+  console.log('FAIL run: over ' + RUN_TIMEOUT_MS + ' ms');
+  finish(2);
+}, RUN_TIMEOUT_MS);
+
+let context = null;
+let userDataDir = null;
+
+function finish(code) {
+  clearTimeout(runTimer);
+  try {
+    fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 2));
+  } catch (e) {
+    console.log('cannot write results: ' + e.message);
+  }
+  const close = context ? context.close().catch(() => {}) : Promise.resolve();
+  close.finally(() => {
+    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+    process.exit(code);
+  });
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error(what);
+}
+
+async function until(fn, ms, what) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e.message;
+    }
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last ? ' (last: ' + last + ')' : ''));
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    const detail = await fn();
+    result.steps.push({ name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
+    console.log('ok   ' + name);
+  } catch (e) {
+    result.steps.push({ name, ok: false, ms: Date.now() - t0, detail: String(e && e.stack || e) });
+    console.log('FAIL ' + name + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
+    throw e;
+  }
+}
+
+function nextLine() {
+  const rl = readline.createInterface({ input: process.stdin });
+  return new Promise((resolve) => rl.once('line', (l) => { rl.close(); resolve(l); }));
+}
+
+// The panel as the person sees it: {id: {host, api, started, heartbeat (ms), accounts}}.
+async function panel(page) {
+  return page.evaluate(() => {
+    const rows = {};
+    for (const tr of document.querySelectorAll('#instances-body table.instances tbody tr')) {
+      const td = tr.querySelectorAll('td');
+      const hb = td[4] && td[4].querySelector('time');
+      const acc = td[5] ? td[5].textContent.trim() : '';
+      rows[tr.dataset.instance] = {
+        host: td[1] ? td[1].textContent.trim() : '',
+        api: td[2] ? td[2].textContent.trim() : '',
+        heartbeat: hb ? Date.parse(hb.getAttribute('datetime')) : NaN,
+        heartbeat_text: td[4] ? td[4].textContent.trim() : '',
+        accounts: acc === '—' || acc === '' ? [] : acc.split(',').map((s) => s.trim()),
+      };
+    }
+    return rows;
+  });
+}
+
+function allAccounts(rows, ids) {
+  const seen = ids.flatMap((id) => (rows[id] ? rows[id].accounts : []));
+  return JSON.stringify([...seen].sort()) === JSON.stringify([...plan.accounts].sort());
+}
+
+async function main() {
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p3b-chromium-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: plan.chromium || '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 860 },
+    timeout: 60000,
+  });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (e) => result.page_errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') result.console_errors.push(m.text()); });
+
+  await step('sign in', async () => {
+    await page.goto(base);
+    await page.locator('#sign-in').waitFor();
+    await page.fill('#token', plan.token);
+    await page.press('#token', 'Enter');
+    await page.locator('table.accounts').waitFor();
+  });
+
+  let before = null;
+  await step('both instances listed with their accounts and heartbeat', async () => {
+    await page.goto(base + '#/accounts');
+    const rows = await until(async () => {
+      const r = await panel(page);
+      return Object.keys(r).length === 2 && r[stays.id] && r[killed.id] && allAccounts(r, [stays.id, killed.id]) ? r : null;
+    }, STEP_TIMEOUT_MS, 'two rows holding every account between them');
+    const title = await page.locator('#instances-body table.instances caption').textContent().catch(() => '');
+    check(/postgresql/.test(title), 'the panel names the store: ' + title);
+    for (const i of plan.instances) {
+      const r = rows[i.id];
+      check(r.api === i.public_url, i.id + ': API ' + r.api);
+      check(Math.abs(Date.now() - r.heartbeat) < 15000, i.id + ': a recent heartbeat: ' + r.heartbeat_text);
+      check(r.heartbeat_text && !/never/.test(r.heartbeat_text), i.id + ': the heartbeat shown: ' + r.heartbeat_text);
+    }
+    await page.screenshot({ path: path.join(out, 'instances-both.png'), fullPage: true });
+    before = rows;
+    return rows;
+  });
+
+  console.log('ready');
+  const line = await nextLine();
+  check(line.trim() === 'killed', 'the caller said ' + JSON.stringify(line));
+
+  await step('the killed instance goes away after its lease; the other takes its accounts', async () => {
+    const t0 = Date.now();
+    const rows = await until(async () => {
+      const r = await panel(page);
+      return Object.keys(r).length === 1 && r[stays.id] && allAccounts(r, [stays.id]) &&
+        r[stays.id].heartbeat > before[stays.id].heartbeat ? r : null;
+    }, KILL_WAIT_MS, 'one row, the survivor, holding every account, its heartbeat newer');
+    await page.screenshot({ path: path.join(out, 'instances-after-kill.png'), fullPage: true });
+    return { rows, seconds: (Date.now() - t0) / 1000 };
+  });
+
+  check(result.page_errors.length === 0, 'page errors: ' + result.page_errors.join('; '));
+  result.ok = true;
+}
+
+main().then(() => finish(0)).catch((e) => {
+  console.log('FAIL run: ' + (e && e.message ? e.message.split('\n')[0] : e));
+  finish(1);
+});
