@@ -449,16 +449,6 @@ struct store {
     char sqlstate[6];           /* of the last failed statement */
 };
 
-struct store_msg {
-    struct store_hdr hdr;
-    struct store *st;
-    char account[STORE_NAME_MAX + 1];
-    char uidl[STORE_UIDL_MAX + 1];
-    struct spool sp;
-    EVP_MD_CTX *sha;
-    bool failed;
-};
-
 struct store_body {
     struct store_hdr hdr;
     int64_t id;
@@ -956,17 +946,6 @@ static char *array_lit(const char *const *v, size_t n, struct err *e)
     return g_string_free(g, FALSE);
 }
 
-static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
-{
-    if (n > STORE_UIDLS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu UIDLs in one call, over STORE_UIDLS_MAX (%d)", n,
-                       STORE_UIDLS_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (store_check_uidl(uidls[i], e) < 0)
-            return -1;
-    return 0;
-}
-
 /* Run sql once per UIDL_CHUNK uidls: $1 account, $2 the array, $3 arg. */
 static int uidl_chunks(struct store *st, PGconn *c, const char *sql, const char *account,
                        const char *const *uidls, size_t n, const int64_t *arg, int64_t *changes,
@@ -1055,7 +1034,7 @@ static int pg_uidls_record_ignored(struct store *st, const char *account,
                                    const char *const *uidls, size_t n, int64_t now,
                                    struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1106,7 +1085,7 @@ static int pg_uidls_deletable(struct store *st, const char *account, bool delete
 static int pg_uidls_mark_deleted(struct store *st, const char *account,
                                  const char *const *uidls, size_t n, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1128,7 +1107,7 @@ static int pg_uidls_forget_vanished(struct store *st, const char *account,
                                     const char *const *listed, size_t n, int64_t *forgotten,
                                     struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(listed, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(listed, n, e) < 0)
         return -1;
     const char *op = "forget vanished UIDLs";
     PGconn *c = tx_begin(st, e, op);
@@ -1161,67 +1140,6 @@ static int pg_uidls_forget_vanished(struct store *st, const char *account,
 }
 
 /* ---- storing a message ------------------------------------------------- */
-
-static void pg_msg_abort(struct store_msg *m)
-{
-    if (!m)
-        return;
-    spool_free(&m->sp);
-    EVP_MD_CTX_free(m->sha);
-    free(m);
-}
-
-static uint64_t pg_msg_size(const struct store_msg *m)
-{
-    return m ? m->sp.size : 0;
-}
-
-static int pg_msg_begin(struct store *st, const char *account, const char *uidl,
-                        struct store_msg **out, struct err *e)
-{
-    *out = NULL;
-    if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
-        return -1;
-    struct store_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    m->hdr.ops = &store_pg_ops;
-    m->st = st;
-    memcpy(m->account, account, strlen(account) + 1);
-    memcpy(m->uidl, uidl, strlen(uidl) + 1);
-    spool_init(&m->sp, st->dir, STORE_SPOOL_MEM_MAX, 0);
-    m->sha = EVP_MD_CTX_new();
-    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
-        pg_msg_abort(m);
-        return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
-    }
-    *out = m;
-    return 0;
-}
-
-static int pg_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message write after an earlier error");
-    if (len == 0)
-        return 0;
-    if (len > STORE_MSG_MAX || m->sp.size + len > STORE_MSG_MAX) {
-        m->failed = true;
-        return err_set(e, ERR_LIMIT,
-                       "store: message for account %s is larger than STORE_MSG_MAX (%llu bytes)",
-                       m->account, (unsigned long long)STORE_MSG_MAX);
-    }
-    if (EVP_DigestUpdate(m->sha, data, len) != 1) {
-        m->failed = true;
-        return err_set(e, ERR_INTERNAL, "store: SHA-256 update failed");
-    }
-    if (spool_write(&m->sp, data, len, e) < 0) {
-        m->failed = true;
-        err_prefix(e, "store: spool");
-        return -1;
-    }
-    return 0;
-}
 
 /* The body's chunks, STORE_IO_CHUNK bytes each, from memory or the spool
  * file: one INSERT per chunk, so the whole body is never in memory. */
@@ -1274,27 +1192,6 @@ static int body_insert(struct store *st, PGconn *c, struct store_msg *m, int64_t
     return r;
 }
 
-/* A new random event key (STORE_KEY_HEX hex digits) into key. */
-static int new_event_key(char *key, struct err *e)
-{
-    unsigned char rnd[STORE_KEY_HEX / 2];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
-    codec_hex_encode(rnd, sizeof rnd, key);
-    return 0;
-}
-
-static int pg_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd,
-                       struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
-    *mem = m->sp.fd >= 0 ? NULL : m->sp.mem;
-    *len = m->sp.fd >= 0 ? (size_t)m->sp.size : m->sp.len;
-    *fd = m->sp.fd;
-    return 0;
-}
-
 /* The first message of account with this Message-ID stored since `since`
  * (not itself a duplicate): its id, or 0.  The account's poll is the only
  * writer of its messages (account leases), so no lock is needed. */
@@ -1325,12 +1222,11 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
 {
     const char *op = "store message";
     char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
+    if (store_new_event_key(key, e) < 0)
         return -1;
-    int64_t dup = 0;
-    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
-        find_duplicate(st, c, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup,
-                       e) < 0)
+    int64_t dup = 0, since = 0;
+    if (store_dedupe_since(meta, now, &since) &&
+        find_duplicate(st, c, m->account, meta->message_id, since, &dup, e) < 0)
         return -1;
     if (dup)
         n_webhooks = 0; /* recorded, not delivered: done at once */
@@ -1401,57 +1297,25 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
     return 0;
 }
 
-static int pg_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                         const char *const *webhooks, size_t n_webhooks, int64_t now,
-                         struct store_msg_result *res, struct err *e)
+static int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
+                        const char *const *webhooks, size_t n_webhooks, int64_t now,
+                        const char *sha_hex, int64_t *id, int64_t *dup, struct err *e)
 {
     struct store *st = m->st;
-    int r = -1;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
-        goto out;
-    }
-    if (n_webhooks > STORE_WEBHOOKS_MAX) {
-        err_set(e, ERR_LIMIT, "store: %zu webhooks for one message, over STORE_WEBHOOKS_MAX (%d)",
-                n_webhooks, STORE_WEBHOOKS_MAX);
-        goto out;
-    }
-    for (size_t i = 0; i < n_webhooks; i++) {
-        if (store_check_name("webhook", webhooks[i], e) < 0)
-            goto out;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0) {
-                err_set(e, ERR_USAGE, "store: webhook %s is listed twice", webhooks[i]);
-                goto out;
-            }
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    char hex[STORE_SHA256_HEX + 1];
-    codec_hex_encode(md, 32, hex);
-    int64_t id = 0, dup = 0;
     PGconn *c = tx_begin(st, e, "store message");
     if (!c)
-        goto out;
-    if (finish_tx(st, c, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
+        return -1;
+    if (finish_tx(st, c, m, meta, webhooks, n_webhooks, now, sha_hex, id, dup, e) < 0 ||
         tx_commit(st, c, e, "store message") < 0) {
         tx_rollback(st, c);
-        goto out;
+        return -1;
     }
-    if (res) {
-        res->id = id;
-        res->duplicate_of = dup;
-        res->size = m->sp.size;
-        memcpy(res->sha256, hex, sizeof hex);
-    }
-    r = 0;
-out:
-    pg_msg_abort(m);
-    return r;
+    return 0;
+}
+
+static const char *pg_spool_dir(const struct store *st)
+{
+    return st->dir;
 }
 
 /* ---- reading a message ------------------------------------------------- */
@@ -1940,13 +1804,8 @@ static int pg_delivery_record(struct store *st, const char *owner, int64_t id,
 {
     if (store_check_owner(owner, e) < 0)
         return -1;
-    if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE,
-                       "store: record delivery: new status must be delivered, failed or dead");
-    if (a->outcome && strlen(a->outcome) > STORE_OUTCOME_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: record delivery: outcome longer than STORE_OUTCOME_MAX (%d bytes)",
-                       STORE_OUTCOME_MAX);
+    if (store_check_record(a, status, e) < 0)
+        return -1;
     const char *op = "record delivery attempt";
     PGconn *c = tx_begin(st, e, op);
     if (!c)
@@ -1987,9 +1846,8 @@ static int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
     int64_t msg_id = 0;
     uint64_t len;
     int r = delivery_lock(st, c, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0)
+        r = store_check_settled("retry", "retried", id, cur, e);
     if (r == 0 && msg_id > 0) {
         int b = body_info(st, c, msg_id, &len, NULL, e);
         if (b == STORE_NOTFOUND)
@@ -2070,24 +1928,6 @@ static int pg_delivery_get(struct store *st, int64_t id, struct store_delivery *
     return rv;
 }
 
-static int cursor_parse(const char *cur, int64_t *before, struct err *e)
-{
-    if (!cur || !*cur) {
-        *before = INT64_MAX;
-        return 0;
-    }
-    const char *d = cur + 1;
-    size_t n = strspn(d, "0123456789");
-    if (cur[0] != 'c' || n == 0 || n > 19 || d[n] != '\0' || d[0] == '0')
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    errno = 0;
-    long long v = strtoll(d, NULL, 10);
-    if (errno == ERANGE || v <= 0)
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    *before = (int64_t)v;
-    return 0;
-}
-
 struct list_rows {
     store_delivery_cb cb;
     void *ctx;
@@ -2126,7 +1966,7 @@ static int pg_delivery_list(struct store *st, const enum store_dstatus *status,
     if (account && store_check_name("account", account, e) < 0)
         return -1;
     int64_t before = INT64_MAX;
-    if (cursor_parse(cursor, &before, e) < 0)
+    if (store_cursor_parse(cursor, &before, e) < 0)
         return -1;
     /* one statement per filter combination, so each uses its index */
     static const char *const sql[4] = {
@@ -2422,19 +2262,9 @@ static int pg_account_leases_each(struct store *st, int64_t now, store_lease_cb 
 
 /* ---- instances ----------------------------------------------------------- */
 
-static int check_instance(const struct store_instance *in, struct err *e)
-{
-    if (store_check_owner(in->id, e) < 0)
-        return -1;
-    if (strnlen(in->host, sizeof in->host) > STORE_HOST_MAX ||
-        strnlen(in->public_url, sizeof in->public_url) > STORE_URL_MAX)
-        return err_set(e, ERR_LIMIT, "store: instance host or public_url is too long");
-    return 0;
-}
-
 static int pg_instance_beat(struct store *st, const struct store_instance *in, struct err *e)
 {
-    if (check_instance(in, e) < 0)
+    if (store_check_instance(in, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, in->id);
@@ -2718,24 +2548,6 @@ static int pg_stats_hourly(struct store *st, int64_t now, size_t hours, struct s
 
 /* ---- OAuth2 tokens ------------------------------------------------------ */
 
-static int check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e)
-{
-    if (p && len > STORE_SEALED_MAX)
-        return err_set(e, ERR_LIMIT, "store: sealed %s of %zu bytes, over STORE_SEALED_MAX (%d)",
-                       what, len, STORE_SEALED_MAX);
-    return 0;
-}
-
-static int check_flow(const char *flow, struct err *e)
-{
-    if (!flow || !*flow)
-        return err_set(e, ERR_USAGE, "store: OAuth2 flow name is empty");
-    if (strlen(flow) > STORE_FLOW_MAX)
-        return err_set(e, ERR_LIMIT, "store: OAuth2 flow name longer than STORE_FLOW_MAX (%d)",
-                       STORE_FLOW_MAX);
-    return 0;
-}
-
 static void bytea_copy(PGresult *r, int col, unsigned char *dst, size_t size, size_t *len)
 {
     *len = 0;
@@ -2808,12 +2620,12 @@ static int pg_oauth2_get(struct store *st, const char *account, struct store_oau
 static int pg_oauth2_grant(struct store *st, const char *account, const char *flow,
                            const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_flow(flow, e) < 0)
         return -1;
     if (!t || !t->access || !t->access_len)
         return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
@@ -2847,7 +2659,7 @@ static int pg_oauth2_lease(struct store *st, const char *account, const char *ow
         return -1;
     if (lease_ms <= 0)
         return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && check_flow(flow, e) < 0)
+    if (create && store_check_flow(flow, e) < 0)
         return -1;
     const char *op = "lease OAuth2 tokens";
     PGconn *c = tx_begin(st, e, op);
@@ -2928,8 +2740,8 @@ static int pg_oauth2_refreshed(struct store *st, const char *account, int64_t ve
         return -1;
     if (!t || !t->access || !t->access_len)
         return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
@@ -3007,45 +2819,13 @@ static int pg_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, 
 
 #define PG_EVENT_LOCK 0x65766e74 /* advisory lock class of store_account_event_once ("evnt") */
 
-static int check_webhooks(const char *const *webhooks, size_t n, struct err *e)
-{
-    if (n > STORE_WEBHOOKS_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: %zu webhooks for one event, over STORE_WEBHOOKS_MAX (%d)", n,
-                       STORE_WEBHOOKS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (store_check_name("webhook", webhooks[i], e) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0)
-                return err_set(e, ERR_USAGE, "store: webhook %s is named twice", webhooks[i]);
-    }
-    return 0;
-}
-
-static int event_args(const char *account, const char *type, const char *data,
-                      const char *const *webhooks, size_t n, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_webhooks(webhooks, n, e) < 0)
-        return -1;
-    if (!type || !*type || strlen(type) > STORE_EVENT_TYPE_MAX)
-        return err_set(e, ERR_USAGE,
-                       "store: an event type must be 1 to STORE_EVENT_TYPE_MAX (%d) bytes",
-                       STORE_EVENT_TYPE_MAX);
-    if (!data || strlen(data) > STORE_EVENT_DATA_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: event data missing or over STORE_EVENT_DATA_MAX (%d bytes)",
-                       STORE_EVENT_DATA_MAX);
-    return 0;
-}
-
 static int event_insert(struct store *st, PGconn *c, const char *account, const char *type,
                         const char *data, const char *const *webhooks, size_t n, int64_t now,
                         int64_t *id_out, struct err *e)
 {
     const char *op = "add event";
     char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
+    if (store_new_event_key(key, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
@@ -3082,7 +2862,7 @@ static int pg_event_add(struct store *st, const char *account, const char *type,
 {
     const char *op = "add event";
     int64_t got = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
+    if (store_check_event(account, type, data, webhooks, n_webhooks, e) < 0)
         return -1;
     PGconn *c = tx_begin(st, e, op);
     if (!c)
@@ -3108,7 +2888,7 @@ static int pg_account_event_once(struct store *st, const char *account, const ch
     const char *op = "add account event";
     if (event_id)
         *event_id = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
+    if (store_check_event(account, type, data, webhooks, n_webhooks, e) < 0)
         return -1;
     PGconn *c = tx_begin(st, e, op);
     if (!c)
@@ -3188,7 +2968,6 @@ static int pg_event_get(struct store *st, int64_t id, struct store_event *out, c
 
 static int pg_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
 {
-    char idbuf[STORE_ID_MAX];
     const char *op = "drop delivery";
     PGconn *c = tx_begin(st, e, op);
     if (!c)
@@ -3196,9 +2975,8 @@ static int pg_delivery_drop(struct store *st, int64_t id, int64_t now, struct er
     enum store_dstatus cur = STORE_D_PENDING;
     int64_t msg_id = 0;
     int r = delivery_lock(st, c, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: drop %s: it is %s; only failed or dead can be dropped",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0)
+        r = store_check_settled("drop", "dropped", id, cur, e);
     if (r == 0) {
         struct pq q = {0};
         pq_i64(&q, id);
@@ -3223,12 +3001,7 @@ static int pg_delivery_retry_bulk(struct store *st, const char *webhook,
     const char *op = "retry deliveries";
     if (retried)
         *retried = 0;
-    if (status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE, "store: only failed or dead deliveries can be retried");
-    if (max == 0 || max > STORE_RETRY_BULK_MAX)
-        return err_set(e, ERR_LIMIT, "store: retry up to 1..STORE_RETRY_BULK_MAX (%d) at once",
-                       STORE_RETRY_BULK_MAX);
-    if (webhook && store_check_name("webhook", webhook, e) < 0)
+    if (store_check_retry_bulk(webhook, status, max, e) < 0)
         return -1;
     struct pq q = {0};
     pq_i64(&q, now);
@@ -3258,11 +3031,8 @@ const struct store_ops store_pg_ops = {
     STORE_CALLS(PG_OP)
     .close = pg_close,
     .batch_rollback = pg_batch_rollback,
-    .msg_write = pg_msg_write,
-    .msg_finish = pg_msg_finish,
-    .msg_abort = pg_msg_abort,
-    .msg_size = pg_msg_size,
-    .msg_peek = pg_msg_peek,
+    .spool_dir = pg_spool_dir,
+    .msg_store = pg_msg_store,
     .body_read = pg_body_read,
     .body_close = pg_body_close,
 };

@@ -521,12 +521,6 @@ static const char *const sql_text[S_COUNT] = {
 STORE_CALLS(SQ_DECL)
 static void sq_close(struct store *st);
 static void sq_batch_rollback(struct store *st);
-static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e);
-static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                         const char *const *webhooks, size_t n_webhooks, int64_t now,
-                         struct store_msg_result *res, struct err *e);
-static void sq_msg_abort(struct store_msg *m);
-static uint64_t sq_msg_size(const struct store_msg *m);
 static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
                         size_t *got, struct err *e);
 static void sq_body_close(struct store_body *b);
@@ -540,19 +534,6 @@ struct store {
     bool batch;                 /* store_batch_begin called */
     bool batch_tx;              /* the batch's transaction is open */
     bool batch_lost;            /* the database rolled the batch back */
-};
-
-struct store_msg {
-    struct store_hdr hdr;
-    struct store *st;
-    char account[STORE_NAME_MAX + 1];
-    char uidl[STORE_UIDL_MAX + 1];
-    unsigned char *mem;
-    size_t mem_len, mem_cap;
-    int fd; /* spool file, -1 while in memory */
-    uint64_t size;
-    EVP_MD_CTX *sha;
-    bool failed;
 };
 
 struct store_body {
@@ -648,34 +629,6 @@ static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
     if (n)
         memcpy(dst, t, n);
     dst[n] = '\0';
-}
-
-static int check_name(const char *what, const char *v, struct err *e)
-{
-    if (!v || !*v)
-        return err_set(e, ERR_USAGE, "store: %s name is empty", what);
-    if (strlen(v) > STORE_NAME_MAX)
-        return err_set(e, ERR_LIMIT, "store: %s name is longer than STORE_NAME_MAX (%d bytes)",
-                       what, STORE_NAME_MAX);
-    return 0;
-}
-
-static int check_uidl(const char *v, struct err *e)
-{
-    if (!v || !*v)
-        return err_set(e, ERR_USAGE, "store: UIDL is empty");
-    if (strlen(v) > STORE_UIDL_MAX)
-        return err_set(e, ERR_LIMIT, "store: UIDL is longer than STORE_UIDL_MAX (%d bytes)",
-                       STORE_UIDL_MAX);
-    return 0;
-}
-
-/* Callback said stop: make sure an error is there. */
-static int cb_stop(struct err *e)
-{
-    if (e && e->kind == ERR_NONE)
-        err_set(e, ERR_USAGE, "store: stopped by the caller's callback");
-    return -1;
 }
 
 /* ---- transactions ------------------------------------------------------ */
@@ -983,83 +936,6 @@ static int sq_schema_version(struct store *st, struct err *e)
     return v;
 }
 
-/* ---- names ------------------------------------------------------------- */
-
-static const char *const uidl_state_names[] = {"ignored", "stored", "delivered", "deleted"};
-static const char *const dstatus_names[] = {"pending", "delivered", "failed", "dead", "dropped"};
-#define N_DSTATUS 5
-
-const char *store_uidl_state_name(enum store_uidl_state s)
-{
-    return (unsigned)s < 4 ? uidl_state_names[s] : "unknown";
-}
-
-const char *store_dstatus_name(enum store_dstatus s)
-{
-    return (unsigned)s < N_DSTATUS ? dstatus_names[s] : "unknown";
-}
-
-int store_dstatus_parse(const char *name, enum store_dstatus *out, struct err *e)
-{
-    for (int i = 0; name && i < N_DSTATUS; i++)
-        if (strcmp(name, dstatus_names[i]) == 0) {
-            *out = (enum store_dstatus)i;
-            return 0;
-        }
-    return err_set(e, ERR_USAGE,
-                   "store: unknown delivery status (want pending, delivered, failed, dead or dropped)");
-}
-
-/* ---- ids --------------------------------------------------------------- */
-
-static char *id_format(const char *prefix, int64_t id, char *buf)
-{
-    int n = snprintf(buf, STORE_ID_MAX, "%s%" PRId64, prefix, id);
-    if (n < 0 || n >= STORE_ID_MAX)
-        buf[0] = '\0'; /* cannot happen: 2 + 19 digits + NUL < STORE_ID_MAX */
-    return buf;
-}
-
-char *store_msg_id_format(int64_t id, char *buf)
-{
-    return id_format("m_", id, buf);
-}
-
-char *store_delivery_id_format(int64_t id, char *buf)
-{
-    return id_format("d_", id, buf);
-}
-
-/* prefix then a positive decimal without sign or leading zero. */
-static int id_parse(const char *s, const char *prefix, const char *what, int64_t *id,
-                    struct err *e)
-{
-    size_t pl = strlen(prefix);
-    if (!s || strncmp(s, prefix, pl) != 0)
-        return err_set(e, ERR_USAGE, "store: malformed %s", what);
-    const char *d = s + pl;
-    size_t n = strspn(d, "0123456789");
-    if (n == 0 || n > 19 || d[n] != '\0' || d[0] == '0')
-        return err_set(e, ERR_USAGE, "store: malformed %s", what);
-    errno = 0;
-    char *end = NULL;
-    long long v = strtoll(d, &end, 10);
-    if (errno == ERANGE || end != d + n || v <= 0)
-        return err_set(e, ERR_USAGE, "store: %s out of range", what);
-    *id = (int64_t)v;
-    return 0;
-}
-
-int store_msg_id_parse(const char *s, int64_t *id, struct err *e)
-{
-    return id_parse(s, "m_", "message id", id, e);
-}
-
-int store_delivery_id_parse(const char *s, int64_t *id, struct err *e)
-{
-    return id_parse(s, "d_", "delivery id", id, e);
-}
-
 /* ---- UIDLs ------------------------------------------------------------- */
 
 static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void *ctx,
@@ -1070,7 +946,7 @@ static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void 
         const char *u = (const char *)sqlite3_column_text(s, 0);
         if (cb(ctx, u ? u : "", (enum store_uidl_state)sqlite3_column_int(s, 1),
                sqlite3_column_int64(s, 2), e) != 0) {
-            r = cb_stop(e);
+            r = store_cb_stop(e);
             break;
         }
     }
@@ -1083,7 +959,7 @@ static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void 
 static int sq_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
                      struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     err_clear(e);
     sqlite3_stmt *s = S(st, S_UIDLS_EACH, e);
@@ -1096,7 +972,7 @@ static int sq_uidls_each(struct store *st, const char *account, store_uidl_cb cb
 static int sq_uidl_get(struct store *st, const char *account, const char *uidl,
                    enum store_uidl_state *state, int64_t *msg_id, struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_UIDL_GET, e);
     if (!s)
@@ -1118,22 +994,11 @@ static int sq_uidl_get(struct store *st, const char *account, const char *uidl,
     return r;
 }
 
-static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
-{
-    if (n > STORE_UIDLS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu UIDLs in one call, over STORE_UIDLS_MAX (%d)", n,
-                       STORE_UIDLS_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (check_uidl(uidls[i], e) < 0)
-            return -1;
-    return 0;
-}
-
 static int sq_uidls_record_ignored(struct store *st, const char *account,
                                const char *const *uidls, size_t n, int64_t now,
                                struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1161,7 +1026,7 @@ static int sq_uidls_deletable(struct store *st, const char *account, bool delete
                           int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
                           struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     err_clear(e);
     sqlite3_stmt *s = S(st, S_DELETABLE, e);
@@ -1177,7 +1042,7 @@ static int sq_uidls_deletable(struct store *st, const char *account, bool delete
 static int sq_uidls_mark_deleted(struct store *st, const char *account,
                              const char *const *uidls, size_t n, struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1204,7 +1069,7 @@ static int sq_uidls_forget_vanished(struct store *st, const char *account,
                                 const char *const *listed, size_t n, int64_t *forgotten,
                                 struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_uidl_list(listed, n, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(listed, n, e) < 0)
         return -1;
     const char *op = "forget vanished UIDLs";
     sqlite3_stmt *ins = S(st, S_LISTED_INS, e), *del = S(st, S_FORGET, e);
@@ -1233,135 +1098,6 @@ fail:
 
 /* ---- storing a message ------------------------------------------------- */
 
-static int sq_msg_begin(struct store *st, const char *account, const char *uidl,
-                    struct store_msg **out, struct err *e)
-{
-    *out = NULL;
-    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
-        return -1;
-    struct store_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    m->hdr.ops = &store_sqlite_ops;
-    m->st = st;
-    m->fd = -1;
-    memcpy(m->account, account, strlen(account) + 1);
-    memcpy(m->uidl, uidl, strlen(uidl) + 1);
-    m->sha = EVP_MD_CTX_new();
-    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
-        sq_msg_abort(m);
-        return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
-    }
-    *out = m;
-    return 0;
-}
-
-/* Move the in-memory spool to an unlinked temp file in state_dir. */
-static int spool_to_file(struct store_msg *m, struct err *e)
-{
-    char tmpl[PATH_BYTES];
-    int n = snprintf(tmpl, sizeof tmpl, "%s/.spool-XXXXXX", m->st->dir);
-    if (n < 0 || (size_t)n >= sizeof tmpl)
-        return err_set(e, ERR_LIMIT, "store: spool path too long");
-    int fd = mkostemp(tmpl, O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
-                       strerror(errno));
-    unlink(tmpl);
-    if (spool_write_all(fd, m->mem, m->mem_len) < 0) {
-        int saved = errno;
-        close(fd);
-        return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
-                       strerror(saved));
-    }
-    free(m->mem);
-    m->mem = NULL;
-    m->mem_len = m->mem_cap = 0;
-    m->fd = fd;
-    return 0;
-}
-
-/* A new random event key (STORE_KEY_HEX hex digits) into key. */
-static int new_event_key(char *key, struct err *e)
-{
-    unsigned char rnd[STORE_KEY_HEX / 2];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
-    codec_hex_encode(rnd, sizeof rnd, key);
-    return 0;
-}
-
-static int sq_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
-    *mem = m->fd >= 0 ? NULL : m->mem;
-    *len = m->fd >= 0 ? (size_t)m->size : m->mem_len;
-    *fd = m->fd;
-    return 0;
-}
-
-static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message write after an earlier error");
-    if (len == 0)
-        return 0;
-    if (len > STORE_MSG_MAX || m->size + len > STORE_MSG_MAX) {
-        m->failed = true;
-        return err_set(e, ERR_LIMIT,
-                       "store: message for account %s is larger than STORE_MSG_MAX (%llu bytes)",
-                       m->account, (unsigned long long)STORE_MSG_MAX);
-    }
-    if (EVP_DigestUpdate(m->sha, data, len) != 1) {
-        m->failed = true;
-        return err_set(e, ERR_INTERNAL, "store: SHA-256 update failed");
-    }
-    if (m->fd < 0 && m->mem_len + len > STORE_SPOOL_MEM_MAX && spool_to_file(m, e) < 0) {
-        m->failed = true;
-        return -1;
-    }
-    if (m->fd >= 0) {
-        if (spool_write_all(m->fd, data, len) < 0) {
-            m->failed = true;
-            return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
-                           m->st->dir, strerror(errno));
-        }
-    } else {
-        if (m->mem_len + len > m->mem_cap) {
-            size_t cap = m->mem_cap ? m->mem_cap : 16384;
-            while (cap < m->mem_len + len)
-                cap *= 2;
-            if (cap > STORE_SPOOL_MEM_MAX)
-                cap = STORE_SPOOL_MEM_MAX;
-            unsigned char *p = realloc(m->mem, cap);
-            if (!p) {
-                m->failed = true;
-                return err_set(e, ERR_INTERNAL, "store: out of memory");
-            }
-            m->mem = p;
-            m->mem_cap = cap;
-        }
-        memcpy(m->mem + m->mem_len, data, len);
-        m->mem_len += len;
-    }
-    m->size += len;
-    return 0;
-}
-
-static uint64_t sq_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
-
-static void sq_msg_abort(struct store_msg *m)
-{
-    if (!m)
-        return;
-    if (m->fd >= 0)
-        close(m->fd);
-    free(m->mem);
-    EVP_MD_CTX_free(m->sha);
-    free(m);
-}
-
 /* Copy the spool file into the zero-filled blob of message id. */
 static int body_from_file(struct store *st, struct store_msg *m, int64_t id, struct err *e)
 {
@@ -1378,9 +1114,9 @@ static int body_from_file(struct store *st, struct store_msg *m, int64_t id, str
     }
     int r = 0;
     uint64_t off = 0;
-    while (off < m->size) {
-        size_t want = m->size - off < STORE_IO_CHUNK ? (size_t)(m->size - off) : STORE_IO_CHUNK;
-        ssize_t got = pread(m->fd, buf, want, (off_t)off);
+    while (off < m->sp.size) {
+        size_t want = m->sp.size - off < STORE_IO_CHUNK ? (size_t)(m->sp.size - off) : STORE_IO_CHUNK;
+        ssize_t got = pread(m->sp.fd, buf, want, (off_t)off);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0) {
@@ -1426,9 +1162,9 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
                      const char *sha_hex, int64_t *id_out, int64_t *dup_out, struct err *e)
 {
     const char *op = "store message";
-    int64_t dup = 0;
-    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
-        find_duplicate(st, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup, e) < 0)
+    int64_t dup = 0, since = 0;
+    if (store_dedupe_since(meta, now, &since) &&
+        find_duplicate(st, m->account, meta->message_id, since, &dup, e) < 0)
         return -1;
     if (dup)
         n_webhooks = 0; /* recorded, not delivered: done at once */
@@ -1440,7 +1176,7 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
         sqlite3_bind_int64(s, 14, dup);
     bind_str(s, 1, m->account);
     bind_str(s, 2, m->uidl);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)m->size);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)m->sp.size);
     bind_str(s, 4, sha_hex);
     sqlite3_bind_int64(s, 5, now);
     if (meta) {
@@ -1452,7 +1188,7 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
     sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
     char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
+    if (store_new_event_key(key, e) < 0)
         return -1;
     bind_str(s, 13, key);
     if (n_webhooks == 0)
@@ -1464,14 +1200,14 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     if (!(s = S(st, S_BODY_INS, e)))
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    if (m->fd < 0)
-        sqlite3_bind_blob(s, 2, m->mem ? (const void *)m->mem : "", (int)m->mem_len,
+    if (m->sp.fd < 0)
+        sqlite3_bind_blob(s, 2, m->sp.mem ? (const void *)m->sp.mem : "", (int)m->sp.len,
                           SQLITE_STATIC);
     else
-        sqlite3_bind_zeroblob64(s, 2, m->size);
+        sqlite3_bind_zeroblob64(s, 2, m->sp.size);
     if (run(st, s, e, op) < 0)
         return -1;
-    if (m->fd >= 0 && body_from_file(st, m, id, e) < 0)
+    if (m->sp.fd >= 0 && body_from_file(st, m, id, e) < 0)
         return -1;
 
     if (!(s = S(st, S_UIDL_INS_STORED, e)))
@@ -1506,56 +1242,24 @@ static int finish_tx(struct store *st, struct store_msg *m, const struct store_m
     return 0;
 }
 
-static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                     const char *const *webhooks, size_t n_webhooks, int64_t now,
-                     struct store_msg_result *res, struct err *e)
+static int sq_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
+                        const char *const *webhooks, size_t n_webhooks, int64_t now,
+                        const char *sha_hex, int64_t *id, int64_t *dup, struct err *e)
 {
     struct store *st = m->st;
-    int r = -1;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
-        goto out;
-    }
-    if (n_webhooks > STORE_WEBHOOKS_MAX) {
-        err_set(e, ERR_LIMIT, "store: %zu webhooks for one message, over STORE_WEBHOOKS_MAX (%d)",
-                n_webhooks, STORE_WEBHOOKS_MAX);
-        goto out;
-    }
-    for (size_t i = 0; i < n_webhooks; i++) {
-        if (check_name("webhook", webhooks[i], e) < 0)
-            goto out;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0) {
-                err_set(e, ERR_USAGE, "store: webhook %s is listed twice", webhooks[i]);
-                goto out;
-            }
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    char hex[STORE_SHA256_HEX + 1];
-    codec_hex_encode(md, 32, hex);
-    int64_t id = 0, dup = 0;
     if (tx_begin(st, e, "store message") < 0)
-        goto out;
-    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
+        return -1;
+    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, sha_hex, id, dup, e) < 0 ||
         tx_commit(st, e, "store message") < 0) {
         tx_rollback(st);
-        goto out;
+        return -1;
     }
-    if (res) {
-        res->id = id;
-        res->duplicate_of = dup;
-        res->size = m->size;
-        memcpy(res->sha256, hex, sizeof hex);
-    }
-    r = 0;
-out:
-    sq_msg_abort(m);
-    return r;
+    return 0;
+}
+
+static const char *sq_spool_dir(const struct store *st)
+{
+    return st->dir;
 }
 
 /* ---- reading a message ------------------------------------------------- */
@@ -1640,7 +1344,7 @@ static int sq_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void 
             break;
         }
         if (sink(ctx, buf, (size_t)n, e) != 0) {
-            r = cb_stop(e);
+            r = store_cb_stop(e);
             break;
         }
         off += n;
@@ -1736,22 +1440,12 @@ static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
     col_copy(s, 17, d->event_type, sizeof d->event_type);
 }
 
-static int check_owner(const char *owner, struct err *e)
-{
-    if (!owner || !*owner)
-        return err_set(e, ERR_USAGE, "store: lease owner is empty");
-    if (strlen(owner) > STORE_OWNER_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease owner is longer than STORE_OWNER_MAX (%d bytes)",
-                       STORE_OWNER_MAX);
-    return 0;
-}
-
 static int sq_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
                              int64_t now, int64_t lease_ms, struct store_delivery *out,
                              size_t max, size_t *n, struct err *e)
 {
     *n = 0;
-    if (check_owner(owner, e) < 0 || (webhook && check_name("webhook", webhook, e) < 0))
+    if (store_check_owner(owner, e) < 0 || (webhook && store_check_name("webhook", webhook, e) < 0))
         return -1;
     if (lease_ms <= 0)
         return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
@@ -1821,7 +1515,7 @@ static int write1(struct store *st, enum sid id, int64_t *changes, struct err *e
 static int lease_write(struct store *st, enum sid id, const char *owner, int64_t arg,
                        int64_t *changes, struct err *e, const char *op)
 {
-    if (check_owner(owner, e) < 0)
+    if (store_check_owner(owner, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, id, e);
     if (!s || tx_begin(st, e, op) < 0)
@@ -1961,15 +1655,10 @@ static int sq_delivery_record(struct store *st, const char *owner, int64_t id,
                           const struct store_attempt *a, enum store_dstatus status,
                           int64_t next_attempt_at, struct err *e)
 {
-    if (check_owner(owner, e) < 0)
+    if (store_check_owner(owner, e) < 0)
         return -1;
-    if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE,
-                       "store: record delivery: new status must be delivered, failed or dead");
-    if (a->outcome && strlen(a->outcome) > STORE_OUTCOME_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: record delivery: outcome longer than STORE_OUTCOME_MAX (%d bytes)",
-                       STORE_OUTCOME_MAX);
+    if (store_check_record(a, status, e) < 0)
+        return -1;
     const char *op = "record delivery attempt";
     if (tx_begin(st, e, op) < 0)
         return -1;
@@ -2004,9 +1693,8 @@ static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
     int64_t msg_id = 0;
     uint64_t len;
     int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0)
+        r = store_check_settled("retry", "retried", id, cur, e);
     if (r == 0 && msg_id > 0) {
         int b = body_len(st, msg_id, &len, e);
         if (b == STORE_NOTFOUND)
@@ -2064,7 +1752,7 @@ static int sq_delivery_get(struct store *st, int64_t id, struct store_delivery *
                 .outcome = oc ? oc : "",
             };
             if (cb(ctx, &row, e) != 0) {
-                r = cb_stop(e);
+                r = store_cb_stop(e);
                 break;
             }
         }
@@ -2077,17 +1765,6 @@ static int sq_delivery_get(struct store *st, int64_t id, struct store_delivery *
     return r;
 }
 
-static int cursor_parse(const char *c, int64_t *before, struct err *e)
-{
-    if (!c || !*c) {
-        *before = INT64_MAX;
-        return 0;
-    }
-    if (id_parse(c, "c", "cursor", before, e) < 0)
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    return 0;
-}
-
 static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
                         const char *account, size_t limit, const char *cursor,
                         store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
@@ -2098,10 +1775,10 @@ static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
         return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
     if (status && (unsigned)*status > STORE_D_DROPPED)
         return err_set(e, ERR_USAGE, "store: list: unknown status");
-    if (account && check_name("account", account, e) < 0)
+    if (account && store_check_name("account", account, e) < 0)
         return -1;
     int64_t before;
-    if (cursor_parse(cursor, &before, e) < 0)
+    if (store_cursor_parse(cursor, &before, e) < 0)
         return -1;
     enum sid id = status ? (account ? S_LIST_SA : S_LIST_S) : (account ? S_LIST_A : S_LIST_ALL);
     sqlite3_stmt *s = S(st, id, e);
@@ -2132,7 +1809,7 @@ static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
         last = d.id;
         k++;
         if (cb(ctx, &d, e) != 0) {
-            r = cb_stop(e);
+            r = store_cb_stop(e);
             next_cursor[0] = '\0';
             break;
         }
@@ -2187,7 +1864,7 @@ static int sq_delivery_next_due(struct store *st, int64_t now, int64_t *at, stru
 static int sq_webhook_disable(struct store *st, const char *webhook, const char *reason,
                           int64_t now, struct err *e)
 {
-    if (check_name("webhook", webhook, e) < 0)
+    if (store_check_name("webhook", webhook, e) < 0)
         return -1;
     const char *op = "disable webhook";
     sqlite3_stmt *s = S(st, S_WH_DISABLE, e);
@@ -2211,7 +1888,7 @@ static int sq_webhooks_enable_all(struct store *st, struct err *e)
 static int sq_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
                            int64_t *since, struct err *e)
 {
-    if (check_name("webhook", webhook, e) < 0)
+    if (store_check_name("webhook", webhook, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_WH_GET, e);
     if (!s)
@@ -2307,7 +1984,7 @@ static int sq_link_key_rotate(struct store *st, int64_t now, struct err *e)
 static int sq_account_get(struct store *st, const char *account, struct store_account_state *out,
                       struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_ACC_GET, e);
     if (!s)
@@ -2333,7 +2010,7 @@ static int sq_account_get(struct store *st, const char *account, struct store_ac
 static int sq_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     size_t sl = strnlen(in->state, sizeof in->state);
     if (sl == 0)
@@ -2362,7 +2039,7 @@ static int sq_account_set(struct store *st, const char *account,
 static int sq_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
                         int64_t lease_ms, struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     if (lease_ms <= 0)
         return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
@@ -2420,7 +2097,7 @@ static int count1(struct store *st, enum sid id, const char *account, int64_t *o
 static int sq_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     memset(out, 0, sizeof *out);
     if (count1(st, S_ACC_STORED, account, &out->stored, e) < 0 ||
@@ -2480,7 +2157,7 @@ static int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
 {
     memset(out, 0, sizeof *out);
     out->p50_ms = out->p99_ms = -1;
-    if (check_name("webhook", webhook, e) < 0)
+    if (store_check_name("webhook", webhook, e) < 0)
         return -1;
     if (wh_attempts(st, webhook, now - STORE_HOUR_MS, now, &out->attempts_hour,
                     &out->delivered_hour, e) < 0 ||
@@ -2553,24 +2230,6 @@ static int sq_stats_hourly(struct store *st, int64_t now, size_t hours, struct s
 
 /* ---- OAuth2 tokens ------------------------------------------------------ */
 
-static int check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e)
-{
-    if (p && len > STORE_SEALED_MAX)
-        return err_set(e, ERR_LIMIT, "store: sealed %s of %zu bytes, over STORE_SEALED_MAX (%d)",
-                       what, len, STORE_SEALED_MAX);
-    return 0;
-}
-
-static int check_flow(const char *flow, struct err *e)
-{
-    if (!flow || !*flow)
-        return err_set(e, ERR_USAGE, "store: OAuth2 flow name is empty");
-    if (strlen(flow) > STORE_FLOW_MAX)
-        return err_set(e, ERR_LIMIT, "store: OAuth2 flow name longer than STORE_FLOW_MAX (%d)",
-                       STORE_FLOW_MAX);
-    return 0;
-}
-
 static void blob_copy(sqlite3_stmt *s, int i, unsigned char *dst, size_t size, size_t *len)
 {
     const void *b = sqlite3_column_blob(s, i);
@@ -2623,7 +2282,7 @@ static int oauth2_read(struct store *st, const char *account, struct store_oauth
 static int sq_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
                      struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     return oauth2_read(st, account, out, e);
 }
@@ -2631,12 +2290,12 @@ static int sq_oauth2_get(struct store *st, const char *account, struct store_oau
 static int sq_oauth2_grant(struct store *st, const char *account, const char *flow,
                        const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_flow(flow, e) < 0)
         return -1;
     if (!t || !t->access || !t->access_len)
         return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
         return -1;
     const char *op = "store OAuth2 grant";
     sqlite3_stmt *s = S(st, S_OA_GRANT, e);
@@ -2660,11 +2319,11 @@ static int sq_oauth2_lease(struct store *st, const char *account, const char *ow
                        int64_t lease_ms, bool create, const char *flow,
                        struct store_oauth2 *out, struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     if (lease_ms <= 0)
         return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && check_flow(flow, e) < 0)
+    if (create && store_check_flow(flow, e) < 0)
         return -1;
     const char *op = "lease OAuth2 tokens";
     sqlite3_stmt *ins = create ? S(st, S_OA_CREATE, e) : NULL, *lease = S(st, S_OA_LEASE, e);
@@ -2742,12 +2401,12 @@ fail:
 static int sq_oauth2_refreshed(struct store *st, const char *account, int64_t version,
                            const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     if (!t || !t->access || !t->access_len)
         return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_OA_REFRESHED, e);
     if (!s)
@@ -2765,7 +2424,7 @@ static int sq_oauth2_refreshed(struct store *st, const char *account, int64_t ve
 static int sq_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
                         const char *error, int64_t retry_at, struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_OA_FAILED, e);
     if (!s)
@@ -2781,7 +2440,7 @@ static int sq_oauth2_failed(struct store *st, const char *account, int64_t versi
 static int sq_oauth2_release(struct store *st, const char *account, const char *owner,
                          struct err *e)
 {
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     const char *op = "release OAuth2 lease";
     sqlite3_stmt *s = S(st, S_OA_RELEASE, e);
@@ -3144,7 +2803,7 @@ out:
 static int sq_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
                     struct err *e)
 {
-    if (check_name("account", account, e) < 0)
+    if (store_check_name("account", account, e) < 0)
         return -1;
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db,
@@ -3174,7 +2833,7 @@ static int sq_msgs_each(struct store *st, const char *account, store_msg_cb cb, 
             if (g < 0)
                 r = -1;
             else if (g == 0 && cb(ctx, &m, e) < 0)
-                r = cb_stop(e);
+                r = store_cb_stop(e);
         }
         if (r < 0 || n < STORE_EXPORT_PAGE)
             break;
@@ -3237,7 +2896,7 @@ static int sq_account_leases_each(struct store *st, int64_t now, store_lease_cb 
         const char *a = (const char *)sqlite3_column_text(s, 0);
         const char *o = (const char *)sqlite3_column_text(s, 1);
         if (cb(ctx, a ? a : "", o ? o : "", sqlite3_column_int64(s, 2), e) != 0) {
-            r = cb_stop(e);
+            r = store_cb_stop(e);
             break;
         }
     }
@@ -3247,19 +2906,9 @@ static int sq_account_leases_each(struct store *st, int64_t now, store_lease_cb 
     return r;
 }
 
-static int check_instance(const struct store_instance *in, struct err *e)
-{
-    if (check_owner(in->id, e) < 0)
-        return -1;
-    if (strnlen(in->host, sizeof in->host) > STORE_HOST_MAX ||
-        strnlen(in->public_url, sizeof in->public_url) > STORE_URL_MAX)
-        return err_set(e, ERR_LIMIT, "store: instance host or public_url is too long");
-    return 0;
-}
-
 static int sq_instance_beat(struct store *st, const struct store_instance *in, struct err *e)
 {
-    if (check_instance(in, e) < 0)
+    if (store_check_instance(in, e) < 0)
         return -1;
     const char *op = "instance heartbeat";
     sqlite3_stmt *s = prep(st,
@@ -3281,7 +2930,7 @@ static int sq_instance_beat(struct store *st, const struct store_instance *in, s
 
 static int sq_instance_remove(struct store *st, const char *id, struct err *e)
 {
-    if (check_owner(id, e) < 0)
+    if (store_check_owner(id, e) < 0)
         return -1;
     const char *op = "remove instance";
     sqlite3_stmt *s = prep(st, "DELETE FROM instances WHERE id = ?1", e, op);
@@ -3326,7 +2975,7 @@ static int sq_instances_each(struct store *st, int64_t live_since, int64_t forge
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         instance_row(s, &i);
         if (cb(ctx, &i, e) != 0) {
-            r = cb_stop(e);
+            r = store_cb_stop(e);
             break;
         }
     }
@@ -3339,7 +2988,7 @@ static int sq_instances_each(struct store *st, int64_t live_since, int64_t forge
 static int sq_instance_get(struct store *st, const char *id, struct store_instance *out,
                            struct err *e)
 {
-    if (check_owner(id, e) < 0)
+    if (store_check_owner(id, e) < 0)
         return -1;
     sqlite3_stmt *s = prep(st, INSTANCE_COLS "WHERE id = ?1", e, "get instance");
     if (!s)
@@ -3358,21 +3007,6 @@ static int sq_instance_get(struct store *st, const char *id, struct store_instan
 
 /* ---- events that are not messages (schema 6) --------------------------------------- */
 
-static int check_webhooks(const char *const *webhooks, size_t n, struct err *e)
-{
-    if (n > STORE_WEBHOOKS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu webhooks for one event, over STORE_WEBHOOKS_MAX (%d)",
-                       n, STORE_WEBHOOKS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (check_name("webhook", webhooks[i], e) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0)
-                return err_set(e, ERR_USAGE, "store: webhook %s is named twice", webhooks[i]);
-    }
-    return 0;
-}
-
 static int event_insert(struct store *st, const char *account, const char *type,
                         const char *data, const char *const *webhooks, size_t n, int64_t now,
                         int64_t *id_out, struct err *e)
@@ -3380,7 +3014,7 @@ static int event_insert(struct store *st, const char *account, const char *type,
     const char *op = "add event";
     char key[STORE_KEY_HEX + 1];
     sqlite3_stmt *s = S(st, S_EVENT_INS, e);
-    if (!s || new_event_key(key, e) < 0)
+    if (!s || store_new_event_key(key, e) < 0)
         return -1;
     bind_str(s, 1, account);
     bind_str(s, 2, type);
@@ -3404,26 +3038,12 @@ static int event_insert(struct store *st, const char *account, const char *type,
     return 0;
 }
 
-static int event_args(const char *account, const char *type, const char *data,
-                      const char *const *webhooks, size_t n, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_webhooks(webhooks, n, e) < 0)
-        return -1;
-    if (!type || !*type || strlen(type) > STORE_EVENT_TYPE_MAX)
-        return err_set(e, ERR_USAGE, "store: an event type must be 1 to STORE_EVENT_TYPE_MAX (%d) bytes",
-                       STORE_EVENT_TYPE_MAX);
-    if (!data || strlen(data) > STORE_EVENT_DATA_MAX)
-        return err_set(e, ERR_LIMIT, "store: event data missing or over STORE_EVENT_DATA_MAX (%d bytes)",
-                       STORE_EVENT_DATA_MAX);
-    return 0;
-}
-
 static int sq_event_add(struct store *st, const char *account, const char *type, const char *data,
                         const char *const *webhooks, size_t n_webhooks, int64_t now,
                         int64_t *id, struct err *e)
 {
     int64_t got = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0 ||
+    if (store_check_event(account, type, data, webhooks, n_webhooks, e) < 0 ||
         tx_begin(st, e, "add event") < 0)
         return -1;
     if (event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e) < 0 ||
@@ -3443,7 +3063,7 @@ static int sq_account_event_once(struct store *st, const char *account, const ch
     const char *op = "add account event";
     if (event_id)
         *event_id = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
+    if (store_check_event(account, type, data, webhooks, n_webhooks, e) < 0)
         return -1;
     if (tx_begin(st, e, op) < 0)
         return -1;
@@ -3513,16 +3133,14 @@ static int sq_event_get(struct store *st, int64_t id, struct store_event *out, c
 
 static int sq_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
 {
-    char idbuf[STORE_ID_MAX];
     const char *op = "drop delivery";
     if (tx_begin(st, e, op) < 0)
         return -1;
     enum store_dstatus cur;
     int64_t msg_id = 0;
     int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: drop %s: it is %s; only failed or dead can be dropped",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
+    if (r == 0)
+        r = store_check_settled("drop", "dropped", id, cur, e);
     if (r == 0) {
         sqlite3_stmt *s = S(st, S_DROP, e);
         if (!s) {
@@ -3548,12 +3166,7 @@ static int sq_delivery_retry_bulk(struct store *st, const char *webhook, enum st
     const char *op = "retry deliveries";
     if (retried)
         *retried = 0;
-    if (status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE, "store: only failed or dead deliveries can be retried");
-    if (max == 0 || max > STORE_RETRY_BULK_MAX)
-        return err_set(e, ERR_LIMIT, "store: retry up to 1..STORE_RETRY_BULK_MAX (%d) at once",
-                       STORE_RETRY_BULK_MAX);
-    if (webhook && check_name("webhook", webhook, e) < 0)
+    if (store_check_retry_bulk(webhook, status, max, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_RETRY_BULK, e);
     if (!s || tx_begin(st, e, op) < 0)
@@ -3585,11 +3198,8 @@ const struct store_ops store_sqlite_ops = {
     STORE_CALLS(SQ_OP)
     .close = sq_close,
     .batch_rollback = sq_batch_rollback,
-    .msg_write = sq_msg_write,
-    .msg_finish = sq_msg_finish,
-    .msg_abort = sq_msg_abort,
-    .msg_size = sq_msg_size,
-    .msg_peek = sq_msg_peek,
+    .spool_dir = sq_spool_dir,
+    .msg_store = sq_msg_store,
     .body_read = sq_body_read,
     .body_close = sq_body_close,
 };
