@@ -469,3 +469,98 @@ int store_cursor_parse(const char *cursor, int64_t *before, struct err *e)
         return err_set(e, ERR_USAGE, "store: malformed cursor");
     return 0;
 }
+
+int store_check_account_uidls(const char *account, const char *const *uidls, size_t n,
+                              struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
+        return -1;
+    return 0;
+}
+
+int store_check_list(const enum store_dstatus *status, const char *account, size_t limit,
+                     const char *cursor, char *next_cursor, int64_t *before, struct err *e)
+{
+    next_cursor[0] = '\0';
+    err_clear(e);
+    if (limit < 1 || limit > STORE_LIST_MAX)
+        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
+    if (status && (unsigned)*status > STORE_D_DROPPED)
+        return err_set(e, ERR_USAGE, "store: list: unknown status");
+    if (account && store_check_name("account", account, e) < 0)
+        return -1;
+    return store_cursor_parse(cursor, before, e);
+}
+
+int store_check_account_state(const char *account, const struct store_account_state *in,
+                              size_t *state_len, struct err *e)
+{
+    if (store_check_name("account", account, e) < 0)
+        return -1;
+    size_t sl = strnlen(in->state, sizeof in->state);
+    if (sl == 0)
+        return err_set(e, ERR_USAGE, "store: account state name is empty");
+    if (sl > STORE_STATE_MAX)
+        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
+                       STORE_STATE_MAX);
+    *state_len = sl;
+    return 0;
+}
+
+int store_check_lease_due(const char *owner, const char *webhook, int64_t lease_ms, size_t max,
+                          struct err *e)
+{
+    if (store_check_owner(owner, e) < 0 || (webhook && store_check_name("webhook", webhook, e) < 0))
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
+    if (max > STORE_DUE_MAX)
+        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
+                       max, STORE_DUE_MAX);
+    return 0;
+}
+
+int store_check_tokens(const char *what, const char *account, const char *flow,
+                       const struct store_oauth2_tokens *t, struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || (flow && store_check_flow(flow, e) < 0))
+        return -1;
+    if (!t || !t->access || !t->access_len)
+        return err_set(e, ERR_USAGE, "store: %s needs an access token", what);
+    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
+        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+        return -1;
+    return 0;
+}
+
+int store_check_oauth2_lease(const char *account, const char *owner, int64_t lease_ms,
+                             bool create, const char *flow, struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
+        return -1;
+    if (lease_ms <= 0)
+        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
+    if (create && store_check_flow(flow, e) < 0)
+        return -1;
+    return 0;
+}
+
+int store_hours_init(int64_t now, size_t hours, struct store_hour *out, int64_t *first,
+                     struct err *e)
+{
+    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
+        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
+                       hours, STORE_STATS_HOURS_MAX);
+    *first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
+    memset(out, 0, hours * sizeof *out);
+    for (size_t i = 0; i < hours; i++)
+        out[i].start = (*first + (int64_t)i) * STORE_HOUR_MS;
+    return 0;
+}
+
+int store_webhook_stats_init(const char *webhook, struct store_webhook_stats *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    out->p50_ms = out->p99_ms = -1;
+    return store_check_name("webhook", webhook, e);
+}

@@ -273,6 +273,28 @@ int store_check_retry_bulk(const char *webhook, enum store_dstatus status, size_
                            struct err *e);
 /* A delivery list cursor ("c<id>"; empty or NULL: from the newest). */
 int store_cursor_parse(const char *cursor, int64_t *before, struct err *e);
+/* The first checks of the store calls named (as every backend makes them). */
+int store_check_account_uidls(const char *account, const char *const *uidls, size_t n,
+                              struct err *e);
+/* store_delivery_list: also clears next_cursor and *e, and parses cursor into *before. */
+int store_check_list(const enum store_dstatus *status, const char *account, size_t limit,
+                     const char *cursor, char *next_cursor, int64_t *before, struct err *e);
+/* store_account_set: *state_len is in->state's length. */
+int store_check_account_state(const char *account, const struct store_account_state *in,
+                              size_t *state_len, struct err *e);
+int store_check_lease_due(const char *owner, const char *webhook, int64_t lease_ms, size_t max,
+                          struct err *e);
+/* what: "an OAuth2 grant", "a refresh"; flow NULL: none to check. */
+int store_check_tokens(const char *what, const char *account, const char *flow,
+                       const struct store_oauth2_tokens *t, struct err *e);
+int store_check_oauth2_lease(const char *account, const char *owner, int64_t lease_ms,
+                             bool create, const char *flow, struct err *e);
+/* store_stats_hourly: checks hours, zeroes out[] and sets each hour's start;
+ * *first is the first hour's number (ms / STORE_HOUR_MS). */
+int store_hours_init(int64_t now, size_t hours, struct store_hour *out, int64_t *first,
+                     struct err *e);
+/* store_webhook_stats: out zeroed (no latency: -1), webhook checked. */
+int store_webhook_stats_init(const char *webhook, struct store_webhook_stats *out, struct err *e);
 /* Whether meta asks for a duplicate check; then *since is where its window starts. */
 bool store_dedupe_since(const struct store_msg_meta *meta, int64_t now, int64_t *since);
 /* A new random event key (STORE_KEY_HEX hex digits and a NUL) into key. */

@@ -569,6 +569,34 @@ static void conn_put(struct store *st, PGconn *c)
         pool_put(c);
 }
 
+/* A row reader: row i of r into the struct out points to. */
+typedef void (*row_read_fn)(PGresult *r, int i, void *out);
+
+/* The first row of sql, read into out by read: 0, STORE_NOTFOUND when there
+ * is none, or -1 with *e.  c NULL: a connection of the store's for this one
+ * statement. */
+static int pq_one(struct store *st, PGconn *c, const char *sql, struct pq *q, row_read_fn read,
+                  void *out, struct err *e, const char *op)
+{
+    PGconn *own = c ? NULL : conn_get(st, e);
+    if (!c && !own) {
+        pq_free(q);
+        return -1;
+    }
+    PGresult *r = pq_run(st, c ? c : own, sql, q, 0, e, op);
+    if (own)
+        conn_put(st, own);
+    if (!r)
+        return -1;
+    int rv = STORE_NOTFOUND;
+    if (PQntuples(r) > 0) {
+        read(r, 0, out);
+        rv = 0;
+    }
+    PQclear(r);
+    return rv;
+}
+
 /* Begin a write: a transaction on a pooled connection, or a savepoint in the
  * batch's transaction.  The connection, or NULL with *e.  It ends with
  * tx_commit, or tx_rollback (also after a tx_commit that failed: that one
@@ -1003,30 +1031,36 @@ static int pg_uidls_each(struct store *st, const char *account, store_uidl_cb cb
     return r;
 }
 
+/* A UIDL's state and message (state, message_id). */
+struct uidl_read {
+    enum store_uidl_state state;
+    int64_t msg_id;
+};
+
+static void uidl_read_row(PGresult *r, int i, void *p)
+{
+    struct uidl_read *u = p;
+    u->state = (enum store_uidl_state)g64(r, i, 0);
+    u->msg_id = g64(r, i, 1);
+}
+
 static int pg_uidl_get(struct store *st, const char *account, const char *uidl,
                        enum store_uidl_state *state, int64_t *msg_id, struct err *e)
 {
     if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
         return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_text(&q, account);
     pq_text(&q, uidl);
-    PGresult *r = pq_run(st, c, "SELECT state, message_id FROM uidls WHERE account = $1 AND uidl = $2",
-                         &q, 0, e, "get UIDL");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        *state = (enum store_uidl_state)g64(r, 0, 0);
+    struct uidl_read u = {0};
+    int rv = pq_one(st, NULL,
+                    "SELECT state, message_id FROM uidls WHERE account = $1 AND uidl = $2", &q,
+                    uidl_read_row, &u, e, "get UIDL");
+    if (rv == 0) {
+        *state = u.state;
         if (msg_id)
-            *msg_id = g64(r, 0, 1);
-        rv = 0;
+            *msg_id = u.msg_id;
     }
-    PQclear(r);
     return rv;
 }
 
@@ -1034,7 +1068,7 @@ static int pg_uidls_record_ignored(struct store *st, const char *account,
                                    const char *const *uidls, size_t n, int64_t now,
                                    struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1085,7 +1119,7 @@ static int pg_uidls_deletable(struct store *st, const char *account, bool delete
 static int pg_uidls_mark_deleted(struct store *st, const char *account,
                                  const char *const *uidls, size_t n, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1107,7 +1141,7 @@ static int pg_uidls_forget_vanished(struct store *st, const char *account,
                                     const char *const *listed, size_t n, int64_t *forgotten,
                                     struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(listed, n, e) < 0)
+    if (store_check_account_uidls(account, listed, n, e) < 0)
         return -1;
     const char *op = "forget vanished UIDLs";
     PGconn *c = tx_begin(st, e, op);
@@ -1325,8 +1359,9 @@ static const char *pg_spool_dir(const struct store *st)
     " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"             \
     " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages "
 
-static void msg_row(PGresult *r, int i, struct store_msg_info *out)
+static void msg_row(PGresult *r, int i, void *p)
 {
+    struct store_msg_info *out = p;
     memset(out, 0, sizeof *out);
     out->id = g64(r, i, 0);
     gstr(r, i, 1, out->account, sizeof out->account);
@@ -1348,42 +1383,38 @@ static void msg_row(PGresult *r, int i, struct store_msg_info *out)
 
 static int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
 {
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, MSG_COLS "WHERE id = $1", &q, 0, e, "get message");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        msg_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
+    return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
 }
 
 /* Size and chunk size of message id's body; STORE_NOTFOUND if none. */
+/* A body's size and chunk size (size, chunk_size). */
+struct body_read {
+    uint64_t size;
+    uint32_t chunk;
+};
+
+static void body_read_row(PGresult *r, int i, void *p)
+{
+    struct body_read *b = p;
+    b->size = (uint64_t)g64(r, i, 0);
+    b->chunk = (uint32_t)g64(r, i, 1);
+}
+
 static int body_info(struct store *st, PGconn *c, int64_t id, uint64_t *size, uint32_t *chunk,
                      struct err *e)
 {
     struct pq q = {0};
     pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, "SELECT size, chunk_size FROM bodies WHERE message_id = $1", &q, 0,
-                         e, "get body length");
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        *size = (uint64_t)g64(r, 0, 0);
+    struct body_read b = {0};
+    int rv = pq_one(st, c, "SELECT size, chunk_size FROM bodies WHERE message_id = $1", &q,
+                    body_read_row, &b, e, "get body length");
+    if (rv == 0) {
+        *size = b.size;
         if (chunk)
-            *chunk = (uint32_t)g64(r, 0, 1);
-        rv = 0;
+            *chunk = b.chunk;
     }
-    PQclear(r);
     return rv;
 }
 
@@ -1566,8 +1597,9 @@ static int pg_msgs_each(struct store *st, const char *account, store_msg_cb cb, 
     "LEFT JOIN messages m ON m.id = d.message_id LEFT JOIN events ev ON ev.id = d.event_id "
 #define D_COLS "SELECT " D_FIELDS " FROM deliveries d " D_JOINS
 
-static void delivery_row(PGresult *r, int i, struct store_delivery *d)
+static void delivery_row(PGresult *r, int i, void *p)
 {
+    struct store_delivery *d = p;
     memset(d, 0, sizeof *d);
     d->id = g64(r, i, 0);
     d->msg_id = g64(r, i, 1);
@@ -1594,14 +1626,8 @@ static int pg_delivery_lease_due(struct store *st, const char *owner, const char
                                  size_t max, size_t *n, struct err *e)
 {
     *n = 0;
-    if (store_check_owner(owner, e) < 0 ||
-        (webhook && store_check_name("webhook", webhook, e) < 0))
+    if (store_check_lease_due(owner, webhook, lease_ms, max, e) < 0)
         return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
-    if (max > STORE_DUE_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
-                       max, STORE_DUE_MAX);
     if (max == 0)
         return 0;
     const char *op = "lease due deliveries";
@@ -1876,16 +1902,24 @@ struct attempt_rows {
     void *ctx;
 };
 
+/* An attempt (started_at, duration_ms, http_status, error, outcome); its
+ * strings point into r. */
+static void attempt_read(PGresult *r, int i, void *p)
+{
+    struct store_attempt_row *row = p;
+    memset(row, 0, sizeof *row);
+    row->started_at = g64(r, i, 0);
+    row->duration_ms = g64(r, i, 1);
+    row->http_status = (int)g64(r, i, 2);
+    row->error = PQgetvalue(r, i, 3);
+    row->outcome = PQgetvalue(r, i, 4);
+}
+
 static int attempt_row(void *ctx, PGresult *r, struct err *e)
 {
     struct attempt_rows *a = ctx;
-    struct store_attempt_row row = {
-        .started_at = g64(r, 0, 0),
-        .duration_ms = g64(r, 0, 1),
-        .http_status = (int)g64(r, 0, 2),
-        .error = PQgetvalue(r, 0, 3),
-        .outcome = PQgetvalue(r, 0, 4),
-    };
+    struct store_attempt_row row;
+    attempt_read(r, 0, &row);
     return a->cb(a->ctx, &row, e);
 }
 
@@ -1905,13 +1939,7 @@ static int pg_delivery_get(struct store *st, int64_t id, struct store_delivery *
     }
     struct pq q = {0};
     pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, D_COLS "WHERE d.id = $1", &q, 0, e, "get delivery");
-    int rv = r ? STORE_NOTFOUND : -1;
-    if (r && PQntuples(r) > 0) {
-        delivery_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
+    int rv = pq_one(st, c, D_COLS "WHERE d.id = $1", &q, delivery_row, out, e, "get delivery");
     if (rv == 0 && cb) {
         pq_i64(&q, id);
         struct attempt_rows a = {cb, ctx};
@@ -1957,16 +1985,8 @@ static int pg_delivery_list(struct store *st, const enum store_dstatus *status,
                             const char *account, size_t limit, const char *cursor,
                             store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
 {
-    next_cursor[0] = '\0';
-    err_clear(e);
-    if (limit < 1 || limit > STORE_LIST_MAX)
-        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DROPPED)
-        return err_set(e, ERR_USAGE, "store: list: unknown status");
-    if (account && store_check_name("account", account, e) < 0)
-        return -1;
     int64_t before = INT64_MAX;
-    if (store_cursor_parse(cursor, &before, e) < 0)
+    if (store_check_list(status, account, limit, cursor, next_cursor, &before, e) < 0)
         return -1;
     /* one statement per filter combination, so each uses its index */
     static const char *const sql[4] = {
@@ -2092,48 +2112,36 @@ static int pg_webhook_disabled(struct store *st, const char *webhook, bool *disa
 
 /* ---- accounts ---------------------------------------------------------- */
 
+static void account_state_row(PGresult *r, int i, void *p)
+{
+    struct store_account_state *out = p;
+    memset(out, 0, sizeof *out);
+    gstr(r, i, 0, out->state, sizeof out->state);
+    gstr(r, i, 1, out->last_error, sizeof out->last_error);
+    out->last_attempt_at = g64(r, i, 2);
+    out->last_success_at = g64(r, i, 3);
+    out->backoff_until = g64(r, i, 4);
+}
+
 static int pg_account_get(struct store *st, const char *account, struct store_account_state *out,
                           struct err *e)
 {
     if (store_check_name("account", account, e) < 0)
         return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
-                         "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
-                         " FROM accounts WHERE name = $1",
-                         &q, 0, e, "get account state");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        memset(out, 0, sizeof *out);
-        gstr(r, 0, 0, out->state, sizeof out->state);
-        gstr(r, 0, 1, out->last_error, sizeof out->last_error);
-        out->last_attempt_at = g64(r, 0, 2);
-        out->last_success_at = g64(r, 0, 3);
-        out->backoff_until = g64(r, 0, 4);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
+    return pq_one(st, NULL,
+                  "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
+                  " FROM accounts WHERE name = $1",
+                  &q, account_state_row, out, e, "get account state");
 }
 
 static int pg_account_set(struct store *st, const char *account,
                           const struct store_account_state *in, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0)
+    size_t sl = 0;
+    if (store_check_account_state(account, in, &sl, e) < 0)
         return -1;
-    size_t sl = strnlen(in->state, sizeof in->state);
-    if (sl == 0)
-        return err_set(e, ERR_USAGE, "store: account state name is empty");
-    if (sl > STORE_STATE_MAX)
-        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
-                       STORE_STATE_MAX);
     char state[STORE_STATE_MAX + 1];
     memcpy(state, in->state, sl);
     state[sl] = '\0';
@@ -2154,29 +2162,27 @@ static int pg_account_set(struct store *st, const char *account,
                   &q, NULL, e, "set account state");
 }
 
+static void account_counts_row(PGresult *r, int i, void *p)
+{
+    struct store_account_counts *out = p;
+    out->stored = g64(r, i, 0);
+    out->pending_deliveries = g64(r, i, 1);
+}
+
 static int pg_account_counts(struct store *st, const char *account,
                              struct store_account_counts *out, struct err *e)
 {
     if (store_check_name("account", account, e) < 0)
         return -1;
     memset(out, 0, sizeof *out);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
-                         "SELECT (SELECT count(*) FROM messages WHERE account = $1"
-                         "   AND body_purged_at IS NULL),"
-                         " (SELECT count(*) FROM deliveries WHERE account = $1 AND status IN (0, 2))",
-                         &q, 0, e, "count for account");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    out->stored = g64(r, 0, 0);
-    out->pending_deliveries = g64(r, 0, 1);
-    PQclear(r);
-    return 0;
+    int rv = pq_one(st, NULL,
+                    "SELECT (SELECT count(*) FROM messages WHERE account = $1"
+                    "   AND body_purged_at IS NULL),"
+                    " (SELECT count(*) FROM deliveries WHERE account = $1 AND status IN (0, 2))",
+                    &q, account_counts_row, out, e, "count for account");
+    return rv == STORE_NOTFOUND ? 0 : rv; /* an aggregate has its row */
 }
 
 static int pg_account_lease(struct store *st, const char *account, const char *owner,
@@ -2291,8 +2297,9 @@ static int pg_instance_remove(struct store *st, const char *id, struct err *e)
 
 #define INSTANCE_COLS "SELECT id, host, public_url, started_at, heartbeat_at FROM instances "
 
-static void instance_row(PGresult *r, int i, struct store_instance *in)
+static void instance_row(PGresult *r, int i, void *p)
 {
+    struct store_instance *in = p;
     memset(in, 0, sizeof *in);
     gstr(r, i, 0, in->id, sizeof in->id);
     gstr(r, i, 1, in->host, sizeof in->host);
@@ -2338,22 +2345,10 @@ static int pg_instance_get(struct store *st, const char *id, struct store_instan
 {
     if (store_check_owner(id, e) < 0)
         return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_text(&q, id);
-    PGresult *r = pq_run(st, c, INSTANCE_COLS "WHERE id = $1", &q, 0, e, "get instance");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        instance_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
+    return pq_one(st, NULL, INSTANCE_COLS "WHERE id = $1", &q, instance_row, out, e,
+                  "get instance");
 }
 
 /* ---- the link key --------------------------------------------------------------- */
@@ -2444,9 +2439,7 @@ static int pg_link_key_rotate(struct store *st, int64_t now, struct err *e)
 static int pg_webhook_stats(struct store *st, const char *webhook, int64_t now,
                             struct store_webhook_stats *out, struct err *e)
 {
-    memset(out, 0, sizeof *out);
-    out->p50_ms = out->p99_ms = -1;
-    if (store_check_name("webhook", webhook, e) < 0)
+    if (store_webhook_stats_init(webhook, out, e) < 0)
         return -1;
     PGconn *c = conn_get(st, e);
     if (!c)
@@ -2502,13 +2495,9 @@ static int pg_webhook_stats(struct store *st, const char *webhook, int64_t now,
 static int pg_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
                            struct err *e)
 {
-    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
-        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
-                       hours, STORE_STATS_HOURS_MAX);
-    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
-    memset(out, 0, hours * sizeof *out);
-    for (size_t i = 0; i < hours; i++)
-        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
+    int64_t first = 0;
+    if (store_hours_init(now, hours, out, &first, e) < 0)
+        return -1;
     PGconn *c = conn_get(st, e);
     if (!c)
         return -1;
@@ -2548,13 +2537,14 @@ static int pg_stats_hourly(struct store *st, int64_t now, size_t hours, struct s
 
 /* ---- OAuth2 tokens ------------------------------------------------------ */
 
-static void bytea_copy(PGresult *r, int col, unsigned char *dst, size_t size, size_t *len)
+static void bytea_copy(PGresult *r, int row, int col, unsigned char *dst, size_t size,
+                       size_t *len)
 {
     *len = 0;
-    if (PQgetisnull(r, 0, col))
+    if (PQgetisnull(r, row, col))
         return;
     size_t n = 0;
-    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, col), &n);
+    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
     if (b && n <= size) {
         memcpy(dst, b, n);
         *len = n;
@@ -2565,12 +2555,31 @@ static void bytea_copy(PGresult *r, int col, unsigned char *dst, size_t size, si
     }
 }
 
+static void oauth2_row(PGresult *r, int i, void *p)
+{
+    struct store_oauth2 *out = p;
+    out->version = g64(r, i, 0);
+    out->status = g64(r, i, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
+    gstr(r, i, 2, out->flow, sizeof out->flow);
+    gstr(r, i, 3, out->error, sizeof out->error);
+    bytea_copy(r, i, 4, out->access, sizeof out->access, &out->access_len);
+    bytea_copy(r, i, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
+    out->access_issued_at = g64(r, i, 6);
+    out->access_expires_at = g64(r, i, 7);
+    out->authorized_at = g64(r, i, 8);
+    out->refresh_used_at = g64(r, i, 9);
+    out->retry_at = g64(r, i, 10);
+    out->failures = (int)g64(r, i, 11);
+    gstr(r, i, 12, out->lease_owner, sizeof out->lease_owner);
+    out->lease_until = g64(r, i, 13);
+}
+
 static int oauth2_read(struct store *st, PGconn *c, const char *account, bool lock,
                        struct store_oauth2 *out, struct err *e)
 {
     struct pq q = {0};
     pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
+    return pq_one(st, c,
                          lock ? "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
                                 " access_issued_at, access_expires_at, authorized_at,"
                                 " refresh_used_at, retry_at, failures, lease_owner, lease_until"
@@ -2579,29 +2588,8 @@ static int oauth2_read(struct store *st, PGconn *c, const char *account, bool lo
                                 " access_issued_at, access_expires_at, authorized_at,"
                                 " refresh_used_at, retry_at, failures, lease_owner, lease_until"
                                 " FROM oauth2_tokens WHERE account = $1",
-                         &q, 0, e, "get OAuth2 tokens");
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        out->version = g64(r, 0, 0);
-        out->status = g64(r, 0, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
-        gstr(r, 0, 2, out->flow, sizeof out->flow);
-        gstr(r, 0, 3, out->error, sizeof out->error);
-        bytea_copy(r, 4, out->access, sizeof out->access, &out->access_len);
-        bytea_copy(r, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
-        out->access_issued_at = g64(r, 0, 6);
-        out->access_expires_at = g64(r, 0, 7);
-        out->authorized_at = g64(r, 0, 8);
-        out->refresh_used_at = g64(r, 0, 9);
-        out->retry_at = g64(r, 0, 10);
-        out->failures = (int)g64(r, 0, 11);
-        gstr(r, 0, 12, out->lease_owner, sizeof out->lease_owner);
-        out->lease_until = g64(r, 0, 13);
-        rv = 0;
-    }
-    PQclear(r); /* libpq's buffer held the escaped tokens; PQclear frees it */
-    return rv;
+                  &q, oauth2_row, out, e, "get OAuth2 tokens");
+    /* libpq's buffer held the escaped tokens; pq_one's PQclear freed it */
 }
 
 static int pg_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
@@ -2620,12 +2608,7 @@ static int pg_oauth2_get(struct store *st, const char *account, struct store_oau
 static int pg_oauth2_grant(struct store *st, const char *account, const char *flow,
                            const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_flow(flow, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_tokens("an OAuth2 grant", account, flow, t, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
@@ -2655,11 +2638,7 @@ static int pg_oauth2_lease(struct store *st, const char *account, const char *ow
                            int64_t now, int64_t lease_ms, bool create, const char *flow,
                            struct store_oauth2 *out, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && store_check_flow(flow, e) < 0)
+    if (store_check_oauth2_lease(account, owner, lease_ms, create, flow, e) < 0)
         return -1;
     const char *op = "lease OAuth2 tokens";
     PGconn *c = tx_begin(st, e, op);
@@ -2736,12 +2715,7 @@ fail:
 static int pg_oauth2_refreshed(struct store *st, const char *account, int64_t version,
                                const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_tokens("a refresh", account, NULL, t, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
@@ -2931,36 +2905,42 @@ static int pg_account_event_once(struct store *st, const char *account, const ch
     return 0;
 }
 
+/* An event row (id, account, type, data, created_at, event_key); its data
+ * copied (malloc) into *data when data is not NULL. */
+struct event_read {
+    struct store_event *out;
+    char **data;
+    bool oom;
+};
+
+static void event_row(PGresult *r, int i, void *p)
+{
+    struct event_read *ev = p;
+    struct store_event *out = ev->out;
+    memset(out, 0, sizeof *out);
+    out->id = g64(r, i, 0);
+    gstr(r, i, 1, out->account, sizeof out->account);
+    gstr(r, i, 2, out->type, sizeof out->type);
+    out->created_at = g64(r, i, 4);
+    gstr(r, i, 5, out->key, sizeof out->key);
+    if (ev->data && !(*ev->data = strdup(PQgetisnull(r, i, 3) ? "{}" : PQgetvalue(r, i, 3))))
+        ev->oom = true;
+}
+
 static int pg_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
                         struct err *e)
 {
     if (data)
         *data = NULL;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
     struct pq q = {0};
     pq_i64(&q, id);
-    PGresult *r = pq_run(st, c,
-                         "SELECT account, type, data, created_at, event_key FROM events"
-                         " WHERE id = $1",
-                         &q, 0, e, "get event");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        rv = 0;
-        memset(out, 0, sizeof *out);
-        out->id = id;
-        gstr(r, 0, 0, out->account, sizeof out->account);
-        gstr(r, 0, 1, out->type, sizeof out->type);
-        out->created_at = g64(r, 0, 3);
-        gstr(r, 0, 4, out->key, sizeof out->key);
-        if (data && !(*data = strdup(PQgetisnull(r, 0, 2) ? "{}" : PQgetvalue(r, 0, 2))))
-            rv = err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
-    }
-    PQclear(r);
+    struct event_read ev = {out, data, false};
+    int rv = pq_one(st, NULL,
+                    "SELECT id, account, type, data, created_at, event_key FROM events"
+                    " WHERE id = $1",
+                    &q, event_row, &ev, e, "get event");
+    if (rv == 0 && ev.oom)
+        return err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
     return rv;
 }
 

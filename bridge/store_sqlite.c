@@ -998,7 +998,7 @@ static int sq_uidls_record_ignored(struct store *st, const char *account,
                                const char *const *uidls, size_t n, int64_t now,
                                struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1042,7 +1042,7 @@ static int sq_uidls_deletable(struct store *st, const char *account, bool delete
 static int sq_uidls_mark_deleted(struct store *st, const char *account,
                              const char *const *uidls, size_t n, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(uidls, n, e) < 0)
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
         return -1;
     if (n == 0)
         return 0;
@@ -1069,7 +1069,7 @@ static int sq_uidls_forget_vanished(struct store *st, const char *account,
                                 const char *const *listed, size_t n, int64_t *forgotten,
                                 struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_uidls(listed, n, e) < 0)
+    if (store_check_account_uidls(account, listed, n, e) < 0)
         return -1;
     const char *op = "forget vanished UIDLs";
     sqlite3_stmt *ins = S(st, S_LISTED_INS, e), *del = S(st, S_FORGET, e);
@@ -1445,13 +1445,8 @@ static int sq_delivery_lease_due(struct store *st, const char *owner, const char
                              size_t max, size_t *n, struct err *e)
 {
     *n = 0;
-    if (store_check_owner(owner, e) < 0 || (webhook && store_check_name("webhook", webhook, e) < 0))
+    if (store_check_lease_due(owner, webhook, lease_ms, max, e) < 0)
         return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
-    if (max > STORE_DUE_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
-                       max, STORE_DUE_MAX);
     if (max == 0)
         return 0;
     const char *op = "lease due deliveries";
@@ -1769,16 +1764,8 @@ static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
                         const char *account, size_t limit, const char *cursor,
                         store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
 {
-    next_cursor[0] = '\0';
-    err_clear(e);
-    if (limit < 1 || limit > STORE_LIST_MAX)
-        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DROPPED)
-        return err_set(e, ERR_USAGE, "store: list: unknown status");
-    if (account && store_check_name("account", account, e) < 0)
-        return -1;
-    int64_t before;
-    if (store_cursor_parse(cursor, &before, e) < 0)
+    int64_t before = INT64_MAX;
+    if (store_check_list(status, account, limit, cursor, next_cursor, &before, e) < 0)
         return -1;
     enum sid id = status ? (account ? S_LIST_SA : S_LIST_S) : (account ? S_LIST_A : S_LIST_ALL);
     sqlite3_stmt *s = S(st, id, e);
@@ -2010,14 +1997,9 @@ static int sq_account_get(struct store *st, const char *account, struct store_ac
 static int sq_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0)
+    size_t sl = 0;
+    if (store_check_account_state(account, in, &sl, e) < 0)
         return -1;
-    size_t sl = strnlen(in->state, sizeof in->state);
-    if (sl == 0)
-        return err_set(e, ERR_USAGE, "store: account state name is empty");
-    if (sl > STORE_STATE_MAX)
-        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
-                       STORE_STATE_MAX);
     const char *op = "set account state";
     sqlite3_stmt *s = S(st, S_ACC_SET, e);
     if (!s || tx_begin(st, e, op) < 0)
@@ -2155,9 +2137,7 @@ static int wh_latency(struct store *st, const char *webhook, int64_t from, int64
 static int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
                         struct store_webhook_stats *out, struct err *e)
 {
-    memset(out, 0, sizeof *out);
-    out->p50_ms = out->p99_ms = -1;
-    if (store_check_name("webhook", webhook, e) < 0)
+    if (store_webhook_stats_init(webhook, out, e) < 0)
         return -1;
     if (wh_attempts(st, webhook, now - STORE_HOUR_MS, now, &out->attempts_hour,
                     &out->delivered_hour, e) < 0 ||
@@ -2212,13 +2192,9 @@ static int hourly_add(struct store *st, enum sid id, int64_t first_hour, size_t 
 static int sq_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
                        struct err *e)
 {
-    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
-        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
-                       hours, STORE_STATS_HOURS_MAX);
-    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
-    memset(out, 0, hours * sizeof *out);
-    for (size_t i = 0; i < hours; i++)
-        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
+    int64_t first = 0;
+    if (store_hours_init(now, hours, out, &first, e) < 0)
+        return -1;
     static const size_t msg_f[] = {offsetof(struct store_hour, received)};
     static const size_t att_f[] = {offsetof(struct store_hour, attempts),
                                    offsetof(struct store_hour, delivered)};
@@ -2290,12 +2266,7 @@ static int sq_oauth2_get(struct store *st, const char *account, struct store_oau
 static int sq_oauth2_grant(struct store *st, const char *account, const char *flow,
                        const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_flow(flow, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_tokens("an OAuth2 grant", account, flow, t, e) < 0)
         return -1;
     const char *op = "store OAuth2 grant";
     sqlite3_stmt *s = S(st, S_OA_GRANT, e);
@@ -2319,11 +2290,7 @@ static int sq_oauth2_lease(struct store *st, const char *account, const char *ow
                        int64_t lease_ms, bool create, const char *flow,
                        struct store_oauth2 *out, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && store_check_flow(flow, e) < 0)
+    if (store_check_oauth2_lease(account, owner, lease_ms, create, flow, e) < 0)
         return -1;
     const char *op = "lease OAuth2 tokens";
     sqlite3_stmt *ins = create ? S(st, S_OA_CREATE, e) : NULL, *lease = S(st, S_OA_LEASE, e);
@@ -2401,12 +2368,7 @@ fail:
 static int sq_oauth2_refreshed(struct store *st, const char *account, int64_t version,
                            const struct store_oauth2_tokens *t, int64_t now, struct err *e)
 {
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (store_check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        store_check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
+    if (store_check_tokens("a refresh", account, NULL, t, e) < 0)
         return -1;
     sqlite3_stmt *s = S(st, S_OA_REFRESHED, e);
     if (!s)
