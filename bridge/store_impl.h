@@ -147,6 +147,10 @@ struct store_msg {
       (struct store * st, int64_t retention_ms, int64_t now, size_t max, int64_t *purged,       \
        struct err *e),                                                                          \
       (st, retention_ms, now, max, purged, e))                                                  \
+    X(int, purge_events,                                                                        \
+      (struct store * st, int64_t retention_ms, int64_t now, size_t max, int64_t *purged,       \
+       struct err *e),                                                                          \
+      (st, retention_ms, now, max, purged, e))                                                  \
     X(int, account_lease,                                                                       \
       (struct store * st, const char *account, const char *owner, int64_t now,                  \
        int64_t lease_ms, struct err *e),                                                        \

@@ -2789,6 +2789,31 @@ static int pg_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, 
                   &q, purged, e, "purge bodies");
 }
 
+static int pg_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                           int64_t *purged, struct err *e)
+{
+    if (retention_ms < 0)
+        return err_set(e, ERR_USAGE, "store: purge: negative retention");
+    struct pq q = {0};
+    pq_i64(&q, now - retention_ms);
+    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    /* as for bodies, SKIP LOCKED: instances purging at the same time take
+     * different events, and each is purged once; a settled delivery no
+     * longer changes, and the newest event of each account and type stays */
+    return write1(st,
+                  "WITH p AS (SELECT ev.id FROM events ev WHERE ev.created_at <= $1"
+                  "   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
+                  "     AND d.status NOT IN (1, 4))"
+                  "   AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
+                  "     AND n.type = ev.type AND n.id > ev.id)"
+                  "   ORDER BY ev.id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                  " d AS (SELECT id FROM deliveries WHERE event_id IN (SELECT id FROM p)),"
+                  " a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d)),"
+                  " dd AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM d))"
+                  " DELETE FROM events WHERE id IN (SELECT id FROM p)",
+                  &q, purged, e, "purge events");
+}
+
 /* ---- events that are not messages (schema 7) ------------------------------------ */
 
 #define PG_EVENT_LOCK 0x65766e74 /* advisory lock class of store_account_event_once ("evnt") */

@@ -12,24 +12,25 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 6):
+ * Schema (version 7, STORE_SCHEMA_VERSION):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
  *            body_purged_at, kind, declared_size, event_key,
- *            duplicate_of)                             -- duplicate_of: 6
+ *            duplicate_of)                             -- duplicate_of: 7
  *   bodies(message_id PK -> messages, raw BLOB)   -- purge deletes the row
  *   uidls(account, uidl, state 0..3, message_id -> messages, seen_at)
- *   events(id PK, account, type, data, created_at, event_key)   -- schema 6
+ *   events(id PK, account, type, data, created_at, event_key)   -- schema 7
  *   deliveries(id PK, message_id -> messages | event_id -> events (one of
  *              the two), account, webhook, status 0..4, attempts,
  *              next_attempt_at, created_at, updated_at, delivered_at,
- *              last_http_status, last_error, lease_owner, lease_until)
+ *              last_http_status, last_error, lease_owner, lease_until)  -- 7
  *   attempts(id PK, delivery_id -> deliveries, started_at, duration_ms,
  *            http_status, error, outcome)
  *   webhooks_disabled(name PK, reason, since)
  *   instances(id PK, host, public_url, started_at, heartbeat_at)
+ *   link_key(id PK = 1, key, created_at)              -- schema 6
  *   oauth2_tokens(account PK, version, status 0..1, flow, error,
  *            access_sealed, refresh_sealed, access_issued_at,
  *            access_expires_at, authorized_at, refresh_used_at, retry_at,
@@ -247,7 +248,7 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
     " coalesce(m.event_key, ev.event_key), d.lease_owner, d.lease_until,"               \
     " coalesce(d.event_id, 0), coalesce(ev.type, '')"                                   \
     " FROM deliveries d "
-/* a delivery is of a message or of an event (schema 6) */
+/* a delivery is of a message or of an event (schema 7) */
 #define D_JOINS                                                                         \
     "LEFT JOIN messages m ON m.id = d.message_id LEFT JOIN events ev ON ev.id = d.event_id "
 #define D_COLS D_SELECT D_JOINS
@@ -307,6 +308,10 @@ enum sid {
     S_PURGE_SEL,
     S_PURGE_BODIES,
     S_PURGE_MARK,
+    S_EVPURGE_SEL,
+    S_EVPURGE_ATTEMPTS,
+    S_EVPURGE_DELIVERIES,
+    S_EVPURGE_EVENTS,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -442,6 +447,18 @@ static const char *const sql_text[S_COUNT] = {
     [S_PURGE_BODIES] = "DELETE FROM bodies WHERE message_id IN (SELECT id FROM temp.purge)",
     [S_PURGE_MARK] = "UPDATE messages SET body_purged_at = ?1"
                      " WHERE id IN (SELECT id FROM temp.purge)",
+    /* settled events past retention, but the newest of each account and type */
+    [S_EVPURGE_SEL] = "INSERT INTO temp.purge(id) SELECT ev.id FROM events ev"
+                      " WHERE ev.created_at <= ?1"
+                      " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
+                      "   AND d.status NOT IN (1, 4))"
+                      " AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
+                      "   AND n.type = ev.type AND n.id > ev.id)"
+                      " ORDER BY ev.id LIMIT ?2",
+    [S_EVPURGE_ATTEMPTS] = "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+                           " WHERE event_id IN (SELECT id FROM temp.purge))",
+    [S_EVPURGE_DELIVERIES] = "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM temp.purge)",
+    [S_EVPURGE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM temp.purge)",
     [S_OA_GET] = "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
                  " access_issued_at, access_expires_at, authorized_at, refresh_used_at,"
                  " retry_at, failures, lease_owner, lease_until"
@@ -782,7 +799,7 @@ static int migrate(struct store *st, struct err *e)
         return 0;
     if (version > STORE_SCHEMA_VERSION)
         return newer_schema(st, version, e);
-    /* a migration may rebuild a table others reference (schema 6): foreign
+    /* a migration may rebuild a table others reference (schema 7): foreign
      * keys are off meanwhile (the pragma is a no-op inside a transaction),
      * and checked before the commit */
     if (exec(st, "PRAGMA foreign_keys = OFF", e, "migrate") < 0)
@@ -2447,6 +2464,33 @@ fail:
     return -1;
 }
 
+static int sq_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                           int64_t *purged, struct err *e)
+{
+    if (retention_ms < 0)
+        return err_set(e, ERR_USAGE, "store: purge: negative retention");
+    const char *op = "purge events";
+    sqlite3_stmt *sel = S(st, S_EVPURGE_SEL, e);
+    if (!sel || tx_begin(st, e, op) < 0)
+        return -1;
+    sqlite3_bind_int64(sel, 1, now - retention_ms);
+    sqlite3_bind_int64(sel, 2, max == 0 || max > INT64_MAX ? -1 : (sqlite3_int64)max);
+    int64_t count = 0;
+    if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || run(st, sel, e, op) < 0)
+        goto fail;
+    count = sqlite3_changes64(st->db);
+    if (run_id(st, S_EVPURGE_ATTEMPTS, e, op) < 0 || run_id(st, S_EVPURGE_DELIVERIES, e, op) < 0 ||
+        run_id(st, S_EVPURGE_EVENTS, e, op) < 0 || run_id(st, S_PURGE_CLEAR, e, op) < 0 ||
+        tx_commit(st, e, op) < 0)
+        goto fail;
+    if (purged)
+        *purged = count;
+    return 0;
+fail:
+    tx_rollback(st);
+    return -1;
+}
+
 /* ---- backup, restore and export ------------------------------------------ */
 
 #define BACKUP_RETRY_MS 100 /* wait step while the source is busy */
@@ -2967,7 +3011,7 @@ static int sq_instance_get(struct store *st, const char *id, struct store_instan
     return r;
 }
 
-/* ---- events that are not messages (schema 6) --------------------------------------- */
+/* ---- events that are not messages (schema 7) --------------------------------------- */
 
 static int event_insert(struct store *st, const char *account, const char *type,
                         const char *data, const char *const *webhooks, size_t n, int64_t now,
