@@ -424,8 +424,11 @@ int store_check_flow(const char *flow, struct err *e)
     return 0;
 }
 
-int store_check_record(const struct store_attempt *a, enum store_dstatus status, struct err *e)
+int store_check_record(const char *owner, const struct store_attempt *a,
+                       enum store_dstatus status, struct err *e)
 {
+    if (store_check_owner(owner, e) < 0)
+        return -1;
     if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
         return err_set(e, ERR_USAGE,
                        "store: record delivery: new status must be delivered, failed or dead");
@@ -444,6 +447,13 @@ int store_check_settled(const char *verb, const char *done_verb, int64_t id,
         return 0;
     return err_set(e, ERR_USAGE, "store: %s %s: it is %s; only failed or dead can be %s", verb,
                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur), done_verb);
+}
+
+int store_err_body_purged(int64_t id, struct err *e)
+{
+    char idbuf[STORE_ID_MAX];
+    return err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
+                   store_delivery_id_format(id, idbuf));
 }
 
 int store_check_retry_bulk(const char *webhook, enum store_dstatus status, size_t max,

@@ -265,8 +265,11 @@ int store_check_event(const char *account, const char *type, const char *data,
 int store_check_instance(const struct store_instance *in, struct err *e);
 int store_check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e);
 int store_check_flow(const char *flow, struct err *e);
-/* store_delivery_record's status and attempt. */
-int store_check_record(const struct store_attempt *a, enum store_dstatus status, struct err *e);
+/* store_delivery_record's owner, status and attempt. */
+int store_check_record(const char *owner, const struct store_attempt *a,
+                       enum store_dstatus status, struct err *e);
+/* A delivery id's message body is gone: it cannot be retried (ERR_USAGE); -1. */
+int store_err_body_purged(int64_t id, struct err *e);
 /* Only a failed or dead delivery can be dropped or retried: 0, or -1 with
  * *e (ERR_USAGE) naming delivery id, its status cur and verb ("drop",
  * "dropped"). */

@@ -1828,9 +1828,7 @@ static int pg_delivery_record(struct store *st, const char *owner, int64_t id,
                               const struct store_attempt *a, enum store_dstatus status,
                               int64_t next_attempt_at, struct err *e)
 {
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    if (store_check_record(a, status, e) < 0)
+    if (store_check_record(owner, a, status, e) < 0)
         return -1;
     const char *op = "record delivery attempt";
     PGconn *c = tx_begin(st, e, op);
@@ -1863,7 +1861,6 @@ static int pg_delivery_record(struct store *st, const char *owner, int64_t id,
 
 static int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
 {
-    char idbuf[STORE_ID_MAX];
     const char *op = "retry delivery";
     PGconn *c = tx_begin(st, e, op);
     if (!c)
@@ -1877,8 +1874,7 @@ static int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
     if (r == 0 && msg_id > 0) {
         int b = body_info(st, c, msg_id, &len, NULL, e);
         if (b == STORE_NOTFOUND)
-            r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
-                        store_delivery_id_format(id, idbuf));
+            r = store_err_body_purged(id, e);
         else
             r = b;
     }
@@ -2769,49 +2765,51 @@ static int pg_oauth2_release(struct store *st, const char *account, const char *
 
 /* ---- retention --------------------------------------------------------- */
 
+/* A purge in one statement: $1 the limit of age (now - retention_ms), $2
+ * max (0: no limit), $3 now when with_now.  SKIP LOCKED in sql: instances
+ * purging at the same time take different rows, and each is purged once. */
+static int purge_write(struct store *st, const char *sql, bool with_now, int64_t retention_ms,
+                       int64_t now, size_t max, int64_t *purged, struct err *e, const char *op)
+{
+    if (retention_ms < 0)
+        return err_set(e, ERR_USAGE, "store: purge: negative retention");
+    struct pq q = {0};
+    pq_i64(&q, now - retention_ms);
+    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    if (with_now)
+        pq_i64(&q, now);
+    return write1(st, sql, &q, purged, e, op);
+}
+
 static int pg_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
                            int64_t *purged, struct err *e)
 {
-    if (retention_ms < 0)
-        return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    struct pq q = {0};
-    pq_i64(&q, now - retention_ms);
-    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    pq_i64(&q, now);
-    /* SKIP LOCKED: instances purging at the same time take different rows,
-     * and each body is purged once */
-    return write1(st,
-                  "WITH p AS (SELECT id FROM messages WHERE delivered_at IS NOT NULL"
-                  "   AND delivered_at <= $1 AND body_purged_at IS NULL"
-                  "   ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                  " gone AS (DELETE FROM bodies WHERE message_id IN (SELECT id FROM p))"
-                  " UPDATE messages SET body_purged_at = $3 WHERE id IN (SELECT id FROM p)",
-                  &q, purged, e, "purge bodies");
+    return purge_write(st,
+                       "WITH p AS (SELECT id FROM messages WHERE delivered_at IS NOT NULL"
+                       "   AND delivered_at <= $1 AND body_purged_at IS NULL"
+                       "   ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                       " gone AS (DELETE FROM bodies WHERE message_id IN (SELECT id FROM p))"
+                       " UPDATE messages SET body_purged_at = $3 WHERE id IN (SELECT id FROM p)",
+                       true, retention_ms, now, max, purged, e, "purge bodies");
 }
 
+/* A settled delivery no longer changes; the newest event of each account
+ * and type stays. */
 static int pg_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
                            int64_t *purged, struct err *e)
 {
-    if (retention_ms < 0)
-        return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    struct pq q = {0};
-    pq_i64(&q, now - retention_ms);
-    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    /* as for bodies, SKIP LOCKED: instances purging at the same time take
-     * different events, and each is purged once; a settled delivery no
-     * longer changes, and the newest event of each account and type stays */
-    return write1(st,
-                  "WITH p AS (SELECT ev.id FROM events ev WHERE ev.created_at <= $1"
-                  "   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
-                  "     AND d.status NOT IN (1, 4))"
-                  "   AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
-                  "     AND n.type = ev.type AND n.id > ev.id)"
-                  "   ORDER BY ev.id LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                  " d AS (SELECT id FROM deliveries WHERE event_id IN (SELECT id FROM p)),"
-                  " a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d)),"
-                  " dd AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM d))"
-                  " DELETE FROM events WHERE id IN (SELECT id FROM p)",
-                  &q, purged, e, "purge events");
+    return purge_write(st,
+                       "WITH p AS (SELECT ev.id FROM events ev WHERE ev.created_at <= $1"
+                       "   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
+                       "     AND d.status NOT IN (1, 4))"
+                       "   AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
+                       "     AND n.type = ev.type AND n.id > ev.id)"
+                       "   ORDER BY ev.id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                       " d AS (SELECT id FROM deliveries WHERE event_id IN (SELECT id FROM p)),"
+                       " a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d)),"
+                       " dd AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM d))"
+                       " DELETE FROM events WHERE id IN (SELECT id FROM p)",
+                       false, retention_ms, now, max, purged, e, "purge events");
 }
 
 /* ---- events that are not messages (schema 7) ------------------------------------ */

@@ -1667,9 +1667,7 @@ static int sq_delivery_record(struct store *st, const char *owner, int64_t id,
                           const struct store_attempt *a, enum store_dstatus status,
                           int64_t next_attempt_at, struct err *e)
 {
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    if (store_check_record(a, status, e) < 0)
+    if (store_check_record(owner, a, status, e) < 0)
         return -1;
     const char *op = "record delivery attempt";
     if (tx_begin(st, e, op) < 0)
@@ -1697,7 +1695,6 @@ static int sq_delivery_record(struct store *st, const char *owner, int64_t id,
 
 static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
 {
-    char idbuf[STORE_ID_MAX];
     const char *op = "retry delivery";
     if (tx_begin(st, e, op) < 0)
         return -1;
@@ -1710,8 +1707,7 @@ static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct e
     if (r == 0 && msg_id > 0) {
         int b = body_len(st, msg_id, &len, e);
         if (b == STORE_NOTFOUND)
-            r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
-                        store_delivery_id_format(id, idbuf));
+            r = store_err_body_purged(id, e);
         else
             r = b;
     }
@@ -2436,25 +2432,35 @@ static int sq_oauth2_release(struct store *st, const char *account, const char *
 
 /* ---- retention --------------------------------------------------------- */
 
-static int sq_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
-                       int64_t *purged, struct err *e)
+/* A purge in one transaction: sel puts the ids of at most max rows older
+ * than now - retention_ms into temp.purge (?1 the limit of age, ?2 max),
+ * then each of steps runs (with now as ?1 where it takes a parameter).
+ * *purged (may be NULL) gets the number of ids. */
+static int purge_run(struct store *st, enum sid sel_id, const enum sid *steps, size_t n_steps,
+                     int64_t retention_ms, int64_t now, size_t max, int64_t *purged,
+                     struct err *e, const char *op)
 {
     if (retention_ms < 0)
         return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    const char *op = "purge bodies";
-    sqlite3_stmt *sel = S(st, S_PURGE_SEL, e), *del = S(st, S_PURGE_BODIES, e),
-                 *mark = S(st, S_PURGE_MARK, e);
-    if (!sel || !del || !mark || tx_begin(st, e, op) < 0)
+    sqlite3_stmt *sel = S(st, sel_id, e);
+    if (!sel || tx_begin(st, e, op) < 0)
         return -1;
     sqlite3_bind_int64(sel, 1, now - retention_ms);
     sqlite3_bind_int64(sel, 2, max == 0 || max > INT64_MAX ? -1 : (sqlite3_int64)max);
-    sqlite3_bind_int64(mark, 1, now);
     int64_t count = 0;
     if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || run(st, sel, e, op) < 0)
         goto fail;
     count = sqlite3_changes64(st->db);
-    if (run(st, del, e, op) < 0 || run(st, mark, e, op) < 0 ||
-        run_id(st, S_PURGE_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
+    for (size_t i = 0; i < n_steps; i++) {
+        sqlite3_stmt *s = S(st, steps[i], e);
+        if (!s)
+            goto fail;
+        if (sqlite3_bind_parameter_count(s) > 0)
+            sqlite3_bind_int64(s, 1, now);
+        if (run(st, s, e, op) < 0)
+            goto fail;
+    }
+    if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
         goto fail;
     if (purged)
         *purged = count;
@@ -2464,31 +2470,20 @@ fail:
     return -1;
 }
 
+static int sq_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                           int64_t *purged, struct err *e)
+{
+    static const enum sid steps[] = {S_PURGE_BODIES, S_PURGE_MARK};
+    return purge_run(st, S_PURGE_SEL, steps, sizeof steps / sizeof steps[0], retention_ms, now,
+                     max, purged, e, "purge bodies");
+}
+
 static int sq_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
                            int64_t *purged, struct err *e)
 {
-    if (retention_ms < 0)
-        return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    const char *op = "purge events";
-    sqlite3_stmt *sel = S(st, S_EVPURGE_SEL, e);
-    if (!sel || tx_begin(st, e, op) < 0)
-        return -1;
-    sqlite3_bind_int64(sel, 1, now - retention_ms);
-    sqlite3_bind_int64(sel, 2, max == 0 || max > INT64_MAX ? -1 : (sqlite3_int64)max);
-    int64_t count = 0;
-    if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || run(st, sel, e, op) < 0)
-        goto fail;
-    count = sqlite3_changes64(st->db);
-    if (run_id(st, S_EVPURGE_ATTEMPTS, e, op) < 0 || run_id(st, S_EVPURGE_DELIVERIES, e, op) < 0 ||
-        run_id(st, S_EVPURGE_EVENTS, e, op) < 0 || run_id(st, S_PURGE_CLEAR, e, op) < 0 ||
-        tx_commit(st, e, op) < 0)
-        goto fail;
-    if (purged)
-        *purged = count;
-    return 0;
-fail:
-    tx_rollback(st);
-    return -1;
+    static const enum sid steps[] = {S_EVPURGE_ATTEMPTS, S_EVPURGE_DELIVERIES, S_EVPURGE_EVENTS};
+    return purge_run(st, S_EVPURGE_SEL, steps, sizeof steps / sizeof steps[0], retention_ms, now,
+                     max, purged, e, "purge events");
 }
 
 /* ---- backup, restore and export ------------------------------------------ */
