@@ -365,34 +365,49 @@ static void h_delivery(struct http_req *r)
     http_reply_json(r, 200, o);
 }
 
-static void h_delivery_retry(struct http_req *r)
+/* The preamble of retry and drop: delivery {id} changed by change
+ * (store_delivery_retry or store_delivery_drop), logged as event `what`, and
+ * read back into *d.  0; or -1 once the answer is given: 404 for no such
+ * delivery, 409 with problem type `problem` ("cannot be <done>") when the
+ * store refuses, 500 when it fails. */
+typedef int (*delivery_change_fn)(struct store *st, int64_t id, int64_t now, struct err *e);
+static int delivery_change(struct http_req *r, delivery_change_fn change, const char *problem,
+                           const char *done, const char *what, struct store_delivery *d)
 {
     int64_t id;
     struct store *st;
     struct err e;
     if (delivery_of(r, &id, &st) < 0)
-        return;
+        return -1;
     const char *sid = http_param(r, "id");
-    int g = store_delivery_retry(st, id, clock_wall_ms(), &e);
+    int g = change(st, id, clock_wall_ms(), &e);
     if (g == STORE_NOTFOUND) {
         http_problem(r, 404, "not-found", "no delivery %s", sid);
-        return;
+        return -1;
     }
     if (g < 0 && e.kind == ERR_USAGE) {
-        http_problem(r, 409, "not-retryable", "delivery %s cannot be retried: %s", sid, e.msg);
-        return;
+        http_problem(r, 409, problem, "delivery %s cannot be %s: %s", sid, done, e.msg);
+        return -1;
     }
     if (g < 0) {
         http_problem(r, 500, "internal", "the store could not be written: %s", e.msg);
-        return;
+        return -1;
     }
-    runtime_wake_delivery(api_runtime(r));
-    log_info("api_retry", "delivery=%s", sid);
-    struct store_delivery d;
-    if (store_delivery_get(st, id, &d, NULL, NULL, &e) != 0) {
+    log_info(what, "delivery=%s", sid);
+    if (store_delivery_get(st, id, d, NULL, NULL, &e) != 0) {
         http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+/* POST /api/v1/deliveries/{id}/retry: a failed or dead delivery is due again. */
+static void h_delivery_retry(struct http_req *r)
+{
+    struct store_delivery d;
+    if (delivery_change(r, store_delivery_retry, "not-retryable", "retried", "api_retry", &d) < 0)
+        return;
+    runtime_wake_delivery(api_runtime(r));
     http_reply_json(r, 202, delivery_json(&d));
 }
 
@@ -400,31 +415,9 @@ static void h_delivery_retry(struct http_req *r)
  * delivery up; it stays, as "dropped". */
 static void h_delivery_drop(struct http_req *r)
 {
-    int64_t id;
-    struct store *st;
-    struct err e;
-    if (delivery_of(r, &id, &st) < 0)
-        return;
-    const char *sid = http_param(r, "id");
-    int g = store_delivery_drop(st, id, clock_wall_ms(), &e);
-    if (g == STORE_NOTFOUND) {
-        http_problem(r, 404, "not-found", "no delivery %s", sid);
-        return;
-    }
-    if (g < 0 && e.kind == ERR_USAGE) {
-        http_problem(r, 409, "not-droppable", "delivery %s cannot be dropped: %s", sid, e.msg);
-        return;
-    }
-    if (g < 0) {
-        http_problem(r, 500, "internal", "the store could not be written: %s", e.msg);
-        return;
-    }
-    log_info("api_drop", "delivery=%s", sid);
     struct store_delivery d;
-    if (store_delivery_get(st, id, &d, NULL, NULL, &e) != 0) {
-        http_problem(r, 500, "internal", "the store could not be read: %s", e.msg);
+    if (delivery_change(r, store_delivery_drop, "not-droppable", "dropped", "api_drop", &d) < 0)
         return;
-    }
     http_reply_json(r, 200, delivery_json(&d));
 }
 

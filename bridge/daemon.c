@@ -441,10 +441,16 @@ static void *delivery_thread(void *arg)
         if (ref && now_ms() - last_purge > DAEMON_PURGE_EVERY_MS) {
             int64_t purged = 0;
             last_purge = now_ms();
-            if (store_purge_bodies(st, ref->cfg->retention_ms, last_purge, 1000, &purged, &e) < 0)
+            if (store_purge_bodies(st, ref->cfg->retention_ms, last_purge, DAEMON_PURGE_MAX,
+                                   &purged, &e) < 0)
                 log_error("purge_failed", "error=%s", log_q(e.msg));
             else if (purged)
                 log_info("purged", "bodies=%lld", (long long)purged);
+            if (store_purge_events(st, ref->cfg->retention_ms, last_purge, DAEMON_PURGE_MAX,
+                                   &purged, &e) < 0)
+                log_error("purge_failed", "error=%s", log_q(e.msg));
+            else if (purged)
+                log_info("purged", "events=%lld", (long long)purged);
         }
         cfgref_put(ref);
         if (once_done && delivery_in_flight(rt.delivery) == 0) {

@@ -16,10 +16,24 @@
 #define POP3BRIDGE_STORE_IMPL_H
 
 #include "store.h"
+#include "spool.h"
+
+#include <openssl/evp.h>
 
 struct store_ops;
 struct store_hdr {
     const struct store_ops *ops;
+};
+
+/* A message on its way in (bridge/store.c): the same on every backend. */
+struct store_msg {
+    struct store_hdr hdr;       /* the store's ops */
+    struct store *st;
+    char account[STORE_NAME_MAX + 1];
+    char uidl[STORE_UIDL_MAX + 1];
+    struct spool sp;            /* in memory, then an unlinked file in the state_dir */
+    EVP_MD_CTX *sha;
+    bool failed;                /* a write failed: only abort is left */
 };
 
 #define STORE_CALLS(X)                                                                          \
@@ -49,10 +63,6 @@ struct store_hdr {
       (struct store * st, const char *account, const char *const *listed, size_t n,             \
        int64_t *forgotten, struct err *e),                                                      \
       (st, account, listed, n, forgotten, e))                                                   \
-    X(int, msg_begin,                                                                           \
-      (struct store * st, const char *account, const char *uidl, struct store_msg **out,        \
-       struct err *e),                                                                          \
-      (st, account, uidl, out, e))                                                              \
     X(int, msg_get, (struct store * st, int64_t id, struct store_msg_info *out, struct err *e), \
       (st, id, out, e))                                                                         \
     X(int, msg_stream,                                                                          \
@@ -137,6 +147,10 @@ struct store_hdr {
       (struct store * st, int64_t retention_ms, int64_t now, size_t max, int64_t *purged,       \
        struct err *e),                                                                          \
       (st, retention_ms, now, max, purged, e))                                                  \
+    X(int, purge_events,                                                                        \
+      (struct store * st, int64_t retention_ms, int64_t now, size_t max, int64_t *purged,       \
+       struct err *e),                                                                          \
+      (st, retention_ms, now, max, purged, e))                                                  \
     X(int, account_lease,                                                                       \
       (struct store * st, const char *account, const char *owner, int64_t now,                  \
        int64_t lease_ms, struct err *e),                                                        \
@@ -203,13 +217,14 @@ struct store_ops {
     STORE_CALLS(STORE_OPS_FIELD)
     void (*close)(struct store *st);
     void (*batch_rollback)(struct store *st);
-    int (*msg_write)(struct store_msg *m, const void *data, size_t len, struct err *e);
-    int (*msg_finish)(struct store_msg *m, const struct store_msg_meta *meta,
-                      const char *const *webhooks, size_t n_webhooks, int64_t now,
-                      struct store_msg_result *res, struct err *e);
-    void (*msg_abort)(struct store_msg *m);
-    uint64_t (*msg_size)(const struct store_msg *m);
-    int (*msg_peek)(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e);
+    /* the directory of a message's spool file (lives as long as the store) */
+    const char *(*spool_dir)(const struct store *st);
+    /* a finished message (checked, SHA-256 taken) in one transaction: the
+     * message, its body, its UIDL, one delivery per webhook (none for a
+     * duplicate: store_dedupe_since); *id, *dup.  0 or -1 with *e. */
+    int (*msg_store)(struct store_msg *m, const struct store_msg_meta *meta,
+                     const char *const *webhooks, size_t n_webhooks, int64_t now,
+                     const char *sha_hex, int64_t *id, int64_t *dup, struct err *e);
     int (*body_read)(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                      struct err *e);
     void (*body_close)(struct store_body *b);
@@ -239,5 +254,57 @@ int store_check_uidl(const char *v, struct err *e);
 int store_check_owner(const char *owner, struct err *e);
 /* A callback said stop: make sure *e says something (ERR_USAGE); -1. */
 int store_cb_stop(struct err *e);
+/* n UIDLs (at most STORE_UIDLS_MAX), each checked. */
+int store_check_uidls(const char *const *uidls, size_t n, struct err *e);
+/* The webhooks of one `what` ("message", "event"): at most
+ * STORE_WEBHOOKS_MAX, each a name, none twice. */
+int store_check_webhooks(const char *what, const char *const *webhooks, size_t n, struct err *e);
+/* store_event_add's and store_account_event_once's arguments. */
+int store_check_event(const char *account, const char *type, const char *data,
+                      const char *const *webhooks, size_t n, struct err *e);
+int store_check_instance(const struct store_instance *in, struct err *e);
+int store_check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e);
+int store_check_flow(const char *flow, struct err *e);
+/* store_delivery_record's owner, status and attempt. */
+int store_check_record(const char *owner, const struct store_attempt *a,
+                       enum store_dstatus status, struct err *e);
+/* A delivery id's message body is gone: it cannot be retried (ERR_USAGE); -1. */
+int store_err_body_purged(int64_t id, struct err *e);
+/* Only a failed or dead delivery can be dropped or retried: 0, or -1 with
+ * *e (ERR_USAGE) naming delivery id, its status cur and verb ("drop",
+ * "dropped"). */
+int store_check_settled(const char *verb, const char *done_verb, int64_t id,
+                        enum store_dstatus cur, struct err *e);
+/* store_delivery_retry_bulk's arguments. */
+int store_check_retry_bulk(const char *webhook, enum store_dstatus status, size_t max,
+                           struct err *e);
+/* A delivery list cursor ("c<id>"; empty or NULL: from the newest). */
+int store_cursor_parse(const char *cursor, int64_t *before, struct err *e);
+/* The first checks of the store calls named (as every backend makes them). */
+int store_check_account_uidls(const char *account, const char *const *uidls, size_t n,
+                              struct err *e);
+/* store_delivery_list: also clears next_cursor and *e, and parses cursor into *before. */
+int store_check_list(const enum store_dstatus *status, const char *account, size_t limit,
+                     const char *cursor, char *next_cursor, int64_t *before, struct err *e);
+/* store_account_set: *state_len is in->state's length. */
+int store_check_account_state(const char *account, const struct store_account_state *in,
+                              size_t *state_len, struct err *e);
+int store_check_lease_due(const char *owner, const char *webhook, int64_t lease_ms, size_t max,
+                          struct err *e);
+/* what: "an OAuth2 grant", "a refresh"; flow NULL: none to check. */
+int store_check_tokens(const char *what, const char *account, const char *flow,
+                       const struct store_oauth2_tokens *t, struct err *e);
+int store_check_oauth2_lease(const char *account, const char *owner, int64_t lease_ms,
+                             bool create, const char *flow, struct err *e);
+/* store_stats_hourly: checks hours, zeroes out[] and sets each hour's start;
+ * *first is the first hour's number (ms / STORE_HOUR_MS). */
+int store_hours_init(int64_t now, size_t hours, struct store_hour *out, int64_t *first,
+                     struct err *e);
+/* store_webhook_stats: out zeroed (no latency: -1), webhook checked. */
+int store_webhook_stats_init(const char *webhook, struct store_webhook_stats *out, struct err *e);
+/* Whether meta asks for a duplicate check; then *since is where its window starts. */
+bool store_dedupe_since(const struct store_msg_meta *meta, int64_t now, int64_t *since);
+/* A new random event key (STORE_KEY_HEX hex digits and a NUL) into key. */
+int store_new_event_key(char *key, struct err *e);
 
 #endif

@@ -1,6 +1,9 @@
 /*
  * store_pg — the store (include/store.h) on PostgreSQL, through libpq, so
- * that several bridge instances share one state.
+ * that several bridge instances share one state.  This file holds the
+ * schema, the pool, statements, transactions, setup / open / close and the
+ * ops table; the other areas are in store_pg_{msg,dlv,acct}.c
+ * (bridge/store_pg_impl.h lists them).
  *
  * Connections: one pool per process (store_setup), at most `pool`
  * connections, made on demand.  A struct store is a light handle: each call
@@ -36,6 +39,7 @@
  */
 #include "store.h"
 #include "store_impl.h"
+#include "store_pg_impl.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -55,8 +59,6 @@
 #include "codec.h"
 #include "spool.h"
 
-#define PATH_BYTES 4096
-#define PQ_PARAMS_MAX 16               /* parameters of one statement */
 #define PG_CONNECT_TIMEOUT_S "10"      /* libpq connect_timeout */
 #define PG_MIGRATE_LOCK 0x706f7033     /* advisory lock key ("pop3") */
 #define PG_TARGET_MAX 320
@@ -285,7 +287,7 @@ static int64_t mono_ms_now(void)
 
 /* A connection for this call; NULL with *e when the pool stays full for
  * STORE_BUSY_TIMEOUT_MS or a connection cannot be made. */
-static PGconn *pool_get(struct err *e)
+PGconn *pg_pool_get(struct err *e)
 {
     pthread_mutex_lock(&pool.mu);
     int64_t deadline = mono_ms_now() + STORE_BUSY_TIMEOUT_MS;
@@ -347,7 +349,7 @@ static PGconn *pool_get(struct err *e)
 }
 
 /* Give a connection back; one left in a transaction or broken is closed. */
-static void pool_put(PGconn *c)
+void pg_pool_put(PGconn *c)
 {
     if (!c)
         return;
@@ -372,30 +374,21 @@ static void pool_put(PGconn *c)
 
 /* ---- statements --------------------------------------------------------- */
 
-struct pq {
-    int n;
-    const char *v[PQ_PARAMS_MAX];
-    int len[PQ_PARAMS_MAX];
-    int fmt[PQ_PARAMS_MAX];
-    char num[PQ_PARAMS_MAX][24];
-    char *owned[PQ_PARAMS_MAX];
-};
-
-static void pq_i64(struct pq *q, int64_t x)
+void pq_i64(struct pq *q, int64_t x)
 {
     snprintf(q->num[q->n], sizeof q->num[q->n], "%" PRId64, x);
     q->v[q->n] = q->num[q->n];
     q->n++;
 }
 
-static void pq_null(struct pq *q)
+void pq_null(struct pq *q)
 {
     q->v[q->n++] = NULL;
 }
 
 /* Text, at most max bytes (cut at a UTF-8 boundary), made valid UTF-8;
  * NULL stays NULL (SQL NULL). */
-static void pq_trunc(struct pq *q, const char *s, size_t max)
+void pq_trunc(struct pq *q, const char *s, size_t max)
 {
     if (!s) {
         pq_null(q);
@@ -416,12 +409,12 @@ static void pq_trunc(struct pq *q, const char *s, size_t max)
     q->v[q->n++] = v;
 }
 
-static void pq_text(struct pq *q, const char *s)
+void pq_text(struct pq *q, const char *s)
 {
     pq_trunc(q, s, SIZE_MAX - 1);
 }
 
-static void pq_bin(struct pq *q, const void *p, size_t len)
+void pq_bin(struct pq *q, const void *p, size_t len)
 {
     if (!p) {
         pq_null(q);
@@ -433,41 +426,12 @@ static void pq_bin(struct pq *q, const void *p, size_t len)
     q->n++;
 }
 
-static void pq_free(struct pq *q)
+void pq_free(struct pq *q)
 {
     for (int i = 0; i < q->n; i++)
         g_free(q->owned[i]);
     q->n = 0;
 }
-
-struct store {
-    struct store_hdr hdr;       /* first: store_pg_ops */
-    char dir[PATH_BYTES];       /* state_dir, for spool files */
-    PGconn *bc;                 /* the batch's connection, once it wrote */
-    bool batch;                 /* store_batch_begin called */
-    bool batch_lost;            /* the batch's transaction failed */
-    char sqlstate[6];           /* of the last failed statement */
-};
-
-struct store_msg {
-    struct store_hdr hdr;
-    struct store *st;
-    char account[STORE_NAME_MAX + 1];
-    char uidl[STORE_UIDL_MAX + 1];
-    struct spool sp;
-    EVP_MD_CTX *sha;
-    bool failed;
-};
-
-struct store_body {
-    struct store_hdr hdr;
-    int64_t id;
-    uint64_t size;
-    uint32_t chunk_size;
-    int64_t cached_seq;         /* -1: none */
-    unsigned char *chunk;       /* the cached chunk */
-    size_t chunk_len;
-};
 
 static int pgerr(struct store *st, PGresult *r, PGconn *c, struct err *e, const char *op)
 {
@@ -482,8 +446,8 @@ static int pgerr(struct store *st, PGresult *r, PGconn *c, struct err *e, const 
 
 /* Run sql with q's parameters (freed); the result when it succeeded (rows or
  * command), else NULL with *e. */
-static PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
-                        struct err *e, const char *op)
+PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
+                 struct err *e, const char *op)
 {
     struct pq none = {0};
     if (!q)
@@ -499,8 +463,8 @@ static PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq 
 }
 
 /* Run and discard the result; *changes (may be NULL) gets the row count. */
-static int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
-                  struct err *e, const char *op)
+int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
+           struct err *e, const char *op)
 {
     PGresult *r = pq_run(st, c, sql, q, 0, e, op);
     if (!r)
@@ -513,14 +477,14 @@ static int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, in
     return 0;
 }
 
-static int64_t g64(PGresult *r, int row, int col)
+int64_t pg_g64(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return 0;
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static void gstr(PGresult *r, int row, int col, char *dst, size_t size)
+void pg_gstr(PGresult *r, int row, int col, char *dst, size_t size)
 {
     const char *t = PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col);
     size_t n = strlen(t);
@@ -536,9 +500,8 @@ static void gstr(PGresult *r, int row, int col, char *dst, size_t size)
 /* Each row of sql, one at a time (single-row mode: a large result never sits
  * whole in memory); row returns 0 to go on or -1 to stop (then the rest is
  * drained and -1 returned).  rfmt 1: binary results. */
-typedef int (*row_fn)(void *ctx, PGresult *r, struct err *e);
-static int pq_each(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
-                   row_fn fn, void *ctx, struct err *e, const char *op)
+int pq_each(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
+            row_fn fn, void *ctx, struct err *e, const char *op)
 {
     struct pq none = {0};
     if (!q)
@@ -568,22 +531,47 @@ static int pq_each(struct store *st, PGconn *c, const char *sql, struct pq *q, i
 /* ---- transactions and connections ---------------------------------------- */
 
 /* The connection for a read: the batch's if it has one, else a pooled one. */
-static PGconn *conn_get(struct store *st, struct err *e)
+PGconn *pg_conn_get(struct store *st, struct err *e)
 {
-    return st->bc ? st->bc : pool_get(e);
+    return st->bc ? st->bc : pg_pool_get(e);
 }
 
-static void conn_put(struct store *st, PGconn *c)
+void pg_conn_put(struct store *st, PGconn *c)
 {
     if (c && c != st->bc)
-        pool_put(c);
+        pg_pool_put(c);
+}
+
+/* The first row of sql, read into out by read: 0, STORE_NOTFOUND when there
+ * is none, or -1 with *e.  c NULL: a connection of the store's for this one
+ * statement. */
+int pq_one(struct store *st, PGconn *c, const char *sql, struct pq *q, row_read_fn read,
+           void *out, struct err *e, const char *op)
+{
+    PGconn *own = c ? NULL : pg_conn_get(st, e);
+    if (!c && !own) {
+        pq_free(q);
+        return -1;
+    }
+    PGresult *r = pq_run(st, c ? c : own, sql, q, 0, e, op);
+    if (own)
+        pg_conn_put(st, own);
+    if (!r)
+        return -1;
+    int rv = STORE_NOTFOUND;
+    if (PQntuples(r) > 0) {
+        read(r, 0, out);
+        rv = 0;
+    }
+    PQclear(r);
+    return rv;
 }
 
 /* Begin a write: a transaction on a pooled connection, or a savepoint in the
  * batch's transaction.  The connection, or NULL with *e.  It ends with
- * tx_commit, or tx_rollback (also after a tx_commit that failed: that one
+ * tx_commit, or pg_tx_rollback (also after a tx_commit that failed: that one
  * kept the connection). */
-static PGconn *tx_begin(struct store *st, struct err *e, const char *op)
+PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
 {
     if (st->batch) {
         if (st->batch_lost) {
@@ -592,25 +580,25 @@ static PGconn *tx_begin(struct store *st, struct err *e, const char *op)
             return NULL;
         }
         if (!st->bc) {
-            if (!(st->bc = pool_get(e)))
+            if (!(st->bc = pg_pool_get(e)))
                 return NULL;
             if (pq_cmd(st, st->bc, "BEGIN", NULL, NULL, e, op) < 0) {
-                pool_put(st->bc);
+                pg_pool_put(st->bc);
                 st->bc = NULL;
                 return NULL;
             }
         }
         return pq_cmd(st, st->bc, "SAVEPOINT w", NULL, NULL, e, op) < 0 ? NULL : st->bc;
     }
-    PGconn *c = pool_get(e);
+    PGconn *c = pg_pool_get(e);
     if (c && pq_cmd(st, c, "BEGIN", NULL, NULL, e, op) < 0) {
-        pool_put(c);
+        pg_pool_put(c);
         return NULL;
     }
     return c;
 }
 
-static int tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
+int pg_tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
 {
     if (st->batch && c == st->bc) {
         if (pq_cmd(st, c, "RELEASE w", NULL, NULL, e, op) < 0) {
@@ -621,11 +609,11 @@ static int tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
     }
     if (pq_cmd(st, c, "COMMIT", NULL, NULL, e, op) < 0)
         return -1; /* the connection stays the caller's: tx_rollback gives it back */
-    pool_put(c);
+    pg_pool_put(c);
     return 0;
 }
 
-static void tx_rollback(struct store *st, PGconn *c)
+void pg_tx_rollback(struct store *st, PGconn *c)
 {
     if (!c)
         return;
@@ -638,10 +626,10 @@ static void tx_rollback(struct store *st, PGconn *c)
     }
     PGresult *r = PQexec(c, "ROLLBACK");
     PQclear(r);
-    pool_put(c);
+    pg_pool_put(c);
 }
 
-static int pg_batch_begin(struct store *st, struct err *e)
+int pg_batch_begin(struct store *st, struct err *e)
 {
     if (st->batch)
         return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
@@ -650,7 +638,7 @@ static int pg_batch_begin(struct store *st, struct err *e)
     return 0;
 }
 
-static int pg_batch_commit(struct store *st, struct err *e)
+int pg_batch_commit(struct store *st, struct err *e)
 {
     if (!st->batch)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
@@ -669,18 +657,18 @@ static int pg_batch_commit(struct store *st, struct err *e)
     } else if (c) {
         r = pq_cmd(st, c, "COMMIT", NULL, NULL, e, "batch commit");
     }
-    pool_put(c);
+    pg_pool_put(c);
     return r;
 }
 
-static void pg_batch_rollback(struct store *st)
+void pg_batch_rollback(struct store *st)
 {
     if (!st || !st->batch)
         return;
     if (st->bc) {
         PGresult *x = PQexec(st->bc, "ROLLBACK");
         PQclear(x);
-        pool_put(st->bc);
+        pg_pool_put(st->bc);
     }
     st->bc = NULL;
     st->batch = st->batch_lost = false;
@@ -701,7 +689,7 @@ static int pg_schema_version_c(struct store *st, PGconn *c, struct err *e)
     if (!(r = pq_run(st, c, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, 0, e,
                      "schema version")))
         return -1;
-    int v = (int)g64(r, 0, 0);
+    int v = (int)pg_g64(r, 0, 0);
     PQclear(r);
     return v;
 }
@@ -844,29 +832,29 @@ int store_pg_setup(const struct store_target *t, struct err *e)
         return err_set(e, ERR_INTERNAL, "store: out of memory");
     }
     target_name(NULL, t->url);
-    PGconn *c = pool_get(e);
+    PGconn *c = pg_pool_get(e);
     if (!c) {
         store_pg_teardown();
         return -1;
     }
     target_name(c, NULL);
     if (migrate(c, e) < 0) {
-        pool_put(c);
+        pg_pool_put(c);
         store_pg_teardown();
         return -1;
     }
-    pool_put(c);
+    pg_pool_put(c);
     return 0;
 }
 
 struct pg_conn *store_pg_borrow(struct err *e)
 {
-    return pool_get(e);
+    return pg_pool_get(e);
 }
 
 void store_pg_return(struct pg_conn *c)
 {
-    pool_put(c);
+    pg_pool_put(c);
 }
 
 const char *store_pg_target_name(void)
@@ -899,9 +887,9 @@ struct store *store_pg_open(const char *state_dir, struct err *e)
         return NULL;
     }
     /* the schema was migrated by store_setup; check it is still ours */
-    PGconn *c = pool_get(e);
+    PGconn *c = pg_pool_get(e);
     int v = c ? pg_schema_version_c(st, c, e) : -1;
-    pool_put(c);
+    pg_pool_put(c);
     if (v != STORE_SCHEMA_VERSION) {
         if (v > STORE_SCHEMA_VERSION)
             newer_schema(v, e);
@@ -915,7 +903,7 @@ struct store *store_pg_open(const char *state_dir, struct err *e)
     return st;
 }
 
-static void pg_close(struct store *st)
+void pg_close(struct store *st)
 {
     if (!st)
         return;
@@ -923,2331 +911,12 @@ static void pg_close(struct store *st)
     free(st);
 }
 
-static int pg_schema_version(struct store *st, struct err *e)
+int pg_schema_version(struct store *st, struct err *e)
 {
-    PGconn *c = conn_get(st, e);
+    PGconn *c = pg_conn_get(st, e);
     int v = c ? pg_schema_version_c(st, c, e) : -1;
-    conn_put(st, c);
+    pg_conn_put(st, c);
     return v;
-}
-
-/* ---- UIDLs ------------------------------------------------------------- */
-
-#define UIDL_CHUNK 4096 /* UIDLs per statement in the list calls */
-
-/* A PostgreSQL array literal of uidls[0..n) ({"a","b"}), malloc'd. */
-static char *array_lit(const char *const *v, size_t n, struct err *e)
-{
-    GString *g = g_string_sized_new(n * 16 + 2);
-    g_string_append_c(g, '{');
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            g_string_append_c(g, ',');
-        g_string_append_c(g, '"');
-        for (const char *p = v[i]; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                g_string_append_c(g, '\\');
-            g_string_append_c(g, *p);
-        }
-        g_string_append_c(g, '"');
-    }
-    g_string_append_c(g, '}');
-    (void)e;
-    return g_string_free(g, FALSE);
-}
-
-static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
-{
-    if (n > STORE_UIDLS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu UIDLs in one call, over STORE_UIDLS_MAX (%d)", n,
-                       STORE_UIDLS_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (store_check_uidl(uidls[i], e) < 0)
-            return -1;
-    return 0;
-}
-
-/* Run sql once per UIDL_CHUNK uidls: $1 account, $2 the array, $3 arg. */
-static int uidl_chunks(struct store *st, PGconn *c, const char *sql, const char *account,
-                       const char *const *uidls, size_t n, const int64_t *arg, int64_t *changes,
-                       struct err *e, const char *op)
-{
-    if (changes)
-        *changes = 0;
-    for (size_t i = 0; i < n; i += UIDL_CHUNK) {
-        size_t k = n - i < UIDL_CHUNK ? n - i : UIDL_CHUNK;
-        char *lit = array_lit(uidls + i, k, e);
-        struct pq q = {0};
-        if (account)
-            pq_text(&q, account);
-        q.v[q.n++] = lit;
-        if (arg)
-            pq_i64(&q, *arg);
-        int64_t ch = 0;
-        int r = pq_cmd(st, c, sql, &q, &ch, e, op);
-        g_free(lit);
-        if (r < 0)
-            return -1;
-        if (changes)
-            *changes += ch;
-    }
-    return 0;
-}
-
-struct uidl_rows {
-    store_uidl_cb cb;
-    void *ctx;
-};
-
-static int uidl_row(void *ctx, PGresult *r, struct err *e)
-{
-    struct uidl_rows *u = ctx;
-    return u->cb(u->ctx, PQgetvalue(r, 0, 0), (enum store_uidl_state)g64(r, 0, 1), g64(r, 0, 2),
-                 e);
-}
-
-static int pg_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
-                         struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    err_clear(e);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    struct uidl_rows u = {cb, ctx};
-    int r = pq_each(st, c, "SELECT uidl, state, message_id FROM uidls WHERE account = $1", &q, 0,
-                    uidl_row, &u, e, "list UIDLs");
-    conn_put(st, c);
-    return r;
-}
-
-static int pg_uidl_get(struct store *st, const char *account, const char *uidl,
-                       enum store_uidl_state *state, int64_t *msg_id, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, uidl);
-    PGresult *r = pq_run(st, c, "SELECT state, message_id FROM uidls WHERE account = $1 AND uidl = $2",
-                         &q, 0, e, "get UIDL");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        *state = (enum store_uidl_state)g64(r, 0, 0);
-        if (msg_id)
-            *msg_id = g64(r, 0, 1);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-static int pg_uidls_record_ignored(struct store *st, const char *account,
-                                   const char *const *uidls, size_t n, int64_t now,
-                                   struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    const char *op = "record ignored UIDLs";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    if (uidl_chunks(st, c,
-                    "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-                    " SELECT $1, u, 0, NULL, $3 FROM unnest($2::text[]) u"
-                    " ON CONFLICT DO NOTHING",
-                    account, uidls, n, &now, NULL, e, op) < 0 ||
-        tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    return 0;
-}
-
-static int pg_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
-                              int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
-                              struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    err_clear(e);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_i64(&q, delete_delivered ? 1 : 0);
-    pq_i64(&q, delete_after_ms > 0 ? delete_after_ms : 0);
-    pq_i64(&q, now);
-    struct uidl_rows u = {cb, ctx};
-    int r = pq_each(st, c,
-                    "SELECT u.uidl, u.state, u.message_id FROM uidls u"
-                    " JOIN messages m ON m.id = u.message_id"
-                    " WHERE u.account = $1 AND u.state = 2 AND m.kind = 'message'"
-                    " AND ($2::int = 1 OR ($3::bigint > 0 AND m.received_at <= $4::bigint - $3::bigint))"
-                    " AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                    "   WHERE d.message_id = u.message_id AND d.status NOT IN (1, 4))",
-                    &q, 0, uidl_row, &u, e, "list deletable UIDLs");
-    conn_put(st, c);
-    return r;
-}
-
-static int pg_uidls_mark_deleted(struct store *st, const char *account,
-                                 const char *const *uidls, size_t n, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    const char *op = "mark UIDLs deleted";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    if (uidl_chunks(st, c,
-                    "UPDATE uidls SET state = 3 WHERE account = $1 AND uidl = ANY($2::text[])",
-                    account, uidls, n, NULL, NULL, e, op) < 0 ||
-        tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    return 0;
-}
-
-static int pg_uidls_forget_vanished(struct store *st, const char *account,
-                                    const char *const *listed, size_t n, int64_t *forgotten,
-                                    struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_uidl_list(listed, n, e) < 0)
-        return -1;
-    const char *op = "forget vanished UIDLs";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    int64_t count = 0;
-    if (pq_cmd(st, c,
-               "CREATE TEMP TABLE IF NOT EXISTS listed(uidl text PRIMARY KEY)"
-               " ON COMMIT DELETE ROWS", NULL, NULL, e, op) < 0 ||
-        pq_cmd(st, c, "DELETE FROM listed", NULL, NULL, e, op) < 0 ||
-        uidl_chunks(st, c,
-                    "INSERT INTO listed SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", NULL,
-                    listed, n, NULL, NULL, e, op) < 0 ||
-        pq_cmd(st, c,
-               "DELETE FROM uidls WHERE account = $1 AND state <> 1"
-               " AND uidl NOT IN (SELECT uidl FROM listed)"
-               " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
-               "   WHERE d.message_id = uidls.message_id AND d.status NOT IN (1, 4)))",
-               &q, &count, e, op) < 0 ||
-        pq_cmd(st, c, "DELETE FROM listed", NULL, NULL, e, op) < 0 ||
-        tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (forgotten)
-        *forgotten = count;
-    return 0;
-}
-
-/* ---- storing a message ------------------------------------------------- */
-
-static void pg_msg_abort(struct store_msg *m)
-{
-    if (!m)
-        return;
-    spool_free(&m->sp);
-    EVP_MD_CTX_free(m->sha);
-    free(m);
-}
-
-static uint64_t pg_msg_size(const struct store_msg *m)
-{
-    return m ? m->sp.size : 0;
-}
-
-static int pg_msg_begin(struct store *st, const char *account, const char *uidl,
-                        struct store_msg **out, struct err *e)
-{
-    *out = NULL;
-    if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
-        return -1;
-    struct store_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    m->hdr.ops = &store_pg_ops;
-    m->st = st;
-    memcpy(m->account, account, strlen(account) + 1);
-    memcpy(m->uidl, uidl, strlen(uidl) + 1);
-    spool_init(&m->sp, st->dir, STORE_SPOOL_MEM_MAX, 0);
-    m->sha = EVP_MD_CTX_new();
-    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
-        pg_msg_abort(m);
-        return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
-    }
-    *out = m;
-    return 0;
-}
-
-static int pg_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message write after an earlier error");
-    if (len == 0)
-        return 0;
-    if (len > STORE_MSG_MAX || m->sp.size + len > STORE_MSG_MAX) {
-        m->failed = true;
-        return err_set(e, ERR_LIMIT,
-                       "store: message for account %s is larger than STORE_MSG_MAX (%llu bytes)",
-                       m->account, (unsigned long long)STORE_MSG_MAX);
-    }
-    if (EVP_DigestUpdate(m->sha, data, len) != 1) {
-        m->failed = true;
-        return err_set(e, ERR_INTERNAL, "store: SHA-256 update failed");
-    }
-    if (spool_write(&m->sp, data, len, e) < 0) {
-        m->failed = true;
-        err_prefix(e, "store: spool");
-        return -1;
-    }
-    return 0;
-}
-
-/* The body's chunks, STORE_IO_CHUNK bytes each, from memory or the spool
- * file: one INSERT per chunk, so the whole body is never in memory. */
-static int body_insert(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
-                       struct err *e)
-{
-    const char *op = "store message body";
-    struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, (int64_t)m->sp.size);
-    pq_i64(&q, STORE_IO_CHUNK);
-    if (pq_cmd(st, c, "INSERT INTO bodies(message_id, size, chunk_size) VALUES ($1, $2, $3)", &q,
-               NULL, e, op) < 0)
-        return -1;
-    unsigned char *buf = m->sp.fd >= 0 ? malloc(STORE_IO_CHUNK) : NULL;
-    if (m->sp.fd >= 0 && !buf)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    int r = 0;
-    int64_t seq = 0;
-    for (uint64_t off = 0; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
-        size_t want = m->sp.size - off < STORE_IO_CHUNK ? (size_t)(m->sp.size - off) : STORE_IO_CHUNK;
-        const void *p;
-        if (m->sp.fd < 0) {
-            p = m->sp.mem + off;
-        } else {
-            size_t got = 0;
-            while (got < want) {
-                ssize_t k = pread(m->sp.fd, buf + got, want - got, (off_t)(off + got));
-                if (k < 0 && errno == EINTR)
-                    continue;
-                if (k <= 0) {
-                    r = err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s",
-                                st->dir, k < 0 ? strerror(errno) : "unexpected end of file");
-                    break;
-                }
-                got += (size_t)k;
-            }
-            if (r < 0)
-                break;
-            p = buf;
-        }
-        pq_i64(&q, id);
-        pq_i64(&q, seq);
-        pq_bin(&q, p, want);
-        if ((r = pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
-                        &q, NULL, e, op)) < 0)
-            break;
-    }
-    free(buf);
-    return r;
-}
-
-/* A new random event key (STORE_KEY_HEX hex digits) into key. */
-static int new_event_key(char *key, struct err *e)
-{
-    unsigned char rnd[STORE_KEY_HEX / 2];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
-    codec_hex_encode(rnd, sizeof rnd, key);
-    return 0;
-}
-
-static int pg_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd,
-                       struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
-    *mem = m->sp.fd >= 0 ? NULL : m->sp.mem;
-    *len = m->sp.fd >= 0 ? (size_t)m->sp.size : m->sp.len;
-    *fd = m->sp.fd;
-    return 0;
-}
-
-/* The first message of account with this Message-ID stored since `since`
- * (not itself a duplicate): its id, or 0.  The account's poll is the only
- * writer of its messages (account leases), so no lock is needed. */
-static int find_duplicate(struct store *st, PGconn *c, const char *account,
-                          const char *message_id, int64_t since, int64_t *dup, struct err *e)
-{
-    *dup = 0;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_trunc(&q, message_id, STORE_META_MAX); /* as it was stored */
-    pq_i64(&q, since);
-    PGresult *r = pq_run(st, c,
-                         "SELECT id FROM messages WHERE account = $1 AND message_id_hdr = $2"
-                         " AND received_at >= $3 AND duplicate_of IS NULL ORDER BY id LIMIT 1",
-                         &q, 0, e, "find duplicate");
-    if (!r)
-        return -1;
-    if (PQntuples(r) > 0)
-        *dup = g64(r, 0, 0);
-    PQclear(r);
-    return 0;
-}
-
-static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
-                     const struct store_msg_meta *meta, const char *const *webhooks,
-                     size_t n_webhooks, int64_t now, const char *sha_hex, int64_t *id_out,
-                     int64_t *dup_out, struct err *e)
-{
-    const char *op = "store message";
-    char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
-        return -1;
-    int64_t dup = 0;
-    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
-        find_duplicate(st, c, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup,
-                       e) < 0)
-        return -1;
-    if (dup)
-        n_webhooks = 0; /* recorded, not delivered: done at once */
-    *dup_out = dup;
-    /* the UIDL first: a known one is refused before anything is written */
-    struct pq q = {0};
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
-    pq_i64(&q, now);
-    int64_t ins = 0;
-    if (pq_cmd(st, c,
-               "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-               " VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING",
-               &q, &ins, e, op) < 0)
-        return -1;
-    if (ins == 0)
-        return err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, (int64_t)m->sp.size);
-    pq_text(&q, sha_hex);
-    pq_i64(&q, now);
-    pq_trunc(&q, meta ? meta->subject : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->from : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->message_id : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->date : NULL, STORE_META_MAX);
-    if (n_webhooks == 0)
-        pq_i64(&q, now);
-    else
-        pq_null(&q);
-    pq_text(&q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
-    pq_i64(&q, meta ? (int64_t)meta->declared_size : 0);
-    pq_text(&q, key);
-    if (dup)
-        pq_i64(&q, dup);
-    else
-        pq_null(&q);
-    PGresult *r = pq_run(st, c,
-                         "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
-                         " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
-                         " event_key, duplicate_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-                         " $10, $11, $12, $13, $14) RETURNING id",
-                         &q, 0, e, op);
-    if (!r)
-        return -1;
-    int64_t id = g64(r, 0, 0);
-    PQclear(r);
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, id);
-    if (pq_cmd(st, c, "UPDATE uidls SET message_id = $3 WHERE account = $1 AND uidl = $2", &q,
-               NULL, e, op) < 0 ||
-        body_insert(st, c, m, id, e) < 0)
-        return -1;
-    for (size_t i = 0; i < n_webhooks; i++) {
-        pq_i64(&q, id);
-        pq_text(&q, m->account);
-        pq_text(&q, webhooks[i]);
-        pq_i64(&q, now);
-        if (pq_cmd(st, c,
-                   "INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
-                   " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, $4, $4, $4)",
-                   &q, NULL, e, op) < 0)
-            return -1;
-    }
-    *id_out = id;
-    return 0;
-}
-
-static int pg_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                         const char *const *webhooks, size_t n_webhooks, int64_t now,
-                         struct store_msg_result *res, struct err *e)
-{
-    struct store *st = m->st;
-    int r = -1;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
-        goto out;
-    }
-    if (n_webhooks > STORE_WEBHOOKS_MAX) {
-        err_set(e, ERR_LIMIT, "store: %zu webhooks for one message, over STORE_WEBHOOKS_MAX (%d)",
-                n_webhooks, STORE_WEBHOOKS_MAX);
-        goto out;
-    }
-    for (size_t i = 0; i < n_webhooks; i++) {
-        if (store_check_name("webhook", webhooks[i], e) < 0)
-            goto out;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0) {
-                err_set(e, ERR_USAGE, "store: webhook %s is listed twice", webhooks[i]);
-                goto out;
-            }
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    char hex[STORE_SHA256_HEX + 1];
-    codec_hex_encode(md, 32, hex);
-    int64_t id = 0, dup = 0;
-    PGconn *c = tx_begin(st, e, "store message");
-    if (!c)
-        goto out;
-    if (finish_tx(st, c, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
-        tx_commit(st, c, e, "store message") < 0) {
-        tx_rollback(st, c);
-        goto out;
-    }
-    if (res) {
-        res->id = id;
-        res->duplicate_of = dup;
-        res->size = m->sp.size;
-        memcpy(res->sha256, hex, sizeof hex);
-    }
-    r = 0;
-out:
-    pg_msg_abort(m);
-    return r;
-}
-
-/* ---- reading a message ------------------------------------------------- */
-
-#define MSG_COLS                                                                        \
-    "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"               \
-    " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"             \
-    " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages "
-
-static void msg_row(PGresult *r, int i, struct store_msg_info *out)
-{
-    memset(out, 0, sizeof *out);
-    out->id = g64(r, i, 0);
-    gstr(r, i, 1, out->account, sizeof out->account);
-    gstr(r, i, 2, out->uidl, sizeof out->uidl);
-    out->size = (uint64_t)g64(r, i, 3);
-    gstr(r, i, 4, out->sha256, sizeof out->sha256);
-    out->received_at = g64(r, i, 5);
-    out->delivered_at = g64(r, i, 6);
-    out->body_purged_at = g64(r, i, 7);
-    gstr(r, i, 8, out->subject, sizeof out->subject);
-    gstr(r, i, 9, out->from, sizeof out->from);
-    gstr(r, i, 10, out->message_id, sizeof out->message_id);
-    gstr(r, i, 11, out->date, sizeof out->date);
-    gstr(r, i, 12, out->kind, sizeof out->kind);
-    out->declared_size = (uint64_t)g64(r, i, 13);
-    gstr(r, i, 14, out->key, sizeof out->key);
-    out->duplicate_of = g64(r, i, 15);
-}
-
-static int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
-{
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, MSG_COLS "WHERE id = $1", &q, 0, e, "get message");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        msg_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-/* Size and chunk size of message id's body; STORE_NOTFOUND if none. */
-static int body_info(struct store *st, PGconn *c, int64_t id, uint64_t *size, uint32_t *chunk,
-                     struct err *e)
-{
-    struct pq q = {0};
-    pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, "SELECT size, chunk_size FROM bodies WHERE message_id = $1", &q, 0,
-                         e, "get body length");
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        *size = (uint64_t)g64(r, 0, 0);
-        if (chunk)
-            *chunk = (uint32_t)g64(r, 0, 1);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-struct sink_rows {
-    store_sink_cb sink;
-    void *ctx;
-};
-
-static int chunk_row(void *ctx, PGresult *r, struct err *e)
-{
-    struct sink_rows *s = ctx;
-    int n = PQgetlength(r, 0, 0);
-    if (n <= 0)
-        return 0;
-    return s->sink(s->ctx, PQgetvalue(r, 0, 0), (size_t)n, e);
-}
-
-static int pg_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
-                         struct err *e)
-{
-    err_clear(e);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    uint64_t size;
-    int r = body_info(st, c, id, &size, NULL, e);
-    if (r == 0) {
-        struct pq q = {0};
-        pq_i64(&q, id);
-        struct sink_rows s = {sink, ctx};
-        r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
-                    1, chunk_row, &s, e, "read body");
-    }
-    conn_put(st, c);
-    return r;
-}
-
-static int pg_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
-                        struct err *e)
-{
-    *out = NULL;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    uint64_t len = 0;
-    uint32_t chunk = 0;
-    int r = body_info(st, c, id, &len, &chunk, e);
-    conn_put(st, c);
-    if (r != 0)
-        return r;
-    struct store_body *b = calloc(1, sizeof *b);
-    if (!b)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    b->hdr.ops = &store_pg_ops;
-    b->id = id;
-    b->size = len;
-    b->chunk_size = chunk ? chunk : STORE_IO_CHUNK;
-    b->cached_seq = -1;
-    if (size)
-        *size = len;
-    *out = b;
-    return 0;
-}
-
-/* Up to len bytes at offset from the one chunk holding offset. */
-static int body_read_chunk(struct store_body *b, uint64_t offset, void *buf, size_t len,
-                           size_t *got, struct err *e)
-{
-    *got = 0;
-    int64_t seq = (int64_t)(offset / b->chunk_size);
-    if (seq != b->cached_seq) {
-        PGconn *c = pool_get(e);
-        if (!c)
-            return -1;
-        struct pq q = {0};
-        pq_i64(&q, b->id);
-        pq_i64(&q, seq);
-        PGresult *r = pq_run(NULL, c, "SELECT data FROM body_chunks WHERE message_id = $1 AND seq = $2",
-                             &q, 1, e, "read body");
-        pool_put(c);
-        if (!r)
-            return -1;
-        if (PQntuples(r) == 0) {
-            PQclear(r);
-            char idbuf[STORE_ID_MAX];
-            return err_set(e, ERR_INTERNAL, "store: read body of %s: it was purged",
-                           store_msg_id_format(b->id, idbuf));
-        }
-        size_t n = (size_t)PQgetlength(r, 0, 0);
-        unsigned char *p = realloc(b->chunk, n ? n : 1);
-        if (!p) {
-            PQclear(r);
-            return err_set(e, ERR_INTERNAL, "store: out of memory");
-        }
-        memcpy(p, PQgetvalue(r, 0, 0), n);
-        PQclear(r);
-        b->chunk = p;
-        b->chunk_len = n;
-        b->cached_seq = seq;
-    }
-    uint64_t in = offset - (uint64_t)seq * b->chunk_size;
-    if (in >= b->chunk_len)
-        return 0;
-    size_t n = b->chunk_len - (size_t)in;
-    if (n > len)
-        n = len;
-    memcpy(buf, b->chunk + in, n);
-    *got = n;
-    return 0;
-}
-
-static int pg_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
-                        size_t *got, struct err *e)
-{
-    *got = 0;
-    while (*got < len && offset + *got < b->size) {
-        size_t n = 0;
-        if (body_read_chunk(b, offset + *got, (unsigned char *)buf + *got, len - *got, &n, e) < 0)
-            return -1;
-        if (n == 0)
-            break;
-        *got += n;
-    }
-    return 0;
-}
-
-static void pg_body_close(struct store_body *b)
-{
-    if (!b)
-        return;
-    free(b->chunk);
-    free(b);
-}
-
-static int pg_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
-                        struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    int64_t after = 0;
-    for (;;) {
-        PGconn *c = conn_get(st, e);
-        if (!c)
-            return -1;
-        struct pq q = {0};
-        pq_text(&q, account);
-        pq_i64(&q, after);
-        pq_i64(&q, STORE_EXPORT_PAGE);
-        PGresult *r = pq_run(st, c, MSG_COLS "WHERE account = $1 AND id > $2 ORDER BY id LIMIT $3",
-                             &q, 0, e, "list messages");
-        conn_put(st, c); /* no connection held while cb works */
-        if (!r)
-            return -1;
-        int n = PQntuples(r), rv = 0;
-        for (int i = 0; i < n && rv == 0; i++) {
-            struct store_msg_info m;
-            msg_row(r, i, &m);
-            after = m.id;
-            if (cb(ctx, &m, e) < 0)
-                rv = store_cb_stop(e);
-        }
-        PQclear(r);
-        if (rv < 0)
-            return -1;
-        if (n < STORE_EXPORT_PAGE)
-            return 0;
-    }
-}
-
-/* ---- deliveries -------------------------------------------------------- */
-
-#define D_FIELDS                                                                        \
-    "d.id, coalesce(d.message_id, 0), d.account, coalesce(m.uidl, ''), d.webhook,"     \
-    " d.status, d.attempts, d.created_at, d.updated_at, d.next_attempt_at,"            \
-    " d.delivered_at, d.last_http_status, d.last_error,"                               \
-    " coalesce(m.event_key, ev.event_key), d.lease_owner, d.lease_until,"              \
-    " coalesce(d.event_id, 0), coalesce(ev.type, '')"
-/* a delivery is of a message or of an event (schema 7) */
-#define D_JOINS                                                                         \
-    "LEFT JOIN messages m ON m.id = d.message_id LEFT JOIN events ev ON ev.id = d.event_id "
-#define D_COLS "SELECT " D_FIELDS " FROM deliveries d " D_JOINS
-
-static void delivery_row(PGresult *r, int i, struct store_delivery *d)
-{
-    memset(d, 0, sizeof *d);
-    d->id = g64(r, i, 0);
-    d->msg_id = g64(r, i, 1);
-    gstr(r, i, 2, d->account, sizeof d->account);
-    gstr(r, i, 3, d->uidl, sizeof d->uidl);
-    gstr(r, i, 4, d->webhook, sizeof d->webhook);
-    d->status = (enum store_dstatus)g64(r, i, 5);
-    d->attempts = (int)g64(r, i, 6);
-    d->created_at = g64(r, i, 7);
-    d->updated_at = g64(r, i, 8);
-    d->next_attempt_at = g64(r, i, 9);
-    d->delivered_at = g64(r, i, 10);
-    d->last_http_status = (int)g64(r, i, 11);
-    gstr(r, i, 12, d->last_error, sizeof d->last_error);
-    gstr(r, i, 13, d->msg_key, sizeof d->msg_key);
-    gstr(r, i, 14, d->lease_owner, sizeof d->lease_owner);
-    d->lease_until = g64(r, i, 15);
-    d->event_id = g64(r, i, 16);
-    gstr(r, i, 17, d->event_type, sizeof d->event_type);
-}
-
-static int pg_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
-                                 int64_t now, int64_t lease_ms, struct store_delivery *out,
-                                 size_t max, size_t *n, struct err *e)
-{
-    *n = 0;
-    if (store_check_owner(owner, e) < 0 ||
-        (webhook && store_check_name("webhook", webhook, e) < 0))
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
-    if (max > STORE_DUE_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
-                       max, STORE_DUE_MAX);
-    if (max == 0)
-        return 0;
-    const char *op = "lease due deliveries";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, now);
-    pq_i64(&q, (int64_t)max);
-    pq_text(&q, owner);
-    pq_i64(&q, now + lease_ms);
-    if (webhook)
-        pq_text(&q, webhook);
-    else
-        pq_null(&q);
-    /* SKIP LOCKED: rows another instance is leasing right now are not waited
-     * for, nor taken twice */
-    PGresult *r = pq_run(st, c,
-                         "WITH due AS (SELECT id FROM deliveries"
-                         "   WHERE status IN (0, 2) AND next_attempt_at <= $1 AND lease_until <= $1"
-                         "   AND ($5::text IS NULL OR webhook = $5)"
-                         "   AND webhook NOT IN (SELECT name FROM webhooks_disabled)"
-                         "   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                         " d AS (UPDATE deliveries x SET lease_owner = $3, lease_until = $4"
-                         "   FROM due WHERE x.id = due.id RETURNING x.*)"
-                         " SELECT " D_FIELDS " FROM d " D_JOINS
-                         " ORDER BY d.next_attempt_at, d.id",
-                         &q, 0, e, op);
-    if (!r || tx_commit(st, c, e, op) < 0) {
-        PQclear(r);
-        tx_rollback(st, c);
-        return -1;
-    }
-    int k = PQntuples(r);
-    for (int i = 0; i < k && (size_t)i < max; i++)
-        delivery_row(r, i, &out[i]);
-    *n = (size_t)k;
-    PQclear(r);
-    return 0;
-}
-
-/* One write statement in its own transaction (or the batch). */
-static int write1(struct store *st, const char *sql, struct pq *q, int64_t *changes,
-                  struct err *e, const char *op)
-{
-    PGconn *c = tx_begin(st, e, op);
-    if (!c) {
-        pq_free(q);
-        return -1;
-    }
-    int64_t ch = 0;
-    if (pq_cmd(st, c, sql, q, &ch, e, op) < 0 || tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (changes)
-        *changes = ch;
-    return 0;
-}
-
-static int pg_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                             int64_t *renewed, struct err *e)
-{
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: renew leases: lease_ms must be positive");
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, owner);
-    pq_i64(&q, now + lease_ms);
-    return write1(st, "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1", &q, renewed,
-                  e, "renew delivery leases");
-}
-
-static int pg_delivery_release(struct store *st, const char *owner, int64_t id,
-                               int64_t *released, struct err *e)
-{
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, owner);
-    pq_i64(&q, id);
-    return write1(st,
-                  "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
-                  " WHERE lease_owner = $1 AND ($2 = 0 OR id = $2)",
-                  &q, released, e, "release delivery leases");
-}
-
-static int attempt_insert(struct store *st, PGconn *c, int64_t id, const struct store_attempt *a,
-                          enum store_dstatus status, struct err *e)
-{
-    struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, a->started_at);
-    pq_i64(&q, a->duration_ms);
-    pq_i64(&q, a->http_status);
-    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);
-    pq_text(&q, a->outcome ? a->outcome : store_dstatus_name(status));
-    return pq_cmd(st, c,
-                  "INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
-                  " error, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
-                  &q, NULL, e, "record delivery attempt");
-}
-
-/* When none of message msg_id's deliveries is left to do (each delivered
- * or dropped): the message delivered at `end`, its UIDL "delivered".  The
- * message row is locked (delivery_lock): the last delivery of a message to
- * be recorded sees every other one's outcome.  An event's delivery (msg_id
- * 0) has no message. */
-static int msg_maybe_delivered(struct store *st, PGconn *c, int64_t msg_id, int64_t end,
-                               struct err *e, const char *op)
-{
-    if (msg_id <= 0)
-        return 0;
-    struct pq q = {0};
-    pq_i64(&q, msg_id);
-    pq_i64(&q, end);
-    if (pq_cmd(st, c,
-               "UPDATE messages SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL"
-               " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1"
-               "   AND status NOT IN (1, 4))",
-               &q, NULL, e, op) < 0)
-        return -1;
-    pq_i64(&q, msg_id);
-    return pq_cmd(st, c,
-                  "UPDATE uidls SET state = 2 WHERE message_id = $1 AND state = 1"
-                  " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1"
-                  "   AND status NOT IN (1, 4))",
-                  &q, NULL, e, op);
-}
-
-static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
-                     const struct store_attempt *a, enum store_dstatus status,
-                     int64_t next_attempt_at, struct err *e)
-{
-    const char *op = "record delivery attempt";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, status);
-    pq_i64(&q, status == STORE_D_FAILED ? next_attempt_at : 0);
-    pq_i64(&q, end);
-    pq_i64(&q, status == STORE_D_DELIVERED ? end : 0);
-    pq_i64(&q, a->http_status);
-    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);
-    if (pq_cmd(st, c,
-               "UPDATE deliveries SET status = $2, attempts = attempts + 1,"
-               " next_attempt_at = $3, updated_at = $4, delivered_at = $5,"
-               " last_http_status = $6, last_error = $7, lease_owner = NULL,"
-               " lease_until = 0 WHERE id = $1",
-               &q, NULL, e, op) < 0 ||
-        attempt_insert(st, c, id, a, status, e) < 0)
-        return -1;
-    if (status != STORE_D_DELIVERED)
-        return 0;
-    return msg_maybe_delivered(st, c, msg_id, end, e, op);
-}
-
-/* Lock delivery id and its message; read its status and lease.  0,
- * STORE_NOTFOUND or -1. */
-static int delivery_lock(struct store *st, PGconn *c, int64_t id, enum store_dstatus *status,
-                         int64_t *msg_id, char *owner, int64_t *until, struct err *e)
-{
-    struct pq q = {0};
-    pq_i64(&q, id);
-    /* the message first, as storing and purging take it; an event's
-     * delivery has none (the outer join's nullable side cannot be locked in
-     * the same statement) */
-    PGresult *r = pq_run(st, c,
-                         "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries"
-                         " WHERE id = $1) FOR UPDATE",
-                         &q, 0, e, "get delivery status");
-    if (!r)
-        return -1;
-    PQclear(r);
-    pq_i64(&q, id);
-    r = pq_run(st, c,
-               "SELECT status, coalesce(message_id, 0), lease_owner, lease_until"
-               " FROM deliveries WHERE id = $1 FOR UPDATE",
-               &q, 0, e, "get delivery status");
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        *status = (enum store_dstatus)g64(r, 0, 0);
-        *msg_id = g64(r, 0, 1);
-        if (owner)
-            gstr(r, 0, 2, owner, STORE_OWNER_MAX + 1);
-        if (until)
-            *until = g64(r, 0, 3);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-static int pg_delivery_record(struct store *st, const char *owner, int64_t id,
-                              const struct store_attempt *a, enum store_dstatus status,
-                              int64_t next_attempt_at, struct err *e)
-{
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE,
-                       "store: record delivery: new status must be delivered, failed or dead");
-    if (a->outcome && strlen(a->outcome) > STORE_OUTCOME_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: record delivery: outcome longer than STORE_OUTCOME_MAX (%d bytes)",
-                       STORE_OUTCOME_MAX);
-    const char *op = "record delivery attempt";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    enum store_dstatus cur = STORE_D_PENDING;
-    int64_t msg_id = 0, until = 0;
-    char holder[STORE_OWNER_MAX + 1] = "";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    int r = delivery_lock(st, c, id, &cur, &msg_id, holder, &until, e);
-    bool lost = r == 0 && ((cur != STORE_D_PENDING && cur != STORE_D_FAILED) ||
-                           (holder[0] && strcmp(holder, owner) != 0 && until > end));
-    if (r == 0 && lost) {
-        r = attempt_insert(st, c, id, a, status, e);
-        if (r == 0)
-            r = STORE_LEASE_LOST;
-    } else if (r == 0) {
-        r = record_tx(st, c, id, msg_id, a, status, next_attempt_at, e);
-    }
-    if (r >= 0 && r != STORE_NOTFOUND) {
-        if (tx_commit(st, c, e, op) < 0) {
-            tx_rollback(st, c);
-            return -1;
-        }
-        return r;
-    }
-    tx_rollback(st, c);
-    return r;
-}
-
-static int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
-{
-    char idbuf[STORE_ID_MAX];
-    const char *op = "retry delivery";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    enum store_dstatus cur = STORE_D_PENDING;
-    int64_t msg_id = 0;
-    uint64_t len;
-    int r = delivery_lock(st, c, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0 && msg_id > 0) {
-        int b = body_info(st, c, msg_id, &len, NULL, e);
-        if (b == STORE_NOTFOUND)
-            r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
-                        store_delivery_id_format(id, idbuf));
-        else
-            r = b;
-    }
-    if (r == 0) {
-        struct pq q = {0};
-        pq_i64(&q, id);
-        pq_i64(&q, now);
-        r = pq_cmd(st, c,
-                   "UPDATE deliveries SET status = 0, next_attempt_at = $2, updated_at = $2,"
-                   " lease_owner = NULL, lease_until = 0 WHERE id = $1",
-                   &q, NULL, e, op);
-    }
-    if (r == 0 && tx_commit(st, c, e, op) == 0)
-        return 0;
-    tx_rollback(st, c);
-    return r == 0 ? -1 : r;
-}
-
-struct attempt_rows {
-    store_attempt_cb cb;
-    void *ctx;
-};
-
-static int attempt_row(void *ctx, PGresult *r, struct err *e)
-{
-    struct attempt_rows *a = ctx;
-    struct store_attempt_row row = {
-        .started_at = g64(r, 0, 0),
-        .duration_ms = g64(r, 0, 1),
-        .http_status = (int)g64(r, 0, 2),
-        .error = PQgetvalue(r, 0, 3),
-        .outcome = PQgetvalue(r, 0, 4),
-    };
-    return a->cb(a->ctx, &row, e);
-}
-
-static int pg_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
-                           store_attempt_cb cb, void *ctx, struct err *e)
-{
-    err_clear(e);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    /* one snapshot: the delivery and its attempts agree */
-    bool own_tx = c != st->bc;
-    if (own_tx && pq_cmd(st, c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL, e,
-                         "get delivery") < 0) {
-        conn_put(st, c);
-        return -1;
-    }
-    struct pq q = {0};
-    pq_i64(&q, id);
-    PGresult *r = pq_run(st, c, D_COLS "WHERE d.id = $1", &q, 0, e, "get delivery");
-    int rv = r ? STORE_NOTFOUND : -1;
-    if (r && PQntuples(r) > 0) {
-        delivery_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
-    if (rv == 0 && cb) {
-        pq_i64(&q, id);
-        struct attempt_rows a = {cb, ctx};
-        rv = pq_each(st, c,
-                     "SELECT started_at, duration_ms, http_status, error, outcome FROM attempts"
-                     " WHERE delivery_id = $1 ORDER BY id",
-                     &q, 0, attempt_row, &a, e, "get delivery attempts");
-    }
-    if (own_tx) {
-        PGresult *x = PQexec(c, "COMMIT");
-        PQclear(x);
-    }
-    conn_put(st, c);
-    return rv;
-}
-
-static int cursor_parse(const char *cur, int64_t *before, struct err *e)
-{
-    if (!cur || !*cur) {
-        *before = INT64_MAX;
-        return 0;
-    }
-    const char *d = cur + 1;
-    size_t n = strspn(d, "0123456789");
-    if (cur[0] != 'c' || n == 0 || n > 19 || d[n] != '\0' || d[0] == '0')
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    errno = 0;
-    long long v = strtoll(d, NULL, 10);
-    if (errno == ERANGE || v <= 0)
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    *before = (int64_t)v;
-    return 0;
-}
-
-struct list_rows {
-    store_delivery_cb cb;
-    void *ctx;
-    size_t limit, k;
-    int64_t last;
-    char *next_cursor;
-};
-
-static int list_row(void *ctx, PGresult *r, struct err *e)
-{
-    struct list_rows *l = ctx;
-    if (l->k == l->limit) {
-        char tmp[STORE_CURSOR_MAX];
-        int n = snprintf(tmp, sizeof tmp, "c%" PRId64, l->last);
-        if (n > 0 && (size_t)n < sizeof tmp)
-            memcpy(l->next_cursor, tmp, (size_t)n + 1);
-        return 0;
-    }
-    struct store_delivery d;
-    delivery_row(r, 0, &d);
-    l->last = d.id;
-    l->k++;
-    return l->cb(l->ctx, &d, e);
-}
-
-static int pg_delivery_list(struct store *st, const enum store_dstatus *status,
-                            const char *account, size_t limit, const char *cursor,
-                            store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
-{
-    next_cursor[0] = '\0';
-    err_clear(e);
-    if (limit < 1 || limit > STORE_LIST_MAX)
-        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DROPPED)
-        return err_set(e, ERR_USAGE, "store: list: unknown status");
-    if (account && store_check_name("account", account, e) < 0)
-        return -1;
-    int64_t before = INT64_MAX;
-    if (cursor_parse(cursor, &before, e) < 0)
-        return -1;
-    /* one statement per filter combination, so each uses its index */
-    static const char *const sql[4] = {
-        D_COLS "WHERE d.id < $1 ORDER BY d.id DESC LIMIT $2",
-        D_COLS "WHERE d.status = $3 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
-        D_COLS "WHERE d.account = $3 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
-        D_COLS "WHERE d.account = $3 AND d.status = $4 AND d.id < $1"
-               " ORDER BY d.id DESC LIMIT $2",
-    };
-    struct pq q = {0};
-    pq_i64(&q, before);
-    pq_i64(&q, (int64_t)limit + 1); /* one more tells whether there is a next page */
-    if (account)
-        pq_text(&q, account);
-    if (status)
-        pq_i64(&q, *status);
-    PGconn *c = conn_get(st, e);
-    if (!c) {
-        pq_free(&q);
-        return -1;
-    }
-    struct list_rows l = {cb, ctx, limit, 0, 0, next_cursor};
-    int r = pq_each(st, c, sql[(status ? 1 : 0) + (account ? 2 : 0)], &q, 0, list_row, &l, e,
-                    "list deliveries");
-    conn_put(st, c);
-    if (r < 0)
-        next_cursor[0] = '\0';
-    return r;
-}
-
-static int pg_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e)
-{
-    memset(out, 0, sizeof *out);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    PGresult *r = pq_run(st, c, "SELECT status, count(*) FROM deliveries GROUP BY status", NULL, 0,
-                         e, "count deliveries");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    for (int i = 0; i < PQntuples(r); i++) {
-        int64_t n = g64(r, i, 1);
-        switch (g64(r, i, 0)) {
-        case STORE_D_PENDING: out->pending = n; break;
-        case STORE_D_DELIVERED: out->delivered = n; break;
-        case STORE_D_FAILED: out->failed = n; break;
-        case STORE_D_DEAD: out->dead = n; break;
-        case STORE_D_DROPPED: out->dropped = n; break;
-        default: break;
-        }
-    }
-    PQclear(r);
-    return 0;
-}
-
-static int pg_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e)
-{
-    *at = 0;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, now);
-    PGresult *r = pq_run(st, c,
-                         "SELECT min(greatest(next_attempt_at, CASE WHEN lease_until > $1"
-                         " THEN lease_until ELSE 0 END)) FROM deliveries"
-                         " WHERE status IN (0, 2)"
-                         " AND webhook NOT IN (SELECT name FROM webhooks_disabled)",
-                         &q, 0, e, "next due delivery");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    *at = g64(r, 0, 0);
-    PQclear(r);
-    return 0;
-}
-
-/* ---- webhooks ---------------------------------------------------------- */
-
-static int pg_webhook_disable(struct store *st, const char *webhook, const char *reason,
-                              int64_t now, struct err *e)
-{
-    if (store_check_name("webhook", webhook, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, webhook);
-    pq_trunc(&q, reason ? reason : "", STORE_ERROR_MAX);
-    pq_i64(&q, now);
-    return write1(st,
-                  "INSERT INTO webhooks_disabled(name, reason, since) VALUES ($1, $2, $3)"
-                  " ON CONFLICT (name) DO NOTHING",
-                  &q, NULL, e, "disable webhook");
-}
-
-static int pg_webhooks_enable_all(struct store *st, struct err *e)
-{
-    struct pq q = {0};
-    return write1(st, "DELETE FROM webhooks_disabled", &q, NULL, e, "enable webhooks");
-}
-
-static int pg_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
-                               int64_t *since, struct err *e)
-{
-    if (store_check_name("webhook", webhook, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, webhook);
-    PGresult *r = pq_run(st, c, "SELECT since FROM webhooks_disabled WHERE name = $1", &q, 0, e,
-                         "get webhook state");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    *disabled = PQntuples(r) > 0;
-    if (since)
-        *since = *disabled ? g64(r, 0, 0) : 0;
-    PQclear(r);
-    return 0;
-}
-
-/* ---- accounts ---------------------------------------------------------- */
-
-static int pg_account_get(struct store *st, const char *account, struct store_account_state *out,
-                          struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
-                         "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
-                         " FROM accounts WHERE name = $1",
-                         &q, 0, e, "get account state");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        memset(out, 0, sizeof *out);
-        gstr(r, 0, 0, out->state, sizeof out->state);
-        gstr(r, 0, 1, out->last_error, sizeof out->last_error);
-        out->last_attempt_at = g64(r, 0, 2);
-        out->last_success_at = g64(r, 0, 3);
-        out->backoff_until = g64(r, 0, 4);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-static int pg_account_set(struct store *st, const char *account,
-                          const struct store_account_state *in, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    size_t sl = strnlen(in->state, sizeof in->state);
-    if (sl == 0)
-        return err_set(e, ERR_USAGE, "store: account state name is empty");
-    if (sl > STORE_STATE_MAX)
-        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
-                       STORE_STATE_MAX);
-    char state[STORE_STATE_MAX + 1];
-    memcpy(state, in->state, sl);
-    state[sl] = '\0';
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, state);
-    pq_trunc(&q, in->last_error, STORE_ERROR_MAX);
-    pq_i64(&q, in->last_attempt_at);
-    pq_i64(&q, in->last_success_at);
-    pq_i64(&q, in->backoff_until);
-    return write1(st,
-                  "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
-                  " last_success_at, backoff_until) VALUES ($1, $2, $3, $4, $5, $6)"
-                  " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
-                  " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
-                  " last_success_at = excluded.last_success_at,"
-                  " backoff_until = excluded.backoff_until",
-                  &q, NULL, e, "set account state");
-}
-
-static int pg_account_counts(struct store *st, const char *account,
-                             struct store_account_counts *out, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    memset(out, 0, sizeof *out);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
-                         "SELECT (SELECT count(*) FROM messages WHERE account = $1"
-                         "   AND body_purged_at IS NULL),"
-                         " (SELECT count(*) FROM deliveries WHERE account = $1 AND status IN (0, 2))",
-                         &q, 0, e, "count for account");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    out->stored = g64(r, 0, 0);
-    out->pending_deliveries = g64(r, 0, 1);
-    PQclear(r);
-    return 0;
-}
-
-static int pg_account_lease(struct store *st, const char *account, const char *owner,
-                            int64_t now, int64_t lease_ms, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, owner);
-    pq_i64(&q, now);
-    pq_i64(&q, now + lease_ms);
-    /* one statement: the row made if missing, taken unless another owner
-     * holds a live lease (the row lock serialises concurrent takers) */
-    int64_t taken = 0;
-    if (write1(st,
-               "INSERT INTO accounts(name, state, lease_owner, lease_until)"
-               " VALUES ($1, 'idle', $2, $4) ON CONFLICT (name) DO UPDATE SET"
-               " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
-               " WHERE accounts.lease_owner IS NULL OR accounts.lease_owner = excluded.lease_owner"
-               " OR accounts.lease_until <= $3::bigint",
-               &q, &taken, e, "lease account") < 0)
-        return -1;
-    return taken ? 0 : STORE_LEASE_LOST;
-}
-
-static int pg_account_release(struct store *st, const char *owner, int64_t *released,
-                              struct err *e)
-{
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, owner);
-    return write1(st,
-                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
-                  &q, released, e, "release account leases");
-}
-
-static int pg_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                            int64_t *renewed, struct err *e)
-{
-    if (store_check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: renew account leases: lease_ms must be positive");
-    struct pq q = {0};
-    pq_text(&q, owner);
-    pq_i64(&q, now + lease_ms);
-    return write1(st, "UPDATE accounts SET lease_until = $2 WHERE lease_owner = $1", &q, renewed,
-                  e, "renew account leases");
-}
-
-struct lease_rows {
-    store_lease_cb cb;
-    void *ctx;
-};
-
-static int lease_row(void *ctx, PGresult *r, struct err *e)
-{
-    struct lease_rows *l = ctx;
-    return l->cb(l->ctx, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), g64(r, 0, 2), e);
-}
-
-static int pg_account_leases_each(struct store *st, int64_t now, store_lease_cb cb, void *ctx,
-                                  struct err *e)
-{
-    err_clear(e);
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, now);
-    struct lease_rows l = {cb, ctx};
-    int r = pq_each(st, c,
-                    "SELECT name, lease_owner, lease_until FROM accounts"
-                    " WHERE lease_owner IS NOT NULL AND lease_until > $1 ORDER BY name",
-                    &q, 0, lease_row, &l, e, "list account leases");
-    conn_put(st, c);
-    return r;
-}
-
-/* ---- instances ----------------------------------------------------------- */
-
-static int check_instance(const struct store_instance *in, struct err *e)
-{
-    if (store_check_owner(in->id, e) < 0)
-        return -1;
-    if (strnlen(in->host, sizeof in->host) > STORE_HOST_MAX ||
-        strnlen(in->public_url, sizeof in->public_url) > STORE_URL_MAX)
-        return err_set(e, ERR_LIMIT, "store: instance host or public_url is too long");
-    return 0;
-}
-
-static int pg_instance_beat(struct store *st, const struct store_instance *in, struct err *e)
-{
-    if (check_instance(in, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, in->id);
-    pq_text(&q, in->host);
-    pq_text(&q, in->public_url);
-    pq_i64(&q, in->started_at);
-    pq_i64(&q, in->heartbeat_at);
-    return write1(st,
-                  "INSERT INTO instances(id, host, public_url, started_at, heartbeat_at)"
-                  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET"
-                  " host = excluded.host, public_url = excluded.public_url,"
-                  " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
-                  &q, NULL, e, "instance heartbeat");
-}
-
-static int pg_instance_remove(struct store *st, const char *id, struct err *e)
-{
-    if (store_check_owner(id, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, id);
-    return write1(st, "DELETE FROM instances WHERE id = $1", &q, NULL, e, "remove instance");
-}
-
-#define INSTANCE_COLS "SELECT id, host, public_url, started_at, heartbeat_at FROM instances "
-
-static void instance_row(PGresult *r, int i, struct store_instance *in)
-{
-    memset(in, 0, sizeof *in);
-    gstr(r, i, 0, in->id, sizeof in->id);
-    gstr(r, i, 1, in->host, sizeof in->host);
-    gstr(r, i, 2, in->public_url, sizeof in->public_url);
-    in->started_at = g64(r, i, 3);
-    in->heartbeat_at = g64(r, i, 4);
-}
-
-static int pg_instances_each(struct store *st, int64_t live_since, int64_t forget_before,
-                             store_instance_cb cb, void *ctx, struct err *e)
-{
-    err_clear(e);
-    if (forget_before > 0) {
-        struct pq q = {0};
-        pq_i64(&q, forget_before);
-        if (write1(st, "DELETE FROM instances WHERE heartbeat_at < $1", &q, NULL, e,
-                   "list instances") < 0)
-            return -1;
-    }
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, live_since);
-    PGresult *r = pq_run(st, c, INSTANCE_COLS "WHERE heartbeat_at >= $1 ORDER BY started_at, id",
-                         &q, 0, e, "list instances");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = 0;
-    struct store_instance in;
-    for (int i = 0; i < PQntuples(r) && rv == 0; i++) {
-        instance_row(r, i, &in);
-        if (cb(ctx, &in, e) != 0)
-            rv = store_cb_stop(e);
-    }
-    PQclear(r);
-    return rv;
-}
-
-static int pg_instance_get(struct store *st, const char *id, struct store_instance *out,
-                           struct err *e)
-{
-    if (store_check_owner(id, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, id);
-    PGresult *r = pq_run(st, c, INSTANCE_COLS "WHERE id = $1", &q, 0, e, "get instance");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        instance_row(r, 0, out);
-        rv = 0;
-    }
-    PQclear(r);
-    return rv;
-}
-
-/* ---- the link key --------------------------------------------------------------- */
-
-/* 0 with *found, or -1. */
-static int link_key_read(struct store *st, PGconn *c, unsigned char *key, int64_t *created_at,
-                         bool *found, struct err *e)
-{
-    *found = false;
-    PGresult *r = pq_run(st, c, "SELECT key, created_at FROM link_key WHERE id = 1", NULL, 0, e,
-                         "get the link key");
-    if (!r)
-        return -1;
-    int rv = 0;
-    if (PQntuples(r) > 0) {
-        size_t n = 0;
-        unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 0), &n);
-        if (b && n == STORE_LINK_KEY_LEN) {
-            memcpy(key, b, n);
-            if (created_at)
-                *created_at = g64(r, 0, 1);
-            *found = true;
-        } else {
-            rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
-                         pool.target, STORE_LINK_KEY_LEN);
-        }
-        if (b) {
-            OPENSSL_cleanse(b, n);
-            PQfreemem(b);
-        }
-    }
-    PQclear(r);
-    return rv;
-}
-
-/* A new random key: only if there is none (rotate false), or replacing it. */
-static int link_key_write(struct store *st, bool rotate, int64_t now, struct err *e)
-{
-    unsigned char key[STORE_LINK_KEY_LEN];
-    const char *op = rotate ? "rotate the link key" : "create the link key";
-    if (RAND_bytes(key, sizeof key) != 1)
-        return err_set(e, ERR_INTERNAL, "store: %s: no random bytes", op);
-    struct pq q = {0};
-    pq_bin(&q, key, sizeof key);
-    pq_i64(&q, now);
-    int r = write1(st,
-                   rotate ? "INSERT INTO link_key(id, key, created_at) VALUES (1, $1, $2)"
-                            " ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
-                            " created_at = excluded.created_at"
-                          : "INSERT INTO link_key(id, key, created_at) VALUES (1, $1, $2)"
-                            " ON CONFLICT (id) DO NOTHING",
-                   &q, NULL, e, op);
-    OPENSSL_cleanse(key, sizeof key);
-    return r;
-}
-
-static int pg_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN],
-                       int64_t *created_at, int64_t now, struct err *e)
-{
-    if (!key)
-        return err_set(e, ERR_USAGE, "store: link key: no store or buffer");
-    bool found = false;
-    PGconn *c = conn_get(st, e);
-    int r = c ? link_key_read(st, c, key, created_at, &found, e) : -1;
-    conn_put(st, c);
-    if (r < 0)
-        return -1;
-    if (found)
-        return 0;
-    /* first use: whoever inserts first wins, everyone reads that one */
-    if (link_key_write(st, false, now, e) < 0)
-        return -1;
-    c = conn_get(st, e);
-    r = c ? link_key_read(st, c, key, created_at, &found, e) : -1;
-    conn_put(st, c);
-    if (r < 0)
-        return -1;
-    return found ? 0 : err_set(e, ERR_INTERNAL, "store: the link key vanished after it was made");
-}
-
-static int pg_link_key_rotate(struct store *st, int64_t now, struct err *e)
-{
-    return link_key_write(st, true, now, e);
-}
-
-/* ---- statistics (dashboard) ------------------------------------------------ */
-
-static int pg_webhook_stats(struct store *st, const char *webhook, int64_t now,
-                            struct store_webhook_stats *out, struct err *e)
-{
-    memset(out, 0, sizeof *out);
-    out->p50_ms = out->p99_ms = -1;
-    if (store_check_name("webhook", webhook, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, webhook);
-    pq_i64(&q, now - STORE_HOUR_MS);
-    pq_i64(&q, now - STORE_DAY_MS);
-    pq_i64(&q, now);
-    /* counts of the hour and the day, and the day's nearest-rank p50/p99
-     * (percentile_disc is the nearest rank) in one statement */
-    PGresult *r = pq_run(st, c,
-                         "SELECT count(*) FILTER (WHERE a.started_at > $2),"
-                         " count(*) FILTER (WHERE a.started_at > $2"
-                         "   AND a.http_status BETWEEN 200 AND 299),"
-                         " count(*), count(*) FILTER (WHERE a.http_status BETWEEN 200 AND 299),"
-                         " percentile_disc(0.5) WITHIN GROUP (ORDER BY a.duration_ms),"
-                         " percentile_disc(0.99) WITHIN GROUP (ORDER BY a.duration_ms)"
-                         " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
-                         " WHERE d.webhook = $1 AND a.started_at > $3 AND a.started_at <= $4",
-                         &q, 0, e, "a webhook's statistics");
-    int rv = -1;
-    if (r) {
-        out->attempts_hour = g64(r, 0, 0);
-        out->delivered_hour = g64(r, 0, 1);
-        out->attempts_day = g64(r, 0, 2);
-        out->delivered_day = g64(r, 0, 3);
-        if (out->attempts_day > 0) {
-            out->p50_ms = g64(r, 0, 4);
-            out->p99_ms = g64(r, 0, 5);
-        }
-        PQclear(r);
-        pq_text(&q, webhook);
-        r = pq_run(st, c,
-                   "SELECT a.started_at, a.http_status, a.error FROM attempts a"
-                   " JOIN deliveries d ON d.id = a.delivery_id WHERE d.webhook = $1"
-                   " AND NOT (a.http_status BETWEEN 200 AND 299) ORDER BY a.id DESC LIMIT 1",
-                   &q, 0, e, "read a webhook's last error");
-        if (r) {
-            if (PQntuples(r) > 0) {
-                out->last_error_at = g64(r, 0, 0);
-                out->last_error_status = (int)g64(r, 0, 1);
-                gstr(r, 0, 2, out->last_error, sizeof out->last_error);
-            }
-            PQclear(r);
-            rv = 0;
-        }
-    }
-    conn_put(st, c);
-    return rv;
-}
-
-static int pg_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
-                           struct err *e)
-{
-    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
-        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
-                       hours, STORE_STATS_HOURS_MAX);
-    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
-    memset(out, 0, hours * sizeof *out);
-    for (size_t i = 0; i < hours; i++)
-        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    static const char *const sql[2] = {
-        "SELECT received_at / 3600000, count(*), 0 FROM messages"
-        " WHERE received_at >= $1 AND received_at < $2 GROUP BY received_at / 3600000",
-        "SELECT started_at / 3600000, count(*), count(*) FILTER (WHERE http_status"
-        " BETWEEN 200 AND 299) FROM attempts"
-        " WHERE started_at >= $1 AND started_at < $2 GROUP BY started_at / 3600000",
-    };
-    int rv = 0;
-    for (int k = 0; k < 2 && rv == 0; k++) {
-        struct pq q = {0};
-        pq_i64(&q, first * STORE_HOUR_MS);
-        pq_i64(&q, (first + (int64_t)hours) * STORE_HOUR_MS);
-        PGresult *r = pq_run(st, c, sql[k], &q, 0, e, "count by hour");
-        if (!r) {
-            rv = -1;
-            break;
-        }
-        for (int i = 0; i < PQntuples(r); i++) {
-            int64_t h = g64(r, i, 0) - first;
-            if (h < 0 || h >= (int64_t)hours)
-                continue;
-            if (k == 0) {
-                out[h].received = g64(r, i, 1);
-            } else {
-                out[h].attempts = g64(r, i, 1);
-                out[h].delivered = g64(r, i, 2);
-            }
-        }
-        PQclear(r);
-    }
-    conn_put(st, c);
-    return rv;
-}
-
-/* ---- OAuth2 tokens ------------------------------------------------------ */
-
-static int check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e)
-{
-    if (p && len > STORE_SEALED_MAX)
-        return err_set(e, ERR_LIMIT, "store: sealed %s of %zu bytes, over STORE_SEALED_MAX (%d)",
-                       what, len, STORE_SEALED_MAX);
-    return 0;
-}
-
-static int check_flow(const char *flow, struct err *e)
-{
-    if (!flow || !*flow)
-        return err_set(e, ERR_USAGE, "store: OAuth2 flow name is empty");
-    if (strlen(flow) > STORE_FLOW_MAX)
-        return err_set(e, ERR_LIMIT, "store: OAuth2 flow name longer than STORE_FLOW_MAX (%d)",
-                       STORE_FLOW_MAX);
-    return 0;
-}
-
-static void bytea_copy(PGresult *r, int col, unsigned char *dst, size_t size, size_t *len)
-{
-    *len = 0;
-    if (PQgetisnull(r, 0, col))
-        return;
-    size_t n = 0;
-    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, col), &n);
-    if (b && n <= size) {
-        memcpy(dst, b, n);
-        *len = n;
-    }
-    if (b) {
-        OPENSSL_cleanse(b, n);
-        PQfreemem(b);
-    }
-}
-
-static int oauth2_read(struct store *st, PGconn *c, const char *account, bool lock,
-                       struct store_oauth2 *out, struct err *e)
-{
-    struct pq q = {0};
-    pq_text(&q, account);
-    PGresult *r = pq_run(st, c,
-                         lock ? "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
-                                " access_issued_at, access_expires_at, authorized_at,"
-                                " refresh_used_at, retry_at, failures, lease_owner, lease_until"
-                                " FROM oauth2_tokens WHERE account = $1 FOR UPDATE"
-                              : "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
-                                " access_issued_at, access_expires_at, authorized_at,"
-                                " refresh_used_at, retry_at, failures, lease_owner, lease_until"
-                                " FROM oauth2_tokens WHERE account = $1",
-                         &q, 0, e, "get OAuth2 tokens");
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        out->version = g64(r, 0, 0);
-        out->status = g64(r, 0, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
-        gstr(r, 0, 2, out->flow, sizeof out->flow);
-        gstr(r, 0, 3, out->error, sizeof out->error);
-        bytea_copy(r, 4, out->access, sizeof out->access, &out->access_len);
-        bytea_copy(r, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
-        out->access_issued_at = g64(r, 0, 6);
-        out->access_expires_at = g64(r, 0, 7);
-        out->authorized_at = g64(r, 0, 8);
-        out->refresh_used_at = g64(r, 0, 9);
-        out->retry_at = g64(r, 0, 10);
-        out->failures = (int)g64(r, 0, 11);
-        gstr(r, 0, 12, out->lease_owner, sizeof out->lease_owner);
-        out->lease_until = g64(r, 0, 13);
-        rv = 0;
-    }
-    PQclear(r); /* libpq's buffer held the escaped tokens; PQclear frees it */
-    return rv;
-}
-
-static int pg_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
-                         struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    int r = oauth2_read(st, c, account, false, out, e);
-    conn_put(st, c);
-    return r;
-}
-
-static int pg_oauth2_grant(struct store *st, const char *account, const char *flow,
-                           const struct store_oauth2_tokens *t, int64_t now, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, flow);
-    pq_bin(&q, t->access, t->access_len);
-    pq_bin(&q, t->refresh, t->refresh_len);
-    pq_i64(&q, t->issued_at);
-    pq_i64(&q, t->expires_at);
-    pq_i64(&q, now);
-    return write1(st,
-                  "INSERT INTO oauth2_tokens(account, version, status, flow, error,"
-                  " access_sealed, refresh_sealed, access_issued_at, access_expires_at,"
-                  " authorized_at, refresh_used_at, retry_at, failures, lease_owner,"
-                  " lease_until) VALUES ($1, 1, 0, $2, '', $3, $4, $5, $6, $7, 0, 0, 0, NULL, 0)"
-                  " ON CONFLICT (account) DO UPDATE SET version = oauth2_tokens.version + 1,"
-                  " status = 0, flow = excluded.flow, error = '',"
-                  " access_sealed = excluded.access_sealed,"
-                  " refresh_sealed = excluded.refresh_sealed,"
-                  " access_issued_at = excluded.access_issued_at,"
-                  " access_expires_at = excluded.access_expires_at,"
-                  " authorized_at = excluded.authorized_at, refresh_used_at = 0, retry_at = 0,"
-                  " failures = 0, lease_owner = NULL, lease_until = 0",
-                  &q, NULL, e, "store OAuth2 grant");
-}
-
-static int pg_oauth2_lease(struct store *st, const char *account, const char *owner,
-                           int64_t now, int64_t lease_ms, bool create, const char *flow,
-                           struct store_oauth2 *out, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && check_flow(flow, e) < 0)
-        return -1;
-    const char *op = "lease OAuth2 tokens";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    if (create) {
-        pq_text(&q, account);
-        pq_text(&q, flow);
-        if (pq_cmd(st, c,
-                   "INSERT INTO oauth2_tokens(account, version, flow) VALUES ($1, 1, $2)"
-                   " ON CONFLICT DO NOTHING",
-                   &q, NULL, e, op) < 0)
-            goto fail;
-    }
-    int r = oauth2_read(st, c, account, true, out, e);
-    if (r < 0)
-        goto fail;
-    if (r == STORE_NOTFOUND || out->status == STORE_OAUTH2_INVALID) {
-        tx_rollback(st, c);
-        return r;
-    }
-    if (out->lease_until > now && strcmp(out->lease_owner, owner) != 0) {
-        tx_rollback(st, c);
-        return STORE_OAUTH2_BUSY;
-    }
-    pq_text(&q, account);
-    pq_text(&q, owner);
-    pq_i64(&q, now + lease_ms);
-    if (pq_cmd(st, c,
-               "UPDATE oauth2_tokens SET lease_owner = $2, lease_until = $3 WHERE account = $1", &q,
-               NULL, e, op) < 0 ||
-        tx_commit(st, c, e, op) < 0)
-        goto fail;
-    snprintf(out->lease_owner, sizeof out->lease_owner, "%s", owner);
-    out->lease_until = now + lease_ms;
-    return 0;
-fail:
-    tx_rollback(st, c);
-    return -1;
-}
-
-/* A compare-and-set UPDATE of one row: 0, STORE_LEASE_LOST (version
- * changed), STORE_NOTFOUND (no row), -1. */
-static int oauth2_cas(struct store *st, const char *sql, struct pq *q, const char *account,
-                      struct err *e, const char *op)
-{
-    PGconn *c = tx_begin(st, e, op);
-    if (!c) {
-        pq_free(q);
-        return -1;
-    }
-    int64_t changed = 0;
-    int r = 0;
-    if (pq_cmd(st, c, sql, q, &changed, e, op) < 0)
-        goto fail;
-    if (changed == 0) {
-        struct pq k = {0};
-        pq_text(&k, account);
-        PGresult *x = pq_run(st, c, "SELECT 1 FROM oauth2_tokens WHERE account = $1", &k, 0, e, op);
-        if (!x)
-            goto fail;
-        r = PQntuples(x) ? STORE_LEASE_LOST : STORE_NOTFOUND;
-        PQclear(x);
-    }
-    if (tx_commit(st, c, e, op) < 0)
-        goto fail;
-    return r;
-fail:
-    tx_rollback(st, c);
-    return -1;
-}
-
-static int pg_oauth2_refreshed(struct store *st, const char *account, int64_t version,
-                               const struct store_oauth2_tokens *t, int64_t now, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_i64(&q, version);
-    pq_bin(&q, t->access, t->access_len);
-    pq_bin(&q, t->refresh, t->refresh_len);
-    pq_i64(&q, t->issued_at);
-    pq_i64(&q, t->expires_at);
-    pq_i64(&q, now);
-    return oauth2_cas(st,
-                      "UPDATE oauth2_tokens SET version = version + 1, access_sealed = $3,"
-                      " refresh_sealed = coalesce($4, refresh_sealed), access_issued_at = $5,"
-                      " access_expires_at = $6, refresh_used_at = $7, error = '', failures = 0,"
-                      " retry_at = 0, lease_owner = NULL, lease_until = 0"
-                      " WHERE account = $1 AND version = $2",
-                      &q, account, e, "save refreshed OAuth2 tokens");
-}
-
-static int pg_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
-                            const char *error, int64_t retry_at, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_i64(&q, version);
-    pq_i64(&q, invalid ? 1 : 0);
-    pq_trunc(&q, error ? error : "", STORE_ERROR_MAX);
-    pq_i64(&q, retry_at);
-    return oauth2_cas(st,
-                      "UPDATE oauth2_tokens SET version = version + 1,"
-                      " status = CASE WHEN $3 = 1 THEN 1 ELSE status END, error = $4,"
-                      " failures = failures + 1, retry_at = $5, lease_owner = NULL, lease_until = 0"
-                      " WHERE account = $1 AND version = $2",
-                      &q, account, e, "record failed OAuth2 refresh");
-}
-
-static int pg_oauth2_release(struct store *st, const char *account, const char *owner,
-                             struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, owner);
-    return write1(st,
-                  "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
-                  " WHERE account = $1 AND lease_owner = $2",
-                  &q, NULL, e, "release OAuth2 lease");
-}
-
-/* ---- retention --------------------------------------------------------- */
-
-static int pg_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
-                           int64_t *purged, struct err *e)
-{
-    if (retention_ms < 0)
-        return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    struct pq q = {0};
-    pq_i64(&q, now - retention_ms);
-    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    pq_i64(&q, now);
-    /* SKIP LOCKED: instances purging at the same time take different rows,
-     * and each body is purged once */
-    return write1(st,
-                  "WITH p AS (SELECT id FROM messages WHERE delivered_at IS NOT NULL"
-                  "   AND delivered_at <= $1 AND body_purged_at IS NULL"
-                  "   ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                  " gone AS (DELETE FROM bodies WHERE message_id IN (SELECT id FROM p))"
-                  " UPDATE messages SET body_purged_at = $3 WHERE id IN (SELECT id FROM p)",
-                  &q, purged, e, "purge bodies");
-}
-
-/* ---- events that are not messages (schema 7) ------------------------------------ */
-
-#define PG_EVENT_LOCK 0x65766e74 /* advisory lock class of store_account_event_once ("evnt") */
-
-static int check_webhooks(const char *const *webhooks, size_t n, struct err *e)
-{
-    if (n > STORE_WEBHOOKS_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: %zu webhooks for one event, over STORE_WEBHOOKS_MAX (%d)", n,
-                       STORE_WEBHOOKS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (store_check_name("webhook", webhooks[i], e) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0)
-                return err_set(e, ERR_USAGE, "store: webhook %s is named twice", webhooks[i]);
-    }
-    return 0;
-}
-
-static int event_args(const char *account, const char *type, const char *data,
-                      const char *const *webhooks, size_t n, struct err *e)
-{
-    if (store_check_name("account", account, e) < 0 || check_webhooks(webhooks, n, e) < 0)
-        return -1;
-    if (!type || !*type || strlen(type) > STORE_EVENT_TYPE_MAX)
-        return err_set(e, ERR_USAGE,
-                       "store: an event type must be 1 to STORE_EVENT_TYPE_MAX (%d) bytes",
-                       STORE_EVENT_TYPE_MAX);
-    if (!data || strlen(data) > STORE_EVENT_DATA_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: event data missing or over STORE_EVENT_DATA_MAX (%d bytes)",
-                       STORE_EVENT_DATA_MAX);
-    return 0;
-}
-
-static int event_insert(struct store *st, PGconn *c, const char *account, const char *type,
-                        const char *data, const char *const *webhooks, size_t n, int64_t now,
-                        int64_t *id_out, struct err *e)
-{
-    const char *op = "add event";
-    char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, type);
-    pq_text(&q, data);
-    pq_i64(&q, now);
-    pq_text(&q, key);
-    PGresult *r = pq_run(st, c,
-                         "INSERT INTO events(account, type, data, created_at, event_key)"
-                         " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                         &q, 0, e, op);
-    if (!r)
-        return -1;
-    int64_t id = g64(r, 0, 0);
-    PQclear(r);
-    for (size_t i = 0; i < n; i++) {
-        pq_i64(&q, id);
-        pq_text(&q, account);
-        pq_text(&q, webhooks[i]);
-        pq_i64(&q, now);
-        if (pq_cmd(st, c,
-                   "INSERT INTO deliveries(event_id, account, webhook, status, attempts,"
-                   " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, $4, $4, $4)",
-                   &q, NULL, e, op) < 0)
-            return -1;
-    }
-    *id_out = id;
-    return 0;
-}
-
-static int pg_event_add(struct store *st, const char *account, const char *type,
-                        const char *data, const char *const *webhooks, size_t n_webhooks,
-                        int64_t now, int64_t *id, struct err *e)
-{
-    const char *op = "add event";
-    int64_t got = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
-        return -1;
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    if (event_insert(st, c, account, type, data, webhooks, n_webhooks, now, &got, e) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (id)
-        *id = got;
-    return 0;
-}
-
-static int pg_account_event_once(struct store *st, const char *account, const char *type,
-                                 const char *data, const char *const *webhooks,
-                                 size_t n_webhooks, int64_t now, int64_t *event_id,
-                                 struct err *e)
-{
-    const char *op = "add account event";
-    if (event_id)
-        *event_id = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
-        return -1;
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    /* instances racing for the same account and type wait for each other
-     * here (until the transaction ends): the one after sees the event */
-    struct pq q = {0};
-    pq_i64(&q, PG_EVENT_LOCK);
-    pq_text(&q, account);
-    pq_text(&q, type);
-    int r = pq_cmd(st, c, "SELECT pg_advisory_xact_lock($1::int, hashtext($2 || '/' || $3))", &q,
-                   NULL, e, op);
-    int64_t got = 0;
-    PGresult *res = NULL;
-    if (r == 0) {
-        pq_text(&q, account);
-        pq_text(&q, type);
-        /* none yet (-1), or none since the account's last success (0: never) */
-        res = pq_run(st, c,
-                     "SELECT coalesce((SELECT max(created_at) FROM events"
-                     "   WHERE account = $1 AND type = $2), -1)"
-                     " < coalesce((SELECT last_success_at FROM accounts WHERE name = $1), 0)",
-                     &q, 0, e, op);
-        r = res ? 0 : -1;
-    }
-    bool due = res && PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    if (r == 0 && due)
-        r = event_insert(st, c, account, type, data, webhooks, n_webhooks, now, &got, e);
-    if (r < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (tx_commit(st, c, e, op) < 0) {
-        tx_rollback(st, c);
-        return -1;
-    }
-    if (event_id)
-        *event_id = got;
-    return 0;
-}
-
-static int pg_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
-                        struct err *e)
-{
-    if (data)
-        *data = NULL;
-    PGconn *c = conn_get(st, e);
-    if (!c)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, id);
-    PGresult *r = pq_run(st, c,
-                         "SELECT account, type, data, created_at, event_key FROM events"
-                         " WHERE id = $1",
-                         &q, 0, e, "get event");
-    conn_put(st, c);
-    if (!r)
-        return -1;
-    int rv = STORE_NOTFOUND;
-    if (PQntuples(r) > 0) {
-        rv = 0;
-        memset(out, 0, sizeof *out);
-        out->id = id;
-        gstr(r, 0, 0, out->account, sizeof out->account);
-        gstr(r, 0, 1, out->type, sizeof out->type);
-        out->created_at = g64(r, 0, 3);
-        gstr(r, 0, 4, out->key, sizeof out->key);
-        if (data && !(*data = strdup(PQgetisnull(r, 0, 2) ? "{}" : PQgetvalue(r, 0, 2))))
-            rv = err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
-    }
-    PQclear(r);
-    return rv;
-}
-
-/* ---- operators: drop, retry in bulk -------------------------------------------- */
-
-static int pg_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
-{
-    char idbuf[STORE_ID_MAX];
-    const char *op = "drop delivery";
-    PGconn *c = tx_begin(st, e, op);
-    if (!c)
-        return -1;
-    enum store_dstatus cur = STORE_D_PENDING;
-    int64_t msg_id = 0;
-    int r = delivery_lock(st, c, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: drop %s: it is %s; only failed or dead can be dropped",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0) {
-        struct pq q = {0};
-        pq_i64(&q, id);
-        pq_i64(&q, now);
-        r = pq_cmd(st, c,
-                   "UPDATE deliveries SET status = 4, updated_at = $2, next_attempt_at = 0,"
-                   " lease_owner = NULL, lease_until = 0 WHERE id = $1",
-                   &q, NULL, e, op);
-    }
-    if (r == 0)
-        r = msg_maybe_delivered(st, c, msg_id, now, e, op);
-    if (r == 0 && tx_commit(st, c, e, op) == 0)
-        return 0;
-    tx_rollback(st, c);
-    return r == 0 ? -1 : r;
-}
-
-static int pg_delivery_retry_bulk(struct store *st, const char *webhook,
-                                  enum store_dstatus status, size_t max, int64_t now,
-                                  int64_t *retried, struct err *e)
-{
-    const char *op = "retry deliveries";
-    if (retried)
-        *retried = 0;
-    if (status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE, "store: only failed or dead deliveries can be retried");
-    if (max == 0 || max > STORE_RETRY_BULK_MAX)
-        return err_set(e, ERR_LIMIT, "store: retry up to 1..STORE_RETRY_BULK_MAX (%d) at once",
-                       STORE_RETRY_BULK_MAX);
-    if (webhook && store_check_name("webhook", webhook, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_i64(&q, now);
-    pq_i64(&q, status);
-    if (webhook)
-        pq_text(&q, webhook);
-    else
-        pq_null(&q);
-    pq_i64(&q, (int64_t)max);
-    /* rows another instance is recording right now are left to it */
-    return write1(st,
-                  "UPDATE deliveries SET status = 0, next_attempt_at = $1, updated_at = $1,"
-                  " lease_owner = NULL, lease_until = 0 WHERE id IN ("
-                  " SELECT d.id FROM deliveries d WHERE d.status = $2"
-                  " AND ($3::text IS NULL OR d.webhook = $3)"
-                  " AND (d.message_id IS NULL OR EXISTS (SELECT 1 FROM bodies b"
-                  "   WHERE b.message_id = d.message_id))"
-                  " ORDER BY d.id LIMIT $4 FOR UPDATE SKIP LOCKED)",
-                  &q, retried, e, op);
 }
 
 /* ---- the backend's table ------------------------------------------------------ */
@@ -3258,11 +927,8 @@ const struct store_ops store_pg_ops = {
     STORE_CALLS(PG_OP)
     .close = pg_close,
     .batch_rollback = pg_batch_rollback,
-    .msg_write = pg_msg_write,
-    .msg_finish = pg_msg_finish,
-    .msg_abort = pg_msg_abort,
-    .msg_size = pg_msg_size,
-    .msg_peek = pg_msg_peek,
+    .spool_dir = pg_spool_dir,
+    .msg_store = pg_msg_store,
     .body_read = pg_body_read,
     .body_close = pg_body_close,
 };

@@ -1,5 +1,8 @@
 /*
- * store_sqlite — the store (include/store.h) on SQLite.
+ * store_sqlite — the store (include/store.h) on SQLite: this file holds the
+ * schema, the statements, transactions, open / close and the ops table; the
+ * other areas are in store_sqlite_{msg,dlv,acct,backup}.c
+ * (bridge/store_sqlite_impl.h lists them).
  *
  * One sqlite3 connection per struct store, opened SQLITE_OPEN_NOMUTEX (a
  * handle is used by one thread at a time); WAL lets readers and one writer
@@ -12,24 +15,25 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 6):
+ * Schema (version 7, STORE_SCHEMA_VERSION):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
  *            backoff_until)
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
  *            body_purged_at, kind, declared_size, event_key,
- *            duplicate_of)                             -- duplicate_of: 6
+ *            duplicate_of)                             -- duplicate_of: 7
  *   bodies(message_id PK -> messages, raw BLOB)   -- purge deletes the row
  *   uidls(account, uidl, state 0..3, message_id -> messages, seen_at)
- *   events(id PK, account, type, data, created_at, event_key)   -- schema 6
+ *   events(id PK, account, type, data, created_at, event_key)   -- schema 7
  *   deliveries(id PK, message_id -> messages | event_id -> events (one of
  *              the two), account, webhook, status 0..4, attempts,
  *              next_attempt_at, created_at, updated_at, delivered_at,
- *              last_http_status, last_error, lease_owner, lease_until)
+ *              last_http_status, last_error, lease_owner, lease_until)  -- 7
  *   attempts(id PK, delivery_id -> deliveries, started_at, duration_ms,
  *            http_status, error, outcome)
  *   webhooks_disabled(name PK, reason, since)
  *   instances(id PK, host, public_url, started_at, heartbeat_at)
+ *   link_key(id PK = 1, key, created_at)              -- schema 6
  *   oauth2_tokens(account PK, version, status 0..1, flow, error,
  *            access_sealed, refresh_sealed, access_issued_at,
  *            access_expires_at, authorized_at, refresh_used_at, retry_at,
@@ -41,6 +45,7 @@
  */
 #include "store.h"
 #include "store_impl.h"
+#include "store_sqlite_impl.h"
 
 #include "codec.h"
 #include "spool.h"
@@ -60,7 +65,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PATH_BYTES 4096
 #define WAL_RETRY_MS 10 /* wait step while another opener switches to WAL */
 
 /* ---- schema ------------------------------------------------------------ */
@@ -247,7 +251,7 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
     " coalesce(m.event_key, ev.event_key), d.lease_owner, d.lease_until,"               \
     " coalesce(d.event_id, 0), coalesce(ev.type, '')"                                   \
     " FROM deliveries d "
-/* a delivery is of a message or of an event (schema 6) */
+/* a delivery is of a message or of an event (schema 7) */
 #define D_JOINS                                                                         \
     "LEFT JOIN messages m ON m.id = d.message_id LEFT JOIN events ev ON ev.id = d.event_id "
 #define D_COLS D_SELECT D_JOINS
@@ -257,87 +261,6 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
 #define D_DUE_WHERE                                                                     \
     "d.status IN (0, 2) AND d.next_attempt_at <= ?1 AND d.lease_until <= ?1"            \
     " AND d.webhook NOT IN (SELECT name FROM webhooks_disabled)"
-
-enum sid {
-    S_UIDLS_EACH,
-    S_UIDL_GET,
-    S_UIDL_INS_IGNORED,
-    S_DELETABLE,
-    S_MARK_DELETED,
-    S_LISTED_CLEAR,
-    S_LISTED_INS,
-    S_FORGET,
-    S_MSG_INS,
-    S_BODY_INS,
-    S_UIDL_INS_STORED,
-    S_DELIV_INS,
-    S_MSG_GET,
-    S_BODY_LEN,
-    S_DUE,
-    S_DUE_WH,
-    S_LEASE,
-    S_RENEW,
-    S_RELEASE_ALL,
-    S_RELEASE_ONE,
-    S_DELIV_STATUS,
-    S_DELIV_UPDATE,
-    S_ATTEMPT_INS,
-    S_MSG_UNDELIVERED,
-    S_MSG_SET_DELIVERED,
-    S_UIDL_SET_DELIVERED,
-    S_RETRY,
-    S_DELIV_GET,
-    S_ATTEMPTS,
-    S_LIST_ALL,
-    S_LIST_S,
-    S_LIST_A,
-    S_LIST_SA,
-    S_COUNTS,
-    S_WH_DISABLE,
-    S_WH_ENABLE_ALL,
-    S_WH_GET,
-    S_ACC_GET,
-    S_ACC_SET,
-    S_ACC_LEASE,
-    S_ACC_RENEW,
-    S_ACC_RELEASE_ALL,
-    S_ACC_STORED,
-    S_ACC_PENDING,
-    S_PURGE_CLEAR,
-    S_PURGE_SEL,
-    S_PURGE_BODIES,
-    S_PURGE_MARK,
-    S_BEGIN,
-    S_COMMIT,
-    S_ROLLBACK,
-    S_SAVEPOINT,
-    S_RELEASE,
-    S_ROLLBACK_TO,
-    S_NEXT_DUE,
-    S_OA_GET,
-    S_OA_GRANT,
-    S_OA_CREATE,
-    S_OA_LEASE,
-    S_OA_REFRESHED,
-    S_OA_FAILED,
-    S_OA_RELEASE,
-    S_EVENT_INS,
-    S_EVENT_DELIV_INS,
-    S_EVENT_GET,
-    S_DROP,
-    S_RETRY_BULK,
-    S_DUP_FIND,
-    S_EVENT_LAST,
-    S_WH_ATTEMPTS,
-    S_WH_LATENCY,
-    S_WH_LAST_ERROR,
-    S_HOURLY_MSGS,
-    S_HOURLY_ATTEMPTS,
-    S_LINK_GET,
-    S_LINK_CREATE,
-    S_LINK_SET,
-    S_COUNT
-};
 
 static const char *const sql_text[S_COUNT] = {
     [S_UIDLS_EACH] = "SELECT uidl, state, message_id FROM uidls WHERE account = ?1",
@@ -442,6 +365,18 @@ static const char *const sql_text[S_COUNT] = {
     [S_PURGE_BODIES] = "DELETE FROM bodies WHERE message_id IN (SELECT id FROM temp.purge)",
     [S_PURGE_MARK] = "UPDATE messages SET body_purged_at = ?1"
                      " WHERE id IN (SELECT id FROM temp.purge)",
+    /* settled events past retention, but the newest of each account and type */
+    [S_EVPURGE_SEL] = "INSERT INTO temp.purge(id) SELECT ev.id FROM events ev"
+                      " WHERE ev.created_at <= ?1"
+                      " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
+                      "   AND d.status NOT IN (1, 4))"
+                      " AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
+                      "   AND n.type = ev.type AND n.id > ev.id)"
+                      " ORDER BY ev.id LIMIT ?2",
+    [S_EVPURGE_ATTEMPTS] = "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+                           " WHERE event_id IN (SELECT id FROM temp.purge))",
+    [S_EVPURGE_DELIVERIES] = "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM temp.purge)",
+    [S_EVPURGE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM temp.purge)",
     [S_OA_GET] = "SELECT version, status, flow, error, access_sealed, refresh_sealed,"
                  " access_issued_at, access_expires_at, authorized_at, refresh_used_at,"
                  " retry_at, failures, lease_owner, lease_until"
@@ -516,66 +451,21 @@ static const char *const sql_text[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO w",
 };
 
-/* the calls behind include/store.h (bridge/store.c dispatches to them) */
-#define SQ_DECL(ret, name, params, args) static ret sq_##name params;
-STORE_CALLS(SQ_DECL)
-static void sq_close(struct store *st);
-static void sq_batch_rollback(struct store *st);
-static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e);
-static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                         const char *const *webhooks, size_t n_webhooks, int64_t now,
-                         struct store_msg_result *res, struct err *e);
-static void sq_msg_abort(struct store_msg *m);
-static uint64_t sq_msg_size(const struct store_msg *m);
-static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
-                        size_t *got, struct err *e);
-static void sq_body_close(struct store_body *b);
-
-struct store {
-    struct store_hdr hdr;       /* first: store_sqlite_ops */
-    sqlite3 *db;
-    char path[PATH_BYTES];      /* the database file */
-    char dir[PATH_BYTES];       /* state_dir, for spool files */
-    sqlite3_stmt *stmt[S_COUNT];
-    bool batch;                 /* store_batch_begin called */
-    bool batch_tx;              /* the batch's transaction is open */
-    bool batch_lost;            /* the database rolled the batch back */
-};
-
-struct store_msg {
-    struct store_hdr hdr;
-    struct store *st;
-    char account[STORE_NAME_MAX + 1];
-    char uidl[STORE_UIDL_MAX + 1];
-    unsigned char *mem;
-    size_t mem_len, mem_cap;
-    int fd; /* spool file, -1 while in memory */
-    uint64_t size;
-    EVP_MD_CTX *sha;
-    bool failed;
-};
-
-struct store_body {
-    struct store_hdr hdr;
-    sqlite3 *db;
-    int64_t id;
-};
-
 /* ---- small helpers ----------------------------------------------------- */
 
-static int dberr(struct store *st, struct err *e, const char *op)
+int sq_dberr(struct store *st, struct err *e, const char *op)
 {
     return err_set(e, ERR_INTERNAL, "store: %s: %s", op, sqlite3_errmsg(st->db));
 }
 
 /* A cached statement, reset and with no bindings; NULL with *e on error. */
-static sqlite3_stmt *S(struct store *st, enum sid id, struct err *e)
+sqlite3_stmt *sq_stmt(struct store *st, enum sid id, struct err *e)
 {
     sqlite3_stmt *s = st->stmt[id];
     if (!s) {
         if (sqlite3_prepare_v3(st->db, sql_text[id], -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) !=
             SQLITE_OK) {
-            dberr(st, e, "prepare");
+            sq_dberr(st, e, "prepare");
             return NULL;
         }
         st->stmt[id] = s;
@@ -583,30 +473,30 @@ static sqlite3_stmt *S(struct store *st, enum sid id, struct err *e)
     return s;
 }
 
-static void done(sqlite3_stmt *s)
+void sq_done(sqlite3_stmt *s)
 {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
 }
 
 /* Step a statement that returns no rows; reset it.  0 or -1. */
-static int run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
+int sq_run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
 {
     int rc = sqlite3_step(s);
     int r = 0;
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        r = dberr(st, e, op);
-    done(s);
+        r = sq_dberr(st, e, op);
+    sq_done(s);
     return r;
 }
 
-static int run_id(struct store *st, enum sid id, struct err *e, const char *op)
+int sq_run_id(struct store *st, enum sid id, struct err *e, const char *op)
 {
-    sqlite3_stmt *s = S(st, id, e);
-    return s ? run(st, s, e, op) : -1;
+    sqlite3_stmt *s = sq_stmt(st, id, e);
+    return s ? sq_run(st, s, e, op) : -1;
 }
 
-static int exec(struct store *st, const char *sql, struct err *e, const char *op)
+int sq_exec(struct store *st, const char *sql, struct err *e, const char *op)
 {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -618,7 +508,7 @@ static int exec(struct store *st, const char *sql, struct err *e, const char *op
 }
 
 /* Bind at most max bytes of s, cut at a UTF-8 character boundary; NULL -> NULL. */
-static int bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max)
+int sq_bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max)
 {
     if (!v)
         return sqlite3_bind_null(s, i);
@@ -631,12 +521,12 @@ static int bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max)
     return sqlite3_bind_text(s, i, v, (int)n, SQLITE_STATIC);
 }
 
-static int bind_str(sqlite3_stmt *s, int i, const char *v)
+int sq_bind_str(sqlite3_stmt *s, int i, const char *v)
 {
     return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
 
-static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
+void sq_col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
     size_t n = t ? (size_t)sqlite3_column_bytes(s, i) : 0;
@@ -650,65 +540,37 @@ static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
     dst[n] = '\0';
 }
 
-static int check_name(const char *what, const char *v, struct err *e)
-{
-    if (!v || !*v)
-        return err_set(e, ERR_USAGE, "store: %s name is empty", what);
-    if (strlen(v) > STORE_NAME_MAX)
-        return err_set(e, ERR_LIMIT, "store: %s name is longer than STORE_NAME_MAX (%d bytes)",
-                       what, STORE_NAME_MAX);
-    return 0;
-}
-
-static int check_uidl(const char *v, struct err *e)
-{
-    if (!v || !*v)
-        return err_set(e, ERR_USAGE, "store: UIDL is empty");
-    if (strlen(v) > STORE_UIDL_MAX)
-        return err_set(e, ERR_LIMIT, "store: UIDL is longer than STORE_UIDL_MAX (%d bytes)",
-                       STORE_UIDL_MAX);
-    return 0;
-}
-
-/* Callback said stop: make sure an error is there. */
-static int cb_stop(struct err *e)
-{
-    if (e && e->kind == ERR_NONE)
-        err_set(e, ERR_USAGE, "store: stopped by the caller's callback");
-    return -1;
-}
-
 /* ---- transactions ------------------------------------------------------ */
 
-static int tx_begin(struct store *st, struct err *e, const char *op)
+int sq_tx_begin(struct store *st, struct err *e, const char *op)
 {
     if (!st->batch) {
-        return run_id(st, S_BEGIN, e, op);
+        return sq_run_id(st, S_BEGIN, e, op);
     }
     if (st->batch_lost)
         return err_set(e, ERR_INTERNAL,
                        "store: %s: the batch was rolled back after an earlier error", op);
     if (!st->batch_tx) {
-        if (run_id(st, S_BEGIN, e, op) < 0)
+        if (sq_run_id(st, S_BEGIN, e, op) < 0)
             return -1;
         st->batch_tx = true;
     }
-    return run_id(st, S_SAVEPOINT, e, op);
+    return sq_run_id(st, S_SAVEPOINT, e, op);
 }
 
-static int tx_commit(struct store *st, struct err *e, const char *op)
+int sq_tx_commit(struct store *st, struct err *e, const char *op)
 {
     if (st->batch)
-        return run_id(st, S_RELEASE, e, op);
-    if (run_id(st, S_COMMIT, e, op) < 0) {
+        return sq_run_id(st, S_RELEASE, e, op);
+    if (sq_run_id(st, S_COMMIT, e, op) < 0) {
         if (!sqlite3_get_autocommit(st->db))
-            run_id(st, S_ROLLBACK, NULL, op);
+            sq_run_id(st, S_ROLLBACK, NULL, op);
         return -1;
     }
     return 0;
 }
 
-static void tx_rollback(struct store *st)
+void sq_tx_rollback(struct store *st)
 {
     if (sqlite3_get_autocommit(st->db)) {
         /* nothing open: the database already rolled everything back */
@@ -719,14 +581,14 @@ static void tx_rollback(struct store *st)
         return;
     }
     if (st->batch) {
-        run_id(st, S_ROLLBACK_TO, NULL, "rollback");
-        run_id(st, S_RELEASE, NULL, "rollback");
+        sq_run_id(st, S_ROLLBACK_TO, NULL, "rollback");
+        sq_run_id(st, S_RELEASE, NULL, "rollback");
     } else {
-        run_id(st, S_ROLLBACK, NULL, "rollback");
+        sq_run_id(st, S_ROLLBACK, NULL, "rollback");
     }
 }
 
-static int sq_batch_begin(struct store *st, struct err *e)
+int sq_batch_begin(struct store *st, struct err *e)
 {
     if (st->batch)
         return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
@@ -736,7 +598,7 @@ static int sq_batch_begin(struct store *st, struct err *e)
     return 0;
 }
 
-static int sq_batch_commit(struct store *st, struct err *e)
+int sq_batch_commit(struct store *st, struct err *e)
 {
     if (!st->batch)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
@@ -747,26 +609,26 @@ static int sq_batch_commit(struct store *st, struct err *e)
                        "store: batch commit: the batch was rolled back after an earlier error");
     if (!open)
         return 0;
-    if (run_id(st, S_COMMIT, e, "batch commit") < 0) {
+    if (sq_run_id(st, S_COMMIT, e, "batch commit") < 0) {
         if (!sqlite3_get_autocommit(st->db))
-            run_id(st, S_ROLLBACK, NULL, "batch rollback");
+            sq_run_id(st, S_ROLLBACK, NULL, "batch rollback");
         return -1;
     }
     return 0;
 }
 
-static void sq_batch_rollback(struct store *st)
+void sq_batch_rollback(struct store *st)
 {
     if (!st || !st->batch)
         return;
     if (st->batch_tx && !sqlite3_get_autocommit(st->db))
-        run_id(st, S_ROLLBACK, NULL, "batch rollback");
+        sq_run_id(st, S_ROLLBACK, NULL, "batch rollback");
     st->batch = st->batch_tx = st->batch_lost = false;
 }
 
 /* ---- open / close ------------------------------------------------------ */
 
-static int make_dirs(const char *dir, struct err *e)
+int sq_make_dirs(const char *dir, struct err *e)
 {
     char p[PATH_BYTES];
     int n = snprintf(p, sizeof p, "%s", dir);
@@ -805,7 +667,7 @@ static int fk_check(struct store *st, struct err *e)
 {
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
-        return dberr(st, e, "migrate: foreign key check");
+        return sq_dberr(st, e, "migrate: foreign key check");
     int rc = sqlite3_step(s);
     char table[64] = "";
     if (rc == SQLITE_ROW)
@@ -813,7 +675,7 @@ static int fk_check(struct store *st, struct err *e)
     sqlite3_finalize(s);
     if (rc == SQLITE_ROW)
         return err_set(e, ERR_INTERNAL, "store: migrate: a row of %s lost its reference", table);
-    return rc == SQLITE_DONE ? 0 : dberr(st, e, "migrate: foreign key check");
+    return rc == SQLITE_DONE ? 0 : sq_dberr(st, e, "migrate: foreign key check");
 }
 
 static int migrate_locked(struct store *st, struct err *e);
@@ -829,48 +691,48 @@ static int migrate(struct store *st, struct err *e)
         return 0;
     if (version > STORE_SCHEMA_VERSION)
         return newer_schema(st, version, e);
-    /* a migration may rebuild a table others reference (schema 6): foreign
+    /* a migration may rebuild a table others reference (schema 7): foreign
      * keys are off meanwhile (the pragma is a no-op inside a transaction),
      * and checked before the commit */
-    if (exec(st, "PRAGMA foreign_keys = OFF", e, "migrate") < 0)
+    if (sq_exec(st, "PRAGMA foreign_keys = OFF", e, "migrate") < 0)
         return -1;
     int rc = migrate_locked(st, e);
-    if (exec(st, "PRAGMA foreign_keys = ON", rc < 0 ? NULL : e, "migrate") < 0)
+    if (sq_exec(st, "PRAGMA foreign_keys = ON", rc < 0 ? NULL : e, "migrate") < 0)
         return -1;
     return rc;
 }
 
 static int migrate_locked(struct store *st, struct err *e)
 {
-    if (exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
+    if (sq_exec(st, "BEGIN IMMEDIATE", e, "migrate") < 0)
         return -1;
     int version = sq_schema_version(st, e); /* again, under the lock */
     if (version < 0 || version > STORE_SCHEMA_VERSION) {
         if (version > STORE_SCHEMA_VERSION)
             newer_schema(st, version, e);
-        exec(st, "ROLLBACK", NULL, "migrate");
+        sq_exec(st, "ROLLBACK", NULL, "migrate");
         return -1;
     }
     for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
         char set[64];
         int n = snprintf(set, sizeof set, "PRAGMA user_version = %d", v + 1);
-        if (n < 0 || (size_t)n >= sizeof set || exec(st, migrations[v], e, "migrate") < 0 ||
-            exec(st, set, e, "migrate") < 0) {
+        if (n < 0 || (size_t)n >= sizeof set || sq_exec(st, migrations[v], e, "migrate") < 0 ||
+            sq_exec(st, set, e, "migrate") < 0) {
             if (e && e->kind == ERR_NONE)
                 err_set(e, ERR_INTERNAL, "store: migrate: bad version statement");
             err_prefix(e, "schema version %d", v + 1);
-            exec(st, "ROLLBACK", NULL, "migrate");
+            sq_exec(st, "ROLLBACK", NULL, "migrate");
             return -1;
         }
     }
-    if (fk_check(st, e) < 0 || exec(st, "COMMIT", e, "migrate") < 0) {
-        exec(st, "ROLLBACK", NULL, "migrate");
+    if (fk_check(st, e) < 0 || sq_exec(st, "COMMIT", e, "migrate") < 0) {
+        sq_exec(st, "ROLLBACK", NULL, "migrate");
         return -1;
     }
     return 0;
 }
 
-static int conn_setup(sqlite3 *db)
+int sq_conn_setup(sqlite3 *db)
 {
     sqlite3_extended_result_codes(db, 1);
     return sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
@@ -900,7 +762,7 @@ struct store *store_sqlite_open(const char *state_dir, struct err *e)
         free(st);
         return NULL;
     }
-    if (make_dirs(state_dir, e) < 0) {
+    if (sq_make_dirs(state_dir, e) < 0) {
         free(st);
         return NULL;
     }
@@ -912,7 +774,7 @@ struct store *store_sqlite_open(const char *state_dir, struct err *e)
                 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    conn_setup(st->db);
+    sq_conn_setup(st->db);
     /* journal_mode answers with the mode in force: it must say "wal".
      * Switching a fresh file to WAL needs an exclusive lock and does not
      * always go through the busy handler, so wait here, bounded. */
@@ -941,13 +803,13 @@ struct store *store_sqlite_open(const char *state_dir, struct err *e)
         goto fail;
     }
     sqlite3_finalize(s);
-    if (exec(st, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+    if (sq_exec(st, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
                  " PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
              e, "configure") < 0)
         goto fail;
     if (migrate(st, e) < 0)
         goto fail;
-    if (exec(st, "CREATE TEMP TABLE listed(uidl TEXT PRIMARY KEY) WITHOUT ROWID;"
+    if (sq_exec(st, "CREATE TEMP TABLE listed(uidl TEXT PRIMARY KEY) WITHOUT ROWID;"
                  " CREATE TEMP TABLE purge(id INTEGER PRIMARY KEY);",
              e, "open") < 0)
         goto fail;
@@ -959,7 +821,7 @@ fail:
     return NULL;
 }
 
-static void sq_close(struct store *st)
+void sq_close(struct store *st)
 {
     if (!st)
         return;
@@ -970,7 +832,7 @@ static void sq_close(struct store *st)
     free(st);
 }
 
-static int sq_schema_version(struct store *st, struct err *e)
+int sq_schema_version(struct store *st, struct err *e)
 {
     sqlite3_stmt *s = NULL;
     int v = -1;
@@ -978,2603 +840,9 @@ static int sq_schema_version(struct store *st, struct err *e)
         sqlite3_step(s) == SQLITE_ROW)
         v = sqlite3_column_int(s, 0);
     else
-        dberr(st, e, "schema version");
+        sq_dberr(st, e, "schema version");
     sqlite3_finalize(s);
     return v;
-}
-
-/* ---- names ------------------------------------------------------------- */
-
-static const char *const uidl_state_names[] = {"ignored", "stored", "delivered", "deleted"};
-static const char *const dstatus_names[] = {"pending", "delivered", "failed", "dead", "dropped"};
-#define N_DSTATUS 5
-
-const char *store_uidl_state_name(enum store_uidl_state s)
-{
-    return (unsigned)s < 4 ? uidl_state_names[s] : "unknown";
-}
-
-const char *store_dstatus_name(enum store_dstatus s)
-{
-    return (unsigned)s < N_DSTATUS ? dstatus_names[s] : "unknown";
-}
-
-int store_dstatus_parse(const char *name, enum store_dstatus *out, struct err *e)
-{
-    for (int i = 0; name && i < N_DSTATUS; i++)
-        if (strcmp(name, dstatus_names[i]) == 0) {
-            *out = (enum store_dstatus)i;
-            return 0;
-        }
-    return err_set(e, ERR_USAGE,
-                   "store: unknown delivery status (want pending, delivered, failed, dead or dropped)");
-}
-
-/* ---- ids --------------------------------------------------------------- */
-
-static char *id_format(const char *prefix, int64_t id, char *buf)
-{
-    int n = snprintf(buf, STORE_ID_MAX, "%s%" PRId64, prefix, id);
-    if (n < 0 || n >= STORE_ID_MAX)
-        buf[0] = '\0'; /* cannot happen: 2 + 19 digits + NUL < STORE_ID_MAX */
-    return buf;
-}
-
-char *store_msg_id_format(int64_t id, char *buf)
-{
-    return id_format("m_", id, buf);
-}
-
-char *store_delivery_id_format(int64_t id, char *buf)
-{
-    return id_format("d_", id, buf);
-}
-
-/* prefix then a positive decimal without sign or leading zero. */
-static int id_parse(const char *s, const char *prefix, const char *what, int64_t *id,
-                    struct err *e)
-{
-    size_t pl = strlen(prefix);
-    if (!s || strncmp(s, prefix, pl) != 0)
-        return err_set(e, ERR_USAGE, "store: malformed %s", what);
-    const char *d = s + pl;
-    size_t n = strspn(d, "0123456789");
-    if (n == 0 || n > 19 || d[n] != '\0' || d[0] == '0')
-        return err_set(e, ERR_USAGE, "store: malformed %s", what);
-    errno = 0;
-    char *end = NULL;
-    long long v = strtoll(d, &end, 10);
-    if (errno == ERANGE || end != d + n || v <= 0)
-        return err_set(e, ERR_USAGE, "store: %s out of range", what);
-    *id = (int64_t)v;
-    return 0;
-}
-
-int store_msg_id_parse(const char *s, int64_t *id, struct err *e)
-{
-    return id_parse(s, "m_", "message id", id, e);
-}
-
-int store_delivery_id_parse(const char *s, int64_t *id, struct err *e)
-{
-    return id_parse(s, "d_", "delivery id", id, e);
-}
-
-/* ---- UIDLs ------------------------------------------------------------- */
-
-static int uidls_iter(struct store *st, sqlite3_stmt *s, store_uidl_cb cb, void *ctx,
-                      struct err *e, const char *op)
-{
-    int rc, r = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *u = (const char *)sqlite3_column_text(s, 0);
-        if (cb(ctx, u ? u : "", (enum store_uidl_state)sqlite3_column_int(s, 1),
-               sqlite3_column_int64(s, 2), e) != 0) {
-            r = cb_stop(e);
-            break;
-        }
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = dberr(st, e, op);
-    done(s);
-    return r;
-}
-
-static int sq_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
-                     struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    err_clear(e);
-    sqlite3_stmt *s = S(st, S_UIDLS_EACH, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    return uidls_iter(st, s, cb, ctx, e, "list UIDLs");
-}
-
-static int sq_uidl_get(struct store *st, const char *account, const char *uidl,
-                   enum store_uidl_state *state, int64_t *msg_id, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_UIDL_GET, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    bind_str(s, 2, uidl);
-    int rc = sqlite3_step(s), r;
-    if (rc == SQLITE_ROW) {
-        *state = (enum store_uidl_state)sqlite3_column_int(s, 0);
-        if (msg_id)
-            *msg_id = sqlite3_column_int64(s, 1);
-        r = 0;
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get UIDL");
-    }
-    done(s);
-    return r;
-}
-
-static int check_uidl_list(const char *const *uidls, size_t n, struct err *e)
-{
-    if (n > STORE_UIDLS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu UIDLs in one call, over STORE_UIDLS_MAX (%d)", n,
-                       STORE_UIDLS_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (check_uidl(uidls[i], e) < 0)
-            return -1;
-    return 0;
-}
-
-static int sq_uidls_record_ignored(struct store *st, const char *account,
-                               const char *const *uidls, size_t n, int64_t now,
-                               struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    const char *op = "record ignored UIDLs";
-    sqlite3_stmt *s = S(st, S_UIDL_INS_IGNORED, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        bind_str(s, 1, account);
-        bind_str(s, 2, uidls[i]);
-        sqlite3_bind_int64(s, 3, now);
-        if (run(st, s, e, op) < 0) {
-            tx_rollback(st);
-            return -1;
-        }
-    }
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
-                          int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
-                          struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    err_clear(e);
-    sqlite3_stmt *s = S(st, S_DELETABLE, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    sqlite3_bind_int(s, 2, delete_delivered ? 1 : 0);
-    sqlite3_bind_int64(s, 3, delete_after_ms > 0 ? delete_after_ms : 0);
-    sqlite3_bind_int64(s, 4, now);
-    return uidls_iter(st, s, cb, ctx, e, "list deletable UIDLs");
-}
-
-static int sq_uidls_mark_deleted(struct store *st, const char *account,
-                             const char *const *uidls, size_t n, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_uidl_list(uidls, n, e) < 0)
-        return -1;
-    if (n == 0)
-        return 0;
-    const char *op = "mark UIDLs deleted";
-    sqlite3_stmt *s = S(st, S_MARK_DELETED, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        bind_str(s, 1, account);
-        bind_str(s, 2, uidls[i]);
-        if (run(st, s, e, op) < 0) {
-            tx_rollback(st);
-            return -1;
-        }
-    }
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_uidls_forget_vanished(struct store *st, const char *account,
-                                const char *const *listed, size_t n, int64_t *forgotten,
-                                struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_uidl_list(listed, n, e) < 0)
-        return -1;
-    const char *op = "forget vanished UIDLs";
-    sqlite3_stmt *ins = S(st, S_LISTED_INS, e), *del = S(st, S_FORGET, e);
-    if (!ins || !del || tx_begin(st, e, op) < 0)
-        return -1;
-    if (run_id(st, S_LISTED_CLEAR, e, op) < 0)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        bind_str(ins, 1, listed[i]);
-        if (run(st, ins, e, op) < 0)
-            goto fail;
-    }
-    bind_str(del, 1, account);
-    if (run(st, del, e, op) < 0)
-        goto fail;
-    int64_t count = sqlite3_changes64(st->db);
-    if (run_id(st, S_LISTED_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
-        goto fail;
-    if (forgotten)
-        *forgotten = count;
-    return 0;
-fail:
-    tx_rollback(st);
-    return -1;
-}
-
-/* ---- storing a message ------------------------------------------------- */
-
-static int sq_msg_begin(struct store *st, const char *account, const char *uidl,
-                    struct store_msg **out, struct err *e)
-{
-    *out = NULL;
-    if (check_name("account", account, e) < 0 || check_uidl(uidl, e) < 0)
-        return -1;
-    struct store_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    m->hdr.ops = &store_sqlite_ops;
-    m->st = st;
-    m->fd = -1;
-    memcpy(m->account, account, strlen(account) + 1);
-    memcpy(m->uidl, uidl, strlen(uidl) + 1);
-    m->sha = EVP_MD_CTX_new();
-    if (!m->sha || EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL) != 1) {
-        sq_msg_abort(m);
-        return err_set(e, ERR_INTERNAL, "store: cannot start SHA-256");
-    }
-    *out = m;
-    return 0;
-}
-
-/* Move the in-memory spool to an unlinked temp file in state_dir. */
-static int spool_to_file(struct store_msg *m, struct err *e)
-{
-    char tmpl[PATH_BYTES];
-    int n = snprintf(tmpl, sizeof tmpl, "%s/.spool-XXXXXX", m->st->dir);
-    if (n < 0 || (size_t)n >= sizeof tmpl)
-        return err_set(e, ERR_LIMIT, "store: spool path too long");
-    int fd = mkostemp(tmpl, O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, ERR_INTERNAL, "store: cannot create spool file in %s: %s", m->st->dir,
-                       strerror(errno));
-    unlink(tmpl);
-    if (spool_write_all(fd, m->mem, m->mem_len) < 0) {
-        int saved = errno;
-        close(fd);
-        return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s", m->st->dir,
-                       strerror(saved));
-    }
-    free(m->mem);
-    m->mem = NULL;
-    m->mem_len = m->mem_cap = 0;
-    m->fd = fd;
-    return 0;
-}
-
-/* A new random event key (STORE_KEY_HEX hex digits) into key. */
-static int new_event_key(char *key, struct err *e)
-{
-    unsigned char rnd[STORE_KEY_HEX / 2];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return err_set(e, ERR_INTERNAL, "store: no random bytes for an event key");
-    codec_hex_encode(rnd, sizeof rnd, key);
-    return 0;
-}
-
-static int sq_msg_peek(struct store_msg *m, const void **mem, size_t *len, int *fd, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message peek after an earlier error");
-    *mem = m->fd >= 0 ? NULL : m->mem;
-    *len = m->fd >= 0 ? (size_t)m->size : m->mem_len;
-    *fd = m->fd;
-    return 0;
-}
-
-static int sq_msg_write(struct store_msg *m, const void *data, size_t len, struct err *e)
-{
-    if (m->failed)
-        return err_set(e, ERR_USAGE, "store: message write after an earlier error");
-    if (len == 0)
-        return 0;
-    if (len > STORE_MSG_MAX || m->size + len > STORE_MSG_MAX) {
-        m->failed = true;
-        return err_set(e, ERR_LIMIT,
-                       "store: message for account %s is larger than STORE_MSG_MAX (%llu bytes)",
-                       m->account, (unsigned long long)STORE_MSG_MAX);
-    }
-    if (EVP_DigestUpdate(m->sha, data, len) != 1) {
-        m->failed = true;
-        return err_set(e, ERR_INTERNAL, "store: SHA-256 update failed");
-    }
-    if (m->fd < 0 && m->mem_len + len > STORE_SPOOL_MEM_MAX && spool_to_file(m, e) < 0) {
-        m->failed = true;
-        return -1;
-    }
-    if (m->fd >= 0) {
-        if (spool_write_all(m->fd, data, len) < 0) {
-            m->failed = true;
-            return err_set(e, ERR_INTERNAL, "store: cannot write spool file in %s: %s",
-                           m->st->dir, strerror(errno));
-        }
-    } else {
-        if (m->mem_len + len > m->mem_cap) {
-            size_t cap = m->mem_cap ? m->mem_cap : 16384;
-            while (cap < m->mem_len + len)
-                cap *= 2;
-            if (cap > STORE_SPOOL_MEM_MAX)
-                cap = STORE_SPOOL_MEM_MAX;
-            unsigned char *p = realloc(m->mem, cap);
-            if (!p) {
-                m->failed = true;
-                return err_set(e, ERR_INTERNAL, "store: out of memory");
-            }
-            m->mem = p;
-            m->mem_cap = cap;
-        }
-        memcpy(m->mem + m->mem_len, data, len);
-        m->mem_len += len;
-    }
-    m->size += len;
-    return 0;
-}
-
-static uint64_t sq_msg_size(const struct store_msg *m) { return m ? m->size : 0; }
-
-static void sq_msg_abort(struct store_msg *m)
-{
-    if (!m)
-        return;
-    if (m->fd >= 0)
-        close(m->fd);
-    free(m->mem);
-    EVP_MD_CTX_free(m->sha);
-    free(m);
-}
-
-/* Copy the spool file into the zero-filled blob of message id. */
-static int body_from_file(struct store *st, struct store_msg *m, int64_t id, struct err *e)
-{
-    sqlite3_blob *b = NULL;
-    if (sqlite3_blob_open(st->db, "main", "bodies", "raw", id, 1, &b) != SQLITE_OK) {
-        dberr(st, e, "open body blob");
-        sqlite3_blob_close(b);
-        return -1;
-    }
-    unsigned char *buf = malloc(STORE_IO_CHUNK);
-    if (!buf) {
-        sqlite3_blob_close(b);
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    }
-    int r = 0;
-    uint64_t off = 0;
-    while (off < m->size) {
-        size_t want = m->size - off < STORE_IO_CHUNK ? (size_t)(m->size - off) : STORE_IO_CHUNK;
-        ssize_t got = pread(m->fd, buf, want, (off_t)off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            r = err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s", st->dir,
-                        got < 0 ? strerror(errno) : "unexpected end of file");
-            break;
-        }
-        if (sqlite3_blob_write(b, buf, (int)got, (int)off) != SQLITE_OK) {
-            r = dberr(st, e, "write body blob");
-            break;
-        }
-        off += (uint64_t)got;
-    }
-    free(buf);
-    if (sqlite3_blob_close(b) != SQLITE_OK && r == 0)
-        r = dberr(st, e, "close body blob");
-    return r;
-}
-
-/* The first message of account with this Message-ID stored since `since`
- * (not itself a duplicate): its id, or 0. */
-static int find_duplicate(struct store *st, const char *account, const char *message_id,
-                          int64_t since, int64_t *dup, struct err *e)
-{
-    *dup = 0;
-    sqlite3_stmt *s = S(st, S_DUP_FIND, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    bind_trunc(s, 2, message_id, STORE_META_MAX); /* as it was stored */
-    sqlite3_bind_int64(s, 3, since);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *dup = sqlite3_column_int64(s, 0);
-    else if (rc != SQLITE_DONE)
-        r = dberr(st, e, "find duplicate");
-    done(s);
-    return r;
-}
-
-static int finish_tx(struct store *st, struct store_msg *m, const struct store_msg_meta *meta,
-                     const char *const *webhooks, size_t n_webhooks, int64_t now,
-                     const char *sha_hex, int64_t *id_out, int64_t *dup_out, struct err *e)
-{
-    const char *op = "store message";
-    int64_t dup = 0;
-    if (meta && meta->dedupe_window_ms > 0 && meta->message_id && *meta->message_id &&
-        find_duplicate(st, m->account, meta->message_id, now - meta->dedupe_window_ms, &dup, e) < 0)
-        return -1;
-    if (dup)
-        n_webhooks = 0; /* recorded, not delivered: done at once */
-    *dup_out = dup;
-    sqlite3_stmt *s = S(st, S_MSG_INS, e);
-    if (!s)
-        return -1;
-    if (dup)
-        sqlite3_bind_int64(s, 14, dup);
-    bind_str(s, 1, m->account);
-    bind_str(s, 2, m->uidl);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)m->size);
-    bind_str(s, 4, sha_hex);
-    sqlite3_bind_int64(s, 5, now);
-    if (meta) {
-        bind_trunc(s, 6, meta->subject, STORE_META_MAX);
-        bind_trunc(s, 7, meta->from, STORE_META_MAX);
-        bind_trunc(s, 8, meta->message_id, STORE_META_MAX);
-        bind_trunc(s, 9, meta->date, STORE_META_MAX);
-    }
-    bind_str(s, 11, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
-    sqlite3_bind_int64(s, 12, meta ? (sqlite3_int64)meta->declared_size : 0);
-    char key[STORE_KEY_HEX + 1];
-    if (new_event_key(key, e) < 0)
-        return -1;
-    bind_str(s, 13, key);
-    if (n_webhooks == 0)
-        sqlite3_bind_int64(s, 10, now);
-    if (run(st, s, e, op) < 0)
-        return -1;
-    int64_t id = sqlite3_last_insert_rowid(st->db);
-
-    if (!(s = S(st, S_BODY_INS, e)))
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    if (m->fd < 0)
-        sqlite3_bind_blob(s, 2, m->mem ? (const void *)m->mem : "", (int)m->mem_len,
-                          SQLITE_STATIC);
-    else
-        sqlite3_bind_zeroblob64(s, 2, m->size);
-    if (run(st, s, e, op) < 0)
-        return -1;
-    if (m->fd >= 0 && body_from_file(st, m, id, e) < 0)
-        return -1;
-
-    if (!(s = S(st, S_UIDL_INS_STORED, e)))
-        return -1;
-    bind_str(s, 1, m->account);
-    bind_str(s, 2, m->uidl);
-    sqlite3_bind_int(s, 3, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
-    sqlite3_bind_int64(s, 4, id);
-    sqlite3_bind_int64(s, 5, now);
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) {
-        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-            err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
-        else
-            dberr(st, e, op);
-        done(s);
-        return -1;
-    }
-    done(s);
-
-    if (!(s = S(st, S_DELIV_INS, e)))
-        return -1;
-    for (size_t i = 0; i < n_webhooks; i++) {
-        sqlite3_bind_int64(s, 1, id);
-        bind_str(s, 2, m->account);
-        bind_str(s, 3, webhooks[i]);
-        sqlite3_bind_int64(s, 4, now);
-        if (run(st, s, e, op) < 0)
-            return -1;
-    }
-    *id_out = id;
-    return 0;
-}
-
-static int sq_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
-                     const char *const *webhooks, size_t n_webhooks, int64_t now,
-                     struct store_msg_result *res, struct err *e)
-{
-    struct store *st = m->st;
-    int r = -1;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
-        goto out;
-    }
-    if (n_webhooks > STORE_WEBHOOKS_MAX) {
-        err_set(e, ERR_LIMIT, "store: %zu webhooks for one message, over STORE_WEBHOOKS_MAX (%d)",
-                n_webhooks, STORE_WEBHOOKS_MAX);
-        goto out;
-    }
-    for (size_t i = 0; i < n_webhooks; i++) {
-        if (check_name("webhook", webhooks[i], e) < 0)
-            goto out;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0) {
-                err_set(e, ERR_USAGE, "store: webhook %s is listed twice", webhooks[i]);
-                goto out;
-            }
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    char hex[STORE_SHA256_HEX + 1];
-    codec_hex_encode(md, 32, hex);
-    int64_t id = 0, dup = 0;
-    if (tx_begin(st, e, "store message") < 0)
-        goto out;
-    if (finish_tx(st, m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0 ||
-        tx_commit(st, e, "store message") < 0) {
-        tx_rollback(st);
-        goto out;
-    }
-    if (res) {
-        res->id = id;
-        res->duplicate_of = dup;
-        res->size = m->size;
-        memcpy(res->sha256, hex, sizeof hex);
-    }
-    r = 0;
-out:
-    sq_msg_abort(m);
-    return r;
-}
-
-/* ---- reading a message ------------------------------------------------- */
-
-static int sq_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_MSG_GET, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = sqlite3_column_int64(s, 0);
-        col_copy(s, 1, out->account, sizeof out->account);
-        col_copy(s, 2, out->uidl, sizeof out->uidl);
-        out->size = (uint64_t)sqlite3_column_int64(s, 3);
-        col_copy(s, 4, out->sha256, sizeof out->sha256);
-        out->received_at = sqlite3_column_int64(s, 5);
-        out->delivered_at = sqlite3_column_int64(s, 6);
-        out->body_purged_at = sqlite3_column_int64(s, 7);
-        col_copy(s, 8, out->subject, sizeof out->subject);
-        col_copy(s, 9, out->from, sizeof out->from);
-        col_copy(s, 10, out->message_id, sizeof out->message_id);
-        col_copy(s, 11, out->date, sizeof out->date);
-        col_copy(s, 12, out->kind, sizeof out->kind);
-        out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
-        col_copy(s, 14, out->key, sizeof out->key);
-        out->duplicate_of = sqlite3_column_int64(s, 15);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get message");
-    }
-    done(s);
-    return r;
-}
-
-/* Length of the body of message id; STORE_NOTFOUND if none. */
-static int body_len(struct store *st, int64_t id, uint64_t *len, struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_BODY_LEN, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *len = (uint64_t)sqlite3_column_int64(s, 0);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = dberr(st, e, "get body length");
-    done(s);
-    return r;
-}
-
-static int sq_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
-                     struct err *e)
-{
-    err_clear(e);
-    sqlite3_blob *b = NULL;
-    int rc = sqlite3_blob_open(st->db, "main", "bodies", "raw", id, 0, &b);
-    if (rc != SQLITE_OK) {
-        sqlite3_blob_close(b);
-        /* "no such rowid" is SQLITE_ERROR; tell it apart from real failures */
-        uint64_t len;
-        int r = body_len(st, id, &len, e);
-        if (r == STORE_NOTFOUND)
-            return STORE_NOTFOUND;
-        return r < 0 ? -1 : dberr(st, e, "open body blob");
-    }
-    unsigned char *buf = malloc(STORE_IO_CHUNK);
-    if (!buf) {
-        sqlite3_blob_close(b);
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    }
-    int total = sqlite3_blob_bytes(b), r = 0;
-    for (int off = 0; off < total;) {
-        int n = total - off < (int)STORE_IO_CHUNK ? total - off : (int)STORE_IO_CHUNK;
-        if (sqlite3_blob_read(b, buf, n, off) != SQLITE_OK) {
-            r = dberr(st, e, "read body blob");
-            break;
-        }
-        if (sink(ctx, buf, (size_t)n, e) != 0) {
-            r = cb_stop(e);
-            break;
-        }
-        off += n;
-    }
-    free(buf);
-    sqlite3_blob_close(b);
-    return r;
-}
-
-static int sq_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
-                    struct err *e)
-{
-    *out = NULL;
-    uint64_t len = 0;
-    int r = body_len(st, id, &len, e);
-    if (r != 0)
-        return r;
-    struct store_body *b = calloc(1, sizeof *b);
-    if (!b)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    b->hdr.ops = &store_sqlite_ops;
-    b->id = id;
-    if (sqlite3_open_v2(st->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: open body reader: %s",
-                b->db ? sqlite3_errmsg(b->db) : "out of memory");
-        sq_body_close(b);
-        return -1;
-    }
-    conn_setup(b->db);
-    if (size)
-        *size = len;
-    *out = b;
-    return 0;
-}
-
-static int sq_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
-                    struct err *e)
-{
-    *got = 0;
-    sqlite3_blob *h = NULL;
-    if (sqlite3_blob_open(b->db, "main", "bodies", "raw", b->id, 0, &h) != SQLITE_OK) {
-        char idbuf[STORE_ID_MAX];
-        err_set(e, ERR_INTERNAL, "store: read body of %s: %s", store_msg_id_format(b->id, idbuf),
-                sqlite3_errmsg(b->db));
-        sqlite3_blob_close(h);
-        return -1;
-    }
-    uint64_t total = (uint64_t)sqlite3_blob_bytes(h);
-    int r = 0;
-    if (offset < total) {
-        uint64_t n = total - offset;
-        if (n > len)
-            n = len;
-        if (sqlite3_blob_read(h, buf, (int)n, (int)offset) != SQLITE_OK)
-            r = err_set(e, ERR_INTERNAL, "store: read body: %s", sqlite3_errmsg(b->db));
-        else
-            *got = (size_t)n;
-    }
-    sqlite3_blob_close(h);
-    return r;
-}
-
-static void sq_body_close(struct store_body *b)
-{
-    if (!b)
-        return;
-    sqlite3_close(b->db);
-    free(b);
-}
-
-/* ---- deliveries -------------------------------------------------------- */
-
-static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
-{
-    d->id = sqlite3_column_int64(s, 0);
-    d->msg_id = sqlite3_column_int64(s, 1);
-    col_copy(s, 2, d->account, sizeof d->account);
-    col_copy(s, 3, d->uidl, sizeof d->uidl);
-    col_copy(s, 4, d->webhook, sizeof d->webhook);
-    d->status = (enum store_dstatus)sqlite3_column_int(s, 5);
-    d->attempts = sqlite3_column_int(s, 6);
-    d->created_at = sqlite3_column_int64(s, 7);
-    d->updated_at = sqlite3_column_int64(s, 8);
-    d->next_attempt_at = sqlite3_column_int64(s, 9);
-    d->delivered_at = sqlite3_column_int64(s, 10);
-    d->last_http_status = sqlite3_column_int(s, 11);
-    col_copy(s, 12, d->last_error, sizeof d->last_error);
-    col_copy(s, 13, d->msg_key, sizeof d->msg_key);
-    col_copy(s, 14, d->lease_owner, sizeof d->lease_owner);
-    d->lease_until = sqlite3_column_int64(s, 15);
-    d->event_id = sqlite3_column_int64(s, 16);
-    col_copy(s, 17, d->event_type, sizeof d->event_type);
-}
-
-static int check_owner(const char *owner, struct err *e)
-{
-    if (!owner || !*owner)
-        return err_set(e, ERR_USAGE, "store: lease owner is empty");
-    if (strlen(owner) > STORE_OWNER_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease owner is longer than STORE_OWNER_MAX (%d bytes)",
-                       STORE_OWNER_MAX);
-    return 0;
-}
-
-static int sq_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
-                             int64_t now, int64_t lease_ms, struct store_delivery *out,
-                             size_t max, size_t *n, struct err *e)
-{
-    *n = 0;
-    if (check_owner(owner, e) < 0 || (webhook && check_name("webhook", webhook, e) < 0))
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: lease deliveries: lease_ms must be positive");
-    if (max > STORE_DUE_MAX)
-        return err_set(e, ERR_LIMIT, "store: lease of %zu deliveries, over STORE_DUE_MAX (%d)",
-                       max, STORE_DUE_MAX);
-    if (max == 0)
-        return 0;
-    const char *op = "lease due deliveries";
-    sqlite3_stmt *sel = S(st, webhook ? S_DUE_WH : S_DUE, e), *lease = S(st, S_LEASE, e);
-    if (!sel || !lease || tx_begin(st, e, op) < 0)
-        return -1;
-    sqlite3_bind_int64(sel, 1, now);
-    sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
-    if (webhook)
-        bind_str(sel, 3, webhook);
-    size_t k = 0;
-    int rc = SQLITE_DONE;
-    while (k < max && (rc = sqlite3_step(sel)) == SQLITE_ROW)
-        delivery_row(sel, &out[k++]);
-    if (k < max && rc != SQLITE_DONE) {
-        dberr(st, e, op);
-        done(sel);
-        tx_rollback(st);
-        return -1;
-    }
-    done(sel);
-    for (size_t i = 0; i < k; i++) {
-        sqlite3_bind_int64(lease, 1, out[i].id);
-        bind_str(lease, 2, owner);
-        sqlite3_bind_int64(lease, 3, now + lease_ms);
-        if (run(st, lease, e, op) < 0) {
-            tx_rollback(st);
-            return -1;
-        }
-        snprintf(out[i].lease_owner, sizeof out[i].lease_owner, "%s", owner);
-        out[i].lease_until = now + lease_ms;
-    }
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    *n = k;
-    return 0;
-}
-
-static int write1(struct store *st, enum sid id, int64_t *changes, struct err *e, const char *op)
-{
-    sqlite3_stmt *s = S(st, id, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    if (run(st, s, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (changes)
-        *changes = c;
-    return 0;
-}
-
-/* One UPDATE of the leases owner holds (renew, release all or one). */
-static int lease_write(struct store *st, enum sid id, const char *owner, int64_t arg,
-                       int64_t *changes, struct err *e, const char *op)
-{
-    if (check_owner(owner, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, id, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, owner);
-    if (id != S_RELEASE_ALL && id != S_ACC_RELEASE_ALL)
-        sqlite3_bind_int64(s, 2, arg);
-    if (run(st, s, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (changes)
-        *changes = c;
-    return 0;
-}
-
-static int sq_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                         int64_t *renewed, struct err *e)
-{
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: renew leases: lease_ms must be positive");
-    return lease_write(st, S_RENEW, owner, now + lease_ms, renewed, e, "renew delivery leases");
-}
-
-static int sq_delivery_release(struct store *st, const char *owner, int64_t id, int64_t *released,
-                           struct err *e)
-{
-    return lease_write(st, id ? S_RELEASE_ONE : S_RELEASE_ALL, owner, id, released, e,
-                       "release delivery leases");
-}
-
-/* Status, message and lease of delivery id: 0, STORE_NOTFOUND or -1.
- * owner (STORE_OWNER_MAX + 1 bytes) and until may be NULL. */
-static int delivery_status(struct store *st, int64_t id, enum store_dstatus *status,
-                           int64_t *msg_id, char *owner, int64_t *until, struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_DELIV_STATUS, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        *status = (enum store_dstatus)sqlite3_column_int(s, 0);
-        *msg_id = sqlite3_column_int64(s, 1);
-        if (owner)
-            col_copy(s, 2, owner, STORE_OWNER_MAX + 1);
-        if (until)
-            *until = sqlite3_column_int64(s, 3);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get delivery status");
-    }
-    done(s);
-    return r;
-}
-
-static int attempt_insert(struct store *st, int64_t id, const struct store_attempt *a,
-                          enum store_dstatus status, struct err *e)
-{
-    const char *op = "record delivery attempt";
-    sqlite3_stmt *s = S(st, S_ATTEMPT_INS, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int64(s, 2, a->started_at);
-    sqlite3_bind_int64(s, 3, a->duration_ms);
-    sqlite3_bind_int(s, 4, a->http_status);
-    bind_trunc(s, 5, a->error ? a->error : "", STORE_ERROR_MAX);
-    bind_str(s, 6, a->outcome ? a->outcome : store_dstatus_name(status));
-    return run(st, s, e, op);
-}
-
-static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, struct err *e,
-                               const char *op);
-
-static int record_tx(struct store *st, int64_t id, int64_t msg_id, const struct store_attempt *a,
-                     enum store_dstatus status, int64_t next_attempt_at, struct err *e)
-{
-    const char *op = "record delivery attempt";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    sqlite3_stmt *s = S(st, S_DELIV_UPDATE, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int(s, 2, status);
-    sqlite3_bind_int64(s, 3, status == STORE_D_FAILED ? next_attempt_at : 0);
-    sqlite3_bind_int64(s, 4, end);
-    sqlite3_bind_int64(s, 5, status == STORE_D_DELIVERED ? end : 0);
-    sqlite3_bind_int(s, 6, a->http_status);
-    bind_trunc(s, 7, a->error ? a->error : "", STORE_ERROR_MAX);
-    if (run(st, s, e, op) < 0 || attempt_insert(st, id, a, status, e) < 0)
-        return -1;
-    if (status != STORE_D_DELIVERED)
-        return 0;
-    return msg_maybe_delivered(st, msg_id, end, e, op);
-}
-
-/* When none of message msg_id's deliveries is left to do (each delivered
- * or dropped): the message delivered at `end`, its UIDL "delivered".  An
- * event's delivery (msg_id 0) has no message. */
-static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, struct err *e,
-                               const char *op)
-{
-    sqlite3_stmt *s;
-    if (msg_id <= 0)
-        return 0;
-    if (!(s = S(st, S_MSG_UNDELIVERED, e)))
-        return -1;
-    sqlite3_bind_int64(s, 1, msg_id);
-    int rc = sqlite3_step(s);
-    int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-    if (rc != SQLITE_ROW) {
-        dberr(st, e, op);
-        done(s);
-        return -1;
-    }
-    done(s);
-    if (left > 0)
-        return 0;
-    if (!(s = S(st, S_MSG_SET_DELIVERED, e)))
-        return -1;
-    sqlite3_bind_int64(s, 1, msg_id);
-    sqlite3_bind_int64(s, 2, end);
-    if (run(st, s, e, op) < 0 || !(s = S(st, S_UIDL_SET_DELIVERED, e)))
-        return -1;
-    sqlite3_bind_int64(s, 1, msg_id);
-    return run(st, s, e, op);
-}
-
-static int sq_delivery_record(struct store *st, const char *owner, int64_t id,
-                          const struct store_attempt *a, enum store_dstatus status,
-                          int64_t next_attempt_at, struct err *e)
-{
-    if (check_owner(owner, e) < 0)
-        return -1;
-    if (status != STORE_D_DELIVERED && status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE,
-                       "store: record delivery: new status must be delivered, failed or dead");
-    if (a->outcome && strlen(a->outcome) > STORE_OUTCOME_MAX)
-        return err_set(e, ERR_LIMIT,
-                       "store: record delivery: outcome longer than STORE_OUTCOME_MAX (%d bytes)",
-                       STORE_OUTCOME_MAX);
-    const char *op = "record delivery attempt";
-    if (tx_begin(st, e, op) < 0)
-        return -1;
-    enum store_dstatus cur;
-    int64_t msg_id = 0, until = 0;
-    char holder[STORE_OWNER_MAX + 1] = "";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    int r = delivery_status(st, id, &cur, &msg_id, holder, &until, e);
-    bool lost = r == 0 && ((cur != STORE_D_PENDING && cur != STORE_D_FAILED) ||
-                           (holder[0] && strcmp(holder, owner) != 0 && until > end));
-    if (r == 0 && lost) {
-        r = attempt_insert(st, id, a, status, e);
-        if (r == 0)
-            r = STORE_LEASE_LOST;
-    } else if (r == 0) {
-        r = record_tx(st, id, msg_id, a, status, next_attempt_at, e);
-    }
-    if (r >= 0 && r != STORE_NOTFOUND && tx_commit(st, e, op) < 0)
-        r = -1;
-    if (r < 0 || r == STORE_NOTFOUND)
-        tx_rollback(st);
-    return r;
-}
-
-static int sq_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)
-{
-    char idbuf[STORE_ID_MAX];
-    const char *op = "retry delivery";
-    if (tx_begin(st, e, op) < 0)
-        return -1;
-    enum store_dstatus cur;
-    int64_t msg_id = 0;
-    uint64_t len;
-    int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: retry %s: it is %s; only failed or dead can be retried",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0 && msg_id > 0) {
-        int b = body_len(st, msg_id, &len, e);
-        if (b == STORE_NOTFOUND)
-            r = err_set(e, ERR_USAGE, "store: retry %s: the message body was purged",
-                        store_delivery_id_format(id, idbuf));
-        else
-            r = b;
-    }
-    if (r == 0) {
-        sqlite3_stmt *s = S(st, S_RETRY, e);
-        if (!s) {
-            r = -1;
-        } else {
-            sqlite3_bind_int64(s, 1, id);
-            sqlite3_bind_int64(s, 2, now);
-            r = run(st, s, e, op);
-        }
-    }
-    if (r == 0)
-        r = tx_commit(st, e, op);
-    if (r != 0)
-        tx_rollback(st);
-    return r;
-}
-
-static int sq_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
-                       store_attempt_cb cb, void *ctx, struct err *e)
-{
-    err_clear(e);
-    sqlite3_stmt *s = S(st, S_DELIV_GET, e), *a = S(st, S_ATTEMPTS, e);
-    if (!s || !a)
-        return -1;
-    /* one read transaction: the delivery and its attempts agree */
-    if (!st->batch && exec(st, "BEGIN", e, "get delivery") < 0)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        delivery_row(s, out);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = dberr(st, e, "get delivery");
-    done(s);
-    if (r == 0 && cb) {
-        sqlite3_bind_int64(a, 1, id);
-        while ((rc = sqlite3_step(a)) == SQLITE_ROW) {
-            const char *er = (const char *)sqlite3_column_text(a, 3);
-            const char *oc = (const char *)sqlite3_column_text(a, 4);
-            struct store_attempt_row row = {
-                .started_at = sqlite3_column_int64(a, 0),
-                .duration_ms = sqlite3_column_int64(a, 1),
-                .http_status = sqlite3_column_int(a, 2),
-                .error = er ? er : "",
-                .outcome = oc ? oc : "",
-            };
-            if (cb(ctx, &row, e) != 0) {
-                r = cb_stop(e);
-                break;
-            }
-        }
-        if (r == 0 && rc != SQLITE_DONE)
-            r = dberr(st, e, "get delivery attempts");
-        done(a);
-    }
-    if (!st->batch)
-        exec(st, "COMMIT", NULL, "get delivery");
-    return r;
-}
-
-static int cursor_parse(const char *c, int64_t *before, struct err *e)
-{
-    if (!c || !*c) {
-        *before = INT64_MAX;
-        return 0;
-    }
-    if (id_parse(c, "c", "cursor", before, e) < 0)
-        return err_set(e, ERR_USAGE, "store: malformed cursor");
-    return 0;
-}
-
-static int sq_delivery_list(struct store *st, const enum store_dstatus *status,
-                        const char *account, size_t limit, const char *cursor,
-                        store_delivery_cb cb, void *ctx, char *next_cursor, struct err *e)
-{
-    next_cursor[0] = '\0';
-    err_clear(e);
-    if (limit < 1 || limit > STORE_LIST_MAX)
-        return err_set(e, ERR_USAGE, "store: list limit must be 1..%d", STORE_LIST_MAX);
-    if (status && (unsigned)*status > STORE_D_DROPPED)
-        return err_set(e, ERR_USAGE, "store: list: unknown status");
-    if (account && check_name("account", account, e) < 0)
-        return -1;
-    int64_t before;
-    if (cursor_parse(cursor, &before, e) < 0)
-        return -1;
-    enum sid id = status ? (account ? S_LIST_SA : S_LIST_S) : (account ? S_LIST_A : S_LIST_ALL);
-    sqlite3_stmt *s = S(st, id, e);
-    if (!s)
-        return -1;
-    if (status)
-        sqlite3_bind_int(s, sqlite3_bind_parameter_index(s, ":status"), *status);
-    if (account)
-        bind_str(s, sqlite3_bind_parameter_index(s, ":account"), account);
-    sqlite3_bind_int64(s, sqlite3_bind_parameter_index(s, ":before"), before);
-    /* one row more than asked tells whether there is a next page */
-    sqlite3_bind_int64(s, sqlite3_bind_parameter_index(s, ":limit"), (sqlite3_int64)limit + 1);
-    struct store_delivery d;
-    size_t k = 0;
-    int rc, r = 0;
-    int64_t last = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (k == limit) {
-            char tmp[STORE_CURSOR_MAX];
-            int n = snprintf(tmp, sizeof tmp, "c%" PRId64, last);
-            if (n > 0 && (size_t)n < sizeof tmp)
-                memcpy(next_cursor, tmp, (size_t)n + 1);
-            rc = SQLITE_DONE;
-            break;
-        }
-        memset(&d, 0, sizeof d);
-        delivery_row(s, &d);
-        last = d.id;
-        k++;
-        if (cb(ctx, &d, e) != 0) {
-            r = cb_stop(e);
-            next_cursor[0] = '\0';
-            break;
-        }
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = dberr(st, e, "list deliveries");
-    done(s);
-    return r;
-}
-
-static int sq_delivery_counts(struct store *st, struct store_queue_counts *out, struct err *e)
-{
-    memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = S(st, S_COUNTS, e);
-    if (!s)
-        return -1;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t c = sqlite3_column_int64(s, 1);
-        switch (sqlite3_column_int(s, 0)) {
-        case STORE_D_PENDING: out->pending = c; break;
-        case STORE_D_DELIVERED: out->delivered = c; break;
-        case STORE_D_FAILED: out->failed = c; break;
-        case STORE_D_DEAD: out->dead = c; break;
-        case STORE_D_DROPPED: out->dropped = c; break;
-        default: break;
-        }
-    }
-    int r = rc == SQLITE_DONE ? 0 : dberr(st, e, "count deliveries");
-    done(s);
-    return r;
-}
-
-static int sq_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err *e)
-{
-    *at = 0;
-    sqlite3_stmt *s = S(st, S_NEXT_DUE, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, now);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *at = sqlite3_column_int64(s, 0); /* NULL (none) reads as 0 */
-    else
-        r = dberr(st, e, "next due delivery");
-    done(s);
-    return r;
-}
-
-/* ---- webhooks ---------------------------------------------------------- */
-
-static int sq_webhook_disable(struct store *st, const char *webhook, const char *reason,
-                          int64_t now, struct err *e)
-{
-    if (check_name("webhook", webhook, e) < 0)
-        return -1;
-    const char *op = "disable webhook";
-    sqlite3_stmt *s = S(st, S_WH_DISABLE, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, webhook);
-    bind_trunc(s, 2, reason ? reason : "", STORE_ERROR_MAX);
-    sqlite3_bind_int64(s, 3, now);
-    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_webhooks_enable_all(struct store *st, struct err *e)
-{
-    return write1(st, S_WH_ENABLE_ALL, NULL, e, "enable webhooks");
-}
-
-static int sq_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
-                           int64_t *since, struct err *e)
-{
-    if (check_name("webhook", webhook, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_WH_GET, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, webhook);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
-        *disabled = rc == SQLITE_ROW;
-        if (since)
-            *since = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    } else {
-        r = dberr(st, e, "get webhook state");
-    }
-    done(s);
-    return r;
-}
-
-/* ---- link key ---------------------------------------------------------- */
-
-static int link_key_read(struct store *st, unsigned char *key, int64_t *created_at, bool *found,
-                         struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_LINK_GET, e);
-    if (!s)
-        return -1;
-    int rc = sqlite3_step(s), r = 0;
-    *found = false;
-    if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == STORE_LINK_KEY_LEN) {
-        memcpy(key, sqlite3_column_blob(s, 0), STORE_LINK_KEY_LEN);
-        if (created_at)
-            *created_at = sqlite3_column_int64(s, 1);
-        *found = true;
-    } else if (rc == SQLITE_ROW) {
-        r = err_set(e, ERR_INTERNAL, "store: the link key in %s is not %d bytes", st->path,
-                    STORE_LINK_KEY_LEN);
-    } else if (rc != SQLITE_DONE) {
-        r = dberr(st, e, "get the link key");
-    }
-    done(s);
-    return r;
-}
-
-/* Write a new random key: `which` is S_LINK_CREATE (only if none) or S_LINK_SET. */
-static int link_key_write(struct store *st, int which, int64_t now, struct err *e)
-{
-    unsigned char key[STORE_LINK_KEY_LEN];
-    const char *op = which == S_LINK_SET ? "rotate the link key" : "create the link key";
-    if (RAND_bytes(key, sizeof key) != 1)
-        return err_set(e, ERR_INTERNAL, "store: %s: no random bytes", op);
-    sqlite3_stmt *s = S(st, which, e);
-    if (!s || tx_begin(st, e, op) < 0) {
-        OPENSSL_cleanse(key, sizeof key);
-        return -1;
-    }
-    sqlite3_bind_blob(s, 1, key, sizeof key, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 2, now);
-    OPENSSL_cleanse(key, sizeof key);
-    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_link_key(struct store *st, unsigned char key[STORE_LINK_KEY_LEN], int64_t *created_at,
-                   int64_t now, struct err *e)
-{
-    bool found;
-    if (!st || !key)
-        return err_set(e, ERR_USAGE, "store: link key: no store or buffer");
-    if (link_key_read(st, key, created_at, &found, e) < 0)
-        return -1;
-    if (found)
-        return 0;
-    /* first use: whoever inserts first wins, everyone reads that one */
-    if (link_key_write(st, S_LINK_CREATE, now, e) < 0 ||
-        link_key_read(st, key, created_at, &found, e) < 0)
-        return -1;
-    if (!found)
-        return err_set(e, ERR_INTERNAL, "store: the link key vanished after it was made");
-    return 0;
-}
-
-static int sq_link_key_rotate(struct store *st, int64_t now, struct err *e)
-{
-    if (!st)
-        return err_set(e, ERR_USAGE, "store: link key: no store");
-    return link_key_write(st, S_LINK_SET, now, e);
-}
-
-/* ---- accounts ---------------------------------------------------------- */
-
-static int sq_account_get(struct store *st, const char *account, struct store_account_state *out,
-                      struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_ACC_GET, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        col_copy(s, 0, out->state, sizeof out->state);
-        col_copy(s, 1, out->last_error, sizeof out->last_error);
-        out->last_attempt_at = sqlite3_column_int64(s, 2);
-        out->last_success_at = sqlite3_column_int64(s, 3);
-        out->backoff_until = sqlite3_column_int64(s, 4);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get account state");
-    }
-    done(s);
-    return r;
-}
-
-static int sq_account_set(struct store *st, const char *account,
-                      const struct store_account_state *in, struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    size_t sl = strnlen(in->state, sizeof in->state);
-    if (sl == 0)
-        return err_set(e, ERR_USAGE, "store: account state name is empty");
-    if (sl > STORE_STATE_MAX)
-        return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
-                       STORE_STATE_MAX);
-    const char *op = "set account state";
-    sqlite3_stmt *s = S(st, S_ACC_SET, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, account);
-    sqlite3_bind_text(s, 2, in->state, (int)sl, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, in->last_error, (int)strnlen(in->last_error, STORE_ERROR_MAX),
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, in->last_attempt_at);
-    sqlite3_bind_int64(s, 5, in->last_success_at);
-    sqlite3_bind_int64(s, 6, in->backoff_until);
-    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_account_lease(struct store *st, const char *account, const char *owner, int64_t now,
-                        int64_t lease_ms, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
-    const char *op = "lease account";
-    sqlite3_stmt *s = S(st, S_ACC_LEASE, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, account);
-    bind_str(s, 2, owner);
-    sqlite3_bind_int64(s, 3, now + lease_ms);
-    sqlite3_bind_int64(s, 4, now);
-    if (run(st, s, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return c ? 0 : STORE_LEASE_LOST;
-}
-
-static int sq_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
-                        int64_t *renewed, struct err *e)
-{
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: renew account leases: lease_ms must be positive");
-    return lease_write(st, S_ACC_RENEW, owner, now + lease_ms, renewed, e,
-                       "renew account leases");
-}
-
-static int sq_account_release(struct store *st, const char *owner, int64_t *released,
-                          struct err *e)
-{
-    return lease_write(st, S_ACC_RELEASE_ALL, owner, 0, released, e, "release account leases");
-}
-
-static int count1(struct store *st, enum sid id, const char *account, int64_t *out,
-                  struct err *e)
-{
-    sqlite3_stmt *s = S(st, id, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    int r = 0;
-    if (sqlite3_step(s) == SQLITE_ROW)
-        *out = sqlite3_column_int64(s, 0);
-    else
-        r = dberr(st, e, "count for account");
-    done(s);
-    return r;
-}
-
-static int sq_account_counts(struct store *st, const char *account,
-                         struct store_account_counts *out, struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    memset(out, 0, sizeof *out);
-    if (count1(st, S_ACC_STORED, account, &out->stored, e) < 0 ||
-        count1(st, S_ACC_PENDING, account, &out->pending_deliveries, e) < 0)
-        return -1;
-    return 0;
-}
-
-/* ---- statistics ---------------------------------------------------------- */
-
-/* Attempts of webhook started in (from, to]: count and 2xx. */
-static int wh_attempts(struct store *st, const char *webhook, int64_t from, int64_t to,
-                       int64_t *all, int64_t *ok, struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_WH_ATTEMPTS, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, webhook);
-    sqlite3_bind_int64(s, 2, from);
-    sqlite3_bind_int64(s, 3, to);
-    int r = 0;
-    if (sqlite3_step(s) == SQLITE_ROW) {
-        *all = sqlite3_column_int64(s, 0);
-        *ok = sqlite3_column_int64(s, 1); /* NULL (no rows) reads as 0 */
-    } else {
-        r = dberr(st, e, "count a webhook's attempts");
-    }
-    done(s);
-    return r;
-}
-
-/* The nearest-rank percentile pct (1..100) of n > 0 latencies in (from, to]. */
-static int wh_latency(struct store *st, const char *webhook, int64_t from, int64_t to, int64_t n,
-                      int pct, int64_t *out, struct err *e)
-{
-    int64_t rank = (n * pct + 99) / 100; /* ceil(n * pct / 100), 1..n */
-    sqlite3_stmt *s = S(st, S_WH_LATENCY, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, webhook);
-    sqlite3_bind_int64(s, 2, from);
-    sqlite3_bind_int64(s, 3, to);
-    sqlite3_bind_int64(s, 4, rank < 1 ? 0 : rank - 1);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(s, 0);
-    else if (rc == SQLITE_DONE)
-        *out = -1; /* rows went away meanwhile (a purge) */
-    else
-        r = dberr(st, e, "read a webhook's latency");
-    done(s);
-    return r;
-}
-
-static int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
-                        struct store_webhook_stats *out, struct err *e)
-{
-    memset(out, 0, sizeof *out);
-    out->p50_ms = out->p99_ms = -1;
-    if (check_name("webhook", webhook, e) < 0)
-        return -1;
-    if (wh_attempts(st, webhook, now - STORE_HOUR_MS, now, &out->attempts_hour,
-                    &out->delivered_hour, e) < 0 ||
-        wh_attempts(st, webhook, now - STORE_DAY_MS, now, &out->attempts_day,
-                    &out->delivered_day, e) < 0)
-        return -1;
-    if (out->attempts_day > 0 &&
-        (wh_latency(st, webhook, now - STORE_DAY_MS, now, out->attempts_day, 50, &out->p50_ms,
-                    e) < 0 ||
-         wh_latency(st, webhook, now - STORE_DAY_MS, now, out->attempts_day, 99, &out->p99_ms,
-                    e) < 0))
-        return -1;
-    sqlite3_stmt *s = S(st, S_WH_LAST_ERROR, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, webhook);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        out->last_error_at = sqlite3_column_int64(s, 0);
-        out->last_error_status = sqlite3_column_int(s, 1);
-        col_copy(s, 2, out->last_error, sizeof out->last_error);
-    } else if (rc != SQLITE_DONE) {
-        r = dberr(st, e, "read a webhook's last error");
-    }
-    done(s);
-    return r;
-}
-
-/* Add each row's counts (columns 1.., by hour in column 0) to the bucket of
- * its hour: field offsets into struct store_hour. */
-static int hourly_add(struct store *st, enum sid id, int64_t first_hour, size_t hours,
-                      struct store_hour *out, const size_t *fields, int nfields, struct err *e)
-{
-    sqlite3_stmt *s = S(st, id, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, first_hour * STORE_HOUR_MS);
-    sqlite3_bind_int64(s, 2, (first_hour + (int64_t)hours) * STORE_HOUR_MS);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t h = sqlite3_column_int64(s, 0) - first_hour;
-        if (h < 0 || h >= (int64_t)hours)
-            continue;
-        for (int f = 0; f < nfields; f++)
-            *(int64_t *)((char *)&out[h] + fields[f]) = sqlite3_column_int64(s, f + 1);
-    }
-    int r = rc == SQLITE_DONE ? 0 : dberr(st, e, "count by hour");
-    done(s);
-    return r;
-}
-
-static int sq_stats_hourly(struct store *st, int64_t now, size_t hours, struct store_hour *out,
-                       struct err *e)
-{
-    if (hours < 1 || hours > STORE_STATS_HOURS_MAX)
-        return err_set(e, ERR_USAGE, "store: %zu hours asked, not 1..STORE_STATS_HOURS_MAX (%d)",
-                       hours, STORE_STATS_HOURS_MAX);
-    int64_t first = (now >= 0 ? now / STORE_HOUR_MS : 0) - (int64_t)hours + 1;
-    memset(out, 0, hours * sizeof *out);
-    for (size_t i = 0; i < hours; i++)
-        out[i].start = (first + (int64_t)i) * STORE_HOUR_MS;
-    static const size_t msg_f[] = {offsetof(struct store_hour, received)};
-    static const size_t att_f[] = {offsetof(struct store_hour, attempts),
-                                   offsetof(struct store_hour, delivered)};
-    if (hourly_add(st, S_HOURLY_MSGS, first, hours, out, msg_f, 1, e) < 0 ||
-        hourly_add(st, S_HOURLY_ATTEMPTS, first, hours, out, att_f, 2, e) < 0)
-        return -1;
-    return 0;
-}
-
-/* ---- OAuth2 tokens ------------------------------------------------------ */
-
-static int check_sealed(const char *what, const unsigned char *p, size_t len, struct err *e)
-{
-    if (p && len > STORE_SEALED_MAX)
-        return err_set(e, ERR_LIMIT, "store: sealed %s of %zu bytes, over STORE_SEALED_MAX (%d)",
-                       what, len, STORE_SEALED_MAX);
-    return 0;
-}
-
-static int check_flow(const char *flow, struct err *e)
-{
-    if (!flow || !*flow)
-        return err_set(e, ERR_USAGE, "store: OAuth2 flow name is empty");
-    if (strlen(flow) > STORE_FLOW_MAX)
-        return err_set(e, ERR_LIMIT, "store: OAuth2 flow name longer than STORE_FLOW_MAX (%d)",
-                       STORE_FLOW_MAX);
-    return 0;
-}
-
-static void blob_copy(sqlite3_stmt *s, int i, unsigned char *dst, size_t size, size_t *len)
-{
-    const void *b = sqlite3_column_blob(s, i);
-    size_t n = b ? (size_t)sqlite3_column_bytes(s, i) : 0;
-    if (n > size)
-        n = 0; /* cannot be stored (check_sealed): treat as none */
-    if (n)
-        memcpy(dst, b, n);
-    *len = n;
-}
-
-static int bind_blob(sqlite3_stmt *s, int i, const unsigned char *p, size_t len)
-{
-    return p ? sqlite3_bind_blob(s, i, p, (int)len, SQLITE_STATIC) : sqlite3_bind_null(s, i);
-}
-
-/* Read the row (inside or outside a transaction): 0, STORE_NOTFOUND, -1. */
-static int oauth2_read(struct store *st, const char *account, struct store_oauth2 *out,
-                       struct err *e)
-{
-    sqlite3_stmt *s = S(st, S_OA_GET, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        out->version = sqlite3_column_int64(s, 0);
-        out->status = sqlite3_column_int(s, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
-        col_copy(s, 2, out->flow, sizeof out->flow);
-        col_copy(s, 3, out->error, sizeof out->error);
-        blob_copy(s, 4, out->access, sizeof out->access, &out->access_len);
-        blob_copy(s, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
-        out->access_issued_at = sqlite3_column_int64(s, 6);
-        out->access_expires_at = sqlite3_column_int64(s, 7);
-        out->authorized_at = sqlite3_column_int64(s, 8);
-        out->refresh_used_at = sqlite3_column_int64(s, 9);
-        out->retry_at = sqlite3_column_int64(s, 10);
-        out->failures = sqlite3_column_int(s, 11);
-        col_copy(s, 12, out->lease_owner, sizeof out->lease_owner);
-        out->lease_until = sqlite3_column_int64(s, 13);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get OAuth2 tokens");
-    }
-    done(s);
-    return r;
-}
-
-static int sq_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
-                     struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    return oauth2_read(st, account, out, e);
-}
-
-static int sq_oauth2_grant(struct store *st, const char *account, const char *flow,
-                       const struct store_oauth2_tokens *t, int64_t now, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_flow(flow, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: an OAuth2 grant needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
-        return -1;
-    const char *op = "store OAuth2 grant";
-    sqlite3_stmt *s = S(st, S_OA_GRANT, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, account);
-    bind_str(s, 2, flow);
-    bind_blob(s, 3, t->access, t->access_len);
-    bind_blob(s, 4, t->refresh, t->refresh_len);
-    sqlite3_bind_int64(s, 5, t->issued_at);
-    sqlite3_bind_int64(s, 6, t->expires_at);
-    sqlite3_bind_int64(s, 7, now);
-    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int sq_oauth2_lease(struct store *st, const char *account, const char *owner, int64_t now,
-                       int64_t lease_ms, bool create, const char *flow,
-                       struct store_oauth2 *out, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
-        return -1;
-    if (lease_ms <= 0)
-        return err_set(e, ERR_USAGE, "store: OAuth2 lease: lease_ms must be positive");
-    if (create && check_flow(flow, e) < 0)
-        return -1;
-    const char *op = "lease OAuth2 tokens";
-    sqlite3_stmt *ins = create ? S(st, S_OA_CREATE, e) : NULL, *lease = S(st, S_OA_LEASE, e);
-    if ((create && !ins) || !lease || tx_begin(st, e, op) < 0)
-        return -1;
-    int r = oauth2_read(st, account, out, e);
-    if (r == STORE_NOTFOUND && create) {
-        bind_str(ins, 1, account);
-        bind_str(ins, 2, flow);
-        if (run(st, ins, e, op) < 0)
-            goto fail;
-        r = oauth2_read(st, account, out, e);
-    }
-    if (r < 0 || r == STORE_NOTFOUND) {
-        if (r < 0)
-            goto fail;
-        tx_rollback(st);
-        return STORE_NOTFOUND;
-    }
-    if (out->status == STORE_OAUTH2_INVALID) {
-        tx_rollback(st);
-        return 0;
-    }
-    if (out->lease_until > now && strcmp(out->lease_owner, owner) != 0) {
-        tx_rollback(st);
-        return STORE_OAUTH2_BUSY;
-    }
-    bind_str(lease, 1, account);
-    bind_str(lease, 2, owner);
-    sqlite3_bind_int64(lease, 3, now + lease_ms);
-    if (run(st, lease, e, op) < 0 || tx_commit(st, e, op) < 0)
-        goto fail;
-    snprintf(out->lease_owner, sizeof out->lease_owner, "%s", owner);
-    out->lease_until = now + lease_ms;
-    return 0;
-fail:
-    tx_rollback(st);
-    return -1;
-}
-
-/* Run a compare-and-set UPDATE of one row: 0, STORE_LEASE_LOST (version
- * changed), STORE_NOTFOUND (no row), -1. */
-static int oauth2_cas(struct store *st, sqlite3_stmt *s, const char *account, struct err *e,
-                      const char *op)
-{
-    if (tx_begin(st, e, op) < 0) {
-        done(s);
-        return -1;
-    }
-    if (run(st, s, e, op) < 0)
-        goto fail;
-    int64_t changed = sqlite3_changes64(st->db);
-    int r = 0;
-    if (changed == 0) {
-        struct store_oauth2 *row = malloc(sizeof *row);
-        if (!row) {
-            err_set(e, ERR_INTERNAL, "store: out of memory");
-            goto fail;
-        }
-        r = oauth2_read(st, account, row, e);
-        OPENSSL_cleanse(row, sizeof *row);
-        free(row);
-        if (r < 0)
-            goto fail;
-        r = r == STORE_NOTFOUND ? STORE_NOTFOUND : STORE_LEASE_LOST;
-    }
-    if (tx_commit(st, e, op) < 0)
-        goto fail;
-    return r;
-fail:
-    tx_rollback(st);
-    return -1;
-}
-
-static int sq_oauth2_refreshed(struct store *st, const char *account, int64_t version,
-                           const struct store_oauth2_tokens *t, int64_t now, struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    if (!t || !t->access || !t->access_len)
-        return err_set(e, ERR_USAGE, "store: a refresh needs an access token");
-    if (check_sealed("access token", t->access, t->access_len, e) < 0 ||
-        check_sealed("refresh token", t->refresh, t->refresh_len, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_OA_REFRESHED, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    sqlite3_bind_int64(s, 2, version);
-    bind_blob(s, 3, t->access, t->access_len);
-    bind_blob(s, 4, t->refresh, t->refresh_len);
-    sqlite3_bind_int64(s, 5, t->issued_at);
-    sqlite3_bind_int64(s, 6, t->expires_at);
-    sqlite3_bind_int64(s, 7, now);
-    return oauth2_cas(st, s, account, e, "save refreshed OAuth2 tokens");
-}
-
-static int sq_oauth2_failed(struct store *st, const char *account, int64_t version, bool invalid,
-                        const char *error, int64_t retry_at, struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_OA_FAILED, e);
-    if (!s)
-        return -1;
-    bind_str(s, 1, account);
-    sqlite3_bind_int64(s, 2, version);
-    sqlite3_bind_int(s, 3, invalid ? 1 : 0);
-    bind_trunc(s, 4, error ? error : "", STORE_ERROR_MAX);
-    sqlite3_bind_int64(s, 5, retry_at);
-    return oauth2_cas(st, s, account, e, "record failed OAuth2 refresh");
-}
-
-static int sq_oauth2_release(struct store *st, const char *account, const char *owner,
-                         struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_owner(owner, e) < 0)
-        return -1;
-    const char *op = "release OAuth2 lease";
-    sqlite3_stmt *s = S(st, S_OA_RELEASE, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    bind_str(s, 1, account);
-    bind_str(s, 2, owner);
-    if (run(st, s, e, op) < 0 || tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- retention --------------------------------------------------------- */
-
-static int sq_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
-                       int64_t *purged, struct err *e)
-{
-    if (retention_ms < 0)
-        return err_set(e, ERR_USAGE, "store: purge: negative retention");
-    const char *op = "purge bodies";
-    sqlite3_stmt *sel = S(st, S_PURGE_SEL, e), *del = S(st, S_PURGE_BODIES, e),
-                 *mark = S(st, S_PURGE_MARK, e);
-    if (!sel || !del || !mark || tx_begin(st, e, op) < 0)
-        return -1;
-    sqlite3_bind_int64(sel, 1, now - retention_ms);
-    sqlite3_bind_int64(sel, 2, max == 0 || max > INT64_MAX ? -1 : (sqlite3_int64)max);
-    sqlite3_bind_int64(mark, 1, now);
-    int64_t count = 0;
-    if (run_id(st, S_PURGE_CLEAR, e, op) < 0 || run(st, sel, e, op) < 0)
-        goto fail;
-    count = sqlite3_changes64(st->db);
-    if (run(st, del, e, op) < 0 || run(st, mark, e, op) < 0 ||
-        run_id(st, S_PURGE_CLEAR, e, op) < 0 || tx_commit(st, e, op) < 0)
-        goto fail;
-    if (purged)
-        *purged = count;
-    return 0;
-fail:
-    tx_rollback(st);
-    return -1;
-}
-
-/* ---- backup, restore and export ------------------------------------------ */
-
-#define BACKUP_RETRY_MS 100 /* wait step while the source is busy */
-
-static int db_path(const char *state_dir, char *out, size_t size, struct err *e)
-{
-    if (!state_dir || !*state_dir)
-        return err_set(e, ERR_USAGE, "store: state_dir is empty");
-    int n = snprintf(out, size, "%s/%s", state_dir, STORE_DB_FILE);
-    if (n < 0 || (size_t)n >= size)
-        return err_set(e, ERR_LIMIT, "store: state_dir is longer than %d bytes",
-                       (int)(size - sizeof STORE_DB_FILE - 1));
-    return 0;
-}
-
-/* fsync the directory holding path, so a rename into it is durable. */
-static int sync_parent(const char *path, struct err *e)
-{
-    char dir[PATH_BYTES];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0) {
-        int er = errno;
-        if (fd >= 0)
-            close(fd);
-        return err_set(e, ERR_INTERNAL, "store: cannot fsync directory %s: %s", dir, strerror(er));
-    }
-    close(fd);
-    return 0;
-}
-
-static int fsync_path(const char *path, struct err *e)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0) {
-        int er = errno;
-        if (fd >= 0)
-            close(fd);
-        return err_set(e, ERR_INTERNAL, "store: cannot fsync %s: %s", path, strerror(er));
-    }
-    close(fd);
-    return 0;
-}
-
-/* Copy all of src's "main" into dst's, waiting while src is busy. */
-static int backup_copy(sqlite3 *dst, sqlite3 *src, const char *what, struct err *e)
-{
-    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
-    if (!b)
-        return err_set(e, ERR_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(dst));
-    int rc;
-    /* -1: every page in one step, so the copy is one snapshot of the source */
-    for (int waited = 0;; waited += BACKUP_RETRY_MS) {
-        rc = sqlite3_backup_step(b, -1);
-        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || waited >= STORE_BUSY_TIMEOUT_MS)
-            break;
-        sqlite3_sleep(BACKUP_RETRY_MS);
-    }
-    sqlite3_backup_finish(b);
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_INTERNAL, "store: %s: %s", what,
-                       sqlite3_errcode(dst) != SQLITE_OK ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
-    return 0;
-}
-
-static int exec_db(sqlite3 *db, const char *sql, const char *what, struct err *e)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: %s: %s", what, msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
-int store_backup(const char *state_dir, const char *out_path, uint64_t *bytes, struct err *e)
-{
-    char src_path[PATH_BYTES], tmp[PATH_BYTES];
-    sqlite3 *src = NULL, *dst = NULL;
-    bool made = false;
-    int r = -1;
-    if (db_path(state_dir, src_path, sizeof src_path, e) < 0)
-        return -1;
-    if (!out_path || !*out_path)
-        return err_set(e, ERR_USAGE, "store: backup: no output file given");
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%d", out_path, (int)getpid());
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return err_set(e, ERR_LIMIT, "store: backup: the output path is longer than %d bytes",
-                       PATH_BYTES - 16);
-    struct stat sb;
-    if (stat(src_path, &sb) < 0)
-        return err_set(e, errno == ENOENT ? ERR_USAGE : ERR_INTERNAL,
-                       "store: backup: no state database at %s: %s", src_path, strerror(errno));
-    /* the source is opened as the bridge opens it (WAL needs the -shm file);
-     * without SQLITE_OPEN_CREATE nothing new is made */
-    if (sqlite3_open_v2(src_path, &src, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: backup: cannot open %s: %s", src_path,
-                src ? sqlite3_errmsg(src) : "out of memory");
-        goto out;
-    }
-    conn_setup(src);
-    /* the copy is created here, so its mode is 0600 whatever the umask;
-     * SQLite's journal for it takes the same mode */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        err_set(e, ERR_INTERNAL, "store: backup: cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    close(fd);
-    made = true;
-    if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: backup: cannot open %s: %s", tmp,
-                dst ? sqlite3_errmsg(dst) : "out of memory");
-        goto out;
-    }
-    conn_setup(dst);
-    if (backup_copy(dst, src, "backup", e) < 0)
-        goto out;
-    /* the copied header says WAL; one file without -wal/-shm is what a backup is */
-    if (exec_db(dst, "PRAGMA journal_mode = DELETE", "backup", e) < 0)
-        goto out;
-    if (sqlite3_close(dst) != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: backup: cannot close %s: %s", tmp, sqlite3_errmsg(dst));
-        goto out;
-    }
-    dst = NULL;
-    if (fsync_path(tmp, e) < 0)
-        goto out;
-    if (stat(tmp, &sb) < 0 || rename(tmp, out_path) < 0) {
-        err_set(e, ERR_INTERNAL, "store: backup: cannot rename %s to %s: %s", tmp, out_path,
-                strerror(errno));
-        goto out;
-    }
-    made = false;
-    if (sync_parent(out_path, e) < 0)
-        goto out;
-    if (bytes)
-        *bytes = (uint64_t)sb.st_size;
-    r = 0;
-out:
-    sqlite3_close(dst);
-    sqlite3_close(src);
-    if (made)
-        unlink(tmp);
-    return r;
-}
-
-/* Is in_path a pop3bridge state this build can take?  Its schema version. */
-static int check_copy(const char *in_path, int *version, struct err *e)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *s = NULL;
-    int r = -1;
-    if (access(in_path, R_OK) < 0)
-        return err_set(e, ERR_USAGE, "store: restore: cannot read %s: %s", in_path,
-                       strerror(errno));
-    if (sqlite3_open_v2(in_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        err_set(e, ERR_USAGE, "store: restore: cannot open %s: %s", in_path,
-                db ? sqlite3_errmsg(db) : "out of memory");
-        goto out;
-    }
-    conn_setup(db);
-    const char *sql = "SELECT (SELECT user_version FROM pragma_user_version),"
-                      " (SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-                      "  AND name IN ('messages', 'bodies', 'uidls', 'deliveries'))";
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
-        err_set(e, ERR_USAGE, "store: restore: %s is not a pop3bridge state: %s", in_path,
-                sqlite3_errmsg(db));
-        goto out;
-    }
-    *version = sqlite3_column_int(s, 0);
-    if (sqlite3_column_int(s, 1) != 4 || *version < 1) {
-        err_set(e, ERR_USAGE, "store: restore: %s is not a pop3bridge state"
-                              " (no pop3bridge tables, or no schema version)", in_path);
-        goto out;
-    }
-    if (*version > STORE_SCHEMA_VERSION) {
-        err_set(e, ERR_USAGE, "store: restore: %s has schema version %d, newer than this build"
-                              " supports (%d)", in_path, *version, STORE_SCHEMA_VERSION);
-        goto out;
-    }
-    sqlite3_finalize(s);
-    s = NULL;
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &s, NULL) != SQLITE_OK ||
-        sqlite3_step(s) != SQLITE_ROW) {
-        err_set(e, ERR_USAGE, "store: restore: %s: quick_check failed: %s", in_path,
-                sqlite3_errmsg(db));
-        goto out;
-    }
-    const char *ok = (const char *)sqlite3_column_text(s, 0);
-    if (!ok || strcmp(ok, "ok") != 0) {
-        err_set(e, ERR_USAGE, "store: restore: %s is damaged (quick_check: %.120s)", in_path,
-                ok ? ok : "");
-        goto out;
-    }
-    r = 0;
-out:
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return r;
-}
-
-int store_restore(const char *state_dir, const char *in_path, int *schema_from, struct err *e)
-{
-    char path[PATH_BYTES], lock[PATH_BYTES];
-    sqlite3 *src = NULL, *dst = NULL;
-    int lock_fd = -1, r = -1, version = 0;
-    if (db_path(state_dir, path, sizeof path, e) < 0)
-        return -1;
-    if (!in_path || !*in_path)
-        return err_set(e, ERR_USAGE, "store: restore: no backup file given");
-    int n = snprintf(lock, sizeof lock, "%s/%s", state_dir, STORE_LOCK_FILE);
-    if (n < 0 || (size_t)n >= sizeof lock)
-        return err_set(e, ERR_LIMIT, "store: state_dir is longer than %d bytes", PATH_BYTES - 32);
-    if (check_copy(in_path, &version, e) < 0 || make_dirs(state_dir, e) < 0)
-        return -1;
-
-    /* a bridge running on state_dir holds the lock file ... */
-    lock_fd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (lock_fd < 0)
-        return err_set(e, ERR_INTERNAL, "store: restore: cannot open %s: %s", lock,
-                       strerror(errno));
-    if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        r = errno == EWOULDBLOCK ? STORE_IN_USE : -1;
-        err_set(e, r == STORE_IN_USE ? ERR_USAGE : ERR_INTERNAL,
-                "store: restore: a bridge is running: it holds " STORE_LOCK_FILE
-                " in %s; stop it first", state_dir);
-        goto out;
-    }
-    /* ... and any process using the database holds a lock on it: in exclusive
-     * locking mode, a transaction that gets the lock keeps it until close, so
-     * nothing else opens the database while it is replaced */
-    if (sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: restore: cannot open %s: %s", path,
-                dst ? sqlite3_errmsg(dst) : "out of memory");
-        goto out;
-    }
-    sqlite3_extended_result_codes(dst, 1);
-    if (exec_db(dst, "PRAGMA locking_mode = EXCLUSIVE", "restore", e) < 0)
-        goto out;
-    char *msg = NULL;
-    int rc = sqlite3_exec(dst, "BEGIN EXCLUSIVE; COMMIT", NULL, NULL, &msg);
-    sqlite3_free(msg);
-    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
-        r = STORE_IN_USE;
-        err_set(e, ERR_USAGE, "store: restore: the database is open in another process (a"
-                              " bridge or a command working on it); stop it first: %s", path);
-        goto out;
-    }
-    if (rc != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: restore: cannot lock %s: %s", path, sqlite3_errmsg(dst));
-        goto out;
-    }
-    if (sqlite3_open_v2(in_path, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        err_set(e, ERR_USAGE, "store: restore: cannot open %s: %s", in_path,
-                src ? sqlite3_errmsg(src) : "out of memory");
-        goto out;
-    }
-    conn_setup(src);
-    if (backup_copy(dst, src, "restore", e) < 0)
-        goto out;
-    sqlite3_close(src);
-    src = NULL;
-    if (sqlite3_close(dst) != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: restore: cannot close %s: %s", path, sqlite3_errmsg(dst));
-        goto out;
-    }
-    dst = NULL;
-    /* WAL on, schema migrated, as a bridge would find it */
-    struct store *st = store_sqlite_open(state_dir, e);
-    if (!st)
-        goto out;
-    sq_close(st);
-    /* root restoring a service's state: the files stay the service user's */
-    struct stat dir_st;
-    if (geteuid() == 0 && stat(state_dir, &dir_st) == 0 && dir_st.st_uid != 0) {
-        static const char *const suffixes[] = {"", "-wal", "-shm"};
-        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
-            char f[PATH_BYTES + 8];
-            snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
-            if (chown(f, dir_st.st_uid, dir_st.st_gid) < 0 && errno != ENOENT) {
-                err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", f,
-                        strerror(errno));
-                goto out;
-            }
-        }
-        if (fchown(lock_fd, dir_st.st_uid, dir_st.st_gid) < 0) {
-            err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", lock, strerror(errno));
-            goto out;
-        }
-    }
-    if (schema_from)
-        *schema_from = version;
-    r = 0;
-out:
-    sqlite3_close(src);
-    sqlite3_close(dst);
-    if (lock_fd >= 0)
-        close(lock_fd);
-    return r;
-}
-
-static int sq_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
-                    struct err *e)
-{
-    if (check_name("account", account, e) < 0)
-        return -1;
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT id FROM messages WHERE account = ?1 AND id > ?2"
-                           " ORDER BY id LIMIT ?3",
-                           -1, &s, NULL) != SQLITE_OK)
-        return dberr(st, e, "list messages");
-    int64_t ids[STORE_EXPORT_PAGE], after = 0;
-    int r = 0;
-    for (;;) {
-        size_t n = 0;
-        sqlite3_reset(s);
-        bind_str(s, 1, account);
-        sqlite3_bind_int64(s, 2, after);
-        sqlite3_bind_int(s, 3, STORE_EXPORT_PAGE);
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-            ids[n++] = sqlite3_column_int64(s, 0);
-        sqlite3_reset(s); /* no read transaction while cb works */
-        if (rc != SQLITE_DONE) {
-            r = dberr(st, e, "list messages");
-            break;
-        }
-        for (size_t i = 0; i < n && r == 0; i++) {
-            struct store_msg_info m;
-            int g = sq_msg_get(st, ids[i], &m, e);
-            if (g < 0)
-                r = -1;
-            else if (g == 0 && cb(ctx, &m, e) < 0)
-                r = cb_stop(e);
-        }
-        if (r < 0 || n < STORE_EXPORT_PAGE)
-            break;
-        after = ids[n - 1];
-    }
-    sqlite3_finalize(s);
-    return r;
-}
-
-/* ---- account leases and instances ----------------------------------------------- */
-
-/* Prepare sql (uncached: these run once per poll or heartbeat). */
-static sqlite3_stmt *prep(struct store *st, const char *sql, struct err *e, const char *op)
-{
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
-        dberr(st, e, op);
-        sqlite3_finalize(s);
-        return NULL;
-    }
-    return s;
-}
-
-/* Step a prepared one-off write inside its own transaction; finalize it. */
-static int write_once(struct store *st, sqlite3_stmt *s, int64_t *changes, struct err *e,
-                      const char *op)
-{
-    if (tx_begin(st, e, op) < 0) {
-        sqlite3_finalize(s);
-        return -1;
-    }
-    int rc = sqlite3_step(s);
-    int64_t c = sqlite3_changes64(st->db);
-    int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : dberr(st, e, op);
-    sqlite3_finalize(s);
-    if (r == 0)
-        r = tx_commit(st, e, op);
-    if (r < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (changes)
-        *changes = c;
-    return 0;
-}
-
-static int sq_account_leases_each(struct store *st, int64_t now, store_lease_cb cb, void *ctx,
-                                  struct err *e)
-{
-    err_clear(e);
-    const char *op = "list account leases";
-    sqlite3_stmt *s = prep(st, "SELECT name, lease_owner, lease_until FROM accounts"
-                               " WHERE lease_owner IS NOT NULL AND lease_until > ?1 ORDER BY name",
-                           e, op);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, now);
-    int rc, r = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *a = (const char *)sqlite3_column_text(s, 0);
-        const char *o = (const char *)sqlite3_column_text(s, 1);
-        if (cb(ctx, a ? a : "", o ? o : "", sqlite3_column_int64(s, 2), e) != 0) {
-            r = cb_stop(e);
-            break;
-        }
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = dberr(st, e, op);
-    sqlite3_finalize(s);
-    return r;
-}
-
-static int check_instance(const struct store_instance *in, struct err *e)
-{
-    if (check_owner(in->id, e) < 0)
-        return -1;
-    if (strnlen(in->host, sizeof in->host) > STORE_HOST_MAX ||
-        strnlen(in->public_url, sizeof in->public_url) > STORE_URL_MAX)
-        return err_set(e, ERR_LIMIT, "store: instance host or public_url is too long");
-    return 0;
-}
-
-static int sq_instance_beat(struct store *st, const struct store_instance *in, struct err *e)
-{
-    if (check_instance(in, e) < 0)
-        return -1;
-    const char *op = "instance heartbeat";
-    sqlite3_stmt *s = prep(st,
-                           "INSERT INTO instances(id, host, public_url, started_at, heartbeat_at)"
-                           " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET"
-                           " host = excluded.host, public_url = excluded.public_url,"
-                           " started_at = excluded.started_at,"
-                           " heartbeat_at = excluded.heartbeat_at",
-                           e, op);
-    if (!s)
-        return -1;
-    bind_str(s, 1, in->id);
-    bind_str(s, 2, in->host);
-    bind_str(s, 3, in->public_url);
-    sqlite3_bind_int64(s, 4, in->started_at);
-    sqlite3_bind_int64(s, 5, in->heartbeat_at);
-    return write_once(st, s, NULL, e, op);
-}
-
-static int sq_instance_remove(struct store *st, const char *id, struct err *e)
-{
-    if (check_owner(id, e) < 0)
-        return -1;
-    const char *op = "remove instance";
-    sqlite3_stmt *s = prep(st, "DELETE FROM instances WHERE id = ?1", e, op);
-    if (!s)
-        return -1;
-    bind_str(s, 1, id);
-    return write_once(st, s, NULL, e, op);
-}
-
-static void instance_row(sqlite3_stmt *s, struct store_instance *i)
-{
-    memset(i, 0, sizeof *i);
-    col_copy(s, 0, i->id, sizeof i->id);
-    col_copy(s, 1, i->host, sizeof i->host);
-    col_copy(s, 2, i->public_url, sizeof i->public_url);
-    i->started_at = sqlite3_column_int64(s, 3);
-    i->heartbeat_at = sqlite3_column_int64(s, 4);
-}
-
-#define INSTANCE_COLS "SELECT id, host, public_url, started_at, heartbeat_at FROM instances "
-
-static int sq_instances_each(struct store *st, int64_t live_since, int64_t forget_before,
-                             store_instance_cb cb, void *ctx, struct err *e)
-{
-    err_clear(e);
-    const char *op = "list instances";
-    if (forget_before > 0) {
-        sqlite3_stmt *d = prep(st, "DELETE FROM instances WHERE heartbeat_at < ?1", e, op);
-        if (!d)
-            return -1;
-        sqlite3_bind_int64(d, 1, forget_before);
-        if (write_once(st, d, NULL, e, op) < 0)
-            return -1;
-    }
-    sqlite3_stmt *s = prep(st, INSTANCE_COLS "WHERE heartbeat_at >= ?1 ORDER BY started_at, id",
-                           e, op);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, live_since);
-    int rc, r = 0;
-    struct store_instance i;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        instance_row(s, &i);
-        if (cb(ctx, &i, e) != 0) {
-            r = cb_stop(e);
-            break;
-        }
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = dberr(st, e, op);
-    sqlite3_finalize(s);
-    return r;
-}
-
-static int sq_instance_get(struct store *st, const char *id, struct store_instance *out,
-                           struct err *e)
-{
-    if (check_owner(id, e) < 0)
-        return -1;
-    sqlite3_stmt *s = prep(st, INSTANCE_COLS "WHERE id = ?1", e, "get instance");
-    if (!s)
-        return -1;
-    bind_str(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        instance_row(s, out);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = dberr(st, e, "get instance");
-    sqlite3_finalize(s);
-    return r;
-}
-
-/* ---- events that are not messages (schema 6) --------------------------------------- */
-
-static int check_webhooks(const char *const *webhooks, size_t n, struct err *e)
-{
-    if (n > STORE_WEBHOOKS_MAX)
-        return err_set(e, ERR_LIMIT, "store: %zu webhooks for one event, over STORE_WEBHOOKS_MAX (%d)",
-                       n, STORE_WEBHOOKS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (check_name("webhook", webhooks[i], e) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(webhooks[i], webhooks[j]) == 0)
-                return err_set(e, ERR_USAGE, "store: webhook %s is named twice", webhooks[i]);
-    }
-    return 0;
-}
-
-static int event_insert(struct store *st, const char *account, const char *type,
-                        const char *data, const char *const *webhooks, size_t n, int64_t now,
-                        int64_t *id_out, struct err *e)
-{
-    const char *op = "add event";
-    char key[STORE_KEY_HEX + 1];
-    sqlite3_stmt *s = S(st, S_EVENT_INS, e);
-    if (!s || new_event_key(key, e) < 0)
-        return -1;
-    bind_str(s, 1, account);
-    bind_str(s, 2, type);
-    bind_str(s, 3, data);
-    sqlite3_bind_int64(s, 4, now);
-    bind_str(s, 5, key);
-    if (run(st, s, e, op) < 0)
-        return -1;
-    int64_t id = sqlite3_last_insert_rowid(st->db);
-    if (!(s = S(st, S_EVENT_DELIV_INS, e)))
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_bind_int64(s, 1, id);
-        bind_str(s, 2, account);
-        bind_str(s, 3, webhooks[i]);
-        sqlite3_bind_int64(s, 4, now);
-        if (run(st, s, e, op) < 0)
-            return -1;
-    }
-    *id_out = id;
-    return 0;
-}
-
-static int event_args(const char *account, const char *type, const char *data,
-                      const char *const *webhooks, size_t n, struct err *e)
-{
-    if (check_name("account", account, e) < 0 || check_webhooks(webhooks, n, e) < 0)
-        return -1;
-    if (!type || !*type || strlen(type) > STORE_EVENT_TYPE_MAX)
-        return err_set(e, ERR_USAGE, "store: an event type must be 1 to STORE_EVENT_TYPE_MAX (%d) bytes",
-                       STORE_EVENT_TYPE_MAX);
-    if (!data || strlen(data) > STORE_EVENT_DATA_MAX)
-        return err_set(e, ERR_LIMIT, "store: event data missing or over STORE_EVENT_DATA_MAX (%d bytes)",
-                       STORE_EVENT_DATA_MAX);
-    return 0;
-}
-
-static int sq_event_add(struct store *st, const char *account, const char *type, const char *data,
-                        const char *const *webhooks, size_t n_webhooks, int64_t now,
-                        int64_t *id, struct err *e)
-{
-    int64_t got = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0 ||
-        tx_begin(st, e, "add event") < 0)
-        return -1;
-    if (event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e) < 0 ||
-        tx_commit(st, e, "add event") < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (id)
-        *id = got;
-    return 0;
-}
-
-static int sq_account_event_once(struct store *st, const char *account, const char *type,
-                                 const char *data, const char *const *webhooks, size_t n_webhooks,
-                                 int64_t now, int64_t *event_id, struct err *e)
-{
-    const char *op = "add account event";
-    if (event_id)
-        *event_id = 0;
-    if (event_args(account, type, data, webhooks, n_webhooks, e) < 0)
-        return -1;
-    if (tx_begin(st, e, op) < 0)
-        return -1;
-    /* read under the write lock: of several instances, one writes it */
-    struct store_account_state cur;
-    int g = sq_account_get(st, account, &cur, e);
-    int r = g < 0 ? -1 : 0;
-    int64_t since = g == 0 ? cur.last_success_at : 0, last = -1, got = 0;
-    sqlite3_stmt *s = r == 0 ? S(st, S_EVENT_LAST, e) : NULL;
-    if (r == 0 && !s)
-        r = -1;
-    if (s) {
-        bind_str(s, 1, account);
-        bind_str(s, 2, type);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-            last = sqlite3_column_int64(s, 0);
-        else if (rc != SQLITE_ROW)
-            r = dberr(st, e, op);
-        done(s);
-    }
-    if (r == 0 && last < since) /* none yet (-1), or none since the last success */
-        r = event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e);
-    if (r == 0 && tx_commit(st, e, op) < 0)
-        r = -1;
-    if (r < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (event_id)
-        *event_id = got;
-    return 0;
-}
-
-static int sq_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
-                        struct err *e)
-{
-    if (data)
-        *data = NULL;
-    sqlite3_stmt *s = S(st, S_EVENT_GET, e);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = id;
-        col_copy(s, 0, out->account, sizeof out->account);
-        col_copy(s, 1, out->type, sizeof out->type);
-        out->created_at = sqlite3_column_int64(s, 3);
-        col_copy(s, 4, out->key, sizeof out->key);
-        if (data) {
-            const char *t = (const char *)sqlite3_column_text(s, 2);
-            if (!(*data = strdup(t ? t : "{}")))
-                r = err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
-        }
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = dberr(st, e, "get event");
-    }
-    done(s);
-    return r;
-}
-
-/* ---- operators: drop, retry in bulk ------------------------------------------------ */
-
-static int sq_delivery_drop(struct store *st, int64_t id, int64_t now, struct err *e)
-{
-    char idbuf[STORE_ID_MAX];
-    const char *op = "drop delivery";
-    if (tx_begin(st, e, op) < 0)
-        return -1;
-    enum store_dstatus cur;
-    int64_t msg_id = 0;
-    int r = delivery_status(st, id, &cur, &msg_id, NULL, NULL, e);
-    if (r == 0 && cur != STORE_D_FAILED && cur != STORE_D_DEAD)
-        r = err_set(e, ERR_USAGE, "store: drop %s: it is %s; only failed or dead can be dropped",
-                    store_delivery_id_format(id, idbuf), store_dstatus_name(cur));
-    if (r == 0) {
-        sqlite3_stmt *s = S(st, S_DROP, e);
-        if (!s) {
-            r = -1;
-        } else {
-            sqlite3_bind_int64(s, 1, id);
-            sqlite3_bind_int64(s, 2, now);
-            r = run(st, s, e, op);
-        }
-    }
-    if (r == 0)
-        r = msg_maybe_delivered(st, msg_id, now, e, op);
-    if (r == 0)
-        r = tx_commit(st, e, op);
-    if (r != 0)
-        tx_rollback(st);
-    return r;
-}
-
-static int sq_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dstatus status,
-                                  size_t max, int64_t now, int64_t *retried, struct err *e)
-{
-    const char *op = "retry deliveries";
-    if (retried)
-        *retried = 0;
-    if (status != STORE_D_FAILED && status != STORE_D_DEAD)
-        return err_set(e, ERR_USAGE, "store: only failed or dead deliveries can be retried");
-    if (max == 0 || max > STORE_RETRY_BULK_MAX)
-        return err_set(e, ERR_LIMIT, "store: retry up to 1..STORE_RETRY_BULK_MAX (%d) at once",
-                       STORE_RETRY_BULK_MAX);
-    if (webhook && check_name("webhook", webhook, e) < 0)
-        return -1;
-    sqlite3_stmt *s = S(st, S_RETRY_BULK, e);
-    if (!s || tx_begin(st, e, op) < 0)
-        return -1;
-    sqlite3_bind_int64(s, 1, now);
-    sqlite3_bind_int(s, 2, status);
-    if (webhook)
-        bind_str(s, 3, webhook);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)max);
-    if (run(st, s, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    int64_t n = sqlite3_changes64(st->db);
-    if (tx_commit(st, e, op) < 0) {
-        tx_rollback(st);
-        return -1;
-    }
-    if (retried)
-        *retried = n;
-    return 0;
 }
 
 /* ---- the backend's table ------------------------------------------------------ */
@@ -3585,11 +853,8 @@ const struct store_ops store_sqlite_ops = {
     STORE_CALLS(SQ_OP)
     .close = sq_close,
     .batch_rollback = sq_batch_rollback,
-    .msg_write = sq_msg_write,
-    .msg_finish = sq_msg_finish,
-    .msg_abort = sq_msg_abort,
-    .msg_size = sq_msg_size,
-    .msg_peek = sq_msg_peek,
+    .spool_dir = sq_spool_dir,
+    .msg_store = sq_msg_store,
     .body_read = sq_body_read,
     .body_close = sq_body_close,
 };

@@ -60,6 +60,7 @@
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
+#define DAEMON_PURGE_MAX 1000          /* bodies, and events, purged per period */
 #define DAEMON_ACCOUNT_LEASE_MS 60000  /* an account's lease: renewed every quarter of
                                           it while the instance runs; another instance
                                           takes it over this long after a crash */

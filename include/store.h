@@ -827,6 +827,16 @@ int store_oauth2_release(struct store *st, const char *account, const char *owne
 int store_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
                        int64_t *purged, struct err *e);
 
+/* Delete the events (store_event_add) created at least retention_ms before
+ * now whose every delivery is delivered or dropped, with those deliveries
+ * and their attempts; the newest event of each account and type stays
+ * (store_account_event_once compares with it).  At most `max` events per
+ * call (0 = no limit).  On PostgreSQL instances purging at the same time
+ * take different rows, so each event is purged once.  *purged (may be
+ * NULL) gets the number of events deleted. */
+int store_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                       int64_t *purged, struct err *e);
+
 /* ---- ids --------------------------------------------------------------- */
 
 /* "m_<n>" / "d_<n>" into buf (STORE_ID_MAX bytes); returns buf. */

@@ -1208,6 +1208,87 @@ static void account_events(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+static void deliver_all(struct store *st, int64_t at);
+
+/* Events are purged with the retention of bodies: only settled ones
+ * (delivered or dropped), never the newest of an account and type (so
+ * store_account_event_once still sees it), with their deliveries and
+ * attempts; at most max per call. */
+static void events_purge(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a", "b"};
+    const char *auth = "account.auth_error";
+    int64_t e1 = 0, e2 = 0, e3 = 0, e4 = 0, purged = -1;
+    /* e3: a dead delivery */
+    assert_int_equal(store_event_add(st, "acc", "x.test", "{}", wh, 1, T0, &e3, &e), 0);
+    struct store_delivery d[4];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    int64_t d3 = d[0].id;
+    struct store_attempt a = att(T0, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, OWNER, d3, &a, STORE_D_DEAD, 0, &e), 0);
+    /* e1, e2 of one account and type, each to two webhooks; e4 newer than e3 */
+    assert_int_equal(store_event_add(st, "acc", auth, "{\"n\":1}", wh, 2, T0, &e1, &e), 0);
+    assert_int_equal(store_event_add(st, "acc", auth, "{\"n\":2}", wh, 2, T0 + DAY_MS, &e2, &e),
+                     0);
+    assert_int_equal(store_event_add(st, "acc", "x.test", "{}", wh, 1, T0 + 1, &e4, &e), 0);
+    assert_int_equal(lease_due(st, T0 + DAY_MS, d, 4, &n, &e), 0);
+    assert_int_equal(n, 4);
+    int64_t d1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_attempt ok = att(T0 + DAY_MS, 200, NULL, "delivered");
+        assert_int_equal(store_delivery_record(st, OWNER, d[i].id, &ok, STORE_D_DELIVERED, 0, &e),
+                         0);
+        if (d[i].event_id == e1)
+            d1 = d[i].id;
+    }
+    assert_true(d1 > 0);
+    struct store_queue_counts qc;
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.delivered, 4);
+    /* too young for the retention: nothing */
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, T0 + 3 * DAY_MS, 0, &purged, &e), 0);
+    assert_int_equal(purged, 0);
+    /* e1 only: e2 and e4 are the newest of theirs, e3's delivery is dead */
+    int64_t now = T0 + 30 * DAY_MS;
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, now, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    struct store_event ev;
+    assert_int_equal(store_event_get(st, e1, &ev, NULL, &e), STORE_NOTFOUND);
+    assert_int_equal(store_event_get(st, e2, &ev, NULL, &e), 0);
+    assert_int_equal(store_event_get(st, e3, &ev, NULL, &e), 0);
+    assert_int_equal(store_event_get(st, e4, &ev, NULL, &e), 0);
+    struct store_delivery got;
+    assert_int_equal(store_delivery_get(st, d1, &got, NULL, NULL, &e), STORE_NOTFOUND);
+    assert_int_equal(store_delivery_counts(st, &qc, &e), 0);
+    assert_int_equal(qc.delivered, 2);
+    assert_int_equal(qc.dead, 1);
+    /* the account never worked since e2: still nothing new */
+    int64_t again = -1;
+    assert_int_equal(store_account_event_once(st, "acc", auth, "{}", wh, 1, now, &again, &e), 0);
+    assert_int_equal(again, 0);
+    /* dropped, e3 goes too */
+    assert_int_equal(store_delivery_drop(st, d3, now, &e), 0);
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, now, 0, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(store_event_get(st, e3, &ev, NULL, &e), STORE_NOTFOUND);
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, now, 0, &purged, &e), 0);
+    assert_int_equal(purged, 0);
+    /* the max bound: four more of one type, three of them purgeable */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_event_add(st, "acc2", auth, "{}", wh, 1, T0 + i, NULL, &e), 0);
+    deliver_all(st, T0 + 10);
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, now, 2, &purged, &e), 0);
+    assert_int_equal(purged, 2);
+    assert_int_equal(store_purge_events(st, 7 * DAY_MS, now, 2, &purged, &e), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(store_purge_events(st, -1, now, 0, &purged, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
 /* Schema 5: a Message-ID already stored for the account within the window
  * makes a message a duplicate: stored, not delivered. */
 static void dedupe_by_message_id(void **state)
@@ -2757,7 +2838,7 @@ int main(void)
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
-            T(pg_commit_failure),
+            T(pg_commit_failure),   T(events_purge),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -2772,7 +2853,7 @@ int main(void)
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
         T(oauth2_rows),         T(oauth2_one_refresher),
-        T(instances),           T(webhook_stats_hourly),
+        T(instances),           T(webhook_stats_hourly), T(events_purge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

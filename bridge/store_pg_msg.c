@@ -1,0 +1,710 @@
+/*
+ * store_pg_msg — the PostgreSQL store's UIDLs, messages (storing in chunks,
+ * reading, streaming) and retention; see bridge/store_pg_impl.h.
+ */
+#include "store_pg_impl.h"
+
+#include "store.h"
+#include "store_impl.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "spool.h"
+
+/* ---- UIDLs ------------------------------------------------------------- */
+
+#define UIDL_CHUNK 4096 /* UIDLs per statement in the list calls */
+
+/* A PostgreSQL array literal of uidls[0..n) ({"a","b"}), malloc'd. */
+static char *array_lit(const char *const *v, size_t n, struct err *e)
+{
+    GString *g = g_string_sized_new(n * 16 + 2);
+    g_string_append_c(g, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            g_string_append_c(g, ',');
+        g_string_append_c(g, '"');
+        for (const char *p = v[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                g_string_append_c(g, '\\');
+            g_string_append_c(g, *p);
+        }
+        g_string_append_c(g, '"');
+    }
+    g_string_append_c(g, '}');
+    (void)e;
+    return g_string_free(g, FALSE);
+}
+
+/* Run sql once per UIDL_CHUNK uidls: $1 account, $2 the array, $3 arg. */
+static int uidl_chunks(struct store *st, PGconn *c, const char *sql, const char *account,
+                       const char *const *uidls, size_t n, const int64_t *arg, int64_t *changes,
+                       struct err *e, const char *op)
+{
+    if (changes)
+        *changes = 0;
+    for (size_t i = 0; i < n; i += UIDL_CHUNK) {
+        size_t k = n - i < UIDL_CHUNK ? n - i : UIDL_CHUNK;
+        char *lit = array_lit(uidls + i, k, e);
+        struct pq q = {0};
+        if (account)
+            pq_text(&q, account);
+        q.v[q.n++] = lit;
+        if (arg)
+            pq_i64(&q, *arg);
+        int64_t ch = 0;
+        int r = pq_cmd(st, c, sql, &q, &ch, e, op);
+        g_free(lit);
+        if (r < 0)
+            return -1;
+        if (changes)
+            *changes += ch;
+    }
+    return 0;
+}
+
+struct uidl_rows {
+    store_uidl_cb cb;
+    void *ctx;
+};
+
+static int uidl_row(void *ctx, PGresult *r, struct err *e)
+{
+    struct uidl_rows *u = ctx;
+    return u->cb(u->ctx, PQgetvalue(r, 0, 0), (enum store_uidl_state)pg_g64(r, 0, 1),
+                 pg_g64(r, 0, 2), e);
+}
+
+int pg_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void *ctx,
+                  struct err *e)
+{
+    if (store_check_name("account", account, e) < 0)
+        return -1;
+    err_clear(e);
+    PGconn *c = pg_conn_get(st, e);
+    if (!c)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, account);
+    struct uidl_rows u = {cb, ctx};
+    int r = pq_each(st, c, "SELECT uidl, state, message_id FROM uidls WHERE account = $1", &q, 0,
+                    uidl_row, &u, e, "list UIDLs");
+    pg_conn_put(st, c);
+    return r;
+}
+
+/* A UIDL's state and message (state, message_id). */
+struct uidl_read {
+    enum store_uidl_state state;
+    int64_t msg_id;
+};
+
+static void uidl_read_row(PGresult *r, int i, void *p)
+{
+    struct uidl_read *u = p;
+    u->state = (enum store_uidl_state)pg_g64(r, i, 0);
+    u->msg_id = pg_g64(r, i, 1);
+}
+
+int pg_uidl_get(struct store *st, const char *account, const char *uidl,
+                enum store_uidl_state *state, int64_t *msg_id, struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || store_check_uidl(uidl, e) < 0)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, account);
+    pq_text(&q, uidl);
+    struct uidl_read u = {0};
+    int rv = pq_one(st, NULL,
+                    "SELECT state, message_id FROM uidls WHERE account = $1 AND uidl = $2", &q,
+                    uidl_read_row, &u, e, "get UIDL");
+    if (rv == 0) {
+        *state = u.state;
+        if (msg_id)
+            *msg_id = u.msg_id;
+    }
+    return rv;
+}
+
+int pg_uidls_record_ignored(struct store *st, const char *account,
+                            const char *const *uidls, size_t n, int64_t now,
+                            struct err *e)
+{
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    const char *op = "record ignored UIDLs";
+    PGconn *c = pg_tx_begin(st, e, op);
+    if (!c)
+        return -1;
+    if (uidl_chunks(st, c,
+                    "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+                    " SELECT $1, u, 0, NULL, $3 FROM unnest($2::text[]) u"
+                    " ON CONFLICT DO NOTHING",
+                    account, uidls, n, &now, NULL, e, op) < 0 ||
+        pg_tx_commit(st, c, e, op) < 0) {
+        pg_tx_rollback(st, c);
+        return -1;
+    }
+    return 0;
+}
+
+int pg_uidls_deletable(struct store *st, const char *account, bool delete_delivered,
+                       int64_t delete_after_ms, int64_t now, store_uidl_cb cb, void *ctx,
+                       struct err *e)
+{
+    if (store_check_name("account", account, e) < 0)
+        return -1;
+    err_clear(e);
+    PGconn *c = pg_conn_get(st, e);
+    if (!c)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, account);
+    pq_i64(&q, delete_delivered ? 1 : 0);
+    pq_i64(&q, delete_after_ms > 0 ? delete_after_ms : 0);
+    pq_i64(&q, now);
+    struct uidl_rows u = {cb, ctx};
+    int r = pq_each(st, c,
+                    "SELECT u.uidl, u.state, u.message_id FROM uidls u"
+                    " JOIN messages m ON m.id = u.message_id"
+                    " WHERE u.account = $1 AND u.state = 2 AND m.kind = 'message'"
+                    " AND ($2::int = 1 OR ($3::bigint > 0 AND m.received_at <= $4::bigint - $3::bigint))"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                    "   WHERE d.message_id = u.message_id AND d.status NOT IN (1, 4))",
+                    &q, 0, uidl_row, &u, e, "list deletable UIDLs");
+    pg_conn_put(st, c);
+    return r;
+}
+
+int pg_uidls_mark_deleted(struct store *st, const char *account,
+                          const char *const *uidls, size_t n, struct err *e)
+{
+    if (store_check_account_uidls(account, uidls, n, e) < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    const char *op = "mark UIDLs deleted";
+    PGconn *c = pg_tx_begin(st, e, op);
+    if (!c)
+        return -1;
+    if (uidl_chunks(st, c,
+                    "UPDATE uidls SET state = 3 WHERE account = $1 AND uidl = ANY($2::text[])",
+                    account, uidls, n, NULL, NULL, e, op) < 0 ||
+        pg_tx_commit(st, c, e, op) < 0) {
+        pg_tx_rollback(st, c);
+        return -1;
+    }
+    return 0;
+}
+
+int pg_uidls_forget_vanished(struct store *st, const char *account,
+                             const char *const *listed, size_t n, int64_t *forgotten,
+                             struct err *e)
+{
+    if (store_check_account_uidls(account, listed, n, e) < 0)
+        return -1;
+    const char *op = "forget vanished UIDLs";
+    PGconn *c = pg_tx_begin(st, e, op);
+    if (!c)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, account);
+    int64_t count = 0;
+    if (pq_cmd(st, c,
+               "CREATE TEMP TABLE IF NOT EXISTS listed(uidl text PRIMARY KEY)"
+               " ON COMMIT DELETE ROWS", NULL, NULL, e, op) < 0 ||
+        pq_cmd(st, c, "DELETE FROM listed", NULL, NULL, e, op) < 0 ||
+        uidl_chunks(st, c,
+                    "INSERT INTO listed SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", NULL,
+                    listed, n, NULL, NULL, e, op) < 0 ||
+        pq_cmd(st, c,
+               "DELETE FROM uidls WHERE account = $1 AND state <> 1"
+               " AND uidl NOT IN (SELECT uidl FROM listed)"
+               " AND (message_id IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
+               "   WHERE d.message_id = uidls.message_id AND d.status NOT IN (1, 4)))",
+               &q, &count, e, op) < 0 ||
+        pq_cmd(st, c, "DELETE FROM listed", NULL, NULL, e, op) < 0 ||
+        pg_tx_commit(st, c, e, op) < 0) {
+        pg_tx_rollback(st, c);
+        return -1;
+    }
+    if (forgotten)
+        *forgotten = count;
+    return 0;
+}
+
+/* ---- storing a message ------------------------------------------------- */
+
+/* The body's chunks, STORE_IO_CHUNK bytes each, from memory or the spool
+ * file: one INSERT per chunk, so the whole body is never in memory. */
+static int body_insert(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
+                       struct err *e)
+{
+    const char *op = "store message body";
+    struct pq q = {0};
+    pq_i64(&q, id);
+    pq_i64(&q, (int64_t)m->sp.size);
+    pq_i64(&q, STORE_IO_CHUNK);
+    if (pq_cmd(st, c, "INSERT INTO bodies(message_id, size, chunk_size) VALUES ($1, $2, $3)", &q,
+               NULL, e, op) < 0)
+        return -1;
+    unsigned char *buf = m->sp.fd >= 0 ? malloc(STORE_IO_CHUNK) : NULL;
+    if (m->sp.fd >= 0 && !buf)
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    int r = 0;
+    int64_t seq = 0;
+    for (uint64_t off = 0; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
+        size_t want = m->sp.size - off < STORE_IO_CHUNK ? (size_t)(m->sp.size - off) : STORE_IO_CHUNK;
+        const void *p;
+        if (m->sp.fd < 0) {
+            p = m->sp.mem + off;
+        } else {
+            size_t got = 0;
+            while (got < want) {
+                ssize_t k = pread(m->sp.fd, buf + got, want - got, (off_t)(off + got));
+                if (k < 0 && errno == EINTR)
+                    continue;
+                if (k <= 0) {
+                    r = err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s",
+                                st->dir, k < 0 ? strerror(errno) : "unexpected end of file");
+                    break;
+                }
+                got += (size_t)k;
+            }
+            if (r < 0)
+                break;
+            p = buf;
+        }
+        pq_i64(&q, id);
+        pq_i64(&q, seq);
+        pq_bin(&q, p, want);
+        if ((r = pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
+                        &q, NULL, e, op)) < 0)
+            break;
+    }
+    free(buf);
+    return r;
+}
+
+/* The first message of account with this Message-ID stored since `since`
+ * (not itself a duplicate): its id, or 0.  The account's poll is the only
+ * writer of its messages (account leases), so no lock is needed. */
+static int find_duplicate(struct store *st, PGconn *c, const char *account,
+                          const char *message_id, int64_t since, int64_t *dup, struct err *e)
+{
+    *dup = 0;
+    struct pq q = {0};
+    pq_text(&q, account);
+    pq_trunc(&q, message_id, STORE_META_MAX); /* as it was stored */
+    pq_i64(&q, since);
+    PGresult *r = pq_run(st, c,
+                         "SELECT id FROM messages WHERE account = $1 AND message_id_hdr = $2"
+                         " AND received_at >= $3 AND duplicate_of IS NULL ORDER BY id LIMIT 1",
+                         &q, 0, e, "find duplicate");
+    if (!r)
+        return -1;
+    if (PQntuples(r) > 0)
+        *dup = pg_g64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
+                     const struct store_msg_meta *meta, const char *const *webhooks,
+                     size_t n_webhooks, int64_t now, const char *sha_hex, int64_t *id_out,
+                     int64_t *dup_out, struct err *e)
+{
+    const char *op = "store message";
+    char key[STORE_KEY_HEX + 1];
+    if (store_new_event_key(key, e) < 0)
+        return -1;
+    int64_t dup = 0, since = 0;
+    if (store_dedupe_since(meta, now, &since) &&
+        find_duplicate(st, c, m->account, meta->message_id, since, &dup, e) < 0)
+        return -1;
+    if (dup)
+        n_webhooks = 0; /* recorded, not delivered: done at once */
+    *dup_out = dup;
+    /* the UIDL first: a known one is refused before anything is written */
+    struct pq q = {0};
+    pq_text(&q, m->account);
+    pq_text(&q, m->uidl);
+    pq_i64(&q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
+    pq_i64(&q, now);
+    int64_t ins = 0;
+    if (pq_cmd(st, c,
+               "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+               " VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING",
+               &q, &ins, e, op) < 0)
+        return -1;
+    if (ins == 0)
+        return err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
+    pq_text(&q, m->account);
+    pq_text(&q, m->uidl);
+    pq_i64(&q, (int64_t)m->sp.size);
+    pq_text(&q, sha_hex);
+    pq_i64(&q, now);
+    pq_trunc(&q, meta ? meta->subject : NULL, STORE_META_MAX);
+    pq_trunc(&q, meta ? meta->from : NULL, STORE_META_MAX);
+    pq_trunc(&q, meta ? meta->message_id : NULL, STORE_META_MAX);
+    pq_trunc(&q, meta ? meta->date : NULL, STORE_META_MAX);
+    if (n_webhooks == 0)
+        pq_i64(&q, now);
+    else
+        pq_null(&q);
+    pq_text(&q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
+    pq_i64(&q, meta ? (int64_t)meta->declared_size : 0);
+    pq_text(&q, key);
+    if (dup)
+        pq_i64(&q, dup);
+    else
+        pq_null(&q);
+    PGresult *r = pq_run(st, c,
+                         "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
+                         " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
+                         " event_key, duplicate_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                         " $10, $11, $12, $13, $14) RETURNING id",
+                         &q, 0, e, op);
+    if (!r)
+        return -1;
+    int64_t id = pg_g64(r, 0, 0);
+    PQclear(r);
+    pq_text(&q, m->account);
+    pq_text(&q, m->uidl);
+    pq_i64(&q, id);
+    if (pq_cmd(st, c, "UPDATE uidls SET message_id = $3 WHERE account = $1 AND uidl = $2", &q,
+               NULL, e, op) < 0 ||
+        body_insert(st, c, m, id, e) < 0)
+        return -1;
+    for (size_t i = 0; i < n_webhooks; i++) {
+        pq_i64(&q, id);
+        pq_text(&q, m->account);
+        pq_text(&q, webhooks[i]);
+        pq_i64(&q, now);
+        if (pq_cmd(st, c,
+                   "INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
+                   " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, $4, $4, $4)",
+                   &q, NULL, e, op) < 0)
+            return -1;
+    }
+    *id_out = id;
+    return 0;
+}
+
+int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
+                 const char *const *webhooks, size_t n_webhooks, int64_t now,
+                 const char *sha_hex, int64_t *id, int64_t *dup, struct err *e)
+{
+    struct store *st = m->st;
+    PGconn *c = pg_tx_begin(st, e, "store message");
+    if (!c)
+        return -1;
+    if (finish_tx(st, c, m, meta, webhooks, n_webhooks, now, sha_hex, id, dup, e) < 0 ||
+        pg_tx_commit(st, c, e, "store message") < 0) {
+        pg_tx_rollback(st, c);
+        return -1;
+    }
+    return 0;
+}
+
+const char *pg_spool_dir(const struct store *st)
+{
+    return st->dir;
+}
+
+/* ---- reading a message ------------------------------------------------- */
+
+#define MSG_COLS                                                                        \
+    "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"               \
+    " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"             \
+    " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages "
+
+static void msg_row(PGresult *r, int i, void *p)
+{
+    struct store_msg_info *out = p;
+    memset(out, 0, sizeof *out);
+    out->id = pg_g64(r, i, 0);
+    pg_gstr(r, i, 1, out->account, sizeof out->account);
+    pg_gstr(r, i, 2, out->uidl, sizeof out->uidl);
+    out->size = (uint64_t)pg_g64(r, i, 3);
+    pg_gstr(r, i, 4, out->sha256, sizeof out->sha256);
+    out->received_at = pg_g64(r, i, 5);
+    out->delivered_at = pg_g64(r, i, 6);
+    out->body_purged_at = pg_g64(r, i, 7);
+    pg_gstr(r, i, 8, out->subject, sizeof out->subject);
+    pg_gstr(r, i, 9, out->from, sizeof out->from);
+    pg_gstr(r, i, 10, out->message_id, sizeof out->message_id);
+    pg_gstr(r, i, 11, out->date, sizeof out->date);
+    pg_gstr(r, i, 12, out->kind, sizeof out->kind);
+    out->declared_size = (uint64_t)pg_g64(r, i, 13);
+    pg_gstr(r, i, 14, out->key, sizeof out->key);
+    out->duplicate_of = pg_g64(r, i, 15);
+}
+
+int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
+{
+    struct pq q = {0};
+    pq_i64(&q, id);
+    return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
+}
+
+/* Size and chunk size of message id's body; STORE_NOTFOUND if none. */
+/* A body's size and chunk size (size, chunk_size). */
+struct body_read {
+    uint64_t size;
+    uint32_t chunk;
+};
+
+static void body_read_row(PGresult *r, int i, void *p)
+{
+    struct body_read *b = p;
+    b->size = (uint64_t)pg_g64(r, i, 0);
+    b->chunk = (uint32_t)pg_g64(r, i, 1);
+}
+
+int pg_body_info(struct store *st, PGconn *c, int64_t id, uint64_t *size, uint32_t *chunk,
+                 struct err *e)
+{
+    struct pq q = {0};
+    pq_i64(&q, id);
+    struct body_read b = {0};
+    int rv = pq_one(st, c, "SELECT size, chunk_size FROM bodies WHERE message_id = $1", &q,
+                    body_read_row, &b, e, "get body length");
+    if (rv == 0) {
+        *size = b.size;
+        if (chunk)
+            *chunk = b.chunk;
+    }
+    return rv;
+}
+
+struct sink_rows {
+    store_sink_cb sink;
+    void *ctx;
+};
+
+static int chunk_row(void *ctx, PGresult *r, struct err *e)
+{
+    struct sink_rows *s = ctx;
+    int n = PQgetlength(r, 0, 0);
+    if (n <= 0)
+        return 0;
+    return s->sink(s->ctx, PQgetvalue(r, 0, 0), (size_t)n, e);
+}
+
+int pg_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
+                  struct err *e)
+{
+    err_clear(e);
+    PGconn *c = pg_conn_get(st, e);
+    if (!c)
+        return -1;
+    uint64_t size;
+    int r = pg_body_info(st, c, id, &size, NULL, e);
+    if (r == 0) {
+        struct pq q = {0};
+        pq_i64(&q, id);
+        struct sink_rows s = {sink, ctx};
+        r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
+                    1, chunk_row, &s, e, "read body");
+    }
+    pg_conn_put(st, c);
+    return r;
+}
+
+int pg_body_open(struct store *st, int64_t id, struct store_body **out, uint64_t *size,
+                 struct err *e)
+{
+    *out = NULL;
+    PGconn *c = pg_conn_get(st, e);
+    if (!c)
+        return -1;
+    uint64_t len = 0;
+    uint32_t chunk = 0;
+    int r = pg_body_info(st, c, id, &len, &chunk, e);
+    pg_conn_put(st, c);
+    if (r != 0)
+        return r;
+    struct store_body *b = calloc(1, sizeof *b);
+    if (!b)
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    b->hdr.ops = &store_pg_ops;
+    b->id = id;
+    b->size = len;
+    b->chunk_size = chunk ? chunk : STORE_IO_CHUNK;
+    b->cached_seq = -1;
+    if (size)
+        *size = len;
+    *out = b;
+    return 0;
+}
+
+/* Up to len bytes at offset from the one chunk holding offset. */
+static int body_read_chunk(struct store_body *b, uint64_t offset, void *buf, size_t len,
+                           size_t *got, struct err *e)
+{
+    *got = 0;
+    int64_t seq = (int64_t)(offset / b->chunk_size);
+    if (seq != b->cached_seq) {
+        PGconn *c = pg_pool_get(e);
+        if (!c)
+            return -1;
+        struct pq q = {0};
+        pq_i64(&q, b->id);
+        pq_i64(&q, seq);
+        PGresult *r = pq_run(NULL, c, "SELECT data FROM body_chunks WHERE message_id = $1 AND seq = $2",
+                             &q, 1, e, "read body");
+        pg_pool_put(c);
+        if (!r)
+            return -1;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            char idbuf[STORE_ID_MAX];
+            return err_set(e, ERR_INTERNAL, "store: read body of %s: it was purged",
+                           store_msg_id_format(b->id, idbuf));
+        }
+        size_t n = (size_t)PQgetlength(r, 0, 0);
+        unsigned char *p = realloc(b->chunk, n ? n : 1);
+        if (!p) {
+            PQclear(r);
+            return err_set(e, ERR_INTERNAL, "store: out of memory");
+        }
+        memcpy(p, PQgetvalue(r, 0, 0), n);
+        PQclear(r);
+        b->chunk = p;
+        b->chunk_len = n;
+        b->cached_seq = seq;
+    }
+    uint64_t in = offset - (uint64_t)seq * b->chunk_size;
+    if (in >= b->chunk_len)
+        return 0;
+    size_t n = b->chunk_len - (size_t)in;
+    if (n > len)
+        n = len;
+    memcpy(buf, b->chunk + in, n);
+    *got = n;
+    return 0;
+}
+
+int pg_body_read(struct store_body *b, uint64_t offset, void *buf, size_t len,
+                 size_t *got, struct err *e)
+{
+    *got = 0;
+    while (*got < len && offset + *got < b->size) {
+        size_t n = 0;
+        if (body_read_chunk(b, offset + *got, (unsigned char *)buf + *got, len - *got, &n, e) < 0)
+            return -1;
+        if (n == 0)
+            break;
+        *got += n;
+    }
+    return 0;
+}
+
+void pg_body_close(struct store_body *b)
+{
+    if (!b)
+        return;
+    free(b->chunk);
+    free(b);
+}
+
+int pg_msgs_each(struct store *st, const char *account, store_msg_cb cb, void *ctx,
+                 struct err *e)
+{
+    if (store_check_name("account", account, e) < 0)
+        return -1;
+    int64_t after = 0;
+    for (;;) {
+        PGconn *c = pg_conn_get(st, e);
+        if (!c)
+            return -1;
+        struct pq q = {0};
+        pq_text(&q, account);
+        pq_i64(&q, after);
+        pq_i64(&q, STORE_EXPORT_PAGE);
+        PGresult *r = pq_run(st, c, MSG_COLS "WHERE account = $1 AND id > $2 ORDER BY id LIMIT $3",
+                             &q, 0, e, "list messages");
+        pg_conn_put(st, c); /* no connection held while cb works */
+        if (!r)
+            return -1;
+        int n = PQntuples(r), rv = 0;
+        for (int i = 0; i < n && rv == 0; i++) {
+            struct store_msg_info m;
+            msg_row(r, i, &m);
+            after = m.id;
+            if (cb(ctx, &m, e) < 0)
+                rv = store_cb_stop(e);
+        }
+        PQclear(r);
+        if (rv < 0)
+            return -1;
+        if (n < STORE_EXPORT_PAGE)
+            return 0;
+    }
+}
+
+/* ---- retention --------------------------------------------------------- */
+
+/* A purge in one statement: $1 the limit of age (now - retention_ms), $2
+ * max (0: no limit), $3 now when with_now.  SKIP LOCKED in sql: instances
+ * purging at the same time take different rows, and each is purged once. */
+static int purge_write(struct store *st, const char *sql, bool with_now, int64_t retention_ms,
+                       int64_t now, size_t max, int64_t *purged, struct err *e, const char *op)
+{
+    if (retention_ms < 0)
+        return err_set(e, ERR_USAGE, "store: purge: negative retention");
+    struct pq q = {0};
+    pq_i64(&q, now - retention_ms);
+    pq_i64(&q, max == 0 || max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    if (with_now)
+        pq_i64(&q, now);
+    return pg_write1(st, sql, &q, purged, e, op);
+}
+
+int pg_purge_bodies(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                    int64_t *purged, struct err *e)
+{
+    return purge_write(st,
+                       "WITH p AS (SELECT id FROM messages WHERE delivered_at IS NOT NULL"
+                       "   AND delivered_at <= $1 AND body_purged_at IS NULL"
+                       "   ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                       " gone AS (DELETE FROM bodies WHERE message_id IN (SELECT id FROM p))"
+                       " UPDATE messages SET body_purged_at = $3 WHERE id IN (SELECT id FROM p)",
+                       true, retention_ms, now, max, purged, e, "purge bodies");
+}
+
+/* A settled delivery no longer changes; the newest event of each account
+ * and type stays. */
+int pg_purge_events(struct store *st, int64_t retention_ms, int64_t now, size_t max,
+                    int64_t *purged, struct err *e)
+{
+    return purge_write(st,
+                       "WITH p AS (SELECT ev.id FROM events ev WHERE ev.created_at <= $1"
+                       "   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id"
+                       "     AND d.status NOT IN (1, 4))"
+                       "   AND EXISTS (SELECT 1 FROM events n WHERE n.account = ev.account"
+                       "     AND n.type = ev.type AND n.id > ev.id)"
+                       "   ORDER BY ev.id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+                       " d AS (SELECT id FROM deliveries WHERE event_id IN (SELECT id FROM p)),"
+                       " a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM d)),"
+                       " dd AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM d))"
+                       " DELETE FROM events WHERE id IN (SELECT id FROM p)",
+                       false, retention_ms, now, max, purged, e, "purge events");
+}
