@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 #include <gsasl.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@
 
 #define SASL_SERVICE "pop" /* GSASL_SERVICE: the GSSAPI service name of POP3 */
 #define SASL_PORT_DIGITS 12
+#define SCRAM_SALTED_HEX (2 * 32 + 1) /* hex of the longest salted password (SHA-256), NUL */
 
 enum mech_id {
     MECH_PLAIN,
@@ -73,6 +75,15 @@ struct sasl {
     size_t initial_len;
     char *resp;         /* the last response, base64; wiped */
     char detail[SASL_DETAIL_MAX];
+    /* SCRAM: SHA-256 of mechanism, user name and password (wiped), the
+     * cache key of this exchange's salt and iteration count, and the salted
+     * password libgsasl computed (hex, wiped) to remember once the server
+     * has proved itself */
+    unsigned char scram_cred[SASL_SCRAM_KEY_LEN];
+    unsigned char scram_key[SASL_SCRAM_KEY_LEN];
+    bool scram_keyed;
+    bool scram_hit;
+    char scram_salted[SCRAM_SALTED_HEX];
 };
 
 /* ---- process-wide libgsasl handle --------------------------------------- */
@@ -98,11 +109,175 @@ static int gsasl_session_start(const char *mech, Gsasl_session **gs)
 
 void sasl_global_cleanup(void)
 {
+    sasl_scram_cache_clear();
     pthread_mutex_lock(&g_lock);
     if (g_ctx)
         gsasl_done(g_ctx);
     g_ctx = NULL;
     pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- SCRAM salted passwords ----------------------------------------------
+ *
+ * Hi(password, salt, i) costs i HMACs (4096 by default): at every login of
+ * every account the same work for the same inputs.  The result depends on
+ * nothing else, so it is kept per (mechanism, user name, password, salt,
+ * iteration count), under a SHA-256 of those, and handed to libgsasl as
+ * GSASL_SCRAM_SALTED_PASSWORD, which it then uses instead of the password.
+ * A value is remembered only after the server proved it knows the same
+ * secret (server signature verified).  The cache holds at most
+ * SASL_SCRAM_CACHE_MAX entries; the least recently used one is dropped (and
+ * wiped) first. */
+
+struct scram_ent {
+    unsigned char key[SASL_SCRAM_KEY_LEN];
+    char salted[SCRAM_SALTED_HEX]; /* hex, as libgsasl wants it */
+    uint64_t used;                        /* g_scram_tick at the last use */
+};
+
+static pthread_mutex_t g_scram_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct scram_ent *g_scram;  /* SASL_SCRAM_CACHE_MAX entries, allocated on first put */
+static size_t g_scram_n;
+static uint64_t g_scram_tick;
+static struct sasl_scram_stats g_scram_stats;
+
+static struct scram_ent *scram_find(const unsigned char key[SASL_SCRAM_KEY_LEN])
+{
+    for (size_t i = 0; i < g_scram_n; i++)
+        if (CRYPTO_memcmp(g_scram[i].key, key, SASL_SCRAM_KEY_LEN) == 0)
+            return &g_scram[i];
+    return NULL;
+}
+
+/* Copy the cached salted password for key into out; whether there was one. */
+static bool scram_get(const unsigned char key[SASL_SCRAM_KEY_LEN], char *out, size_t size)
+{
+    pthread_mutex_lock(&g_scram_lock);
+    struct scram_ent *ent = scram_find(key);
+    if (ent) {
+        ent->used = ++g_scram_tick;
+        snprintf(out, size, "%s", ent->salted);
+        g_scram_stats.hits++;
+    } else {
+        g_scram_stats.misses++;
+    }
+    pthread_mutex_unlock(&g_scram_lock);
+    return ent != NULL;
+}
+
+static void scram_put(const unsigned char key[SASL_SCRAM_KEY_LEN], const char *salted)
+{
+    if (strlen(salted) >= sizeof g_scram[0].salted)
+        return;
+    pthread_mutex_lock(&g_scram_lock);
+    if (!g_scram)
+        g_scram = calloc(SASL_SCRAM_CACHE_MAX, sizeof *g_scram);
+    struct scram_ent *ent = g_scram ? scram_find(key) : NULL;
+    if (g_scram && !ent) {
+        if (g_scram_n < SASL_SCRAM_CACHE_MAX) {
+            ent = &g_scram[g_scram_n++];
+        } else {
+            ent = &g_scram[0];
+            for (size_t i = 1; i < g_scram_n; i++)
+                if (g_scram[i].used < ent->used)
+                    ent = &g_scram[i];
+            OPENSSL_cleanse(ent, sizeof *ent);
+            g_scram_stats.evicted++;
+        }
+        memcpy(ent->key, key, SASL_SCRAM_KEY_LEN);
+    }
+    if (ent) {
+        snprintf(ent->salted, sizeof ent->salted, "%s", salted);
+        ent->used = ++g_scram_tick;
+    }
+    pthread_mutex_unlock(&g_scram_lock);
+}
+
+void sasl_scram_cache_clear(void)
+{
+    pthread_mutex_lock(&g_scram_lock);
+    if (g_scram) {
+        OPENSSL_cleanse(g_scram, SASL_SCRAM_CACHE_MAX * sizeof *g_scram);
+        free(g_scram);
+    }
+    g_scram = NULL;
+    g_scram_n = 0;
+    memset(&g_scram_stats, 0, sizeof g_scram_stats);
+    pthread_mutex_unlock(&g_scram_lock);
+}
+
+struct sasl_scram_stats sasl_scram_cache_stats(void)
+{
+    pthread_mutex_lock(&g_scram_lock);
+    struct sasl_scram_stats st = g_scram_stats;
+    st.entries = g_scram_n;
+    pthread_mutex_unlock(&g_scram_lock);
+    return st;
+}
+
+/* SHA-256 over the parts, each followed by a NUL (so no two tuples collide). */
+static bool scram_digest(unsigned char out[SASL_SCRAM_KEY_LEN], const void *const *parts,
+                         const size_t *lens, size_t n)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(md, parts[i], lens[i]) && EVP_DigestUpdate(md, "", 1);
+    unsigned len = 0;
+    ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == SASL_SCRAM_KEY_LEN;
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+/* The value of attribute `name` ("s", "i") in a server-first message, or NULL. */
+static const unsigned char *scram_attr(const unsigned char *in, size_t n, char name,
+                                       size_t *len)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && in[j] != ',')
+            j++;
+        if (j - i >= 2 && in[i] == (unsigned char)name && in[i + 1] == '=') {
+            *len = j - i - 2;
+            return in + i + 2;
+        }
+        i = j + 1;
+    }
+    return NULL;
+}
+
+/* Before libgsasl reads server-first: key the exchange, and hand libgsasl a
+ * remembered salted password when there is one. */
+static void scram_before_first(struct sasl *s, const unsigned char *in, size_t n)
+{
+    size_t sl = 0, il = 0;
+    const unsigned char *salt = scram_attr(in, n, 's', &sl);
+    const unsigned char *iter = scram_attr(in, n, 'i', &il);
+    if (!salt || !iter || sl == 0 || il == 0)
+        return;
+    const void *parts[] = {s->scram_cred, salt, iter};
+    const size_t lens[] = {sizeof s->scram_cred, sl, il};
+    if (!scram_digest(s->scram_key, parts, lens, 3)) {
+        ERR_clear_error();
+        return;
+    }
+    s->scram_keyed = true;
+    char salted[sizeof s->scram_salted];
+    if (scram_get(s->scram_key, salted, sizeof salted)) {
+        s->scram_hit = gsasl_property_set(s->gs, GSASL_SCRAM_SALTED_PASSWORD, salted) == GSASL_OK;
+        OPENSSL_cleanse(salted, sizeof salted);
+    }
+}
+
+/* After libgsasl processed server-first: keep what it computed. */
+static void scram_after_first(struct sasl *s)
+{
+    if (!s->scram_keyed || s->scram_hit)
+        return;
+    const char *p = gsasl_property_fast(s->gs, GSASL_SCRAM_SALTED_PASSWORD);
+    if (p && strlen(p) < sizeof s->scram_salted)
+        snprintf(s->scram_salted, sizeof s->scram_salted, "%s", p);
 }
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -240,6 +415,12 @@ static int start_gsasl(struct sasl *s, const struct sasl_creds *c, struct err *e
         if (rc != GSASL_OK)
             return err_set(e, ERR_INTERNAL, "%s: libgsasl could not store a property (%s)",
                            s->m->name, gsasl_strerror_name(rc));
+    }
+    if (mech_is_scram(s->m)) {
+        const void *parts[] = {s->m->name, c->username, c->password};
+        const size_t lens[] = {strlen(s->m->name), strlen(c->username), strlen(c->password)};
+        if (!scram_digest(s->scram_cred, parts, lens, 3))
+            return err_set(e, ERR_INTERNAL, "%s: cannot hash the credentials", s->m->name);
     }
     return 0;
 }
@@ -474,12 +655,19 @@ static int step_gsasl(struct sasl *s, const unsigned char *in, size_t n, struct 
         err_set_server(e, (const char *)in + 2, n - 2); /* sanitised there */
         return -1;
     }
+    bool first = mech_is_scram(s->m) && s->gsteps == 1;
+    if (first)
+        scram_before_first(s, in, n);
     char *out = NULL;
     size_t out_len = 0;
     int rc = gsasl_step(s->gs, (const char *)in, n, &out, &out_len);
     s->gsteps++;
     if (rc != GSASL_OK && rc != GSASL_NEEDS_MORE)
         return gsasl_fail(s, rc, e); /* out's contents are unspecified: not touched */
+    if (first)
+        scram_after_first(s);
+    else if (mech_is_scram(s->m) && rc == GSASL_OK && s->scram_salted[0])
+        scram_put(s->scram_key, s->scram_salted); /* the server proved itself */
     int r = set_resp(s, out ? out : "", out ? out_len : 0, e);
     wipe_free_n(out, out_len);
     if (r < 0)

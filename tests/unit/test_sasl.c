@@ -553,12 +553,18 @@ static void scram_bad_server(void **state)
 
 /* The libgsasl server used as the other end. */
 static const char *srv_password;
+static const char *srv_salt; /* base64; NULL: the server picks a random one */
+static const char *srv_iter; /* NULL: the server's default (4096) */
 
 static int srv_callback(Gsasl *ctx, Gsasl_session *sctx, Gsasl_property prop)
 {
     (void)ctx;
     if (prop == GSASL_PASSWORD && srv_password)
         return gsasl_property_set(sctx, GSASL_PASSWORD, srv_password);
+    if (prop == GSASL_SCRAM_SALT && srv_salt)
+        return gsasl_property_set(sctx, GSASL_SCRAM_SALT, srv_salt);
+    if (prop == GSASL_SCRAM_ITER && srv_iter)
+        return gsasl_property_set(sctx, GSASL_SCRAM_ITER, srv_iter);
     return GSASL_NO_CALLBACK;
 }
 
@@ -621,6 +627,89 @@ static void scram_against_gsasl_server(void **state)
             scram_against_server(mechs[i], "a,b=c", "pencil", "pencil", cf, sizeof cf), GSASL_OK);
         assert_int_equal(strncmp(cf, "n,,n=a=2Cb=3Dc,r=", 17), 0);
     }
+}
+
+/* The salted password is computed once per (mechanism, user, password, salt,
+ * iterations) and remembered only after the server proved itself. */
+static void scram_salted_password_cache(void **state)
+{
+    (void)state;
+    char cf[256];
+    struct sasl_scram_stats st;
+    sasl_scram_cache_clear();
+    srv_salt = "QSXCR+Q6sek8bf92";
+    srv_iter = "4096";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.misses, 1);
+    assert_int_equal(st.hits, 0);
+    assert_int_equal(st.entries, 1);
+    /* the same inputs again: the remembered value, and the server accepts its proof */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 1);
+    /* a wrong password is another key, and a refused login is not remembered */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil!", "pencil", cf, sizeof cf),
+                     GSASL_AUTHENTICATION_ERROR);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 1);
+    /* the password changed on both sides: not the old value */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "new-pw", "new-pw", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 2);
+    /* another user, another mechanism, another salt, another count: each its own */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "other", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_salt = "c2FsdHNhbHQ=";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_iter = "4097";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 6);
+    /* every one of them is used again */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_salt = "QSXCR+Q6sek8bf92";
+    srv_iter = "4096";
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.entries, 6);
+
+    /* bounded: the least recently used entry goes first */
+    sasl_scram_cache_clear();
+    srv_iter = "1";
+    char salt[32];
+    for (int i = 0; i <= SASL_SCRAM_CACHE_MAX; i++) {
+        snprintf(salt, sizeof salt, "c2FsdA%06d", i); /* distinct base64 */
+        srv_salt = salt;
+        assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    }
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.entries, SASL_SCRAM_CACHE_MAX);
+    assert_int_equal(st.evicted, 1);
+    assert_int_equal(st.hits, 0);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", SASL_SCRAM_CACHE_MAX); /* the newest: kept */
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 1);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", 0); /* the oldest: dropped */
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 1);
+    srv_salt = NULL;
+    srv_iter = NULL;
+    sasl_scram_cache_clear();
 }
 
 /* ---- XOAUTH2, OAUTHBEARER ------------------------------------------------------------ */
@@ -838,6 +927,7 @@ int main(void)
         cmocka_unit_test(scram_sha256_rfc7677),
         cmocka_unit_test(scram_bad_server),
         cmocka_unit_test(scram_against_gsasl_server),
+        cmocka_unit_test(scram_salted_password_cache),
         cmocka_unit_test(xoauth2_encoding),
         cmocka_unit_test(oauthbearer_encoding),
         cmocka_unit_test(invalid_base64_challenge),
