@@ -8,6 +8,11 @@
  * the same: START -> RUNNING -> DONE, or OAUTH_SENT -> DONE for the OAuth
  * mechanisms (one error report may follow the token), FAILED after any error.
  */
+/* Hi() below uses OpenSSL's SHA1/SHA256 block functions (deprecated since
+ * 3.0, still part of its API): through EVP, PKCS5_PBKDF2_HMAC takes 3 times
+ * as long, libgsasl's own code 8 times (4096 iterations: 0.55 ms against
+ * 1.8 ms and 4.5 ms here), at every SCRAM login whose salt is new. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "sasl.h"
 
 #include "codec.h"
@@ -17,6 +22,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -247,8 +253,104 @@ static const unsigned char *scram_attr(const unsigned char *in, size_t n, char n
     return NULL;
 }
 
-/* Before libgsasl reads server-first: key the exchange, and hand libgsasl a
- * remembered salted password when there is one. */
+/* Hi(str, salt, i) of RFC 5802 §2.2 (PBKDF2 with HMAC-H, one block) for
+ * H = SHA-1 (sha256 false) or SHA-256, into out (20 or 32 bytes).  The HMAC
+ * keys' inner and outer states are computed once and copied per iteration. */
+#define SCRAM_HI(CTX, INIT, UPDATE, FINAL, DIGEST, LEN)                                     \
+    do {                                                                                     \
+        unsigned char k[64] = {0}, pad[64], u[LEN];                                          \
+        CTX ic, oc, c;                                                                       \
+        if (pl > sizeof k)                                                                   \
+            DIGEST(pw, pl, k);                                                               \
+        else                                                                                 \
+            memcpy(k, pw, pl);                                                               \
+        for (size_t x = 0; x < sizeof pad; x++)                                              \
+            pad[x] = k[x] ^ 0x36;                                                            \
+        INIT(&ic);                                                                           \
+        UPDATE(&ic, pad, sizeof pad);                                                        \
+        for (size_t x = 0; x < sizeof pad; x++)                                              \
+            pad[x] = k[x] ^ 0x5c;                                                            \
+        INIT(&oc);                                                                           \
+        UPDATE(&oc, pad, sizeof pad);                                                        \
+        c = ic;                                                                              \
+        UPDATE(&c, salt, sl);                                                                \
+        UPDATE(&c, "\0\0\0\1", 4);                                                            \
+        FINAL(u, &c);                                                                        \
+        c = oc;                                                                              \
+        UPDATE(&c, u, LEN);                                                                  \
+        FINAL(u, &c);                                                                        \
+        memcpy(out, u, LEN);                                                                 \
+        for (unsigned long j = 1; j < iter; j++) {                                           \
+            c = ic;                                                                          \
+            UPDATE(&c, u, LEN);                                                              \
+            FINAL(u, &c);                                                                    \
+            c = oc;                                                                          \
+            UPDATE(&c, u, LEN);                                                              \
+            FINAL(u, &c);                                                                    \
+            for (size_t x = 0; x < LEN; x++)                                                 \
+                out[x] ^= u[x];                                                              \
+        }                                                                                    \
+        OPENSSL_cleanse(k, sizeof k);                                                        \
+        OPENSSL_cleanse(pad, sizeof pad);                                                    \
+        OPENSSL_cleanse(u, sizeof u);                                                        \
+        OPENSSL_cleanse(&ic, sizeof ic);                                                     \
+        OPENSSL_cleanse(&oc, sizeof oc);                                                     \
+        OPENSSL_cleanse(&c, sizeof c);                                                       \
+    } while (0)
+
+size_t sasl_scram_hi(bool sha256, const char *pw_in, size_t pl, const unsigned char *salt,
+                     size_t sl, unsigned long iter, unsigned char *out)
+{
+    const unsigned char *pw = (const unsigned char *)pw_in;
+    if (iter == 0)
+        return 0;
+    if (sha256) {
+        SCRAM_HI(SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final, SHA256, SHA256_DIGEST_LENGTH);
+        return SHA256_DIGEST_LENGTH;
+    }
+    SCRAM_HI(SHA_CTX, SHA1_Init, SHA1_Update, SHA1_Final, SHA1, SHA_DIGEST_LENGTH);
+    return SHA_DIGEST_LENGTH;
+}
+
+/* The salted password for this exchange, hex, into out; false if it cannot
+ * be computed here (libgsasl then does it from the password). */
+static bool scram_compute(struct sasl *s, const unsigned char *salt64, size_t sl,
+                          const unsigned char *iter, size_t il, char *out)
+{
+    unsigned long it = 0;
+    for (size_t k = 0; k < il; k++) {
+        if (iter[k] < '0' || iter[k] > '9' || it > SASL_SCRAM_ITER_MAX)
+            return false;
+        it = it * 10 + (unsigned long)(iter[k] - '0');
+    }
+    if (it == 0 || it > SASL_SCRAM_ITER_MAX)
+        return false;
+    const char *pw = gsasl_property_fast(s->gs, GSASL_PASSWORD);
+    unsigned char *salt = NULL;
+    size_t saltlen = 0;
+    if (!pw || codec_b64_decode_alloc((const char *)salt64, sl, &salt, &saltlen) != 0)
+        return false;
+    /* the same SASLprep libgsasl applies before Hi() */
+    char *prep = NULL;
+    bool ok = gsasl_saslprep(pw, GSASL_ALLOW_UNASSIGNED, &prep, NULL) == GSASL_OK && prep;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    size_t n = 0;
+    if (ok)
+        n = sasl_scram_hi(s->m->id == MECH_SCRAM_SHA_256, prep, strlen(prep), salt, saltlen, it,
+                          md);
+    if (n > 0)
+        codec_hex_encode(md, n, out);
+    OPENSSL_cleanse(md, sizeof md);
+    if (prep) {
+        OPENSSL_cleanse(prep, strlen(prep));
+        gsasl_free(prep);
+    }
+    free(salt);
+    return n > 0;
+}
+
+/* Before libgsasl reads server-first: key the exchange, and hand libgsasl the
+ * salted password, remembered or computed here. */
 static void scram_before_first(struct sasl *s, const unsigned char *in, size_t n)
 {
     size_t sl = 0, il = 0;
@@ -266,14 +368,17 @@ static void scram_before_first(struct sasl *s, const unsigned char *in, size_t n
     char salted[sizeof s->scram_salted];
     if (scram_get(s->scram_key, salted, sizeof salted)) {
         s->scram_hit = gsasl_property_set(s->gs, GSASL_SCRAM_SALTED_PASSWORD, salted) == GSASL_OK;
-        OPENSSL_cleanse(salted, sizeof salted);
+    } else if (scram_compute(s, salt, sl, iter, il, salted) &&
+               gsasl_property_set(s->gs, GSASL_SCRAM_SALTED_PASSWORD, salted) == GSASL_OK) {
+        memcpy(s->scram_salted, salted, sizeof salted);
     }
+    OPENSSL_cleanse(salted, sizeof salted);
 }
 
-/* After libgsasl processed server-first: keep what it computed. */
+/* After libgsasl processed server-first: keep what it used. */
 static void scram_after_first(struct sasl *s)
 {
-    if (!s->scram_keyed || s->scram_hit)
+    if (!s->scram_keyed || s->scram_hit || s->scram_salted[0])
         return;
     const char *p = gsasl_property_fast(s->gs, GSASL_SCRAM_SALTED_PASSWORD);
     if (p && strlen(p) < sizeof s->scram_salted)

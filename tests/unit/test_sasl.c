@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <gsasl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -629,6 +630,51 @@ static void scram_against_gsasl_server(void **state)
     }
 }
 
+/* Hi() computed here equals OpenSSL's PBKDF2 and libgsasl's. */
+static void scram_hi_matches_pbkdf2(void **state)
+{
+    (void)state;
+    char longpw[200];
+    memset(longpw, 'x', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = '\0';
+    const char *pws[] = {"pencil", "", longpw, "0123456789012345678901234567890123456789012345678901234567890123"};
+    const unsigned long iters[] = {1, 2, 4096};
+    const unsigned char salt[] = "\x41\x25\xc2\x47\xe4\x3a\xb1\xe9\x3c\x6d\xff\x76";
+    for (size_t p = 0; p < sizeof pws / sizeof pws[0]; p++) {
+        for (size_t i = 0; i < sizeof iters / sizeof iters[0]; i++) {
+            for (int sha256 = 0; sha256 <= 1; sha256++) {
+                unsigned char a[32], b[32];
+                size_t n = sasl_scram_hi(sha256, pws[p], strlen(pws[p]), salt, sizeof salt - 1,
+                                         iters[i], a);
+                assert_int_equal(n, sha256 ? 32 : 20);
+                assert_int_equal(PKCS5_PBKDF2_HMAC(pws[p], (int)strlen(pws[p]), salt,
+                                                   sizeof salt - 1, (int)iters[i],
+                                                   sha256 ? EVP_sha256() : EVP_sha1(), (int)n, b),
+                                 1);
+                assert_memory_equal(a, b, n);
+            }
+        }
+    }
+    unsigned char out[32];
+    assert_int_equal(sasl_scram_hi(true, "p", 1, salt, 4, 0, out), 0);
+    char sp[65], ck[65], sk[65], stk[65];
+    unsigned char mine[32];
+    assert_int_equal(gsasl_scram_secrets_from_password(GSASL_HASH_SHA256, "pencil", 4096,
+                                                       (const char *)salt, sizeof salt - 1, sp, ck,
+                                                       sk, stk),
+                     GSASL_OK);
+    sasl_scram_hi(true, "pencil", 6, salt, sizeof salt - 1, 4096, mine);
+    assert_memory_equal(mine, sp, 32);
+    /* SASLprep'd on the way (RFC 4013: no-break space is a space, soft hyphen
+     * is nothing): our client and libgsasl's server agree */
+    char cf[256];
+    sasl_scram_cache_clear();
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pen\xC2\xA0" "c\xC2\xAD" "il",
+                                          "pen cil", cf, sizeof cf),
+                     GSASL_OK);
+    sasl_scram_cache_clear();
+}
+
 /* The salted password is computed once per (mechanism, user, password, salt,
  * iterations) and remembered only after the server proved itself. */
 static void scram_salted_password_cache(void **state)
@@ -927,6 +973,7 @@ int main(void)
         cmocka_unit_test(scram_sha256_rfc7677),
         cmocka_unit_test(scram_bad_server),
         cmocka_unit_test(scram_against_gsasl_server),
+        cmocka_unit_test(scram_hi_matches_pbkdf2),
         cmocka_unit_test(scram_salted_password_cache),
         cmocka_unit_test(xoauth2_encoding),
         cmocka_unit_test(oauthbearer_encoding),
