@@ -6,7 +6,9 @@
 Issue 8, section 10 (1,000 accounts on one instance) and issue 10, section 4
 (the same on PostgreSQL, with one and with several instances).
 BENCH_ACCOUNTS users on a throwaway Dovecot (implicit TLS, tests/lib/dovecot.py,
-long-lived login and pop3 processes), each holding one message; one bridge
+long-lived login and pop3 processes; by default one login process, so the TLS
+tickets it hands out are accepted on the next connection, as with any server
+whose ticket keys are shared), each holding one message; one bridge
 (or BENCH_ACCOUNTS_INSTANCES bridges sharing a PostgreSQL store) polls every
 account every BENCH_ACCOUNTS_INTERVAL seconds for BENCH_ACCOUNTS_SECONDS, with
 the default configuration otherwise (start "new", log level info, one webhook
@@ -31,6 +33,9 @@ Environment (defaults in brackets):
   BENCH_ACCOUNTS_SECONDS [130]       how long the bridges run
   BENCH_ACCOUNTS_STORE [sqlite]      sqlite or pg (tests/lib/postgres.py)
   BENCH_ACCOUNTS_INSTANCES [1]       bridges on one store (more than 1: pg only)
+  BENCH_ACCOUNTS_LOGIN [single]      Dovecot's login processes: single, performance
+                                     (two: half the TLS tickets meet the other one's
+                                     keys) or secure (one per connection: none resume)
   BENCH_OUT [tests/out/bench]        where results go
   POP3BRIDGE [build/pop3bridge]      the binary under test
 """
@@ -166,10 +171,13 @@ def main():
     os.makedirs(out, exist_ok=True)
     tag = "accounts-%s-%d" % (store, instances)
     harness.set_run_dir(os.path.join(out, tag))
+    login = os.environ.get("BENCH_ACCOUNTS_LOGIN", "single")
+    if login not in ("single", "performance", "secure"):
+        raise SystemExit("BENCH_ACCOUNTS_LOGIN must be single, performance or secure")
     fig = {"accounts": n, "interval_s": interval, "seconds": seconds, "store": store,
-           "instances": instances, "binary": harness.binary()}
+           "instances": instances, "binary": harness.binary(), "dovecot_login": login}
     pg = None
-    dc = dovecot.Dovecot(name="dovecot-bench-accounts", login_processes="performance").start()
+    dc = dovecot.Dovecot(name="dovecot-bench-accounts", login_processes=login).start()
     bridges, rcv = [], None
     try:
         if store == "pg":
@@ -255,8 +263,9 @@ def main():
     rows = [
         "| figure | value | goal |",
         "|---|---|---|",
-        "| polls (%d accounts, interval %d s, %d s run, %s, %d instance%s) | %d | |"
-        % (n, interval, seconds, store, instances, "" if instances == 1 else "s", fig["polls"]),
+        "| polls (%d accounts, interval %d s, %d s run, %s, %d instance%s, Dovecot login %s) | %d | |"
+        % (n, interval, seconds, store, instances, "" if instances == 1 else "s", login,
+           fig["polls"]),
         "| accounts not polled every interval | %d | 0: %s |"
         % (fig["missed_accounts"], ok(fig["missed_accounts"] == 0)),
         "| failed polls | %d | 0: %s |" % (fig["failed_polls"], ok(fig["failed_polls"] == 0)),
