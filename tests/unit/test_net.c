@@ -1136,7 +1136,7 @@ static void copy_file(const char *from, const char *to)
 static void tls_resume_same_server(int version)
 {
     net_tls_cache_clear();
-    struct multi m = {.conns = 14};
+    struct multi m = {.conns = 15};
     m.ctx = server_ctx(leaf, version, version);
     SSL_CTX_set_timeout(m.ctx, 2); /* the sessions' (and tickets') lifetime, s */
     m.lfd = listen_local(&m.port, 16);
@@ -1169,7 +1169,10 @@ static void tls_resume_same_server(int version)
     assert_int_equal(multi_try(&m, "127.0.0.1", ca_copy, NULL, "alice", &e), 0);
     /* 10: and resumed under its new identity */
     assert_int_equal(multi_try(&m, "127.0.0.1", ca_copy, NULL, "alice", &e), 1);
-    /* 11: "alice" with ca1 still resumes */
+    /* 11: "alice" with ca1 still has its own session (unless more than its 2 s
+     * lifetime went by on a slow machine since it was kept); then surely one */
+    int r11 = multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e);
+    assert_true(r11 == 0 || r11 == 1);
     assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
     /* 12: expired (2 s lifetime, the ticket's hint): not offered, full handshake */
     usleep(3100 * 1000);
@@ -1178,8 +1181,8 @@ static void tls_resume_same_server(int version)
     assert_int_equal(net_tls_cache_stats().expired, expired + 1);
     assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
     struct net_tls_cache_stats st = net_tls_cache_stats();
-    assert_int_equal(st.resumed, 5);
-    assert_int_equal(st.offered, 5);
+    assert_int_equal(st.resumed, 5 + r11);
+    assert_int_equal(st.offered, st.resumed); /* the server took every session offered */
     assert_true(st.sessions <= NET_SESSION_CACHE_MAX);
     /* 13: no tag, no resumption */
     assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, NULL, &e), 0);
