@@ -125,6 +125,9 @@ bench:
 	@tests/bench/delivery.py
 	@tests/bench/api.sh
 	@tests/bench/load.py
+	@tests/bench/accounts.py
+	@BENCH_ACCOUNTS_STORE=pg tests/bench/accounts.py
+	@BENCH_ACCOUNTS_STORE=pg BENCH_ACCOUNTS_INSTANCES=3 tests/bench/accounts.py
 
 # tests/integration/test_soak.py at full length; the seed is printed, SOAK_SEED=N replays it
 SOAK_SECONDS ?= 600

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net.h"
 #include "poller.h"
+#include "sasl.h"
 
 #define LABELS_MAX 2
 
@@ -310,6 +312,22 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len, struct err *e)
              "# TYPE pop3bridge_api_sessions_open gauge\n"
              "pop3bridge_api_sessions_open %lld\n",
          (long long)(g ? g->sessions_open : 0));
+    struct net_tls_cache_stats ts = net_tls_cache_stats();
+    putf(&o, "# HELP pop3bridge_tls_sessions_offered_total POP3 TLS handshakes that offered a "
+             "session kept from an earlier connection of the account.\n"
+             "# TYPE pop3bridge_tls_sessions_offered_total counter\n"
+             "pop3bridge_tls_sessions_offered_total %lu\n"
+             "# HELP pop3bridge_tls_sessions_resumed_total POP3 TLS handshakes abbreviated by "
+             "resuming a kept session.\n"
+             "# TYPE pop3bridge_tls_sessions_resumed_total counter\n"
+             "pop3bridge_tls_sessions_resumed_total %lu\n",
+         ts.offered, ts.resumed);
+    struct sasl_scram_stats ss = sasl_scram_cache_stats();
+    putf(&o, "# HELP pop3bridge_scram_salted_password_reused_total SCRAM logins that reused a "
+             "remembered salted password instead of computing it.\n"
+             "# TYPE pop3bridge_scram_salted_password_reused_total counter\n"
+             "pop3bridge_scram_salted_password_reused_total %lu\n",
+         ss.hits);
     if (o.failed) {
         free(o.p);
         if (o.too_big)

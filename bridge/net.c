@@ -11,10 +11,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +34,7 @@
 #define NET_OUT_MIN_ALLOC (16 * 1024)
 #define NET_OUT_KEEP (256 * 1024)   /* larger empty queues are given back */
 #define NET_TLS_READ_BUF (64 * 1024) /* OpenSSL read-ahead buffer */
+#define NET_SESS_KEY_LEN 32         /* SHA-256 naming a session cache slot */
 
 struct net {
     int fd;
@@ -53,6 +56,12 @@ struct net {
     bool has_pin;
     unsigned char pin[NET_PIN_LEN];
     struct net_tls_info info;
+    char *ca_file;    /* copy of opts.ca_file, or NULL (system store) */
+    char *session_tag; /* copy of opts.session_tag, or NULL */
+    unsigned port;
+    bool resume;      /* opts.session_tag given: sessions are kept and offered */
+    unsigned char sess_key[NET_SESS_KEY_LEN]; /* host, port, SNI, CA identity, pin, tag */
+    SSL_SESSION *pending; /* a session handed out before the peer was checked */
 
     /* input: data is in[in_start, in_end) */
     char *in;
@@ -279,7 +288,257 @@ static int verify_accept_all(int ok, X509_STORE_CTX *store)
     return 1; /* the pin is checked after the handshake */
 }
 
-static int tls_make_ctx(struct net *n, const char *ca_file, struct err *e)
+/* ---- shared TLS contexts and kept sessions -------------------------------- */
+
+struct ctx_ent {
+    char *ca_file;        /* NULL: the system store */
+    bool pin;
+    struct stat st;       /* the CA file's identity when loaded */
+    SSL_CTX *ctx;         /* one reference held by the cache */
+    uint64_t used;
+};
+
+struct sess_ent {
+    unsigned char key[NET_SESS_KEY_LEN];
+    SSL_SESSION *sess;    /* one reference held by the cache */
+    uint64_t used;
+};
+
+static pthread_mutex_t g_tls_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ctx_ent g_ctx[NET_CTX_CACHE_MAX];
+static size_t g_ctx_n;
+static struct sess_ent *g_sess; /* NET_SESSION_CACHE_MAX, allocated on first use */
+static size_t g_sess_n;
+static uint64_t g_tls_tick;
+static struct net_tls_cache_stats g_tls_stats;
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static bool same_ca(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* A kept context for (ca_file with identity st, pin), with a reference for
+ * the caller; NULL if none. */
+static SSL_CTX *ctx_get(const char *ca_file, const struct stat *st, bool pin)
+{
+    SSL_CTX *ctx = NULL;
+    pthread_mutex_lock(&g_tls_lock);
+    for (size_t i = 0; i < g_ctx_n; i++) {
+        struct ctx_ent *c = &g_ctx[i];
+        if (c->pin == pin && same_ca(c->ca_file, ca_file) && (!ca_file || same_file(&c->st, st))) {
+            if (SSL_CTX_up_ref(c->ctx)) {
+                ctx = c->ctx;
+                c->used = ++g_tls_tick;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_tls_lock);
+    return ctx;
+}
+
+static void ctx_ent_drop(struct ctx_ent *c)
+{
+    SSL_CTX_free(c->ctx);
+    free(c->ca_file);
+    memset(c, 0, sizeof *c);
+}
+
+/* Keep ctx (a new reference is taken) for (ca_file, st, pin), replacing the
+ * entry of an older version of the same file. */
+static void ctx_put(const char *ca_file, const struct stat *st, bool pin, SSL_CTX *ctx)
+{
+    char *copy = ca_file ? strdup(ca_file) : NULL;
+    if ((ca_file && !copy) || !SSL_CTX_up_ref(ctx)) {
+        free(copy);
+        return;
+    }
+    pthread_mutex_lock(&g_tls_lock);
+    struct ctx_ent *slot = NULL;
+    for (size_t i = 0; i < g_ctx_n && !slot; i++)
+        if (g_ctx[i].pin == pin && same_ca(g_ctx[i].ca_file, ca_file))
+            slot = &g_ctx[i];
+    if (!slot && g_ctx_n < NET_CTX_CACHE_MAX)
+        slot = &g_ctx[g_ctx_n++];
+    if (!slot) {
+        slot = &g_ctx[0];
+        for (size_t i = 1; i < g_ctx_n; i++)
+            if (g_ctx[i].used < slot->used)
+                slot = &g_ctx[i];
+    }
+    if (slot->ctx)
+        ctx_ent_drop(slot);
+    slot->ca_file = copy;
+    slot->pin = pin;
+    if (st)
+        slot->st = *st;
+    slot->ctx = ctx;
+    slot->used = ++g_tls_tick;
+    pthread_mutex_unlock(&g_tls_lock);
+}
+
+static void sess_ent_drop(struct sess_ent *s)
+{
+    SSL_SESSION_free(s->sess);
+    *s = g_sess[--g_sess_n]; /* the last one fills the hole */
+    memset(&g_sess[g_sess_n], 0, sizeof g_sess[g_sess_n]);
+}
+
+/* Whether a session may still be offered. */
+static bool sess_fresh(const SSL_SESSION *sess)
+{
+    long age = (long)time(NULL) - SSL_SESSION_get_time(sess);
+    long life = SSL_SESSION_get_timeout(sess);
+    unsigned long hint = SSL_SESSION_get_ticket_lifetime_hint(sess); /* 0: none given */
+    if (hint > 0 && hint < (unsigned long)life)
+        life = (long)hint;
+    if (life > NET_SESSION_MAX_AGE_S)
+        life = NET_SESSION_MAX_AGE_S;
+    return SSL_SESSION_is_resumable(sess) && age >= 0 && age < life;
+}
+
+/* Take the session kept under key (the caller owns the reference); NULL if none. */
+static SSL_SESSION *sess_take(const unsigned char key[NET_SESS_KEY_LEN])
+{
+    SSL_SESSION *sess = NULL;
+    pthread_mutex_lock(&g_tls_lock);
+    for (size_t i = 0; i < g_sess_n; i++) {
+        if (memcmp(g_sess[i].key, key, NET_SESS_KEY_LEN) != 0)
+            continue;
+        if (sess_fresh(g_sess[i].sess)) {
+            sess = g_sess[i].sess;
+            g_sess[i].sess = NULL;
+        } else {
+            g_tls_stats.expired++;
+        }
+        sess_ent_drop(&g_sess[i]);
+        break;
+    }
+    pthread_mutex_unlock(&g_tls_lock);
+    return sess;
+}
+
+/* Keep sess under key (takes the caller's reference). */
+static void sess_put(const unsigned char key[NET_SESS_KEY_LEN], SSL_SESSION *sess)
+{
+    if (!sess_fresh(sess)) {
+        SSL_SESSION_free(sess);
+        return;
+    }
+    pthread_mutex_lock(&g_tls_lock);
+    if (!g_sess)
+        g_sess = calloc(NET_SESSION_CACHE_MAX, sizeof *g_sess);
+    if (!g_sess) {
+        pthread_mutex_unlock(&g_tls_lock);
+        SSL_SESSION_free(sess);
+        return;
+    }
+    struct sess_ent *slot = NULL;
+    for (size_t i = 0; i < g_sess_n && !slot; i++)
+        if (memcmp(g_sess[i].key, key, NET_SESS_KEY_LEN) == 0)
+            slot = &g_sess[i];
+    if (slot) {
+        SSL_SESSION_free(slot->sess); /* the newer ticket replaces the older */
+    } else if (g_sess_n < NET_SESSION_CACHE_MAX) {
+        slot = &g_sess[g_sess_n++];
+    } else {
+        slot = &g_sess[0];
+        for (size_t i = 1; i < g_sess_n; i++)
+            if (g_sess[i].used < slot->used)
+                slot = &g_sess[i];
+        SSL_SESSION_free(slot->sess);
+        g_tls_stats.evicted++;
+    }
+    memcpy(slot->key, key, NET_SESS_KEY_LEN);
+    slot->sess = sess;
+    slot->used = ++g_tls_tick;
+    g_tls_stats.stored++;
+    pthread_mutex_unlock(&g_tls_lock);
+}
+
+struct net_tls_cache_stats net_tls_cache_stats(void)
+{
+    pthread_mutex_lock(&g_tls_lock);
+    struct net_tls_cache_stats st = g_tls_stats;
+    st.sessions = g_sess_n;
+    st.contexts = g_ctx_n;
+    pthread_mutex_unlock(&g_tls_lock);
+    return st;
+}
+
+void net_tls_cache_clear(void)
+{
+    pthread_mutex_lock(&g_tls_lock);
+    while (g_sess_n > 0)
+        sess_ent_drop(&g_sess[g_sess_n - 1]);
+    free(g_sess);
+    g_sess = NULL;
+    for (size_t i = 0; i < g_ctx_n; i++)
+        ctx_ent_drop(&g_ctx[i]);
+    g_ctx_n = 0;
+    memset(&g_tls_stats, 0, sizeof g_tls_stats);
+    pthread_mutex_unlock(&g_tls_lock);
+}
+
+/* OpenSSL hands out a session (a TLS 1.3 ticket may come after the
+ * handshake).  Kept only once the peer's certificate checks passed. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct net *n = SSL_get_app_data(ssl);
+    if (!n || !n->resume || n->tls_broken)
+        return 0; /* OpenSSL frees it */
+    if (!n->tls_up) {
+        SSL_SESSION_free(n->pending);
+        n->pending = sess;
+    } else {
+        sess_put(n->sess_key, sess);
+    }
+    return 1; /* the reference is ours */
+}
+
+/* SHA-256 over the parts, each followed by a NUL. */
+static bool sess_key(unsigned char out[NET_SESS_KEY_LEN], const char *const *parts, size_t count)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (size_t i = 0; ok && i < count; i++)
+        ok = EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1);
+    unsigned len = 0;
+    ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == NET_SESS_KEY_LEN;
+    EVP_MD_CTX_free(md);
+    if (!ok)
+        ERR_clear_error();
+    return ok;
+}
+
+/* The key of this connection's kept sessions: host, port, SNI, trust store
+ * (file name and identity), pin, tag.  false: do not resume. */
+static bool make_sess_key(struct net *n, unsigned port, const struct stat *st, const char *tag)
+{
+    char portbuf[16], ident[128], pin[2 * NET_PIN_LEN + 1];
+    snprintf(portbuf, sizeof portbuf, "%u", port);
+    if (n->ca_file)
+        snprintf(ident, sizeof ident, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)st->st_dev,
+                 (unsigned long long)st->st_ino, (long long)st->st_size,
+                 (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+    else
+        snprintf(ident, sizeof ident, "system");
+    if (n->has_pin)
+        codec_hex_encode(n->pin, NET_PIN_LEN, pin);
+    else
+        snprintf(pin, sizeof pin, "-");
+    const char *parts[] = {n->host, portbuf, n->host_is_ip ? "" : n->host,
+                           n->ca_file ? n->ca_file : "", ident, pin, tag};
+    return sess_key(n->sess_key, parts, sizeof parts / sizeof parts[0]);
+}
+
+static int tls_new_ctx(struct net *n, const char *ca_file, SSL_CTX **out, struct err *e)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
@@ -297,6 +556,9 @@ static int tls_make_ctx(struct net *n, const char *ca_file, struct err *e)
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, NET_TLS_READ_BUF);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, n->has_pin ? verify_accept_all : NULL);
+    /* sessions go to our own cache (keyed per connection), never OpenSSL's */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
     if (!ok) {
@@ -310,7 +572,26 @@ static int tls_make_ctx(struct net *n, const char *ca_file, struct err *e)
         return err_set(e, ERR_TLS, "cannot load the system CA store: %s", why);
     }
     ERR_clear_error();
+    *out = ctx;
+    return 0;
+}
+
+/* The shared context for this connection's trust store and pin mode (made
+ * and kept on first use), and the session key when sessions are resumed. */
+static int tls_make_ctx(struct net *n, unsigned port, const char *tag, struct err *e)
+{
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    bool known = !n->ca_file || stat(n->ca_file, &st) == 0;
+    SSL_CTX *ctx = known ? ctx_get(n->ca_file, &st, n->has_pin) : NULL;
+    if (!ctx) {
+        if (tls_new_ctx(n, n->ca_file, &ctx, e) < 0)
+            return -1;
+        if (known)
+            ctx_put(n->ca_file, &st, n->has_pin, ctx);
+    }
     n->ctx = ctx;
+    n->resume = tag && known && make_sess_key(n, port, &st, tag);
     return 0;
 }
 
@@ -396,9 +677,18 @@ static int tls_check_peer(struct net *n, struct err *e)
 static int tls_start(struct net *n, struct err *e)
 {
     n->ssl = SSL_new(n->ctx);
-    if (!n->ssl || !SSL_set_fd(n->ssl, n->fd)) {
+    if (!n->ssl || !SSL_set_fd(n->ssl, n->fd) || !SSL_set_app_data(n->ssl, n)) {
         ERR_clear_error();
         return err_set(e, ERR_INTERNAL, "cannot create TLS connection");
+    }
+    bool offered = false;
+    if (n->resume) {
+        SSL_SESSION *kept = sess_take(n->sess_key);
+        if (kept) {
+            offered = SSL_set_session(n->ssl, kept) == 1;
+            SSL_SESSION_free(kept); /* SSL_set_session took its own reference */
+            ERR_clear_error();
+        }
     }
     if (!n->has_pin) {
         int ok = 1;
@@ -448,6 +738,22 @@ static int tls_start(struct net *n, struct err *e)
         return -1;
     }
     n->tls_up = true;
+    n->info.resumed = SSL_session_reused(n->ssl) == 1;
+    if (offered) {
+        pthread_mutex_lock(&g_tls_lock);
+        g_tls_stats.offered++;
+        g_tls_stats.resumed += n->info.resumed;
+        pthread_mutex_unlock(&g_tls_lock);
+    }
+    if (n->pending) {
+        sess_put(n->sess_key, n->pending);
+        n->pending = NULL;
+    } else if (n->resume && n->info.resumed && SSL_version(n->ssl) < TLS1_3_VERSION) {
+        /* TLS 1.2: the resumed session stays valid for later connections */
+        SSL_SESSION *again = SSL_get1_session(n->ssl);
+        if (again)
+            sess_put(n->sess_key, again);
+    }
     return 0;
 }
 
@@ -646,7 +952,17 @@ struct net *net_connect(const struct net_opts *opts, struct err *e)
     }
     /* The trust store is loaded up front so a bad CA file fails before any
      * traffic, also for a later STARTTLS. */
-    if ((opts->tls || opts->ca_file) && tls_make_ctx(n, opts->ca_file, e) < 0)
+    if (opts->ca_file && !(n->ca_file = strdup(opts->ca_file))) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
+    n->port = opts->port;
+    n->session_tag = opts->session_tag ? strdup(opts->session_tag) : NULL;
+    if (opts->session_tag && !n->session_tag) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if ((opts->tls || opts->ca_file) && tls_make_ctx(n, n->port, n->session_tag, e) < 0)
         goto fail;
     if (session_over(n, clock_mono_ms())) {
         session_error(n, e);
@@ -677,7 +993,7 @@ int net_start_tls(struct net *n, struct err *e)
                        n->hostport);
     if (n->eof)
         return closed_error(n, e);
-    if (!n->ctx && tls_make_ctx(n, NULL, e) < 0)
+    if (!n->ctx && tls_make_ctx(n, n->port, n->session_tag, e) < 0)
         return -1;
     if (tls_start(n, e) < 0)
         return -1;
@@ -706,9 +1022,13 @@ void net_close(struct net **np)
             (void)SSL_shutdown(n->ssl); /* queue close_notify; do not wait */
         }
         ERR_clear_error();
+        SSL_set_app_data(n->ssl, NULL);
         SSL_free(n->ssl);
     }
+    SSL_SESSION_free(n->pending);
     SSL_CTX_free(n->ctx);
+    free(n->ca_file);
+    free(n->session_tag);
     if (n->fd >= 0)
         close(n->fd);
     free(n->in);

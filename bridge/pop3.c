@@ -337,6 +337,8 @@ struct pop3 *pop3_connect(const struct pop3_opts *o, struct err *e)
         .timeout_ms = p->o.timeout_ms,
         .session_deadline = o->session_timeout_ms > 0 ? clock_mono_ms() + o->session_timeout_ms : 0,
         .cancel_fd = o->cancel_fd,
+        /* TLS sessions are resumed per account (server, trust settings, user) */
+        .session_tag = o->username ? o->username : "",
     };
     p->net = net_connect(&no, e);
     if (!p->net) {

@@ -40,6 +40,9 @@
 #define NET_MIN_PROGRESS 1024          /* bytes per timeout window while waiting */
 #define NET_IN_BUF (256 * 1024)        /* input buffer; also the longest line */
 #define NET_OUT_MAX (4 * 1024 * 1024)  /* queued output cap -> ERR_LIMIT */
+#define NET_CTX_CACHE_MAX 64           /* TLS contexts kept, one per trust store (and pin mode) */
+#define NET_SESSION_CACHE_MAX 4096     /* TLS sessions kept for resumption (least recently used out) */
+#define NET_SESSION_MAX_AGE_S 3600     /* a session is resumed at most this long after its full handshake */
 
 struct net_opts {
     const char *host;           /* DNS name or literal IPv4/IPv6 address */
@@ -52,6 +55,9 @@ struct net_opts {
     int cancel_fd;              /* > 0: a descriptor (e.g. an eventfd) that becomes
                                    readable to cancel: every wait then ends at once
                                    with ERR_TIMEOUT "session cancelled"; 0 = none */
+    const char *session_tag;    /* non-NULL: resume TLS sessions (see below) among
+                                   connections with the same tag (e.g. the account's
+                                   user name); NULL: always a full handshake */
 };
 
 struct net_tls_info {
@@ -63,7 +69,38 @@ struct net_tls_info {
     char issuer[256];     /* leaf issuer, one line (RFC 2253) */
     int64_t not_after;    /* leaf expiry, Unix ms; 0 if unreadable */
     char fingerprint[72]; /* "sha256:<64 lowercase hex>" of the leaf certificate */
+    bool resumed;         /* abbreviated handshake: a session of an earlier connection */
 };
+
+/*
+ * TLS contexts and sessions (process-wide, thread-safe).
+ * A TLS context (trust store loaded, settings applied) is made once per CA
+ * file (or the system store) and pin mode, and shared; a CA file whose
+ * device, inode, size or modification time changed gets a new one.
+ * With opts.session_tag, the sessions (TLS 1.3 tickets, TLS 1.2 sessions) a
+ * server hands out on a connection whose certificate checks passed are kept,
+ * and the next connection with the same host, port, SNI, trust store (file
+ * identity included), pin and tag offers one: an abbreviated handshake, no
+ * certificate chain to verify again.  The peer certificate and verification
+ * result are the session's, from the full handshake that checked them under
+ * the same key; a session is never offered to another host, port, SNI, CA or
+ * pin.  A session is used once (taken out of the cache when offered, as
+ * RFC 8446 appendix C.4 advises for tickets); the server's new tickets take
+ * its place.  At most NET_SESSION_CACHE_MAX are kept; each for at most
+ * NET_SESSION_MAX_AGE_S and never past the server's lifetime hint.
+ */
+struct net_tls_cache_stats {
+    unsigned long offered;   /* connections that offered a kept session */
+    unsigned long resumed;   /* ... and had it accepted */
+    unsigned long stored;    /* sessions kept */
+    unsigned long expired;   /* dropped as too old or not resumable */
+    unsigned long evicted;   /* dropped to stay within NET_SESSION_CACHE_MAX */
+    size_t sessions;         /* kept now */
+    size_t contexts;         /* TLS contexts kept now */
+};
+struct net_tls_cache_stats net_tls_cache_stats(void);
+/* Drop every kept context and session (tests; a process exiting). */
+void net_tls_cache_clear(void);
 
 struct net;
 

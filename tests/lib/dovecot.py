@@ -120,7 +120,9 @@ class Dovecot:
                  oauth2=None, login_processes="secure"):
         # "secure": one login process per connection (Dovecot's default);
         # "performance": a few long-lived login processes serve every
-        # connection (for many short sessions, e.g. hundreds of accounts)
+        # connection (for many short sessions, e.g. hundreds of accounts);
+        # "single": one long-lived login process serves every connection, so
+        # every connection meets the same TLS ticket keys (TLS resumption)
         self.login_processes = login_processes
         self.oauth2 = oauth2        # introspection URL: XOAUTH2/OAUTHBEARER through passdb oauth2
         self.cert = cert            # "server" (good) or "wrong" (name mismatch)
@@ -267,10 +269,11 @@ service pop3-login {{
                   gid=self.mail_gid, cert=cert, key=key, dh=self.pki.dh, mechs=mechs,
                   oauth2_passdb=oauth2_passdb,
                   port=self.port, tls_port=self.tls_port, chroot=chroot,
-                  login="  service_count = 0\n  process_min_avail = 2\n"
-                  if self.login_processes == "performance" else "",
+                  login={"performance": "  service_count = 0\n  process_min_avail = 2\n",
+                         "single": "  service_count = 0\n  process_min_avail = 1\n"
+                                   "  process_limit = 1\n"}.get(self.login_processes, ""),
                   pop3_service="service pop3 {{\n  service_count = 1000\n  process_min_avail = 8\n}}\n"
-                  .format() if self.login_processes == "performance" else "",
+                  .format() if self.login_processes in ("performance", "single") else "",
                   anvil="" if root else "  chroot =\n")
 
     def _spawn(self):

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -999,6 +1001,211 @@ static void tls_unknown_ca(void **state)
              "certificate verify failed");
 }
 
+/* ---- TLS session resumption ------------------------------------------------ */
+
+/* One server context for every server below (its ticket keys with it), so
+ * the server itself would accept any session it issued: only the client's
+ * keying decides what is resumed. */
+static SSL_CTX *resume_srv_ctx;
+
+static SSL_CTX *shared_srv_ctx(void)
+{
+    assert_int_equal(SSL_CTX_up_ref(resume_srv_ctx), 1); /* srv_join frees one reference */
+    return resume_srv_ctx;
+}
+
+/* One TLS connection to a fresh server; whether it resumed (-1: failed). */
+static int resume_try(const char *host, const char *ca, const char *fp, const char *tag,
+                      unsigned *port_out)
+{
+    struct srv s;
+    srv_start(&s, script_tls_hello, shared_srv_ctx());
+    struct net_opts o = opts_for(&s);
+    o.host = host;
+    o.tls = true;
+    o.ca_file = ca;
+    o.fingerprint = fp;
+    o.session_tag = tag;
+    struct err e = {0};
+    struct net *n = net_connect(&o, &e);
+    int r = -1;
+    if (n) {
+        const struct net_tls_info *ti = net_tls_info(n);
+        assert_true(ti->verified);
+        assert_string_equal(ti->fingerprint, leaf_fp); /* the same peer, resumed or not */
+        assert_string_equal(ti->verify, fp ? "fingerprint" : "chain");
+        r = ti->resumed;
+        tls_hello(n); /* reads the line: the server's tickets come before it */
+        net_close(&n);
+    }
+    srv_join(&s);
+    if (port_out)
+        *port_out = s.port;
+    return r;
+}
+
+static void tls_resume_keying(void **state)
+{
+    (void)state;
+    net_tls_cache_clear();
+    resume_srv_ctx = server_ctx(leaf, TLS1_2_VERSION, TLS1_3_VERSION);
+    /* no tag: full handshakes, nothing kept */
+    assert_int_equal(resume_try("127.0.0.1", ca1_path, NULL, NULL, NULL), 0);
+    assert_int_equal(resume_try("127.0.0.1", ca1_path, NULL, NULL, NULL), 0);
+    assert_int_equal(net_tls_cache_stats().sessions, 0);
+    assert_int_equal(net_tls_cache_stats().contexts, 1); /* the context is shared all the same */
+
+    /* every server below listens on its own port, so a session kept for one
+     * port is never offered to the next: full handshakes */
+    assert_int_equal(resume_try("127.0.0.1", ca1_path, NULL, "alice", NULL), 0);
+    assert_true(net_tls_cache_stats().stored >= 1);
+    assert_int_equal(resume_try("127.0.0.1", ca1_path, NULL, "alice", NULL), 0);
+    assert_int_equal(net_tls_cache_stats().offered, 0);
+    net_tls_cache_clear();
+    SSL_CTX_free(resume_srv_ctx);
+}
+
+/* The same port again: a listener kept across connections. */
+struct multi {
+    int lfd;
+    unsigned port;
+    pthread_t th;
+    SSL_CTX *ctx;
+    int conns;
+};
+
+static void *multi_main(void *arg)
+{
+    struct multi *m = arg;
+    for (int i = 0; i < m->conns; i++) {
+        struct srv s;
+        memset(&s, 0, sizeof s);
+        s.ctx = m->ctx;
+        struct pollfd p = {.fd = m->lfd, .events = POLLIN};
+        if (poll(&p, 1, ACCEPT_TIMEOUT_MS) != 1)
+            break;
+        int fd = accept(m->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        struct timeval tv = {.tv_sec = SRV_IO_TIMEOUT_S};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        SSL *ssl = srv_tls_accept(&s, fd);
+        if (ssl) {
+            /* the client may end at once (a failed check): no hello then */
+            if (ssl_write_all(ssl, "+OK tls\r\n", 9)) {
+                char buf[64];
+                (void)SSL_read(ssl, buf, sizeof buf);
+            }
+            SSL_free(ssl);
+        }
+        ERR_clear_error();
+        close(fd);
+    }
+    return NULL;
+}
+
+static int multi_try(struct multi *m, const char *host, const char *ca, const char *fp,
+                     const char *tag, struct err *e)
+{
+    struct net_opts o = {.host = host, .port = m->port, .timeout_ms = 10000, .tls = true,
+                         .ca_file = ca, .fingerprint = fp, .session_tag = tag};
+    struct net *n = net_connect(&o, e);
+    if (!n)
+        return -1;
+    int r = net_tls_info(n)->resumed;
+    assert_string_equal(net_tls_info(n)->fingerprint, leaf_fp);
+    tls_hello(n);
+    net_close(&n);
+    return r;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[4096];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, k, out), k);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static void tls_resume_same_server(int version)
+{
+    net_tls_cache_clear();
+    struct multi m = {.conns = 15};
+    m.ctx = server_ctx(leaf, version, version);
+    SSL_CTX_set_timeout(m.ctx, 2); /* the sessions' (and tickets') lifetime, s */
+    m.lfd = listen_local(&m.port, 16);
+    assert_int_equal(pthread_create(&m.th, NULL, multi_main, &m), 0);
+    struct err e = {0};
+    char ca_copy[160];
+    snprintf(ca_copy, sizeof ca_copy, "%s/ca1-copy.pem", pki_dir);
+    copy_file(ca1_path, ca_copy);
+
+    /* 1: full; 2: resumed, the same verified peer; 3: resumed again */
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 0);
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
+    /* 4: another tag (account) has no session of its own yet */
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "bob", &e), 0);
+    /* 5: another host name for the same server (and SNI) */
+    assert_int_equal(multi_try(&m, "localhost", ca1_path, NULL, "alice", &e), 0);
+    /* 6: the same trust anchors in another file */
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca_copy, NULL, "alice", &e), 0);
+    /* 7: a pin instead of the chain */
+    assert_int_equal(multi_try(&m, "127.0.0.1", NULL, leaf_fp, "alice", &e), 0);
+    /* 8: a failed check keeps nothing: the wrong CA for "carol" */
+    unsigned long stored = net_tls_cache_stats().stored;
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca2_path, NULL, "carol", &e), -1);
+    assert_int_equal(e.kind, ERR_TLS);
+    assert_int_equal(net_tls_cache_stats().stored, stored);
+    /* 9: the CA file changed (rewritten, new modification time): full */
+    struct timespec later[2] = {{.tv_nsec = UTIME_NOW}, {.tv_sec = time(NULL) + 10}};
+    assert_int_equal(utimensat(AT_FDCWD, ca_copy, later, 0), 0);
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca_copy, NULL, "alice", &e), 0);
+    /* 10: and resumed under its new identity */
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca_copy, NULL, "alice", &e), 1);
+    /* 11: "alice" with ca1 still has its own session (unless more than its 2 s
+     * lifetime went by on a slow machine since it was kept); then surely one */
+    int r11 = multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e);
+    assert_true(r11 == 0 || r11 == 1);
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
+    /* 12: expired (2 s lifetime, the ticket's hint): not offered, full handshake */
+    usleep(3100 * 1000);
+    unsigned long expired = net_tls_cache_stats().expired;
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 0);
+    assert_int_equal(net_tls_cache_stats().expired, expired + 1);
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, "alice", &e), 1);
+    struct net_tls_cache_stats st = net_tls_cache_stats();
+    assert_int_equal(st.resumed, 5 + r11);
+    assert_int_equal(st.offered, st.resumed); /* the server took every session offered */
+    assert_true(st.sessions <= NET_SESSION_CACHE_MAX);
+    /* 13: no tag, no resumption */
+    assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, NULL, &e), 0);
+    pthread_join(m.th, NULL);
+    close(m.lfd);
+    SSL_CTX_free(m.ctx);
+    unlink(ca_copy);
+    net_tls_cache_clear();
+    assert_int_equal(net_tls_cache_stats().sessions, 0);
+}
+
+static void tls_resume_tls13(void **state)
+{
+    (void)state;
+    tls_resume_same_server(TLS1_3_VERSION);
+}
+
+static void tls_resume_tls12(void **state)
+{
+    (void)state;
+    tls_resume_same_server(TLS1_2_VERSION);
+}
+
 static void tls_name_mismatch(void **state)
 {
     (void)state;
@@ -1190,6 +1397,9 @@ int main(void)
         cmocka_unit_test(tls_verified_name_tls12),
         cmocka_unit_test(tls_unknown_ca),
         cmocka_unit_test(tls_name_mismatch),
+        cmocka_unit_test(tls_resume_keying),
+        cmocka_unit_test(tls_resume_tls13),
+        cmocka_unit_test(tls_resume_tls12),
         cmocka_unit_test(tls_fingerprint),
         cmocka_unit_test(fingerprint_syntax),
         cmocka_unit_test(tls_old_protocol),

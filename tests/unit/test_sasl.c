@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <gsasl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,12 +554,18 @@ static void scram_bad_server(void **state)
 
 /* The libgsasl server used as the other end. */
 static const char *srv_password;
+static const char *srv_salt; /* base64; NULL: the server picks a random one */
+static const char *srv_iter; /* NULL: the server's default (4096) */
 
 static int srv_callback(Gsasl *ctx, Gsasl_session *sctx, Gsasl_property prop)
 {
     (void)ctx;
     if (prop == GSASL_PASSWORD && srv_password)
         return gsasl_property_set(sctx, GSASL_PASSWORD, srv_password);
+    if (prop == GSASL_SCRAM_SALT && srv_salt)
+        return gsasl_property_set(sctx, GSASL_SCRAM_SALT, srv_salt);
+    if (prop == GSASL_SCRAM_ITER && srv_iter)
+        return gsasl_property_set(sctx, GSASL_SCRAM_ITER, srv_iter);
     return GSASL_NO_CALLBACK;
 }
 
@@ -621,6 +628,134 @@ static void scram_against_gsasl_server(void **state)
             scram_against_server(mechs[i], "a,b=c", "pencil", "pencil", cf, sizeof cf), GSASL_OK);
         assert_int_equal(strncmp(cf, "n,,n=a=2Cb=3Dc,r=", 17), 0);
     }
+}
+
+/* Hi() computed here equals OpenSSL's PBKDF2 and libgsasl's. */
+static void scram_hi_matches_pbkdf2(void **state)
+{
+    (void)state;
+    char longpw[200];
+    memset(longpw, 'x', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = '\0';
+    const char *pws[] = {"pencil", "", longpw, "0123456789012345678901234567890123456789012345678901234567890123"};
+    const unsigned long iters[] = {1, 2, 4096};
+    const unsigned char salt[] = "\x41\x25\xc2\x47\xe4\x3a\xb1\xe9\x3c\x6d\xff\x76";
+    for (size_t p = 0; p < sizeof pws / sizeof pws[0]; p++) {
+        for (size_t i = 0; i < sizeof iters / sizeof iters[0]; i++) {
+            for (int sha256 = 0; sha256 <= 1; sha256++) {
+                unsigned char a[32], b[32];
+                size_t n = sasl_scram_hi(sha256, pws[p], strlen(pws[p]), salt, sizeof salt - 1,
+                                         iters[i], a);
+                assert_int_equal(n, sha256 ? 32 : 20);
+                assert_int_equal(PKCS5_PBKDF2_HMAC(pws[p], (int)strlen(pws[p]), salt,
+                                                   sizeof salt - 1, (int)iters[i],
+                                                   sha256 ? EVP_sha256() : EVP_sha1(), (int)n, b),
+                                 1);
+                assert_memory_equal(a, b, n);
+            }
+        }
+    }
+    unsigned char out[32];
+    assert_int_equal(sasl_scram_hi(true, "p", 1, salt, 4, 0, out), 0);
+    char sp[65], ck[65], sk[65], stk[65];
+    unsigned char mine[32];
+    assert_int_equal(gsasl_scram_secrets_from_password(GSASL_HASH_SHA256, "pencil", 4096,
+                                                       (const char *)salt, sizeof salt - 1, sp, ck,
+                                                       sk, stk),
+                     GSASL_OK);
+    sasl_scram_hi(true, "pencil", 6, salt, sizeof salt - 1, 4096, mine);
+    assert_memory_equal(mine, sp, 32);
+    /* SASLprep'd on the way (RFC 4013: no-break space is a space, soft hyphen
+     * is nothing): our client and libgsasl's server agree */
+    char cf[256];
+    sasl_scram_cache_clear();
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pen\xC2\xA0" "c\xC2\xAD" "il",
+                                          "pen cil", cf, sizeof cf),
+                     GSASL_OK);
+    sasl_scram_cache_clear();
+}
+
+/* The salted password is computed once per (mechanism, user, password, salt,
+ * iterations) and remembered only after the server proved itself. */
+static void scram_salted_password_cache(void **state)
+{
+    (void)state;
+    char cf[256];
+    struct sasl_scram_stats st;
+    sasl_scram_cache_clear();
+    srv_salt = "QSXCR+Q6sek8bf92";
+    srv_iter = "4096";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.misses, 1);
+    assert_int_equal(st.hits, 0);
+    assert_int_equal(st.entries, 1);
+    /* the same inputs again: the remembered value, and the server accepts its proof */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 1);
+    /* a wrong password is another key, and a refused login is not remembered */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil!", "pencil", cf, sizeof cf),
+                     GSASL_AUTHENTICATION_ERROR);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 1);
+    /* the password changed on both sides: not the old value */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "new-pw", "new-pw", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 2);
+    /* another user, another mechanism, another salt, another count: each its own */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "other", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_salt = "c2FsdHNhbHQ=";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_iter = "4097";
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.entries, 6);
+    /* every one of them is used again */
+    assert_int_equal(scram_against_server("SCRAM-SHA-256", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    srv_salt = "QSXCR+Q6sek8bf92";
+    srv_iter = "4096";
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "user", "pencil", "pencil", cf, sizeof cf),
+                     GSASL_OK);
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.entries, 6);
+
+    /* bounded: the least recently used entry goes first */
+    sasl_scram_cache_clear();
+    srv_iter = "1";
+    char salt[32];
+    for (int i = 0; i <= SASL_SCRAM_CACHE_MAX; i++) {
+        snprintf(salt, sizeof salt, "c2FsdA%06d", i); /* distinct base64 */
+        srv_salt = salt;
+        assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    }
+    st = sasl_scram_cache_stats();
+    assert_int_equal(st.entries, SASL_SCRAM_CACHE_MAX);
+    assert_int_equal(st.evicted, 1);
+    assert_int_equal(st.hits, 0);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", SASL_SCRAM_CACHE_MAX); /* the newest: kept */
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 1);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", 0); /* the oldest: dropped */
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 1);
+    srv_salt = NULL;
+    srv_iter = NULL;
+    sasl_scram_cache_clear();
 }
 
 /* ---- XOAUTH2, OAUTHBEARER ------------------------------------------------------------ */
@@ -838,6 +973,8 @@ int main(void)
         cmocka_unit_test(scram_sha256_rfc7677),
         cmocka_unit_test(scram_bad_server),
         cmocka_unit_test(scram_against_gsasl_server),
+        cmocka_unit_test(scram_hi_matches_pbkdf2),
+        cmocka_unit_test(scram_salted_password_cache),
         cmocka_unit_test(xoauth2_encoding),
         cmocka_unit_test(oauthbearer_encoding),
         cmocka_unit_test(invalid_base64_challenge),
