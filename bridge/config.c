@@ -18,6 +18,7 @@
 
 #include "codec.h"
 #include "filter.h"
+#include "perms.h"
 #include "secretbox.h"
 #include "secrets.h"
 
@@ -473,6 +474,19 @@ static struct config *load(const char *path, struct config_diag *d, bool secrets
     else
         cfg_parse_table(&c, &cfg_root_table, cfg, root, "");
     cJSON_Delete(root);
+    char why[PERMS_WHY_MAX], key[PATH_KEY_MAX]; /* perms.h: who else may read these files */
+    if (perms_check(path, PERMS_CONFIG, why, sizeof why) < 0)
+        cfg_problem(&c, "", "%s", why);
+    if (cfg->state_dir && perms_check(cfg->state_dir, PERMS_STATE_DIR, why, sizeof why) < 0)
+        cfg_problem(&c, "state_dir", "%s", why);
+    for (size_t i = 0; secrets && cfg->webhooks && i < cfg->webhook_count; i++) {
+        const struct config_webhook *w = &cfg->webhooks[i]; /* the cert file holds the key */
+        const char *k = w->client_key_file ? w->client_key_file : w->client_cert_file;
+        snprintf(key, sizeof key, "webhooks[%zu].%s", i, w->client_key_file ? "client_key_file"
+                                                                             : "client_cert_file");
+        if (k && perms_check(k, PERMS_SECRET, why, sizeof why) < 0)
+            cfg_problem(&c, key, "%s", why);
+    }
     if (secrets)
         cfg_resolve_all(&c);
     if (c.errors) {

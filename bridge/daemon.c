@@ -714,7 +714,9 @@ static void usage(FILE *out)
 {
     fputs("usage: pop3bridge run --config FILE [--once]\n"
           "  runs until SIGTERM/SIGINT; SIGHUP reloads the configuration\n"
-          "  --once   poll every account once, deliver what is due, exit\n",
+          "  --once   poll every account once, deliver what is due, exit\n"
+          "  --allow-insecure-permissions   warn about, instead of refusing, a configuration,\n"
+          "           secret file or state_dir that other users may read (pop3bridge(8))\n",
           out);
 }
 

@@ -8,12 +8,16 @@
 #include "config.h"
 #include "daemon.h"
 #include "oauth2_cli.h"
+#include "perms.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "pop3bridge %s — a bridge from POP3 mailboxes to the web\n\n", POP3BRIDGE_VERSION);
     fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
-          "pop3bridge check-config FILE [--keys]   validate a configuration file\n",
+          "pop3bridge check-config FILE [--keys]   validate a configuration file\n"
+          "  " PERMS_OPTION " (with any command that reads the configuration):\n"
+          "      accept a configuration, secret file or state_dir that other users may read\n"
+          "      or write, with a warning, instead of refusing it (see pop3bridge(8))\n\n",
           out);
     admin_usage(out);
     oauth2_cli_usage(out);
@@ -23,6 +27,22 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* the override of perms.h, accepted by every command: taken out of argv before the
+     * command parses its own options (up to a "--") */
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            while (i < argc)
+                argv[kept++] = argv[i++];
+            break;
+        }
+        if (strcmp(argv[i], PERMS_OPTION) == 0)
+            perms_allow_insecure(true);
+        else
+            argv[kept++] = argv[i];
+    }
+    argv[kept] = NULL;
+    argc = kept;
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "perms.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 #define WAIT_STEP_MS 10   /* how often a finished command's exit is looked for */
@@ -314,6 +315,9 @@ static int from_file(const char *ref, bool multiline, char *buf, char **value, s
     char cred[PATH_MAX];
     const char *file = secrets_file_path(ref, cred, sizeof cred, why, why_size);
     if (!file)
+        return -1;
+    if (perms_check(file, secrets_credential_prefix(ref) ? PERMS_CREDENTIAL : PERMS_SECRET, why,
+                    why_size) < 0)
         return -1;
     size_t n = 0;
     int rc = secrets_read_file(file, true, buf, SECRETS_MAX + 2, &n);

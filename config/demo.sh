@@ -7,7 +7,8 @@
 #     (config/demo-server);
 #   - the demo receiver on 127.0.0.1:8026, which verifies each event's
 #     signature and prints one line for it (build/tools/webhook-receiver);
-#   - the bridge with config/demo.json (state in build/demo/state, log in
+#   - the bridge with a private (0600) copy of config/demo.json in
+#     build/demo/demo.json (state in build/demo/state, log in
 #     build/demo/bridge.log).
 # The POP3 password, the webhook secret and the API token are generated for
 # this run and handed over in environment variables only.  It keeps running
@@ -52,6 +53,10 @@ rm -rf "$demo"
 mkdir -p "$demo"
 chmod 755 "$demo"
 ( umask 077; printf '%s\n' "$DEMO_API_TOKEN" > "$demo/api-token" )
+# the bridge refuses a configuration other users can read (a fresh clone's
+# files are 0644): it runs a 0600 copy, next to the files it names
+( umask 077; sed 's|"\.\./build/demo/|"|' config/demo.json > "$demo/demo.json" )
+grep -q '"state_dir": "state"' "$demo/demo.json" || die "cannot make build/demo/demo.json from config/demo.json"
 
 # ---- start, and stop everything on the way out ------------------------------------
 server_pid="" receiver_pid="" bridge_pid=""
@@ -113,12 +118,12 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 
-say "starting the bridge (build/pop3bridge run --config config/demo.json) ..."
+say "starting the bridge (build/pop3bridge run --config build/demo/demo.json) ..."
 cat <<EOF
 
 The pop3bridge demo is running:
   Dovecot   pop3s://demo@127.0.0.1:$TLS_PORT   mailbox "demo", CA build/demo/ca.pem, 4 sample messages
-  bridge    build/pop3bridge run --config config/demo.json   (polls every 5 s)
+  bridge    build/pop3bridge run --config build/demo/demo.json   (polls every 5 s)
             log: build/demo/bridge.log   state: build/demo/state/
   dashboard http://127.0.0.1:$API_PORT/   sign in with the token in build/demo/api-token
             (REST API under http://127.0.0.1:$API_PORT/api/v1, described at /openapi.yaml)
@@ -130,7 +135,7 @@ Drop a new message into the demo mailbox (from another terminal, in $root):
 Press Ctrl-C to stop everything.
 
 EOF
-setsid build/pop3bridge run --config config/demo.json 2> "$demo/bridge.log" &
+setsid build/pop3bridge run --config "$demo/demo.json" 2> "$demo/bridge.log" &
 bridge_pid=$!
 sleep 0.5
 kill -0 "$bridge_pid" 2>/dev/null || { cat "$demo/bridge.log" >&2; die "the bridge did not start"; }

@@ -66,7 +66,7 @@
 #define CONFIG_FILE_MAX (1024 * 1024)        /* bytes in the configuration file */
 #define CONFIG_DEPTH_MAX 16                  /* nesting of objects and arrays */
 #define CONFIG_DIAG_MAX 100                  /* lines kept; the rest are counted */
-#define CONFIG_DIAG_LINE_MAX 512             /* one diagnostic line */
+#define CONFIG_DIAG_LINE_MAX 2048            /* one diagnostic line (room for three paths) */
 #define CONFIG_NAME_MAX 64                   /* account/webhook/token names */
 #define CONFIG_STRING_MAX 4096               /* any other string value */
 #define CONFIG_ACCOUNTS_MAX 1000

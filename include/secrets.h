@@ -4,7 +4,9 @@
  *   - a file, read up to SECRETS_MAX + 2 bytes, first line kept.  A path
  *     "${CREDENTIALS_DIRECTORY}/NAME" (or "$CREDENTIALS_DIRECTORY/NAME") names
  *     a credential systemd passes with LoadCredential=, looked up in the
- *     directory that variable names when the secret is read;
+ *     directory that variable names when the secret is read.  A file other
+ *     users may read is refused first (perms.h: PERMS_SECRET, or
+ *     PERMS_CREDENTIAL for a credential), unless that is allowed;
  *   - a command, run as `/bin/sh -c COMMAND` in its own process group, stdin
  *     /dev/null, the signal mask and SIGPIPE reset, first line of its stdout
  *     kept; it must exit 0 within its timeout and print at most

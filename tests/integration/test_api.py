@@ -276,8 +276,7 @@ def setup_module():
         "accounts": accounts,
     }
     S["config"] = os.path.join(out, "bridge.json")
-    with open(S["config"], "w") as f:
-        json.dump(cfg, f, indent=1)
+    harness.write_config(S["config"], cfg, indent=1)
     S["log"] = os.path.join(out, "bridge.log")
     S["bridge"] = subprocess.Popen([harness.binary(), "run", "--config", S["config"]], env=env,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -803,8 +802,7 @@ def test_readyz_says_why_only_with_a_token():
     cfg["api"]["listen"] = "127.0.0.1:%d" % port
     cfg["accounts"] = [a for a in cfg["accounts"] if a["name"] == "down"]
     path = os.path.join(out, "ready.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    harness.write_config(path, cfg)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
     env.update({"API_TOKEN": TOKEN, "HOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
                 "PW_DOWN": "x"})
@@ -853,8 +851,7 @@ def test_port_taken_is_one_clear_line():
         cfg = json.load(f)
     cfg["state_dir"] = os.path.join(harness.out_dir(), "state2")
     path = os.path.join(harness.out_dir(), "second.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    harness.write_config(path, cfg)
     env = {"API_TOKEN": TOKEN, "HOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
            "WRONG_PW": "x"}
     env.update({"PW_" + a["name"].upper(): "x" for a in cfg["accounts"]})

@@ -92,8 +92,7 @@ def setup_module():
         ],
     }
     path = os.path.join(out, "bridge.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f, indent=1)
+    harness.write_config(path, cfg, indent=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
     env.update({"API_TOKEN": TOKEN, "HOOK_SECRET": secret, "MB_PW": "mb-password"})
     S["log"] = os.path.join(out, "bridge.log")

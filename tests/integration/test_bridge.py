@@ -645,8 +645,7 @@ def test_sighup_adds_webhook():
     # an invalid file on SIGHUP: the old configuration stays, the problem is logged
     b.start()
     b.wait_log(r"event=started", 10, count=2)
-    with open(c.bridge.config_path, "w") as f:
-        f.write("{ \"state_dir\": 7 }")
+    harness.write_private(c.bridge.config_path, "{ \"state_dir\": 7 }")
     b.send(signal.SIGHUP)
     b.wait_log(r"event=reload_failed", 10)
     if "state_dir: expected a string, got a number" not in b.log():
@@ -725,8 +724,7 @@ def test_check_config_errors():
     }
     for name, (text, lines) in cases.items():
         path = os.path.join(d, name)
-        with open(path, "w") as f:
-            f.write(text)
+        harness.write_private(path, text)
         r = _check_config(path, good_env)
         if r.code == 0:
             raise AssertionError("%s: accepted: %s" % (name, r.describe()))
@@ -740,8 +738,7 @@ def test_check_config_errors():
             raise AssertionError("run with %s: %s" % (name, r2.describe()))
     # a syntax error names the line and column
     path = os.path.join(d, "syntax.json")
-    with open(path, "w") as f:
-        f.write('// comment\n{\n  "state_dir": "s"\n  "log_level": "info"\n}\n')
+    harness.write_private(path, '// comment\n{\n  "state_dir": "s"\n  "log_level": "info"\n}\n')
     r = _check_config(path)
     if r.code == 0 or not re.search(re.escape(path) + r":4:3: ", r.stdout + r.stderr):
         raise AssertionError("syntax error: %s" % r.describe())
@@ -756,8 +753,7 @@ def test_check_config_valid_summary():
     env = {"T_PW": "pw-" + secrets.token_hex(8), "T_WHSEC": bridge.new_secret(),
            "T_TOKEN": secrets.token_urlsafe(16)}
     path = os.path.join(d, "good.json")
-    with open(path, "w") as f:
-        f.write("""// a comment
+    harness.write_private(path, """// a comment
 { "state_dir": "state", /* relative: next to this file */
   "api": { "listen": "127.0.0.1:18025", "tokens": [ { "name": "admin", "token_env": "T_TOKEN" } ] },
   "webhooks": [ { "name": "crm", "url": "http://127.0.0.1:1/h", "secret_env": "T_WHSEC",

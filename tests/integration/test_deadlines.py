@@ -106,8 +106,9 @@ def test_sigterm_cancels_a_poll_in_progress():
 
 
 def test_files_in_an_open_state_dir_are_private():
-    """A state_dir that exists with mode 0755: the database and its WAL are
-    still 0600 (umask 077 at start), not readable by every local user."""
+    """A state_dir that exists with mode 0755 is refused; accepted with
+    --allow-insecure-permissions, the database and its WAL are still 0600
+    (umask 077 at start), not readable by every local user."""
     import os
     import stat
     import dovecot
@@ -123,7 +124,12 @@ def test_files_in_an_open_state_dir_are_private():
     os.makedirs(b.state_dir, exist_ok=True)
     os.chmod(b.state_dir, 0o755)
     r = b.run_once(timeout=30)
+    assert r.code == 2 and "state_dir: %s is open to every user" % b.state_dir in r.stderr, \
+        r.describe()
+    assert not os.path.exists(os.path.join(b.state_dir, "pop3bridge.db")), "refused, yet opened"
+    r = b.run_once(timeout=30, args=["--allow-insecure-permissions"])
     rcv.stop()
+    assert "event=insecure_permissions" in r.stderr, r.describe()
     assert r.code == 1, r.describe()
     made = [n for n in os.listdir(b.state_dir) if n.startswith("pop3bridge.db")]
     assert "pop3bridge.db" in made, made

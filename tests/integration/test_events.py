@@ -168,11 +168,10 @@ def test_filters_route_messages_and_match_explains():
 def test_check_config_names_a_bad_pattern():
     cfg_dir = harness.out_dir("ev-badpattern")
     path = os.path.join(cfg_dir, "bad.json")
-    with open(path, "w") as f:
-        json.dump({"state_dir": os.path.join(cfg_dir, "state"),
-                   "webhooks": [{"name": "a", "url": "http://127.0.0.1:9/x", "secret_env": "T_WH"},
-                                {"name": "b", "url": "http://127.0.0.1:9/y", "secret_env": "T_WH",
-                                 "filter": {"subject": "inv(oice"}}]}, f)
+    harness.write_config(path, {"state_dir": os.path.join(cfg_dir, "state"),
+                                "webhooks": [{"name": "a", "url": "http://127.0.0.1:9/x", "secret_env": "T_WH"},
+                                             {"name": "b", "url": "http://127.0.0.1:9/y", "secret_env": "T_WH",
+                                              "filter": {"subject": "inv(oice"}}]})
     r = harness.run_cli(["check-config", path], env={"T_WH": bridge.new_secret()})
     harness.eq(r.code, 1, "check-config exit code")
     want = "webhooks[1].filter.subject: PCRE2 error at offset 8: missing closing parenthesis"

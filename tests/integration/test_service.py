@@ -413,8 +413,8 @@ def test_sighup_add_remove_account_change_url_invalid_file():
         raise AssertionError("the removed account's new message was taken from the server")
 
     # an invalid file: logged, and the bridge goes on with what it had
-    with open(c.bridge.config_path, "w") as f:
-        f.write('{ "state_dir": "%s", "accounts": [ { "name": 7 } ] }' % c.bridge.state_dir)
+    harness.write_private(c.bridge.config_path,
+                          '{ "state_dir": "%s", "accounts": [ { "name": 7 } ] }' % c.bridge.state_dir)
     b.send(signal.SIGHUP)
     b.wait_log(r"event=reload_failed", 15)
     if "accounts[0].name: expected a string" not in b.log():

@@ -259,8 +259,7 @@ def setup_module():
         "secrets_key_env": "WEB_TEST_SECRETS_KEY",
     }
     conf = os.path.join(S["dir"], "bridge.json")
-    with open(conf, "w") as f:
-        json.dump(config, f, indent=2)
+    harness.write_config(conf, config, indent=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
     env.update(LC_ALL="C", WEB_TEST_TOKEN=S["token"], WEB_TEST_WHSEC=whsec, WEB_TEST_PW=password,
                WEB_TEST_SECRETS_KEY=secrets.token_hex(32))

@@ -189,8 +189,7 @@ class Bridge:
             # never the default port: other bridges (tests, a demo) may hold it
             config["api"] = {"listen": "127.0.0.1:%d" % dovecot.free_port()}
         self.config = config
-        with open(self.config_path + ".new", "w") as f:
-            json.dump(config, f, indent=2)
+        harness.write_config(self.config_path + ".new", config, indent=2)
         os.rename(self.config_path + ".new", self.config_path)
 
     def env(self):
@@ -205,9 +204,9 @@ class Bridge:
                 if value and value in text:
                     raise AssertionError("the secret in %s appears in the bridge's output" % var)
 
-    def run_once(self, timeout=90):
-        r = harness.run_cli(["run", "--config", self.config_path, "--once"], env=self.secrets,
-                            timeout=timeout)
+    def run_once(self, timeout=90, args=()):
+        r = harness.run_cli(["run", "--config", self.config_path, "--once"] + list(args),
+                            env=self.secrets, timeout=timeout)
         self.check_no_secrets(r.stdout, r.stderr)
         return r
 

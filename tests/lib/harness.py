@@ -9,6 +9,8 @@ pytest-timeout's.  Tests use:
     harness.timeout(seconds)      decorator: this test's time limit (else the
                                   module's TIMEOUT, else DEFAULT_TEST_TIMEOUT)
     harness.run_cli(args, ...)    run build/pop3bridge, bounded in time
+    harness.write_private(path, text)   a configuration or secret file, mode 0600
+    harness.write_config(path, cfg)     the dict cfg as JSON, mode 0600
     harness.check_failure(r, code, prefix)   exit code + the one stderr line
     harness.register_cleanup(fn)  called when the module's tests are done (and
                                   at exit), also after a failure or a timeout
@@ -19,6 +21,7 @@ Everything here is Python 3 standard library only.
 """
 
 import atexit
+import json
 import os
 import re
 import signal
@@ -53,6 +56,21 @@ def run_dir():
         _state["run_dir"] = os.path.join(ROOT, "tests", "out", "adhoc-%d" % os.getpid())
     os.makedirs(_state["run_dir"], exist_ok=True)
     return _state["run_dir"]
+
+
+def write_private(path, data):
+    """Write a configuration or secret file (str or bytes) readable by its
+    owner only, 0600 whatever the umask: the bridge refuses one that other
+    users can read (include/perms.h)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def write_config(path, cfg, indent=None):
+    """The configuration dict cfg as a JSON file of mode 0600."""
+    write_private(path, json.dumps(cfg, indent=indent))
 
 
 def set_current(module, test):

@@ -113,6 +113,7 @@ static void export_nothing(void **state_)
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(usage),
         cmocka_unit_test(backup_and_restore),

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include <glib.h>
 
 #include "config.h"
+#include "log.h"
+#include "perms.h"
 
 #define DATA "tests/data/config/"
 #define SECRETS_KEY "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
@@ -1192,9 +1195,74 @@ static void account_address_and_authserv_ids(void **state)
     assert_null(cfg);
     config_diag_free(&d);
 }
+/* The loader asks perms.h about the file, the state_dir and every secret
+ * file: each finding is one problem under its key, the override accepts. */
+static void permissions_checked(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_config_perms_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cfgp[128], pw[128], st[128], text[512];
+    snprintf(pw, sizeof pw, "%s/pw", dir);
+    snprintf(st, sizeof st, "%s/state", dir);
+    snprintf(cfgp, sizeof cfgp, "%s/c.json", dir);
+    snprintf(text, sizeof text,
+             "{\"state_dir\": \"state\", \"webhooks\": [], \"accounts\": [{\"name\": \"a\", "
+             "\"host\": \"127.0.0.1\", \"username\": \"u\", \"password_file\": \"pw\"}]}");
+    FILE *f = fopen(cfgp, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    f = fopen(pw, "w");
+    assert_non_null(f);
+    fputs("very-secret-pw\n", f);
+    fclose(f);
+    assert_int_equal(mkdir(st, 0700), 0);
+    assert_int_equal(chmod(cfgp, 0644), 0);
+    assert_int_equal(chmod(pw, 0666), 0);
+    assert_int_equal(chmod(st, 0755), 0);
+
+    perms_allow_insecure(false);
+    struct config_diag d = {0};
+    struct config *cfg = config_load(cfgp, &d);
+    assert_null(cfg);
+    assert_int_equal(d.count, 3);
+    EXPECT(&d, cfgp, "state_dir", "is open to every user");
+    EXPECT(&d, cfgp, "accounts[0].password_file", "is writable by every user (mode 0666");
+    assert_true(diag_contains(&d, "is readable by every user (mode 0644"));
+    assert_false(diag_contains(&d, "very-secret-pw"));
+    config_diag_free(&d);
+
+    perms_allow_insecure(true); /* warnings instead */
+    cfg = config_load(cfgp, &d);
+    assert_non_null(cfg);
+    assert_int_equal(d.count, 0);
+    config_free(&cfg);
+
+    perms_allow_insecure(false); /* fixed: loads */
+    assert_int_equal(chmod(cfgp, 0600), 0);
+    assert_int_equal(chmod(pw, 0600), 0);
+    assert_int_equal(chmod(st, 0700), 0);
+    cfg = config_load(cfgp, &d);
+    if (!cfg)
+        dump(&d);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->accounts[0].password.value, "very-secret-pw");
+    config_free(&cfg);
+    config_diag_free(&d);
+    perms_allow_insecure(true);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
+    /* the fixtures in tests/data/config/ have the checkout's modes (0644):
+     * these tests are about parsing; permissions_checked() turns it off */
+    perms_allow_insecure(true);
+    log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(minimal_defaults, setup),
         cmocka_unit_test_setup(full_every_key, setup),
@@ -1224,6 +1292,7 @@ int main(void)
         cmocka_unit_test_setup(account_address_and_authserv_ids, setup),
         cmocka_unit_test_setup(store_key, setup),
         cmocka_unit_test_setup(webhook_credentials_and_rotation, setup),
+        cmocka_unit_test_setup(permissions_checked, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

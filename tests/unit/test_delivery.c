@@ -602,6 +602,7 @@ static void removed_webhook_dead(void **state)
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(delivers_with_event_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(reused_uidl_new_id_retry_same, setup, teardown),

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -358,6 +359,7 @@ static void route_needs_by_condition(void **state)
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(glob),
         cmocka_unit_test(matches_every_condition),

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,7 @@ static void status_of_new_accounts(void **state)
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(usage),
         cmocka_unit_test(login_refused),

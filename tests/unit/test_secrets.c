@@ -183,6 +183,7 @@ static void read_file_raw(void **state)
 
 int main(void)
 {
+    umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(env),
         cmocka_unit_test(files),
