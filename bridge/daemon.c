@@ -31,6 +31,7 @@
 #include "poller.h"
 #include "runtime.h"
 #include "scheduler.h"
+#include "share.h"
 #include "store.h"
 #include "webhook.h"
 
@@ -60,6 +61,8 @@ static struct {
     /* several instances on one store (PostgreSQL) */
     bool shared;
     int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
+    size_t share_limit;       /* the most account leases this instance takes (share.h);
+                                 0: no limit (one instance, or not yet counted) */
     /* the API's metrics hook, when the API runs; called with lock held */
     void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
 } rt;
@@ -187,6 +190,15 @@ static bool once_polls_done(void)
     return true;
 }
 
+/* Account leases this instance believes it holds (lock held). */
+static size_t held_leases(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rt.n_accounts; i++)
+        n += rt.accounts[i].lease_until != 0;
+    return n;
+}
+
 /* Make sure this instance holds the account's lease before polling it
  * (lock not held on entry).  True: go on polling, lock not held.  False:
  * the account was put back (another instance holds it, or the store
@@ -199,11 +211,22 @@ static bool take_lease(struct store *st, struct sched_account *a,
     if (snapshot->lease_until - now > rt.lease_ms / 2)
         return true; /* held, and renewed by the keeper */
     struct err e;
-    int r = store_account_lease(st, snapshot->name, rt.owner, now, rt.lease_ms, &e);
-    /* taken over from another instance: what it saved says whether this is
-     * the account's first poll ("start": "new" must not ignore new mail) */
+    err_clear(&e);
+    /* a new lease only within this instance's share (share.h); one it holds
+     * is renewed whatever the share */
+    pthread_mutex_lock(&rt.lock);
+    bool may = snapshot->lease_until != 0 || !rt.share_limit ||
+               share_may_take(held_leases(), rt.share_limit);
+    pthread_mutex_unlock(&rt.lock);
+    int r = STORE_LEASE_LOST;
     struct store_account_state saved;
-    bool have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
+    bool have = false;
+    if (may) {
+        r = store_account_lease(st, snapshot->name, rt.owner, now, rt.lease_ms, &e);
+        /* taken over from another instance: what it saved says whether this is
+         * the account's first poll ("start": "new" must not ignore new mail) */
+        have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
+    }
     pthread_mutex_lock(&rt.lock);
     a = find_acct(snapshot->name);
     if (r == 0) {
@@ -218,7 +241,8 @@ static bool take_lease(struct store *st, struct sched_account *a,
         return true;
     }
     if (r == STORE_LEASE_LOST)
-        log_debug("account_leased_elsewhere", "account=%s", snapshot->name);
+        log_debug("account_leased_elsewhere", "account=%s share=%zu", snapshot->name,
+                  rt.share_limit);
     else
         log_error("store_failed", "op=account_lease account=%s error=%s", snapshot->name,
                   log_q(e.msg));
@@ -334,6 +358,170 @@ static void *poll_worker(void *arg)
     return NULL;
 }
 
+/* ---- the share of the accounts (several instances) ------------------------------- */
+
+/* What one keeper turn reads of the store: the live instances' ids and
+ * every live account lease. */
+struct share_view {
+    size_t live;                          /* live instances, this one included */
+    bool self_seen;
+    char (*ids)[STORE_OWNER_MAX + 1];     /* the live instances */
+    size_t nids, cap_ids;
+    struct share_lease {
+        char account[CONFIG_NAME_MAX + 1];
+        int who;                          /* SHARE_MINE, SHARE_LIVE, SHARE_DEAD */
+        int64_t until;
+    } *leases;
+    size_t nleases, cap_leases;
+};
+enum { SHARE_MINE, SHARE_LIVE, SHARE_DEAD };
+
+static int view_instance(void *ctx, const struct store_instance *in, struct err *e)
+{
+    struct share_view *v = ctx;
+    if (v->nids == v->cap_ids) {
+        size_t cap = v->cap_ids ? 2 * v->cap_ids : 8;
+        void *p = realloc(v->ids, cap * sizeof *v->ids);
+        if (!p)
+            return err_set(e, ERR_INTERNAL, "daemon: share: out of memory listing instances");
+        v->ids = p;
+        v->cap_ids = cap;
+    }
+    snprintf(v->ids[v->nids++], sizeof v->ids[0], "%s", in->id);
+    v->self_seen |= strcmp(in->id, rt.owner) == 0;
+    v->live++;
+    return 0;
+}
+
+static int view_lease(void *ctx, const char *account, const char *owner, int64_t until,
+                      struct err *e)
+{
+    struct share_view *v = ctx;
+    if (strlen(account) > CONFIG_NAME_MAX)
+        return 0; /* not an account of any configuration */
+    if (v->nleases == v->cap_leases) {
+        size_t cap = v->cap_leases ? 2 * v->cap_leases : 64;
+        void *p = realloc(v->leases, cap * sizeof *v->leases);
+        if (!p)
+            return err_set(e, ERR_INTERNAL, "daemon: share: out of memory listing leases");
+        v->leases = p;
+        v->cap_leases = cap;
+    }
+    struct share_lease *l = &v->leases[v->nleases++];
+    snprintf(l->account, sizeof l->account, "%s", account);
+    l->until = until;
+    l->who = SHARE_DEAD;
+    if (strcmp(owner, rt.owner) == 0)
+        l->who = SHARE_MINE;
+    else
+        for (size_t i = 0; i < v->nids; i++)
+            if (strcmp(v->ids[i], owner) == 0)
+                l->who = SHARE_LIVE;
+    return 0;
+}
+
+static int lease_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct share_lease *)a)->account,
+                  ((const struct share_lease *)b)->account);
+}
+
+static const struct share_lease *view_find(const struct share_view *v, const char *account)
+{
+    struct share_lease key;
+    snprintf(key.account, sizeof key.account, "%s", account);
+    return bsearch(&key, v->leases, v->nleases, sizeof *v->leases, lease_cmp);
+}
+
+/* One turn of spreading the accounts over the live instances (share.h),
+ * with the keeper's store handle, lock not held:
+ *  - count the live instances and read every live account lease;
+ *  - set rt.share_limit, the most leases this instance takes;
+ *  - above it, give back the excess, only of accounts not being polled;
+ *  - below it, make due now the accounts nobody holds, and due when their
+ *    lease ends those a dead instance (no heartbeat) still holds, so the
+ *    poll workers take them over within the lease period, not a poll
+ *    interval later.
+ * -1 when the store could not be read or a lease could not be given back
+ * (logged): the keeper then checks every lease again. */
+static int share_turn(struct store *st)
+{
+    int64_t now = now_ms();
+    struct share_view v = {0};
+    struct err e;
+    err_clear(&e);
+    int rc = 0;
+    if (store_instances_each(st, now - share_live_window_ms(rt.lease_ms), 0, view_instance, &v,
+                             &e) < 0 ||
+        store_account_leases_each(st, now, view_lease, &v, &e) < 0) {
+        log_error("store_failed", "op=share error=%s", log_q(e.msg));
+        free(v.ids);
+        free(v.leases);
+        return -1;
+    }
+    if (!v.self_seen)
+        v.live++; /* its first heartbeat not written yet, or failed */
+    qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
+
+    char (*back)[CONFIG_NAME_MAX + 1] = NULL;
+    size_t nback = 0, mine = 0, due = 0;
+    pthread_mutex_lock(&rt.lock);
+    size_t limit = share_limit(rt.n_accounts, v.live);
+    if (limit != rt.share_limit)
+        log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, rt.n_accounts,
+                 limit);
+    rt.share_limit = limit;
+    for (size_t i = 0; i < rt.n_accounts; i++) {
+        const struct share_lease *l = view_find(&v, rt.accounts[i].name);
+        mine += l && l->who == SHARE_MINE;
+    }
+    size_t excess = share_excess(mine, limit);
+    if (excess)
+        back = calloc(excess, sizeof *back);
+    size_t held = held_leases();
+    for (size_t i = rt.n_accounts; i-- > 0;) {
+        struct sched_account *a = &rt.accounts[i];
+        const struct share_lease *l = view_find(&v, a->name);
+        if (a->running)
+            continue;
+        if (l && l->who == SHARE_MINE && back && nback < excess) {
+            /* not polled now, and not before it is taken again (take_lease) */
+            snprintf(back[nback++], sizeof *back, "%s", a->name);
+            if (a->lease_until)
+                held--;
+            a->lease_until = 0;
+        } else if (!l || l->who == SHARE_DEAD) {
+            int64_t at = l ? l->until : now;
+            if (a->lease_until == 0 && share_may_take(held + due, limit) && a->next_at > at) {
+                a->next_at = at;
+                due++;
+            }
+        }
+    }
+    if (due)
+        pthread_cond_broadcast(&rt.cond);
+    pthread_mutex_unlock(&rt.lock);
+    free(v.ids);
+    free(v.leases);
+
+    size_t given = 0;
+    for (size_t i = 0; i < nback; i++) {
+        int r = share_give_back(st, back[i], rt.owner, &e);
+        if (r < 0) {
+            log_error("store_failed", "op=account_give_back account=%s error=%s", back[i],
+                      log_q(e.msg));
+            rc = -1;
+        } else if (r == 0) {
+            given++;
+        }
+    }
+    if (nback)
+        log_info("account_leases_given_back", "count=%zu held=%zu share=%zu instances=%zu", given,
+                 mine, limit, v.live);
+    free(back);
+    return rc;
+}
+
 /* ---- the lease keeper ------------------------------------------------------------ */
 
 /* The one renewer of this instance's account leases: every quarter of
@@ -356,15 +544,21 @@ static void *lease_keeper(void *arg)
             continue;
         }
         next = clock_mono_ms() + rt.lease_ms / 4;
-        int64_t held = 0, renewed = 0;
-        for (size_t i = 0; i < rt.n_accounts; i++)
-            held += rt.accounts[i].lease_until != 0;
+        bool share = rt.shared && !rt.once;
+        pthread_mutex_unlock(&rt.lock);
+        /* first the share: what is given back is not renewed */
+        int sr = share ? share_turn(st) : 0;
+        pthread_mutex_lock(&rt.lock);
+        int64_t held = (int64_t)held_leases(), renewed = 0;
         pthread_mutex_unlock(&rt.lock);
         int64_t now = now_ms();
         struct err e;
         int r = held ? store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed,
                                            &e)
                      : 0;
+        /* a lease half given back may have been renewed with the others:
+         * then each is taken again before its next poll */
+        bool sure = r == 0 && renewed >= held && sr == 0;
         if (r < 0)
             log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));
         else if (renewed < held)
@@ -374,7 +568,7 @@ static void *lease_keeper(void *arg)
         for (size_t i = 0; i < rt.n_accounts; i++)
             if (rt.accounts[i].lease_until)
                 rt.accounts[i].lease_until =
-                    r == 0 && renewed >= held ? now + rt.lease_ms : 0;
+                    sure ? now + rt.lease_ms : 0;
     }
     pthread_mutex_unlock(&rt.lock);
     return NULL;
@@ -768,6 +962,8 @@ int daemon_main(int argc, char **argv)
     }
     int64_t started_at = now_ms();
     heartbeat(st, started_at, true);
+    if (rt.shared && !once)
+        (void)share_turn(st); /* this instance's share before its first poll */
     if (rt.shared) {
         delivery_set_lease_ms(rt.delivery, rt.lease_ms);
         log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
