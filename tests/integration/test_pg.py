@@ -235,7 +235,10 @@ def test_two_instances_share_accounts_and_deliver_once():
     harness.eq(a.stop(), 0, "instance 0 exit code")
     harness.eq(b.stop(), 0, "instance 1 exit code")
     harness.eq(PG.sql("SELECT count(*) FROM instances", db=db), [["0"]], "instances after stop")
-    harness.eq(PG.sql("SELECT count(*) FROM accounts WHERE lease_owner IS NOT NULL", db=db),
+    # (a lease given back to the others stays under the owner "(returned)",
+    # expired, until one of them takes it)
+    harness.eq(PG.sql("SELECT count(*) FROM accounts WHERE lease_owner IS NOT NULL"
+                      " AND lease_owner <> '(returned)'", db=db),
                [["0"]], "account leases after stop")
     rcv.stop()
 
@@ -344,6 +347,106 @@ def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
                       " GROUP BY account, uidl HAVING count(*) > 1) d", db=db), [["0"]],
                "messages stored twice")
     harness.eq(z.stop(), 0, "z exit code")
+    rcv.stop()
+
+
+def lease_counts(db):
+    """Live account leases by owner (instance id -> count)."""
+    rows = PG.sql("SELECT lease_owner, count(*) FROM accounts WHERE lease_until >"
+                  " (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                  " GROUP BY lease_owner", db=db)
+    return {o: int(n) for o, n in rows}
+
+
+def wait_spread(db, insts, n_accounts, timeout, what):
+    """Until the live instances hold every account between them, each
+    within 1 of an even split, three samples in a row; (seconds, counts)."""
+    ids = [instance_id(b) for b in insts]
+    fair = n_accounts / len(insts)
+    last = [None]
+    streak = [0]
+    t0 = time.monotonic()
+
+    def even():
+        c = lease_counts(db)
+        last[0] = c
+        ok = (sum(c.get(i, 0) for i in ids) == n_accounts and set(c) <= set(ids)
+              and all(abs(c.get(i, 0) - fair) <= 1 for i in ids))
+        streak[0] = streak[0] + 1 if ok else 0
+        return streak[0] >= 3
+    try:
+        harness.wait_for(even, timeout, interval=0.2, what=what)
+    except AssertionError:
+        raise AssertionError("%s: leases by instance %r" % (what, last[0]))
+    return time.monotonic() - t0, [last[0].get(i, 0) for i in ids]
+
+
+@harness.timeout(90)
+def test_polls_spread_over_live_instances():
+    """Three instances on 12 accounts end up holding 4 each (±1) within a
+    lease period or two, whichever took them first; one killed with kill -9,
+    the two left split its accounts and every account keeps being polled;
+    a fourth joining gets its share; one POP3 session per account at once."""
+    db = "spread"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-spread").start()
+    accounts, env = make_accounts("sp", 12, 1, seed=5)
+    insts = instances(4, db, accounts, env, rcv, "spread")
+    a, b, c, d = insts
+    mark = DC.log_mark()
+    # a alone first: it takes every account, then gives back as b and c appear
+    a.start()
+    a.wait_log(r"event=started", 30)
+    harness.wait_for(lambda: lease_counts(db).get(instance_id(a), 0) == 12, 20, interval=0.1,
+                     what="the first instance holding every account")
+    t_join = time.monotonic()
+    b.start()
+    c.start()
+    took3, counts3 = wait_spread(db, [a, b, c], 12, 6 * LEASE_S, "three instances share 12 accounts")
+    took3 = time.monotonic() - t_join
+    rcv.wait_events(12, 30)
+    # kill -9 one: the two left take its accounts within a lease period
+    b.kill9()
+    t_kill = time.monotonic()
+    took2, counts2 = wait_spread(db, [a, c], 12, 2 * LEASE_S + 2, "two instances after a kill -9")
+    for i, acc in enumerate(accounts):
+        DC.deliver(acc["name"], mailgen.message(5000 + i, 2000))
+    # every account is polled again after the kill, its new message delivered
+    # every account is polled again after the kill (a poll_done line more in
+    # the survivors' logs), its new message delivered
+    def polls(xs):
+        n = {}
+        for x in xs:
+            for acc in re.findall(r"event=poll_done.*?account=([A-Za-z0-9._-]+)", x.log()):
+                n[acc] = n.get(acc, 0) + 1
+        return n
+    before = polls([a, c])
+
+    def all_polled_again():
+        now = polls([a, c])
+        return all(now.get(acc["name"], 0) > before.get(acc["name"], 0) for acc in accounts)
+    harness.wait_for(all_polled_again, 3 * LEASE_S, interval=0.2,
+                     what="every account polled after the kill")
+    took_polled = time.monotonic() - t_kill
+    rcv.wait_events(24, 30)
+    # a fourth instance joins: the three live ones share again
+    t_join4 = time.monotonic()
+    d.start()
+    wait_spread(db, [a, c, d], 12, 6 * LEASE_S, "a joining instance gets a share")
+    took_join = time.monotonic() - t_join4
+    counts_join = [lease_counts(db).get(instance_id(x), 0) for x in (a, c, d)]
+    for x in (a, c, d):
+        harness.eq(x.stop(), 0, "exit code")
+    check_events(rcv, db, {(acc["name"], u) for acc in accounts
+                           for u in [r[0] for r in PG.sql("SELECT uidl FROM messages WHERE account"
+                                                          " = '%s'" % acc["name"], db=db)]},
+                 allow_duplicates=True)
+    harness.eq(check_one_session_at_a_time(DC.log_since(mark)), 12,
+               "accounts seen logging in to Dovecot")
+    line = ("spread (lease %d s): 3 instances %s after %.1f s; after kill -9 2 instances %s"
+            " after %.1f s, every account polled again after %.1f s; 4th joined: %s after %.1f s"
+            % (LEASE_S, counts3, took3, counts2, took2, took_polled, counts_join, took_join))
+    harness.report(line)
     rcv.stop()
 
 
