@@ -216,7 +216,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
      * is renewed whatever the share */
     pthread_mutex_lock(&rt.lock);
     bool may = snapshot->lease_until != 0 || !rt.share_limit ||
-               share_may_take(held_leases(), rt.share_limit);
+               share_may_take_account(held_leases(), rt.share_limit, snapshot->free_turns);
     pthread_mutex_unlock(&rt.lock);
     int r = STORE_LEASE_LOST;
     struct store_account_state saved;
@@ -438,10 +438,10 @@ static const struct share_lease *view_find(const struct share_view *v, const cha
  *  - count the live instances and read every live account lease;
  *  - set rt.share_limit, the most leases this instance takes;
  *  - above it, give back the excess, only of accounts not being polled;
- *  - below it, make due now the accounts nobody holds, and due when their
- *    lease ends those a dead instance (no heartbeat) still holds, so the
- *    poll workers take them over within the lease period, not a poll
- *    interval later.
+ *  - below it (or for an orphan), make due now the accounts nobody holds,
+ *    and due when their lease ends those a dead instance (no heartbeat)
+ *    still holds, so the poll workers take them over within the lease
+ *    period, not a poll interval later.
  * -1 when the store could not be read or a lease could not be given back
  * (logged): the keeper then checks every lease again. */
 static int share_turn(struct store *st)
@@ -471,11 +471,16 @@ static int share_turn(struct store *st)
         log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, rt.n_accounts,
                  limit);
     rt.share_limit = limit;
+    size_t orphans = 0;
     for (size_t i = 0; i < rt.n_accounts; i++) {
-        const struct share_lease *l = view_find(&v, rt.accounts[i].name);
+        struct sched_account *a = &rt.accounts[i];
+        const struct share_lease *l = view_find(&v, a->name);
         mine += l && l->who == SHARE_MINE;
+        a->free_turns = l ? 0 : a->free_turns + (a->free_turns < SHARE_ORPHAN_TURNS);
+        orphans += a->free_turns >= SHARE_ORPHAN_TURNS;
     }
-    size_t excess = share_excess(mine, limit);
+    /* nothing given back while an account has no taker */
+    size_t excess = orphans ? 0 : share_excess(mine, limit);
     if (excess)
         back = calloc(excess, sizeof *back);
     size_t held = held_leases();
@@ -492,7 +497,8 @@ static int share_turn(struct store *st)
             a->lease_until = 0;
         } else if (!l || l->who == SHARE_DEAD) {
             int64_t at = l ? l->until : now;
-            if (a->lease_until == 0 && share_may_take(held + due, limit) && a->next_at > at) {
+            if (a->lease_until == 0 && share_may_take_account(held + due, limit, a->free_turns) &&
+                a->next_at > at) {
                 a->next_at = at;
                 due++;
             }
@@ -518,6 +524,10 @@ static int share_turn(struct store *st)
     if (nback)
         log_info("account_leases_given_back", "count=%zu held=%zu share=%zu instances=%zu", given,
                  mine, limit, v.live);
+    static size_t orphans_logged; /* the keeper's thread (and main's once before it) */
+    if (orphans != orphans_logged)
+        log_info("account_orphans", "count=%zu share=%zu instances=%zu", orphans, limit, v.live);
+    orphans_logged = orphans;
     free(back);
     return rc;
 }

@@ -17,6 +17,11 @@ size_t share_excess(size_t held, size_t limit) { return held > limit ? held - li
 
 bool share_may_take(size_t held, size_t limit) { return held < limit; }
 
+bool share_may_take_account(size_t held, size_t limit, int free_turns)
+{
+    return share_may_take(held, limit) || free_turns >= SHARE_ORPHAN_TURNS;
+}
+
 int64_t share_live_window_ms(int64_t lease_ms)
 {
     /* the beat period, plus SHARE_LIVE_BEATS more */

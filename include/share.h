@@ -16,6 +16,15 @@
  * back only at the lease keeper's turn (every quarter of store.lease), at
  * most the excess, and only of accounts not being polled.
  *
+ * The instances' counts can disagree for a while (one died and is still
+ * counted live by the others), and then an account may be left with no
+ * instance allowed to take it.  An account that no instance holds at
+ * SHARE_ORPHAN_TURNS keeper turns in a row is an orphan: any instance takes
+ * it whatever its share, and no instance gives leases back while it sees an
+ * orphan (what it gave back would be one more).  Every account thus has a
+ * poller again within a few keeper turns; the share is restored once the
+ * counts agree.
+ *
  * Pure arithmetic, except share_give_back(), which uses the public store
  * calls only (store.h): no backend knows about it.
  */
@@ -31,6 +40,8 @@
 
 #define SHARE_LIVE_BEATS 2   /* heartbeat periods (a quarter of the lease each) an
                                 instance stays counted as live without a beat */
+#define SHARE_ORPHAN_TURNS 2 /* keeper turns an account stays without a live lease
+                                before any instance takes it beyond its share */
 #define SHARE_RETURNED_OWNER "(returned)" /* owner of a lease given back: already
                                 expired, so anyone may take it; never renewed */
 
@@ -43,6 +54,10 @@ size_t share_excess(size_t held, size_t limit);
 
 /* May an instance holding `held` take one more lease under `limit`? */
 bool share_may_take(size_t held, size_t limit);
+
+/* May an instance holding `held` take this account, which no instance has
+ * held at its last free_turns keeper turns?  Within the limit, or an orphan. */
+bool share_may_take_account(size_t held, size_t limit, int free_turns);
 
 /* How long (ms) after its last heartbeat an instance still counts as live,
  * for leases of lease_ms (heartbeats every lease_ms / 4). */

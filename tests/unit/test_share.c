@@ -68,6 +68,18 @@ static void excess(void **state)
     assert_int_equal(12 - share_excess(12, l), 4);
 }
 
+/* An account nobody held at SHARE_ORPHAN_TURNS keeper turns in a row is
+ * taken whatever the share (an instance counted live may be dead). */
+static void orphans(void **state)
+{
+    (void)state;
+    assert_true(share_may_take_account(3, 4, 0));
+    assert_false(share_may_take_account(4, 4, 0));
+    assert_false(share_may_take_account(4, 4, SHARE_ORPHAN_TURNS - 1));
+    assert_true(share_may_take_account(4, 4, SHARE_ORPHAN_TURNS));
+    assert_true(share_may_take_account(9, 4, SHARE_ORPHAN_TURNS + 1));
+}
+
 /* Live through one missed heartbeat (every quarter of the lease), not
  * longer than the lease: a dead instance is counted out before its leases
  * expire, so its accounts fit in the others' shares by then. */
@@ -210,6 +222,7 @@ int main(void)
         cmocka_unit_test(limits),
         cmocka_unit_test(limits_cover_every_account),
         cmocka_unit_test(excess),
+        cmocka_unit_test(orphans),
         cmocka_unit_test(live_window),
         cmocka_unit_test_setup_teardown(give_back, setup, teardown),
     };
