@@ -433,20 +433,51 @@ static const struct share_lease *view_find(const struct share_view *v, const cha
     return bsearch(&key, v->leases, v->nleases, sizeof *v->leases, lease_cmp);
 }
 
+/* Take the lease of an account nobody holds for this instance, ahead of its
+ * poll (keeper, lock not held): what the previous holder saved says
+ * whether its next poll is a first one, as in take_lease().  True if taken. */
+static bool share_take(struct store *st, const char *name, int64_t now)
+{
+    struct err e;
+    err_clear(&e);
+    int r = store_account_lease(st, name, rt.owner, now, rt.lease_ms, &e);
+    if (r < 0)
+        log_error("store_failed", "op=account_lease account=%s error=%s", name, log_q(e.msg));
+    if (r != 0)
+        return false;
+    struct store_account_state saved;
+    bool have = store_account_get(st, name, &saved, &e) == 0;
+    pthread_mutex_lock(&rt.lock);
+    struct sched_account *a = find_acct(name);
+    if (a) {
+        a->lease_until = now + rt.lease_ms;
+        a->free_turns = 0;
+        if (have && saved.last_success_at > a->last_success_at)
+            a->last_success_at = saved.last_success_at;
+        if (a->next_at > now && a->not_before <= now)
+            a->next_at = now; /* polled as soon as a worker is free */
+        pthread_cond_broadcast(&rt.cond);
+    }
+    pthread_mutex_unlock(&rt.lock);
+    return a != NULL;
+}
+
 /* One turn of spreading the accounts over the live instances (share.h),
  * with the keeper's store handle, lock not held:
  *  - count the live instances and read every live account lease;
  *  - set rt.share_limit, the most leases this instance takes;
  *  - above it, give back the excess, only of accounts not being polled;
- *  - below it (or for an orphan), make due now the accounts nobody holds,
- *    and due when their lease ends those a dead instance (no heartbeat)
- *    still holds, so the poll workers take them over within the lease
- *    period, not a poll interval later.
- * -1 when the store could not be read or a lease could not be given back
- * (logged): the keeper then checks every lease again. */
-static int share_turn(struct store *st)
+ *  - below it (or for an orphan), take the leases of accounts nobody holds
+ *    at once (the accounts are polled when a worker is free), and make due
+ *    when their lease ends those a dead instance (no heartbeat) still
+ *    holds;
+ * *next_at gets the earliest end of such a lease (0: none), when the keeper
+ * turns again.  -1 when the store could not be read or a lease could not be
+ * given back (logged): the keeper then checks every lease again. */
+static int share_turn(struct store *st, int64_t *next_at)
 {
     int64_t now = now_ms();
+    *next_at = 0;
     struct share_view v = {0};
     struct err e;
     err_clear(&e);
@@ -463,16 +494,16 @@ static int share_turn(struct store *st)
         v.live++; /* its first heartbeat not written yet, or failed */
     qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
 
-    char (*back)[CONFIG_NAME_MAX + 1] = NULL;
-    size_t nback = 0, mine = 0, due = 0;
     pthread_mutex_lock(&rt.lock);
-    size_t limit = share_limit(rt.n_accounts, v.live);
+    size_t n = rt.n_accounts;
+    /* names to give back, then names to take: at most n in all */
+    char (*names)[CONFIG_NAME_MAX + 1] = calloc(n ? n : 1, sizeof *names);
+    size_t nback = 0, ntake = 0, mine = 0, orphans = 0;
+    size_t limit = share_limit(n, v.live);
     if (limit != rt.share_limit)
-        log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, rt.n_accounts,
-                 limit);
+        log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, n, limit);
     rt.share_limit = limit;
-    size_t orphans = 0;
-    for (size_t i = 0; i < rt.n_accounts; i++) {
+    for (size_t i = 0; i < n; i++) {
         struct sched_account *a = &rt.accounts[i];
         const struct share_lease *l = view_find(&v, a->name);
         mine += l && l->who == SHARE_MINE;
@@ -481,54 +512,58 @@ static int share_turn(struct store *st)
     }
     /* nothing given back while an account has no taker */
     size_t excess = orphans ? 0 : share_excess(mine, limit);
-    if (excess)
-        back = calloc(excess, sizeof *back);
     size_t held = held_leases();
-    for (size_t i = rt.n_accounts; i-- > 0;) {
+    for (size_t i = n; names && i-- > 0;) {
         struct sched_account *a = &rt.accounts[i];
         const struct share_lease *l = view_find(&v, a->name);
-        if (a->running)
-            continue;
-        if (l && l->who == SHARE_MINE && back && nback < excess) {
+        if (l && l->who == SHARE_MINE && nback < excess && !a->running) {
             /* not polled now, and not before it is taken again (take_lease) */
-            snprintf(back[nback++], sizeof *back, "%s", a->name);
+            snprintf(names[nback++], sizeof *names, "%s", a->name);
             if (a->lease_until)
                 held--;
             a->lease_until = 0;
-        } else if (!l || l->who == SHARE_DEAD) {
-            int64_t at = l ? l->until : now;
-            if (a->lease_until == 0 && share_may_take_account(held + due, limit, a->free_turns) &&
-                a->next_at > at) {
-                a->next_at = at;
-                due++;
-            }
         }
     }
-    if (due)
-        pthread_cond_broadcast(&rt.cond);
+    for (size_t i = 0; names && i < n; i++) {
+        struct sched_account *a = &rt.accounts[i];
+        const struct share_lease *l = view_find(&v, a->name);
+        if (a->lease_until || (l && l->who != SHARE_DEAD) ||
+            !share_may_take_account(held + ntake, limit, a->free_turns))
+            continue;
+        if (!l) {
+            snprintf(names[nback + ntake++], sizeof *names, "%s", a->name);
+        } else if (!*next_at || l->until < *next_at) {
+            *next_at = l->until; /* a dead instance's: taken when it ends */
+        }
+    }
     pthread_mutex_unlock(&rt.lock);
     free(v.ids);
     free(v.leases);
 
-    size_t given = 0;
+    size_t given = 0, taken = 0;
     for (size_t i = 0; i < nback; i++) {
-        int r = share_give_back(st, back[i], rt.owner, &e);
+        int r = share_give_back(st, names[i], rt.owner, &e);
         if (r < 0) {
-            log_error("store_failed", "op=account_give_back account=%s error=%s", back[i],
+            log_error("store_failed", "op=account_give_back account=%s error=%s", names[i],
                       log_q(e.msg));
             rc = -1;
         } else if (r == 0) {
             given++;
         }
     }
+    for (size_t i = 0; i < ntake; i++)
+        taken += share_take(st, names[nback + i], now_ms());
     if (nback)
         log_info("account_leases_given_back", "count=%zu held=%zu share=%zu instances=%zu", given,
+                 mine, limit, v.live);
+    if (taken)
+        log_info("account_leases_taken", "count=%zu held=%zu share=%zu instances=%zu", taken,
                  mine, limit, v.live);
     static size_t orphans_logged; /* the keeper's thread (and main's once before it) */
     if (orphans != orphans_logged)
         log_info("account_orphans", "count=%zu share=%zu instances=%zu", orphans, limit, v.live);
     orphans_logged = orphans;
-    free(back);
+    free(names);
     return rc;
 }
 
@@ -557,7 +592,10 @@ static void *lease_keeper(void *arg)
         bool share = rt.shared && !rt.once;
         pthread_mutex_unlock(&rt.lock);
         /* first the share: what is given back is not renewed */
-        int sr = share ? share_turn(st) : 0;
+        int64_t dead_until = 0;
+        int sr = share ? share_turn(st, &dead_until) : 0;
+        if (dead_until) /* again when a dead instance's lease ends */
+            next = MIN(next, clock_mono_ms() + MAX(dead_until - now_ms(), 0) + 1);
         pthread_mutex_lock(&rt.lock);
         int64_t held = (int64_t)held_leases(), renewed = 0;
         pthread_mutex_unlock(&rt.lock);
@@ -972,8 +1010,10 @@ int daemon_main(int argc, char **argv)
     }
     int64_t started_at = now_ms();
     heartbeat(st, started_at, true);
-    if (rt.shared && !once)
-        (void)share_turn(st); /* this instance's share before its first poll */
+    if (rt.shared && !once) {
+        int64_t ignored; /* this instance's share before its first poll */
+        (void)share_turn(st, &ignored);
+    }
     if (rt.shared) {
         delivery_set_lease_ms(rt.delivery, rt.lease_ms);
         log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
