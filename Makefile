@@ -126,6 +126,7 @@ bench:
 	@tests/bench/delivery.py
 	@tests/bench/api.sh
 	@tests/bench/load.py
+	@tests/bench/pg_e2e.py
 
 # tests/integration/test_soak.py at full length; the seed is printed, SOAK_SEED=N replays it
 SOAK_SECONDS ?= 600
