@@ -379,6 +379,10 @@ enum { SHARE_MINE, SHARE_LIVE, SHARE_DEAD };
 static int view_instance(void *ctx, const struct store_instance *in, struct err *e)
 {
     struct share_view *v = ctx;
+    v->self_seen |= strcmp(in->id, rt.owner) == 0;
+    v->live++;
+    if (v->nids >= SHARE_INSTANCES_MAX)
+        return 0;
     if (v->nids == v->cap_ids) {
         size_t cap = v->cap_ids ? 2 * v->cap_ids : 8;
         void *p = realloc(v->ids, cap * sizeof *v->ids);
@@ -388,8 +392,6 @@ static int view_instance(void *ctx, const struct store_instance *in, struct err 
         v->cap_ids = cap;
     }
     snprintf(v->ids[v->nids++], sizeof v->ids[0], "%s", in->id);
-    v->self_seen |= strcmp(in->id, rt.owner) == 0;
-    v->live++;
     return 0;
 }
 

@@ -3,8 +3,9 @@
  * store (PostgreSQL): how many account leases an instance may hold, and
  * giving one back.
  *
- * Every instance counts the live instances (heartbeats seen within
- * SHARE_LIVE_BEATS heartbeat periods; itself included) and the accounts of
+ * Every instance counts the live instances (a heartbeat within
+ * share_live_window_ms(): the heartbeat period, a quarter of the lease, and
+ * SHARE_LIVE_BEATS more; itself included) and the accounts of
  * the configuration, and holds at most share_limit() of their leases:
  * ceil(accounts / live).  The sum of every live instance's limit is at least
  * the number of accounts, so no account is left without a poller when the
@@ -42,6 +43,8 @@
                                 instance stays counted as live without a beat */
 #define SHARE_ORPHAN_TURNS 2 /* keeper turns an account stays without a live lease
                                 before any instance takes it beyond its share */
+#define SHARE_INSTANCES_MAX 1024 /* live instances whose ids a keeper turn keeps (more
+                                are counted, and their leases seen as a dead one's) */
 #define SHARE_RETURNED_OWNER "(returned)" /* owner of a lease given back: already
                                 expired, so anyone may take it; never renewed */
 
