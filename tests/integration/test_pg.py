@@ -158,10 +158,13 @@ def polled_accounts(b):
     return set(re.findall(r"poll_done.*?account=([A-Za-z0-9._-]+)", b.log()))
 
 
-def check_one_session_at_a_time(log):
-    """Dovecot's log: per user, logins and disconnects never overlap."""
+def check_one_session_at_a_time(log, prefix=""):
+    """Dovecot's log: per user (those starting with prefix), logins and
+    disconnects never overlap."""
     open_sessions, worst = {}, {}
     for line in log.splitlines():
+        if prefix and ("<%s" % prefix not in line and "pop3(%s" % prefix not in line):
+            continue
         m = re.search(r"pop3-login: (?:Info: )?Login: user=<([^>]+)>", line)
         if m:
             u = m.group(1)
@@ -270,6 +273,9 @@ def polls_done(insts):
     return n
 
 
+FAILOVER_BRIDGES = []   # killed after the test, passed or not: none polls into the next
+
+
 def run_failover(tag, n_accounts, per, size, n_added, seed):
     """Three instances on n_accounts x per messages; one killed with kill -9
     in the middle of a poll (a POP3 session of an account it holds is open
@@ -283,6 +289,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     rcv = Receiver(bridge.new_secret(), name="rcv-failover-" + tag, args=["--delay-ms", 400]).start()
     accounts, env = make_accounts("f%s" % tag[0], n_accounts, per, size=size, seed=seed)
     x, y, z = instances(3, db, accounts, env, rcv, "failover-" + tag)
+    FAILOVER_BRIDGES[:] = [x, y, z]
     expected = expected_uidls(accounts, env)
     mark = DC.log_mark()
     t_run = time.monotonic()
@@ -386,9 +393,15 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
                 held_y, took_deliveries, total, dups, sessions, time.monotonic() - t_run,
                 t_run - t_start))
     harness.report(line)
-    if took_accounts is not None and took_accounts > LEASE_S + 3:
+    # two instances die here: until the second is counted out (three
+    # quarters of the lease after its last heartbeat), the survivor takes
+    # the first one's accounts within its share, the rest as orphans (free
+    # for two keeper turns): a lease and a half at most, plus slack for a
+    # loaded machine
+    bound = 1.5 * LEASE_S + 3
+    if took_accounts is not None and took_accounts > bound:
         raise AssertionError("x's accounts taken over after %.1f s, lease %d s" % (took_accounts, LEASE_S))
-    if took_deliveries > LEASE_S + 3:
+    if took_deliveries > bound:
         raise AssertionError("y's deliveries taken over after %.1f s, lease %d s" % (took_deliveries, LEASE_S))
     # each message is stored once: no UIDL was fetched twice into the store
     harness.eq(PG.sql("SELECT count(*) FROM (SELECT account, uidl FROM messages"
@@ -407,11 +420,15 @@ FAILOVER_SIZE = tuple(int(n) for n in (os.environ.get("PG_FAILOVER_SIZE") or "10
 @harness.timeout(120 + FAILOVER_SIZE[0] * FAILOVER_SIZE[1] // 5)
 def test_kill9_mid_poll_and_mid_delivery_nothing_lost_or_doubled():
     n, per = FAILOVER_SIZE
-    if (n, per) == (10, 8):
-        run_failover("small", n, per, (20000, 60000), 5, seed=2)
-    else:
-        # smaller messages at the larger size: the same bytes in flight per account
-        run_failover("%dx%d" % (n, per), n, per, (2000, 20000), n, seed=6)
+    try:
+        if (n, per) == (10, 8):
+            run_failover("small", n, per, (20000, 60000), 5, seed=2)
+        else:
+            # smaller messages at the larger size: the same bytes in flight per account
+            run_failover("%dx%d" % (n, per), n, per, (2000, 20000), n, seed=6)
+    finally:
+        for b in FAILOVER_BRIDGES:
+            b.kill9()
 
 
 def lease_counts(db):
@@ -505,7 +522,7 @@ def test_polls_spread_over_live_instances():
                            for u in [r[0] for r in PG.sql("SELECT uidl FROM messages WHERE account"
                                                           " = '%s'" % acc["name"], db=db)]},
                  allow_duplicates=True)
-    harness.eq(check_one_session_at_a_time(DC.log_since(mark)), 12,
+    harness.eq(check_one_session_at_a_time(DC.log_since(mark), "sp"), 12,
                "accounts seen logging in to Dovecot")
     line = ("spread (lease %d s): 3 instances %s after %.1f s; after kill -9 2 instances %s"
             " after %.1f s, every account polled again after %.1f s; 4th joined: %s after %.1f s"
