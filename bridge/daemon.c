@@ -872,6 +872,24 @@ static void stop_api(struct api **a)
 
 /* ---- main ----------------------------------------------------------------------------- */
 
+/* What daemon_main() holds from its start-up to its stop. */
+struct run {
+    const char *path;
+    bool once;
+    sigset_t signals;          /* TERM, INT, HUP: blocked from the first line on */
+    struct store *st;          /* the main thread's handle */
+    struct store *dst;         /* the delivery thread's */
+    struct store *kst;         /* the lease keeper's */
+    struct api *api;
+    struct oauth2_keeper *keeper;
+    pthread_t workers[DAEMON_POLL_WORKERS], dthread, kthread;
+    size_t nworkers;
+    bool dstarted, kstarted;
+    bool stop_now;             /* SIGTERM/SIGINT came during start-up */
+    int terr;                  /* a thread that could not be started */
+    int64_t started_at;
+};
+
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
@@ -900,7 +918,8 @@ static void usage(FILE *out)
           out);
 }
 
-int daemon_main(int argc, char **argv)
+/* The command line into r.  -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct run *r)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -908,15 +927,13 @@ int daemon_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL;
-    bool once = false;
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': path = optarg; break;
-        case 'o': once = true; break;
+        case 'c': r->path = optarg; break;
+        case 'o': r->once = true; break;
         case 'h': usage(stdout); return CLI_EXIT_OK;
         default:
             fprintf(stderr, "pop3bridge: Usage: unknown or incomplete option \"%s\"\n",
@@ -925,61 +942,90 @@ int daemon_main(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    if (!path || optind != argc) {
+    if (!r->path || optind != argc) {
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
+    return -1;
+}
 
-    /* whatever the bridge creates (the database, its WAL, spool files) is
-     * for its own user only, even in a state_dir that exists with 0755 */
-    umask(077);
-    struct config *cfg = config_load_or_print(path, false, stderr);
-    if (!cfg)
-        return CLI_EXIT_USAGE;
-    log_set_level((enum log_level)cfg->log_level);
-    log_set_format((enum log_format)cfg->log_format);
+/* Signals go to the main thread only, taken by sigtimedwait: blocked before
+ * anything else, so that one sent during start-up waits instead of ending
+ * the process half-way (threads, libraries' included, inherit the mask). */
+static void block_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
 
-    /* signals go to the main thread only: block them before threads exist */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+/* A SIGTERM or SIGINT waiting since start-up began: taken, logged, true.
+ * A SIGHUP stays pending for the main loop. */
+static bool stop_requested(void)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    struct timespec zero = {0, 0};
+    int sig = sigtimedwait(&stop, NULL, &zero);
+    if (sig != SIGTERM && sig != SIGINT)
+        return false;
+    log_info("stopping", "signal=%s during=start-up", sig == SIGTERM ? "TERM" : "INT");
+    return true;
+}
 
+static void print_err(const struct err *e)
+{
+    char line[600];
+    err_format(e, line, sizeof line);
+    fprintf(stderr, "pop3bridge: %s\n", line);
+}
+
+/* Step 1: the libraries, the store backend and two handles (the main
+ * thread's and the delivery thread's).  -1, or the exit code with cfg freed. */
+static int open_stores(struct run *r, struct config **cfg)
+{
     struct err e;
     if (webhook_global_init(&e) < 0) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        config_free(&cfg);
+        config_free(cfg);
         return CLI_EXIT_LOCAL;
     }
-    if (daemon_store_setup(cfg, &e) < 0) {
-        char line[600];
-        err_format(&e, line, sizeof line);
-        fprintf(stderr, "pop3bridge: %s\n", line);
-        config_free(&cfg);
+    if (daemon_store_setup(*cfg, &e) < 0) {
+        print_err(&e);
+        config_free(cfg);
         webhook_global_cleanup();
-        return 9;
+        return CLI_EXIT_LOCAL;
     }
-    struct store *st = store_open(cfg->state_dir, &e);
-    struct store *dst = st ? store_open(cfg->state_dir, &e) : NULL;
-    if (!st || !dst) {
-        char line[600];
-        err_format(&e, line, sizeof line);
-        fprintf(stderr, "pop3bridge: %s\n", line);
-        store_close(st);
+    r->st = store_open((*cfg)->state_dir, &e);
+    r->dst = r->st ? store_open((*cfg)->state_dir, &e) : NULL;
+    if (!r->st || !r->dst) {
+        print_err(&e);
+        store_close(r->st);
         store_teardown();
-        config_free(&cfg);
+        config_free(cfg);
         webhook_global_cleanup();
         return CLI_EXIT_LOCAL;
     }
+    return -1;
+}
+
+/* Step 2: the shared state (rt), which takes cfg over: the account table,
+ * webhooks enabled, this instance's id and lease, the cancel eventfd, the
+ * leases a previous run under this id held given back. */
+static void init_runtime(struct run *r, struct config *cfg)
+{
+    struct err e;
     pthread_mutex_init(&rt.lock, NULL);
     clock_cond_init(&rt.cond);
-    rt.once = once;
+    rt.once = r->once;
     rt.cfg = cfgref_new(cfg);
-    snprintf(rt.config_path, sizeof rt.config_path, "%s", path);
-    sync_accounts(cfg, st);
-    if (store_webhooks_enable_all(st, &e) < 0)
+    snprintf(rt.config_path, sizeof rt.config_path, "%s", r->path);
+    sync_accounts(cfg, r->st);
+    if (store_webhooks_enable_all(r->st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, rt.owner, sizeof rt.owner);
     rt.shared = cfg->store.url != NULL;
@@ -992,29 +1038,37 @@ int daemon_main(int argc, char **argv)
         rt.cancel_fd = 0;
     }
     int64_t released = 0;
-    if (store_account_release(st, rt.owner, &released, &e) < 0)
+    if (store_account_release(r->st, rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     else if (released)
         log_info("account_leases_released", "count=%lld", (long long)released);
-    rt.delivery = delivery_new(dst, rt.owner, &e);
-    struct store *kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
-    if (!rt.delivery || !kst) {
+}
+
+/* Step 3: the delivery worker, the lease keeper's store handle, the
+ * committer, the first heartbeat.  -1, or the exit code with everything
+ * released. */
+static int start_delivery(struct run *r, const struct config *cfg)
+{
+    struct err e;
+    rt.delivery = delivery_new(r->dst, rt.owner, &e);
+    r->kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    if (!rt.delivery || !r->kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        release(st, dst);
+        release(r->st, r->dst);
         return CLI_EXIT_LOCAL;
     }
     rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
     if (!rt.committer) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
-        release(st, dst);
-        store_close(kst);
+        release(r->st, r->dst);
+        store_close(r->kst);
         return CLI_EXIT_LOCAL;
     }
-    int64_t started_at = now_ms();
-    heartbeat(st, started_at, true);
-    if (rt.shared && !once) {
+    r->started_at = now_ms();
+    heartbeat(r->st, r->started_at, true);
+    if (rt.shared && !rt.once) {
         int64_t ignored; /* this instance's share before its first poll */
-        (void)share_turn(st, &ignored);
+        (void)share_turn(r->st, &ignored);
     }
     if (rt.shared) {
         delivery_set_lease_ms(rt.delivery, rt.lease_ms);
@@ -1022,44 +1076,55 @@ int daemon_main(int argc, char **argv)
                  store_backend(), log_q(store_target_name()), log_q(rt.owner),
                  (long long)(rt.lease_ms / 1000));
     }
-    struct api *api = NULL;
-    if (!once && !(api = start_api(&e))) {
-        char line[600];
-        err_format(&e, line, sizeof line);
-        fprintf(stderr, "pop3bridge: %s\n", line);
-        release(st, dst);
-        store_close(kst);
-        return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
-    }
-    log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
-             cfg->account_count, cfg->webhook_count, once ? "yes" : "no");
-    notify_ready(); /* the store is open, the API listens, every account is scheduled */
+    return -1;
+}
 
-    struct oauth2_keeper *keeper = once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
-    if (!once && !keeper)
+/* Step 4 (not with --once): the HTTP API.  -1, or the exit code with
+ * everything released. */
+static int start_service_api(struct run *r)
+{
+    struct err e;
+    if (r->once || (r->api = start_api(&e)))
+        return -1;
+    print_err(&e);
+    release(r->st, r->dst);
+    store_close(r->kst);
+    return e.kind == ERR_CONN ? CLI_EXIT_CONN : CLI_EXIT_LOCAL;
+}
+
+/* Step 5: the OAuth2 keeper (not with --once), the poll workers, the
+ * delivery thread, the lease keeper.  A thread that cannot start leaves
+ * r->terr set: the bridge stops. */
+static void start_threads(struct run *r, size_t account_count)
+{
+    struct err e;
+    r->keeper = r->once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
+    if (!r->once && !r->keeper)
         log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
-    size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(cfg->account_count, (size_t)1));
-    size_t nworkers = 0;
-    pthread_t workers[DAEMON_POLL_WORKERS], dthread, kthread;
-    bool dstarted = false, kstarted = false;
-    int terr = 0;
-    while (nworkers < want && (terr = pthread_create(&workers[nworkers], NULL, poll_worker, NULL)) == 0)
-        nworkers++;
-    if (terr == 0 && (terr = pthread_create(&dthread, NULL, delivery_thread, dst)) == 0)
-        dstarted = true;
-    if (terr == 0 && (terr = pthread_create(&kthread, NULL, lease_keeper, kst)) == 0)
-        kstarted = true;
-    if (terr != 0)
-        log_error("thread_failed", "error=%s note=%s", log_q(strerror(terr)),
+    size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(account_count, (size_t)1));
+    while (r->nworkers < want &&
+           (r->terr = pthread_create(&r->workers[r->nworkers], NULL, poll_worker, NULL)) == 0)
+        r->nworkers++;
+    if (r->terr == 0 && (r->terr = pthread_create(&r->dthread, NULL, delivery_thread, r->dst)) == 0)
+        r->dstarted = true;
+    if (r->terr == 0 && (r->terr = pthread_create(&r->kthread, NULL, lease_keeper, r->kst)) == 0)
+        r->kstarted = true;
+    if (r->terr != 0)
+        log_error("thread_failed", "error=%s note=%s", log_q(strerror(r->terr)),
                   log_q("cannot start the bridge's threads: stopping"));
+}
 
+/* Step 6: signals, the watchdog, the status line and the heartbeat every
+ * 50 ms, until SIGTERM/SIGINT, or --once is done. */
+static void main_loop(struct run *r)
+{
     struct timespec tick = {0, 50 * 1000000L};
-    for (; terr == 0;) {
-        int sig = sigtimedwait(&set, NULL, &tick);
+    while (r->terr == 0 && !r->stop_now) {
+        int sig = sigtimedwait(&r->signals, NULL, &tick);
         if (sig == SIGHUP) {
-            log_info("reload", "config=%s", log_q(path));
+            log_info("reload", "config=%s", log_q(r->path));
             notify_reloading();
-            reload(path, st);
+            reload(r->path, r->st);
             notify_ready();
         } else if (sig == SIGTERM || sig == SIGINT) {
             log_info("stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
@@ -1069,11 +1134,19 @@ int daemon_main(int argc, char **argv)
         bool done = rt.once && rt.delivery_done;
         pthread_mutex_unlock(&rt.lock);
         notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
-        report_status(st);
-        heartbeat(st, started_at, false);
+        report_status(r->st);
+        heartbeat(r->st, r->started_at, false);
         if (done)
             break;
     }
+}
+
+/* Step 7: polls in progress cancelled, the threads joined, the leases and
+ * the heartbeat row given back, the API stopped, everything released.  The
+ * exit code. */
+static int shut_down(struct run *r)
+{
+    struct err e;
     notify_stopping();
     if (rt.cancel_fd > 0) {
         uint64_t one = 1; /* every poll still waiting on its server ends now */
@@ -1085,18 +1158,18 @@ int daemon_main(int argc, char **argv)
     pthread_cond_broadcast(&rt.cond);
     pthread_mutex_unlock(&rt.lock);
     delivery_wakeup(rt.delivery);
-    for (size_t i = 0; i < nworkers; i++)
-        pthread_join(workers[i], NULL);
-    if (dstarted)
-        pthread_join(dthread, NULL);
-    if (kstarted)
-        pthread_join(kthread, NULL);
-    released = 0;
-    if (store_account_release(st, rt.owner, &released, &e) < 0)
+    for (size_t i = 0; i < r->nworkers; i++)
+        pthread_join(r->workers[i], NULL);
+    if (r->dstarted)
+        pthread_join(r->dthread, NULL);
+    if (r->kstarted)
+        pthread_join(r->kthread, NULL);
+    int64_t released = 0;
+    if (store_account_release(r->st, rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
-    oauth2_keeper_stop(&keeper);
-    stop_api(&api);
-    if (store_instance_remove(st, rt.owner, &e) < 0)
+    oauth2_keeper_stop(&r->keeper);
+    stop_api(&r->api);
+    if (store_instance_remove(r->st, rt.owner, &e) < 0)
         log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
 
     struct delivery_stats ds;
@@ -1105,9 +1178,51 @@ int daemon_main(int argc, char **argv)
              (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = terr != 0 ? CLI_EXIT_LOCAL
+    int rc = r->terr != 0 ? CLI_EXIT_LOCAL
              : rt.once && rt.polls_failed ? DAEMON_EXIT_POLLS_FAILED : CLI_EXIT_OK;
-    release(st, dst);
-    store_close(kst);
+    release(r->st, r->dst);
+    store_close(r->kst);
     return rc;
+}
+
+/* A SIGTERM or SIGINT during start-up: taken between the steps, it ends
+ * start-up there; once the store is open it takes the same stop as later
+ * (shut_down), so nothing is left half-written and the exit code is 0. */
+int daemon_main(int argc, char **argv)
+{
+    struct run r = {0};
+    int rc = parse_args(argc, argv, &r);
+    if (rc >= 0)
+        return rc;
+    block_signals(&r.signals);
+    /* whatever the bridge creates (the database, its WAL, spool files) is
+     * for its own user only, even in a state_dir that exists with 0755 */
+    umask(077);
+    struct config *cfg = config_load_or_print(r.path, false, stderr);
+    if (!cfg)
+        return CLI_EXIT_USAGE;
+    log_set_level((enum log_level)cfg->log_level);
+    log_set_format((enum log_format)cfg->log_format);
+    if (stop_requested()) {
+        config_free(&cfg);
+        return CLI_EXIT_OK;
+    }
+    if ((rc = open_stores(&r, &cfg)) >= 0)
+        return rc;
+    init_runtime(&r, cfg); /* rt.cfg owns cfg from here on */
+    if ((rc = start_delivery(&r, cfg)) >= 0)
+        return rc;
+    r.stop_now = stop_requested();
+    if (!r.stop_now && (rc = start_service_api(&r)) >= 0)
+        return rc;
+    if (!r.stop_now) {
+        log_info("started", "version=%s accounts=%zu webhooks=%zu once=%s", POP3BRIDGE_VERSION,
+                 cfg->account_count, cfg->webhook_count, r.once ? "yes" : "no");
+        notify_ready(); /* the store is open, the API listens, every account is scheduled */
+        r.stop_now = stop_requested();
+    }
+    if (!r.stop_now)
+        start_threads(&r, cfg->account_count);
+    main_loop(&r);
+    return shut_down(&r);
 }

@@ -350,6 +350,116 @@ static int refresh(struct work *w, bool usable, struct err *e)
     return -1;
 }
 
+/* Whether the token must be refreshed now: none, the one the server
+ * rejected, or due (*usable: the current one still serves meanwhile). */
+static bool refresh_wanted(const struct work *w, const char *rejected, int64_t now, bool *usable)
+{
+    bool force = rejected && w->have && strcmp(w->token, rejected) == 0;
+    *usable = w->have && !force && still_usable(&w->row, now);
+    return !w->have || force ||
+           oauth2_refresh_due(w->row.access_issued_at, w->row.access_expires_at, now) ||
+           oauth2_keepalive_due(&w->row, now);
+}
+
+/* One round of oauth2_access_token's loop ends in one of these. */
+enum step {
+    STEP_DONE,   /* w->token is the token to use */
+    STEP_FAILED, /* e says why */
+    STEP_AGAIN,  /* look at the row again */
+    STEP_ON,     /* go on to the round's next step */
+};
+
+/* Step 1: the row as the store has it; whether a refresh is wanted and
+ * allowed (not backing off after a failure). */
+static enum step read_row(struct work *w, bool cc, const char *rejected, int64_t now,
+                          bool *usable, struct err *e)
+{
+    const struct config_account *a = w->a;
+    int r = store_oauth2_get(w->st, a->name, &w->row, e);
+    if (r < 0)
+        return STEP_FAILED;
+    if (r == STORE_NOTFOUND && !cc) {
+        no_grant(e, "account %s: %s", a->name, "not authorized yet: run `pop3bridge oauth2 login`");
+        return STEP_FAILED;
+    }
+    if (r == STORE_NOTFOUND)
+        memset(&w->row, 0, sizeof w->row);
+    if (w->row.status == STORE_OAUTH2_INVALID) {
+        no_grant(e, "account %s: %s", a->name, w->row.error[0] ? w->row.error : OAUTH2_REAUTHORIZE);
+        return STEP_FAILED;
+    }
+    if (load_access(w, e) < 0)
+        return STEP_FAILED;
+    if (!refresh_wanted(w, rejected, now, usable))
+        return STEP_DONE;
+    if (w->row.retry_at > now) { /* backing off after a failure */
+        if (*usable)
+            return STEP_DONE;
+        err_set(e, ERR_CONN, "account %s: the token endpoint failed; next attempt in %lld s",
+                a->name, (long long)((w->row.retry_at - now + 999) / 1000));
+        if (w->row.error[0])
+            err_set_server(e, w->row.error, strlen(w->row.error));
+        return STEP_FAILED;
+    }
+    return STEP_ON;
+}
+
+/* Step 2: the row's refresh lease, waited for (in OAUTH2_WAIT_STEP_MS
+ * steps, until deadline) while another refresh holds it. */
+static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadline, bool usable,
+                           struct err *e)
+{
+    const struct config_account *a = w->a;
+    int r = store_oauth2_lease(w->st, a->name, w->owner, now, OAUTH2_LEASE_MS, cc,
+                               config_oauth2_flow_name(a->oauth2.flow), &w->row, e);
+    if (r < 0)
+        return STEP_FAILED;
+    if (r == STORE_NOTFOUND)
+        return STEP_AGAIN; /* the row went away: says so next time round */
+    if (r != STORE_OAUTH2_BUSY)
+        return STEP_ON;
+    if (usable)
+        return STEP_DONE;
+    if (now >= deadline) {
+        err_set(e, ERR_TIMEOUT, "account %s: another refresh of its token did not finish "
+                                "within %lld s",
+                a->name, (long long)((OAUTH2_LEASE_MS + 5000) / 1000));
+        return STEP_FAILED;
+    }
+    sleep_ms(OAUTH2_WAIT_STEP_MS);
+    return STEP_AGAIN;
+}
+
+/* Step 3: with the lease, the row looked at again (it may have changed
+ * before the lease was ours), then the refresh. */
+static enum step refresh_leased(struct work *w, const char *rejected, int64_t now,
+                                int *superseded, struct err *e)
+{
+    const struct config_account *a = w->a;
+    /* the lease is ours, and w->row is the row as it is now */
+    if (w->row.status == STORE_OAUTH2_INVALID || w->row.retry_at > now) {
+        store_oauth2_release(w->st, a->name, w->owner, NULL);
+        return STEP_AGAIN;
+    }
+    if (load_access(w, e) < 0) {
+        store_oauth2_release(w->st, a->name, w->owner, NULL);
+        return STEP_FAILED;
+    }
+    bool usable;
+    if (!refresh_wanted(w, rejected, now, &usable)) { /* someone else refreshed just before */
+        store_oauth2_release(w->st, a->name, w->owner, NULL);
+        return STEP_DONE;
+    }
+    int r = refresh(w, usable, e);
+    if (r == STORE_LEASE_LOST && ++*superseded < 10)
+        return STEP_AGAIN;
+    if (r == STORE_LEASE_LOST) {
+        err_set(e, ERR_INTERNAL, "account %s: its tokens keep changing under a refresh", a->name);
+        return STEP_FAILED;
+    }
+    return r < 0 ? STEP_FAILED : STEP_DONE;
+}
+
 int oauth2_access_token(struct store *st, const struct config_account *a, const char *rejected,
                         char *buf, size_t size, struct err *e)
 {
@@ -366,99 +476,25 @@ int oauth2_access_token(struct store *st, const struct config_account *a, const 
     w->st = st;
     w->a = a;
     owner_id(w->owner);
-    int rc = -1;
-    if (oauth2_proto_client(&a->oauth2, &w->client, e) < 0)
-        goto out;
+    enum step s = STEP_FAILED;
+    if (oauth2_proto_client(&a->oauth2, &w->client, e) == 0)
+        s = STEP_AGAIN;
     bool cc = a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS;
     int64_t deadline = clock_wall_ms() + OAUTH2_LEASE_MS + 5000;
     int superseded = 0;
-    for (;;) {
+    while (s == STEP_AGAIN) {
         int64_t now = clock_wall_ms();
-        int r = store_oauth2_get(st, a->name, &w->row, e);
-        if (r < 0)
-            goto out;
-        if (r == STORE_NOTFOUND && !cc) {
-            no_grant(e, "account %s: %s", a->name,
-                     "not authorized yet: run `pop3bridge oauth2 login`");
-            goto out;
-        }
-        if (r == STORE_NOTFOUND)
-            memset(&w->row, 0, sizeof w->row);
-        if (w->row.status == STORE_OAUTH2_INVALID) {
-            no_grant(e, "account %s: %s", a->name, w->row.error[0] ? w->row.error : OAUTH2_REAUTHORIZE);
-            goto out;
-        }
-        if (load_access(w, e) < 0)
-            goto out;
-        bool force = rejected && w->have && strcmp(w->token, rejected) == 0;
-        bool usable = w->have && !force && still_usable(&w->row, now);
-        bool due = !w->have || force ||
-                   oauth2_refresh_due(w->row.access_issued_at, w->row.access_expires_at, now) ||
-                   oauth2_keepalive_due(&w->row, now);
-        if (!due)
-            break;
-        if (w->row.retry_at > now) { /* backing off after a failure */
-            if (usable)
-                break;
-            err_set(e, ERR_CONN, "account %s: the token endpoint failed; next attempt in %lld s",
-                    a->name, (long long)((w->row.retry_at - now + 999) / 1000));
-            if (w->row.error[0])
-                err_set_server(e, w->row.error, strlen(w->row.error));
-            goto out;
-        }
-        r = store_oauth2_lease(st, a->name, w->owner, now, OAUTH2_LEASE_MS, cc,
-                               config_oauth2_flow_name(a->oauth2.flow), &w->row, e);
-        if (r < 0)
-            goto out;
-        if (r == STORE_NOTFOUND)
-            continue; /* the row went away: says so next time round */
-        if (r == STORE_OAUTH2_BUSY) {
-            if (usable)
-                break;
-            if (now >= deadline) {
-                err_set(e, ERR_TIMEOUT, "account %s: another refresh of its token did not finish "
-                                        "within %lld s",
-                        a->name, (long long)((OAUTH2_LEASE_MS + 5000) / 1000));
-                goto out;
-            }
-            sleep_ms(OAUTH2_WAIT_STEP_MS);
-            continue;
-        }
-        /* the lease is ours, and w->row is the row as it is now */
-        if (w->row.status == STORE_OAUTH2_INVALID || w->row.retry_at > now) {
-            store_oauth2_release(st, a->name, w->owner, NULL);
-            continue;
-        }
-        if (load_access(w, e) < 0) {
-            store_oauth2_release(st, a->name, w->owner, NULL);
-            goto out;
-        }
-        force = rejected && w->have && strcmp(w->token, rejected) == 0;
-        usable = w->have && !force && still_usable(&w->row, now);
-        due = !w->have || force ||
-              oauth2_refresh_due(w->row.access_issued_at, w->row.access_expires_at, now) ||
-              oauth2_keepalive_due(&w->row, now);
-        if (!due) { /* someone else refreshed just before */
-            store_oauth2_release(st, a->name, w->owner, NULL);
-            break;
-        }
-        r = refresh(w, usable, e);
-        if (r == STORE_LEASE_LOST && ++superseded < 10)
-            continue;
-        if (r == STORE_LEASE_LOST) {
-            err_set(e, ERR_INTERNAL, "account %s: its tokens keep changing under a refresh",
-                    a->name);
-            goto out;
-        }
-        if (r < 0)
-            goto out;
-        break;
+        bool usable = false;
+        s = read_row(w, cc, rejected, now, &usable, e);
+        if (s == STEP_ON)
+            s = lease_row(w, cc, now, deadline, usable, e);
+        if (s == STEP_ON)
+            s = refresh_leased(w, rejected, now, &superseded, e);
     }
-    snprintf(buf, size, "%s", w->token);
-    rc = 0;
-out:
+    if (s == STEP_DONE)
+        snprintf(buf, size, "%s", w->token);
     work_free(w);
-    return rc;
+    return s == STEP_DONE ? 0 : -1;
 }
 
 /* ---- the keeper ---------------------------------------------------------------------------- */

@@ -265,27 +265,25 @@ static struct dev *slot_locked(struct oauth2_devices *d, struct dev *mine)
     return oldest;
 }
 
-int oauth2_devices_start(struct oauth2_devices *d, struct cfgref *hold,
-                         const struct config_account *a, struct oauth2_device_info *out,
-                         struct err *e)
+/* Step 1 (takes the lock and gives it back): a slot for the account,
+ * marked starting.  The slot, or NULL with *code: OAUTH2_DEVICES_EXISTING
+ * (with *out), _BUSY or _FULL. */
+static struct dev *claim_slot(struct oauth2_devices *d, struct cfgref *hold,
+                              const struct config_account *a, struct oauth2_device_info *out,
+                              int *code)
 {
-    err_clear(e);
-    if (!oauth2_managed(a) || a->oauth2.flow != CONFIG_FLOW_DEVICE_CODE || !a->oauth2.secrets_key)
-        return err_set(e, ERR_USAGE, "account %s: not an OAuth2 device-code account with a "
-                                     "secrets key",
-                       a ? a->name : "?");
-    if (strlen(a->name) > STORE_NAME_MAX)
-        return err_set(e, ERR_USAGE, "account name longer than %d bytes", STORE_NAME_MAX);
     pthread_mutex_lock(&d->mu);
     struct dev *x = find_locked(d, a->name);
     if (x && x->info.state == OAUTH2_DEVICE_PENDING) {
         *out = x->info;
         pthread_mutex_unlock(&d->mu);
-        return OAUTH2_DEVICES_EXISTING;
+        *code = OAUTH2_DEVICES_EXISTING;
+        return NULL;
     }
     if (x && x->info.state == OAUTH2_DEVICE_STARTING) {
         pthread_mutex_unlock(&d->mu);
-        return OAUTH2_DEVICES_BUSY;
+        *code = OAUTH2_DEVICES_BUSY;
+        return NULL;
     }
     int pending = 0;
     for (size_t i = 0; i < OAUTH2_DEVICE_MAX; i++)
@@ -293,7 +291,8 @@ int oauth2_devices_start(struct oauth2_devices *d, struct cfgref *hold,
     x = pending < OAUTH2_DEVICE_PENDING_MAX ? slot_locked(d, x) : NULL;
     if (!x || d->stopping) {
         pthread_mutex_unlock(&d->mu);
-        return OAUTH2_DEVICES_FULL;
+        *code = OAUTH2_DEVICES_FULL;
+        return NULL;
     }
     if (x->has_thread) { /* it ended: its thread is returning, never waits for the lock */
         pthread_join(x->thread, NULL);
@@ -308,8 +307,49 @@ int oauth2_devices_start(struct oauth2_devices *d, struct cfgref *hold,
     x->ref = cfgref_hold(hold);
     x->a = a;
     pthread_mutex_unlock(&d->mu);
+    return x;
+}
 
-    /* the request, outside the lock */
+/* Step 3 (lock held): what the provider answered into the slot, now
+ * pending, and its polling thread started.  0, or -1 with e. */
+static int publish_locked(struct dev *x, const struct oauth2_device *dv, struct err *e)
+{
+    int64_t life = dv->expires_in_s;
+    if (life > OAUTH2_DEVICE_LIFETIME_MAX_S)
+        life = OAUTH2_DEVICE_LIFETIME_MAX_S;
+    snprintf(x->device_code, sizeof x->device_code, "%s", dv->device_code);
+    snprintf(x->info.user_code, sizeof x->info.user_code, "%s", dv->user_code);
+    snprintf(x->info.verification_uri, sizeof x->info.verification_uri, "%s",
+             dv->verification_uri);
+    snprintf(x->info.verification_uri_complete, sizeof x->info.verification_uri_complete, "%s",
+             dv->verification_uri_complete);
+    x->info.interval_s = dv->interval_s > 0 ? dv->interval_s : OAUTH2_DEVICE_INTERVAL_S;
+    x->info.expires_at = clock_wall_ms() + life * 1000;
+    x->deadline_mono = clock_mono_ms() + life * 1000;
+    x->info.state = OAUTH2_DEVICE_PENDING;
+    if (pthread_create(&x->thread, NULL, poll_main, x) != 0)
+        return err_set(e, ERR_INTERNAL, "cannot start a thread to poll the token endpoint");
+    x->has_thread = true;
+    return 0;
+}
+
+int oauth2_devices_start(struct oauth2_devices *d, struct cfgref *hold,
+                         const struct config_account *a, struct oauth2_device_info *out,
+                         struct err *e)
+{
+    err_clear(e);
+    if (!oauth2_managed(a) || a->oauth2.flow != CONFIG_FLOW_DEVICE_CODE || !a->oauth2.secrets_key)
+        return err_set(e, ERR_USAGE, "account %s: not an OAuth2 device-code account with a "
+                                     "secrets key",
+                       a ? a->name : "?");
+    if (strlen(a->name) > STORE_NAME_MAX)
+        return err_set(e, ERR_USAGE, "account name longer than %d bytes", STORE_NAME_MAX);
+    int code = -1;
+    struct dev *x = claim_slot(d, hold, a, out, &code);
+    if (!x)
+        return code;
+
+    /* Step 2: the request, outside the lock */
     struct oauth2_device *dv = calloc(1, sizeof *dv);
     int rc = -1;
     if (!dv)
@@ -323,28 +363,9 @@ int oauth2_devices_start(struct oauth2_devices *d, struct cfgref *hold,
         rc = -1;
         err_set(e, ERR_INTERNAL, "the bridge is stopping");
     }
+    if (rc == 0)
+        rc = publish_locked(x, dv, e);
     struct cfgref *drop = NULL;
-    if (rc == 0) {
-        int64_t life = dv->expires_in_s;
-        if (life > OAUTH2_DEVICE_LIFETIME_MAX_S)
-            life = OAUTH2_DEVICE_LIFETIME_MAX_S;
-        snprintf(x->device_code, sizeof x->device_code, "%s", dv->device_code);
-        snprintf(x->info.user_code, sizeof x->info.user_code, "%s", dv->user_code);
-        snprintf(x->info.verification_uri, sizeof x->info.verification_uri, "%s",
-                 dv->verification_uri);
-        snprintf(x->info.verification_uri_complete, sizeof x->info.verification_uri_complete,
-                 "%s", dv->verification_uri_complete);
-        x->info.interval_s = dv->interval_s > 0 ? dv->interval_s : OAUTH2_DEVICE_INTERVAL_S;
-        x->info.expires_at = clock_wall_ms() + life * 1000;
-        x->deadline_mono = clock_mono_ms() + life * 1000;
-        x->info.state = OAUTH2_DEVICE_PENDING;
-        if (pthread_create(&x->thread, NULL, poll_main, x) == 0) {
-            x->has_thread = true;
-        } else {
-            rc = -1;
-            err_set(e, ERR_INTERNAL, "cannot start a thread to poll the token endpoint");
-        }
-    }
     if (rc < 0) {
         char why[OAUTH2_DEVICE_ERROR_MAX];
         err_format(e, why, sizeof why);

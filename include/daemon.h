@@ -8,7 +8,10 @@
  * SIGTERM/SIGINT: stop taking new polls, cancel the polls in progress at
  * once (their sessions end without QUIT: nothing is deleted; messages
  * already received whole are committed), let in-flight deliveries finish
- * (bounded by DAEMON_DRAIN_MS), exit 0.  SIGHUP: reload the
+ * (bounded by DAEMON_DRAIN_MS), exit 0.  The signals are blocked before
+ * anything else: one sent during start-up (the configuration loading, the
+ * store opening, the API starting) is taken between its steps and stops the
+ * same way, exit 0.  SIGHUP: reload the
  * configuration; if it is invalid the old one stays and every problem is
  * logged; webhooks disabled by 410 Gone are enabled again.  --once: poll
  * every account once (again at once while max_messages_per_poll left

@@ -86,6 +86,7 @@
 #define WEBHOOK_CONNECT_TIMEOUT_DEFAULT_MS 10000
 #define WEBHOOK_RESPONSE_KEEP 1024        /* response body bytes kept; the rest is discarded */
 #define WEBHOOK_RETRY_AFTER_MAX_S 86400   /* larger Retry-After values are clamped to this */
+#define WEBHOOK_RETRY_AFTER_RAW_MAX 64    /* longest Retry-After header value kept */
 #define WEBHOOK_TOLERANCE_S 300           /* default timestamp tolerance when verifying */
 #define WEBHOOK_JITTER_DEFAULT 0.2        /* +-20% on each retry delay */
 
