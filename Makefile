@@ -8,6 +8,8 @@
 #   make bench      installs what is missing (make deps), builds, benchmarks (tests/bench/)
 #   make soak       installs what is missing, builds, then the soak test for SOAK_SECONDS
 #                   (default 600; make test runs it for 60 s): every fault at once
+#   make soak-pg    the same first steps, then the PostgreSQL failover test at the issue's
+#                   size (PG_FAILOVER_SIZE, default 50x20; make test runs it at 10x8)
 #   make clean
 
 CC      ?= cc
@@ -41,7 +43,7 @@ TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: deb deb-lint
-.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench soak deps clean demo tools check-clang install
+.PHONY: all build-all test unit unit-asan integration-asan fuzz fuzz-smoke integration bench soak soak-pg deps clean demo tools check-clang install
 all: $(BIN)
 
 $(BUILD)/obj/%.o: bridge/%.c $(wildcard include/*.h) | $(BUILD)/obj
@@ -128,6 +130,7 @@ bench:
 	@tests/bench/accounts.py
 	@BENCH_ACCOUNTS_STORE=pg tests/bench/accounts.py
 	@BENCH_ACCOUNTS_STORE=pg BENCH_ACCOUNTS_INSTANCES=3 tests/bench/accounts.py
+	@tests/bench/pg_e2e.py
 
 # tests/integration/test_soak.py at full length; the seed is printed, SOAK_SEED=N replays it
 SOAK_SECONDS ?= 600
@@ -135,6 +138,14 @@ soak:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build-all
 	@SOAK_SECONDS=$(SOAK_SECONDS) tests/integration/run test_soak
+
+# the failover test of tests/integration/test_pg.py at the issue's size:
+# three instances on 50 accounts x 20 messages (make test runs it at 10 x 8)
+PG_FAILOVER_SIZE ?= 50x20
+soak-pg:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build-all
+	@PG_FAILOVER_SIZE=$(PG_FAILOVER_SIZE) tests/integration/run 'test_pg::*kill9*'
 
 # demo.sh installs what is missing (make deps) before it builds
 demo:

@@ -34,17 +34,18 @@
  * The OAuth2 keeper (oauth2.h) runs alongside, except with --once.
  *
  * Several instances on one PostgreSQL store ("store" in the configuration):
- * before a poll, an instance takes the account's lease (store.h); an
- * account another live instance holds, or that is not due in the store, is
- * looked at again when its lease expires or it falls due (plus up to
- * DAEMON_LEASE_JITTER_MS, so polls spread over the instances).  After the
- * poll the lease is given back with the account's next poll time.  Every
- * quarter of store.lease the instance renews its account leases and writes
- * its heartbeat (the instances table: GET /api/v1/instances); deliveries are
- * leased for store.lease too.  A killed instance's accounts and deliveries
- * are taken over once its leases expire: within one store.lease.  At start
- * an instance gives back the leases a previous run under its id held; at a
- * clean stop it gives back its own and removes its heartbeat row.
+ * an instance polls an account only under its lease (store.h), taken before
+ * the poll (or ahead of it by the lease keeper) and kept, renewed every
+ * quarter of store.lease by the keeper thread, which also spreads the
+ * accounts over the live instances (share.h): at most ceil(accounts / live)
+ * leases each, the excess given back (accounts not being polled), accounts
+ * nobody holds taken within the share, an orphan whatever the share.  The
+ * main thread writes the heartbeat (the instances table: GET
+ * /api/v1/instances) every quarter of store.lease; deliveries are leased for
+ * store.lease too.  A killed instance's accounts and deliveries are taken
+ * over once its leases expire: within one store.lease (plus a keeper turn).
+ * At start an instance gives back the leases a previous run under its id
+ * held; at a clean stop it gives back its own and removes its heartbeat row.
  */
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H

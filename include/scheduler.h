@@ -65,6 +65,8 @@ struct sched_account {
     bool polled_once;         /* --once: done with it */
     int64_t lease_until;      /* the instance's lease on it (Unix ms) as last taken or
                                  renewed; 0: not held, or not sure */
+    int free_turns;           /* shared store: lease keeper turns in a row that saw no
+                                 live lease on it (share.h) */
     enum account_state saved_state; /* as last written to the store */
     int64_t saved_at;         /* monotonic ms of that write; 0 never */
 };
