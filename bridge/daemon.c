@@ -291,7 +291,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
  * schedule, counters and log line from the result (rc, res, e), and its
  * state saved when a restart needs it.  A poll cancelled by a stop changes
  * nothing but ends the account's run. */
-static void record_poll(struct store *st, const char *name, const struct config_account *ca,
+static void after_poll(struct store *st, const char *name, const struct config_account *ca,
                         int rc, const struct poller_result *res, struct err *e, bool first,
                         enum account_state before, int64_t took_ms)
 {
@@ -398,7 +398,7 @@ static void *poll_worker(void *arg)
         }
 
         pthread_mutex_lock(&rt.lock);
-        record_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
+        after_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
         cfgref_put(ref);
         pthread_cond_broadcast(&rt.cond);
     }
