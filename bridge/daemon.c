@@ -287,6 +287,20 @@ static bool take_lease(struct store *st, struct sched_account *a,
     return false;
 }
 
+enum daemon_poll_outcome daemon_poll_outcome(int rc, bool stopping)
+{
+    return rc == 0 ? DAEMON_POLL_OK : stopping ? DAEMON_POLL_CANCELLED : DAEMON_POLL_FAILED;
+}
+
+int daemon_exit_code(bool thread_failed, bool once, uint64_t polls_failed,
+                     uint64_t polls_skipped)
+{
+    return thread_failed               ? CLI_EXIT_LOCAL
+           : once && polls_failed      ? DAEMON_EXIT_POLLS_FAILED
+           : once && polls_skipped     ? DAEMON_EXIT_POLLS_SKIPPED
+                                       : CLI_EXIT_OK;
+}
+
 /* After a poll of `name` (lock held on entry and on return): the account's
  * schedule, counters and log line from the result (rc, res, e), and its
  * state saved when a restart needs it.  A poll cancelled by a stop changes
@@ -300,7 +314,8 @@ static void after_poll(struct store *st, const char *name, const struct config_a
     if (a && ca) {
         int64_t now = now_ms();
         int64_t interval = ca->poll_interval_ms;
-        if (rc == 0) {
+        enum daemon_poll_outcome out = daemon_poll_outcome(rc, rt.stopping);
+        if (out == DAEMON_POLL_OK) {
             sched_succeeded(a, now, interval, res->login_delay, res->more);
             rt.polls_ok++;
             log_info("poll_done",
@@ -308,7 +323,7 @@ static void after_poll(struct store *st, const char *name, const struct config_a
                      "deleted=%zu refused=%zu ms=%lld",
                      name, res->listed, res->fetched, (unsigned long long)res->bytes,
                      res->too_large, res->ignored, res->deleted, res->failed, (long long)took_ms);
-        } else if (rt.stopping) {
+        } else if (out == DAEMON_POLL_CANCELLED) {
             /* cancelled by a stop: no failure, no backoff, nothing saved:
              * the next start polls it on schedule */
             a->running = false;
@@ -1239,10 +1254,7 @@ static int shut_down(struct run *r)
              (unsigned long long)rt.polls_skipped,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = r->terr != 0 ? CLI_EXIT_LOCAL
-             : rt.once && rt.polls_failed  ? DAEMON_EXIT_POLLS_FAILED
-             : rt.once && rt.polls_skipped ? DAEMON_EXIT_POLLS_SKIPPED
-                                           : CLI_EXIT_OK;
+    int rc = daemon_exit_code(r->terr != 0, rt.once, rt.polls_failed, rt.polls_skipped);
     release(r->st, r->dst);
     store_close(r->kst);
     return rc;
