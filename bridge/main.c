@@ -1,5 +1,6 @@
 /* pop3bridge — command line entry: dispatches to the subcommands. */
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,9 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* every file a command creates (the store, a restored database, a Maildir
+     * or mbox export, spool files) may hold mail: for this user only */
+    umask(077);
     /* the override of perms.h, accepted by every command: taken out of argv before the
      * command parses its own options (up to a "--") */
     int kept = 1;

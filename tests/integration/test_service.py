@@ -735,6 +735,17 @@ def test_backup_restore_export_while_mail_flows():
     harness.eq(c.bridge.query("SELECT count(*) FROM messages")[0][0], counts[0], "messages after restore")
     harness.eq(c.bridge.query("PRAGMA user_version")[0][0], harness.schema_version(),
                "schema after restore")
+    # restored into a new, empty state_dir: the database is the bridge's user's only
+    fresh = os.path.join(os.path.dirname(c.bridge.state_dir), "fresh-state")
+    os.mkdir(fresh, 0o700)
+    fresh_cfg = dict(c.cfg, state_dir=fresh)
+    fresh_path = os.path.join(os.path.dirname(c.bridge.state_dir), "fresh.json")
+    harness.write_config(fresh_path, fresh_cfg)
+    r = harness.run_cli(["store", "restore", "--config", fresh_path, backups[0]])
+    harness.eq(r.code, 0, "store restore into an empty state_dir: " + r.describe())
+    for name in os.listdir(fresh):
+        mode = os.stat(os.path.join(fresh, name)).st_mode & 0o777
+        harness.eq(mode & 0o077, 0, "mode %o of %s restored into an empty state_dir" % (mode, name))
     # and the bridge runs on it: what the backup did not know is fetched again
     c.cfg["accounts"][0]["poll_interval"] = "1h"
     c.bridge.write_config(c.cfg)
