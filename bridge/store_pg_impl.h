@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
-#define PQ_PARAMS_MAX 16               /* parameters of one statement */
+#define PQ_PARAMS_MAX 24               /* parameters of one statement */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
 #define PG_DECL(ret, name, params, args) ret pg_##name params;
