@@ -588,7 +588,18 @@ PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
                 return NULL;
             }
         }
-        return pq_cmd(st, st->bc, "SAVEPOINT w", NULL, NULL, e, op) < 0 ? NULL : st->bc;
+        /* the previous write's savepoint is released here, in the same round
+         * trip (a simple query of two statements) */
+        PGresult *r = PQexec(st->bc, st->sp_held ? "RELEASE w; SAVEPOINT w" : "SAVEPOINT w");
+        st->sp_held = false;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pgerr(st, r, st->bc, e, op);
+            PQclear(r);
+            st->batch_lost = true;
+            return NULL;
+        }
+        PQclear(r);
+        return st->bc;
     }
     PGconn *c = pg_pool_get(e);
     if (c && pq_cmd(st, c, "BEGIN", NULL, NULL, e, op) < 0) {
@@ -601,10 +612,11 @@ PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
 int pg_tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
 {
     if (st->batch && c == st->bc) {
-        if (pq_cmd(st, c, "RELEASE w", NULL, NULL, e, op) < 0) {
-            st->batch_lost = true;
-            return -1;
-        }
+        /* released by the next write's tx_begin, or by the batch's COMMIT:
+         * one round trip fewer per write */
+        (void)e;
+        (void)op;
+        st->sp_held = true;
         return 0;
     }
     if (pq_cmd(st, c, "COMMIT", NULL, NULL, e, op) < 0)
@@ -618,10 +630,11 @@ void pg_tx_rollback(struct store *st, PGconn *c)
     if (!c)
         return;
     if (st->batch && c == st->bc) {
-        struct err ign;
-        if (pq_cmd(st, c, "ROLLBACK TO w", NULL, NULL, &ign, "rollback") < 0 ||
-            pq_cmd(st, c, "RELEASE w", NULL, NULL, &ign, "rollback") < 0)
+        PGresult *r = PQexec(c, "ROLLBACK TO w; RELEASE w");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
             st->batch_lost = true;
+        PQclear(r);
+        st->sp_held = false;
         return;
     }
     PGresult *r = PQexec(c, "ROLLBACK");
@@ -634,7 +647,7 @@ int pg_batch_begin(struct store *st, struct err *e)
     if (st->batch)
         return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
     st->batch = true;
-    st->batch_lost = false;
+    st->batch_lost = st->sp_held = false;
     return 0;
 }
 
@@ -644,7 +657,7 @@ int pg_batch_commit(struct store *st, struct err *e)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
     bool lost = st->batch_lost;
     PGconn *c = st->bc;
-    st->batch = st->batch_lost = false;
+    st->batch = st->batch_lost = st->sp_held = false;
     st->bc = NULL;
     int r = 0;
     if (lost) {
@@ -671,7 +684,7 @@ void pg_batch_rollback(struct store *st)
         pg_pool_put(st->bc);
     }
     st->bc = NULL;
-    st->batch = st->batch_lost = false;
+    st->batch = st->batch_lost = st->sp_held = false;
 }
 
 /* ---- setup, open, close --------------------------------------------------- */

@@ -54,6 +54,7 @@ struct store {
     PGconn *bc;                 /* the batch's connection, once it wrote */
     bool batch;                 /* store_batch_begin called */
     bool batch_lost;            /* the batch's transaction failed */
+    bool sp_held;               /* the last write's savepoint w is not released yet */
     char sqlstate[6];           /* of the last failed statement */
 };
 
