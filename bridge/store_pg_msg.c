@@ -511,11 +511,13 @@ int pg_body_info(struct store *st, PGconn *c, int64_t id, uint64_t *size, uint32
 struct sink_rows {
     store_sink_cb sink;
     void *ctx;
+    size_t rows;
 };
 
 static int chunk_row(void *ctx, PGresult *r, struct err *e)
 {
     struct sink_rows *s = ctx;
+    s->rows++;
     int n = PQgetlength(r, 0, 0);
     if (n <= 0)
         return 0;
@@ -529,14 +531,16 @@ int pg_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
     PGconn *c = pg_conn_get(st, e);
     if (!c)
         return -1;
-    uint64_t size;
-    int r = pg_body_info(st, c, id, &size, NULL, e);
-    if (r == 0) {
-        struct pq q = {0};
-        pq_i64(&q, id);
-        struct sink_rows s = {sink, ctx};
-        r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
+    /* the chunks first (one round trip); only when there is none, whether
+     * the body is empty or gone (purged: STORE_NOTFOUND) */
+    struct pq q = {0};
+    pq_i64(&q, id);
+    struct sink_rows s = {sink, ctx, 0};
+    int r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
                     1, chunk_row, &s, e, "read body");
+    if (r == 0 && s.rows == 0) {
+        uint64_t size;
+        r = pg_body_info(st, c, id, &size, NULL, e);
     }
     pg_conn_put(st, c);
     return r;
