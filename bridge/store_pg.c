@@ -462,6 +462,65 @@ PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int
     return NULL;
 }
 
+/* Two statements in one round trip (libpq's pipeline mode), run one after
+ * the other as if by two pq_run calls: the second's result when both
+ * succeeded, else NULL with *e (the first failure; after it the second does
+ * not run).  Both parameter sets are freed. */
+PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
+                  const char *sql2, struct pq *q2, struct err *e, const char *op)
+{
+    if (PQenterPipelineMode(c) != 1) {
+        pq_free(q1);
+        pq_free(q2);
+        return pgerr(st, NULL, c, e, op), NULL;
+    }
+    int sent = PQsendQueryParams(c, sql1, q1->n, NULL, q1->v, q1->len, q1->fmt, 0) &&
+               PQsendQueryParams(c, sql2, q2->n, NULL, q2->v, q2->len, q2->fmt, 0);
+    pq_free(q1);
+    pq_free(q2);
+    bool synced = PQpipelineSync(c) == 1;
+    if (!sent || !synced) {
+        pgerr(st, NULL, c, e, op);
+        /* what was sent is still read below, up to the sync */
+    }
+    PGresult *out = NULL;
+    bool failed = !sent || !synced;
+    for (int k = 0; k < 2 && synced; k++) {
+        PGresult *r = PQgetResult(c);
+        ExecStatusType s = PQresultStatus(r);
+        if (!r) {
+            break;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            if (k == 1 && !failed)
+                out = r, r = NULL;
+        } else if (!failed) {
+            failed = true;
+            pgerr(st, r, c, e, op);
+        }
+        PQclear(r);
+        while ((r = PQgetResult(c))) /* each statement's results end with NULL */
+            PQclear(r);
+    }
+    if (synced) {
+        PGresult *r;
+        while ((r = PQgetResult(c))) { /* the sync's PGRES_PIPELINE_SYNC */
+            bool end = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (end)
+                break;
+        }
+    }
+    if (PQexitPipelineMode(c) != 1 && !failed) {
+        failed = true;
+        pgerr(st, NULL, c, e, op);
+    }
+    if (failed) {
+        PQclear(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* Run and discard the result; *changes (may be NULL) gets the row count. */
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op)

@@ -250,23 +250,19 @@ static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
 static int delivery_lock(struct store *st, PGconn *c, int64_t id, enum store_dstatus *status,
                          int64_t *msg_id, char *owner, int64_t *until, struct err *e)
 {
-    struct pq q = {0};
+    struct pq q = {0}, q2 = {0};
     pq_i64(&q, id);
+    pq_i64(&q2, id);
     /* the message first, as storing and purging take it; an event's
      * delivery has none (the outer join's nullable side cannot be locked in
-     * the same statement) */
-    PGresult *r = pq_run(st, c,
-                         "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries"
-                         " WHERE id = $1) FOR UPDATE",
-                         &q, 0, e, "get delivery status");
-    if (!r)
-        return -1;
-    PQclear(r);
-    pq_i64(&q, id);
-    r = pq_run(st, c,
-               "SELECT status, coalesce(message_id, 0), lease_owner, lease_until"
-               " FROM deliveries WHERE id = $1 FOR UPDATE",
-               &q, 0, e, "get delivery status");
+     * the same statement); both statements in one round trip */
+    PGresult *r = pq_run2(st, c,
+                          "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries"
+                          " WHERE id = $1) FOR UPDATE",
+                          &q,
+                          "SELECT status, coalesce(message_id, 0), lease_owner, lease_until"
+                          " FROM deliveries WHERE id = $1 FOR UPDATE",
+                          &q2, e, "get delivery status");
     if (!r)
         return -1;
     int rv = STORE_NOTFOUND;

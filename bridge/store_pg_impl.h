@@ -85,6 +85,8 @@ void pq_bin(struct pq *q, const void *p, size_t len);
 void pq_free(struct pq *q);
 PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
                  struct err *e, const char *op);
+PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
+                  const char *sql2, struct pq *q2, struct err *e, const char *op);
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);
