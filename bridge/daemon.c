@@ -287,6 +287,78 @@ static bool take_lease(struct store *st, struct sched_account *a,
     return false;
 }
 
+enum daemon_poll_outcome daemon_poll_outcome(int rc, bool stopping)
+{
+    return rc == 0 ? DAEMON_POLL_OK : stopping ? DAEMON_POLL_CANCELLED : DAEMON_POLL_FAILED;
+}
+
+int daemon_exit_code(bool thread_failed, bool once, uint64_t polls_failed,
+                     uint64_t polls_skipped)
+{
+    return thread_failed               ? CLI_EXIT_LOCAL
+           : once && polls_failed      ? DAEMON_EXIT_POLLS_FAILED
+           : once && polls_skipped     ? DAEMON_EXIT_POLLS_SKIPPED
+                                       : CLI_EXIT_OK;
+}
+
+/* After a poll of `name` (lock held on entry and on return): the account's
+ * schedule, counters and log line from the result (rc, res, e), and its
+ * state saved when a restart needs it.  A poll cancelled by a stop changes
+ * nothing but ends the account's run. */
+static void after_poll(struct store *st, const char *name, const struct config_account *ca,
+                        int rc, const struct poller_result *res, struct err *e, bool first,
+                        enum account_state before, int64_t took_ms)
+{
+    struct sched_account *a = find_acct(name);
+    struct sched_account snapshot;
+    if (a && ca) {
+        int64_t now = now_ms();
+        int64_t interval = ca->poll_interval_ms;
+        enum daemon_poll_outcome out = daemon_poll_outcome(rc, rt.stopping);
+        if (out == DAEMON_POLL_OK) {
+            sched_succeeded(a, now, interval, res->login_delay, res->more);
+            rt.polls_ok++;
+            log_info("poll_done",
+                     "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
+                     "deleted=%zu refused=%zu ms=%lld",
+                     name, res->listed, res->fetched, (unsigned long long)res->bytes,
+                     res->too_large, res->ignored, res->deleted, res->failed, (long long)took_ms);
+        } else if (out == DAEMON_POLL_CANCELLED) {
+            /* cancelled by a stop: no failure, no backoff, nothing saved:
+             * the next start polls it on schedule */
+            a->running = false;
+            a->state = before;
+            log_info("poll_cancelled", "account=%s ms=%lld error=%s", name,
+                     (long long)took_ms, log_q(e->msg));
+            return;
+        } else {
+            int64_t d = sched_failed(a, now, interval, res->login_delay, e);
+            rt.polls_failed++;
+            log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
+                     account_state_name(a->state), (long long)(d / 1000),
+                     log_q(a->last_error));
+        }
+        if (rt.on_poll)
+            rt.on_poll(name, rc == 0 ? NULL : e, rc == 0 ? res : NULL);
+        /* a write only when something a restart needs changed, or
+         * now and then for the times shown */
+        bool save = a->state != a->saved_state || rc < 0 || first ||
+                    (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
+                    clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
+        if (save) {
+            a->saved_state = a->state;
+            a->saved_at = clock_mono_ms();
+        }
+        snapshot = *a;
+        pthread_mutex_unlock(&rt.lock);
+        if (save)
+            save_state(st, &snapshot);
+        pthread_mutex_lock(&rt.lock);
+    } else if (a) {
+        a->running = false;
+    }
+}
+
 static void *poll_worker(void *arg)
 {
     (void)arg;
@@ -341,53 +413,7 @@ static void *poll_worker(void *arg)
         }
 
         pthread_mutex_lock(&rt.lock);
-        a = find_acct(name);
-        if (a && ca) {
-            int64_t now = now_ms();
-            if (rc == 0) {
-                sched_succeeded(a, now, interval, res.login_delay, res.more);
-                rt.polls_ok++;
-                log_info("poll_done",
-                         "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
-                         "deleted=%zu refused=%zu ms=%lld",
-                         name, res.listed, res.fetched, (unsigned long long)res.bytes,
-                         res.too_large, res.ignored, res.deleted, res.failed, (long long)took_ms);
-            } else if (rt.stopping) {
-                /* cancelled by a stop: no failure, no backoff, nothing saved:
-                 * the next start polls it on schedule */
-                a->running = false;
-                a->state = before;
-                log_info("poll_cancelled", "account=%s ms=%lld error=%s", name,
-                         (long long)took_ms, log_q(e.msg));
-                cfgref_put(ref);
-                pthread_cond_broadcast(&rt.cond);
-                continue;
-            } else {
-                int64_t d = sched_failed(a, now, interval, res.login_delay, &e);
-                rt.polls_failed++;
-                log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
-                         account_state_name(a->state), (long long)(d / 1000),
-                         log_q(a->last_error));
-            }
-            if (rt.on_poll)
-                rt.on_poll(name, rc == 0 ? NULL : &e, rc == 0 ? &res : NULL);
-            /* a write only when something a restart needs changed, or
-             * now and then for the times shown */
-            bool save = a->state != a->saved_state || rc < 0 || first ||
-                        (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
-                        clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
-            if (save) {
-                a->saved_state = a->state;
-                a->saved_at = clock_mono_ms();
-            }
-            snapshot = *a;
-            pthread_mutex_unlock(&rt.lock);
-            if (save)
-                save_state(st, &snapshot);
-            pthread_mutex_lock(&rt.lock);
-        } else if (a) {
-            a->running = false;
-        }
+        after_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
         cfgref_put(ref);
         pthread_cond_broadcast(&rt.cond);
     }
@@ -1228,10 +1254,7 @@ static int shut_down(struct run *r)
              (unsigned long long)rt.polls_skipped,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = r->terr != 0 ? CLI_EXIT_LOCAL
-             : rt.once && rt.polls_failed  ? DAEMON_EXIT_POLLS_FAILED
-             : rt.once && rt.polls_skipped ? DAEMON_EXIT_POLLS_SKIPPED
-                                           : CLI_EXIT_OK;
+    int rc = daemon_exit_code(r->terr != 0, rt.once, rt.polls_failed, rt.polls_skipped);
     release(r->st, r->dst);
     store_close(r->kst);
     return rc;

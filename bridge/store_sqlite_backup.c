@@ -238,6 +238,28 @@ out:
     return r;
 }
 
+/* Root restoring a service's state: the database files and the lock file
+ * stay the service user's (the owner of state_dir).  0, or -1 with *e. */
+static int restore_owner(const char *state_dir, const char *path, const char *lock, int lock_fd,
+                         struct err *e)
+{
+    struct stat dir_st;
+    if (geteuid() != 0 || stat(state_dir, &dir_st) != 0 || dir_st.st_uid == 0)
+        return 0;
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        char f[PATH_BYTES + 8];
+        snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
+        if (chown(f, dir_st.st_uid, dir_st.st_gid) < 0 && errno != ENOENT)
+            return err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", f,
+                           strerror(errno));
+    }
+    if (fchown(lock_fd, dir_st.st_uid, dir_st.st_gid) < 0)
+        return err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", lock,
+                       strerror(errno));
+    return 0;
+}
+
 int store_restore(const char *state_dir, const char *in_path, int *schema_from, struct err *e)
 {
     char path[PATH_BYTES], lock[PATH_BYTES];
@@ -311,24 +333,8 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     if (!st)
         goto out;
     sq_close(st);
-    /* root restoring a service's state: the files stay the service user's */
-    struct stat dir_st;
-    if (geteuid() == 0 && stat(state_dir, &dir_st) == 0 && dir_st.st_uid != 0) {
-        static const char *const suffixes[] = {"", "-wal", "-shm"};
-        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
-            char f[PATH_BYTES + 8];
-            snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
-            if (chown(f, dir_st.st_uid, dir_st.st_gid) < 0 && errno != ENOENT) {
-                err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", f,
-                        strerror(errno));
-                goto out;
-            }
-        }
-        if (fchown(lock_fd, dir_st.st_uid, dir_st.st_gid) < 0) {
-            err_set(e, ERR_INTERNAL, "store: restore: cannot chown %s: %s", lock, strerror(errno));
-            goto out;
-        }
-    }
+    if (restore_owner(state_dir, path, lock, lock_fd, e) < 0)
+        goto out;
     if (schema_from)
         *schema_from = version;
     r = 0;

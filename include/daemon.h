@@ -50,6 +50,7 @@
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -80,5 +81,18 @@ struct config;
 int daemon_store_setup(const struct config *cfg, struct err *e);
 
 int daemon_main(int argc, char **argv);
+
+/* How a finished poll counts: succeeded (rc 0); cancelled when it failed
+ * while the bridge was stopping (logged as poll_cancelled: no failure, no
+ * backoff, nothing saved); else failed (backoff, poll_failed). */
+enum daemon_poll_outcome { DAEMON_POLL_OK, DAEMON_POLL_CANCELLED, DAEMON_POLL_FAILED };
+enum daemon_poll_outcome daemon_poll_outcome(int rc, bool stopping);
+
+/* `run`'s exit code at its end: CLI_EXIT_LOCAL when a thread could not be
+ * started; with --once DAEMON_EXIT_POLLS_FAILED when a poll failed, else
+ * DAEMON_EXIT_POLLS_SKIPPED when an account was skipped; else CLI_EXIT_OK
+ * (without --once failed polls only back off). */
+int daemon_exit_code(bool thread_failed, bool once, uint64_t polls_failed,
+                     uint64_t polls_skipped);
 
 #endif

@@ -1,14 +1,16 @@
 """Checks on the shape of the C sources themselves (no servers): a function
-longer than FUNCTION_LINES_MAX lines in the files listed is a review finding
+longer than FUNCTION_LINES_MAX lines in bridge/*.c is a review finding
 (issue 9 §4), so it fails here."""
 
+import glob
 import os
 import re
 
 import harness
 
 FUNCTION_LINES_MAX = 100
-CHECKED = ["bridge/poller.c", "bridge/scheduler.c"]
+CHECKED = sorted(os.path.relpath(p, harness.ROOT)
+                 for p in glob.glob(os.path.join(harness.ROOT, "bridge", "*.c")))
 
 # a function definition starts at column 0 with its return type and ends at
 # the first "}" at column 0
@@ -46,6 +48,7 @@ def test_the_checker_sees_functions():
 
 
 def test_no_function_is_longer_than_the_limit():
+    assert "bridge/daemon.c" in CHECKED and len(CHECKED) > 50
     long = []
     for rel in CHECKED:
         for name, line, count in functions(os.path.join(harness.ROOT, rel)):

@@ -6,7 +6,9 @@
  * A thread per connection: greeting, CAPA (UIDL TOP USER), USER, PASS,
  * STAT, UIDL, LIST, RETR, TOP, DELE, RSET, NOOP, QUIT (deletions committed
  * only at QUIT; the listing of a session is the one at its start).  delay_ms holds every reply after the
- * greeting; `silent` accepts and never answers. */
+ * greeting; `silent` accepts and never answers; cut_retr (a message index,
+ * 1..FAKE_MSGS; 0 none) answers RETR of that message with +OK and half of
+ * it, then drops the connection. */
 #ifndef POP3_FAKE_H
 #define POP3_FAKE_H
 
@@ -30,6 +32,7 @@ struct fake_pop3 {
     pthread_t th;
     int delay_ms;
     bool silent;
+    int cut_retr;
     atomic_bool stop;
     atomic_int connections, quits, deleted, active;
     pthread_mutex_t mu;             /* gone */
@@ -166,6 +169,13 @@ static inline void fake_serve(struct fake_pop3 *f, int fd)
             fake_multi(&view, fd, line[0] == 'U');
         } else if ((sscanf(line, "RETR %d", &n) == 1 || sscanf(line, "TOP %d %d", &n, &k) == 2) &&
                    fake_index(&view, n) && !marked[fake_index(&view, n)]) {
+            if (k < 0 && f->cut_retr && fake_index(&view, n) == f->cut_retr) {
+                char out[512];
+                const char *m = fake_msg[f->cut_retr];
+                snprintf(out, sizeof out, "+OK\r\n%.*s", (int)(strlen(m) / 2), m);
+                fake_send(f, fd, out);
+                return;
+            }
             fake_body(f, fd, fake_index(&view, n), k);
         } else if (sscanf(line, "DELE %d", &n) == 1 && fake_index(&view, n) &&
                    !marked[fake_index(&view, n)]) {
