@@ -462,6 +462,65 @@ PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int
     return NULL;
 }
 
+/* Two statements in one round trip (libpq's pipeline mode), run one after
+ * the other as if by two pq_run calls: the second's result when both
+ * succeeded, else NULL with *e (the first failure; after it the second does
+ * not run).  Both parameter sets are freed. */
+PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
+                  const char *sql2, struct pq *q2, struct err *e, const char *op)
+{
+    if (PQenterPipelineMode(c) != 1) {
+        pq_free(q1);
+        pq_free(q2);
+        return pgerr(st, NULL, c, e, op), NULL;
+    }
+    int sent = PQsendQueryParams(c, sql1, q1->n, NULL, q1->v, q1->len, q1->fmt, 0) &&
+               PQsendQueryParams(c, sql2, q2->n, NULL, q2->v, q2->len, q2->fmt, 0);
+    pq_free(q1);
+    pq_free(q2);
+    bool synced = PQpipelineSync(c) == 1;
+    if (!sent || !synced) {
+        pgerr(st, NULL, c, e, op);
+        /* what was sent is still read below, up to the sync */
+    }
+    PGresult *out = NULL;
+    bool failed = !sent || !synced;
+    for (int k = 0; k < 2 && synced; k++) {
+        PGresult *r = PQgetResult(c);
+        ExecStatusType s = PQresultStatus(r);
+        if (!r) {
+            break;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            if (k == 1 && !failed)
+                out = r, r = NULL;
+        } else if (!failed) {
+            failed = true;
+            pgerr(st, r, c, e, op);
+        }
+        PQclear(r);
+        while ((r = PQgetResult(c))) /* each statement's results end with NULL */
+            PQclear(r);
+    }
+    if (synced) {
+        PGresult *r;
+        while ((r = PQgetResult(c))) { /* the sync's PGRES_PIPELINE_SYNC */
+            bool end = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (end)
+                break;
+        }
+    }
+    if (PQexitPipelineMode(c) != 1 && !failed) {
+        failed = true;
+        pgerr(st, NULL, c, e, op);
+    }
+    if (failed) {
+        PQclear(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* Run and discard the result; *changes (may be NULL) gets the row count. */
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op)
@@ -588,7 +647,18 @@ PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
                 return NULL;
             }
         }
-        return pq_cmd(st, st->bc, "SAVEPOINT w", NULL, NULL, e, op) < 0 ? NULL : st->bc;
+        /* the previous write's savepoint is released here, in the same round
+         * trip (a simple query of two statements) */
+        PGresult *r = PQexec(st->bc, st->sp_held ? "RELEASE w; SAVEPOINT w" : "SAVEPOINT w");
+        st->sp_held = false;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pgerr(st, r, st->bc, e, op);
+            PQclear(r);
+            st->batch_lost = true;
+            return NULL;
+        }
+        PQclear(r);
+        return st->bc;
     }
     PGconn *c = pg_pool_get(e);
     if (c && pq_cmd(st, c, "BEGIN", NULL, NULL, e, op) < 0) {
@@ -601,10 +671,11 @@ PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
 int pg_tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
 {
     if (st->batch && c == st->bc) {
-        if (pq_cmd(st, c, "RELEASE w", NULL, NULL, e, op) < 0) {
-            st->batch_lost = true;
-            return -1;
-        }
+        /* released by the next write's tx_begin, or by the batch's COMMIT:
+         * one round trip fewer per write */
+        (void)e;
+        (void)op;
+        st->sp_held = true;
         return 0;
     }
     if (pq_cmd(st, c, "COMMIT", NULL, NULL, e, op) < 0)
@@ -618,10 +689,11 @@ void pg_tx_rollback(struct store *st, PGconn *c)
     if (!c)
         return;
     if (st->batch && c == st->bc) {
-        struct err ign;
-        if (pq_cmd(st, c, "ROLLBACK TO w", NULL, NULL, &ign, "rollback") < 0 ||
-            pq_cmd(st, c, "RELEASE w", NULL, NULL, &ign, "rollback") < 0)
+        PGresult *r = PQexec(c, "ROLLBACK TO w; RELEASE w");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
             st->batch_lost = true;
+        PQclear(r);
+        st->sp_held = false;
         return;
     }
     PGresult *r = PQexec(c, "ROLLBACK");
@@ -634,7 +706,7 @@ int pg_batch_begin(struct store *st, struct err *e)
     if (st->batch)
         return err_set(e, ERR_USAGE, "store: batch begin: a batch is already open");
     st->batch = true;
-    st->batch_lost = false;
+    st->batch_lost = st->sp_held = false;
     return 0;
 }
 
@@ -644,7 +716,7 @@ int pg_batch_commit(struct store *st, struct err *e)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
     bool lost = st->batch_lost;
     PGconn *c = st->bc;
-    st->batch = st->batch_lost = false;
+    st->batch = st->batch_lost = st->sp_held = false;
     st->bc = NULL;
     int r = 0;
     if (lost) {
@@ -671,7 +743,7 @@ void pg_batch_rollback(struct store *st)
         pg_pool_put(st->bc);
     }
     st->bc = NULL;
-    st->batch = st->batch_lost = false;
+    st->batch = st->batch_lost = st->sp_held = false;
 }
 
 /* ---- setup, open, close --------------------------------------------------- */

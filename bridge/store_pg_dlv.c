@@ -201,6 +201,12 @@ static int msg_maybe_delivered(struct store *st, PGconn *c, int64_t msg_id, int6
                   &q, NULL, e, op);
 }
 
+/* The outcome in one statement (one round trip): the delivery's row, its
+ * attempt and, when it was delivered and none of its message's other
+ * deliveries is left to do (each delivered or dropped), the message
+ * delivered at `end` and its UIDL "delivered" (as msg_maybe_delivered, which
+ * cannot see this statement's own update, so it looks at the others).  The
+ * caller locked the message row (delivery_lock). */
 static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
                      const struct store_attempt *a, enum store_dstatus status,
                      int64_t next_attempt_at, struct err *e)
@@ -208,24 +214,35 @@ static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
     const char *op = "record delivery attempt";
     int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
     struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, status);
-    pq_i64(&q, status == STORE_D_FAILED ? next_attempt_at : 0);
-    pq_i64(&q, end);
-    pq_i64(&q, status == STORE_D_DELIVERED ? end : 0);
-    pq_i64(&q, a->http_status);
-    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);
-    if (pq_cmd(st, c,
-               "UPDATE deliveries SET status = $2, attempts = attempts + 1,"
-               " next_attempt_at = $3, updated_at = $4, delivered_at = $5,"
-               " last_http_status = $6, last_error = $7, lease_owner = NULL,"
-               " lease_until = 0 WHERE id = $1",
-               &q, NULL, e, op) < 0 ||
-        attempt_insert(st, c, id, a, status, e) < 0)
-        return -1;
-    if (status != STORE_D_DELIVERED)
-        return 0;
-    return msg_maybe_delivered(st, c, msg_id, end, e, op);
+    pq_i64(&q, id);                                                        /* $1 */
+    pq_i64(&q, status);                                                    /* $2 */
+    pq_i64(&q, status == STORE_D_FAILED ? next_attempt_at : 0);           /* $3 */
+    pq_i64(&q, end);                                                       /* $4 */
+    pq_i64(&q, status == STORE_D_DELIVERED ? end : 0);                    /* $5 */
+    pq_i64(&q, a->http_status);                                            /* $6 */
+    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);               /* $7 */
+    pq_i64(&q, a->started_at);                                             /* $8 */
+    pq_i64(&q, a->duration_ms);                                            /* $9 */
+    pq_text(&q, a->outcome ? a->outcome : store_dstatus_name(status));     /* $10 */
+    pq_i64(&q, status == STORE_D_DELIVERED && msg_id > 0 ? msg_id : 0);    /* $11 */
+    return pq_cmd(st, c,
+                  "WITH d AS (UPDATE deliveries SET status = $2::smallint,"
+                  "   attempts = attempts + 1, next_attempt_at = $3::bigint,"
+                  "   updated_at = $4::bigint, delivered_at = $5::bigint,"
+                  "   last_http_status = $6::integer, last_error = $7::text,"
+                  "   lease_owner = NULL, lease_until = 0 WHERE id = $1::bigint RETURNING id),"
+                  " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
+                  "   error, outcome) VALUES ($1::bigint, $8::bigint, $9::bigint, $6::integer,"
+                  "   $7::text, $10::text)),"
+                  " done AS (SELECT 1 AS one FROM d WHERE $11::bigint > 0 AND NOT EXISTS"
+                  "   (SELECT 1 FROM deliveries o WHERE o.message_id = $11::bigint"
+                  "     AND o.id <> $1::bigint AND o.status NOT IN (1, 4))),"
+                  " m AS (UPDATE messages SET delivered_at = $4::bigint WHERE id = $11::bigint"
+                  "   AND delivered_at IS NULL AND EXISTS (SELECT 1 FROM done)),"
+                  " u AS (UPDATE uidls SET state = 2 WHERE message_id = $11::bigint AND state = 1"
+                  "   AND EXISTS (SELECT 1 FROM done))"
+                  " SELECT count(*) FROM d",
+                  &q, NULL, e, op);
 }
 
 /* Lock delivery id and its message; read its status and lease.  0,
@@ -233,23 +250,19 @@ static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
 static int delivery_lock(struct store *st, PGconn *c, int64_t id, enum store_dstatus *status,
                          int64_t *msg_id, char *owner, int64_t *until, struct err *e)
 {
-    struct pq q = {0};
+    struct pq q = {0}, q2 = {0};
     pq_i64(&q, id);
+    pq_i64(&q2, id);
     /* the message first, as storing and purging take it; an event's
      * delivery has none (the outer join's nullable side cannot be locked in
-     * the same statement) */
-    PGresult *r = pq_run(st, c,
-                         "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries"
-                         " WHERE id = $1) FOR UPDATE",
-                         &q, 0, e, "get delivery status");
-    if (!r)
-        return -1;
-    PQclear(r);
-    pq_i64(&q, id);
-    r = pq_run(st, c,
-               "SELECT status, coalesce(message_id, 0), lease_owner, lease_until"
-               " FROM deliveries WHERE id = $1 FOR UPDATE",
-               &q, 0, e, "get delivery status");
+     * the same statement); both statements in one round trip */
+    PGresult *r = pq_run2(st, c,
+                          "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries"
+                          " WHERE id = $1) FOR UPDATE",
+                          &q,
+                          "SELECT status, coalesce(message_id, 0), lease_owner, lease_until"
+                          " FROM deliveries WHERE id = $1 FOR UPDATE",
+                          &q2, e, "get delivery status");
     if (!r)
         return -1;
     int rv = STORE_NOTFOUND;

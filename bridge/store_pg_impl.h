@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
-#define PQ_PARAMS_MAX 16               /* parameters of one statement */
+#define PQ_PARAMS_MAX 24               /* parameters of one statement */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
 #define PG_DECL(ret, name, params, args) ret pg_##name params;
@@ -54,6 +54,7 @@ struct store {
     PGconn *bc;                 /* the batch's connection, once it wrote */
     bool batch;                 /* store_batch_begin called */
     bool batch_lost;            /* the batch's transaction failed */
+    bool sp_held;               /* the last write's savepoint w is not released yet */
     char sqlstate[6];           /* of the last failed statement */
 };
 
@@ -84,6 +85,8 @@ void pq_bin(struct pq *q, const void *p, size_t len);
 void pq_free(struct pq *q);
 PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
                  struct err *e, const char *op);
+PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
+                  const char *sql2, struct pq *q2, struct err *e, const char *op);
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);

@@ -251,55 +251,52 @@ int pg_uidls_forget_vanished(struct store *st, const char *account,
 
 /* ---- storing a message ------------------------------------------------- */
 
-/* The body's chunks, STORE_IO_CHUNK bytes each, from memory or the spool
- * file: one INSERT per chunk, so the whole body is never in memory. */
-static int body_insert(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
-                       struct err *e)
+/* Up to STORE_IO_CHUNK bytes of the body at off into *p: from memory, or
+ * read from the spool file into buf. */
+static int body_chunk(struct store *st, struct store_msg *m, uint64_t off, unsigned char *buf,
+                      const void **p, size_t *len, struct err *e)
 {
-    const char *op = "store message body";
-    struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, (int64_t)m->sp.size);
-    pq_i64(&q, STORE_IO_CHUNK);
-    if (pq_cmd(st, c, "INSERT INTO bodies(message_id, size, chunk_size) VALUES ($1, $2, $3)", &q,
-               NULL, e, op) < 0)
-        return -1;
-    unsigned char *buf = m->sp.fd >= 0 ? malloc(STORE_IO_CHUNK) : NULL;
-    if (m->sp.fd >= 0 && !buf)
-        return err_set(e, ERR_INTERNAL, "store: out of memory");
-    int r = 0;
-    int64_t seq = 0;
-    for (uint64_t off = 0; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
-        size_t want = m->sp.size - off < STORE_IO_CHUNK ? (size_t)(m->sp.size - off) : STORE_IO_CHUNK;
+    size_t want = m->sp.size - off < STORE_IO_CHUNK ? (size_t)(m->sp.size - off) : STORE_IO_CHUNK;
+    *len = want;
+    if (m->sp.fd < 0) {
+        *p = m->sp.mem + off;
+        return 0;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t k = pread(m->sp.fd, buf + got, want - got, (off_t)(off + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s", st->dir,
+                           k < 0 ? strerror(errno) : "unexpected end of file");
+        got += (size_t)k;
+    }
+    *p = buf;
+    return 0;
+}
+
+/* The body's chunks after the first (which finish_tx wrote with the
+ * message), STORE_IO_CHUNK bytes each, from memory or the spool file: one
+ * INSERT per chunk, so the whole body is never in memory. */
+static int body_rest(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
+                     unsigned char *buf, struct err *e)
+{
+    int64_t seq = 1;
+    for (uint64_t off = STORE_IO_CHUNK; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
         const void *p;
-        if (m->sp.fd < 0) {
-            p = m->sp.mem + off;
-        } else {
-            size_t got = 0;
-            while (got < want) {
-                ssize_t k = pread(m->sp.fd, buf + got, want - got, (off_t)(off + got));
-                if (k < 0 && errno == EINTR)
-                    continue;
-                if (k <= 0) {
-                    r = err_set(e, ERR_INTERNAL, "store: cannot read spool file in %s: %s",
-                                st->dir, k < 0 ? strerror(errno) : "unexpected end of file");
-                    break;
-                }
-                got += (size_t)k;
-            }
-            if (r < 0)
-                break;
-            p = buf;
-        }
+        size_t want;
+        if (body_chunk(st, m, off, buf, &p, &want, e) < 0)
+            return -1;
+        struct pq q = {0};
         pq_i64(&q, id);
         pq_i64(&q, seq);
         pq_bin(&q, p, want);
-        if ((r = pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
-                        &q, NULL, e, op)) < 0)
-            break;
+        if (pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
+                   &q, NULL, e, "store message body") < 0)
+            return -1;
     }
-    free(buf);
-    return r;
+    return 0;
 }
 
 /* The first message of account with this Message-ID stored since `since`
@@ -341,68 +338,85 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
     if (dup)
         n_webhooks = 0; /* recorded, not delivered: done at once */
     *dup_out = dup;
-    /* the UIDL first: a known one is refused before anything is written */
-    struct pq q = {0};
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
-    pq_i64(&q, now);
-    int64_t ins = 0;
-    if (pq_cmd(st, c,
-               "INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-               " VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING",
-               &q, &ins, e, op) < 0)
+    /* One statement (one round trip) writes the UIDL, the message, its body
+     * record, the body's first chunk and its deliveries; the message's id is
+     * taken from its sequence first so the UIDL row carries it.  The UIDL
+     * comes first: a known one (ON CONFLICT: no row) makes every later part
+     * write nothing, and the statement returns no id.  The foreign keys
+     * between the parts are checked at the statement's end. */
+    unsigned char *buf = m->sp.fd >= 0 ? malloc(STORE_IO_CHUNK) : NULL;
+    if (m->sp.fd >= 0 && !buf)
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
+    const void *chunk = "";
+    size_t chunk_len = 0;
+    if (m->sp.size > 0 && body_chunk(st, m, 0, buf, &chunk, &chunk_len, e) < 0) {
+        free(buf);
         return -1;
-    if (ins == 0)
-        return err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, (int64_t)m->sp.size);
-    pq_text(&q, sha_hex);
-    pq_i64(&q, now);
-    pq_trunc(&q, meta ? meta->subject : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->from : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->message_id : NULL, STORE_META_MAX);
-    pq_trunc(&q, meta ? meta->date : NULL, STORE_META_MAX);
-    if (n_webhooks == 0)
+    }
+    char *hooks = array_lit(webhooks, n_webhooks, e);
+    struct pq q = {0};
+    pq_text(&q, m->account);                                           /* $1 */
+    pq_text(&q, m->uidl);                                              /* $2 */
+    pq_i64(&q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED); /* $3 */
+    pq_i64(&q, now);                                                   /* $4 */
+    pq_i64(&q, (int64_t)m->sp.size);                                   /* $5 */
+    pq_text(&q, sha_hex);                                              /* $6 */
+    pq_trunc(&q, meta ? meta->subject : NULL, STORE_META_MAX);         /* $7 */
+    pq_trunc(&q, meta ? meta->from : NULL, STORE_META_MAX);            /* $8 */
+    pq_trunc(&q, meta ? meta->message_id : NULL, STORE_META_MAX);      /* $9 */
+    pq_trunc(&q, meta ? meta->date : NULL, STORE_META_MAX);            /* $10 */
+    if (n_webhooks == 0)                                               /* $11 */
         pq_i64(&q, now);
     else
         pq_null(&q);
-    pq_text(&q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
-    pq_i64(&q, meta ? (int64_t)meta->declared_size : 0);
-    pq_text(&q, key);
-    if (dup)
+    pq_text(&q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE); /* $12 */
+    pq_i64(&q, meta ? (int64_t)meta->declared_size : 0);               /* $13 */
+    pq_text(&q, key);                                                  /* $14 */
+    if (dup)                                                           /* $15 */
         pq_i64(&q, dup);
     else
         pq_null(&q);
+    pq_i64(&q, STORE_IO_CHUNK);                                        /* $16 */
+    pq_bin(&q, chunk, chunk_len);                                      /* $17 */
+    pq_i64(&q, m->sp.size > 0 ? 1 : 0);                                /* $18 */
+    q.v[q.n++] = hooks;                                                /* $19 */
     PGresult *r = pq_run(st, c,
-                         "INSERT INTO messages(account, uidl, size, sha256, received_at, subject,"
-                         " from_addr, message_id_hdr, date_hdr, delivered_at, kind, declared_size,"
-                         " event_key, duplicate_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-                         " $10, $11, $12, $13, $14) RETURNING id",
+                         "WITH n AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id),"
+                         " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+                         "   SELECT $1::text, $2::text, $3::smallint, n.id, $4::bigint FROM n"
+                         "   ON CONFLICT DO NOTHING RETURNING message_id),"
+                         " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
+                         "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
+                         "   declared_size, event_key, duplicate_of)"
+                         "   SELECT u.message_id, $1::text, $2::text, $5::bigint, $6::text, $4::bigint,"
+                         "   $7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text,"
+                         "   $13::bigint, $14::text, $15::bigint FROM u RETURNING id),"
+                         " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
+                         "   SELECT id, $5::bigint, $16::integer FROM m),"
+                         " c AS (INSERT INTO body_chunks(message_id, seq, data)"
+                         "   SELECT id, 0, $17::bytea FROM m WHERE $18::integer = 1),"
+                         " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
+                         "   next_attempt_at, created_at, updated_at)"
+                         "   SELECT m.id, $1::text, w, 0, 0, $4::bigint, $4::bigint, $4::bigint"
+                         "   FROM m, unnest($19::text[]) WITH ORDINALITY AS h(w, k) ORDER BY k)"
+                         " SELECT id FROM m",
                          &q, 0, e, op);
-    if (!r)
+    g_free(hooks);
+    if (!r) {
+        free(buf);
         return -1;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        free(buf);
+        return err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
+    }
     int64_t id = pg_g64(r, 0, 0);
     PQclear(r);
-    pq_text(&q, m->account);
-    pq_text(&q, m->uidl);
-    pq_i64(&q, id);
-    if (pq_cmd(st, c, "UPDATE uidls SET message_id = $3 WHERE account = $1 AND uidl = $2", &q,
-               NULL, e, op) < 0 ||
-        body_insert(st, c, m, id, e) < 0)
+    int rc = body_rest(st, c, m, id, buf, e);
+    free(buf);
+    if (rc < 0)
         return -1;
-    for (size_t i = 0; i < n_webhooks; i++) {
-        pq_i64(&q, id);
-        pq_text(&q, m->account);
-        pq_text(&q, webhooks[i]);
-        pq_i64(&q, now);
-        if (pq_cmd(st, c,
-                   "INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
-                   " next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, $4, $4, $4)",
-                   &q, NULL, e, op) < 0)
-            return -1;
-    }
     *id_out = id;
     return 0;
 }
@@ -497,11 +511,13 @@ int pg_body_info(struct store *st, PGconn *c, int64_t id, uint64_t *size, uint32
 struct sink_rows {
     store_sink_cb sink;
     void *ctx;
+    size_t rows;
 };
 
 static int chunk_row(void *ctx, PGresult *r, struct err *e)
 {
     struct sink_rows *s = ctx;
+    s->rows++;
     int n = PQgetlength(r, 0, 0);
     if (n <= 0)
         return 0;
@@ -515,14 +531,16 @@ int pg_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
     PGconn *c = pg_conn_get(st, e);
     if (!c)
         return -1;
-    uint64_t size;
-    int r = pg_body_info(st, c, id, &size, NULL, e);
-    if (r == 0) {
-        struct pq q = {0};
-        pq_i64(&q, id);
-        struct sink_rows s = {sink, ctx};
-        r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
+    /* the chunks first (one round trip); only when there is none, whether
+     * the body is empty or gone (purged: STORE_NOTFOUND) */
+    struct pq q = {0};
+    pq_i64(&q, id);
+    struct sink_rows s = {sink, ctx, 0};
+    int r = pq_each(st, c, "SELECT data FROM body_chunks WHERE message_id = $1 ORDER BY seq", &q,
                     1, chunk_row, &s, e, "read body");
+    if (r == 0 && s.rows == 0) {
+        uint64_t size;
+        r = pg_body_info(st, c, id, &size, NULL, e);
     }
     pg_conn_put(st, c);
     return r;
