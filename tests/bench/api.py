@@ -28,6 +28,9 @@ import dovecot  # noqa: E402
 import harness  # noqa: E402
 import mailgen  # noqa: E402
 
+# the bridge refuses a configuration or state_dir other users can read (perms.h)
+os.umask(0o077)
+
 N_MESSAGES = 500
 TOKEN = "bench-" + base64.b16encode(os.urandom(12)).decode().lower()
 

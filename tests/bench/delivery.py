@@ -58,6 +58,9 @@ import dovecot  # noqa: E402
 import harness  # noqa: E402
 import mailgen  # noqa: E402
 
+# the bridge refuses a configuration or state_dir other users can read (perms.h)
+os.umask(0o077)
+
 RUN_TIMEOUT = 300.0
 CHILD_TIMEOUT = 10.0
 RSS_POLL = 0.002

@@ -45,6 +45,9 @@ _loader.exec_module(run)
 import harness  # noqa: E402  (on the path run set)
 import postgres  # noqa: E402
 
+# the bridge refuses a configuration or state_dir other users can read (perms.h)
+os.umask(0o077)
+
 GOAL = 1.5            # PostgreSQL / SQLite, end to end (issue 10, section 4)
 PATH = "end to end, SQLite vs PostgreSQL"
 
