@@ -1,5 +1,6 @@
 /* daemon — `pop3bridge run`; see include/daemon.h. */
 #include "daemon.h"
+#include "daemon_impl.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -40,40 +41,18 @@
 
 /* ---- accounts in memory --------------------------------------------------- */
 
-static int64_t now_ms(void) { return poller_now_ms(); }
+int64_t daemon_now_ms(void) { return poller_now_ms(); }
 
 
-/* What the daemon's threads share, guarded by `lock`; `cond` is signalled
- * when an account's state or a request changes. */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
-    char config_path[4096];
-    struct sched_account *accounts;
-    size_t n_accounts;
-    struct delivery *delivery;
-    struct committer *committer;
-    char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
-    int cancel_fd;            /* an eventfd written at stop: polls in progress end */
-    bool once, stopping, delivery_done;
-    uint64_t polls_ok, polls_failed, polls_skipped;
-    /* several instances on one store (PostgreSQL) */
-    bool shared;
-    int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
-    size_t share_limit;       /* the most account leases this instance takes (share.h);
-                                 0: no limit (one instance, or not yet counted) */
-    /* the API's metrics hook, when the API runs; called with lock held */
-    void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
-} rt;
+struct daemon_rt daemon_rt; /* daemon_impl.h */
 
 static bool rt_stopping(void *ctx);
 
-static struct sched_account *find_acct(const char *name)
+struct sched_account *daemon_find_acct(const char *name)
 {
-    for (size_t i = 0; i < rt.n_accounts; i++)
-        if (strcmp(rt.accounts[i].name, name) == 0)
-            return &rt.accounts[i];
+    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
+        if (strcmp(daemon_rt.accounts[i].name, name) == 0)
+            return &daemon_rt.accounts[i];
     return NULL;
 }
 
@@ -101,15 +80,15 @@ static bool once_ignores_backoff(struct sched_account *a, const struct store_acc
         return true;
     char when[40];
     a->polled_once = true;
-    rt.polls_skipped++;
+    daemon_rt.polls_skipped++;
     log_warn("poll_skipped", "account=%s reason=%s not_before=%s retry_in_s=%lld", a->name,
              log_q(reason), clock_rfc3339(s->backoff_until, 0, when, sizeof when),
-             (long long)((s->backoff_until - now_ms() + 999) / 1000));
+             (long long)((s->backoff_until - daemon_now_ms() + 999) / 1000));
     return false;
 }
 
 /* (Re)build the account table from cfg, keeping state of accounts that stay.
- * Called with rt.lock held. */
+ * Called with daemon_rt.lock held. */
 static int sync_accounts(const struct config *cfg, struct store *st)
 {
     struct sched_account *v = calloc(cfg->account_count + 1, sizeof *v);
@@ -117,7 +96,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
         return -1;
     for (size_t i = 0; i < cfg->account_count; i++) {
         const struct config_account *a = &cfg->accounts[i];
-        struct sched_account *old = find_acct(a->name);
+        struct sched_account *old = daemon_find_acct(a->name);
         if (old) {
             v[i] = *old;
         } else {
@@ -132,14 +111,14 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 enum account_state saved;
                 if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
                     v[i].state = saved;
-                if (s.backoff_until > now_ms() && !(rt.once && once_ignores_backoff(&v[i], &s)))
+                if (s.backoff_until > daemon_now_ms() && !(daemon_rt.once && once_ignores_backoff(&v[i], &s)))
                     v[i].next_at = v[i].not_before = s.backoff_until;
             }
         }
     }
-    free(rt.accounts);
-    rt.accounts = v;
-    rt.n_accounts = cfg->account_count;
+    free(daemon_rt.accounts);
+    daemon_rt.accounts = v;
+    daemon_rt.n_accounts = cfg->account_count;
     return 0;
 }
 
@@ -190,7 +169,7 @@ static void auth_error_event(struct store *st, const struct config *cfg, const c
     int64_t id = 0;
     if (!text)
         log_error("event_failed", "account=%s type=%s error=\"out of memory\"", name, type);
-    else if (store_account_event_once(st, name, type, text, hooks, n, now_ms(), &id, &e) < 0)
+    else if (store_account_event_once(st, name, type, text, hooks, n, daemon_now_ms(), &id, &e) < 0)
         log_error("event_failed", "account=%s type=%s error=%s", name, type, log_q(e.msg));
     else if (id > 0) {
         log_info("account_event", "account=%s type=%s event=%lld webhooks=%zu", name, type,
@@ -205,24 +184,24 @@ static void auth_error_event(struct store *st, const struct config *cfg, const c
 static void notify_delivery(void *ctx)
 {
     (void)ctx;
-    if (rt.delivery)
-        delivery_wakeup(rt.delivery);
+    if (daemon_rt.delivery)
+        delivery_wakeup(daemon_rt.delivery);
 }
 
 static bool once_polls_done(void)
 {
-    for (size_t i = 0; i < rt.n_accounts; i++)
-        if (!rt.accounts[i].polled_once || rt.accounts[i].running)
+    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
+        if (!daemon_rt.accounts[i].polled_once || daemon_rt.accounts[i].running)
             return false;
     return true;
 }
 
 /* Account leases this instance believes it holds (lock held). */
-static size_t held_leases(void)
+size_t daemon_held_leases(void)
 {
     size_t n = 0;
-    for (size_t i = 0; i < rt.n_accounts; i++)
-        n += rt.accounts[i].lease_until != 0;
+    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
+        n += daemon_rt.accounts[i].lease_until != 0;
     return n;
 }
 
@@ -234,47 +213,47 @@ static bool take_lease(struct store *st, struct sched_account *a,
                        const struct sched_account *snapshot, enum account_state before,
                        bool *first)
 {
-    int64_t now = now_ms();
-    if (snapshot->lease_until - now > rt.lease_ms / 2)
+    int64_t now = daemon_now_ms();
+    if (snapshot->lease_until - now > daemon_rt.lease_ms / 2)
         return true; /* held, and renewed by the keeper */
     struct err e;
     err_clear(&e);
     /* a new lease only within this instance's share (share.h); one it holds
      * is renewed whatever the share */
-    pthread_mutex_lock(&rt.lock);
-    bool may = snapshot->lease_until != 0 || !rt.share_limit ||
-               share_may_take_account(held_leases(), rt.share_limit, snapshot->free_turns);
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_lock(&daemon_rt.lock);
+    bool may = snapshot->lease_until != 0 || !daemon_rt.share_limit ||
+               share_may_take_account(daemon_held_leases(), daemon_rt.share_limit, snapshot->free_turns);
+    pthread_mutex_unlock(&daemon_rt.lock);
     int r = STORE_LEASE_LOST;
     struct store_account_state saved;
     bool have = false;
     if (may) {
-        r = store_account_lease(st, snapshot->name, rt.owner, now, rt.lease_ms, &e);
+        r = store_account_lease(st, snapshot->name, daemon_rt.owner, now, daemon_rt.lease_ms, &e);
         /* taken over from another instance: what it saved says whether this is
          * the account's first poll ("start": "new" must not ignore new mail) */
         have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
     }
-    pthread_mutex_lock(&rt.lock);
-    a = find_acct(snapshot->name);
+    pthread_mutex_lock(&daemon_rt.lock);
+    a = daemon_find_acct(snapshot->name);
     if (r == 0) {
         if (a)
-            a->lease_until = now + rt.lease_ms;
+            a->lease_until = now + daemon_rt.lease_ms;
         if (have && saved.last_success_at > 0) {
             *first = false;
             if (a && saved.last_success_at > a->last_success_at)
                 a->last_success_at = saved.last_success_at;
         }
-        pthread_mutex_unlock(&rt.lock);
+        pthread_mutex_unlock(&daemon_rt.lock);
         return true;
     }
     if (r == STORE_LEASE_LOST)
         log_debug("account_leased_elsewhere", "account=%s share=%zu", snapshot->name,
-                  rt.share_limit);
+                  daemon_rt.share_limit);
     else
         log_error("store_failed", "op=account_lease account=%s error=%s", snapshot->name,
                   log_q(e.msg));
     if (a) {
-        struct cfgref *ref = cfgref_get(&rt.cfg);
+        struct cfgref *ref = cfgref_get(&daemon_rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, snapshot->name);
         a->running = false;
         a->lease_until = 0;
@@ -283,7 +262,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
         a->next_at = now + (ca ? ca->poll_interval_ms : 60000);
         cfgref_put(ref);
     }
-    pthread_cond_broadcast(&rt.cond);
+    pthread_cond_broadcast(&daemon_rt.cond);
     return false;
 }
 
@@ -309,15 +288,15 @@ static void after_poll(struct store *st, const char *name, const struct config_a
                         int rc, const struct poller_result *res, struct err *e, bool first,
                         enum account_state before, int64_t took_ms)
 {
-    struct sched_account *a = find_acct(name);
+    struct sched_account *a = daemon_find_acct(name);
     struct sched_account snapshot;
     if (a && ca) {
-        int64_t now = now_ms();
+        int64_t now = daemon_now_ms();
         int64_t interval = ca->poll_interval_ms;
-        enum daemon_poll_outcome out = daemon_poll_outcome(rc, rt.stopping);
+        enum daemon_poll_outcome out = daemon_poll_outcome(rc, daemon_rt.stopping);
         if (out == DAEMON_POLL_OK) {
             sched_succeeded(a, now, interval, res->login_delay, res->more);
-            rt.polls_ok++;
+            daemon_rt.polls_ok++;
             log_info("poll_done",
                      "account=%s listed=%zu fetched=%zu bytes=%llu too_large=%zu ignored=%zu "
                      "deleted=%zu refused=%zu ms=%lld",
@@ -333,13 +312,13 @@ static void after_poll(struct store *st, const char *name, const struct config_a
             return;
         } else {
             int64_t d = sched_failed(a, now, interval, res->login_delay, e);
-            rt.polls_failed++;
+            daemon_rt.polls_failed++;
             log_warn("poll_failed", "account=%s state=%s retry_in_s=%lld error=%s", name,
                      account_state_name(a->state), (long long)(d / 1000),
                      log_q(a->last_error));
         }
-        if (rt.on_poll)
-            rt.on_poll(name, rc == 0 ? NULL : e, rc == 0 ? res : NULL);
+        if (daemon_rt.on_poll)
+            daemon_rt.on_poll(name, rc == 0 ? NULL : e, rc == 0 ? res : NULL);
         /* a write only when something a restart needs changed, or
          * now and then for the times shown */
         bool save = a->state != a->saved_state || rc < 0 || first ||
@@ -350,10 +329,10 @@ static void after_poll(struct store *st, const char *name, const struct config_a
             a->saved_at = clock_mono_ms();
         }
         snapshot = *a;
-        pthread_mutex_unlock(&rt.lock);
+        pthread_mutex_unlock(&daemon_rt.lock);
         if (save)
             save_state(st, &snapshot);
-        pthread_mutex_lock(&rt.lock);
+        pthread_mutex_lock(&daemon_rt.lock);
     } else if (a) {
         a->running = false;
     }
@@ -363,44 +342,44 @@ static void *poll_worker(void *arg)
 {
     (void)arg;
     struct err e;
-    struct cfgref *ref = cfgref_get(&rt.cfg);
+    struct cfgref *ref = cfgref_get(&daemon_rt.cfg);
     struct store *st = store_open(ref->cfg->state_dir, &e);
     cfgref_put(ref);
     if (!st) {
         log_error("store_open_failed", "error=%s", log_q(e.msg));
         return NULL;
     }
-    pthread_mutex_lock(&rt.lock);
-    while (!rt.stopping) {
+    pthread_mutex_lock(&daemon_rt.lock);
+    while (!daemon_rt.stopping) {
         int64_t wait;
-        struct sched_account *a = sched_pick(rt.accounts, rt.n_accounts, now_ms(), rt.once, &wait);
+        struct sched_account *a = sched_pick(daemon_rt.accounts, daemon_rt.n_accounts, daemon_now_ms(), daemon_rt.once, &wait);
         if (!a) {
-            if (rt.once && once_polls_done())
+            if (daemon_rt.once && once_polls_done())
                 break;
             struct timespec ts;
-            clock_deadline(&ts, wait); /* rt.cond follows CLOCK_MONOTONIC */
-            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
+            clock_deadline(&ts, wait); /* daemon_rt.cond follows CLOCK_MONOTONIC */
+            pthread_cond_timedwait(&daemon_rt.cond, &daemon_rt.lock, &ts);
             continue;
         }
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
         bool first = a->last_success_at == 0;
         enum account_state before = a->state;
-        sched_begin(a, now_ms());
+        sched_begin(a, daemon_now_ms());
         struct sched_account snapshot = *a;
-        pthread_mutex_unlock(&rt.lock);
+        pthread_mutex_unlock(&daemon_rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
         if (!take_lease(st, a, &snapshot, before, &first))
             continue; /* another instance polls it; lock held again */
-        ref = cfgref_get(&rt.cfg);
+        ref = cfgref_get(&daemon_rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
         struct poller_result res;
         int rc = -1;
         int64_t started = clock_mono_ms();
         if (ca) {
             log_debug("poll_start", "account=%s", name);
-            rc = poller_poll(st, rt.committer, ca, first, rt.cancel_fd, &res, &e);
+            rc = poller_poll(st, daemon_rt.committer, ca, first, daemon_rt.cancel_fd, &res, &e);
         }
         int64_t interval = ca ? ca->poll_interval_ms : 60000;
         int64_t took_ms = clock_mono_ms() - started;
@@ -412,279 +391,13 @@ static void *poll_worker(void *arg)
                 auth_error_event(st, ref->cfg, name, &e, snapshot.last_attempt_at);
         }
 
-        pthread_mutex_lock(&rt.lock);
+        pthread_mutex_lock(&daemon_rt.lock);
         after_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
         cfgref_put(ref);
-        pthread_cond_broadcast(&rt.cond);
+        pthread_cond_broadcast(&daemon_rt.cond);
     }
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_unlock(&daemon_rt.lock);
     store_close(st);
-    return NULL;
-}
-
-/* ---- the share of the accounts (several instances) ------------------------------- */
-
-/* What one keeper turn reads of the store: the live instances' ids and
- * every live account lease. */
-struct share_view {
-    size_t live;                          /* live instances, this one included */
-    bool self_seen;
-    char (*ids)[STORE_OWNER_MAX + 1];     /* the live instances */
-    size_t nids, cap_ids;
-    struct share_lease {
-        char account[CONFIG_NAME_MAX + 1];
-        int who;                          /* SHARE_MINE, SHARE_LIVE, SHARE_DEAD */
-        int64_t until;
-    } *leases;
-    size_t nleases, cap_leases;
-};
-enum { SHARE_MINE, SHARE_LIVE, SHARE_DEAD };
-
-static int view_instance(void *ctx, const struct store_instance *in, struct err *e)
-{
-    struct share_view *v = ctx;
-    v->self_seen |= strcmp(in->id, rt.owner) == 0;
-    v->live++;
-    if (v->nids >= SHARE_INSTANCES_MAX)
-        return 0;
-    if (v->nids == v->cap_ids) {
-        size_t cap = v->cap_ids ? 2 * v->cap_ids : 8;
-        void *p = realloc(v->ids, cap * sizeof *v->ids);
-        if (!p)
-            return err_set(e, ERR_INTERNAL, "daemon: share: out of memory listing instances");
-        v->ids = p;
-        v->cap_ids = cap;
-    }
-    snprintf(v->ids[v->nids++], sizeof v->ids[0], "%s", in->id);
-    return 0;
-}
-
-static int view_lease(void *ctx, const char *account, const char *owner, int64_t until,
-                      struct err *e)
-{
-    struct share_view *v = ctx;
-    if (strlen(account) > CONFIG_NAME_MAX)
-        return 0; /* not an account of any configuration */
-    if (v->nleases == v->cap_leases) {
-        size_t cap = v->cap_leases ? 2 * v->cap_leases : 64;
-        void *p = realloc(v->leases, cap * sizeof *v->leases);
-        if (!p)
-            return err_set(e, ERR_INTERNAL, "daemon: share: out of memory listing leases");
-        v->leases = p;
-        v->cap_leases = cap;
-    }
-    struct share_lease *l = &v->leases[v->nleases++];
-    snprintf(l->account, sizeof l->account, "%s", account);
-    l->until = until;
-    l->who = SHARE_DEAD;
-    if (strcmp(owner, rt.owner) == 0)
-        l->who = SHARE_MINE;
-    else
-        for (size_t i = 0; i < v->nids; i++)
-            if (strcmp(v->ids[i], owner) == 0)
-                l->who = SHARE_LIVE;
-    return 0;
-}
-
-static int lease_cmp(const void *a, const void *b)
-{
-    return strcmp(((const struct share_lease *)a)->account,
-                  ((const struct share_lease *)b)->account);
-}
-
-static const struct share_lease *view_find(const struct share_view *v, const char *account)
-{
-    struct share_lease key;
-    snprintf(key.account, sizeof key.account, "%s", account);
-    return bsearch(&key, v->leases, v->nleases, sizeof *v->leases, lease_cmp);
-}
-
-/* Take the lease of an account nobody holds for this instance, ahead of its
- * poll (keeper, lock not held): what the previous holder saved says
- * whether its next poll is a first one, as in take_lease().  True if taken. */
-static bool share_take(struct store *st, const char *name, int64_t now)
-{
-    struct err e;
-    err_clear(&e);
-    int r = store_account_lease(st, name, rt.owner, now, rt.lease_ms, &e);
-    if (r < 0)
-        log_error("store_failed", "op=account_lease account=%s error=%s", name, log_q(e.msg));
-    if (r != 0)
-        return false;
-    struct store_account_state saved;
-    bool have = store_account_get(st, name, &saved, &e) == 0;
-    pthread_mutex_lock(&rt.lock);
-    struct sched_account *a = find_acct(name);
-    if (a) {
-        a->lease_until = now + rt.lease_ms;
-        a->free_turns = 0;
-        if (have && saved.last_success_at > a->last_success_at)
-            a->last_success_at = saved.last_success_at;
-        if (a->next_at > now && a->not_before <= now)
-            a->next_at = now; /* polled as soon as a worker is free */
-        pthread_cond_broadcast(&rt.cond);
-    }
-    pthread_mutex_unlock(&rt.lock);
-    return a != NULL;
-}
-
-/* One turn of spreading the accounts over the live instances (share.h),
- * with the keeper's store handle, lock not held:
- *  - count the live instances and read every live account lease;
- *  - set rt.share_limit, the most leases this instance takes;
- *  - above it, give back the excess, only of accounts not being polled;
- *  - below it (or for an orphan), take the leases of accounts nobody holds
- *    at once (the accounts are polled when a worker is free), and make due
- *    when their lease ends those a dead instance (no heartbeat) still
- *    holds;
- * *next_at gets the earliest end of such a lease (0: none), when the keeper
- * turns again.  -1 when the store could not be read or a lease could not be
- * given back (logged): the keeper then checks every lease again. */
-static int share_turn(struct store *st, int64_t *next_at)
-{
-    int64_t now = now_ms();
-    *next_at = 0;
-    struct share_view v = {0};
-    struct err e;
-    err_clear(&e);
-    int rc = 0;
-    if (store_instances_each(st, now - share_live_window_ms(rt.lease_ms), 0, view_instance, &v,
-                             &e) < 0 ||
-        store_account_leases_each(st, now, view_lease, &v, &e) < 0) {
-        log_error("store_failed", "op=share error=%s", log_q(e.msg));
-        free(v.ids);
-        free(v.leases);
-        return -1;
-    }
-    if (!v.self_seen)
-        v.live++; /* its first heartbeat not written yet, or failed */
-    qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
-
-    pthread_mutex_lock(&rt.lock);
-    size_t n = rt.n_accounts;
-    /* names to give back, then names to take: at most n in all */
-    char (*names)[CONFIG_NAME_MAX + 1] = calloc(n ? n : 1, sizeof *names);
-    size_t nback = 0, ntake = 0, mine = 0, orphans = 0;
-    size_t limit = share_limit(n, v.live);
-    if (limit != rt.share_limit)
-        log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, n, limit);
-    rt.share_limit = limit;
-    for (size_t i = 0; i < n; i++) {
-        struct sched_account *a = &rt.accounts[i];
-        const struct share_lease *l = view_find(&v, a->name);
-        mine += l && l->who == SHARE_MINE;
-        a->free_turns = l ? 0 : a->free_turns + (a->free_turns < SHARE_ORPHAN_TURNS);
-        orphans += a->free_turns >= SHARE_ORPHAN_TURNS;
-    }
-    /* nothing given back while an account has no taker */
-    size_t excess = orphans ? 0 : share_excess(mine, limit);
-    size_t held = held_leases();
-    for (size_t i = n; names && i-- > 0;) {
-        struct sched_account *a = &rt.accounts[i];
-        const struct share_lease *l = view_find(&v, a->name);
-        if (l && l->who == SHARE_MINE && nback < excess && !a->running) {
-            /* not polled now, and not before it is taken again (take_lease) */
-            snprintf(names[nback++], sizeof *names, "%s", a->name);
-            if (a->lease_until)
-                held--;
-            a->lease_until = 0;
-        }
-    }
-    for (size_t i = 0; names && i < n; i++) {
-        struct sched_account *a = &rt.accounts[i];
-        const struct share_lease *l = view_find(&v, a->name);
-        if (a->lease_until || (l && l->who != SHARE_DEAD) ||
-            !share_may_take_account(held + ntake, limit, a->free_turns))
-            continue;
-        if (!l) {
-            snprintf(names[nback + ntake++], sizeof *names, "%s", a->name);
-        } else if (!*next_at || l->until < *next_at) {
-            *next_at = l->until; /* a dead instance's: taken when it ends */
-        }
-    }
-    pthread_mutex_unlock(&rt.lock);
-    free(v.ids);
-    free(v.leases);
-
-    size_t given = 0, taken = 0;
-    for (size_t i = 0; i < nback; i++) {
-        int r = share_give_back(st, names[i], rt.owner, &e);
-        if (r < 0) {
-            log_error("store_failed", "op=account_give_back account=%s error=%s", names[i],
-                      log_q(e.msg));
-            rc = -1;
-        } else if (r == 0) {
-            given++;
-        }
-    }
-    for (size_t i = 0; i < ntake; i++)
-        taken += share_take(st, names[nback + i], now_ms());
-    if (nback)
-        log_info("account_leases_given_back", "count=%zu held=%zu share=%zu instances=%zu", given,
-                 mine, limit, v.live);
-    if (taken)
-        log_info("account_leases_taken", "count=%zu held=%zu share=%zu instances=%zu", taken,
-                 mine, limit, v.live);
-    static size_t orphans_logged; /* the keeper's thread (and main's once before it) */
-    if (orphans != orphans_logged)
-        log_info("account_orphans", "count=%zu share=%zu instances=%zu", orphans, limit, v.live);
-    orphans_logged = orphans;
-    free(names);
-    return rc;
-}
-
-/* ---- the lease keeper ------------------------------------------------------------ */
-
-/* The one renewer of this instance's account leases: every quarter of
- * the lease (rt.lease_ms: DAEMON_ACCOUNT_LEASE_MS, or store.lease with
- * PostgreSQL), all of them in one store call (its own handle).
- * If fewer were renewed than it believes held (another instance took one
- * after it had expired), every account is checked again before its next
- * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
-static void *lease_keeper(void *arg)
-{
-    struct store *st = arg;
-    pthread_mutex_lock(&rt.lock);
-    int64_t next = clock_mono_ms() + rt.lease_ms / 4;
-    while (!rt.stopping) {
-        int64_t left = next - clock_mono_ms();
-        if (left > 0) {
-            struct timespec ts;
-            clock_deadline(&ts, left);
-            pthread_cond_timedwait(&rt.cond, &rt.lock, &ts);
-            continue;
-        }
-        next = clock_mono_ms() + rt.lease_ms / 4;
-        bool share = rt.shared && !rt.once;
-        pthread_mutex_unlock(&rt.lock);
-        /* first the share: what is given back is not renewed */
-        int64_t dead_until = 0;
-        int sr = share ? share_turn(st, &dead_until) : 0;
-        if (dead_until) /* again when a dead instance's lease ends */
-            next = MIN(next, clock_mono_ms() + MAX(dead_until - now_ms(), 0) + 1);
-        pthread_mutex_lock(&rt.lock);
-        int64_t held = (int64_t)held_leases(), renewed = 0;
-        pthread_mutex_unlock(&rt.lock);
-        int64_t now = now_ms();
-        struct err e;
-        int r = held ? store_account_renew(st, rt.owner, now, rt.lease_ms, &renewed,
-                                           &e)
-                     : 0;
-        /* a lease half given back may have been renewed with the others:
-         * then each is taken again before its next poll */
-        bool sure = r == 0 && renewed >= held && sr == 0;
-        if (r < 0)
-            log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));
-        else if (renewed < held)
-            log_warn("account_leases_lost", "held=%lld renewed=%lld", (long long)held,
-                     (long long)renewed);
-        pthread_mutex_lock(&rt.lock);
-        for (size_t i = 0; i < rt.n_accounts; i++)
-            if (rt.accounts[i].lease_until)
-                rt.accounts[i].lease_until =
-                    sure ? now + rt.lease_ms : 0;
-    }
-    pthread_mutex_unlock(&rt.lock);
     return NULL;
 }
 
@@ -697,20 +410,20 @@ static void *delivery_thread(void *arg)
     int64_t last_purge = 0;
     int64_t stop_deadline = 0;
     for (;;) {
-        pthread_mutex_lock(&rt.lock);
-        bool stopping = rt.stopping;
-        bool once_done = rt.once && once_polls_done();
-        pthread_mutex_unlock(&rt.lock);
+        pthread_mutex_lock(&daemon_rt.lock);
+        bool stopping = daemon_rt.stopping;
+        bool once_done = daemon_rt.once && once_polls_done();
+        pthread_mutex_unlock(&daemon_rt.lock);
         if (stopping && !stop_deadline)
-            stop_deadline = now_ms() + DAEMON_DRAIN_MS;
-        if (stopping && (delivery_in_flight(rt.delivery) == 0 || now_ms() > stop_deadline))
+            stop_deadline = daemon_now_ms() + DAEMON_DRAIN_MS;
+        if (stopping && (delivery_in_flight(daemon_rt.delivery) == 0 || daemon_now_ms() > stop_deadline))
             break;
-        struct cfgref *ref = stopping ? NULL : cfgref_get(&rt.cfg); /* draining: no new work */
-        if (delivery_step(rt.delivery, ref, 200, &e) < 0)
+        struct cfgref *ref = stopping ? NULL : cfgref_get(&daemon_rt.cfg); /* draining: no new work */
+        if (delivery_step(daemon_rt.delivery, ref, 200, &e) < 0)
             log_error("delivery_failed", "error=%s", log_q(e.msg));
-        if (ref && now_ms() - last_purge > DAEMON_PURGE_EVERY_MS) {
+        if (ref && daemon_now_ms() - last_purge > DAEMON_PURGE_EVERY_MS) {
             int64_t purged = 0;
-            last_purge = now_ms();
+            last_purge = daemon_now_ms();
             if (store_purge_bodies(st, ref->cfg->retention_ms, last_purge, DAEMON_PURGE_MAX,
                                    &purged, &e) < 0)
                 log_error("purge_failed", "error=%s", log_q(e.msg));
@@ -723,17 +436,17 @@ static void *delivery_thread(void *arg)
                 log_info("purged", "events=%lld", (long long)purged);
         }
         cfgref_put(ref);
-        if (once_done && delivery_in_flight(rt.delivery) == 0) {
+        if (once_done && delivery_in_flight(daemon_rt.delivery) == 0) {
             int64_t next = 0;
-            if (store_delivery_next_due(st, now_ms(), &next, &e) < 0 || next == 0 ||
-                next > now_ms() + DAEMON_ONCE_WAIT_MS)
+            if (store_delivery_next_due(st, daemon_now_ms(), &next, &e) < 0 || next == 0 ||
+                next > daemon_now_ms() + DAEMON_ONCE_WAIT_MS)
                 break;
         }
     }
-    pthread_mutex_lock(&rt.lock);
-    rt.delivery_done = true;
-    pthread_cond_broadcast(&rt.cond);
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_lock(&daemon_rt.lock);
+    daemon_rt.delivery_done = true;
+    pthread_cond_broadcast(&daemon_rt.cond);
+    pthread_mutex_unlock(&daemon_rt.lock);
     return NULL;
 }
 
@@ -757,20 +470,20 @@ static void reload(const char *path, struct store *st)
         config_free(&cfg);
         return;
     }
-    pthread_mutex_lock(&rt.lock);
-    if (strcmp(rt.cfg->cfg->state_dir, cfg->state_dir) != 0)
+    pthread_mutex_lock(&daemon_rt.lock);
+    if (strcmp(daemon_rt.cfg->cfg->state_dir, cfg->state_dir) != 0)
         log_warn("reload_state_dir", "note=%s",
                  log_q("state_dir changed: takes effect at the next start"));
     sync_accounts(cfg, st);
     log_set_level((enum log_level)cfg->log_level);
     log_set_format((enum log_format)cfg->log_format);
-    pthread_mutex_unlock(&rt.lock);
-    cfgref_swap(&rt.cfg, r);
+    pthread_mutex_unlock(&daemon_rt.lock);
+    cfgref_swap(&daemon_rt.cfg, r);
     struct err e;
     if (store_webhooks_enable_all(st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    pthread_cond_broadcast(&rt.cond);
-    delivery_wakeup(rt.delivery);
+    pthread_cond_broadcast(&daemon_rt.cond);
+    delivery_wakeup(daemon_rt.delivery);
     log_info("reloaded", "accounts=%zu webhooks=%zu", cfg->account_count, cfg->webhook_count);
 }
 
@@ -779,16 +492,16 @@ static void reload(const char *path, struct store *st)
 static void report_status(struct store *st)
 {
     static int64_t last;
-    if (!notify_enabled() || now_ms() - last < 2000)
+    if (!notify_enabled() || daemon_now_ms() - last < 2000)
         return;
-    last = now_ms();
+    last = daemon_now_ms();
     size_t by_state[ACCOUNT_STATES] = {0}, total;
-    pthread_mutex_lock(&rt.lock);
-    total = rt.n_accounts;
-    for (size_t i = 0; i < rt.n_accounts; i++)
-        if ((unsigned)rt.accounts[i].state < ACCOUNT_STATES)
-            by_state[rt.accounts[i].state]++;
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_lock(&daemon_rt.lock);
+    total = daemon_rt.n_accounts;
+    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
+        if ((unsigned)daemon_rt.accounts[i].state < ACCOUNT_STATES)
+            by_state[daemon_rt.accounts[i].state]++;
+    pthread_mutex_unlock(&daemon_rt.lock);
     char states[160] = "";
     size_t o = 0;
     for (int i = 0; i < ACCOUNT_STATES; i++) {
@@ -829,14 +542,14 @@ int daemon_store_setup(const struct config *cfg, struct err *e)
 static void heartbeat(struct store *st, int64_t started_at, bool force)
 {
     static int64_t last;
-    int64_t now = now_ms();
-    if (!force && now - last < rt.lease_ms / 4)
+    int64_t now = daemon_now_ms();
+    if (!force && now - last < daemon_rt.lease_ms / 4)
         return;
     last = now;
     struct store_instance in = {.started_at = started_at, .heartbeat_at = now};
-    snprintf(in.id, sizeof in.id, "%s", rt.owner);
+    snprintf(in.id, sizeof in.id, "%s", daemon_rt.owner);
     host_name(in.host, sizeof in.host);
-    struct cfgref *ref = cfgref_get(&rt.cfg);
+    struct cfgref *ref = cfgref_get(&daemon_rt.cfg);
     snprintf(in.public_url, sizeof in.public_url, "%s",
              ref->cfg->api.public_url ? ref->cfg->api.public_url : "");
     cfgref_put(ref);
@@ -850,30 +563,30 @@ static void heartbeat(struct store *st, int64_t started_at, bool force)
 static bool rt_stopping(void *ctx)
 {
     (void)ctx;
-    pthread_mutex_lock(&rt.lock);
-    bool stopping = rt.stopping;
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_lock(&daemon_rt.lock);
+    bool stopping = daemon_rt.stopping;
+    pthread_mutex_unlock(&daemon_rt.lock);
     return stopping;
 }
 
 static struct cfgref *rt_config(void *ctx)
 {
     (void)ctx;
-    return cfgref_get(&rt.cfg);
+    return cfgref_get(&daemon_rt.cfg);
 }
 
 static void rt_wake_delivery(void *ctx)
 {
     (void)ctx;
-    if (rt.delivery)
-        delivery_wakeup(rt.delivery);
+    if (daemon_rt.delivery)
+        delivery_wakeup(daemon_rt.delivery);
 }
 
 static int rt_account(void *ctx, const char *name, struct runtime_account *out)
 {
     (void)ctx;
-    pthread_mutex_lock(&rt.lock);
-    const struct sched_account *a = find_acct(name);
+    pthread_mutex_lock(&daemon_rt.lock);
+    const struct sched_account *a = daemon_find_acct(name);
     if (a) {
         out->state = a->state;
         snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
@@ -881,7 +594,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
         out->last_success_at = a->last_success_at;
         out->next_at = a->next_at;
     }
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_unlock(&daemon_rt.lock);
     return a ? 0 : -1;
 }
 
@@ -891,15 +604,15 @@ static enum runtime_poll rt_poll_now(void *ctx, const char *name, int64_t *retry
 {
     (void)ctx;
     enum runtime_poll r = RUNTIME_POLL_UNKNOWN;
-    pthread_mutex_lock(&rt.lock);
-    struct sched_account *a = find_acct(name);
-    if (a && sched_request(a, now_ms(), retry_after_s) != 0) {
+    pthread_mutex_lock(&daemon_rt.lock);
+    struct sched_account *a = daemon_find_acct(name);
+    if (a && sched_request(a, daemon_now_ms(), retry_after_s) != 0) {
         r = RUNTIME_POLL_BACKOFF;
     } else if (a) {
         r = RUNTIME_POLL_QUEUED;
-        pthread_cond_broadcast(&rt.cond);
+        pthread_cond_broadcast(&daemon_rt.cond);
     }
-    pthread_mutex_unlock(&rt.lock);
+    pthread_mutex_unlock(&daemon_rt.lock);
     return r;
 }
 
@@ -915,16 +628,16 @@ static const struct runtime rt_iface = {&rt_ops, NULL};
 /* Start the HTTP API with its metrics hooks; NULL with e. */
 static struct api *start_api(struct err *e)
 {
-    pthread_mutex_lock(&rt.lock);
-    rt.on_poll = metrics_on_poll;
-    pthread_mutex_unlock(&rt.lock);
-    delivery_set_observer(rt.delivery, metrics_on_delivery, NULL);
+    pthread_mutex_lock(&daemon_rt.lock);
+    daemon_rt.on_poll = metrics_on_poll;
+    pthread_mutex_unlock(&daemon_rt.lock);
+    delivery_set_observer(daemon_rt.delivery, metrics_on_delivery, NULL);
     struct api *a = api_start(&rt_iface, e);
     if (!a) {
-        pthread_mutex_lock(&rt.lock);
-        rt.on_poll = NULL;
-        pthread_mutex_unlock(&rt.lock);
-        delivery_set_observer(rt.delivery, NULL, NULL);
+        pthread_mutex_lock(&daemon_rt.lock);
+        daemon_rt.on_poll = NULL;
+        pthread_mutex_unlock(&daemon_rt.lock);
+        delivery_set_observer(daemon_rt.delivery, NULL, NULL);
     }
     return a;
 }
@@ -934,10 +647,10 @@ static void stop_api(struct api **a)
     if (!*a)
         return;
     api_stop(a);
-    pthread_mutex_lock(&rt.lock);
-    rt.on_poll = NULL;
-    pthread_mutex_unlock(&rt.lock);
-    delivery_set_observer(rt.delivery, NULL, NULL);
+    pthread_mutex_lock(&daemon_rt.lock);
+    daemon_rt.on_poll = NULL;
+    pthread_mutex_unlock(&daemon_rt.lock);
+    delivery_set_observer(daemon_rt.delivery, NULL, NULL);
 }
 
 /* ---- main ----------------------------------------------------------------------------- */
@@ -963,19 +676,19 @@ struct run {
 /* Everything daemon_main() set up before the threads, released. */
 static void release(struct store *st, struct store *dst)
 {
-    if (rt.cancel_fd > 0)
-        close(rt.cancel_fd);
-    rt.cancel_fd = 0;
-    committer_stop(&rt.committer);
-    delivery_free(rt.delivery);
-    rt.delivery = NULL;
+    if (daemon_rt.cancel_fd > 0)
+        close(daemon_rt.cancel_fd);
+    daemon_rt.cancel_fd = 0;
+    committer_stop(&daemon_rt.committer);
+    delivery_free(daemon_rt.delivery);
+    daemon_rt.delivery = NULL;
     store_close(dst);
     store_close(st);
     store_teardown();
-    cfgref_put(rt.cfg);
-    rt.cfg = NULL;
-    free(rt.accounts);
-    rt.accounts = NULL;
+    cfgref_put(daemon_rt.cfg);
+    daemon_rt.cfg = NULL;
+    free(daemon_rt.accounts);
+    daemon_rt.accounts = NULL;
     message_global_cleanup();
     webhook_global_cleanup();
 }
@@ -1091,26 +804,26 @@ static int open_stores(struct run *r, struct config **cfg)
 static void init_runtime(struct run *r, struct config *cfg)
 {
     struct err e;
-    pthread_mutex_init(&rt.lock, NULL);
-    clock_cond_init(&rt.cond);
-    rt.once = r->once;
-    rt.cfg = cfgref_new(cfg);
-    snprintf(rt.config_path, sizeof rt.config_path, "%s", r->path);
+    pthread_mutex_init(&daemon_rt.lock, NULL);
+    clock_cond_init(&daemon_rt.cond);
+    daemon_rt.once = r->once;
+    daemon_rt.cfg = cfgref_new(cfg);
+    snprintf(daemon_rt.config_path, sizeof daemon_rt.config_path, "%s", r->path);
     sync_accounts(cfg, r->st);
     if (store_webhooks_enable_all(r->st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
-    config_instance_id(cfg, rt.owner, sizeof rt.owner);
-    rt.shared = cfg->store.url != NULL;
+    config_instance_id(cfg, daemon_rt.owner, sizeof daemon_rt.owner);
+    daemon_rt.shared = cfg->store.url != NULL;
     /* with PostgreSQL the failover time is the configuration's store.lease */
-    rt.lease_ms = rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
-    rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rt.cancel_fd < 0) {
+    daemon_rt.lease_ms = daemon_rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
+    daemon_rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (daemon_rt.cancel_fd < 0) {
         log_warn("eventfd_failed", "error=%s note=%s", log_q(strerror(errno)),
                  log_q("polls in progress finish before a stop"));
-        rt.cancel_fd = 0;
+        daemon_rt.cancel_fd = 0;
     }
     int64_t released = 0;
-    if (store_account_release(r->st, rt.owner, &released, &e) < 0)
+    if (store_account_release(r->st, daemon_rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     else if (released)
         log_info("account_leases_released", "count=%lld", (long long)released);
@@ -1122,31 +835,31 @@ static void init_runtime(struct run *r, struct config *cfg)
 static int start_delivery(struct run *r, const struct config *cfg)
 {
     struct err e;
-    rt.delivery = delivery_new(r->dst, rt.owner, &e);
-    r->kst = rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
-    if (!rt.delivery || !r->kst) {
+    daemon_rt.delivery = delivery_new(r->dst, daemon_rt.owner, &e);
+    r->kst = daemon_rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    if (!daemon_rt.delivery || !r->kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         release(r->st, r->dst);
         return CLI_EXIT_LOCAL;
     }
-    rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
-    if (!rt.committer) {
+    daemon_rt.committer = committer_start(cfg->state_dir, notify_delivery, NULL, &e);
+    if (!daemon_rt.committer) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         release(r->st, r->dst);
         store_close(r->kst);
         return CLI_EXIT_LOCAL;
     }
-    r->started_at = now_ms();
+    r->started_at = daemon_now_ms();
     heartbeat(r->st, r->started_at, true);
-    if (rt.shared && !rt.once) {
+    if (daemon_rt.shared && !daemon_rt.once) {
         int64_t ignored; /* this instance's share before its first poll */
-        (void)share_turn(r->st, &ignored);
+        (void)daemon_share_turn(r->st, &ignored);
     }
-    if (rt.shared) {
-        delivery_set_lease_ms(rt.delivery, rt.lease_ms);
+    if (daemon_rt.shared) {
+        delivery_set_lease_ms(daemon_rt.delivery, daemon_rt.lease_ms);
         log_info("store_shared", "backend=%s target=%s instance=%s lease_s=%lld",
-                 store_backend(), log_q(store_target_name()), log_q(rt.owner),
-                 (long long)(rt.lease_ms / 1000));
+                 store_backend(), log_q(store_target_name()), log_q(daemon_rt.owner),
+                 (long long)(daemon_rt.lease_ms / 1000));
     }
     return -1;
 }
@@ -1170,7 +883,7 @@ static int start_service_api(struct run *r)
 static void start_threads(struct run *r, size_t account_count)
 {
     struct err e;
-    r->keeper = r->once ? NULL : oauth2_keeper_start(&rt.cfg, &e);
+    r->keeper = r->once ? NULL : oauth2_keeper_start(&daemon_rt.cfg, &e);
     if (!r->once && !r->keeper)
         log_error("oauth2_keeper_failed", "error=%s", log_q(e.msg));
     size_t want = MIN((size_t)DAEMON_POLL_WORKERS, MAX(account_count, (size_t)1));
@@ -1179,7 +892,7 @@ static void start_threads(struct run *r, size_t account_count)
         r->nworkers++;
     if (r->terr == 0 && (r->terr = pthread_create(&r->dthread, NULL, delivery_thread, r->dst)) == 0)
         r->dstarted = true;
-    if (r->terr == 0 && (r->terr = pthread_create(&r->kthread, NULL, lease_keeper, r->kst)) == 0)
+    if (r->terr == 0 && (r->terr = pthread_create(&r->kthread, NULL, daemon_lease_keeper, r->kst)) == 0)
         r->kstarted = true;
     if (r->terr != 0)
         log_error("thread_failed", "error=%s note=%s", log_q(strerror(r->terr)),
@@ -1202,9 +915,9 @@ static void main_loop(struct run *r)
             log_info("stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
             break;
         }
-        pthread_mutex_lock(&rt.lock);
-        bool done = rt.once && rt.delivery_done;
-        pthread_mutex_unlock(&rt.lock);
+        pthread_mutex_lock(&daemon_rt.lock);
+        bool done = daemon_rt.once && daemon_rt.delivery_done;
+        pthread_mutex_unlock(&daemon_rt.lock);
         notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
         report_status(r->st);
         heartbeat(r->st, r->started_at, false);
@@ -1221,16 +934,16 @@ static int shut_down(struct run *r)
     struct err e;
     notify_stopping();
     /* stopping first: a poll that ends for the cancel below is known as cancelled */
-    pthread_mutex_lock(&rt.lock);
-    rt.stopping = true;
-    pthread_cond_broadcast(&rt.cond);
-    pthread_mutex_unlock(&rt.lock);
-    if (rt.cancel_fd > 0) {
+    pthread_mutex_lock(&daemon_rt.lock);
+    daemon_rt.stopping = true;
+    pthread_cond_broadcast(&daemon_rt.cond);
+    pthread_mutex_unlock(&daemon_rt.lock);
+    if (daemon_rt.cancel_fd > 0) {
         uint64_t one = 1; /* every poll still waiting on its server ends now */
-        if (write(rt.cancel_fd, &one, sizeof one) < 0)
+        if (write(daemon_rt.cancel_fd, &one, sizeof one) < 0)
             log_warn("cancel_failed", "error=%s", log_q(strerror(errno)));
     }
-    delivery_wakeup(rt.delivery);
+    delivery_wakeup(daemon_rt.delivery);
     for (size_t i = 0; i < r->nworkers; i++)
         pthread_join(r->workers[i], NULL);
     if (r->dstarted)
@@ -1238,23 +951,23 @@ static int shut_down(struct run *r)
     if (r->kstarted)
         pthread_join(r->kthread, NULL);
     int64_t released = 0;
-    if (store_account_release(r->st, rt.owner, &released, &e) < 0)
+    if (store_account_release(r->st, daemon_rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
     oauth2_keeper_stop(&r->keeper);
     stop_api(&r->api);
-    if (store_instance_remove(r->st, rt.owner, &e) < 0)
+    if (store_instance_remove(r->st, daemon_rt.owner, &e) < 0)
         log_warn("store_failed", "op=instance_stop error=%s", log_q(e.msg));
 
     struct delivery_stats ds;
-    delivery_stats(rt.delivery, &ds);
+    delivery_stats(daemon_rt.delivery, &ds);
     log_info("stopped",
              "polls_ok=%llu polls_failed=%llu polls_skipped=%llu delivered=%llu retried=%llu "
              "dead=%llu",
-             (unsigned long long)rt.polls_ok, (unsigned long long)rt.polls_failed,
-             (unsigned long long)rt.polls_skipped,
+             (unsigned long long)daemon_rt.polls_ok, (unsigned long long)daemon_rt.polls_failed,
+             (unsigned long long)daemon_rt.polls_skipped,
              (unsigned long long)ds.delivered, (unsigned long long)ds.retried,
              (unsigned long long)ds.dead);
-    int rc = daemon_exit_code(r->terr != 0, rt.once, rt.polls_failed, rt.polls_skipped);
+    int rc = daemon_exit_code(r->terr != 0, daemon_rt.once, daemon_rt.polls_failed, daemon_rt.polls_skipped);
     release(r->st, r->dst);
     store_close(r->kst);
     return rc;
@@ -1284,7 +997,7 @@ int daemon_main(int argc, char **argv)
     }
     if ((rc = open_stores(&r, &cfg)) >= 0)
         return rc;
-    init_runtime(&r, cfg); /* rt.cfg owns cfg from here on */
+    init_runtime(&r, cfg); /* daemon_rt.cfg owns cfg from here on */
     if ((rc = start_delivery(&r, cfg)) >= 0)
         return rc;
     r.stop_now = stop_requested();
