@@ -28,8 +28,6 @@ import dovecot  # noqa: E402
 import harness  # noqa: E402
 import mailgen  # noqa: E402
 
-# the bridge refuses a configuration or state_dir other users can read (perms.h)
-os.umask(0o077)
 
 N_MESSAGES = 500
 TOKEN = "bench-" + base64.b16encode(os.urandom(12)).decode().lower()
@@ -79,8 +77,7 @@ def main():
                          "allow_plaintext": True, "username": "bench", "password_env": "BENCH_PW",
                          "start": "all", "poll_interval": "1h", "webhooks": ["w"]}]}
     path = os.path.join(out, "bench.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    harness.write_config(path, cfg)   # 0600: the bridge refuses one others can read
     env = dict(os.environ, BENCH_TOKEN=TOKEN, BENCH_SECRET=secret, BENCH_PW="bench-pw")
     bridge = subprocess.Popen([harness.binary(), "run", "--config", path], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(out, "bridge.log"), "wb"),

@@ -58,8 +58,6 @@ import dovecot  # noqa: E402
 import harness  # noqa: E402
 import mailgen  # noqa: E402
 
-# the bridge refuses a configuration or state_dir other users can read (perms.h)
-os.umask(0o077)
 
 RUN_TIMEOUT = 300.0
 CHILD_TIMEOUT = 10.0
@@ -204,8 +202,7 @@ class Bench:
         acct.update(account)
         cfg = {"state_dir": state, "log_level": "warn", "webhooks": hooks, "accounts": [acct]}
         path = os.path.join(self.work, name + ".json")
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=1)
+        harness.write_config(path, cfg, indent=1)   # 0600: the bridge refuses one others can read
         return path
 
     def hook(self, name, rcv, **extra):
@@ -355,8 +352,7 @@ class Bench:
         with open(cfg) as f:
             c = json.load(f)
         c["webhooks"][0]["url"] = "http://127.0.0.1:%d/hooks/mail" % rcv["port"]
-        with open(cfg, "w") as f:
-            json.dump(c, f, indent=1)
+        harness.write_config(cfg, c, indent=1)
         wall, _ = self.run_once(cfg, "rate deliver")
         names = self.events(rcv)
         self.stop(rcv["proc"])

@@ -45,8 +45,6 @@ _loader.exec_module(run)
 import harness  # noqa: E402  (on the path run set)
 import postgres  # noqa: E402
 
-# the bridge refuses a configuration or state_dir other users can read (perms.h)
-os.umask(0o077)
 
 GOAL = 1.5            # PostgreSQL / SQLite, end to end (issue 10, section 4)
 PATH = "end to end, SQLite vs PostgreSQL"
@@ -65,8 +63,7 @@ class PgBench(run.Bench):
         with open(path) as f:
             cfg = json.load(f)
         cfg["store"] = store
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=1)
+        harness.write_config(path, cfg, indent=1)   # 0600: the bridge refuses one others can read
         return path
 
     def command(self, tool, port):
