@@ -201,7 +201,7 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
 
     size_t given = 0, taken = 0;
     for (size_t i = 0; i < nback; i++) {
-        int r = share_give_back(st, names[i], daemon_rt.owner, &e);
+        int r = store_account_give_back(st, names[i], daemon_rt.owner, &e);
         if (r < 0) {
             log_error("store_failed", "op=account_give_back account=%s error=%s", names[i],
                       log_q(e.msg));
@@ -263,8 +263,8 @@ void *daemon_lease_keeper(void *arg)
         int r = held ? store_account_renew(st, daemon_rt.owner, now, daemon_rt.lease_ms, &renewed,
                                            &e)
                      : 0;
-        /* a lease half given back may have been renewed with the others:
-         * then each is taken again before its next poll */
+        /* a share turn that failed (a lease given back or not) or a lease
+         * lost: each is taken again before its next poll */
         bool sure = r == 0 && renewed >= held && sr == 0;
         if (r < 0)
             log_error("store_failed", "op=account_renew error=%s", log_q(e.msg));

@@ -162,6 +162,9 @@ struct store_msg {
       (struct store * st, const char *owner, int64_t now, int64_t lease_ms, int64_t *renewed,   \
        struct err *e),                                                                          \
       (st, owner, now, lease_ms, renewed, e))                                                   \
+    X(int, account_give_back,                                                                   \
+      (struct store * st, const char *account, const char *owner, struct err *e),               \
+      (st, account, owner, e))                                                                  \
     X(int, account_leases_each,                                                                 \
       (struct store * st, int64_t now, store_lease_cb cb, void *ctx, struct err *e),            \
       (st, now, cb, ctx, e))                                                                    \

@@ -126,6 +126,23 @@ int pg_account_lease(struct store *st, const char *account, const char *owner,
     return taken ? 0 : STORE_LEASE_LOST;
 }
 
+int pg_account_give_back(struct store *st, const char *account, const char *owner,
+                         struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
+        return -1;
+    struct pq q = {0};
+    pq_text(&q, account);
+    pq_text(&q, owner);
+    int64_t given = 0;
+    if (pg_write1(st,
+                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                  " WHERE name = $1 AND lease_owner = $2",
+                  &q, &given, e, "give back account lease") < 0)
+        return -1;
+    return given ? 0 : STORE_LEASE_LOST;
+}
+
 int pg_account_release(struct store *st, const char *owner, int64_t *released,
                        struct err *e)
 {

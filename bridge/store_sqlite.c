@@ -356,6 +356,8 @@ static const char *const sql_text[S_COUNT] = {
     [S_ACC_RENEW] = "UPDATE accounts SET lease_until = ?2 WHERE lease_owner = ?1",
     [S_ACC_RELEASE_ALL] = "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
                           " WHERE lease_owner = ?1",
+    [S_ACC_GIVE_BACK] = "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                        " WHERE name = ?1 AND lease_owner = ?2",
     [S_ACC_STORED] = "SELECT count(*) FROM messages WHERE account = ?1 AND body_purged_at IS NULL",
     [S_ACC_PENDING] = "SELECT count(*) FROM deliveries WHERE account = ?1 AND status IN (0, 2)",
     [S_PURGE_CLEAR] = "DELETE FROM temp.purge",

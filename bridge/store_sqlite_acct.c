@@ -113,6 +113,29 @@ int sq_account_renew(struct store *st, const char *owner, int64_t now, int64_t l
                        "renew account leases");
 }
 
+int sq_account_give_back(struct store *st, const char *account, const char *owner,
+                         struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
+        return -1;
+    const char *op = "give back account lease";
+    sqlite3_stmt *s = sq_stmt(st, S_ACC_GIVE_BACK, e);
+    if (!s || sq_tx_begin(st, e, op) < 0)
+        return -1;
+    sq_bind_str(s, 1, account);
+    sq_bind_str(s, 2, owner);
+    if (sq_run(st, s, e, op) < 0) {
+        sq_tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (sq_tx_commit(st, e, op) < 0) {
+        sq_tx_rollback(st);
+        return -1;
+    }
+    return c ? 0 : STORE_LEASE_LOST;
+}
+
 int sq_account_release(struct store *st, const char *owner, int64_t *released,
                        struct err *e)
 {

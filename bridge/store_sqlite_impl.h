@@ -69,6 +69,7 @@ enum sid {
     S_ACC_LEASE,
     S_ACC_RENEW,
     S_ACC_RELEASE_ALL,
+    S_ACC_GIVE_BACK,
     S_ACC_STORED,
     S_ACC_PENDING,
     S_PURGE_CLEAR,

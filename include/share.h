@@ -15,7 +15,9 @@
  * nobody may take.  Flapping is avoided instead by counting an instance as
  * live through a missed heartbeat (SHARE_LIVE_BEATS) and by giving leases
  * back only at the lease keeper's turn (every quarter of store.lease), at
- * most the excess, and only of accounts not being polled.
+ * most the excess, and only of accounts not being polled.  A lease is given
+ * back with store_account_give_back(): the account is left with no lease,
+ * and any instance may take it at once.
  *
  * The instances' counts can disagree for a while (one died and is still
  * counted live by the others), and then an account may be left with no
@@ -26,8 +28,8 @@
  * poller again within a few keeper turns; the share is restored once the
  * counts agree.
  *
- * Pure arithmetic, except share_give_back(), which uses the public store
- * calls only (store.h): no backend knows about it.
+ * Pure arithmetic: the keeper (bridge/daemon_keeper.c) reads and writes the
+ * leases through the store (store.h).
  */
 #ifndef POP3BRIDGE_SHARE_H
 #define POP3BRIDGE_SHARE_H
@@ -36,17 +38,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
-#include "store.h"
-
 #define SHARE_LIVE_BEATS 2   /* heartbeat periods (a quarter of the lease each) an
                                 instance stays counted as live without a beat */
 #define SHARE_ORPHAN_TURNS 2 /* keeper turns an account stays without a live lease
                                 before any instance takes it beyond its share */
 #define SHARE_INSTANCES_MAX 1024 /* live instances whose ids a keeper turn keeps (more
                                 are counted, and their leases seen as a dead one's) */
-#define SHARE_RETURNED_OWNER "(returned)" /* owner of a lease given back: already
-                                expired, so anyone may take it; never renewed */
 
 /* The most account leases one instance may hold: ceil(accounts / live),
  * live counted as at least 1; 0 when there are no accounts. */
@@ -65,15 +62,5 @@ bool share_may_take_account(size_t held, size_t limit, int free_turns);
 /* How long (ms) after its last heartbeat an instance still counts as live,
  * for leases of lease_ms (heartbeats every lease_ms / 4). */
 int64_t share_live_window_ms(int64_t lease_ms);
-
-/* Give back owner's lease on `account` so that any instance may take it at
- * once: the lease is made to expire (store_account_lease with a time long
- * past) and passed to SHARE_RETURNED_OWNER, whose lease has expired too, so
- * that store_account_renew(owner) cannot revive it.  Both steps only touch
- * a lease owner holds or one already expired: a lease another instance took
- * meanwhile is left alone.  0 when given back (or taken by another
- * meanwhile), STORE_LEASE_LOST when owner did not hold it, -1 with *e.  The
- * caller makes sure no poll of the account runs. */
-int share_give_back(struct store *st, const char *account, const char *owner, struct err *e);
 
 #endif

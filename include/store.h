@@ -641,6 +641,16 @@ int store_account_lease(struct store *st, const char *account, const char *owner
  * touched (compare the count with the leases owner believes it holds). */
 int store_account_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
                         int64_t *renewed, struct err *e);
+/* Give back owner's lease on `account` (the share of the accounts among
+ * instances, share.h): the account is left with no lease (no owner, no
+ * expiry), as if never leased, so that any owner may take it at once and
+ * store_account_renew(owner) cannot revive it.  One statement: a lease
+ * another owner holds, live or expired, is left alone.  0 when given back,
+ * STORE_LEASE_LOST when owner did not hold it (another owner does, or
+ * nobody; nothing changed, no row made).  Errors: ERR_USAGE (empty owner),
+ * ERR_LIMIT (account or owner too long), ERR_INTERNAL. */
+int store_account_give_back(struct store *st, const char *account, const char *owner,
+                            struct err *e);
 /* Release every account lease owner holds (shutdown; start-up, for what a
  * previous run under the same id held).  *released may be NULL. */
 int store_account_release(struct store *st, const char *owner, int64_t *released,

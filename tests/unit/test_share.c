@@ -1,6 +1,6 @@
 /* Unit tests: the share of the accounts among live instances
- * (include/share.h): the limit's arithmetic, and giving a lease back
- * through the public store calls, on SQLite in a temp dir and, when
+ * (include/share.h): the limit's arithmetic, and a lease given back as the
+ * keeper does (store_account_give_back), on SQLite in a temp dir and, when
  * POP3BRIDGE_TEST_PG_URL names a PostgreSQL database (tests/run-unit starts
  * one), on PostgreSQL too. */
 #include <setjmp.h>
@@ -170,6 +170,17 @@ static int count_lease(void *ctx, const char *account, const char *owner, int64_
     return 0;
 }
 
+static int count_all(void *ctx, const char *account, const char *owner, int64_t until,
+                     struct err *e)
+{
+    (void)account;
+    (void)owner;
+    (void)until;
+    (void)e;
+    (*(int *)ctx)++;
+    return 0;
+}
+
 static void give_back(void **state)
 {
     struct store *st = ((struct fx *)*state)->st;
@@ -183,7 +194,7 @@ static void give_back(void **state)
     assert_int_equal(n, 2);
 
     /* given back: B takes it at once, long before A's lease would end */
-    assert_int_equal(share_give_back(st, "one", "A", &e), 0);
+    assert_int_equal(store_account_give_back(st, "one", "A", &e), 0);
     n = 0;
     assert_int_equal(store_account_leases_each(st, T0 + 2, count_lease, &n, &e), 0);
     assert_int_equal(n, 1);
@@ -193,22 +204,29 @@ static void give_back(void **state)
     assert_int_equal(renewed, 1);
     assert_int_equal(store_account_lease(st, "one", "B", T0 + 4, LEASE, &e), 0);
     /* and then it is B's: A can neither give it back nor take it */
-    assert_int_equal(share_give_back(st, "one", "A", &e), STORE_LEASE_LOST);
+    assert_int_equal(store_account_give_back(st, "one", "A", &e), STORE_LEASE_LOST);
     assert_int_equal(store_account_lease(st, "one", "A", T0 + 5, LEASE, &e), STORE_LEASE_LOST);
     /* another instance's lease is never given back by A */
-    assert_int_equal(share_give_back(st, "three", "A", &e), STORE_LEASE_LOST);
+    assert_int_equal(store_account_give_back(st, "three", "A", &e), STORE_LEASE_LOST);
     assert_int_equal(store_account_lease(st, "three", "C", T0 + 6, LEASE, &e), STORE_LEASE_LOST);
     /* a lease given back and not taken yet: A may take it again itself */
-    assert_int_equal(share_give_back(st, "two", "A", &e), 0);
+    assert_int_equal(store_account_give_back(st, "two", "A", &e), 0);
     assert_int_equal(store_account_lease(st, "two", "A", T0 + 7, LEASE, &e), 0);
     n = 0;
     assert_int_equal(store_account_leases_each(st, T0 + 8, count_lease, &n, &e), 0);
     assert_int_equal(n, 1);
     /* an account never leased: nothing to give back, nothing taken */
-    assert_int_equal(share_give_back(st, "four", "A", &e), 0);
+    assert_int_equal(store_account_give_back(st, "four", "A", &e), STORE_LEASE_LOST);
     assert_int_equal(store_account_lease(st, "four", "B", T0 + 9, LEASE, &e), 0);
+    /* a lease given back is no lease at all: none listed, whatever the time
+     * (a lease passed to a placeholder owner would be listed at its own
+     * small time) */
+    assert_int_equal(store_account_give_back(st, "two", "A", &e), 0);
+    n = 0;
+    assert_int_equal(store_account_leases_each(st, 0, count_all, &n, &e), 0);
+    assert_int_equal(n, 3); /* one, three and four: B's */
     /* bad owner */
-    assert_int_equal(share_give_back(st, "two", "", &e), -1);
+    assert_int_equal(store_account_give_back(st, "two", "", &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
 }
 

@@ -1093,6 +1093,72 @@ static void account_leases(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* One number from sql on the fixture's database (SQLite's file, or
+ * PostgreSQL's), read directly, not through the store; -1 if none. */
+static long long db_value(void **state, const char *sql)
+{
+    if (pg_url)
+        return pg_value(sql);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", ((struct fx *)*state)->dir, STORE_DB_FILE);
+    sqlite3 *db;
+    long long v = -1;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A lease given back leaves the account with no lease at all (no owner, no
+ * expiry, as if released), only if the owner held it, and makes no row. */
+static void account_give_back(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(store_account_lease(st, "acc", "A", T0, LEASE, &e), 0);
+    assert_int_equal(store_account_lease(st, "other", "B", T0, LEASE, &e), 0);
+    struct store_account_state set = {.state = "backoff", .last_attempt_at = T0};
+    assert_int_equal(store_account_set(st, "acc", &set, &e), 0);
+    assert_int_equal(store_account_give_back(st, "acc", "A", &e), 0);
+    assert_int_equal(db_value(state, "SELECT count(*) FROM accounts WHERE name = 'acc'"
+                                     " AND lease_owner IS NULL AND lease_until = 0"),
+                     1);
+    assert_int_equal(db_value(state, "SELECT count(*) FROM accounts WHERE lease_owner IS NOT NULL"),
+                     1); /* B's only */
+    /* the state is kept */
+    struct store_account_state as;
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.state, "backoff");
+    /* not revived by A's renewal; anyone takes it at once */
+    int64_t n = -1;
+    assert_int_equal(store_account_renew(st, "A", T0 + 1, LEASE, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_account_lease(st, "acc", "C", T0 + 2, LEASE, &e), 0);
+    /* only the holder gives back: not A now, not A for B's, nor twice */
+    assert_int_equal(store_account_give_back(st, "acc", "A", &e), STORE_LEASE_LOST);
+    assert_int_equal(store_account_give_back(st, "other", "A", &e), STORE_LEASE_LOST);
+    assert_int_equal(store_account_give_back(st, "acc", "C", &e), 0);
+    assert_int_equal(store_account_give_back(st, "acc", "C", &e), STORE_LEASE_LOST);
+    assert_int_equal(db_value(state, "SELECT count(*) FROM accounts WHERE name = 'other'"
+                                     " AND lease_owner = 'B'"),
+                     1);
+    /* an account never leased: nothing given back, no row made */
+    assert_int_equal(store_account_give_back(st, "never", "A", &e), STORE_LEASE_LOST);
+    assert_int_equal(db_value(state, "SELECT count(*) FROM accounts WHERE name = 'never'"), 0);
+    /* bad calls */
+    assert_int_equal(store_account_give_back(st, "acc", "", &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    char longname[STORE_NAME_MAX + 2];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(store_account_give_back(st, longname, "A", &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+}
+
 /* Schema 5: an operator drops a dead delivery (kept, final, the message then
  * counts as delivered) and retries in bulk by webhook and status. */
 static void drop_and_bulk_retry(void **state)
@@ -2836,6 +2902,7 @@ int main(void)
             T(list_paging),         T(retention_purge),      T(account_state),
             T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
+            T(account_give_back),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
             T(pg_commit_failure),   T(events_purge),
@@ -2847,7 +2914,8 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(deletable_policy),
+        T(leases), T(account_leases), T(account_give_back), T(webhook_disable), T(link_key),
+        T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
