@@ -293,6 +293,34 @@ def polls_done(insts):
 FAILOVER_BRIDGES = []   # killed after the test, passed or not: none polls into the next
 
 
+class Watch:
+    """Seconds from `since` (time.time()) until predicate() first holds,
+    asked every 50 ms in a thread of its own from now on, whatever the test
+    waits for meanwhile; gives up after `limit` s (then .took is None)."""
+
+    def __init__(self, predicate, since, limit):
+        self.took = None
+        self._t = threading.Thread(target=self._run, args=(predicate, since, limit), daemon=True)
+        self._t.start()
+
+    def _run(self, predicate, since, limit):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    self.took = time.time() - since
+                    return
+            except Exception:   # a psql that failed: asked again
+                pass
+            time.sleep(0.05)
+
+    def result(self, what):
+        self._t.join()
+        if self.took is None:
+            raise AssertionError("timed out waiting for " + what)
+        return self.took
+
+
 def run_failover(tag, n_accounts, per, size, n_added, seed):
     """Three instances on n_accounts x per messages; one killed with kill -9
     in the middle of a poll (a POP3 session of an account it holds is open
@@ -341,6 +369,13 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     x.kill9()
     killed_x = time.time()
     polls_at_kill = polls_done([y, z])
+    # x's accounts are taken over by the others within a lease period (a
+    # live lease of another instance on each)
+    names_x = ",".join("'%s'" % n for n in held_x)
+    x_taken = Watch(lambda: int(PG.sql(
+        "SELECT count(*) FROM accounts WHERE name IN (%s) AND lease_owner <> '%s' AND"
+        " lease_until > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+        % (names_x, xid), db=db)[0][0]) == len(held_x), killed_x, LEASE_S + 10) if held_x else None
     # y: killed while it holds leased deliveries (a batch in flight)
     # then whichever of y and z first holds leased deliveries (a batch in
     # flight) is killed; the other survives
@@ -360,6 +395,12 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     yid = instance_id(y)
     y.kill9()
     killed_y = time.time()
+    # y's leased deliveries are taken over once their lease expires
+    y_taken = Watch(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
+                                       % yid, db=db)[0][0]) == 0, killed_y, LEASE_S + 10)
+    # what y held when it died: each is delivered again (same webhook-id)
+    y_held = [int(r[0]) for r in PG.sql("SELECT id FROM deliveries WHERE lease_owner = '%s'"
+                                          " AND status IN (0, 2)" % yid, db=db)]
     # new mail while only z runs
     added = {}
     for i in range(n_added):
@@ -367,29 +408,30 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
         DC.deliver(acc["name"], mailgen.message(7000 + i, 3000))
         added[acc["name"]] = added.get(acc["name"], 0) + 1
     total = len(expected) + len(added)
-    # x's accounts are taken over by the others within a lease period (a
-    # live lease of another instance on each), then polled again (a
-    # poll_done line more in their logs than when x was killed)
-    took_accounts = None
+    # x's accounts, once taken over, are polled again (a poll_done line more
+    # in the others' logs than when x was killed)
+    took_accounts = polled_again = None
     if held_x:
-        names = ",".join("'%s'" % n for n in held_x)
-
-        def taken():
-            rows = PG.sql("SELECT count(*) FROM accounts WHERE name IN (%s) AND lease_owner"
-                          " <> '%s' AND lease_until >"
-                          " (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-                          % (names, xid), db=db)
-            return int(rows[0][0]) == len(held_x)
-        harness.wait_for(taken, LEASE_S + 10, interval=0.05, what="x's accounts taken over")
-        took_accounts = time.time() - killed_x
+        took_accounts = x_taken.result("x's accounts taken over")
         harness.wait_for(lambda: all(polls_done([y, z]).get(n, 0) > polls_at_kill.get(n, 0)
                                      for n in held_x),
                          30 + total // 20, interval=0.2, what="x's accounts polled again")
-    # y's leased deliveries go out again once their lease expires
-    harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE lease_owner = '%s'"
-                                        % yid, db=db)[0][0]) == 0,
-                     LEASE_S + 10, interval=0.05, what="y's delivery leases taken over")
-    took_deliveries = time.time() - killed_y
+        # (behind the survivors' own polls: long on a loaded machine, and
+        # not bounded by the lease)
+        polled_again = time.time() - killed_x
+    took_deliveries = y_taken.result("y's delivery leases taken over")
+    # ... and delivered again soon after, however long the survivor's own
+    # backlog (kill -> the last of them recorded delivered)
+    redelivered = None
+    if y_held:
+        ids = ",".join(str(i) for i in y_held)
+        harness.wait_for(lambda: int(PG.sql("SELECT count(*) FROM deliveries WHERE id IN (%s)"
+                                            " AND status = 1" % ids, db=db)[0][0]) == len(y_held),
+                         LEASE_S + 30, interval=0.05, what="y's leased deliveries delivered again")
+        # the time each was recorded delivered, not when this loop saw it
+        last = int(PG.sql("SELECT max(delivered_at) FROM deliveries WHERE id IN (%s)" % ids,
+                          db=db)[0][0])
+        redelivered = last / 1000.0 - killed_y
     harness.wait_for(lambda: len({(e.json["data"]["account"], e.message["uidl"])
                                   for e in rcv.events()}) >= total, 60 + total // 20, interval=0.2,
                      what="%d distinct messages delivered" % total)
@@ -402,13 +444,17 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     sessions = check_one_session_at_a_time(DC.log_since(mark))
     harness.eq(sessions, len(accounts), "accounts seen logging in to Dovecot")
     line = ("failover %s (%d accounts x %d, lease %d s): x held %d accounts when killed mid-poll:"
-            " taken over after %s s; y held %d deliveries: its leases taken over after %.1f s;"
-            " %d messages, %d duplicate events (same id); %d accounts seen in Dovecot's log;"
+            " taken over after %s s, polled again after %s s;"
+            " y held %d deliveries: its leases taken over after %.1f s;"
+            " delivered again after %s s; %d messages, %d duplicate events (same id);"
+            " %d accounts seen in Dovecot's log;"
             " run %.1f s (setup %.1f s)" % (
                 tag, n_accounts, per, LEASE_S, len(held_x),
                 "%.1f" % took_accounts if took_accounts is not None else "-",
-                held_y, took_deliveries, total, dups, sessions, time.monotonic() - t_run,
-                t_run - t_start))
+                "%.1f" % polled_again if polled_again is not None else "-",
+                held_y, took_deliveries,
+                "%.1f" % redelivered if redelivered is not None else "-", total, dups, sessions,
+                time.monotonic() - t_run, t_run - t_start))
     harness.report(line)
     # two instances die here: until the second is counted out (three
     # quarters of the lease after its last heartbeat), the survivor takes
@@ -420,6 +466,9 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
         raise AssertionError("x's accounts taken over after %.1f s, lease %d s" % (took_accounts, LEASE_S))
     if took_deliveries > bound:
         raise AssertionError("y's deliveries taken over after %.1f s, lease %d s" % (took_deliveries, LEASE_S))
+    if redelivered is not None and redelivered > bound + LEASE_S:
+        raise AssertionError("y's deliveries delivered again after %.1f s, lease %d s"
+                             % (redelivered, LEASE_S))
     # each message is stored once: no UIDL was fetched twice into the store
     harness.eq(PG.sql("SELECT count(*) FROM (SELECT account, uidl FROM messages"
                       " GROUP BY account, uidl HAVING count(*) > 1) d", db=db), [["0"]],
