@@ -34,26 +34,46 @@
 #include "scheduler.h"
 #include "share.h"
 #include "store.h"
+#include "util.h"
 #include "webhook.h"
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* What the daemon's threads share, guarded by `lock`; `cond` is signalled
+ * when an account's state or a request changes.  The lease keeper
+ * (daemon_keeper.c) sees only a part of it, through `keeper`. */
+static struct daemon_rt {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct cfgref *cfg;       /* current snapshot: take it with cfgref_get(&rt.cfg) */
+    char config_path[4096];
+    struct sched_account *accounts;
+    size_t n_accounts;
+    struct delivery *delivery;
+    struct committer *committer;
+    char owner[STORE_OWNER_MAX + 1]; /* this instance's id: the owner of its leases */
+    int cancel_fd;            /* an eventfd written at stop: polls in progress end */
+    bool once, stopping, delivery_done;
+    uint64_t polls_ok, polls_failed, polls_skipped;
+    /* several instances on one store (PostgreSQL) */
+    bool shared;
+    int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
+    size_t share_limit;       /* the most account leases this instance takes (share.h);
+                                 0: no limit (one instance, or not yet counted) */
+    /* the API's metrics hook, when the API runs; called with lock held */
+    void (*on_poll)(const char *account, const struct err *e, const struct poller_result *r);
+} daemon_rt;
+
+static struct daemon_keeper keeper; /* daemon_rt as the lease keeper sees it */
 
 /* ---- accounts in memory --------------------------------------------------- */
 
 int64_t daemon_now_ms(void) { return poller_now_ms(); }
 
-
-struct daemon_rt daemon_rt; /* daemon_impl.h */
-
 static bool rt_stopping(void *ctx);
 
-struct sched_account *daemon_find_acct(const char *name)
+/* the account of that name in daemon_rt.accounts, or NULL (lock held) */
+static struct sched_account *daemon_find_acct(const char *name)
 {
-    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
-        if (strcmp(daemon_rt.accounts[i].name, name) == 0)
-            return &daemon_rt.accounts[i];
-    return NULL;
+    return sched_find(daemon_rt.accounts, daemon_rt.n_accounts, name);
 }
 
 static const struct config_account *cfg_account(const struct config *cfg, const char *name)
@@ -196,15 +216,6 @@ static bool once_polls_done(void)
     return true;
 }
 
-/* Account leases this instance believes it holds (lock held). */
-size_t daemon_held_leases(void)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < daemon_rt.n_accounts; i++)
-        n += daemon_rt.accounts[i].lease_until != 0;
-    return n;
-}
-
 /* Make sure this instance holds the account's lease before polling it
  * (lock not held on entry).  True: go on polling, lock not held.  False:
  * the account was put back (another instance holds it, or the store
@@ -222,7 +233,8 @@ static bool take_lease(struct store *st, struct sched_account *a,
      * is renewed whatever the share */
     pthread_mutex_lock(&daemon_rt.lock);
     bool may = snapshot->lease_until != 0 || !daemon_rt.share_limit ||
-               share_may_take_account(daemon_held_leases(), daemon_rt.share_limit, snapshot->free_turns);
+               share_may_take_account(sched_leases_held(daemon_rt.accounts, daemon_rt.n_accounts),
+                                      daemon_rt.share_limit, snapshot->free_turns);
     pthread_mutex_unlock(&daemon_rt.lock);
     int r = STORE_LEASE_LOST;
     struct store_account_state saved;
@@ -822,6 +834,17 @@ static void init_runtime(struct run *r, struct config *cfg)
                  log_q("polls in progress finish before a stop"));
         daemon_rt.cancel_fd = 0;
     }
+    keeper = (struct daemon_keeper){
+        .lock = &daemon_rt.lock,
+        .cond = &daemon_rt.cond,
+        .accounts = &daemon_rt.accounts,
+        .n_accounts = &daemon_rt.n_accounts,
+        .share_limit = &daemon_rt.share_limit,
+        .stopping = &daemon_rt.stopping,
+        .owner = daemon_rt.owner,
+        .lease_ms = daemon_rt.lease_ms,
+        .share = daemon_rt.shared && !daemon_rt.once,
+    };
     int64_t released = 0;
     if (store_account_release(r->st, daemon_rt.owner, &released, &e) < 0)
         log_error("store_failed", "op=account_release error=%s", log_q(e.msg));
@@ -837,6 +860,7 @@ static int start_delivery(struct run *r, const struct config *cfg)
     struct err e;
     daemon_rt.delivery = delivery_new(r->dst, daemon_rt.owner, &e);
     r->kst = daemon_rt.delivery ? store_open(cfg->state_dir, &e) : NULL;
+    keeper.st = r->kst;
     if (!daemon_rt.delivery || !r->kst) {
         fprintf(stderr, "pop3bridge: Internal: %s\n", e.msg);
         release(r->st, r->dst);
@@ -851,9 +875,9 @@ static int start_delivery(struct run *r, const struct config *cfg)
     }
     r->started_at = daemon_now_ms();
     heartbeat(r->st, r->started_at, true);
-    if (daemon_rt.shared && !daemon_rt.once) {
+    if (keeper.share) {
         int64_t ignored; /* this instance's share before its first poll */
-        (void)daemon_share_turn(r->st, &ignored);
+        (void)daemon_share_turn(&keeper, r->st, &ignored);
     }
     if (daemon_rt.shared) {
         delivery_set_lease_ms(daemon_rt.delivery, daemon_rt.lease_ms);
@@ -892,7 +916,7 @@ static void start_threads(struct run *r, size_t account_count)
         r->nworkers++;
     if (r->terr == 0 && (r->terr = pthread_create(&r->dthread, NULL, delivery_thread, r->dst)) == 0)
         r->dstarted = true;
-    if (r->terr == 0 && (r->terr = pthread_create(&r->kthread, NULL, daemon_lease_keeper, r->kst)) == 0)
+    if (r->terr == 0 && (r->terr = pthread_create(&r->kthread, NULL, daemon_lease_keeper, &keeper)) == 0)
         r->kstarted = true;
     if (r->terr != 0)
         log_error("thread_failed", "error=%s note=%s", log_q(strerror(r->terr)),

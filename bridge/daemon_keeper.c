@@ -1,9 +1,11 @@
 /* daemon_keeper.c — the share of the accounts among the live instances
  * of a shared store, and the lease keeper thread; see include/daemon.h and
- * bridge/daemon_impl.h.  Split from daemon.c, whose threads it serves. */
+ * bridge/daemon_impl.h.  Split from daemon.c, whose account table it works
+ * on through a struct daemon_keeper and nothing else. */
 #include "daemon_impl.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,15 +13,14 @@
 #include "clock.h"
 #include "log.h"
 #include "share.h"
-
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#include "util.h"
 
 /* ---- the share of the accounts (several instances) ------------------------------- */
 
 /* What one keeper turn reads of the store: the live instances' ids and
  * every live account lease. */
 struct share_view {
+    const char *owner;                    /* this instance's id */
     size_t live;                          /* live instances, this one included */
     bool self_seen;
     char (*ids)[STORE_OWNER_MAX + 1];     /* the live instances */
@@ -36,7 +37,7 @@ enum { SHARE_MINE, SHARE_LIVE, SHARE_DEAD };
 static int view_instance(void *ctx, const struct store_instance *in, struct err *e)
 {
     struct share_view *v = ctx;
-    v->self_seen |= strcmp(in->id, daemon_rt.owner) == 0;
+    v->self_seen |= strcmp(in->id, v->owner) == 0;
     v->live++;
     if (v->nids >= SHARE_INSTANCES_MAX)
         return 0;
@@ -70,7 +71,7 @@ static int view_lease(void *ctx, const char *account, const char *owner, int64_t
     snprintf(l->account, sizeof l->account, "%s", account);
     l->until = until;
     l->who = SHARE_DEAD;
-    if (strcmp(owner, daemon_rt.owner) == 0)
+    if (strcmp(owner, v->owner) == 0)
         l->who = SHARE_MINE;
     else
         for (size_t i = 0; i < v->nids; i++)
@@ -95,36 +96,37 @@ static const struct share_lease *view_find(const struct share_view *v, const cha
 /* Take the lease of an account nobody holds for this instance, ahead of its
  * poll (keeper, lock not held): what the previous holder saved says
  * whether its next poll is a first one, as in take_lease().  True if taken. */
-static bool share_take(struct store *st, const char *name, int64_t now)
+static bool share_take(const struct daemon_keeper *k, struct store *st, const char *name,
+                       int64_t now)
 {
     struct err e;
     err_clear(&e);
-    int r = store_account_lease(st, name, daemon_rt.owner, now, daemon_rt.lease_ms, &e);
+    int r = store_account_lease(st, name, k->owner, now, k->lease_ms, &e);
     if (r < 0)
         log_error("store_failed", "op=account_lease account=%s error=%s", name, log_q(e.msg));
     if (r != 0)
         return false;
     struct store_account_state saved;
     bool have = store_account_get(st, name, &saved, &e) == 0;
-    pthread_mutex_lock(&daemon_rt.lock);
-    struct sched_account *a = daemon_find_acct(name);
+    pthread_mutex_lock(k->lock);
+    struct sched_account *a = sched_find(*k->accounts, *k->n_accounts, name);
     if (a) {
-        a->lease_until = now + daemon_rt.lease_ms;
+        a->lease_until = now + k->lease_ms;
         a->free_turns = 0;
         if (have && saved.last_success_at > a->last_success_at)
             a->last_success_at = saved.last_success_at;
         if (a->next_at > now && a->not_before <= now)
             a->next_at = now; /* polled as soon as a worker is free */
-        pthread_cond_broadcast(&daemon_rt.cond);
+        pthread_cond_broadcast(k->cond);
     }
-    pthread_mutex_unlock(&daemon_rt.lock);
+    pthread_mutex_unlock(k->lock);
     return a != NULL;
 }
 
 /* One turn of spreading the accounts over the live instances (share.h),
- * with the keeper's store handle, lock not held:
+ * with the store handle st, k->lock not held:
  *  - count the live instances and read every live account lease;
- *  - set daemon_rt.share_limit, the most leases this instance takes;
+ *  - set *k->share_limit, the most leases this instance takes;
  *  - above it, give back the excess, only of accounts not being polled;
  *  - below it (or for an orphan), take the leases of accounts nobody holds
  *    at once (the accounts are polled when a worker is free), and make due
@@ -133,15 +135,15 @@ static bool share_take(struct store *st, const char *name, int64_t now)
  * *next_at gets the earliest end of such a lease (0: none), when the keeper
  * turns again.  -1 when the store could not be read or a lease could not be
  * given back (logged): the keeper then checks every lease again. */
-int daemon_share_turn(struct store *st, int64_t *next_at)
+int daemon_share_turn(const struct daemon_keeper *k, struct store *st, int64_t *next_at)
 {
     int64_t now = daemon_now_ms();
     *next_at = 0;
-    struct share_view v = {0};
+    struct share_view v = {.owner = k->owner};
     struct err e;
     err_clear(&e);
     int rc = 0;
-    if (store_instances_each(st, now - share_live_window_ms(daemon_rt.lease_ms), 0, view_instance, &v,
+    if (store_instances_each(st, now - share_live_window_ms(k->lease_ms), 0, view_instance, &v,
                              &e) < 0 ||
         store_account_leases_each(st, now, view_lease, &v, &e) < 0) {
         log_error("store_failed", "op=share error=%s", log_q(e.msg));
@@ -153,17 +155,18 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
         v.live++; /* its first heartbeat not written yet, or failed */
     qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
 
-    pthread_mutex_lock(&daemon_rt.lock);
-    size_t n = daemon_rt.n_accounts;
+    pthread_mutex_lock(k->lock);
+    struct sched_account *accounts = *k->accounts;
+    size_t n = *k->n_accounts;
     /* names to give back, then names to take: at most n in all */
     char (*names)[CONFIG_NAME_MAX + 1] = calloc(n ? n : 1, sizeof *names);
     size_t nback = 0, ntake = 0, mine = 0, orphans = 0;
     size_t limit = share_limit(n, v.live);
-    if (limit != daemon_rt.share_limit)
+    if (limit != *k->share_limit)
         log_info("account_share", "instances=%zu accounts=%zu share=%zu", v.live, n, limit);
-    daemon_rt.share_limit = limit;
+    *k->share_limit = limit;
     for (size_t i = 0; i < n; i++) {
-        struct sched_account *a = &daemon_rt.accounts[i];
+        struct sched_account *a = &accounts[i];
         const struct share_lease *l = view_find(&v, a->name);
         mine += l && l->who == SHARE_MINE;
         a->free_turns = l ? 0 : a->free_turns + (a->free_turns < SHARE_ORPHAN_TURNS);
@@ -171,9 +174,9 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
     }
     /* nothing given back while an account has no taker */
     size_t excess = orphans ? 0 : share_excess(mine, limit);
-    size_t held = daemon_held_leases();
+    size_t held = sched_leases_held(accounts, n);
     for (size_t i = n; names && i-- > 0;) {
-        struct sched_account *a = &daemon_rt.accounts[i];
+        struct sched_account *a = &accounts[i];
         const struct share_lease *l = view_find(&v, a->name);
         if (l && l->who == SHARE_MINE && nback < excess && !a->running) {
             /* not polled now, and not before it is taken again (take_lease) */
@@ -184,7 +187,7 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
         }
     }
     for (size_t i = 0; names && i < n; i++) {
-        struct sched_account *a = &daemon_rt.accounts[i];
+        struct sched_account *a = &accounts[i];
         const struct share_lease *l = view_find(&v, a->name);
         if (a->lease_until || (l && l->who != SHARE_DEAD) ||
             !share_may_take_account(held + ntake, limit, a->free_turns))
@@ -195,13 +198,13 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
             *next_at = l->until; /* a dead instance's: taken when it ends */
         }
     }
-    pthread_mutex_unlock(&daemon_rt.lock);
+    pthread_mutex_unlock(k->lock);
     free(v.ids);
     free(v.leases);
 
     size_t given = 0, taken = 0;
     for (size_t i = 0; i < nback; i++) {
-        int r = store_account_give_back(st, names[i], daemon_rt.owner, &e);
+        int r = store_account_give_back(st, names[i], k->owner, &e);
         if (r < 0) {
             log_error("store_failed", "op=account_give_back account=%s error=%s", names[i],
                       log_q(e.msg));
@@ -211,7 +214,7 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
         }
     }
     for (size_t i = 0; i < ntake; i++)
-        taken += share_take(st, names[nback + i], daemon_now_ms());
+        taken += share_take(k, st, names[nback + i], daemon_now_ms());
     if (nback)
         log_info("account_leases_given_back", "count=%zu held=%zu share=%zu instances=%zu", given,
                  mine, limit, v.live);
@@ -229,40 +232,38 @@ int daemon_share_turn(struct store *st, int64_t *next_at)
 /* ---- the lease keeper ------------------------------------------------------------ */
 
 /* The one renewer of this instance's account leases: every quarter of
- * the lease (daemon_rt.lease_ms: DAEMON_ACCOUNT_LEASE_MS, or store.lease with
- * PostgreSQL), all of them in one store call (its own handle).
+ * the lease (k->lease_ms: DAEMON_ACCOUNT_LEASE_MS, or store.lease with
+ * PostgreSQL), all of them in one store call (its own handle, k->st).
  * If fewer were renewed than it believes held (another instance took one
  * after it had expired), every account is checked again before its next
  * poll.  Delivery leases are renewed by the delivery worker (delivery.h). */
 void *daemon_lease_keeper(void *arg)
 {
-    struct store *st = arg;
-    pthread_mutex_lock(&daemon_rt.lock);
-    int64_t next = clock_mono_ms() + daemon_rt.lease_ms / 4;
-    while (!daemon_rt.stopping) {
+    const struct daemon_keeper *k = arg;
+    struct store *st = k->st;
+    pthread_mutex_lock(k->lock);
+    int64_t next = clock_mono_ms() + k->lease_ms / 4;
+    while (!*k->stopping) {
         int64_t left = next - clock_mono_ms();
         if (left > 0) {
             struct timespec ts;
             clock_deadline(&ts, left);
-            pthread_cond_timedwait(&daemon_rt.cond, &daemon_rt.lock, &ts);
+            pthread_cond_timedwait(k->cond, k->lock, &ts);
             continue;
         }
-        next = clock_mono_ms() + daemon_rt.lease_ms / 4;
-        bool share = daemon_rt.shared && !daemon_rt.once;
-        pthread_mutex_unlock(&daemon_rt.lock);
+        next = clock_mono_ms() + k->lease_ms / 4;
+        pthread_mutex_unlock(k->lock);
         /* first the share: what is given back is not renewed */
         int64_t dead_until = 0;
-        int sr = share ? daemon_share_turn(st, &dead_until) : 0;
+        int sr = k->share ? daemon_share_turn(k, st, &dead_until) : 0;
         if (dead_until) /* again when a dead instance's lease ends */
             next = MIN(next, clock_mono_ms() + MAX(dead_until - daemon_now_ms(), 0) + 1);
-        pthread_mutex_lock(&daemon_rt.lock);
-        int64_t held = (int64_t)daemon_held_leases(), renewed = 0;
-        pthread_mutex_unlock(&daemon_rt.lock);
+        pthread_mutex_lock(k->lock);
+        int64_t held = (int64_t)sched_leases_held(*k->accounts, *k->n_accounts), renewed = 0;
+        pthread_mutex_unlock(k->lock);
         int64_t now = daemon_now_ms();
         struct err e;
-        int r = held ? store_account_renew(st, daemon_rt.owner, now, daemon_rt.lease_ms, &renewed,
-                                           &e)
-                     : 0;
+        int r = held ? store_account_renew(st, k->owner, now, k->lease_ms, &renewed, &e) : 0;
         /* a share turn that failed (a lease given back or not) or a lease
          * lost: each is taken again before its next poll */
         bool sure = r == 0 && renewed >= held && sr == 0;
@@ -271,13 +272,12 @@ void *daemon_lease_keeper(void *arg)
         else if (renewed < held)
             log_warn("account_leases_lost", "held=%lld renewed=%lld", (long long)held,
                      (long long)renewed);
-        pthread_mutex_lock(&daemon_rt.lock);
-        for (size_t i = 0; i < daemon_rt.n_accounts; i++)
-            if (daemon_rt.accounts[i].lease_until)
-                daemon_rt.accounts[i].lease_until =
-                    sure ? now + daemon_rt.lease_ms : 0;
+        pthread_mutex_lock(k->lock);
+        struct sched_account *accounts = *k->accounts;
+        for (size_t i = 0; i < *k->n_accounts; i++)
+            if (accounts[i].lease_until)
+                accounts[i].lease_until = sure ? now + k->lease_ms : 0;
     }
-    pthread_mutex_unlock(&daemon_rt.lock);
+    pthread_mutex_unlock(k->lock);
     return NULL;
 }
-

@@ -2,9 +2,9 @@
 #include "scheduler.h"
 
 #include <stdio.h>
+#include <string.h>
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#include "util.h"
 
 int64_t sched_backoff_ms(const struct err *e, int fails, int64_t interval_ms,
                          long login_delay_s, enum account_state *state)
@@ -112,4 +112,20 @@ int sched_request(struct sched_account *a, int64_t now, int64_t *retry_after_s)
     }
     a->requested = true;
     return 0;
+}
+
+struct sched_account *sched_find(struct sched_account *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+size_t sched_leases_held(const struct sched_account *v, size_t n)
+{
+    size_t held = 0;
+    for (size_t i = 0; i < n; i++)
+        held += v[i].lease_until != 0;
+    return held;
 }

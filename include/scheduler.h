@@ -104,4 +104,10 @@ int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
  * (>= 1) while not_before forbids one. */
 int sched_request(struct sched_account *a, int64_t now, int64_t *retry_after_s);
 
+/* The account of that name in v[0..n), or NULL. */
+struct sched_account *sched_find(struct sched_account *v, size_t n, const char *name);
+/* The accounts of v[0..n) whose lease the instance believes it holds
+ * (lease_until set). */
+size_t sched_leases_held(const struct sched_account *v, size_t n);
+
 #endif

@@ -268,6 +268,23 @@ static void no_grant_does_not_block_a_request(void **st)
     assert_true(a.requested);
 }
 
+/* The account table: an account found by name, the leases counted. */
+static void find_and_count_leases(void **state)
+{
+    (void)state;
+    struct sched_account v[3] = {{.name = "a"}, {.name = "b", .lease_until = T0}, {.name = "c"}};
+    assert_ptr_equal(sched_find(v, 3, "b"), &v[1]);
+    assert_ptr_equal(sched_find(v, 3, "c"), &v[2]);
+    assert_null(sched_find(v, 3, "d"));
+    assert_null(sched_find(v, 2, "c")); /* only the n given */
+    assert_null(sched_find(NULL, 0, "a"));
+    assert_int_equal(sched_leases_held(v, 3), 1);
+    v[2].lease_until = T0 + 1;
+    assert_int_equal(sched_leases_held(v, 3), 2);
+    assert_int_equal(sched_leases_held(v, 2), 1);
+    assert_int_equal(sched_leases_held(NULL, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +300,7 @@ int main(void)
         cmocka_unit_test(next_poll_after_success),
         cmocka_unit_test(failure_backs_off_and_request_waits),
         cmocka_unit_test(no_grant_does_not_block_a_request),
+        cmocka_unit_test(find_and_count_leases),
     };
     return cmocka_run_group_tests_name("scheduler", tests, NULL, NULL);
 }
