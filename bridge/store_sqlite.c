@@ -15,9 +15,9 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 7, STORE_SCHEMA_VERSION):
+ * Schema (version 8, STORE_SCHEMA_VERSION):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
- *            backoff_until)
+ *            backoff_until, last_error_code)       -- last_error_code: 8
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
  *            body_purged_at, kind, declared_size, event_key,
@@ -238,6 +238,12 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN duplicate_of INTEGER;"
     "CREATE INDEX messages_message_id ON messages(account, message_id_hdr)"
     "  WHERE message_id_hdr IS NOT NULL;",
+    /* 8: the kind of an account's last error for programs (login_delay,
+     * auth, ...), beside its text; a LOGIN-DELAY saved before is known by
+     * the text the server's code was saved in */
+    "ALTER TABLE accounts ADD COLUMN last_error_code TEXT NOT NULL DEFAULT '';"
+    "UPDATE accounts SET last_error_code = 'login_delay'"
+    "  WHERE last_error LIKE '%server said \"[LOGIN-DELAY]%';",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -340,14 +346,16 @@ static const char *const sql_text[S_COUNT] = {
     [S_LINK_GET] = "SELECT key, created_at FROM link_key WHERE id = 1",
     [S_LINK_CREATE] = "INSERT OR IGNORE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
     [S_LINK_SET] = "INSERT OR REPLACE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
-    [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
-                  " FROM accounts WHERE name = ?1",
+    [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until,"
+                  " last_error_code FROM accounts WHERE name = ?1",
     [S_ACC_SET] = "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
-                  " last_success_at, backoff_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                  " last_success_at, backoff_until, last_error_code)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                   " ON CONFLICT(name) DO UPDATE SET state = excluded.state,"
                   " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
                   " last_success_at = excluded.last_success_at,"
-                  " backoff_until = excluded.backoff_until",
+                  " backoff_until = excluded.backoff_until,"
+                  " last_error_code = excluded.last_error_code",
     [S_ACC_LEASE] = "INSERT INTO accounts(name, state, lease_owner, lease_until)"
                     " VALUES (?1, 'idle', ?2, ?3) ON CONFLICT(name) DO UPDATE SET"
                     " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"

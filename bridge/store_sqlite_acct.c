@@ -44,6 +44,7 @@ int sq_account_get(struct store *st, const char *account, struct store_account_s
         out->last_attempt_at = sqlite3_column_int64(s, 2);
         out->last_success_at = sqlite3_column_int64(s, 3);
         out->backoff_until = sqlite3_column_int64(s, 4);
+        sq_col_copy(s, 5, out->last_error_code, sizeof out->last_error_code);
     } else if (rc == SQLITE_DONE) {
         r = STORE_NOTFOUND;
     } else {
@@ -70,6 +71,8 @@ int sq_account_set(struct store *st, const char *account,
     sqlite3_bind_int64(s, 4, in->last_attempt_at);
     sqlite3_bind_int64(s, 5, in->last_success_at);
     sqlite3_bind_int64(s, 6, in->backoff_until);
+    sqlite3_bind_text(s, 7, in->last_error_code,
+                      (int)strnlen(in->last_error_code, STORE_ERROR_CODE_MAX), SQLITE_STATIC);
     if (sq_run(st, s, e, op) < 0 || sq_tx_commit(st, e, op) < 0) {
         sq_tx_rollback(st);
         return -1;
