@@ -498,6 +498,25 @@ int sq_run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
     return r;
 }
 
+int sq_one(struct store *st, sqlite3_stmt *s, sq_row_fn read, void *out, struct err *e,
+           const char *op)
+{
+    int rc = sqlite3_step(s), r = STORE_NOTFOUND;
+    if (rc == SQLITE_ROW)
+        r = read(s, out, e) < 0 ? -1 : 0;
+    else if (rc != SQLITE_DONE)
+        r = sq_dberr(st, e, op);
+    sq_done(s);
+    return r;
+}
+
+int sq_row_i64(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    *(int64_t *)out = sqlite3_column_int64(s, 0);
+    return 0;
+}
+
 int sq_run_id(struct store *st, enum sid id, struct err *e, const char *op)
 {
     sqlite3_stmt *s = sq_stmt(st, id, e);
@@ -670,20 +689,27 @@ static int newer_schema(struct store *st, int version, struct err *e)
                    st->path, version, STORE_SCHEMA_VERSION);
 }
 
+/* A row of PRAGMA foreign_key_check: the table holding a lost reference. */
+static int fk_row(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    sq_col_copy(s, 0, out, 64);
+    return 0;
+}
+
 /* PRAGMA foreign_key_check finds nothing: 0, else -1 (ERR_INTERNAL). */
 static int fk_check(struct store *st, struct err *e)
 {
+    const char *op = "migrate: foreign key check";
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
-        return sq_dberr(st, e, "migrate: foreign key check");
-    int rc = sqlite3_step(s);
+        return sq_dberr(st, e, op);
     char table[64] = "";
-    if (rc == SQLITE_ROW)
-        snprintf(table, sizeof table, "%s", (const char *)sqlite3_column_text(s, 0));
+    int r = sq_one(st, s, fk_row, table, e, op);
     sqlite3_finalize(s);
-    if (rc == SQLITE_ROW)
+    if (r == 0)
         return err_set(e, ERR_INTERNAL, "store: migrate: a row of %s lost its reference", table);
-    return rc == SQLITE_DONE ? 0 : sq_dberr(st, e, "migrate: foreign key check");
+    return r == STORE_NOTFOUND ? 0 : -1;
 }
 
 static int migrate_locked(struct store *st, struct err *e);
@@ -843,14 +869,14 @@ void sq_close(struct store *st)
 int sq_schema_version(struct store *st, struct err *e)
 {
     sqlite3_stmt *s = NULL;
-    int v = -1;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int(s, 0);
-    else
-        sq_dberr(st, e, "schema version");
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+        return sq_dberr(st, e, "schema version");
+    int r = sq_one(st, s, sq_row_i64, &v, e, "schema version");
     sqlite3_finalize(s);
-    return v;
+    if (r == STORE_NOTFOUND)
+        return err_set(e, ERR_INTERNAL, "store: schema version: no answer from %s", st->path);
+    return r < 0 ? -1 : (int)v;
 }
 
 /* ---- the backend's table ------------------------------------------------------ */
