@@ -122,6 +122,27 @@ def test_once_reads_the_code_not_the_text():
                [("idle", "", "")], "state after the poll")
 
 
+def _scripted_once(rules, until, name):
+    """One account on a scripted server answering by rules (USER/PASS, no
+    TLS) and one `run --once`; the server (stopped), the bridge and the
+    run's result."""
+    srv = ScriptedServer([send(b"+OK ready\r\n"), respond(rules, until=until)],
+                         timeout=30).start()
+    secret = bridge.new_secret()
+    rcv = Receiver(secret, name="rcv-" + name).start()
+    harness.register_cleanup(rcv.stop)
+    cfg = {"log_level": "debug",
+           "accounts": [{"name": "a", "host": "127.0.0.1", "port": srv.port, "tls": "none",
+                         "allow_plaintext": True, "auth": ["user"], "username": "u",
+                         "password_env": "T_PW", "poll_interval": "1h", "webhooks": ["hook"]}],
+           "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "T_WHSEC"}]}
+    b = Bridge(cfg, {"T_PW": "pw", "T_WHSEC": secret}, name="bridge-once-" + name)
+    r = b.run_once(timeout=40)
+    srv.wait()
+    srv.stop()
+    return srv, b, r
+
+
 @harness.timeout(60)
 def test_once_saves_a_login_delay_refusal_and_skips_it():
     """A server that refuses the login with [LOGIN-DELAY]: the run saves the
@@ -131,20 +152,7 @@ def test_once_saves_a_login_delay_refusal_and_skips_it():
              (r"USER .*", b"+OK\r\n"),
              (r"PASS .*", b"-ERR [LOGIN-DELAY] wait before logging in again\r\n"),
              (r"QUIT", b"+OK bye\r\n")]
-    srv = ScriptedServer([send(b"+OK ready\r\n"), respond(rules, until=r"QUIT|PASS")],
-                         timeout=30).start()
-    secret = bridge.new_secret()
-    rcv = Receiver(secret, name="rcv-ld-refused").start()
-    harness.register_cleanup(rcv.stop)
-    cfg = {"log_level": "debug",
-           "accounts": [{"name": "a", "host": "127.0.0.1", "port": srv.port, "tls": "none",
-                         "allow_plaintext": True, "auth": ["user"], "username": "u",
-                         "password_env": "T_PW", "poll_interval": "1h", "webhooks": ["hook"]}],
-           "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "T_WHSEC"}]}
-    b = Bridge(cfg, {"T_PW": "pw", "T_WHSEC": secret}, name="bridge-once-ld-refused")
-    r = b.run_once(timeout=40)
-    srv.wait()
-    srv.stop()
+    srv, b, r = _scripted_once(rules, r"QUIT|PASS", "ld-refused")
     assert r.code != 0 and "event=poll_failed" in r.stderr, r.describe()
     [(state, text, code, until)] = b.query(
         "SELECT state, last_error, last_error_code, backoff_until FROM accounts")
@@ -165,20 +173,7 @@ def test_once_honours_the_login_delay_of_a_successful_poll():
              (r"USER .*", b"+OK\r\n"), (r"PASS .*", b"+OK logged in\r\n"),
              (r"STAT", b"+OK 0 0\r\n"), (r"UIDL", b"+OK\r\n.\r\n"), (r"LIST", b"+OK\r\n.\r\n"),
              (r"QUIT", b"+OK bye\r\n")]
-    srv = ScriptedServer([send(b"+OK ready\r\n"), respond(rules, until=r"QUIT")],
-                         timeout=30).start()
-    secret = bridge.new_secret()
-    rcv = Receiver(secret, name="rcv-ld-ok").start()
-    harness.register_cleanup(rcv.stop)
-    cfg = {"log_level": "debug",
-           "accounts": [{"name": "a", "host": "127.0.0.1", "port": srv.port, "tls": "none",
-                         "allow_plaintext": True, "auth": ["user"], "username": "u",
-                         "password_env": "T_PW", "poll_interval": "1h", "webhooks": ["hook"]}],
-           "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "T_WHSEC"}]}
-    b = Bridge(cfg, {"T_PW": "pw", "T_WHSEC": secret}, name="bridge-once-ld-ok")
-    r = b.run_once(timeout=40)
-    srv.wait()
-    srv.stop()
+    srv, b, r = _scripted_once(rules, r"QUIT", "ld-ok")
     assert r.code == 0, r.describe()
     assert srv.commands[-1] == "QUIT", srv.commands
     until = b.query("SELECT backoff_until FROM accounts")[0][0]
