@@ -233,7 +233,8 @@ static int parse_option(int ch, const char *arg, bool fetch, struct cli_opts *c,
 static int take_credentials(struct cli_opts *c, const struct parsed *o, struct err *e)
 {
     if (o->pwfile) {
-        if (!(c->password = read_secret_file(o->pwfile, "password", c->refused, sizeof c->refused, e)))
+        c->password = read_secret_file(o->pwfile, "password", c->refused, sizeof c->refused, e);
+        if (!c->password)
             return -1;
     } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
         c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));

@@ -109,7 +109,7 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 v[i].last_success_at = s.last_success_at;
                 snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
                 if (account_error_parse(s.last_error_code, &v[i].last_error_code) < 0)
-                    v[i].last_error_code = ACCOUNT_ERR_NONE; /* a newer build's code: unknown here */
+                    v[i].last_error_code = ACCOUNT_ERR_NONE; /* a newer build's code */
                 enum account_state saved;
                 if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
                     v[i].state = saved;

@@ -2553,8 +2553,9 @@ static void pg_migrate_from_6(void **state)
     assert_int_equal(n, 1);
     struct store_attempt a = att(T0, 500, "boom", "dead");
     assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a, STORE_D_DEAD, 0, &e), 0);
-    struct store_account_state as = {.state = "backoff", .backoff_until = T0 + 9,
-                                     .last_error = "Server: login: server said \"[LOGIN-DELAY] wait\""};
+    struct store_account_state as = {
+        .state = "backoff", .backoff_until = T0 + 9,
+        .last_error = "Server: login: server said \"[LOGIN-DELAY] wait\""};
     assert_int_equal(store_account_set(st, "acc", &as, &e), 0);
     store_close(st);
     ((struct fx *)*state)->st = NULL;
