@@ -26,6 +26,8 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     cJSON_AddItemToObject(o, "last_attempt_at", api_json_time(live ? ra.last_attempt_at : 0));
     cJSON_AddItemToObject(o, "last_success_at", api_json_time(live ? ra.last_success_at : 0));
     cJSON_AddItemToObject(o, "last_error", api_json_str(live ? ra.last_error : NULL));
+    cJSON_AddItemToObject(o, "last_error_code",
+                          api_json_str(live ? account_error_name(ra.last_error_code) : NULL));
     cJSON_AddNumberToObject(o, "stored", (double)cnt.stored);
     cJSON_AddNumberToObject(o, "pending_deliveries", (double)cnt.pending_deliveries);
     cJSON_AddItemToObject(o, "oauth2", oauth2);

@@ -10,6 +10,7 @@
 
 #include "codec.h"
 #include "maildir.h"
+#include "perms.h"
 #include "pop3.h"
 #include "secrets.h"
 #include "url.h"
@@ -86,6 +87,8 @@ struct cli_opts {
     char user[256];
     char *password;
     char *token;
+    char refused[PERMS_WHY_MAX + 32]; /* a secret file other users may read (perms.h):
+                                         the whole line, longer than an error's msg */
     bool do_delete;
     bool verbose;
     const char *maildir;
@@ -118,9 +121,18 @@ static int parse_url(const char *url, struct cli_opts *c, bool *tls_set, struct 
     return 0;
 }
 
-/* First line of a file, for passwords and tokens. */
-static char *read_secret_file(const char *path, const char *what, struct err *e)
+/* First line of a file, for passwords and tokens.  A file other users may
+ * read is refused as `run` refuses it (perms.h): the line in refused[],
+ * e says only that. */
+static char *read_secret_file(const char *path, const char *what, char *refused,
+                              size_t refused_size, struct err *e)
 {
+    char why[PERMS_WHY_MAX];
+    if (perms_check(path, PERMS_SECRET, why, sizeof why) < 0) {
+        snprintf(refused, refused_size, "%s file: %s", what, why);
+        err_set(e, ERR_USAGE, "%s file %s: insecure permissions", what, path);
+        return NULL;
+    }
     char *buf = calloc(1, SECRET_FILE_MAX + 2);
     if (!buf) {
         err_set(e, ERR_INTERNAL, "out of memory");
@@ -221,12 +233,14 @@ static int parse_option(int ch, const char *arg, bool fetch, struct cli_opts *c,
 static int take_credentials(struct cli_opts *c, const struct parsed *o, struct err *e)
 {
     if (o->pwfile) {
-        if (!(c->password = read_secret_file(o->pwfile, "password", e)))
+        c->password = read_secret_file(o->pwfile, "password", c->refused, sizeof c->refused, e);
+        if (!c->password)
             return -1;
     } else if (getenv("POP3BRIDGE_PASSWORD") && *getenv("POP3BRIDGE_PASSWORD")) {
         c->password = strdup(getenv("POP3BRIDGE_PASSWORD"));
     }
-    if (o->tokfile && !(c->token = read_secret_file(o->tokfile, "OAuth2 token", e)))
+    if (o->tokfile && !(c->token = read_secret_file(o->tokfile, "OAuth2 token", c->refused,
+                                                    sizeof c->refused, e)))
         return -1;
     if (!c->password && !c->token)
         return err_set(e, ERR_USAGE,
@@ -297,6 +311,15 @@ static void cli_opts_free(struct cli_opts *c)
     free_secret(&c->token);
 }
 
+/* A failure of parse_args: the refusal of a secret file in full, else e. */
+static int args_fail(const struct cli_opts *c, const struct err *e)
+{
+    if (!c->refused[0])
+        return cli_fail(e);
+    fprintf(stderr, "pop3bridge: Usage: %s\n", c->refused); /* as err_format says it */
+    return CLI_EXIT_USAGE;
+}
+
 /* ---- probe ---------------------------------------------------------------------- */
 
 static cJSON *probe_json(struct pop3 *p, const struct pop3_listing *l)
@@ -353,7 +376,7 @@ int cli_probe(int argc, char **argv)
     struct err e = {0};
     int rc;
     if (parse_args(argc, argv, false, &c, &e) < 0) {
-        rc = cli_fail(&e);
+        rc = args_fail(&c, &e);
         cli_opts_free(&c);
         return rc;
     }
@@ -502,7 +525,7 @@ int cli_fetch(int argc, char **argv)
     goto out;
 fail:
     pop3_abort(&p);
-    rc = cli_fail(&e);
+    rc = args_fail(&c, &e);
 out:
     pop3_listing_free(&l);
     maildir_close(&f.md);

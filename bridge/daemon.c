@@ -94,7 +94,7 @@ static bool once_ignores_backoff(struct sched_account *a, const struct store_acc
     const char *reason = NULL;
     if (a->state == ACCOUNT_AUTH_ERROR)
         reason = "auth_error";
-    else if (a->state == ACCOUNT_IDLE || strstr(s->last_error, "\"[LOGIN-DELAY]"))
+    else if (a->state == ACCOUNT_IDLE || a->last_error_code == ACCOUNT_ERR_LOGIN_DELAY)
         reason = "LOGIN-DELAY"; /* idle with a wait: the LOGIN-DELAY after a success */
     if (!reason)
         return true;
@@ -128,6 +128,8 @@ static int sync_accounts(const struct config *cfg, struct store *st)
                 v[i].last_attempt_at = s.last_attempt_at;
                 v[i].last_success_at = s.last_success_at;
                 snprintf(v[i].last_error, sizeof v[i].last_error, "%s", s.last_error);
+                if (account_error_parse(s.last_error_code, &v[i].last_error_code) < 0)
+                    v[i].last_error_code = ACCOUNT_ERR_NONE; /* a newer build's code */
                 enum account_state saved;
                 if (account_state_parse(s.state, &saved) == 0 && saved != ACCOUNT_POLLING)
                     v[i].state = saved;
@@ -147,6 +149,8 @@ static void save_state(struct store *st, const struct sched_account *a)
     struct store_account_state s = {0};
     snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
     snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
+    snprintf(s.last_error_code, sizeof s.last_error_code, "%s",
+             account_error_name(a->last_error_code));
     s.last_attempt_at = a->last_attempt_at;
     s.last_success_at = a->last_success_at;
     /* what forbids a poll (not_before): a backoff, or the server's
@@ -602,6 +606,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
     if (a) {
         out->state = a->state;
         snprintf(out->last_error, sizeof out->last_error, "%s", a->last_error);
+        out->last_error_code = a->last_error_code;
         out->last_attempt_at = a->last_attempt_at;
         out->last_success_at = a->last_success_at;
         out->next_at = a->next_at;

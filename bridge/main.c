@@ -16,7 +16,7 @@ static void usage(FILE *out)
     fprintf(out, "pop3bridge %s — a bridge from POP3 mailboxes to the web\n\n", POP3BRIDGE_VERSION);
     fputs("pop3bridge run --config FILE [--once]   poll accounts, store, deliver webhooks, serve the API\n"
           "pop3bridge check-config FILE [--keys]   validate a configuration file\n"
-          "  " PERMS_OPTION " (with any command that reads the configuration):\n"
+          "  " PERMS_OPTION " (with any command that reads the configuration, probe, fetch):\n"
           "      accept a configuration, secret file or state_dir that other users may read\n"
           "      or write, with a warning, instead of refusing it (see pop3bridge(8))\n\n",
           out);

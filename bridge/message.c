@@ -303,6 +303,28 @@ static GPtrArray *recipients(struct ctx *c, GMimeMessage *msg)
     return out;
 }
 
+/* The header fields that tell an automatic reply (mailclass_auto_reply),
+ * the event's and the routing filter's alike; the other fields NULL.  The
+ * strings live as long as msg (NULL: none). */
+static struct mailclass_headers auto_reply_headers(GMimeMessage *msg)
+{
+    return (struct mailclass_headers){
+        .subject = msg ? g_mime_message_get_subject(msg) : NULL,
+        .auto_submitted = first_value(msg, "Auto-Submitted"),
+        .x_autoreply = first_value(msg, "X-Autoreply"),
+        .x_autorespond = first_value(msg, "X-Autorespond"),
+        .precedence = first_value(msg, "Precedence"),
+        .x_auto_response_suppress = first_value(msg, "X-Auto-Response-Suppress"),
+    };
+}
+
+/* "auto_reply": the kind of automatic reply h shows, or null. */
+static void add_auto_reply(struct ctx *c, cJSON *m, const struct mailclass_headers *h)
+{
+    const char *kind = mailclass_auto_reply(h);
+    msg_add(c, m, "auto_reply", kind ? cJSON_CreateString(kind) : cJSON_CreateNull());
+}
+
 /* authentication, spam, auto_reply, bounce, list, mailbox_hash (null
  * without a header). */
 static void add_classification(struct ctx *c, cJSON *m, GMimeMessage *msg)
@@ -312,23 +334,15 @@ static void add_classification(struct ctx *c, cJSON *m, GMimeMessage *msg)
         authres_json((const char *const *)ar->pdata, ar->len, c->o->trusted_authserv_ids,
                      c->o->trusted_authserv_id_count));
     g_ptr_array_free(ar, TRUE);
-    struct mailclass_headers h = {
-        .subject = msg ? g_mime_message_get_subject(msg) : NULL,
-        .auto_submitted = first_value(msg, "Auto-Submitted"),
-        .x_autoreply = first_value(msg, "X-Autoreply"),
-        .x_autorespond = first_value(msg, "X-Autorespond"),
-        .precedence = first_value(msg, "Precedence"),
-        .x_auto_response_suppress = first_value(msg, "X-Auto-Response-Suppress"),
-        .x_spam_status = first_value(msg, "X-Spam-Status"),
-        .x_spam_score = first_value(msg, "X-Spam-Score"),
-        .x_spam_flag = first_value(msg, "X-Spam-Flag"),
-        .list_id = first_value(msg, "List-Id"),
-        .list_unsubscribe = first_value(msg, "List-Unsubscribe"),
-        .list_unsubscribe_post = first_value(msg, "List-Unsubscribe-Post"),
-    };
+    struct mailclass_headers h = auto_reply_headers(msg);
+    h.x_spam_status = first_value(msg, "X-Spam-Status");
+    h.x_spam_score = first_value(msg, "X-Spam-Score");
+    h.x_spam_flag = first_value(msg, "X-Spam-Flag");
+    h.list_id = first_value(msg, "List-Id");
+    h.list_unsubscribe = first_value(msg, "List-Unsubscribe");
+    h.list_unsubscribe_post = first_value(msg, "List-Unsubscribe-Post");
     msg_add(c, m, "spam", mailclass_spam_json(&h));
-    const char *kind = mailclass_auto_reply(&h);
-    msg_add(c, m, "auto_reply", kind ? cJSON_CreateString(kind) : cJSON_CreateNull());
+    add_auto_reply(c, m, &h);
     msg_add(c, m, "bounce",
         bounce_json(msg, c->text ? c->text->str : NULL, c->html ? c->html->str : NULL));
     msg_add(c, m, "list", mailclass_list_json(&h));
@@ -850,16 +864,8 @@ static void filter_fill(struct ctx *c, cJSON *m, GMimeMessage *msg, unsigned wha
     msg_add(c, m, "to", msg ? address_array(c, g_mime_message_get_to(msg), "To") : cJSON_CreateArray());
     msg_add(c, m, "cc", msg ? address_array(c, g_mime_message_get_cc(msg), "Cc") : cJSON_CreateArray());
     msg_add(c, m, "headers", msg ? header_array(c, msg) : cJSON_CreateArray());
-    struct mailclass_headers h = {
-        .subject = msg ? g_mime_message_get_subject(msg) : NULL,
-        .auto_submitted = first_value(msg, "Auto-Submitted"),
-        .x_autoreply = first_value(msg, "X-Autoreply"),
-        .x_autorespond = first_value(msg, "X-Autorespond"),
-        .precedence = first_value(msg, "Precedence"),
-        .x_auto_response_suppress = first_value(msg, "X-Auto-Response-Suppress"),
-    };
-    const char *kind = mailclass_auto_reply(&h);
-    msg_add(c, m, "auto_reply", kind ? cJSON_CreateString(kind) : cJSON_CreateNull());
+    struct mailclass_headers h = auto_reply_headers(msg);
+    add_auto_reply(c, m, &h);
     if (!(what & MESSAGE_FILTER_ATTACHMENTS))
         return;
     c->atts = cJSON_CreateArray();

@@ -404,11 +404,20 @@ static enum step read_row(struct work *w, bool cc, const char *rejected, int64_t
     return STEP_ON;
 }
 
+/* How long a caller waits while another refresh holds the row's lease: the
+ * lease's life and a little more, or less when the caller's own deadline
+ * comes first.  One monotonic deadline (clock.h); the wall clock's `now`
+ * only compares with the row's stored times. */
+struct wait_until {
+    int64_t mono_ms; /* clock_mono_ms() time the wait ends */
+    bool callers;    /* it is the caller's deadline (an API request's) */
+};
+#define OAUTH2_WAIT_MAX_MS (OAUTH2_LEASE_MS + 5000)
+
 /* Step 2: the row's refresh lease, waited for (in OAUTH2_WAIT_STEP_MS
- * steps, until deadline, and until until_mono_ms when that is set) while
- * another refresh holds it. */
-static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadline,
-                           int64_t until_mono_ms, bool usable, struct err *e)
+ * steps, until the deadline) while another refresh holds it. */
+static enum step lease_row(struct work *w, bool cc, int64_t now, const struct wait_until *until,
+                           bool usable, struct err *e)
 {
     const struct config_account *a = w->a;
     int r = store_oauth2_lease(w->st, a->name, w->owner, now, OAUTH2_LEASE_MS, cc,
@@ -421,27 +430,22 @@ static enum step lease_row(struct work *w, bool cc, int64_t now, int64_t deadlin
         return STEP_ON;
     if (usable)
         return STEP_DONE;
-    if (now >= deadline) {
+    int64_t left = until->mono_ms - clock_mono_ms();
+    if (left <= 0 && !until->callers) {
         err_set(e, ERR_TIMEOUT, "account %s: another refresh of its token did not finish "
                                 "within %lld s",
-                a->name, (long long)((OAUTH2_LEASE_MS + 5000) / 1000));
+                a->name, (long long)(OAUTH2_WAIT_MAX_MS / 1000));
         return STEP_FAILED;
     }
-    int64_t step = OAUTH2_WAIT_STEP_MS;
-    if (until_mono_ms > 0) { /* the caller's own deadline (an API request's) */
-        int64_t left = until_mono_ms - clock_mono_ms();
-        if (left <= 0) {
-            err_set(e, ERR_TIMEOUT,
-                    "account %s: another refresh of its OAuth2 token is still running "
-                    "(its lease runs for %lld s more); try again shortly",
-                    a->name, (long long)((w->row.lease_until - now + 999) / 1000));
-            e->code = ERR_CODE_REFRESH_WAIT;
-            return STEP_FAILED;
-        }
-        if (left < step)
-            step = left;
+    if (left <= 0) {
+        err_set(e, ERR_TIMEOUT,
+                "account %s: another refresh of its OAuth2 token is still running "
+                "(its lease runs for %lld s more); try again shortly",
+                a->name, (long long)((w->row.lease_until - now + 999) / 1000));
+        e->code = ERR_CODE_REFRESH_WAIT;
+        return STEP_FAILED;
     }
-    sleep_ms(step);
+    sleep_ms(left < OAUTH2_WAIT_STEP_MS ? left : OAUTH2_WAIT_STEP_MS);
     return STEP_AGAIN;
 }
 
@@ -502,14 +506,16 @@ int oauth2_access_token_until(struct store *st, const struct config_account *a,
     if (oauth2_proto_client(&a->oauth2, &w->client, e) == 0)
         s = STEP_AGAIN;
     bool cc = a->oauth2.flow == CONFIG_FLOW_CLIENT_CREDENTIALS;
-    int64_t deadline = clock_wall_ms() + OAUTH2_LEASE_MS + 5000;
+    struct wait_until until = {clock_mono_ms() + OAUTH2_WAIT_MAX_MS, false};
+    if (until_mono_ms > 0 && until_mono_ms <= until.mono_ms)
+        until = (struct wait_until){until_mono_ms, true};
     int superseded = 0;
     while (s == STEP_AGAIN) {
         int64_t now = clock_wall_ms();
         bool usable = false;
         s = read_row(w, cc, rejected, now, &usable, e);
         if (s == STEP_ON)
-            s = lease_row(w, cc, now, deadline, until_mono_ms, usable, e);
+            s = lease_row(w, cc, now, &until, usable, e);
         if (s == STEP_ON)
             s = refresh_leased(w, rejected, now, &superseded, e);
     }

@@ -531,6 +531,7 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         if (!tok)
             err_set(e, ERR_INTERNAL, "out of memory");
         free(tok);
+        record_poll(a->name, &hist, res, -1, e); /* a failed poll, with no session */
         return -1;
     }
     const char *cur = tok;

@@ -79,6 +79,7 @@ int64_t sched_succeeded(struct sched_account *a, int64_t now, int64_t interval_m
     a->fails = 0;
     a->last_success_at = now;
     a->last_error[0] = '\0';
+    a->last_error_code = ACCOUNT_ERR_NONE;
     a->state = ACCOUNT_IDLE;
     a->next_at = now + next;
     a->not_before = login_delay ? now + login_delay : 0;
@@ -95,6 +96,7 @@ int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
     int64_t d = sched_backoff_ms(e, a->fails, interval_ms, login_delay_s, &state);
     a->state = state;
     err_format(e, a->last_error, sizeof a->last_error);
+    a->last_error_code = account_error_of(e);
     a->next_at = now + d;
     /* without a grant nothing was sent to any server: a poll asked for
      * (after an authorization) may run at once */

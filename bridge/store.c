@@ -513,6 +513,10 @@ int store_check_account_state(const char *account, const struct store_account_st
     if (sl > STORE_STATE_MAX)
         return err_set(e, ERR_LIMIT, "store: account state name longer than STORE_STATE_MAX (%d)",
                        STORE_STATE_MAX);
+    if (strnlen(in->last_error_code, sizeof in->last_error_code) > STORE_ERROR_CODE_MAX)
+        return err_set(e, ERR_LIMIT,
+                       "store: account last-error code longer than STORE_ERROR_CODE_MAX (%d)",
+                       STORE_ERROR_CODE_MAX);
     *state_len = sl;
     return 0;
 }

@@ -208,6 +208,10 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE messages ADD COLUMN duplicate_of bigint;"
     "CREATE INDEX messages_message_id ON messages(account, message_id_hdr)"
     "  WHERE message_id_hdr IS NOT NULL;",
+    /* 8: as SQLite's: the kind of an account's last error for programs */
+    "ALTER TABLE accounts ADD COLUMN last_error_code text NOT NULL DEFAULT '';"
+    "UPDATE accounts SET last_error_code = 'login_delay'"
+    "  WHERE last_error LIKE '%server said \"[LOGIN-DELAY]%';",
 };
 #define PG_MIGRATIONS (sizeof pg_migrations / sizeof pg_migrations[0])
 _Static_assert(PG_MIGRATIONS == STORE_SCHEMA_VERSION,

@@ -36,6 +36,7 @@ static void account_state_row(PGresult *r, int i, void *p)
     out->last_attempt_at = pg_g64(r, i, 2);
     out->last_success_at = pg_g64(r, i, 3);
     out->backoff_until = pg_g64(r, i, 4);
+    pg_gstr(r, i, 5, out->last_error_code, sizeof out->last_error_code);
 }
 
 int pg_account_get(struct store *st, const char *account, struct store_account_state *out,
@@ -46,8 +47,8 @@ int pg_account_get(struct store *st, const char *account, struct store_account_s
     struct pq q = {0};
     pq_text(&q, account);
     return pq_one(st, NULL,
-                  "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
-                  " FROM accounts WHERE name = $1",
+                  "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until,"
+                  " last_error_code FROM accounts WHERE name = $1",
                   &q, account_state_row, out, e, "get account state");
 }
 
@@ -67,13 +68,16 @@ int pg_account_set(struct store *st, const char *account,
     pq_i64(&q, in->last_attempt_at);
     pq_i64(&q, in->last_success_at);
     pq_i64(&q, in->backoff_until);
+    pq_trunc(&q, in->last_error_code, STORE_ERROR_CODE_MAX);
     return pg_write1(st,
                   "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
-                  " last_success_at, backoff_until) VALUES ($1, $2, $3, $4, $5, $6)"
+                  " last_success_at, backoff_until, last_error_code)"
+                  " VALUES ($1, $2, $3, $4, $5, $6, $7)"
                   " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
                   " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
                   " last_success_at = excluded.last_success_at,"
-                  " backoff_until = excluded.backoff_until",
+                  " backoff_until = excluded.backoff_until,"
+                  " last_error_code = excluded.last_error_code",
                   &q, NULL, e, "set account state");
 }
 

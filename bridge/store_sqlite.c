@@ -15,9 +15,9 @@
  * use with SQLITE_PREPARE_PERSISTENT, and always reset and cleared after use
  * so no statement keeps a read transaction open.
  *
- * Schema (version 7, STORE_SCHEMA_VERSION):
+ * Schema (version 8, STORE_SCHEMA_VERSION):
  *   accounts(name PK, state, last_error, last_attempt_at, last_success_at,
- *            backoff_until)
+ *            backoff_until, last_error_code)       -- last_error_code: 8
  *   messages(id PK, account, uidl, size, sha256, received_at, subject,
  *            from_addr, message_id_hdr, date_hdr, delivered_at,
  *            body_purged_at, kind, declared_size, event_key,
@@ -238,6 +238,12 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN duplicate_of INTEGER;"
     "CREATE INDEX messages_message_id ON messages(account, message_id_hdr)"
     "  WHERE message_id_hdr IS NOT NULL;",
+    /* 8: the kind of an account's last error for programs (login_delay,
+     * auth, ...), beside its text; a LOGIN-DELAY saved before is known by
+     * the text the server's code was saved in */
+    "ALTER TABLE accounts ADD COLUMN last_error_code TEXT NOT NULL DEFAULT '';"
+    "UPDATE accounts SET last_error_code = 'login_delay'"
+    "  WHERE last_error LIKE '%server said \"[LOGIN-DELAY]%';",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -340,14 +346,16 @@ static const char *const sql_text[S_COUNT] = {
     [S_LINK_GET] = "SELECT key, created_at FROM link_key WHERE id = 1",
     [S_LINK_CREATE] = "INSERT OR IGNORE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
     [S_LINK_SET] = "INSERT OR REPLACE INTO link_key(id, key, created_at) VALUES (1, ?1, ?2)",
-    [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until"
-                  " FROM accounts WHERE name = ?1",
+    [S_ACC_GET] = "SELECT state, last_error, last_attempt_at, last_success_at, backoff_until,"
+                  " last_error_code FROM accounts WHERE name = ?1",
     [S_ACC_SET] = "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
-                  " last_success_at, backoff_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                  " last_success_at, backoff_until, last_error_code)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                   " ON CONFLICT(name) DO UPDATE SET state = excluded.state,"
                   " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
                   " last_success_at = excluded.last_success_at,"
-                  " backoff_until = excluded.backoff_until",
+                  " backoff_until = excluded.backoff_until,"
+                  " last_error_code = excluded.last_error_code",
     [S_ACC_LEASE] = "INSERT INTO accounts(name, state, lease_owner, lease_until)"
                     " VALUES (?1, 'idle', ?2, ?3) ON CONFLICT(name) DO UPDATE SET"
                     " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
@@ -490,6 +498,25 @@ int sq_run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
         r = sq_dberr(st, e, op);
     sq_done(s);
     return r;
+}
+
+int sq_one(struct store *st, sqlite3_stmt *s, sq_row_fn read, void *out, struct err *e,
+           const char *op)
+{
+    int rc = sqlite3_step(s), r = STORE_NOTFOUND;
+    if (rc == SQLITE_ROW)
+        r = read(s, out, e) < 0 ? -1 : 0;
+    else if (rc != SQLITE_DONE)
+        r = sq_dberr(st, e, op);
+    sq_done(s);
+    return r;
+}
+
+int sq_row_i64(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    *(int64_t *)out = sqlite3_column_int64(s, 0);
+    return 0;
 }
 
 int sq_run_id(struct store *st, enum sid id, struct err *e, const char *op)
@@ -664,20 +691,27 @@ static int newer_schema(struct store *st, int version, struct err *e)
                    st->path, version, STORE_SCHEMA_VERSION);
 }
 
+/* A row of PRAGMA foreign_key_check: the table holding a lost reference. */
+static int fk_row(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    sq_col_copy(s, 0, out, 64);
+    return 0;
+}
+
 /* PRAGMA foreign_key_check finds nothing: 0, else -1 (ERR_INTERNAL). */
 static int fk_check(struct store *st, struct err *e)
 {
+    const char *op = "migrate: foreign key check";
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
-        return sq_dberr(st, e, "migrate: foreign key check");
-    int rc = sqlite3_step(s);
+        return sq_dberr(st, e, op);
     char table[64] = "";
-    if (rc == SQLITE_ROW)
-        snprintf(table, sizeof table, "%s", (const char *)sqlite3_column_text(s, 0));
+    int r = sq_one(st, s, fk_row, table, e, op);
     sqlite3_finalize(s);
-    if (rc == SQLITE_ROW)
+    if (r == 0)
         return err_set(e, ERR_INTERNAL, "store: migrate: a row of %s lost its reference", table);
-    return rc == SQLITE_DONE ? 0 : sq_dberr(st, e, "migrate: foreign key check");
+    return r == STORE_NOTFOUND ? 0 : -1;
 }
 
 static int migrate_locked(struct store *st, struct err *e);
@@ -837,14 +871,14 @@ void sq_close(struct store *st)
 int sq_schema_version(struct store *st, struct err *e)
 {
     sqlite3_stmt *s = NULL;
-    int v = -1;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-        v = sqlite3_column_int(s, 0);
-    else
-        sq_dberr(st, e, "schema version");
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+        return sq_dberr(st, e, "schema version");
+    int r = sq_one(st, s, sq_row_i64, &v, e, "schema version");
     sqlite3_finalize(s);
-    return v;
+    if (r == STORE_NOTFOUND)
+        return err_set(e, ERR_INTERNAL, "store: schema version: no answer from %s", st->path);
+    return r < 0 ? -1 : (int)v;
 }
 
 /* ---- the backend's table ------------------------------------------------------ */

@@ -27,6 +27,20 @@
 
 /* ---- accounts ---------------------------------------------------------- */
 
+static int account_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    (void)e;
+    struct store_account_state *out = p;
+    memset(out, 0, sizeof *out);
+    sq_col_copy(s, 0, out->state, sizeof out->state);
+    sq_col_copy(s, 1, out->last_error, sizeof out->last_error);
+    out->last_attempt_at = sqlite3_column_int64(s, 2);
+    out->last_success_at = sqlite3_column_int64(s, 3);
+    out->backoff_until = sqlite3_column_int64(s, 4);
+    sq_col_copy(s, 5, out->last_error_code, sizeof out->last_error_code);
+    return 0;
+}
+
 int sq_account_get(struct store *st, const char *account, struct store_account_state *out,
                    struct err *e)
 {
@@ -36,21 +50,7 @@ int sq_account_get(struct store *st, const char *account, struct store_account_s
     if (!s)
         return -1;
     sq_bind_str(s, 1, account);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        sq_col_copy(s, 0, out->state, sizeof out->state);
-        sq_col_copy(s, 1, out->last_error, sizeof out->last_error);
-        out->last_attempt_at = sqlite3_column_int64(s, 2);
-        out->last_success_at = sqlite3_column_int64(s, 3);
-        out->backoff_until = sqlite3_column_int64(s, 4);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get account state");
-    }
-    sq_done(s);
-    return r;
+    return sq_one(st, s, account_row, out, e, "get account state");
 }
 
 int sq_account_set(struct store *st, const char *account,
@@ -70,6 +70,8 @@ int sq_account_set(struct store *st, const char *account,
     sqlite3_bind_int64(s, 4, in->last_attempt_at);
     sqlite3_bind_int64(s, 5, in->last_success_at);
     sqlite3_bind_int64(s, 6, in->backoff_until);
+    sqlite3_bind_text(s, 7, in->last_error_code,
+                      (int)strnlen(in->last_error_code, STORE_ERROR_CODE_MAX), SQLITE_STATIC);
     if (sq_run(st, s, e, op) < 0 || sq_tx_commit(st, e, op) < 0) {
         sq_tx_rollback(st);
         return -1;
@@ -149,13 +151,7 @@ static int count1(struct store *st, enum sid id, const char *account, int64_t *o
     if (!s)
         return -1;
     sq_bind_str(s, 1, account);
-    int r = 0;
-    if (sqlite3_step(s) == SQLITE_ROW)
-        *out = sqlite3_column_int64(s, 0);
-    else
-        r = sq_dberr(st, e, "count for account");
-    sq_done(s);
-    return r;
+    return sq_one(st, s, sq_row_i64, out, e, "count for account") < 0 ? -1 : 0;
 }
 
 int sq_account_counts(struct store *st, const char *account,
@@ -172,6 +168,14 @@ int sq_account_counts(struct store *st, const char *account,
 
 /* ---- statistics ---------------------------------------------------------- */
 
+static int two_i64_row(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    ((int64_t *)out)[0] = sqlite3_column_int64(s, 0);
+    ((int64_t *)out)[1] = sqlite3_column_int64(s, 1); /* NULL (no rows) reads as 0 */
+    return 0;
+}
+
 /* Attempts of webhook started in (from, to]: count and 2xx. */
 static int wh_attempts(struct store *st, const char *webhook, int64_t from, int64_t to,
                        int64_t *all, int64_t *ok, struct err *e)
@@ -182,15 +186,12 @@ static int wh_attempts(struct store *st, const char *webhook, int64_t from, int6
     sq_bind_str(s, 1, webhook);
     sqlite3_bind_int64(s, 2, from);
     sqlite3_bind_int64(s, 3, to);
-    int r = 0;
-    if (sqlite3_step(s) == SQLITE_ROW) {
-        *all = sqlite3_column_int64(s, 0);
-        *ok = sqlite3_column_int64(s, 1); /* NULL (no rows) reads as 0 */
-    } else {
-        r = sq_dberr(st, e, "count a webhook's attempts");
-    }
-    sq_done(s);
-    return r;
+    int64_t v[2] = {0, 0};
+    if (sq_one(st, s, two_i64_row, v, e, "count a webhook's attempts") < 0)
+        return -1;
+    *all = v[0];
+    *ok = v[1];
+    return 0;
 }
 
 /* The nearest-rank percentile pct (1..100) of n > 0 latencies in (from, to]. */
@@ -205,15 +206,20 @@ static int wh_latency(struct store *st, const char *webhook, int64_t from, int64
     sqlite3_bind_int64(s, 2, from);
     sqlite3_bind_int64(s, 3, to);
     sqlite3_bind_int64(s, 4, rank < 1 ? 0 : rank - 1);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(s, 0);
-    else if (rc == SQLITE_DONE)
+    int r = sq_one(st, s, sq_row_i64, out, e, "read a webhook's latency");
+    if (r == STORE_NOTFOUND)
         *out = -1; /* rows went away meanwhile (a purge) */
-    else
-        r = sq_dberr(st, e, "read a webhook's latency");
-    sq_done(s);
-    return r;
+    return r < 0 ? -1 : 0;
+}
+
+static int wh_last_error_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    (void)e;
+    struct store_webhook_stats *out = p;
+    out->last_error_at = sqlite3_column_int64(s, 0);
+    out->last_error_status = sqlite3_column_int(s, 1);
+    sq_col_copy(s, 2, out->last_error, sizeof out->last_error);
+    return 0;
 }
 
 int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
@@ -236,16 +242,7 @@ int sq_webhook_stats(struct store *st, const char *webhook, int64_t now,
     if (!s)
         return -1;
     sq_bind_str(s, 1, webhook);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        out->last_error_at = sqlite3_column_int64(s, 0);
-        out->last_error_status = sqlite3_column_int(s, 1);
-        sq_col_copy(s, 2, out->last_error, sizeof out->last_error);
-    } else if (rc != SQLITE_DONE) {
-        r = sq_dberr(st, e, "read a webhook's last error");
-    }
-    sq_done(s);
-    return r;
+    return sq_one(st, s, wh_last_error_row, out, e, "read a webhook's last error") < 0 ? -1 : 0;
 }
 
 /* Add each row's counts (columns 1.., by hour in column 0) to the bucket of
@@ -304,6 +301,27 @@ static int bind_blob(sqlite3_stmt *s, int i, const unsigned char *p, size_t len)
     return p ? sqlite3_bind_blob(s, i, p, (int)len, SQLITE_STATIC) : sqlite3_bind_null(s, i);
 }
 
+static int oauth2_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    (void)e;
+    struct store_oauth2 *out = p;
+    out->version = sqlite3_column_int64(s, 0);
+    out->status = sqlite3_column_int(s, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
+    sq_col_copy(s, 2, out->flow, sizeof out->flow);
+    sq_col_copy(s, 3, out->error, sizeof out->error);
+    blob_copy(s, 4, out->access, sizeof out->access, &out->access_len);
+    blob_copy(s, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
+    out->access_issued_at = sqlite3_column_int64(s, 6);
+    out->access_expires_at = sqlite3_column_int64(s, 7);
+    out->authorized_at = sqlite3_column_int64(s, 8);
+    out->refresh_used_at = sqlite3_column_int64(s, 9);
+    out->retry_at = sqlite3_column_int64(s, 10);
+    out->failures = sqlite3_column_int(s, 11);
+    sq_col_copy(s, 12, out->lease_owner, sizeof out->lease_owner);
+    out->lease_until = sqlite3_column_int64(s, 13);
+    return 0;
+}
+
 /* Read the row (inside or outside a transaction): 0, STORE_NOTFOUND, -1. */
 static int oauth2_read(struct store *st, const char *account, struct store_oauth2 *out,
                        struct err *e)
@@ -312,29 +330,7 @@ static int oauth2_read(struct store *st, const char *account, struct store_oauth
     if (!s)
         return -1;
     sq_bind_str(s, 1, account);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        out->version = sqlite3_column_int64(s, 0);
-        out->status = sqlite3_column_int(s, 1) == 1 ? STORE_OAUTH2_INVALID : STORE_OAUTH2_OK;
-        sq_col_copy(s, 2, out->flow, sizeof out->flow);
-        sq_col_copy(s, 3, out->error, sizeof out->error);
-        blob_copy(s, 4, out->access, sizeof out->access, &out->access_len);
-        blob_copy(s, 5, out->refresh, sizeof out->refresh, &out->refresh_len);
-        out->access_issued_at = sqlite3_column_int64(s, 6);
-        out->access_expires_at = sqlite3_column_int64(s, 7);
-        out->authorized_at = sqlite3_column_int64(s, 8);
-        out->refresh_used_at = sqlite3_column_int64(s, 9);
-        out->retry_at = sqlite3_column_int64(s, 10);
-        out->failures = sqlite3_column_int(s, 11);
-        sq_col_copy(s, 12, out->lease_owner, sizeof out->lease_owner);
-        out->lease_until = sqlite3_column_int64(s, 13);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get OAuth2 tokens");
-    }
-    sq_done(s);
-    return r;
+    return sq_one(st, s, oauth2_row, out, e, "get OAuth2 tokens");
 }
 
 int sq_oauth2_get(struct store *st, const char *account, struct store_oauth2 *out,
@@ -597,14 +593,17 @@ int sq_instance_remove(struct store *st, const char *id, struct err *e)
     return write_once(st, s, NULL, e, op);
 }
 
-static void instance_row(sqlite3_stmt *s, struct store_instance *i)
+static int instance_row(sqlite3_stmt *s, void *p, struct err *e)
 {
+    (void)e;
+    struct store_instance *i = p;
     memset(i, 0, sizeof *i);
     sq_col_copy(s, 0, i->id, sizeof i->id);
     sq_col_copy(s, 1, i->host, sizeof i->host);
     sq_col_copy(s, 2, i->public_url, sizeof i->public_url);
     i->started_at = sqlite3_column_int64(s, 3);
     i->heartbeat_at = sqlite3_column_int64(s, 4);
+    return 0;
 }
 
 #define INSTANCE_COLS "SELECT id, host, public_url, started_at, heartbeat_at FROM instances "
@@ -630,7 +629,7 @@ int sq_instances_each(struct store *st, int64_t live_since, int64_t forget_befor
     int rc, r = 0;
     struct store_instance i;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        instance_row(s, &i);
+        instance_row(s, &i, e);
         if (cb(ctx, &i, e) != 0) {
             r = store_cb_stop(e);
             break;
@@ -651,13 +650,7 @@ int sq_instance_get(struct store *st, const char *id, struct store_instance *out
     if (!s)
         return -1;
     sq_bind_str(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        instance_row(s, out);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = sq_dberr(st, e, "get instance");
+    int r = sq_one(st, s, instance_row, out, e, "get instance");
     sqlite3_finalize(s);
     return r;
 }

@@ -50,6 +50,13 @@ static void delivery_row(sqlite3_stmt *s, struct store_delivery *d)
     sq_col_copy(s, 17, d->event_type, sizeof d->event_type);
 }
 
+static int delivery_row_read(sqlite3_stmt *s, void *d, struct err *e)
+{
+    (void)e;
+    delivery_row(s, d);
+    return 0;
+}
+
 int sq_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
                           int64_t now, int64_t lease_ms, struct store_delivery *out,
                           size_t max, size_t *n, struct err *e)
@@ -158,6 +165,27 @@ int sq_delivery_release(struct store *st, const char *owner, int64_t id, int64_t
                        "release delivery leases");
 }
 
+/* Where delivery_status puts a row. */
+struct dstatus_out {
+    enum store_dstatus *status;
+    int64_t *msg_id;
+    char *owner;
+    int64_t *until;
+};
+
+static int dstatus_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    (void)e;
+    const struct dstatus_out *o = p;
+    *o->status = (enum store_dstatus)sqlite3_column_int(s, 0);
+    *o->msg_id = sqlite3_column_int64(s, 1);
+    if (o->owner)
+        sq_col_copy(s, 2, o->owner, STORE_OWNER_MAX + 1);
+    if (o->until)
+        *o->until = sqlite3_column_int64(s, 3);
+    return 0;
+}
+
 /* Status, message and lease of delivery id: 0, STORE_NOTFOUND or -1.
  * owner (STORE_OWNER_MAX + 1 bytes) and until may be NULL. */
 static int delivery_status(struct store *st, int64_t id, enum store_dstatus *status,
@@ -167,21 +195,8 @@ static int delivery_status(struct store *st, int64_t id, enum store_dstatus *sta
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        *status = (enum store_dstatus)sqlite3_column_int(s, 0);
-        *msg_id = sqlite3_column_int64(s, 1);
-        if (owner)
-            sq_col_copy(s, 2, owner, STORE_OWNER_MAX + 1);
-        if (until)
-            *until = sqlite3_column_int64(s, 3);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get delivery status");
-    }
-    sq_done(s);
-    return r;
+    struct dstatus_out o = {status, msg_id, owner, until};
+    return sq_one(st, s, dstatus_row, &o, e, "get delivery status");
 }
 
 static int attempt_insert(struct store *st, int64_t id, const struct store_attempt *a,
@@ -237,14 +252,9 @@ static int msg_maybe_delivered(struct store *st, int64_t msg_id, int64_t end, st
     if (!(s = sq_stmt(st, S_MSG_UNDELIVERED, e)))
         return -1;
     sqlite3_bind_int64(s, 1, msg_id);
-    int rc = sqlite3_step(s);
-    int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-    if (rc != SQLITE_ROW) {
-        sq_dberr(st, e, op);
-        sq_done(s);
+    int64_t left = 0;
+    if (sq_one(st, s, sq_row_i64, &left, e, op) < 0)
         return -1;
-    }
-    sq_done(s);
     if (left > 0)
         return 0;
     if (!(s = sq_stmt(st, S_MSG_SET_DELIVERED, e)))
@@ -333,14 +343,7 @@ int sq_delivery_get(struct store *st, int64_t id, struct store_delivery *out,
     if (!st->batch && sq_exec(st, "BEGIN", e, "get delivery") < 0)
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        delivery_row(s, out);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = sq_dberr(st, e, "get delivery");
-    sq_done(s);
+    int rc, r = sq_one(st, s, delivery_row_read, out, e, "get delivery");
     if (r == 0 && cb) {
         sqlite3_bind_int64(a, 1, id);
         while ((rc = sqlite3_step(a)) == SQLITE_ROW) {
@@ -444,13 +447,8 @@ int sq_delivery_next_due(struct store *st, int64_t now, int64_t *at, struct err 
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, now);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *at = sqlite3_column_int64(s, 0); /* NULL (none) reads as 0 */
-    else
-        r = sq_dberr(st, e, "next due delivery");
-    sq_done(s);
-    return r;
+    /* NULL (none) reads as 0 */
+    return sq_one(st, s, sq_row_i64, at, e, "next due delivery") < 0 ? -1 : 0;
 }
 
 /* ---- webhooks ---------------------------------------------------------- */
@@ -488,19 +486,35 @@ int sq_webhook_disabled(struct store *st, const char *webhook, bool *disabled,
     if (!s)
         return -1;
     sq_bind_str(s, 1, webhook);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
-        *disabled = rc == SQLITE_ROW;
-        if (since)
-            *since = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    } else {
-        r = sq_dberr(st, e, "get webhook state");
-    }
-    sq_done(s);
-    return r;
+    int64_t at = 0;
+    int r = sq_one(st, s, sq_row_i64, &at, e, "get webhook state");
+    if (r < 0)
+        return -1;
+    *disabled = r == 0;
+    if (since)
+        *since = at;
+    return 0;
 }
 
 /* ---- link key ---------------------------------------------------------- */
+
+struct link_key_out {
+    unsigned char *key;
+    int64_t *created_at;
+    const char *path;
+};
+
+static int link_key_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    const struct link_key_out *o = p;
+    if (sqlite3_column_bytes(s, 0) != STORE_LINK_KEY_LEN)
+        return err_set(e, ERR_INTERNAL, "store: the link key in %s is not %d bytes", o->path,
+                       STORE_LINK_KEY_LEN);
+    memcpy(o->key, sqlite3_column_blob(s, 0), STORE_LINK_KEY_LEN);
+    if (o->created_at)
+        *o->created_at = sqlite3_column_int64(s, 1);
+    return 0;
+}
 
 static int link_key_read(struct store *st, unsigned char *key, int64_t *created_at, bool *found,
                          struct err *e)
@@ -508,21 +522,10 @@ static int link_key_read(struct store *st, unsigned char *key, int64_t *created_
     sqlite3_stmt *s = sq_stmt(st, S_LINK_GET, e);
     if (!s)
         return -1;
-    int rc = sqlite3_step(s), r = 0;
-    *found = false;
-    if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == STORE_LINK_KEY_LEN) {
-        memcpy(key, sqlite3_column_blob(s, 0), STORE_LINK_KEY_LEN);
-        if (created_at)
-            *created_at = sqlite3_column_int64(s, 1);
-        *found = true;
-    } else if (rc == SQLITE_ROW) {
-        r = err_set(e, ERR_INTERNAL, "store: the link key in %s is not %d bytes", st->path,
-                    STORE_LINK_KEY_LEN);
-    } else if (rc != SQLITE_DONE) {
-        r = sq_dberr(st, e, "get the link key");
-    }
-    sq_done(s);
-    return r;
+    struct link_key_out o = {key, created_at, st->path};
+    int r = sq_one(st, s, link_key_row, &o, e, "get the link key");
+    *found = r == 0;
+    return r < 0 ? -1 : 0;
 }
 
 /* Write a new random key: `which` is S_LINK_CREATE (only if none) or S_LINK_SET. */
@@ -624,6 +627,15 @@ int sq_event_add(struct store *st, const char *account, const char *type, const 
     return 0;
 }
 
+/* The newest event's time; NULL (none) leaves *out as it was. */
+static int last_event_row(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    if (sqlite3_column_type(s, 0) != SQLITE_NULL)
+        *(int64_t *)out = sqlite3_column_int64(s, 0);
+    return 0;
+}
+
 int sq_account_event_once(struct store *st, const char *account, const char *type,
                           const char *data, const char *const *webhooks, size_t n_webhooks,
                           int64_t now, int64_t *event_id, struct err *e)
@@ -646,12 +658,8 @@ int sq_account_event_once(struct store *st, const char *account, const char *typ
     if (s) {
         sq_bind_str(s, 1, account);
         sq_bind_str(s, 2, type);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-            last = sqlite3_column_int64(s, 0);
-        else if (rc != SQLITE_ROW)
-            r = sq_dberr(st, e, op);
-        sq_done(s);
+        if (sq_one(st, s, last_event_row, &last, e, op) < 0)
+            r = -1;
     }
     if (r == 0 && last < since) /* none yet (-1), or none since the last success */
         r = event_insert(st, account, type, data, webhooks, n_webhooks, now, &got, e);
@@ -666,6 +674,30 @@ int sq_account_event_once(struct store *st, const char *account, const char *typ
     return 0;
 }
 
+struct event_out {
+    struct store_event *ev;
+    char **data; /* NULL: not wanted */
+};
+
+static int event_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    const struct event_out *o = p;
+    struct store_event *out = o->ev;
+    int64_t id = out->id;
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    sq_col_copy(s, 0, out->account, sizeof out->account);
+    sq_col_copy(s, 1, out->type, sizeof out->type);
+    out->created_at = sqlite3_column_int64(s, 3);
+    sq_col_copy(s, 4, out->key, sizeof out->key);
+    if (o->data) {
+        const char *t = (const char *)sqlite3_column_text(s, 2);
+        if (!(*o->data = strdup(t ? t : "{}")))
+            return err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
+    }
+    return 0;
+}
+
 int sq_event_get(struct store *st, int64_t id, struct store_event *out, char **data,
                  struct err *e)
 {
@@ -675,25 +707,11 @@ int sq_event_get(struct store *st, int64_t id, struct store_event *out, char **d
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = id;
-        sq_col_copy(s, 0, out->account, sizeof out->account);
-        sq_col_copy(s, 1, out->type, sizeof out->type);
-        out->created_at = sqlite3_column_int64(s, 3);
-        sq_col_copy(s, 4, out->key, sizeof out->key);
-        if (data) {
-            const char *t = (const char *)sqlite3_column_text(s, 2);
-            if (!(*data = strdup(t ? t : "{}")))
-                r = err_set(e, ERR_INTERNAL, "store: out of memory reading event data");
-        }
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get event");
-    }
-    sq_done(s);
+    struct store_event ev = {.id = id};
+    struct event_out o = {&ev, data};
+    int r = sq_one(st, s, event_row, &o, e, "get event");
+    if (r == 0)
+        *out = ev;
     return r;
 }
 

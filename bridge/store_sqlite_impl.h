@@ -149,6 +149,16 @@ int sq_dberr(struct store *st, struct err *e, const char *op);
 sqlite3_stmt *sq_stmt(struct store *st, enum sid id, struct err *e);
 void sq_done(sqlite3_stmt *s);
 int sq_run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op);
+/* A reader of one result row into out: 0, or -1 with e. */
+typedef int (*sq_row_fn)(sqlite3_stmt *s, void *out, struct err *e);
+/* Step s (prepared and bound by the caller) for its first row and read(s,
+ * out, e) it: 0; STORE_NOTFOUND when there is no row (read not called); -1
+ * with e when the step (op names the read) or read fails.  s is reset and
+ * its bindings cleared in every case.  (pq_one on PostgreSQL.) */
+int sq_one(struct store *st, sqlite3_stmt *s, sq_row_fn read, void *out, struct err *e,
+           const char *op);
+/* sq_row_fn of an integer in column 0 into *(int64_t *)out (NULL reads 0). */
+int sq_row_i64(sqlite3_stmt *s, void *out, struct err *e);
 int sq_run_id(struct store *st, enum sid id, struct err *e, const char *op);
 int sq_exec(struct store *st, const char *sql, struct err *e, const char *op);
 int sq_bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max);

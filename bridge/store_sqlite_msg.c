@@ -58,6 +58,14 @@ int sq_uidls_each(struct store *st, const char *account, store_uidl_cb cb, void 
     return uidls_iter(st, s, cb, ctx, e, "list UIDLs");
 }
 
+static int uidl_row(sqlite3_stmt *s, void *out, struct err *e)
+{
+    (void)e;
+    ((int64_t *)out)[0] = sqlite3_column_int(s, 0);
+    ((int64_t *)out)[1] = sqlite3_column_int64(s, 1);
+    return 0;
+}
+
 int sq_uidl_get(struct store *st, const char *account, const char *uidl,
                 enum store_uidl_state *state, int64_t *msg_id, struct err *e)
 {
@@ -68,18 +76,13 @@ int sq_uidl_get(struct store *st, const char *account, const char *uidl,
         return -1;
     sq_bind_str(s, 1, account);
     sq_bind_str(s, 2, uidl);
-    int rc = sqlite3_step(s), r;
-    if (rc == SQLITE_ROW) {
-        *state = (enum store_uidl_state)sqlite3_column_int(s, 0);
+    int64_t v[2] = {0, 0}; /* state, message id */
+    int r = sq_one(st, s, uidl_row, v, e, "get UIDL");
+    if (r == 0) {
+        *state = (enum store_uidl_state)v[0];
         if (msg_id)
-            *msg_id = sqlite3_column_int64(s, 1);
-        r = 0;
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get UIDL");
+            *msg_id = v[1];
     }
-    sq_done(s);
     return r;
 }
 
@@ -237,13 +240,7 @@ static int find_duplicate(struct store *st, const char *account, const char *mes
     sq_bind_str(s, 1, account);
     sq_bind_trunc(s, 2, message_id, STORE_META_MAX); /* as it was stored */
     sqlite3_bind_int64(s, 3, since);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *dup = sqlite3_column_int64(s, 0);
-    else if (rc != SQLITE_DONE)
-        r = sq_dberr(st, e, "find duplicate");
-    sq_done(s);
-    return r;
+    return sq_one(st, s, sq_row_i64, dup, e, "find duplicate") < 0 ? -1 : 0;
 }
 
 static int finish_tx(struct store *st, struct store_msg *m, const struct store_msg_meta *meta,
@@ -353,38 +350,37 @@ const char *sq_spool_dir(const struct store *st)
 
 /* ---- reading a message ------------------------------------------------- */
 
+static int msg_row(sqlite3_stmt *s, void *p, struct err *e)
+{
+    (void)e;
+    struct store_msg_info *out = p;
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(s, 0);
+    sq_col_copy(s, 1, out->account, sizeof out->account);
+    sq_col_copy(s, 2, out->uidl, sizeof out->uidl);
+    out->size = (uint64_t)sqlite3_column_int64(s, 3);
+    sq_col_copy(s, 4, out->sha256, sizeof out->sha256);
+    out->received_at = sqlite3_column_int64(s, 5);
+    out->delivered_at = sqlite3_column_int64(s, 6);
+    out->body_purged_at = sqlite3_column_int64(s, 7);
+    sq_col_copy(s, 8, out->subject, sizeof out->subject);
+    sq_col_copy(s, 9, out->from, sizeof out->from);
+    sq_col_copy(s, 10, out->message_id, sizeof out->message_id);
+    sq_col_copy(s, 11, out->date, sizeof out->date);
+    sq_col_copy(s, 12, out->kind, sizeof out->kind);
+    out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
+    sq_col_copy(s, 14, out->key, sizeof out->key);
+    out->duplicate_of = sqlite3_column_int64(s, 15);
+    return 0;
+}
+
 int sq_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct err *e)
 {
     sqlite3_stmt *s = sq_stmt(st, S_MSG_GET, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = sqlite3_column_int64(s, 0);
-        sq_col_copy(s, 1, out->account, sizeof out->account);
-        sq_col_copy(s, 2, out->uidl, sizeof out->uidl);
-        out->size = (uint64_t)sqlite3_column_int64(s, 3);
-        sq_col_copy(s, 4, out->sha256, sizeof out->sha256);
-        out->received_at = sqlite3_column_int64(s, 5);
-        out->delivered_at = sqlite3_column_int64(s, 6);
-        out->body_purged_at = sqlite3_column_int64(s, 7);
-        sq_col_copy(s, 8, out->subject, sizeof out->subject);
-        sq_col_copy(s, 9, out->from, sizeof out->from);
-        sq_col_copy(s, 10, out->message_id, sizeof out->message_id);
-        sq_col_copy(s, 11, out->date, sizeof out->date);
-        sq_col_copy(s, 12, out->kind, sizeof out->kind);
-        out->declared_size = (uint64_t)sqlite3_column_int64(s, 13);
-        sq_col_copy(s, 14, out->key, sizeof out->key);
-        out->duplicate_of = sqlite3_column_int64(s, 15);
-    } else if (rc == SQLITE_DONE) {
-        r = STORE_NOTFOUND;
-    } else {
-        r = sq_dberr(st, e, "get message");
-    }
-    sq_done(s);
-    return r;
+    return sq_one(st, s, msg_row, out, e, "get message");
 }
 
 /* Length of the body of message id; STORE_NOTFOUND if none. */
@@ -394,14 +390,10 @@ int sq_body_len(struct store *st, int64_t id, uint64_t *len, struct err *e)
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s), r = 0;
-    if (rc == SQLITE_ROW)
-        *len = (uint64_t)sqlite3_column_int64(s, 0);
-    else if (rc == SQLITE_DONE)
-        r = STORE_NOTFOUND;
-    else
-        r = sq_dberr(st, e, "get body length");
-    sq_done(s);
+    int64_t n = 0;
+    int r = sq_one(st, s, sq_row_i64, &n, e, "get body length");
+    if (r == 0)
+        *len = (uint64_t)n;
     return r;
 }
 

@@ -34,10 +34,39 @@ const char *account_state_name(enum account_state s);
 /* 0 and *out set, or -1 for a name that is not one of the above. */
 int account_state_parse(const char *name, enum account_state *out);
 
+/* What an account's last poll failed of, for programs (the text is in
+ * last_error): the server's RFC 2449 / RFC 3206 code when it gave one, else
+ * the kind of error (error.h).  The store keeps the name. */
+enum account_error {
+    ACCOUNT_ERR_NONE = 0,    /* "": the last poll succeeded */
+    ACCOUNT_ERR_LOGIN_DELAY, /* [LOGIN-DELAY]: logged in too soon */
+    ACCOUNT_ERR_IN_USE,      /* [IN-USE]: the mailbox is locked */
+    ACCOUNT_ERR_SYS_TEMP,    /* [SYS/TEMP] */
+    ACCOUNT_ERR_SYS_PERM,    /* [SYS/PERM] */
+    ACCOUNT_ERR_AUTH,        /* the login was refused ([AUTH] or not) */
+    ACCOUNT_ERR_NO_GRANT,    /* no usable OAuth2 grant: `oauth2 login` */
+    ACCOUNT_ERR_NETWORK,     /* connect, DNS, read/write, peer closed */
+    ACCOUNT_ERR_TIMEOUT,
+    ACCOUNT_ERR_TLS,
+    ACCOUNT_ERR_PROTOCOL,    /* the server broke the protocol */
+    ACCOUNT_ERR_SERVER,      /* another -ERR */
+    ACCOUNT_ERR_LIMIT,       /* a named limit was exceeded */
+    ACCOUNT_ERR_INTERNAL,    /* local: store, memory, configuration */
+};
+#define ACCOUNT_ERRORS 14
+/* "", "login_delay", "in_use", "sys_temp", "sys_perm", "auth", "no_grant",
+ * "network", "timeout", "tls", "protocol", "server", "limit", "internal". */
+const char *account_error_name(enum account_error c);
+/* 0 and *out set, or -1 for a name that is not one of the above. */
+int account_error_parse(const char *name, enum account_error *out);
+/* The code of a poll's error (ERR_NONE: ACCOUNT_ERR_NONE). */
+enum account_error account_error_of(const struct err *e);
+
 /* One account's live state (a copy). */
 struct runtime_account {
     enum account_state state;
     char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
+    enum account_error last_error_code;   /* what last_error is, for programs */
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;  /* Unix ms, 0 = never */
     int64_t next_at;          /* next poll due (Unix ms) */

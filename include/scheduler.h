@@ -54,6 +54,7 @@ struct sched_account {
     char name[CONFIG_NAME_MAX + 1];
     enum account_state state;
     char last_error[STORE_ERROR_MAX + 1]; /* "" if the last poll succeeded */
+    enum account_error last_error_code;   /* what last_error is (runtime.h) */
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;
     int64_t next_at;          /* next poll due (Unix ms) */
@@ -96,7 +97,8 @@ int64_t sched_succeeded(struct sched_account *a, int64_t now, int64_t interval_m
                         long login_delay_s, bool more);
 
 /* A poll failed with e: failures + 1, the state and the next poll from
- * sched_backoff_ms, last_error from e; returns the delay. */
+ * sched_backoff_ms, last_error and last_error_code from e; returns the
+ * delay. */
 int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
                      long login_delay_s, const struct err *e);
 

@@ -114,6 +114,7 @@
                                          are truncated at a UTF-8 boundary */
 #define STORE_ERROR_MAX 512           /* error texts kept; longer: truncated */
 #define STORE_STATE_MAX 31            /* account state names ("auth_error") */
+#define STORE_ERROR_CODE_MAX 31       /* account last-error codes ("login_delay") */
 #define STORE_OUTCOME_MAX 31          /* attempt outcome names */
 #define STORE_SHA256_HEX 64
 #define STORE_ID_MAX 24               /* "m_9223372036854775807" + NUL fits */
@@ -135,7 +136,7 @@
 #define STORE_EVENT_TYPE_MAX 31       /* event type names ("account.auth_error") */
 #define STORE_EVENT_DATA_MAX 65536    /* bytes of an event's data (JSON text) */
 #define STORE_RETRY_BULK_MAX 1000     /* deliveries one store_delivery_retry_bulk resets */
-#define STORE_SCHEMA_VERSION 7        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 8        /* newest schema this build knows */
 #define STORE_LINK_KEY_LEN 32         /* bytes of the link key (links.h) */
 
 struct store;      /* one connection; see "Threads" above */
@@ -610,6 +611,10 @@ int store_webhook_disabled(struct store *st, const char *webhook, bool *disabled
 struct store_account_state {
     char state[STORE_STATE_MAX + 1];        /* "idle", "polling", "backoff"... */
     char last_error[STORE_ERROR_MAX + 1];   /* "" if none */
+    char last_error_code[STORE_ERROR_CODE_MAX + 1]; /* last_error's kind for programs
+                                                       ("login_delay", "auth"...: runtime.h's
+                                                       account_error names), "" if none
+                                                       (schema 8) */
     int64_t last_attempt_at;
     int64_t last_success_at;
     int64_t backoff_until;
@@ -617,8 +622,9 @@ struct store_account_state {
 /* STORE_NOTFOUND if nothing was ever saved for the account. */
 int store_account_get(struct store *st, const char *account, struct store_account_state *out,
                       struct err *e);
-/* Save (insert or replace).  state must be 1..STORE_STATE_MAX bytes;
- * last_error is truncated to STORE_ERROR_MAX. */
+/* Save (insert or replace).  state must be 1..STORE_STATE_MAX bytes,
+ * last_error_code at most STORE_ERROR_CODE_MAX (ERR_LIMIT); last_error is
+ * truncated to STORE_ERROR_MAX. */
 int store_account_set(struct store *st, const char *account,
                       const struct store_account_state *in, struct err *e);
 

@@ -386,9 +386,11 @@ def test_accounts():
     assert names[:2] == ["main", "deadacct"] and "locked" in names, names
     main = expect(call("GET", "/api/v1/accounts/main"), 200).json()
     assert main["state"] == "idle" and main["last_error"] is None and main["last_success_at"], main
+    assert main["last_error_code"] is None, main
     assert main["stored"] == len(S["main_msgs"]) and main["pending_deliveries"] == 0, main
     bad = expect(call("GET", "/api/v1/accounts/badpw"), 200).json()
     assert bad["state"] == "auth_error" and bad["last_error"], bad
+    assert bad["last_error_code"] == "auth", bad  # for programs: the kind, not the text
     assert S["pw"]["badpw"] not in json.dumps(bad) and "not-the-password" not in json.dumps(bad)
     dead = expect(call("GET", "/api/v1/accounts/deadacct"), 200).json()
     assert dead["stored"] == 2 and dead["pending_deliveries"] == 0, dead  # dead ones are not pending

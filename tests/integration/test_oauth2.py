@@ -625,6 +625,31 @@ def test_token_endpoint_unavailable_retry_after():
         a.stop()
 
 
+def test_failed_token_request_is_in_the_poll_history():
+    """A poll that fails before any POP3 session because the token endpoint
+    failed is one failed poll in the account's history (the API's polls,
+    the dashboard's list), with the error and no secret."""
+    a = oauth2_server.AuthServer(name="oauth2-hist", client_secret=CLIENT_SECRET).start()
+    try:
+        c = Case("hist1", a=a, flow="client_credentials", client_secret_env="T_CLIENT_SECRET")
+        a.fail_next = [(503, {"error": "temporarily_unavailable"}, [("Retry-After", "60")])]
+        c.start_api()
+        c.bridge.wait_log(r"event=poll_failed", 30)
+        status, acct = c.api("/api/v1/accounts/" + ACCOUNT)
+        harness.eq(status, 200, "status")
+        polls = acct["polls"]
+        harness.eq([(p["outcome"], p["listed"], p["new_messages"]) for p in polls],
+                   [("failed", 0, 0)], "polls")
+        assert "token endpoint" in polls[0]["error"], polls[0]
+        harness.eq(polls[0]["error"], acct["last_error"], "the poll's error")
+        harness.eq(acct["last_session"], None, "last_session (no POP3 session)")
+        harness.eq(len(a.events("client_credentials")), 1, "token requests")
+        harness.eq(c.bridge.stop(), 0, "the bridge's exit code")
+        c.no_secrets_anywhere()
+    finally:
+        a.stop()
+
+
 # ---- the REST API: device-code authorization, mailbox and sessions with tokens --------
 
 DEVICE = "/api/v1/accounts/%s/oauth2/device"

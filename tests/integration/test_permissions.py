@@ -164,3 +164,47 @@ def test_open_state_dir_refused_and_created_private():
     harness.check_ok(harness.run_cli(["run", "--config", path, "--once"], timeout=30))
     harness.eq(stat.S_IMODE(os.stat(state).st_mode), 0o700, "mode of the state_dir made")
     harness.check_ok(harness.run_cli(["run", "--config", path, "--once"], timeout=30))
+
+
+def test_probe_and_fetch_check_secret_files():
+    """`probe` and `fetch` read --password-file and --oauth2-token-file under
+    the same rule as `run`: a file every user may read is refused (exit 2,
+    one line, nothing sent anywhere); the override accepts it with one
+    warning, and the command goes on (here to a port nobody listens on)."""
+    d = harness.out_dir("cli")
+    pw = "pw-" + secrets.token_hex(12)
+    pw_path = os.path.join(d, "pop3.pw")
+    harness.write_private(pw_path, pw + "\n")
+    os.chmod(pw_path, 0o644)
+    url = "pop3://u@127.0.0.1:%d" % dovecot.free_port()
+    maildir = os.path.join(d, "Maildir")
+    base = ["--tls", "none", "--allow-plaintext", "--timeout", "5"]
+    for cmd, opt in (("probe", "--password-file"), ("fetch", "--password-file"),
+                     ("probe", "--oauth2-token-file")):
+        args = [cmd] + base + [opt, pw_path, url] + ([maildir] if cmd == "fetch" else [])
+        r = harness.run_cli(args, timeout=20)
+        what = "password" if opt == "--password-file" else "OAuth2 token"
+        line = harness.check_failure(r, RUN_EXIT_INVALID)
+        want = (r"^pop3bridge: Usage: %s file: %s is readable by every user \(mode 0644, owner "
+                r"root:root\): chmod 6[04]0 %s, or accept it with --allow-insecure-permissions$"
+                % (what, re.escape(pw_path), re.escape(pw_path)))
+        if not re.search(want, line):
+            raise AssertionError("%s %s: %r does not match /%s/" % (cmd, opt, line, want))
+        harness.check_no_secret(r, pw)
+        if cmd == "fetch" and os.path.exists(maildir):
+            raise AssertionError("fetch refused, yet made the Maildir")
+        # the override: one warning, then the connection is tried (and refused)
+        r = harness.run_cli(args + ["--allow-insecure-permissions"], timeout=20)
+        harness.eq(r.code, 3, "%s %s with the override: exit code (connection refused): %s"
+                   % (cmd, opt, r.describe()))
+        warn = [ln for ln in r.stderr.splitlines() if "event=insecure_permissions" in ln]
+        harness.eq(len(warn), 1, "warning lines")
+        if 'path="%s"' % pw_path not in warn[0]:
+            raise AssertionError("the warning does not name the file: %r" % warn[0])
+        harness.check_no_secret(r, pw)
+    # 0600: no refusal, no warning
+    os.chmod(pw_path, 0o600)
+    r = harness.run_cli(["probe"] + base + ["--password-file", pw_path, url], timeout=20)
+    harness.eq(r.code, 3, "probe with a 0600 password file: exit code: " + r.describe())
+    if "insecure" in r.stderr:
+        raise AssertionError("a warning for a private file: " + r.describe())

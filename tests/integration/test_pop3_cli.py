@@ -214,8 +214,7 @@ def test_mechanism_list_order_and_unavailable():
     harness.eq(r.json()["auth"], "login", "skips a mechanism the server does not offer")
     # nothing usable: Dovecot offers no XOAUTH2
     token = dc.dir + "/token"
-    with open(token, "w") as f:
-        f.write("tok-abc123")
+    harness.write_private(token, "tok-abc123")
     r = harness.run_cli(["probe"] + common() + ["--auth", "xoauth2", "--oauth2-token-file", token, pop3s(user)],
                         password=pw)
     harness.check_failure(r, 5, r"^pop3bridge: Authentication:")
@@ -240,9 +239,7 @@ def test_wrong_password():
 def test_password_file():
     user, pw = new_user(mailgen.mailbox(104, 1))
     path = os.path.join(harness.out_dir(), "password")
-    with open(path, "w") as f:
-        f.write(pw)
-    os.chmod(path, 0o600)
+    harness.write_private(path, pw)
     r = harness.run_cli(["probe"] + common() + ["--password-file", path, pop3s(user)])
     harness.eq(harness.check_ok(r).json()["stat"]["count"], 1, "stat with --password-file")
     harness.check_no_secret(r, *secret_forms(user, pw))

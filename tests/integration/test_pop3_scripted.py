@@ -105,8 +105,7 @@ def b64(b):
 
 def token_file():
     path = os.path.join(harness.out_dir(), "token")
-    with open(path, "w") as f:
-        f.write(TOKEN)
+    harness.write_private(path, TOKEN)  # probe/fetch refuse a token others may read
     return path
 
 

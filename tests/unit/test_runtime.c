@@ -90,11 +90,66 @@ static void state_names(void **state)
     assert_int_equal(account_state_parse("Backoff", &s), -1);
 }
 
+/* The last error's code: the server's RFC 2449 code first, else the kind;
+ * every code's name parses back, "" is none. */
+static void error_codes(void **state)
+{
+    (void)state;
+    static const struct {
+        enum err_kind kind;
+        const char *server; /* the server's text, with its code */
+        enum account_error want;
+        const char *name;
+    } v[] = {
+        {ERR_NONE, NULL, ACCOUNT_ERR_NONE, ""},
+        {ERR_SERVER, "[LOGIN-DELAY] wait", ACCOUNT_ERR_LOGIN_DELAY, "login_delay"},
+        {ERR_AUTH, "[LOGIN-DELAY] too soon", ACCOUNT_ERR_LOGIN_DELAY, "login_delay"},
+        {ERR_SERVER, "[IN-USE] locked", ACCOUNT_ERR_IN_USE, "in_use"},
+        {ERR_SERVER, "[SYS/TEMP/DISK] full", ACCOUNT_ERR_SYS_TEMP, "sys_temp"},
+        {ERR_SERVER, "[SYS/PERM] gone", ACCOUNT_ERR_SYS_PERM, "sys_perm"},
+        {ERR_AUTH, "[AUTH] no", ACCOUNT_ERR_AUTH, "auth"},
+        {ERR_AUTH, "no", ACCOUNT_ERR_AUTH, "auth"},
+        {ERR_SERVER, "[FOO] what", ACCOUNT_ERR_SERVER, "server"},
+        {ERR_SERVER, "no such message", ACCOUNT_ERR_SERVER, "server"},
+        {ERR_CONN, NULL, ACCOUNT_ERR_NETWORK, "network"},
+        {ERR_TIMEOUT, NULL, ACCOUNT_ERR_TIMEOUT, "timeout"},
+        {ERR_TLS, NULL, ACCOUNT_ERR_TLS, "tls"},
+        {ERR_PROTO, NULL, ACCOUNT_ERR_PROTOCOL, "protocol"},
+        {ERR_LIMIT, NULL, ACCOUNT_ERR_LIMIT, "limit"},
+        {ERR_INTERNAL, NULL, ACCOUNT_ERR_INTERNAL, "internal"},
+        {ERR_USAGE, NULL, ACCOUNT_ERR_INTERNAL, "internal"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        struct err e;
+        err_clear(&e);
+        if (v[i].kind != ERR_NONE)
+            err_set(&e, v[i].kind, "x");
+        if (v[i].server)
+            err_set_server(&e, v[i].server, strlen(v[i].server));
+        enum account_error c = account_error_of(&e);
+        assert_int_equal(c, v[i].want);
+        assert_string_equal(account_error_name(c), v[i].name);
+    }
+    struct err e;
+    err_set(&e, ERR_AUTH, "not authorized yet");
+    e.code = ERR_CODE_NO_GRANT;
+    assert_string_equal(account_error_name(account_error_of(&e)), "no_grant");
+    enum account_error c;
+    for (int i = 0; i < ACCOUNT_ERRORS; i++) {
+        assert_int_equal(account_error_parse(account_error_name((enum account_error)i), &c), 0);
+        assert_int_equal(c, i);
+    }
+    assert_int_equal(account_error_parse("Login_Delay", &c), -1);
+    assert_int_equal(account_error_parse(NULL, &c), -1);
+    assert_string_equal(account_error_name((enum account_error)99), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(interface),
         cmocka_unit_test(state_names),
+        cmocka_unit_test(error_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,13 +195,15 @@ static void pick_longest_waiting_due(void **st)
 static void next_poll_after_success(void **st)
 {
     (void)st;
-    struct sched_account a = {.fails = 3, .last_error = "x"};
+    struct sched_account a = {.fails = 3, .last_error = "x",
+                              .last_error_code = ACCOUNT_ERR_LOGIN_DELAY};
     sched_begin(&a, T0);
     assert_int_equal(sched_succeeded(&a, T0, MIN_MS, -1, false), MIN_MS);
     assert_false(a.running);
     assert_int_equal(a.state, ACCOUNT_IDLE);
     assert_int_equal(a.fails, 0);
     assert_string_equal(a.last_error, "");
+    assert_int_equal(a.last_error_code, ACCOUNT_ERR_NONE);
     assert_int_equal(a.last_success_at, T0);
     assert_int_equal(a.next_at, T0 + MIN_MS);
     assert_int_equal(a.not_before, 0);
@@ -229,6 +231,7 @@ static void failure_backs_off_and_request_waits(void **st)
     assert_int_equal(a.state, ACCOUNT_BACKOFF);
     assert_int_equal(a.fails, 1);
     assert_non_null(strstr(a.last_error, "connection refused"));
+    assert_int_equal(a.last_error_code, ACCOUNT_ERR_NETWORK);
     assert_int_equal(a.next_at, T0 + SCHED_TEMP_BASE_MS);
     assert_int_equal(a.not_before, T0 + SCHED_TEMP_BASE_MS);
     assert_true(a.polled_once);
@@ -261,6 +264,7 @@ static void no_grant_does_not_block_a_request(void **st)
     sched_begin(&a, T0);
     assert_int_equal(sched_failed(&a, T0, MIN_MS, -1, &e), MIN_MS);
     assert_int_equal(a.state, ACCOUNT_AUTH_ERROR);
+    assert_int_equal(a.last_error_code, ACCOUNT_ERR_NO_GRANT);
     assert_int_equal(a.next_at, T0 + MIN_MS);
     assert_int_equal(a.not_before, 0);
     int64_t retry = 0;

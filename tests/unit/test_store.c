@@ -358,6 +358,9 @@ static const char v2_schema[] =
     "INSERT INTO deliveries(message_id, account, webhook, status, attempts, next_attempt_at,"
     " created_at, updated_at, claimed_at) VALUES (1, 'acc', 'crm', 2, 1, 7, 5, 6, 8);"
     "INSERT INTO attempts VALUES (1, 1, 6, 10, 500, 'boom', 'retry');"
+    "INSERT INTO accounts VALUES ('acc', 'backoff', 'Server: login: server said \"[LOGIN-DELAY]"
+    " wait\"', 5, 0, 9);"
+    "INSERT INTO accounts VALUES ('b', 'backoff', 'Connection: connect: refused', 5, 0, 9);"
     "PRAGMA user_version = 2;";
 
 static int count_attempt(void *ctx, const struct store_attempt_row *a, struct err *e)
@@ -406,6 +409,13 @@ static void migrate_from_v2(void **state)
     int64_t id2 = put_ok(st, "acc", "u3", wh, 1, T0);
     assert_int_equal(store_msg_get(st, id2, &other, &e), 0);
     assert_string_not_equal(info.key, other.key);
+    /* schema 8: a LOGIN-DELAY saved before has its code; other errors none */
+    struct store_account_state as;
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.last_error_code, "login_delay");
+    assert_int_equal(as.backoff_until, 9);
+    assert_int_equal(store_account_get(st, "b", &as, &e), 0);
+    assert_string_equal(as.last_error_code, "");
     store_close(st);
 }
 
@@ -2028,12 +2038,14 @@ static void account_state(void **state)
     struct store_account_state s;
     assert_int_equal(store_account_get(st, "acc", &s, &e), STORE_NOTFOUND);
     struct store_account_state in = {.state = "backoff", .last_error = "connection refused",
+                                     .last_error_code = "network",
                                      .last_attempt_at = T0, .last_success_at = T0 - 60000,
                                      .backoff_until = T0 + 30000};
     assert_int_equal(store_account_set(st, "acc", &in, &e), 0);
     assert_int_equal(store_account_get(st, "acc", &s, &e), 0);
     assert_string_equal(s.state, "backoff");
     assert_string_equal(s.last_error, "connection refused");
+    assert_string_equal(s.last_error_code, "network");
     assert_int_equal(s.last_attempt_at, T0);
     assert_int_equal(s.last_success_at, T0 - 60000);
     assert_int_equal(s.backoff_until, T0 + 30000);
@@ -2044,6 +2056,7 @@ static void account_state(void **state)
     assert_int_equal(store_account_get(st, "acc", &s, &e), 0);
     assert_string_equal(s.state, "idle");
     assert_string_equal(s.last_error, "");
+    assert_string_equal(s.last_error_code, "");
     assert_int_equal(s.last_success_at, T0 + 1);
     struct store_account_state empty = {0};
     assert_int_equal(store_account_set(st, "acc", &empty, &e), -1);
@@ -2052,6 +2065,11 @@ static void account_state(void **state)
     memset(&toolong, 'x', sizeof toolong);
     assert_int_equal(store_account_set(st, "acc", &toolong, &e), -1);
     assert_int_equal(e.kind, ERR_LIMIT);
+    struct store_account_state longcode = {.state = "error"};
+    memset(longcode.last_error_code, 'x', sizeof longcode.last_error_code);
+    assert_int_equal(store_account_set(st, "acc", &longcode, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_non_null(strstr(e.msg, "STORE_ERROR_CODE_MAX"));
     assert_int_equal(store_account_get(st, "", &s, &e), -1);
     struct store_account_counts c;
     assert_int_equal(store_account_counts(st, "nobody", &c, &e), 0);
@@ -2585,10 +2603,11 @@ static void pg_body_chunks(void **state)
     free(back);
 }
 
-/* Migration 7 in place on a database at schema 6 holding a message, its
- * dead delivery and an attempt: the ids and the history stay, and the new
- * calls work on them. */
-static void pg_migrate_6_to_7(void **state)
+/* Migrations 7 and 8 in place on a database at schema 6 holding a message,
+ * its dead delivery and an attempt, and an account waiting out a
+ * LOGIN-DELAY: the ids and the history stay, the new calls work on them,
+ * and the account's LOGIN-DELAY has its code. */
+static void pg_migrate_from_6(void **state)
 {
     struct store *st = fx_open(state);
     struct err e;
@@ -2600,11 +2619,16 @@ static void pg_migrate_6_to_7(void **state)
     assert_int_equal(n, 1);
     struct store_attempt a = att(T0, 500, "boom", "dead");
     assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &a, STORE_D_DEAD, 0, &e), 0);
+    struct store_account_state as = {
+        .state = "backoff", .backoff_until = T0 + 9,
+        .last_error = "Server: login: server said \"[LOGIN-DELAY] wait\""};
+    assert_int_equal(store_account_set(st, "acc", &as, &e), 0);
     store_close(st);
     ((struct fx *)*state)->st = NULL;
     store_teardown();
     /* back to the schema migrations 4 to 6 made */
-    assert_int_equal(pg_exec("ALTER TABLE deliveries DROP CONSTRAINT deliveries_message_or_event;"
+    assert_int_equal(pg_exec("ALTER TABLE accounts DROP COLUMN last_error_code;"
+                             " ALTER TABLE deliveries DROP CONSTRAINT deliveries_message_or_event;"
                              " ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_webhook_key;"
                              " ALTER TABLE deliveries DROP COLUMN event_id; DROP TABLE events;"
                              " ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;"
@@ -2620,8 +2644,11 @@ static void pg_migrate_6_to_7(void **state)
                      0);
     struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
     assert_int_equal(store_setup(&t, &e), 0);
-    assert_int_equal(pg_value("SELECT version FROM schema_version"), 7);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
     st = fx_open(state);
+    assert_int_equal(store_account_get(st, "acc", &as, &e), 0);
+    assert_string_equal(as.last_error_code, "login_delay");
+    assert_int_equal(as.backoff_until, T0 + 9);
     struct store_delivery got;
     assert_int_equal(store_delivery_get(st, d[0].id, &got, NULL, NULL, &e), 0);
     assert_int_equal(got.status, STORE_D_DEAD);
@@ -2904,7 +2931,7 @@ int main(void)
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(account_give_back),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
-            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
+            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6),
             T(pg_commit_failure),   T(events_purge),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
