@@ -40,23 +40,17 @@ Environment (defaults in brackets):
   POP3BRIDGE [build/pop3bridge]      the binary under test
 """
 
-import json
 import os
 import re
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
-sys.dont_write_bytecode = True
-
-import bridge  # noqa: E402
-import dovecot  # noqa: E402
-import harness  # noqa: E402
-import mailgen  # noqa: E402
-from bridge import Bridge, Receiver  # noqa: E402
-from loadcase import pct, _ts  # noqa: E402
+import benchlib  # tests/lib on sys.path
+import bridge
+import dovecot
+import harness
+from bridge import Bridge, Receiver
+from loadcase import dovecot_accounts, hook_config, mailbox_users, pct, _ts
 
 GOAL_LAG_S = 2.0
 GOAL_CPU_MS = 1.5
@@ -167,10 +161,8 @@ def main():
         raise SystemExit("BENCH_ACCOUNTS_STORE must be sqlite or pg")
     if store == "sqlite" and instances != 1:
         raise SystemExit("several instances share a PostgreSQL store: BENCH_ACCOUNTS_STORE=pg")
-    out = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "tests", "out", "bench")
-    os.makedirs(out, exist_ok=True)
     tag = "accounts-%s-%d" % (store, instances)
-    harness.set_run_dir(os.path.join(out, tag))
+    out = benchlib.out_dir(tag)
     login = os.environ.get("BENCH_ACCOUNTS_LOGIN", "single")
     if login not in ("single", "performance", "secure"):
         raise SystemExit("BENCH_ACCOUNTS_LOGIN must be single, performance or secure")
@@ -187,18 +179,9 @@ def main():
             pg = postgres.Postgres().start()
         secret = bridge.new_secret()
         rcv = Receiver(secret, name="receiver-accounts").start()
-        users, env = [], {"WHSEC": secret}
-        for i in range(n):
-            u = "acct%04d" % i
-            dc.add_user(u, "pw-" + u)
-            dc.deliver(u, mailgen.message(1000 + i, size=2000))
-            users.append(u)
-            env["PW_" + u.upper()] = "pw-" + u
-        accts = [{"name": u, "host": "127.0.0.1", "port": dc.tls_port, "tls": "implicit",
-                  "ca_file": dc.pki.ca, "username": u, "password_env": "PW_" + u.upper(),
-                  "poll_interval": "%ds" % interval, "webhooks": ["hook"]} for u in users]
-        cfg = {"webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "WHSEC"}],
-               "accounts": accts}
+        users = ["acct%04d" % i for i in range(n)]
+        env = dict(mailbox_users(dc, users, 2000), WHSEC=secret)
+        cfg = hook_config(rcv, dovecot_accounts(dc, users, interval))
         if pg:
             env["PG_PW"] = pg.password
             cfg["store"] = {"url": pg.url, "password_env": "PG_PW"}
@@ -258,7 +241,7 @@ def main():
             pg.stop()
         dc.stop()
         harness.run_cleanups()
-    ok = lambda b: "met" if b else "MISSED"  # noqa: E731
+    ok = benchlib.met
     steady = fig.get("steady_cpu_ms_per_poll")
     rows = [
         "| figure | value | goal |",
@@ -291,10 +274,7 @@ def main():
     text = ("## %d accounts on %d instance%s, %s store (issue 8 section 10, issue 10 section 4)\n\n"
             % (n, instances, "" if instances == 1 else "s", store)) + "\n".join(rows) + "\n"
     print(text)
-    with open(os.path.join(out, tag + ".md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out, tag + ".json"), "w") as f:
-        json.dump(fig, f, indent=1)
+    benchlib.write_figures(out, tag, text, fig)
     broken = any(c not in (0, None) for c in fig["exit"])
     return 1 if broken else 0
 

@@ -26,27 +26,20 @@ Environment (defaults in brackets):
   POP3BRIDGE [build/pop3bridge] the binary under test
 """
 
-import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
-sys.dont_write_bytecode = True
-
-import dovecot  # noqa: E402
-import harness  # noqa: E402
-from loadcase import run_case, describe  # noqa: E402
+import benchlib  # tests/lib on sys.path
+import dovecot
+import harness
+from loadcase import run_case, describe
 
 
 def main():
     if "--help" in sys.argv[1:]:
         print(__doc__)
         return 0
-    out = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "tests", "out", "bench")
-    os.makedirs(out, exist_ok=True)
-    harness.set_run_dir(os.path.join(out, "load"))
+    out = benchlib.out_dir("load")
     accounts = int(os.environ.get("BENCH_LOAD_ACCOUNTS", "100"))
     interval = int(os.environ.get("BENCH_LOAD_INTERVAL", "8"))
     slow = float(os.environ.get("BENCH_SLOW_SECONDS", "30"))
@@ -57,7 +50,7 @@ def main():
     finally:
         dc.stop()
         harness.run_cleanups()
-    ok = lambda b: "met" if b else "MISSED"  # noqa: E731
+    ok = benchlib.met
     rows = [
         "| figure | value | goal |",
         "|---|---|---|",
@@ -80,10 +73,7 @@ def main():
     text = "## 100 accounts, one slow (issue 8, section 1)\n\n" + "\n".join(rows) + "\n"
     print(text)
     print(describe(fig))
-    with open(os.path.join(out, "load.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out, "load.json"), "w") as f:
-        json.dump(fig, f, indent=1)
+    benchlib.write_figures(out, "load", text, fig)
     broken = fig["exit"] not in (0, None) or fig["slow_events"] != 2
     return 1 if broken else 0
 

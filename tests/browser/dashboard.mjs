@@ -28,54 +28,24 @@
 // result.json {ok, steps:[{name, ok, ms, detail}], dialogs, page_errors,
 // console_errors, requests}.  Exit status 0 when every step passed.  Every
 // wait is bounded (STEP_TIMEOUT_MS); the whole run is bounded by RUN_TIMEOUT_MS.
+// The run, the browser and the sign-in: common.mjs.
 
 import fs from 'node:fs';
 import https from 'node:https';
-import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, gotoAccounts, loadPlan, signIn, startRun, until, STEP_TIMEOUT_MS } from './common.mjs';
 
-const STEP_TIMEOUT_MS = 20000;
 const DELIVERY_WAIT_MS = 45000;
 const RUN_TIMEOUT_MS = 240000;
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--no-first-run', '--disable-quic', '--disable-sync', '--disable-dev-shm-usage',
-];
 
-const plan = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const out = plan.out_dir;
-fs.mkdirSync(out, { recursive: true });
-const base = plan.base_url.endsWith('/') ? plan.base_url : plan.base_url + '/';
+const { plan, out, base } = loadPlan();
 const baseOrigin = new URL(base).origin;
 
 const result = { ok: false, steps: [], dialogs: [], page_errors: [], console_errors: [], requests: [] };
-const runTimer = setTimeout(() => {
-  console.log('FAIL run: over ' + RUN_TIMEOUT_MS + ' ms');
-  finish(2);
-}, RUN_TIMEOUT_MS);
-
-let context = null;
-let userDataDir = null;
-
-function finish(code) {
-  clearTimeout(runTimer);
-  try {
-    fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 2));
-    fs.writeFileSync(path.join(out, 'requests.log'), result.requests.map((r) => r.method + ' ' + r.url + ' ' + (r.status ?? '')).join('\n') + '\n');
-  } catch (e) {
-    console.log('cannot write results: ' + e.message);
-  }
-  const close = context ? context.close().catch(() => {}) : Promise.resolve();
-  close.finally(() => {
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
-    process.exit(code);
-  });
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
+const run = startRun(out, result, RUN_TIMEOUT_MS, (dir) => {
+  fs.writeFileSync(path.join(dir, 'requests.log'), result.requests.map((r) => r.method + ' ' + r.url + ' ' + (r.status ?? '')).join('\n') + '\n');
+});
+const step = run.step;
 
 function eq(actual, expected, what) {
   if (JSON.stringify(actual) !== JSON.stringify(expected)) {
@@ -83,37 +53,8 @@ function eq(actual, expected, what) {
   }
 }
 
-// Poll fn() until it returns a truthy value, at most ms.
-async function until(fn, ms, what) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last ? ' (last: ' + last + ')' : ''));
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 async function shot(page, name) {
   await page.screenshot({ path: path.join(out, name + '.png'), fullPage: true });
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    const detail = await fn();
-    result.steps.push({ name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
-    console.log('ok   ' + name);
-  } catch (e) {
-    result.steps.push({ name, ok: false, ms: Date.now() - t0, detail: String(e && e.stack || e) });
-    console.log('FAIL ' + name + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
-    throw e;
-  }
 }
 
 function rowFor(page, table, attr, value) {
@@ -181,17 +122,8 @@ async function oauth2Steps(page) {
 }
 
 async function main() {
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p3b-chromium-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: plan.chromium || '/usr/bin/chromium',
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 860 },
-    timeout: 60000,
-    timezoneId: plan.timezone || undefined,
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] || await context.newPage();
+  const page = await run.launch(plan, { timezoneId: plan.timezone || undefined });
+  const context = run.context;
 
   page.on('dialog', async (d) => {
     result.dialogs.push({ type: d.type(), message: d.message() });
@@ -246,9 +178,7 @@ async function main() {
   });
 
   await step('sign in with the right token', async () => {
-    await page.fill('#token', plan.token);
-    await page.press('#token', 'Enter');
-    await page.locator('table.accounts').waitFor();
+    await signIn(page, plan.token);
     eq(await page.evaluate(() => sessionStorage.getItem('pop3bridge.token')), plan.token, 'token in sessionStorage');
     check(!page.url().includes(plan.token), 'no token in the page URL');
   });
@@ -604,21 +534,17 @@ async function main() {
 
   // ---- sign out, and the whole run's checks -------------------------------
   await step('a token the bridge stops accepting leads back to sign-in', async () => {
-    await page.goto(base + '#/accounts');
-    await page.locator('table.accounts').waitFor();
+    await gotoAccounts(page, base);
     await page.evaluate(() => sessionStorage.setItem('pop3bridge.token', 'no-longer-valid'));
     await page.click('#refresh');
     await page.locator('#sign-in').waitFor();
     check(/no longer accepts/.test(await page.locator('#sign-in-msg').textContent()), 'says why');
     eq(await page.evaluate(() => sessionStorage.getItem('pop3bridge.token')), null, 'token removed');
-    await page.fill('#token', plan.token);
-    await page.press('#token', 'Enter');
-    await page.locator('table.accounts').waitFor();
+    await signIn(page, plan.token);
   });
 
   await step('sign out', async () => {
-    await page.goto(base + '#/accounts');
-    await page.locator('table.accounts').waitFor();
+    await gotoAccounts(page, base);
     await page.click('#sign-out');
     await page.locator('#sign-in').waitFor();
     eq(await page.evaluate(() => sessionStorage.getItem('pop3bridge.token')), null, 'token removed');
@@ -642,14 +568,14 @@ async function main() {
 
 main().then(() => {
   result.ok = true;
-  finish(0);
+  run.finish(0);
 }, async (e) => {
   result.error = String(e && e.stack || e);
   try {
-    const page = context && context.pages()[0];
+    const page = run.context && run.context.pages()[0];
     if (page) await page.screenshot({ path: path.join(out, 'failure.png'), fullPage: true });
   } catch (_) {
     /* no screenshot */
   }
-  finish(1);
+  run.finish(1);
 });

@@ -20,81 +20,21 @@
 // than store.lease, the survivor's heartbeat moves on, and it takes every
 // account over.  Prints "ok <step>" / "FAIL <step>: why"; exit status 0 when
 // every step passed.  Every wait is bounded (STEP_TIMEOUT_MS, KILL_WAIT_MS);
-// the whole run by RUN_TIMEOUT_MS.
+// the whole run by RUN_TIMEOUT_MS.  The run, the browser and the sign-in:
+// common.mjs.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { check, gotoAccounts, loadPlan, signIn, startRun, until, STEP_TIMEOUT_MS } from './common.mjs';
 
-const STEP_TIMEOUT_MS = 20000;
 const KILL_WAIT_MS = 30000;     // store.lease (3 s) + the page's refresh (5 s), with room
 const RUN_TIMEOUT_MS = 120000;
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--no-first-run', '--disable-quic', '--disable-sync', '--disable-dev-shm-usage',
-];
 
-const plan = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const out = plan.out_dir;
-fs.mkdirSync(out, { recursive: true });
-const base = plan.base_url.endsWith('/') ? plan.base_url : plan.base_url + '/';
+const { plan, out, base } = loadPlan();
 const [stays, killed] = plan.instances;
 const result = { ok: false, steps: [], page_errors: [], console_errors: [] };
-const runTimer = setTimeout(() => {
-  console.log('FAIL run: over ' + RUN_TIMEOUT_MS + ' ms');
-  finish(2);
-}, RUN_TIMEOUT_MS);
-
-let context = null;
-let userDataDir = null;
-
-function finish(code) {
-  clearTimeout(runTimer);
-  try {
-    fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 2));
-  } catch (e) {
-    console.log('cannot write results: ' + e.message);
-  }
-  const close = context ? context.close().catch(() => {}) : Promise.resolve();
-  close.finally(() => {
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
-    process.exit(code);
-  });
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-async function until(fn, ms, what) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last ? ' (last: ' + last + ')' : ''));
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    const detail = await fn();
-    result.steps.push({ name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
-    console.log('ok   ' + name);
-  } catch (e) {
-    result.steps.push({ name, ok: false, ms: Date.now() - t0, detail: String(e && e.stack || e) });
-    console.log('FAIL ' + name + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
-    throw e;
-  }
-}
+const run = startRun(out, result, RUN_TIMEOUT_MS);
+const step = run.step;
 
 function nextLine() {
   const rl = readline.createInterface({ input: process.stdin });
@@ -127,30 +67,19 @@ function allAccounts(rows, ids) {
 }
 
 async function main() {
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p3b-chromium-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: plan.chromium || '/usr/bin/chromium',
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 860 },
-    timeout: 60000,
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] || await context.newPage();
+  const page = await run.launch(plan, {});
   page.on('pageerror', (e) => result.page_errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') result.console_errors.push(m.text()); });
 
   await step('sign in', async () => {
     await page.goto(base);
     await page.locator('#sign-in').waitFor();
-    await page.fill('#token', plan.token);
-    await page.press('#token', 'Enter');
-    await page.locator('table.accounts').waitFor();
+    await signIn(page, plan.token);
   });
 
   let before = null;
   await step('both instances listed with their accounts and heartbeat', async () => {
-    await page.goto(base + '#/accounts');
+    await gotoAccounts(page, base);
     const rows = await until(async () => {
       const r = await panel(page);
       return Object.keys(r).length === 2 && r[stays.id] && r[killed.id] && allAccounts(r, [stays.id, killed.id]) ? r : null;
@@ -187,7 +116,7 @@ async function main() {
   result.ok = true;
 }
 
-main().then(() => finish(0)).catch((e) => {
+main().then(() => run.finish(0)).catch((e) => {
   console.log('FAIL run: ' + (e && e.message ? e.message.split('\n')[0] : e));
-  finish(1);
+  run.finish(1);
 });

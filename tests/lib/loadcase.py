@@ -18,6 +18,10 @@ while the slow message was still trickling, the slow account's events,
 "database is locked" and store_commit_failed counts in the log, the bridge's
 peak RSS (VmHWM) and its CPU seconds, and the exit code.  Used by
 tests/integration/test_load.py (asserts) and tests/bench/load.py (prints).
+
+Its set-up, shared with tests/bench/accounts.py: mailbox_users (Dovecot
+users with a message each), dovecot_accounts (their accounts in the
+configuration), hook_config (the configuration around them).
 """
 
 import os
@@ -124,6 +128,35 @@ def _proc_figures(pid):
     return rss, cpu
 
 
+def mailbox_users(dc, users, size, first=1000):
+    """Each of `users` a user of Dovecot dc (password "pw-" + name) holding
+    one message (mailgen.message(first + its index, size)); the environment
+    with their passwords (PW_<NAME>, as dovecot_accounts names them)."""
+    env = {}
+    for i, u in enumerate(users):
+        dc.add_user(u, "pw-" + u)
+        dc.deliver(u, mailgen.message(first + i, size=size))
+        env["PW_" + u.upper()] = "pw-" + u
+    return env
+
+
+def dovecot_accounts(dc, users, interval_s, **extra):
+    """The configuration's accounts of users on dc: implicit TLS, password in
+    PW_<NAME>, polled every interval_s, webhook "hook"; `extra` keys added
+    (or put instead: port=... for another server with dc's certificate)."""
+    return [dict({"name": u, "host": "127.0.0.1", "port": dc.tls_port, "tls": "implicit",
+                  "ca_file": dc.pki.ca, "username": u, "password_env": "PW_" + u.upper(),
+                  "poll_interval": "%ds" % interval_s, "webhooks": ["hook"]}, **extra)
+            for u in users]
+
+
+def hook_config(rcv, accounts, **top):
+    """A bridge configuration: webhook "hook" to receiver rcv (secret in
+    WHSEC), `accounts`, and `top` keys."""
+    return dict(top, webhooks=[{"name": "hook", "url": rcv.url, "secret_env": "WHSEC"}],
+                accounts=accounts)
+
+
 def account_of(ev):
     return ev.json["data"].get("account")
 
@@ -135,27 +168,15 @@ def run_case(dc, accounts=100, interval_s=5, slow_bytes=25 * 1000 * 1000, slow_s
            "slow_seconds": slow_seconds}
     secret = bridge.new_secret()
     rcv = Receiver(secret, name="receiver-" + prefix).start()
-    users = []
-    for i in range(accounts - 1):
-        u = "%s%03d" % (prefix, i)
-        dc.add_user(u, "pw-" + u)
-        dc.deliver(u, mailgen.message(1000 + i, size=3000))
-        users.append(u)
+    users = ["%s%03d" % (prefix, i) for i in range(accounts - 1)]
+    env = mailbox_users(dc, users, 3000)
     first = stuffed(mailgen.message(7, size=4000))
     srv, state = slow_server(first, slow_message(slow_bytes), slow_seconds)
     srv.start()
-    accts = [{"name": u, "host": "127.0.0.1", "port": dc.tls_port, "tls": "implicit",
-              "ca_file": dc.pki.ca, "username": u, "password_env": "PW_" + u.upper(),
-              "start": "all", "poll_interval": "%ds" % interval_s, "webhooks": ["hook"]}
-             for u in users]
-    accts.append({"name": "slow", "host": "127.0.0.1", "port": srv.port, "tls": "implicit",
-                  "ca_file": dc.pki.ca, "username": "slow", "password_env": "PW_SLOW",
-                  "start": "all", "poll_interval": "%ds" % interval_s, "webhooks": ["hook"]})
-    env = {"PW_" + u.upper(): "pw-" + u for u in users}
+    accts = dovecot_accounts(dc, users, interval_s, start="all")
+    accts += dovecot_accounts(dc, ["slow"], interval_s, start="all", port=srv.port)
     env.update({"PW_SLOW": "slow-pw", "WHSEC": secret})
-    cfg = {"log_level": "debug",
-           "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "WHSEC"}],
-           "accounts": accts}
+    cfg = hook_config(rcv, accts, log_level="debug")
     b = Bridge(cfg, env, name="bridge-" + prefix)
     b.start()
     code = None

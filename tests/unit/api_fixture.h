@@ -31,6 +31,7 @@
 #include "config.h"
 #include "runtime.h"
 #include "store.h"
+#include "tmpstore.h"
 
 #define FIX_TOKEN "api-unit-test-token-42"
 #define FIX_AUTH "Authorization: Bearer " FIX_TOKEN "\r\n"
@@ -55,7 +56,7 @@ struct fix_account {
 };
 
 struct fixture {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     char state[96];
     struct cfgref *ref;
     struct runtime rt;
@@ -130,8 +131,7 @@ static inline int fix_free_port(void)
 static inline int fix_start_top(struct fixture *f, const char *api_extra, const char *accounts,
                                 const char *top_extra)
 {
-    snprintf(f->dir, sizeof f->dir, "/tmp/test_api.XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (tmpdir_make(f->dir, sizeof f->dir, "api") < 0)
         return -1;
     snprintf(f->state, sizeof f->state, "%s/state", f->dir);
     f->port = fix_free_port();
@@ -180,10 +180,7 @@ static inline void fix_stop(struct fixture *f)
     api_stop(&f->api);
     cfgref_put(f->ref);
     f->ref = NULL;
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->dir);
+    tmpdir_remove(f->dir);
 }
 
 /* ---- a small HTTP client --------------------------------------------------------------- */

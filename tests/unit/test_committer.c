@@ -7,7 +7,6 @@
 #include <cmocka.h>
 
 #define _XOPEN_SOURCE 700
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,21 +15,14 @@
 #include "clock.h"
 #include "committer.h"
 #include "store.h"
+#include "tmpstore.h"
 
 struct fx {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     struct committer *c;
     struct store *other; /* a second handle: what other threads see */
     int notified;
 };
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
 
 static void on_commit(void *ctx) { ((struct fx *)ctx)->notified++; }
 
@@ -39,8 +31,7 @@ static int setup(void **state)
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/committer-test-XXXXXX");
-    if (!mkdtemp(fx->dir))
+    if (tmpdir_make(fx->dir, sizeof fx->dir, "committer") < 0)
         return -1;
     struct err e;
     if (!(fx->c = committer_start(fx->dir, on_commit, fx, &e)) ||
@@ -55,8 +46,7 @@ static int teardown(void **state)
     struct fx *fx = *state;
     committer_stop(&fx->c);
     committer_stop(&fx->c); /* NULL: no-op */
-    store_close(fx->other);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(fx->dir, fx->other);
     free(fx);
     return 0;
 }

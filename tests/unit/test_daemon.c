@@ -10,7 +10,6 @@
 
 #define _XOPEN_SOURCE 700
 #include <arpa/inet.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "store.h"
+#include "tmpstore.h"
 
 #define OUT_MAX 16384
 #define ONCE_MAX_MS 20000 /* a --once run against a refusing server ends within this */
@@ -85,14 +85,6 @@ static void exit_code(void **state)
     assert_int_not_equal(DAEMON_EXIT_POLLS_SKIPPED, DAEMON_EXIT_POLLS_FAILED);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
 /* A 127.0.0.1 port nothing listens on (bound, then closed). */
 static unsigned closed_port(void)
 {
@@ -112,9 +104,8 @@ static unsigned closed_port(void)
 static void once_failed_poll(void **state)
 {
     (void)state;
-    char dir[64], state_dir[96], cfg_path[96];
-    snprintf(dir, sizeof dir, "/tmp/daemon-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    char dir[TMPDIR_MAX], state_dir[96], cfg_path[96];
+    assert_int_equal(tmpdir_make(dir, sizeof dir, "daemon"), 0);
     snprintf(state_dir, sizeof state_dir, "%s/state", dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/bridge.json", dir);
     FILE *f = fopen(cfg_path, "w");
@@ -151,8 +142,7 @@ static void once_failed_poll(void **state)
     assert_string_equal(s.state, "backoff");
     assert_true(s.backoff_until > 0);
     assert_non_null(strstr(s.last_error, "127.0.0.1"));
-    store_close(st);
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(dir, st);
 }
 
 int main(void)

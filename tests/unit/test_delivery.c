@@ -9,7 +9,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -25,6 +24,8 @@
 #include "delivery.h"
 #include "message.h"
 #include "webhook.h"
+
+#include "tmpstore.h"
 
 #define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #define WAIT_LIMIT_MS 15000 /* every wait is bounded by this */
@@ -169,7 +170,7 @@ static void rcv_stop(struct rcv *r)
 /* ---- the fixture: a state directory, a store, a configuration ---------------- */
 
 struct fx {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     struct store *st;
     sqlite3 *db;          /* a second connection, for faults and inspection */
     struct cfgref *ref;
@@ -177,25 +178,12 @@ struct fx {
     struct delivery *d;
 };
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/delivery-test-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    struct err e;
-    fx->st = store_open(fx->dir, &e);
-    if (!fx->st)
+    if (tmpstore_open(fx->dir, sizeof fx->dir, "delivery", &fx->st) < 0)
         return -1;
     char path[128];
     snprintf(path, sizeof path, "%s/pop3bridge.db", fx->dir);
@@ -216,8 +204,7 @@ static int teardown(void **state)
         rcv_stop(fx->rcv);
     cfgref_put(fx->ref);
     sqlite3_close(fx->db);
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(fx->dir, fx->st);
     free(fx);
     return 0;
 }

@@ -6,7 +6,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,45 +19,11 @@
 #include "message.h"
 #include "webhook.h"
 
+#include "tmpstore.h"
+
 #define T0 1700000000000LL
 
-struct fx {
-    char dir[64];
-    struct store *st;
-};
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static int setup(void **state)
-{
-    struct fx *fx = calloc(1, sizeof *fx);
-    if (!fx)
-        return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/event-test-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    struct err e;
-    fx->st = store_open(fx->dir, &e);
-    if (!fx->st)
-        return -1;
-    *state = fx;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *fx = *state;
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(fx);
-    return 0;
-}
+static int setup(void **state) { return tmpstore_setup(state, "event"); }
 
 static int64_t store_raw(struct store *st, const char *uidl, const char *raw, size_t len)
 {
@@ -124,7 +89,7 @@ static const char SMALL[] =
  * the same bytes; the signature made while writing is webhook_sign's. */
 static void spool_equals_cjson(void **state)
 {
-    struct fx *fx = *state;
+    struct tmpstore *fx = *state;
     int64_t id = store_raw(fx->st, "u-small", SMALL, sizeof SMALL - 1);
     unsigned char key[32];
     memset(key, 7, sizeof key);
@@ -200,7 +165,7 @@ static void add_attachment(GString *g, const char *name, size_t size, int fill)
     g_free(bytes);
 }
 
-static cJSON *spooled_event(struct fx *fx, int64_t id, const struct event_opts *o)
+static cJSON *spooled_event(struct tmpstore *fx, int64_t id, const struct event_opts *o)
 {
     int fd = -1;
     uint64_t len = 0;
@@ -218,7 +183,7 @@ static cJSON *spooled_event(struct fx *fx, int64_t id, const struct event_opts *
  * as URLs and say which limit kept them out. */
 static void inline_budget(void **state)
 {
-    struct fx *fx = *state;
+    struct tmpstore *fx = *state;
     GString *g = g_string_new("From: a@example.org\r\nSubject: many\r\nMIME-Version: 1.0\r\n"
                               "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
                               "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n");
@@ -286,7 +251,7 @@ static void inline_budget(void **state)
 
 static void missing_message(void **state)
 {
-    struct fx *fx = *state;
+    struct tmpstore *fx = *state;
     struct event_opts o = {.inline_max = 1024};
     int fd = 5;
     uint64_t len = 9;
@@ -315,7 +280,7 @@ static int stop_after_some(void *ctx, const void *data, size_t len)
 
 static void tap_failure_stops(void **state)
 {
-    struct fx *fx = *state;
+    struct tmpstore *fx = *state;
     int64_t id = store_raw(fx->st, "u-tap", SMALL, sizeof SMALL - 1);
     struct event_opts o = {.inline_max = 1024};
     size_t left = 10;
@@ -329,7 +294,7 @@ static void tap_failure_stops(void **state)
 }
 
 /* The spooled event's parsed "type" and the account's options. */
-static cJSON *spool_parsed(struct fx *fx, int64_t id, const struct event_opts *o)
+static cJSON *spool_parsed(struct tmpstore *fx, int64_t id, const struct event_opts *o)
 {
     int fd = -1;
     uint64_t len = 0;
@@ -359,7 +324,7 @@ static char *slurp(const char *path, size_t *len)
  * Authentication-Results field. */
 static void event_types_and_account_options(void **state)
 {
-    struct fx *fx = *state;
+    struct tmpstore *fx = *state;
     size_t len;
     char *raw = slurp("tests/data/bounces/postfix-dsn.eml", &len);
     int64_t bid = store_raw(fx->st, "u-bounce", raw, len);
@@ -464,11 +429,11 @@ static void payload_shaping(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(spool_equals_cjson, setup, teardown),
-        cmocka_unit_test_setup_teardown(inline_budget, setup, teardown),
-        cmocka_unit_test_setup_teardown(missing_message, setup, teardown),
-        cmocka_unit_test_setup_teardown(tap_failure_stops, setup, teardown),
-        cmocka_unit_test_setup_teardown(event_types_and_account_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(spool_equals_cjson, setup, tmpstore_teardown),
+        cmocka_unit_test_setup_teardown(inline_budget, setup, tmpstore_teardown),
+        cmocka_unit_test_setup_teardown(missing_message, setup, tmpstore_teardown),
+        cmocka_unit_test_setup_teardown(tap_failure_stops, setup, tmpstore_teardown),
+        cmocka_unit_test_setup_teardown(event_types_and_account_options, setup, tmpstore_teardown),
         cmocka_unit_test(payload_shaping),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);

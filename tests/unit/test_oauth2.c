@@ -12,7 +12,6 @@
 #include <cmocka.h>
 
 #include <curl/curl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "clock.h"
 #include "oauth2.h"
 #include "secretbox.h"
+#include "tmpstore.h"
 
 #define MIN 60000LL
 #define T0 1700000000000LL
@@ -102,19 +102,11 @@ static void backoff(void **state)
 #define OTHER_HEX "0000000000000000000000000000000000000000000000000000000000000001"
 
 struct fx {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     struct store *st;
     unsigned char key[SECRETBOX_KEY_LEN], other[SECRETBOX_KEY_LEN];
     struct config_account a;
 };
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -122,8 +114,7 @@ static int setup(void **state)
     struct err e;
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/oauth2-test-XXXXXX");
-    if (!mkdtemp(fx->dir) || !(fx->st = store_open(fx->dir, &e)))
+    if (tmpstore_open(fx->dir, sizeof fx->dir, "oauth2", &fx->st) < 0)
         return -1;
     if (secretbox_key_parse(KEY_HEX, 64, fx->key, &e) < 0 ||
         secretbox_key_parse(OTHER_HEX, 64, fx->other, &e) < 0)
@@ -143,8 +134,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *fx = *state;
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(fx->dir, fx->st);
     free(fx);
     return 0;
 }

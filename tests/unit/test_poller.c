@@ -8,7 +8,6 @@
 #include <cmocka.h>
 
 #define _XOPEN_SOURCE 700
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "pop3.h"
 #include "store.h"
 #include "pop3_fake.h"
+#include "tmpstore.h"
 
 #define ACCOUNT "acct-unit"
 #define CANCEL_AFTER_MS 300   /* the cancel fd becomes readable this long into a poll */
@@ -29,7 +29,7 @@
 #define CANCEL_MAX_MS 1500    /* a cancelled poll ends within this */
 
 struct fx {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     struct fake_pop3 f;
     struct store *st;
     struct committer *cm;
@@ -37,25 +37,15 @@ struct fx {
     char *hooks[1];
 };
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/poller-test-XXXXXX");
-    if (!mkdtemp(fx->dir))
+    if (tmpstore_open(fx->dir, sizeof fx->dir, "poller", &fx->st) < 0)
         return -1;
     struct err e;
-    if (!(fx->st = store_open(fx->dir, &e)) ||
-        !(fx->cm = committer_start(fx->dir, NULL, NULL, &e)))
+    if (!(fx->cm = committer_start(fx->dir, NULL, NULL, &e)))
         return -1;
     fake_start(&fx->f);
     fx->hooks[0] = "hook";
@@ -75,8 +65,7 @@ static int teardown(void **state)
     struct fx *fx = *state;
     fake_stop(&fx->f);
     committer_stop(&fx->cm);
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(fx->dir, fx->st);
     free(fx);
     return 0;
 }

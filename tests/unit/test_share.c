@@ -9,7 +9,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 
 #include "share.h"
 #include "store.h"
+#include "tmpstore.h"
 
 #define T0 1700000000000LL /* a fixed "now" in Unix ms */
 #define LEASE 30000
@@ -95,19 +95,6 @@ static void live_window(void **state)
 
 /* ---- giving a lease back, on a real store ------------------------------ */
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-struct fx {
-    char dir[64];
-    struct store *st;
-};
-
 static int setup(void **state)
 {
     struct err e;
@@ -130,30 +117,12 @@ static int setup(void **state)
             return -1;
         }
     }
-    struct fx *fx = calloc(1, sizeof *fx);
-    if (!fx)
-        return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/share-test-XXXXXX");
-    if (!mkdtemp(fx->dir)) {
-        free(fx);
-        return -1;
-    }
-    fx->st = store_open(fx->dir, &e);
-    if (!fx->st) {
-        fprintf(stderr, "store_open: %s\n", e.msg);
-        free(fx);
-        return -1;
-    }
-    *state = fx;
-    return 0;
+    return tmpstore_setup(state, "share");
 }
 
 static int teardown(void **state)
 {
-    struct fx *fx = *state;
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(fx);
+    tmpstore_teardown(state);
     if (pg_url)
         store_teardown();
     return 0;
@@ -183,7 +152,7 @@ static int count_all(void *ctx, const char *account, const char *owner, int64_t 
 
 static void give_back(void **state)
 {
-    struct store *st = ((struct fx *)*state)->st;
+    struct store *st = ((struct tmpstore *)*state)->st;
     struct err e;
     err_clear(&e);
     assert_int_equal(store_account_lease(st, "one", "A", T0, LEASE, &e), 0);

@@ -11,7 +11,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -27,6 +26,7 @@
 #include <libpq-fe.h>
 
 #include "store.h"
+#include "tmpstore.h"
 
 #define T0 1700000000000LL /* a fixed "now" in Unix ms */
 #define OWNER "test-instance"
@@ -47,17 +47,9 @@
 #endif
 
 struct fx {
-    char dir[64];
+    char dir[TMPDIR_MAX];
     struct store *st;
 };
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
 
 /* PostgreSQL mode: the database's URL and password, else NULL. */
 static const char *pg_url, *pg_pw;
@@ -118,8 +110,7 @@ static int setup(void **state)
     struct fx *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/store-test-XXXXXX");
-    if (!mkdtemp(fx->dir))
+    if (tmpdir_make(fx->dir, sizeof fx->dir, "store") < 0)
         return -1;
     *state = fx;
     return 0;
@@ -128,8 +119,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *fx = *state;
-    store_close(fx->st);
-    nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tmpstore_close(fx->dir, fx->st);
     free(fx);
     if (pg_url)
         store_teardown();
