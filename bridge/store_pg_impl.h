@@ -25,6 +25,7 @@
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
 #define PQ_PARAMS_MAX 24               /* parameters of one statement */
+#define PG_PIPE_MAX 8                  /* statements of one round trip (pq_pipe) */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
 #define PG_DECL(ret, name, params, args) ret pg_##name params;
@@ -55,6 +56,11 @@ struct store {
     bool batch;                 /* store_batch_begin called */
     bool batch_lost;            /* the batch's transaction failed */
     bool sp_held;               /* the last write's savepoint w is not released yet */
+    /* Commands deferred to the next statement on pend_c, sent before it in
+     * the same round trip (pipeline mode): BEGIN of a transaction, RELEASE
+     * of the previous write's savepoint, SAVEPOINT of this write's. */
+    PGconn *pend_c;
+    bool pend_begin, pend_release, pend_sp;
     char sqlstate[6];           /* of the last failed statement */
 };
 
@@ -87,6 +93,8 @@ PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int
                  struct err *e, const char *op);
 PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
                   const char *sql2, struct pq *q2, struct err *e, const char *op);
+PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, struct pq *const *q,
+                  int rfmt, struct err *e, const char *op);
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);
