@@ -97,6 +97,59 @@ void store_batch_rollback(struct store *st)
 STORE_CALLS(DISPATCH)
 #undef DISPATCH
 
+/* ---- reading a message for its event ------------------------------------------ */
+
+struct load_buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int load_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct load_buf *b = ctx;
+    if (b->len + len > b->cap) {
+        size_t cap = (b->len + len) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                   char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
+                   int64_t now, struct err *e)
+{
+    *body = NULL;
+    *body_len = 0;
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: store_msg_load: no store");
+    if (OPS(st)->msg_load) /* in one read */
+        return OPS(st)->msg_load(st, id, out, mem_max, body, body_len, link_key, now, e);
+    int r = store_msg_get(st, id, out, e);
+    if (r != 0 || out->body_purged_at)
+        return r;
+    if (link_key && store_link_key(st, link_key, NULL, now, e) < 0)
+        return -1;
+    if (out->size > mem_max)
+        return 0;
+    struct load_buf b = {0};
+    r = store_msg_stream(st, id, load_sink, &b, e);
+    if (r != 0) {
+        free(b.p);
+        return r;
+    }
+    if (!b.p && !(b.p = malloc(1)))
+        return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+    *body = b.p;
+    *body_len = b.len;
+    return 0;
+}
+
 /* ---- a message on its way in ------------------------------------------------- */
 
 int store_msg_begin(struct store *st, const char *account, const char *uidl,

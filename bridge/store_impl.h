@@ -228,6 +228,10 @@ struct store_ops {
     int (*body_read)(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                      struct err *e);
     void (*body_close)(struct store_body *b);
+    /* optional: store_msg_load in one read (NULL: store.c composes it) */
+    int (*msg_load)(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                    char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                    struct err *e);
 };
 
 /* The backends' tables and openers. */

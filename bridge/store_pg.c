@@ -1261,4 +1261,5 @@ const struct store_ops store_pg_ops = {
     .msg_store = pg_msg_store,
     .body_read = pg_body_read,
     .body_close = pg_body_close,
+    .msg_load = pg_msg_load,
 };

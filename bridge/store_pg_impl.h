@@ -40,6 +40,10 @@ int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
                  const char *const *webhooks, size_t n_webhooks, int64_t now,
                  const char *sha_hex, int64_t *id, int64_t *dup, struct err *e);
 
+int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                struct err *e);
+
 /* A statement's parameters (pq_i64, pq_text, ...; freed by the call that runs it). */
 struct pq {
     int n;

@@ -444,10 +444,12 @@ const char *pg_spool_dir(const struct store *st)
 
 /* ---- reading a message ------------------------------------------------- */
 
-#define MSG_COLS                                                                        \
-    "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"               \
+#define MSG_FIELDS                                                                      \
+    "id, account, uidl, size, sha256, received_at, delivered_at,"                      \
     " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"             \
-    " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages "
+    " declared_size, event_key, coalesce(duplicate_of, 0)"
+#define MSG_COLS "SELECT " MSG_FIELDS " FROM messages "
+#define MSG_NCOLS 16
 
 static void msg_row(PGresult *r, int i, void *p)
 {
@@ -476,6 +478,105 @@ int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct 
     struct pq q = {0};
     pq_i64(&q, id);
     return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
+}
+
+/* A bytea column of row 0 (text format: hex) decoded: malloc'd (at least
+ * one byte allocated), *len; NULL with *e when out of memory. */
+static unsigned char *bytea_col(PGresult *r, int col, size_t *len, struct err *e)
+{
+    size_t n = 0;
+    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, col), &n);
+    unsigned char *out = b ? malloc(n ? n : 1) : NULL;
+    if (out && n)
+        memcpy(out, b, n);
+    if (b) {
+        OPENSSL_cleanse(b, n); /* the link key passes here too */
+        PQfreemem(b);
+    }
+    if (!out)
+        err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+    *len = n;
+    return out;
+}
+
+int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                struct err *e)
+{
+    *body = NULL;
+    *body_len = 0;
+    struct pq q = {0};
+    pq_i64(&q, id);
+    pq_i64(&q, mem_max > INT64_MAX ? INT64_MAX : (int64_t)mem_max);
+    pq_i64(&q, link_key ? 1 : 0);
+    PGconn *c = pg_conn_get(st, e);
+    if (!c) {
+        pq_free(&q);
+        return -1;
+    }
+    /* one statement: the row, the body and the key in one snapshot */
+    PGresult *r = pq_run(st, c,
+                         "SELECT " MSG_FIELDS ","
+                         " EXISTS (SELECT 1 FROM bodies WHERE message_id = $1::bigint),"
+                         " CASE WHEN size <= $2::bigint AND body_purged_at IS NULL THEN"
+                         "   (SELECT coalesce(string_agg(data, ''::bytea ORDER BY seq), ''::bytea)"
+                         "    FROM body_chunks WHERE message_id = $1::bigint) END,"
+                         " CASE WHEN $3::integer = 1 THEN (SELECT key FROM link_key WHERE id = 1) END"
+                         " FROM messages WHERE id = $1::bigint",
+                         &q, 0, e, "get message");
+    pg_conn_put(st, c);
+    if (!r)
+        return -1;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return STORE_NOTFOUND;
+    }
+    msg_row(r, 0, out);
+    int rv = 0;
+    if (out->body_purged_at) {
+        PQclear(r);
+        return 0;
+    }
+    bool have_body = strcmp(PQgetvalue(r, 0, MSG_NCOLS), "t") == 0;
+    if (!have_body) {
+        rv = STORE_NOTFOUND; /* being purged */
+    } else if (!PQgetisnull(r, 0, MSG_NCOLS + 1)) {
+        size_t n = 0;
+        unsigned char *b = bytea_col(r, MSG_NCOLS + 1, &n, e);
+        if (!b)
+            rv = -1;
+        *body = (char *)b;
+        *body_len = n;
+    }
+    bool key_missing = false;
+    if (rv == 0 && link_key) {
+        if (PQgetisnull(r, 0, MSG_NCOLS + 2)) {
+            key_missing = true;
+        } else {
+            size_t n = 0;
+            unsigned char *k = bytea_col(r, MSG_NCOLS + 2, &n, e);
+            if (!k)
+                rv = -1;
+            else if (n != STORE_LINK_KEY_LEN)
+                rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
+                             store_pg_target_name(), STORE_LINK_KEY_LEN);
+            else
+                memcpy(link_key, k, n);
+            if (k) {
+                OPENSSL_cleanse(k, n);
+                free(k);
+            }
+        }
+    }
+    PQclear(r);
+    if (rv == 0 && key_missing) /* first use: made now */
+        rv = pg_link_key(st, link_key, NULL, now, e);
+    if (rv != 0) {
+        free(*body);
+        *body = NULL;
+        *body_len = 0;
+    }
+    return rv;
 }
 
 /* Size and chunk size of message id's body; STORE_NOTFOUND if none. */

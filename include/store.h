@@ -395,6 +395,18 @@ typedef int (*store_sink_cb)(void *ctx, const void *data, size_t len, struct err
 int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
                      struct err *e);
 
+/* What building a message's event reads, in one go: its metadata; its raw
+ * body into *body (malloc'd, *body_len octets; free() it) when it is at
+ * most mem_max octets, else *body NULL (stream it with store_msg_stream);
+ * and when link_key is not NULL, the link key (as store_link_key: made at
+ * `now` if there is none yet).  On PostgreSQL one round trip and one
+ * snapshot instead of three.  STORE_NOTFOUND if there is no such message,
+ * or its body is gone though body_purged_at is not set yet; a purged body
+ * (body_purged_at set) is not read. */
+int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                   char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
+                   int64_t now, struct err *e);
+
 /* A positional reader of one body, for HTTP responses read at offsets from
  * any thread: it has its own connection, independent of st (st may be
  * closed or used elsewhere meanwhile).  No transaction is held between

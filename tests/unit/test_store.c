@@ -1456,6 +1456,69 @@ static void link_key(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* store_msg_load: the row, a body up to mem_max in memory and the link key
+ * (made on first use) in one call; a larger body is left to streaming; a
+ * purged one is not read; an unknown id is STORE_NOTFOUND. */
+static void msg_load(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    size_t len = 3 * STORE_IO_CHUNK + 123; /* several chunks, in order */
+    unsigned char *p = malloc(len);
+    assert_non_null(p);
+    fill(p, len, 7);
+    struct store_msg_result res;
+    assert_int_equal(put(st, "acc", "big", p, len, 9000, wh, 1, T0, &res, &e), 0);
+    struct store_msg_info info;
+    char *body = (char *)1;
+    size_t blen = 1;
+    unsigned char key[STORE_LINK_KEY_LEN], key2[STORE_LINK_KEY_LEN];
+    assert_int_equal(store_msg_load(st, res.id, &info, len, &body, &blen, key, 1000, &e), 0);
+    assert_int_equal(info.id, res.id);
+    assert_string_equal(info.uidl, "big");
+    assert_string_equal(info.subject, "Hello");
+    assert_int_equal(info.size, len);
+    assert_non_null(body);
+    assert_int_equal(blen, len);
+    assert_memory_equal(body, p, len);
+    free(body);
+    assert_int_equal(store_link_key(st, key2, NULL, 2000, &e), 0); /* the one made above */
+    assert_memory_equal(key, key2, sizeof key);
+    /* larger than mem_max: metadata only; no key asked for */
+    assert_int_equal(store_msg_load(st, res.id, &info, len - 1, &body, &blen, NULL, 0, &e), 0);
+    assert_null(body);
+    assert_int_equal(blen, 0);
+    assert_int_equal(info.size, len);
+    /* an empty body is an empty buffer, not "too large" */
+    int64_t empty = 0;
+    {
+        struct store_msg *m = NULL;
+        struct store_msg_result r2;
+        assert_int_equal(store_msg_begin(st, "acc", "empty", &m, &e), 0);
+        assert_int_equal(store_msg_finish(m, NULL, wh, 1, T0, &r2, &e), 0);
+        empty = r2.id;
+    }
+    assert_int_equal(store_msg_load(st, empty, &info, len, &body, &blen, NULL, 0, &e), 0);
+    assert_non_null(body);
+    assert_int_equal(blen, 0);
+    free(body);
+    assert_int_equal(store_msg_load(st, 999999, &info, len, &body, &blen, key, 0, &e),
+                     STORE_NOTFOUND);
+    assert_null(body);
+    /* purged: not read */
+    deliver_all(st, T0);
+    int64_t purged = 0;
+    assert_int_equal(store_purge_bodies(st, 0, T0 + DAY_MS, 0, &purged, &e), 0);
+    assert_int_equal(purged, 2);
+    assert_int_equal(store_msg_load(st, res.id, &info, len, &body, &blen, NULL, 0, &e), 0);
+    assert_true(info.body_purged_at > 0);
+    assert_null(body);
+    assert_int_equal(store_msg_load(NULL, res.id, &info, len, &body, &blen, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    free(p);
+}
+
 static void webhook_disable(void **state)
 {
     struct store *st = fx_open(state);
@@ -2830,7 +2893,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -2847,7 +2910,7 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(deletable_policy),
+        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
