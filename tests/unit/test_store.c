@@ -836,6 +836,45 @@ static void batch_partial_failure(void **state)
     store_close(other);
 }
 
+static struct store_attempt att(int64_t at, int http, const char *error, const char *outcome);
+
+/* Writes of a batch that find nothing (rolled back to their savepoint),
+ * one after another and between writes that do: the others all commit. */
+static void batch_write_not_found(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    struct store_attempt a = att(T0, 200, NULL, "delivered");
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_delivery_record(st, OWNER, 424242, &a, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND); /* the batch's first write */
+    put_ok(st, "acc", "a", wh, 1, T0);
+    assert_int_equal(store_delivery_record(st, OWNER, 424242, &a, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND);
+    assert_int_equal(store_delivery_record(st, OWNER, 424243, &a, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND);
+    put_ok(st, "acc", "b", wh, 1, T0);
+    const char *ign[] = {"i1"};
+    assert_int_equal(store_uidls_record_ignored(st, "acc", ign, 1, T0, &e), 0);
+    assert_int_equal(store_delivery_record(st, OWNER, 424242, &a, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND); /* the batch's last write */
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    assert_int_equal(count_uidls(st, "acc"), 3);
+    struct store_queue_counts q;
+    assert_int_equal(store_delivery_counts(st, &q, &e), 0);
+    assert_int_equal(q.pending, 2);
+    /* a batch of nothing but such writes, then one without any */
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_delivery_record(st, OWNER, 424242, &a, STORE_D_DELIVERED, 0, &e),
+                     STORE_NOTFOUND);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    put_ok(st, "acc", "c", wh, 1, T0);
+    assert_int_equal(count_uidls(st, "acc"), 4);
+}
+
 static void crash_child(const char *dir, int commit)
 {
     struct err e;
@@ -2891,7 +2930,7 @@ int main(void)
         const struct CMUnitTest pg_tests[] = {
             T(pg_schema),           T(pg_body_chunks),      T(pg_migrate_from_sqlite),
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
-            T(large_message),       T(batch_many),          T(batch_partial_failure),
+            T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
             T(leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
             T(too_large_never_deletable),
@@ -2908,7 +2947,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(open_migrate_reopen), T(migrate_from_v2), T(drop_and_bulk_retry), T(account_events), T(dedupe_by_message_id), T(newer_schema_refused), T(open_errors),
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
-        T(large_message),       T(batch_many),          T(batch_partial_failure),
+        T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
         T(too_large_never_deletable),
