@@ -97,6 +97,24 @@ void store_batch_rollback(struct store *st)
 STORE_CALLS(DISPATCH)
 #undef DISPATCH
 
+/* ---- recording outcomes --------------------------------------------------------- */
+
+int store_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                               size_t n, struct err *e)
+{
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: store_delivery_record_many: no store");
+    if (OPS(st)->delivery_record_many)
+        return OPS(st)->delivery_record_many(st, owner, recs, n, e);
+    for (size_t i = 0; i < n; i++) {
+        struct store_record *r = &recs[i];
+        err_clear(&r->err);
+        r->result = store_delivery_record(st, owner, r->id, &r->a, r->status, r->next_attempt_at,
+                                          &r->err);
+    }
+    return 0;
+}
+
 /* ---- reading a message for its event ------------------------------------------ */
 
 struct load_buf {

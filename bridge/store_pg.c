@@ -619,8 +619,21 @@ static int pending_flush(struct store *st, PGconn *c, struct err *e, const char 
 PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, struct pq *const *q,
                   int rfmt, struct err *e, const char *op)
 {
+    return pq_pipe_all(st, c, n, sql, q, rfmt, NULL, e, op);
+}
+
+/* As pq_pipe; with out not NULL, every statement's result in out[0..n)
+ * (when all succeeded; then the return is out[n - 1], not to be cleared
+ * twice). */
+PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql,
+                      struct pq *const *q, int rfmt, PGresult **out_all, struct err *e,
+                      const char *op)
+{
     char names[PG_PIPE_MAX][24];
     bool named[PG_PIPE_MAX] = {false};
+    if (out_all)
+        for (int i = 0; i < n && i < PG_PIPE_MAX; i++)
+            out_all[i] = NULL;
     int fail = n > PG_PIPE_MAX ? err_set(e, ERR_INTERNAL, "store: %s: more than %d statements "
                                          "in one round trip (PG_PIPE_MAX)", op, PG_PIPE_MAX)
                                : 0;
@@ -671,7 +684,9 @@ PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, st
             break;
         ExecStatusType s = PQresultStatus(r);
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
-            if (i == total - 1 && !failed)
+            if (out_all && i >= k && !failed)
+                out_all[i - k] = r, r = NULL;
+            else if (i == total - 1 && !failed)
                 out = r, r = NULL;
         } else {
             if (i < k)
@@ -697,6 +712,16 @@ PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, st
     if (PQexitPipelineMode(c) != 1 && !failed) {
         failed = true;
         pgerr(st, NULL, c, e, op);
+    }
+    if (out_all) {
+        if (failed) {
+            for (int i = 0; i < n; i++) {
+                PQclear(out_all[i]);
+                out_all[i] = NULL;
+            }
+            return NULL;
+        }
+        return n ? out_all[n - 1] : NULL;
     }
     if (failed) {
         PQclear(out);
@@ -1262,4 +1287,5 @@ const struct store_ops store_pg_ops = {
     .body_read = pg_body_read,
     .body_close = pg_body_close,
     .msg_load = pg_msg_load,
+    .delivery_record_many = pg_delivery_record_many,
 };

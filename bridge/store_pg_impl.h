@@ -25,7 +25,7 @@
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
 #define PQ_PARAMS_MAX 24               /* parameters of one statement */
-#define PG_PIPE_MAX 8                  /* statements of one round trip (pq_pipe) */
+#define PG_PIPE_MAX 32                 /* statements of one round trip (pq_pipe) */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
 #define PG_DECL(ret, name, params, args) ret pg_##name params;
@@ -40,6 +40,8 @@ int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
                  const char *const *webhooks, size_t n_webhooks, int64_t now,
                  const char *sha_hex, int64_t *id, int64_t *dup, struct err *e);
 
+int pg_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                            size_t n, struct err *e);
 int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
                 char **body, size_t *body_len, unsigned char *link_key, int64_t now,
                 struct err *e);
@@ -99,6 +101,9 @@ PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
                   const char *sql2, struct pq *q2, struct err *e, const char *op);
 PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, struct pq *const *q,
                   int rfmt, struct err *e, const char *op);
+PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql,
+                      struct pq *const *q, int rfmt, PGresult **out_all, struct err *e,
+                      const char *op);
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);

@@ -508,6 +508,24 @@ int store_delivery_record(struct store *st, const char *owner, int64_t id,
                           const struct store_attempt *a, enum store_dstatus status,
                           int64_t next_attempt_at, struct err *e);
 
+/* One outcome for store_delivery_record_many: the arguments of
+ * store_delivery_record, and (out) what it returned, with its error. */
+struct store_record {
+    int64_t id;
+    struct store_attempt a;
+    enum store_dstatus status;
+    int64_t next_attempt_at;
+    int result;      /* out: 0, STORE_LEASE_LOST, STORE_NOTFOUND or -1 */
+    struct err err;  /* out: when result is -1 */
+};
+
+/* store_delivery_record for each of recs[0..n), in order, each as if alone
+ * (one failing leaves the others); inside a batch on PostgreSQL several in
+ * one round trip (should one of those fail, the group is rolled back and
+ * recorded one by one).  0, or -1 with *e when st is missing. */
+int store_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                               size_t n, struct err *e);
+
 /* Reset a failed or dead delivery to pending, due at now, and drop any lease
  * on it (an operator's retry never waits for a lease to expire; a worker
  * still holding it records its outcome normally).  STORE_NOTFOUND for an

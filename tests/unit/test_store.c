@@ -1495,6 +1495,89 @@ static void link_key(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* store_delivery_record_many: each outcome as store_delivery_record alone
+ * would take it, in a batch (several per round trip on PostgreSQL) and
+ * outside one: recorded, unknown, too late (another owner's live lease),
+ * refused by the checks. */
+static void record_many(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"a", "b", "c", "d", "e"};
+    int64_t mid = put_ok(st, "acc", "u1", wh, 5, T0);
+    const char *wf[] = {"f"};
+    int64_t m2 = put_ok(st, "acc", "u2", wf, 1, T0);
+    struct store_delivery d[8];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 8, &n, &e), 0);
+    assert_int_equal(n, 6);
+    /* d[5]'s lease taken over by another owner after it expired */
+    int64_t other_id = 0;
+    for (size_t i = 0; i < n; i++)
+        if (d[i].msg_id == m2)
+            other_id = d[i].id;
+    assert_true(other_id > 0);
+    struct store_delivery o[8];
+    size_t on = 0;
+    assert_int_equal(store_delivery_lease_due(st, "other", "f", T0 + 10 * LEASE, 10 * LEASE, o, 8,
+                                              &on, &e), 0);
+    assert_int_equal(on, 1);
+    struct store_record r[8];
+    memset(r, 0, sizeof r);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (d[i].msg_id != mid)
+            continue;
+        r[k].id = d[i].id;
+        r[k].a = att(T0 + 10, 200, NULL, "delivered");
+        r[k].status = STORE_D_DELIVERED;
+        k++;
+    }
+    assert_int_equal(k, 5);
+    r[1].a = att(T0 + 10, 503, "Service Unavailable", "retry");
+    r[1].status = STORE_D_FAILED;
+    r[1].next_attempt_at = T0 + 5000;
+    r[2].status = STORE_D_PENDING; /* refused: a record's status is never pending */
+    r[k].id = 987654;               /* unknown */
+    r[k].a = att(T0 + 10, 200, NULL, "delivered");
+    r[k++].status = STORE_D_DELIVERED;
+    r[k].id = other_id;            /* another owner's live lease */
+    r[k].a = att(T0 + 10, 200, NULL, "delivered");
+    r[k++].status = STORE_D_DELIVERED;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < k; i++)
+            r[i].result = 99;
+        if (pass == 0)
+            assert_int_equal(store_batch_begin(st, &e), 0);
+        assert_int_equal(store_delivery_record_many(st, OWNER, r, k, &e), 0);
+        if (pass == 0)
+            assert_int_equal(store_batch_commit(st, &e), 0);
+        /* the first pass records; the second finds them settled (history only) */
+        assert_int_equal(r[0].result, pass ? STORE_LEASE_LOST : 0);
+        assert_int_equal(r[1].result, 0); /* failed: due again, still ours */
+        assert_int_equal(r[2].result, -1);
+        assert_int_equal(r[2].err.kind, ERR_USAGE);
+        assert_int_equal(r[3].result, pass ? STORE_LEASE_LOST : 0);
+        assert_int_equal(r[4].result, pass ? STORE_LEASE_LOST : 0);
+        assert_int_equal(r[5].result, STORE_NOTFOUND);
+        assert_int_equal(r[6].result, STORE_LEASE_LOST);
+    }
+    struct store_delivery one;
+    assert_int_equal(store_delivery_get(st, r[0].id, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_DELIVERED);
+    assert_int_equal(one.attempts, 1);
+    assert_int_equal(store_delivery_get(st, r[1].id, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_FAILED);
+    assert_int_equal(one.attempts, 2);
+    assert_int_equal(store_delivery_get(st, other_id, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_PENDING);
+    assert_string_equal(one.lease_owner, "other");
+    /* two still open (r[1] failed, r[2] refused): the message is not delivered */
+    assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_STORED);
+    assert_int_equal(store_delivery_record_many(NULL, OWNER, r, k, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
 /* store_msg_load: the row, a body up to mem_max in memory and the link key
  * (made on first use) in one call; a larger body is left to streaming; a
  * purged one is not read; an unknown id is STORE_NOTFOUND. */
@@ -2932,7 +3015,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -2949,7 +3032,7 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(deletable_policy),
+        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
