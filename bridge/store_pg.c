@@ -12,6 +12,12 @@
  * connection it took at its first write until commit or rollback.  A
  * connection given back inside a transaction, or broken, is closed.
  *
+ * Round trips: each connection prepares a statement the first time it
+ * runs it (PQprepare; parsed once, planned once when a generic plan does);
+ * a transaction's BEGIN and a batch write's savepoint travel with the
+ * write's first statement in one round trip (libpq's pipeline mode); a
+ * write of one statement outside a batch runs without BEGIN / COMMIT.
+ *
  * Transactions: READ COMMITTED.  Work shared between instances is taken with
  * row locks: due deliveries and purgeable messages with FOR UPDATE SKIP
  * LOCKED (two instances never take the same rows, nor wait for each other),

@@ -79,8 +79,10 @@
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
  *              the full listing; store_account_set for the visible state.
- *   delivery   store_delivery_lease_due (per webhook) -> store_msg_get/_stream
- *              -> POST (store_delivery_renew meanwhile) -> store_delivery_record;
+ *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load (and
+ *              store_msg_stream for a large body) -> POST
+ *              (store_delivery_renew meanwhile) -> the outcomes of a flush
+ *              together in a batch: store_delivery_record_many;
  *              410: store_webhook_disable;
  *              SIGHUP: store_webhooks_enable_all; periodically
  *              store_purge_bodies.
