@@ -28,6 +28,7 @@
 /* ---- UIDLs ------------------------------------------------------------- */
 
 #define UIDL_CHUNK 4096 /* UIDLs per statement in the list calls */
+#define BODY_PIPE_CHUNKS 8 /* body chunks written per round trip */
 
 /* A PostgreSQL array literal of uidls[0..n) ({"a","b"}), malloc'd. */
 static char *array_lit(const char *const *v, size_t n, struct err *e)
@@ -278,25 +279,55 @@ static int body_chunk(struct store *st, struct store_msg *m, uint64_t off, unsig
 
 /* The body's chunks after the first (which finish_tx wrote with the
  * message), STORE_IO_CHUNK bytes each, from memory or the spool file: one
- * INSERT per chunk, so the whole body is never in memory. */
+ * INSERT per chunk, BODY_PIPE_CHUNKS of them per round trip, so at most
+ * that many chunks of the body are in memory at once. */
 static int body_rest(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
                      unsigned char *buf, struct err *e)
 {
+    static const char sql_one[] =
+        "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)";
+    const char *sql[BODY_PIPE_CHUNKS];
+    struct pq q[BODY_PIPE_CHUNKS];
+    struct pq *qs[BODY_PIPE_CHUNKS];
+    unsigned char *bufs = NULL; /* a spooled body: BODY_PIPE_CHUNKS chunks read at a time */
+    if (m->sp.fd >= 0 && m->sp.size > 2 * (uint64_t)STORE_IO_CHUNK &&
+        !(bufs = malloc((size_t)BODY_PIPE_CHUNKS * STORE_IO_CHUNK)))
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
     int64_t seq = 1;
-    for (uint64_t off = STORE_IO_CHUNK; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
-        const void *p;
-        size_t want;
-        if (body_chunk(st, m, off, buf, &p, &want, e) < 0)
-            return -1;
-        struct pq q = {0};
-        pq_i64(&q, id);
-        pq_i64(&q, seq);
-        pq_bin(&q, p, want);
-        if (pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
-                   &q, NULL, e, "store message body") < 0)
-            return -1;
+    int rv = 0;
+    for (uint64_t off = STORE_IO_CHUNK; off < m->sp.size && rv == 0;) {
+        int k = 0;
+        for (; k < BODY_PIPE_CHUNKS && off < m->sp.size; k++, off += STORE_IO_CHUNK, seq++) {
+            const void *p;
+            size_t want;
+            unsigned char *b = bufs ? bufs + (size_t)k * STORE_IO_CHUNK : buf;
+            if (body_chunk(st, m, off, b, &p, &want, e) < 0) {
+                rv = -1;
+                break;
+            }
+            memset(&q[k], 0, sizeof q[k]);
+            pq_i64(&q[k], id);
+            pq_i64(&q[k], seq);
+            pq_bin(&q[k], p, want);
+            sql[k] = sql_one;
+            qs[k] = &q[k];
+            if (!bufs && m->sp.fd >= 0) { /* one buffer: one chunk per round trip */
+                k++, off += STORE_IO_CHUNK, seq++;
+                break;
+            }
+        }
+        if (rv < 0) {
+            for (int i = 0; i < k; i++)
+                pq_free(&q[i]);
+            break;
+        }
+        PGresult *r = pq_pipe(st, c, k, sql, qs, 0, e, "store message body");
+        if (!r)
+            rv = -1;
+        PQclear(r);
     }
-    return 0;
+    free(bufs);
+    return rv;
 }
 
 /* The first message of account with this Message-ID stored since `since`
