@@ -219,26 +219,71 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
     return 0;
 }
 
+/* What every finish checks first; the SHA-256 in hex. */
+static int finish_check(struct store_msg *m, const char *const *webhooks, size_t n_webhooks,
+                        char hex[STORE_SHA256_HEX + 1], struct err *e)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (m->failed)
+        return err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
+    if (store_check_webhooks("message", webhooks, n_webhooks, e) < 0)
+        return -1;
+    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32)
+        return err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
+    codec_hex_encode(md, 32, hex);
+    return 0;
+}
+
+int store_msg_finish_many(struct store *st, struct store_finish *f, size_t n, struct err *e)
+{
+    char (*hex)[STORE_SHA256_HEX + 1] = n ? calloc(n, sizeof *hex) : NULL;
+    int rv = 0;
+    if (!st)
+        rv = err_set(e, ERR_USAGE, "store: store_msg_finish_many: no store");
+    for (size_t i = 0; i < n; i++) {
+        f[i].result = -1;
+        err_clear(&f[i].err);
+        memset(&f[i].res, 0, sizeof f[i].res);
+        if (rv == 0 && (!hex || !OPS(st)->msg_store_many || f[i].m->st != st)) {
+            /* one by one (it consumes m) */
+            f[i].result = store_msg_finish(f[i].m, f[i].meta, f[i].webhooks, f[i].n_webhooks,
+                                           f[i].now, &f[i].res, &f[i].err);
+            f[i].m = NULL;
+        } else if (rv == 0 && finish_check(f[i].m, f[i].webhooks, f[i].n_webhooks, hex[i],
+                                           &f[i].err) == 0) {
+            f[i].result = 1; /* to store */
+        }
+    }
+    if (rv == 0 && hex && OPS(st)->msg_store_many)
+        OPS(st)->msg_store_many(st, f, (const char(*)[STORE_SHA256_HEX + 1])hex, n);
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].m)
+            continue;
+        if (f[i].result == 1) /* the backend left it: an internal slip */
+            f[i].result = err_set(&f[i].err, ERR_INTERNAL, "store: message not stored");
+        if (f[i].result == 0) {
+            f[i].res.size = f[i].m->sp.size;
+            memcpy(f[i].res.sha256, hex[i], sizeof hex[i]);
+        } else if (rv < 0) {
+            f[i].err = *e;
+        }
+        store_msg_abort(f[i].m);
+        f[i].m = NULL;
+    }
+    free(hex);
+    return rv;
+}
+
 int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e)
 {
     int r = -1;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     char hex[STORE_SHA256_HEX + 1];
     int64_t id = 0, dup = 0;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
+    if (finish_check(m, webhooks, n_webhooks, hex, e) < 0)
         goto out;
-    }
-    if (store_check_webhooks("message", webhooks, n_webhooks, e) < 0)
-        goto out;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    codec_hex_encode(md, 32, hex);
     if (m->hdr.ops->msg_store(m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0)
         goto out;
     if (res) {

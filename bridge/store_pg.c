@@ -1294,4 +1294,5 @@ const struct store_ops store_pg_ops = {
     .body_close = pg_body_close,
     .msg_load = pg_msg_load,
     .delivery_record_many = pg_delivery_record_many,
+    .msg_store_many = pg_msg_store_many,
 };

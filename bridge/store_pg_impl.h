@@ -40,6 +40,8 @@ int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
                  const char *const *webhooks, size_t n_webhooks, int64_t now,
                  const char *sha_hex, int64_t *id, int64_t *dup, struct err *e);
 
+void pg_msg_store_many(struct store *st, struct store_finish *f,
+                       const char (*hex)[STORE_SHA256_HEX + 1], size_t n);
 int pg_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
                             size_t n, struct err *e);
 int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,

@@ -349,6 +349,26 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e);
 
+/* One message for store_msg_finish_many: the arguments of store_msg_finish,
+ * and (out) its result, what it returned and its error. */
+struct store_finish {
+    struct store_msg *m;               /* consumed */
+    const struct store_msg_meta *meta; /* may be NULL */
+    const char *const *webhooks;
+    size_t n_webhooks;
+    int64_t now;
+    struct store_msg_result res;       /* out */
+    int result;                        /* out: 0 or -1 */
+    struct err err;                    /* out: when result is -1 */
+};
+
+/* store_msg_finish for each of f[0..n) (all on st), in order, each as if
+ * alone (one failing leaves the others); inside a batch on PostgreSQL
+ * several small ones in one round trip (should one of those fail at the
+ * database, the group is rolled back and stored one by one).  0, or -1
+ * with *e when st is missing (the messages are consumed all the same). */
+int store_msg_finish_many(struct store *st, struct store_finish *f, size_t n, struct err *e);
+
 /* Octets written so far (0 for NULL). */
 uint64_t store_msg_size(const struct store_msg *m);
 

@@ -1495,6 +1495,84 @@ static void link_key(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* store_msg_finish_many: each message as store_msg_finish alone would take
+ * it, in a batch (small ones several per round trip on PostgreSQL) and
+ * outside one: stored, a UIDL already known (before, or earlier in the same
+ * call), a write error, bad webhooks, a spooled body, a duplicate. */
+static void finish_many(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm", "audit"};
+    const char *bad[] = {"crm", "crm"};
+    put_ok(st, "acc", "known-0", wh, 1, T0);
+    size_t big = STORE_SPOOL_MEM_MAX + 10;
+    unsigned char *p = malloc(big);
+    assert_non_null(p);
+    fill(p, big, 3);
+    struct store_msg_meta meta = {.subject = "S", .message_id = "<same@x>"};
+    struct store_msg_meta dmeta = {.subject = "D", .message_id = "<same@x>",
+                                   .dedupe_window_ms = DAY_MS};
+    for (int pass = 0; pass < 2; pass++) {
+        const char *uidls[] = {"n1", "known", "n2", "n1", "werr", "badhooks", "big", "n3", "dup"};
+        enum { N = 9 };
+        struct store_finish f[N];
+        memset(f, 0, sizeof f);
+        for (int i = 0; i < N; i++) {
+            char u[32];
+            snprintf(u, sizeof u, "%s-%d", uidls[i], strcmp(uidls[i], "known") ? pass : 0);
+            assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
+            size_t len = strcmp(uidls[i], "big") == 0 ? big : 100 + (size_t)i;
+            assert_int_equal(store_msg_write(f[i].m, p, len, &e), 0);
+            f[i].meta = strcmp(uidls[i], "dup") == 0 ? &dmeta : &meta;
+            f[i].webhooks = strcmp(uidls[i], "badhooks") == 0 ? bad : wh;
+            f[i].n_webhooks = 2;
+            f[i].now = T0 + pass;
+        }
+        /* a write error: a message larger than allowed */
+        assert_int_equal(store_msg_write(f[4].m, p, STORE_MSG_MAX, &e), -1);
+        if (pass == 0)
+            assert_int_equal(store_batch_begin(st, &e), 0);
+        assert_int_equal(store_msg_finish_many(st, f, N, &e), 0);
+        if (pass == 0)
+            assert_int_equal(store_batch_commit(st, &e), 0);
+        int want[N] = {0, -1, 0, -1, -1, -1, 0, 0, 0};
+        for (int i = 0; i < N; i++) {
+            if (f[i].result != want[i])
+                fail_msg("pass %d, message %d (%s): %d, want %d: %s", pass, i, uidls[i],
+                         f[i].result, want[i], f[i].err.msg);
+            assert_null(f[i].m); /* consumed */
+        }
+        assert_int_equal(f[1].err.kind, ERR_USAGE);
+        assert_int_equal(f[3].err.kind, ERR_USAGE);
+        assert_int_equal(f[5].err.kind, ERR_USAGE);
+        assert_true(f[0].res.id > 0 && f[2].res.id > f[0].res.id && f[7].res.id > f[6].res.id);
+        assert_int_equal(f[6].res.size, big);
+        assert_int_equal(strlen(f[0].res.sha256), STORE_SHA256_HEX);
+        assert_true(f[8].res.duplicate_of > 0); /* of an earlier "<same@x>" */
+        struct store_msg_info info;
+        assert_int_equal(store_msg_get(st, f[2].res.id, &info, &e), 0);
+        assert_int_equal(info.size, 102);
+        assert_string_equal(info.sha256, f[2].res.sha256);
+        struct buf b = {0};
+        assert_int_equal(store_msg_stream(st, f[6].res.id, sink, &b, &e), 0);
+        assert_int_equal(b.len, big);
+        assert_memory_equal(b.p, p, big);
+        free(b.p);
+    }
+    struct store_account_counts c;
+    assert_int_equal(store_account_counts(st, "acc", &c, &e), 0);
+    assert_int_equal(c.stored, 1 + 2 * 5);
+    /* each stored non-duplicate has its two deliveries */
+    assert_int_equal(c.pending_deliveries, 1 + 2 * 2 * 4); /* "known": one */
+    struct store_finish g = {0};
+    assert_int_equal(store_msg_begin(st, "acc", "x", &g.m, &e), 0);
+    assert_int_equal(store_msg_finish_many(NULL, &g, 1, &e), -1);
+    assert_int_equal(g.result, -1);
+    assert_null(g.m);
+    free(p);
+}
+
 /* store_delivery_record_many: each outcome as store_delivery_record alone
  * would take it, in a batch (several per round trip on PostgreSQL) and
  * outside one: recorded, unknown, too late (another owner's live lease),
@@ -2795,6 +2873,62 @@ static void pg_commit_failure(void **state)
     store_teardown();
 }
 
+/* A group written in one round trip with one statement the database
+ * refuses: the group is undone and written one by one; only that one
+ * fails, the batch commits the others (messages, then outcomes). */
+static void pg_group_fallback(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    assert_int_equal(pg_exec("ALTER TABLE messages ADD CONSTRAINT t_boom"
+                             " CHECK (subject IS DISTINCT FROM 'boom');"
+                             " ALTER TABLE attempts ADD CONSTRAINT t_boom"
+                             " CHECK (error IS DISTINCT FROM 'boom')"),
+                     0);
+    const char *wh[] = {"crm"};
+    struct store_msg_meta ok = {.subject = "fine"}, boom = {.subject = "boom"};
+    struct store_finish f[4];
+    memset(f, 0, sizeof f);
+    for (int i = 0; i < 4; i++) {
+        char u[16];
+        snprintf(u, sizeof u, "g%d", i);
+        assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
+        assert_int_equal(store_msg_write(f[i].m, "body", 4, &e), 0);
+        f[i].meta = i == 2 ? &boom : &ok;
+        f[i].webhooks = wh;
+        f[i].n_webhooks = 1;
+        f[i].now = T0;
+    }
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_msg_finish_many(st, f, 4, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(f[i].result, i == 2 ? -1 : 0);
+    assert_non_null(strstr(f[2].err.msg, "t_boom"));
+    assert_int_equal(pg_value("SELECT count(*) FROM messages"), 3);
+    assert_int_equal(pg_value("SELECT count(*) FROM deliveries"), 3);
+    struct store_delivery d[4];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 4, &n, &e), 0);
+    assert_int_equal(n, 3);
+    struct store_record r[3];
+    memset(r, 0, sizeof r);
+    for (size_t i = 0; i < n; i++) {
+        r[i].id = d[i].id;
+        r[i].a = att(T0 + 1, 200, i == 1 ? "boom" : NULL, "delivered");
+        r[i].status = STORE_D_DELIVERED;
+    }
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_delivery_record_many(st, OWNER, r, n, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    assert_int_equal(r[0].result, 0);
+    assert_int_equal(r[1].result, -1);
+    assert_non_null(strstr(r[1].err.msg, "t_boom"));
+    assert_int_equal(r[2].result, 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM deliveries WHERE status = 1"), 2);
+    assert_int_equal(pg_value("SELECT count(*) FROM attempts"), 2);
+}
+
 struct sink_buf {
     unsigned char *p;
     size_t len;
@@ -3015,7 +3149,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -3023,7 +3157,7 @@ int main(void)
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
-            T(pg_commit_failure),   T(events_purge),
+            T(pg_commit_failure), T(pg_group_fallback),   T(events_purge),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -3032,7 +3166,7 @@ int main(void)
         T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(deletable_policy),
+        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
