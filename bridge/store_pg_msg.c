@@ -381,13 +381,13 @@ static const char STORE_SQL[] =
     " SELECT id FROM m";
 
 /* STORE_SQL's parameters into q; *hooks (g_free it after the statement ran)
- * holds the webhooks' array; chunk the body's first chunk. */
+ * holds the webhooks' array, key the new event key (both must live until
+ * the statement was sent); chunk the body's first chunk. */
 static int store_params(struct store_msg *m, const struct store_msg_meta *meta,
                         const char *const *webhooks, size_t n_webhooks, int64_t now,
                         const char *sha_hex, int64_t dup, const void *chunk, size_t chunk_len,
-                        struct pq *q, char **hooks, struct err *e)
+                        struct pq *q, char **hooks, char key[STORE_KEY_HEX + 1], struct err *e)
 {
-    char key[STORE_KEY_HEX + 1];
     if (store_new_event_key(key, e) < 0)
         return -1;
     if (dup)
@@ -452,9 +452,10 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
         return -1;
     }
     char *hooks = NULL;
+    char key[STORE_KEY_HEX + 1];
     struct pq q = {0};
     if (store_params(m, meta, webhooks, n_webhooks, now, sha_hex, dup, chunk, chunk_len, &q,
-                     &hooks, e) < 0) {
+                     &hooks, key, e) < 0) {
         free(buf);
         return -1;
     }
@@ -507,6 +508,7 @@ static void store_group(struct store *st, struct store_finish *f,
     struct pq q[STORE_GROUP];
     struct pq *qs[STORE_GROUP];
     char *hooks[STORE_GROUP] = {NULL};
+    char keys[STORE_GROUP][STORE_KEY_HEX + 1];
     PGresult *res[STORE_GROUP];
     struct err e;
     err_clear(&e);
@@ -516,7 +518,7 @@ static void store_group(struct store *st, struct store_finish *f,
         memset(&q[built], 0, sizeof q[built]);
         if (store_params(m, f[built].meta, f[built].webhooks, f[built].n_webhooks, f[built].now,
                          hex[built], 0, m->sp.size ? m->sp.mem : "", m->sp.size, &q[built],
-                         &hooks[built], &e) < 0) {
+                         &hooks[built], keys[built], &e) < 0) {
             pq_free(&q[built]);
             break;
         }
