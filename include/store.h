@@ -72,8 +72,8 @@
  *              lease; at stop store_account_release.
  *   poller     store_uidls_each -> diff with UIDL listing -> for each new
  *              message: store_msg_begin/_write... while it is received,
- *              then on the committer's thread store_msg_finish of messages
- *              already fully received inside store_batch_begin/_commit
+ *              then on the committer's thread store_msg_finish_many of the
+ *              messages already fully received inside store_batch_begin/_commit
  *              (only after commit: DELE allowed);
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
