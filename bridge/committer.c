@@ -80,12 +80,35 @@ static void commit_group(struct committer *c, struct job *group)
     struct err e, ce;
     err_clear(&ce);
     bool batch = store_batch_begin(c->st, &ce) == 0;
-    size_t ok = 0;
-    for (struct job *j = group; j; j = j->next) {
+    size_t ok = 0, n = 0;
+    for (struct job *j = group; j; j = j->next)
+        n++;
+    /* the group's messages go to the store together (on PostgreSQL several
+     * in one round trip); without memory for the list, one by one */
+    struct store_finish *f = calloc(n, sizeof *f);
+    size_t i = 0;
+    for (struct job *j = group; j; j = j->next, i++) {
+        if (f) {
+            f[i] = (struct store_finish){.m = j->m, .meta = &j->meta, .webhooks = j->webhooks,
+                                         .n_webhooks = j->n_webhooks, .now = j->now};
+            j->m = NULL;
+        }
+    }
+    if (f)
+        (void)store_msg_finish_many(c->st, f, n, &e); /* each one's outcome is in f[i] */
+    i = 0;
+    for (struct job *j = group; j; j = j->next, i++) {
         err_clear(&e);
-        struct store_msg_result res;
-        int r = store_msg_finish(j->m, &j->meta, j->webhooks, j->n_webhooks, j->now, &res, &e);
-        j->m = NULL;
+        struct store_msg_result res = {0};
+        int r;
+        if (f) {
+            r = f[i].result;
+            res = f[i].res;
+            e = f[i].err;
+        } else {
+            r = store_msg_finish(j->m, &j->meta, j->webhooks, j->n_webhooks, j->now, &res, &e);
+            j->m = NULL;
+        }
         if (r == 0 && res.duplicate_of)
             log_info("duplicate", "message=m_%lld duplicate_of=m_%lld", (long long)res.id,
                      (long long)res.duplicate_of);
@@ -98,6 +121,7 @@ static void commit_group(struct committer *c, struct job *group)
             ok++;
         }
     }
+    free(f);
     bool lost = false;
     if (batch && store_batch_commit(c->st, &ce) < 0) {
         store_batch_rollback(c->st);

@@ -287,27 +287,52 @@ static void flush(struct delivery *d)
         return;
     struct err e;
     bool batch = store_batch_begin(d->st, &e) == 0;
+    /* the outcomes go to the store together (on PostgreSQL several in one
+     * round trip), after the webhooks to disable and the leases to give back */
+    struct store_record *recs = calloc(d->n_done, sizeof *recs);
+    size_t n_recs = 0;
     for (struct job *j = d->done_head; j; j = j->next) {
         if (j->disable && store_webhook_disable(d->st, j->dl.webhook, "410 Gone", clock_wall_ms(),
                                                 &e) < 0)
             log_error("webhook_disable_failed", "webhook=%s error=%s", j->dl.webhook,
                       log_q(e.msg));
-        if (j->release) {
+        struct store_attempt a = {
+            .started_at = j->started_at,
+            .duration_ms = j->duration_ms,
+            .http_status = j->http_status,
+            .error = j->error[0] ? j->error : NULL,
+            .outcome = j->outcome,
+        };
+        if (j->release)
             j->result = store_delivery_release(d->st, d->owner, j->dl.id, NULL, &e);
-        } else {
-            struct store_attempt a = {
-                .started_at = j->started_at,
-                .duration_ms = j->duration_ms,
-                .http_status = j->http_status,
-                .error = j->error[0] ? j->error : NULL,
-                .outcome = j->outcome,
-            };
+        else if (recs)
+            recs[n_recs++] = (struct store_record){.id = j->dl.id, .a = a, .status = j->status,
+                                                   .next_attempt_at = j->next_at};
+        else /* no memory for the list: one by one */
             j->result =
                 store_delivery_record(d->st, d->owner, j->dl.id, &a, j->status, j->next_at, &e);
-        }
-        if (j->result < 0)
+        if ((j->release || !recs) && j->result < 0)
             log_error(j->release ? "delivery_release_failed" : "delivery_record_failed",
                       "delivery=%lld error=%s", (long long)j->dl.id, log_q(e.msg));
+    }
+    if (recs) {
+        if (store_delivery_record_many(d->st, d->owner, recs, n_recs, &e) < 0) {
+            for (size_t i = 0; i < n_recs; i++) {
+                recs[i].result = -1;
+                recs[i].err = e;
+            }
+        }
+        size_t k = 0;
+        for (struct job *j = d->done_head; j; j = j->next) {
+            if (j->release)
+                continue;
+            j->result = recs[k].result;
+            if (j->result < 0)
+                log_error("delivery_record_failed", "delivery=%lld error=%s",
+                          (long long)j->dl.id, log_q(recs[k].err.msg));
+            k++;
+        }
+        free(recs);
     }
     bool committed = true;
     if (batch && store_batch_commit(d->st, &e) < 0) {

@@ -17,27 +17,6 @@
 #include "message.h"
 #include "spool.h"
 
-struct membuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int mem_sink(void *ctx, const void *data, size_t len, struct err *e)
-{
-    struct membuf *m = ctx;
-    if (m->len + len > m->cap) {
-        size_t cap = (m->len + len) * 2;
-        char *p = realloc(m->p, cap);
-        if (!p)
-            return err_set(e, ERR_INTERNAL, "out of memory reading a stored message");
-        m->p = p;
-        m->cap = cap;
-    }
-    memcpy(m->p + m->len, data, len);
-    m->len += len;
-    return 0;
-}
-
 static int fd_sink(void *ctx, const void *data, size_t len, struct err *e)
 {
     if (spool_write_all(*(int *)ctx, data, len) < 0)
@@ -57,21 +36,24 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
                           struct err *e)
 {
     struct store_msg_info info;
-    int r = store_msg_get(st, id, &info, e);
+    char idbuf[STORE_ID_MAX], when[CLOCK_RFC3339_SIZE];
+    unsigned char link_key[STORE_LINK_KEY_LEN];
+    int64_t now_s = (int64_t)time(NULL);
+    bool signed_links = eo->public_url && eo->links_ttl_ms > 0;
+    /* the row, a body small enough for memory and the link key in one read */
+    char *body = NULL;
+    size_t body_len = 0;
+    int r = store_msg_load(st, id, &info, EVENT_MEM_MAX, &body, &body_len,
+                           signed_links ? link_key : NULL, now_s, e);
     if (r < 0)
         return NULL;
     if (r == STORE_NOTFOUND || info.body_purged_at) {
+        free(body);
         err_set(e, ERR_USAGE, "no such message (or its body was purged)");
         return NULL;
     }
     if (info_out)
         *info_out = info;
-    char idbuf[STORE_ID_MAX], when[CLOCK_RFC3339_SIZE];
-    unsigned char link_key[STORE_LINK_KEY_LEN];
-    int64_t now_s = (int64_t)time(NULL);
-    bool signed_links = eo->public_url && eo->links_ttl_ms > 0;
-    if (signed_links && store_link_key(st, link_key, NULL, now_s, e) < 0)
-        return NULL;
     struct message_opts o = {
         .id = store_msg_id_format(id, idbuf),
         .uidl = info.uidl,
@@ -90,14 +72,9 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     };
     bool too_large = strcmp(info.kind, STORE_KIND_TOO_LARGE) == 0;
     cJSON *m = NULL;
-    if (info.size <= EVENT_MEM_MAX) {
-        struct membuf mb = {0};
-        r = store_msg_stream(st, id, mem_sink, &mb, e);
-        if (r == 0)
-            m = message_to_json(mb.p ? mb.p : "", mb.len, &o, e);
-        else if (r == STORE_NOTFOUND)
-            err_set(e, ERR_USAGE, "no such message (or its body was purged)");
-        free(mb.p);
+    if (body) {
+        m = message_to_json(body, body_len, &o, e);
+        free(body);
     } else {
         int fd = spool_tmpfile(tmp_dir, e);
         if (fd < 0)

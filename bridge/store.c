@@ -97,6 +97,77 @@ void store_batch_rollback(struct store *st)
 STORE_CALLS(DISPATCH)
 #undef DISPATCH
 
+/* ---- recording outcomes --------------------------------------------------------- */
+
+int store_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                               size_t n, struct err *e)
+{
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: store_delivery_record_many: no store");
+    if (OPS(st)->delivery_record_many)
+        return OPS(st)->delivery_record_many(st, owner, recs, n, e);
+    for (size_t i = 0; i < n; i++) {
+        struct store_record *r = &recs[i];
+        err_clear(&r->err);
+        r->result = store_delivery_record(st, owner, r->id, &r->a, r->status, r->next_attempt_at,
+                                          &r->err);
+    }
+    return 0;
+}
+
+/* ---- reading a message for its event ------------------------------------------ */
+
+struct load_buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int load_sink(void *ctx, const void *data, size_t len, struct err *e)
+{
+    struct load_buf *b = ctx;
+    if (b->len + len > b->cap) {
+        size_t cap = (b->len + len) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                   char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
+                   int64_t now, struct err *e)
+{
+    *body = NULL;
+    *body_len = 0;
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: store_msg_load: no store");
+    if (OPS(st)->msg_load) /* in one read */
+        return OPS(st)->msg_load(st, id, out, mem_max, body, body_len, link_key, now, e);
+    int r = store_msg_get(st, id, out, e);
+    if (r != 0 || out->body_purged_at)
+        return r;
+    if (link_key && store_link_key(st, link_key, NULL, now, e) < 0)
+        return -1;
+    if (out->size > mem_max)
+        return 0;
+    struct load_buf b = {0};
+    r = store_msg_stream(st, id, load_sink, &b, e);
+    if (r != 0) {
+        free(b.p);
+        return r;
+    }
+    if (!b.p && !(b.p = malloc(1)))
+        return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+    *body = b.p;
+    *body_len = b.len;
+    return 0;
+}
+
 /* ---- a message on its way in ------------------------------------------------- */
 
 int store_msg_begin(struct store *st, const char *account, const char *uidl,
@@ -148,26 +219,71 @@ int store_msg_write(struct store_msg *m, const void *data, size_t len, struct er
     return 0;
 }
 
+/* What every finish checks first; the SHA-256 in hex. */
+static int finish_check(struct store_msg *m, const char *const *webhooks, size_t n_webhooks,
+                        char hex[STORE_SHA256_HEX + 1], struct err *e)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (m->failed)
+        return err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
+    if (store_check_webhooks("message", webhooks, n_webhooks, e) < 0)
+        return -1;
+    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32)
+        return err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
+    codec_hex_encode(md, 32, hex);
+    return 0;
+}
+
+int store_msg_finish_many(struct store *st, struct store_finish *f, size_t n, struct err *e)
+{
+    char (*hex)[STORE_SHA256_HEX + 1] = n ? calloc(n, sizeof *hex) : NULL;
+    int rv = 0;
+    if (!st)
+        rv = err_set(e, ERR_USAGE, "store: store_msg_finish_many: no store");
+    for (size_t i = 0; i < n; i++) {
+        f[i].result = -1;
+        err_clear(&f[i].err);
+        memset(&f[i].res, 0, sizeof f[i].res);
+        if (rv == 0 && (!hex || !OPS(st)->msg_store_many || f[i].m->st != st)) {
+            /* one by one (it consumes m) */
+            f[i].result = store_msg_finish(f[i].m, f[i].meta, f[i].webhooks, f[i].n_webhooks,
+                                           f[i].now, &f[i].res, &f[i].err);
+            f[i].m = NULL;
+        } else if (rv == 0 && finish_check(f[i].m, f[i].webhooks, f[i].n_webhooks, hex[i],
+                                           &f[i].err) == 0) {
+            f[i].result = 1; /* to store */
+        }
+    }
+    if (rv == 0 && hex && OPS(st)->msg_store_many)
+        OPS(st)->msg_store_many(st, f, (const char(*)[STORE_SHA256_HEX + 1])hex, n);
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].m)
+            continue;
+        if (f[i].result == 1) /* the backend left it: an internal slip */
+            f[i].result = err_set(&f[i].err, ERR_INTERNAL, "store: message not stored");
+        if (f[i].result == 0) {
+            f[i].res.size = f[i].m->sp.size;
+            memcpy(f[i].res.sha256, hex[i], sizeof hex[i]);
+        } else if (rv < 0) {
+            f[i].err = *e;
+        }
+        store_msg_abort(f[i].m);
+        f[i].m = NULL;
+    }
+    free(hex);
+    return rv;
+}
+
 int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e)
 {
     int r = -1;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     char hex[STORE_SHA256_HEX + 1];
     int64_t id = 0, dup = 0;
-    if (m->failed) {
-        err_set(e, ERR_USAGE, "store: message finish after an earlier write error");
+    if (finish_check(m, webhooks, n_webhooks, hex, e) < 0)
         goto out;
-    }
-    if (store_check_webhooks("message", webhooks, n_webhooks, e) < 0)
-        goto out;
-    if (EVP_DigestFinal_ex(m->sha, md, &mdlen) != 1 || mdlen != 32) {
-        err_set(e, ERR_INTERNAL, "store: SHA-256 final failed");
-        goto out;
-    }
-    codec_hex_encode(md, 32, hex);
     if (m->hdr.ops->msg_store(m, meta, webhooks, n_webhooks, now, hex, &id, &dup, e) < 0)
         goto out;
     if (res) {

@@ -231,6 +231,17 @@ struct store_ops {
     int (*body_read)(struct store_body *b, uint64_t offset, void *buf, size_t len, size_t *got,
                      struct err *e);
     void (*body_close)(struct store_body *b);
+    /* optional: store_msg_finish_many's writes at once (NULL: msg_store one
+     * by one); f[i] with result 1 are to be stored, their SHA-256 in hex[i] */
+    void (*msg_store_many)(struct store *st, struct store_finish *f,
+                           const char (*hex)[STORE_SHA256_HEX + 1], size_t n);
+    /* optional: store_delivery_record_many at once (NULL: one by one) */
+    int (*delivery_record_many)(struct store *st, const char *owner, struct store_record *recs,
+                                size_t n, struct err *e);
+    /* optional: store_msg_load in one read (NULL: store.c composes it) */
+    int (*msg_load)(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                    char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                    struct err *e);
 };
 
 /* The backends' tables and openers. */

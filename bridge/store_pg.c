@@ -12,6 +12,12 @@
  * connection it took at its first write until commit or rollback.  A
  * connection given back inside a transaction, or broken, is closed.
  *
+ * Round trips: each connection prepares a statement the first time it
+ * runs it (PQprepare; parsed once, planned once when a generic plan does);
+ * a transaction's BEGIN and a batch write's savepoint travel with the
+ * write's first statement in one round trip (libpq's pipeline mode); a
+ * write of one statement outside a batch runs without BEGIN / COMMIT.
+ *
  * Transactions: READ COMMITTED.  Work shared between instances is taken with
  * row locks: due deliveries and purgeable messages with FOR UPDATE SKIP
  * LOCKED (two instances never take the same rows, nor wait for each other),
@@ -44,6 +50,7 @@
 #include <errno.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <libpq-events.h>
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -62,6 +69,7 @@
 #define PG_CONNECT_TIMEOUT_S "10"      /* libpq connect_timeout */
 #define PG_MIGRATE_LOCK 0x706f7033     /* advisory lock key ("pop3") */
 #define PG_TARGET_MAX 320
+#define PG_PREPARED_MAX 64             /* statements prepared per connection; more run unprepared */
 
 /* ---- schema ------------------------------------------------------------ */
 
@@ -247,6 +255,8 @@ static void first_line(const char *s, char *out, size_t size)
     out[n] = '\0';
 }
 
+static int conn_event(PGEventId id, void *info, void *pass);
+
 static PGconn *pg_connect(struct err *e)
 {
     const char *keys[5], *vals[5];
@@ -270,6 +280,8 @@ static PGconn *pg_connect(struct err *e)
         return NULL;
     }
     PQsetNoticeProcessor(c, quiet_notice, NULL);
+    /* without it the connection works, its statements unprepared */
+    (void)PQregisterEventProc(c, conn_event, "pop3bridge", NULL);
     PGresult *r = PQexec(c, "SET client_min_messages = warning; SET TIME ZONE 'UTC'");
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
@@ -432,6 +444,8 @@ void pq_bin(struct pq *q, const void *p, size_t len)
 
 void pq_free(struct pq *q)
 {
+    if (!q)
+        return;
     for (int i = 0; i < q->n; i++)
         g_free(q->owned[i]);
     q->n = 0;
@@ -448,58 +462,249 @@ static int pgerr(struct store *st, PGresult *r, PGconn *c, struct err *e, const 
     return err_set(e, ERR_INTERNAL, "store: %s: %s", op, why[0] ? why : "PostgreSQL error");
 }
 
-/* Run sql with q's parameters (freed); the result when it succeeded (rows or
- * command), else NULL with *e. */
-PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
-                 struct err *e, const char *op)
+/* ---- prepared statements ------------------------------------------------ */
+
+/* Each connection prepares a statement the first time it runs it
+ * (PQprepare: parsed and, after a few runs, planned once per connection
+ * instead of once per run); the texts are kept with the connection (libpq's
+ * instance data) and forgotten when it is reset or closed. */
+struct prepared {
+    char *sql;
+    unsigned hash;
+};
+
+struct conn_prepared {
+    size_t n;
+    struct prepared p[PG_PREPARED_MAX];
+};
+
+static void conn_prepared_clear(struct conn_prepared *d)
 {
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        free(d->p[i].sql);
+    d->n = 0;
+}
+
+static int conn_event(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    switch (id) {
+    case PGEVT_REGISTER: {
+        PGEventRegister *r = info;
+        struct conn_prepared *d = calloc(1, sizeof *d);
+        return d && PQsetInstanceData(r->conn, conn_event, d) ? 1 : (free(d), 0);
+    }
+    case PGEVT_CONNRESET: {
+        PGEventConnReset *r = info;
+        conn_prepared_clear(PQinstanceData(r->conn, conn_event));
+        return 1;
+    }
+    case PGEVT_CONNDESTROY: {
+        PGEventConnDestroy *r = info;
+        struct conn_prepared *d = PQinstanceData(r->conn, conn_event);
+        conn_prepared_clear(d);
+        free(d);
+        return 1;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* sql's name on c in name (prepared now if it was not): 1; 0 to run it
+ * unprepared (no room, or a connection without the event); -1 with *e when
+ * PostgreSQL refused it. */
+static int prepared_name(struct store *st, PGconn *c, const char *sql, char *name, size_t size,
+                         struct err *e, const char *op)
+{
+    struct conn_prepared *d = PQinstanceData(c, conn_event);
+    if (!d)
+        return 0;
+    unsigned h = g_str_hash(sql);
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->p[i].hash == h && strcmp(d->p[i].sql, sql) == 0) {
+            snprintf(name, size, "p3b_%u", (unsigned)i);
+            return 1;
+        }
+    }
+    if (d->n == PG_PREPARED_MAX)
+        return 0;
+    char *copy = strdup(sql);
+    if (!copy)
+        return 0;
+    snprintf(name, size, "p3b_%u", (unsigned)d->n);
+    PGresult *r = PQprepare(c, name, sql, 0, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        pgerr(st, r, c, e, op);
+        PQclear(r);
+        free(copy);
+        return -1;
+    }
+    PQclear(r);
+    d->p[d->n].sql = copy;
+    d->p[d->n].hash = h;
+    d->n++;
+    return 1;
+}
+
+/* Send one statement, by its prepared name when it has one; 1 when sent. */
+static int send_stmt(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
+                     const char *name)
+{
+    (void)st;
+    if (name)
+        return PQsendQueryPrepared(c, name, q->n, q->v, q->len, q->fmt, rfmt);
     struct pq none = {0};
     if (!q)
         q = &none;
-    PGresult *r = PQexecParams(c, sql, q->n, NULL, q->v, q->len, q->fmt, rfmt);
-    pq_free(q);
-    ExecStatusType s = PQresultStatus(r);
-    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
-        return r;
-    pgerr(st, r, c, e, op);
-    PQclear(r);
-    return NULL;
+    return PQsendQueryParams(c, sql, q->n, NULL, q->v, q->len, q->fmt, rfmt);
 }
 
-/* Two statements in one round trip (libpq's pipeline mode), run one after
- * the other as if by two pq_run calls: the second's result when both
- * succeeded, else NULL with *e (the first failure; after it the second does
- * not run).  Both parameter sets are freed. */
-PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
-                  const char *sql2, struct pq *q2, struct err *e, const char *op)
+/* ---- deferred BEGIN / savepoints ------------------------------------------ */
+
+static bool pending(const struct store *st, const PGconn *c)
 {
+    return st && c && st->pend_c == c && (st->pend_begin || st->pend_release || st->pend_sp);
+}
+
+/* The deferred commands of c, in order, into cmd; their count (cleared: they
+ * are sent now). */
+static int pending_take(struct store *st, const char **cmd)
+{
+    int k = 0;
+    if (st->pend_begin)
+        cmd[k++] = "BEGIN";
+    if (st->pend_release)
+        cmd[k++] = "RELEASE w";
+    if (st->pend_sp) {
+        cmd[k++] = "SAVEPOINT w";
+        st->sp_held = true; /* from now on, ROLLBACK TO w undoes this write */
+    }
+    st->pend_begin = st->pend_release = st->pend_sp = false;
+    st->pend_c = NULL;
+    return k;
+}
+
+/* A deferred command failed: in a batch, the batch is lost (as when
+ * RELEASE / SAVEPOINT failed on their own). */
+static void pending_failed(struct store *st, PGconn *c)
+{
+    if (st && st->batch && c == st->bc)
+        st->batch_lost = true;
+}
+
+/* Send c's deferred commands now, on their own (before a statement that
+ * cannot join them in a pipeline). */
+static int pending_flush(struct store *st, PGconn *c, struct err *e, const char *op)
+{
+    if (!pending(st, c))
+        return 0;
+    const char *cmd[3];
+    int k = pending_take(st, cmd);
+    char text[64] = "";
+    for (int i = 0; i < k; i++) {
+        strcat(text, cmd[i]);
+        strcat(text, ";");
+    }
+    PGresult *r = PQexec(c, text);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        pgerr(st, r, c, e, op);
+        PQclear(r);
+        pending_failed(st, c);
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- running statements -------------------------------------------------- */
+
+/* Statements sql[0..n) with parameters q[0..n) (a NULL q: none, and not
+ * prepared; every q is freed) in one round trip (libpq's pipeline mode),
+ * after the commands deferred on c, run one after the other as if by
+ * separate pq_run calls: the last one's result (rfmt 1: binary) when all
+ * succeeded, else NULL with *e (the first failure; after it nothing runs). */
+PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, struct pq *const *q,
+                  int rfmt, struct err *e, const char *op)
+{
+    return pq_pipe_all(st, c, n, sql, q, rfmt, NULL, e, op);
+}
+
+/* As pq_pipe; with out not NULL, every statement's result in out[0..n)
+ * (when all succeeded; then the return is out[n - 1], not to be cleared
+ * twice). */
+PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql,
+                      struct pq *const *q, int rfmt, PGresult **out_all, struct err *e,
+                      const char *op)
+{
+    char names[PG_PIPE_MAX][24];
+    bool named[PG_PIPE_MAX] = {false};
+    if (out_all)
+        for (int i = 0; i < n && i < PG_PIPE_MAX; i++)
+            out_all[i] = NULL;
+    int fail = n > PG_PIPE_MAX ? err_set(e, ERR_INTERNAL, "store: %s: more than %d statements "
+                                         "in one round trip (PG_PIPE_MAX)", op, PG_PIPE_MAX)
+                               : 0;
+    for (int i = 0; i < n && !fail; i++) {
+        if (q[i]) {
+            int p = prepared_name(st, c, sql[i], names[i], sizeof names[i], e, op);
+            if (p < 0)
+                fail = -1;
+            named[i] = p == 1;
+        }
+    }
+    if (fail) {
+        for (int i = 0; i < n; i++)
+            if (q[i])
+                pq_free(q[i]);
+        return NULL;
+    }
+    const char *pre[3];
+    int k = pending(st, c) ? pending_take(st, pre) : 0;
     if (PQenterPipelineMode(c) != 1) {
-        pq_free(q1);
-        pq_free(q2);
+        for (int i = 0; i < n; i++)
+            if (q[i])
+                pq_free(q[i]);
+        if (k)
+            pending_failed(st, c);
         return pgerr(st, NULL, c, e, op), NULL;
     }
-    int sent = PQsendQueryParams(c, sql1, q1->n, NULL, q1->v, q1->len, q1->fmt, 0) &&
-               PQsendQueryParams(c, sql2, q2->n, NULL, q2->v, q2->len, q2->fmt, 0);
-    pq_free(q1);
-    pq_free(q2);
+    int total = k + n, sent = 0;
+    for (int i = 0; i < k && sent == i; i++)
+        sent += PQsendQueryParams(c, pre[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    for (int i = 0; i < n; i++) {
+        if (sent == k + i)
+            sent += send_stmt(st, c, sql[i], q[i], rfmt, named[i] ? names[i] : NULL) == 1;
+        if (q[i])
+            pq_free(q[i]);
+    }
     bool synced = PQpipelineSync(c) == 1;
-    if (!sent || !synced) {
-        pgerr(st, NULL, c, e, op);
-        /* what was sent is still read below, up to the sync */
+    bool failed = sent < total || !synced;
+    if (failed) {
+        pgerr(st, NULL, c, e, op); /* what was sent is still read below, up to the sync */
+        if (sent < k)
+            pending_failed(st, c);
     }
     PGresult *out = NULL;
-    bool failed = !sent || !synced;
-    for (int k = 0; k < 2 && synced; k++) {
+    for (int i = 0; i < sent && synced; i++) {
         PGresult *r = PQgetResult(c);
-        ExecStatusType s = PQresultStatus(r);
-        if (!r) {
+        if (!r)
             break;
-        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
-            if (k == 1 && !failed)
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            if (out_all && i >= k && !failed)
+                out_all[i - k] = r, r = NULL;
+            else if (i == total - 1 && !failed)
                 out = r, r = NULL;
-        } else if (!failed) {
-            failed = true;
-            pgerr(st, r, c, e, op);
+        } else {
+            if (i < k)
+                pending_failed(st, c);
+            if (!failed) {
+                failed = true;
+                pgerr(st, r, c, e, op);
+            }
         }
         PQclear(r);
         while ((r = PQgetResult(c))) /* each statement's results end with NULL */
@@ -518,11 +723,61 @@ PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
         failed = true;
         pgerr(st, NULL, c, e, op);
     }
+    if (out_all) {
+        if (failed) {
+            for (int i = 0; i < n; i++) {
+                PQclear(out_all[i]);
+                out_all[i] = NULL;
+            }
+            return NULL;
+        }
+        return n ? out_all[n - 1] : NULL;
+    }
     if (failed) {
         PQclear(out);
         return NULL;
     }
     return out;
+}
+
+/* Run sql with q's parameters (freed; q NULL: none, and the statement is
+ * not prepared: for one-off statements); the result when it succeeded (rows
+ * or command), else NULL with *e. */
+PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
+                 struct err *e, const char *op)
+{
+    if (pending(st, c))
+        return pq_pipe(st, c, 1, &sql, &q, rfmt, e, op);
+    char name[24];
+    int p = q ? prepared_name(st, c, sql, name, sizeof name, e, op) : 0;
+    if (p < 0) {
+        pq_free(q);
+        return NULL;
+    }
+    struct pq none = {0};
+    if (!q)
+        q = &none;
+    PGresult *r = p ? PQexecPrepared(c, name, q->n, q->v, q->len, q->fmt, rfmt)
+                    : PQexecParams(c, sql, q->n, NULL, q->v, q->len, q->fmt, rfmt);
+    pq_free(q);
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+        return r;
+    pgerr(st, r, c, e, op);
+    PQclear(r);
+    return NULL;
+}
+
+/* Two statements in one round trip, run one after the other as if by two
+ * pq_run calls: the second's result when both succeeded, else NULL with *e
+ * (the first failure; after it the second does not run).  Both parameter
+ * sets are freed. */
+PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
+                  const char *sql2, struct pq *q2, struct err *e, const char *op)
+{
+    const char *sql[2] = {sql1, sql2};
+    struct pq *q[2] = {q1, q2};
+    return pq_pipe(st, c, 2, sql, q, 0, e, op);
 }
 
 /* Run and discard the result; *changes (may be NULL) gets the row count. */
@@ -566,10 +821,15 @@ void pg_gstr(PGresult *r, int row, int col, char *dst, size_t size)
 int pq_each(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
             row_fn fn, void *ctx, struct err *e, const char *op)
 {
-    struct pq none = {0};
-    if (!q)
-        q = &none;
-    int ok = PQsendQueryParams(c, sql, q->n, NULL, q->v, q->len, q->fmt, rfmt);
+    char name[24];
+    int p = pending_flush(st, c, e, op);
+    if (p == 0 && q)
+        p = prepared_name(st, c, sql, name, sizeof name, e, op);
+    if (p < 0) {
+        pq_free(q);
+        return -1;
+    }
+    int ok = send_stmt(st, c, sql, q, rfmt, p == 1 ? name : NULL);
     pq_free(q);
     if (!ok)
         return pgerr(st, NULL, c, e, op);
@@ -633,7 +893,9 @@ int pq_one(struct store *st, PGconn *c, const char *sql, struct pq *q, row_read_
 /* Begin a write: a transaction on a pooled connection, or a savepoint in the
  * batch's transaction.  The connection, or NULL with *e.  It ends with
  * tx_commit, or pg_tx_rollback (also after a tx_commit that failed: that one
- * kept the connection). */
+ * kept the connection).  BEGIN, and the RELEASE of the previous write's
+ * savepoint and this one's SAVEPOINT, are not sent here: they go with the
+ * write's first statement, in its round trip (pq_pipe). */
 PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
 {
     if (st->batch) {
@@ -645,41 +907,47 @@ PGconn *pg_tx_begin(struct store *st, struct err *e, const char *op)
         if (!st->bc) {
             if (!(st->bc = pg_pool_get(e)))
                 return NULL;
-            if (pq_cmd(st, st->bc, "BEGIN", NULL, NULL, e, op) < 0) {
-                pg_pool_put(st->bc);
-                st->bc = NULL;
-                return NULL;
-            }
+            st->pend_begin = true;
         }
-        /* the previous write's savepoint is released here, in the same round
-         * trip (a simple query of two statements) */
-        PGresult *r = PQexec(st->bc, st->sp_held ? "RELEASE w; SAVEPOINT w" : "SAVEPOINT w");
+        st->pend_c = st->bc;
+        st->pend_release = st->sp_held;
+        st->pend_sp = true;
         st->sp_held = false;
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            pgerr(st, r, st->bc, e, op);
-            PQclear(r);
-            st->batch_lost = true;
-            return NULL;
-        }
-        PQclear(r);
         return st->bc;
     }
     PGconn *c = pg_pool_get(e);
-    if (c && pq_cmd(st, c, "BEGIN", NULL, NULL, e, op) < 0) {
-        pg_pool_put(c);
-        return NULL;
+    if (c) {
+        st->pend_c = c;
+        st->pend_begin = true;
+        st->pend_release = st->pend_sp = false;
     }
     return c;
+}
+
+/* Nothing of this write was sent: the savepoint state is as before it. */
+static void tx_unsent(struct store *st)
+{
+    st->sp_held = st->pend_release;
+    st->pend_release = st->pend_sp = false;
+    if (!st->pend_begin)
+        st->pend_c = NULL;
 }
 
 int pg_tx_commit(struct store *st, PGconn *c, struct err *e, const char *op)
 {
     if (st->batch && c == st->bc) {
-        /* released by the next write's tx_begin, or by the batch's COMMIT:
+        /* released by the next write's statement, or by the batch's COMMIT:
          * one round trip fewer per write */
         (void)e;
         (void)op;
-        st->sp_held = true;
+        if (pending(st, c) && st->pend_sp)
+            tx_unsent(st);
+        return 0;
+    }
+    if (pending(st, c)) { /* not begun: nothing to commit */
+        st->pend_c = NULL;
+        st->pend_begin = false;
+        pg_pool_put(c);
         return 0;
     }
     if (pq_cmd(st, c, "COMMIT", NULL, NULL, e, op) < 0)
@@ -693,6 +961,10 @@ void pg_tx_rollback(struct store *st, PGconn *c)
     if (!c)
         return;
     if (st->batch && c == st->bc) {
+        if (pending(st, c) && st->pend_sp) {
+            tx_unsent(st);
+            return;
+        }
         PGresult *r = PQexec(c, "ROLLBACK TO w; RELEASE w");
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             st->batch_lost = true;
@@ -700,8 +972,13 @@ void pg_tx_rollback(struct store *st, PGconn *c)
         st->sp_held = false;
         return;
     }
-    PGresult *r = PQexec(c, "ROLLBACK");
-    PQclear(r);
+    if (pending(st, c)) {
+        st->pend_c = NULL;
+        st->pend_begin = false;
+    } else {
+        PGresult *r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
     pg_pool_put(c);
 }
 
@@ -714,23 +991,36 @@ int pg_batch_begin(struct store *st, struct err *e)
     return 0;
 }
 
+/* End the batch's state; true when its BEGIN was sent (there is a
+ * transaction to end). */
+static bool batch_end(struct store *st)
+{
+    bool begun = st->bc && !(st->pend_c == st->bc && st->pend_begin);
+    if (st->pend_c == st->bc) {
+        st->pend_c = NULL;
+        st->pend_begin = st->pend_release = st->pend_sp = false;
+    }
+    st->batch = st->batch_lost = st->sp_held = false;
+    st->bc = NULL;
+    return begun;
+}
+
 int pg_batch_commit(struct store *st, struct err *e)
 {
     if (!st->batch)
         return err_set(e, ERR_USAGE, "store: batch commit: no batch is open");
     bool lost = st->batch_lost;
     PGconn *c = st->bc;
-    st->batch = st->batch_lost = st->sp_held = false;
-    st->bc = NULL;
+    bool begun = batch_end(st);
     int r = 0;
     if (lost) {
-        if (c) {
+        if (begun) {
             PGresult *x = PQexec(c, "ROLLBACK");
             PQclear(x);
         }
         r = err_set(e, ERR_INTERNAL,
                     "store: batch commit: the batch was rolled back after an earlier error");
-    } else if (c) {
+    } else if (begun) {
         r = pq_cmd(st, c, "COMMIT", NULL, NULL, e, "batch commit");
     }
     pg_pool_put(c);
@@ -741,13 +1031,12 @@ void pg_batch_rollback(struct store *st)
 {
     if (!st || !st->batch)
         return;
-    if (st->bc) {
-        PGresult *x = PQexec(st->bc, "ROLLBACK");
+    PGconn *c = st->bc;
+    if (batch_end(st)) {
+        PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
-        pg_pool_put(st->bc);
     }
-    st->bc = NULL;
-    st->batch = st->batch_lost = st->sp_held = false;
+    pg_pool_put(c);
 }
 
 /* ---- setup, open, close --------------------------------------------------- */
@@ -1007,4 +1296,7 @@ const struct store_ops store_pg_ops = {
     .msg_store = pg_msg_store,
     .body_read = pg_body_read,
     .body_close = pg_body_close,
+    .msg_load = pg_msg_load,
+    .delivery_record_many = pg_delivery_record_many,
+    .msg_store_many = pg_msg_store_many,
 };

@@ -73,7 +73,8 @@ int pg_delivery_lease_due(struct store *st, const char *owner, const char *webho
     if (max == 0)
         return 0;
     const char *op = "lease due deliveries";
-    PGconn *c = pg_tx_begin(st, e, op);
+    /* one statement: on its own outside a batch (no BEGIN / COMMIT) */
+    PGconn *c = st->batch ? pg_tx_begin(st, e, op) : pg_pool_get(e);
     if (!c)
         return -1;
     struct pq q = {0};
@@ -98,7 +99,11 @@ int pg_delivery_lease_due(struct store *st, const char *owner, const char *webho
                          " SELECT " D_FIELDS " FROM d " D_JOINS
                          " ORDER BY d.next_attempt_at, d.id",
                          &q, 0, e, op);
-    if (!r || pg_tx_commit(st, c, e, op) < 0) {
+    if (!st->batch) {
+        pg_pool_put(c);
+        if (!r)
+            return -1;
+    } else if (!r || pg_tx_commit(st, c, e, op) < 0) {
         PQclear(r);
         pg_tx_rollback(st, c);
         return -1;
@@ -111,10 +116,17 @@ int pg_delivery_lease_due(struct store *st, const char *owner, const char *webho
     return 0;
 }
 
-/* One write statement in its own transaction (or the batch). */
+/* One write statement: on its own (a statement is atomic: no BEGIN and
+ * COMMIT round trips), or in the batch. */
 int pg_write1(struct store *st, const char *sql, struct pq *q, int64_t *changes,
               struct err *e, const char *op)
 {
+    if (!st->batch) {
+        PGconn *c = pg_pool_get(e);
+        int r = c ? pq_cmd(st, c, sql, q, changes, e, op) : (pq_free(q), -1);
+        pg_pool_put(c);
+        return r;
+    }
     PGconn *c = pg_tx_begin(st, e, op);
     if (!c) {
         pq_free(q);
@@ -158,22 +170,6 @@ int pg_delivery_release(struct store *st, const char *owner, int64_t id,
                   &q, released, e, "release delivery leases");
 }
 
-static int attempt_insert(struct store *st, PGconn *c, int64_t id, const struct store_attempt *a,
-                          enum store_dstatus status, struct err *e)
-{
-    struct pq q = {0};
-    pq_i64(&q, id);
-    pq_i64(&q, a->started_at);
-    pq_i64(&q, a->duration_ms);
-    pq_i64(&q, a->http_status);
-    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);
-    pq_text(&q, a->outcome ? a->outcome : store_dstatus_name(status));
-    return pq_cmd(st, c,
-                  "INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
-                  " error, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
-                  &q, NULL, e, "record delivery attempt");
-}
-
 /* When none of message msg_id's deliveries is left to do (each delivered
  * or dropped): the message delivered at `end`, its UIDL "delivered".  The
  * message row is locked (delivery_lock): the last delivery of a message to
@@ -201,48 +197,82 @@ static int msg_maybe_delivered(struct store *st, PGconn *c, int64_t msg_id, int6
                   &q, NULL, e, op);
 }
 
-/* The outcome in one statement (one round trip): the delivery's row, its
- * attempt and, when it was delivered and none of its message's other
- * deliveries is left to do (each delivered or dropped), the message
- * delivered at `end` and its UIDL "delivered" (as msg_maybe_delivered, which
- * cannot see this statement's own update, so it looks at the others).  The
- * caller locked the message row (delivery_lock). */
-static int record_tx(struct store *st, PGconn *c, int64_t id, int64_t msg_id,
+/* The outcome in one round trip of two statements: the delivery's message
+ * row locked first (as storing and purging take it: the last delivery of a
+ * message to be recorded sees every other one's outcome), then one
+ * statement: the delivery's row updated unless the outcome came too late
+ * (settled meanwhile, or another owner holds a live lease: re-checked on the
+ * row's newest version when the update waited for its lock), its attempt
+ * kept either way, and when it was delivered and none of its message's other
+ * deliveries is left to do (each delivered or dropped), the message delivered
+ * at `end` and its UIDL "delivered" (as msg_maybe_delivered, which cannot see
+ * this statement's own update, so it looks at the others).  0,
+ * STORE_LEASE_LOST, STORE_NOTFOUND (nothing written) or -1. */
+static const char RECORD_LOCK_SQL[] =
+    /* an event's delivery has no message (the outer join's nullable side
+     * cannot be locked in the same statement) */
+    "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries WHERE id = $1)"
+    " FOR UPDATE";
+static const char RECORD_SQL[] =
+    "WITH cur AS (SELECT coalesce(message_id, 0) AS mid FROM deliveries WHERE id = $1::bigint),"
+    " d AS (UPDATE deliveries SET status = $2::smallint,"
+    "   attempts = attempts + 1, next_attempt_at = $3::bigint,"
+    "   updated_at = $4::bigint, delivered_at = $5::bigint,"
+    "   last_http_status = $6::integer, last_error = $7::text,"
+    "   lease_owner = NULL, lease_until = 0 WHERE id = $1::bigint AND status IN (0, 2)"
+    "   AND NOT (coalesce(lease_owner, '') NOT IN ('', $12::text) AND lease_until > $4::bigint)"
+    "   RETURNING coalesce(message_id, 0) AS mid),"
+    " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
+    "   error, outcome) SELECT $1::bigint, $8::bigint, $9::bigint, $6::integer,"
+    "   $7::text, $10::text FROM cur),"
+    " done AS (SELECT d.mid FROM d WHERE $11::integer = 1 AND d.mid > 0 AND NOT EXISTS"
+    "   (SELECT 1 FROM deliveries o WHERE o.message_id = d.mid"
+    "     AND o.id <> $1::bigint AND o.status NOT IN (1, 4))),"
+    " m AS (UPDATE messages SET delivered_at = $4::bigint WHERE id = (SELECT mid FROM done)"
+    "   AND delivered_at IS NULL),"
+    " u AS (UPDATE uidls SET state = 2 WHERE message_id = (SELECT mid FROM done) AND state = 1)"
+    " SELECT (SELECT count(*) FROM cur), (SELECT count(*) FROM d)";
+
+/* The parameters of RECORD_LOCK_SQL (lq) and RECORD_SQL (q). */
+static void record_params(struct pq *lq, struct pq *q, int64_t id, const char *owner,
+                          const struct store_attempt *a, enum store_dstatus status,
+                          int64_t next_attempt_at)
+{
+    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
+    pq_i64(lq, id);
+    pq_i64(q, id);                                                        /* $1 */
+    pq_i64(q, status);                                                    /* $2 */
+    pq_i64(q, status == STORE_D_FAILED ? next_attempt_at : 0);           /* $3 */
+    pq_i64(q, end);                                                       /* $4 */
+    pq_i64(q, status == STORE_D_DELIVERED ? end : 0);                    /* $5 */
+    pq_i64(q, a->http_status);                                            /* $6 */
+    pq_trunc(q, a->error ? a->error : "", STORE_ERROR_MAX);               /* $7 */
+    pq_i64(q, a->started_at);                                             /* $8 */
+    pq_i64(q, a->duration_ms);                                            /* $9 */
+    pq_text(q, a->outcome ? a->outcome : store_dstatus_name(status));     /* $10 */
+    pq_i64(q, status == STORE_D_DELIVERED ? 1 : 0);                      /* $11 */
+    pq_text(q, owner);                                                    /* $12 */
+}
+
+/* RECORD_SQL's answer: 0, STORE_LEASE_LOST or STORE_NOTFOUND. */
+static int record_result(PGresult *r)
+{
+    return pg_g64(r, 0, 0) == 0 ? STORE_NOTFOUND : pg_g64(r, 0, 1) == 0 ? STORE_LEASE_LOST : 0;
+}
+
+static int record_tx(struct store *st, PGconn *c, int64_t id, const char *owner,
                      const struct store_attempt *a, enum store_dstatus status,
                      int64_t next_attempt_at, struct err *e)
 {
-    const char *op = "record delivery attempt";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    struct pq q = {0};
-    pq_i64(&q, id);                                                        /* $1 */
-    pq_i64(&q, status);                                                    /* $2 */
-    pq_i64(&q, status == STORE_D_FAILED ? next_attempt_at : 0);           /* $3 */
-    pq_i64(&q, end);                                                       /* $4 */
-    pq_i64(&q, status == STORE_D_DELIVERED ? end : 0);                    /* $5 */
-    pq_i64(&q, a->http_status);                                            /* $6 */
-    pq_trunc(&q, a->error ? a->error : "", STORE_ERROR_MAX);               /* $7 */
-    pq_i64(&q, a->started_at);                                             /* $8 */
-    pq_i64(&q, a->duration_ms);                                            /* $9 */
-    pq_text(&q, a->outcome ? a->outcome : store_dstatus_name(status));     /* $10 */
-    pq_i64(&q, status == STORE_D_DELIVERED && msg_id > 0 ? msg_id : 0);    /* $11 */
-    return pq_cmd(st, c,
-                  "WITH d AS (UPDATE deliveries SET status = $2::smallint,"
-                  "   attempts = attempts + 1, next_attempt_at = $3::bigint,"
-                  "   updated_at = $4::bigint, delivered_at = $5::bigint,"
-                  "   last_http_status = $6::integer, last_error = $7::text,"
-                  "   lease_owner = NULL, lease_until = 0 WHERE id = $1::bigint RETURNING id),"
-                  " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
-                  "   error, outcome) VALUES ($1::bigint, $8::bigint, $9::bigint, $6::integer,"
-                  "   $7::text, $10::text)),"
-                  " done AS (SELECT 1 AS one FROM d WHERE $11::bigint > 0 AND NOT EXISTS"
-                  "   (SELECT 1 FROM deliveries o WHERE o.message_id = $11::bigint"
-                  "     AND o.id <> $1::bigint AND o.status NOT IN (1, 4))),"
-                  " m AS (UPDATE messages SET delivered_at = $4::bigint WHERE id = $11::bigint"
-                  "   AND delivered_at IS NULL AND EXISTS (SELECT 1 FROM done)),"
-                  " u AS (UPDATE uidls SET state = 2 WHERE message_id = $11::bigint AND state = 1"
-                  "   AND EXISTS (SELECT 1 FROM done))"
-                  " SELECT count(*) FROM d",
-                  &q, NULL, e, op);
+    struct pq lq = {0}, q = {0};
+    record_params(&lq, &q, id, owner, a, status, next_attempt_at);
+    PGresult *r = pq_run2(st, c, RECORD_LOCK_SQL, &lq, RECORD_SQL, &q, e,
+                          "record delivery attempt");
+    if (!r)
+        return -1;
+    int rv = record_result(r);
+    PQclear(r);
+    return rv;
 }
 
 /* Lock delivery id and its message; read its status and lease.  0,
@@ -289,20 +319,7 @@ int pg_delivery_record(struct store *st, const char *owner, int64_t id,
     PGconn *c = pg_tx_begin(st, e, op);
     if (!c)
         return -1;
-    enum store_dstatus cur = STORE_D_PENDING;
-    int64_t msg_id = 0, until = 0;
-    char holder[STORE_OWNER_MAX + 1] = "";
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    int r = delivery_lock(st, c, id, &cur, &msg_id, holder, &until, e);
-    bool lost = r == 0 && ((cur != STORE_D_PENDING && cur != STORE_D_FAILED) ||
-                           (holder[0] && strcmp(holder, owner) != 0 && until > end));
-    if (r == 0 && lost) {
-        r = attempt_insert(st, c, id, a, status, e);
-        if (r == 0)
-            r = STORE_LEASE_LOST;
-    } else if (r == 0) {
-        r = record_tx(st, c, id, msg_id, a, status, next_attempt_at, e);
-    }
+    int r = record_tx(st, c, id, owner, a, status, next_attempt_at, e);
     if (r >= 0 && r != STORE_NOTFOUND) {
         if (pg_tx_commit(st, c, e, op) < 0) {
             pg_tx_rollback(st, c);
@@ -312,6 +329,90 @@ int pg_delivery_record(struct store *st, const char *owner, int64_t id,
     }
     pg_tx_rollback(st, c);
     return r;
+}
+
+#define RECORD_GROUP (PG_PIPE_MAX / 2) /* outcomes per round trip (two statements each) */
+
+/* Each of recs[0..n) recorded as by pg_delivery_record; a group's
+ * statements in one round trip, under one savepoint (the batch's write). */
+static void record_group(struct store *st, const char *owner, struct store_record *recs,
+                         size_t n)
+{
+    const char *op = "record delivery attempt";
+    struct pq lq[RECORD_GROUP], q[RECORD_GROUP];
+    const char *sql[2 * RECORD_GROUP];
+    struct pq *qs[2 * RECORD_GROUP];
+    PGresult *res[2 * RECORD_GROUP];
+    struct err e;
+    err_clear(&e);
+    PGconn *c = pg_tx_begin(st, &e, op);
+    PGresult *last = NULL;
+    if (c) {
+        for (size_t i = 0; i < n; i++) {
+            memset(&lq[i], 0, sizeof lq[i]);
+            memset(&q[i], 0, sizeof q[i]);
+            record_params(&lq[i], &q[i], recs[i].id, owner, &recs[i].a, recs[i].status,
+                          recs[i].next_attempt_at);
+            sql[2 * i] = RECORD_LOCK_SQL;
+            qs[2 * i] = &lq[i];
+            sql[2 * i + 1] = RECORD_SQL;
+            qs[2 * i + 1] = &q[i];
+        }
+        last = pq_pipe_all(st, c, (int)(2 * n), sql, qs, 0, res, &e, op);
+    }
+    if (last && pg_tx_commit(st, c, &e, op) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            recs[i].result = record_result(res[2 * i + 1]);
+            PQclear(res[2 * i]);
+            PQclear(res[2 * i + 1]);
+        }
+        /* (STORE_NOTFOUND wrote nothing: no savepoint of its own needed) */
+        return;
+    }
+    if (last) {
+        for (size_t i = 0; i < 2 * n; i++)
+            PQclear(res[i]);
+    }
+    /* one failed (or the round trip did): the group undone, each again on its own */
+    pg_tx_rollback(st, c);
+    for (size_t i = 0; i < n; i++) {
+        err_clear(&recs[i].err);
+        recs[i].result = pg_delivery_record(st, owner, recs[i].id, &recs[i].a, recs[i].status,
+                                            recs[i].next_attempt_at, &recs[i].err);
+    }
+}
+
+int pg_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                            size_t n, struct err *e)
+{
+    (void)e;
+    size_t i = 0;
+    while (i < n) {
+        /* outside a batch, and an outcome the checks refuse: one by one */
+        struct err ce;
+        if (!st->batch || store_check_record(owner, &recs[i].a, recs[i].status, &ce) < 0) {
+            err_clear(&recs[i].err);
+            recs[i].result = pg_delivery_record(st, owner, recs[i].id, &recs[i].a,
+                                                recs[i].status, recs[i].next_attempt_at,
+                                                &recs[i].err);
+            i++;
+            continue;
+        }
+        size_t k = 1;
+        while (i + k < n && k < RECORD_GROUP &&
+               store_check_record(owner, &recs[i + k].a, recs[i + k].status, &ce) == 0)
+            k++;
+        for (size_t j = i; j < i + k; j++)
+            err_clear(&recs[j].err);
+        if (k == 1)
+            recs[i].result = pg_delivery_record(st, owner, recs[i].id, &recs[i].a,
+                                                recs[i].status, recs[i].next_attempt_at,
+                                                &recs[i].err);
+        else
+            record_group(st, owner, recs + i, k);
+        i += k;
+    }
+    return 0;
 }
 
 int pg_delivery_retry(struct store *st, int64_t id, int64_t now, struct err *e)

@@ -25,6 +25,7 @@
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
 #define PQ_PARAMS_MAX 24               /* parameters of one statement */
+#define PG_PIPE_MAX 32                 /* statements of one round trip (pq_pipe) */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
 #define PG_DECL(ret, name, params, args) ret pg_##name params;
@@ -38,6 +39,14 @@ const char *pg_spool_dir(const struct store *st);
 int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
                  const char *const *webhooks, size_t n_webhooks, int64_t now,
                  const char *sha_hex, int64_t *id, int64_t *dup, struct err *e);
+
+void pg_msg_store_many(struct store *st, struct store_finish *f,
+                       const char (*hex)[STORE_SHA256_HEX + 1], size_t n);
+int pg_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                            size_t n, struct err *e);
+int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                struct err *e);
 
 /* A statement's parameters (pq_i64, pq_text, ...; freed by the call that runs it). */
 struct pq {
@@ -55,6 +64,11 @@ struct store {
     bool batch;                 /* store_batch_begin called */
     bool batch_lost;            /* the batch's transaction failed */
     bool sp_held;               /* the last write's savepoint w is not released yet */
+    /* Commands deferred to the next statement on pend_c, sent before it in
+     * the same round trip (pipeline mode): BEGIN of a transaction, RELEASE
+     * of the previous write's savepoint, SAVEPOINT of this write's. */
+    PGconn *pend_c;
+    bool pend_begin, pend_release, pend_sp;
     char sqlstate[6];           /* of the last failed statement */
 };
 
@@ -87,6 +101,11 @@ PGresult *pq_run(struct store *st, PGconn *c, const char *sql, struct pq *q, int
                  struct err *e, const char *op);
 PGresult *pq_run2(struct store *st, PGconn *c, const char *sql1, struct pq *q1,
                   const char *sql2, struct pq *q2, struct err *e, const char *op);
+PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, struct pq *const *q,
+                  int rfmt, struct err *e, const char *op);
+PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql,
+                      struct pq *const *q, int rfmt, PGresult **out_all, struct err *e,
+                      const char *op);
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);

@@ -28,6 +28,7 @@
 /* ---- UIDLs ------------------------------------------------------------- */
 
 #define UIDL_CHUNK 4096 /* UIDLs per statement in the list calls */
+#define BODY_PIPE_CHUNKS 8 /* body chunks written per round trip */
 
 /* A PostgreSQL array literal of uidls[0..n) ({"a","b"}), malloc'd. */
 static char *array_lit(const char *const *v, size_t n, struct err *e)
@@ -278,25 +279,55 @@ static int body_chunk(struct store *st, struct store_msg *m, uint64_t off, unsig
 
 /* The body's chunks after the first (which finish_tx wrote with the
  * message), STORE_IO_CHUNK bytes each, from memory or the spool file: one
- * INSERT per chunk, so the whole body is never in memory. */
+ * INSERT per chunk, BODY_PIPE_CHUNKS of them per round trip, so at most
+ * that many chunks of the body are in memory at once. */
 static int body_rest(struct store *st, PGconn *c, struct store_msg *m, int64_t id,
                      unsigned char *buf, struct err *e)
 {
+    static const char sql_one[] =
+        "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)";
+    const char *sql[BODY_PIPE_CHUNKS];
+    struct pq q[BODY_PIPE_CHUNKS];
+    struct pq *qs[BODY_PIPE_CHUNKS];
+    unsigned char *bufs = NULL; /* a spooled body: BODY_PIPE_CHUNKS chunks read at a time */
+    if (m->sp.fd >= 0 && m->sp.size > 2 * (uint64_t)STORE_IO_CHUNK &&
+        !(bufs = malloc((size_t)BODY_PIPE_CHUNKS * STORE_IO_CHUNK)))
+        return err_set(e, ERR_INTERNAL, "store: out of memory");
     int64_t seq = 1;
-    for (uint64_t off = STORE_IO_CHUNK; off < m->sp.size; off += STORE_IO_CHUNK, seq++) {
-        const void *p;
-        size_t want;
-        if (body_chunk(st, m, off, buf, &p, &want, e) < 0)
-            return -1;
-        struct pq q = {0};
-        pq_i64(&q, id);
-        pq_i64(&q, seq);
-        pq_bin(&q, p, want);
-        if (pq_cmd(st, c, "INSERT INTO body_chunks(message_id, seq, data) VALUES ($1, $2, $3)",
-                   &q, NULL, e, "store message body") < 0)
-            return -1;
+    int rv = 0;
+    for (uint64_t off = STORE_IO_CHUNK; off < m->sp.size && rv == 0;) {
+        int k = 0;
+        for (; k < BODY_PIPE_CHUNKS && off < m->sp.size; k++, off += STORE_IO_CHUNK, seq++) {
+            const void *p;
+            size_t want;
+            unsigned char *b = bufs ? bufs + (size_t)k * STORE_IO_CHUNK : buf;
+            if (body_chunk(st, m, off, b, &p, &want, e) < 0) {
+                rv = -1;
+                break;
+            }
+            memset(&q[k], 0, sizeof q[k]);
+            pq_i64(&q[k], id);
+            pq_i64(&q[k], seq);
+            pq_bin(&q[k], p, want);
+            sql[k] = sql_one;
+            qs[k] = &q[k];
+            if (!bufs && m->sp.fd >= 0) { /* one buffer: one chunk per round trip */
+                k++, off += STORE_IO_CHUNK, seq++;
+                break;
+            }
+        }
+        if (rv < 0) {
+            for (int i = 0; i < k; i++)
+                pq_free(&q[i]);
+            break;
+        }
+        PGresult *r = pq_pipe(st, c, k, sql, qs, 0, e, "store message body");
+        if (!r)
+            rv = -1;
+        PQclear(r);
     }
-    return 0;
+    free(bufs);
+    return rv;
 }
 
 /* The first message of account with this Message-ID stored since `since`
@@ -322,28 +353,95 @@ static int find_duplicate(struct store *st, PGconn *c, const char *account,
     return 0;
 }
 
+/* One statement (one round trip) writes the UIDL, the message, its body
+ * record, the body's first chunk and its deliveries; the message's id is
+ * taken from its sequence first so the UIDL row carries it.  The UIDL comes
+ * first: a known one (ON CONFLICT: no row) makes every later part write
+ * nothing, and the statement returns no id.  The foreign keys between the
+ * parts are checked at the statement's end. */
+static const char STORE_SQL[] =
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id),"
+    " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+    "   SELECT $1::text, $2::text, $3::smallint, n.id, $4::bigint FROM n"
+    "   ON CONFLICT DO NOTHING RETURNING message_id),"
+    " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
+    "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
+    "   declared_size, event_key, duplicate_of)"
+    "   SELECT u.message_id, $1::text, $2::text, $5::bigint, $6::text, $4::bigint,"
+    "   $7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text,"
+    "   $13::bigint, $14::text, $15::bigint FROM u RETURNING id),"
+    " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
+    "   SELECT id, $5::bigint, $16::integer FROM m),"
+    " c AS (INSERT INTO body_chunks(message_id, seq, data)"
+    "   SELECT id, 0, $17::bytea FROM m WHERE $18::integer = 1),"
+    " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
+    "   next_attempt_at, created_at, updated_at)"
+    "   SELECT m.id, $1::text, w, 0, 0, $4::bigint, $4::bigint, $4::bigint"
+    "   FROM m, unnest($19::text[]) WITH ORDINALITY AS h(w, k) ORDER BY k)"
+    " SELECT id FROM m";
+
+/* STORE_SQL's parameters into q; *hooks (g_free it after the statement ran)
+ * holds the webhooks' array, key the new event key (both must live until
+ * the statement was sent); chunk the body's first chunk. */
+static int store_params(struct store_msg *m, const struct store_msg_meta *meta,
+                        const char *const *webhooks, size_t n_webhooks, int64_t now,
+                        const char *sha_hex, int64_t dup, const void *chunk, size_t chunk_len,
+                        struct pq *q, char **hooks, char key[STORE_KEY_HEX + 1], struct err *e)
+{
+    if (store_new_event_key(key, e) < 0)
+        return -1;
+    if (dup)
+        n_webhooks = 0; /* recorded, not delivered: done at once */
+    *hooks = array_lit(webhooks, n_webhooks, e);
+    pq_text(q, m->account);                                           /* $1 */
+    pq_text(q, m->uidl);                                              /* $2 */
+    pq_i64(q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED); /* $3 */
+    pq_i64(q, now);                                                   /* $4 */
+    pq_i64(q, (int64_t)m->sp.size);                                   /* $5 */
+    pq_text(q, sha_hex);                                              /* $6 */
+    pq_trunc(q, meta ? meta->subject : NULL, STORE_META_MAX);         /* $7 */
+    pq_trunc(q, meta ? meta->from : NULL, STORE_META_MAX);            /* $8 */
+    pq_trunc(q, meta ? meta->message_id : NULL, STORE_META_MAX);      /* $9 */
+    pq_trunc(q, meta ? meta->date : NULL, STORE_META_MAX);            /* $10 */
+    if (n_webhooks == 0)                                              /* $11 */
+        pq_i64(q, now);
+    else
+        pq_null(q);
+    pq_text(q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE); /* $12 */
+    pq_i64(q, meta ? (int64_t)meta->declared_size : 0);               /* $13 */
+    pq_text(q, key);                                                  /* $14 */
+    if (dup)                                                          /* $15 */
+        pq_i64(q, dup);
+    else
+        pq_null(q);
+    pq_i64(q, STORE_IO_CHUNK);                                        /* $16 */
+    pq_bin(q, chunk, chunk_len);                                      /* $17 */
+    pq_i64(q, m->sp.size > 0 ? 1 : 0);                                /* $18 */
+    q->v[q->n++] = *hooks;                                            /* $19 */
+    return 0;
+}
+
+/* STORE_SQL's answer: the new id, or 0 with *e when the UIDL was known. */
+static int64_t store_result(PGresult *r, const struct store_msg *m, struct err *e)
+{
+    if (PQntuples(r) == 0) {
+        err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
+        return 0;
+    }
+    return pg_g64(r, 0, 0);
+}
+
 static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
                      const struct store_msg_meta *meta, const char *const *webhooks,
                      size_t n_webhooks, int64_t now, const char *sha_hex, int64_t *id_out,
                      int64_t *dup_out, struct err *e)
 {
     const char *op = "store message";
-    char key[STORE_KEY_HEX + 1];
-    if (store_new_event_key(key, e) < 0)
-        return -1;
     int64_t dup = 0, since = 0;
     if (store_dedupe_since(meta, now, &since) &&
         find_duplicate(st, c, m->account, meta->message_id, since, &dup, e) < 0)
         return -1;
-    if (dup)
-        n_webhooks = 0; /* recorded, not delivered: done at once */
     *dup_out = dup;
-    /* One statement (one round trip) writes the UIDL, the message, its body
-     * record, the body's first chunk and its deliveries; the message's id is
-     * taken from its sequence first so the UIDL row carries it.  The UIDL
-     * comes first: a known one (ON CONFLICT: no row) makes every later part
-     * write nothing, and the statement returns no id.  The foreign keys
-     * between the parts are checked at the statement's end. */
     unsigned char *buf = m->sp.fd >= 0 ? malloc(STORE_IO_CHUNK) : NULL;
     if (m->sp.fd >= 0 && !buf)
         return err_set(e, ERR_INTERNAL, "store: out of memory");
@@ -353,72 +451,126 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
         free(buf);
         return -1;
     }
-    char *hooks = array_lit(webhooks, n_webhooks, e);
+    char *hooks = NULL;
+    char key[STORE_KEY_HEX + 1];
     struct pq q = {0};
-    pq_text(&q, m->account);                                           /* $1 */
-    pq_text(&q, m->uidl);                                              /* $2 */
-    pq_i64(&q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED); /* $3 */
-    pq_i64(&q, now);                                                   /* $4 */
-    pq_i64(&q, (int64_t)m->sp.size);                                   /* $5 */
-    pq_text(&q, sha_hex);                                              /* $6 */
-    pq_trunc(&q, meta ? meta->subject : NULL, STORE_META_MAX);         /* $7 */
-    pq_trunc(&q, meta ? meta->from : NULL, STORE_META_MAX);            /* $8 */
-    pq_trunc(&q, meta ? meta->message_id : NULL, STORE_META_MAX);      /* $9 */
-    pq_trunc(&q, meta ? meta->date : NULL, STORE_META_MAX);            /* $10 */
-    if (n_webhooks == 0)                                               /* $11 */
-        pq_i64(&q, now);
-    else
-        pq_null(&q);
-    pq_text(&q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE); /* $12 */
-    pq_i64(&q, meta ? (int64_t)meta->declared_size : 0);               /* $13 */
-    pq_text(&q, key);                                                  /* $14 */
-    if (dup)                                                           /* $15 */
-        pq_i64(&q, dup);
-    else
-        pq_null(&q);
-    pq_i64(&q, STORE_IO_CHUNK);                                        /* $16 */
-    pq_bin(&q, chunk, chunk_len);                                      /* $17 */
-    pq_i64(&q, m->sp.size > 0 ? 1 : 0);                                /* $18 */
-    q.v[q.n++] = hooks;                                                /* $19 */
-    PGresult *r = pq_run(st, c,
-                         "WITH n AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id),"
-                         " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-                         "   SELECT $1::text, $2::text, $3::smallint, n.id, $4::bigint FROM n"
-                         "   ON CONFLICT DO NOTHING RETURNING message_id),"
-                         " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
-                         "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
-                         "   declared_size, event_key, duplicate_of)"
-                         "   SELECT u.message_id, $1::text, $2::text, $5::bigint, $6::text, $4::bigint,"
-                         "   $7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text,"
-                         "   $13::bigint, $14::text, $15::bigint FROM u RETURNING id),"
-                         " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
-                         "   SELECT id, $5::bigint, $16::integer FROM m),"
-                         " c AS (INSERT INTO body_chunks(message_id, seq, data)"
-                         "   SELECT id, 0, $17::bytea FROM m WHERE $18::integer = 1),"
-                         " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
-                         "   next_attempt_at, created_at, updated_at)"
-                         "   SELECT m.id, $1::text, w, 0, 0, $4::bigint, $4::bigint, $4::bigint"
-                         "   FROM m, unnest($19::text[]) WITH ORDINALITY AS h(w, k) ORDER BY k)"
-                         " SELECT id FROM m",
-                         &q, 0, e, op);
-    g_free(hooks);
-    if (!r) {
+    if (store_params(m, meta, webhooks, n_webhooks, now, sha_hex, dup, chunk, chunk_len, &q,
+                     &hooks, key, e) < 0) {
         free(buf);
         return -1;
     }
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        free(buf);
-        return err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
-    }
-    int64_t id = pg_g64(r, 0, 0);
+    PGresult *r = pq_run(st, c, STORE_SQL, &q, 0, e, op);
+    g_free(hooks);
+    int64_t id = r ? store_result(r, m, e) : 0;
     PQclear(r);
+    if (!id) {
+        free(buf);
+        return -1;
+    }
     int rc = body_rest(st, c, m, id, buf, e);
     free(buf);
     if (rc < 0)
         return -1;
     *id_out = id;
     return 0;
+}
+
+#define STORE_GROUP 16 /* messages stored per round trip (store_msg_finish_many) */
+
+/* Whether f can join a group: one statement (no duplicate lookup, a body of
+ * one chunk held in memory). */
+static bool groupable(const struct store_finish *f)
+{
+    int64_t since;
+    return f->result == 1 && f->m->sp.fd < 0 && f->m->sp.size <= STORE_IO_CHUNK &&
+           !store_dedupe_since(f->meta, f->now, &since);
+}
+
+static void store_one(struct store *st, struct store_finish *f, const char *hex)
+{
+    int64_t id = 0, dup = 0;
+    f->result = pg_msg_store(f->m, f->meta, f->webhooks, f->n_webhooks, f->now, hex, &id, &dup,
+                             &f->err);
+    if (f->result == 0) {
+        f->res.id = id;
+        f->res.duplicate_of = dup;
+    }
+    (void)st;
+}
+
+/* f[0..n) in one round trip under one savepoint (the batch's write); one
+ * failing at the database: all undone, then each on its own. */
+static void store_group(struct store *st, struct store_finish *f,
+                        const char (*hex)[STORE_SHA256_HEX + 1], size_t n)
+{
+    const char *op = "store message";
+    const char *sql[STORE_GROUP];
+    struct pq q[STORE_GROUP];
+    struct pq *qs[STORE_GROUP];
+    char *hooks[STORE_GROUP] = {NULL};
+    char keys[STORE_GROUP][STORE_KEY_HEX + 1];
+    PGresult *res[STORE_GROUP];
+    struct err e;
+    err_clear(&e);
+    size_t built = 0;
+    for (; built < n; built++) {
+        struct store_msg *m = f[built].m;
+        memset(&q[built], 0, sizeof q[built]);
+        if (store_params(m, f[built].meta, f[built].webhooks, f[built].n_webhooks, f[built].now,
+                         hex[built], 0, m->sp.size ? m->sp.mem : "", m->sp.size, &q[built],
+                         &hooks[built], keys[built], &e) < 0) {
+            pq_free(&q[built]);
+            break;
+        }
+        sql[built] = STORE_SQL;
+        qs[built] = &q[built];
+    }
+    PGconn *c = NULL;
+    PGresult *last = NULL;
+    if (built == n && (c = pg_tx_begin(st, &e, op)))
+        last = pq_pipe_all(st, c, (int)n, sql, qs, 0, res, &e, op);
+    else
+        for (size_t i = 0; i < built; i++)
+            pq_free(&q[i]);
+    for (size_t i = 0; i < built; i++)
+        g_free(hooks[i]);
+    if (last && pg_tx_commit(st, c, &e, op) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            f[i].res.id = store_result(res[i], f[i].m, &f[i].err);
+            f[i].result = f[i].res.id ? 0 : -1; /* a known UIDL wrote nothing */
+            PQclear(res[i]);
+        }
+        return;
+    }
+    if (last)
+        for (size_t i = 0; i < n; i++)
+            PQclear(res[i]);
+    if (c)
+        pg_tx_rollback(st, c);
+    for (size_t i = 0; i < n; i++)
+        store_one(st, &f[i], hex[i]);
+}
+
+void pg_msg_store_many(struct store *st, struct store_finish *f,
+                       const char (*hex)[STORE_SHA256_HEX + 1], size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (f[i].result != 1) {
+            i++;
+            continue;
+        }
+        size_t k = 0;
+        while (st->batch && i + k < n && k < STORE_GROUP && groupable(&f[i + k]))
+            k++;
+        if (k < 2) {
+            store_one(st, &f[i], hex[i]);
+            i++;
+            continue;
+        }
+        store_group(st, f + i, hex + i, k);
+        i += k;
+    }
 }
 
 int pg_msg_store(struct store_msg *m, const struct store_msg_meta *meta,
@@ -444,10 +596,12 @@ const char *pg_spool_dir(const struct store *st)
 
 /* ---- reading a message ------------------------------------------------- */
 
-#define MSG_COLS                                                                        \
-    "SELECT id, account, uidl, size, sha256, received_at, delivered_at,"               \
+#define MSG_FIELDS                                                                      \
+    "id, account, uidl, size, sha256, received_at, delivered_at,"                      \
     " body_purged_at, subject, from_addr, message_id_hdr, date_hdr, kind,"             \
-    " declared_size, event_key, coalesce(duplicate_of, 0) FROM messages "
+    " declared_size, event_key, coalesce(duplicate_of, 0)"
+#define MSG_COLS "SELECT " MSG_FIELDS " FROM messages "
+#define MSG_NCOLS 16
 
 static void msg_row(PGresult *r, int i, void *p)
 {
@@ -476,6 +630,105 @@ int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct 
     struct pq q = {0};
     pq_i64(&q, id);
     return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
+}
+
+/* A bytea column of row 0 (text format: hex) decoded: malloc'd (at least
+ * one byte allocated), *len; NULL with *e when out of memory. */
+static unsigned char *bytea_col(PGresult *r, int col, size_t *len, struct err *e)
+{
+    size_t n = 0;
+    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, col), &n);
+    unsigned char *out = b ? malloc(n ? n : 1) : NULL;
+    if (out && n)
+        memcpy(out, b, n);
+    if (b) {
+        OPENSSL_cleanse(b, n); /* the link key passes here too */
+        PQfreemem(b);
+    }
+    if (!out)
+        err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
+    *len = n;
+    return out;
+}
+
+int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                char **body, size_t *body_len, unsigned char *link_key, int64_t now,
+                struct err *e)
+{
+    *body = NULL;
+    *body_len = 0;
+    struct pq q = {0};
+    pq_i64(&q, id);
+    pq_i64(&q, mem_max > INT64_MAX ? INT64_MAX : (int64_t)mem_max);
+    pq_i64(&q, link_key ? 1 : 0);
+    PGconn *c = pg_conn_get(st, e);
+    if (!c) {
+        pq_free(&q);
+        return -1;
+    }
+    /* one statement: the row, the body and the key in one snapshot */
+    PGresult *r = pq_run(st, c,
+                         "SELECT " MSG_FIELDS ","
+                         " EXISTS (SELECT 1 FROM bodies WHERE message_id = $1::bigint),"
+                         " CASE WHEN size <= $2::bigint AND body_purged_at IS NULL THEN"
+                         "   (SELECT coalesce(string_agg(data, ''::bytea ORDER BY seq), ''::bytea)"
+                         "    FROM body_chunks WHERE message_id = $1::bigint) END,"
+                         " CASE WHEN $3::integer = 1 THEN (SELECT key FROM link_key WHERE id = 1) END"
+                         " FROM messages WHERE id = $1::bigint",
+                         &q, 0, e, "get message");
+    pg_conn_put(st, c);
+    if (!r)
+        return -1;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return STORE_NOTFOUND;
+    }
+    msg_row(r, 0, out);
+    int rv = 0;
+    if (out->body_purged_at) {
+        PQclear(r);
+        return 0;
+    }
+    bool have_body = strcmp(PQgetvalue(r, 0, MSG_NCOLS), "t") == 0;
+    if (!have_body) {
+        rv = STORE_NOTFOUND; /* being purged */
+    } else if (!PQgetisnull(r, 0, MSG_NCOLS + 1)) {
+        size_t n = 0;
+        unsigned char *b = bytea_col(r, MSG_NCOLS + 1, &n, e);
+        if (!b)
+            rv = -1;
+        *body = (char *)b;
+        *body_len = n;
+    }
+    bool key_missing = false;
+    if (rv == 0 && link_key) {
+        if (PQgetisnull(r, 0, MSG_NCOLS + 2)) {
+            key_missing = true;
+        } else {
+            size_t n = 0;
+            unsigned char *k = bytea_col(r, MSG_NCOLS + 2, &n, e);
+            if (!k)
+                rv = -1;
+            else if (n != STORE_LINK_KEY_LEN)
+                rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
+                             store_pg_target_name(), STORE_LINK_KEY_LEN);
+            else
+                memcpy(link_key, k, n);
+            if (k) {
+                OPENSSL_cleanse(k, n);
+                free(k);
+            }
+        }
+    }
+    PQclear(r);
+    if (rv == 0 && key_missing) /* first use: made now */
+        rv = pg_link_key(st, link_key, NULL, now, e);
+    if (rv != 0) {
+        free(*body);
+        *body = NULL;
+        *body_len = 0;
+    }
+    return rv;
 }
 
 /* Size and chunk size of message id's body; STORE_NOTFOUND if none. */

@@ -72,15 +72,17 @@
  *              lease; at stop store_account_release.
  *   poller     store_uidls_each -> diff with UIDL listing -> for each new
  *              message: store_msg_begin/_write... while it is received,
- *              then on the committer's thread store_msg_finish of messages
- *              already fully received inside store_batch_begin/_commit
+ *              then on the committer's thread store_msg_finish_many of the
+ *              messages already fully received inside store_batch_begin/_commit
  *              (only after commit: DELE allowed);
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
  *              the full listing; store_account_set for the visible state.
- *   delivery   store_delivery_lease_due (per webhook) -> store_msg_get/_stream
- *              -> POST (store_delivery_renew meanwhile) -> store_delivery_record;
+ *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load (and
+ *              store_msg_stream for a large body) -> POST
+ *              (store_delivery_renew meanwhile) -> the outcomes of a flush
+ *              together in a batch: store_delivery_record_many;
  *              410: store_webhook_disable;
  *              SIGHUP: store_webhooks_enable_all; periodically
  *              store_purge_bodies.
@@ -348,6 +350,26 @@ int store_msg_finish(struct store_msg *m, const struct store_msg_meta *meta,
                      const char *const *webhooks, size_t n_webhooks, int64_t now,
                      struct store_msg_result *res, struct err *e);
 
+/* One message for store_msg_finish_many: the arguments of store_msg_finish,
+ * and (out) its result, what it returned and its error. */
+struct store_finish {
+    struct store_msg *m;               /* consumed */
+    const struct store_msg_meta *meta; /* may be NULL */
+    const char *const *webhooks;
+    size_t n_webhooks;
+    int64_t now;
+    struct store_msg_result res;       /* out */
+    int result;                        /* out: 0 or -1 */
+    struct err err;                    /* out: when result is -1 */
+};
+
+/* store_msg_finish for each of f[0..n) (all on st), in order, each as if
+ * alone (one failing leaves the others); inside a batch on PostgreSQL
+ * several small ones in one round trip (should one of those fail at the
+ * database, the group is rolled back and stored one by one).  0, or -1
+ * with *e when st is missing (the messages are consumed all the same). */
+int store_msg_finish_many(struct store *st, struct store_finish *f, size_t n, struct err *e);
+
 /* Octets written so far (0 for NULL). */
 uint64_t store_msg_size(const struct store_msg *m);
 
@@ -395,6 +417,18 @@ typedef int (*store_sink_cb)(void *ctx, const void *data, size_t len, struct err
  * STORE_NOTFOUND if the message does not exist or its body was purged. */
 int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx,
                      struct err *e);
+
+/* What building a message's event reads, in one go: its metadata; its raw
+ * body into *body (malloc'd, *body_len octets; free() it) when it is at
+ * most mem_max octets, else *body NULL (stream it with store_msg_stream);
+ * and when link_key is not NULL, the link key (as store_link_key: made at
+ * `now` if there is none yet).  On PostgreSQL one round trip and one
+ * snapshot instead of three.  STORE_NOTFOUND if there is no such message,
+ * or its body is gone though body_purged_at is not set yet; a purged body
+ * (body_purged_at set) is not read. */
+int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
+                   char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
+                   int64_t now, struct err *e);
 
 /* A positional reader of one body, for HTTP responses read at offsets from
  * any thread: it has its own connection, independent of st (st may be
@@ -496,6 +530,24 @@ struct store_attempt {
 int store_delivery_record(struct store *st, const char *owner, int64_t id,
                           const struct store_attempt *a, enum store_dstatus status,
                           int64_t next_attempt_at, struct err *e);
+
+/* One outcome for store_delivery_record_many: the arguments of
+ * store_delivery_record, and (out) what it returned, with its error. */
+struct store_record {
+    int64_t id;
+    struct store_attempt a;
+    enum store_dstatus status;
+    int64_t next_attempt_at;
+    int result;      /* out: 0, STORE_LEASE_LOST, STORE_NOTFOUND or -1 */
+    struct err err;  /* out: when result is -1 */
+};
+
+/* store_delivery_record for each of recs[0..n), in order, each as if alone
+ * (one failing leaves the others); inside a batch on PostgreSQL several in
+ * one round trip (should one of those fail, the group is rolled back and
+ * recorded one by one).  0, or -1 with *e when st is missing. */
+int store_delivery_record_many(struct store *st, const char *owner, struct store_record *recs,
+                               size_t n, struct err *e);
 
 /* Reset a failed or dead delivery to pending, due at now, and drop any lease
  * on it (an operator's retry never waits for a lease to expire; a worker
