@@ -321,13 +321,7 @@ static void after_poll(struct store *st, const char *name, const struct config_a
             daemon_rt.on_poll(name, rc == 0 ? NULL : e, rc == 0 ? res : NULL);
         /* a write only when something a restart needs changed, or
          * now and then for the times shown */
-        bool save = a->state != a->saved_state || rc < 0 || first ||
-                    (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
-                    clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
-        if (save) {
-            a->saved_state = a->state;
-            a->saved_at = clock_mono_ms();
-        }
+        bool save = sched_save_due(a, rc, first, now, clock_mono_ms());
         snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
         if (save)

@@ -70,9 +70,6 @@
 #define DAEMON_EXIT_POLLS_SKIPPED 7    /* --once: none failed, but an account was skipped
                                           (LOGIN-DELAY or auth_error backoff not over;
                                           CLI_EXIT_TEMP: try again later) */
-#define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
-                                          written at most this often; a change of
-                                          state or error at once */
 
 /* Choose the store backend the configuration names (store_setup): SQLite
  * when it has no "store", else its PostgreSQL with the resolved password.
