@@ -59,6 +59,9 @@
 
 #define DAEMON_POLL_WORKERS 16         /* accounts polled at once (a poll mostly waits
                                           on its server: login, TLS, replies) */
+#define DAEMON_TICK_MS 1000            /* the main thread's turn (watchdog, status line,
+                                          heartbeat) when no signal comes */
+#define DAEMON_ONCE_TICK_MS 50         /* ...with --once, which ends when the work is done */
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
