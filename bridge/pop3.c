@@ -42,6 +42,7 @@ struct pop3 {
     enum pop3_mech mech;
     uint64_t max_message;
     struct pop3_dot dot; /* body decoder, reused for every message */
+    bool marked;         /* a DELE was sent in this session: QUIT's answer matters */
 };
 
 /* ---- mechanisms ----------------------------------------------------------- */
@@ -1201,6 +1202,8 @@ int pop3_top(struct pop3 *p, uint32_t num, unsigned lines, const struct pop3_sin
 
 int pop3_dele(struct pop3 *p, const uint32_t *nums, size_t n, struct err *e)
 {
+    if (n && p && p->state == ST_TRANSACTION)
+        p->marked = true;
     return run_batch(p, BATCH_DELE, nums, n, 0, NULL, e);
 }
 
@@ -1223,6 +1226,12 @@ int pop3_quit(struct pop3 **pp, struct err *e)
     int rc = -1;
     if (p->state == ST_BROKEN) {
         err_set(e, ERR_USAGE, "session is broken; closed without QUIT (nothing deleted)");
+    } else if (p->state == ST_TRANSACTION && !p->marked) {
+        /* RFC 1939 §6: without DELE the UPDATE state has nothing to commit,
+         * so QUIT is said but its answer not awaited (one round trip less
+         * per poll) */
+        if (queue_cmd(p, "QUIT", 4, NULL, e) == 0 && flush(p, e) == 0)
+            rc = 0;
     } else if (queue_cmd(p, "QUIT", 4, NULL, e) == 0 && flush(p, e) == 0 &&
                expect_ok(p, "QUIT", NULL, NULL, e) == 0) {
         rc = 0;

@@ -196,6 +196,43 @@ static void listing_pipelined(void **state)
     finish(&s);
 }
 
+/* QUIT without a DELE before it: said, its answer not awaited (RFC 1939
+ * §6: nothing to commit), so a server that closes without answering costs
+ * nothing; after a DELE the answer is what says the deletions happened. */
+static const char *const quit_unanswered[] = {
+    LOGIN_USER("S:TOP"),
+    "C:QUIT",
+    NULL,
+};
+
+static const char *const quit_unanswered_after_dele[] = {
+    LOGIN_USER("S:TOP"),
+    "C:DELE 1", "S:+OK marked",
+    "C:QUIT",
+    NULL,
+};
+
+static void quit_waits_only_after_dele(void **state)
+{
+    (void)state;
+    struct scripted s;
+    struct err e;
+    struct pop3 *p = open_on(&s, quit_unanswered, POP3_MECH_USER, &e);
+    if (!p)
+        fail_msg("open: %s", e.msg);
+    assert_int_equal(pop3_quit(&p, &e), 0);
+    assert_null(p);
+    finish(&s); /* the script saw the QUIT */
+    p = open_on(&s, quit_unanswered_after_dele, POP3_MECH_USER, &e);
+    if (!p)
+        fail_msg("open: %s", e.msg);
+    uint32_t one = 1;
+    assert_int_equal(pop3_dele(p, &one, 1, &e), 0);
+    assert_int_equal(pop3_quit(&p, &e), -1); /* closed without +OK: nothing assumed deleted */
+    assert_null(p);
+    finish(&s);
+}
+
 static const char *const duplicate[] = {
     LOGIN_USER("S:TOP"),
     "C:STAT", "S:+OK 2 20",
@@ -296,6 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(listing_sequential),
         cmocka_unit_test(listing_pipelined),
+        cmocka_unit_test(quit_waits_only_after_dele),
         cmocka_unit_test(listing_duplicate_uidl),
         cmocka_unit_test(listing_uidl_refused),
         cmocka_unit_test(sasl_plain_initial_response),
