@@ -337,13 +337,7 @@ static void after_poll(struct store *st, const char *name, const struct config_a
             daemon_rt.on_poll(name, rc == 0 ? NULL : e, rc == 0 ? res : NULL);
         /* a write only when something a restart needs changed, or
          * now and then for the times shown */
-        bool save = a->state != a->saved_state || rc < 0 || first ||
-                    (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
-                    clock_mono_ms() - a->saved_at >= DAEMON_STATE_SAVE_MS;
-        if (save) {
-            a->saved_state = a->state;
-            a->saved_at = clock_mono_ms();
-        }
+        bool save = sched_save_due(a, rc, first, now, clock_mono_ms());
         snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
         if (save)
@@ -353,6 +347,15 @@ static void after_poll(struct store *st, const char *name, const struct config_a
         a->running = false;
     }
 }
+
+/* Idle poll workers: one of them (timer_held) sleeps on daemon_rt.cond
+ * until the next account falls due or something changes; the others sleep
+ * on workers_idle until that one takes an account and hands the turn on.
+ * Before, every idle worker woke at each due time and at the end of every
+ * poll only to find nothing for it: 2 x DAEMON_POLL_WORKERS wake-ups a
+ * poll.  Both guarded by daemon_rt.lock. */
+static pthread_cond_t workers_idle = PTHREAD_COND_INITIALIZER;
+static bool timer_held;
 
 static void *poll_worker(void *arg)
 {
@@ -372,11 +375,18 @@ static void *poll_worker(void *arg)
         if (!a) {
             if (daemon_rt.once && once_polls_done())
                 break;
+            if (timer_held) {
+                pthread_cond_wait(&workers_idle, &daemon_rt.lock);
+                continue;
+            }
+            timer_held = true;
             struct timespec ts;
             clock_deadline(&ts, wait); /* daemon_rt.cond follows CLOCK_MONOTONIC */
             pthread_cond_timedwait(&daemon_rt.cond, &daemon_rt.lock, &ts);
+            timer_held = false;
             continue;
         }
+        pthread_cond_signal(&workers_idle); /* another idle worker waits for the next one */
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
         bool first = a->last_success_at == 0;
@@ -410,8 +420,14 @@ static void *poll_worker(void *arg)
         pthread_mutex_lock(&daemon_rt.lock);
         after_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
         cfgref_put(ref);
-        pthread_cond_broadcast(&daemon_rt.cond);
+        /* this worker picks the next account itself; nobody else waits for a
+         * poll's end, but --once for the last one */
+        if (daemon_rt.once)
+            pthread_cond_broadcast(&daemon_rt.cond);
     }
+    /* stopping, or --once done: the idle workers end too */
+    pthread_cond_broadcast(&workers_idle);
+    pthread_cond_broadcast(&daemon_rt.cond);
     pthread_mutex_unlock(&daemon_rt.lock);
     store_close(st);
     return NULL;
@@ -928,11 +944,29 @@ static void start_threads(struct run *r, size_t account_count)
                   log_q("cannot start the bridge's threads: stopping"));
 }
 
+/* How long the main loop sleeps between turns when no signal comes: short
+ * with --once (it ends as soon as the work is done), else DAEMON_TICK_MS,
+ * or a quarter of the watchdog period or of the heartbeat's (a quarter of
+ * the lease) when that is shorter. */
+static struct timespec main_tick(bool once)
+{
+    int64_t ms = once ? DAEMON_ONCE_TICK_MS : DAEMON_TICK_MS;
+    int64_t wd = notify_watchdog_ms();
+    if (wd > 0 && wd / 4 < ms)
+        ms = wd / 4;
+    if (daemon_rt.lease_ms > 0 && daemon_rt.lease_ms / 16 < ms)
+        ms = daemon_rt.lease_ms / 16;
+    if (ms < 1)
+        ms = 1;
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    return t;
+}
+
 /* Step 6: signals, the watchdog, the status line and the heartbeat every
- * 50 ms, until SIGTERM/SIGINT, or --once is done. */
+ * turn (main_tick), until SIGTERM/SIGINT, or --once is done. */
 static void main_loop(struct run *r)
 {
-    struct timespec tick = {0, 50 * 1000000L};
+    struct timespec tick = main_tick(daemon_rt.once);
     while (r->terr == 0 && !r->stop_now) {
         int sig = sigtimedwait(&r->signals, NULL, &tick);
         if (sig == SIGHUP) {
@@ -947,7 +981,7 @@ static void main_loop(struct run *r)
         pthread_mutex_lock(&daemon_rt.lock);
         bool done = daemon_rt.once && daemon_rt.delivery_done;
         pthread_mutex_unlock(&daemon_rt.lock);
-        notify_watchdog(); /* this loop turns every 50 ms while the scheduler's lock is free */
+        notify_watchdog(); /* this loop turns every tick while the scheduler's lock is free */
         report_status(r->st);
         heartbeat(r->st, r->started_at, false);
         if (done)

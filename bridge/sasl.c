@@ -139,20 +139,47 @@ struct scram_ent {
     unsigned char key[SASL_SCRAM_KEY_LEN];
     char salted[SCRAM_SALTED_HEX]; /* hex, as libgsasl wants it */
     uint64_t used;                        /* g_scram_tick at the last use */
+    int32_t next;                         /* the next entry of its bucket, -1 none */
 };
+
+/* Entries are found through SCRAM_BUCKETS chains by the key's first bytes
+ * (the key is a SHA-256: evenly spread), not by comparing every entry:
+ * against a server that makes a new salt at every login (a {PLAIN} passdb)
+ * the cache fills up with entries never used again, and a scan of all of
+ * them at each login cost more than a tenth of a poll. */
+#define SCRAM_BUCKETS 8192 /* a power of 2, >= SASL_SCRAM_CACHE_MAX */
 
 static pthread_mutex_t g_scram_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct scram_ent *g_scram;  /* SASL_SCRAM_CACHE_MAX entries, allocated on first put */
+static int32_t *g_scram_bucket;    /* SCRAM_BUCKETS chain heads (-1: empty), with g_scram */
 static size_t g_scram_n;
 static uint64_t g_scram_tick;
 static struct sasl_scram_stats g_scram_stats;
 
+static size_t scram_bucket(const unsigned char key[SASL_SCRAM_KEY_LEN])
+{
+    return ((size_t)key[0] | (size_t)key[1] << 8 | (size_t)key[2] << 16) & (SCRAM_BUCKETS - 1);
+}
+
 static struct scram_ent *scram_find(const unsigned char key[SASL_SCRAM_KEY_LEN])
 {
-    for (size_t i = 0; i < g_scram_n; i++)
+    if (!g_scram)
+        return NULL;
+    for (int32_t i = g_scram_bucket[scram_bucket(key)]; i >= 0; i = g_scram[i].next)
         if (CRYPTO_memcmp(g_scram[i].key, key, SASL_SCRAM_KEY_LEN) == 0)
             return &g_scram[i];
     return NULL;
+}
+
+/* Take entry ent (index i) out of its key's chain. */
+static void scram_unlink(struct scram_ent *ent, int32_t i)
+{
+    int32_t *link = &g_scram_bucket[scram_bucket(ent->key)];
+    while (*link >= 0 && *link != i)
+        link = &g_scram[*link].next;
+    if (*link == i)
+        *link = ent->next;
+    ent->next = -1;
 }
 
 /* Copy the cached salted password for key into out; whether there was one. */
@@ -176,9 +203,18 @@ static void scram_put(const unsigned char key[SASL_SCRAM_KEY_LEN], const char *s
     if (strlen(salted) >= sizeof g_scram[0].salted)
         return;
     pthread_mutex_lock(&g_scram_lock);
-    if (!g_scram)
+    if (!g_scram) {
         g_scram = calloc(SASL_SCRAM_CACHE_MAX, sizeof *g_scram);
-    struct scram_ent *ent = g_scram ? scram_find(key) : NULL;
+        g_scram_bucket = g_scram ? malloc(SCRAM_BUCKETS * sizeof *g_scram_bucket) : NULL;
+        if (!g_scram_bucket) {
+            free(g_scram);
+            g_scram = NULL;
+        } else {
+            for (size_t b = 0; b < SCRAM_BUCKETS; b++)
+                g_scram_bucket[b] = -1;
+        }
+    }
+    struct scram_ent *ent = scram_find(key);
     if (g_scram && !ent) {
         if (g_scram_n < SASL_SCRAM_CACHE_MAX) {
             ent = &g_scram[g_scram_n++];
@@ -187,10 +223,14 @@ static void scram_put(const unsigned char key[SASL_SCRAM_KEY_LEN], const char *s
             for (size_t i = 1; i < g_scram_n; i++)
                 if (g_scram[i].used < ent->used)
                     ent = &g_scram[i];
+            scram_unlink(ent, (int32_t)(ent - g_scram));
             OPENSSL_cleanse(ent, sizeof *ent);
             g_scram_stats.evicted++;
         }
         memcpy(ent->key, key, SASL_SCRAM_KEY_LEN);
+        size_t b = scram_bucket(key);
+        ent->next = g_scram_bucket[b];
+        g_scram_bucket[b] = (int32_t)(ent - g_scram);
     }
     if (ent) {
         snprintf(ent->salted, sizeof ent->salted, "%s", salted);
@@ -206,6 +246,8 @@ void sasl_scram_cache_clear(void)
         OPENSSL_cleanse(g_scram, SASL_SCRAM_CACHE_MAX * sizeof *g_scram);
         free(g_scram);
     }
+    free(g_scram_bucket);
+    g_scram_bucket = NULL;
     g_scram = NULL;
     g_scram_n = 0;
     memset(&g_scram_stats, 0, sizeof g_scram_stats);

@@ -104,6 +104,18 @@ int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
     return d;
 }
 
+bool sched_save_due(struct sched_account *a, int rc, bool first, int64_t now, int64_t mono_ms)
+{
+    bool save = a->state != a->saved_state || rc < 0 || first ||
+                (rc == 0 && a->not_before > now) || /* a LOGIN-DELAY */
+                a->saved_at == 0 || mono_ms - a->saved_at >= SCHED_STATE_SAVE_MS;
+    if (save) {
+        a->saved_state = a->state;
+        a->saved_at = mono_ms;
+    }
+    return save;
+}
+
 int sched_request(struct sched_account *a, int64_t now, int64_t *retry_after_s)
 {
     if (a->not_before > now) {

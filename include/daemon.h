@@ -59,6 +59,9 @@
 
 #define DAEMON_POLL_WORKERS 16         /* accounts polled at once (a poll mostly waits
                                           on its server: login, TLS, replies) */
+#define DAEMON_TICK_MS 1000            /* the main thread's turn (watchdog, status line,
+                                          heartbeat) when no signal comes */
+#define DAEMON_ONCE_TICK_MS 50         /* ...with --once, which ends when the work is done */
 #define DAEMON_DRAIN_MS 30000          /* longest a shutdown waits for in-flight work */
 #define DAEMON_ONCE_WAIT_MS 60000      /* --once waits for retries due this soon */
 #define DAEMON_PURGE_EVERY_MS 3600000  /* retention purge period */
@@ -70,9 +73,6 @@
 #define DAEMON_EXIT_POLLS_SKIPPED 7    /* --once: none failed, but an account was skipped
                                           (LOGIN-DELAY or auth_error backoff not over;
                                           CLI_EXIT_TEMP: try again later) */
-#define DAEMON_STATE_SAVE_MS 60000     /* an idle account's state (its times) is
-                                          written at most this often; a change of
-                                          state or error at once */
 
 /* Choose the store backend the configuration names (store_setup): SQLite
  * when it has no "store", else its PostgreSQL with the resolved password.

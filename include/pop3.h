@@ -14,8 +14,9 @@
  * matched in order; otherwise the same code path runs with a window of 1.
  *
  * Session semantics: DELE only marks; pop3_quit() sends QUIT and reports
- * whether the server answered +OK (deletions committed); pop3_abort() closes
- * without QUIT (nothing is deleted).
+ * whether the server answered +OK (deletions committed; without a DELE it
+ * does not wait for the answer); pop3_abort() closes without QUIT (nothing
+ * is deleted).
  *
  * Errors (struct err, error.h): ERR_CONN, ERR_TIMEOUT, ERR_TLS from the
  * connection; ERR_PROTO when the server breaks the protocol (garbage, bad
@@ -185,7 +186,9 @@ int pop3_noop(struct pop3 *p, struct err *e);
 
 /* Send QUIT, wait for the reply, close and free (*p = NULL).  0 if the server
  * answered +OK (marked messages are deleted), -1 otherwise with e set: nothing
- * may be assumed deleted.  NULL-safe. */
+ * may be assumed deleted.  After login, when no DELE was sent in the
+ * session, QUIT is sent but its reply not awaited (RFC 1939 §6: the UPDATE
+ * state has nothing to commit): 0 once it is written.  NULL-safe. */
 int pop3_quit(struct pop3 **p, struct err *e);
 /* Close without QUIT: nothing is deleted.  NULL-safe; *p = NULL. */
 void pop3_abort(struct pop3 **p);

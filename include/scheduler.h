@@ -48,6 +48,9 @@
 #define SCHED_ERROR_BASE_MS 60000LL           /* other failures: first delay */
 #define SCHED_ERROR_MAX_MS 3600000LL          /* other failures: longest delay */
 #define SCHED_SHIFT_MAX 10                    /* doublings at most */
+#define SCHED_STATE_SAVE_MS (15 * 60000LL)    /* an idle account's state (its times) is
+                                                 written at most this often; a change of
+                                                 state or error at once */
 
 /* One account's schedule and live state (plain data, the daemon's table). */
 struct sched_account {
@@ -101,6 +104,15 @@ int64_t sched_succeeded(struct sched_account *a, int64_t now, int64_t interval_m
  * delay. */
 int64_t sched_failed(struct sched_account *a, int64_t now, int64_t interval_ms,
                      long login_delay_s, const struct err *e);
+
+/* After a poll (rc 0: it succeeded; first: the account's first poll), at
+ * monotonic time mono_ms: whether the account's state must be written to
+ * the store now.  A write when something a restart needs changed (the
+ * state, a failure, a LOGIN-DELAY, the first poll), else only once
+ * SCHED_STATE_SAVE_MS have passed since the last write, so that an account
+ * polled every minute or more often does not write at every poll; when true,
+ * saved_state and saved_at are updated. */
+bool sched_save_due(struct sched_account *a, int rc, bool first, int64_t now, int64_t mono_ms);
 
 /* A poll asked for now: 0 (queued: requested set), or 1 with *retry_after_s
  * (>= 1) while not_before forbids one. */

@@ -12,6 +12,12 @@ polling two accounts every second:
 (Keying -- never across accounts, hosts, ports, SNI, CA files or pins --
 and expiry are in tests/unit/test_net.c.)
 
+The same against a Dovecot that stores SCRAM-SHA-256 credentials (a fixed
+salt per user, as a server set up for SCRAM keeps them, unlike the {PLAIN}
+passdb, where Dovecot makes a new salt at every login): after each
+account's first login, the salted password is reused, not computed again
+(pop3bridge_scram_salted_password_reused_total); with {PLAIN} never.
+
 Before: every poll made a new TLS context, loaded the CA file and did a full
 handshake (chain verified again).
 """
@@ -25,7 +31,8 @@ import dovecot
 import mailgen
 from bridge import Bridge, Receiver
 
-POLLS = 4   # per account
+POLLS = 4      # per account
+ACCOUNTS = 2
 
 
 def metric(text, name):
@@ -34,11 +41,14 @@ def metric(text, name):
     return int(m.group(1))
 
 
-def test_later_polls_resume_the_tls_session():
-    dc = dovecot.Dovecot(name="dovecot-resume", login_processes="single").start()
+def run_polls(passdb_scheme="PLAIN"):
+    """ACCOUNTS accounts polled every second, POLLS times each: (/metrics
+    text, poll_done lines when it was read, the bridge's log)."""
+    dc = dovecot.Dovecot(name="dovecot-resume", login_processes="single",
+                         passdb_scheme=passdb_scheme).start()
     secret = bridge.new_secret()
     rcv = Receiver(secret, name="receiver-resume").start()
-    users = ["resume-a", "resume-b"]
+    users = ["resume-%d" % i for i in range(ACCOUNTS)]
     env = {"T_WHSEC": secret, "T_API": secrets.token_urlsafe(16)}
     accts = []
     for i, u in enumerate(users):
@@ -63,16 +73,33 @@ def test_later_polls_resume_the_tls_session():
             text = r.read().decode()
         # polls finished before the scrape, the polls of the scrape's moment included
         polls = len(re.findall(r"event=poll_done", b.log()))
+        events = rcv.events()
     finally:
         code = b.stop()
         rcv.stop()
         dc.stop()
     assert code == 0, b.log()[-2000:]
     assert "poll_failed" not in b.log(), b.log()[-2000:]
+    assert len(events) == len(users), events
+    return text, polls, b.log()
+
+
+def test_later_polls_resume_the_tls_session():
+    text, polls, _log = run_polls()
     offered = metric(text, "pop3bridge_tls_sessions_offered_total")
     resumed = metric(text, "pop3bridge_tls_sessions_resumed_total")
     # every poll after each account's first offered its session, and Dovecot took it
-    assert resumed >= (POLLS - 1) * len(users), (offered, resumed, polls)
+    assert resumed >= (POLLS - 1) * ACCOUNTS, (offered, resumed, polls)
     assert resumed == offered, (offered, resumed)
     assert offered <= polls, (offered, polls)
-    assert len(rcv.events()) == len(users)
+    # {PLAIN}: Dovecot makes a new SCRAM salt at every login, nothing to reuse
+    reused = metric(text, "pop3bridge_scram_salted_password_reused_total")
+    assert reused == 0, reused
+
+
+def test_stored_scram_credentials_reuse_the_salted_password():
+    text, polls, _log = run_polls("SCRAM-SHA-256")
+    reused = metric(text, "pop3bridge_scram_salted_password_reused_total")
+    # every login after each account's first reused its salted password
+    assert reused >= (POLLS - 1) * ACCOUNTS, (reused, polls)
+    assert reused <= polls, (reused, polls)

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,43 @@ static void listing_pipelined(void **state)
     finish(&s);
 }
 
+/* QUIT without a DELE before it: said, its answer not awaited (RFC 1939
+ * §6: nothing to commit), so a server that closes without answering costs
+ * nothing; after a DELE the answer is what says the deletions happened. */
+static const char *const quit_unanswered[] = {
+    LOGIN_USER("S:TOP"),
+    "C:QUIT",
+    NULL,
+};
+
+static const char *const quit_unanswered_after_dele[] = {
+    LOGIN_USER("S:TOP"),
+    "C:DELE 1", "S:+OK marked",
+    "C:QUIT",
+    NULL,
+};
+
+static void quit_waits_only_after_dele(void **state)
+{
+    (void)state;
+    struct scripted s;
+    struct err e;
+    struct pop3 *p = open_on(&s, quit_unanswered, POP3_MECH_USER, &e);
+    if (!p)
+        fail_msg("open: %s", e.msg);
+    assert_int_equal(pop3_quit(&p, &e), 0);
+    assert_null(p);
+    finish(&s); /* the script saw the QUIT */
+    p = open_on(&s, quit_unanswered_after_dele, POP3_MECH_USER, &e);
+    if (!p)
+        fail_msg("open: %s", e.msg);
+    uint32_t one = 1;
+    assert_int_equal(pop3_dele(p, &one, 1, &e), 0);
+    assert_int_equal(pop3_quit(&p, &e), -1); /* closed without +OK: nothing assumed deleted */
+    assert_null(p);
+    finish(&s);
+}
+
 static const char *const duplicate[] = {
     LOGIN_USER("S:TOP"),
     "C:STAT", "S:+OK 2 20",
@@ -291,15 +329,64 @@ static void sasl_late_challenge_cancelled(void **state)
     finish(&s);
 }
 
+/* With PIPELINING, the CAPA after login goes out with the mechanism's last
+ * line (RFC 2449 §6.6): this server answers the login only once both are
+ * in, so a client that waited for +OK before its CAPA would time out. */
+static const char *const login_capa_pipelined[] = {
+    "S:+OK ready", "C:CAPA", "S:+OK", "S:SASL LOGIN", "S:PIPELINING", "S:UIDL", "S:.",
+    "C:AUTH LOGIN", "S:+ VXNlcm5hbWU6", "C:dXNlcg==", "S:+ UGFzc3dvcmQ6", "C:cHc=", "C:CAPA",
+    "S:+OK welcome", "S:+OK", "S:PIPELINING", "S:UIDL", "S:LOGIN-DELAY 900", "S:.",
+    "C:QUIT",
+    NULL,
+};
+
+/* ...and when that login is refused, the session is closed (a CAPA reply
+ * would still be coming): nothing else can be sent on it. */
+static const char *const login_capa_pipelined_refused[] = {
+    "S:+OK ready", "C:CAPA", "S:+OK", "S:SASL LOGIN", "S:PIPELINING", "S:.",
+    "C:AUTH LOGIN", "S:+ VXNlcm5hbWU6", "C:dXNlcg==", "S:+ UGFzc3dvcmQ6", "C:cHc=", "C:CAPA",
+    "S:-ERR [AUTH] wrong password", "S:+OK", "S:SASL LOGIN", "S:PIPELINING", "S:.",
+    NULL,
+};
+
+static void sasl_capa_pipelined_after_login(void **state)
+{
+    (void)state;
+    struct scripted s;
+    struct err e;
+    struct pop3 *p = open_on(&s, login_capa_pipelined, POP3_MECH_LOGIN, &e);
+    if (!p)
+        fail_msg("open: %s", e.msg);
+    assert_int_equal(pop3_capa(p)->login_delay, 900); /* the CAPA after login */
+    assert_int_equal(pop3_quit(&p, &e), 0);
+    finish(&s);
+    struct pop3_opts o;
+    start(&s, login_capa_pipelined_refused);
+    o = opts(&s, POP3_MECH_LOGIN);
+    p = pop3_connect(&o, &e);
+    if (!p)
+        fail_msg("connect: %s", e.msg);
+    assert_int_equal(pop3_login(p, &e), -1);
+    assert_int_equal(e.kind, ERR_AUTH);
+    struct err q;
+    assert_int_equal(pop3_stat(p, &(uint32_t){0}, &(uint64_t){0}, &q), -1);
+    pop3_abort(&p);
+    finish(&s);
+}
+
 int main(void)
 {
+    /* a script may still be writing when the client under test has closed */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(listing_sequential),
         cmocka_unit_test(listing_pipelined),
+        cmocka_unit_test(quit_waits_only_after_dele),
         cmocka_unit_test(listing_duplicate_uidl),
         cmocka_unit_test(listing_uidl_refused),
         cmocka_unit_test(sasl_plain_initial_response),
         cmocka_unit_test(sasl_late_challenge_cancelled),
+        cmocka_unit_test(sasl_capa_pipelined_after_login),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -753,6 +753,17 @@ static void scram_salted_password_cache(void **state)
     snprintf(salt, sizeof salt, "c2FsdA%06d", 0); /* the oldest: dropped */
     assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
     assert_int_equal(sasl_scram_cache_stats().hits, 1);
+    /* ...and put back in the place of the next oldest (1); the others are
+     * still found, the one dropped is not */
+    snprintf(salt, sizeof salt, "c2FsdA%06d", 2);
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", 0);
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 3);
+    snprintf(salt, sizeof salt, "c2FsdA%06d", 1);
+    assert_int_equal(scram_against_server("SCRAM-SHA-1", "u", "p", "p", cf, sizeof cf), GSASL_OK);
+    assert_int_equal(sasl_scram_cache_stats().hits, 3);
+    assert_int_equal(sasl_scram_cache_stats().entries, SASL_SCRAM_CACHE_MAX);
     srv_salt = NULL;
     srv_iter = NULL;
     sasl_scram_cache_clear();

@@ -289,6 +289,52 @@ static void find_and_count_leases(void **state)
     assert_int_equal(sched_leases_held(NULL, 0), 0);
 }
 
+/* The state goes to the store when a restart needs it, not at every poll
+ * of an account polled every minute (issue 8, section 10: that write was
+ * a third of the store's work per poll). */
+static void state_saved_on_change_not_every_poll(void **st)
+{
+    (void)st;
+    const int64_t mono = 5000000, minute = 60000;
+    struct sched_account a = {0};
+    sched_begin(&a, T0);
+    sched_succeeded(&a, T0, minute, -1, false);
+    assert_true(sched_save_due(&a, 0, true, T0, mono)); /* the first poll */
+    assert_int_equal(a.saved_at, mono);
+    assert_int_equal(a.saved_state, ACCOUNT_IDLE);
+    /* polls every minute (a little more), nothing changed: no write... */
+    int64_t m = mono;
+    for (int i = 1; (i + 1) * (minute + 500) < SCHED_STATE_SAVE_MS; i++) {
+        m += minute + 500;
+        sched_begin(&a, T0 + i * minute);
+        sched_succeeded(&a, T0 + i * minute, minute, -1, false);
+        assert_false(sched_save_due(&a, 0, false, T0 + i * minute, m));
+    }
+    assert_int_equal(a.saved_at, mono);
+    /* ...until SCHED_STATE_SAVE_MS went by */
+    assert_true(sched_save_due(&a, 0, false, T0, mono + SCHED_STATE_SAVE_MS));
+    assert_int_equal(a.saved_at, mono + SCHED_STATE_SAVE_MS);
+    m = mono + SCHED_STATE_SAVE_MS + minute;
+    /* a failure, a change of state: at once */
+    struct err e;
+    err_set(&e, ERR_CONN, "connection refused");
+    sched_begin(&a, T0);
+    sched_failed(&a, T0, minute, -1, &e);
+    assert_true(sched_save_due(&a, -1, false, T0, m));
+    assert_int_equal(a.saved_state, ACCOUNT_BACKOFF);
+    sched_begin(&a, T0 + minute);
+    sched_succeeded(&a, T0 + minute, minute, -1, false);
+    assert_true(sched_save_due(&a, 0, false, T0 + minute, m + 1));
+    assert_int_equal(a.saved_state, ACCOUNT_IDLE);
+    /* a LOGIN-DELAY that outlasts the poll: at once */
+    sched_begin(&a, T0 + 2 * minute);
+    sched_succeeded(&a, T0 + 2 * minute, minute, 300, false);
+    assert_true(sched_save_due(&a, 0, false, T0 + 2 * minute, m + 2));
+    /* never written (a fresh table entry): written */
+    struct sched_account b = {0};
+    assert_true(sched_save_due(&b, 0, false, T0, mono));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +351,7 @@ int main(void)
         cmocka_unit_test(failure_backs_off_and_request_waits),
         cmocka_unit_test(no_grant_does_not_block_a_request),
         cmocka_unit_test(find_and_count_leases),
+        cmocka_unit_test(state_saved_on_change_not_every_poll),
     };
     return cmocka_run_group_tests_name("scheduler", tests, NULL, NULL);
 }

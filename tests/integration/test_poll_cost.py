@@ -1,0 +1,79 @@
+"""What a poll that finds nothing new costs the bridge (issue 8, section 10).
+
+A real Dovecot (implicit TLS, one long-lived login process) and a bridge
+polling ACCOUNTS accounts every second (so DAEMON_POLL_WORKERS poll
+workers), each mailbox holding one message already known: the bridge's
+threads together switch out (voluntary context switches, from
+/proc/PID/task/*/status) at most MAX_SWITCHES_PER_POLL times per poll.
+A poll itself waits on its server about a dozen times (TCP connect, TLS,
+greeting, CAPA, three SCRAM steps, CAPA, the listing, QUIT).
+
+Before: every idle worker woke at the end of every poll (a broadcast) and
+at each account's due time, only to find nothing for it, and the main
+thread woke every 50 ms: about 35 switches per poll with 16 workers (10
+after).
+"""
+
+import os
+import re
+import time
+
+import bridge
+import dovecot
+import mailgen
+from bridge import Bridge, Receiver
+
+ACCOUNTS = 16
+WINDOW_S = 6.0
+MAX_SWITCHES_PER_POLL = 20
+
+
+def switches(pid):
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                m = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def test_idle_polls_do_not_wake_every_worker():
+    dc = dovecot.Dovecot(name="dovecot-cost", login_processes="single").start()
+    secret = bridge.new_secret()
+    rcv = Receiver(secret, name="receiver-cost").start()
+    env = {"T_WHSEC": secret}
+    accts = []
+    for i in range(ACCOUNTS):
+        u = "cost-%02d" % i
+        dc.add_user(u, "pw-" + u)
+        dc.deliver(u, mailgen.message(400 + i, size=1000))
+        env["T_PW_%d" % i] = "pw-" + u
+        accts.append({"name": u, "host": "127.0.0.1", "port": dc.tls_port, "tls": "implicit",
+                      "ca_file": dc.pki.ca, "username": u, "password_env": "T_PW_%d" % i,
+                      "poll_interval": "1s", "webhooks": ["hook"]})
+    cfg = {"log_level": "info", "accounts": accts,
+           "webhooks": [{"name": "hook", "url": rcv.url, "secret_env": "T_WHSEC"}]}
+    b = Bridge(cfg, env, name="bridge-cost")
+    b.start()
+    try:
+        # every account's first poll (start "new": nothing delivered) and one more
+        b.wait_log(r"event=poll_done", 30, count=2 * ACCOUNTS)
+        polls0 = len(re.findall(r"event=poll_done", b.log()))
+        sw0 = switches(b.proc.pid)
+        time.sleep(WINDOW_S)
+        sw1 = switches(b.proc.pid)
+        polls1 = len(re.findall(r"event=poll_done", b.log()))
+    finally:
+        code = b.stop()
+        rcv.stop()
+        dc.stop()
+    assert code == 0, b.log()[-2000:]
+    assert "poll_failed" not in b.log(), b.log()[-2000:]
+    polls = polls1 - polls0
+    assert polls >= ACCOUNTS, (polls, "polls in %g s" % WINDOW_S)
+    per_poll = (sw1 - sw0) / float(polls)
+    assert per_poll <= MAX_SWITCHES_PER_POLL, \
+        "%.1f voluntary context switches per poll (%d polls)" % (per_poll, polls)
