@@ -3241,9 +3241,7 @@ int main(void)
             T(account_give_back),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6),
-            T(pg_commit_failure),   T(events_purge),
-            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_6_to_7),
-            T(pg_commit_failure), T(pg_group_fallback),   T(events_purge),
+            T(pg_commit_failure),   T(pg_group_fallback),   T(events_purge),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -3253,8 +3251,7 @@ int main(void)
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(leases), T(account_leases), T(account_give_back), T(webhook_disable), T(link_key),
-        T(deletable_policy),
-        T(leases), T(account_leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
+        T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
