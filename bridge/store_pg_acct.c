@@ -99,7 +99,8 @@ int pg_account_counts(struct store *st, const char *account,
     int rv = pq_one(st, NULL,
                     "SELECT (SELECT count(*) FROM messages WHERE account = $1"
                     "   AND body_purged_at IS NULL),"
-                    " (SELECT count(*) FROM deliveries WHERE account = $1 AND status IN (0, 2))",
+                    " (SELECT count(*) FROM deliveries WHERE account = $1 AND status IN (0, 2)"
+                    "   AND status <> 1)", /* deliveries_account_status's rows */
                     &q, account_counts_row, out, e, "count for account");
     return rv == STORE_NOTFOUND ? 0 : rv; /* an aggregate has its row */
 }

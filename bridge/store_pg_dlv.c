@@ -152,8 +152,12 @@ int pg_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t 
     struct pq q = {0};
     pq_text(&q, owner);
     pq_i64(&q, now + lease_ms);
-    return pg_write1(st, "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1", &q,
-                     renewed, e, "renew delivery leases");
+    /* only due rows are leased (recording, retrying and dropping release):
+     * their partial index finds them, the lease owner has none (schema 9) */
+    return pg_write1(st,
+                     "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1"
+                     " AND status IN (0, 2)",
+                     &q, renewed, e, "renew delivery leases");
 }
 
 int pg_delivery_release(struct store *st, const char *owner, int64_t id,
@@ -166,7 +170,7 @@ int pg_delivery_release(struct store *st, const char *owner, int64_t id,
     pq_i64(&q, id);
     return pg_write1(st,
                   "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
-                  " WHERE lease_owner = $1 AND ($2 = 0 OR id = $2)",
+                  " WHERE lease_owner = $1 AND status IN (0, 2) AND ($2 = 0 OR id = $2)",
                   &q, released, e, "release delivery leases");
 }
 
@@ -540,20 +544,27 @@ int pg_delivery_list(struct store *st, const enum store_dstatus *status,
     int64_t before = INT64_MAX;
     if (store_check_list(status, account, limit, cursor, next_cursor, &before, e) < 0)
         return -1;
-    /* one statement per filter combination, so each uses its index */
-    static const char *const sql[4] = {
+    /* one statement per filter combination, so each uses its index; the
+     * indexes by status leave delivered rows out (schema 9): a filter on
+     * another status says so, one on delivered walks the id's order */
+    static const char *const sql[6] = {
         D_COLS "WHERE d.id < $1 ORDER BY d.id DESC LIMIT $2",
-        D_COLS "WHERE d.status = $3 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
+        D_COLS "WHERE d.status = $3 AND d.status <> 1 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
         D_COLS "WHERE d.account = $3 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
-        D_COLS "WHERE d.account = $3 AND d.status = $4 AND d.id < $1"
+        D_COLS "WHERE d.account = $3 AND d.status = $4 AND d.status <> 1 AND d.id < $1"
+               " ORDER BY d.id DESC LIMIT $2",
+        D_COLS "WHERE d.status = 1 AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
+        D_COLS "WHERE d.account = $3 AND d.status = 1 AND d.id < $1"
                " ORDER BY d.id DESC LIMIT $2",
     };
+    _Static_assert(STORE_D_DELIVERED == 1, "the statements' delivered status");
+    bool delivered = status && *status == STORE_D_DELIVERED;
     struct pq q = {0};
     pq_i64(&q, before);
     pq_i64(&q, (int64_t)limit + 1); /* one more tells whether there is a next page */
     if (account)
         pq_text(&q, account);
-    if (status)
+    if (status && !delivered)
         pq_i64(&q, *status);
     PGconn *c = pg_conn_get(st, e);
     if (!c) {
@@ -561,7 +572,9 @@ int pg_delivery_list(struct store *st, const enum store_dstatus *status,
         return -1;
     }
     struct list_rows l = {cb, ctx, limit, 0, 0, next_cursor};
-    int r = pq_each(st, c, sql[(status ? 1 : 0) + (account ? 2 : 0)], &q, 0, list_row, &l, e,
+    int r = pq_each(st, c, sql[delivered ? 4 + (account ? 1 : 0)
+                                         : (status ? 1 : 0) + (account ? 2 : 0)],
+                    &q, 0, list_row, &l, e,
                     "list deliveries");
     pg_conn_put(st, c);
     if (r < 0)
@@ -951,7 +964,7 @@ int pg_delivery_retry_bulk(struct store *st, const char *webhook,
     return pg_write1(st,
                   "UPDATE deliveries SET status = 0, next_attempt_at = $1, updated_at = $1,"
                   " lease_owner = NULL, lease_until = 0 WHERE id IN ("
-                  " SELECT d.id FROM deliveries d WHERE d.status = $2"
+                  " SELECT d.id FROM deliveries d WHERE d.status = $2 AND d.status <> 1"
                   " AND ($3::text IS NULL OR d.webhook = $3)"
                   " AND (d.message_id IS NULL OR EXISTS (SELECT 1 FROM bodies b"
                   "   WHERE b.message_id = d.message_id))"

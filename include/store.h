@@ -138,7 +138,7 @@
 #define STORE_EVENT_TYPE_MAX 31       /* event type names ("account.auth_error") */
 #define STORE_EVENT_DATA_MAX 65536    /* bytes of an event's data (JSON text) */
 #define STORE_RETRY_BULK_MAX 1000     /* deliveries one store_delivery_retry_bulk resets */
-#define STORE_SCHEMA_VERSION 8        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 9        /* newest schema this build knows */
 #define STORE_LINK_KEY_LEN 32         /* bytes of the link key (links.h) */
 
 struct store;      /* one connection; see "Threads" above */

@@ -2856,7 +2856,23 @@ static void pg_body_chunks(void **state)
     free(back);
 }
 
-/* Migrations 7 and 8 in place on a database at schema 6 holding a message,
+/* Back from schema 9 to the shape migration 8 left (PostgreSQL). */
+#define PG_UNDO_9                                                                          \
+    "DROP INDEX deliveries_status; CREATE INDEX deliveries_status ON deliveries(status, id);" \
+    " DROP INDEX deliveries_account_status;"                                               \
+    " CREATE INDEX deliveries_account_status ON deliveries(account, status, id);"          \
+    " DROP INDEX deliveries_webhook_status;"                                               \
+    " CREATE INDEX deliveries_webhook_status ON deliveries(webhook, status, id);"          \
+    " CREATE INDEX deliveries_leased ON deliveries(lease_owner)"                           \
+    "   WHERE lease_owner IS NOT NULL;"                                                    \
+    " DROP INDEX deliveries_event_webhook; ALTER TABLE deliveries"                         \
+    "   ADD CONSTRAINT deliveries_event_id_webhook_key UNIQUE (event_id, webhook);"        \
+    " ALTER TABLE deliveries RESET (fillfactor); ALTER TABLE accounts RESET (fillfactor);" \
+    " ALTER TABLE uidls RESET (fillfactor); ALTER TABLE body_chunks RESET (toast_tuple_target);" \
+    " ALTER TABLE body_chunks ALTER COLUMN data SET STORAGE EXTENDED;"                     \
+    " UPDATE schema_version SET version = 8;"
+
+/* Migrations 7 to 9 in place on a database at schema 6 holding a message,
  * its dead delivery and an attempt, and an account waiting out a
  * LOGIN-DELAY: the ids and the history stay, the new calls work on them,
  * and the account's LOGIN-DELAY has its code. */
@@ -2880,7 +2896,7 @@ static void pg_migrate_from_6(void **state)
     ((struct fx *)*state)->st = NULL;
     store_teardown();
     /* back to the schema migrations 4 to 6 made */
-    assert_int_equal(pg_exec("ALTER TABLE accounts DROP COLUMN last_error_code;"
+    assert_int_equal(pg_exec(PG_UNDO_9 " ALTER TABLE accounts DROP COLUMN last_error_code;"
                              " ALTER TABLE deliveries DROP CONSTRAINT deliveries_message_or_event;"
                              " ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_webhook_key;"
                              " ALTER TABLE deliveries DROP COLUMN event_id; DROP TABLE events;"
@@ -2923,6 +2939,99 @@ static void pg_migrate_from_6(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(d[0].event_id, ev);
     assert_true(d[0].id > got.id);
+}
+
+/* Migration 9 in place on a database at schema 8 holding a delivered
+ * delivery, a leased one, a dead one and an event's: the indexes by status
+ * leave delivered rows out, the lease owner has no index, the tables keep
+ * room for HOT updates, bodies are stored uncompressed; every row stays,
+ * and listing, counting, renewing, releasing and the events' unique key
+ * work on them. */
+static void pg_migrate_from_8(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    int64_t m1 = put_ok(st, "acc", "u1", wh, 1, T0);
+    put_ok(st, "acc", "u2", wh, 1, T0 + 1);
+    put_ok(st, "acc", "u3", wh, 1, T0 + 2);
+    int64_t ev = 0;
+    assert_int_equal(store_event_add(st, "acc", "account.auth_error", "{}", wh, 1, T0 + 3, &ev,
+                                     &e), 0);
+    struct store_delivery d[4];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0 + 10, d, 4, &n, &e), 0);
+    assert_int_equal(n, 4);
+    struct store_attempt ok = att(T0 + 10, 200, "", "delivered");
+    struct store_attempt bad = att(T0 + 10, 500, "boom", "dead");
+    assert_int_equal(store_delivery_record(st, OWNER, d[0].id, &ok, STORE_D_DELIVERED, 0, &e), 0);
+    assert_int_equal(store_delivery_record(st, OWNER, d[1].id, &bad, STORE_D_DEAD, 0, &e), 0);
+    assert_int_equal(store_delivery_release(st, OWNER, d[3].id, NULL, &e), 0);
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    assert_int_equal(pg_exec(PG_UNDO_9), 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'deliveries_leased'"),
+                     1);
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
+    assert_int_equal(pg_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'deliveries_leased'"),
+                     0);
+    assert_int_equal(pg_value("SELECT count(*) FROM pg_indexes WHERE indexname IN"
+                              " ('deliveries_status', 'deliveries_account_status',"
+                              "  'deliveries_webhook_status') AND indexdef LIKE '%WHERE (status <> 1)'"),
+                     3);
+    assert_int_equal(pg_value("SELECT count(*) FROM pg_class WHERE"
+                              " (relname = 'deliveries' AND reloptions @> '{fillfactor=70}')"
+                              " OR (relname = 'accounts' AND reloptions @> '{fillfactor=50}')"
+                              " OR (relname = 'uidls' AND reloptions @> '{fillfactor=85}')"
+                              " OR (relname = 'body_chunks' AND reloptions @> '{toast_tuple_target=8160}')"),
+                     4);
+    assert_int_equal(pg_value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'body_chunks'::regclass"
+                              " AND attname = 'data' AND attstorage = 'e'"),
+                     1);
+    st = fx_open(state);
+    /* the rows and their statuses, through the new indexes */
+    enum store_dstatus want[] = {STORE_D_DELIVERED, STORE_D_DEAD, STORE_D_PENDING};
+    for (size_t i = 0; i < 3; i++) {
+        struct collect *c = calloc(1, sizeof *c);
+        assert_non_null(c);
+        char next[STORE_CURSOR_MAX];
+        c->want_status = (int)want[i];
+        c->filter_ok = c->order_ok = true;
+        assert_int_equal(store_delivery_list(st, &want[i], "acc", 10, NULL, collect_cb, c, next,
+                                             &e), 0);
+        assert_true(c->filter_ok);
+        assert_int_equal(c->n, want[i] == STORE_D_PENDING ? 2 : 1);
+        assert_int_equal(c->ids[0], want[i] == STORE_D_PENDING   ? d[3].id
+                                    : want[i] == STORE_D_DEAD    ? d[1].id
+                                                                 : d[0].id);
+        free(c);
+    }
+    struct store_delivery got;
+    assert_int_equal(store_delivery_get(st, d[0].id, &got, NULL, NULL, &e), 0);
+    assert_int_equal(got.msg_id, m1);
+    assert_int_equal(got.status, STORE_D_DELIVERED);
+    struct store_account_counts ac;
+    assert_int_equal(store_account_counts(st, "acc", &ac, &e), 0);
+    assert_int_equal(ac.pending_deliveries, 2);
+    /* d[2] is still leased: renewed and released by its owner alone */
+    int64_t k = 0;
+    assert_int_equal(store_delivery_renew(st, OWNER, T0 + 20, LEASE, &k, &e), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(store_delivery_release(st, OWNER, 0, &k, &e), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(store_delivery_renew(st, OWNER, T0 + 21, LEASE, &k, &e), 0);
+    assert_int_equal(k, 0);
+    /* an event goes to a webhook once */
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO deliveries(event_id, account, webhook, status, next_attempt_at,"
+             " created_at, updated_at) VALUES (%lld, 'acc', 'crm', 0, 0, 0, 0)",
+             (long long)ev);
+    assert_int_equal(pg_exec(sql), -1);
+    assert_int_equal(pg_value("SELECT count(*) FROM deliveries"), 4);
 }
 
 /* A COMMIT that fails (a deferred trigger refuses it) leaves the pool
@@ -3240,7 +3349,7 @@ int main(void)
             T(oauth2_rows),         T(oauth2_one_refresher), T(account_leases),
             T(account_give_back),
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
-            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6),
+            T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6), T(pg_migrate_from_8),
             T(pg_commit_failure),   T(pg_group_fallback),   T(events_purge),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
