@@ -846,6 +846,7 @@ static void init_runtime(struct run *r, struct config *cfg)
     if (store_webhooks_enable_all(r->st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, daemon_rt.owner, sizeof daemon_rt.owner);
+    poller_set_instance(daemon_rt.owner);
     daemon_rt.shared = cfg->store.url != NULL;
     /* with PostgreSQL the failover time is the configuration's store.lease */
     daemon_rt.lease_ms = daemon_rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
