@@ -116,7 +116,8 @@ static void add_history(struct http_req *r, cJSON *o, const char *account)
         cJSON_AddNumberToObject(p, "deleted", h->deleted);
         cJSON_AddStringToObject(p, "outcome", h->ok ? "ok" : "failed");
         cJSON_AddItemToObject(p, "error", api_json_str(h->error));
-        cJSON_AddItemToObject(p, "instance", api_json_str(polls[i].instance));
+        if (polls[i].instance[0]) /* PostgreSQL: who polled; SQLite: this process */
+            cJSON_AddStringToObject(p, "instance", polls[i].instance);
         cJSON_AddItemToArray(arr, p);
     }
 }

@@ -1136,6 +1136,24 @@ def test_poll_history_same_on_every_instance():
         print("newest poll %s by %s, %d CAPA lines, %s; the same on both instances"
               % (newest["at"], newest["instance"], len(hx["last_session"]["capabilities"]),
                  hx["last_session"]["tls"]["version"]))
+        # the store refuses the history: logged once for the streak, the polls go on
+        done = r"event=poll_done account=%s\b" % name
+        PG.sql("ALTER TABLE polls RENAME TO polls_gone", db=db)
+        for k in (2, 3):
+            harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202,
+                       "poll now #%d" % k)
+            x.wait_log(done, 20, count=k)
+        harness.eq(len(re.findall(r"event=poll_history_failed", x.log())), 1,
+                   "poll_history_failed lines for a streak of two failed writes")
+        harness.eq(len(re.findall(r"event=poll_failed", x.log())), 0, "failed polls")
+        PG.sql("ALTER TABLE polls_gone RENAME TO polls", db=db)
+        harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #4")
+        x.wait_log(done, 20, count=4)
+        x.wait_log(r"event=poll_history_recovered account=%s\b" % name, 10)
+        hy = account_history(y, name)
+        harness.eq([p["outcome"] for p in hy["polls"]], ["ok", "ok"],
+                   "polls in the store after the two lost writes")
+        harness.eq(hy["polls"][1], hx["polls"][0], "the first poll, still there")
         harness.eq(a.stop(), 0, "instance 0 exit code")
         harness.eq(b.stop(), 0, "instance 1 exit code")
     finally:
