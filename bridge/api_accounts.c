@@ -62,6 +62,7 @@ static bool read_history(struct http_req *r, const char *account, struct pollhis
     *n = 0;
     if (strcmp(store_backend(), "postgresql") == 0) {
         struct err e;
+        err_clear(&e);
         struct store *st = api_store(r, &e);
         if (st && store_poll_history(st, account, s, polls, POLLHIST_POLLS, n, &e) == 0)
             return true;
