@@ -34,6 +34,7 @@
 #define NET_OUT_MIN_ALLOC (16 * 1024)
 #define NET_OUT_KEEP (256 * 1024)   /* larger empty queues are given back */
 #define NET_TLS_READ_BUF (64 * 1024) /* OpenSSL read-ahead buffer */
+#define NET_TLS_SHORT_READ (NET_TLS_READ_BUF / 2) /* less taken from the socket at once: drained */
 #define NET_SESS_KEY_LEN 32         /* SHA-256 naming a session cache slot */
 
 struct net {
@@ -831,6 +832,8 @@ static void in_compact(struct net *n)
 static long try_read(struct net *n, struct err *e)
 {
     long got = 0;
+    BIO *rbio = n->ssl ? SSL_get_rbio(n->ssl) : NULL;
+    uint64_t wire0 = rbio ? BIO_number_read(rbio) : 0;
     while (!n->eof && n->in_end < NET_IN_BUF) {
         size_t room = NET_IN_BUF - n->in_end;
         char *p = n->in + n->in_end;
@@ -886,6 +889,13 @@ static long try_read(struct net *n, struct err *e)
         got += r;
         if (!n->ssl && (size_t)r < room)
             break; /* the kernel buffer is drained; don't ask again now */
+        /* TLS: nothing left in OpenSSL's buffer, and what it took from the
+         * socket in this call was a short read (less than its read-ahead
+         * buffer takes): the kernel buffer is drained too, so asking again
+         * now only costs a read() that says EAGAIN */
+        if (n->ssl && !SSL_has_pending(n->ssl) && rbio &&
+            BIO_number_read(rbio) - wire0 < NET_TLS_SHORT_READ)
+            break;
     }
     return got;
 }

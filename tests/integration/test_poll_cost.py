@@ -40,6 +40,13 @@ def switches(pid):
     return total
 
 
+def io_counts(pid):
+    """(read-type, write-type) system calls of the whole process, from /proc/PID/io."""
+    with open("/proc/%d/io" % pid) as f:
+        v = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    return int(v["syscr"]), int(v["syscw"])
+
+
 def test_idle_polls_do_not_wake_every_worker():
     dc = dovecot.Dovecot(name="dovecot-cost", login_processes="single").start()
     secret = bridge.new_secret()
@@ -63,8 +70,10 @@ def test_idle_polls_do_not_wake_every_worker():
         b.wait_log(r"event=poll_done", 30, count=2 * ACCOUNTS)
         polls0 = len(re.findall(r"event=poll_done", b.log()))
         sw0 = switches(b.proc.pid)
+        io0 = io_counts(b.proc.pid)
         time.sleep(WINDOW_S)
         sw1 = switches(b.proc.pid)
+        io1 = io_counts(b.proc.pid)
         polls1 = len(re.findall(r"event=poll_done", b.log()))
     finally:
         code = b.stop()
@@ -77,3 +86,6 @@ def test_idle_polls_do_not_wake_every_worker():
     per_poll = (sw1 - sw0) / float(polls)
     assert per_poll <= MAX_SWITCHES_PER_POLL, \
         "%.1f voluntary context switches per poll (%d polls)" % (per_poll, polls)
+    reads, writes = ((io1[i] - io0[i]) / float(polls) for i in (0, 1))
+    print("per poll: %.1f switches, %.1f read and %.1f write system calls" %
+          (per_poll, reads, writes))
