@@ -54,6 +54,7 @@ struct net {
     bool tls_broken;  /* fatal TLS error: no close_notify */
     bool read_wants_write;
     bool write_wants_read;
+    bool awaiting;   /* a request went out and nothing came back since: wait before reading */
     bool has_pin;
     unsigned char pin[NET_PIN_LEN];
     struct net_tls_info info;
@@ -739,6 +740,7 @@ static int tls_start(struct net *n, struct err *e)
         return -1;
     }
     n->tls_up = true;
+    n->awaiting = true; /* the server speaks next; it has our Finished only now */
     n->info.resumed = SSL_session_reused(n->ssl) == 1;
     if (offered) {
         pthread_mutex_lock(&g_tls_lock);
@@ -1101,8 +1103,10 @@ int net_flush(struct net *n, struct err *e)
     for (;;) {
         if (try_write(n, e) < 0)
             return -1;
-        if (n->out_end == n->out_start)
+        if (n->out_end == n->out_start) {
+            n->awaiting = n->bytes_out != base || n->awaiting;
             return 0;
+        }
         /* Take input into the free tail while waiting, so a server that
          * writes before it reads cannot stall us while there is room.  The
          * buffered data is not moved: pointers from net_data() and
@@ -1146,10 +1150,16 @@ int net_fill(struct net *n, struct err *e)
     if (n->in_end - n->in_start >= NET_IN_BUF)
         return err_set(e, ERR_LIMIT, "input buffer full (%d octets unconsumed from %s)",
                        NET_IN_BUF, n->hostport);
+    /* Just after a request, the answer is still on its way (a round trip
+     * away): wait for it first rather than ask the socket, which would
+     * only say EAGAIN.  Anything OpenSSL holds already is read at once. */
+    bool wait_first = n->awaiting && !(n->ssl && SSL_has_pending(n->ssl));
+    n->awaiting = false;
     for (;;) {
         if (n->out_end > n->out_start && try_write(n, e) < 0)
             return -1;
-        long got = try_read(n, e);
+        long got = wait_first ? 0 : try_read(n, e);
+        wait_first = false;
         if (got < 0)
             return -1;
         int64_t now = clock_mono_ms();
