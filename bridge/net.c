@@ -1153,13 +1153,19 @@ int net_fill(struct net *n, struct err *e)
     /* Just after a request, the answer is still on its way (a round trip
      * away): wait for it first rather than ask the socket, which would
      * only say EAGAIN.  Anything OpenSSL holds already is read at once. */
-    bool wait_first = n->awaiting && !(n->ssl && SSL_has_pending(n->ssl));
+    if (n->awaiting && !(n->ssl && SSL_has_pending(n->ssl)) && !n->read_wants_write) {
+        short ev = POLLIN;
+        if (n->out_end > n->out_start)
+            ev |= n->write_wants_read ? 0 : POLLOUT;
+        /* a timeout or a cancel is reported below, after one read */
+        if (wait_fd(n, ev, cap_session(n, n->deadline), e) < 0)
+            return -1;
+    }
     n->awaiting = false;
     for (;;) {
         if (n->out_end > n->out_start && try_write(n, e) < 0)
             return -1;
-        long got = wait_first ? 0 : try_read(n, e);
-        wait_first = false;
+        long got = try_read(n, e);
         if (got < 0)
             return -1;
         int64_t now = clock_mono_ms();
