@@ -61,6 +61,16 @@ struct sched_account *sched_pick(struct sched_account *v, size_t n, int64_t now,
     return best;
 }
 
+void sched_taken_over(struct sched_account *a, const struct store_account_state *saved,
+                      int64_t now, int64_t interval_ms)
+{
+    (void)interval_ms;
+    if (saved && saved->last_success_at > a->last_success_at)
+        a->last_success_at = saved->last_success_at;
+    if (a->next_at > now && a->not_before <= now)
+        a->next_at = now; /* polled as soon as a worker is free */
+}
+
 void sched_begin(struct sched_account *a, int64_t now)
 {
     a->running = true;

@@ -91,6 +91,14 @@ int64_t sched_due(const struct sched_account *a);
 struct sched_account *sched_pick(struct sched_account *v, size_t n, int64_t now, bool once,
                                  int64_t *wait_ms);
 
+/* This instance has just taken the lease of an account nobody held (the
+ * keeper's share turn), at now; saved: what the store has of it (its
+ * previous holder's last times), NULL if nothing.  The account is polled as
+ * soon as a worker is free: next_at = now unless a wait (not_before) is
+ * pending; last_success_at from saved if later. */
+void sched_taken_over(struct sched_account *a, const struct store_account_state *saved,
+                      int64_t now, int64_t interval_ms);
+
 /* A worker takes the account: running, polling, last_attempt_at = now. */
 void sched_begin(struct sched_account *a, int64_t now);
 
