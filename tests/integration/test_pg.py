@@ -30,6 +30,7 @@ here, tests/lib/postgres.py) and one real Dovecot.
   api.request_timeout runs out (503, Retry-After) instead of ~35 s later.
 """
 
+import calendar
 import http.client
 import json
 import os
@@ -292,6 +293,32 @@ def polls_done(insts):
     return n
 
 
+POLL_DONE = re.compile(r"^ts=(\S+) level=\w+ event=poll_done account=([A-Za-z0-9._-]+) .*? ms=(\d+)",
+                       re.M)
+
+
+def first_polls_after(names, insts, since):
+    """account -> when (time.time()) the first poll in these instances' logs
+    that ended after `since` started (its poll_done line's time less its
+    ms), for the accounts of `names` that have one."""
+    out = {}
+    for b in insts:
+        for ts, acc, ms in POLL_DONE.findall(b.log()):
+            if acc not in names:
+                continue
+            end = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1] or 0)
+            if end > since:
+                start = end - int(ms) / 1000.0
+                out[acc] = min(out.get(acc, start), start)
+    return out
+
+
+def spread(values):
+    """"median M s, max X s" of seconds."""
+    v = sorted(values)
+    return "median %.1f s, max %.1f s" % (v[len(v) // 2], v[-1]) if v else "-"
+
+
 FAILOVER_BRIDGES = []   # killed after the test, passed or not: none polls into the next
 
 
@@ -324,9 +351,9 @@ class Watch:
 
 
 def run_failover(tag, n_accounts, per, size, n_added, seed):
-    """Three instances on n_accounts x per messages; one killed with kill -9
-    in the middle of a poll (a POP3 session of an account it holds is open
-    in Dovecot), then one of the two others in the middle of a delivery
+    """Three instances on n_accounts x per messages; once the accounts are
+    spread over them, one killed with kill -9 in the middle of a poll (a
+    POP3 session of an account it holds is open in Dovecot), then one of the two others in the middle of a delivery
     batch (it holds leased deliveries); n_added messages arrive meanwhile.
     Checks as in the module's docstring; returns the figures line."""
     db = "failover_" + tag
@@ -358,13 +385,22 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
         except Exception:   # the schema is not there yet
             return False
         owners = {name: owner for name, owner in rows}
+        # once the accounts are spread (each instance holds its share), so
+        # that the survivors have accounts of their own to poll when x's
+        # come to them
+        held = {}
+        for o in owners.values():
+            held[o] = held.get(o, 0) + 1
+        if len(set(held) & set(ids)) < 3 or max(held.values()) > -(-n_accounts // 3):
+            return False
         for u in sorted(users):
             if owners.get(u) in ids:
                 chosen[:] = [ids[owners[u]]]
                 held_x[:] = [n for n, o in rows if o == owners[u]]
                 return True
         return False
-    harness.wait_for(x_mid_poll, 30, interval=0.01, what="an instance in the middle of a poll")
+    harness.wait_for(x_mid_poll, 60, interval=0.01,
+                     what="the accounts spread, and an instance in the middle of a poll")
     others = [b for b in (x, y, z) if b is not chosen[0]]
     x, (y, z) = chosen[0], others
     xid = instance_id(x)
@@ -374,10 +410,17 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     # x's accounts are taken over by the others within a lease period (a
     # live lease of another instance on each)
     names_x = ",".join("'%s'" % n for n in held_x)
-    x_taken = Watch(lambda: int(PG.sql(
-        "SELECT count(*) FROM accounts WHERE name IN (%s) AND lease_owner <> '%s' AND"
-        " lease_until > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-        % (names_x, xid), db=db)[0][0]) == len(held_x), killed_x, LEASE_S + 10) if held_x else None
+    leased_at = {}   # x's account -> when another instance's lease on it was first seen
+
+    def x_all_taken():
+        rows = PG.sql("SELECT name FROM accounts WHERE name IN (%s) AND lease_owner <> '%s' AND"
+                      " lease_until > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                      % (names_x, xid), db=db)
+        now = time.time()
+        for (n,) in rows:
+            leased_at.setdefault(n, now)
+        return len(rows) == len(held_x)
+    x_taken = Watch(x_all_taken, killed_x, LEASE_S + 10) if held_x else None
     # then whichever of y and z first holds leased deliveries (a batch in
     # flight) is killed; the other survives.  It is stopped (SIGSTOP) first,
     # so that what it holds is read exactly: killed if it still holds some,
@@ -420,6 +463,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     # x's accounts, once taken over, are polled again (a poll_done line more
     # in the others' logs than when x was killed)
     took_accounts = polled_again = None
+    first = {}
     if held_x:
         took_accounts = x_taken.result("x's accounts taken over")
         harness.wait_for(lambda: all(polls_done([y, z]).get(n, 0) > polls_at_kill.get(n, 0)
@@ -428,6 +472,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
         # (behind the survivors' own polls: long on a loaded machine, and
         # not bounded by the lease)
         polled_again = time.time() - killed_x
+        first = first_polls_after(held_x, [y, z], killed_x)
     took_deliveries = y_taken.result("y's delivery leases taken over")
     # ... and delivered again soon after, however long the survivor's own
     # backlog (kill -> the last of them recorded delivered)
@@ -450,8 +495,13 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     dups = check_events(rcv, db, expected, allow_duplicates=True, added=added)
     sessions = check_one_session_at_a_time(DC.log_since(mark))
     harness.eq(sessions, len(accounts), "accounts seen logging in to Dovecot")
+    # each of x's accounts' first poll after the kill: from the kill, and
+    # from when its new lease was first seen (its wait for a poll worker)
+    after_kill = [first[n] - killed_x for n in first]
+    after_lease = [first[n] - leased_at[n] for n in first if n in leased_at]
     line = ("failover %s (%d accounts x %d, lease %d s): x held %d accounts when killed mid-poll:"
-            " taken over after %s s, polled again after %s s;"
+            " taken over after %s s, polled again after %s s"
+            " (first poll of each: %s after the kill, %s after its lease was taken);"
             " y held %d deliveries: its leases taken over after %.1f s;"
             " delivered again after %.1f s; %d messages, %d duplicate events (same id);"
             " %d accounts seen in Dovecot's log;"
@@ -459,6 +509,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
                 tag, n_accounts, per, LEASE_S, len(held_x),
                 "%.1f" % took_accounts if took_accounts is not None else "-",
                 "%.1f" % polled_again if polled_again is not None else "-",
+                spread(after_kill), spread(after_lease),
                 held_y, took_deliveries,
                 redelivered, total, dups, sessions,
                 time.monotonic() - t_run, t_run - t_start))
