@@ -17,7 +17,8 @@ here, tests/lib/postgres.py) and one real Dovecot.
 - A rolling restart of three instances while mail flows loses and doubles
   nothing.
 - `store migrate --from sqlite:DIR` copies an SQLite state into PostgreSQL
-  and a bridge on it delivers only what was still due.
+  and a bridge on it delivers only what was still due; it is refused,
+  writing nothing, while a bridge still runs on DIR.
 - Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
   by Message-ID, a dead delivery dropped and the others retried in bulk.
 - OAuth2 (issue 11) across instances, with the loopback authorization
@@ -733,6 +734,38 @@ def test_migrate_from_sqlite_delivers_nothing_again():
     harness.eq(sorted((e.json["data"]["account"], e.message["uidl"]) for e in check_events_mixed),
                sorted(everything), "delivered messages")
     harness.eq(pgb.stop(), 0, "exit code")
+    rcv.stop()
+
+
+@harness.timeout(60)
+def test_migrate_refused_while_a_bridge_runs_on_the_sqlite_state():
+    """`store migrate --from sqlite:DIR` while a bridge still runs on DIR is
+    refused with one line naming the state and saying to stop the bridge,
+    and writes nothing to PostgreSQL; once the bridge is stopped it copies
+    the state."""
+    db = "migrate_busy"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-migrate-busy").start()
+    accounts, env = make_accounts("mb", 1, 3, seed=4)
+    accounts[0]["after_delivery"] = "keep"
+    sq = Bridge({"log_level": "info",
+                 "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC"}],
+                 "accounts": accounts}, dict(env, T_WHSEC=rcv.secret), name="migrate-busy-sqlite")
+    sq.start()
+    rcv.wait_events(3, 30)
+    pgb, = instances(1, db, accounts, env, rcv, "migrate-busy-pg")
+    cmd = ["store", "migrate", "--config", pgb.config_path, "--from", "sqlite:" + sq.state_dir]
+    r = harness.run_cli(cmd, env=pgb.secrets)
+    line = harness.check_failure(r, [1], r"store migrate: .*open in another process.*stop it first")
+    if sq.state_dir not in line:
+        raise AssertionError("the refusal does not name the state directory: %r" % line)
+    held = ("SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM uidls)"
+            " + (SELECT count(*) FROM deliveries) + (SELECT count(*) FROM accounts)")
+    harness.eq(PG.sql(held, db=db), [["0"]], "rows in PostgreSQL after the refusal")
+    harness.eq(sq.stop(), 0, "the SQLite bridge's exit code")
+    r = harness.run_cli(cmd, env=pgb.secrets)
+    harness.check_ok(r)
+    harness.eq(PG.sql("SELECT count(*) FROM messages", db=db), [["3"]], "messages copied once stopped")
     rcv.stop()
 
 
