@@ -500,6 +500,26 @@ int sq_run(struct store *st, sqlite3_stmt *s, struct err *e, const char *op)
     return r;
 }
 
+int sq_write(struct store *st, sqlite3_stmt *s, int64_t *changes, struct err *e, const char *op)
+{
+    if (sq_tx_begin(st, e, op) < 0) {
+        sq_done(s);
+        return -1;
+    }
+    if (sq_run(st, s, e, op) < 0) {
+        sq_tx_rollback(st);
+        return -1;
+    }
+    int64_t c = sqlite3_changes64(st->db);
+    if (sq_tx_commit(st, e, op) < 0) {
+        sq_tx_rollback(st);
+        return -1;
+    }
+    if (changes)
+        *changes = c;
+    return 0;
+}
+
 int sq_one(struct store *st, sqlite3_stmt *s, sq_row_fn read, void *out, struct err *e,
            const char *op)
 {

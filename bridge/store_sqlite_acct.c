@@ -88,21 +88,15 @@ int sq_account_lease(struct store *st, const char *account, const char *owner, i
         return err_set(e, ERR_USAGE, "store: account lease: lease_ms must be positive");
     const char *op = "lease account";
     sqlite3_stmt *s = sq_stmt(st, S_ACC_LEASE, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
+    if (!s)
         return -1;
     sq_bind_str(s, 1, account);
     sq_bind_str(s, 2, owner);
     sqlite3_bind_int64(s, 3, now + lease_ms);
     sqlite3_bind_int64(s, 4, now);
-    if (sq_run(st, s, e, op) < 0) {
-        sq_tx_rollback(st);
+    int64_t c = 0;
+    if (sq_write(st, s, &c, e, op) < 0)
         return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
     return c ? 0 : STORE_LEASE_LOST;
 }
 
@@ -122,19 +116,13 @@ int sq_account_give_back(struct store *st, const char *account, const char *owne
         return -1;
     const char *op = "give back account lease";
     sqlite3_stmt *s = sq_stmt(st, S_ACC_GIVE_BACK, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
+    if (!s)
         return -1;
     sq_bind_str(s, 1, account);
     sq_bind_str(s, 2, owner);
-    if (sq_run(st, s, e, op) < 0) {
-        sq_tx_rollback(st);
+    int64_t c = 0;
+    if (sq_write(st, s, &c, e, op) < 0)
         return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
     return c ? 0 : STORE_LEASE_LOST;
 }
 
@@ -485,15 +473,11 @@ int sq_oauth2_release(struct store *st, const char *account, const char *owner,
         return -1;
     const char *op = "release OAuth2 lease";
     sqlite3_stmt *s = sq_stmt(st, S_OA_RELEASE, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
+    if (!s)
         return -1;
     sq_bind_str(s, 1, account);
     sq_bind_str(s, 2, owner);
-    if (sq_run(st, s, e, op) < 0 || sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
-    return 0;
+    return sq_write(st, s, NULL, e, op);
 }
 
 /* ---- account leases and instances ----------------------------------------------- */

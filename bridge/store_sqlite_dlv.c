@@ -108,20 +108,7 @@ int sq_delivery_lease_due(struct store *st, const char *owner, const char *webho
 static int write1(struct store *st, enum sid id, int64_t *changes, struct err *e, const char *op)
 {
     sqlite3_stmt *s = sq_stmt(st, id, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
-        return -1;
-    if (sq_run(st, s, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
-    if (changes)
-        *changes = c;
-    return 0;
+    return s ? sq_write(st, s, changes, e, op) : -1;
 }
 
 /* One UPDATE of the leases owner holds (renew, release all or one). */
@@ -131,23 +118,12 @@ int sq_lease_write(struct store *st, enum sid id, const char *owner, int64_t arg
     if (store_check_owner(owner, e) < 0)
         return -1;
     sqlite3_stmt *s = sq_stmt(st, id, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
+    if (!s)
         return -1;
     sq_bind_str(s, 1, owner);
     if (id != S_RELEASE_ALL && id != S_ACC_RELEASE_ALL)
         sqlite3_bind_int64(s, 2, arg);
-    if (sq_run(st, s, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
-    int64_t c = sqlite3_changes64(st->db);
-    if (sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
-    if (changes)
-        *changes = c;
-    return 0;
+    return sq_write(st, s, changes, e, op);
 }
 
 int sq_delivery_renew(struct store *st, const char *owner, int64_t now, int64_t lease_ms,
@@ -755,22 +731,16 @@ int sq_delivery_retry_bulk(struct store *st, const char *webhook, enum store_dst
     if (store_check_retry_bulk(webhook, status, max, e) < 0)
         return -1;
     sqlite3_stmt *s = sq_stmt(st, S_RETRY_BULK, e);
-    if (!s || sq_tx_begin(st, e, op) < 0)
+    if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int(s, 2, status);
     if (webhook)
         sq_bind_str(s, 3, webhook);
     sqlite3_bind_int64(s, 4, (sqlite3_int64)max);
-    if (sq_run(st, s, e, op) < 0) {
-        sq_tx_rollback(st);
+    int64_t n = 0;
+    if (sq_write(st, s, &n, e, op) < 0)
         return -1;
-    }
-    int64_t n = sqlite3_changes64(st->db);
-    if (sq_tx_commit(st, e, op) < 0) {
-        sq_tx_rollback(st);
-        return -1;
-    }
     if (retried)
         *retried = n;
     return 0;

@@ -160,6 +160,10 @@ int sq_one(struct store *st, sqlite3_stmt *s, sq_row_fn read, void *out, struct 
 /* sq_row_fn of an integer in column 0 into *(int64_t *)out (NULL reads 0). */
 int sq_row_i64(sqlite3_stmt *s, void *out, struct err *e);
 int sq_run_id(struct store *st, enum sid id, struct err *e, const char *op);
+/* Run s (prepared and bound by the caller; a write) in a transaction of its
+ * own (a savepoint inside a batch): 0 with the rows it changed in *changes
+ * (may be NULL), or -1 with e, rolled back.  s is reset in every case. */
+int sq_write(struct store *st, sqlite3_stmt *s, int64_t *changes, struct err *e, const char *op);
 int sq_exec(struct store *st, const char *sql, struct err *e, const char *op);
 int sq_bind_trunc(sqlite3_stmt *s, int i, const char *v, size_t max);
 int sq_bind_str(sqlite3_stmt *s, int i, const char *v);

@@ -85,6 +85,10 @@ async function oauth2Steps(page) {
     await row().waitFor();
     await until(async () => /auth error/.test(await row().locator('td').nth(1).textContent()), STEP_TIMEOUT_MS, 'state auth error');
     check(await row().locator('button[data-action="connect"]').count() === 1, 'a Connect button');
+    // the machine-readable last_error_code, in words, beside the text
+    const code = row().locator('td').nth(4).locator('.error-code');
+    eq(await code.getAttribute('data-code'), 'no_grant', 'the last error code of an account without a grant');
+    eq((await code.textContent()).trim(), 'No OAuth2 grant', 'the code in words');
     check(await rowFor(page, 'accounts', 'account', plan.account).locator('button[data-action="connect"]').count() === 0,
       'no Connect button on a password account');
   });
@@ -493,6 +497,8 @@ async function main() {
     const exp = await page.locator('#tls-expires time').getAttribute('datetime');
     check(exp && Date.parse(exp) > Date.now(), 'certificate expiry in the future: ' + exp);
     check(/idle/.test(await page.locator('#account-state-value').textContent()), 'state idle');
+    eq((await page.locator('#account-last-error').textContent()).trim(), 'none', 'no last error after a good poll');
+    eq(await page.locator('#account-last-error .error-code').count(), 0, 'no error code after a good poll');
     const polls = page.locator('table.polls tbody tr');
     check(await polls.count() >= 2, 'the first poll and Poll now are listed');
     const newest = await polls.first().locator('td').allTextContents();

@@ -161,6 +161,22 @@ export function badge(text, kind) {
   return h('span.badge.badge-' + (kind || 'neutral'), null, text);
 }
 
+// An account's last_error_code (openapi AccountErrorCode) in words; the code itself
+// stays in data-code and the tooltip for people who script against the API.
+const ERROR_CODE_LABEL = {
+  login_delay: 'Login delay', in_use: 'Mailbox in use', sys_temp: 'Server: temporary',
+  sys_perm: 'Server: permanent', auth: 'Wrong credentials', no_grant: 'No OAuth2 grant',
+  network: 'Network', timeout: 'Timeout', tls: 'TLS', protocol: 'Protocol',
+  server: 'Server refused', limit: 'Limit', internal: 'Internal',
+};
+
+export function errorCodeBadge(code) {
+  if (!code) return null;
+  const kind = code === 'login_delay' || code === 'in_use' || code === 'sys_temp' ? 'warn' : 'error';
+  return h('span.badge.badge-' + kind + '.error-code', { dataset: { code }, title: 'last_error_code: ' + code },
+    ERROR_CODE_LABEL[code] || code);
+}
+
 export function emptyState(title, text) {
   return h('div.empty', { role: 'note' }, h('p.empty-title', null, title), text ? h('p', null, text) : null);
 }

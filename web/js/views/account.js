@@ -3,7 +3,7 @@
 // (GET /api/v1/accounts/{account}: last_session, polls).
 
 import * as api from '../api.js';
-import { h, add, fill, table, badge, emptyState, errorBox, loading, fmtMs, timeEl, withBusy } from '../dom.js';
+import { h, add, fill, table, badge, errorCodeBadge, emptyState, errorBox, loading, fmtMs, timeEl, withBusy } from '../dom.js';
 
 const STATE_KIND = { idle: 'ok', polling: 'info', backoff: 'warn', auth_error: 'error', error: 'error' };
 
@@ -32,7 +32,9 @@ export function accountView(ctx, account) {
       field('State', badge(a.state, STATE_KIND[a.state] || 'neutral'), 'account-state-value'),
       field('Last attempt', timeEl(a.last_attempt_at)),
       field('Last success', timeEl(a.last_success_at)),
-      field('Last error', a.last_error || h('span.muted', null, 'none')),
+      field('Last error', a.last_error || a.last_error_code
+        ? h('span', null, errorCodeBadge(a.last_error_code), ' ', a.last_error || '')
+        : h('span.muted', null, 'none'), 'account-last-error'),
       field('Stored messages', String(a.stored)),
       field('Pending deliveries', String(a.pending_deliveries)));
     const session = !ls ? emptyState('No session yet.', 'The server\'s capabilities and certificate show after the first poll.')

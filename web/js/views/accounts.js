@@ -4,7 +4,7 @@
 // accounts each is polling; refreshes by itself.
 
 import * as api from '../api.js';
-import { h, add, fill, clear, table, badge, emptyState, errorBox, loading, timeEl, toast, withBusy } from '../dom.js';
+import { h, add, fill, clear, table, badge, errorCodeBadge, emptyState, errorBox, loading, timeEl, toast, withBusy } from '../dom.js';
 import { connectPanel, needsAuthorization } from './oauth2connect.js';
 
 const REFRESH_MS = 5000;
@@ -114,7 +114,9 @@ export function accountsView(ctx) {
         [stateBadge(a.state), needsAuthorization(a) ? h('div.connect', null, connect.button(a)) : null],
         timeEl(a.last_success_at),
         timeEl(a.last_attempt_at),
-        a.last_error ? h('span.error-text', null, a.last_error) : h('span.muted', null, '—'),
+        a.last_error || a.last_error_code
+          ? [errorCodeBadge(a.last_error_code), ' ', h('span.error-text', null, a.last_error || '')]
+          : h('span.muted', null, '—'),
         String(a.stored ?? '—'),
         a.pending_deliveries
           ? h('a', { href: '#/deliveries?account=' + api.seg(a.name) }, String(a.pending_deliveries))
