@@ -632,6 +632,26 @@ PGresult *pq_pipe(struct store *st, PGconn *c, int n, const char *const *sql, st
     return pq_pipe_all(st, c, n, sql, q, rfmt, NULL, e, op);
 }
 
+/* Free the parameter sets q[0..n) (NULL ones skipped). */
+static void free_params(int n, struct pq *const *q)
+{
+    for (int i = 0; i < n; i++)
+        if (q[i])
+            pq_free(q[i]);
+}
+
+/* Read a pipeline's results up to its sync's PGRES_PIPELINE_SYNC. */
+static void drain_sync(PGconn *c)
+{
+    PGresult *r;
+    while ((r = PQgetResult(c))) {
+        bool end = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (end)
+            break;
+    }
+}
+
 /* As pq_pipe; with out not NULL, every statement's result in out[0..n)
  * (when all succeeded; then the return is out[n - 1], not to be cleared
  * twice). */
@@ -656,17 +676,13 @@ PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql
         }
     }
     if (fail) {
-        for (int i = 0; i < n; i++)
-            if (q[i])
-                pq_free(q[i]);
+        free_params(n, q);
         return NULL;
     }
     const char *pre[3];
     int k = pending(st, c) ? pending_take(st, pre) : 0;
     if (PQenterPipelineMode(c) != 1) {
-        for (int i = 0; i < n; i++)
-            if (q[i])
-                pq_free(q[i]);
+        free_params(n, q);
         if (k)
             pending_failed(st, c);
         return pgerr(st, NULL, c, e, op), NULL;
@@ -710,15 +726,8 @@ PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql
         while ((r = PQgetResult(c))) /* each statement's results end with NULL */
             PQclear(r);
     }
-    if (synced) {
-        PGresult *r;
-        while ((r = PQgetResult(c))) { /* the sync's PGRES_PIPELINE_SYNC */
-            bool end = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-            PQclear(r);
-            if (end)
-                break;
-        }
-    }
+    if (synced)
+        drain_sync(c);
     if (PQexitPipelineMode(c) != 1 && !failed) {
         failed = true;
         pgerr(st, NULL, c, e, op);
