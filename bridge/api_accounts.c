@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "api_oauth2.h"
+#include "log.h"
 #include "pollhist.h"
 
 static cJSON *account_json(struct http_req *r, const struct config_account *ca)
@@ -51,14 +52,38 @@ static void h_accounts(struct http_req *r)
     http_reply_json(r, 200, root);
 }
 
-/* The account's last POP3 session and recent polls, as the poller recorded
- * them in this process (pollhist.h): last_session null before the first. */
-static void add_history(cJSON *o, const char *account)
+/* The account's history into s and polls[] (*n of them): on PostgreSQL the
+ * store's, shared by every instance (store_poll_history); on SQLite, or when
+ * the store cannot be read, what the poller recorded in this process
+ * (pollhist.h).  Whether anything is known (s->at == 0: no session yet). */
+static bool read_history(struct http_req *r, const char *account, struct pollhist_session *s,
+                         struct store_poll *polls, size_t *n)
+{
+    *n = 0;
+    if (strcmp(store_backend(), "postgresql") == 0) {
+        struct err e;
+        err_clear(&e);
+        struct store *st = api_store(r, &e);
+        if (st && store_poll_history(st, account, s, polls, POLLHIST_POLLS, n, &e) == 0)
+            return true;
+        log_warn("poll_history_unread", "account=%s error=%s note=%s", account, log_q(e.msg),
+                 log_q("answered with this instance's own record"));
+    }
+    struct pollhist_poll mine[POLLHIST_POLLS];
+    bool known = pollhist_get(pollhist_default(), account, s, mine, POLLHIST_POLLS, n) == 0;
+    for (size_t i = 0; i < *n; i++)
+        polls[i] = (struct store_poll){.p = mine[i]};
+    return known;
+}
+
+/* The account's last POP3 session and recent polls: last_session null
+ * before the first. */
+static void add_history(struct http_req *r, cJSON *o, const char *account)
 {
     struct pollhist_session s;
-    struct pollhist_poll polls[POLLHIST_POLLS];
+    struct store_poll polls[POLLHIST_POLLS];
     size_t n = 0;
-    bool known = pollhist_get(pollhist_default(), account, &s, polls, POLLHIST_POLLS, &n) == 0;
+    bool known = read_history(r, account, &s, polls, &n);
     if (known && s.at > 0) {
         cJSON *ls = cJSON_AddObjectToObject(o, "last_session");
         cJSON_AddItemToObject(ls, "at", api_json_time(s.at));
@@ -83,14 +108,17 @@ static void add_history(cJSON *o, const char *account)
     }
     cJSON *arr = cJSON_AddArrayToObject(o, "polls");
     for (size_t i = 0; i < n; i++) {
+        const struct pollhist_poll *h = &polls[i].p;
         cJSON *p = cJSON_CreateObject();
-        cJSON_AddItemToObject(p, "at", api_json_time(polls[i].at));
-        cJSON_AddNumberToObject(p, "duration_ms", (double)polls[i].duration_ms);
-        cJSON_AddNumberToObject(p, "listed", polls[i].listed);
-        cJSON_AddNumberToObject(p, "new_messages", polls[i].new_messages);
-        cJSON_AddNumberToObject(p, "deleted", polls[i].deleted);
-        cJSON_AddStringToObject(p, "outcome", polls[i].ok ? "ok" : "failed");
-        cJSON_AddItemToObject(p, "error", api_json_str(polls[i].error));
+        cJSON_AddItemToObject(p, "at", api_json_time(h->at));
+        cJSON_AddNumberToObject(p, "duration_ms", (double)h->duration_ms);
+        cJSON_AddNumberToObject(p, "listed", h->listed);
+        cJSON_AddNumberToObject(p, "new_messages", h->new_messages);
+        cJSON_AddNumberToObject(p, "deleted", h->deleted);
+        cJSON_AddStringToObject(p, "outcome", h->ok ? "ok" : "failed");
+        cJSON_AddItemToObject(p, "error", api_json_str(h->error));
+        if (polls[i].instance[0]) /* PostgreSQL: who polled; SQLite: this process */
+            cJSON_AddStringToObject(p, "instance", polls[i].instance);
         cJSON_AddItemToArray(arr, p);
     }
 }
@@ -105,7 +133,7 @@ static void h_account(struct http_req *r)
         http_problem(r, 500, "internal", "the store could not be read");
         return;
     }
-    add_history(a, ca->name);
+    add_history(r, a, ca->name);
     http_reply_json(r, 200, a);
 }
 

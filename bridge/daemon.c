@@ -451,7 +451,11 @@ static void *delivery_thread(void *arg)
         if (stopping && (delivery_in_flight(daemon_rt.delivery) == 0 || daemon_now_ms() > stop_deadline))
             break;
         struct cfgref *ref = stopping ? NULL : cfgref_get(&daemon_rt.cfg); /* draining: no new work */
-        if (delivery_step(daemon_rt.delivery, ref, 200, &e) < 0)
+        /* idle, the step sleeps until a webhook's next check (at most
+         * DELIVERY_RECHECK_MS) unless woken; --once keeps its short turns,
+         * which notice when the polls are over */
+        int wait = daemon_rt.once ? DELIVERY_BUSY_WAIT_MS : DELIVERY_RECHECK_MS;
+        if (delivery_step(daemon_rt.delivery, ref, wait, &e) < 0)
             log_error("delivery_failed", "error=%s", log_q(e.msg));
         if (ref && daemon_now_ms() - last_purge > DAEMON_PURGE_EVERY_MS) {
             int64_t purged = 0;
@@ -846,6 +850,7 @@ static void init_runtime(struct run *r, struct config *cfg)
     if (store_webhooks_enable_all(r->st, &e) < 0)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, daemon_rt.owner, sizeof daemon_rt.owner);
+    poller_set_instance(daemon_rt.owner);
     daemon_rt.shared = cfg->store.url != NULL;
     /* with PostgreSQL the failover time is the configuration's store.lease */
     daemon_rt.lease_ms = daemon_rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;

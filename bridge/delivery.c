@@ -703,6 +703,29 @@ static void idle_wait(struct delivery *d, int wait_ms)
     pthread_mutex_unlock(&d->lock);
 }
 
+/* How long an idle step sleeps: wait_ms, cut to the soonest time a
+ * configured webhook is to be asked again, and to DELIVERY_BUSY_WAIT_MS
+ * while a sweep or lease releases are under way or a webhook may be asked
+ * at once. */
+static int idle_ms(const struct delivery *d, const struct cfgref *ref, int wait_ms)
+{
+    int64_t now = clock_mono_ms(), until = now + wait_ms;
+    bool busy = !ref || d->sweep.active || d->n_unrecorded > 0;
+    for (size_t i = 0; i < d->n_hooks && !busy; i++) {
+        const struct hook *h = &d->hooks[i];
+        if (!h->configured || h->gone)
+            continue;
+        if (h->check_at <= now)
+            busy = true;
+        else if (h->check_at < until)
+            until = h->check_at;
+    }
+    if (busy && wait_ms > DELIVERY_BUSY_WAIT_MS)
+        return DELIVERY_BUSY_WAIT_MS;
+    int64_t left = until - now;
+    return left < 1 ? 1 : (int)left;
+}
+
 static void renew(struct delivery *d)
 {
     if (webhook_sender_in_flight(d->sender) == 0 && d->n_done == 0)
@@ -743,9 +766,11 @@ int delivery_step(struct delivery *d, struct cfgref *ref, int wait_ms, struct er
     if (webhook_sender_in_flight(d->sender) == 0) {
         flush(d);
         if (wait_ms > 0 && !woken)
-            idle_wait(d, wait_ms);
+            idle_wait(d, idle_ms(d, ref, wait_ms));
         return 0;
     }
+    if (wait_ms > DELIVERY_BUSY_WAIT_MS)
+        wait_ms = DELIVERY_BUSY_WAIT_MS;
     if (d->n_done) {
         int64_t left = DELIVERY_FLUSH_MS - (clock_mono_ms() - d->first_done_at);
         if (left < wait_ms)

@@ -34,6 +34,7 @@
 #define NET_OUT_MIN_ALLOC (16 * 1024)
 #define NET_OUT_KEEP (256 * 1024)   /* larger empty queues are given back */
 #define NET_TLS_READ_BUF (64 * 1024) /* OpenSSL read-ahead buffer */
+#define NET_TLS_SHORT_READ (NET_TLS_READ_BUF / 2) /* less taken from the socket at once: drained */
 #define NET_SESS_KEY_LEN 32         /* SHA-256 naming a session cache slot */
 
 struct net {
@@ -53,6 +54,7 @@ struct net {
     bool tls_broken;  /* fatal TLS error: no close_notify */
     bool read_wants_write;
     bool write_wants_read;
+    bool awaiting;   /* a request went out and nothing came back since: wait before reading */
     bool has_pin;
     unsigned char pin[NET_PIN_LEN];
     struct net_tls_info info;
@@ -738,6 +740,7 @@ static int tls_start(struct net *n, struct err *e)
         return -1;
     }
     n->tls_up = true;
+    n->awaiting = true; /* the server speaks next; it has our Finished only now */
     n->info.resumed = SSL_session_reused(n->ssl) == 1;
     if (offered) {
         pthread_mutex_lock(&g_tls_lock);
@@ -831,6 +834,8 @@ static void in_compact(struct net *n)
 static long try_read(struct net *n, struct err *e)
 {
     long got = 0;
+    BIO *rbio = n->ssl ? SSL_get_rbio(n->ssl) : NULL;
+    uint64_t wire0 = rbio ? BIO_number_read(rbio) : 0;
     while (!n->eof && n->in_end < NET_IN_BUF) {
         size_t room = NET_IN_BUF - n->in_end;
         char *p = n->in + n->in_end;
@@ -886,6 +891,13 @@ static long try_read(struct net *n, struct err *e)
         got += r;
         if (!n->ssl && (size_t)r < room)
             break; /* the kernel buffer is drained; don't ask again now */
+        /* TLS: nothing left in OpenSSL's buffer, and what it took from the
+         * socket in this call was a short read (less than its read-ahead
+         * buffer takes): the kernel buffer is drained too, so asking again
+         * now only costs a read() that says EAGAIN */
+        if (n->ssl && !SSL_has_pending(n->ssl) && rbio &&
+            BIO_number_read(rbio) - wire0 < NET_TLS_SHORT_READ)
+            break;
     }
     return got;
 }
@@ -1091,8 +1103,10 @@ int net_flush(struct net *n, struct err *e)
     for (;;) {
         if (try_write(n, e) < 0)
             return -1;
-        if (n->out_end == n->out_start)
+        if (n->out_end == n->out_start) {
+            n->awaiting = n->bytes_out != base || n->awaiting;
             return 0;
+        }
         /* Take input into the free tail while waiting, so a server that
          * writes before it reads cannot stall us while there is room.  The
          * buffered data is not moved: pointers from net_data() and
@@ -1136,6 +1150,18 @@ int net_fill(struct net *n, struct err *e)
     if (n->in_end - n->in_start >= NET_IN_BUF)
         return err_set(e, ERR_LIMIT, "input buffer full (%d octets unconsumed from %s)",
                        NET_IN_BUF, n->hostport);
+    /* Just after a request, the answer is still on its way (a round trip
+     * away): wait for it first rather than ask the socket, which would
+     * only say EAGAIN.  Anything OpenSSL holds already is read at once. */
+    if (n->awaiting && !(n->ssl && SSL_has_pending(n->ssl)) && !n->read_wants_write) {
+        short ev = POLLIN;
+        if (n->out_end > n->out_start)
+            ev |= n->write_wants_read ? 0 : POLLOUT;
+        /* a timeout or a cancel is reported below, after one read */
+        if (wait_fd(n, ev, cap_session(n, n->deadline), e) < 0)
+            return -1;
+    }
+    n->awaiting = false;
     for (;;) {
         if (n->out_end > n->out_start && try_write(n, e) < 0)
             return -1;

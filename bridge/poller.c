@@ -2,6 +2,8 @@
 #include "poller.h"
 
 #include <openssl/crypto.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -503,9 +505,45 @@ static int one_session(struct store *st, struct committer *cm,
     return session_end(&s, rc, e);
 }
 
-/* The poll's line in the dashboard's history (pollhist.h); h->duration_ms
- * holds the monotonic start. */
-static void record_poll(const char *account, struct pollhist_poll *h,
+/* This instance's id, the poller of the polls it shares (poller_set_instance). */
+static char poller_instance[STORE_OWNER_MAX + 1];
+/* A write of the poll history to the store failed and none succeeded since. */
+static atomic_bool share_failing;
+
+void poller_set_instance(const char *id)
+{
+    snprintf(poller_instance, sizeof poller_instance, "%s", id ? id : "");
+}
+
+/* On PostgreSQL, the poll (and the session it logged in with: the one
+ * pollhist holds, if it began after the poll did) into the store as well, so
+ * every instance shows it (store_poll_record, one round trip).  A failure
+ * is logged once per streak of failures and does not touch the poll. */
+static void share_poll(struct store *st, const char *account, const struct pollhist_poll *h)
+{
+    if (strcmp(store_backend(), "postgresql") != 0)
+        return; /* SQLite: one instance, the memory is the history */
+    struct pollhist_session *s = malloc(sizeof *s);
+    bool had = s && pollhist_get(pollhist_default(), account, s, NULL, 0, NULL) == 0 &&
+               s->at >= h->at;
+    struct err we;
+    err_clear(&we);
+    int rc = s ? store_poll_record(st, account, poller_instance, h, had ? s : NULL, &we)
+               : err_set(&we, ERR_INTERNAL, "out of memory");
+    free(s);
+    if (rc < 0) {
+        if (!atomic_exchange(&share_failing, true))
+            log_warn("poll_history_failed", "account=%s error=%s note=%s", account, log_q(we.msg),
+                     log_q("the other instances show this account's older polls until a write "
+                           "succeeds; polling goes on"));
+    } else if (atomic_exchange(&share_failing, false)) {
+        log_info("poll_history_recovered", "account=%s", account);
+    }
+}
+
+/* The poll's line in the dashboard's history (pollhist.h; on PostgreSQL the
+ * store's too); h->duration_ms holds the monotonic start. */
+static void record_poll(struct store *st, const char *account, struct pollhist_poll *h,
                         const struct poller_result *res, int rc, const struct err *e)
 {
     h->duration_ms = clock_mono_ms() - h->duration_ms;
@@ -516,6 +554,7 @@ static void record_poll(const char *account, struct pollhist_poll *h,
     if (!h->ok)
         err_format(e, h->error, sizeof h->error);
     pollhist_poll(pollhist_default(), account, h);
+    share_poll(st, account, h);
 }
 
 int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
@@ -531,7 +570,7 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         if (!tok)
             err_set(e, ERR_INTERNAL, "out of memory");
         free(tok);
-        record_poll(a->name, &hist, res, -1, e); /* a failed poll, with no session */
+        record_poll(st, a->name, &hist, res, -1, e); /* a failed poll, with no session */
         return -1;
     }
     const char *cur = tok;
@@ -563,6 +602,6 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
         free(tok);
     }
-    record_poll(a->name, &hist, res, rc, e);
+    record_poll(st, a->name, &hist, res, rc, e);
     return rc;
 }

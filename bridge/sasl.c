@@ -297,8 +297,9 @@ static const unsigned char *scram_attr(const unsigned char *in, size_t n, char n
 
 /* Hi(str, salt, i) of RFC 5802 §2.2 (PBKDF2 with HMAC-H, one block) for
  * H = SHA-1 (sha256 false) or SHA-256, into out (20 or 32 bytes).  The HMAC
- * keys' inner and outer states are computed once and copied per iteration. */
-#define SCRAM_HI(CTX, INIT, UPDATE, FINAL, DIGEST, LEN)                                     \
+ * keys' inner and outer states are computed once and copied per iteration;
+ * THEN runs before they are wiped (SHA-256 finishes the iterations in it). */
+#define SCRAM_HI_KEEP(CTX, INIT, UPDATE, FINAL, DIGEST, LEN, THEN)                          \
     do {                                                                                     \
         unsigned char k[64] = {0}, pad[64], u[LEN];                                          \
         CTX ic, oc, c;                                                                       \
@@ -332,6 +333,7 @@ static const unsigned char *scram_attr(const unsigned char *in, size_t n, char n
             for (size_t x = 0; x < LEN; x++)                                                 \
                 out[x] ^= u[x];                                                              \
         }                                                                                    \
+        THEN;                                                                                \
         OPENSSL_cleanse(k, sizeof k);                                                        \
         OPENSSL_cleanse(pad, sizeof pad);                                                    \
         OPENSSL_cleanse(u, sizeof u);                                                        \
@@ -339,6 +341,51 @@ static const unsigned char *scram_attr(const unsigned char *in, size_t n, char n
         OPENSSL_cleanse(&oc, sizeof oc);                                                     \
         OPENSSL_cleanse(&c, sizeof c);                                                       \
     } while (0)
+#define SCRAM_HI(CTX, INIT, UPDATE, FINAL, DIGEST, LEN) \
+    SCRAM_HI_KEEP(CTX, INIT, UPDATE, FINAL, DIGEST, LEN, (void)0)
+
+/* The SHA-256 state words into a big-endian digest at out. */
+static void sha256_state_out(const SHA256_CTX *c, unsigned char *out)
+{
+    for (size_t x = 0; x < 8; x++) {
+        out[4 * x] = (unsigned char)(c->h[x] >> 24);
+        out[4 * x + 1] = (unsigned char)(c->h[x] >> 16);
+        out[4 * x + 2] = (unsigned char)(c->h[x] >> 8);
+        out[4 * x + 3] = (unsigned char)c->h[x];
+    }
+}
+
+/* Iterations 2..iter of Hi() with HMAC-SHA-256 (ic, oc: the states after
+ * the inner and outer key blocks; u: U1; out holds U1).  Every later HMAC
+ * input is one 32-octet digest, so each hash is exactly one more block,
+ * padded the same way every time: the block is built once, the digest is
+ * written into its first half, and SHA256_Transform runs on it directly
+ * (no per-hash padding, copying or wiping of a whole context as
+ * SHA256_Update/SHA256_Final do), two block operations per iteration. */
+static void scram_hi256_rest(const SHA256_CTX *ic, const SHA256_CTX *oc,
+                             const unsigned char u[SHA256_DIGEST_LENGTH], unsigned long iter,
+                             unsigned char *out)
+{
+    unsigned char block[SHA256_CBLOCK];
+    memset(block, 0, sizeof block);
+    memcpy(block, u, SHA256_DIGEST_LENGTH);
+    block[SHA256_DIGEST_LENGTH] = 0x80;
+    /* length in bits of key block + digest: (64 + 32) * 8 = 768 = 0x0300 */
+    block[SHA256_CBLOCK - 2] = 0x03;
+    SHA256_CTX c = *ic;
+    for (unsigned long j = 1; j < iter; j++) {
+        memcpy(c.h, ic->h, sizeof c.h);
+        SHA256_Transform(&c, block);
+        sha256_state_out(&c, block);
+        memcpy(c.h, oc->h, sizeof c.h);
+        SHA256_Transform(&c, block);
+        sha256_state_out(&c, block);
+        for (size_t x = 0; x < SHA256_DIGEST_LENGTH; x++)
+            out[x] ^= block[x];
+    }
+    OPENSSL_cleanse(block, sizeof block);
+    OPENSSL_cleanse(&c, sizeof c);
+}
 
 size_t sasl_scram_hi(bool sha256, const char *pw_in, size_t pl, const unsigned char *salt,
                      size_t sl, unsigned long iter, unsigned char *out)
@@ -347,7 +394,10 @@ size_t sasl_scram_hi(bool sha256, const char *pw_in, size_t pl, const unsigned c
     if (iter == 0)
         return 0;
     if (sha256) {
-        SCRAM_HI(SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final, SHA256, SHA256_DIGEST_LENGTH);
+        unsigned long all = iter;
+        iter = 1; /* U1 with the generic code, the rest block by block */
+        SCRAM_HI_KEEP(SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final, SHA256,
+                      SHA256_DIGEST_LENGTH, scram_hi256_rest(&ic, &oc, u, all, out));
         return SHA256_DIGEST_LENGTH;
     }
     SCRAM_HI(SHA_CTX, SHA1_Init, SHA1_Update, SHA1_Final, SHA1, SHA_DIGEST_LENGTH);

@@ -211,7 +211,15 @@ struct store_msg {
       (st, account, type, data, webhooks, n_webhooks, now, event_id, e))                        \
     X(int, event_get,                                                                           \
       (struct store * st, int64_t id, struct store_event *out, char **data, struct err *e),     \
-      (st, id, out, data, e))
+      (st, id, out, data, e))                                                      \
+    X(int, poll_record,                                                                         \
+      (struct store * st, const char *account, const char *instance,                            \
+       const struct pollhist_poll *p, const struct pollhist_session *s, struct err *e),         \
+      (st, account, instance, p, s, e))                                                         \
+    X(int, poll_history,                                                                        \
+      (struct store * st, const char *account, struct pollhist_session *s,                      \
+       struct store_poll *out, size_t max, size_t *n, struct err *e),                           \
+      (st, account, s, out, max, n, e))
 
 #define STORE_OPS_FIELD(ret, name, params, args) ret(*name) params;
 

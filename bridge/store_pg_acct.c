@@ -619,3 +619,167 @@ int pg_oauth2_release(struct store *st, const char *account, const char *owner,
                   " WHERE account = $1 AND lease_owner = $2",
                   &q, NULL, e, "release OAuth2 lease");
 }
+
+/* ---- poll history (dashboard) ---------------------------------------------- */
+
+/* Checks of store_poll_record's and store_poll_history's account (and instance). */
+static int poll_check(const char *account, const char *instance, struct err *e)
+{
+    if (store_check_name("account", account, e) < 0 ||
+        (instance && *instance && store_check_owner(instance, e) < 0))
+        return -1;
+    return 0;
+}
+
+/* The poll's insert and the prune of the account's older polls: the DELETE
+ * sees the rows before the insert, so it keeps POLLHIST_POLLS - 1 of them. */
+#define POLL_INSERT                                                                        \
+    "WITH ins AS (INSERT INTO polls(account, at, duration_ms, listed, new_messages,"       \
+    " deleted, ok, error, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)),"         \
+    " pruned AS (DELETE FROM polls WHERE account = $1 AND id NOT IN"                       \
+    " (SELECT id FROM polls WHERE account = $1 ORDER BY id DESC LIMIT $10))"
+#define POLL_SESSION_UPSERT                                                                \
+    " INSERT INTO poll_sessions(account, at, capa, tls, tls_version, tls_cipher,"          \
+    " tls_verified, tls_verify, tls_subject, tls_issuer, tls_not_after, tls_fingerprint)"  \
+    " VALUES ($1, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"                  \
+    " ON CONFLICT (account) DO UPDATE SET at = excluded.at, capa = excluded.capa,"         \
+    " tls = excluded.tls, tls_version = excluded.tls_version,"                            \
+    " tls_cipher = excluded.tls_cipher, tls_verified = excluded.tls_verified,"             \
+    " tls_verify = excluded.tls_verify, tls_subject = excluded.tls_subject,"               \
+    " tls_issuer = excluded.tls_issuer, tls_not_after = excluded.tls_not_after,"           \
+    " tls_fingerprint = excluded.tls_fingerprint"
+
+int pg_poll_record(struct store *st, const char *account, const char *instance,
+                   const struct pollhist_poll *p, const struct pollhist_session *s,
+                   struct err *e)
+{
+    if (poll_check(account, instance, e) < 0)
+        return -1;
+    if (!p)
+        return err_set(e, ERR_USAGE, "store: record a poll: no poll");
+    /* the CAPA lines, each ended by a newline (a line holds none) */
+    char capa[POLLHIST_CAPA_MAX * (POLLHIST_CAPA_LINE_MAX + 1) + 1];
+    size_t cl = 0;
+    for (size_t i = 0; s && i < s->n_capa && i < POLLHIST_CAPA_MAX; i++) {
+        size_t l = strnlen(s->capa[i], POLLHIST_CAPA_LINE_MAX);
+        memcpy(capa + cl, s->capa[i], l);
+        for (size_t j = cl; j < cl + l; j++)
+            if (capa[j] == '\n')
+                capa[j] = ' ';
+        cl += l;
+        capa[cl++] = '\n';
+    }
+    capa[cl] = '\0';
+    struct pq q = {0};
+    pq_text(&q, account);
+    pq_i64(&q, p->at);
+    pq_i64(&q, p->duration_ms);
+    pq_i64(&q, p->listed);
+    pq_i64(&q, p->new_messages);
+    pq_i64(&q, p->deleted);
+    pq_text(&q, p->ok ? "true" : "false");
+    pq_trunc(&q, p->error, POLLHIST_ERROR_MAX);
+    pq_text(&q, instance ? instance : "");
+    pq_i64(&q, POLLHIST_POLLS - 1);
+    if (s) {
+        const struct net_tls_info *t = &s->tls_info;
+        pq_i64(&q, s->at);
+        pq_text(&q, capa);
+        pq_text(&q, s->tls ? "true" : "false");
+        pq_trunc(&q, s->tls ? t->version : "", sizeof t->version - 1);
+        pq_trunc(&q, s->tls ? t->cipher : "", sizeof t->cipher - 1);
+        pq_text(&q, s->tls && t->verified ? "true" : "false");
+        pq_trunc(&q, s->tls ? t->verify : "", sizeof t->verify - 1);
+        pq_trunc(&q, s->tls ? t->peer : "", sizeof t->peer - 1);
+        pq_trunc(&q, s->tls ? t->issuer : "", sizeof t->issuer - 1);
+        pq_i64(&q, s->tls ? t->not_after : 0);
+        pq_trunc(&q, s->tls ? t->fingerprint : "", sizeof t->fingerprint - 1);
+    }
+    return pg_write1(st, s ? POLL_INSERT POLL_SESSION_UPSERT : POLL_INSERT " SELECT 1", &q, NULL,
+                     e, "record a poll");
+}
+
+static void poll_session_row(PGresult *r, int i, void *p)
+{
+    struct pollhist_session *s = p;
+    memset(s, 0, sizeof *s);
+    s->at = pg_g64(r, i, 0);
+    const char *capa = PQgetisnull(r, i, 1) ? "" : PQgetvalue(r, i, 1);
+    for (const char *nl; s->n_capa < POLLHIST_CAPA_MAX && (nl = strchr(capa, '\n'));
+         capa = nl + 1) {
+        size_t l = (size_t)(nl - capa);
+        if (l > POLLHIST_CAPA_LINE_MAX)
+            l = POLLHIST_CAPA_LINE_MAX;
+        memcpy(s->capa[s->n_capa], capa, l);
+        s->capa[s->n_capa++][l] = '\0';
+    }
+    s->tls = strcmp(PQgetvalue(r, i, 2), "t") == 0;
+    struct net_tls_info *t = &s->tls_info;
+    pg_gstr(r, i, 3, t->version, sizeof t->version);
+    pg_gstr(r, i, 4, t->cipher, sizeof t->cipher);
+    t->verified = strcmp(PQgetvalue(r, i, 5), "t") == 0;
+    pg_gstr(r, i, 6, t->verify, sizeof t->verify);
+    pg_gstr(r, i, 7, t->peer, sizeof t->peer);
+    pg_gstr(r, i, 8, t->issuer, sizeof t->issuer);
+    t->not_after = pg_g64(r, i, 9);
+    pg_gstr(r, i, 10, t->fingerprint, sizeof t->fingerprint);
+}
+
+int pg_poll_history(struct store *st, const char *account, struct pollhist_session *s,
+                    struct store_poll *out, size_t max, size_t *n, struct err *e)
+{
+    if (n)
+        *n = 0;
+    if (poll_check(account, NULL, e) < 0)
+        return -1;
+    if (max > POLLHIST_POLLS)
+        max = POLLHIST_POLLS;
+    PGconn *c = pg_conn_get(st, e);
+    if (!c)
+        return -1;
+    int rv = 0;
+    if (s) {
+        struct pq q = {0};
+        pq_text(&q, account);
+        rv = pq_one(st, c,
+                    "SELECT at, capa, tls, tls_version, tls_cipher, tls_verified, tls_verify,"
+                    " tls_subject, tls_issuer, tls_not_after, tls_fingerprint"
+                    " FROM poll_sessions WHERE account = $1",
+                    &q, poll_session_row, s, e, "read the last session");
+        if (rv == STORE_NOTFOUND) {
+            memset(s, 0, sizeof *s);
+            rv = 0;
+        }
+    }
+    if (rv == 0 && out && max > 0) {
+        struct pq q = {0};
+        pq_text(&q, account);
+        pq_i64(&q, (int64_t)max);
+        PGresult *r = pq_run(st, c,
+                             "SELECT at, duration_ms, listed, new_messages, deleted, ok, error,"
+                             " instance FROM polls WHERE account = $1 ORDER BY id DESC LIMIT $2",
+                             &q, 0, e, "read the polls");
+        if (!r) {
+            rv = -1;
+        } else {
+            size_t k = 0;
+            for (int i = 0; i < PQntuples(r) && k < max; i++, k++) {
+                struct store_poll *o = &out[k];
+                memset(o, 0, sizeof *o);
+                o->p.at = pg_g64(r, i, 0);
+                o->p.duration_ms = pg_g64(r, i, 1);
+                o->p.listed = (uint32_t)pg_g64(r, i, 2);
+                o->p.new_messages = (uint32_t)pg_g64(r, i, 3);
+                o->p.deleted = (uint32_t)pg_g64(r, i, 4);
+                o->p.ok = strcmp(PQgetvalue(r, i, 5), "t") == 0;
+                pg_gstr(r, i, 6, o->p.error, sizeof o->p.error);
+                pg_gstr(r, i, 7, o->instance, sizeof o->instance);
+            }
+            if (n)
+                *n = k;
+            PQclear(r);
+        }
+    }
+    pg_conn_put(st, c);
+    return rv;
+}

@@ -638,3 +638,26 @@ int sq_instance_get(struct store *st, const char *id, struct store_instance *out
     sqlite3_finalize(s);
     return r;
 }
+
+/* ---- poll history ---------------------------------------------------------- */
+
+/* One instance by construction: the history stays in pollhist's memory
+ * (include/store.h, "poll history"). */
+int sq_poll_record(struct store *st, const char *account, const char *instance,
+                   const struct pollhist_poll *p, const struct pollhist_session *s,
+                   struct err *e)
+{
+    (void)st, (void)account, (void)instance, (void)p, (void)s;
+    return err_set(e, ERR_USAGE, "store: record a poll: the poll history is not kept on SQLite "
+                                 "(one instance: it stays in memory)");
+}
+
+int sq_poll_history(struct store *st, const char *account, struct pollhist_session *s,
+                    struct store_poll *out, size_t max, size_t *n, struct err *e)
+{
+    (void)st, (void)account, (void)s, (void)out, (void)max;
+    if (n)
+        *n = 0;
+    return err_set(e, ERR_USAGE, "store: read the poll history: it is not kept on SQLite "
+                                 "(one instance: it stays in memory)");
+}

@@ -74,6 +74,8 @@
 #define DELIVERY_UNRECORDED_MAX 4096 /* unrecorded outcomes whose leases are kept
                                         to be released; beyond, they expire */
 #define DELIVERY_SWEEP_MS (10 * 60 * 1000) /* look for deliveries of removed webhooks */
+#define DELIVERY_BUSY_WAIT_MS 200 /* the longest wait of a step with work under way
+                                     (transfers, a sweep, leases to release) */
 
 struct delivery_stats {
     uint64_t delivered, retried, dead, disabled;
@@ -96,8 +98,11 @@ struct delivery *delivery_new(struct store *st, const char *owner, struct err *e
 void delivery_set_lease_ms(struct delivery *d, int64_t lease_ms);
 
 /* Lease due deliveries where a webhook's queue has room, start what the
- * sender has slots for, drive the transfers for up to wait_ms (less when
- * outcomes wait for their commit), and record finished outcomes.  cfg NULL
+ * sender has slots for, drive the transfers for up to wait_ms (at most
+ * DELIVERY_BUSY_WAIT_MS; less when outcomes wait for their commit), and
+ * record finished outcomes.  With nothing under way, sleep up to wait_ms,
+ * but no later than the soonest time a webhook's store is to be asked again
+ * (a retry falling due), unless woken.  cfg NULL
  * means draining: nothing new is leased or started, deliveries waiting in
  * the queues are released, running ones finish.  Returns the number of
  * transfers that finished, or -1 with e (ERR_INTERNAL: the sender or the

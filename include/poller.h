@@ -66,6 +66,11 @@ struct poller_result {
 int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
                 bool first, int cancel_fd, struct poller_result *res, struct err *e);
 
+/* This instance's id (config_instance_id), named as the poller of each poll
+ * shared through the store on PostgreSQL (store_poll_record).  Call before
+ * the first poll; unset: "". */
+void poller_set_instance(const char *id);
+
 /* Current wall-clock time in Unix milliseconds (the store's time base). */
 int64_t poller_now_ms(void);
 

@@ -1,7 +1,12 @@
 /*
  * pollhist — the recent polls of each account and the details of its last
- * POP3 session, kept in memory for the dashboard (nothing is stored: a
- * restart begins a new history).
+ * POP3 session, kept in memory for the dashboard.  With SQLite (one
+ * instance) this is the whole history: nothing is stored, a restart begins
+ * a new one.  With PostgreSQL the poller also writes each poll and its
+ * session to the store (store_poll_record), and the API reads them from
+ * there (store_poll_history), so every instance sharing the store shows the
+ * same history whichever instance polled; this memory then feeds the store
+ * write and answers only when the store cannot be read.
  *
  * Per account: a ring of the last POLLHIST_POLLS polls (when, how long, how
  * many messages were listed, new, deleted, and the outcome) and the last

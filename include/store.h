@@ -106,6 +106,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "pollhist.h"
 
 /* ---- limits ------------------------------------------------------------ */
 #define STORE_NOTFOUND 1
@@ -138,7 +139,7 @@
 #define STORE_EVENT_TYPE_MAX 31       /* event type names ("account.auth_error") */
 #define STORE_EVENT_DATA_MAX 65536    /* bytes of an event's data (JSON text) */
 #define STORE_RETRY_BULK_MAX 1000     /* deliveries one store_delivery_retry_bulk resets */
-#define STORE_SCHEMA_VERSION 8        /* newest schema this build knows */
+#define STORE_SCHEMA_VERSION 10       /* newest schema this build knows */
 #define STORE_LINK_KEY_LEN 32         /* bytes of the link key (links.h) */
 
 struct store;      /* one connection; see "Threads" above */
@@ -720,6 +721,41 @@ struct store_account_counts {
 };
 int store_account_counts(struct store *st, const char *account,
                          struct store_account_counts *out, struct err *e);
+
+/* ---- poll history (dashboard; several instances) ------------------------
+ *
+ * The recent polls of each account and its last POP3 session, as pollhist.h
+ * records them in memory, kept in the store so that every instance sharing
+ * it shows the same (GET /api/v1/accounts/{name}).  PostgreSQL only (schema
+ * 10: tables polls and poll_sessions): the daemon writes them there after
+ * each poll.  SQLite has one instance by construction and keeps the history
+ * in pollhist's memory alone, at no cost per poll: there both calls refuse
+ * with ERR_USAGE ("not kept on SQLite").  Rows are bounded: POLLHIST_POLLS
+ * polls per account (an account removed from the configuration keeps its
+ * last polls and session, as it keeps its accounts row). */
+
+/* A poll and the instance that made it. */
+struct store_poll {
+    struct pollhist_poll p;
+    char instance[STORE_OWNER_MAX + 1]; /* "" when not known */
+};
+
+/* A poll of `account` by `instance` ended: p is added and the account's
+ * polls beyond the newest POLLHIST_POLLS are dropped, and with s (may be
+ * NULL: the poll had no session) s replaces the account's last session, all
+ * in one statement (one round trip).  instance NULL or "": not known.
+ * Error texts and CAPA lines are cut at pollhist's limits and kept as valid
+ * UTF-8.  0, or -1 with e: ERR_USAGE (SQLite, empty account), ERR_LIMIT
+ * (account or instance too long), ERR_INTERNAL. */
+int store_poll_record(struct store *st, const char *account, const char *instance,
+                      const struct pollhist_poll *p, const struct pollhist_session *s,
+                      struct err *e);
+
+/* The account's last session into *s (may be NULL; s->at == 0: none yet)
+ * and up to max of its polls, newest first, into out[] (*n gets the count).
+ * 0, or -1 with e as above. */
+int store_poll_history(struct store *st, const char *account, struct pollhist_session *s,
+                       struct store_poll *out, size_t max, size_t *n, struct err *e);
 
 /* ---- account leases seen by all, and instances (several instances) ------ */
 

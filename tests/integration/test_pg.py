@@ -21,6 +21,9 @@ here, tests/lib/postgres.py) and one real Dovecot.
   writing nothing, while a bridge still runs on DIR.
 - Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
   by Message-ID, a dead delivery dropped and the others retried in bulk.
+- An account's recent polls and last POP3 session are kept in the store:
+  the instance that did not poll it answers GET /api/v1/accounts/{name}
+  with the same `polls` and `last_session` as the one that did.
 - OAuth2 (issue 11) across instances, with the loopback authorization
   server (tests/lib/oauth2_server.py: refresh-token rotation) and a Dovecot
   checking tokens by introspection: two instances on one store, one polling
@@ -1154,3 +1157,84 @@ def test_api_waiting_for_another_refresh_counts_against_request_timeout():
         rcv.stop()
         dco.stop()
         a.stop()
+
+
+def account_history(b, name):
+    """GET /api/v1/accounts/{name} on b, checked against openapi.yaml."""
+    path = "/api/v1/accounts/%s" % name
+    status, headers, raw, _ = api_raw(b, path)
+    problems = SPEC.check("GET", path, status, headers.get("content-type", ""), raw)
+    harness.eq(problems, [], "GET %s against openapi.yaml" % path)
+    harness.eq(status, 200, "GET %s" % path)
+    return json.loads(raw)
+
+
+@harness.timeout(60)
+def test_poll_history_same_on_every_instance():
+    """After a poll on instance X, instance Y (which does not hold the
+    account, and never polled it) answers the account's `polls` and
+    `last_session` (CAPA lines, TLS details) as X does, each poll naming X."""
+    db = "pollhist"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-pollhist").start()
+    accounts, env = make_accounts("ph", 1, 2, seed=11)
+    name = accounts[0]["name"]
+    accounts[0]["poll_interval"] = "1h"     # one poll: the history stays put
+    a, b = instances(2, db, accounts, env, rcv, "pollhist")
+    try:
+        a.start()
+        b.start()
+        for x in (a, b):
+            x.wait_log(r"event=started", 30)
+        harness.wait_for(lambda: any(re.search(r"event=poll_done account=%s\b" % name, x.log())
+                                     for x in (a, b)), 30, interval=0.1, what="the first poll")
+        x, y = (a, b) if re.search(r"event=poll_done account=%s\b" % name, a.log()) else (b, a)
+        rcv.wait_events(2, 20)
+        if re.search(r"event=poll_done account=%s\b" % name, y.log()):
+            raise AssertionError("both instances polled %s: the test needs one that did not"
+                                 % name)
+        hx = account_history(x, name)
+        if not hx["polls"] or hx["last_session"] is None:
+            raise AssertionError("the polling instance shows no history: %r" % hx)
+        newest = hx["polls"][0]
+        if hx["last_session"]["tls"] is None or not hx["last_session"]["capabilities"]:
+            raise AssertionError("no TLS details or CAPA lines: %r" % hx["last_session"])
+        hy = account_history(y, name)
+        harness.eq(hy["polls"], hx["polls"], "polls on the instance that did not poll")
+        harness.eq(hy["last_session"], hx["last_session"],
+                   "last_session on the instance that did not poll")
+        harness.eq(hy["last_session"]["tls"]["version"], hx["last_session"]["tls"]["version"],
+                   "TLS version")
+        harness.eq((newest["outcome"], newest.get("instance"), newest["new_messages"]),
+                   ("ok", instance_id(x), 2), "the newest poll")
+        harness.eq(PG.sql("SELECT count(*), min(instance) FROM polls WHERE account = '%s'" % name,
+                          db=db),
+                   [[str(len(hx["polls"])), instance_id(x)]], "poll rows in the store")
+        print("newest poll %s by %s, %d CAPA lines, %s; the same on both instances"
+              % (newest["at"], newest["instance"], len(hx["last_session"]["capabilities"]),
+                 hx["last_session"]["tls"]["version"]))
+        # the store refuses the history: logged once for the streak, the polls go on
+        done = r"event=poll_done account=%s\b" % name
+        PG.sql("ALTER TABLE polls RENAME TO polls_gone", db=db)
+        for k in (2, 3):
+            harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202,
+                       "poll now #%d" % k)
+            x.wait_log(done, 20, count=k)
+        harness.eq(len(re.findall(r"event=poll_history_failed", x.log())), 1,
+                   "poll_history_failed lines for a streak of two failed writes")
+        harness.eq(len(re.findall(r"event=poll_failed", x.log())), 0, "failed polls")
+        PG.sql("ALTER TABLE polls_gone RENAME TO polls", db=db)
+        harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #4")
+        x.wait_log(done, 20, count=4)
+        x.wait_log(r"event=poll_history_recovered account=%s\b" % name, 10)
+        hy = account_history(y, name)
+        harness.eq([p["outcome"] for p in hy["polls"]], ["ok", "ok"],
+                   "polls in the store after the two lost writes")
+        harness.eq(hy["polls"][1], hx["polls"][0], "the first poll, still there")
+        harness.eq(a.stop(), 0, "instance 0 exit code")
+        harness.eq(b.stop(), 0, "instance 1 exit code")
+    finally:
+        for x in (a, b):
+            if x.running():
+                x.kill9()
+        rcv.stop()

@@ -367,6 +367,36 @@ static void delivers_with_event_ids(void **state)
     assert_int_equal(ds.unrecorded, 0);
 }
 
+/* An idle step given a long wait sleeps only until its webhook is to be
+ * asked again (DELIVERY_RECHECK_MS with nothing due), so the daemon can
+ * give it long waits without delaying a delivery that falls due meanwhile
+ * without a wakeup (a retry, another instance's message).  Before, it slept
+ * the whole wait. */
+static void idle_step_sleeps_until_next_check(void **state)
+{
+    struct fx *fx = *state;
+    fx->rcv = rcv_start(0);
+    configure(fx, NULL);
+    fx->d = new_delivery(fx, "A", 0);
+    const int wait = 4 * DELIVERY_RECHECK_MS;
+    struct err e;
+    int64_t t0 = mono_ms();
+    assert_true(delivery_step(fx->d, fx->ref, wait, &e) >= 0);
+    int64_t slept = mono_ms() - t0;
+    print_message("idle step with nothing due: %lld ms (wait %d ms)\n", (long long)slept, wait);
+    assert_true(slept < DELIVERY_RECHECK_MS + DELIVERY_RECHECK_MS / 2);
+    /* due now, no wakeup: taken at the next check, well before wait */
+    store_one(fx, "u1", NULL, 0);
+    t0 = mono_ms();
+    for (int i = 0; i < 8 && !one_request(fx); i++)
+        assert_true(delivery_step(fx->d, fx->ref, wait, &e) >= 0);
+    int64_t took = mono_ms() - t0;
+    print_message("delivered %lld ms after it fell due\n", (long long)took);
+    assert_int_equal(rcv_count(fx->rcv), 1);
+    assert_true(took < DELIVERY_RECHECK_MS + DELIVERY_RECHECK_MS / 2);
+    step_until(fx, idle, "the outcome recorded");
+}
+
 /* RFC 1939 lets a server give a new message an old message's UIDL once the
  * old one is gone: the new message gets a new webhook-id; a retry of one
  * message keeps its id. */
@@ -592,6 +622,7 @@ int main(void)
     umask(077); /* the configs and secret files written here are 0600: perms.h refuses others */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(delivers_with_event_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(idle_step_sleeps_until_next_check, setup, teardown),
         cmocka_unit_test_setup_teardown(reused_uidl_new_id_retry_same, setup, teardown),
         cmocka_unit_test_setup_teardown(unrecorded_outcome_expires, setup, teardown),
         cmocka_unit_test_setup_teardown(unrecorded_outcome_released, setup, teardown),

@@ -2890,6 +2890,7 @@ static void pg_migrate_from_6(void **state)
                              "   CHECK (status BETWEEN 0 AND 3);"
                              " DROP INDEX deliveries_webhook_status; DROP INDEX messages_message_id;"
                              " ALTER TABLE messages DROP COLUMN duplicate_of;"
+                             " DROP TABLE polls; DROP TABLE poll_sessions;" /* 10 */
                              " UPDATE schema_version SET version = 6"),
                      0);
     assert_int_equal(pg_value("SELECT count(*) FROM information_schema.tables"
@@ -2923,6 +2924,159 @@ static void pg_migrate_from_6(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(d[0].event_id, ev);
     assert_true(d[0].id > got.id);
+}
+
+/* A poll with a few fields set, at `at`. */
+static struct pollhist_poll hpoll(int64_t at, bool ok)
+{
+    struct pollhist_poll p = {.at = at, .duration_ms = 40, .listed = 3, .new_messages = 2,
+                              .deleted = 1, .ok = ok};
+    if (!ok)
+        snprintf(p.error, sizeof p.error, "Connection: connect to 127.0.0.1:1: refused");
+    return p;
+}
+
+/* The poll history (schema 10): on PostgreSQL each poll is added and the
+ * account's polls beyond POLLHIST_POLLS dropped, with the session it had;
+ * on SQLite both calls refuse (the history stays in memory). */
+static void poll_history(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    struct pollhist_poll p = hpoll(T0, true);
+    struct pollhist_session s;
+    struct store_poll out[POLLHIST_POLLS + 5];
+    size_t n = 99;
+    if (strcmp(store_backend(), "postgresql") != 0) {
+        assert_int_equal(store_poll_record(st, "acc", OWNER, &p, NULL, &e), -1);
+        assert_int_equal(e.kind, ERR_USAGE);
+        assert_non_null(strstr(e.msg, "not kept on SQLite"));
+        assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), -1);
+        assert_int_equal(e.kind, ERR_USAGE);
+        assert_int_equal(n, 0);
+        return;
+    }
+    /* nothing yet: no session, no polls */
+    assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(s.at, 0);
+    /* a poll with a TLS session */
+    struct pollhist_session in = {.at = T0 + 5, .tls = true, .n_capa = 3};
+    snprintf(in.capa[0], sizeof in.capa[0], "USER");
+    snprintf(in.capa[1], sizeof in.capa[1], "UIDL");
+    snprintf(in.capa[2], sizeof in.capa[2], "SASL PLAIN XOAUTH2");
+    snprintf(in.tls_info.version, sizeof in.tls_info.version, "TLSv1.3");
+    snprintf(in.tls_info.cipher, sizeof in.tls_info.cipher, "TLS_AES_256_GCM_SHA384");
+    in.tls_info.verified = true;
+    snprintf(in.tls_info.verify, sizeof in.tls_info.verify, "chain");
+    snprintf(in.tls_info.peer, sizeof in.tls_info.peer, "CN=pop.example");
+    snprintf(in.tls_info.issuer, sizeof in.tls_info.issuer, "CN=Test CA");
+    in.tls_info.not_after = T0 + DAY_MS;
+    snprintf(in.tls_info.fingerprint, sizeof in.tls_info.fingerprint, "sha256:%064d", 7);
+    assert_int_equal(store_poll_record(st, "acc", OWNER, &p, &in, &e), 0);
+    assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0].p.at, T0);
+    assert_int_equal(out[0].p.duration_ms, 40);
+    assert_int_equal(out[0].p.listed, 3);
+    assert_int_equal(out[0].p.new_messages, 2);
+    assert_int_equal(out[0].p.deleted, 1);
+    assert_true(out[0].p.ok);
+    assert_string_equal(out[0].p.error, "");
+    assert_string_equal(out[0].instance, OWNER);
+    assert_int_equal(s.at, T0 + 5);
+    assert_true(s.tls);
+    assert_int_equal(s.n_capa, 3);
+    assert_string_equal(s.capa[2], "SASL PLAIN XOAUTH2");
+    assert_string_equal(s.tls_info.version, "TLSv1.3");
+    assert_string_equal(s.tls_info.cipher, "TLS_AES_256_GCM_SHA384");
+    assert_true(s.tls_info.verified);
+    assert_string_equal(s.tls_info.verify, "chain");
+    assert_string_equal(s.tls_info.peer, "CN=pop.example");
+    assert_string_equal(s.tls_info.issuer, "CN=Test CA");
+    assert_int_equal(s.tls_info.not_after, T0 + DAY_MS);
+    assert_string_equal(s.tls_info.fingerprint, in.tls_info.fingerprint);
+    /* a failed poll without a session keeps the last session; another
+     * instance's poll with a plaintext session replaces it */
+    p = hpoll(T0 + 10, false);
+    assert_int_equal(store_poll_record(st, "acc", "other", &p, NULL, &e), 0);
+    assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_false(out[0].p.ok);
+    assert_string_equal(out[0].p.error, "Connection: connect to 127.0.0.1:1: refused");
+    assert_string_equal(out[0].instance, "other");
+    assert_int_equal(out[1].p.at, T0);
+    assert_int_equal(s.at, T0 + 5);
+    struct pollhist_session plain = {.at = T0 + 21, .n_capa = 1};
+    snprintf(plain.capa[0], sizeof plain.capa[0], "TOP");
+    p = hpoll(T0 + 20, true);
+    assert_int_equal(store_poll_record(st, "acc", NULL, &p, &plain, &e), 0);
+    assert_int_equal(store_poll_history(st, "acc", &s, out, 1, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0].p.at, T0 + 20);
+    assert_string_equal(out[0].instance, "");
+    assert_int_equal(s.at, T0 + 21);
+    assert_false(s.tls);
+    assert_int_equal(s.n_capa, 1);
+    assert_string_equal(s.capa[0], "TOP");
+    assert_string_equal(s.tls_info.version, "");
+    /* bounded: the newest POLLHIST_POLLS stay, newest first */
+    for (int i = 0; i < POLLHIST_POLLS + 5; i++) {
+        p = hpoll(T0 + 100 + i, true);
+        assert_int_equal(store_poll_record(st, "acc", OWNER, &p, NULL, &e), 0);
+    }
+    assert_int_equal(pg_value("SELECT count(*) FROM polls WHERE account = 'acc'"), POLLHIST_POLLS);
+    assert_int_equal(store_poll_history(st, "acc", NULL, out, POLLHIST_POLLS + 5, &n, &e), 0);
+    assert_int_equal(n, POLLHIST_POLLS);
+    assert_int_equal(out[0].p.at, T0 + 100 + POLLHIST_POLLS + 4);
+    assert_int_equal(out[POLLHIST_POLLS - 1].p.at, T0 + 105);
+    /* other accounts are apart; text that is not UTF-8 is kept valid */
+    p = hpoll(T0, false);
+    snprintf(p.error, sizeof p.error, "bad \xff byte");
+    assert_int_equal(store_poll_record(st, "b", OWNER, &p, NULL, &e), 0);
+    assert_int_equal(store_poll_history(st, "b", &s, out, POLLHIST_POLLS, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(s.at, 0);
+    assert_non_null(strstr(out[0].p.error, "bad "));
+    assert_null(strchr(out[0].p.error, '\xff'));
+    /* errors */
+    assert_int_equal(store_poll_record(st, "", OWNER, &p, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    char longname[STORE_OWNER_MAX + 2];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(store_poll_record(st, "acc", longname, &p, NULL, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_poll_history(st, "", &s, out, POLLHIST_POLLS, &n, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* Migration 10 on its own, from a database at schema 9 (its tables only):
+ * the poll history's tables are made and used. */
+static void pg_migrate_9_to_10(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    store_close(st);
+    ((struct fx *)*state)->st = NULL;
+    store_teardown();
+    assert_int_equal(pg_exec("DROP TABLE polls; DROP TABLE poll_sessions;"
+                             " UPDATE schema_version SET version = 9"),
+                     0);
+    struct store_target t = {.url = pg_url, .password = pg_pw, .pool = 2};
+    assert_int_equal(store_setup(&t, &e), 0);
+    assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
+    st = fx_open(state);
+    struct pollhist_poll p = hpoll(T0, true);
+    struct pollhist_session in = {.at = T0 + 1, .n_capa = 1}, s;
+    snprintf(in.capa[0], sizeof in.capa[0], "UIDL");
+    assert_int_equal(store_poll_record(st, "acc", OWNER, &p, &in, &e), 0);
+    struct store_poll out[2];
+    size_t n = 0;
+    assert_int_equal(store_poll_history(st, "acc", &s, out, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(s.at, T0 + 1);
+    assert_string_equal(s.capa[0], "UIDL");
 }
 
 /* A COMMIT that fails (a deferred trigger refuses it) leaves the pool
@@ -3242,6 +3396,7 @@ int main(void)
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6),
             T(pg_commit_failure),   T(pg_group_fallback),   T(events_purge),
+            T(poll_history),        T(pg_migrate_9_to_10),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -3258,6 +3413,7 @@ int main(void)
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
         T(oauth2_rows),         T(oauth2_one_refresher),
         T(instances),           T(webhook_stats_hourly), T(events_purge),
+        T(poll_history),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
