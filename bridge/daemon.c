@@ -275,7 +275,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
         a->lease_until = 0;
         a->polled_once = true; /* --once: not ours to poll */
         a->state = before;
-        a->next_at = now + (ca ? ca->poll_interval_ms : 60000);
+        a->next_at = now + (ca ? ca->poll_interval_ms : DAEMON_INTERVAL_UNKNOWN_MS);
         cfgref_put(ref);
     }
     pthread_cond_broadcast(&daemon_rt.cond);
@@ -407,7 +407,7 @@ static void *poll_worker(void *arg)
             log_debug("poll_start", "account=%s", name);
             rc = poller_poll(st, daemon_rt.committer, ca, first, daemon_rt.cancel_fd, &res, &e);
         }
-        int64_t interval = ca ? ca->poll_interval_ms : 60000;
+        int64_t interval = ca ? ca->poll_interval_ms : DAEMON_INTERVAL_UNKNOWN_MS;
         int64_t took_ms = clock_mono_ms() - started;
         if (rc != 0 && ca && !rt_stopping(NULL)) {
             /* durable before the poll counts as done (run --once then delivers it) */
@@ -863,6 +863,7 @@ static void init_runtime(struct run *r, struct config *cfg)
     keeper = (struct daemon_keeper){
         .lock = &daemon_rt.lock,
         .cond = &daemon_rt.cond,
+        .cfg = &daemon_rt.cfg,
         .accounts = &daemon_rt.accounts,
         .n_accounts = &daemon_rt.n_accounts,
         .share_limit = &daemon_rt.share_limit,

@@ -14,8 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfgref.h"
 #include "scheduler.h"
 #include "store.h"
+
+/* the poll interval of an account in the table that the configuration no
+ * longer has (a reload in between) */
+#define DAEMON_INTERVAL_UNKNOWN_MS 60000
 
 /* What the share and the lease keeper see of the daemon: pointers into its
  * state, set once before the keeper's first turn.  Everything pointed to is
@@ -24,6 +29,8 @@ struct daemon_keeper {
     pthread_mutex_t *lock;
     pthread_cond_t *cond;             /* the keeper waits on it; broadcast when the
                                          keeper takes an account (due to be polled) */
+    struct cfgref *const *cfg;        /* the configuration (cfgref_get; a reload
+                                         replaces it) */
     struct sched_account **accounts;  /* the account table (a reload replaces it) */
     size_t *n_accounts;
     size_t *share_limit;              /* set by each share turn: the most account leases

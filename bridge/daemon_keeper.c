@@ -10,7 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "cfgref.h"
 #include "clock.h"
+#include "config.h"
 #include "log.h"
 #include "share.h"
 #include "util.h"
@@ -108,15 +110,16 @@ static bool share_take(const struct daemon_keeper *k, struct store *st, const ch
         return false;
     struct store_account_state saved;
     bool have = store_account_get(st, name, &saved, &e) == 0;
+    struct cfgref *ref = cfgref_get(k->cfg);
+    const struct config_account *ca = config_account_find(ref->cfg, name);
+    int64_t interval = ca ? ca->poll_interval_ms : DAEMON_INTERVAL_UNKNOWN_MS;
+    cfgref_put(ref);
     pthread_mutex_lock(k->lock);
     struct sched_account *a = sched_find(*k->accounts, *k->n_accounts, name);
     if (a) {
         a->lease_until = now + k->lease_ms;
         a->free_turns = 0;
-        if (have && saved.last_success_at > a->last_success_at)
-            a->last_success_at = saved.last_success_at;
-        if (a->next_at > now && a->not_before <= now)
-            a->next_at = now; /* polled as soon as a worker is free */
+        sched_taken_over(a, have ? &saved : NULL, now, interval);
         pthread_cond_broadcast(k->cond);
     }
     pthread_mutex_unlock(k->lock);

@@ -61,6 +61,22 @@ struct sched_account *sched_pick(struct sched_account *v, size_t n, int64_t now,
     return best;
 }
 
+void sched_taken_over(struct sched_account *a, const struct store_account_state *saved,
+                      int64_t now, int64_t interval_ms)
+{
+    if (saved && saved->last_success_at > a->last_success_at)
+        a->last_success_at = saved->last_success_at;
+    if (a->running)
+        return;
+    int64_t last = saved ? MAX(saved->last_attempt_at, saved->last_success_at) : 0;
+    int64_t due = last > 0 ? MIN(last + interval_ms, now) : 0;
+    if (saved && saved->backoff_until > now && saved->backoff_until > a->not_before)
+        a->not_before = saved->backoff_until;
+    if (a->not_before > now)
+        due = MAX(due, a->not_before);
+    a->next_at = due;
+}
+
 void sched_begin(struct sched_account *a, int64_t now)
 {
     a->running = true;

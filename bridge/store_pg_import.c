@@ -295,6 +295,14 @@ int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *cou
                               "); stop it first", state_dir);
         return STORE_IN_USE;
     }
+    /* a bridge running on it has the database open (it takes no lock file):
+     * what it fetches or delivers after the copy would be done twice */
+    int used = store_sqlite_in_use(state_dir, "store migrate", e);
+    if (used != 0) {
+        if (lock_fd >= 0)
+            close(lock_fd);
+        return used;
+    }
     /* the SQLite state at the current schema (store_sqlite_open migrates) */
     struct store *sq = store_sqlite_open(state_dir, e);
     if (!sq)

@@ -260,6 +260,44 @@ static int restore_owner(const char *state_dir, const char *path, const char *lo
     return 0;
 }
 
+/* Lock the database at path (open on db) for db alone, until db is closed:
+ * 0, or STORE_IN_USE (ERR_USAGE) while another connection, in any process,
+ * has it open (a bridge running on it, or a command working on it), or -1.
+ * what begins the message. */
+static int lock_exclusive(sqlite3 *db, const char *path, const char *what, struct err *e)
+{
+    int rc = sqlite3_exec(db, "PRAGMA locking_mode = EXCLUSIVE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "BEGIN EXCLUSIVE; COMMIT", NULL, NULL, NULL);
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+        err_set(e, ERR_USAGE, "%s: the database is open in another process (a bridge or a"
+                              " command working on it); stop it first: %s", what, path);
+        return STORE_IN_USE;
+    }
+    if (rc != SQLITE_OK)
+        return err_set(e, ERR_INTERNAL, "%s: cannot lock %s: %s", what, path, sqlite3_errmsg(db));
+    return 0;
+}
+
+int store_sqlite_in_use(const char *state_dir, const char *what, struct err *e)
+{
+    char path[PATH_BYTES];
+    if (db_path(state_dir, path, sizeof path, e) < 0)
+        return -1;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        err_set(e, ERR_INTERNAL, "%s: cannot open %s: %s", what, path,
+                db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    int r = lock_exclusive(db, path, what, e);
+    sqlite3_close_v2(db); /* no statement is left: the lock goes with it */
+    return r;
+}
+
 int store_restore(const char *state_dir, const char *in_path, int *schema_from, struct err *e)
 {
     char path[PATH_BYTES], lock[PATH_BYTES];
@@ -297,19 +335,9 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
         goto out;
     }
     sqlite3_extended_result_codes(dst, 1);
-    if (exec_db(dst, "PRAGMA locking_mode = EXCLUSIVE", "restore", e) < 0)
-        goto out;
-    char *msg = NULL;
-    int rc = sqlite3_exec(dst, "BEGIN EXCLUSIVE; COMMIT", NULL, NULL, &msg);
-    sqlite3_free(msg);
-    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
-        r = STORE_IN_USE;
-        err_set(e, ERR_USAGE, "store: restore: the database is open in another process (a"
-                              " bridge or a command working on it); stop it first: %s", path);
-        goto out;
-    }
-    if (rc != SQLITE_OK) {
-        err_set(e, ERR_INTERNAL, "store: restore: cannot lock %s: %s", path, sqlite3_errmsg(dst));
+    int rc = lock_exclusive(dst, path, "store: restore", e);
+    if (rc < 0 || rc == STORE_IN_USE) {
+        r = rc;
         goto out;
     }
     if (sqlite3_open_v2(in_path, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=

@@ -91,6 +91,25 @@ int64_t sched_due(const struct sched_account *a);
 struct sched_account *sched_pick(struct sched_account *v, size_t n, int64_t now, bool once,
                                  int64_t *wait_ms);
 
+/* This instance has just taken the lease of an account nobody held (the
+ * keeper's share turn: its holder died, or gave it back), at now; saved:
+ * what the store has of it (its previous holder's last times), NULL if
+ * nothing.  The account is due from the last poll anyone made of it, not
+ * from the takeover, so that sched_pick (the most overdue first) polls an
+ * account nobody polled for long before the accounts this instance polled
+ * a moment ago, however far behind these are on a loaded instance:
+ * next_at = the later of saved's last_attempt_at and last_success_at, plus
+ * interval_ms (0 if never polled), but not later than now (the holder's
+ * clock may be ahead of this one's), and not before a wait still pending
+ * (saved's backoff_until, the holder's backoff or LOGIN-DELAY, which
+ * becomes not_before; or not_before).  The saved times may be older than
+ * the last poll (an idle account's state is written every
+ * SCHED_STATE_SAVE_MS at most), which only brings the poll forward.  An
+ * account being polled is left to its poll's end.  last_success_at from
+ * saved if later. */
+void sched_taken_over(struct sched_account *a, const struct store_account_state *saved,
+                      int64_t now, int64_t interval_ms);
+
 /* A worker takes the account: running, polling, last_attempt_at = now. */
 void sched_begin(struct sched_account *a, int64_t now);
 

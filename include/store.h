@@ -989,6 +989,14 @@ int store_backup(const char *state_dir, const char *out_path, uint64_t *bytes, s
  * missing or not a pop3bridge state), ERR_LIMIT, ERR_INTERNAL. */
 int store_restore(const char *state_dir, const char *in_path, int *schema_from, struct err *e);
 
+/* Whether a bridge (or a command) is working on the SQLite state in
+ * state_dir: STORE_IN_USE (ERR_USAGE, *e says so, naming the database and
+ * to stop it first; what begins the message) while any process has its
+ * database open, 0 when none has (the check locks it for a moment), -1 on
+ * an error (no database there: ERR_INTERNAL with SQLite's text).  The check
+ * store_restore makes before it replaces the database. */
+int store_sqlite_in_use(const char *state_dir, const char *what, struct err *e);
+
 /* Every message stored for `account` (any kind, purged or not), oldest
  * first (id ascending), read STORE_EXPORT_PAGE ids per query so no read
  * transaction is held while cb works (cb may call store_msg_stream on st).
@@ -1014,7 +1022,8 @@ struct store_migrate_counts {
  * STORE_IO_CHUNK bytes at a time.  Refused, changing nothing: with SQLite
  * chosen, or when PostgreSQL already holds messages, UIDLs or deliveries
  * (ERR_USAGE); while a bridge runs on state_dir (STORE_IN_USE, *e says
- * why); when the SQLite state has a table this build does not know how to
+ * why: another process holds its STORE_LOCK_FILE or has its database open,
+ * store_sqlite_in_use); when the SQLite state has a table this build does not know how to
  * copy (ERR_INTERNAL, naming it).  *counts may be NULL. */
 int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *counts,
                          struct err *e);

@@ -17,7 +17,8 @@ here, tests/lib/postgres.py) and one real Dovecot.
 - A rolling restart of three instances while mail flows loses and doubles
   nothing.
 - `store migrate --from sqlite:DIR` copies an SQLite state into PostgreSQL
-  and a bridge on it delivers only what was still due.
+  and a bridge on it delivers only what was still due; it is refused,
+  writing nothing, while a bridge still runs on DIR.
 - Schema 7 on PostgreSQL: account.auth_error once per fall, de-duplication
   by Message-ID, a dead delivery dropped and the others retried in bulk.
 - An account's recent polls and last POP3 session are kept in the store:
@@ -33,6 +34,7 @@ here, tests/lib/postgres.py) and one real Dovecot.
   api.request_timeout runs out (503, Retry-After) instead of ~35 s later.
 """
 
+import calendar
 import http.client
 import json
 import os
@@ -295,6 +297,32 @@ def polls_done(insts):
     return n
 
 
+POLL_DONE = re.compile(r"^ts=(\S+) level=\w+ event=poll_done account=([A-Za-z0-9._-]+) .*? ms=(\d+)",
+                       re.M)
+
+
+def first_polls_after(names, insts, since):
+    """account -> when (time.time()) the first poll in these instances' logs
+    that ended after `since` started (its poll_done line's time less its
+    ms), for the accounts of `names` that have one."""
+    out = {}
+    for b in insts:
+        for ts, acc, ms in POLL_DONE.findall(b.log()):
+            if acc not in names:
+                continue
+            end = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1] or 0)
+            if end > since:
+                start = end - int(ms) / 1000.0
+                out[acc] = min(out.get(acc, start), start)
+    return out
+
+
+def spread(values):
+    """"median M s, max X s" of seconds."""
+    v = sorted(values)
+    return "median %.1f s, max %.1f s" % (v[len(v) // 2], v[-1]) if v else "-"
+
+
 FAILOVER_BRIDGES = []   # killed after the test, passed or not: none polls into the next
 
 
@@ -377,10 +405,17 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     # x's accounts are taken over by the others within a lease period (a
     # live lease of another instance on each)
     names_x = ",".join("'%s'" % n for n in held_x)
-    x_taken = Watch(lambda: int(PG.sql(
-        "SELECT count(*) FROM accounts WHERE name IN (%s) AND lease_owner <> '%s' AND"
-        " lease_until > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-        % (names_x, xid), db=db)[0][0]) == len(held_x), killed_x, LEASE_S + 10) if held_x else None
+    leased_at = {}   # x's account -> when another instance's lease on it was first seen
+
+    def x_all_taken():
+        rows = PG.sql("SELECT name FROM accounts WHERE name IN (%s) AND lease_owner <> '%s' AND"
+                      " lease_until > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                      % (names_x, xid), db=db)
+        now = time.time()
+        for (n,) in rows:
+            leased_at.setdefault(n, now)
+        return len(rows) == len(held_x)
+    x_taken = Watch(x_all_taken, killed_x, LEASE_S + 10) if held_x else None
     # then whichever of y and z first holds leased deliveries (a batch in
     # flight) is killed; the other survives.  It is stopped (SIGSTOP) first,
     # so that what it holds is read exactly: killed if it still holds some,
@@ -423,6 +458,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     # x's accounts, once taken over, are polled again (a poll_done line more
     # in the others' logs than when x was killed)
     took_accounts = polled_again = None
+    first = {}
     if held_x:
         took_accounts = x_taken.result("x's accounts taken over")
         harness.wait_for(lambda: all(polls_done([y, z]).get(n, 0) > polls_at_kill.get(n, 0)
@@ -431,6 +467,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
         # (behind the survivors' own polls: long on a loaded machine, and
         # not bounded by the lease)
         polled_again = time.time() - killed_x
+        first = first_polls_after(held_x, [y, z], killed_x)
     took_deliveries = y_taken.result("y's delivery leases taken over")
     # ... and delivered again soon after, however long the survivor's own
     # backlog (kill -> the last of them recorded delivered)
@@ -453,8 +490,15 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
     dups = check_events(rcv, db, expected, allow_duplicates=True, added=added)
     sessions = check_one_session_at_a_time(DC.log_since(mark))
     harness.eq(sessions, len(accounts), "accounts seen logging in to Dovecot")
+    # each of x's accounts' first poll after the kill: from the kill, and
+    # from when its new lease was first seen (its wait for a poll worker;
+    # seen by a psql every 50 ms at best, late on a loaded machine, so it
+    # can come out below 0)
+    after_kill = [first[n] - killed_x for n in first]
+    after_lease = [first[n] - leased_at[n] for n in first if n in leased_at]
     line = ("failover %s (%d accounts x %d, lease %d s): x held %d accounts when killed mid-poll:"
-            " taken over after %s s, polled again after %s s;"
+            " taken over after %s s, polled again after %s s"
+            " (first poll of each: %s after the kill, %s after its lease was seen);"
             " y held %d deliveries: its leases taken over after %.1f s;"
             " delivered again after %.1f s; %d messages, %d duplicate events (same id);"
             " %d accounts seen in Dovecot's log;"
@@ -462,6 +506,7 @@ def run_failover(tag, n_accounts, per, size, n_added, seed):
                 tag, n_accounts, per, LEASE_S, len(held_x),
                 "%.1f" % took_accounts if took_accounts is not None else "-",
                 "%.1f" % polled_again if polled_again is not None else "-",
+                spread(after_kill), spread(after_lease),
                 held_y, took_deliveries,
                 redelivered, total, dups, sessions,
                 time.monotonic() - t_run, t_run - t_start))
@@ -685,6 +730,38 @@ def test_migrate_from_sqlite_delivers_nothing_again():
     harness.eq(sorted((e.json["data"]["account"], e.message["uidl"]) for e in check_events_mixed),
                sorted(everything), "delivered messages")
     harness.eq(pgb.stop(), 0, "exit code")
+    rcv.stop()
+
+
+@harness.timeout(60)
+def test_migrate_refused_while_a_bridge_runs_on_the_sqlite_state():
+    """`store migrate --from sqlite:DIR` while a bridge still runs on DIR is
+    refused with one line naming the state and saying to stop the bridge,
+    and writes nothing to PostgreSQL; once the bridge is stopped it copies
+    the state."""
+    db = "migrate_busy"
+    PG.create_db(db)
+    rcv = Receiver(bridge.new_secret(), name="rcv-migrate-busy").start()
+    accounts, env = make_accounts("mb", 1, 3, seed=4)
+    accounts[0]["after_delivery"] = "keep"
+    sq = Bridge({"log_level": "info",
+                 "webhooks": [{"name": HOOK, "url": rcv.url, "secret_env": "T_WHSEC"}],
+                 "accounts": accounts}, dict(env, T_WHSEC=rcv.secret), name="migrate-busy-sqlite")
+    sq.start()
+    rcv.wait_events(3, 30)
+    pgb, = instances(1, db, accounts, env, rcv, "migrate-busy-pg")
+    cmd = ["store", "migrate", "--config", pgb.config_path, "--from", "sqlite:" + sq.state_dir]
+    r = harness.run_cli(cmd, env=pgb.secrets)
+    line = harness.check_failure(r, [1], r"store migrate: .*open in another process.*stop it first")
+    if sq.state_dir not in line:
+        raise AssertionError("the refusal does not name the state directory: %r" % line)
+    held = ("SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM uidls)"
+            " + (SELECT count(*) FROM deliveries) + (SELECT count(*) FROM accounts)")
+    harness.eq(PG.sql(held, db=db), [["0"]], "rows in PostgreSQL after the refusal")
+    harness.eq(sq.stop(), 0, "the SQLite bridge's exit code")
+    r = harness.run_cli(cmd, env=pgb.secrets)
+    harness.check_ok(r)
+    harness.eq(PG.sql("SELECT count(*) FROM messages", db=db), [["3"]], "messages copied once stopped")
     rcv.stop()
 
 

@@ -273,6 +273,75 @@ static void no_grant_does_not_block_a_request(void **st)
 }
 
 /* The account table: an account found by name, the leases counted. */
+/* An account this instance takes over (its holder died, or gave it back)
+ * is due from its last poll by whoever made it, as the store has it, not
+ * from the takeover: on a loaded instance whose own accounts are all
+ * overdue, the account nobody polled for 20 s is picked before them, not
+ * after every one polled a moment ago. */
+static void taken_over_account_due_from_its_last_poll(void **state)
+{
+    (void)state;
+    const int64_t interval = 1000;
+    struct sched_account v[3] = {{.name = "own1", .next_at = T0 - 2000},
+                                 {.name = "own2", .next_at = T0 - 1500},
+                                 /* leased elsewhere when this instance last looked */
+                                 {.name = "taken", .next_at = T0 + 200,
+                                  .last_attempt_at = T0 - 800}};
+    struct store_account_state saved = {.last_attempt_at = T0 - 21000,
+                                        .last_success_at = T0 - 20000};
+    sched_taken_over(&v[2], &saved, T0, interval);
+    assert_int_equal(v[2].next_at, T0 - 20000 + interval); /* its last poll's end + interval */
+    assert_int_equal(v[2].last_success_at, T0 - 20000);
+    int64_t wait;
+    assert_ptr_equal(sched_pick(v, 3, T0, false, &wait), &v[2]);
+    sched_begin(&v[2], T0);
+    assert_ptr_equal(sched_pick(v, 3, T0, false, &wait), &v[0]);
+
+    /* polled by its holder just before it died: due now, never later (the
+     * holder's clock may be ahead of this one's) */
+    struct sched_account a = {.next_at = T0 + 900};
+    saved = (struct store_account_state){.last_attempt_at = T0 - 300, .last_success_at = T0 - 100};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0);
+    saved.last_success_at = T0 + 60000;
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0);
+    /* nothing saved, or never polled by anyone: the most overdue of all */
+    a = (struct sched_account){.next_at = T0 + 900};
+    sched_taken_over(&a, NULL, T0, interval);
+    assert_int_equal(a.next_at, 0);
+    a = (struct sched_account){.next_at = T0 + 900};
+    saved = (struct store_account_state){0};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, 0);
+    /* the holder's last poll failed: its backoff (or LOGIN-DELAY) holds */
+    a = (struct sched_account){.next_at = T0 - 5000};
+    saved = (struct store_account_state){.last_attempt_at = T0 - 4000,
+                                         .backoff_until = T0 + 25000};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0 + 25000);
+    assert_int_equal(a.not_before, T0 + 25000);
+    int64_t retry;
+    assert_int_equal(sched_request(&a, T0, &retry), 1);
+    /* ... and so does a wait of this instance's own */
+    a = (struct sched_account){.next_at = T0 + 7000, .not_before = T0 + 7000};
+    saved = (struct store_account_state){.last_attempt_at = T0 - 30000};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0 + 7000);
+    /* a backoff that has passed changes nothing */
+    a = (struct sched_account){0};
+    saved = (struct store_account_state){.last_attempt_at = T0 - 30000,
+                                         .backoff_until = T0 - 10000};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0 - 30000 + interval);
+    assert_int_equal(a.not_before, 0);
+    /* being polled now: its poll's end schedules it */
+    a = (struct sched_account){.running = true, .next_at = T0 + 900};
+    saved = (struct store_account_state){.last_attempt_at = T0 - 30000};
+    sched_taken_over(&a, &saved, T0, interval);
+    assert_int_equal(a.next_at, T0 + 900);
+}
+
 static void find_and_count_leases(void **state)
 {
     (void)state;
@@ -350,6 +419,7 @@ int main(void)
         cmocka_unit_test(next_poll_after_success),
         cmocka_unit_test(failure_backs_off_and_request_waits),
         cmocka_unit_test(no_grant_does_not_block_a_request),
+        cmocka_unit_test(taken_over_account_due_from_its_last_poll),
         cmocka_unit_test(find_and_count_leases),
         cmocka_unit_test(state_saved_on_change_not_every_poll),
     };
