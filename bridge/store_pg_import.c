@@ -272,6 +272,21 @@ static int unknown_tables(struct imp *m, struct err *e)
     return rc;
 }
 
+/* The copied tables' identity sequences continue after their largest id. */
+static int reset_identities(struct imp *m, struct err *e)
+{
+    for (size_t i = 0; i < sizeof identities / sizeof identities[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "SELECT setval(pg_get_serial_sequence('%s', 'id'),"
+                 " coalesce((SELECT max(id) FROM %s), 0) + 1, false)",
+                 identities[i], identities[i]);
+        if (pg_cmd(m, sql, e, "identity") < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *counts,
                          struct err *e)
 {
@@ -291,8 +306,8 @@ int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *cou
     int rc = -1, lock_fd = open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
         close(lock_fd);
-        err_set(e, ERR_USAGE, "store migrate: a bridge is running on %s (it holds " STORE_LOCK_FILE
-                              "); stop it first", state_dir);
+        err_set(e, ERR_USAGE, "store migrate: another store restore or migrate holds "
+                              STORE_LOCK_FILE " in %s; wait for it to end", state_dir);
         return STORE_IN_USE;
     }
     /* a bridge running on it has the database open (it takes no lock file):
@@ -345,15 +360,8 @@ int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *cou
         if (strcmp(tables[i], "messages") == 0 && copy_bodies(&m, e) < 0)
             goto out;
     }
-    for (size_t i = 0; i < sizeof identities / sizeof identities[0]; i++) {
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "SELECT setval(pg_get_serial_sequence('%s', 'id'),"
-                 " coalesce((SELECT max(id) FROM %s), 0) + 1, false)",
-                 identities[i], identities[i]);
-        if (pg_cmd(&m, sql, e, "identity") < 0)
-            goto out;
-    }
+    if (reset_identities(&m, e) < 0)
+        goto out;
     if (pg_cmd(&m, "UPDATE deliveries SET lease_owner = NULL, lease_until = 0;"
                    " UPDATE accounts SET lease_owner = NULL, lease_until = 0;"
                    " UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0",

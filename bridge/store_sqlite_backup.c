@@ -313,7 +313,7 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     if (check_copy(in_path, &version, e) < 0 || sq_make_dirs(state_dir, e) < 0)
         return -1;
 
-    /* a bridge running on state_dir holds the lock file ... */
+    /* a store restore or migrate working on state_dir holds the lock file ... */
     lock_fd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (lock_fd < 0)
         return err_set(e, ERR_INTERNAL, "store: restore: cannot open %s: %s", lock,
@@ -321,8 +321,8 @@ int store_restore(const char *state_dir, const char *in_path, int *schema_from, 
     if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
         r = errno == EWOULDBLOCK ? STORE_IN_USE : -1;
         err_set(e, r == STORE_IN_USE ? ERR_USAGE : ERR_INTERNAL,
-                "store: restore: a bridge is running: it holds " STORE_LOCK_FILE
-                " in %s; stop it first", state_dir);
+                "store: restore: another store restore or migrate holds " STORE_LOCK_FILE
+                " in %s; wait for it to end", state_dir);
         goto out;
     }
     /* ... and any process using the database holds a lock on it: in exclusive

@@ -952,8 +952,10 @@ int store_delivery_id_parse(const char *s, int64_t *id, struct err *e);
 
 /* ---- backup, restore and export (operator commands) --------------------- */
 
-#define STORE_LOCK_FILE "pop3bridge.lock" /* in state_dir: a running bridge holds
-                                             flock(LOCK_EX) on it */
+#define STORE_LOCK_FILE "pop3bridge.lock" /* in state_dir: store restore and
+                                             migrate hold flock(LOCK_EX) on it
+                                             (a running bridge is known by its
+                                             open database instead) */
 #define STORE_IN_USE 3                    /* store_restore: the state is in use */
 #define STORE_EXPORT_PAGE 256             /* message ids read per query in
                                              store_msgs_each */
@@ -976,11 +978,11 @@ int store_backup(const char *state_dir, const char *out_path, uint64_t *bytes, s
  * created 0700 if missing).  First in_path is checked: a database with
  * pop3bridge's tables, a schema between 1 and STORE_SCHEMA_VERSION, and a
  * clean PRAGMA quick_check.  Then, refusing with STORE_IN_USE (*e says why,
- * ERR_USAGE) while a bridge runs on state_dir — its STORE_LOCK_FILE is
- * locked, or any process has the database open — the database's whole
- * content is replaced in one transaction (the backup API in the other
- * direction, under an exclusive lock, so nothing can open it meanwhile),
- * and it is migrated to STORE_SCHEMA_VERSION as store_open does.
+ * ERR_USAGE) while state_dir is in use — another restore or migrate holds
+ * its STORE_LOCK_FILE, or any process (a bridge) has the database open —
+ * the database's whole content is replaced in one transaction (the backup
+ * API in the other direction, under an exclusive lock, so nothing can open
+ * it meanwhile), and it is migrated to STORE_SCHEMA_VERSION as store_open does.
  * Run as root on a state_dir owned by another user, the database files and
  * the lock file are given to that user.
  * *schema_from (may be NULL) gets the copy's schema version.  Everything the
