@@ -76,8 +76,13 @@ static struct sched_account *daemon_find_acct(const char *name)
     return sched_find(daemon_rt.accounts, daemon_rt.n_accounts, name);
 }
 
-static const struct config_account *cfg_account(const struct config *cfg, const char *name)
+/* the account of that name in cfg, looked for first at index hint (the
+ * account table follows the configuration's order: sync_accounts) */
+static const struct config_account *cfg_account_at(const struct config *cfg, const char *name,
+                                                   size_t hint)
 {
+    if (hint < cfg->account_count && strcmp(cfg->accounts[hint].name, name) == 0)
+        return &cfg->accounts[hint];
     for (size_t i = 0; i < cfg->account_count; i++)
         if (strcmp(cfg->accounts[i].name, name) == 0)
             return &cfg->accounts[i];
@@ -224,7 +229,7 @@ static bool once_polls_done(void)
  * (lock not held on entry).  True: go on polling, lock not held.  False:
  * the account was put back (another instance holds it, or the store
  * failed), lock held. */
-static bool take_lease(struct store *st, struct sched_account *a,
+static bool take_lease(struct store *st, struct sched_account *a, size_t slot,
                        const struct sched_account *snapshot, enum account_state before,
                        bool *first)
 {
@@ -250,7 +255,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
         have = r == 0 && store_account_get(st, snapshot->name, &saved, &e) == 0;
     }
     pthread_mutex_lock(&daemon_rt.lock);
-    a = daemon_find_acct(snapshot->name);
+    a = sched_find_at(daemon_rt.accounts, daemon_rt.n_accounts, snapshot->name, slot);
     if (r == 0) {
         if (a)
             a->lease_until = now + daemon_rt.lease_ms;
@@ -270,7 +275,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
                   log_q(e.msg));
     if (a) {
         struct cfgref *ref = cfgref_get(&daemon_rt.cfg);
-        const struct config_account *ca = cfg_account(ref->cfg, snapshot->name);
+        const struct config_account *ca = cfg_account_at(ref->cfg, snapshot->name, slot);
         a->running = false;
         a->lease_until = 0;
         a->polled_once = true; /* --once: not ours to poll */
@@ -300,11 +305,11 @@ int daemon_exit_code(bool thread_failed, bool once, uint64_t polls_failed,
  * schedule, counters and log line from the result (rc, res, e), and its
  * state saved when a restart needs it.  A poll cancelled by a stop changes
  * nothing but ends the account's run. */
-static void after_poll(struct store *st, const char *name, const struct config_account *ca,
-                        int rc, const struct poller_result *res, struct err *e, bool first,
-                        enum account_state before, int64_t took_ms)
+static void after_poll(struct store *st, const char *name, size_t slot,
+                       const struct config_account *ca, int rc, const struct poller_result *res,
+                       struct err *e, bool first, enum account_state before, int64_t took_ms)
 {
-    struct sched_account *a = daemon_find_acct(name);
+    struct sched_account *a = sched_find_at(daemon_rt.accounts, daemon_rt.n_accounts, name, slot);
     struct sched_account snapshot;
     if (a && ca) {
         int64_t now = daemon_now_ms();
@@ -389,6 +394,7 @@ static void *poll_worker(void *arg)
         pthread_cond_signal(&workers_idle); /* another idle worker waits for the next one */
         char name[sizeof a->name];
         snprintf(name, sizeof name, "%s", a->name);
+        size_t slot = (size_t)(a - daemon_rt.accounts); /* where to look for it first */
         bool first = a->last_success_at == 0;
         enum account_state before = a->state;
         sched_begin(a, daemon_now_ms());
@@ -396,10 +402,10 @@ static void *poll_worker(void *arg)
         pthread_mutex_unlock(&daemon_rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
-        if (!take_lease(st, a, &snapshot, before, &first))
+        if (!take_lease(st, a, slot, &snapshot, before, &first))
             continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&daemon_rt.cfg);
-        const struct config_account *ca = cfg_account(ref->cfg, name);
+        const struct config_account *ca = cfg_account_at(ref->cfg, name, slot);
         struct poller_result res;
         int rc = -1;
         int64_t started = clock_mono_ms();
@@ -418,7 +424,7 @@ static void *poll_worker(void *arg)
         }
 
         pthread_mutex_lock(&daemon_rt.lock);
-        after_poll(st, name, ca, rc, &res, &e, first, before, took_ms);
+        after_poll(st, name, slot, ca, rc, &res, &e, first, before, took_ms);
         cfgref_put(ref);
         /* this worker picks the next account itself; nobody else waits for a
          * poll's end, but --once for the last one */

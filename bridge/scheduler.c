@@ -152,6 +152,14 @@ struct sched_account *sched_find(struct sched_account *v, size_t n, const char *
     return NULL;
 }
 
+struct sched_account *sched_find_at(struct sched_account *v, size_t n, const char *name,
+                                    size_t hint)
+{
+    if (hint < n && strcmp(v[hint].name, name) == 0)
+        return &v[hint];
+    return sched_find(v, n, name);
+}
+
 size_t sched_leases_held(const struct sched_account *v, size_t n)
 {
     size_t held = 0;

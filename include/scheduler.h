@@ -139,6 +139,11 @@ int sched_request(struct sched_account *a, int64_t now, int64_t *retry_after_s);
 
 /* The account of that name in v[0..n), or NULL. */
 struct sched_account *sched_find(struct sched_account *v, size_t n, const char *name);
+/* The same, looking at v[hint] first (where the account was when its poll
+ * began: the table is rebuilt only by a reload), so that the end of a poll
+ * does not compare the name with every account's. */
+struct sched_account *sched_find_at(struct sched_account *v, size_t n, const char *name,
+                                    size_t hint);
 /* The accounts of v[0..n) whose lease the instance believes it holds
  * (lease_until set). */
 size_t sched_leases_held(const struct sched_account *v, size_t n);

@@ -351,6 +351,13 @@ static void find_and_count_leases(void **state)
     assert_null(sched_find(v, 3, "d"));
     assert_null(sched_find(v, 2, "c")); /* only the n given */
     assert_null(sched_find(NULL, 0, "a"));
+    /* the hint first; a wrong or stale one (a reload moved the account)
+     * still finds it */
+    assert_ptr_equal(sched_find_at(v, 3, "b", 1), &v[1]);
+    assert_ptr_equal(sched_find_at(v, 3, "b", 2), &v[1]);
+    assert_ptr_equal(sched_find_at(v, 3, "c", 99), &v[2]);
+    assert_null(sched_find_at(v, 3, "d", 0));
+    assert_null(sched_find_at(v, 2, "c", 2)); /* the hint within the n given only */
     assert_int_equal(sched_leases_held(v, 3), 1);
     v[2].lease_until = T0 + 1;
     assert_int_equal(sched_leases_held(v, 3), 2);
