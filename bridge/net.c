@@ -52,6 +52,7 @@ struct net {
     SSL *ssl;
     bool tls_up;      /* handshake done and checked */
     bool tls_broken;  /* fatal TLS error: no close_notify */
+    bool shut_sent;   /* close_notify sent by net_finish: net_close sends none */
     bool read_wants_write;
     bool write_wants_read;
     bool awaiting;   /* a request went out and nothing came back since: wait before reading */
@@ -1029,7 +1030,7 @@ void net_close(struct net **np)
         return;
     struct net *n = *np;
     if (n->ssl) {
-        if (n->tls_up && !n->tls_broken) {
+        if (n->tls_up && !n->tls_broken && !n->shut_sent) {
             ERR_clear_error();
             (void)SSL_shutdown(n->ssl); /* queue close_notify; do not wait */
         }
@@ -1094,6 +1095,59 @@ int net_queue(struct net *n, const void *data, size_t len, struct err *e)
 size_t net_pending_out(const struct net *n)
 {
     return n ? n->out_end - n->out_start : 0;
+}
+
+/* Send out (len octets, the TLS records net_finish made) in as few writes
+ * as the socket takes, within the connection's timeout. */
+static int send_all(struct net *n, const char *out, size_t len, struct err *e)
+{
+    int64_t deadline = clock_mono_ms() + n->timeout_ms;
+    size_t off = 0;
+    while (off < len) {
+        /* write(), as OpenSSL's socket BIO does (SIGPIPE is ignored) */
+        ssize_t w = write(n->fd, out + off, len - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return err_set(e, ERR_CONN, "write to %s: %s", n->hostport,
+                           w == 0 ? "connection closed" : strerror(errno));
+        int r = wait_fd(n, POLLOUT, cap_session(n, deadline), e);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return err_set(e, ERR_TIMEOUT, "could not send to %s before closing", n->hostport);
+    }
+    return 0;
+}
+
+int net_finish(struct net *n, struct err *e)
+{
+    if (!n)
+        return err_set(e, ERR_USAGE, "no connection");
+    if (!n->ssl || !n->tls_up || n->tls_broken || n->shut_sent)
+        return net_flush(n, e);
+    /* the records go to memory first (the socket's BIO stays the one read
+     * from), then to the socket in one write: the queued data and the
+     * close_notify that net_close would have sent in a write of its own */
+    BIO *mem = BIO_new(BIO_s_mem());
+    if (!mem)
+        return net_flush(n, e);
+    SSL_set0_wbio(n->ssl, mem); /* the SSL owns it; the socket BIO's write reference goes */
+    n->shut_sent = true;        /* whatever happens now, net_close writes nothing more */
+    if (try_write(n, e) < 0)
+        return -1;
+    if (n->out_end > n->out_start) /* a memory BIO takes everything: not reached */
+        return err_set(e, ERR_INTERNAL, "TLS records for %s not made", n->hostport);
+    ERR_clear_error();
+    (void)SSL_shutdown(n->ssl);
+    ERR_clear_error();
+    char *out = NULL;
+    long len = BIO_get_mem_data(mem, &out);
+    return len > 0 && out ? send_all(n, out, (size_t)len, e) : 0;
 }
 
 int net_flush(struct net *n, struct err *e)

@@ -1250,7 +1250,7 @@ int pop3_quit(struct pop3 **pp, struct err *e)
         /* RFC 1939 §6: without DELE the UPDATE state has nothing to commit,
          * so QUIT is said but its answer not awaited (one round trip less
          * per poll) */
-        if (queue_cmd(p, "QUIT", 4, NULL, e) == 0 && flush(p, e) == 0)
+        if (queue_cmd(p, "QUIT", 4, NULL, e) == 0 && net_finish(p->net, e) == 0)
             rc = 0;
     } else if (queue_cmd(p, "QUIT", 4, NULL, e) == 0 && flush(p, e) == 0 &&
                expect_ok(p, "QUIT", NULL, NULL, e) == 0) {

@@ -147,6 +147,11 @@ int net_queue(struct net *n, const void *data, size_t len, struct err *e);
  * failed), ERR_TLS, ERR_TIMEOUT ("could not send to H:P within 30 s",
  * "server accepted fewer than 1024 bytes in 30 s (H:P)", session limit). */
 int net_flush(struct net *n, struct err *e);
+/* The last thing sent before net_close: what is queued and, on a TLS
+ * connection, the close_notify, together in one write (one system call
+ * and one TCP segment instead of two); nothing is read.  Nothing may be
+ * queued or read after it but net_close.  0, or -1 with e. */
+int net_finish(struct net *n, struct err *e);
 /* Bytes still queued. */
 size_t net_pending_out(const struct net *n);
 

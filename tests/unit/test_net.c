@@ -940,6 +940,47 @@ static void tls_verified_ip(void **state)
     assert_true(s.close_notify);
 }
 
+/* write-type system calls of this process so far (/proc/self/io syscw) */
+static long long write_calls(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    assert_non_null(f);
+    char line[128];
+    long long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "syscw: %lld", &v) == 1)
+            break;
+    fclose(f);
+    assert_true(v >= 0);
+    return v;
+}
+
+/* net_finish: the last command and the close_notify leave in one write,
+ * and net_close writes nothing more (net_flush then net_close: two). */
+static void tls_finish_one_write(void **state)
+{
+    (void)state;
+    struct srv s;
+    srv_start(&s, script_tls_hello, server_ctx(leaf, TLS1_2_VERSION, TLS1_3_VERSION));
+    struct err e = {0};
+    struct net *n = tls_client(&s, "127.0.0.1", ca1_path, NULL, &e);
+    if (!n)
+        fail_msg("connect: %s", e.msg);
+    expect_line(n, "+OK tls"); /* the server now only reads */
+    long long w0 = write_calls();
+    assert_int_equal(net_queue(n, "QUIT\r\n", 6, &e), 0);
+    assert_int_equal(net_finish(n, &e), 0);
+    long long w1 = write_calls();
+    net_close(&n);
+    long long w2 = write_calls();
+    srv_join(&s);
+    assert_true(s.data_ok);
+    assert_string_equal(s.got, "QUIT\r\n");
+    assert_true(s.close_notify);
+    assert_int_equal(w1 - w0, 1);
+    assert_int_equal(w2 - w1, 0);
+}
+
 static void tls_verified_name_tls12(void **state)
 {
     (void)state;
@@ -1394,6 +1435,7 @@ int main(void)
         cmocka_unit_test(deadlock_plain),
         cmocka_unit_test(deadlock_tls),
         cmocka_unit_test(tls_verified_ip),
+        cmocka_unit_test(tls_finish_one_write),
         cmocka_unit_test(tls_verified_name_tls12),
         cmocka_unit_test(tls_unknown_ca),
         cmocka_unit_test(tls_name_mismatch),
