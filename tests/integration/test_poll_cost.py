@@ -18,6 +18,11 @@ The same polls make at most MAX_READS_PER_POLL read-type system calls
 Before: a TLS connection was read until the socket said EAGAIN after every
 reply, and asked once more right after each request, before the answer
 could have come back: about 21 per poll (9 after).
+
+And at most MAX_WRITES_PER_POLL write-type ones (syscw: the TLS records
+sent, the poll_done log line).  Before: QUIT (said without awaiting its
+answer when nothing was deleted) and the TLS close_notify went out in two
+writes: 10.0 per poll (9.0 after, net_finish).
 """
 
 import os
@@ -33,6 +38,7 @@ ACCOUNTS = 16
 WINDOW_S = 6.0
 MAX_SWITCHES_PER_POLL = 20
 MAX_READS_PER_POLL = 13
+MAX_WRITES_PER_POLL = 9.5
 
 
 def switches(pid):
@@ -98,3 +104,5 @@ def test_idle_polls_do_not_wake_every_worker():
           (per_poll, reads, writes))
     assert reads <= MAX_READS_PER_POLL, \
         "%.1f read system calls per poll (%d polls)" % (reads, polls)
+    assert writes <= MAX_WRITES_PER_POLL, \
+        "%.1f write system calls per poll (%d polls)" % (writes, polls)
