@@ -301,6 +301,17 @@ struct ctx_ent {
     uint64_t used;
 };
 
+/* A leaf certificate's printed details, by its SHA-256: a server shows the
+ * same certificate at every poll (a resumed session carries it too), so its
+ * names and expiry are printed once, not at each connection. */
+struct cert_ent {
+    unsigned char md[NET_PIN_LEN];
+    char peer[sizeof ((struct net_tls_info *)0)->peer];
+    char issuer[sizeof ((struct net_tls_info *)0)->issuer];
+    int64_t not_after;
+    uint64_t used;
+};
+
 struct sess_ent {
     unsigned char key[NET_SESS_KEY_LEN];
     SSL_SESSION *sess;    /* one reference held by the cache */
@@ -314,6 +325,8 @@ static struct sess_ent *g_sess; /* NET_SESSION_CACHE_MAX, allocated on first use
 static size_t g_sess_n;
 static uint64_t g_tls_tick;
 static struct net_tls_cache_stats g_tls_stats;
+static struct cert_ent g_cert[NET_CERT_CACHE_MAX];
+static size_t g_cert_n;
 
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -485,6 +498,8 @@ void net_tls_cache_clear(void)
     for (size_t i = 0; i < g_ctx_n; i++)
         ctx_ent_drop(&g_ctx[i]);
     g_ctx_n = 0;
+    memset(g_cert, 0, sizeof g_cert);
+    g_cert_n = 0;
     memset(&g_tls_stats, 0, sizeof g_tls_stats);
     pthread_mutex_unlock(&g_tls_lock);
 }
@@ -637,6 +652,43 @@ static void name_line(const X509_NAME *name, char *buf, size_t size)
     BIO_free(bio);
 }
 
+/* The kept details of the certificate with digest md into ti; false if none. */
+static bool cert_get(const unsigned char *md, struct net_tls_info *ti)
+{
+    bool hit = false;
+    pthread_mutex_lock(&g_tls_lock);
+    for (size_t i = 0; i < g_cert_n && !hit; i++) {
+        struct cert_ent *c = &g_cert[i];
+        if (memcmp(c->md, md, NET_PIN_LEN) == 0) {
+            memcpy(ti->peer, c->peer, sizeof ti->peer);
+            memcpy(ti->issuer, c->issuer, sizeof ti->issuer);
+            ti->not_after = c->not_after;
+            c->used = ++g_tls_tick;
+            g_tls_stats.cert_reused++;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&g_tls_lock);
+    return hit;
+}
+
+/* Keep ti's certificate details under md (the least recently used out). */
+static void cert_put(const unsigned char *md, const struct net_tls_info *ti)
+{
+    pthread_mutex_lock(&g_tls_lock);
+    bool full = g_cert_n == NET_CERT_CACHE_MAX;
+    struct cert_ent *c = full ? &g_cert[0] : &g_cert[g_cert_n++];
+    for (size_t i = 1; full && i < g_cert_n; i++)
+        if (g_cert[i].used < c->used)
+            c = &g_cert[i];
+    memcpy(c->md, md, NET_PIN_LEN);
+    memcpy(c->peer, ti->peer, sizeof c->peer);
+    memcpy(c->issuer, ti->issuer, sizeof c->issuer);
+    c->not_after = ti->not_after;
+    c->used = ++g_tls_tick;
+    pthread_mutex_unlock(&g_tls_lock);
+}
+
 static int tls_check_peer(struct net *n, struct err *e)
 {
     X509 *cert = SSL_get0_peer_certificate(n->ssl);
@@ -667,12 +719,15 @@ static int tls_check_peer(struct net *n, struct err *e)
     snprintf(ti->version, sizeof ti->version, "%s", SSL_get_version(n->ssl));
     const SSL_CIPHER *c = SSL_get_current_cipher(n->ssl);
     snprintf(ti->cipher, sizeof ti->cipher, "%s", c ? SSL_CIPHER_get_name(c) : "");
+    if (cert_get(md, ti))
+        return 0;
     name_line(X509_get_subject_name(cert), ti->peer, sizeof ti->peer);
     name_line(X509_get_issuer_name(cert), ti->issuer, sizeof ti->issuer);
     struct tm tm;
     if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
         ti->not_after = (int64_t)timegm(&tm) * 1000;
     ERR_clear_error();
+    cert_put(md, ti);
     return 0;
 }
 

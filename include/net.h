@@ -42,6 +42,7 @@
 #define NET_OUT_MAX (4 * 1024 * 1024)  /* queued output cap -> ERR_LIMIT */
 #define NET_CTX_CACHE_MAX 64           /* TLS contexts kept, one per trust store (and pin mode) */
 #define NET_SESSION_CACHE_MAX 4096     /* TLS sessions kept for resumption (least recently used out) */
+#define NET_CERT_CACHE_MAX 32          /* leaf certificates whose printed details are kept */
 #define NET_SESSION_MAX_AGE_S 3600     /* a session is resumed at most this long after its full handshake */
 
 struct net_opts {
@@ -97,6 +98,8 @@ struct net_tls_cache_stats {
     unsigned long evicted;   /* dropped to stay within NET_SESSION_CACHE_MAX */
     size_t sessions;         /* kept now */
     size_t contexts;         /* TLS contexts kept now */
+    unsigned long cert_reused; /* connections whose leaf's subject, issuer and expiry were
+                                  known by its fingerprint (not printed again) */
 };
 struct net_tls_cache_stats net_tls_cache_stats(void);
 /* Drop every kept context and session (tests; a process exiting). */

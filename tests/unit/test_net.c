@@ -1156,6 +1156,10 @@ static int multi_try(struct multi *m, const char *host, const char *ca, const ch
         return -1;
     int r = net_tls_info(n)->resumed;
     assert_string_equal(net_tls_info(n)->fingerprint, leaf_fp);
+    /* printed at the first connection, known by the fingerprint after */
+    assert_string_equal(net_tls_info(n)->peer, "CN=localhost,O=pop3bridge test");
+    assert_true(net_tls_info(n)->issuer[0] != '\0');
+    assert_true(net_tls_info(n)->not_after > 0);
     tls_hello(n);
     net_close(&n);
     return r;
@@ -1224,6 +1228,9 @@ static void tls_resume_same_server(int version)
     struct net_tls_cache_stats st = net_tls_cache_stats();
     assert_int_equal(st.resumed, 5 + r11);
     assert_int_equal(st.offered, st.resumed); /* the server took every session offered */
+    /* one leaf certificate: its details printed once (net_tls_cache_clear
+     * above), then taken from the cache at every later connection */
+    assert_true(st.cert_reused >= 10);
     assert_true(st.sessions <= NET_SESSION_CACHE_MAX);
     /* 13: no tag, no resumption */
     assert_int_equal(multi_try(&m, "127.0.0.1", ca1_path, NULL, NULL, &e), 0);
