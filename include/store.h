@@ -79,8 +79,9 @@
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
  *              the full listing; store_account_set for the visible state.
- *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load (and
- *              store_msg_stream for a large body) -> POST
+ *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load_many
+ *              of the lease's messages (small bodies with it; store_msg_load
+ *              and store_msg_stream for the rest) -> POST
  *              (store_delivery_renew meanwhile) -> the outcomes of a flush
  *              together in a batch: store_delivery_record_many;
  *              410: store_webhook_disable;
@@ -125,6 +126,7 @@
 #define STORE_WEBHOOKS_MAX 64         /* webhooks per message */
 #define STORE_LIST_MAX 1000           /* rows per store_delivery_list page */
 #define STORE_DUE_MAX 1000            /* rows per store_delivery_lease_due */
+#define STORE_LOAD_MANY_MAX 1000      /* messages per store_msg_load_many */
 #define STORE_OWNER_MAX 64            /* lease owner (an instance id), bytes */
 #define STORE_KEY_HEX 32              /* a message's event key: 128 random bits, hex */
 #define STORE_LEASE_LOST 2            /* record: another owner holds the lease now */
@@ -430,6 +432,31 @@ int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx
 int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
                    char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
                    int64_t now, struct err *e);
+
+/* One message of store_msg_load_many: id in; the rest out. */
+struct store_loaded {
+    int64_t id;                 /* the message to read */
+    int result;                 /* 0, or STORE_NOTFOUND as store_msg_load says */
+    struct store_msg_info info; /* when result is 0 */
+    char *body;                 /* malloc'd (free() it), body_len octets, or NULL:
+                                   not read (stream it; see below) or purged */
+    size_t body_len;
+};
+
+/* store_msg_load for the messages l[0..n) at once (n <= STORE_LOAD_MANY_MAX),
+ * for the deliveries of one lease: each one's metadata, result and body.
+ * Bodies are read in the order of l while each is at most mem_max octets and
+ * all read so far stay within total_max octets; the first that would pass
+ * total_max, and every body after it, is not read (body NULL: stream it with
+ * store_msg_stream), so memory stays bounded.  link_key (may be NULL) as
+ * store_msg_load: one key for the call.  On PostgreSQL one round trip and one
+ * snapshot.  0 with every l[i].result set, or -1 with *e (ERR_LIMIT for n,
+ * ERR_INTERNAL) and every l[i].body NULL. */
+int store_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                        size_t total_max, unsigned char link_key[STORE_LINK_KEY_LEN],
+                        int64_t now, struct err *e);
+/* Free the bodies of l[0..n) (NULL-safe); each body set to NULL. */
+void store_loaded_free(struct store_loaded *l, size_t n);
 
 /* A positional reader of one body, for HTTP responses read at offsets from
  * any thread: it has its own connection, independent of st (st may be

@@ -1785,6 +1785,96 @@ static void msg_load(void **state)
     free(p);
 }
 
+/* store_msg_load_many: each id gets its own row and body (in any order,
+ * an unknown id in between), a body over mem_max or past total_max is left
+ * to streaming (and every body after the first past total_max), a purged
+ * one is not read, and the link key is the store's. */
+static const size_t many_len[] = {100, 3 * STORE_IO_CHUNK + 123, 200, 300};
+
+static void many_check(const struct store_loaded *l, const int64_t *ids, unsigned char (*p)[4096],
+                       const bool *read)
+{
+    static const int at[] = {2, -1, 0, 1, 3}; /* l[i] is message at[i] (-1: unknown) */
+    char uidl[16];
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(l[i].id, at[i] < 0 ? 999999 : ids[at[i]]);
+        if (at[i] < 0) {
+            assert_int_equal(l[i].result, STORE_NOTFOUND);
+            assert_null(l[i].body);
+            continue;
+        }
+        assert_int_equal(l[i].result, 0);
+        assert_int_equal(l[i].info.id, ids[at[i]]);
+        snprintf(uidl, sizeof uidl, "m%d", at[i]);
+        assert_string_equal(l[i].info.uidl, uidl);
+        assert_int_equal(l[i].info.size, many_len[at[i]]);
+        if (!read[i]) {
+            assert_null(l[i].body);
+            assert_int_equal(l[i].body_len, 0);
+            continue;
+        }
+        assert_non_null(l[i].body);
+        assert_int_equal(l[i].body_len, many_len[at[i]]);
+        assert_memory_equal(l[i].body, p[at[i]], many_len[at[i]]);
+    }
+}
+
+static void msg_load_many(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    static unsigned char p[4][4096];
+    unsigned char *big = malloc(many_len[1]);
+    assert_non_null(big);
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        char uidl[16];
+        snprintf(uidl, sizeof uidl, "m%d", i);
+        fill(i == 1 ? big : p[i], many_len[i], 11 + (uint32_t)i);
+        if (i == 1)
+            memcpy(p[1], big, sizeof p[1]);
+        struct store_msg_result res;
+        assert_int_equal(put(st, "acc", uidl, i == 1 ? big : p[i], many_len[i], 9000, wh, 1, T0,
+                             &res, &e), 0);
+        ids[i] = res.id;
+    }
+    free(big);
+    struct store_loaded l[5];
+    const int64_t want[] = {ids[2], 999999, ids[0], ids[1], ids[3]};
+    unsigned char key[STORE_LINK_KEY_LEN], key2[STORE_LINK_KEY_LEN];
+    for (int i = 0; i < 5; i++)
+        l[i].id = want[i];
+    if (store_msg_load_many(st, l, 5, 1000, 100000, key, 1000, &e) != 0)
+        fail_msg("store_msg_load_many: %s", e.msg);
+    many_check(l, ids, p, (const bool[]){true, false, true, false, true});
+    store_loaded_free(l, 5);
+    assert_null(l[0].body);
+    assert_int_equal(store_link_key(st, key2, NULL, 2000, &e), 0); /* the one made above */
+    assert_memory_equal(key, key2, sizeof key);
+    /* within 250 octets: m2 (200); m0 (100) would pass it, so m3 is not read either */
+    assert_int_equal(store_msg_load_many(st, l, 5, 1000, 250, NULL, 0, &e), 0);
+    many_check(l, ids, p, (const bool[]){true, false, false, false, false});
+    store_loaded_free(l, 5);
+    /* nothing to read: the key still */
+    memset(key, 0, sizeof key);
+    assert_int_equal(store_msg_load_many(st, l, 0, 1000, 1000, key, 3000, &e), 0);
+    assert_memory_equal(key, key2, sizeof key);
+    assert_int_equal(store_msg_load_many(st, l, STORE_LOAD_MANY_MAX + 1, 1, 1, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_msg_load_many(NULL, l, 1, 1, 1, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    /* purged: metadata only */
+    deliver_all(st, T0);
+    int64_t purged = 0;
+    assert_int_equal(store_purge_bodies(st, 0, T0 + DAY_MS, 0, &purged, &e), 0);
+    l[0].id = ids[0];
+    assert_int_equal(store_msg_load_many(st, l, 1, 1000, 1000, NULL, 0, &e), 0);
+    assert_int_equal(l[0].result, 0);
+    assert_true(l[0].info.body_purged_at > 0);
+    assert_null(l[0].body);
+}
+
 static void webhook_disable(void **state)
 {
     struct store *st = fx_open(state);
@@ -3495,7 +3585,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -3515,7 +3605,7 @@ int main(void)
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(leases), T(account_leases), T(account_give_back), T(webhook_disable), T(link_key),
-        T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
+        T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
