@@ -1,13 +1,12 @@
 /* delivery — the outbox worker; see include/delivery.h. */
 #include "delivery.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <openssl/crypto.h>
 
 #include "clock.h"
 #include "event.h"
