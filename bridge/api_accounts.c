@@ -9,6 +9,37 @@
 #include "log.h"
 #include "pollhist.h"
 
+/* A shared store (PostgreSQL): an account this instance does not hold is
+ * answered from what its holder saves after each poll (daemon.c), so every
+ * instance gives the same state, times and error.  true with *ra filled
+ * (*live: anything was saved), false when the store could not say (then
+ * this instance's own view stands). */
+static bool saved_account(struct store *st, const char *name, struct runtime_account *ra,
+                          bool *live)
+{
+    struct store_account_state s;
+    struct err e;
+    err_clear(&e);
+    int rc = store_account_get(st, name, &s, &e);
+    if (rc == STORE_NOTFOUND) {
+        *live = false; /* never polled by anyone */
+        return true;
+    }
+    if (rc < 0) {
+        log_warn("account_state_unread", "account=%s error=%s", name, log_q(e.msg));
+        return false;
+    }
+    if (account_state_parse(s.state, &ra->state) < 0)
+        ra->state = ACCOUNT_IDLE;
+    snprintf(ra->last_error, sizeof ra->last_error, "%s", s.last_error);
+    if (account_error_parse(s.last_error_code, &ra->last_error_code) < 0)
+        ra->last_error_code = ACCOUNT_ERR_NONE;
+    ra->last_attempt_at = s.last_attempt_at;
+    ra->last_success_at = s.last_success_at;
+    *live = true;
+    return true;
+}
+
 static cJSON *account_json(struct http_req *r, const struct config_account *ca)
 {
     struct runtime_account ra;
@@ -18,6 +49,12 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     struct store *st = api_store(r, &e);
     if (!st || store_account_counts(st, ca->name, &cnt, &e) < 0)
         return NULL;
+    if (strcmp(store_backend(), "postgresql") == 0 && !(live && ra.held)) {
+        struct runtime_account saved = live ? ra : (struct runtime_account){0};
+        bool saved_live = false;
+        if (saved_account(st, ca->name, &saved, &saved_live))
+            ra = saved, live = saved_live;
+    }
     cJSON *oauth2 = api_oauth2_account_json(r, ca);
     if (!oauth2)
         return NULL;

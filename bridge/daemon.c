@@ -226,7 +226,7 @@ static bool once_polls_done(void)
  * failed), lock held. */
 static bool take_lease(struct store *st, struct sched_account *a,
                        const struct sched_account *snapshot, enum account_state before,
-                       bool *first)
+                       int64_t attempt_before, bool *first)
 {
     int64_t now = daemon_now_ms();
     if (snapshot->lease_until - now > daemon_rt.lease_ms / 2)
@@ -275,6 +275,7 @@ static bool take_lease(struct store *st, struct sched_account *a,
         a->lease_until = 0;
         a->polled_once = true; /* --once: not ours to poll */
         a->state = before;
+        a->last_attempt_at = attempt_before; /* no poll was tried: not an attempt */
         a->next_at = now + (ca ? ca->poll_interval_ms : DAEMON_INTERVAL_UNKNOWN_MS);
         cfgref_put(ref);
     }
@@ -338,6 +339,9 @@ static void after_poll(struct store *st, const char *name, const struct config_a
         /* a write only when something a restart needs changed, or
          * now and then for the times shown */
         bool save = sched_save_due(a, rc, first, now, clock_mono_ms());
+        /* a shared store: the other instances answer for the account from
+         * what is saved (api_accounts.c), so every poll's outcome is */
+        save = save || daemon_rt.shared;
         snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
         if (save)
@@ -391,12 +395,13 @@ static void *poll_worker(void *arg)
         snprintf(name, sizeof name, "%s", a->name);
         bool first = a->last_success_at == 0;
         enum account_state before = a->state;
+        int64_t attempt_before = a->last_attempt_at;
         sched_begin(a, daemon_now_ms());
         struct sched_account snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
 
         /* "polling" lives in memory only: a restart never resumes it */
-        if (!take_lease(st, a, &snapshot, before, &first))
+        if (!take_lease(st, a, &snapshot, before, attempt_before, &first))
             continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&daemon_rt.cfg);
         const struct config_account *ca = cfg_account(ref->cfg, name);
@@ -630,6 +635,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
         out->last_attempt_at = a->last_attempt_at;
         out->last_success_at = a->last_success_at;
         out->next_at = a->next_at;
+        out->held = a->lease_until > daemon_now_ms();
     }
     pthread_mutex_unlock(&daemon_rt.lock);
     return a ? 0 : -1;

@@ -1173,7 +1173,10 @@ def account_history(b, name):
 def test_poll_history_same_on_every_instance():
     """After a poll on instance X, instance Y (which does not hold the
     account, and never polled it) answers the account's `polls` and
-    `last_session` (CAPA lines, TLS details) as X does, each poll naming X."""
+    `last_session` (CAPA lines, TLS details) as X does, each poll naming X,
+    and its state, last attempt, last success and last error too (Y's own
+    tries at the lease X holds are no attempts), in the account and in the
+    accounts list."""
     db = "pollhist"
     PG.create_db(db)
     rcv = Receiver(bridge.new_secret(), name="rcv-pollhist").start()
@@ -1200,6 +1203,23 @@ def test_poll_history_same_on_every_instance():
         if hx["last_session"]["tls"] is None or not hx["last_session"]["capabilities"]:
             raise AssertionError("no TLS details or CAPA lines: %r" % hx["last_session"])
         hy = account_history(y, name)
+        state = ("state", "last_attempt_at", "last_success_at", "last_error", "last_error_code")
+        if hx["last_success_at"] is None:
+            raise AssertionError("the polling instance shows no success: %r" % hx)
+        seen = {}
+
+        def same_state():   # X saves the poll's outcome just after the poll ends
+            for b in (x, y):
+                one = {k: account_history(b, name)[k] for k in state}
+                _, body = api_get(b, "/api/v1/accounts")
+                seen[b] = (one, [{k: acc[k] for k in state} for acc in body["accounts"]
+                                 if acc["name"] == name])
+            return seen[x] == seen[y] and seen[x][1] == [seen[x][0]]
+        try:
+            harness.wait_for(same_state, 5, interval=0.2, what="the same account state")
+        except AssertionError:
+            raise AssertionError("the account's state (alone, in the list) differs: polling"
+                                 " instance %r, the other %r" % (seen[x], seen[y]))
         harness.eq(hy["polls"], hx["polls"], "polls on the instance that did not poll")
         harness.eq(hy["last_session"], hx["last_session"],
                    "last_session on the instance that did not poll")
