@@ -49,7 +49,7 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     struct store *st = api_store(r, &e);
     if (!st || store_account_counts(st, ca->name, &cnt, &e) < 0)
         return NULL;
-    if (strcmp(store_backend(), "postgresql") == 0 && !(live && ra.held)) {
+    if (store_is_shared() && !(live && ra.held)) {
         struct runtime_account saved = live ? ra : (struct runtime_account){0};
         bool saved_live = false;
         if (saved_account(st, ca->name, &saved, &saved_live))
@@ -97,7 +97,7 @@ static bool read_history(struct http_req *r, const char *account, struct pollhis
                          struct store_poll *polls, size_t *n)
 {
     *n = 0;
-    if (strcmp(store_backend(), "postgresql") == 0) {
+    if (store_is_shared()) {
         struct err e;
         err_clear(&e);
         struct store *st = api_store(r, &e);

@@ -53,7 +53,8 @@ static struct daemon_rt {
     int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed, polls_skipped;
-    /* several instances on one store (PostgreSQL) */
+    /* several instances on one store: store_is_shared() once the store is
+     * set up (kept here to be read under lock with the rest) */
     bool shared;
     int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
     size_t share_limit;       /* the most account leases this instance takes (share.h);
@@ -857,7 +858,7 @@ static void init_runtime(struct run *r, struct config *cfg)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, daemon_rt.owner, sizeof daemon_rt.owner);
     poller_set_instance(daemon_rt.owner);
-    daemon_rt.shared = cfg->store.url != NULL;
+    daemon_rt.shared = store_is_shared(); /* store_setup chose it */
     /* with PostgreSQL the failover time is the configuration's store.lease */
     daemon_rt.lease_ms = daemon_rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
     daemon_rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -521,7 +521,7 @@ void poller_set_instance(const char *id)
  * is logged once per streak of failures and does not touch the poll. */
 static void share_poll(struct store *st, const char *account, const struct pollhist_poll *h)
 {
-    if (strcmp(store_backend(), "postgresql") != 0)
+    if (!store_is_shared())
         return; /* SQLite: one instance, the memory is the history */
     struct pollhist_session *s = malloc(sizeof *s);
     bool had = s && pollhist_get(pollhist_default(), account, s, NULL, 0, NULL) == 0 &&

@@ -175,6 +175,11 @@ int store_setup(const struct store_target *t, struct err *e);
 void store_teardown(void);
 /* "sqlite" or "postgresql": the backend store_open opens. */
 const char *store_backend(void);
+/* Whether the state may be shared by several instances (PostgreSQL): what
+ * decides account leases, the poll history and account state kept in the
+ * store for every instance, and the API answering from there.  The one
+ * test of it (the daemon's, the poller's and the API's). */
+bool store_is_shared(void);
 /* PostgreSQL: "host=H port=P dbname=D" naming the target without secrets,
  * for logs ("" under SQLite). */
 const char *store_target_name(void);
