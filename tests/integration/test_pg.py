@@ -1251,6 +1251,27 @@ def test_poll_history_same_on_every_instance():
         harness.eq([p["outcome"] for p in hy["polls"]], ["ok", "ok"],
                    "polls in the store after the two lost writes")
         harness.eq(hy["polls"][1], hx["polls"][0], "the first poll, still there")
+        # poll #4 wrote the session in full (the lost writes left the store
+        # unsure); #5 has the same details, so only the session's time moves
+        # with it, in the one statement that also saves the account's state
+        harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #5")
+        x.wait_log(done, 20, count=5)
+        try:
+            harness.wait_for(same_state, 5, interval=0.2, what="the same account state")
+        except AssertionError:
+            raise AssertionError("after poll #5 the account's state differs: polling"
+                                 " instance %r, the other %r" % (seen[x], seen[y]))
+        h5x, h5y = account_history(x, name), account_history(y, name)
+        harness.eq(h5y["last_session"], h5x["last_session"], "last_session after poll #5")
+        harness.eq((h5y["last_session"]["capabilities"], h5y["last_session"]["tls"]),
+                   (hx["last_session"]["capabilities"], hx["last_session"]["tls"]),
+                   "the session's details after poll #5")
+        if not h5y["last_session"]["at"] >= h5y["polls"][0]["at"] > hy["polls"][0]["at"]:
+            raise AssertionError("the session's time did not move with poll #5: session %s,"
+                                 " polls %s then %s" % (h5y["last_session"]["at"],
+                                                        hy["polls"][0]["at"],
+                                                        h5y["polls"][0]["at"]))
+        harness.eq(h5y["last_success_at"], h5x["last_success_at"], "last success after #5")
         harness.eq(a.stop(), 0, "instance 0 exit code")
         harness.eq(b.stop(), 0, "instance 1 exit code")
     finally:
