@@ -1242,6 +1242,20 @@ def test_poll_history_same_on_every_instance():
             x.wait_log(done, 20, count=k)
         harness.eq(len(re.findall(r"event=poll_history_failed", x.log())), 1,
                    "poll_history_failed lines for a streak of two failed writes")
+        # nor can the history be read: each instance answers from its own
+        # memory (x: its three polls, naming no instance; y: nothing), and
+        # says so once (API_HISTORY_UNREAD_LOG_MS), not at every request
+        for _ in range(3):
+            fx, fy = account_history(x, name), account_history(y, name)
+        harness.eq((fy["polls"], fy["last_session"]), ([], None),
+                   "the history of the instance that did not poll, from its memory")
+        harness.eq(([p["outcome"] for p in fx["polls"]], [p.get("instance") for p in fx["polls"]]),
+                   (["ok"] * 3, [None] * 3), "the polling instance's history, from its memory")
+        harness.eq(fx["last_session"]["capabilities"], hx["last_session"]["capabilities"],
+                   "the polling instance's last session, from its memory")
+        for b in (x, y):
+            harness.eq(len(re.findall(r"event=poll_history_unread", b.log())), 1,
+                       "poll_history_unread lines for 3 requests on %s" % instance_id(b))
         harness.eq(len(re.findall(r"event=poll_failed", x.log())), 0, "failed polls")
         PG.sql("ALTER TABLE polls_gone RENAME TO polls", db=db)
         harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #4")
