@@ -149,19 +149,29 @@ int pg_account_lease(struct store *st, const char *account, const char *owner,
     return taken ? 0 : STORE_LEASE_LOST;
 }
 
-int pg_account_give_back(struct store *st, const char *account, const char *owner,
-                         struct err *e)
+/* Drop owner's lease on one account's row (an account's, an OAuth2
+ * grant's): sql is "UPDATE <table> SET lease_owner = NULL, lease_until = 0
+ * WHERE <account column> = $1 AND lease_owner = $2"; *dropped (may be NULL)
+ * gets the rows changed (0: owner did not hold it). */
+static int lease_drop(struct store *st, const char *sql, const char *account, const char *owner,
+                      int64_t *dropped, struct err *e, const char *op)
 {
     if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
     pq_text(&q, owner);
+    return pg_write1(st, sql, &q, dropped, e, op);
+}
+
+int pg_account_give_back(struct store *st, const char *account, const char *owner,
+                         struct err *e)
+{
     int64_t given = 0;
-    if (pg_write1(st,
-                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
-                  " WHERE name = $1 AND lease_owner = $2",
-                  &q, &given, e, "give back account lease") < 0)
+    if (lease_drop(st,
+                   "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                   " WHERE name = $1 AND lease_owner = $2",
+                   account, owner, &given, e, "give back account lease") < 0)
         return -1;
     return given ? 0 : STORE_LEASE_LOST;
 }
@@ -628,15 +638,10 @@ int pg_oauth2_failed(struct store *st, const char *account, int64_t version, boo
 int pg_oauth2_release(struct store *st, const char *account, const char *owner,
                       struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, owner);
-    return pg_write1(st,
-                  "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
-                  " WHERE account = $1 AND lease_owner = $2",
-                  &q, NULL, e, "release OAuth2 lease");
+    return lease_drop(st,
+                      "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
+                      " WHERE account = $1 AND lease_owner = $2",
+                      account, owner, NULL, e, "release OAuth2 lease");
 }
 
 /* ---- poll history (dashboard) ---------------------------------------------- */
