@@ -78,7 +78,8 @@
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
- *              the full listing; store_account_set for the visible state.
+ *              the full listing; store_account_set for the visible state
+ *              (a shared store: store_poll_record saves it with the poll).
  *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load (and
  *              store_msg_stream for a large body) -> POST
  *              (store_delivery_renew meanwhile) -> the outcomes of a flush
