@@ -1253,9 +1253,9 @@ def test_poll_history_same_on_every_instance():
                    (["ok"] * 3, [None] * 3), "the polling instance's history, from its memory")
         harness.eq(fx["last_session"]["capabilities"], hx["last_session"]["capabilities"],
                    "the polling instance's last session, from its memory")
-        for b in (x, y):
-            harness.eq(len(re.findall(r"event=poll_history_unread", b.log())), 1,
-                       "poll_history_unread lines for 3 requests on %s" % instance_id(b))
+        for inst in (x, y):
+            harness.eq(len(re.findall(r"event=poll_history_unread", inst.log())), 1,
+                       "poll_history_unread lines for 3 requests on %s" % instance_id(inst))
         harness.eq(len(re.findall(r"event=poll_failed", x.log())), 0, "failed polls")
         PG.sql("ALTER TABLE polls_gone RENAME TO polls", db=db)
         harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #4")
