@@ -1179,6 +1179,8 @@ def test_poll_history_same_on_every_instance():
     accounts list."""
     db = "pollhist"
     PG.create_db(db)
+    # every statement of this database in the server's log: what poll #5 sends
+    PG.sql("ALTER DATABASE %s SET log_statement = 'all'" % db, db="postgres")
     rcv = Receiver(bridge.new_secret(), name="rcv-pollhist").start()
     accounts, env = make_accounts("ph", 1, 2, seed=11)
     name = accounts[0]["name"]
@@ -1268,8 +1270,16 @@ def test_poll_history_same_on_every_instance():
         # poll #4 wrote the session in full (the lost writes left the store
         # unsure); #5 has the same details, so only the session's time moves
         # with it, in the one statement that also saves the account's state
+        mark = len(PG.log())
         harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #5")
         x.wait_log(done, 20, count=5)
+        sent = [t for t in re.findall(r"LOG:  (?:statement|execute [^:]*): (.*)", PG.log()[mark:])
+                if "INSERT INTO polls" in t or t.startswith("INSERT INTO accounts(name, state")]
+        harness.eq([("UPDATE poll_sessions SET at" in t, "INSERT INTO poll_sessions" in t,
+                     "acct AS (INSERT INTO accounts" in t) for t in sent],
+                   [(True, False, True)],
+                   "poll #5's writes of its poll, session and state (one statement, the session's"
+                   " time moved only)")
         try:
             harness.wait_for(same_state, 5, interval=0.2, what="the same account state")
         except AssertionError:
