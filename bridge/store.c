@@ -64,6 +64,11 @@ const char *store_backend(void)
     return backend->backend;
 }
 
+bool store_is_shared(void)
+{
+    return backend == &store_pg_ops;
+}
+
 const char *store_target_name(void)
 {
     return backend == &store_pg_ops ? store_pg_target_name() : "";

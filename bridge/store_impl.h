@@ -213,9 +213,9 @@ struct store_msg {
       (struct store * st, int64_t id, struct store_event *out, char **data, struct err *e),     \
       (st, id, out, data, e))                                                      \
     X(int, poll_record,                                                                         \
-      (struct store * st, const char *account, const char *instance,                            \
-       const struct pollhist_poll *p, const struct pollhist_session *s, struct err *e),         \
-      (st, account, instance, p, s, e))                                                         \
+      (struct store * st, const char *account, const struct store_poll_write *w,                \
+       bool *session_saved, struct err *e),                                                     \
+      (st, account, w, session_saved, e))                                                       \
     X(int, poll_history,                                                                        \
       (struct store * st, const char *account, struct pollhist_session *s,                      \
        struct store_poll *out, size_t max, size_t *n, struct err *e),                           \

@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
-#define PQ_PARAMS_MAX 24               /* parameters of one statement */
+#define PQ_PARAMS_MAX 32               /* parameters of one statement */
 #define PG_PIPE_MAX 32                 /* statements of one round trip (pq_pipe) */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */

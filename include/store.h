@@ -78,7 +78,8 @@
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
- *              the full listing; store_account_set for the visible state.
+ *              the full listing; store_account_set for the visible state
+ *              (a shared store: store_poll_record saves it with the poll).
  *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load_many
  *              of the lease's messages (small bodies with it; store_msg_load
  *              and store_msg_stream for the rest) -> POST
@@ -177,6 +178,11 @@ int store_setup(const struct store_target *t, struct err *e);
 void store_teardown(void);
 /* "sqlite" or "postgresql": the backend store_open opens. */
 const char *store_backend(void);
+/* Whether the state may be shared by several instances (PostgreSQL): what
+ * decides account leases, the poll history and account state kept in the
+ * store for every instance, and the API answering from there.  The one
+ * test of it (the daemon's, the poller's and the API's). */
+bool store_is_shared(void);
 /* PostgreSQL: "host=H port=P dbname=D" naming the target without secrets,
  * for logs ("" under SQLite). */
 const char *store_target_name(void);
@@ -767,16 +773,33 @@ struct store_poll {
     char instance[STORE_OWNER_MAX + 1]; /* "" when not known */
 };
 
-/* A poll of `account` by `instance` ended: p is added and the account's
- * polls beyond the newest POLLHIST_POLLS are dropped, and with s (may be
- * NULL: the poll had no session) s replaces the account's last session, all
- * in one statement (one round trip).  instance NULL or "": not known.
+/* A poll that ended, as store_poll_record writes it. */
+struct store_poll_write {
+    const char *instance;                  /* who polled; NULL or "": not known */
+    const struct pollhist_poll *poll;      /* the poll (required) */
+    const struct pollhist_session *session; /* its session's details, saved in full
+                                              (replacing the account's); NULL: see below */
+    int64_t session_at, session_was;       /* without session, session_at > 0: a session
+                                              with the details saved at session_was began at
+                                              session_at (only the saved session's time
+                                              moves, if it is still that of session_was);
+                                              session_at 0: the poll had no session */
+    const struct store_account_state *state; /* the account's state, saved as
+                                                store_account_set does; NULL: not */
+};
+
+/* A poll of `account` ended: w->poll is added and the account's polls
+ * beyond the newest POLLHIST_POLLS are dropped, its session saved or its
+ * time moved, and its state saved, all in one statement (one round trip).
+ * *session_saved (may be NULL) is true when the account's saved session is
+ * now this poll's (written in full, or its time moved), false otherwise (no
+ * session; or another session was saved meanwhile, whose time was not
+ * session_was: nothing moved, write the session in full next time).
  * Error texts and CAPA lines are cut at pollhist's limits and kept as valid
- * UTF-8.  0, or -1 with e: ERR_USAGE (SQLite, empty account), ERR_LIMIT
- * (account or instance too long), ERR_INTERNAL. */
-int store_poll_record(struct store *st, const char *account, const char *instance,
-                      const struct pollhist_poll *p, const struct pollhist_session *s,
-                      struct err *e);
+ * UTF-8.  0, or -1 with e: ERR_USAGE (SQLite, empty account, no poll),
+ * ERR_LIMIT (account, instance or state too long), ERR_INTERNAL. */
+int store_poll_record(struct store *st, const char *account, const struct store_poll_write *w,
+                      bool *session_saved, struct err *e);
 
 /* The account's last session into *s (may be NULL; s->at == 0: none yet)
  * and up to max of its polls, newest first, into out[] (*n gets the count).
