@@ -190,7 +190,8 @@ const char *store_target_name(void);
  *
  * The HMAC key that signs the links in events and answers (raw_url,
  * attachment url; include/links.h).  One per store, so every instance
- * sharing it signs and accepts the same links. */
+ * sharing it signs and accepts the same links.  Unlike the rest of this
+ * header, its times (now, created_at) are Unix seconds, as links' expiry. */
 
 /* Into key: the current link key, made from random bytes (created_at = now)
  * on first use.  *created_at (may be NULL) gets when it was made.  0, or -1
