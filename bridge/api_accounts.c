@@ -6,8 +6,40 @@
 
 #include "api.h"
 #include "api_oauth2.h"
+#include "clock.h"
 #include "log.h"
 #include "pollhist.h"
+
+/* A shared store (PostgreSQL): an account this instance does not hold is
+ * answered from what its holder saves after each poll (daemon.c), so every
+ * instance gives the same state, times and error.  true with *ra filled
+ * (*live: anything was saved), false when the store could not say (then
+ * this instance's own view stands). */
+static bool saved_account(struct store *st, const char *name, struct runtime_account *ra,
+                          bool *live)
+{
+    struct store_account_state s;
+    struct err e;
+    err_clear(&e);
+    int rc = store_account_get(st, name, &s, &e);
+    if (rc == STORE_NOTFOUND) {
+        *live = false; /* never polled by anyone */
+        return true;
+    }
+    if (rc < 0) {
+        log_warn("account_state_unread", "account=%s error=%s", name, log_q(e.msg));
+        return false;
+    }
+    if (account_state_parse(s.state, &ra->state) < 0)
+        ra->state = ACCOUNT_IDLE;
+    snprintf(ra->last_error, sizeof ra->last_error, "%s", s.last_error);
+    if (account_error_parse(s.last_error_code, &ra->last_error_code) < 0)
+        ra->last_error_code = ACCOUNT_ERR_NONE;
+    ra->last_attempt_at = s.last_attempt_at;
+    ra->last_success_at = s.last_success_at;
+    *live = true;
+    return true;
+}
 
 static cJSON *account_json(struct http_req *r, const struct config_account *ca)
 {
@@ -18,6 +50,12 @@ static cJSON *account_json(struct http_req *r, const struct config_account *ca)
     struct store *st = api_store(r, &e);
     if (!st || store_account_counts(st, ca->name, &cnt, &e) < 0)
         return NULL;
+    if (store_is_shared() && !(live && ra.held)) {
+        struct runtime_account saved = live ? ra : (struct runtime_account){0};
+        bool saved_live = false;
+        if (saved_account(st, ca->name, &saved, &saved_live))
+            ra = saved, live = saved_live;
+    }
     cJSON *oauth2 = api_oauth2_account_json(r, ca);
     if (!oauth2)
         return NULL;
@@ -52,6 +90,10 @@ static void h_accounts(struct http_req *r)
     http_reply_json(r, 200, root);
 }
 
+/* poll_history_unread (the store could not be read for an account's
+ * history: every request falls back) at most once per this long */
+#define API_HISTORY_UNREAD_LOG_MS 60000
+
 /* The account's history into s and polls[] (*n of them): on PostgreSQL the
  * store's, shared by every instance (store_poll_history); on SQLite, or when
  * the store cannot be read, what the poller recorded in this process
@@ -60,14 +102,19 @@ static bool read_history(struct http_req *r, const char *account, struct pollhis
                          struct store_poll *polls, size_t *n)
 {
     *n = 0;
-    if (strcmp(store_backend(), "postgresql") == 0) {
+    if (store_is_shared()) {
         struct err e;
         err_clear(&e);
         struct store *st = api_store(r, &e);
         if (st && store_poll_history(st, account, s, polls, POLLHIST_POLLS, n, &e) == 0)
             return true;
-        log_warn("poll_history_unread", "account=%s error=%s note=%s", account, log_q(e.msg),
-                 log_q("answered with this instance's own record"));
+        static struct log_limit unread;
+        uint64_t more = 0;
+        if (log_limit_due(&unread, clock_mono_ms(), API_HISTORY_UNREAD_LOG_MS, &more))
+            log_warn("poll_history_unread", "account=%s error=%s not_logged=%llu note=%s",
+                     account, log_q(e.msg), (unsigned long long)more,
+                     log_q("answered with this instance's own record; logged at most once "
+                           "a minute"));
     }
     struct pollhist_poll mine[POLLHIST_POLLS];
     bool known = pollhist_get(pollhist_default(), account, s, mine, POLLHIST_POLLS, n) == 0;

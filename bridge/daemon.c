@@ -53,7 +53,8 @@ static struct daemon_rt {
     int cancel_fd;            /* an eventfd written at stop: polls in progress end */
     bool once, stopping, delivery_done;
     uint64_t polls_ok, polls_failed, polls_skipped;
-    /* several instances on one store (PostgreSQL) */
+    /* several instances on one store: store_is_shared() once the store is
+     * set up (kept here to be read under lock with the rest) */
     bool shared;
     int64_t lease_ms;         /* accounts' and (shared) deliveries' lease */
     size_t share_limit;       /* the most account leases this instance takes (share.h);
@@ -149,20 +150,27 @@ static int sync_accounts(const struct config *cfg, struct store *st)
     return 0;
 }
 
-static void save_state(struct store *st, const struct sched_account *a)
+/* What is saved of an account's state. */
+static void state_of(const struct sched_account *a, struct store_account_state *s)
 {
-    struct store_account_state s = {0};
-    snprintf(s.state, sizeof s.state, "%s", account_state_name(a->state));
-    snprintf(s.last_error, sizeof s.last_error, "%s", a->last_error);
-    snprintf(s.last_error_code, sizeof s.last_error_code, "%s",
+    memset(s, 0, sizeof *s);
+    snprintf(s->state, sizeof s->state, "%s", account_state_name(a->state));
+    snprintf(s->last_error, sizeof s->last_error, "%s", a->last_error);
+    snprintf(s->last_error_code, sizeof s->last_error_code, "%s",
              account_error_name(a->last_error_code));
-    s.last_attempt_at = a->last_attempt_at;
-    s.last_success_at = a->last_success_at;
+    s->last_attempt_at = a->last_attempt_at;
+    s->last_success_at = a->last_success_at;
     /* what forbids a poll (not_before): a backoff, or the server's
      * LOGIN-DELAY after a success (state idle); after a poll that failed for
      * want of an OAuth2 grant, nothing, so a restart after `oauth2 login`
      * polls at once */
-    s.backoff_until = a->not_before;
+    s->backoff_until = a->not_before;
+}
+
+static void save_state(struct store *st, const struct sched_account *a)
+{
+    struct store_account_state s;
+    state_of(a, &s);
     struct err e;
     if (store_account_set(st, a->name, &s, &e) < 0)
         log_error("store_failed", "op=account_set account=%s error=%s", a->name, log_q(e.msg));
@@ -231,7 +239,7 @@ static bool once_polls_done(void)
  * failed), lock held. */
 static bool take_lease(struct store *st, struct sched_account *a, size_t slot,
                        const struct sched_account *snapshot, enum account_state before,
-                       bool *first)
+                       int64_t attempt_before, bool *first)
 {
     int64_t now = daemon_now_ms();
     if (snapshot->lease_until - now > daemon_rt.lease_ms / 2)
@@ -280,6 +288,7 @@ static bool take_lease(struct store *st, struct sched_account *a, size_t slot,
         a->lease_until = 0;
         a->polled_once = true; /* --once: not ours to poll */
         a->state = before;
+        a->last_attempt_at = attempt_before; /* no poll was tried: not an attempt */
         a->next_at = now + (ca ? ca->poll_interval_ms : DAEMON_INTERVAL_UNKNOWN_MS);
         cfgref_put(ref);
     }
@@ -303,11 +312,13 @@ int daemon_exit_code(bool thread_failed, bool once, uint64_t polls_failed,
 
 /* After a poll of `name` (lock held on entry and on return): the account's
  * schedule, counters and log line from the result (rc, res, e), and its
- * state saved when a restart needs it.  A poll cancelled by a stop changes
+ * state saved when a restart needs it (a shared store: with the poll, every
+ * time; sess: the worker's room for the poll's session).  A poll cancelled by a stop changes
  * nothing but ends the account's run. */
 static void after_poll(struct store *st, const char *name, size_t slot,
                        const struct config_account *ca, int rc, const struct poller_result *res,
-                       struct err *e, bool first, enum account_state before, int64_t took_ms)
+                       struct err *e, bool first, enum account_state before, int64_t took_ms,
+                       struct pollhist_session *sess)
 {
     struct sched_account *a = sched_find_at(daemon_rt.accounts, daemon_rt.n_accounts, name, slot);
     struct sched_account snapshot;
@@ -324,12 +335,18 @@ static void after_poll(struct store *st, const char *name, size_t slot,
                      name, res->listed, res->fetched, (unsigned long long)res->bytes,
                      res->too_large, res->ignored, res->deleted, res->failed, (long long)took_ms);
         } else if (out == DAEMON_POLL_CANCELLED) {
-            /* cancelled by a stop: no failure, no backoff, nothing saved:
-             * the next start polls it on schedule */
+            /* cancelled by a stop: no failure, no backoff, no state saved:
+             * the next start polls it on schedule (the poll is in the
+             * history all the same) */
             a->running = false;
             a->state = before;
             log_info("poll_cancelled", "account=%s ms=%lld error=%s", name,
                      (long long)took_ms, log_q(e->msg));
+            if (daemon_rt.shared) {
+                pthread_mutex_unlock(&daemon_rt.lock);
+                (void)poller_share(st, name, &res->poll, NULL, sess);
+                pthread_mutex_lock(&daemon_rt.lock);
+            }
             return;
         } else {
             int64_t d = sched_failed(a, now, interval, res->login_delay, e);
@@ -345,8 +362,17 @@ static void after_poll(struct store *st, const char *name, size_t slot,
         bool save = sched_save_due(a, rc, first, now, clock_mono_ms());
         snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
-        if (save)
+        if (daemon_rt.shared) {
+            /* the other instances answer for the account from what is saved
+             * (api_accounts.c): every poll's outcome, in the statement that
+             * records the poll; alone only when that one failed */
+            struct store_account_state s;
+            state_of(&snapshot, &s);
+            if (poller_share(st, name, &res->poll, &s, sess) < 0)
+                save_state(st, &snapshot);
+        } else if (save) {
             save_state(st, &snapshot);
+        }
         pthread_mutex_lock(&daemon_rt.lock);
     } else if (a) {
         a->running = false;
@@ -369,8 +395,12 @@ static void *poll_worker(void *arg)
     struct cfgref *ref = cfgref_get(&daemon_rt.cfg);
     struct store *st = store_open(ref->cfg->state_dir, &e);
     cfgref_put(ref);
-    if (!st) {
-        log_error("store_open_failed", "error=%s", log_q(e.msg));
+    /* the room for a poll's session written to a shared store, once per worker */
+    struct pollhist_session *sess = malloc(sizeof *sess);
+    if (!st || !sess) {
+        log_error("store_open_failed", "error=%s", log_q(st ? "out of memory" : e.msg));
+        store_close(st);
+        free(sess);
         return NULL;
     }
     pthread_mutex_lock(&daemon_rt.lock);
@@ -396,6 +426,7 @@ static void *poll_worker(void *arg)
         size_t slot = (size_t)(a - daemon_rt.accounts); /* where to look for it first */
         bool first = a->last_success_at == 0;
         enum account_state before = a->state;
+        int64_t attempt_before = a->last_attempt_at;
         sched_begin(a, daemon_now_ms());
         struct sched_account snapshot = *a;
         pthread_mutex_unlock(&daemon_rt.lock);
@@ -405,7 +436,7 @@ static void *poll_worker(void *arg)
         pthread_cond_signal(&workers_idle);
 
         /* "polling" lives in memory only: a restart never resumes it */
-        if (!take_lease(st, a, slot, &snapshot, before, &first))
+        if (!take_lease(st, a, slot, &snapshot, before, attempt_before, &first))
             continue; /* another instance polls it; lock held again */
         ref = cfgref_get(&daemon_rt.cfg);
         const struct config_account *ca = cfg_account_at(ref->cfg, name, slot);
@@ -427,7 +458,7 @@ static void *poll_worker(void *arg)
         }
 
         pthread_mutex_lock(&daemon_rt.lock);
-        after_poll(st, name, slot, ca, rc, &res, &e, first, before, took_ms);
+        after_poll(st, name, slot, ca, rc, &res, &e, first, before, took_ms, sess);
         cfgref_put(ref);
         /* this worker picks the next account itself; nobody else waits for a
          * poll's end, but --once for the last one */
@@ -439,6 +470,7 @@ static void *poll_worker(void *arg)
     pthread_cond_broadcast(&daemon_rt.cond);
     pthread_mutex_unlock(&daemon_rt.lock);
     store_close(st);
+    free(sess);
     return NULL;
 }
 
@@ -639,6 +671,7 @@ static int rt_account(void *ctx, const char *name, struct runtime_account *out)
         out->last_attempt_at = a->last_attempt_at;
         out->last_success_at = a->last_success_at;
         out->next_at = a->next_at;
+        out->held = a->lease_until > daemon_now_ms();
     }
     pthread_mutex_unlock(&daemon_rt.lock);
     return a ? 0 : -1;
@@ -860,7 +893,7 @@ static void init_runtime(struct run *r, struct config *cfg)
         log_error("store_failed", "op=webhooks_enable_all error=%s", log_q(e.msg));
     config_instance_id(cfg, daemon_rt.owner, sizeof daemon_rt.owner);
     poller_set_instance(daemon_rt.owner);
-    daemon_rt.shared = cfg->store.url != NULL;
+    daemon_rt.shared = store_is_shared(); /* store_setup chose it */
     /* with PostgreSQL the failover time is the configuration's store.lease */
     daemon_rt.lease_ms = daemon_rt.shared ? cfg->store.lease_ms : DAEMON_ACCOUNT_LEASE_MS;
     daemon_rt.cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -92,7 +92,8 @@ static const struct share_lease *view_find(const struct share_view *v, const cha
 {
     struct share_lease key;
     snprintf(key.account, sizeof key.account, "%s", account);
-    return bsearch(&key, v->leases, v->nleases, sizeof *v->leases, lease_cmp);
+    return v->nleases ? bsearch(&key, v->leases, v->nleases, sizeof *v->leases, lease_cmp)
+                      : NULL; /* none: v->leases is NULL, which bsearch may not be given */
 }
 
 /* Take the lease of an account nobody holds for this instance, ahead of its
@@ -156,7 +157,8 @@ int daemon_share_turn(const struct daemon_keeper *k, struct store *st, int64_t *
     }
     if (!v.self_seen)
         v.live++; /* its first heartbeat not written yet, or failed */
-    qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
+    if (v.nleases) /* none: v.leases is NULL, which qsort may not be given */
+        qsort(v.leases, v.nleases, sizeof *v.leases, lease_cmp);
 
     pthread_mutex_lock(k->lock);
     struct sched_account *accounts = *k->accounts;

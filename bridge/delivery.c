@@ -1,6 +1,7 @@
 /* delivery — the outbox worker; see include/delivery.h. */
 #include "delivery.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,13 @@ struct job {
     const char *outcome;
     char error[600];
     int result;                     /* what the store said */
+    /* the message as read with its lease (store_msg_load_many) */
+    bool preloaded;
+    struct store_loaded pre;
+    int64_t pre_at;                 /* monotonic: when it was read */
+    size_t pre_bytes;               /* its body's share of the delivery's pre_bytes */
+    bool pre_keyed;                 /* pre_key holds the link key */
+    unsigned char pre_key[STORE_LINK_KEY_LEN];
 };
 
 struct sweep {
@@ -81,6 +89,8 @@ struct delivery {
     int64_t unrecorded_retry_at;     /* monotonic */
     struct sweep sweep;
     struct store_delivery *batch;    /* DELIVERY_LEASE_BATCH rows */
+    struct store_loaded *loads;      /* their messages (DELIVERY_LEASE_BATCH) */
+    size_t pre_bytes;                /* bodies read ahead, held by jobs */
 };
 
 /* ---- set-up ------------------------------------------------------------------------ */
@@ -93,9 +103,12 @@ struct delivery *delivery_new(struct store *st, const char *owner, struct err *e
     }
     struct delivery *d = calloc(1, sizeof *d);
     if (!d || !(d->batch = calloc(DELIVERY_LEASE_BATCH, sizeof *d->batch)) ||
+        !(d->loads = calloc(DELIVERY_LEASE_BATCH, sizeof *d->loads)) ||
         !(d->unrecorded = calloc(DELIVERY_UNRECORDED_MAX, sizeof *d->unrecorded))) {
-        if (d)
+        if (d) {
             free(d->batch);
+            free(d->loads);
+        }
         free(d);
         err_set(e, ERR_INTERNAL, "out of memory");
         return NULL;
@@ -236,6 +249,25 @@ static void release_unrecorded(struct delivery *d, bool now)
     d->unrecorded_retry_at = clock_mono_ms() + UNRECORDED_RETRY_MS;
 }
 
+/* Let go of what j read ahead (used, stale or never needed). */
+static void preload_drop(struct delivery *d, struct job *j)
+{
+    if (!j->preloaded)
+        return;
+    d->pre_bytes -= j->pre_bytes;
+    j->pre_bytes = 0;
+    store_loaded_free(&j->pre, 1);
+    OPENSSL_cleanse(j->pre_key, sizeof j->pre_key);
+    j->preloaded = j->pre_keyed = false;
+}
+
+static void job_free(struct delivery *d, struct job *j)
+{
+    preload_drop(d, j);
+    cfgref_put(j->cfg);
+    free(j);
+}
+
 static void queue_done(struct delivery *d, struct job *j)
 {
     j->next = NULL;
@@ -363,8 +395,7 @@ static void flush(struct delivery *d)
             }
             account_for(d, j, end);
         }
-        cfgref_put(j->cfg);
-        free(j);
+        job_free(d, j);
         j = next;
     }
     d->done_head = d->done_tail = NULL;
@@ -428,7 +459,13 @@ static int job_prepare(void *user, struct webhook_signer *sig, int *fd, uint64_t
         return event_spool_stored(d->st, cfg->state_dir, j->dl.event_id, j->started_at, sign_tap,
                                   sig, fd, len, e);
     event_opts_account(&o, config_account_find(cfg, j->dl.account));
-    return event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
+    if (j->preloaded && j->started_mono - j->pre_at <= DELIVERY_PRELOAD_TTL_MS) {
+        o.loaded = &j->pre;
+        o.loaded_key = j->pre_keyed ? j->pre_key : NULL;
+    }
+    int rc = event_spool(d->st, cfg->state_dir, j->dl.msg_id, &o, sign_tap, sig, fd, len, e);
+    preload_drop(d, j);
+    return rc;
 }
 
 static void on_done(void *user, const struct webhook_result *r)
@@ -483,7 +520,8 @@ static void on_done(void *user, const struct webhook_result *r)
 
 /* Queue one leased delivery in its webhook's queue. */
 static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
-                   const struct store_delivery *dl)
+                   const struct store_delivery *dl, struct store_loaded *pre,
+                   const unsigned char *key)
 {
     const struct config_webhook *wh = find_webhook(ref->cfg, dl->webhook);
     struct job *j = calloc(1, sizeof *j);
@@ -499,6 +537,18 @@ static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
     j->dl = *dl;
     j->cfg = cfgref_hold(ref);
     j->wh = wh;
+    if (pre) { /* taken over: its body is the job's now */
+        j->preloaded = true;
+        j->pre = *pre;
+        j->pre_at = clock_mono_ms();
+        j->pre_bytes = pre->body_len;
+        d->pre_bytes += pre->body_len;
+        pre->body = NULL;
+        if (key) {
+            memcpy(j->pre_key, key, sizeof j->pre_key);
+            j->pre_keyed = true;
+        }
+    }
     char id[WEBHOOK_ID_SIZE];
     int idr = dl->msg_key[0] ? webhook_event_id(dl->msg_key, dl->webhook, id, sizeof id)
                              : webhook_id(dl->account, dl->uidl, dl->webhook, id, sizeof id);
@@ -557,6 +607,31 @@ static void submit(struct delivery *d, struct cfgref *ref, struct hook *h,
     h->held++;
 }
 
+/* The messages of d->batch[0..n) read at once into d->loads, within what
+ * may be held (DELIVERY_PRELOAD_BYTES); the link key too when links are
+ * signed.  false when nothing was read (each job reads its own). */
+static bool preload(struct delivery *d, const struct config *cfg, size_t n,
+                    unsigned char key[STORE_LINK_KEY_LEN], bool *keyed)
+{
+    size_t msgs = 0;
+    for (size_t i = 0; i < n; i++) {
+        d->loads[i].id = d->batch[i].event_id > 0 ? 0 : d->batch[i].msg_id;
+        msgs += d->loads[i].id > 0;
+    }
+    if (msgs == 0)
+        return false;
+    bool signed_links = cfg->api.public_url && cfg->links_ttl_ms > 0;
+    size_t budget = d->pre_bytes < DELIVERY_PRELOAD_BYTES ? DELIVERY_PRELOAD_BYTES - d->pre_bytes : 0;
+    struct err e;
+    if (store_msg_load_many(d->st, d->loads, n, DELIVERY_PRELOAD_BODY_MAX, budget,
+                            signed_links ? key : NULL, clock_wall_ms() / 1000, &e) < 0) {
+        log_warn("delivery_preload_failed", "deliveries=%zu error=%s", n, log_q(e.msg));
+        return false;
+    }
+    *keyed = signed_links;
+    return true;
+}
+
 /* Lease more for every webhook whose queue runs low, taking turns. */
 static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
 {
@@ -593,8 +668,14 @@ static int lease_more(struct delivery *d, struct cfgref *ref, struct err *e)
         if (store_delivery_lease_due(d->st, d->owner, h->name, clock_wall_ms(), d->lease_ms, d->batch,
                                      want, &n, e) < 0)
             return -1;
+        unsigned char key[STORE_LINK_KEY_LEN];
+        bool keyed = false;
+        bool pre = preload(d, ref->cfg, n, key, &keyed);
         for (size_t i = 0; i < n; i++)
-            submit(d, ref, h, &d->batch[i]);
+            submit(d, ref, h, &d->batch[i], pre ? &d->loads[i] : NULL, keyed ? key : NULL);
+        if (pre)
+            store_loaded_free(d->loads, n); /* what no job took */
+        OPENSSL_cleanse(key, sizeof key);
         h->exhausted = n < want;
         h->check_at = h->exhausted ? now + DELIVERY_RECHECK_MS : 0;
     }
@@ -819,5 +900,6 @@ void delivery_free(struct delivery *d)
     free(d->hooks);
     free(d->unrecorded);
     free(d->batch);
+    free(d->loads);
     free(d);
 }

@@ -31,6 +31,29 @@ void event_opts_account(struct event_opts *o, const struct config_account *a)
     o->address = a ? a->address : NULL;
 }
 
+/* Message id's row, its body when small enough for memory (else *body
+ * NULL: stream it) and the link key: what was read ahead (eo->loaded), or
+ * all in one read now.  As store_msg_load. */
+static int load(struct store *st, int64_t id, const struct event_opts *eo,
+                struct store_msg_info *info, char **body, size_t *body_len,
+                unsigned char *link_key, int64_t now_s, struct err *e)
+{
+    struct store_loaded *l = eo->loaded;
+    if (!l || l->id != id || (link_key && !eo->loaded_key) ||
+        (l->result == 0 && !l->body && !l->info.body_purged_at && l->info.size <= EVENT_MEM_MAX))
+        return store_msg_load(st, id, info, EVENT_MEM_MAX, body, body_len, link_key, now_s, e);
+    if (l->result == 0) {
+        *info = l->info;
+        *body = l->body;
+        *body_len = l->body_len;
+        l->body = NULL;
+        l->body_len = 0;
+    }
+    if (link_key)
+        memcpy(link_key, eo->loaded_key, STORE_LINK_KEY_LEN);
+    return l->result;
+}
+
 static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
                           const struct event_opts *eo, struct store_msg_info *info_out,
                           struct err *e)
@@ -43,8 +66,7 @@ static cJSON *message_obj(struct store *st, const char *tmp_dir, int64_t id,
     /* the row, a body small enough for memory and the link key in one read */
     char *body = NULL;
     size_t body_len = 0;
-    int r = store_msg_load(st, id, &info, EVENT_MEM_MAX, &body, &body_len,
-                           signed_links ? link_key : NULL, now_s, e);
+    int r = load(st, id, eo, &info, &body, &body_len, signed_links ? link_key : NULL, now_s, e);
     if (r < 0)
         return NULL;
     if (r == STORE_NOTFOUND || info.body_purged_at) {

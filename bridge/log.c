@@ -314,3 +314,18 @@ const char *log_q(const char *s)
     b[o] = '\0';
     return b;
 }
+
+bool log_limit_due(struct log_limit *l, int64_t now_ms, int64_t every_ms,
+                   uint64_t *suppressed)
+{
+    int64_t next = atomic_load(&l->next_at);
+    /* one caller wins the interval; the others count as suppressed */
+    if (now_ms < next || !atomic_compare_exchange_strong(&l->next_at, &next, now_ms + every_ms)) {
+        atomic_fetch_add(&l->suppressed, 1);
+        return false;
+    }
+    uint64_t n = atomic_exchange(&l->suppressed, 0);
+    if (suppressed)
+        *suppressed = n;
+    return true;
+}

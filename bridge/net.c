@@ -1266,7 +1266,12 @@ int net_fill(struct net *n, struct err *e)
         short ev = POLLIN;
         if (n->out_end > n->out_start)
             ev |= n->write_wants_read ? 0 : POLLOUT;
-        /* a timeout or a cancel is reported below, after one read */
+        /* only a poll() failure ends here: at the deadline, the session's
+         * limit or a cancel wait_fd returns 0 and the loop below first
+         * tries once to write what is pending and to read without
+         * blocking (input that came meanwhile is returned; a read error or
+         * a closed connection is reported as such), then reports the cancel
+         * or the limit, then the timeout */
         if (wait_fd(n, ev, cap_session(n, n->deadline), e) < 0)
             return -1;
     }

@@ -515,22 +515,28 @@ void poller_set_instance(const char *id)
     snprintf(poller_instance, sizeof poller_instance, "%s", id ? id : "");
 }
 
-/* On PostgreSQL, the poll (and the session it logged in with: the one
- * pollhist holds, if it began after the poll did) into the store as well, so
- * every instance shows it (store_poll_record, one round trip).  A failure
- * is logged once per streak of failures and does not touch the poll. */
-static void share_poll(struct store *st, const char *account, const struct pollhist_poll *h)
+int poller_share(struct store *st, const char *account, const struct pollhist_poll *h,
+                 const struct store_account_state *state, struct pollhist_session *buf)
 {
-    if (strcmp(store_backend(), "postgresql") != 0)
-        return; /* SQLite: one instance, the memory is the history */
-    struct pollhist_session *s = malloc(sizeof *s);
-    bool had = s && pollhist_get(pollhist_default(), account, s, NULL, 0, NULL) == 0 &&
-               s->at >= h->at;
+    struct pollhist *ph = pollhist_default();
+    struct store_poll_write w = {.instance = poller_instance, .poll = h, .state = state};
+    buf->at = 0;
+    switch (pollhist_session_share(ph, account, h->at, buf, &w.session_was)) {
+    case POLLHIST_SHARE_FULL:
+        w.session = buf;
+        break;
+    case POLLHIST_SHARE_AT:
+        w.session_at = buf->at;
+        break;
+    case POLLHIST_SHARE_NONE:
+        break;
+    }
     struct err we;
     err_clear(&we);
-    int rc = s ? store_poll_record(st, account, poller_instance, h, had ? s : NULL, &we)
-               : err_set(&we, ERR_INTERNAL, "out of memory");
-    free(s);
+    bool saved = false;
+    int rc = store_poll_record(st, account, &w, &saved, &we);
+    if (buf->at > 0)
+        pollhist_session_shared(ph, account, buf, rc == 0 && saved);
     if (rc < 0) {
         if (!atomic_exchange(&share_failing, true))
             log_warn("poll_history_failed", "account=%s error=%s note=%s", account, log_q(we.msg),
@@ -539,12 +545,13 @@ static void share_poll(struct store *st, const char *account, const struct pollh
     } else if (atomic_exchange(&share_failing, false)) {
         log_info("poll_history_recovered", "account=%s", account);
     }
+    return rc;
 }
 
-/* The poll's line in the dashboard's history (pollhist.h; on PostgreSQL the
- * store's too); h->duration_ms holds the monotonic start. */
-static void record_poll(struct store *st, const char *account, struct pollhist_poll *h,
-                        const struct poller_result *res, int rc, const struct err *e)
+/* The poll's line in the dashboard's history (pollhist.h), and in res->poll
+ * for the store (poller_share); h->duration_ms holds the monotonic start. */
+static void record_poll(const char *account, struct pollhist_poll *h,
+                        struct poller_result *res, int rc, const struct err *e)
 {
     h->duration_ms = clock_mono_ms() - h->duration_ms;
     h->listed = (uint32_t)res->listed;
@@ -554,7 +561,7 @@ static void record_poll(struct store *st, const char *account, struct pollhist_p
     if (!h->ok)
         err_format(e, h->error, sizeof h->error);
     pollhist_poll(pollhist_default(), account, h);
-    share_poll(st, account, h);
+    res->poll = *h;
 }
 
 int poller_poll(struct store *st, struct committer *cm, const struct config_account *a,
@@ -570,7 +577,7 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         if (!tok)
             err_set(e, ERR_INTERNAL, "out of memory");
         free(tok);
-        record_poll(st, a->name, &hist, res, -1, e); /* a failed poll, with no session */
+        record_poll(a->name, &hist, res, -1, e); /* a failed poll, with no session */
         return -1;
     }
     const char *cur = tok;
@@ -602,6 +609,6 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
         OPENSSL_cleanse(tok, 2 * OAUTH2_TOKEN_BUF);
         free(tok);
     }
-    record_poll(st, a->name, &hist, res, rc, e);
+    record_poll(a->name, &hist, res, rc, e);
     return rc;
 }

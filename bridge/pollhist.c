@@ -11,6 +11,9 @@ struct slot {
     char name[POLLHIST_NAME_MAX + 1];
     uint64_t touched;                       /* h->clock at the last update */
     struct pollhist_session session;
+    uint64_t session_gen;                   /* +1 when the session's details change */
+    uint64_t shared_gen;                    /* session_gen last saved in full; 0: none */
+    int64_t shared_at;                      /* the session time then saved (or moved to) */
     struct pollhist_poll polls[POLLHIST_POLLS]; /* ring */
     size_t next, count;
 };
@@ -108,27 +111,45 @@ static struct slot *find(struct pollhist *h, const char *account, bool make)
     return s;
 }
 
+/* Whether two sessions show the same details: all but their time and
+ * whether TLS was resumed (neither is a detail of the server's). */
+static bool same_details(const struct pollhist_session *a, const struct pollhist_session *b)
+{
+    const struct net_tls_info *x = &a->tls_info, *y = &b->tls_info;
+    if (a->tls != b->tls || a->n_capa != b->n_capa)
+        return false;
+    for (size_t i = 0; i < a->n_capa; i++)
+        if (strcmp(a->capa[i], b->capa[i]) != 0)
+            return false;
+    return !a->tls ||
+           (strcmp(x->version, y->version) == 0 && strcmp(x->cipher, y->cipher) == 0 &&
+            x->verified == y->verified && strcmp(x->verify, y->verify) == 0 &&
+            strcmp(x->peer, y->peer) == 0 && strcmp(x->issuer, y->issuer) == 0 &&
+            x->not_after == y->not_after && strcmp(x->fingerprint, y->fingerprint) == 0);
+}
+
 void pollhist_session(struct pollhist *h, const char *account, int64_t at,
                       const char *const *capa, size_t n, const struct net_tls_info *tls)
 {
     if (!h)
         return;
+    struct pollhist_session ss = {.at = at}; /* ~4.6 KiB on the poller's stack */
+    if (tls) {
+        ss.tls = true;
+        ss.tls_info = *tls;
+    }
+    for (size_t i = 0; capa && i < n && ss.n_capa < POLLHIST_CAPA_MAX; i++) {
+        if (!capa[i])
+            continue;
+        err_sanitize(ss.capa[ss.n_capa], sizeof ss.capa[0], capa[i], strlen(capa[i]));
+        ss.n_capa++;
+    }
     pthread_mutex_lock(&h->mu);
     struct slot *s = find(h, account, true);
     if (s) {
-        struct pollhist_session *ss = &s->session;
-        memset(ss, 0, sizeof *ss);
-        ss->at = at;
-        if (tls) {
-            ss->tls = true;
-            ss->tls_info = *tls;
-        }
-        for (size_t i = 0; capa && i < n && ss->n_capa < POLLHIST_CAPA_MAX; i++) {
-            if (!capa[i])
-                continue;
-            err_sanitize(ss->capa[ss->n_capa], sizeof ss->capa[0], capa[i], strlen(capa[i]));
-            ss->n_capa++;
-        }
+        if (s->session.at == 0 || !same_details(&s->session, &ss))
+            s->session_gen++;
+        s->session = ss;
         s->touched = ++h->clock;
     }
     pthread_mutex_unlock(&h->mu);
@@ -148,6 +169,44 @@ void pollhist_poll(struct pollhist *h, const char *account, const struct pollhis
         if (s->count < POLLHIST_POLLS)
             s->count++;
         s->touched = ++h->clock;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+enum pollhist_share pollhist_session_share(struct pollhist *h, const char *account,
+                                           int64_t since, struct pollhist_session *out,
+                                           int64_t *shared_at)
+{
+    enum pollhist_share r = POLLHIST_SHARE_NONE;
+    if (!h)
+        return r;
+    pthread_mutex_lock(&h->mu);
+    struct slot *s = find(h, account, false);
+    if (s && s->session.at > 0 && s->session.at >= since) {
+        if (s->shared_gen == s->session_gen && s->shared_at > 0) {
+            r = POLLHIST_SHARE_AT;
+            out->at = s->session.at;
+            *shared_at = s->shared_at;
+        } else {
+            r = POLLHIST_SHARE_FULL;
+            *out = s->session;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+void pollhist_session_shared(struct pollhist *h, const char *account,
+                             const struct pollhist_session *s, bool saved)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    struct slot *sl = find(h, account, false);
+    if (sl) {
+        bool current = sl->session.at == s->at;
+        sl->shared_gen = saved && current ? sl->session_gen : 0;
+        sl->shared_at = saved && current ? s->at : 0;
     }
     pthread_mutex_unlock(&h->mu);
 }

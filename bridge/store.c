@@ -64,6 +64,11 @@ const char *store_backend(void)
     return backend->backend;
 }
 
+bool store_is_shared(void)
+{
+    return backend == &store_pg_ops;
+}
+
 const char *store_target_name(void)
 {
     return backend == &store_pg_ops ? store_pg_target_name() : "";
@@ -165,6 +170,47 @@ int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, siz
         return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
     *body = b.p;
     *body_len = b.len;
+    return 0;
+}
+
+void store_loaded_free(struct store_loaded *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++) {
+        free(l[i].body);
+        l[i].body = NULL;
+        l[i].body_len = 0;
+    }
+}
+
+int store_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                        size_t total_max, unsigned char link_key[STORE_LINK_KEY_LEN],
+                        int64_t now, struct err *e)
+{
+    if (!st)
+        return err_set(e, ERR_USAGE, "store: store_msg_load_many: no store");
+    if (n > STORE_LOAD_MANY_MAX)
+        return err_set(e, ERR_LIMIT, "store: %zu messages to read at once (limit %d)", n,
+                       STORE_LOAD_MANY_MAX);
+    for (size_t i = 0; i < n; i++)
+        l[i] = (struct store_loaded){.id = l[i].id, .result = STORE_NOTFOUND};
+    if (OPS(st)->msg_load_many) /* in one read */
+        return OPS(st)->msg_load_many(st, l, n, mem_max, total_max, link_key, now, e);
+    size_t left = total_max; /* bodies read while they fit, in order */
+    for (size_t i = 0; i < n; i++) {
+        size_t max = left < mem_max ? left : mem_max;
+        int r = store_msg_load(st, l[i].id, &l[i].info, max, &l[i].body, &l[i].body_len,
+                               i == 0 ? link_key : NULL, now, e);
+        if (r < 0) {
+            store_loaded_free(l, n);
+            return -1;
+        }
+        l[i].result = r;
+        if (r == 0 && !l[i].body && !l[i].info.body_purged_at && l[i].info.size <= mem_max)
+            left = 0; /* it would have passed total_max: none after it either */
+        left -= l[i].body_len;
+    }
+    if (n == 0 && link_key && store_link_key(st, link_key, NULL, now, e) < 0)
+        return -1;
     return 0;
 }
 

@@ -213,9 +213,9 @@ struct store_msg {
       (struct store * st, int64_t id, struct store_event *out, char **data, struct err *e),     \
       (st, id, out, data, e))                                                      \
     X(int, poll_record,                                                                         \
-      (struct store * st, const char *account, const char *instance,                            \
-       const struct pollhist_poll *p, const struct pollhist_session *s, struct err *e),         \
-      (st, account, instance, p, s, e))                                                         \
+      (struct store * st, const char *account, const struct store_poll_write *w,                \
+       bool *session_saved, struct err *e),                                                     \
+      (st, account, w, session_saved, e))                                                       \
     X(int, poll_history,                                                                        \
       (struct store * st, const char *account, struct pollhist_session *s,                      \
        struct store_poll *out, size_t max, size_t *n, struct err *e),                           \
@@ -250,6 +250,10 @@ struct store_ops {
     int (*msg_load)(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
                     char **body, size_t *body_len, unsigned char *link_key, int64_t now,
                     struct err *e);
+    /* optional: store_msg_load_many in one read (NULL: store_msg_load one by
+     * one); n checked, l[i] cleared but for id */
+    int (*msg_load_many)(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                         size_t total_max, unsigned char *link_key, int64_t now, struct err *e);
 };
 
 /* The backends' tables and openers. */

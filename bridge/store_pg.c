@@ -1365,6 +1365,7 @@ const struct store_ops store_pg_ops = {
     .body_read = pg_body_read,
     .body_close = pg_body_close,
     .msg_load = pg_msg_load,
+    .msg_load_many = pg_msg_load_many,
     .delivery_record_many = pg_delivery_record_many,
     .msg_store_many = pg_msg_store_many,
 };

@@ -52,33 +52,51 @@ int pg_account_get(struct store *st, const char *account, struct store_account_s
                   &q, account_state_row, out, e, "get account state");
 }
 
-int pg_account_set(struct store *st, const char *account,
-                   const struct store_account_state *in, struct err *e)
+/* The upsert of an account's state: $1 the account, its six values from $b
+ * on (account_state_params), into sql[ACCOUNT_UPSERT_SQL]. */
+#define ACCOUNT_UPSERT_SQL 640
+static void account_upsert_sql(char *sql, int b)
+{
+    snprintf(sql, ACCOUNT_UPSERT_SQL,
+             "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
+             " last_success_at, backoff_until, last_error_code)"
+             " VALUES ($1, $%d, $%d, $%d, $%d, $%d, $%d)"
+             " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
+             " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
+             " last_success_at = excluded.last_success_at,"
+             " backoff_until = excluded.backoff_until,"
+             " last_error_code = excluded.last_error_code",
+             b, b + 1, b + 2, b + 3, b + 4, b + 5);
+}
+
+/* in's six values onto q (checked as store_account_set checks them). */
+static int account_state_params(struct pq *q, const char *account,
+                                const struct store_account_state *in, struct err *e)
 {
     size_t sl = 0;
     if (store_check_account_state(account, in, &sl, e) < 0)
         return -1;
-    char state[STORE_STATE_MAX + 1];
-    memcpy(state, in->state, sl);
-    state[sl] = '\0';
+    pq_trunc(q, in->state, sl); /* q borrows the strings: in's own */
+    pq_trunc(q, in->last_error, STORE_ERROR_MAX);
+    pq_i64(q, in->last_attempt_at);
+    pq_i64(q, in->last_success_at);
+    pq_i64(q, in->backoff_until);
+    pq_trunc(q, in->last_error_code, STORE_ERROR_CODE_MAX);
+    return 0;
+}
+
+int pg_account_set(struct store *st, const char *account,
+                   const struct store_account_state *in, struct err *e)
+{
     struct pq q = {0};
     pq_text(&q, account);
-    pq_text(&q, state);
-    pq_trunc(&q, in->last_error, STORE_ERROR_MAX);
-    pq_i64(&q, in->last_attempt_at);
-    pq_i64(&q, in->last_success_at);
-    pq_i64(&q, in->backoff_until);
-    pq_trunc(&q, in->last_error_code, STORE_ERROR_CODE_MAX);
-    return pg_write1(st,
-                  "INSERT INTO accounts(name, state, last_error, last_attempt_at,"
-                  " last_success_at, backoff_until, last_error_code)"
-                  " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                  " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
-                  " last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,"
-                  " last_success_at = excluded.last_success_at,"
-                  " backoff_until = excluded.backoff_until,"
-                  " last_error_code = excluded.last_error_code",
-                  &q, NULL, e, "set account state");
+    if (account_state_params(&q, account, in, e) < 0) {
+        pq_free(&q);
+        return -1;
+    }
+    char sql[ACCOUNT_UPSERT_SQL];
+    account_upsert_sql(sql, 2);
+    return pg_write1(st, sql, &q, NULL, e, "set account state");
 }
 
 static void account_counts_row(PGresult *r, int i, void *p)
@@ -131,19 +149,29 @@ int pg_account_lease(struct store *st, const char *account, const char *owner,
     return taken ? 0 : STORE_LEASE_LOST;
 }
 
-int pg_account_give_back(struct store *st, const char *account, const char *owner,
-                         struct err *e)
+/* Drop owner's lease on one account's row (an account's, an OAuth2
+ * grant's): sql is "UPDATE <table> SET lease_owner = NULL, lease_until = 0
+ * WHERE <account column> = $1 AND lease_owner = $2"; *dropped (may be NULL)
+ * gets the rows changed (0: owner did not hold it). */
+static int lease_drop(struct store *st, const char *sql, const char *account, const char *owner,
+                      int64_t *dropped, struct err *e, const char *op)
 {
     if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
         return -1;
     struct pq q = {0};
     pq_text(&q, account);
     pq_text(&q, owner);
+    return pg_write1(st, sql, &q, dropped, e, op);
+}
+
+int pg_account_give_back(struct store *st, const char *account, const char *owner,
+                         struct err *e)
+{
     int64_t given = 0;
-    if (pg_write1(st,
-                  "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
-                  " WHERE name = $1 AND lease_owner = $2",
-                  &q, &given, e, "give back account lease") < 0)
+    if (lease_drop(st,
+                   "UPDATE accounts SET lease_owner = NULL, lease_until = 0"
+                   " WHERE name = $1 AND lease_owner = $2",
+                   account, owner, &given, e, "give back account lease") < 0)
         return -1;
     return given ? 0 : STORE_LEASE_LOST;
 }
@@ -610,15 +638,10 @@ int pg_oauth2_failed(struct store *st, const char *account, int64_t version, boo
 int pg_oauth2_release(struct store *st, const char *account, const char *owner,
                       struct err *e)
 {
-    if (store_check_name("account", account, e) < 0 || store_check_owner(owner, e) < 0)
-        return -1;
-    struct pq q = {0};
-    pq_text(&q, account);
-    pq_text(&q, owner);
-    return pg_write1(st,
-                  "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
-                  " WHERE account = $1 AND lease_owner = $2",
-                  &q, NULL, e, "release OAuth2 lease");
+    return lease_drop(st,
+                      "UPDATE oauth2_tokens SET lease_owner = NULL, lease_until = 0"
+                      " WHERE account = $1 AND lease_owner = $2",
+                      account, owner, NULL, e, "release OAuth2 lease");
 }
 
 /* ---- poll history (dashboard) ---------------------------------------------- */
@@ -639,29 +662,31 @@ static int poll_check(const char *account, const char *instance, struct err *e)
     " deleted, ok, error, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)),"         \
     " pruned AS (DELETE FROM polls WHERE account = $1 AND id NOT IN"                       \
     " (SELECT id FROM polls WHERE account = $1 ORDER BY id DESC LIMIT $10))"
+/* The session's upsert, its eleven values from $b on. */
 #define POLL_SESSION_UPSERT                                                                \
     " INSERT INTO poll_sessions(account, at, capa, tls, tls_version, tls_cipher,"          \
     " tls_verified, tls_verify, tls_subject, tls_issuer, tls_not_after, tls_fingerprint)"  \
-    " VALUES ($1, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"                  \
+    " VALUES ($1, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)"                   \
     " ON CONFLICT (account) DO UPDATE SET at = excluded.at, capa = excluded.capa,"         \
     " tls = excluded.tls, tls_version = excluded.tls_version,"                            \
     " tls_cipher = excluded.tls_cipher, tls_verified = excluded.tls_verified,"             \
     " tls_verify = excluded.tls_verify, tls_subject = excluded.tls_subject,"               \
     " tls_issuer = excluded.tls_issuer, tls_not_after = excluded.tls_not_after,"           \
     " tls_fingerprint = excluded.tls_fingerprint"
+/* The saved session's time moved ($b: the new one) if it is still $b+1's. */
+#define POLL_SESSION_MOVE " UPDATE poll_sessions SET at = $%d WHERE account = $1 AND at = $%d"
+#define POLL_SQL_MAX 2048
 
-int pg_poll_record(struct store *st, const char *account, const char *instance,
-                   const struct pollhist_poll *p, const struct pollhist_session *s,
-                   struct err *e)
+#define POLL_CAPA_TEXT (POLLHIST_CAPA_MAX * (POLLHIST_CAPA_LINE_MAX + 1) + 1)
+
+/* The session's eleven values onto q (which borrows capa[POLL_CAPA_TEXT]
+ * for its CAPA lines), and its upsert (values from $b) into sql. */
+static void poll_session_params(struct pq *q, const struct pollhist_session *s, char *capa,
+                                int b, char *sql, size_t size)
 {
-    if (poll_check(account, instance, e) < 0)
-        return -1;
-    if (!p)
-        return err_set(e, ERR_USAGE, "store: record a poll: no poll");
     /* the CAPA lines, each ended by a newline (a line holds none) */
-    char capa[POLLHIST_CAPA_MAX * (POLLHIST_CAPA_LINE_MAX + 1) + 1];
     size_t cl = 0;
-    for (size_t i = 0; s && i < s->n_capa && i < POLLHIST_CAPA_MAX; i++) {
+    for (size_t i = 0; i < s->n_capa && i < POLLHIST_CAPA_MAX; i++) {
         size_t l = strnlen(s->capa[i], POLLHIST_CAPA_LINE_MAX);
         memcpy(capa + cl, s->capa[i], l);
         for (size_t j = cl; j < cl + l; j++)
@@ -671,6 +696,32 @@ int pg_poll_record(struct store *st, const char *account, const char *instance,
         capa[cl++] = '\n';
     }
     capa[cl] = '\0';
+    const struct net_tls_info *t = &s->tls_info;
+    pq_i64(q, s->at);
+    pq_text(q, capa);
+    pq_text(q, s->tls ? "true" : "false");
+    pq_trunc(q, s->tls ? t->version : "", sizeof t->version - 1);
+    pq_trunc(q, s->tls ? t->cipher : "", sizeof t->cipher - 1);
+    pq_text(q, s->tls && t->verified ? "true" : "false");
+    pq_trunc(q, s->tls ? t->verify : "", sizeof t->verify - 1);
+    pq_trunc(q, s->tls ? t->peer : "", sizeof t->peer - 1);
+    pq_trunc(q, s->tls ? t->issuer : "", sizeof t->issuer - 1);
+    pq_i64(q, s->tls ? t->not_after : 0);
+    pq_trunc(q, s->tls ? t->fingerprint : "", sizeof t->fingerprint - 1);
+    snprintf(sql, size, POLL_SESSION_UPSERT, b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6,
+             b + 7, b + 8, b + 9, b + 10);
+}
+
+int pg_poll_record(struct store *st, const char *account, const struct store_poll_write *w,
+                   bool *session_saved, struct err *e)
+{
+    if (session_saved)
+        *session_saved = false;
+    if (!w || !w->poll)
+        return err_set(e, ERR_USAGE, "store: record a poll: no poll");
+    if (poll_check(account, w->instance, e) < 0)
+        return -1;
+    const struct pollhist_poll *p = w->poll;
     struct pq q = {0};
     pq_text(&q, account);
     pq_i64(&q, p->at);
@@ -680,24 +731,37 @@ int pg_poll_record(struct store *st, const char *account, const char *instance,
     pq_i64(&q, p->deleted);
     pq_text(&q, p->ok ? "true" : "false");
     pq_trunc(&q, p->error, POLLHIST_ERROR_MAX);
-    pq_text(&q, instance ? instance : "");
+    pq_text(&q, w->instance ? w->instance : "");
     pq_i64(&q, POLLHIST_POLLS - 1);
-    if (s) {
-        const struct net_tls_info *t = &s->tls_info;
-        pq_i64(&q, s->at);
-        pq_text(&q, capa);
-        pq_text(&q, s->tls ? "true" : "false");
-        pq_trunc(&q, s->tls ? t->version : "", sizeof t->version - 1);
-        pq_trunc(&q, s->tls ? t->cipher : "", sizeof t->cipher - 1);
-        pq_text(&q, s->tls && t->verified ? "true" : "false");
-        pq_trunc(&q, s->tls ? t->verify : "", sizeof t->verify - 1);
-        pq_trunc(&q, s->tls ? t->peer : "", sizeof t->peer - 1);
-        pq_trunc(&q, s->tls ? t->issuer : "", sizeof t->issuer - 1);
-        pq_i64(&q, s->tls ? t->not_after : 0);
-        pq_trunc(&q, s->tls ? t->fingerprint : "", sizeof t->fingerprint - 1);
+    /* the state: one more data-modifying part of the statement */
+    char acct[ACCOUNT_UPSERT_SQL + 16] = "";
+    if (w->state) {
+        char up[ACCOUNT_UPSERT_SQL];
+        account_upsert_sql(up, q.n + 1);
+        if (account_state_params(&q, account, w->state, e) < 0) {
+            pq_free(&q);
+            return -1;
+        }
+        snprintf(acct, sizeof acct, ", acct AS (%s)", up);
     }
-    return pg_write1(st, s ? POLL_INSERT POLL_SESSION_UPSERT : POLL_INSERT " SELECT 1", &q, NULL,
-                     e, "record a poll");
+    /* the session last: what it changed (0 or 1 rows) is the statement's count */
+    char sess[POLL_SQL_MAX] = " SELECT 1", capa[POLL_CAPA_TEXT];
+    bool moving = !w->session && w->session_at > 0;
+    if (w->session) {
+        poll_session_params(&q, w->session, capa, q.n + 1, sess, sizeof sess);
+    } else if (moving) {
+        snprintf(sess, sizeof sess, POLL_SESSION_MOVE, q.n + 1, q.n + 2);
+        pq_i64(&q, w->session_at);
+        pq_i64(&q, w->session_was);
+    }
+    char sql[sizeof POLL_INSERT + sizeof acct + sizeof sess];
+    snprintf(sql, sizeof sql, "%s%s%s", POLL_INSERT, acct, sess);
+    int64_t changed = 0;
+    if (pg_write1(st, sql, &q, &changed, e, "record a poll") < 0)
+        return -1;
+    if (session_saved)
+        *session_saved = w->session != NULL || (moving && changed > 0);
+    return 0;
 }
 
 static void poll_session_row(PGresult *r, int i, void *p)

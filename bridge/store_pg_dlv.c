@@ -63,6 +63,21 @@ static void delivery_row(PGresult *r, int i, void *p)
     pg_gstr(r, i, 17, d->event_type, sizeof d->event_type);
 }
 
+/* The lease: due deliveries (`which`: of any webhook, or of webhook $5)
+ * locked, SKIP LOCKED (rows another instance is leasing right now are not
+ * waited for, nor taken twice), leased and returned.  A statement of its own
+ * for each form, so each keeps a plan on its own index. */
+#define LEASE_SQL(which)                                                                  \
+    "WITH due AS (SELECT id FROM deliveries"                                               \
+    "   WHERE status IN (0, 2) AND next_attempt_at <= $1 AND lease_until <= $1" which       \
+    "   AND webhook NOT IN (SELECT name FROM webhooks_disabled)"                           \
+    "   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"                    \
+    " d AS (UPDATE deliveries x SET lease_owner = $3, lease_until = $4"                    \
+    "   FROM due WHERE x.id = due.id RETURNING x.*)"                                       \
+    " SELECT " D_FIELDS " FROM d " D_JOINS " ORDER BY d.next_attempt_at, d.id"
+static const char LEASE_ANY_SQL[] = LEASE_SQL("");
+static const char LEASE_WEBHOOK_SQL[] = LEASE_SQL(" AND webhook = $5::text");
+
 int pg_delivery_lease_due(struct store *st, const char *owner, const char *webhook,
                           int64_t now, int64_t lease_ms, struct store_delivery *out,
                           size_t max, size_t *n, struct err *e)
@@ -84,21 +99,7 @@ int pg_delivery_lease_due(struct store *st, const char *owner, const char *webho
     pq_i64(&q, now + lease_ms);
     if (webhook)
         pq_text(&q, webhook);
-    else
-        pq_null(&q);
-    /* SKIP LOCKED: rows another instance is leasing right now are not waited
-     * for, nor taken twice */
-    PGresult *r = pq_run(st, c,
-                         "WITH due AS (SELECT id FROM deliveries"
-                         "   WHERE status IN (0, 2) AND next_attempt_at <= $1 AND lease_until <= $1"
-                         "   AND ($5::text IS NULL OR webhook = $5)"
-                         "   AND webhook NOT IN (SELECT name FROM webhooks_disabled)"
-                         "   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                         " d AS (UPDATE deliveries x SET lease_owner = $3, lease_until = $4"
-                         "   FROM due WHERE x.id = due.id RETURNING x.*)"
-                         " SELECT " D_FIELDS " FROM d " D_JOINS
-                         " ORDER BY d.next_attempt_at, d.id",
-                         &q, 0, e, op);
+    PGresult *r = pq_run(st, c, webhook ? LEASE_WEBHOOK_SQL : LEASE_ANY_SQL, &q, 0, e, op);
     if (!st->batch) {
         pg_pool_put(c);
         if (!r)

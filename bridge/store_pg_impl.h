@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define PATH_BYTES 4096                /* a path in the state_dir */
-#define PQ_PARAMS_MAX 24               /* parameters of one statement */
+#define PQ_PARAMS_MAX 32               /* parameters of one statement */
 #define PG_PIPE_MAX 32                 /* statements of one round trip (pq_pipe) */
 
 /* the calls behind include/store.h (bridge/store.c dispatches to them) */
@@ -47,6 +47,8 @@ int pg_delivery_record_many(struct store *st, const char *owner, struct store_re
 int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
                 char **body, size_t *body_len, unsigned char *link_key, int64_t now,
                 struct err *e);
+int pg_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                     size_t total_max, unsigned char *link_key, int64_t now, struct err *e);
 
 /* A statement's parameters (pq_i64, pq_text, ...; freed by the call that runs it). */
 struct pq {

@@ -290,7 +290,7 @@ static int reset_identities(struct imp *m, struct err *e)
 int store_migrate_sqlite(const char *state_dir, struct store_migrate_counts *counts,
                          struct err *e)
 {
-    if (strcmp(store_backend(), "postgresql") != 0)
+    if (!store_is_shared())
         return err_set(e, ERR_USAGE, "store migrate: the configuration has no PostgreSQL store");
     if (!state_dir || !*state_dir)
         return err_set(e, ERR_USAGE, "store migrate: no SQLite state directory given");

@@ -632,12 +632,12 @@ int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct 
     return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
 }
 
-/* A bytea column of row 0 (text format: hex) decoded: malloc'd (at least
+/* A bytea column of row i (text format: hex) decoded: malloc'd (at least
  * one byte allocated), *len; NULL with *e when out of memory. */
-static unsigned char *bytea_col(PGresult *r, int col, size_t *len, struct err *e)
+static unsigned char *bytea_col(PGresult *r, int i, int col, size_t *len, struct err *e)
 {
     size_t n = 0;
-    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, col), &n);
+    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, col), &n);
     unsigned char *out = b ? malloc(n ? n : 1) : NULL;
     if (out && n)
         memcpy(out, b, n);
@@ -649,6 +649,53 @@ static unsigned char *bytea_col(PGresult *r, int col, size_t *len, struct err *e
         err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message");
     *len = n;
     return out;
+}
+
+/* What both loads select after MSG_FIELDS: whether message `id` (an
+ * expression) has a body (`has`), the body when `fits` and the link key
+ * when $3 is 1. */
+#define LOAD_COLS(has, id, fits)                                                           \
+    " " has ","                                                                             \
+    " CASE WHEN " fits " THEN"                                                              \
+    "   (SELECT coalesce(string_agg(data, ''::bytea ORDER BY seq), ''::bytea)"              \
+    "    FROM body_chunks WHERE message_id = " id ") END,"                                  \
+    " CASE WHEN $3::integer = 1 THEN (SELECT key FROM link_key WHERE id = 1) END"
+
+/* Row i of a load: the message into *out, its body (when selected) into
+ * *body; STORE_NOTFOUND when its body is gone though body_purged_at is not
+ * set yet (being purged). */
+static int load_row(PGresult *r, int i, struct store_msg_info *out, char **body,
+                    size_t *body_len, struct err *e)
+{
+    msg_row(r, i, out);
+    if (out->body_purged_at)
+        return 0;
+    if (strcmp(PQgetvalue(r, i, MSG_NCOLS), "t") != 0)
+        return STORE_NOTFOUND;
+    if (PQgetisnull(r, i, MSG_NCOLS + 1))
+        return 0;
+    *body = (char *)bytea_col(r, i, MSG_NCOLS + 1, body_len, e);
+    return *body ? 0 : -1;
+}
+
+/* The link key of row i into key: 0; 1 when there is none yet; -1. */
+static int load_key(PGresult *r, int i, unsigned char *key, struct err *e)
+{
+    if (PQgetisnull(r, i, MSG_NCOLS + 2))
+        return 1;
+    size_t n = 0;
+    unsigned char *k = bytea_col(r, i, MSG_NCOLS + 2, &n, e);
+    if (!k)
+        return -1;
+    int rv = 0;
+    if (n != STORE_LINK_KEY_LEN)
+        rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
+                     store_pg_target_name(), STORE_LINK_KEY_LEN);
+    else
+        memcpy(key, k, n);
+    OPENSSL_cleanse(k, n);
+    free(k);
+    return rv;
 }
 
 int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
@@ -669,11 +716,8 @@ int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t
     /* one statement: the row, the body and the key in one snapshot */
     PGresult *r = pq_run(st, c,
                          "SELECT " MSG_FIELDS ","
-                         " EXISTS (SELECT 1 FROM bodies WHERE message_id = $1::bigint),"
-                         " CASE WHEN size <= $2::bigint AND body_purged_at IS NULL THEN"
-                         "   (SELECT coalesce(string_agg(data, ''::bytea ORDER BY seq), ''::bytea)"
-                         "    FROM body_chunks WHERE message_id = $1::bigint) END,"
-                         " CASE WHEN $3::integer = 1 THEN (SELECT key FROM link_key WHERE id = 1) END"
+                         LOAD_COLS("EXISTS (SELECT 1 FROM bodies WHERE message_id = $1::bigint)", "$1::bigint",
+                                   "size <= $2::bigint AND body_purged_at IS NULL")
                          " FROM messages WHERE id = $1::bigint",
                          &q, 0, e, "get message");
     pg_conn_put(st, c);
@@ -683,51 +727,89 @@ int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t
         PQclear(r);
         return STORE_NOTFOUND;
     }
-    msg_row(r, 0, out);
-    int rv = 0;
-    if (out->body_purged_at) {
-        PQclear(r);
-        return 0;
-    }
-    bool have_body = strcmp(PQgetvalue(r, 0, MSG_NCOLS), "t") == 0;
-    if (!have_body) {
-        rv = STORE_NOTFOUND; /* being purged */
-    } else if (!PQgetisnull(r, 0, MSG_NCOLS + 1)) {
-        size_t n = 0;
-        unsigned char *b = bytea_col(r, MSG_NCOLS + 1, &n, e);
-        if (!b)
-            rv = -1;
-        *body = (char *)b;
-        *body_len = n;
-    }
-    bool key_missing = false;
-    if (rv == 0 && link_key) {
-        if (PQgetisnull(r, 0, MSG_NCOLS + 2)) {
-            key_missing = true;
-        } else {
-            size_t n = 0;
-            unsigned char *k = bytea_col(r, MSG_NCOLS + 2, &n, e);
-            if (!k)
-                rv = -1;
-            else if (n != STORE_LINK_KEY_LEN)
-                rv = err_set(e, ERR_INTERNAL, "store: the link key in PostgreSQL %s is not %d bytes",
-                             store_pg_target_name(), STORE_LINK_KEY_LEN);
-            else
-                memcpy(link_key, k, n);
-            if (k) {
-                OPENSSL_cleanse(k, n);
-                free(k);
-            }
-        }
-    }
+    int rv = load_row(r, 0, out, body, body_len, e);
+    int key = rv == 0 && link_key ? load_key(r, 0, link_key, e) : 0;
     PQclear(r);
-    if (rv == 0 && key_missing) /* first use: made now */
+    if (key < 0)
+        rv = -1;
+    if (rv == 0 && key == 1) /* first use: made now */
         rv = pg_link_key(st, link_key, NULL, now, e);
     if (rv != 0) {
         free(*body);
         *body = NULL;
         *body_len = 0;
     }
+    return rv;
+}
+
+/* The messages of an array of ids ($1), in its order (k): their bodies
+ * while each is at most $2 octets and the running total at most $4.  The
+ * bodies rows are joined (an EXISTS per row would be planned as a scan of
+ * them all). */
+static const char LOAD_MANY_SQL[] =
+    "SELECT " MSG_FIELDS ","
+    LOAD_COLS("s.has_body", "s.id", "s.fits AND s.has_body") ", k"
+    " FROM (SELECT m.*, a.k, b.message_id IS NOT NULL AS has_body,"
+    "   m.size <= $2::bigint AND m.body_purged_at IS NULL"
+    "   AND sum(CASE WHEN m.size <= $2::bigint AND m.body_purged_at IS NULL THEN m.size"
+    "       ELSE 0 END) OVER (ORDER BY a.k) <= $4::bigint AS fits"
+    "   FROM unnest($1::bigint[]) WITH ORDINALITY AS a(id, k)"
+    "   JOIN messages m ON m.id = a.id LEFT JOIN bodies b ON b.message_id = m.id) s"
+    " ORDER BY k";
+
+/* LOAD_MANY_SQL's result into l[0..n): each row at its k. */
+static int load_many_rows(PGresult *r, struct store_loaded *l, size_t n, unsigned char *link_key,
+                          bool *key_missing, struct err *e)
+{
+    *key_missing = link_key != NULL;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t k = pg_g64(r, i, MSG_NCOLS + 3);
+        if (k < 1 || (uint64_t)k > n)
+            return err_set(e, ERR_INTERNAL, "store: a message read at once is out of place");
+        struct store_loaded *x = &l[k - 1];
+        x->result = load_row(r, i, &x->info, &x->body, &x->body_len, e);
+        if (x->result < 0)
+            return -1;
+        if (link_key && i == 0) {
+            int key = load_key(r, i, link_key, e);
+            if (key < 0)
+                return -1;
+            *key_missing = key == 1;
+        }
+    }
+    return 0;
+}
+
+int pg_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                     size_t total_max, unsigned char *link_key, int64_t now, struct err *e)
+{
+    GString *ids = g_string_sized_new(n * 12 + 2);
+    g_string_append_c(ids, '{');
+    for (size_t i = 0; i < n; i++)
+        g_string_append_printf(ids, i ? ",%lld" : "%lld", (long long)l[i].id);
+    g_string_append_c(ids, '}');
+    struct pq q = {0};
+    q.owned[0] = g_string_free(ids, FALSE);
+    q.v[q.n++] = q.owned[0];                                              /* $1 */
+    pq_i64(&q, mem_max > INT64_MAX ? INT64_MAX : (int64_t)mem_max);       /* $2 */
+    pq_i64(&q, link_key ? 1 : 0);                                         /* $3 */
+    pq_i64(&q, total_max > INT64_MAX ? INT64_MAX : (int64_t)total_max);   /* $4 */
+    PGconn *c = pg_conn_get(st, e);
+    if (!c) {
+        pq_free(&q);
+        return -1;
+    }
+    PGresult *r = pq_run(st, c, LOAD_MANY_SQL, &q, 0, e, "get messages");
+    pg_conn_put(st, c);
+    if (!r)
+        return -1;
+    bool key_missing = false;
+    int rv = load_many_rows(r, l, n, link_key, &key_missing, e);
+    PQclear(r);
+    if (rv == 0 && key_missing) /* first use, or no row: as store_link_key */
+        rv = pg_link_key(st, link_key, NULL, now, e);
+    if (rv < 0)
+        store_loaded_free(l, n);
     return rv;
 }
 

@@ -643,11 +643,12 @@ int sq_instance_get(struct store *st, const char *id, struct store_instance *out
 
 /* One instance by construction: the history stays in pollhist's memory
  * (include/store.h, "poll history"). */
-int sq_poll_record(struct store *st, const char *account, const char *instance,
-                   const struct pollhist_poll *p, const struct pollhist_session *s,
-                   struct err *e)
+int sq_poll_record(struct store *st, const char *account, const struct store_poll_write *w,
+                   bool *session_saved, struct err *e)
 {
-    (void)st, (void)account, (void)instance, (void)p, (void)s;
+    (void)st, (void)account, (void)w;
+    if (session_saved)
+        *session_saved = false;
     return err_set(e, ERR_USAGE, "store: record a poll: the poll history is not kept on SQLite "
                                  "(one instance: it stays in memory)");
 }

@@ -23,6 +23,11 @@
  * deliveries.  Each webhook's deliveries are leased separately, at most a
  * few times its max_in_flight ahead, so a slow webhook's backlog never takes
  * another's place.  An event is written only when its transfer starts.
+ * The messages of one lease are read with it, in one store call
+ * (store_msg_load_many): bodies of at most DELIVERY_PRELOAD_BODY_MAX octets,
+ * DELIVERY_PRELOAD_BYTES in all held at once; larger ones, those past that
+ * budget and any read more than DELIVERY_PRELOAD_TTL_MS before their
+ * transfer starts are read when it starts.
  *
  * Leases (store.h): every delivery taken is leased to this instance's id for
  * the lease time and renewed every quarter of it while anything is held.
@@ -64,6 +69,9 @@
                                      max_in_flight, at least this */
 #define DELIVERY_HELD_MAX 512     /* deliveries held (waiting or running) in all */
 #define DELIVERY_LEASE_BATCH 64   /* deliveries leased per store call */
+#define DELIVERY_PRELOAD_BODY_MAX (256u << 10) /* bodies read with their lease: at most */
+#define DELIVERY_PRELOAD_BYTES (8u << 20)      /* ... and in all, held at once */
+#define DELIVERY_PRELOAD_TTL_MS 5000           /* read again when older at the transfer */
 #define DELIVERY_JITTER 0.2       /* +-20% on retry delays */
 #define DELIVERY_LEASE_MS (15 * 60 * 1000) /* a leased delivery is ours this long;
                                               renewed every quarter of it */

@@ -47,6 +47,11 @@ struct event_opts {
     int64_t links_ttl_ms;       /* > 0 (with public_url): raw_url and attachment urls are
                                    signed links (links.h) valid this long, under the
                                    store's link key; 0: plain URLs */
+    struct store_loaded *loaded; /* the message as read ahead (store_msg_load_many), used
+                                    when its id is the one asked for: its body is taken
+                                    over (set to NULL); NULL: read it now */
+    const unsigned char *loaded_key; /* the link key read with it (STORE_LINK_KEY_LEN
+                                        bytes); NULL: read it now if links are signed */
 };
 
 /* The account's part of the options (trusted authserv-ids, address); a is

@@ -29,6 +29,7 @@
 #define POP3BRIDGE_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 enum log_format { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON, LOG_FORMAT_JOURNAL };
@@ -54,6 +55,18 @@ void log_event(enum log_level l, const char *event, const char *fmt, ...)
         if (log_enabled(LOG_DEBUG))                                                            \
             log_event(LOG_DEBUG, ev, __VA_ARGS__);                                             \
     } while (0)
+
+/* A line that could come with every request (a store that cannot be read,
+ * each API call falling back) written at most once per interval: declare
+ * one `static struct log_limit` per line (zero-initialised) and log only
+ * when log_limit_due is true; *suppressed (may be NULL) then gets how many
+ * calls were not logged since the last that was.  Thread-safe. */
+struct log_limit {
+    _Atomic int64_t next_at;     /* clock_mono_ms before which nothing is logged */
+    _Atomic uint64_t suppressed; /* calls not logged since */
+};
+bool log_limit_due(struct log_limit *l, int64_t now_ms, int64_t every_ms,
+                   uint64_t *suppressed);
 
 /* A quoted, escaped copy of s for a log value: "a b" -> "\"a b\"".  Returns a
  * pointer into one of LOG_Q_SLOTS rotating thread-local buffers, so several

@@ -48,6 +48,7 @@ struct poller_result {
     uint64_t bytes;       /* octets stored */
     long login_delay;     /* seconds the server asks between logins; -1 none */
     bool more;            /* max_messages_per_poll left some for the next poll */
+    struct pollhist_poll poll; /* the poll as its history records it (pollhist.h) */
 };
 
 /* Run one poll.  `first` is true when the account has never completed a
@@ -70,6 +71,17 @@ int poller_poll(struct store *st, struct committer *cm, const struct config_acco
  * shared through the store on PostgreSQL (store_poll_record).  Call before
  * the first poll; unset: "". */
 void poller_set_instance(const char *id);
+
+/* A shared store (store_is_shared): the poll that ended (res->poll of
+ * poller_poll) into the store, with its session when one began in the poll
+ * (in full only when its details changed since the last written: otherwise
+ * only its time; pollhist_session_share) and the account's state when not
+ * NULL, in one statement (store_poll_record); buf is the caller's room for
+ * the session.  A failure is logged once per streak of failures ("the
+ * other instances show older polls").  0, or -1 when nothing was written
+ * (state included). */
+int poller_share(struct store *st, const char *account, const struct pollhist_poll *h,
+                 const struct store_account_state *state, struct pollhist_session *buf);
 
 /* Current wall-clock time in Unix milliseconds (the store's time base). */
 int64_t poller_now_ms(void);

@@ -77,6 +77,29 @@ void pollhist_session(struct pollhist *h, const char *account, int64_t at,
 /* A poll of `account` ended. */
 void pollhist_poll(struct pollhist *h, const char *account, const struct pollhist_poll *p);
 
+/* What the store (store_poll_record) needs of the account's last session
+ * after a poll that began at `since`, so that a session whose details did
+ * not change is not written again in full:
+ *   POLLHIST_SHARE_NONE  no session began since `since`: nothing;
+ *   POLLHIST_SHARE_AT    one did, with the details of the session last saved
+ *                        (pollhist_session_shared): out->at gets its time and
+ *                        *shared_at the time saved with them (only the time
+ *                        moves);
+ *   POLLHIST_SHARE_FULL  one did, with new details (or none saved yet, or
+ *                        the last save failed): *out gets the whole session.
+ * Details are all but the time and whether TLS was resumed. */
+enum pollhist_share { POLLHIST_SHARE_NONE, POLLHIST_SHARE_AT, POLLHIST_SHARE_FULL };
+enum pollhist_share pollhist_session_share(struct pollhist *h, const char *account,
+                                           int64_t since, struct pollhist_session *out,
+                                           int64_t *shared_at);
+
+/* The store holds the account's session as of s->at (saved true: written
+ * in full or its time moved), or may not hold what it was given (false:
+ * the next share writes it in full).  Ignored when a newer session has been
+ * recorded meanwhile. */
+void pollhist_session_shared(struct pollhist *h, const char *account,
+                             const struct pollhist_session *s, bool saved);
+
 /* Copies of what is known of `account`: its last session into *s (may be
  * NULL) and up to max of its polls, newest first, into out[] (*n gets the
  * count).  0, or -1 when nothing was recorded for it. */

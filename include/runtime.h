@@ -70,6 +70,8 @@ struct runtime_account {
     int64_t last_attempt_at;  /* Unix ms, 0 = never */
     int64_t last_success_at;  /* Unix ms, 0 = never */
     int64_t next_at;          /* next poll due (Unix ms) */
+    bool held;                /* this instance holds the account's lease (a shared
+                                 store; otherwise another instance may poll it) */
 };
 
 /* What a request for a poll now came to. */

@@ -78,9 +78,11 @@
  *              "start: new" first poll: store_uidls_record_ignored;
  *              store_uidls_deletable -> DELE -> QUIT +OK ->
  *              store_uidls_mark_deleted; store_uidls_forget_vanished with
- *              the full listing; store_account_set for the visible state.
- *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load (and
- *              store_msg_stream for a large body) -> POST
+ *              the full listing; store_account_set for the visible state
+ *              (a shared store: store_poll_record saves it with the poll).
+ *   delivery   store_delivery_lease_due (per webhook) -> store_msg_load_many
+ *              of the lease's messages (small bodies with it; store_msg_load
+ *              and store_msg_stream for the rest) -> POST
  *              (store_delivery_renew meanwhile) -> the outcomes of a flush
  *              together in a batch: store_delivery_record_many;
  *              410: store_webhook_disable;
@@ -125,6 +127,7 @@
 #define STORE_WEBHOOKS_MAX 64         /* webhooks per message */
 #define STORE_LIST_MAX 1000           /* rows per store_delivery_list page */
 #define STORE_DUE_MAX 1000            /* rows per store_delivery_lease_due */
+#define STORE_LOAD_MANY_MAX 1000      /* messages per store_msg_load_many */
 #define STORE_OWNER_MAX 64            /* lease owner (an instance id), bytes */
 #define STORE_KEY_HEX 32              /* a message's event key: 128 random bits, hex */
 #define STORE_LEASE_LOST 2            /* record: another owner holds the lease now */
@@ -175,6 +178,11 @@ int store_setup(const struct store_target *t, struct err *e);
 void store_teardown(void);
 /* "sqlite" or "postgresql": the backend store_open opens. */
 const char *store_backend(void);
+/* Whether the state may be shared by several instances (PostgreSQL): what
+ * decides account leases, the poll history and account state kept in the
+ * store for every instance, and the API answering from there.  The one
+ * test of it (the daemon's, the poller's and the API's). */
+bool store_is_shared(void);
 /* PostgreSQL: "host=H port=P dbname=D" naming the target without secrets,
  * for logs ("" under SQLite). */
 const char *store_target_name(void);
@@ -182,7 +190,8 @@ const char *store_target_name(void);
  *
  * The HMAC key that signs the links in events and answers (raw_url,
  * attachment url; include/links.h).  One per store, so every instance
- * sharing it signs and accepts the same links. */
+ * sharing it signs and accepts the same links.  Unlike the rest of this
+ * header, its times (now, created_at) are Unix seconds, as links' expiry. */
 
 /* Into key: the current link key, made from random bytes (created_at = now)
  * on first use.  *created_at (may be NULL) gets when it was made.  0, or -1
@@ -430,6 +439,31 @@ int store_msg_stream(struct store *st, int64_t id, store_sink_cb sink, void *ctx
 int store_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t mem_max,
                    char **body, size_t *body_len, unsigned char link_key[STORE_LINK_KEY_LEN],
                    int64_t now, struct err *e);
+
+/* One message of store_msg_load_many: id in; the rest out. */
+struct store_loaded {
+    int64_t id;                 /* the message to read */
+    int result;                 /* 0, or STORE_NOTFOUND as store_msg_load says */
+    struct store_msg_info info; /* when result is 0 */
+    char *body;                 /* malloc'd (free() it), body_len octets, or NULL:
+                                   not read (stream it; see below) or purged */
+    size_t body_len;
+};
+
+/* store_msg_load for the messages l[0..n) at once (n <= STORE_LOAD_MANY_MAX),
+ * for the deliveries of one lease: each one's metadata, result and body.
+ * Bodies are read in the order of l while each is at most mem_max octets and
+ * all read so far stay within total_max octets; the first that would pass
+ * total_max, and every body after it, is not read (body NULL: stream it with
+ * store_msg_stream), so memory stays bounded.  link_key (may be NULL) as
+ * store_msg_load: one key for the call.  On PostgreSQL one round trip and one
+ * snapshot.  0 with every l[i].result set, or -1 with *e (ERR_LIMIT for n,
+ * ERR_INTERNAL) and every l[i].body NULL. */
+int store_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t mem_max,
+                        size_t total_max, unsigned char link_key[STORE_LINK_KEY_LEN],
+                        int64_t now, struct err *e);
+/* Free the bodies of l[0..n) (NULL-safe); each body set to NULL. */
+void store_loaded_free(struct store_loaded *l, size_t n);
 
 /* A positional reader of one body, for HTTP responses read at offsets from
  * any thread: it has its own connection, independent of st (st may be
@@ -740,16 +774,33 @@ struct store_poll {
     char instance[STORE_OWNER_MAX + 1]; /* "" when not known */
 };
 
-/* A poll of `account` by `instance` ended: p is added and the account's
- * polls beyond the newest POLLHIST_POLLS are dropped, and with s (may be
- * NULL: the poll had no session) s replaces the account's last session, all
- * in one statement (one round trip).  instance NULL or "": not known.
+/* A poll that ended, as store_poll_record writes it. */
+struct store_poll_write {
+    const char *instance;                  /* who polled; NULL or "": not known */
+    const struct pollhist_poll *poll;      /* the poll (required) */
+    const struct pollhist_session *session; /* its session's details, saved in full
+                                              (replacing the account's); NULL: see below */
+    int64_t session_at, session_was;       /* without session, session_at > 0: a session
+                                              with the details saved at session_was began at
+                                              session_at (only the saved session's time
+                                              moves, if it is still that of session_was);
+                                              session_at 0: the poll had no session */
+    const struct store_account_state *state; /* the account's state, saved as
+                                                store_account_set does; NULL: not */
+};
+
+/* A poll of `account` ended: w->poll is added and the account's polls
+ * beyond the newest POLLHIST_POLLS are dropped, its session saved or its
+ * time moved, and its state saved, all in one statement (one round trip).
+ * *session_saved (may be NULL) is true when the account's saved session is
+ * now this poll's (written in full, or its time moved), false otherwise (no
+ * session; or another session was saved meanwhile, whose time was not
+ * session_was: nothing moved, write the session in full next time).
  * Error texts and CAPA lines are cut at pollhist's limits and kept as valid
- * UTF-8.  0, or -1 with e: ERR_USAGE (SQLite, empty account), ERR_LIMIT
- * (account or instance too long), ERR_INTERNAL. */
-int store_poll_record(struct store *st, const char *account, const char *instance,
-                      const struct pollhist_poll *p, const struct pollhist_session *s,
-                      struct err *e);
+ * UTF-8.  0, or -1 with e: ERR_USAGE (SQLite, empty account, no poll),
+ * ERR_LIMIT (account, instance or state too long), ERR_INTERNAL. */
+int store_poll_record(struct store *st, const char *account, const struct store_poll_write *w,
+                      bool *session_saved, struct err *e);
 
 /* The account's last session into *s (may be NULL; s->at == 0: none yet)
  * and up to max of its polls, newest first, into out[] (*n gets the count).

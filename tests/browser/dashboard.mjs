@@ -507,6 +507,9 @@ async function main() {
     eq(newest[3], '0', 'Poll now found nothing new');
     eq(oldest[3], String(plan.listing.length), 'the first poll stored every message');
     check(/\d/.test(newest[1]), 'poll duration shown: ' + newest[1]);
+    // one instance (SQLite): no poll names an instance, and no column is shown for it
+    eq(await page.locator('table.polls th', { hasText: 'Instance' }).count(), 0, 'no Instance column on SQLite');
+    eq(newest.length, 6, 'the columns of a poll on SQLite: ' + JSON.stringify(newest));
     await shot(page, '15c-account');
   });
 

@@ -14,7 +14,9 @@
 //   accounts        every account name (each is polled by one instance)
 //
 // Steps: both instances listed, with a recent heartbeat, their API URL, and
-// between them every account, each once; then the script prints "ready" and
+// between them every account, each once; an account's poll history (on the
+// instance that stays) names the instance holding it in its Instance column;
+// then the script prints "ready" and
 // waits for a line on stdin (the caller has killed the second instance with
 // kill -9): the killed instance's row goes away once its heartbeat is older
 // than store.lease, the survivor's heartbeat moves on, and it takes every
@@ -95,6 +97,27 @@ async function main() {
     await page.screenshot({ path: path.join(out, 'instances-both.png'), fullPage: true });
     before = rows;
     return rows;
+  });
+
+  await step('an account\'s poll history names the instance that polled it', async () => {
+    // an account the other instance holds, if it holds one: this instance
+    // answers from what that one saved
+    const holder = before[killed.id].accounts.length ? killed.id : stays.id;
+    const account = before[holder].accounts[0];
+    await page.goto(base + '#/accounts/' + encodeURIComponent(account) + '/details');
+    const cell = page.locator('table.polls tbody tr').first().locator('td.poll-instance');
+    let shown = null;
+    // polled every second: the newest poll is the holder's once it has polled it
+    await until(async () => {
+      if (shown !== null) await page.locator('#account-refresh').click();
+      shown = (await cell.count()) ? (await cell.textContent()).trim() : '';
+      return shown === holder;
+    }, STEP_TIMEOUT_MS, account + '\'s newest poll by ' + holder);
+    const th = await page.locator('table.polls th.poll-instance').textContent();
+    check(th.trim() === 'Instance', 'the column\'s heading: ' + th);
+    await page.screenshot({ path: path.join(out, 'instances-poll-history.png'), fullPage: true });
+    await gotoAccounts(page, base);
+    return { account, instance: shown };
   });
 
   console.log('ready');

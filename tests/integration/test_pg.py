@@ -1173,9 +1173,14 @@ def account_history(b, name):
 def test_poll_history_same_on_every_instance():
     """After a poll on instance X, instance Y (which does not hold the
     account, and never polled it) answers the account's `polls` and
-    `last_session` (CAPA lines, TLS details) as X does, each poll naming X."""
+    `last_session` (CAPA lines, TLS details) as X does, each poll naming X,
+    and its state, last attempt, last success and last error too (Y's own
+    tries at the lease X holds are no attempts), in the account and in the
+    accounts list."""
     db = "pollhist"
     PG.create_db(db)
+    # every statement of this database in the server's log: what poll #5 sends
+    PG.sql("ALTER DATABASE %s SET log_statement = 'all'" % db, db="postgres")
     rcv = Receiver(bridge.new_secret(), name="rcv-pollhist").start()
     accounts, env = make_accounts("ph", 1, 2, seed=11)
     name = accounts[0]["name"]
@@ -1200,6 +1205,23 @@ def test_poll_history_same_on_every_instance():
         if hx["last_session"]["tls"] is None or not hx["last_session"]["capabilities"]:
             raise AssertionError("no TLS details or CAPA lines: %r" % hx["last_session"])
         hy = account_history(y, name)
+        state = ("state", "last_attempt_at", "last_success_at", "last_error", "last_error_code")
+        if hx["last_success_at"] is None:
+            raise AssertionError("the polling instance shows no success: %r" % hx)
+        seen = {}
+
+        def same_state():   # X saves the poll's outcome just after the poll ends
+            for b in (x, y):
+                one = {k: account_history(b, name)[k] for k in state}
+                _, body = api_get(b, "/api/v1/accounts")
+                seen[b] = (one, [{k: acc[k] for k in state} for acc in body["accounts"]
+                                 if acc["name"] == name])
+            return seen[x] == seen[y] and seen[x][1] == [seen[x][0]]
+        try:
+            harness.wait_for(same_state, 5, interval=0.2, what="the same account state")
+        except AssertionError:
+            raise AssertionError("the account's state (alone, in the list) differs: polling"
+                                 " instance %r, the other %r" % (seen[x], seen[y]))
         harness.eq(hy["polls"], hx["polls"], "polls on the instance that did not poll")
         harness.eq(hy["last_session"], hx["last_session"],
                    "last_session on the instance that did not poll")
@@ -1222,6 +1244,20 @@ def test_poll_history_same_on_every_instance():
             x.wait_log(done, 20, count=k)
         harness.eq(len(re.findall(r"event=poll_history_failed", x.log())), 1,
                    "poll_history_failed lines for a streak of two failed writes")
+        # nor can the history be read: each instance answers from its own
+        # memory (x: its three polls, naming no instance; y: nothing), and
+        # says so once (API_HISTORY_UNREAD_LOG_MS), not at every request
+        for _ in range(3):
+            fx, fy = account_history(x, name), account_history(y, name)
+        harness.eq((fy["polls"], fy["last_session"]), ([], None),
+                   "the history of the instance that did not poll, from its memory")
+        harness.eq(([p["outcome"] for p in fx["polls"]], [p.get("instance") for p in fx["polls"]]),
+                   (["ok"] * 3, [None] * 3), "the polling instance's history, from its memory")
+        harness.eq(fx["last_session"]["capabilities"], hx["last_session"]["capabilities"],
+                   "the polling instance's last session, from its memory")
+        for inst in (x, y):
+            harness.eq(len(re.findall(r"event=poll_history_unread", inst.log())), 1,
+                       "poll_history_unread lines for 3 requests on %s" % instance_id(inst))
         harness.eq(len(re.findall(r"event=poll_failed", x.log())), 0, "failed polls")
         PG.sql("ALTER TABLE polls_gone RENAME TO polls", db=db)
         harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #4")
@@ -1231,6 +1267,35 @@ def test_poll_history_same_on_every_instance():
         harness.eq([p["outcome"] for p in hy["polls"]], ["ok", "ok"],
                    "polls in the store after the two lost writes")
         harness.eq(hy["polls"][1], hx["polls"][0], "the first poll, still there")
+        # poll #4 wrote the session in full (the lost writes left the store
+        # unsure); #5 has the same details, so only the session's time moves
+        # with it, in the one statement that also saves the account's state
+        mark = len(PG.log())
+        harness.eq(api_call(x, "POST", "/api/v1/accounts/%s/poll" % name)[0], 202, "poll now #5")
+        x.wait_log(done, 20, count=5)
+        sent = [t for t in re.findall(r"LOG:  (?:statement|execute [^:]*): (.*)", PG.log()[mark:])
+                if "INSERT INTO polls" in t or t.startswith("INSERT INTO accounts(name, state")]
+        harness.eq([("UPDATE poll_sessions SET at" in t, "INSERT INTO poll_sessions" in t,
+                     "acct AS (INSERT INTO accounts" in t) for t in sent],
+                   [(True, False, True)],
+                   "poll #5's writes of its poll, session and state (one statement, the session's"
+                   " time moved only)")
+        try:
+            harness.wait_for(same_state, 5, interval=0.2, what="the same account state")
+        except AssertionError:
+            raise AssertionError("after poll #5 the account's state differs: polling"
+                                 " instance %r, the other %r" % (seen[x], seen[y]))
+        h5x, h5y = account_history(x, name), account_history(y, name)
+        harness.eq(h5y["last_session"], h5x["last_session"], "last_session after poll #5")
+        harness.eq((h5y["last_session"]["capabilities"], h5y["last_session"]["tls"]),
+                   (hx["last_session"]["capabilities"], hx["last_session"]["tls"]),
+                   "the session's details after poll #5")
+        if not h5y["last_session"]["at"] >= h5y["polls"][0]["at"] > hy["polls"][0]["at"]:
+            raise AssertionError("the session's time did not move with poll #5: session %s,"
+                                 " polls %s then %s" % (h5y["last_session"]["at"],
+                                                        hy["polls"][0]["at"],
+                                                        h5y["polls"][0]["at"]))
+        harness.eq(h5y["last_success_at"], h5x["last_success_at"], "last success after #5")
         harness.eq(a.stop(), 0, "instance 0 exit code")
         harness.eq(b.stop(), 0, "instance 1 exit code")
     finally:

@@ -89,11 +89,8 @@ def test_idle_polls_do_not_wake_every_worker():
         io1 = io_counts(b.proc.pid)
         polls1 = len(re.findall(r"event=poll_done", b.log()))
     finally:
-        code = b.stop()
-        rcv.stop()
-        dc.stop()
-    assert code == 0, b.log()[-2000:]
-    assert "poll_failed" not in b.log(), b.log()[-2000:]
+        code = bridge.stop_all(b, rcv, dc)
+    b.assert_polled_cleanly(code)
     polls = polls1 - polls0
     assert polls >= ACCOUNTS, (polls, "polls in %g s" % WINDOW_S)
     per_poll = (sw1 - sw0) / float(polls)

@@ -75,11 +75,8 @@ def run_polls(passdb_scheme="PLAIN"):
         polls = len(re.findall(r"event=poll_done", b.log()))
         events = rcv.events()
     finally:
-        code = b.stop()
-        rcv.stop()
-        dc.stop()
-    assert code == 0, b.log()[-2000:]
-    assert "poll_failed" not in b.log(), b.log()[-2000:]
+        code = bridge.stop_all(b, rcv, dc)
+    b.assert_polled_cleanly(code)
     assert len(events) == len(users), events
     return text, polls, b.log()
 

@@ -608,7 +608,8 @@ def _browser_ready():
 def test_instances_panel_on_postgresql():
     """Two instances on one PostgreSQL store: the accounts page lists both
     (API URL, a recent heartbeat, the accounts each polls, every account
-    once); after a kill -9 of one, its row goes away (its heartbeat older
+    once), and an account's poll history names the instance that polls it
+    (the other one, if it holds any); after a kill -9 of one, its row goes away (its heartbeat older
     than store.lease) and the survivor shows every account."""
     _browser_ready()
     if not postgres.available():

@@ -249,6 +249,11 @@ class Bridge:
             raise AssertionError("the bridge did not stop within %ss of signal %d" % (timeout, sig))
         return self._reap()
 
+    def assert_polled_cleanly(self, code):
+        """code (what stop() gave) is 0 and no poll failed; else the log's tail."""
+        assert code == 0, self.log()[-2000:]
+        assert "poll_failed" not in self.log(), self.log()[-2000:]
+
     def kill9(self):
         if self.proc is None:
             return None
@@ -295,3 +300,20 @@ class Bridge:
             return con.execute(sql, args).fetchall()
         finally:
             con.close()
+
+
+def stop_all(b, *servers):
+    """Stop bridge b, then each of servers (receivers, Dovecot...), each one
+    whatever the ones before did (a test's `finally`); b's exit code."""
+    try:
+        return b.stop()
+    finally:
+        _stop_each(servers)
+
+
+def _stop_each(servers):
+    if servers:
+        try:
+            servers[0].stop()
+        finally:
+            _stop_each(servers[1:])

@@ -149,6 +149,23 @@ static void journal_falls_back_to_text(void **state)
     assert_non_null(strstr(captured, " level=error event=store_failed op=x error=\"y z\"\n"));
 }
 
+/* A limited line: the first call logs, the next within the interval do
+ * not (counted), the first after it logs again with that count. */
+static void limit_once_per_interval(void **state)
+{
+    (void)state;
+    static struct log_limit l;
+    uint64_t n = 99;
+    assert_true(log_limit_due(&l, 1000, 60000, &n));
+    assert_int_equal(n, 0);
+    assert_false(log_limit_due(&l, 1001, 60000, &n));
+    assert_false(log_limit_due(&l, 60999, 60000, &n));
+    assert_true(log_limit_due(&l, 61000, 60000, &n));
+    assert_int_equal(n, 2);
+    assert_false(log_limit_due(&l, 61000, 60000, NULL));
+    assert_true(log_limit_due(&l, 200000, 60000, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +174,7 @@ int main(void)
         cmocka_unit_test_setup(json_odd_values, setup),
         cmocka_unit_test_setup(json_long_line_stays_json, setup),
         cmocka_unit_test_setup(journal_falls_back_to_text, setup),
+        cmocka_unit_test(limit_once_per_interval),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

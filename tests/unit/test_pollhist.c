@@ -168,6 +168,59 @@ static void threads(void **state)
     pollhist_free(&h);
 }
 
+/* What the store needs of a session: in full when its details are new (or
+ * none was saved, or the save failed), else only its time; nothing when no
+ * session began in the poll. */
+static void session_share(void **state)
+{
+    (void)state;
+    struct pollhist *h = pollhist_new(2);
+    assert_non_null(h);
+    struct pollhist_session out;
+    int64_t was = -1;
+    assert_int_equal(pollhist_session_share(h, "a", 0, &out, &was), POLLHIST_SHARE_NONE);
+    const char *capa[] = {"USER", "UIDL"};
+    struct net_tls_info t = {.version = "TLSv1.3", .cipher = "TLS_AES_128_GCM_SHA256"};
+    pollhist_session(h, "a", 100, capa, 2, &t);
+    assert_int_equal(pollhist_session_share(h, "a", 90, &out, &was), POLLHIST_SHARE_FULL);
+    assert_int_equal(out.at, 100);
+    assert_int_equal(out.n_capa, 2);
+    /* a session older than the poll: none began in it */
+    assert_int_equal(pollhist_session_share(h, "a", 101, &out, &was), POLLHIST_SHARE_NONE);
+    pollhist_session_shared(h, "a", &out, true);
+    /* the same details again (a resumed TLS session is no new detail): only the time */
+    t.resumed = true;
+    pollhist_session(h, "a", 200, capa, 2, &t);
+    memset(&out, 0, sizeof out);
+    assert_int_equal(pollhist_session_share(h, "a", 150, &out, &was), POLLHIST_SHARE_AT);
+    assert_int_equal(out.at, 200);
+    assert_int_equal(was, 100);
+    pollhist_session_shared(h, "a", &out, true);
+    pollhist_session(h, "a", 300, capa, 2, &t);
+    assert_int_equal(pollhist_session_share(h, "a", 250, &out, &was), POLLHIST_SHARE_AT);
+    assert_int_equal(was, 200);
+    /* the store did not move it (another session was saved): in full next */
+    pollhist_session_shared(h, "a", &out, false);
+    pollhist_session(h, "a", 400, capa, 2, &t);
+    assert_int_equal(pollhist_session_share(h, "a", 350, &out, &was), POLLHIST_SHARE_FULL);
+    pollhist_session_shared(h, "a", &out, true);
+    /* a changed CAPA line, a changed cipher: in full */
+    const char *capa2[] = {"USER", "UIDL", "PIPELINING"};
+    pollhist_session(h, "a", 500, capa2, 3, &t);
+    assert_int_equal(pollhist_session_share(h, "a", 450, &out, &was), POLLHIST_SHARE_FULL);
+    assert_int_equal(out.n_capa, 3);
+    pollhist_session_shared(h, "a", &out, true);
+    snprintf(t.cipher, sizeof t.cipher, "TLS_AES_256_GCM_SHA384");
+    pollhist_session(h, "a", 600, capa2, 3, &t);
+    assert_int_equal(pollhist_session_share(h, "a", 550, &out, &was), POLLHIST_SHARE_FULL);
+    /* saved, but a newer session came meanwhile: that one is not marked */
+    pollhist_session(h, "a", 700, capa2, 3, NULL);
+    pollhist_session_shared(h, "a", &out, true);
+    assert_int_equal(pollhist_session_share(h, "a", 650, &out, &was), POLLHIST_SHARE_FULL);
+    assert_false(out.tls);
+    pollhist_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +228,7 @@ int main(void)
         cmocka_unit_test(session_details),
         cmocka_unit_test(bounded_accounts),
         cmocka_unit_test(threads),
+        cmocka_unit_test(session_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1785,6 +1785,96 @@ static void msg_load(void **state)
     free(p);
 }
 
+/* store_msg_load_many: each id gets its own row and body (in any order,
+ * an unknown id in between), a body over mem_max or past total_max is left
+ * to streaming (and every body after the first past total_max), a purged
+ * one is not read, and the link key is the store's. */
+static const size_t many_len[] = {100, 3 * STORE_IO_CHUNK + 123, 200, 300};
+
+static void many_check(const struct store_loaded *l, const int64_t *ids, unsigned char (*p)[4096],
+                       const bool *read)
+{
+    static const int at[] = {2, -1, 0, 1, 3}; /* l[i] is message at[i] (-1: unknown) */
+    char uidl[16];
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(l[i].id, at[i] < 0 ? 999999 : ids[at[i]]);
+        if (at[i] < 0) {
+            assert_int_equal(l[i].result, STORE_NOTFOUND);
+            assert_null(l[i].body);
+            continue;
+        }
+        assert_int_equal(l[i].result, 0);
+        assert_int_equal(l[i].info.id, ids[at[i]]);
+        snprintf(uidl, sizeof uidl, "m%d", at[i]);
+        assert_string_equal(l[i].info.uidl, uidl);
+        assert_int_equal(l[i].info.size, many_len[at[i]]);
+        if (!read[i]) {
+            assert_null(l[i].body);
+            assert_int_equal(l[i].body_len, 0);
+            continue;
+        }
+        assert_non_null(l[i].body);
+        assert_int_equal(l[i].body_len, many_len[at[i]]);
+        assert_memory_equal(l[i].body, p[at[i]], many_len[at[i]]);
+    }
+}
+
+static void msg_load_many(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *wh[] = {"crm"};
+    static unsigned char p[4][4096];
+    unsigned char *big = malloc(many_len[1]);
+    assert_non_null(big);
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        char uidl[16];
+        snprintf(uidl, sizeof uidl, "m%d", i);
+        fill(i == 1 ? big : p[i], many_len[i], 11 + (uint32_t)i);
+        if (i == 1)
+            memcpy(p[1], big, sizeof p[1]);
+        struct store_msg_result res;
+        assert_int_equal(put(st, "acc", uidl, i == 1 ? big : p[i], many_len[i], 9000, wh, 1, T0,
+                             &res, &e), 0);
+        ids[i] = res.id;
+    }
+    free(big);
+    struct store_loaded l[5];
+    const int64_t want[] = {ids[2], 999999, ids[0], ids[1], ids[3]};
+    unsigned char key[STORE_LINK_KEY_LEN], key2[STORE_LINK_KEY_LEN];
+    for (int i = 0; i < 5; i++)
+        l[i].id = want[i];
+    if (store_msg_load_many(st, l, 5, 1000, 100000, key, 1000, &e) != 0)
+        fail_msg("store_msg_load_many: %s", e.msg);
+    many_check(l, ids, p, (const bool[]){true, false, true, false, true});
+    store_loaded_free(l, 5);
+    assert_null(l[0].body);
+    assert_int_equal(store_link_key(st, key2, NULL, 2000, &e), 0); /* the one made above */
+    assert_memory_equal(key, key2, sizeof key);
+    /* within 250 octets: m2 (200); m0 (100) would pass it, so m3 is not read either */
+    assert_int_equal(store_msg_load_many(st, l, 5, 1000, 250, NULL, 0, &e), 0);
+    many_check(l, ids, p, (const bool[]){true, false, false, false, false});
+    store_loaded_free(l, 5);
+    /* nothing to read: the key still */
+    memset(key, 0, sizeof key);
+    assert_int_equal(store_msg_load_many(st, l, 0, 1000, 1000, key, 3000, &e), 0);
+    assert_memory_equal(key, key2, sizeof key);
+    assert_int_equal(store_msg_load_many(st, l, STORE_LOAD_MANY_MAX + 1, 1, 1, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_LIMIT);
+    assert_int_equal(store_msg_load_many(NULL, l, 1, 1, 1, NULL, 0, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+    /* purged: metadata only */
+    deliver_all(st, T0);
+    int64_t purged = 0;
+    assert_int_equal(store_purge_bodies(st, 0, T0 + DAY_MS, 0, &purged, &e), 0);
+    l[0].id = ids[0];
+    assert_int_equal(store_msg_load_many(st, l, 1, 1000, 1000, NULL, 0, &e), 0);
+    assert_int_equal(l[0].result, 0);
+    assert_true(l[0].info.body_purged_at > 0);
+    assert_null(l[0].body);
+}
+
 static void webhook_disable(void **state)
 {
     struct store *st = fx_open(state);
@@ -2778,6 +2868,7 @@ static void pg_schema(void **state)
     struct store *st = fx_open(state);
     struct err e;
     assert_string_equal(store_backend(), "postgresql");
+    assert_true(store_is_shared());
     assert_int_equal(store_schema_version(st, &e), STORE_SCHEMA_VERSION);
     assert_int_equal(pg_value("SELECT version FROM schema_version"), STORE_SCHEMA_VERSION);
     store_close(st);
@@ -2796,6 +2887,7 @@ static void pg_schema(void **state)
     assert_null(strchr(e.msg, '\n'));
     assert_null(strstr(e.msg, pg_pw));
     assert_string_equal(store_backend(), "sqlite");
+    assert_false(store_is_shared()); /* a failed setup falls back to SQLite */
     /* a wrong password: refused, and neither password appears */
     assert_int_equal(pg_exec("UPDATE schema_version SET version = 4"), 0);
     struct store_target w = {.url = pg_url, .password = "wrong-secret-123", .pool = 2};
@@ -3045,6 +3137,18 @@ static struct pollhist_poll hpoll(int64_t at, bool ok)
     return p;
 }
 
+/* store_poll_record of a poll and (s not NULL) its session written in full. */
+static int poll_rec(struct store *st, const char *account, const char *instance,
+                    const struct pollhist_poll *p, const struct pollhist_session *s,
+                    struct err *e)
+{
+    struct store_poll_write w = {.instance = instance, .poll = p, .session = s};
+    bool saved = true;
+    int rc = store_poll_record(st, account, &w, &saved, e);
+    assert_true(saved == (rc == 0 && s != NULL));
+    return rc;
+}
+
 /* The poll history (schema 10): on PostgreSQL each poll is added and the
  * account's polls beyond POLLHIST_POLLS dropped, with the session it had;
  * on SQLite both calls refuse (the history stays in memory). */
@@ -3056,8 +3160,9 @@ static void poll_history(void **state)
     struct pollhist_session s;
     struct store_poll out[POLLHIST_POLLS + 5];
     size_t n = 99;
-    if (strcmp(store_backend(), "postgresql") != 0) {
-        assert_int_equal(store_poll_record(st, "acc", OWNER, &p, NULL, &e), -1);
+    if (!store_is_shared()) {
+        assert_string_equal(store_backend(), "sqlite");
+        assert_int_equal(poll_rec(st, "acc", OWNER, &p, NULL, &e), -1);
         assert_int_equal(e.kind, ERR_USAGE);
         assert_non_null(strstr(e.msg, "not kept on SQLite"));
         assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), -1);
@@ -3082,7 +3187,7 @@ static void poll_history(void **state)
     snprintf(in.tls_info.issuer, sizeof in.tls_info.issuer, "CN=Test CA");
     in.tls_info.not_after = T0 + DAY_MS;
     snprintf(in.tls_info.fingerprint, sizeof in.tls_info.fingerprint, "sha256:%064d", 7);
-    assert_int_equal(store_poll_record(st, "acc", OWNER, &p, &in, &e), 0);
+    assert_int_equal(poll_rec(st, "acc", OWNER, &p, &in, &e), 0);
     assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), 0);
     assert_int_equal(n, 1);
     assert_int_equal(out[0].p.at, T0);
@@ -3108,7 +3213,7 @@ static void poll_history(void **state)
     /* a failed poll without a session keeps the last session; another
      * instance's poll with a plaintext session replaces it */
     p = hpoll(T0 + 10, false);
-    assert_int_equal(store_poll_record(st, "acc", "other", &p, NULL, &e), 0);
+    assert_int_equal(poll_rec(st, "acc", "other", &p, NULL, &e), 0);
     assert_int_equal(store_poll_history(st, "acc", &s, out, POLLHIST_POLLS, &n, &e), 0);
     assert_int_equal(n, 2);
     assert_false(out[0].p.ok);
@@ -3119,7 +3224,7 @@ static void poll_history(void **state)
     struct pollhist_session plain = {.at = T0 + 21, .n_capa = 1};
     snprintf(plain.capa[0], sizeof plain.capa[0], "TOP");
     p = hpoll(T0 + 20, true);
-    assert_int_equal(store_poll_record(st, "acc", NULL, &p, &plain, &e), 0);
+    assert_int_equal(poll_rec(st, "acc", NULL, &p, &plain, &e), 0);
     assert_int_equal(store_poll_history(st, "acc", &s, out, 1, &n, &e), 0);
     assert_int_equal(n, 1);
     assert_int_equal(out[0].p.at, T0 + 20);
@@ -3132,7 +3237,7 @@ static void poll_history(void **state)
     /* bounded: the newest POLLHIST_POLLS stay, newest first */
     for (int i = 0; i < POLLHIST_POLLS + 5; i++) {
         p = hpoll(T0 + 100 + i, true);
-        assert_int_equal(store_poll_record(st, "acc", OWNER, &p, NULL, &e), 0);
+        assert_int_equal(poll_rec(st, "acc", OWNER, &p, NULL, &e), 0);
     }
     assert_int_equal(pg_value("SELECT count(*) FROM polls WHERE account = 'acc'"), POLLHIST_POLLS);
     assert_int_equal(store_poll_history(st, "acc", NULL, out, POLLHIST_POLLS + 5, &n, &e), 0);
@@ -3142,21 +3247,110 @@ static void poll_history(void **state)
     /* other accounts are apart; text that is not UTF-8 is kept valid */
     p = hpoll(T0, false);
     snprintf(p.error, sizeof p.error, "bad \xff byte");
-    assert_int_equal(store_poll_record(st, "b", OWNER, &p, NULL, &e), 0);
+    assert_int_equal(poll_rec(st, "b", OWNER, &p, NULL, &e), 0);
     assert_int_equal(store_poll_history(st, "b", &s, out, POLLHIST_POLLS, &n, &e), 0);
     assert_int_equal(n, 1);
     assert_int_equal(s.at, 0);
     assert_non_null(strstr(out[0].p.error, "bad "));
     assert_null(strchr(out[0].p.error, '\xff'));
     /* errors */
-    assert_int_equal(store_poll_record(st, "", OWNER, &p, NULL, &e), -1);
+    assert_int_equal(poll_rec(st, "", OWNER, &p, NULL, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
     char longname[STORE_OWNER_MAX + 2];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    assert_int_equal(store_poll_record(st, "acc", longname, &p, NULL, &e), -1);
+    assert_int_equal(poll_rec(st, "acc", longname, &p, NULL, &e), -1);
     assert_int_equal(e.kind, ERR_LIMIT);
     assert_int_equal(store_poll_history(st, "", &s, out, POLLHIST_POLLS, &n, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE);
+}
+
+/* One statement for a poll, its session and the account's state
+ * (store_poll_write): the state saved as store_account_set saves it, a
+ * session with unchanged details only moved in time (and only when the
+ * saved one is the one the caller wrote), nothing at all when any part is
+ * refused. */
+static void poll_record_with_state(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    struct pollhist_poll p = hpoll(T0, true);
+    struct store_account_state as = {.state = "idle", .last_attempt_at = T0,
+                                     .last_success_at = T0 + 40, .backoff_until = T0 + 9};
+    struct pollhist_session in = {.at = T0 + 5, .n_capa = 1}, s;
+    snprintf(in.capa[0], sizeof in.capa[0], "UIDL");
+    struct store_poll_write w = {.instance = OWNER, .poll = &p, .session = &in, .state = &as};
+    bool saved = true;
+    if (!store_is_shared()) {
+        assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), -1);
+        assert_int_equal(e.kind, ERR_USAGE);
+        assert_false(saved);
+        assert_int_equal(store_account_get(st, "acc", &as, &e), STORE_NOTFOUND);
+        return;
+    }
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), 0);
+    assert_true(saved);
+    struct store_account_state got;
+    assert_int_equal(store_account_get(st, "acc", &got, &e), 0);
+    assert_string_equal(got.state, "idle");
+    assert_int_equal(got.last_attempt_at, T0);
+    assert_int_equal(got.last_success_at, T0 + 40);
+    assert_int_equal(got.backoff_until, T0 + 9);
+    assert_string_equal(got.last_error, "");
+    struct store_poll out[2];
+    size_t n = 0;
+    assert_int_equal(store_poll_history(st, "acc", &s, out, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(s.at, T0 + 5);
+    /* the next poll: same details, so only the session's time moves; a
+     * failure's state replaces the last */
+    p = hpoll(T0 + 1000, false);
+    struct store_account_state failed = {.state = "backoff", .last_attempt_at = T0 + 1000,
+                                         .last_success_at = T0 + 40,
+                                         .backoff_until = T0 + 61000,
+                                         .last_error = "Connection: refused",
+                                         .last_error_code = "conn"};
+    w = (struct store_poll_write){.instance = OWNER, .poll = &p, .session_at = T0 + 1005,
+                                  .session_was = T0 + 5, .state = &failed};
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), 0);
+    assert_true(saved);
+    assert_int_equal(store_poll_history(st, "acc", &s, out, 2, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(s.at, T0 + 1005);
+    assert_int_equal(s.n_capa, 1);
+    assert_string_equal(s.capa[0], "UIDL");
+    assert_false(out[0].p.ok);
+    assert_int_equal(store_account_get(st, "acc", &got, &e), 0);
+    assert_string_equal(got.state, "backoff");
+    assert_string_equal(got.last_error, "Connection: refused");
+    assert_string_equal(got.last_error_code, "conn");
+    assert_int_equal(got.backoff_until, T0 + 61000);
+    /* another session was saved meanwhile (another instance): its time is
+     * not the one given, so nothing moves and the caller is told */
+    w.session_was = T0 + 5;
+    w.session_at = T0 + 2005;
+    p = hpoll(T0 + 2000, true);
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), 0);
+    assert_false(saved);
+    assert_int_equal(store_poll_history(st, "acc", &s, out, 2, &n, &e), 0);
+    assert_int_equal(s.at, T0 + 1005);
+    assert_int_equal(out[0].p.at, T0 + 2000); /* the poll itself is in */
+    /* no session and no state: the poll alone */
+    w = (struct store_poll_write){.poll = &p};
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), 0);
+    assert_false(saved);
+    assert_int_equal(store_account_get(st, "acc", &got, &e), 0);
+    assert_string_equal(got.state, "backoff");
+    /* a state refused: nothing written, the poll neither */
+    int64_t polls = pg_value("SELECT count(*) FROM polls WHERE account = 'acc'");
+    struct store_account_state bad = {0};
+    w = (struct store_poll_write){.poll = &p, .session = &in, .state = &bad};
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), -1);
+    assert_int_equal(e.kind, ERR_USAGE); /* an empty state name */
+    assert_false(saved);
+    assert_int_equal(pg_value("SELECT count(*) FROM polls WHERE account = 'acc'"), polls);
+    w = (struct store_poll_write){0};
+    assert_int_equal(store_poll_record(st, "acc", &w, &saved, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
@@ -3179,7 +3373,7 @@ static void pg_migrate_9_to_10(void **state)
     struct pollhist_poll p = hpoll(T0, true);
     struct pollhist_session in = {.at = T0 + 1, .n_capa = 1}, s;
     snprintf(in.capa[0], sizeof in.capa[0], "UIDL");
-    assert_int_equal(store_poll_record(st, "acc", OWNER, &p, &in, &e), 0);
+    assert_int_equal(poll_rec(st, "acc", OWNER, &p, &in, &e), 0);
     struct store_poll out[2];
     size_t n = 0;
     assert_int_equal(store_poll_history(st, "acc", &s, out, 2, &n, &e), 0);
@@ -3495,7 +3689,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -3505,7 +3699,7 @@ int main(void)
             T(instances),           T(webhook_stats_hourly), T(drop_and_bulk_retry),
             T(account_events),      T(dedupe_by_message_id), T(pg_migrate_from_6), T(pg_migrate_from_8),
             T(pg_commit_failure),   T(pg_group_fallback),   T(events_purge),
-            T(poll_history),        T(pg_migrate_9_to_10),
+            T(poll_history),        T(pg_migrate_9_to_10),  T(poll_record_with_state),
         };
         return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
     }
@@ -3515,14 +3709,14 @@ int main(void)
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(leases), T(account_leases), T(account_give_back), T(webhook_disable), T(link_key),
-        T(msg_load), T(record_many), T(finish_many), T(deletable_policy),
+        T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
         T(ids),                 T(concurrent_threads),   T(concurrent_first_open),
         T(oauth2_rows),         T(oauth2_one_refresher),
         T(instances),           T(webhook_stats_hourly), T(events_purge),
-        T(poll_history),
+        T(poll_history),        T(poll_record_with_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,14 +54,19 @@ export function accountView(ctx, account) {
           field('Expires', timeEl(tls.not_after, { never: 'unknown' }), 'tls-expires'),
           field('Fingerprint', h('span.mono', null, tls.fingerprint)))
           : h('p', { id: 'account-tls' }, badge('no TLS', 'warn'), ' The last session was not encrypted.'));
+    // several instances on one store: each poll names the instance that made it
+    // (Poll.instance); one instance names none, and the column is left out
+    const byInstance = polls.some((p) => p.instance);
     const history = polls.length
       ? table('Recent polls, newest first', [
         { label: 'When' }, { label: 'Duration', cls: 'num' }, { label: 'Listed', cls: 'num' },
         { label: 'New', cls: 'num' }, { label: 'Deleted', cls: 'num' }, { label: 'Outcome' },
+        ...(byInstance ? [{ label: 'Instance', cls: 'poll-instance' }] : []),
       ], polls.map((p) => ({
         attrs: { dataset: { outcome: p.outcome } },
         cells: [timeEl(p.at), fmtMs(p.duration_ms), String(p.listed), String(p.new_messages), String(p.deleted),
-          p.outcome === 'ok' ? badge('ok', 'ok') : h('span', null, badge('failed', 'error'), ' ', p.error || '')],
+          p.outcome === 'ok' ? badge('ok', 'ok') : h('span', null, badge('failed', 'error'), ' ', p.error || ''),
+          ...(byInstance ? [p.instance ? h('span.mono', null, p.instance) : h('span.muted', null, 'unknown')] : [])],
       })), { cls: 'polls' })
       : emptyState('No polls yet.', 'Polls since the bridge started are listed here.');
     fill(body,
