@@ -195,11 +195,14 @@ int store_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size
         l[i] = (struct store_loaded){.id = l[i].id, .result = STORE_NOTFOUND};
     if (OPS(st)->msg_load_many) /* in one read */
         return OPS(st)->msg_load_many(st, l, n, mem_max, total_max, link_key, now, e);
+    /* the key on its own: the first message may be one that is not read */
+    if (link_key && store_link_key(st, link_key, NULL, now, e) < 0)
+        return -1;
     size_t left = total_max; /* bodies read while they fit, in order */
     for (size_t i = 0; i < n; i++) {
         size_t max = left < mem_max ? left : mem_max;
-        int r = store_msg_load(st, l[i].id, &l[i].info, max, &l[i].body, &l[i].body_len,
-                               i == 0 ? link_key : NULL, now, e);
+        int r = store_msg_load(st, l[i].id, &l[i].info, max, &l[i].body, &l[i].body_len, NULL,
+                               now, e);
         if (r < 0) {
             store_loaded_free(l, n);
             return -1;
@@ -209,8 +212,6 @@ int store_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size
             left = 0; /* it would have passed total_max: none after it either */
         left -= l[i].body_len;
     }
-    if (n == 0 && link_key && store_link_key(st, link_key, NULL, now, e) < 0)
-        return -1;
     return 0;
 }
 

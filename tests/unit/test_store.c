@@ -1860,6 +1860,18 @@ static void msg_load_many(void **state)
     memset(key, 0, sizeof key);
     assert_int_equal(store_msg_load_many(st, l, 0, 1000, 1000, key, 3000, &e), 0);
     assert_memory_equal(key, key2, sizeof key);
+    /* the first one not read (an unknown id; an event's row, id 0): the key still */
+    const int64_t unread_first[] = {999999, 0, ids[2]};
+    for (int i = 0; i < 3; i++)
+        l[i].id = unread_first[i];
+    memset(key, 0, sizeof key);
+    if (store_msg_load_many(st, l, 3, 1000, 1000, key, 3000, &e) != 0)
+        fail_msg("store_msg_load_many, the first unread: %s", e.msg);
+    assert_memory_equal(key, key2, sizeof key);
+    assert_int_equal(l[0].result, STORE_NOTFOUND);
+    assert_int_equal(l[1].result, STORE_NOTFOUND);
+    assert_int_equal(l[2].result, 0);
+    store_loaded_free(l, 3);
     assert_int_equal(store_msg_load_many(st, l, STORE_LOAD_MANY_MAX + 1, 1, 1, NULL, 0, &e), -1);
     assert_int_equal(e.kind, ERR_LIMIT);
     assert_int_equal(store_msg_load_many(NULL, l, 1, 1, 1, NULL, 0, &e), -1);
