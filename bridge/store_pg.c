@@ -461,6 +461,26 @@ void pq_null(struct pq *q)
     q->v[q->n++] = NULL;
 }
 
+/* s cut to at most max bytes at a UTF-8 boundary and made valid UTF-8:
+ * s itself when it already is (*own NULL), else a copy in *own (g_free). */
+static const char *utf8_cut(const char *s, size_t max, size_t *len, char **own)
+{
+    size_t n = strnlen(s, max + 1);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    *own = NULL;
+    if (g_utf8_validate(s, (gssize)n, NULL)) {
+        *len = n;
+        return s;
+    }
+    *own = g_utf8_make_valid(s, (gssize)n);
+    *len = strlen(*own);
+    return *own;
+}
+
 /* Text, at most max bytes (cut at a UTF-8 boundary), made valid UTF-8;
  * NULL stays NULL (SQL NULL). */
 void pq_trunc(struct pq *q, const char *s, size_t max)
@@ -469,19 +489,111 @@ void pq_trunc(struct pq *q, const char *s, size_t max)
         pq_null(q);
         return;
     }
-    size_t n = strnlen(s, max + 1);
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--;
-    }
-    if (s[n] == '\0' && g_utf8_validate(s, (gssize)n, NULL)) {
-        q->v[q->n++] = s;
+    size_t n;
+    char *own;
+    const char *v = utf8_cut(s, max, &n, &own);
+    if (!own && v[n] != '\0')
+        v = own = g_strndup(s, n); /* cut: a parameter in text form ends at its NUL */
+    q->owned[q->n] = own;
+    q->v[q->n++] = v;
+}
+
+/* ---- array parameters in binary form (array_send's layout) ------------- */
+
+#define ARR_HDR 20 /* ndim, has-nulls flag, element type, length, lower bound */
+
+static void be32(unsigned char *p, uint32_t x)
+{
+    p[0] = (unsigned char)(x >> 24);
+    p[1] = (unsigned char)(x >> 16);
+    p[2] = (unsigned char)(x >> 8);
+    p[3] = (unsigned char)x;
+}
+
+void pq_arr_init(struct pq_arr *a, uint32_t elem_oid)
+{
+    a->b = g_byte_array_sized_new(256);
+    a->n = 0;
+    a->nulls = false;
+    a->oid = elem_oid;
+    unsigned char hdr[ARR_HDR] = {0};
+    g_byte_array_append(a->b, hdr, sizeof hdr);
+}
+
+static void arr_elem(struct pq_arr *a, const void *p, size_t len)
+{
+    unsigned char l[4];
+    be32(l, (uint32_t)len);
+    g_byte_array_append(a->b, l, 4);
+    g_byte_array_append(a->b, p, (guint)len);
+    a->n++;
+}
+
+void pq_arr_null(struct pq_arr *a)
+{
+    unsigned char l[4];
+    be32(l, UINT32_MAX); /* -1 */
+    g_byte_array_append(a->b, l, 4);
+    a->n++;
+    a->nulls = true;
+}
+
+void pq_arr_i64(struct pq_arr *a, int64_t x)
+{
+    unsigned char v[8];
+    be32(v, (uint32_t)((uint64_t)x >> 32));
+    be32(v + 4, (uint32_t)x);
+    arr_elem(a, v, sizeof v);
+}
+
+void pq_arr_bin(struct pq_arr *a, const void *p, size_t len)
+{
+    arr_elem(a, p, len);
+}
+
+void pq_arr_trunc(struct pq_arr *a, const char *s, size_t max)
+{
+    if (!s) {
+        pq_arr_null(a);
         return;
     }
-    char *v = g_utf8_make_valid(s, (gssize)n);
+    size_t n;
+    char *own;
+    const char *v = utf8_cut(s, max, &n, &own);
+    arr_elem(a, v, n);
+    g_free(own);
+}
+
+void pq_arr_text(struct pq_arr *a, const char *s)
+{
+    pq_arr_trunc(a, s, SIZE_MAX - 1);
+}
+
+/* The array as q's next parameter (binary; q owns it from here). */
+void pq_arr_put(struct pq *q, struct pq_arr *a)
+{
+    unsigned char *h = a->b->data;
+    be32(h, a->n ? 1 : 0); /* no dimensions: the empty array */
+    be32(h + 4, a->nulls ? 1 : 0);
+    be32(h + 8, a->oid);
+    be32(h + 12, a->n);
+    be32(h + 16, 1);
+    size_t len = a->n ? a->b->len : 12;
+    char *v = (char *)g_byte_array_free(a->b, FALSE);
+    a->b = NULL;
     q->owned[q->n] = v;
-    q->v[q->n++] = v;
+    q->v[q->n] = v;
+    q->len[q->n] = (int)len;
+    q->fmt[q->n] = 1;
+    q->n++;
+}
+
+/* An array not handed to a statement. */
+void pq_arr_free(struct pq_arr *a)
+{
+    if (a->b)
+        g_byte_array_free(a->b, TRUE);
+    a->b = NULL;
 }
 
 void pq_text(struct pq *q, const char *s)
@@ -863,11 +975,36 @@ int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *
     return 0;
 }
 
+/* An integer column (text, or binary: int2, int4 or int8); NULL is 0. */
 int64_t pg_g64(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return 0;
-    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+    if (PQfformat(r, col) == 0)
+        return strtoll(PQgetvalue(r, row, col), NULL, 10);
+    const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+    uint64_t x = 0;
+    switch (PQgetlength(r, row, col)) {
+    case 8:
+        for (int i = 0; i < 8; i++)
+            x = x << 8 | p[i];
+        return (int64_t)x;
+    case 4:
+        return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+    case 2:
+        return (int16_t)(uint16_t)(p[0] << 8 | p[1]);
+    default:
+        return 0;
+    }
+}
+
+/* A boolean column (text or binary); NULL is false. */
+bool pg_gbool(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return false;
+    const char *v = PQgetvalue(r, row, col);
+    return PQfformat(r, col) == 0 ? v[0] == 't' : v[0] != 0;
 }
 
 void pg_gstr(PGresult *r, int row, int col, char *dst, size_t size)

@@ -336,50 +336,118 @@ int pg_delivery_record(struct store *st, const char *owner, int64_t id,
     return r;
 }
 
-#define RECORD_GROUP (PG_PIPE_MAX / 2) /* outcomes per round trip (two statements each) */
+#define RECORD_GROUP 256 /* outcomes in one statement (DELIVERY_FLUSH_MAX) */
 
-/* Each of recs[0..n) recorded as by pg_delivery_record; a group's
- * statements in one round trip, under one savepoint (the batch's write). */
+/* RECORD_SQL for a group, from arrays ($1..$11 one element per outcome, in
+ * record_params's order): every delivery updated unless its outcome came
+ * too late, every attempt kept, and each message with a delivery delivered
+ * here whose other deliveries are all delivered or dropped (here, or
+ * before) delivered at the latest end among them, its UIDL "delivered".
+ * One row per outcome: its position, whether its delivery exists and
+ * whether it was updated.  The messages are locked first, in id order
+ * (RECORD_LOCK_MANY_SQL), as RECORD_LOCK_SQL does for one. */
+static const char RECORD_LOCK_MANY_SQL[] =
+    "SELECT 1 FROM messages WHERE id IN (SELECT message_id FROM deliveries"
+    " WHERE id = ANY($1::bigint[])) ORDER BY id FOR UPDATE";
+static const char RECORD_MANY_SQL[] =
+    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
+    "   $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],"
+    "   $11::bigint[]) WITH ORDINALITY AS r(id, status, next_at, fin, delivered_at, http,"
+    "   error, started, duration, outcome, ok, k)),"
+    " cur AS (SELECT r.k FROM r JOIN deliveries x ON x.id = r.id),"
+    " d AS (UPDATE deliveries x SET status = r.status::smallint,"
+    "   attempts = x.attempts + 1, next_attempt_at = r.next_at,"
+    "   updated_at = r.fin, delivered_at = r.delivered_at,"
+    "   last_http_status = r.http::integer, last_error = r.error,"
+    "   lease_owner = NULL, lease_until = 0 FROM r WHERE x.id = r.id AND x.status IN (0, 2)"
+    "   AND NOT (coalesce(x.lease_owner, '') NOT IN ('', $12::text) AND x.lease_until > r.fin)"
+    "   RETURNING r.k, x.id, r.status AS now_status, coalesce(x.message_id, 0) AS mid, r.ok,"
+    "   r.fin),"
+    " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
+    "   error, outcome) SELECT r.id, r.started, r.duration, r.http::integer, r.error,"
+    "   r.outcome FROM r JOIN cur ON cur.k = r.k ORDER BY r.k),"
+    " done AS (SELECT d.mid, max(d.fin) AS at FROM d WHERE d.ok = 1 AND d.mid > 0"
+    "   AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = d.mid"
+    "     AND o.status NOT IN (1, 4)"
+    "     AND NOT EXISTS (SELECT 1 FROM d s WHERE s.id = o.id AND s.now_status IN (1, 4)))"
+    "   GROUP BY d.mid),"
+    " m AS (UPDATE messages SET delivered_at = done.at FROM done WHERE messages.id = done.mid"
+    "   AND messages.delivered_at IS NULL),"
+    " u AS (UPDATE uidls SET state = 2 FROM done WHERE uidls.message_id = done.mid"
+    "   AND uidls.state = 1)"
+    " SELECT r.k, (SELECT count(*) FROM cur WHERE cur.k = r.k),"
+    "   (SELECT count(*) FROM d WHERE d.k = r.k) FROM r ORDER BY r.k";
+
+/* RECORD_LOCK_MANY_SQL's (lq) and RECORD_MANY_SQL's (q) parameters for
+ * recs[0..n), each as record_params makes them for one. */
+static void record_many_params(struct pq *lq, struct pq *q, const char *owner,
+                               const struct store_record *recs, size_t n)
+{
+    enum { N_ARR = 11 };
+    struct pq_arr a[N_ARR];
+    for (int i = 0; i < N_ARR; i++)
+        pq_arr_init(&a[i], i == 6 || i == 9 ? PG_OID_TEXT : PG_OID_INT8);
+    for (size_t i = 0; i < n; i++) {
+        struct pq one = {0}, lone = {0};
+        record_params(&lone, &one, recs[i].id, owner, &recs[i].a, recs[i].status,
+                      recs[i].next_attempt_at);
+        for (int j = 0; j < N_ARR; j++) /* $1..$11 as text: numbers and strings */
+            if (j == 6 || j == 9)
+                pq_arr_text(&a[j], one.v[j]);
+            else
+                pq_arr_i64(&a[j], strtoll(one.v[j], NULL, 10));
+        pq_free(&one);
+        pq_free(&lone);
+    }
+    struct pq_arr ids;
+    pq_arr_init(&ids, PG_OID_INT8);
+    for (size_t i = 0; i < n; i++)
+        pq_arr_i64(&ids, recs[i].id);
+    pq_arr_put(lq, &ids);
+    for (int i = 0; i < N_ARR; i++)
+        pq_arr_put(q, &a[i]);
+    pq_text(q, owner); /* $12 */
+}
+
+/* Whether recs[0..n) name a delivery twice (then they are recorded one
+ * after the other, each seeing the one before). */
+static bool record_twice(const struct store_record *recs, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (recs[i].id == recs[j].id)
+                return true;
+    return false;
+}
+
+/* Each of recs[0..n) recorded as by pg_delivery_record, all in one round
+ * trip of two statements, under one savepoint (the batch's write). */
 static void record_group(struct store *st, const char *owner, struct store_record *recs,
                          size_t n)
 {
     const char *op = "record delivery attempt";
-    struct pq lq[RECORD_GROUP], q[RECORD_GROUP];
-    const char *sql[2 * RECORD_GROUP];
-    struct pq *qs[2 * RECORD_GROUP];
-    PGresult *res[2 * RECORD_GROUP];
     struct err e;
     err_clear(&e);
-    PGconn *c = pg_tx_begin(st, &e, op);
-    PGresult *last = NULL;
+    PGconn *c = record_twice(recs, n) ? NULL : pg_tx_begin(st, &e, op);
+    PGresult *r = NULL;
     if (c) {
-        for (size_t i = 0; i < n; i++) {
-            memset(&lq[i], 0, sizeof lq[i]);
-            memset(&q[i], 0, sizeof q[i]);
-            record_params(&lq[i], &q[i], recs[i].id, owner, &recs[i].a, recs[i].status,
-                          recs[i].next_attempt_at);
-            sql[2 * i] = RECORD_LOCK_SQL;
-            qs[2 * i] = &lq[i];
-            sql[2 * i + 1] = RECORD_SQL;
-            qs[2 * i + 1] = &q[i];
-        }
-        last = pq_pipe_all(st, c, (int)(2 * n), sql, qs, 0, res, &e, op);
+        struct pq lq = {0}, q = {0};
+        record_many_params(&lq, &q, owner, recs, n);
+        r = pq_run2(st, c, RECORD_LOCK_MANY_SQL, &lq, RECORD_MANY_SQL, &q, &e, op);
     }
-    if (last && pg_tx_commit(st, c, &e, op) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            recs[i].result = record_result(res[2 * i + 1]);
-            PQclear(res[2 * i]);
-            PQclear(res[2 * i + 1]);
-        }
+    if (r && (size_t)PQntuples(r) == n && pg_tx_commit(st, c, &e, op) == 0) {
+        for (size_t i = 0; i < n; i++)
+            recs[i].result = pg_g64(r, (int)i, 1) == 0   ? STORE_NOTFOUND
+                             : pg_g64(r, (int)i, 2) == 0 ? STORE_LEASE_LOST
+                                                         : 0;
         /* (STORE_NOTFOUND wrote nothing: no savepoint of its own needed) */
+        PQclear(r);
         return;
     }
-    if (last) {
-        for (size_t i = 0; i < 2 * n; i++)
-            PQclear(res[i]);
-    }
+    PQclear(r);
     /* one failed (or the round trip did): the group undone, each again on its own */
-    pg_tx_rollback(st, c);
+    if (c)
+        pg_tx_rollback(st, c);
     for (size_t i = 0; i < n; i++) {
         err_clear(&recs[i].err);
         recs[i].result = pg_delivery_record(st, owner, recs[i].id, &recs[i].a, recs[i].status,

@@ -19,6 +19,7 @@
 
 #include "store_impl.h"
 
+#include <glib.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -59,6 +60,25 @@ struct pq {
     char num[PQ_PARAMS_MAX][24];
     char *owned[PQ_PARAMS_MAX];
 };
+/* A one-dimensional array parameter in binary form, built element by
+ * element (pq_arr_*) and handed to a statement's parameters with
+ * pq_arr_put: no quoting, and bodies as they are. */
+#define PG_OID_BYTEA 17
+#define PG_OID_INT8 20
+#define PG_OID_TEXT 25
+struct pq_arr {
+    GByteArray *b;
+    uint32_t n, oid;
+    bool nulls;
+};
+void pq_arr_init(struct pq_arr *a, uint32_t elem_oid);
+void pq_arr_null(struct pq_arr *a);
+void pq_arr_i64(struct pq_arr *a, int64_t x);
+void pq_arr_bin(struct pq_arr *a, const void *p, size_t len);
+void pq_arr_trunc(struct pq_arr *a, const char *s, size_t max);
+void pq_arr_text(struct pq_arr *a, const char *s);
+void pq_arr_put(struct pq *q, struct pq_arr *a);
+void pq_arr_free(struct pq_arr *a);
 struct store {
     struct store_hdr hdr;       /* first: store_pg_ops */
     char dir[PATH_BYTES];       /* state_dir, for spool files */
@@ -111,6 +131,7 @@ PGresult *pq_pipe_all(struct store *st, PGconn *c, int n, const char *const *sql
 int pq_cmd(struct store *st, PGconn *c, const char *sql, struct pq *q, int64_t *changes,
            struct err *e, const char *op);
 int64_t pg_g64(PGresult *r, int row, int col);
+bool pg_gbool(PGresult *r, int row, int col);
 void pg_gstr(PGresult *r, int row, int col, char *dst, size_t size);
 int pq_each(struct store *st, PGconn *c, const char *sql, struct pq *q, int rfmt,
             row_fn fn, void *ctx, struct err *e, const char *op);

@@ -421,14 +421,15 @@ static int store_params(struct store_msg *m, const struct store_msg_meta *meta,
     return 0;
 }
 
-/* STORE_SQL's answer: the new id, or 0 with *e when the UIDL was known. */
-static int64_t store_result(PGresult *r, const struct store_msg *m, struct err *e)
+/* STORE_SQL's answer (row 0, column 0) or STORE_MANY_SQL's (row i,
+ * column 1): the new id, or 0 with *e when the UIDL was known. */
+static int64_t store_result(PGresult *r, int row, int col, const struct store_msg *m,
+                            struct err *e)
 {
-    if (PQntuples(r) == 0) {
+    int64_t id = PQntuples(r) > row ? pg_g64(r, row, col) : 0;
+    if (!id)
         err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
-        return 0;
-    }
-    return pg_g64(r, 0, 0);
+    return id;
 }
 
 static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
@@ -461,7 +462,7 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
     }
     PGresult *r = pq_run(st, c, STORE_SQL, &q, 0, e, op);
     g_free(hooks);
-    int64_t id = r ? store_result(r, m, e) : 0;
+    int64_t id = r ? store_result(r, 0, 0, m, e) : 0;
     PQclear(r);
     if (!id) {
         free(buf);
@@ -475,7 +476,9 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
     return 0;
 }
 
-#define STORE_GROUP 16 /* messages stored per round trip (store_msg_finish_many) */
+/* messages stored in one statement (store_msg_finish_many): a whole commit
+ * of the committer (COMMITTER_GROUP_MAX) */
+#define STORE_GROUP 64
 
 /* Whether f can join a group: one statement (no duplicate lookup, a body of
  * one chunk held in memory). */
@@ -498,53 +501,125 @@ static void store_one(struct store *st, struct store_finish *f, const char *hex)
     (void)st;
 }
 
-/* f[0..n) in one round trip under one savepoint (the batch's write); one
+/* STORE_SQL for a group: every part written for all of the group's
+ * messages at once, from arrays ($1..$15 one element per message, $16 the
+ * first chunks, $17/$18 the webhooks with their message's position), in
+ * the group's order (ids, and deliveries by message then webhook).  One
+ * row per message: its position and its new id (0: its UIDL was known,
+ * before or earlier in the group, and nothing of it was written). */
+static const char STORE_MANY_SQL[] =
+    "WITH s AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
+    "   $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+    "   $11::bigint[], $12::text[], $13::bigint[], $14::text[])"
+    "   WITH ORDINALITY AS s(account, uidl, state, now, size, sha, subject, from_addr,"
+    "   msgid, date_hdr, delivered_at, kind, declared, key, k)),"
+    " n AS (SELECT s.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id"
+    "   FROM s ORDER BY k),"
+    " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
+    "   SELECT account, uidl, state::smallint, id, now FROM n ORDER BY k"
+    "   ON CONFLICT DO NOTHING RETURNING message_id),"
+    " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
+    "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
+    "   declared_size, event_key)"
+    "   SELECT n.id, n.account, n.uidl, n.size, n.sha, n.now, n.subject, n.from_addr,"
+    "   n.msgid, n.date_hdr, n.delivered_at, n.kind, n.declared, n.key"
+    "   FROM n JOIN u ON u.message_id = n.id ORDER BY n.k RETURNING id),"
+    " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
+    "   SELECT n.id, n.size, $15::integer FROM n JOIN m ON m.id = n.id),"
+    " c AS (INSERT INTO body_chunks(message_id, seq, data)"
+    "   SELECT n.id, 0, x.data FROM unnest($16::bytea[]) WITH ORDINALITY AS x(data, k)"
+    "   JOIN n ON n.k = x.k JOIN m ON m.id = n.id WHERE n.size > 0),"
+    " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
+    "   next_attempt_at, created_at, updated_at)"
+    "   SELECT n.id, n.account, h.w, 0, 0, n.now, n.now, n.now"
+    "   FROM unnest($17::text[], $18::bigint[]) WITH ORDINALITY AS h(w, mk, hk)"
+    "   JOIN n ON n.k = h.mk JOIN m ON m.id = n.id ORDER BY h.hk)"
+    " SELECT n.k, coalesce(m.id, 0) FROM n LEFT JOIN m ON m.id = n.id ORDER BY n.k";
+
+enum { G_ACCOUNT, G_UIDL, G_STATE, G_NOW, G_SIZE, G_SHA, G_SUBJECT, G_FROM, G_MSGID, G_DATE,
+       G_DELIVERED, G_KIND, G_DECLARED, G_KEY, G_DATA, G_HOOK, G_HOOK_MSG, G_ARRAYS };
+
+/* STORE_MANY_SQL's parameters for f[0..n) into q (as store_params's, one
+ * array element per message; no duplicate: groupable leaves those out). */
+static int store_many_params(const struct store_finish *f,
+                             const char (*hex)[STORE_SHA256_HEX + 1], size_t n, struct pq *q,
+                             struct err *e)
+{
+    static const uint32_t oid[G_ARRAYS] = {
+        [G_ACCOUNT] = PG_OID_TEXT, [G_UIDL] = PG_OID_TEXT,     [G_STATE] = PG_OID_INT8,
+        [G_NOW] = PG_OID_INT8,     [G_SIZE] = PG_OID_INT8,     [G_SHA] = PG_OID_TEXT,
+        [G_SUBJECT] = PG_OID_TEXT, [G_FROM] = PG_OID_TEXT,     [G_MSGID] = PG_OID_TEXT,
+        [G_DATE] = PG_OID_TEXT,    [G_DELIVERED] = PG_OID_INT8, [G_KIND] = PG_OID_TEXT,
+        [G_DECLARED] = PG_OID_INT8, [G_KEY] = PG_OID_TEXT,     [G_DATA] = PG_OID_BYTEA,
+        [G_HOOK] = PG_OID_TEXT,    [G_HOOK_MSG] = PG_OID_INT8};
+    struct pq_arr a[G_ARRAYS];
+    for (int i = 0; i < G_ARRAYS; i++)
+        pq_arr_init(&a[i], oid[i]);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_msg *m = f[i].m;
+        const struct store_msg_meta *meta = f[i].meta;
+        char key[STORE_KEY_HEX + 1];
+        if (store_new_event_key(key, e) < 0) {
+            for (int j = 0; j < G_ARRAYS; j++)
+                pq_arr_free(&a[j]);
+            return -1;
+        }
+        bool hooks = f[i].n_webhooks > 0;
+        pq_arr_text(&a[G_ACCOUNT], m->account);
+        pq_arr_text(&a[G_UIDL], m->uidl);
+        pq_arr_i64(&a[G_STATE], hooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
+        pq_arr_i64(&a[G_NOW], f[i].now);
+        pq_arr_i64(&a[G_SIZE], (int64_t)m->sp.size);
+        pq_arr_text(&a[G_SHA], hex[i]);
+        pq_arr_trunc(&a[G_SUBJECT], meta ? meta->subject : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_FROM], meta ? meta->from : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_MSGID], meta ? meta->message_id : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_DATE], meta ? meta->date : NULL, STORE_META_MAX);
+        if (hooks)
+            pq_arr_null(&a[G_DELIVERED]);
+        else
+            pq_arr_i64(&a[G_DELIVERED], f[i].now);
+        pq_arr_text(&a[G_KIND], meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
+        pq_arr_i64(&a[G_DECLARED], meta ? (int64_t)meta->declared_size : 0);
+        pq_arr_text(&a[G_KEY], key);
+        pq_arr_bin(&a[G_DATA], m->sp.size ? m->sp.mem : "", m->sp.size);
+        for (size_t w = 0; w < f[i].n_webhooks; w++) {
+            pq_arr_text(&a[G_HOOK], f[i].webhooks[w]);
+            pq_arr_i64(&a[G_HOOK_MSG], (int64_t)i + 1);
+        }
+    }
+    for (int i = 0; i < G_ARRAYS; i++) {
+        if (i == G_DATA)
+            pq_i64(q, STORE_IO_CHUNK); /* $15 */
+        pq_arr_put(q, &a[i]);
+    }
+    return 0;
+}
+
+/* f[0..n) in one statement under one savepoint (the batch's write); one
  * failing at the database: all undone, then each on its own. */
 static void store_group(struct store *st, struct store_finish *f,
                         const char (*hex)[STORE_SHA256_HEX + 1], size_t n)
 {
     const char *op = "store message";
-    const char *sql[STORE_GROUP];
-    struct pq q[STORE_GROUP];
-    struct pq *qs[STORE_GROUP];
-    char *hooks[STORE_GROUP] = {NULL};
-    char keys[STORE_GROUP][STORE_KEY_HEX + 1];
-    PGresult *res[STORE_GROUP];
+    struct pq q = {0};
     struct err e;
     err_clear(&e);
-    size_t built = 0;
-    for (; built < n; built++) {
-        struct store_msg *m = f[built].m;
-        memset(&q[built], 0, sizeof q[built]);
-        if (store_params(m, f[built].meta, f[built].webhooks, f[built].n_webhooks, f[built].now,
-                         hex[built], 0, m->sp.size ? m->sp.mem : "", m->sp.size, &q[built],
-                         &hooks[built], keys[built], &e) < 0) {
-            pq_free(&q[built]);
-            break;
-        }
-        sql[built] = STORE_SQL;
-        qs[built] = &q[built];
-    }
     PGconn *c = NULL;
-    PGresult *last = NULL;
-    if (built == n && (c = pg_tx_begin(st, &e, op)))
-        last = pq_pipe_all(st, c, (int)n, sql, qs, 0, res, &e, op);
+    PGresult *r = NULL;
+    if (store_many_params(f, hex, n, &q, &e) == 0 && (c = pg_tx_begin(st, &e, op)))
+        r = pq_run(st, c, STORE_MANY_SQL, &q, 0, &e, op);
     else
-        for (size_t i = 0; i < built; i++)
-            pq_free(&q[i]);
-    for (size_t i = 0; i < built; i++)
-        g_free(hooks[i]);
-    if (last && pg_tx_commit(st, c, &e, op) == 0) {
+        pq_free(&q);
+    if (r && (size_t)PQntuples(r) == n && pg_tx_commit(st, c, &e, op) == 0) {
         for (size_t i = 0; i < n; i++) {
-            f[i].res.id = store_result(res[i], f[i].m, &f[i].err);
+            f[i].res.id = store_result(r, (int)i, 1, f[i].m, &f[i].err);
             f[i].result = f[i].res.id ? 0 : -1; /* a known UIDL wrote nothing */
-            PQclear(res[i]);
         }
+        PQclear(r);
         return;
     }
-    if (last)
-        for (size_t i = 0; i < n; i++)
-            PQclear(res[i]);
+    PQclear(r);
     if (c)
         pg_tx_rollback(st, c);
     for (size_t i = 0; i < n; i++)
@@ -632,10 +707,20 @@ int pg_msg_get(struct store *st, int64_t id, struct store_msg_info *out, struct 
     return pq_one(st, NULL, MSG_COLS "WHERE id = $1", &q, msg_row, out, e, "get message");
 }
 
-/* A bytea column of row i (text format: hex) decoded: malloc'd (at least
- * one byte allocated), *len; NULL with *e when out of memory. */
+/* A bytea column of row i (binary, or text: hex) as it is: malloc'd (at
+ * least one byte allocated), *len; NULL with *e when out of memory. */
 static unsigned char *bytea_col(PGresult *r, int i, int col, size_t *len, struct err *e)
 {
+    if (PQfformat(r, col) == 1) {
+        size_t n = (size_t)PQgetlength(r, i, col);
+        unsigned char *out = malloc(n ? n : 1);
+        if (!out)
+            return err_set(e, ERR_INTERNAL, "store: out of memory reading a stored message"),
+                   NULL;
+        memcpy(out, PQgetvalue(r, i, col), n);
+        *len = n;
+        return out;
+    }
     size_t n = 0;
     unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, col), &n);
     unsigned char *out = b ? malloc(n ? n : 1) : NULL;
@@ -670,7 +755,7 @@ static int load_row(PGresult *r, int i, struct store_msg_info *out, char **body,
     msg_row(r, i, out);
     if (out->body_purged_at)
         return 0;
-    if (strcmp(PQgetvalue(r, i, MSG_NCOLS), "t") != 0)
+    if (!pg_gbool(r, i, MSG_NCOLS))
         return STORE_NOTFOUND;
     if (PQgetisnull(r, i, MSG_NCOLS + 1))
         return 0;
@@ -719,7 +804,7 @@ int pg_msg_load(struct store *st, int64_t id, struct store_msg_info *out, size_t
                          LOAD_COLS("EXISTS (SELECT 1 FROM bodies WHERE message_id = $1::bigint)", "$1::bigint",
                                    "size <= $2::bigint AND body_purged_at IS NULL")
                          " FROM messages WHERE id = $1::bigint",
-                         &q, 0, e, "get message");
+                         &q, 1, e, "get message"); /* binary: the body as it is */
     pg_conn_put(st, c);
     if (!r)
         return -1;
@@ -799,7 +884,7 @@ int pg_msg_load_many(struct store *st, struct store_loaded *l, size_t n, size_t 
         pq_free(&q);
         return -1;
     }
-    PGresult *r = pq_run(st, c, LOAD_MANY_SQL, &q, 0, e, "get messages");
+    PGresult *r = pq_run(st, c, LOAD_MANY_SQL, &q, 1, e, "get messages"); /* binary */
     pg_conn_put(st, c);
     if (!r)
         return -1;

@@ -1639,6 +1639,232 @@ static void finish_many(void **state)
     free(p);
 }
 
+/* The deliveries of messages, in list order (newest first): webhook and
+ * message, one per line. */
+struct dlist {
+    char text[1024];
+};
+
+static int dlist_cb(void *ctx, const struct store_delivery *d, struct err *e)
+{
+    (void)e;
+    struct dlist *l = ctx;
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "%lld:%s;", (long long)d->msg_id, d->webhook);
+    return 0;
+}
+
+/* store_msg_finish_many in a batch (on PostgreSQL, a group written by one
+ * statement from arrays) stores every field as store_msg_finish alone
+ * does: the same message stored both ways, then compared.  Header fields
+ * with array syntax in them ({, ", \, commas, "NULL"), invalid UTF-8, one
+ * too long (cut at a character boundary), none at all, an empty body, a
+ * binary one; no webhooks (delivered at once) and two (their deliveries in
+ * the given order, message by message).  On PostgreSQL the group's
+ * messages are one INSERT statement (a statement trigger counts them). */
+static void finish_many_fields(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    char longsub[STORE_META_MAX + 40];
+    size_t ln = 0;
+    while (ln + 2 < sizeof longsub - 1) { /* "é" (two octets) past the limit */
+        longsub[ln++] = (char)0xC3;
+        longsub[ln++] = (char)0xA9;
+    }
+    longsub[ln] = '\0';
+    const struct store_msg_meta metas[] = {
+        {.subject = "{\"a,b\"} \\ NULL", .from = "\"Doe, J\" <j@x>", .message_id = "<q\"x@y>",
+         .date = "Mon, 1 Jan 2024 00:00:00 +0000"},
+        {.subject = "bad \xff\xfe end", .from = NULL, .message_id = NULL, .date = "NULL"},
+        {.subject = longsub, .from = "a@b", .message_id = "<l@x>", .declared_size = 7},
+        {.subject = "", .from = "", .message_id = "", .date = ""},
+    };
+    enum { N = 5 };
+    const char *wh[] = {"zeta", "alpha"};
+    unsigned char body[4096];
+    fill(body, sizeof body, 9);
+    body[0] = 0;
+    if (pg_url)
+        assert_int_equal(pg_exec("CREATE TABLE t_stmts(n int);"
+                                 " CREATE FUNCTION t_count() RETURNS trigger LANGUAGE plpgsql"
+                                 " AS $$BEGIN INSERT INTO t_stmts VALUES (1); RETURN NULL; END$$;"
+                                 " CREATE TRIGGER t_count AFTER INSERT ON messages"
+                                 " FOR EACH STATEMENT EXECUTE FUNCTION t_count()"),
+                         0);
+    int64_t ids[2][N];
+    for (int way = 0; way < 2; way++) { /* 0: in a batch, together; 1: each alone */
+        struct store_finish f[N];
+        memset(f, 0, sizeof f);
+        for (int i = 0; i < N; i++) {
+            char u[16];
+            snprintf(u, sizeof u, "f%d-%d", i, way);
+            assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
+            size_t len = i == 3 ? 0 : 1000 + 100 * (size_t)i;
+            if (len)
+                assert_int_equal(store_msg_write(f[i].m, body, len, &e), 0);
+            f[i].meta = i < 4 ? &metas[i] : NULL;
+            f[i].webhooks = wh;
+            f[i].n_webhooks = i == 1 ? 0 : 2;
+            f[i].now = T0 + i;
+        }
+        if (way == 0) {
+            assert_int_equal(store_batch_begin(st, &e), 0);
+            assert_int_equal(store_msg_finish_many(st, f, N, &e), 0);
+            assert_int_equal(store_batch_commit(st, &e), 0);
+            if (pg_url)
+                assert_int_equal(pg_value("SELECT count(*) FROM t_stmts"), 1);
+        } else {
+            for (int i = 0; i < N; i++)
+                assert_int_equal(store_msg_finish_many(st, &f[i], 1, &e), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            if (f[i].result != 0)
+                fail_msg("way %d, message %d: %s", way, i, f[i].err.msg);
+            ids[way][i] = f[i].res.id;
+            if (i)
+                assert_true(ids[way][i] > ids[way][i - 1]);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        struct store_msg_info a, b;
+        assert_int_equal(store_msg_get(st, ids[0][i], &a, &e), 0);
+        assert_int_equal(store_msg_get(st, ids[1][i], &b, &e), 0);
+        assert_int_equal(a.size, b.size);
+        assert_string_equal(a.sha256, b.sha256);
+        assert_string_equal(a.subject, b.subject);
+        assert_string_equal(a.from, b.from);
+        assert_string_equal(a.message_id, b.message_id);
+        assert_string_equal(a.date, b.date);
+        assert_string_equal(a.kind, b.kind);
+        assert_int_equal(a.declared_size, b.declared_size);
+        assert_int_equal(a.received_at, b.received_at);
+        assert_int_equal(a.delivered_at, b.delivered_at);
+        assert_int_equal(a.duplicate_of, 0);
+        assert_int_equal(strlen(a.key), STORE_KEY_HEX);
+        assert_string_not_equal(a.key, b.key);
+        struct buf x = {0}, y = {0};
+        assert_int_equal(store_msg_stream(st, ids[0][i], sink, &x, &e), 0);
+        assert_int_equal(store_msg_stream(st, ids[1][i], sink, &y, &e), 0);
+        assert_int_equal(x.len, a.size);
+        assert_int_equal(y.len, a.size);
+        if (x.len)
+            assert_memory_equal(x.p, body, x.len);
+        free(x.p);
+        free(y.p);
+    }
+    struct store_msg_info m;
+    assert_int_equal(store_msg_get(st, ids[0][0], &m, &e), 0);
+    assert_string_equal(m.subject, metas[0].subject);
+    assert_string_equal(m.from, metas[0].from);
+    assert_int_equal(store_msg_get(st, ids[0][1], &m, &e), 0);
+    /* PostgreSQL takes valid UTF-8 only: U+FFFD for each bad octet (SQLite
+     * keeps the octets) */
+    assert_string_equal(m.subject, pg_url ? "bad \xef\xbf\xbd\xef\xbf\xbd end" : metas[1].subject);
+    assert_string_equal(m.from, "");
+    assert_int_equal(m.delivered_at, T0 + 1); /* no webhooks: delivered at once */
+    assert_int_equal(store_msg_get(st, ids[0][2], &m, &e), 0);
+    assert_true(strlen(m.subject) <= STORE_META_MAX && strlen(m.subject) % 2 == 0);
+    assert_int_equal(m.size, 1200);
+    /* deliveries: message by message, each's webhooks in order (the list
+     * is newest first) */
+    struct dlist l = {{0}};
+    char next[STORE_CURSOR_MAX];
+    assert_int_equal(store_delivery_list(st, NULL, "acc", 100, NULL, dlist_cb, &l, next, &e), 0);
+    assert_string_equal(next, "");
+    char want[1024] = "";
+    for (int way = 1; way >= 0; way--)
+        for (int i = N - 1; i >= 0; i--)
+            for (int w = 1; w >= 0 && i != 1; w--) {
+                size_t n = strlen(want);
+                snprintf(want + n, sizeof want - n, "%lld:%s;", (long long)ids[way][i], wh[w]);
+            }
+    assert_string_equal(l.text, want);
+}
+
+/* store_delivery_record_many settles messages as recording each outcome
+ * alone, one after the other, would (on PostgreSQL: all in one statement):
+ * a message whose deliveries are all delivered here is delivered at the
+ * last one's end, its UIDL "delivered"; one delivered here and one before
+ * too; one with a delivery failed or dead here is not.  On PostgreSQL the
+ * group is one INSERT into attempts (a statement trigger counts them). */
+static void record_many_settles(void **state)
+{
+    struct store *st = fx_open(state);
+    struct err e;
+    const char *ab[] = {"a", "b"}, *a1[] = {"a"};
+    int64_t m[4];
+    m[0] = put_ok(st, "acc", "m0", ab, 2, T0);
+    m[1] = put_ok(st, "acc", "m1", ab, 2, T0);
+    m[2] = put_ok(st, "acc", "m2", ab, 2, T0);
+    m[3] = put_ok(st, "acc", "m3", a1, 1, T0);
+    struct store_delivery d[8];
+    size_t n = 0;
+    assert_int_equal(lease_due(st, T0, d, 8, &n, &e), 0);
+    assert_int_equal(n, 7);
+    int64_t id[4][2] = {{0}};
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 4; j++)
+            if (d[i].msg_id == m[j])
+                id[j][strcmp(d[i].webhook, "b") == 0] = d[i].id;
+    /* m2's "b": delivered before */
+    struct store_attempt before = att(T0 + 5, 200, NULL, "delivered");
+    assert_int_equal(store_delivery_record(st, OWNER, id[2][1], &before, STORE_D_DELIVERED, 0, &e),
+                     0);
+    if (pg_url)
+        assert_int_equal(pg_exec("CREATE TABLE t_stmts(n int);"
+                                 " CREATE FUNCTION t_count() RETURNS trigger LANGUAGE plpgsql"
+                                 " AS $$BEGIN INSERT INTO t_stmts VALUES (1); RETURN NULL; END$$;"
+                                 " CREATE TRIGGER t_count AFTER INSERT ON attempts"
+                                 " FOR EACH STATEMENT EXECUTE FUNCTION t_count()"),
+                         0);
+    struct store_record r[6];
+    memset(r, 0, sizeof r);
+    const struct {
+        int msg, hook, at;
+        enum store_dstatus status;
+    } plan[6] = {
+        {0, 0, 10, STORE_D_DELIVERED}, {0, 1, 20, STORE_D_DELIVERED}, /* m0: both, here */
+        {1, 0, 10, STORE_D_DELIVERED}, {1, 1, 10, STORE_D_FAILED},    /* m1: one failed */
+        {2, 0, 30, STORE_D_DELIVERED},                                /* m2: the other before */
+        {3, 0, 10, STORE_D_DEAD},                                     /* m3: dead */
+    };
+    for (int i = 0; i < 6; i++) {
+        r[i].id = id[plan[i].msg][plan[i].hook];
+        r[i].status = plan[i].status;
+        r[i].a = att(T0 + plan[i].at, plan[i].status == STORE_D_DELIVERED ? 200 : 503,
+                     plan[i].status == STORE_D_DELIVERED ? NULL : "Service Unavailable",
+                     store_dstatus_name(plan[i].status));
+        r[i].next_attempt_at = plan[i].status == STORE_D_FAILED ? T0 + 5000 : 0;
+    }
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_delivery_record_many(st, OWNER, r, 6, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    for (int i = 0; i < 6; i++)
+        if (r[i].result != 0)
+            fail_msg("outcome %d: %d %s", i, r[i].result, r[i].err.msg);
+    if (pg_url)
+        assert_int_equal(pg_value("SELECT count(*) FROM t_stmts"), 1);
+    const int64_t want_at[4] = {T0 + 20 + 120, 0, T0 + 30 + 120, 0};
+    const char *uidl[4] = {"m0", "m1", "m2", "m3"};
+    for (int j = 0; j < 4; j++) {
+        struct store_msg_info info;
+        assert_int_equal(store_msg_get(st, m[j], &info, &e), 0);
+        if (info.delivered_at != want_at[j])
+            fail_msg("message %s: delivered_at %lld, want %lld", uidl[j],
+                     (long long)info.delivered_at, (long long)want_at[j]);
+        assert_int_equal(uidl_state(st, "acc", uidl[j]),
+                         want_at[j] ? STORE_UIDL_DELIVERED : STORE_UIDL_STORED);
+    }
+    struct store_delivery one;
+    assert_int_equal(store_delivery_get(st, id[1][1], &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_FAILED);
+    assert_int_equal(one.attempts, 1);
+    assert_int_equal(one.last_http_status, 503);
+    assert_int_equal(store_delivery_get(st, id[3][0], &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_DEAD);
+}
+
 /* store_delivery_record_many: each outcome as store_delivery_record alone
  * would take it, in a batch (several per round trip on PostgreSQL) and
  * outside one: recorded, unknown, too late (another owner's live lease),
@@ -3701,7 +3927,7 @@ int main(void)
             T(streamed_store),      T(store_meta_and_errors), T(spool_failure),
             T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
             T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
-            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
+            T(leases), T(webhook_disable), T(link_key), T(msg_load), T(msg_load_many), T(record_many), T(record_many_settles), T(finish_many), T(finish_many_fields), T(deletable_policy),
             T(too_large_never_deletable),
             T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
             T(list_paging),         T(retention_purge),      T(account_state),
@@ -3721,7 +3947,7 @@ int main(void)
         T(large_message),       T(batch_many),          T(batch_partial_failure), T(batch_write_not_found),
         T(crash_in_batch),      T(delivery_lifecycle),   T(retry_dead),
         T(leases), T(account_leases), T(account_give_back), T(webhook_disable), T(link_key),
-        T(msg_load), T(msg_load_many), T(record_many), T(finish_many), T(deletable_policy),
+        T(msg_load), T(msg_load_many), T(record_many), T(record_many_settles), T(finish_many), T(finish_many_fields), T(deletable_policy),
         T(too_large_never_deletable),
         T(forget_vanished),     T(ignored_uidls),        T(callbacks_stop),
         T(list_paging),         T(retention_purge),      T(account_state),
