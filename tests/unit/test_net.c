@@ -913,15 +913,23 @@ static void tls_hello(struct net *n)
     assert_int_equal(net_flush(n, &e), 0);
 }
 
+/* A TLS client connected to a script_tls_hello server with the leaf
+ * certificate (TLS versions min..max), verified against ca1, for host. */
+static struct net *tls_connect_ok(struct srv *s, const char *host, int min, int max)
+{
+    srv_start(s, script_tls_hello, server_ctx(leaf, min, max));
+    struct err e = {0};
+    struct net *n = tls_client(s, host, ca1_path, NULL, &e);
+    if (!n)
+        fail_msg("connect: %s", e.msg);
+    return n;
+}
+
 static void tls_verified_ip(void **state)
 {
     (void)state;
     struct srv s;
-    srv_start(&s, script_tls_hello, server_ctx(leaf, TLS1_2_VERSION, TLS1_3_VERSION));
-    struct err e = {0};
-    struct net *n = tls_client(&s, "127.0.0.1", ca1_path, NULL, &e);
-    if (!n)
-        fail_msg("connect: %s", e.msg);
+    struct net *n = tls_connect_ok(&s, "127.0.0.1", TLS1_2_VERSION, TLS1_3_VERSION);
     assert_true(net_is_tls(n));
     const struct net_tls_info *ti = net_tls_info(n);
     assert_non_null(ti);
@@ -961,11 +969,8 @@ static void tls_finish_one_write(void **state)
 {
     (void)state;
     struct srv s;
-    srv_start(&s, script_tls_hello, server_ctx(leaf, TLS1_2_VERSION, TLS1_3_VERSION));
+    struct net *n = tls_connect_ok(&s, "127.0.0.1", TLS1_2_VERSION, TLS1_3_VERSION);
     struct err e = {0};
-    struct net *n = tls_client(&s, "127.0.0.1", ca1_path, NULL, &e);
-    if (!n)
-        fail_msg("connect: %s", e.msg);
     expect_line(n, "+OK tls"); /* the server now only reads */
     long long w0 = write_calls();
     assert_int_equal(net_queue(n, "QUIT\r\n", 6, &e), 0);
@@ -985,11 +990,7 @@ static void tls_verified_name_tls12(void **state)
 {
     (void)state;
     struct srv s;
-    srv_start(&s, script_tls_hello, server_ctx(leaf, TLS1_2_VERSION, TLS1_2_VERSION));
-    struct err e = {0};
-    struct net *n = tls_client(&s, "localhost", ca1_path, NULL, &e);
-    if (!n)
-        fail_msg("connect: %s", e.msg);
+    struct net *n = tls_connect_ok(&s, "localhost", TLS1_2_VERSION, TLS1_2_VERSION);
     assert_string_equal(net_tls_info(n)->version, "TLSv1.2");
     assert_true(net_tls_info(n)->verified);
     tls_hello(n);
