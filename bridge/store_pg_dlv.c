@@ -383,16 +383,17 @@ static const char RECORD_MANY_SQL[] =
 static void record_many_params(struct pq *lq, struct pq *q, const char *owner,
                                const struct store_record *recs, size_t n)
 {
-    enum { N_ARR = 11 };
+    enum { N_ARR = 11, ERROR = 6, OUTCOME = 9 }; /* $7 and $10 are text, the rest numbers */
     struct pq_arr a[N_ARR];
     for (int i = 0; i < N_ARR; i++)
-        pq_arr_init(&a[i], i == 6 || i == 9 ? PG_OID_TEXT : PG_OID_INT8);
+        pq_arr_init(&a[i], i == ERROR || i == OUTCOME ? PG_OID_TEXT : PG_OID_INT8);
     for (size_t i = 0; i < n; i++) {
         struct pq one = {0}, lone = {0};
         record_params(&lone, &one, recs[i].id, owner, &recs[i].a, recs[i].status,
                       recs[i].next_attempt_at);
-        for (int j = 0; j < N_ARR; j++) /* $1..$11 as text: numbers and strings */
-            if (j == 6 || j == 9)
+        /* record_params's values are text (numbers printed): one element each */
+        for (int j = 0; j < N_ARR; j++)
+            if (j == ERROR || j == OUTCOME)
                 pq_arr_text(&a[j], one.v[j]);
             else
                 pq_arr_i64(&a[j], strtoll(one.v[j], NULL, 10));
