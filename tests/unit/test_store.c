@@ -1697,7 +1697,7 @@ static void finish_many_fields(void **state)
         struct store_finish f[N];
         memset(f, 0, sizeof f);
         for (int i = 0; i < N; i++) {
-            char u[16];
+            char u[32];
             snprintf(u, sizeof u, "f%d-%d", i, way);
             assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
             size_t len = i == 3 ? 0 : 1000 + 100 * (size_t)i;
