@@ -502,8 +502,9 @@ static void store_one(struct store *st, struct store_finish *f, const char *hex)
 }
 
 /* STORE_SQL for a group: every part written for all of the group's
- * messages at once, from arrays ($1..$15 one element per message, $16 the
- * first chunks, $17/$18 the webhooks with their message's position), in
+ * messages at once, from arrays ($1..$14 one element per message, $15 the
+ * chunk size, $16 the first chunks, $17/$18 the webhooks with their
+ * message's position), in
  * the group's order (ids, and deliveries by message then webhook).  One
  * row per message: its position and its new id (0: its UIDL was known,
  * before or earlier in the group, and nothing of it was written). */
