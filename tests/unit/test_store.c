@@ -1780,6 +1780,29 @@ static void finish_many_fields(void **state)
                 snprintf(want + n, sizeof want - n, "%lld:%s;", (long long)ids[way][i], wh[w]);
             }
     assert_string_equal(l.text, want);
+    /* a group with no webhook at all (empty arrays of webhooks): each
+     * recorded, delivered at once */
+    struct store_finish g[3];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 3; i++) {
+        char u[32];
+        snprintf(u, sizeof u, "nohook-%d", i);
+        assert_int_equal(store_msg_begin(st, "acc", u, &g[i].m, &e), 0);
+        assert_int_equal(store_msg_write(g[i].m, body, 10, &e), 0);
+        g[i].now = T0 + 50;
+    }
+    long long before = pg_url ? pg_value("SELECT count(*) FROM t_stmts") : 0;
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_msg_finish_many(st, g, 3, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    if (pg_url) /* one statement, not three */
+        assert_int_equal(pg_value("SELECT count(*) FROM t_stmts"), before + 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(g[i].result, 0);
+        assert_int_equal(store_msg_get(st, g[i].res.id, &m, &e), 0);
+        assert_int_equal(m.delivered_at, T0 + 50);
+    }
+    assert_int_equal(uidl_state(st, "acc", "nohook-2"), STORE_UIDL_DELIVERED);
 }
 
 /* store_delivery_record_many settles messages as recording each outcome
