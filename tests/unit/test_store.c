@@ -1561,6 +1561,23 @@ static void link_key(void **state)
     assert_int_equal(e.kind, ERR_USAGE);
 }
 
+/* f[0..n) begun for account "acc" as UIDLs prefix0, prefix1, ..., each
+ * with the len octets of body, to be finished at `now` (no metadata, no
+ * webhooks yet). */
+static void group_begin(struct store *st, struct store_finish *f, int n, const char *prefix,
+                        const void *body, size_t len, int64_t now)
+{
+    struct err e;
+    memset(f, 0, (size_t)n * sizeof *f);
+    for (int i = 0; i < n; i++) {
+        char u[64];
+        snprintf(u, sizeof u, "%s%d", prefix, i);
+        assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
+        assert_int_equal(store_msg_write(f[i].m, body, len, &e), 0);
+        f[i].now = now;
+    }
+}
+
 /* store_msg_finish_many: each message as store_msg_finish alone would take
  * it, in a batch (small ones several per round trip on PostgreSQL) and
  * outside one: stored, a UIDL already known (before, or earlier in the same
@@ -1783,14 +1800,7 @@ static void finish_many_fields(void **state)
     /* a group with no webhook at all (empty arrays of webhooks): each
      * recorded, delivered at once */
     struct store_finish g[3];
-    memset(g, 0, sizeof g);
-    for (int i = 0; i < 3; i++) {
-        char u[32];
-        snprintf(u, sizeof u, "nohook-%d", i);
-        assert_int_equal(store_msg_begin(st, "acc", u, &g[i].m, &e), 0);
-        assert_int_equal(store_msg_write(g[i].m, body, 10, &e), 0);
-        g[i].now = T0 + 50;
-    }
+    group_begin(st, g, 3, "nohook-", body, 10, T0 + 50);
     long long before = pg_url ? pg_value("SELECT count(*) FROM t_stmts") : 0;
     assert_int_equal(store_batch_begin(st, &e), 0);
     assert_int_equal(store_msg_finish_many(st, g, 3, &e), 0);
@@ -3689,16 +3699,11 @@ static void pg_group_fallback(void **state)
     const char *wh[] = {"crm"};
     struct store_msg_meta ok = {.subject = "fine"}, boom = {.subject = "boom"};
     struct store_finish f[4];
-    memset(f, 0, sizeof f);
+    group_begin(st, f, 4, "g", "body", 4, T0);
     for (int i = 0; i < 4; i++) {
-        char u[16];
-        snprintf(u, sizeof u, "g%d", i);
-        assert_int_equal(store_msg_begin(st, "acc", u, &f[i].m, &e), 0);
-        assert_int_equal(store_msg_write(f[i].m, "body", 4, &e), 0);
         f[i].meta = i == 2 ? &boom : &ok;
         f[i].webhooks = wh;
         f[i].n_webhooks = 1;
-        f[i].now = T0;
     }
     assert_int_equal(store_batch_begin(st, &e), 0);
     assert_int_equal(store_msg_finish_many(st, f, 4, &e), 0);
