@@ -500,7 +500,8 @@ void pq_trunc(struct pq *q, const char *s, size_t max)
 
 /* ---- array parameters in binary form (array_send's layout) ------------- */
 
-#define ARR_HDR 20 /* ndim, has-nulls flag, element type, length, lower bound */
+#define ARR_HDR 20       /* ndim, has-nulls flag, element type, length, lower bound */
+#define ARR_HDR_EMPTY 12 /* the empty array: ndim 0, the flag, the type; no dimension */
 
 static void be32(unsigned char *p, uint32_t x)
 {
@@ -573,12 +574,12 @@ void pq_arr_text(struct pq_arr *a, const char *s)
 void pq_arr_put(struct pq *q, struct pq_arr *a)
 {
     unsigned char *h = a->b->data;
-    be32(h, a->n ? 1 : 0); /* no dimensions: the empty array */
+    be32(h, a->n ? 1 : 0);
     be32(h + 4, a->nulls ? 1 : 0);
     be32(h + 8, a->oid);
     be32(h + 12, a->n);
     be32(h + 16, 1);
-    size_t len = a->n ? a->b->len : 12;
+    size_t len = a->n ? a->b->len : ARR_HDR_EMPTY;
     char *v = (char *)g_byte_array_free(a->b, FALSE);
     a->b = NULL;
     q->owned[q->n] = v;

@@ -202,80 +202,107 @@ static int msg_maybe_delivered(struct store *st, PGconn *c, int64_t msg_id, int6
                   &q, NULL, e, op);
 }
 
-/* The outcome in one round trip of two statements: the delivery's message
- * row locked first (as storing and purging take it: the last delivery of a
- * message to be recorded sees every other one's outcome), then one
- * statement: the delivery's row updated unless the outcome came too late
- * (settled meanwhile, or another owner holds a live lease: re-checked on the
- * row's newest version when the update waited for its lock), its attempt
- * kept either way, and when it was delivered and none of its message's other
- * deliveries is left to do (each delivered or dropped), the message delivered
- * at `end` and its UIDL "delivered" (as msg_maybe_delivered, which cannot see
- * this statement's own update, so it looks at the others).  0,
- * STORE_LEASE_LOST, STORE_NOTFOUND (nothing written) or -1. */
+/* Outcomes, one or a group, in one round trip of two statements: their
+ * messages' rows locked first, in id order (as storing and purging take
+ * them: the last delivery of a message to be recorded sees every other
+ * one's outcome), then one statement over arrays ($1..$11 one element per
+ * outcome, $12 the owner): each delivery's row updated unless its outcome
+ * came too late (settled meanwhile, or another owner holds a live lease:
+ * re-checked on the row's newest version when the update waited for its
+ * lock), its attempt kept either way, and each message with a delivery
+ * delivered here whose other deliveries are all delivered or dropped (here,
+ * or before) delivered at the latest end among them and its UIDL
+ * "delivered" (as msg_maybe_delivered).  One row per outcome: its
+ * position, whether its delivery exists and whether it was updated. */
 static const char RECORD_LOCK_SQL[] =
-    /* an event's delivery has no message (the outer join's nullable side
-     * cannot be locked in the same statement) */
-    "SELECT 1 FROM messages WHERE id = (SELECT message_id FROM deliveries WHERE id = $1)"
-    " FOR UPDATE";
+    "SELECT 1 FROM messages WHERE id IN (SELECT message_id FROM deliveries"
+    " WHERE id = ANY($1::bigint[])) ORDER BY id FOR UPDATE";
 static const char RECORD_SQL[] =
-    "WITH cur AS (SELECT coalesce(message_id, 0) AS mid FROM deliveries WHERE id = $1::bigint),"
-    " d AS (UPDATE deliveries SET status = $2::smallint,"
-    "   attempts = attempts + 1, next_attempt_at = $3::bigint,"
-    "   updated_at = $4::bigint, delivered_at = $5::bigint,"
-    "   last_http_status = $6::integer, last_error = $7::text,"
-    "   lease_owner = NULL, lease_until = 0 WHERE id = $1::bigint AND status IN (0, 2)"
-    "   AND NOT (coalesce(lease_owner, '') NOT IN ('', $12::text) AND lease_until > $4::bigint)"
-    "   RETURNING coalesce(message_id, 0) AS mid),"
+    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
+    "   $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],"
+    "   $11::bigint[]) WITH ORDINALITY AS r(id, status, next_at, fin, delivered_at, http,"
+    "   error, started, duration, outcome, ok, k)),"
+    " cur AS (SELECT r.k FROM r JOIN deliveries x ON x.id = r.id),"
+    " d AS (UPDATE deliveries x SET status = r.status::smallint,"
+    "   attempts = x.attempts + 1, next_attempt_at = r.next_at,"
+    "   updated_at = r.fin, delivered_at = r.delivered_at,"
+    "   last_http_status = r.http::integer, last_error = r.error,"
+    "   lease_owner = NULL, lease_until = 0 FROM r WHERE x.id = r.id AND x.status IN (0, 2)"
+    "   AND NOT (coalesce(x.lease_owner, '') NOT IN ('', $12::text) AND x.lease_until > r.fin)"
+    "   RETURNING r.k, x.id, r.status AS now_status, coalesce(x.message_id, 0) AS mid, r.ok,"
+    "   r.fin),"
     " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
-    "   error, outcome) SELECT $1::bigint, $8::bigint, $9::bigint, $6::integer,"
-    "   $7::text, $10::text FROM cur),"
-    " done AS (SELECT d.mid FROM d WHERE $11::integer = 1 AND d.mid > 0 AND NOT EXISTS"
-    "   (SELECT 1 FROM deliveries o WHERE o.message_id = d.mid"
-    "     AND o.id <> $1::bigint AND o.status NOT IN (1, 4))),"
-    " m AS (UPDATE messages SET delivered_at = $4::bigint WHERE id = (SELECT mid FROM done)"
-    "   AND delivered_at IS NULL),"
-    " u AS (UPDATE uidls SET state = 2 WHERE message_id = (SELECT mid FROM done) AND state = 1)"
-    " SELECT (SELECT count(*) FROM cur), (SELECT count(*) FROM d)";
+    "   error, outcome) SELECT r.id, r.started, r.duration, r.http::integer, r.error,"
+    "   r.outcome FROM r JOIN cur ON cur.k = r.k ORDER BY r.k),"
+    " done AS (SELECT d.mid, max(d.fin) AS at FROM d WHERE d.ok = 1 AND d.mid > 0"
+    "   AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = d.mid"
+    "     AND o.status NOT IN (1, 4)"
+    "     AND NOT EXISTS (SELECT 1 FROM d s WHERE s.id = o.id AND s.now_status IN (1, 4)))"
+    "   GROUP BY d.mid),"
+    " m AS (UPDATE messages SET delivered_at = done.at FROM done WHERE messages.id = done.mid"
+    "   AND messages.delivered_at IS NULL),"
+    " u AS (UPDATE uidls SET state = 2 FROM done WHERE uidls.message_id = done.mid"
+    "   AND uidls.state = 1)"
+    " SELECT r.k, (SELECT count(*) FROM cur WHERE cur.k = r.k),"
+    "   (SELECT count(*) FROM d WHERE d.k = r.k) FROM r ORDER BY r.k";
 
-/* The parameters of RECORD_LOCK_SQL (lq) and RECORD_SQL (q). */
-static void record_params(struct pq *lq, struct pq *q, int64_t id, const char *owner,
-                          const struct store_attempt *a, enum store_dstatus status,
-                          int64_t next_attempt_at)
+enum { REC_ID, REC_STATUS, REC_NEXT, REC_END, REC_DELIVERED, REC_HTTP, REC_ERROR, REC_STARTED,
+       REC_DURATION, REC_OUTCOME, REC_OK, REC_ARRAYS };
+
+/* The parameters of RECORD_LOCK_SQL (lq) and RECORD_SQL (q) for recs[0..n). */
+static void record_params(struct pq *lq, struct pq *q, const char *owner,
+                          const struct store_record *recs, size_t n)
 {
-    int64_t end = a->started_at + (a->duration_ms > 0 ? a->duration_ms : 0);
-    pq_i64(lq, id);
-    pq_i64(q, id);                                                        /* $1 */
-    pq_i64(q, status);                                                    /* $2 */
-    pq_i64(q, status == STORE_D_FAILED ? next_attempt_at : 0);           /* $3 */
-    pq_i64(q, end);                                                       /* $4 */
-    pq_i64(q, status == STORE_D_DELIVERED ? end : 0);                    /* $5 */
-    pq_i64(q, a->http_status);                                            /* $6 */
-    pq_trunc(q, a->error ? a->error : "", STORE_ERROR_MAX);               /* $7 */
-    pq_i64(q, a->started_at);                                             /* $8 */
-    pq_i64(q, a->duration_ms);                                            /* $9 */
-    pq_text(q, a->outcome ? a->outcome : store_dstatus_name(status));     /* $10 */
-    pq_i64(q, status == STORE_D_DELIVERED ? 1 : 0);                      /* $11 */
-    pq_text(q, owner);                                                    /* $12 */
+    struct pq_arr a[REC_ARRAYS], ids;
+    for (int i = 0; i < REC_ARRAYS; i++)
+        pq_arr_init(&a[i], i == REC_ERROR || i == REC_OUTCOME ? PG_OID_TEXT : PG_OID_INT8);
+    pq_arr_init(&ids, PG_OID_INT8);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_attempt *at = &recs[i].a;
+        enum store_dstatus status = recs[i].status;
+        int64_t end = at->started_at + (at->duration_ms > 0 ? at->duration_ms : 0);
+        pq_arr_i64(&ids, recs[i].id);
+        pq_arr_i64(&a[REC_ID], recs[i].id);
+        pq_arr_i64(&a[REC_STATUS], status);
+        pq_arr_i64(&a[REC_NEXT], status == STORE_D_FAILED ? recs[i].next_attempt_at : 0);
+        pq_arr_i64(&a[REC_END], end);
+        pq_arr_i64(&a[REC_DELIVERED], status == STORE_D_DELIVERED ? end : 0);
+        pq_arr_i64(&a[REC_HTTP], at->http_status);
+        pq_arr_trunc(&a[REC_ERROR], at->error ? at->error : "", STORE_ERROR_MAX);
+        pq_arr_i64(&a[REC_STARTED], at->started_at);
+        pq_arr_i64(&a[REC_DURATION], at->duration_ms);
+        pq_arr_text(&a[REC_OUTCOME], at->outcome ? at->outcome : store_dstatus_name(status));
+        pq_arr_i64(&a[REC_OK], status == STORE_D_DELIVERED ? 1 : 0);
+    }
+    pq_arr_put(lq, &ids);
+    for (int i = 0; i < REC_ARRAYS; i++)
+        pq_arr_put(q, &a[i]);
+    pq_text(q, owner); /* $12 */
 }
 
-/* RECORD_SQL's answer: 0, STORE_LEASE_LOST or STORE_NOTFOUND. */
-static int record_result(PGresult *r)
+/* RECORD_SQL's answer for its row'th outcome: 0, STORE_LEASE_LOST or
+ * STORE_NOTFOUND. */
+static int record_result(PGresult *r, int row)
 {
-    return pg_g64(r, 0, 0) == 0 ? STORE_NOTFOUND : pg_g64(r, 0, 1) == 0 ? STORE_LEASE_LOST : 0;
+    return pg_g64(r, row, 1) == 0 ? STORE_NOTFOUND : pg_g64(r, row, 2) == 0 ? STORE_LEASE_LOST : 0;
 }
 
 static int record_tx(struct store *st, PGconn *c, int64_t id, const char *owner,
                      const struct store_attempt *a, enum store_dstatus status,
                      int64_t next_attempt_at, struct err *e)
 {
+    struct store_record rec = {.id = id, .a = *a, .status = status,
+                               .next_attempt_at = next_attempt_at};
     struct pq lq = {0}, q = {0};
-    record_params(&lq, &q, id, owner, a, status, next_attempt_at);
+    record_params(&lq, &q, owner, &rec, 1);
     PGresult *r = pq_run2(st, c, RECORD_LOCK_SQL, &lq, RECORD_SQL, &q, e,
                           "record delivery attempt");
     if (!r)
         return -1;
-    int rv = record_result(r);
+    int rv = PQntuples(r) == 1 ? record_result(r, 0)
+                               : err_set(e, ERR_INTERNAL, "store: record delivery attempt:"
+                                                          " %d rows for one outcome",
+                                         PQntuples(r));
     PQclear(r);
     return rv;
 }
@@ -338,78 +365,6 @@ int pg_delivery_record(struct store *st, const char *owner, int64_t id,
 
 #define RECORD_GROUP 256 /* outcomes in one statement (DELIVERY_FLUSH_MAX) */
 
-/* RECORD_SQL for a group, from arrays ($1..$11 one element per outcome, in
- * record_params's order): every delivery updated unless its outcome came
- * too late, every attempt kept, and each message with a delivery delivered
- * here whose other deliveries are all delivered or dropped (here, or
- * before) delivered at the latest end among them, its UIDL "delivered".
- * One row per outcome: its position, whether its delivery exists and
- * whether it was updated.  The messages are locked first, in id order
- * (RECORD_LOCK_MANY_SQL), as RECORD_LOCK_SQL does for one. */
-static const char RECORD_LOCK_MANY_SQL[] =
-    "SELECT 1 FROM messages WHERE id IN (SELECT message_id FROM deliveries"
-    " WHERE id = ANY($1::bigint[])) ORDER BY id FOR UPDATE";
-static const char RECORD_MANY_SQL[] =
-    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
-    "   $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],"
-    "   $11::bigint[]) WITH ORDINALITY AS r(id, status, next_at, fin, delivered_at, http,"
-    "   error, started, duration, outcome, ok, k)),"
-    " cur AS (SELECT r.k FROM r JOIN deliveries x ON x.id = r.id),"
-    " d AS (UPDATE deliveries x SET status = r.status::smallint,"
-    "   attempts = x.attempts + 1, next_attempt_at = r.next_at,"
-    "   updated_at = r.fin, delivered_at = r.delivered_at,"
-    "   last_http_status = r.http::integer, last_error = r.error,"
-    "   lease_owner = NULL, lease_until = 0 FROM r WHERE x.id = r.id AND x.status IN (0, 2)"
-    "   AND NOT (coalesce(x.lease_owner, '') NOT IN ('', $12::text) AND x.lease_until > r.fin)"
-    "   RETURNING r.k, x.id, r.status AS now_status, coalesce(x.message_id, 0) AS mid, r.ok,"
-    "   r.fin),"
-    " a AS (INSERT INTO attempts(delivery_id, started_at, duration_ms, http_status,"
-    "   error, outcome) SELECT r.id, r.started, r.duration, r.http::integer, r.error,"
-    "   r.outcome FROM r JOIN cur ON cur.k = r.k ORDER BY r.k),"
-    " done AS (SELECT d.mid, max(d.fin) AS at FROM d WHERE d.ok = 1 AND d.mid > 0"
-    "   AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = d.mid"
-    "     AND o.status NOT IN (1, 4)"
-    "     AND NOT EXISTS (SELECT 1 FROM d s WHERE s.id = o.id AND s.now_status IN (1, 4)))"
-    "   GROUP BY d.mid),"
-    " m AS (UPDATE messages SET delivered_at = done.at FROM done WHERE messages.id = done.mid"
-    "   AND messages.delivered_at IS NULL),"
-    " u AS (UPDATE uidls SET state = 2 FROM done WHERE uidls.message_id = done.mid"
-    "   AND uidls.state = 1)"
-    " SELECT r.k, (SELECT count(*) FROM cur WHERE cur.k = r.k),"
-    "   (SELECT count(*) FROM d WHERE d.k = r.k) FROM r ORDER BY r.k";
-
-/* RECORD_LOCK_MANY_SQL's (lq) and RECORD_MANY_SQL's (q) parameters for
- * recs[0..n), each as record_params makes them for one. */
-static void record_many_params(struct pq *lq, struct pq *q, const char *owner,
-                               const struct store_record *recs, size_t n)
-{
-    enum { N_ARR = 11, ERROR = 6, OUTCOME = 9 }; /* $7 and $10 are text, the rest numbers */
-    struct pq_arr a[N_ARR];
-    for (int i = 0; i < N_ARR; i++)
-        pq_arr_init(&a[i], i == ERROR || i == OUTCOME ? PG_OID_TEXT : PG_OID_INT8);
-    for (size_t i = 0; i < n; i++) {
-        struct pq one = {0}, lone = {0};
-        record_params(&lone, &one, recs[i].id, owner, &recs[i].a, recs[i].status,
-                      recs[i].next_attempt_at);
-        /* record_params's values are text (numbers printed): one element each */
-        for (int j = 0; j < N_ARR; j++)
-            if (j == ERROR || j == OUTCOME)
-                pq_arr_text(&a[j], one.v[j]);
-            else
-                pq_arr_i64(&a[j], strtoll(one.v[j], NULL, 10));
-        pq_free(&one);
-        pq_free(&lone);
-    }
-    struct pq_arr ids;
-    pq_arr_init(&ids, PG_OID_INT8);
-    for (size_t i = 0; i < n; i++)
-        pq_arr_i64(&ids, recs[i].id);
-    pq_arr_put(lq, &ids);
-    for (int i = 0; i < N_ARR; i++)
-        pq_arr_put(q, &a[i]);
-    pq_text(q, owner); /* $12 */
-}
-
 /* Whether recs[0..n) name a delivery twice (then they are recorded one
  * after the other, each seeing the one before). */
 static bool record_twice(const struct store_record *recs, size_t n)
@@ -433,14 +388,12 @@ static void record_group(struct store *st, const char *owner, struct store_recor
     PGresult *r = NULL;
     if (c) {
         struct pq lq = {0}, q = {0};
-        record_many_params(&lq, &q, owner, recs, n);
-        r = pq_run2(st, c, RECORD_LOCK_MANY_SQL, &lq, RECORD_MANY_SQL, &q, &e, op);
+        record_params(&lq, &q, owner, recs, n);
+        r = pq_run2(st, c, RECORD_LOCK_SQL, &lq, RECORD_SQL, &q, &e, op);
     }
     if (r && (size_t)PQntuples(r) == n && pg_tx_commit(st, c, &e, op) == 0) {
         for (size_t i = 0; i < n; i++)
-            recs[i].result = pg_g64(r, (int)i, 1) == 0   ? STORE_NOTFOUND
-                             : pg_g64(r, (int)i, 2) == 0 ? STORE_LEASE_LOST
-                                                         : 0;
+            recs[i].result = record_result(r, (int)i);
         /* (STORE_NOTFOUND wrote nothing: no savepoint of its own needed) */
         PQclear(r);
         return;

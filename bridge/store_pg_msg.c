@@ -353,80 +353,127 @@ static int find_duplicate(struct store *st, PGconn *c, const char *account,
     return 0;
 }
 
-/* One statement (one round trip) writes the UIDL, the message, its body
- * record, the body's first chunk and its deliveries; the message's id is
- * taken from its sequence first so the UIDL row carries it.  The UIDL comes
- * first: a known one (ON CONFLICT: no row) makes every later part write
- * nothing, and the statement returns no id.  The foreign keys between the
- * parts are checked at the statement's end. */
+/* One statement (one round trip) writes the UIDLs, the messages, their
+ * body records, the bodies' first chunks and their deliveries, for one
+ * message or a group, from arrays ($1..$15 one element per message, $16
+ * the chunk size, $17 the first chunks, $18/$19 the webhooks with their
+ * message's position), in the given order (ids, and deliveries by message
+ * then webhook).  Each message's id is taken from the sequence first so its
+ * UIDL row carries it; the UIDL comes first: a known one (ON CONFLICT, or
+ * earlier in the group) makes every later part of that message write
+ * nothing.  The foreign keys between the parts are checked at the
+ * statement's end.  One row per message: its position and its new id (0:
+ * its UIDL was known). */
 static const char STORE_SQL[] =
-    "WITH n AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id),"
+    "WITH s AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
+    "   $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+    "   $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[])"
+    "   WITH ORDINALITY AS s(account, uidl, state, now, size, sha, subject, from_addr,"
+    "   msgid, date_hdr, delivered_at, kind, declared, key, dup, k)),"
+    " n AS (SELECT s.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id"
+    "   FROM s ORDER BY k),"
     " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-    "   SELECT $1::text, $2::text, $3::smallint, n.id, $4::bigint FROM n"
+    "   SELECT account, uidl, state::smallint, id, now FROM n ORDER BY k"
     "   ON CONFLICT DO NOTHING RETURNING message_id),"
     " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
     "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
     "   declared_size, event_key, duplicate_of)"
-    "   SELECT u.message_id, $1::text, $2::text, $5::bigint, $6::text, $4::bigint,"
-    "   $7::text, $8::text, $9::text, $10::text, $11::bigint, $12::text,"
-    "   $13::bigint, $14::text, $15::bigint FROM u RETURNING id),"
+    "   SELECT n.id, n.account, n.uidl, n.size, n.sha, n.now, n.subject, n.from_addr,"
+    "   n.msgid, n.date_hdr, n.delivered_at, n.kind, n.declared, n.key, n.dup"
+    "   FROM n JOIN u ON u.message_id = n.id ORDER BY n.k RETURNING id),"
     " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
-    "   SELECT id, $5::bigint, $16::integer FROM m),"
+    "   SELECT n.id, n.size, $16::integer FROM n JOIN m ON m.id = n.id),"
     " c AS (INSERT INTO body_chunks(message_id, seq, data)"
-    "   SELECT id, 0, $17::bytea FROM m WHERE $18::integer = 1),"
+    "   SELECT n.id, 0, x.data FROM unnest($17::bytea[]) WITH ORDINALITY AS x(data, k)"
+    "   JOIN n ON n.k = x.k JOIN m ON m.id = n.id WHERE n.size > 0),"
     " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
     "   next_attempt_at, created_at, updated_at)"
-    "   SELECT m.id, $1::text, w, 0, 0, $4::bigint, $4::bigint, $4::bigint"
-    "   FROM m, unnest($19::text[]) WITH ORDINALITY AS h(w, k) ORDER BY k)"
-    " SELECT id FROM m";
+    "   SELECT n.id, n.account, h.w, 0, 0, n.now, n.now, n.now"
+    "   FROM unnest($18::text[], $19::bigint[]) WITH ORDINALITY AS h(w, mk, hk)"
+    "   JOIN n ON n.k = h.mk JOIN m ON m.id = n.id ORDER BY h.hk)"
+    " SELECT n.k, coalesce(m.id, 0) FROM n LEFT JOIN m ON m.id = n.id ORDER BY n.k";
 
-/* STORE_SQL's parameters into q; *hooks (g_free it after the statement ran)
- * holds the webhooks' array, key the new event key (both must live until
- * the statement was sent); chunk the body's first chunk. */
-static int store_params(struct store_msg *m, const struct store_msg_meta *meta,
-                        const char *const *webhooks, size_t n_webhooks, int64_t now,
-                        const char *sha_hex, int64_t dup, const void *chunk, size_t chunk_len,
-                        struct pq *q, char **hooks, char key[STORE_KEY_HEX + 1], struct err *e)
+/* One message of STORE_SQL: what store_msg_finish was given, its body's
+ * first chunk, and the earlier message it duplicates (0: none; a
+ * duplicate is recorded, not delivered: done at once). */
+struct store_row {
+    const struct store_msg *m;
+    const struct store_msg_meta *meta;
+    const char *const *webhooks;
+    size_t n_webhooks;
+    int64_t now;
+    const char *sha_hex;
+    int64_t dup;
+    const void *chunk;
+    size_t chunk_len;
+};
+
+enum { G_ACCOUNT, G_UIDL, G_STATE, G_NOW, G_SIZE, G_SHA, G_SUBJECT, G_FROM, G_MSGID, G_DATE,
+       G_DELIVERED, G_KIND, G_DECLARED, G_KEY, G_DUP, G_DATA, G_HOOK, G_HOOK_MSG, G_ARRAYS };
+
+/* STORE_SQL's parameters for rows[0..n) into q, each with a new event key. */
+static int store_params(const struct store_row *rows, size_t n, struct pq *q, struct err *e)
 {
-    if (store_new_event_key(key, e) < 0)
-        return -1;
-    if (dup)
-        n_webhooks = 0; /* recorded, not delivered: done at once */
-    *hooks = array_lit(webhooks, n_webhooks, e);
-    pq_text(q, m->account);                                           /* $1 */
-    pq_text(q, m->uidl);                                              /* $2 */
-    pq_i64(q, n_webhooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED); /* $3 */
-    pq_i64(q, now);                                                   /* $4 */
-    pq_i64(q, (int64_t)m->sp.size);                                   /* $5 */
-    pq_text(q, sha_hex);                                              /* $6 */
-    pq_trunc(q, meta ? meta->subject : NULL, STORE_META_MAX);         /* $7 */
-    pq_trunc(q, meta ? meta->from : NULL, STORE_META_MAX);            /* $8 */
-    pq_trunc(q, meta ? meta->message_id : NULL, STORE_META_MAX);      /* $9 */
-    pq_trunc(q, meta ? meta->date : NULL, STORE_META_MAX);            /* $10 */
-    if (n_webhooks == 0)                                              /* $11 */
-        pq_i64(q, now);
-    else
-        pq_null(q);
-    pq_text(q, meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE); /* $12 */
-    pq_i64(q, meta ? (int64_t)meta->declared_size : 0);               /* $13 */
-    pq_text(q, key);                                                  /* $14 */
-    if (dup)                                                          /* $15 */
-        pq_i64(q, dup);
-    else
-        pq_null(q);
-    pq_i64(q, STORE_IO_CHUNK);                                        /* $16 */
-    pq_bin(q, chunk, chunk_len);                                      /* $17 */
-    pq_i64(q, m->sp.size > 0 ? 1 : 0);                                /* $18 */
-    q->v[q->n++] = *hooks;                                            /* $19 */
+    static const uint32_t oid[G_ARRAYS] = {
+        [G_ACCOUNT] = PG_OID_TEXT, [G_UIDL] = PG_OID_TEXT,     [G_STATE] = PG_OID_INT8,
+        [G_NOW] = PG_OID_INT8,     [G_SIZE] = PG_OID_INT8,     [G_SHA] = PG_OID_TEXT,
+        [G_SUBJECT] = PG_OID_TEXT, [G_FROM] = PG_OID_TEXT,     [G_MSGID] = PG_OID_TEXT,
+        [G_DATE] = PG_OID_TEXT,    [G_DELIVERED] = PG_OID_INT8, [G_KIND] = PG_OID_TEXT,
+        [G_DECLARED] = PG_OID_INT8, [G_KEY] = PG_OID_TEXT,     [G_DUP] = PG_OID_INT8,
+        [G_DATA] = PG_OID_BYTEA,   [G_HOOK] = PG_OID_TEXT,     [G_HOOK_MSG] = PG_OID_INT8};
+    struct pq_arr a[G_ARRAYS];
+    for (int i = 0; i < G_ARRAYS; i++)
+        pq_arr_init(&a[i], oid[i]);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_row *w = &rows[i];
+        const struct store_msg_meta *meta = w->meta;
+        char key[STORE_KEY_HEX + 1];
+        if (store_new_event_key(key, e) < 0) {
+            for (int j = 0; j < G_ARRAYS; j++)
+                pq_arr_free(&a[j]);
+            return -1;
+        }
+        size_t hooks = w->dup ? 0 : w->n_webhooks;
+        pq_arr_text(&a[G_ACCOUNT], w->m->account);
+        pq_arr_text(&a[G_UIDL], w->m->uidl);
+        pq_arr_i64(&a[G_STATE], hooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
+        pq_arr_i64(&a[G_NOW], w->now);
+        pq_arr_i64(&a[G_SIZE], (int64_t)w->m->sp.size);
+        pq_arr_text(&a[G_SHA], w->sha_hex);
+        pq_arr_trunc(&a[G_SUBJECT], meta ? meta->subject : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_FROM], meta ? meta->from : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_MSGID], meta ? meta->message_id : NULL, STORE_META_MAX);
+        pq_arr_trunc(&a[G_DATE], meta ? meta->date : NULL, STORE_META_MAX);
+        if (hooks)
+            pq_arr_null(&a[G_DELIVERED]);
+        else
+            pq_arr_i64(&a[G_DELIVERED], w->now);
+        pq_arr_text(&a[G_KIND], meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
+        pq_arr_i64(&a[G_DECLARED], meta ? (int64_t)meta->declared_size : 0);
+        pq_arr_text(&a[G_KEY], key);
+        if (w->dup)
+            pq_arr_i64(&a[G_DUP], w->dup);
+        else
+            pq_arr_null(&a[G_DUP]);
+        pq_arr_bin(&a[G_DATA], w->chunk_len ? w->chunk : "", w->chunk_len);
+        for (size_t h = 0; h < hooks; h++) {
+            pq_arr_text(&a[G_HOOK], w->webhooks[h]);
+            pq_arr_i64(&a[G_HOOK_MSG], (int64_t)i + 1);
+        }
+    }
+    for (int i = 0; i < G_ARRAYS; i++) {
+        if (i == G_DATA)
+            pq_i64(q, STORE_IO_CHUNK); /* $16 */
+        pq_arr_put(q, &a[i]);
+    }
     return 0;
 }
 
-/* STORE_SQL's answer (row 0, column 0) or STORE_MANY_SQL's (row i,
- * column 1): the new id, or 0 with *e when the UIDL was known. */
-static int64_t store_result(PGresult *r, int row, int col, const struct store_msg *m,
-                            struct err *e)
+/* STORE_SQL's answer for its row'th message: the new id, or 0 with *e
+ * when the UIDL was known. */
+static int64_t store_result(PGresult *r, int row, const struct store_msg *m, struct err *e)
 {
-    int64_t id = PQntuples(r) > row ? pg_g64(r, row, col) : 0;
+    int64_t id = PQntuples(r) > row ? pg_g64(r, row, 1) : 0;
     if (!id)
         err_set(e, ERR_USAGE, "store: UIDL is already known for account %s", m->account);
     return id;
@@ -452,17 +499,14 @@ static int finish_tx(struct store *st, PGconn *c, struct store_msg *m,
         free(buf);
         return -1;
     }
-    char *hooks = NULL;
-    char key[STORE_KEY_HEX + 1];
+    struct store_row row = {m, meta, webhooks, n_webhooks, now, sha_hex, dup, chunk, chunk_len};
     struct pq q = {0};
-    if (store_params(m, meta, webhooks, n_webhooks, now, sha_hex, dup, chunk, chunk_len, &q,
-                     &hooks, key, e) < 0) {
+    if (store_params(&row, 1, &q, e) < 0) {
         free(buf);
         return -1;
     }
     PGresult *r = pq_run(st, c, STORE_SQL, &q, 0, e, op);
-    g_free(hooks);
-    int64_t id = r ? store_result(r, 0, 0, m, e) : 0;
+    int64_t id = r ? store_result(r, 0, m, e) : 0;
     PQclear(r);
     if (!id) {
         free(buf);
@@ -501,102 +545,6 @@ static void store_one(struct store *st, struct store_finish *f, const char *hex)
     (void)st;
 }
 
-/* STORE_SQL for a group: every part written for all of the group's
- * messages at once, from arrays ($1..$14 one element per message, $15 the
- * chunk size, $16 the first chunks, $17/$18 the webhooks with their
- * message's position), in
- * the group's order (ids, and deliveries by message then webhook).  One
- * row per message: its position and its new id (0: its UIDL was known,
- * before or earlier in the group, and nothing of it was written). */
-static const char STORE_MANY_SQL[] =
-    "WITH s AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
-    "   $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    "   $11::bigint[], $12::text[], $13::bigint[], $14::text[])"
-    "   WITH ORDINALITY AS s(account, uidl, state, now, size, sha, subject, from_addr,"
-    "   msgid, date_hdr, delivered_at, kind, declared, key, k)),"
-    " n AS (SELECT s.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id"
-    "   FROM s ORDER BY k),"
-    " u AS (INSERT INTO uidls(account, uidl, state, message_id, seen_at)"
-    "   SELECT account, uidl, state::smallint, id, now FROM n ORDER BY k"
-    "   ON CONFLICT DO NOTHING RETURNING message_id),"
-    " m AS (INSERT INTO messages(id, account, uidl, size, sha256, received_at,"
-    "   subject, from_addr, message_id_hdr, date_hdr, delivered_at, kind,"
-    "   declared_size, event_key)"
-    "   SELECT n.id, n.account, n.uidl, n.size, n.sha, n.now, n.subject, n.from_addr,"
-    "   n.msgid, n.date_hdr, n.delivered_at, n.kind, n.declared, n.key"
-    "   FROM n JOIN u ON u.message_id = n.id ORDER BY n.k RETURNING id),"
-    " b AS (INSERT INTO bodies(message_id, size, chunk_size)"
-    "   SELECT n.id, n.size, $15::integer FROM n JOIN m ON m.id = n.id),"
-    " c AS (INSERT INTO body_chunks(message_id, seq, data)"
-    "   SELECT n.id, 0, x.data FROM unnest($16::bytea[]) WITH ORDINALITY AS x(data, k)"
-    "   JOIN n ON n.k = x.k JOIN m ON m.id = n.id WHERE n.size > 0),"
-    " d AS (INSERT INTO deliveries(message_id, account, webhook, status, attempts,"
-    "   next_attempt_at, created_at, updated_at)"
-    "   SELECT n.id, n.account, h.w, 0, 0, n.now, n.now, n.now"
-    "   FROM unnest($17::text[], $18::bigint[]) WITH ORDINALITY AS h(w, mk, hk)"
-    "   JOIN n ON n.k = h.mk JOIN m ON m.id = n.id ORDER BY h.hk)"
-    " SELECT n.k, coalesce(m.id, 0) FROM n LEFT JOIN m ON m.id = n.id ORDER BY n.k";
-
-enum { G_ACCOUNT, G_UIDL, G_STATE, G_NOW, G_SIZE, G_SHA, G_SUBJECT, G_FROM, G_MSGID, G_DATE,
-       G_DELIVERED, G_KIND, G_DECLARED, G_KEY, G_DATA, G_HOOK, G_HOOK_MSG, G_ARRAYS };
-
-/* STORE_MANY_SQL's parameters for f[0..n) into q (as store_params's, one
- * array element per message; no duplicate: groupable leaves those out). */
-static int store_many_params(const struct store_finish *f,
-                             const char (*hex)[STORE_SHA256_HEX + 1], size_t n, struct pq *q,
-                             struct err *e)
-{
-    static const uint32_t oid[G_ARRAYS] = {
-        [G_ACCOUNT] = PG_OID_TEXT, [G_UIDL] = PG_OID_TEXT,     [G_STATE] = PG_OID_INT8,
-        [G_NOW] = PG_OID_INT8,     [G_SIZE] = PG_OID_INT8,     [G_SHA] = PG_OID_TEXT,
-        [G_SUBJECT] = PG_OID_TEXT, [G_FROM] = PG_OID_TEXT,     [G_MSGID] = PG_OID_TEXT,
-        [G_DATE] = PG_OID_TEXT,    [G_DELIVERED] = PG_OID_INT8, [G_KIND] = PG_OID_TEXT,
-        [G_DECLARED] = PG_OID_INT8, [G_KEY] = PG_OID_TEXT,     [G_DATA] = PG_OID_BYTEA,
-        [G_HOOK] = PG_OID_TEXT,    [G_HOOK_MSG] = PG_OID_INT8};
-    struct pq_arr a[G_ARRAYS];
-    for (int i = 0; i < G_ARRAYS; i++)
-        pq_arr_init(&a[i], oid[i]);
-    for (size_t i = 0; i < n; i++) {
-        const struct store_msg *m = f[i].m;
-        const struct store_msg_meta *meta = f[i].meta;
-        char key[STORE_KEY_HEX + 1];
-        if (store_new_event_key(key, e) < 0) {
-            for (int j = 0; j < G_ARRAYS; j++)
-                pq_arr_free(&a[j]);
-            return -1;
-        }
-        bool hooks = f[i].n_webhooks > 0;
-        pq_arr_text(&a[G_ACCOUNT], m->account);
-        pq_arr_text(&a[G_UIDL], m->uidl);
-        pq_arr_i64(&a[G_STATE], hooks ? STORE_UIDL_STORED : STORE_UIDL_DELIVERED);
-        pq_arr_i64(&a[G_NOW], f[i].now);
-        pq_arr_i64(&a[G_SIZE], (int64_t)m->sp.size);
-        pq_arr_text(&a[G_SHA], hex[i]);
-        pq_arr_trunc(&a[G_SUBJECT], meta ? meta->subject : NULL, STORE_META_MAX);
-        pq_arr_trunc(&a[G_FROM], meta ? meta->from : NULL, STORE_META_MAX);
-        pq_arr_trunc(&a[G_MSGID], meta ? meta->message_id : NULL, STORE_META_MAX);
-        pq_arr_trunc(&a[G_DATE], meta ? meta->date : NULL, STORE_META_MAX);
-        if (hooks)
-            pq_arr_null(&a[G_DELIVERED]);
-        else
-            pq_arr_i64(&a[G_DELIVERED], f[i].now);
-        pq_arr_text(&a[G_KIND], meta && meta->kind ? meta->kind : STORE_KIND_MESSAGE);
-        pq_arr_i64(&a[G_DECLARED], meta ? (int64_t)meta->declared_size : 0);
-        pq_arr_text(&a[G_KEY], key);
-        pq_arr_bin(&a[G_DATA], m->sp.size ? m->sp.mem : "", m->sp.size);
-        for (size_t w = 0; w < f[i].n_webhooks; w++) {
-            pq_arr_text(&a[G_HOOK], f[i].webhooks[w]);
-            pq_arr_i64(&a[G_HOOK_MSG], (int64_t)i + 1);
-        }
-    }
-    for (int i = 0; i < G_ARRAYS; i++) {
-        if (i == G_DATA)
-            pq_i64(q, STORE_IO_CHUNK); /* $15 */
-        pq_arr_put(q, &a[i]);
-    }
-    return 0;
-}
-
 /* f[0..n) in one statement under one savepoint (the batch's write); one
  * failing at the database: all undone, then each on its own. */
 static void store_group(struct store *st, struct store_finish *f,
@@ -608,13 +556,19 @@ static void store_group(struct store *st, struct store_finish *f,
     err_clear(&e);
     PGconn *c = NULL;
     PGresult *r = NULL;
-    if (store_many_params(f, hex, n, &q, &e) == 0 && (c = pg_tx_begin(st, &e, op)))
-        r = pq_run(st, c, STORE_MANY_SQL, &q, 0, &e, op);
+    struct store_row rows[STORE_GROUP];
+    for (size_t i = 0; i < n; i++) {
+        const struct store_msg *m = f[i].m;
+        rows[i] = (struct store_row){m, f[i].meta, f[i].webhooks, f[i].n_webhooks, f[i].now,
+                                     hex[i], 0, m->sp.mem, m->sp.size};
+    }
+    if (store_params(rows, n, &q, &e) == 0 && (c = pg_tx_begin(st, &e, op)))
+        r = pq_run(st, c, STORE_SQL, &q, 0, &e, op);
     else
         pq_free(&q);
     if (r && (size_t)PQntuples(r) == n && pg_tx_commit(st, c, &e, op) == 0) {
         for (size_t i = 0; i < n; i++) {
-            f[i].res.id = store_result(r, (int)i, 1, f[i].m, &f[i].err);
+            f[i].res.id = store_result(r, (int)i, f[i].m, &f[i].err);
             f[i].result = f[i].res.id ? 0 : -1; /* a known UIDL wrote nothing */
         }
         PQclear(r);

@@ -1977,6 +1977,24 @@ static void record_many(void **state)
     assert_string_equal(one.lease_owner, "other");
     /* two still open (r[1] failed, r[2] refused): the message is not delivered */
     assert_int_equal(uidl_state(st, "acc", "u1"), STORE_UIDL_STORED);
+    /* one delivery named twice in a batch: recorded in order, the second
+     * finds it settled by the first */
+    struct store_record twice[2];
+    memset(twice, 0, sizeof twice);
+    for (int i = 0; i < 2; i++) {
+        twice[i].id = r[1].id;
+        twice[i].a = att(T0 + 20 + i, i ? 503 : 200, i ? "late" : NULL, i ? "retry" : "delivered");
+        twice[i].status = i ? STORE_D_FAILED : STORE_D_DELIVERED;
+        twice[i].next_attempt_at = i ? T0 + 9000 : 0;
+    }
+    assert_int_equal(store_batch_begin(st, &e), 0);
+    assert_int_equal(store_delivery_record_many(st, OWNER, twice, 2, &e), 0);
+    assert_int_equal(store_batch_commit(st, &e), 0);
+    assert_int_equal(twice[0].result, 0);
+    assert_int_equal(twice[1].result, STORE_LEASE_LOST);
+    assert_int_equal(store_delivery_get(st, r[1].id, &one, NULL, NULL, &e), 0);
+    assert_int_equal(one.status, STORE_D_DELIVERED);
+    assert_int_equal(one.attempts, 3);
     assert_int_equal(store_delivery_record_many(NULL, OWNER, r, k, &e), -1);
     assert_int_equal(e.kind, ERR_USAGE);
 }
